@@ -1,0 +1,1 @@
+"""SQuAD-format QA files to DPR training and evaluation files."""
