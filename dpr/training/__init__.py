@@ -1,1 +1,1 @@
-"""training."""
+"""Bi-encoder training: configuration, optimisation, the training loop and validation."""

@@ -1,0 +1,110 @@
+"""Negative sampling and the bi-encoder batch layout."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dpr.data.records import BiEncoderSample, Passage
+from dpr.data.tensorizer import Tensorizer, strip_question_mark
+
+
+@dataclass
+class BiEncoderBatch:
+    """Tensors of one bi-encoder step.
+
+    Contexts are laid out per question as `[positive, other negatives..., hard negatives...]`,
+    blocks concatenated in question order.
+    """
+
+    question_ids: torch.Tensor  # [B × Lq] int64
+    question_mask: torch.Tensor  # [B × Lq] bool
+    ctx_ids: torch.Tensor  # [C × Lc] int64, C = Σ contexts per question
+    ctx_mask: torch.Tensor  # [C × Lc] bool
+    positive_idx: torch.Tensor  # [B] int64, row of each question's positive in ctx_ids
+    hard_negative_idx: list[list[int]]  # per question, rows of its hard negatives
+
+    def to(self, device: torch.device | str) -> BiEncoderBatch:
+        """Returns the batch with its tensors moved to `device`."""
+        return BiEncoderBatch(
+            question_ids=self.question_ids.to(device, non_blocking=True),
+            question_mask=self.question_mask.to(device, non_blocking=True),
+            ctx_ids=self.ctx_ids.to(device, non_blocking=True),
+            ctx_mask=self.ctx_mask.to(device, non_blocking=True),
+            positive_idx=self.positive_idx.to(device, non_blocking=True),
+            hard_negative_idx=self.hard_negative_idx,
+        )
+
+
+def select_contexts(
+    sample: BiEncoderSample,
+    *,
+    num_hard: int,
+    num_other: int,
+    rng: random.Random | None,
+    shuffle_positive: bool = False,
+) -> tuple[Passage, list[Passage], list[Passage]]:
+    """Chooses the positive, other negatives and hard negatives of one question.
+
+    With an `rng` (training) the negative pools are shuffled (copies; the sample is never
+    mutated) and, if `shuffle_positive`, the positive is drawn at random; without one
+    (validation) the first passages are taken. Pools smaller than the requested count give
+    what they have.
+
+    Returns:
+        (positive, other negatives, hard negatives).
+    """
+    positive = sample.positives[0]
+    others = list(sample.negatives)
+    hards = list(sample.hard_negatives)
+    if rng is not None:
+        if shuffle_positive and len(sample.positives) > 1:
+            positive = sample.positives[rng.randrange(len(sample.positives))]
+        rng.shuffle(others)
+        rng.shuffle(hards)
+    return positive, others[:num_other], hards[:num_hard]
+
+
+def build_batch(
+    samples: Sequence[BiEncoderSample],
+    tensorizer: Tensorizer,
+    *,
+    num_hard: int,
+    num_other: int,
+    rngs: Sequence[random.Random] | None = None,
+    shuffle_positive: bool = False,
+) -> BiEncoderBatch:
+    """Builds a `BiEncoderBatch` (DPR's `create_biencoder_input`, without global RNGs).
+
+    Args:
+        samples: The batch's questions.
+        tensorizer: Tokenizes and pads.
+        num_hard: Hard negatives per question.
+        num_other: Other negatives per question.
+        rngs: One private generator per sample for training-time sampling; None = no shuffle.
+        shuffle_positive: Draw a random positive instead of the first (training only).
+    """
+    questions: list[str] = []
+    passages: list[Passage] = []
+    positive_idx: list[int] = []
+    hard_idx: list[list[int]] = []
+    for i, sample in enumerate(samples):
+        positive, others, hards = select_contexts(
+            sample, num_hard=num_hard, num_other=num_other,
+            rng=rngs[i] if rngs is not None else None, shuffle_positive=shuffle_positive,
+        )
+        start = len(passages)
+        positive_idx.append(start)
+        first_hard = start + 1 + len(others)
+        hard_idx.append(list(range(first_hard, first_hard + len(hards))))
+        passages.extend([positive, *others, *hards])
+        questions.append(strip_question_mark(sample.question))
+    q_ids, q_mask = tensorizer.tensorize(questions)
+    c_ids, c_mask = tensorizer.tensorize([p.text for p in passages], [p.title for p in passages])
+    return BiEncoderBatch(
+        question_ids=q_ids, question_mask=q_mask, ctx_ids=c_ids, ctx_mask=c_mask,
+        positive_idx=torch.tensor(positive_idx, dtype=torch.long), hard_negative_idx=hard_idx,
+    )

@@ -1,0 +1,217 @@
+"""DPR retriever training records and their readers.
+
+Files are DPR JSON arrays (`[{"question": ..., "answers": [...], "positive_ctxs": [...],
+"negative_ctxs": [...], "hard_negative_ctxs": [...]}, ...]`), JSON Lines with one such object
+per line, or either of them gzip-compressed (`.gz`). Every error names the file and the record.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from dpr.utils.io import open_text
+
+logger = logging.getLogger(__name__)
+
+
+class DataFormatError(ValueError):
+    """Raised for unreadable or malformed training data; the message names file and record."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A passage as DPR feeds it to the context encoder."""
+
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BiEncoderSample:
+    """One training question with its positive and negative passages."""
+
+    question: str
+    answers: tuple[str, ...]
+    positives: tuple[Passage, ...]
+    negatives: tuple[Passage, ...]
+    hard_negatives: tuple[Passage, ...]
+
+
+def expand_files(pattern: str) -> list[str]:
+    """Expands a glob (or a comma-separated list of globs) into a sorted list of files.
+
+    Sorting makes the pairing with `--train_files_upsample_rates` deterministic.
+
+    Raises:
+        DataFormatError: If a pattern matches no file.
+    """
+    files: list[str] = []
+    for part in (p.strip() for p in pattern.split(",")):
+        if not part:
+            continue
+        matches = sorted(glob.glob(part))
+        if not matches:
+            raise DataFormatError(f"{part}: no file matches this path or pattern")
+        files.extend(matches)
+    if not files:
+        raise DataFormatError(f"{pattern!r}: no file given")
+    return files
+
+
+def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
+    """Parses `--train_files_upsample_rates` safely (a literal list, never evaluated as code).
+
+    Args:
+        text: E.g. "[1, 2, 1]"; None means factor 1 for every file.
+        num_files: Number of files the train glob expanded to.
+
+    Returns:
+        One integer repetition factor per file (fractions truncate, as in DPR).
+
+    Raises:
+        ValueError: If the text is not a list of non-negative numbers of the right length.
+    """
+    if text is None:
+        return [1] * num_files
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as err:
+        raise ValueError(f"--train_files_upsample_rates {text!r} is not a literal list") from err
+    if isinstance(value, (int, float)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise ValueError(
+            f"--train_files_upsample_rates {text!r} must be a list of non-negative numbers"
+        )
+    if len(value) != num_files:
+        raise ValueError(
+            f"--train_files_upsample_rates has {len(value)} rates but the train files "
+            f"expand to {num_files} file(s)"
+        )
+    return [int(v) for v in value]
+
+
+def read_json_records(path: str) -> list[Any]:
+    """Reads a JSON array file or a JSON Lines file (optionally `.gz`).
+
+    Raises:
+        DataFormatError: On empty files, invalid JSON, or a top level that is not an array.
+    """
+    try:
+        with open_text(path) as handle:
+            content = handle.read()
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise DataFormatError(f"{path}: cannot be read: {err}") from err
+    stripped = content.lstrip()
+    if not stripped:
+        raise DataFormatError(f"{path}: file is empty")
+    if stripped[0] == "[":
+        try:
+            records = json.loads(content)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(
+                f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+            ) from err
+        return records
+    records = []
+    for line_no, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DataFormatError(
+                f"{path}: line {line_no}: invalid JSON Lines record ({err.msg}); expected a "
+                "JSON array of records or one JSON object per line"
+            ) from err
+    return records
+
+
+def _parse_passages(value: Any, where: str, key: str) -> tuple[Passage, ...]:
+    if not isinstance(value, list):
+        raise DataFormatError(f"{where}: '{key}' must be a list of passages")
+    passages = []
+    for j, ctx in enumerate(value):
+        if not isinstance(ctx, dict) or not isinstance(ctx.get("text"), str):
+            raise DataFormatError(f"{where}: {key}[{j}] must be an object with a string 'text'")
+        title = ctx.get("title") or ""
+        if not isinstance(title, str):
+            raise DataFormatError(f"{where}: {key}[{j}].title must be a string")
+        passages.append(Passage(title=title, text=ctx["text"]))
+    return tuple(passages)
+
+
+def parse_sample(record: Any, *, path: str, index: int) -> BiEncoderSample:
+    """Validates one record and converts it to a `BiEncoderSample`.
+
+    `negative_ctxs` and `hard_negative_ctxs` may be absent (treated as empty); a passage's
+    `title` may be absent or null (no title).
+
+    Raises:
+        DataFormatError: Naming the file and the record index (and question when known).
+    """
+    where = f"{path}: record {index}"
+    if not isinstance(record, dict):
+        raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise DataFormatError(f"{where}: 'question' must be a non-empty string")
+    where = f"{where} (question {question[:60]!r})"
+    if "positive_ctxs" not in record:
+        raise DataFormatError(f"{where}: missing 'positive_ctxs'")
+    answers = record.get("answers", [])
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise DataFormatError(f"{where}: 'answers' must be a list of strings")
+    return BiEncoderSample(
+        question=question,
+        answers=tuple(answers),
+        positives=_parse_passages(record["positive_ctxs"], where, "positive_ctxs"),
+        negatives=_parse_passages(record.get("negative_ctxs", []), where, "negative_ctxs"),
+        hard_negatives=_parse_passages(
+            record.get("hard_negative_ctxs", []), where, "hard_negative_ctxs"
+        ),
+    )
+
+
+def load_samples(pattern: str, upsample_rates: str | None = None) -> list[BiEncoderSample]:
+    """Loads every file of a glob, up-samples per file, and drops samples without positives.
+
+    Args:
+        pattern: Glob (or comma-separated globs) of DPR JSON / JSON Lines files.
+        upsample_rates: `--train_files_upsample_rates` text, or None.
+
+    Returns:
+        The samples, in sorted-file order, each file repeated by its rate.
+
+    Raises:
+        DataFormatError: For missing, empty or malformed files and records.
+        ValueError: For bad upsample rates.
+    """
+    files = expand_files(pattern)
+    rates = parse_upsample_rates(upsample_rates, len(files))
+    samples: list[BiEncoderSample] = []
+    dropped = 0
+    for path, rate in zip(files, rates):
+        records = read_json_records(path)
+        if not isinstance(records, list):
+            raise DataFormatError(f"{path}: top level must be a JSON array of records")
+        if not records:
+            raise DataFormatError(f"{path}: contains no records")
+        parsed = [parse_sample(r, path=path, index=i) for i, r in enumerate(records)]
+        kept = [s for s in parsed if s.positives]
+        dropped += len(parsed) - len(kept)
+        logger.info("%s: %d records, %d with positives, upsampled x%d", path, len(parsed),
+                    len(kept), rate)
+        samples.extend(kept * rate)
+    if dropped:
+        logger.warning("Dropped %d sample(s) without positive passages", dropped)
+    logger.info("Loaded %d samples from %d file(s) matching %s", len(samples), len(files),
+                pattern)
+    return samples

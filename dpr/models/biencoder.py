@@ -1,0 +1,50 @@
+"""The bi-encoder: independent question and passage towers."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from dpr.models.encoder import Encoder
+
+
+class BiEncoder(nn.Module):
+    """Question and context encoders (no weight sharing), as in DPR.
+
+    Args:
+        question_model: Question tower.
+        ctx_model: Passage tower.
+        fix_ctx_encoder: Freeze the passage tower (no gradients, run under no_grad).
+    """
+
+    def __init__(self, question_model: Encoder, ctx_model: Encoder,
+                 fix_ctx_encoder: bool = False) -> None:
+        super().__init__()
+        self.question_model = question_model
+        self.ctx_model = ctx_model
+        self.fix_ctx_encoder = fix_ctx_encoder
+        if fix_ctx_encoder:
+            self.ctx_model.requires_grad_(False)
+
+    def encode_questions(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B × T] ids and mask → [B × D] question vectors."""
+        return self.question_model(ids, mask)
+
+    def encode_contexts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[C × T] ids and mask → [C × D] passage vectors (no graph when the tower is fixed)."""
+        guard = torch.no_grad() if self.fix_ctx_encoder else contextlib.nullcontext()
+        with guard:
+            return self.ctx_model(ids, mask)
+
+    def forward(
+        self,
+        question_ids: torch.Tensor,
+        question_mask: torch.Tensor,
+        ctx_ids: torch.Tensor,
+        ctx_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encodes both sides: returns question vectors [B × D] and passage vectors [C × D]."""
+        return (self.encode_questions(question_ids, question_mask),
+                self.encode_contexts(ctx_ids, ctx_mask))

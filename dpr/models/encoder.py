@@ -1,0 +1,118 @@
+"""Encoders: a Hugging Face transformer plus first-token pooling and an optional projection."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+
+def pool_first_token(hidden_states: torch.Tensor) -> torch.Tensor:
+    """DPR's representation: the last-layer hidden state of the first token ([CLS] / <s>).
+
+    Args:
+        hidden_states: [B × T × H].
+
+    Returns:
+        [B × H].
+    """
+    return hidden_states[:, 0, :]
+
+
+class Encoder(nn.Module):
+    """One tower of the bi-encoder.
+
+    Args:
+        model: Any Hugging Face encoder returning `last_hidden_state`.
+        projection_dim: Size of an extra linear projection of the pooled vector; 0 = none.
+    """
+
+    def __init__(self, model: PreTrainedModel, projection_dim: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        hidden = model.config.hidden_size
+        self.encode_proj: nn.Linear | None = None
+        if projection_dim:
+            self.encode_proj = nn.Linear(hidden, projection_dim)
+            std = getattr(model.config, "initializer_range", 0.02)
+            nn.init.normal_(self.encode_proj.weight, mean=0.0, std=std)
+            nn.init.zeros_(self.encode_proj.bias)
+        pooler = getattr(model, "pooler", None)
+        if pooler is not None:
+            # Kept only so the checkpoint layout matches DPR's; it never gets gradients, and
+            # freezing it lets DDP run without find_unused_parameters.
+            pooler.requires_grad_(False)
+
+    @property
+    def out_size(self) -> int:
+        if self.encode_proj is not None:
+            return self.encode_proj.out_features
+        return int(self.model.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Encodes a batch.
+
+        Args:
+            input_ids: [B × T] token ids.
+            attention_mask: [B × T], true on real tokens.
+
+        Returns:
+            Representations [B × D].
+        """
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(),
+                         return_dict=True)
+        vectors = pool_first_token(out.last_hidden_state)
+        if self.encode_proj is not None:
+            vectors = self.encode_proj(vectors)
+        return vectors
+
+
+def _override_dropout(config, dropout: float) -> None:
+    if dropout != 0:
+        config.hidden_dropout_prob = dropout
+        config.attention_probs_dropout_prob = dropout
+
+
+def build_hf_encoder(
+    encoder_model_type: str,
+    pretrained_model_cfg: str,
+    *,
+    dropout: float = 0.1,
+    projection_dim: int = 0,
+    load_weights: bool = True,
+) -> Encoder:
+    """Builds one tower from a Hugging Face folder.
+
+    `hf_bert` uses `BertModel` with its pooler (DPR's checkpoint layout has `pooler.*`);
+    `hf_roberta` uses `AutoModel` (RoBERTa, CamemBERT, XLM-R...) without a pooler.
+
+    Args:
+        encoder_model_type: `hf_bert` or `hf_roberta`.
+        pretrained_model_cfg: Model folder (config + weights) or hub name.
+        dropout: Overrides hidden and attention dropout when non-zero (DPR's `--dropout`).
+        projection_dim: DPR's `--projection_dim`.
+        load_weights: Load the pretrained weights (False: random init from the config only,
+            for when a checkpoint will overwrite every weight anyway).
+    """
+    if encoder_model_type == "hf_bert":
+        config = BertConfig.from_pretrained(pretrained_model_cfg)
+        _override_dropout(config, dropout)
+        if load_weights:
+            model = BertModel.from_pretrained(pretrained_model_cfg, config=config)
+        else:
+            model = BertModel(config)
+    elif encoder_model_type == "hf_roberta":
+        config = AutoConfig.from_pretrained(pretrained_model_cfg)
+        _override_dropout(config, dropout)
+        if load_weights:
+            model = AutoModel.from_pretrained(pretrained_model_cfg, config=config,
+                                              add_pooling_layer=False)
+        else:
+            model = AutoModel.from_config(config, add_pooling_layer=False)
+    else:
+        raise ValueError(f"unsupported encoder model type {encoder_model_type!r}")
+    return Encoder(model, projection_dim)

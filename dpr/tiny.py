@@ -1,0 +1,163 @@
+"""Tiny randomly initialised encoders with real tokenizers, for tests and the offline demo.
+
+`python -m dpr.tiny --type camembert --corpus examples/data/fr_sample_squad.json --out DIR`
+writes a Hugging Face folder: a SentencePiece *unigram* tokenizer trained on the corpus (saved
+as `sentencepiece.bpe.model`, as in camembert-base), a small config and random weights.
+`--type bert` writes a WordPiece vocabulary instead, `--type roberta` a byte-level BPE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import tempfile
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_BERT = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def corpus_texts(path: str | Path) -> list[str]:
+    """Texts of a SQuAD-format file (titles, contexts, questions, answers) or of a text file."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = []
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        texts.append(article.get("title", ""))
+        for paragraph in article["paragraphs"]:
+            texts.append(paragraph["context"])
+            for qa in paragraph.get("qas", []):
+                texts.append(qa["question"])
+                texts.extend(a["text"] for a in qa.get("answers", []))
+    return [t for t in texts if t.strip()]
+
+
+def _small_config_kwargs(hidden: int, layers: int) -> dict:
+    return {"hidden_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": max(1, hidden // 16), "intermediate_size": hidden * 4}
+
+
+def train_sentencepiece(texts: Iterable[str], out_dir: Path, vocab_size: int = 400) -> Path:
+    """Trains a unigram SentencePiece model (ids: unk 0, <s> 1, </s> 2, as camembert-base)."""
+    import sentencepiece as spm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(out_dir / "sentencepiece.bpe"),
+            vocab_size=vocab_size, model_type="unigram", character_coverage=1.0,
+            hard_vocab_limit=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+            num_threads=1)
+    (out_dir / "sentencepiece.bpe.vocab").unlink(missing_ok=True)
+    return out_dir / "sentencepiece.bpe.model"
+
+
+def make_tiny_camembert(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
+                        layers: int = 2, vocab_size: int = 400, seed: int = 0) -> Path:
+    """Writes a tiny CamemBERT folder (tokenizer, config, random weights)."""
+    from transformers import CamembertConfig, CamembertModel, CamembertTokenizer
+
+    out = Path(out_dir)
+    train_sentencepiece(texts, out, vocab_size)
+    tokenizer = CamembertTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
+    config = CamembertConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
+                             type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
+                             bos_token_id=0, eos_token_id=2, **_small_config_kwargs(hidden, layers))
+    torch.manual_seed(seed)
+    CamembertModel(config, add_pooling_layer=False).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _bert_vocab(texts: list[str], size: int) -> list[str]:
+    def norm(text: str) -> str:
+        text = unicodedata.normalize("NFD", text.lower())
+        return "".join(c for c in text if unicodedata.category(c) != "Mn")
+
+    words: collections.Counter[str] = collections.Counter()
+    chars: set[str] = set()
+    for text in texts:
+        clean = norm(text)
+        chars.update(c for c in clean if not c.isspace())
+        for token in clean.replace("'", " ' ").split():
+            words[token.strip(".,;:!?()\"")] += 1
+    pieces = sorted(chars) + [f"##{c}" for c in sorted(chars)]
+    frequent = [w for w, _ in words.most_common() if len(w) > 1 and w not in pieces]
+    return SPECIAL_BERT + pieces + frequent[: max(0, size - len(pieces) - 5)]
+
+
+def make_tiny_bert(out_dir: str | Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
+                   vocab_size: int = 600, seed: int = 0) -> Path:
+    """Writes a tiny uncased BERT folder (WordPiece vocabulary from the texts, random weights)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("\n".join(_bert_vocab(texts, vocab_size)) + "\n",
+                                   encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
+                        **_small_config_kwargs(hidden, layers))
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def make_tiny_roberta(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
+                      layers: int = 2, vocab_size: int = 500, seed: int = 0) -> Path:
+    """Writes a tiny RoBERTa folder (byte-level BPE trained on the texts, random weights)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(out))
+    tokenizer = RobertaTokenizerFast(vocab_file=str(out / "vocab.json"),
+                                     merges_file=str(out / "merges.txt"))
+    config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
+                           type_vocab_size=1, layer_norm_eps=1e-5,
+                           **_small_config_kwargs(hidden, layers))
+    torch.manual_seed(seed)
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+BUILDERS = {"camembert": make_tiny_camembert, "bert": make_tiny_bert,
+            "roberta": make_tiny_roberta}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--type", choices=sorted(BUILDERS), default="camembert",
+                        help="Model family to write.")
+    parser.add_argument("--corpus", required=True,
+                        help="SQuAD-format JSON or plain text file the tokenizer is trained on.")
+    parser.add_argument("--out", required=True, help="Output folder.")
+    parser.add_argument("--hidden", type=int, default=32, help="Hidden size.")
+    parser.add_argument("--layers", type=int, default=2, help="Number of layers.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    out = BUILDERS[args.type](args.out, corpus_texts(args.corpus), hidden=args.hidden,
+                              layers=args.layers, seed=args.seed)
+    logger.info("Wrote tiny %s model to %s", args.type, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

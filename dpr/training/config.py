@@ -1,0 +1,264 @@
+"""Training configuration: DPR's `train_dense_encoder.py` flags as three frozen dataclasses.
+
+Every flag keeps DPR's name, type, default and meaning (see docs/DIFFERENCES.md for the few
+whose effect was corrected). The argparse parser is generated from the dataclass fields, so
+a flag's default and help live in exactly one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EncoderType(StrEnum):
+    """Values of `--encoder_model_type`."""
+
+    HF_BERT = "hf_bert"
+    HF_ROBERTA = "hf_roberta"
+    FAIRSEQ_ROBERTA = "fairseq_roberta"
+
+
+SUPPORTED_TYPES = tuple(e.value for e in EncoderType)
+
+
+def opt(default: Any, help: str, *, type: Any = None, flags: tuple[str, ...] = ()) -> Any:
+    """A dataclass field that is also a command-line flag."""
+    return field(default=default, metadata={"help": help, "type": type, "flags": flags})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder flags (DPR's `add_encoder_params`, `add_tokenizer_params` and model options)."""
+
+    pretrained_model_cfg: str | None = opt(
+        None, "Hugging Face model folder (config, weights, tokenizer). For fairseq_roberta: "
+        "the tokenizer folder (holding sentencepiece.bpe.model for CamemBERT).", type=str)
+    encoder_model_type: str | None = opt(
+        None, f"Encoder type: one of {', '.join(SUPPORTED_TYPES)}.", type=str)
+    pretrained_file: str | None = opt(
+        None, "fairseq_roberta: folder with the fairseq model.pt and dict.txt. Unused by the "
+        "hf_* types.", type=str)
+    model_file: str | None = opt(
+        None, "Bi-encoder checkpoint to initialise from or resume (must exist). Without it, "
+        "training resumes from the most advanced checkpoint in --output_dir, if any.", type=str)
+    projection_dim: int = opt(0, "Linear projection of the representation to this size; 0 = "
+                              "none.", type=int)
+    sequence_length: int = opt(512, "Maximum length in tokens of questions and passages.",
+                               type=int)
+    dropout: float = opt(0.1, "Hidden and attention dropout of the encoders (0 = keep the "
+                         "model config's values).", type=float)
+    do_lower_case: bool = opt(False, "Lower-case all text before tokenization (stored in "
+                              "checkpoints and applied identically at inference).")
+    fix_ctx_encoder: bool = opt(False, "Freeze the passage encoder: only the question encoder "
+                                "is trained.")
+
+    def __post_init__(self) -> None:
+        if self.encoder_model_type is None:
+            raise ValueError(f"--encoder_model_type is required (one of "
+                             f"{', '.join(SUPPORTED_TYPES)})")
+        if self.encoder_model_type == "pytext_bert":
+            raise ValueError("--encoder_model_type pytext_bert is not supported (it was already "
+                             "broken in the original DPR); use hf_bert")
+        if self.encoder_model_type not in SUPPORTED_TYPES:
+            raise ValueError(f"--encoder_model_type {self.encoder_model_type!r}: unsupported "
+                             f"model type (choose one of {', '.join(SUPPORTED_TYPES)})")
+        if self.sequence_length < 4:
+            raise ValueError(f"--sequence_length must be at least 4, got {self.sequence_length}")
+        if self.projection_dim < 0:
+            raise ValueError(f"--projection_dim must be >= 0, got {self.projection_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data flags: files, batch sizes and negatives."""
+
+    train_file: str | None = opt(
+        None, "Glob of training files (DPR JSON arrays or JSON Lines, optionally .gz); several "
+        "globs may be separated by commas. Without it the script only validates --model_file "
+        "on --dev_file.", type=str)
+    dev_file: str | None = opt(None, "Glob of validation files (same formats).", type=str)
+    train_files_upsample_rates: str | None = opt(
+        None, "Literal list of repetition factors, one per train file in sorted order, e.g. "
+        "\"[1, 2]\".", type=str)
+    batch_size: int = opt(2, "Questions per batch per process.", type=int)
+    dev_batch_size: int = opt(4, "Questions per validation batch per process.", type=int)
+    hard_negatives: int = opt(1, "Hard negatives per question (training and NLL validation).",
+                              type=int)
+    other_negatives: int = opt(0, "Other (random) negatives per question (training and NLL "
+                               "validation).", type=int)
+    shuffle_positive_ctx: bool = opt(False, "Draw a random positive passage per question "
+                                     "instead of the first (training only).")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "dev_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("hard_negatives", "other_negatives"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+
+
+def parse_adam_betas(text: str) -> tuple[float, float]:
+    """Parses `--adam_betas` as a literal pair (never evaluated as code)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as err:
+        raise ValueError(f"--adam_betas {text!r} is not a literal pair like (0.9, 0.999)") from err
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in value)):
+        raise ValueError(f"--adam_betas {text!r} must be two numbers in [0, 1)")
+    return float(value[0]), float(value[1])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, validation, checkpointing and runtime flags."""
+
+    output_dir: str | None = opt(None, "Checkpoint folder (created if missing).", type=str)
+    checkpoint_file_name: str = opt("dpr_biencoder", "Checkpoint file name prefix.", type=str)
+    seed: int = opt(0, "Seed of all randomness (shuffles, negatives, dropout, init).", type=int)
+    learning_rate: float = opt(1e-5, "Peak learning rate.", type=float)
+    adam_eps: float = opt(1e-8, "Adam epsilon.", type=float)
+    adam_betas: str = opt("(0.9, 0.999)", "Adam betas, a literal pair.", type=str)
+    weight_decay: float = opt(0.0, "Decoupled weight decay (not applied to biases and "
+                              "LayerNorm weights).", type=float)
+    max_grad_norm: float = opt(1.0, "Gradient-norm clipping threshold; <= 0 disables.",
+                               type=float)
+    warmup_steps: int = opt(100, "Linear warm-up length in optimizer updates.", type=int)
+    gradient_accumulation_steps: int = opt(1, "Batches per optimizer update.", type=int)
+    num_train_epochs: float = opt(3.0, "Number of epochs (the integer part is used).",
+                                  type=float)
+    log_batch_step: int = opt(100, "Log a progress line every N batches.", type=int)
+    train_rolling_loss_step: int = opt(100, "Window (batches) of the rolling training loss.",
+                                       type=int)
+    eval_per_epoch: int = opt(1, "Validation + checkpoint points per epoch.", type=int)
+    val_av_rank_start_epoch: int = opt(10000, "First epoch (0-based) validated by average "
+                                       "rank instead of NLL.", type=int)
+    val_av_rank_hard_neg: int = opt(30, "Hard negatives per question in average-rank "
+                                    "validation.", type=int)
+    val_av_rank_other_neg: int = opt(30, "Other negatives per question in average-rank "
+                                     "validation.", type=int)
+    val_av_rank_bsz: int = opt(128, "Passages per forward pass in average-rank validation.",
+                               type=int)
+    val_av_rank_max_qs: int = opt(10000, "Questions (all processes together) used by "
+                                  "average-rank validation.", type=int)
+    global_loss_buf_sz: int = opt(150000, "Accepted for compatibility and ignored: in-batch "
+                                  "negatives are exchanged with tensor collectives of any "
+                                  "size.", type=int)
+    no_cuda: bool = opt(False, "Do not use a GPU even if one is available.")
+    local_rank: int = opt(-1, "Set by torch.distributed.launch (also read from LOCAL_RANK).",
+                          type=int, flags=("--local_rank", "--local-rank"))
+    fp16: bool = opt(False, "Mixed precision with torch.autocast (float16 + loss scaling on "
+                     "GPU, bfloat16 on CPU).")
+    fp16_opt_level: str = opt("O1", "Accepted for compatibility with apex (O0 disables mixed "
+                              "precision; O1-O3 all mean autocast).", type=str)
+    allow_unsafe_pickle: bool = opt(False, "Allow loading checkpoints that need full "
+                                    "unpickling (only for files you trust).")
+
+    def __post_init__(self) -> None:
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError("--gradient_accumulation_steps must be >= 1, got "
+                             f"{self.gradient_accumulation_steps}")
+        for name in ("eval_per_epoch", "log_batch_step", "train_rolling_loss_step",
+                     "val_av_rank_bsz", "val_av_rank_max_qs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.num_train_epochs < 0:
+            raise ValueError("--warmup_steps and --num_train_epochs must be >= 0")
+        if self.fp16_opt_level not in ("O0", "O1", "O2", "O3"):
+            raise ValueError(f"--fp16_opt_level must be O0, O1, O2 or O3, got "
+                             f"{self.fp16_opt_level!r}")
+        parse_adam_betas(self.adam_betas)
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return parse_adam_betas(self.adam_betas)
+
+    @property
+    def use_amp(self) -> bool:
+        return self.fp16 and self.fp16_opt_level != "O0"
+
+    @property
+    def epochs(self) -> int:
+        return int(self.num_train_epochs)
+
+
+CONFIG_CLASSES = (ModelConfig, DataConfig, TrainConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration of one run."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict of every flag (what `--config` reads back)."""
+        return {**dataclasses.asdict(self.model), **dataclasses.asdict(self.data),
+                **dataclasses.asdict(self.train)}
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """Builds the parser of `train_dense_encoder.py` from the dataclass fields."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=str, default=None,
+                        help="JSON file of flag values, applied before command-line flags.")
+    for cls in CONFIG_CLASSES:
+        group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").splitlines()[0])
+        for f in dataclasses.fields(cls):
+            flags = f.metadata["flags"] or (f"--{f.name}",)
+            if f.metadata["type"] is None:
+                group.add_argument(*flags, dest=f.name, action="store_true",
+                                   help=f.metadata["help"])
+            else:
+                group.add_argument(*flags, dest=f.name, type=f.metadata["type"],
+                                   default=f.default, help=f.metadata["help"])
+    return parser
+
+
+def config_from_namespace(values: dict[str, Any]) -> Config:
+    """Splits parsed flag values into the three config dataclasses (validating them)."""
+    parts = []
+    for cls in CONFIG_CLASSES:
+        names = {f.name for f in dataclasses.fields(cls)}
+        parts.append(cls(**{k: v for k, v in values.items() if k in names}))
+    return Config(*parts)
+
+
+def parse_config(argv: list[str] | None, description: str | None = None) -> Config:
+    """Parses the command line (and an optional `--config` JSON file) into a `Config`.
+
+    Invalid values end the program through `parser.error` with a message naming the flag.
+    """
+    parser = build_parser(description)
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        try:
+            with open(pre.config, encoding="utf-8") as handle:
+                defaults = json.load(handle)
+        except (OSError, json.JSONDecodeError) as err:
+            parser.error(f"--config {pre.config}: {err}")
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            parser.error(f"--config {pre.config}: unknown keys {unknown}")
+        parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    values = vars(args)
+    values.pop("config")
+    try:
+        return config_from_namespace(values)
+    except ValueError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits

@@ -1,0 +1,122 @@
+"""Validation: NLL over in-batch negatives, and DPR's average rank."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+import torch
+
+from dpr.data.batch import build_batch
+from dpr.data.iterator import ShardedIterator
+from dpr.data.records import BiEncoderSample
+from dpr.data.tensorizer import Tensorizer
+from dpr.models.biencoder import BiEncoder
+from dpr.training.inbatch import inbatch_loss
+from dpr.utils.dist import DistContext, all_reduce_sum
+
+logger = logging.getLogger(__name__)
+
+
+def validate_nll(
+    model: BiEncoder,
+    samples: Sequence[BiEncoderSample],
+    tensorizer: Tensorizer,
+    *,
+    dctx: DistContext,
+    batch_size: int,
+    num_hard: int,
+    num_other: int,
+    autocast: Callable[[], AbstractContextManager],
+    log_every: int = 100,
+) -> tuple[float, float]:
+    """Mean in-batch NLL loss and accuracy on the dev set, in-batch negatives from all processes.
+
+    Returns:
+        (mean loss over batches, fraction of questions whose positive scored highest); the same
+        values on every process.
+    """
+    model.eval()
+    iterator = ShardedIterator(len(samples), rank=dctx.rank, world_size=dctx.world_size,
+                               batch_size=batch_size, shuffle=False)
+    total_loss, correct, questions, batches = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for iteration, indices in iterator.batches(0):
+            batch = build_batch([samples[i] for i in indices], tensorizer, num_hard=num_hard,
+                                num_other=num_other).to(dctx.device)
+            with autocast():
+                q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
+                               batch.ctx_mask)
+            loss, n_correct, n_questions = inbatch_loss(q, ctx, batch.positive_idx, dctx)
+            total_loss += loss.item()
+            correct += int(n_correct)
+            questions += n_questions
+            batches += 1
+            if iteration % log_every == 0:
+                logger.info("NLL validation: step %d/%d, loss %.4f", iteration,
+                            iterator.batches_per_epoch, loss.item())
+    mean_loss = total_loss / max(batches, 1)
+    accuracy = correct / max(questions, 1)
+    logger.info("NLL validation: loss %.5f, accuracy %.4f (%d/%d)", mean_loss, accuracy,
+                correct, questions)
+    return mean_loss, accuracy
+
+
+def _encode_in_chunks(encode: Callable, ids: torch.Tensor, mask: torch.Tensor,
+                      chunk: int) -> torch.Tensor:
+    parts = [encode(ids[i : i + chunk], mask[i : i + chunk]) for i in range(0, len(ids), chunk)]
+    return torch.cat(parts).float().cpu()
+
+
+def validate_average_rank(
+    model: BiEncoder,
+    samples: Sequence[BiEncoderSample],
+    tensorizer: Tensorizer,
+    *,
+    dctx: DistContext,
+    batch_size: int,
+    num_hard: int,
+    num_other: int,
+    encode_batch_size: int,
+    max_questions: int,
+    autocast: Callable[[], AbstractContextManager],
+) -> float:
+    """DPR's average-rank validation.
+
+    Each process encodes its share of dev questions (up to `max_questions / world_size`) with
+    their positive and negative passages, ranks its whole passage pool for each of its
+    questions, and the 0-based rank of the gold passage is averaged over all processes.
+    Ties count in the question's favour (rank = passages scoring strictly higher).
+
+    Returns:
+        The average rank (0 = perfect), the same on every process.
+    """
+    model.eval()
+    iterator = ShardedIterator(len(samples), rank=dctx.rank, world_size=dctx.world_size,
+                               batch_size=batch_size, shuffle=False)
+    budget = max_questions / dctx.world_size
+    q_parts, ctx_parts, positives, n_ctx = [], [], [], 0
+    with torch.no_grad(), autocast():
+        for _, indices in iterator.batches(0):
+            if sum(len(p) for p in q_parts) >= budget:
+                break
+            batch = build_batch([samples[i] for i in indices], tensorizer, num_hard=num_hard,
+                                num_other=num_other).to(dctx.device)
+            q_parts.append(_encode_in_chunks(model.encode_questions, batch.question_ids,
+                                             batch.question_mask, encode_batch_size))
+            ctx_parts.append(_encode_in_chunks(model.encode_contexts, batch.ctx_ids,
+                                               batch.ctx_mask, encode_batch_size))
+            positives.append(batch.positive_idx.cpu() + n_ctx)
+            n_ctx += batch.ctx_ids.shape[0]
+    q = torch.cat(q_parts)  # [Q × D]
+    ctx = torch.cat(ctx_parts)  # [C × D]
+    pos = torch.cat(positives)  # [Q]
+    scores = q @ ctx.T
+    gold = scores.gather(1, pos[:, None])
+    ranks = (scores > gold).sum(dim=1)
+    totals = all_reduce_sum(torch.tensor([float(ranks.sum()), float(len(ranks))],
+                                         device=dctx.device, dtype=torch.float64), dctx)
+    average = float(totals[0] / totals[1])
+    logger.info("Average-rank validation: %.3f over %d questions", average, int(totals[1]))
+    return average

@@ -1,0 +1,148 @@
+"""Process-group set-up and tensor collectives.
+
+This module and `dpr.training` are the only places that touch `torch.distributed`.
+Launchers supported: `python -m torch.distributed.launch` (passes `--local-rank=N` or
+`--local_rank=N` and sets the environment), `torchrun` (environment only), or a plain single
+process. The *global* rank (env `RANK`) is used for data sharding and for locating this
+process's slot in gathered results, so multi-node runs are correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job.
+
+    Attributes:
+        rank: Global rank (0 when not distributed).
+        local_rank: Rank on this node (-1 when not distributed).
+        world_size: Number of processes in the job.
+        device: Device this process computes on.
+    """
+
+    rank: int = 0
+    local_rank: int = -1
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from err
+
+
+def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
+    """Combines the `--local_rank` flag with the launcher's environment.
+
+    Args:
+        local_rank_arg: Value of `--local_rank` / `--local-rank` (-1 if not given).
+
+    Returns:
+        (global rank, local rank, world size).
+    """
+    world_size = _env_int("WORLD_SIZE", 1)
+    local_rank = local_rank_arg if local_rank_arg != -1 else _env_int("LOCAL_RANK", -1)
+    rank = _env_int("RANK", local_rank if local_rank != -1 else 0)
+    if world_size > 1 and local_rank == -1:
+        local_rank = rank
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside the world size {world_size}")
+    return rank, local_rank, world_size
+
+
+def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False) -> DistContext:
+    """Initialises the default process group when the launcher asked for several processes.
+
+    NCCL is used when every process has a GPU, gloo otherwise (CPU training, tests).
+
+    Args:
+        local_rank_arg: Value of `--local_rank`.
+        no_cuda: Never use a GPU.
+
+    Returns:
+        The context of this process.
+    """
+    rank, local_rank, world_size = resolve_ranks(local_rank_arg)
+    use_cuda = torch.cuda.is_available() and not no_cuda
+    if use_cuda:
+        index = max(local_rank, 0) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if use_cuda else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def barrier(ctx: DistContext) -> None:
+    """Waits for every process (no-op when not distributed)."""
+    if ctx.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Returns the element-wise sum of `values` over all processes."""
+    if not ctx.distributed:
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_gather_variable(tensor: torch.Tensor, ctx: DistContext) -> list[torch.Tensor]:
+    """Gathers one tensor per process whose first dimension may differ between processes.
+
+    Uses fixed-shape tensor collectives (sizes first, then padded data), so any batch size
+    and hidden size works and nothing is pickled.
+
+    Args:
+        tensor: Local tensor [n_local × ...]; trailing dimensions must agree across processes.
+        ctx: Process context.
+
+    Returns:
+        One detached tensor per process, in global-rank order, each with its true length.
+    """
+    if not ctx.distributed:
+        return [tensor.detach()]
+    local_n = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
+    sizes = torch.empty(ctx.world_size, device=tensor.device, dtype=torch.long)
+    dist.all_gather_into_tensor(sizes, local_n)
+    max_n = int(sizes.max())
+    padded = tensor.detach().new_zeros((max_n, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor.detach()
+    gathered = tensor.new_empty((ctx.world_size * max_n, *tensor.shape[1:]))
+    dist.all_gather_into_tensor(gathered, padded.contiguous())
+    chunks = gathered.view(ctx.world_size, max_n, *tensor.shape[1:])
+    return [chunks[i, : int(sizes[i])] for i in range(ctx.world_size)]
+
+
+def cleanup() -> None:
+    """Destroys the default process group if one exists."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

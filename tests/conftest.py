@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny models built in code (no network) and DPR files from the French sample."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dpr import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def dpr_records_from_squad(path: Path, *, num_hard: int = 3, num_other: int = 1) -> list[dict]:
+    """DPR records from a SQuAD file: the paragraph is the positive, paragraphs of the following
+    articles are hard negatives and one of the article after that an other negative."""
+    articles = json.loads(path.read_text(encoding="utf-8"))["data"]
+    records = []
+    for a, article in enumerate(articles):
+        others = [
+            {"title": o["title"], "text": p["context"]}
+            for o in articles[a + 1 :] + articles[:a] for p in o["paragraphs"]
+        ]
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                records.append({
+                    "question": qa["question"],
+                    "answers": [x["text"] for x in qa["answers"]],
+                    "positive_ctxs": [{"title": article["title"], "text": paragraph["context"]}],
+                    "negative_ctxs": others[-num_other:] if num_other else [],
+                    "hard_negative_ctxs": others[:num_hard],
+                })
+    return records
+
+
+@pytest.fixture(scope="session")
+def sample_texts() -> list[str]:
+    return tiny.corpus_texts(SAMPLE_SQUAD)
+
+
+@pytest.fixture(scope="session")
+def tiny_camembert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+    return tiny.make_tiny_camembert(tmp_path_factory.mktemp("models") / "camembert-tiny",
+                                    sample_texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+    return tiny.make_tiny_bert(tmp_path_factory.mktemp("models") / "bert-tiny", sample_texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+    return tiny.make_tiny_roberta(tmp_path_factory.mktemp("models") / "roberta-tiny",
+                                  sample_texts)
+
+
+@pytest.fixture(scope="session")
+def dpr_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(train file, dev file): 29 training and 8 dev questions from the French sample."""
+    records = dpr_records_from_squad(SAMPLE_SQUAD)
+    folder = tmp_path_factory.mktemp("dpr_data")
+    train, dev = folder / "train.json", folder / "dev.json"
+    train.write_text(json.dumps(records[:29], ensure_ascii=False), encoding="utf-8")
+    dev.write_text(json.dumps(records[29:], ensure_ascii=False), encoding="utf-8")
+    return train, dev
