@@ -63,7 +63,8 @@ def train_sentencepiece(texts: Iterable[str], out_dir: Path, vocab_size: int = 4
 
 
 def make_tiny_camembert(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
-                        layers: int = 2, vocab_size: int = 400, seed: int = 0) -> Path:
+                        layers: int = 2, vocab_size: int = 400, seed: int = 0,
+                        dropout: float = 0.1) -> Path:
     """Writes a tiny CamemBERT folder (tokenizer, config, random weights)."""
     from transformers import CamembertConfig, CamembertModel, CamembertTokenizer
 
@@ -72,7 +73,9 @@ def make_tiny_camembert(out_dir: str | Path, texts: list[str], *, hidden: int = 
     tokenizer = CamembertTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
     config = CamembertConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
                              type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-                             bos_token_id=0, eos_token_id=2, **_small_config_kwargs(hidden, layers))
+                             bos_token_id=0, eos_token_id=2, hidden_dropout_prob=dropout,
+                             attention_probs_dropout_prob=dropout,
+                             **_small_config_kwargs(hidden, layers))
     torch.manual_seed(seed)
     CamembertModel(config, add_pooling_layer=False).save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -71,3 +71,10 @@ def dpr_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     train.write_text(json.dumps(records[:29], ensure_ascii=False), encoding="utf-8")
     dev.write_text(json.dumps(records[29:], ensure_ascii=False), encoding="utf-8")
     return train, dev
+
+
+@pytest.fixture(scope="session")
+def nodrop_camembert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+    """A tiny CamemBERT without dropout, for exact equality of training computations."""
+    return tiny.make_tiny_camembert(tmp_path_factory.mktemp("models") / "camembert-nodrop",
+                                    sample_texts, dropout=0.0)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from dpr.data.batch import build_batch, select_contexts
+from dpr.data.records import BiEncoderSample, Passage
+from dpr.data.tensorizer import Tensorizer, build_tokenizer
+
+
+def _sample(name: str, n_pos: int = 1, n_other: int = 2, n_hard: int = 3) -> BiEncoderSample:
+    return BiEncoderSample(
+        question=f"Question {name} ?",
+        answers=("x",),
+        positives=tuple(Passage(f"{name} pos{i}", f"positif {i}") for i in range(n_pos)),
+        negatives=tuple(Passage(f"{name} other{i}", f"autre {i}") for i in range(n_other)),
+        hard_negatives=tuple(Passage(f"{name} hard{i}", f"difficile {i}") for i in range(n_hard)),
+    )
+
+
+@pytest.fixture(scope="module")
+def tensorizer(tiny_camembert) -> Tensorizer:
+    return Tensorizer(build_tokenizer("hf_roberta", str(tiny_camembert)), max_length=24)
+
+
+def test_build_batch_layout_positive_then_other_then_hard(tensorizer: Tensorizer) -> None:
+    # Given two questions with 1 positive, 2 other and 3 hard negatives each
+    samples = [_sample("a"), _sample("b")]
+    # When building a batch with 1 other and 2 hard negatives, no shuffling
+    batch = build_batch(samples, tensorizer, num_hard=2, num_other=1)
+    # Then each question has a block [positive, other, hard, hard]
+    assert batch.positive_idx.tolist() == [0, 4]
+    assert batch.hard_negative_idx == [[2, 3], [6, 7]]
+    assert batch.ctx_ids.shape == (8, 24)
+    assert batch.question_ids.shape == (2, 24)
+    titles = ["a pos0", "a other0", "a hard0", "a hard1", "b pos0", "b other0", "b hard0",
+              "b hard1"]
+    expected, _ = tensorizer.tensorize(
+        ["positif 0", "autre 0", "difficile 0", "difficile 1"] * 2, titles)
+    assert torch.equal(batch.ctx_ids, expected)
+
+
+def test_build_batch_strips_one_trailing_question_mark(tensorizer: Tensorizer) -> None:
+    sample = BiEncoderSample("Qui ??", (), (Passage("", "t"),), (), ())
+    batch = build_batch([sample], tensorizer, num_hard=0, num_other=0)
+    expected, _ = tensorizer.tensorize(["Qui ?"])
+    assert torch.equal(batch.question_ids, expected)
+
+
+def test_build_batch_with_small_pools_takes_what_exists(tensorizer: Tensorizer) -> None:
+    samples = [_sample("a", n_other=0, n_hard=1), _sample("b", n_other=0, n_hard=0)]
+    batch = build_batch(samples, tensorizer, num_hard=3, num_other=2)
+    assert batch.positive_idx.tolist() == [0, 2]
+    assert batch.hard_negative_idx == [[1], []]
+
+
+def test_select_contexts_is_seeded_and_never_mutates_the_sample() -> None:
+    sample = _sample("a", n_pos=4, n_other=5, n_hard=6)
+    first = select_contexts(sample, num_hard=3, num_other=2, rng=random.Random(7),
+                            shuffle_positive=True)
+    again = select_contexts(sample, num_hard=3, num_other=2, rng=random.Random(7),
+                            shuffle_positive=True)
+    assert first == again
+    assert [p.title for p in sample.hard_negatives] == [f"a hard{i}" for i in range(6)]
+    draws = {select_contexts(sample, num_hard=3, num_other=2, rng=random.Random(s),
+                             shuffle_positive=True)[2][0].title for s in range(30)}
+    assert len(draws) > 1
+
+
+def test_select_contexts_without_rng_takes_the_first_passages() -> None:
+    positive, others, hards = select_contexts(_sample("a", n_pos=3), num_hard=2, num_other=1,
+                                              rng=None, shuffle_positive=True)
+    assert positive.title == "a pos0"
+    assert [p.title for p in others] == ["a other0"]
+    assert [p.title for p in hards] == ["a hard0", "a hard1"]

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dpr.models.encoder import pool_first_token
+from dpr.models.factory import build_biencoder
+
+
+def test_pool_first_token_takes_position_zero() -> None:
+    hidden = torch.arange(24.0).view(2, 3, 4)
+    assert torch.equal(pool_first_token(hidden), hidden[:, 0])
+
+
+def test_encoder_representation_is_first_token_of_last_layer(tiny_camembert: Path) -> None:
+    model = build_biencoder("hf_roberta", str(tiny_camembert)).eval()
+    ids = torch.tensor([[5, 40, 41, 6, 1, 1]])
+    mask = ids != 1
+    with torch.no_grad():
+        vec = model.encode_questions(ids, mask)
+        ref = model.question_model.model(input_ids=ids, attention_mask=mask.long())
+    assert torch.equal(vec, ref.last_hidden_state[:, 0])
+    # padding is masked: appending more pads does not change the representation
+    more = torch.cat([ids, torch.ones(1, 3, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_questions(more, more != 1), vec, atol=1e-5)
+
+
+def test_towers_are_independent_copies_and_projection_sets_out_size(tiny_bert: Path) -> None:
+    model = build_biencoder("hf_bert", str(tiny_bert), projection_dim=16)
+    assert model.question_model.out_size == 16
+    q = dict(model.question_model.named_parameters())
+    c = dict(model.ctx_model.named_parameters())
+    assert q["model.embeddings.word_embeddings.weight"].data_ptr() != \
+        c["model.embeddings.word_embeddings.weight"].data_ptr()
+    assert torch.equal(q["model.embeddings.word_embeddings.weight"],
+                       c["model.embeddings.word_embeddings.weight"])
+    # the BERT pooler is kept for the checkpoint layout but frozen
+    assert not q["model.pooler.dense.weight"].requires_grad
+
+
+def test_dropout_flag_overrides_config(tiny_bert: Path) -> None:
+    model = build_biencoder("hf_bert", str(tiny_bert), dropout=0.3)
+    assert model.question_model.model.config.hidden_dropout_prob == 0.3
+    assert model.question_model.model.config.attention_probs_dropout_prob == 0.3
+
+
+def test_fix_ctx_encoder_gives_no_ctx_gradients(tiny_camembert: Path) -> None:
+    model = build_biencoder("hf_roberta", str(tiny_camembert), fix_ctx_encoder=True)
+    ids = torch.tensor([[5, 40, 6], [5, 41, 6]])
+    q, c = model(ids, ids != 1, ids, ids != 1)
+    (q @ c.T).sum().backward()
+    assert all(p.grad is None for p in model.ctx_model.parameters())
+    assert any(p.grad is not None for p in model.question_model.parameters())

@@ -1,0 +1,233 @@
+"""End-to-end tests of train_dense_encoder.py: launchers, the blog command, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import load_weights, read_log, reference_batch, run_launcher
+
+import train_dense_encoder
+from dpr.data.records import load_samples
+from dpr.data.tensorizer import build_tensorizer
+from dpr.models.checkpoint import to_dpr_layout
+from dpr.models.factory import build_biencoder
+from dpr.training.inbatch import inbatch_loss
+from dpr.training.optim import build_optimizer
+from dpr.utils.dist import DistContext
+
+# DPR's --dropout 0 means "keep the model config's dropout"; a negligible value turns it off
+# so that runs can be compared with a hand computation.
+NO_DROPOUT = "1e-12"
+
+
+def _checkpoints(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("dpr_biencoder*")) if folder.exists() else []
+
+
+@pytest.mark.parametrize("launcher", ["launch", "torchrun"])
+def test_two_processes_first_step_loss_equals_one_process_on_concatenated_batches(
+        tmp_path: Path, nodrop_camembert: Path, dpr_files, launcher: str) -> None:
+    # Given a 2-process gloo run on CPU
+    train, _ = dpr_files
+    out = tmp_path / "out"
+    args = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(nodrop_camembert),
+            "--train_file", str(train), "--output_dir", str(out), "--batch_size", "3",
+            "--hard_negatives", "2", "--other_negatives", "1", "--sequence_length", "48",
+            "--num_train_epochs", "1", "--seed", "5", "--learning_rate", "1e-3",
+            "--warmup_steps", "0", "--log_batch_step", "1", "--dropout", NO_DROPOUT]
+    # When training for one epoch
+    result = run_launcher(launcher, args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Then a checkpoint is written and the logged global loss of step 1 equals the loss of a
+    # single process that sees both processes' batches concatenated
+    assert _checkpoints(out) == ["dpr_biencoder.0.5"]
+    first = read_log(out)[0]
+    assert (first["epoch"], first["iteration"], first["questions"]) == (0, 1, 6)
+    samples = load_samples(str(train))
+    tensorizer = build_tensorizer("hf_roberta", str(nodrop_camembert), sequence_length=48,
+                                  do_lower_case=False)
+    batch = reference_batch(samples, tensorizer, seed=5, epoch=0, iteration=1, world_size=2,
+                            batch_size=3, num_hard=2, num_other=1)
+    model = build_biencoder("hf_roberta", str(nodrop_camembert),
+                            dropout=float(NO_DROPOUT)).train()
+    q, c = model(batch.question_ids, batch.question_mask, batch.ctx_ids, batch.ctx_mask)
+    loss, correct, n = inbatch_loss(q, c, batch.positive_idx, DistContext())
+    assert n == 6 and c.shape[0] == 6 * 4
+    assert abs(first["loss"] - loss.item()) < 1e-5
+    assert first["correct"] == int(correct)
+
+
+def _blog_args(model: Path, train: Path, dev: Path, out: Path) -> list[str]:
+    # The blog's command, flag for flag; paths, sizes and epoch counts scaled down.
+    return ["--max_grad_norm", "2.0", "--encoder_model_type", "hf_roberta",
+            "--pretrained_file", str(model), "--seed", "12345", "--sequence_length", "64",
+            "--warmup_steps", "4", "--batch_size", "4", "--do_lower_case",
+            "--train_file", str(train), "--dev_file", str(dev), "--output_dir", f"{out}/",
+            "--learning_rate", "2e-05", "--num_train_epochs", "3", "--dev_batch_size", "4",
+            "--val_av_rank_start_epoch", "2", "--pretrained_model_cfg", f"{model}/"]
+
+
+def test_blog_command_runs_under_distributed_launch_through_both_validations(
+        tmp_path: Path, tiny_camembert: Path, dpr_files) -> None:
+    train, dev = dpr_files
+    out = tmp_path / "output"
+    result = run_launcher("launch", _blog_args(tiny_camembert, train, dev, out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 29 questions over 2 processes of batch 4: 4 batches per epoch, one checkpoint per epoch
+    assert _checkpoints(out) == ["dpr_biencoder.0.4", "dpr_biencoder.1.4", "dpr_biencoder.2.4"]
+    validations = read_log(out, "validation")
+    assert [(v["epoch"], v["metric"]) for v in validations] == [
+        (0, "nll_loss"), (1, "nll_loss"), (2, "average_rank")]
+    params = torch.load(out / "dpr_biencoder.2.4", weights_only=True)["encoder_params"]
+    assert params["do_lower_case"] is True and params["sequence_length"] == 64
+    assert params["encoder_model_type"] == "hf_roberta"
+    assert "Best validation checkpoint" in result.stderr
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["warmup_steps"] == 4 and config["max_grad_norm"] == 2.0
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, tiny_camembert: Path, dpr_files):
+    """Two epochs without interruption, 2 checkpoints per epoch (8 batches per epoch)."""
+    train, dev = dpr_files
+    out = tmp_path_factory.mktemp("straight")
+    args = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+            "--train_file", str(train), "--dev_file", str(dev), "--batch_size", "4",
+            "--sequence_length", "48", "--num_train_epochs", "2", "--eval_per_epoch", "2",
+            "--learning_rate", "1e-3", "--warmup_steps", "3", "--seed", "11",
+            "--hard_negatives", "2", "--shuffle_positive_ctx"]
+    assert train_dense_encoder.main([*args, "--output_dir", str(out)]) == 0
+    return out, args
+
+
+def test_straight_run_writes_dpr_checkpoint_names(straight_run) -> None:
+    out, _ = straight_run
+    assert _checkpoints(out) == ["dpr_biencoder.0.4", "dpr_biencoder.0.8", "dpr_biencoder.1.4",
+                                 "dpr_biencoder.1.8"]
+
+
+@pytest.mark.parametrize("stop_at,via_model_file", [("dpr_biencoder.0.8", False),
+                                                     ("dpr_biencoder.0.4", True)])
+def test_resume_matches_uninterrupted_run(tmp_path: Path, straight_run, stop_at: str,
+                                          via_model_file: bool) -> None:
+    # Given the checkpoint a run stopped at (end of epoch 0, or mid-epoch 0)
+    out, args = straight_run
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    if via_model_file:
+        extra = ["--model_file", str(out / stop_at)]
+    else:
+        shutil.copy(out / stop_at, resumed / stop_at)
+        extra = []
+    # When training resumes with the same command
+    assert train_dense_encoder.main([*args, "--output_dir", str(resumed), *extra]) == 0
+    # Then the final weights equal the uninterrupted run's and so do the logged losses and lrs
+    final = load_weights(resumed / "dpr_biencoder.1.8")
+    reference = load_weights(out / "dpr_biencoder.1.8")
+    for key, value in reference.items():
+        assert torch.allclose(final[key], value, atol=1e-6), key
+    done = int(stop_at.rsplit(".", 1)[1])
+    expected = [r for r in read_log(out) if (r["epoch"], r["iteration"]) > (0, done)]
+    got = read_log(resumed)
+    assert [(r["epoch"], r["iteration"]) for r in got] == \
+        [(r["epoch"], r["iteration"]) for r in expected]
+    for a, b in zip(got, expected):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-9)
+
+
+def test_validate_only_mode_reports_both_metrics(straight_run, dpr_files, capsys) -> None:
+    out, _ = straight_run
+    _, dev = dpr_files
+    rc = train_dense_encoder.main(["--encoder_model_type", "hf_roberta", "--model_file",
+                                   str(out / "dpr_biencoder.1.8"), "--dev_file", str(dev),
+                                   "--dev_batch_size", "4"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "NLL validation: loss" in err and "Average-rank validation" in err
+
+
+def test_gradient_accumulation_equals_mean_of_micro_batch_losses(
+        tmp_path: Path, nodrop_camembert: Path, dpr_files) -> None:
+    # Given 4 questions, batches of 2 and 2 accumulation steps: one optimizer update
+    train, _ = dpr_files
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps(json.loads(train.read_text())[:4]), encoding="utf-8")
+    out = tmp_path / "out"
+    rc = train_dense_encoder.main([
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(nodrop_camembert),
+        "--train_file", str(small), "--output_dir", str(out), "--batch_size", "2",
+        "--gradient_accumulation_steps", "2", "--sequence_length", "40", "--num_train_epochs",
+        "1", "--warmup_steps", "0", "--max_grad_norm", "0", "--learning_rate", "1e-2",
+        "--seed", "3", "--dropout", NO_DROPOUT])
+    assert rc == 0
+    # When reproducing it by hand: mean of the two micro-batch losses, one AdamW step
+    samples = load_samples(str(small))
+    tensorizer = build_tensorizer("hf_roberta", str(nodrop_camembert), sequence_length=40,
+                                  do_lower_case=False)
+    model = build_biencoder("hf_roberta", str(nodrop_camembert),
+                            dropout=float(NO_DROPOUT)).train()
+    optimizer = build_optimizer(model, learning_rate=1e-2, weight_decay=0.0, eps=1e-8,
+                                betas=(0.9, 0.999))
+    for iteration in (1, 2):
+        batch = reference_batch(samples, tensorizer, seed=3, epoch=0, iteration=iteration,
+                                world_size=1, batch_size=2, num_hard=1, num_other=0)
+        q, c = model(batch.question_ids, batch.question_mask, batch.ctx_ids, batch.ctx_mask)
+        (inbatch_loss(q, c, batch.positive_idx, DistContext())[0] / 2).backward()
+    optimizer.step()
+    # Then the trained weights are the same
+    trained = load_weights(out / "dpr_biencoder.0.2")
+    for key, value in to_dpr_layout(model.state_dict()).items():
+        assert torch.allclose(trained[key], value, atol=1e-6), key
+    assert len(read_log(out)) == 2
+
+
+BAD_RECORDS = {
+    "malformed.json": ('[{"question": "q", "positive_ctxs": [', "invalid JSON at line 1"),
+    "nopos.json": ('[{"question": "a", "positive_ctxs": [{"title": "", "text": "t"}]}, '
+                   '{"question": "b", "hard_negative_ctxs": []}]',
+                   "record 1 (question 'b'): missing 'positive_ctxs'"),
+    "empty.json": ("", "file is empty"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_RECORDS))
+def test_bad_training_file_fails_with_clear_error_and_no_checkpoint(
+        tmp_path: Path, tiny_camembert: Path, capsys, name: str) -> None:
+    content, message = BAD_RECORDS[name]
+    bad = tmp_path / name
+    bad.write_text(content, encoding="utf-8")
+    out = tmp_path / "out"
+    rc = train_dense_encoder.main(["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg",
+                                   str(tiny_camembert), "--train_file", str(bad),
+                                   "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{bad}" in err and message in err
+    assert "Traceback" not in err
+    assert _checkpoints(out) == []
+
+
+@pytest.mark.parametrize("extra,message,code", [
+    (["--train_file", "{tmp}/nothing*.json"], "no file matches", 1),
+    (["--train_file", "{train}", "--train_files_upsample_rates", "[1, 2]"],
+     "has 2 rates but the train files expand to 1", 1),
+    (["--train_file", "{train}", "--encoder_model_type", "hf_gpt"], "unsupported model type", 2),
+    (["--train_file", "{train}", "--gradient_accumulation_steps", "0"],
+     "--gradient_accumulation_steps must be >= 1", 2),
+    (["--train_file", "{train}", "--model_file", "{tmp}/missing_ckpt"], "does not exist", 1),
+])
+def test_bad_arguments_fail_with_clear_error_and_no_checkpoint(
+        tmp_path: Path, tiny_camembert: Path, dpr_files, capsys, extra, message, code) -> None:
+    train, _ = dpr_files
+    out = tmp_path / "out"
+    argv = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+            "--output_dir", str(out)]
+    argv += [a.format(tmp=tmp_path, train=train) for a in extra]
+    assert train_dense_encoder.main(argv) == code
+    assert message in capsys.readouterr().err
+    assert _checkpoints(out) == []
