@@ -3,7 +3,9 @@
 `python -m dpr.tiny --type camembert --corpus examples/data/fr_sample_squad.json --out DIR`
 writes a Hugging Face folder: a SentencePiece *unigram* tokenizer trained on the corpus (saved
 as `sentencepiece.bpe.model`, as in camembert-base), a small config and random weights.
-`--type bert` writes a WordPiece vocabulary instead, `--type roberta` a byte-level BPE.
+`--type bert` writes a WordPiece vocabulary instead, `--type roberta` a byte-level BPE, and
+`--type fairseq-camembert` a fairseq-format CamemBERT folder (`model.pt`, `dict.txt`,
+`sentencepiece.bpe.model`), as the 2020 blog's `data/camembert-base`.
 """
 
 from __future__ import annotations
@@ -140,8 +142,76 @@ def make_tiny_roberta(out_dir: str | Path, texts: list[str], *, hidden: int = 32
     return out
 
 
+FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def write_fairseq_dictionary(sp_model: Path, out: Path) -> int:
+    """Writes fairseq's `dict.txt` for a SentencePiece model (line k = piece k, id 4 + k).
+
+    Pieces that collide with fairseq's four built-in symbols carry `#fairseq:overwrite`, as in
+    camembert-base's dictionary. Returns the number of lines.
+    """
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+    size = sp.get_piece_size()
+    lines = []
+    for k in range(size):
+        piece = sp.id_to_piece(k)
+        flag = " #fairseq:overwrite" if piece in FAIRSEQ_SPECIALS else ""
+        lines.append(f"{piece} {1000 * (size - k)}{flag}")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return size
+
+
+def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
+                                layers: int = 2, vocab_size: int = 400, seed: int = 0,
+                                layout: str = "cfg", infix: str = "encoder") -> Path:
+    """Writes a tiny CamemBERT in fairseq's own folder format, with plain torch.
+
+    `model.pt` holds `model` (fairseq RoBERTa tensor names), `optimizer_history`, `extra_state`
+    and either a plain-dict `cfg` (what current fairseq reads) or an `args` namespace (fairseq
+    <= 0.10). `dict.txt` and `sentencepiece.bpe.model` complete the folder. `infix="decoder"`
+    writes fairseq 0.9's names.
+    """
+    import argparse
+
+    from transformers import CamembertConfig, CamembertModel
+
+    from dpr.models.fairseq import hf_to_sentence_encoder
+
+    out = Path(out_dir)
+    sp_model = train_sentencepiece(texts, out, vocab_size)
+    pieces = write_fairseq_dictionary(sp_model, out / "dict.txt")
+    vocab = 4 + pieces + 1  # built-ins, dictionary, <mask>
+    torch.manual_seed(seed)
+    config = CamembertConfig(vocab_size=vocab, max_position_embeddings=514, type_vocab_size=1,
+                             layer_norm_eps=1e-5, **_small_config_kwargs(hidden, layers))
+    model = CamembertModel(config, add_pooling_layer=False)
+    torch.nn.init.zeros_(model.embeddings.token_type_embeddings.weight)
+    encoder = hf_to_sentence_encoder(model.state_dict())
+    state = {f"{infix}.sentence_encoder.{k}": v for k, v in encoder.items()}
+    head = {"dense.weight": torch.randn(hidden, hidden) * 0.02, "dense.bias": torch.zeros(hidden),
+            "layer_norm.weight": torch.ones(hidden), "layer_norm.bias": torch.zeros(hidden),
+            "weight": encoder["embed_tokens.weight"], "bias": torch.randn(vocab) * 0.02}
+    state.update({f"{infix}.lm_head.{k}": v for k, v in head.items()})
+    model_args = {"_name": "roberta", "arch": "roberta_base", "encoder_layers": layers,
+                  "encoder_embed_dim": hidden, "encoder_ffn_embed_dim": hidden * 4,
+                  "encoder_attention_heads": config.num_attention_heads, "max_positions": 512,
+                  "dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0,
+                  "activation_fn": "gelu"}
+    ckpt = {"model": state, "optimizer_history": [], "extra_state": {}}
+    if layout == "args":
+        ckpt["args"] = argparse.Namespace(task="masked_lm", data=".", **model_args)
+    else:
+        ckpt["cfg"] = {"model": model_args, "task": {"_name": "masked_lm", "data": "."},
+                       "bpe": None, "common": {}, "criterion": {"_name": "masked_lm"}}
+    torch.save(ckpt, out / "model.pt")
+    return out
+
+
 BUILDERS = {"camembert": make_tiny_camembert, "bert": make_tiny_bert,
-            "roberta": make_tiny_roberta}
+            "roberta": make_tiny_roberta, "fairseq-camembert": make_tiny_fairseq_camembert}
 
 
 def main(argv: list[str] | None = None) -> int:

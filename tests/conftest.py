@@ -78,3 +78,11 @@ def nodrop_camembert(tmp_path_factory: pytest.TempPathFactory, sample_texts: lis
     """A tiny CamemBERT without dropout, for exact equality of training computations."""
     return tiny.make_tiny_camembert(tmp_path_factory.mktemp("models") / "camembert-nodrop",
                                     sample_texts, dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def fairseq_camembert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+    """A tiny CamemBERT in fairseq's folder format (model.pt with a plain-dict cfg, dict.txt,
+    sentencepiece.bpe.model); the folder name is the blog's."""
+    return tiny.make_tiny_fairseq_camembert(
+        tmp_path_factory.mktemp("fairseq") / "camembert-base", sample_texts)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dpr.models import fairseq
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -86,25 +87,83 @@ def find_latest_checkpoint(output_dir: str | os.PathLike[str], prefix: str) -> P
     return max(candidates, key=rank)
 
 
+FAIRSEQ_PREFIX = "fairseq_roberta."
+FAIRSEQ_ENCODER = "fairseq_roberta.model.encoder."
+
+
+def _is_fairseq_side(state: Mapping[str, torch.Tensor], side: str) -> bool:
+    return f"{side}.lm_head.dense.weight" in state
+
+
 def to_dpr_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our state dict → DPR key layout (`question_model.model.X` → `question_model.X`)."""
+    """Our state dict → DPR key layout.
+
+    hf types: `question_model.model.X` → `question_model.X`. fairseq_roberta (towers with an
+    LM head): `question_model.fairseq_roberta.model.encoder.sentence_encoder.<fairseq name>`,
+    `...encoder.lm_head.*` (with the tied `lm_head.weight`) and `...fairseq_roberta._float_tensor`,
+    exactly the keys the original writes; `encode_proj.*` stays under the side prefix.
+    """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         side, _, rest = key.partition(".")
+        if side in SIDES and _is_fairseq_side(state, side):
+            if rest.startswith("model."):
+                name = fairseq.hf_to_fairseq_name(rest[len("model."):])
+                if name == "embed_tokens.weight":
+                    out[f"{side}.{FAIRSEQ_ENCODER}lm_head.weight"] = value
+                if name is None:
+                    if rest.endswith(fairseq.TOKEN_TYPE) and bool(value.abs().max() > 0):
+                        raise CheckpointError("token-type embeddings of a fairseq_roberta model "
+                                              "are not zero")
+                    continue
+                out[f"{side}.{FAIRSEQ_ENCODER}sentence_encoder.{name}"] = value
+            elif rest.startswith("lm_head."):
+                out[f"{side}.{FAIRSEQ_ENCODER}{rest}"] = value
+            elif rest == "_float_tensor":
+                out[f"{side}.{FAIRSEQ_PREFIX}_float_tensor"] = value
+            else:
+                out[key] = value
+            continue
         if side in SIDES and rest.startswith("model."):
             rest = rest[len("model."):]
         out[f"{side}.{rest}"] = value
     return out
 
 
+def _from_fairseq_key(side: str, rest: str, value: torch.Tensor,
+                      out: dict[str, torch.Tensor]) -> None:
+    name = rest[len(FAIRSEQ_PREFIX):]
+    if name == "_float_tensor":
+        out[f"{side}._float_tensor"] = value
+        return
+    for infix in ("model.encoder.", "model.decoder."):
+        if name.startswith(infix + "sentence_encoder."):
+            hf = fairseq.fairseq_to_hf_name(name[len(infix) + len("sentence_encoder."):])
+            if hf is not None:
+                out[f"{side}.model.{hf}"] = value
+            if hf == "embeddings.word_embeddings.weight":
+                out[f"{side}.model.{fairseq.TOKEN_TYPE}"] = value.new_zeros(1, value.shape[1])
+            return
+        if name.startswith(infix + "lm_head."):
+            head = name[len(infix) + len("lm_head."):]
+            if head != "weight":  # tied to embed_tokens
+                out[f"{side}.lm_head.{head}"] = value
+            return
+    if not fairseq.IGNORED.search(name):
+        raise CheckpointError(f"unexpected fairseq_roberta key {side}.{rest!r}")
+
+
 def from_dpr_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """DPR key layout → our bi-encoder state dict (inverse of `to_dpr_layout`)."""
+    """DPR key layout (hf or fairseq_roberta, fairseq 0.9's `decoder.` infix too) → ours."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         side, _, rest = key.partition(".")
         if side not in SIDES:
             raise CheckpointError(f"unexpected key {key!r}: expected a question_model. or "
                                   "ctx_model. prefix")
+        if rest.startswith(FAIRSEQ_PREFIX):
+            _from_fairseq_key(side, rest, value, out)
+            continue
         if not rest.startswith("encode_proj."):
             rest = f"model.{rest}"
         out[f"{side}.{rest}"] = value

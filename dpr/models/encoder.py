@@ -116,3 +116,56 @@ def build_hf_encoder(
     else:
         raise ValueError(f"unsupported encoder model type {encoder_model_type!r}")
     return Encoder(model, projection_dim)
+
+
+class FrozenLMHead(nn.Module):
+    """fairseq RoBERTa's masked-LM head, kept frozen (it never gets gradients in DPR) so that
+    checkpoints can be written in the original `fairseq_roberta` key layout."""
+
+    def __init__(self, hidden: int, vocab: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.layer_norm = nn.LayerNorm(hidden)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+        self.requires_grad_(False)
+
+
+class FairseqRobertaEncoder(Encoder):
+    """A fairseq RoBERTa/CamemBERT tower run as its Hugging Face equivalent.
+
+    Holds, besides the encoder, the frozen LM head and fairseq's one-element `_float_tensor`
+    buffer, so that a checkpoint round-trips to exactly the original key set. The token-type
+    embedding (which fairseq does not have) is zero and frozen.
+    """
+
+    def __init__(self, model: PreTrainedModel, projection_dim: int = 0) -> None:
+        super().__init__(model, projection_dim)
+        token_types = model.embeddings.token_type_embeddings
+        nn.init.zeros_(token_types.weight)
+        token_types.requires_grad_(False)
+        self.lm_head = FrozenLMHead(model.config.hidden_size, model.config.vocab_size)
+        self.register_buffer("_float_tensor", torch.zeros(1))
+
+
+def build_fairseq_encoder(folder, *, dropout: float = 0.1, projection_dim: int = 0,
+                          load_weights: bool = True) -> FairseqRobertaEncoder:
+    """Builds one tower from a loaded fairseq folder (`dpr.models.fairseq.FairseqFolder`).
+
+    `--dropout` (when non-zero) and `--projection_dim` apply as for the other types.
+    """
+    from transformers import CamembertConfig, CamembertModel, RobertaConfig, RobertaModel
+
+    config_cls, model_cls = ((CamembertConfig, CamembertModel) if folder.is_camembert
+                             else (RobertaConfig, RobertaModel))
+    config = config_cls(**folder.config_kwargs)
+    _override_dropout(config, dropout)
+    encoder = FairseqRobertaEncoder(model_cls(config, add_pooling_layer=False), projection_dim)
+    if load_weights:
+        result = encoder.model.load_state_dict(folder.hf_state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{folder.path}: weights do not fit: missing {missing}, "
+                             f"unexpected {result.unexpected_keys}")
+        for name, tensor in folder.lm_head.items():
+            encoder.lm_head.get_parameter(name).data.copy_(tensor)
+    return encoder

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dpr.models.biencoder import BiEncoder
-from dpr.models.encoder import build_hf_encoder
+from dpr.models.encoder import build_fairseq_encoder, build_hf_encoder
+from dpr.models.fairseq import load_fairseq_folder
 
 
 def build_biencoder(
@@ -15,21 +16,28 @@ def build_biencoder(
     projection_dim: int = 0,
     fix_ctx_encoder: bool = False,
     load_weights: bool = True,
+    allow_pickle: bool = False,
 ) -> BiEncoder:
     """Two independent towers initialised from the same pretrained model.
 
     Args:
-        encoder_model_type: `hf_bert` or `hf_roberta`.
+        encoder_model_type: `hf_bert`, `hf_roberta` or `fairseq_roberta`.
         pretrained_model_cfg: Hugging Face model folder.
         pretrained_file: fairseq model folder (fairseq_roberta only).
         dropout: DPR's `--dropout`.
         projection_dim: DPR's `--projection_dim`.
         fix_ctx_encoder: Freeze the passage tower.
         load_weights: Load pretrained weights (False when a checkpoint overwrites them).
+        allow_pickle: Allow a fairseq `model.pt` that needs full unpickling (trusted files).
     """
     if encoder_model_type == "fairseq_roberta":
-        raise ValueError("--encoder_model_type fairseq_roberta is not available yet in this "
-                         "version; convert the model to a Hugging Face folder and use hf_roberta")
+        if not pretrained_file:
+            raise ValueError("--pretrained_file (the fairseq model folder) is required for "
+                             "fairseq_roberta")
+        folder = load_fairseq_folder(pretrained_file, allow_pickle=allow_pickle)
+        towers = [build_fairseq_encoder(folder, dropout=dropout, projection_dim=projection_dim,
+                                        load_weights=load_weights) for _ in range(2)]
+        return BiEncoder(towers[0], towers[1], fix_ctx_encoder=fix_ctx_encoder)
     if not pretrained_model_cfg:
         raise ValueError(f"--pretrained_model_cfg is required for {encoder_model_type}")
     towers = [

@@ -10,13 +10,14 @@ from typing import Any
 
 from dpr.data.records import DataFormatError, load_samples
 from dpr.models.checkpoint import CheckpointError
+from dpr.models.fairseq import FairseqFormatError
 from dpr.training.config import Config
 from dpr.training.trainer import BiEncoderTrainer
 from dpr.utils.dist import DistContext
 
 logger = logging.getLogger(__name__)
 
-USER_ERRORS = (DataFormatError, CheckpointError, ValueError, OSError)
+USER_ERRORS = (DataFormatError, CheckpointError, FairseqFormatError, ValueError, OSError)
 
 
 def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dpr.data.batch import build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
-from dpr.data.tensorizer import build_tensorizer
+from dpr.data.tensorizer import build_tensorizer, is_camembert_folder
 from dpr.models.checkpoint import (
     CheckpointState,
     checkpoint_name,
@@ -30,6 +30,7 @@ from dpr.models.checkpoint import (
     to_dpr_layout,
 )
 from dpr.models.factory import build_biencoder
+from dpr.models.fairseq import check_dictionary, read_dictionary
 from dpr.training.config import Config
 from dpr.training.inbatch import inbatch_loss
 from dpr.training.optim import build_optimizer, linear_schedule
@@ -60,13 +61,16 @@ class BiEncoderTrainer:
             model_cfg = dataclasses.replace(model_cfg, **merged)
         self.model_cfg = model_cfg
         self.tensorizer = build_tensorizer(
-            model_cfg.encoder_model_type, model_cfg.pretrained_model_cfg,
+            model_cfg.encoder_model_type,
+            model_cfg.pretrained_model_cfg or model_cfg.pretrained_file,
             sequence_length=model_cfg.sequence_length, do_lower_case=model_cfg.do_lower_case)
         self.biencoder = build_biencoder(
             model_cfg.encoder_model_type, model_cfg.pretrained_model_cfg,
             pretrained_file=model_cfg.pretrained_file, dropout=model_cfg.dropout,
             projection_dim=model_cfg.projection_dim, fix_ctx_encoder=model_cfg.fix_ctx_encoder,
-            load_weights=self.state is None)
+            load_weights=self.state is None, allow_pickle=cfg.train.allow_unsafe_pickle)
+        if model_cfg.encoder_model_type == "fairseq_roberta":
+            self._check_fairseq_dictionary()
         if self.state is not None:
             load_model_state(self.biencoder, self.state.model_dict, source=self.resume_path)
         self.biencoder.to(dctx.device)
@@ -79,7 +83,11 @@ class BiEncoderTrainer:
                                          weight_decay=t.weight_decay, eps=t.adam_eps,
                                          betas=t.betas)
         if self.state is not None and self.state.optimizer_dict:
-            self.optimizer.load_state_dict(self.state.optimizer_dict)
+            try:
+                self.optimizer.load_state_dict(self.state.optimizer_dict)
+            except ValueError as err:  # e.g. the original's one-group fairseq Adam state
+                logger.warning("Optimizer state of %s does not fit this optimizer (%s): "
+                               "starting from a fresh optimizer state", self.resume_path, err)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.best: tuple[str, float, str] | None = None
@@ -100,6 +108,20 @@ class BiEncoderTrainer:
         logger.info("Resuming from checkpoint %s (epoch %d, offset %d)", path, state.epoch,
                     state.offset)
         return state
+
+    def _check_fairseq_dictionary(self) -> None:
+        folder = Path(self.model_cfg.pretrained_file)
+        if not (folder / "dict.txt").is_file():
+            logger.warning("%s has no dict.txt: cannot check the tokenizer's ids against it",
+                           folder)
+            return
+        tokenizer = self.tensorizer.tokenizer
+        if not is_camembert_folder(str(folder)):
+            logger.info("dict.txt of a non-SentencePiece model: id check skipped")
+            return
+        check_dictionary(read_dictionary(folder / "dict.txt"), tokenizer.convert_tokens_to_ids,
+                         unk_token=tokenizer.unk_token, source=str(folder))
+        logger.info("%s/dict.txt agrees with the tokenizer's ids", folder)
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.cfg.train.use_amp:
