@@ -200,7 +200,9 @@ def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden
                   "encoder_attention_heads": config.num_attention_heads, "max_positions": 512,
                   "dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0,
                   "activation_fn": "gelu"}
-    ckpt = {"model": state, "optimizer_history": [], "extra_state": {}}
+    history = [{"criterion_name": "MaskedLmLoss", "optimizer_name": "Adam",
+                "lr_scheduler_state": {"best": None}, "num_updates": 0}]
+    ckpt = {"model": state, "optimizer_history": history, "extra_state": {}}
     if layout == "args":
         ckpt["args"] = argparse.Namespace(task="masked_lm", data=".", **model_args)
     else:
