@@ -1,0 +1,21 @@
+"""Every module imports (catches stale imports in rarely-run code)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import data_prep
+import dpr
+
+MODULES = sorted(
+    m.name for pkg in (dpr, data_prep)
+    for m in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + ".")
+) + ["train_dense_encoder"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_imports(name: str) -> None:
+    importlib.import_module(name)
