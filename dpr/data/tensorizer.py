@@ -90,6 +90,7 @@ class Tensorizer:
         lowercase: DPR's `--do_lower_case` (see the module docstring).
         pad_to_max: Pad every tensor to `max_length` (DPR's behaviour) instead of to the
             longest sequence of the batch.
+        pad_to_multiple_of: With dynamic padding, round the length up to a multiple of this.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Tensorizer:
         max_length: int,
         lowercase: bool = False,
         pad_to_max: bool = True,
+        pad_to_multiple_of: int = 1,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError(f"tokenizer {type(tokenizer).__name__} has no pad token")
@@ -106,6 +108,7 @@ class Tensorizer:
         self.max_length = max_length
         self.lowercase = lowercase
         self.pad_to_max = pad_to_max
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     @property
     def pad_id(self) -> int:
@@ -148,10 +151,15 @@ class Tensorizer:
 
         Returns:
             ids [N × L] int64 and mask [N × L] bool, L = `max_length` when `pad_to_max`,
-            else the longest sequence.
+            else the longest sequence rounded up to `pad_to_multiple_of` (at most
+            `max_length`).
         """
-        width = self.max_length if self.pad_to_max else max((len(s) for s in sequences),
-                                                            default=1)
+        if self.pad_to_max:
+            width = self.max_length
+        else:
+            longest = max((len(s) for s in sequences), default=1)
+            step = self.pad_to_multiple_of
+            width = min(self.max_length, -(-longest // step) * step)
         ids = torch.full((len(sequences), max(width, 1)), self.pad_id, dtype=torch.long)
         for row, seq in enumerate(sequences):
             ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
@@ -171,8 +179,9 @@ def build_tensorizer(
     sequence_length: int,
     do_lower_case: bool,
     pad_to_max: bool = True,
+    pad_to_multiple_of: int = 1,
 ) -> Tensorizer:
     """Tokenizer factory + `Tensorizer` in one call (see `build_tokenizer`)."""
     tokenizer = build_tokenizer(encoder_model_type, pretrained_model_cfg)
     return Tensorizer(tokenizer, max_length=sequence_length, lowercase=do_lower_case,
-                      pad_to_max=pad_to_max)
+                      pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)

@@ -40,11 +40,15 @@ class BiEncoder(nn.Module):
 
     def forward(
         self,
-        question_ids: torch.Tensor,
-        question_mask: torch.Tensor,
-        ctx_ids: torch.Tensor,
-        ctx_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encodes both sides: returns question vectors [B × D] and passage vectors [C × D]."""
-        return (self.encode_questions(question_ids, question_mask),
-                self.encode_contexts(ctx_ids, ctx_mask))
+        question_ids: torch.Tensor | None,
+        question_mask: torch.Tensor | None,
+        ctx_ids: torch.Tensor | None,
+        ctx_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Encodes both sides: question vectors [B × D] and passage vectors [C × D].
+
+        A side whose ids are None is skipped and returned as None (as in DPR).
+        """
+        q = None if question_ids is None else self.encode_questions(question_ids, question_mask)
+        c = None if ctx_ids is None else self.encode_contexts(ctx_ids, ctx_mask)
+        return q, c

@@ -162,6 +162,19 @@ class TrainConfig:
                               "precision; O1-O3 all mean autocast).", type=str)
     allow_unsafe_pickle: bool = opt(False, "Allow loading checkpoints that need full "
                                     "unpickling (only for files you trust).")
+    pad_to_max: bool = opt(False, "Pad every question and passage to --sequence_length, as the "
+                           "original DPR did, instead of to the longest one in the batch.")
+    pad_to_multiple_of: int = opt(8, "With dynamic padding, round each batch's length up to a "
+                                  "multiple of this (8 suits tensor cores); 1 = exact.", type=int)
+    amp_dtype: str = opt("auto", "Mixed-precision type with --fp16: auto (bfloat16 on CPUs and "
+                         "GPUs that support it, float16 with loss scaling otherwise), bfloat16 "
+                         "or float16.", type=str)
+    gradient_checkpointing: bool = opt(False, "Recompute encoder activations in the backward "
+                                       "pass instead of storing them (less memory, ~30% "
+                                       "more compute).")
+    grad_cache_chunk_size: int = opt(0, "Gradient caching: encode the in-batch pool in chunks "
+                                     "of this many sequences (same loss and gradients as the "
+                                     "full batch, memory of one chunk); 0 = off.", type=int)
 
     def __post_init__(self) -> None:
         if self.gradient_accumulation_steps < 1:
@@ -173,6 +186,12 @@ class TrainConfig:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.num_train_epochs < 0:
             raise ValueError("--warmup_steps and --num_train_epochs must be >= 0")
+        if self.amp_dtype not in ("auto", "bfloat16", "float16"):
+            raise ValueError(f"--amp_dtype must be auto, bfloat16 or float16, got "
+                             f"{self.amp_dtype!r}")
+        if self.pad_to_multiple_of < 1 or self.grad_cache_chunk_size < 0:
+            raise ValueError("--pad_to_multiple_of must be >= 1 and --grad_cache_chunk_size "
+                             ">= 0")
         if self.fp16_opt_level not in ("O0", "O1", "O2", "O3"):
             raise ValueError(f"--fp16_opt_level must be O0, O1, O2 or O3, got "
                              f"{self.fp16_opt_level!r}")

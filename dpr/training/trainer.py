@@ -32,8 +32,8 @@ from dpr.models.checkpoint import (
 from dpr.models.factory import build_biencoder
 from dpr.models.fairseq import check_dictionary, read_dictionary
 from dpr.training.config import Config
-from dpr.training.inbatch import inbatch_loss
 from dpr.training.optim import build_optimizer, linear_schedule
+from dpr.training.step import StepResult, grad_cache_step, plain_step
 from dpr.training.validation import validate_average_rank, validate_nll
 from dpr.utils.dist import DistContext
 from dpr.utils.io import atomic_write
@@ -63,7 +63,8 @@ class BiEncoderTrainer:
         self.tensorizer = build_tensorizer(
             model_cfg.encoder_model_type,
             model_cfg.pretrained_model_cfg or model_cfg.pretrained_file,
-            sequence_length=model_cfg.sequence_length, do_lower_case=model_cfg.do_lower_case)
+            sequence_length=model_cfg.sequence_length, do_lower_case=model_cfg.do_lower_case,
+            pad_to_max=cfg.train.pad_to_max, pad_to_multiple_of=cfg.train.pad_to_multiple_of)
         self.biencoder = build_biencoder(
             model_cfg.encoder_model_type, model_cfg.pretrained_model_cfg,
             pretrained_file=model_cfg.pretrained_file, dropout=model_cfg.dropout,
@@ -73,11 +74,16 @@ class BiEncoderTrainer:
             self._check_fairseq_dictionary()
         if self.state is not None:
             load_model_state(self.biencoder, self.state.model_dict, source=self.resume_path)
+        if cfg.train.gradient_checkpointing:
+            for tower in (self.biencoder.question_model, self.biencoder.ctx_model):
+                tower.model.gradient_checkpointing_enable({"use_reentrant": False})
         self.biencoder.to(dctx.device)
         self.model: torch.nn.Module = self.biencoder
         if dctx.distributed:
             ids = [dctx.device.index] if dctx.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.biencoder, device_ids=ids)
+            # No buffer is updated in training, so none needs broadcasting at each forward.
+            self.model = DistributedDataParallel(self.biencoder, device_ids=ids,
+                                                 broadcast_buffers=False)
         t = cfg.train
         self.optimizer = build_optimizer(self.biencoder, learning_rate=t.learning_rate,
                                          weight_decay=t.weight_decay, eps=t.adam_eps,
@@ -89,7 +95,8 @@ class BiEncoderTrainer:
                 logger.warning("Optimizer state of %s does not fit this optimizer (%s): "
                                "starting from a fresh optimizer state", self.resume_path, err)
         self.amp_dtype = self._amp_dtype()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            dctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.best: tuple[str, float, str] | None = None
 
     # -- set-up -------------------------------------------------------------------------------
@@ -124,13 +131,18 @@ class BiEncoderTrainer:
         logger.info("%s/dict.txt agrees with the tokenizer's ids", folder)
 
     def _amp_dtype(self) -> torch.dtype | None:
-        if not self.cfg.train.use_amp:
+        t = self.cfg.train
+        if not t.use_amp:
             return None
-        if self.dctx.device.type == "cuda":
-            return torch.float16
-        logger.warning("--fp16 on CPU: using bfloat16 autocast (float16 matmuls are very slow "
-                       "on CPUs)")
-        return torch.bfloat16
+        if t.amp_dtype != "auto":
+            dtype = getattr(torch, t.amp_dtype)
+        elif self.dctx.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.bfloat16  # float16 matmuls are very slow on CPUs
+        logger.info("Mixed precision: %s autocast on %s%s", dtype, self.dctx.device.type,
+                    " with loss scaling" if dtype == torch.float16 else "")
+        return dtype
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -219,14 +231,8 @@ class BiEncoderTrainer:
             group_start = (iteration - 1) // accum * accum
             group_size = min(accum, batches - group_start)
             update = iteration - group_start == group_size
-            sync = self.model.no_sync() if dctx.distributed and not update else \
-                contextlib.nullcontext()
-            with sync:
-                with self.autocast():
-                    q, ctx = self.model(batch.question_ids, batch.question_mask, batch.ctx_ids,
-                                        batch.ctx_mask)
-                loss, correct, n_questions = inbatch_loss(q, ctx, batch.positive_idx, dctx)
-                self.scaler.scale(loss / group_size).backward()
+            result = self._forward_backward(batch, 1.0 / group_size, update)
+            loss, correct, n_questions = result.loss, result.correct, result.questions
             lr = self.optimizer.param_groups[0]["lr"]
             if update:
                 self._optimizer_step()
@@ -249,6 +255,22 @@ class BiEncoderTrainer:
         if seen:
             logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct", epoch,
                         epoch_loss / seen, seen, epoch_correct)
+
+    def _no_sync(self) -> contextlib.AbstractContextManager:
+        return self.model.no_sync() if self.dctx.distributed else contextlib.nullcontext()
+
+    def _forward_backward(self, batch, loss_factor: float, update: bool) -> StepResult:
+        """Forward + backward of one batch; DDP reduces gradients only when `update`."""
+        no_sync = self._no_sync
+        if self.cfg.train.grad_cache_chunk_size:
+            return grad_cache_step(self.model, batch, dctx=self.dctx, autocast=self.autocast,
+                                   scale=self.scaler.scale, loss_factor=loss_factor,
+                                   no_sync=no_sync,
+                                   chunk_size=self.cfg.train.grad_cache_chunk_size,
+                                   sync_last=update)
+        sync = contextlib.nullcontext if update else no_sync
+        return plain_step(self.model, batch, dctx=self.dctx, autocast=self.autocast,
+                          scale=self.scaler.scale, loss_factor=loss_factor, no_sync=sync)
 
     def _optimizer_step(self) -> None:
         t = self.cfg.train

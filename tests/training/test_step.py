@@ -1,0 +1,171 @@
+"""Dynamic padding, gradient caching, gradient checkpointing and bf16 autocast against the
+plain full-batch computation."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import read_log, run_launcher
+
+import train_dense_encoder
+from dpr.data.batch import build_batch
+from dpr.data.records import load_samples
+from dpr.data.tensorizer import build_tensorizer
+from dpr.models.checkpoint import to_dpr_layout
+from dpr.models.factory import build_biencoder
+from dpr.training.inbatch import inbatch_loss
+from dpr.training.step import _RngState, grad_cache_step, plain_step
+from dpr.utils.dist import DistContext
+
+NULL = contextlib.nullcontext
+# Float32 sums over a padded and an unpadded sequence differ only in reduction order.
+ATOL = 1e-5
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@pytest.fixture(scope="module")
+def samples(dpr_files):
+    return load_samples(str(dpr_files[0]))[:5]
+
+
+def _batch(folder: Path, samples, *, pad_to_max: bool, multiple: int = 1):
+    tz = build_tensorizer("hf_roberta", str(folder), sequence_length=96, do_lower_case=False,
+                          pad_to_max=pad_to_max, pad_to_multiple_of=multiple)
+    return build_batch(samples, tz, num_hard=2, num_other=1)
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _plain(model, batch):
+    model.zero_grad()
+    result = plain_step(model, batch, dctx=DistContext(), autocast=NULL, scale=_identity,
+                        loss_factor=1.0, no_sync=NULL)
+    return result, _grads(model)
+
+
+def _assert_same(a, b, atol=ATOL) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=atol), (name, (a[name] - b[name]).abs().max())
+
+
+def test_dynamic_padding_gives_the_loss_and_gradients_of_pad_to_max(nodrop_camembert, samples):
+    # Given the same batch padded to --sequence_length and to its longest sequence (x8)
+    fixed = _batch(nodrop_camembert, samples, pad_to_max=True)
+    dynamic = _batch(nodrop_camembert, samples, pad_to_max=False, multiple=8)
+    assert fixed.ctx_ids.shape[1] == 96
+    assert dynamic.ctx_ids.shape[1] < 96 and dynamic.ctx_ids.shape[1] % 8 == 0
+    assert dynamic.question_ids.shape[1] < dynamic.ctx_ids.shape[1]
+    model = build_biencoder("hf_roberta", str(nodrop_camembert), dropout=0).train()
+    # When computing the loss and gradients of both
+    r_fixed, g_fixed = _plain(model, fixed)
+    r_dyn, g_dyn = _plain(model, dynamic)
+    # Then they agree within float tolerance
+    assert r_fixed.loss.item() == pytest.approx(r_dyn.loss.item(), abs=ATOL)
+    _assert_same(g_fixed, g_dyn)
+
+
+@pytest.mark.parametrize("chunk,fix_ctx", [(2, False), (3, False), (4, True)])
+def test_grad_cache_gives_the_loss_and_gradients_of_the_full_batch(
+        nodrop_camembert, samples, chunk: int, fix_ctx: bool) -> None:
+    batch = _batch(nodrop_camembert, samples, pad_to_max=False)
+    model = build_biencoder("hf_roberta", str(nodrop_camembert), dropout=0,
+                            fix_ctx_encoder=fix_ctx).train()
+    full, g_full = _plain(model, batch)
+    model.zero_grad()
+    cached = grad_cache_step(model, batch, dctx=DistContext(), autocast=NULL, scale=_identity,
+                             loss_factor=1.0, no_sync=NULL, chunk_size=chunk, sync_last=True)
+    assert cached.loss.item() == pytest.approx(full.loss.item(), abs=1e-6)
+    assert (cached.correct, cached.questions) == (full.correct, full.questions)
+    _assert_same(g_full, _grads(model))
+
+
+def test_grad_cache_replays_dropout_exactly(tiny_camembert, samples) -> None:
+    # Given a model with dropout: grad caching must re-encode each chunk with the same masks
+    batch = _batch(tiny_camembert, samples, pad_to_max=False)
+    model = build_biencoder("hf_roberta", str(tiny_camembert)).train()
+    torch.manual_seed(0)
+    cached = grad_cache_step(model, batch, dctx=DistContext(), autocast=NULL, scale=_identity,
+                             loss_factor=1.0, no_sync=NULL, chunk_size=4, sync_last=True)
+    g_cached = _grads(model)
+    # When back-propagating through the same chunked forward passes with a full graph
+    model.zero_grad()
+    torch.manual_seed(0)
+    qs, cs = [], []
+    for i in range(0, batch.ctx_ids.shape[0], 4):
+        state = _RngState(torch.device("cpu"))
+        state.restore()
+        q_ids = batch.question_ids[i : i + 4] if i < batch.question_ids.shape[0] else None
+        q, c = model(q_ids, None if q_ids is None else batch.question_mask[i : i + 4],
+                     batch.ctx_ids[i : i + 4], batch.ctx_mask[i : i + 4])
+        qs += [q] if q is not None else []
+        cs.append(c)
+    loss, _, _ = inbatch_loss(torch.cat(qs), torch.cat(cs), batch.positive_idx, DistContext())
+    loss.backward()
+    # Then loss and gradients are the same
+    assert cached.loss.item() == pytest.approx(loss.item(), abs=1e-6)
+    _assert_same(g_cached, _grads(model))
+
+
+def test_gradient_checkpointing_keeps_gradients(nodrop_camembert, samples) -> None:
+    batch = _batch(nodrop_camembert, samples, pad_to_max=False)
+    model = build_biencoder("hf_roberta", str(nodrop_camembert), dropout=0).train()
+    _, plain = _plain(model, batch)
+    for tower in (model.question_model, model.ctx_model):
+        tower.model.gradient_checkpointing_enable({"use_reentrant": False})
+    _, checkpointed = _plain(model, batch)
+    _assert_same(plain, checkpointed)
+
+
+def test_bf16_autocast_training_step_runs_on_cpu(tmp_path: Path, tiny_camembert, dpr_files,
+                                                 capsys) -> None:
+    train, _ = dpr_files
+    out = tmp_path / "out"
+    rc = train_dense_encoder.main([
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+        "--train_file", str(train), "--output_dir", str(out), "--batch_size", "8",
+        "--sequence_length", "64", "--num_train_epochs", "1", "--fp16", "--learning_rate",
+        "1e-3", "--warmup_steps", "0", "--gradient_checkpointing", "--grad_cache_chunk_size",
+        "5"])
+    assert rc == 0
+    assert "bfloat16 autocast on cpu" in capsys.readouterr().err
+    losses = [r["loss"] for r in read_log(out)]
+    assert len(losses) == 4 and all(0 < x < 20 for x in losses)
+    assert (out / "dpr_biencoder.0.4").is_file()
+
+
+def test_grad_cache_with_two_processes_matches_plain_training(tmp_path: Path, nodrop_camembert,
+                                                              dpr_files) -> None:
+    # Given the same 2-process run without and with gradient caching (DDP + accumulation).
+    # Adam's first steps move each weight by about lr * sign(gradient), so float noise in a
+    # near-zero gradient could flip a weight by 2 lr; a huge eps turns Adam into plain SGD
+    # (update = lr / eps * gradient), so the weights reflect the gradients themselves.
+    train, _ = dpr_files
+    base = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(nodrop_camembert),
+            "--train_file", str(train), "--batch_size", "4", "--sequence_length", "64",
+            "--num_train_epochs", "1", "--learning_rate", "1000", "--adam_eps", "1e4",
+            "--warmup_steps", "0", "--gradient_accumulation_steps", "2", "--dropout", "1e-12",
+            "--seed", "2"]
+    outs = []
+    for extra in ([], ["--grad_cache_chunk_size", "3"]):
+        out = tmp_path / f"out{len(outs)}"
+        result = run_launcher("torchrun", [*base, "--output_dir", str(out), *extra])
+        assert result.returncode == 0, result.stderr[-3000:]
+        outs.append(out)
+    # Then the losses and the final weights agree
+    plain, cached = (read_log(o) for o in outs)
+    assert [r["loss"] for r in plain] == pytest.approx([r["loss"] for r in cached], abs=1e-5)
+    a, b = (torch.load(o / "dpr_biencoder.0.4", weights_only=True)["model_dict"] for o in outs)
+    init = build_biencoder("hf_roberta", str(nodrop_camembert)).state_dict()
+    moved = max((a[k] - v).abs().max().item() for k, v in to_dpr_layout(init).items())
+    assert moved > 5e-4  # training moved the weights by about 1000x the tolerance below
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
