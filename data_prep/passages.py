@@ -105,7 +105,7 @@ class RegexSentenceSplitter:
                 word = _WORD_BEFORE_RE.search(text, 0, match.start())
                 token = word.group(1).lower() if word else ""
                 last = token.rsplit(".", 1)[-1].rsplit("-", 1)[-1]
-                if len(last) == 1 or last in _ABBREVIATIONS:
+                if (len(last) == 1 and last.isalpha()) or last in _ABBREVIATIONS:
                     continue
             span = _trim(text, start, match.end())
             if span:

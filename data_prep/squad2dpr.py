@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.INFO)  # bm25s sets its own logger to DEBUG
     if args.sentence_splitter == "spacy" and args.language != "fr":
         parser.error("--sentence_splitter spacy is only available for --language fr")
