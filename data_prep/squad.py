@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,28 @@ def _read_json(path: Path) -> Any:
         ) from err
 
 
+def _is_word_char(char: str) -> bool:
+    """Letter, digit or combining mark: the characters of a has_answer word token."""
+    return char.isalnum() or unicodedata.category(char).startswith("M")
+
+
+def _align_to_words(context: str, start: int, end: int) -> Answer:
+    """Strips outer whitespace and extends a span cut inside a word to the whole word.
+
+    Annotators sometimes select ``e groupe`` for ``le groupe``; such answers never match with
+    DPR's token-level ``has_answer``, so the span is widened to word boundaries.
+    """
+    while start < end and context[start].isspace():
+        start += 1
+    while end > start and context[end - 1].isspace():
+        end -= 1
+    while start > 0 and _is_word_char(context[start - 1]) and _is_word_char(context[start]):
+        start -= 1
+    while end < len(context) and _is_word_char(context[end]) and _is_word_char(context[end - 1]):
+        end += 1
+    return Answer(text=context[start:end], start=start)
+
+
 def _parse_answers(
     qa: dict[str, Any], context: str, *, where: str, strict: bool, stats: Counter[str]
 ) -> list[Answer]:
@@ -121,8 +144,10 @@ def _parse_answers(
             logger.warning("%s; answer skipped", message)
             stats["answers_offset_mismatch"] += 1
             continue
-        stripped = text.lstrip()
-        answer = Answer(text=stripped.rstrip(), start=start + len(text) - len(stripped))
+        answer = _align_to_words(context, start, start + len(text))
+        if answer.text != text.strip():
+            stats["answers_expanded_to_word_boundary"] += 1
+            logger.debug("%s: answer %r expanded to %r", a_where, text, answer.text)
         if answer not in kept:
             kept.append(answer)
     return kept
@@ -149,7 +174,8 @@ def _parse_question(
     if not answers:
         stats["dropped_no_valid_answer"] += 1
         return None
-    return Question(qid=str(qid), question=question.strip(), answers=answers, location=where)
+    return Question(qid=str(qid), question=" ".join(question.split()), answers=answers,
+                    location=where)
 
 
 def _parse_paragraph(
