@@ -90,6 +90,27 @@ def _regex_search(pattern: str, text: str) -> bool:
     return compiled.search(text) is not None
 
 
+def match_tokens(text: str) -> list[str]:
+    """NFD-normalises and tokenises ``text`` (uncased) as ``has_answer`` does in string mode.
+
+    Useful to tokenise passages once when testing many answers against them.
+    """
+    return _TOKENIZER.tokenize(normalize(text))
+
+
+def has_answer_tokens(answers_tokens: Iterable[Sequence[str]], text_tokens: Sequence[str]) -> bool:
+    """String-mode ``has_answer`` on pre-tokenised input (see :func:`match_tokens`).
+
+    Args:
+        answers_tokens: Token sequence of each answer.
+        text_tokens: Token sequence of the text.
+
+    Returns:
+        True if a non-empty answer sequence occurs contiguously in the text.
+    """
+    return any(_contains_sequence(text_tokens, tokens) for tokens in answers_tokens)
+
+
 def has_answer(answers: Iterable[str], text: str, match: str = "string") -> bool:
     """Checks whether ``text`` contains any of ``answers`` with DPR's matching rules.
 
@@ -104,14 +125,10 @@ def has_answer(answers: Iterable[str], text: str, match: str = "string") -> bool
     Raises:
         ValueError: If ``match`` is not ``"string"`` or ``"regex"``.
     """
-    text = normalize(text)
     if match == "string":
-        text_tokens = _TOKENIZER.tokenize(text)
-        return any(
-            _contains_sequence(text_tokens, _TOKENIZER.tokenize(normalize(answer)))
-            for answer in answers
-        )
+        return has_answer_tokens((match_tokens(answer) for answer in answers), match_tokens(text))
     if match == "regex":
+        text = normalize(text)
         return any(_regex_search(normalize(answer), text) for answer in answers)
     raise ValueError(f"match must be 'string' or 'regex', got {match!r}")
 

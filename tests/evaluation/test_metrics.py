@@ -6,7 +6,14 @@ import unicodedata
 
 import pytest
 
-from dpr.evaluation.metrics import SimpleTokenizer, has_answer, mrr, top_k_accuracy
+from dpr.evaluation.metrics import (
+    SimpleTokenizer,
+    has_answer,
+    has_answer_tokens,
+    match_tokens,
+    mrr,
+    top_k_accuracy,
+)
 
 
 def test_tokenize_splits_punctuation_and_drops_whitespace() -> None:
@@ -107,3 +114,15 @@ def test_mrr_averages_reciprocal_ranks_with_cutoff() -> None:
     assert mrr(ranks) == pytest.approx((1 + 0.5 + 0 + 0.25) / 4)
     assert mrr(ranks, cutoff=2) == pytest.approx((1 + 0.5) / 4)
     assert mrr([]) == 0.0
+
+
+def test_has_answer_tokens_agrees_with_has_answer() -> None:
+    # Given texts and answers tokenised once with match_tokens
+    text = "L’Hôtel-Dieu de Lyon, fondé au XIIe siècle."
+    cases = [["Hôtel-Dieu"], ["hotel-dieu"], ["xiie siècle"], ["Lyon ,"], ["Lyon fondé"]]
+    # When comparing the pre-tokenised and the plain function
+    # Then they give the same answers (accented vs unaccented differ: no accent stripping)
+    for answers in cases:
+        expected = has_answer(answers, text)
+        assert has_answer_tokens([match_tokens(a) for a in answers], match_tokens(text)) == expected
+    assert has_answer(["Hôtel-Dieu"], text) and not has_answer(["hotel-dieu"], text)
