@@ -231,7 +231,8 @@ def mine_hard_negatives(
     tokens = [[t for t in query.tokens if t in vocab] for query in queries]
     pending = [i for i, toks in enumerate(tokens) if toks]
     depth = min(num_allowed, 2 * top_k + 10)
-    mask = allowed.astype(np.float32)
+    # an all-ones mask would cost one extra pass over every passage score per query
+    mask = None if num_allowed == len(allowed) else allowed.astype(np.float32)
     while pending and depth > 0 and top_k > 0:
         docs, scores = retriever.retrieve(
             [tokens[i] for i in pending], k=depth, weight_mask=mask, n_threads=n_threads,

@@ -14,11 +14,14 @@ Passages are character spans of the paragraph made of whole sentences, greedily 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from data_prep.errors import DataPrepError
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +124,24 @@ class RegexSentenceSplitter:
         return [self.split_one(text) for text in texts]
 
 
+@functools.lru_cache(maxsize=2)
+def _load_senter(model: str) -> Any:
+    """Loads a spaCy pipeline with only ``senter`` enabled (cached: loading takes seconds).
+
+    Raises:
+        OSError: If the model package is not installed.
+    """
+    import spacy  # imported lazily: the regex splitter must work without spaCy
+
+    meta = spacy.util.get_model_meta(spacy.util.get_package_path(model))
+    components = meta.get("components") or meta.get("pipeline") or []
+    nlp = spacy.load(model, exclude=[name for name in components if name != "senter"])
+    if "senter" in nlp.disabled:
+        nlp.enable_pipe("senter")
+    logger.info("spaCy %s loaded with pipes %s", model, nlp.pipe_names)
+    return nlp
+
+
 class SpacySentenceSplitter:
     """spaCy statistical sentence segmenter (``senter`` only) of a packaged pipeline."""
 
@@ -136,16 +157,8 @@ class SpacySentenceSplitter:
         Raises:
             OSError: If the model package is not installed.
         """
-        import spacy  # imported lazily: the regex splitter must work without spaCy
-
-        meta = spacy.util.get_model_meta(spacy.util.get_package_path(model))
-        components = meta.get("components") or meta.get("pipeline") or []
-        exclude = [name for name in components if name != "senter"]
-        self._nlp = spacy.load(model, exclude=exclude)
-        if "senter" in self._nlp.disabled:
-            self._nlp.enable_pipe("senter")
+        self._nlp = _load_senter(model)
         self.batch_size = batch_size
-        logger.info("spaCy %s loaded with pipes %s", model, self._nlp.pipe_names)
 
     def split(self, texts: Sequence[str]) -> list[list[Span]]:
         """Splits each text into sentence spans."""
@@ -163,13 +176,20 @@ def make_splitter(kind: str, language: str) -> SentenceSplitter:
 
     Raises:
         ValueError: For an unknown kind, or spaCy requested for a language without a model.
+        DataPrepError: If spaCy or its model is not installed.
     """
     if kind == "regex":
         return RegexSentenceSplitter()
     if kind == "spacy":
         if language not in SPACY_MODELS:
             raise ValueError(f"no spaCy model configured for language {language!r}; use regex")
-        return SpacySentenceSplitter(SPACY_MODELS[language])
+        try:
+            return SpacySentenceSplitter(SPACY_MODELS[language])
+        except (ImportError, OSError) as err:
+            raise DataPrepError(
+                f"cannot load spaCy model {SPACY_MODELS[language]} ({err}); install it or use "
+                "--sentence_splitter regex"
+            ) from err
     raise ValueError(f"unknown sentence splitter {kind!r}")
 
 
