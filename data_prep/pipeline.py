@@ -1,0 +1,237 @@
+"""The squad2dpr pipeline: validate, split, build positives, mine negatives, write."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_prep.bm25 import (
+    INDEX_DIRNAME,
+    BM25Settings,
+    BM25Tokenizer,
+    MiningQuery,
+    NegativeFilter,
+    load_or_build_index,
+    mine_hard_negatives,
+)
+from data_prep.dataset import (
+    Corpus,
+    Example,
+    build_corpus,
+    build_examples,
+    random_negatives,
+    split_articles,
+)
+from data_prep.errors import DataPrepError
+from data_prep.passages import make_splitter
+from data_prep.squad import SquadFile, load_squad_file, source_labels
+from data_prep.writers import (
+    write_json,
+    write_passages_tsv,
+    write_qas_tsv,
+    write_records,
+)
+from dpr.evaluation.metrics import match_tokens
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev")
+OUTPUT_NAMES = ("DPR_FR_train.json", "DPR_FR_dev.json", "passages.tsv", "qas_dev.tsv",
+                "stats.json")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Pipeline options (see the command line help for each one)."""
+
+    inputs: list[Path]
+    output_dir: Path
+    max_chars: int = 600
+    sentence_splitter: str = "spacy"
+    language: str = "fr"
+    dev_ratio: float = 0.2
+    seed: int = 42
+    bm25_top_k: int = 30
+    num_random_negatives: int = 0
+    bm25: BM25Settings = field(default_factory=BM25Settings)
+    num_threads: int = 0
+    strict: bool = False
+    show_progress: bool = True
+
+
+class StageTimer:
+    """Collects the wall time of named stages."""
+
+    def __init__(self) -> None:
+        """Starts the overall clock."""
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Times the enclosed block under ``name`` and logs it."""
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        logger.info("stage %-18s %.2f s", name, self.timings[name])
+
+    def report(self) -> dict[str, float]:
+        """Stage timings plus ``total`` (seconds, 3 decimals)."""
+        return {**self.timings, "total": round(time.perf_counter() - self._start, 3)}
+
+
+def _context(corpus: Corpus, index: int, score: float | None = None) -> dict[str, Any]:
+    passage = corpus.passages[index]
+    ctx: dict[str, Any] = {"title": passage.title, "text": passage.text,
+                           "passage_id": passage.passage_id}
+    if score is not None:
+        ctx["score"] = round(score, 4)
+    return ctx
+
+
+def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus, retriever: Any,
+          options: Options) -> list[list[tuple[int, float]]]:
+    """Hard negatives per example, restricted to passages of the example's own split."""
+    tokenizer = BM25Tokenizer(options.bm25.language)
+    negative_filter = NegativeFilter(corpus.passages)
+    result: list[list[tuple[int, float]]] = [[] for _ in examples]
+    for split in SPLITS:
+        members = [i for i, ex in enumerate(examples) if splits[ex.paragraph.key] == split]
+        if not members:
+            continue
+        allowed = np.array([splits[p.paragraph_key] == split for p in corpus.passages])
+        tokens = tokenizer.queries([examples[i].question.question for i in members],
+                                   show_progress=False)
+        queries = [MiningQuery(tokens=toks, paragraph_key=examples[i].paragraph.key,
+                               answers_tokens=[match_tokens(a) for a in examples[i].answers])
+                   for i, toks in zip(members, tokens)]
+        mined = mine_hard_negatives(
+            retriever, queries, allowed=allowed, negative_filter=negative_filter,
+            top_k=options.bm25_top_k, n_threads=options.num_threads,
+            show_progress=options.show_progress,
+        )
+        for i, negatives in zip(members, mined):
+            result[i] = negatives
+    return result
+
+
+def _load_inputs(options: Options) -> list[SquadFile]:
+    if options.output_dir.exists() and not options.output_dir.is_dir():
+        raise DataPrepError(f"{options.output_dir}: output_dir exists and is not a folder")
+    labels = source_labels(options.inputs)
+    return [load_squad_file(path, source=label, strict=options.strict)
+            for path, label in zip(options.inputs, labels)]
+
+
+def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str, Any],
+           options: Options) -> dict[str, Any]:
+    dropped: Counter[str] = Counter()
+    for squad_file in files:
+        dropped.update({k.removeprefix("dropped_"): v for k, v in squad_file.stats.items()
+                        if k.startswith("dropped_")})
+    dropped.update({k.removeprefix("dropped_"): v for k, v in counters.items()
+                    if k.startswith("dropped_")})
+    return {
+        "inputs": {f.source: {"path": str(f.path), **dict(sorted(f.stats.items()))} for f in files},
+        "questions": {"input": sum(f.stats["questions"] for f in files), **outputs["questions"],
+                      "dropped": dict(sorted(dropped.items())),
+                      "dropped_total": sum(dropped.values())},
+        **{k: v for k, v in outputs.items() if k != "questions"},
+        "positives": {"in_passage": counters["positives_in_passage"],
+                      "answer_window": counters["positives_answer_window"]},
+        "options": {"max_chars": options.max_chars, "language": options.language,
+                    "sentence_splitter": options.sentence_splitter, "seed": options.seed,
+                    "dev_ratio": options.dev_ratio, "bm25_top_k": options.bm25_top_k,
+                    "num_random_negatives": options.num_random_negatives,
+                    "strict": options.strict},
+    }
+
+
+def run(options: Options) -> dict[str, Any]:
+    """Runs the whole conversion and writes every output file.
+
+    Args:
+        options: Pipeline options.
+
+    Returns:
+        The statistics also written to ``stats.json``.
+
+    Raises:
+        DataPrepError: On invalid input, before anything is written.
+    """
+    timer = StageTimer()
+    counters: Counter[str] = Counter()
+    with timer.stage("read_validate"):
+        files = _load_inputs(options)
+        paragraphs = [p for f in files for p in f.paragraphs]
+    with timer.stage("load_splitter"):
+        splitter = make_splitter(options.sentence_splitter, options.language)
+    with timer.stage("split_passages"):
+        corpus = build_corpus(paragraphs, splitter, max_chars=options.max_chars,
+                              show_progress=options.show_progress)
+    with timer.stage("positives_split"):
+        examples = build_examples(paragraphs, corpus, max_chars=options.max_chars,
+                                  counters=counters)
+        dev_keys = split_articles([p.article_key for p in paragraphs],
+                                  dev_ratio=options.dev_ratio, seed=options.seed)
+        splits = {p.key: "dev" if p.article_key in dev_keys else "train" for p in paragraphs}
+    with timer.stage("bm25_index"):
+        retriever, reused = load_or_build_index(
+            corpus.passages, index_dir=options.output_dir / INDEX_DIRNAME,
+            settings=options.bm25, show_progress=options.show_progress)
+        logger.info("BM25 %s k1=%s b=%s", options.bm25.method, options.bm25.k1, options.bm25.b)
+    with timer.stage("bm25_mining"):
+        hard = _mine(examples, splits, corpus, retriever, options)
+    with timer.stage("random_negatives"):
+        pools = {s: [i for i, p in enumerate(corpus.passages) if splits[p.paragraph_key] == s]
+                 for s in SPLITS}
+        randoms = random_negatives(examples, {k: pools[s] for k, s in splits.items()}, corpus,
+                                   num=options.num_random_negatives, seed=options.seed)
+    with timer.stage("write_outputs"):
+        outputs = _write(examples, splits, corpus, hard, randoms, options)
+    stats = _stats(files, counters, outputs, options)
+    stats["bm25"] = {**options.bm25.describe(), "top_k": options.bm25_top_k,
+                     "index_reused": reused, "index_dir": INDEX_DIRNAME}
+    stats["timings_s"] = timer.report()
+    write_json(options.output_dir / "stats.json", stats)
+    return stats
+
+
+def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
+           hard: Sequence[Sequence[tuple[int, float]]], randoms: Sequence[Sequence[int]],
+           options: Options) -> dict[str, Any]:
+    """Writes records, passages.tsv and qas_dev.tsv; returns output counts for the stats."""
+    records: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    for example, negatives, sampled in zip(examples, hard, randoms):
+        records[splits[example.paragraph.key]].append({
+            "question": example.question.question,
+            "answers": example.answers,
+            "positive_ctxs": example.positives,
+            "negative_ctxs": [_context(corpus, i) for i in sampled],
+            "hard_negative_ctxs": [_context(corpus, i, score) for i, score in negatives],
+        })
+    out = options.output_dir
+    for split in SPLITS:
+        write_records(out / f"DPR_FR_{split}.json", records[split])
+    write_passages_tsv(out / "passages.tsv", corpus.passages)
+    write_qas_tsv(out / "qas_dev.tsv", [(r["question"], r["answers"]) for r in records["dev"]])
+    short = sum(1 for negatives in hard if len(negatives) < options.bm25_top_k)
+    articles = {s: sorted({ex.paragraph.article_key for ex in examples
+                           if splits[ex.paragraph.key] == s}) for s in SPLITS}
+    return {
+        "questions": {s: len(records[s]) for s in SPLITS},
+        "articles_with_questions": {s: len(articles[s]) for s in SPLITS},
+        "passages": {s: sum(1 for p in corpus.passages if splits[p.paragraph_key] == s)
+                     for s in SPLITS},
+        "hard_negatives": {"total": sum(len(n) for n in hard),
+                           "questions_with_fewer_than_top_k": short},
+        "random_negatives": {"total": sum(len(r) for r in randoms)},
+    }

@@ -1,0 +1,265 @@
+"""Reading and validating SQuAD v1/v2-format question answering files.
+
+The whole input is validated before anything is written. Structural problems (malformed JSON,
+missing or mistyped fields, no data) raise :class:`DataPrepError`; answers whose
+``answer_start`` does not point at their text are skipped with a warning and counted (or
+raise with ``strict=True``); unanswerable v2 questions are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_prep.errors import DataPrepError
+from dpr.utils.io import open_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A verified answer span: ``context[start:start + len(text)] == text``, no outer spaces."""
+
+    text: str
+    start: int
+
+    @property
+    def end(self) -> int:
+        """Exclusive end offset of the answer in the paragraph context."""
+        return self.start + len(self.text)
+
+
+@dataclass
+class Question:
+    """An answerable question with at least one verified answer."""
+
+    qid: str
+    question: str
+    answers: list[Answer]
+    location: str
+
+
+@dataclass
+class Paragraph:
+    """A paragraph of an article with its answerable questions."""
+
+    key: str
+    source: str
+    article_key: str
+    title: str
+    context: str
+    questions: list[Question]
+
+
+@dataclass
+class SquadFile:
+    """A validated input file."""
+
+    path: Path
+    source: str
+    paragraphs: list[Paragraph]
+    stats: Counter[str] = field(default_factory=Counter)
+
+
+def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """Returns ``obj[key]`` after checking presence and type, else raises DataPrepError."""
+    if not isinstance(obj, dict):
+        raise DataPrepError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if key not in obj:
+        raise DataPrepError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise DataPrepError(
+            f"{where}: field {key!r} must be {expected}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _read_json(path: Path) -> Any:
+    """Parses ``path`` (optionally gzipped) and reports syntax errors with their position."""
+    if not path.is_file():
+        raise DataPrepError(f"{path}: file not found")
+    try:
+        with open_text(path) as handle:
+            raw = handle.read()
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise DataPrepError(f"{path}: cannot read file: {err}") from err
+    if not raw.strip():
+        raise DataPrepError(f"{path}: file is empty")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise DataPrepError(
+            f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from err
+
+
+def _is_word_char(char: str) -> bool:
+    """Letter, digit or combining mark: the characters of a has_answer word token."""
+    return char.isalnum() or unicodedata.category(char).startswith("M")
+
+
+def _align_to_words(context: str, start: int, end: int) -> Answer:
+    """Strips outer whitespace and extends a span cut inside a word to the whole word.
+
+    Annotators sometimes select ``e groupe`` for ``le groupe``; such answers never match with
+    DPR's token-level ``has_answer``, so the span is widened to word boundaries.
+    """
+    while start < end and context[start].isspace():
+        start += 1
+    while end > start and context[end - 1].isspace():
+        end -= 1
+    while start > 0 and _is_word_char(context[start - 1]) and _is_word_char(context[start]):
+        start -= 1
+    while end < len(context) and _is_word_char(context[end]) and _is_word_char(context[end - 1]):
+        end += 1
+    return Answer(text=context[start:end], start=start)
+
+
+def _parse_answers(
+    qa: dict[str, Any], context: str, *, where: str, strict: bool, stats: Counter[str]
+) -> list[Answer]:
+    """Validates the answers of one question and keeps those whose offsets match."""
+    answers = _require(qa, "answers", list, where)
+    kept: list[Answer] = []
+    for a_idx, raw in enumerate(answers):
+        a_where = f"{where} answers[{a_idx}]"
+        text = _require(raw, "text", str, a_where)
+        start = _require(raw, "answer_start", int, a_where)
+        found = context[start : start + len(text)] if start >= 0 else ""
+        if not text.strip() or found != text:
+            message = (
+                f"{a_where}: answer_start {start} does not match the context "
+                f"(answer {text!r}, context has {found!r})"
+            )
+            if strict:
+                raise DataPrepError(message)
+            logger.warning("%s; answer skipped", message)
+            stats["answers_offset_mismatch"] += 1
+            continue
+        answer = _align_to_words(context, start, start + len(text))
+        if answer.text != text.strip():
+            stats["answers_expanded_to_word_boundary"] += 1
+            logger.debug("%s: answer %r expanded to %r", a_where, text, answer.text)
+        if answer not in kept:
+            kept.append(answer)
+    return kept
+
+
+def _parse_question(
+    qa: Any, context: str, *, where: str, strict: bool, stats: Counter[str]
+) -> Question | None:
+    """Parses one ``qas`` entry; returns None (and counts why) when it is skipped."""
+    qid = _require(qa, "id", (str, int), where)
+    where = f"{where} (id={qid})"
+    question = _require(qa, "question", str, where)
+    stats["questions"] += 1
+    if qa.get("is_impossible") is True or qa.get("answers") == []:
+        stats["dropped_unanswerable"] += 1
+        return None
+    if not question.strip():
+        if strict:
+            raise DataPrepError(f"{where}: empty question")
+        logger.warning("%s: empty question; skipped", where)
+        stats["dropped_empty_question"] += 1
+        return None
+    answers = _parse_answers(qa, context, where=where, strict=strict, stats=stats)
+    if not answers:
+        stats["dropped_no_valid_answer"] += 1
+        return None
+    return Question(qid=str(qid), question=" ".join(question.split()), answers=answers,
+                    location=where)
+
+
+def _parse_paragraph(
+    raw: Any, *, where: str, key: str, article: tuple[str, str], strict: bool, stats: Counter[str]
+) -> Paragraph:
+    """Parses one paragraph and its questions."""
+    context = _require(raw, "context", str, where)
+    qas = _require(raw, "qas", list, where)
+    questions = []
+    for q_idx, qa in enumerate(qas):
+        parsed = _parse_question(
+            qa, context, where=f"{where}.qas[{q_idx}]", strict=strict, stats=stats
+        )
+        if parsed is not None:
+            questions.append(parsed)
+    stats["paragraphs"] += 1
+    source = key.split(":", 1)[0]
+    return Paragraph(
+        key=key, source=source, article_key=article[0], title=article[1],
+        context=context, questions=questions,
+    )
+
+
+def article_key(title: str) -> str:
+    """Key grouping articles for the train/dev split: same (case-folded) title, same group."""
+    return " ".join(title.casefold().split())
+
+
+def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> SquadFile:
+    """Reads and validates one SQuAD v1/v2-format file.
+
+    Args:
+        path: JSON file (``.gz`` accepted).
+        source: Short stable label used as the prefix of paragraph and passage ids.
+        strict: Raise on answer offset mismatches and empty questions instead of skipping.
+
+    Returns:
+        The parsed file with per-file counters.
+
+    Raises:
+        DataPrepError: On unreadable, malformed, empty or structurally invalid input; the
+            message names the file and the record (e.g. ``data[3].paragraphs[1].qas[0]``).
+    """
+    path = Path(path)
+    payload = _read_json(path)
+    name = path.name
+    data = _require(payload, "data", list, name)
+    if not data:
+        raise DataPrepError(f"{name}: 'data' is empty, no articles to convert")
+    stats: Counter[str] = Counter()
+    paragraphs: list[Paragraph] = []
+    for a_idx, article in enumerate(data):
+        where = f"{name}: data[{a_idx}]"
+        title = _require(article, "title", str, where).strip()
+        if not title:
+            raise DataPrepError(f"{where}: empty title")
+        raw_paragraphs = _require(article, "paragraphs", list, where)
+        stats["articles"] += 1
+        for p_idx, raw in enumerate(raw_paragraphs):
+            paragraphs.append(
+                _parse_paragraph(
+                    raw, where=f"{where}.paragraphs[{p_idx}]", key=f"{source}:{a_idx}:{p_idx}",
+                    article=(article_key(title), title), strict=strict, stats=stats,
+                )
+            )
+    if stats["questions"] == 0:
+        raise DataPrepError(f"{name}: no questions found in any paragraph")
+    stats["answerable_kept"] = sum(len(p.questions) for p in paragraphs)
+    return SquadFile(path=path, source=source, paragraphs=paragraphs, stats=stats)
+
+
+def source_labels(paths: list[Path]) -> list[str]:
+    """Stable, unique id prefixes for input files: the file stem, de-duplicated by position.
+
+    Args:
+        paths: Input files in command line order.
+
+    Returns:
+        One label per path (``piaf-v1.0``; ``train``, ``train~2`` for repeated stems).
+    """
+    seen: Counter[str] = Counter()
+    labels = []
+    for path in paths:
+        stem = path.name.removesuffix(".gz").removesuffix(".json").replace(":", "_") or "input"
+        seen[stem] += 1
+        labels.append(stem if seen[stem] == 1 else f"{stem}~{seen[stem]}")
+    return labels

@@ -1,0 +1,125 @@
+"""Command line: SQuAD-format French QA files -> DPR training files with BM25 hard negatives.
+
+Example::
+
+    python -m data_prep.squad2dpr piaf-v1.0.json --output_dir out/
+
+See docs/DATA_PREP.md for the output formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from data_prep.bm25 import LANGUAGES, BM25Settings
+from data_prep.errors import DataPrepError
+from data_prep.pipeline import Options, run
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m data_prep.squad2dpr``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.squad2dpr",
+        description="Convert SQuAD v1/v2-format QA files (e.g. PIAF) into DPR training files "
+        "(DPR_FR_train.json, DPR_FR_dev.json, passages.tsv, qas_dev.tsv, stats.json) with BM25 "
+        "hard negatives, without any search server.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("inputs", nargs="+", type=Path, metavar="FILE",
+        help="SQuAD-format JSON file(s), optionally .gz; all are merged before the split")
+    add("--output_dir", type=Path, required=True,
+        help="folder for the outputs and the reusable BM25 index (created if missing)")
+    add("--max_chars", type=_positive_int, default=600,
+        help="maximum passage length in characters; passages end on sentence boundaries")
+    add("--sentence_splitter", choices=("spacy", "regex"), default="spacy",
+        help="spacy: fr_core_news_sm 'senter' only (French); regex: rule-based, any language")
+    add("--language", choices=sorted(LANGUAGES), default="fr",
+        help="language of stemmer and stop words; non-French needs --sentence_splitter regex")
+    add("--dev_ratio", type=_ratio, default=0.2,
+        help="fraction of articles (not questions) put in dev")
+    add("--seed", type=int, default=42,
+        help="seed of the article split and of random negatives")
+    add("--bm25_top_k", type=_non_negative_int, default=30,
+        help="hard negatives per question (best BM25 passages without any answer)")
+    add("--num_random_negatives", type=_non_negative_int, default=0,
+        help="random answer-free passages per question in negative_ctxs")
+    add("--bm25_k1", type=float, default=1.5, help="BM25 k1 (term frequency saturation)")
+    add("--bm25_b", type=float, default=0.75, help="BM25 b (length normalisation)")
+    add("--bm25_method", choices=("lucene", "robertson", "atire", "bm25l", "bm25+"),
+        default="lucene", help="BM25 variant as implemented by bm25s")
+    add("--num_threads", type=_non_negative_int, default=0,
+        help="bm25s retrieval threads (0: no thread pool)")
+    add("--strict", action="store_true",
+        help="fail on answer offsets that do not match the context instead of skipping them")
+    add("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: Arguments without the program name (``sys.argv[1:]`` when None).
+
+    Returns:
+        0 on success, 2 on invalid input (reported through logging, no traceback).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.INFO)  # bm25s sets its own logger to DEBUG
+    if args.sentence_splitter == "spacy" and args.language != "fr":
+        parser.error("--sentence_splitter spacy is only available for --language fr")
+    options = Options(
+        inputs=list(args.inputs), output_dir=args.output_dir, max_chars=args.max_chars,
+        sentence_splitter=args.sentence_splitter, language=args.language,
+        dev_ratio=args.dev_ratio, seed=args.seed, bm25_top_k=args.bm25_top_k,
+        num_random_negatives=args.num_random_negatives, num_threads=args.num_threads,
+        bm25=BM25Settings(language=args.language, k1=args.bm25_k1, b=args.bm25_b,
+                          method=args.bm25_method),
+        strict=args.strict, show_progress=not args.quiet and not os.environ.get("DISABLE_TQDM"),
+    )
+    try:
+        stats = run(options)
+    except DataPrepError as err:
+        logger.error("%s", err)
+        return 2
+    questions = stats["questions"]
+    logger.info(
+        "Done: %d train + %d dev questions, %d dropped %s, %d passages; total %.1f s -> %s",
+        questions["train"], questions["dev"], questions["dropped_total"], questions["dropped"],
+        sum(stats["passages"].values()), stats["timings_s"]["total"], options.output_dir,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""Answer matching and retrieval metrics with DPR semantics.
+
+All functions are pure. ``has_answer`` decides whether a passage "contains" an answer the way
+DPR's retrieval evaluation does:
+
+* ``match="string"``: the text and every answer are NFD-normalised, tokenised by
+  :class:`SimpleTokenizer` (maximal runs of letters/digits/marks, or any single character that
+  is neither a separator nor a control character; whitespace dropped; lowercased) and a hit is
+  any contiguous token sub-sequence of the text equal to the token sequence of an answer.
+* ``match="regex"``: every answer is an NFD-normalised regular expression compiled with
+  ``IGNORECASE | UNICODE | MULTILINE`` and searched in the NFD-normalised text; an invalid
+  pattern counts as no match.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+import regex
+
+logger = logging.getLogger(__name__)
+
+_ALPHA_NUM = r"[\p{L}\p{N}\p{M}]+"
+_NON_WS = r"[^\p{Z}\p{C}]"
+_TOKEN_RE = regex.compile(
+    f"({_ALPHA_NUM})|({_NON_WS})", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
+)
+_REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
+
+
+def normalize(text: str) -> str:
+    """Returns the NFD (canonical decomposition) form of ``text``."""
+    return unicodedata.normalize("NFD", text)
+
+
+class SimpleTokenizer:
+    """Regex tokenizer: words are maximal letter/digit/mark runs, punctuation is one token each.
+
+    Whitespace, separators and control characters are dropped. Tokens are lowercased when
+    ``uncased`` is true (the default, as used for answer matching).
+    """
+
+    def __init__(self, uncased: bool = True) -> None:
+        """Creates the tokenizer.
+
+        Args:
+            uncased: Lowercase the returned tokens.
+        """
+        self.uncased = uncased
+
+    def tokenize(self, text: str) -> list[str]:
+        """Splits ``text`` into tokens.
+
+        Args:
+            text: Input text (not normalised by this method).
+
+        Returns:
+            The list of tokens, lowercased if ``uncased``.
+        """
+        tokens = [match.group() for match in _TOKEN_RE.finditer(text)]
+        if self.uncased:
+            return [token.lower() for token in tokens]
+        return tokens
+
+
+_TOKENIZER = SimpleTokenizer(uncased=True)
+
+
+def _contains_sequence(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+    """Returns True when ``needle`` is a non-empty contiguous sub-sequence of ``haystack``."""
+    size = len(needle)
+    if size == 0 or size > len(haystack):
+        return False
+    first = needle[0]
+    for i in range(len(haystack) - size + 1):
+        if haystack[i] == first and list(haystack[i : i + size]) == list(needle):
+            return True
+    return False
+
+
+def _regex_search(pattern: str, text: str) -> bool:
+    """Searches an answer pattern in ``text``; invalid patterns are no match."""
+    try:
+        compiled = regex.compile(pattern, flags=_REGEX_FLAGS)
+    except (regex.error, TypeError, ValueError):
+        logger.debug("Invalid answer pattern %r treated as no match", pattern)
+        return False
+    return compiled.search(text) is not None
+
+
+def match_tokens(text: str) -> list[str]:
+    """NFD-normalises and tokenises ``text`` (uncased) as ``has_answer`` does in string mode.
+
+    Useful to tokenise passages once when testing many answers against them.
+    """
+    return _TOKENIZER.tokenize(normalize(text))
+
+
+def has_answer_tokens(answers_tokens: Iterable[Sequence[str]], text_tokens: Sequence[str]) -> bool:
+    """String-mode ``has_answer`` on pre-tokenised input (see :func:`match_tokens`).
+
+    Args:
+        answers_tokens: Token sequence of each answer.
+        text_tokens: Token sequence of the text.
+
+    Returns:
+        True if a non-empty answer sequence occurs contiguously in the text.
+    """
+    return any(_contains_sequence(text_tokens, tokens) for tokens in answers_tokens)
+
+
+def has_answer(answers: Iterable[str], text: str, match: str = "string") -> bool:
+    """Checks whether ``text`` contains any of ``answers`` with DPR's matching rules.
+
+    Args:
+        answers: Answer strings (``string`` mode) or regular expressions (``regex`` mode).
+        text: Passage text.
+        match: ``"string"`` for token sub-sequence matching, ``"regex"`` for pattern search.
+
+    Returns:
+        True if at least one answer matches. Answers with no tokens never match.
+
+    Raises:
+        ValueError: If ``match`` is not ``"string"`` or ``"regex"``.
+    """
+    if match == "string":
+        return has_answer_tokens((match_tokens(answer) for answer in answers), match_tokens(text))
+    if match == "regex":
+        text = normalize(text)
+        return any(_regex_search(normalize(answer), text) for answer in answers)
+    raise ValueError(f"match must be 'string' or 'regex', got {match!r}")
+
+
+def top_k_accuracy(first_hit_ranks: Sequence[int | None], ks: Iterable[int]) -> dict[int, float]:
+    """Fraction of questions whose first relevant passage is ranked within the top k.
+
+    Args:
+        first_hit_ranks: Per question, the 0-based rank of the first passage containing an
+            answer, or None when no retrieved passage contains one.
+        ks: Cut-offs (each >= 1).
+
+    Returns:
+        Mapping from each k to the accuracy in [0, 1] (0.0 for an empty input).
+
+    Raises:
+        ValueError: If a cut-off is smaller than 1 or a rank is negative.
+    """
+    ranks = list(first_hit_ranks)
+    if any(rank is not None and rank < 0 for rank in ranks):
+        raise ValueError("ranks must be >= 0 or None")
+    result: dict[int, float] = {}
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        hits = sum(1 for rank in ranks if rank is not None and rank < k)
+        result[k] = hits / len(ranks) if ranks else 0.0
+    return result
+
+
+def mrr(first_hit_ranks: Sequence[int | None], cutoff: int | None = None) -> float:
+    """Mean reciprocal rank of the first relevant passage.
+
+    Args:
+        first_hit_ranks: Per question, the 0-based rank of the first hit, or None.
+        cutoff: When given, hits ranked at or beyond ``cutoff`` count as misses (MRR@cutoff).
+
+    Returns:
+        The mean of ``1 / (rank + 1)`` (0 for misses); 0.0 for an empty input.
+
+    Raises:
+        ValueError: If a rank is negative.
+    """
+    ranks = list(first_hit_ranks)
+    if not ranks:
+        return 0.0
+    total = 0.0
+    for rank in ranks:
+        if rank is None:
+            continue
+        if rank < 0:
+            raise ValueError("ranks must be >= 0 or None")
+        if cutoff is None or rank < cutoff:
+            total += 1.0 / (rank + 1)
+    return total / len(ranks)

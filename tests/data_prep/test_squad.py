@@ -1,0 +1,92 @@
+"""Tests for SQuAD reading and validation (data_prep.squad)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_prep.errors import DataPrepError
+from data_prep.squad import load_squad_file, source_labels
+
+
+def write(tmp_path: Path, payload: object, name: str = "f.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def one_question(context: str, text: str, start: int, **extra: object) -> dict:
+    qa = {"id": "q1", "question": "Question ?", "answers": [{"text": text, "answer_start": start}]}
+    return {"data": [{"title": "Titre", "paragraphs": [{"context": context,
+                                                        "qas": [{**qa, **extra}]}]}]}
+
+
+def test_load_v2_unanswerable_questions_are_counted(v2_fixture: Path) -> None:
+    # Given a v2 file with one answerable and two unanswerable questions
+    # When loading it
+    loaded = load_squad_file(v2_fixture, source="v2")
+    # Then only the answerable one is kept and the others are counted
+    assert [q.qid for p in loaded.paragraphs for q in p.questions] == ["lille-1"]
+    assert loaded.stats["dropped_unanswerable"] == 2
+    assert loaded.stats["questions"] == 3
+
+
+def test_load_answer_cut_inside_word_is_widened(tmp_path: Path) -> None:
+    # Given an answer whose span starts in the middle of "le" and has an outer space
+    context = "On étudie le groupe B des virus."
+    start = context.index("e groupe")
+    path = write(tmp_path, one_question(context, "e groupe B ", start))
+    # When loading
+    loaded = load_squad_file(path, source="f")
+    (answer,) = loaded.paragraphs[0].questions[0].answers
+    # Then the answer is the whole words, with matching offsets, and the fix is counted
+    assert answer.text == "le groupe B"
+    assert context[answer.start : answer.end] == answer.text
+    assert loaded.stats["answers_expanded_to_word_boundary"] == 1
+
+
+def test_load_answer_at_paragraph_end_keeps_last_char(tmp_path: Path) -> None:
+    # Given an answer ending exactly at the end of the context
+    context = "La capitale de la France est Paris"
+    path = write(tmp_path, one_question(context, "Paris", context.index("Paris")))
+    # When loading
+    (answer,) = load_squad_file(path, source="f").paragraphs[0].questions[0].answers
+    # Then it is kept whole
+    assert answer.text == "Paris" and answer.end == len(context)
+
+
+def test_load_offset_mismatch_names_record_and_respects_strict(tmp_path: Path) -> None:
+    # Given an answer_start pointing one character too far
+    context = "La capitale de la France est Paris."
+    path = write(tmp_path, one_question(context, "Paris", context.index("Paris") + 1))
+    # When loading strictly, then leniently
+    with pytest.raises(DataPrepError, match=r"f\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] "
+                       r"\(id=q1\) answers\[0\]: answer_start 30 does not match"):
+        load_squad_file(path, source="f", strict=True)
+    loaded = load_squad_file(path, source="f")
+    # Then strict raises, lenient drops the question and counts both events
+    assert loaded.stats["answers_offset_mismatch"] == 1
+    assert loaded.stats["dropped_no_valid_answer"] == 1
+    assert not loaded.paragraphs[0].questions
+
+
+def test_load_wrong_types_are_errors(tmp_path: Path) -> None:
+    # Given paragraphs that are not a list, and a title that is a number
+    bad_paragraphs = write(tmp_path, {"data": [{"title": "T", "paragraphs": {}}]}, "a.json")
+    bad_title = write(tmp_path, {"data": [{"title": 3, "paragraphs": []}]}, "b.json")
+    # When loading them
+    # Then the errors name the file, the record and the field
+    with pytest.raises(DataPrepError, match=r"a\.json: data\[0\]: field 'paragraphs' must be list"):
+        load_squad_file(bad_paragraphs, source="a")
+    with pytest.raises(DataPrepError, match=r"b\.json: data\[0\]: field 'title' must be str"):
+        load_squad_file(bad_title, source="b")
+
+
+def test_source_labels_are_unique_and_stable() -> None:
+    # Given files with the same name in different folders
+    paths = [Path("a/train.json"), Path("b/train.json.gz"), Path("piaf-v1.0.json")]
+    # When labelling them
+    # Then stems are used and repeats get a positional suffix
+    assert source_labels(paths) == ["train", "train~2", "piaf-v1.0"]
