@@ -102,3 +102,27 @@ def test_piaf_outputs_are_consistent(piaf_run: dict[str, Any]) -> None:
     ]
     assert {"read_validate", "split_passages", "bm25_index", "bm25_mining", "write_outputs",
             "total"} <= set(stats["timings_s"])
+
+
+def test_piaf_outputs_start_a_short_training_run(piaf_run: dict[str, Any], tiny_camembert: Path,
+                                                 tmp_path: Path) -> None:
+    # Given data_prep's PIAF output files, cut to their first 24 training questions
+    import train_dense_encoder
+
+    out = piaf_run["out"]
+    small = tmp_path / "train.json"
+    small.write_text(json.dumps(piaf_run["records"]["train"][:24], ensure_ascii=False),
+                     encoding="utf-8")
+    # When the trainer runs one epoch on them, validating on the full dev file
+    ckpts = tmp_path / "ckpt"
+    rc = train_dense_encoder.main([
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+        "--train_file", str(small), "--dev_file", str(out / "DPR_FR_dev.json"),
+        "--output_dir", str(ckpts), "--batch_size", "8", "--dev_batch_size", "64",
+        "--sequence_length", "128", "--num_train_epochs", "1", "--hard_negatives", "1"])
+    # Then it trains, validates and writes a checkpoint
+    assert rc == 0
+    assert (ckpts / "dpr_biencoder.0.3").is_file()
+    log = [json.loads(x) for x in (ckpts / "training_log.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in log].count("train") == 3
+    assert any(r["event"] == "validation" and r["metric"] == "nll_loss" for r in log)
