@@ -1,4 +1,5 @@
-"""Prints the validation results of a training run from its training_log.jsonl."""
+"""Prints, per epoch, the training loss and in-batch accuracy and the validation result of a
+run, from its training_log.jsonl."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import sys
 
 def main(path: str) -> int:
     records = [json.loads(line) for line in open(path, encoding="utf-8")]
-    train = [r for r in records if r["event"] == "train"]
-    print(f"{'epoch':>5} {'step':>5} {'metric':<13} {'value':>9}  {'mean train loss':>15}  "
+    print(f"{'epoch':>5}  {'train loss':>10}  {'train acc':>9}  {'validation':<14} {'value':>8}  "
           "checkpoint")
     for r in (r for r in records if r["event"] == "validation"):
-        losses = [t["loss"] for t in train if t["epoch"] == r["epoch"]]
-        mean = sum(losses) / len(losses) if losses else float("nan")
-        print(f"{r['epoch']:>5} {r['iteration']:>5} {r['metric']:<13} {r['value']:>9.4f}  "
-              f"{mean:>15.4f}  {r['checkpoint']}")
+        train = [t for t in records if t["event"] == "train" and t["epoch"] == r["epoch"]]
+        loss = sum(t["loss"] for t in train) / max(len(train), 1)
+        acc = sum(t["correct"] for t in train) / max(sum(t["questions"] for t in train), 1)
+        print(f"{r['epoch']:>5}  {loss:>10.4f}  {acc:>9.2f}  {r['metric']:<14} {r['value']:>8.4f}  "
+              f"{r['checkpoint']}")
     return 0
 
 
