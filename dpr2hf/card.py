@@ -111,11 +111,6 @@ with torch.no_grad():
 `AutoModel` maps every DPR config to `DPRQuestionEncoder`.
 """
 
-PAIR_NOTE = {
-    "exact": "For passages pass `(title, text)` tuples: `model.encode([(title, text)])` tokenizes "
-             "them as the pair, exactly as in training (checked at conversion).",
-}
-
 
 def _lower_words(lower: bool) -> tuple[str, str]:
     if lower:

@@ -48,10 +48,14 @@ logger = logging.getLogger(__name__)
 ENCODER_TYPES = ("hf_bert", "hf_roberta", "fairseq_roberta")
 SIDES = {"question": "question_model", "ctx": "ctx_model"}
 MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
-PAIR_NOTE = ("For passages pass `(title, text)` tuples, `model.encode([(title, text)])`: "
-             "sentence-transformers then tokenizes the pair exactly as training did (checked "
-             "at conversion). A single string such as `title + \" [SEP] \" + text` or "
-             "`title + \"</s></s>\" + text` is not a reliable substitute (see docs/DPR2HF.md).")
+PAIR_NOTE = (
+    "For passages pass `(title, text)` tuples, `model.encode([(title, text)])`: "
+    "sentence-transformers then tokenizes the pair exactly as training did (checked at "
+    "conversion). A single string gives the same ids only if nothing is truncated and the "
+    "separator is exactly right: `title + \" [SEP] \" + text` (BERT), `title + \"</s></s>\" + "
+    "text` (CamemBERT: spaces around it do not matter; RoBERTa: no spaces); when the pair is "
+    "longer than the maximum length, training trimmed the longer of title and text while a "
+    "single string loses the end of the text.")
 
 
 class ConversionError(ValueError):
