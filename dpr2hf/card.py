@@ -58,8 +58,7 @@ _RECIPE = """
   an empty title means `tokenizer(text)` alone. Truncation is `longest_first` at {length} tokens.
 - Attention mask: `input_ids != pad_token_id`, which is what the tokenizer returns.
 - No `token_type_ids`: training used zeros; the saved tokenizer does not return them.
-- Representation: the **first token's last hidden state** (`last_hidden_state[:, 0]`){proj_step}.
-  Not `pooler_output`: {pooler_note}
+- Representation: {representation}
 """
 
 _TRANSFORMERS = """
@@ -88,7 +87,7 @@ model = SentenceTransformer("{folder}")
 ```
 
 The configuration pools the first token (CLS pooling){st_dense}, truncates at {length} tokens
-and {st_lower}. sentence-transformers does not strip the question mark: do it yourself.
+and {st_lower}.
 {st_pair}
 """
 
@@ -108,7 +107,8 @@ with torch.no_grad():
 
 `{cls}.pooler_output` *is* DPR's representation (the first token's hidden state
 {proj_word2}); these classes have no BERT pooler. Load the folder with `{cls}` explicitly:
-`AutoModel` maps every DPR config to `DPRQuestionEncoder`.
+`AutoModel` maps every DPR config to `DPRQuestionEncoder`, so on a context folder it
+would build a *randomly initialised* question encoder.
 """
 
 
@@ -151,14 +151,20 @@ def render_card(info: CardInfo, *, pair_note: str) -> str:
         lower=str(lower).lower(), length=params.get("sequence_length"),
         params=json.dumps(params, indent=2, ensure_ascii=False, default=str))
     lower_q, lower_p = _lower_words(lower)
-    proj_step = (", then DPR's projection" + (" (`encode_proj`)" if info.dpr_class else
-                 " stored in `encode_proj.safetensors` (weight, bias): `v @ weight.T + bias`"))
-    text += _RECIPE.format(
-        lower_q=lower_q, lower_p=lower_p, length=params.get("sequence_length"),
-        proj_step=proj_step if proj else "",
-        pooler_note="the DPR classes' `pooler_output` is the right vector." if info.dpr_class
-        else "BERT's pooler was never trained by DPR and RoBERTa/CamemBERT exports have none "
-             "(`AutoModel` would add a randomly initialised one and warn about it).")
+    if info.dpr_class:
+        representation = ("the DPR class's `pooler_output`, which is the first token's last "
+                          "hidden state" + (" followed by DPR's projection (`encode_proj`)."
+                                            if proj else "."))
+    else:
+        representation = (
+            "the **first token's last hidden state** (`last_hidden_state[:, 0]`)"
+            + (", then DPR's projection stored in `encode_proj.safetensors` (weight, bias): "
+               "`v @ weight.T + bias`" if proj else "")
+            + ". Not `pooler_output`: BERT's pooler was never trained by DPR and "
+              "RoBERTa/CamemBERT exports have none (`AutoModel` adds a randomly initialised "
+              "one and warns about it unless loaded with `add_pooling_layer=False`).")
+    text += _RECIPE.format(lower_q=lower_q, lower_p=lower_p,
+                           length=params.get("sequence_length"), representation=representation)
     example = _example_inputs(info.side, lower)
     if info.dpr_class:
         cls = "DPRQuestionEncoder" if info.side == "question" else "DPRContextEncoder"
@@ -187,7 +193,8 @@ def _st_section(info: CardInfo, *, folder: str, lower: bool, pair_note: str) -> 
         if info.projection_dim > 0 else "",
         st_lower="lower-cases the input itself (`do_lower_case: true`)" if lower
         else "does not lower-case (`do_lower_case: false`)",
-        st_pair=pair_note if info.side == "ctx" else "")
+        st_pair=pair_note if info.side == "ctx" else
+        "sentence-transformers does not remove the question mark: do it before encoding.")
 
 
 def _verification(info: CardInfo) -> str:

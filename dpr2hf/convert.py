@@ -151,7 +151,7 @@ def load_biencoder(state: Any, params: dict[str, Any], *, source: str,
             projection_dim=params["projection_dim"], load_weights=False,
             allow_pickle=allow_pickle)
         tokenizer = build_tokenizer(params["encoder_model_type"], params["pretrained_model_cfg"])
-    except OSError as err:
+    except (OSError, ValueError) as err:  # FairseqFormatError and hub-id errors are ValueErrors
         raise ConversionError(
             f"{source}: cannot load the model's config/tokenizer from pretrained_model_cfg="
             f"{params['pretrained_model_cfg']!r}, pretrained_file={params['pretrained_file']!r} "

@@ -4,6 +4,7 @@ sentence-transformers, and compared with the bi-encoder (tokenization included).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -370,3 +371,25 @@ def test_cli_help_documents_every_flag(capsys) -> None:
                  "--allow_unsafe_pickle", "--tolerance"):
         assert flag in out
     assert all(action.help for action in build_parser()._actions)
+
+
+@pytest.mark.parametrize("name", ["dpr2hf", "dpr2hf.__main__", "dpr2hf.card", "dpr2hf.cli",
+                                  "dpr2hf.convert", "dpr2hf.sbert", "dpr2hf.verify"])
+def test_dpr2hf_module_imports(name: str) -> None:
+    # Given/When a dpr2hf module is imported, Then it imports without running anything
+    importlib.import_module(name)
+
+
+def test_cli_unresolvable_model_folder_names_the_override_flags(camembert_checkpoint: Path,
+                                                                tmp_path: Path, capsys) -> None:
+    # Given a model folder that does not exist (as a stored relative path would not)
+    before = _entries(tmp_path)
+    # When converting with it
+    rc = main([str(camembert_checkpoint), "--output_dir", str(tmp_path / "hf"),
+               "--pretrained_model_cfg", "data/camembert-base/"])
+    # Then exit code 1, the checkpoint, the path and the flag are named, nothing written
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert str(camembert_checkpoint) in err and "data/camembert-base/" in err
+    assert "--pretrained_model_cfg" in err
+    assert _entries(tmp_path) == before
