@@ -1,0 +1,8 @@
+"""`python -m dpr2hf CHECKPOINT --output_dir DIR` (see dpr2hf.cli)."""
+
+from __future__ import annotations
+
+from dpr2hf.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Command line of dpr2hf: `python -m dpr2hf CHECKPOINT --output_dir DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dpr.models.checkpoint import CheckpointError
+from dpr.models.fairseq import FairseqFormatError
+from dpr.utils.logging import setup_logging
+from dpr2hf.convert import ConversionError, convert
+from dpr2hf.verify import VerificationError
+
+logger = logging.getLogger("dpr2hf")
+
+USER_ERRORS = (CheckpointError, ConversionError, FairseqFormatError, VerificationError, OSError,
+               ValueError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dpr2hf",
+        description="Convert a DPR bi-encoder checkpoint (ours or the original DPR's: hf_bert, "
+                    "hf_roberta, fairseq_roberta) into Hugging Face question/passage encoder "
+                    "folders, verified against the checkpoint.")
+    parser.add_argument("checkpoint", help="DPR checkpoint file, e.g. dpr_biencoder.34.708.")
+    parser.add_argument("--output_dir", required=True,
+                        help="Folder to create; receives question_encoder/ and ctx_encoder/ "
+                             "(and dpr_question_encoder/, dpr_ctx_encoder/ for BERT).")
+    parser.add_argument("--pretrained_model_cfg", default=None,
+                        help="Model config and tokenizer folder used in training; overrides the "
+                             "(often relative) path stored in the checkpoint's encoder_params.")
+    parser.add_argument("--pretrained_file", default=None,
+                        help="fairseq_roberta: the fairseq model folder used in training; "
+                             "overrides the path stored in the checkpoint.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace an existing non-empty --output_dir (only after the new "
+                             "folders passed verification).")
+    parser.add_argument("--allow_unsafe_pickle", action="store_true",
+                        help="Allow files that need full unpickling (the original DPR's "
+                             "checkpoints with pickled objects, fairseq model.pt with an OmegaConf "
+                             "config). Unpickling can run arbitrary code: trusted files only.")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="Largest accepted absolute difference between the exported "
+                             "folders' vectors and the bi-encoder's (default 1e-4).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Converts a checkpoint.
+
+    Returns:
+        0 on success, 1 on bad input or failed verification (the error is logged and nothing is
+        written), 2 on bad flags.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    setup_logging(0)
+    try:
+        result = convert(args.checkpoint, args.output_dir,
+                         pretrained_model_cfg=args.pretrained_model_cfg,
+                         pretrained_file=args.pretrained_file, overwrite=args.overwrite,
+                         allow_pickle=args.allow_unsafe_pickle, tolerance=args.tolerance)
+    except USER_ERRORS as err:
+        logger.error("%s", err)
+        logger.error("Nothing was written to %s", args.output_dir)
+        return 1
+    logger.info("Wrote %s under %s", ", ".join(result.folders), result.output_dir)
+    for name, diff in sorted(result.max_differences.items()):
+        logger.info("Verified %s: max |difference| %.3g (tolerance %g)", name, diff,
+                    args.tolerance)
+    return 0

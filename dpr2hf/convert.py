@@ -1,0 +1,329 @@
+"""DPR checkpoint → Hugging Face folders, written to a staging folder, verified, then published.
+
+Output layout under `output_dir`:
+- `question_encoder/`, `ctx_encoder/`: the tower's transformer (`BertModel`, `RobertaModel` or
+  `CamembertModel`, safetensors), its tokenizer, `encode_proj.safetensors` when the checkpoint
+  projects, a sentence-transformers configuration and a model card.
+- `dpr_question_encoder/`, `dpr_ctx_encoder/` (BERT checkpoints only): Hugging Face's
+  `DPRQuestionEncoder` / `DPRContextEncoder` with a DPR tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from transformers import (
+    DPRConfig,
+    DPRContextEncoder,
+    DPRContextEncoderTokenizerFast,
+    DPRQuestionEncoder,
+    DPRQuestionEncoderTokenizerFast,
+    PreTrainedTokenizerBase,
+)
+
+from dpr.data.tensorizer import Tensorizer, build_tokenizer
+from dpr.models.biencoder import BiEncoder
+from dpr.models.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from dpr.models.encoder import Encoder
+from dpr.models.factory import build_biencoder
+from dpr2hf import verify
+from dpr2hf.card import CardInfo, render_card
+from dpr2hf.sbert import write_sentence_transformers_config
+
+logger = logging.getLogger(__name__)
+
+ENCODER_TYPES = ("hf_bert", "hf_roberta", "fairseq_roberta")
+SIDES = {"question": "question_model", "ctx": "ctx_model"}
+MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
+PAIR_NOTE = (
+    "For passages pass `(title, text)` tuples, `model.encode([(title, text)])`: "
+    "sentence-transformers then tokenizes the pair exactly as training did (checked at "
+    "conversion). A single string gives the same ids only if nothing is truncated and the "
+    "separator is exactly right: `title + \" [SEP] \" + text` (BERT), `title + \"</s></s>\" + "
+    "text` (CamemBERT: spaces around it do not matter; RoBERTa: no spaces); when the pair is "
+    "longer than the maximum length, training trimmed the longer of title and text while a "
+    "single string loses the end of the text.")
+
+
+class ConversionError(ValueError):
+    """Bad input to the converter (the message names the file or folder)."""
+
+
+@dataclass
+class ConversionResult:
+    """What was written and how closely it reproduces the bi-encoder."""
+
+    output_dir: Path
+    folders: list[str]
+    max_differences: dict[str, float] = field(default_factory=dict)
+
+
+def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
+    """Refuses an existing file, or a non-empty folder unless `overwrite`."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConversionError(f"{output_dir}: exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise ConversionError(f"{output_dir}: output folder exists and is not empty "
+                              "(pass --overwrite to replace it)")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:  # legacy (pre-1.6) torch.save: a pickle, protocol >= 2
+        return handle.read(1) == b"\x80"
+
+
+def read_checkpoint(path: Path, *, allow_pickle: bool) -> Any:
+    """`load_checkpoint` with corrupted files reported as such and unpickling warnings logged."""
+    if path.is_file() and not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a torch checkpoint (corrupted or truncated file?)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            state = load_checkpoint(path, allow_pickle=allow_pickle)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError) as err:
+            raise CheckpointError(f"{path}: cannot be read (corrupted or truncated?): "
+                                  f"{str(err).splitlines()[0]}") from err
+    for item in caught:
+        logger.warning("%s", item.message)
+    return state
+
+
+def _resolve_path(value: str | None, checkpoint: Path) -> str | None:
+    """A stored path as given if it exists, else relative to the checkpoint's folder if it
+    exists there, else unchanged (it may be a hub name)."""
+    if not value or Path(value).exists() or Path(value).is_absolute():
+        return value
+    beside = checkpoint.parent / value
+    if beside.exists():
+        logger.info("Stored path %r resolved relative to the checkpoint: %s", value, beside)
+        return str(beside)
+    return value
+
+
+def encoder_params(stored: dict[str, Any], checkpoint: Path, *,
+                   pretrained_model_cfg: str | None = None,
+                   pretrained_file: str | None = None) -> dict[str, Any]:
+    """The checkpoint's encoder_params with path overrides applied and the type checked."""
+    params = {k: stored.get(k) for k in ("encoder_model_type", "pretrained_model_cfg",
+                                         "pretrained_file", "projection_dim", "sequence_length",
+                                         "do_lower_case")}
+    if params["encoder_model_type"] not in ENCODER_TYPES:
+        raise ConversionError(f"{checkpoint}: unknown encoder_model_type "
+                              f"{params['encoder_model_type']!r} in encoder_params (supported: "
+                              f"{', '.join(ENCODER_TYPES)})")
+    for key, override in (("pretrained_model_cfg", pretrained_model_cfg),
+                          ("pretrained_file", pretrained_file)):
+        params[key] = override or _resolve_path(params[key], checkpoint)
+    cfg = params["pretrained_model_cfg"]
+    if params["encoder_model_type"] == "fairseq_roberta" and not pretrained_model_cfg and not (
+            cfg and Path(cfg).exists()):
+        # The tokenizer comes from the fairseq folder when no separate folder is usable,
+        # as in training (`--pretrained_model_cfg or --pretrained_file`).
+        params["pretrained_model_cfg"] = params["pretrained_file"]
+    params["projection_dim"] = int(params["projection_dim"] or 0)
+    params["sequence_length"] = int(params["sequence_length"] or 512)
+    params["do_lower_case"] = bool(params["do_lower_case"])
+    return params
+
+
+def load_biencoder(state: Any, params: dict[str, Any], *, source: str,
+                   allow_pickle: bool) -> tuple[BiEncoder, Tensorizer]:
+    """The trained bi-encoder (eval mode) and its training tensorizer."""
+    try:
+        biencoder = build_biencoder(
+            params["encoder_model_type"], params["pretrained_model_cfg"],
+            pretrained_file=params["pretrained_file"], dropout=0.0,
+            projection_dim=params["projection_dim"], load_weights=False,
+            allow_pickle=allow_pickle)
+        tokenizer = build_tokenizer(params["encoder_model_type"], params["pretrained_model_cfg"])
+    except (OSError, ValueError) as err:  # FairseqFormatError and hub-id errors are ValueErrors
+        raise ConversionError(
+            f"{source}: cannot load the model's config/tokenizer from pretrained_model_cfg="
+            f"{params['pretrained_model_cfg']!r}, pretrained_file={params['pretrained_file']!r} "
+            f"(pass --pretrained_model_cfg / --pretrained_file): {err}") from err
+    load_model_state(biencoder, state.model_dict, source=source)
+    tensorizer = Tensorizer(tokenizer, max_length=params["sequence_length"],
+                            lowercase=params["do_lower_case"], pad_to_max=False)
+    return biencoder.eval(), tensorizer
+
+
+def _export_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str, folder: Path, *,
+                      length: int, cls: type | None = None) -> None:
+    cls = cls or type(tokenizer)
+    saved = cls.from_pretrained(source, model_max_length=length,
+                                model_input_names=MODEL_INPUT_NAMES)
+    saved.save_pretrained(folder)
+
+
+def export_tower(tower: Encoder, folder: Path, *, tensorizer: Tensorizer, params: dict) -> None:
+    """The tower's transformer, tokenizer, projection and sentence-transformers config."""
+    model = tower.model
+    model.config.dpr = {k: params[k] for k in ("encoder_model_type", "do_lower_case",
+                                               "sequence_length", "projection_dim")}
+    model.save_pretrained(folder, safe_serialization=True)
+    del model.config.dpr
+    _export_tokenizer(tensorizer.tokenizer, params["pretrained_model_cfg"], folder,
+                      length=params["sequence_length"])
+    proj = tower.encode_proj
+    if proj is not None:
+        save_file({"weight": proj.weight.detach().contiguous().clone(),
+                   "bias": proj.bias.detach().contiguous().clone()},
+                  str(folder / verify.PROJECTION_FILE))
+    write_sentence_transformers_config(
+        folder, hidden_size=model.config.hidden_size, max_seq_length=params["sequence_length"],
+        do_lower_case=params["do_lower_case"], projection=proj)
+
+
+def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, tensorizer: Tensorizer,
+                    params: dict) -> None:
+    """Hugging Face's DPRQuestionEncoder / DPRContextEncoder built from a BERT tower."""
+    bert = tower.model.config.to_dict()
+    accepted = set(inspect.signature(DPRConfig.__init__).parameters)
+    config = DPRConfig(**{k: v for k, v in bert.items() if k in accepted},
+                       projection_dim=params["projection_dim"])
+    config.dpr = {k: params[k] for k in ("encoder_model_type", "do_lower_case",
+                                         "sequence_length", "projection_dim")}
+    model_cls, tok_cls, attr = ((DPRQuestionEncoder, DPRQuestionEncoderTokenizerFast,
+                                 "question_encoder") if side == "question" else
+                                (DPRContextEncoder, DPRContextEncoderTokenizerFast, "ctx_encoder"))
+    model = model_cls(config)
+    state = {f"{attr}.bert_model.{k}": v for k, v in tower.model.state_dict().items()
+             if not k.startswith("pooler.")}
+    if tower.encode_proj is not None:
+        state |= {f"{attr}.encode_proj.{k}": v for k, v in tower.encode_proj.state_dict().items()}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        raise ConversionError(f"DPR {side} encoder: missing {missing}, unexpected "
+                              f"{result.unexpected_keys}")
+    model.save_pretrained(folder, safe_serialization=True)
+    _export_tokenizer(tensorizer.tokenizer, params["pretrained_model_cfg"], folder,
+                      length=params["sequence_length"], cls=tok_cls)
+
+
+def _write_all(staging: Path, biencoder: BiEncoder, *, tensorizer: Tensorizer,
+               params: dict) -> list[tuple[str, str, bool]]:
+    """Writes every folder; returns (folder name, side, is a DPR-class folder)."""
+    written = []
+    for side, attr in SIDES.items():
+        tower = getattr(biencoder, attr)
+        name = f"{side}_encoder"
+        export_tower(tower, staging / name, tensorizer=tensorizer, params=params)
+        written.append((name, side, False))
+        if params["encoder_model_type"] == "hf_bert":
+            export_dpr_bert(tower, staging / f"dpr_{name}", side, tensorizer=tensorizer,
+                            params=params)
+            written.append((f"dpr_{name}", side, True))
+    return written
+
+
+def _verify_all(staging: Path, written: list[tuple[str, str, bool]], biencoder: BiEncoder, *,
+                tensorizer: Tensorizer, params: dict,
+                tolerance: float) -> dict[str, dict[str, float]]:
+    ref = verify.reference(biencoder, tensorizer)
+    recipe = verify.Recipe(do_lower_case=params["do_lower_case"],
+                           max_length=params["sequence_length"])
+    diffs: dict[str, dict[str, float]] = {}
+    for name, side, is_dpr in written:
+        folder = staging / name
+        if is_dpr:
+            diffs[name] = {"DPR class pooler_output": verify.verify_dpr_folder(
+                folder, side, ref[side], recipe=recipe, tolerance=tolerance)}
+            continue
+        diffs[name] = {"transformers AutoModel": verify.verify_hf_folder(
+            folder, side, ref[side], recipe=recipe, tolerance=tolerance)}
+        st = verify.verify_sentence_transformers(folder, side, ref[side], recipe=recipe,
+                                                 tolerance=tolerance)
+        if st is not None:
+            diffs[name]["sentence-transformers"] = st
+    return diffs
+
+
+def _publish(staging: Path, output_dir: Path, *, overwrite: bool) -> None:
+    """Moves the verified staging folder to `output_dir` (replacing it when allowed)."""
+    check_output_dir(output_dir, overwrite=overwrite)
+    if not output_dir.exists():
+        os.replace(staging, output_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
+    os.replace(output_dir, old / output_dir.name)
+    os.replace(staging, output_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str], *,
+            pretrained_model_cfg: str | None = None, pretrained_file: str | None = None,
+            overwrite: bool = False, allow_pickle: bool = False,
+            tolerance: float = 1e-4) -> ConversionResult:
+    """Converts a DPR checkpoint into verified Hugging Face folders under `output_dir`.
+
+    Everything is written to a hidden staging folder beside `output_dir`, reloaded and compared
+    with the bi-encoder, and renamed into place only when every check passes; on any error the
+    staging folder is removed and `output_dir` is left as it was.
+
+    Args:
+        checkpoint: DPR checkpoint file (ours or the original DPR's).
+        output_dir: Folder to create.
+        pretrained_model_cfg: Overrides the model config/tokenizer folder stored in the checkpoint.
+        pretrained_file: Overrides the fairseq folder stored in the checkpoint.
+        overwrite: Replace a non-empty `output_dir`.
+        allow_pickle: Allow files that need full unpickling (trusted files only).
+        tolerance: Largest accepted absolute difference between vectors.
+
+    Raises:
+        CheckpointError: Unreadable or mismatching checkpoint.
+        ConversionError: Unknown encoder type, unusable paths, non-empty output folder.
+        verify.VerificationError: An exported folder does not reproduce the bi-encoder.
+    """
+    checkpoint, output_dir = Path(checkpoint), Path(output_dir).absolute()
+    check_output_dir(output_dir, overwrite=overwrite)
+    state = read_checkpoint(checkpoint, allow_pickle=allow_pickle)
+    params = encoder_params(state.encoder_params, checkpoint,
+                            pretrained_model_cfg=pretrained_model_cfg,
+                            pretrained_file=pretrained_file)
+    logger.info("Checkpoint %s (epoch %s, offset %s): %s", checkpoint, state.epoch, state.offset,
+                params)
+    biencoder, tensorizer = load_biencoder(state, params, source=str(checkpoint),
+                                           allow_pickle=allow_pickle)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp",
+                                    dir=output_dir.parent))
+    try:
+        written = _write_all(staging, biencoder, tensorizer=tensorizer, params=params)
+        diffs = _verify_all(staging, written, biencoder, tensorizer=tensorizer, params=params,
+                            tolerance=tolerance)
+        for name, side, is_dpr in written:
+            card = CardInfo(side=side, model_class=_model_class(staging / name),
+                            checkpoint=checkpoint.name, encoder_params=dict(state.encoder_params),
+                            hidden_size=biencoder.question_model.model.config.hidden_size,
+                            projection_dim=params["projection_dim"],
+                            max_differences=diffs[name], dpr_class=is_dpr)
+            (staging / name / "README.md").write_text(render_card(card, pair_note=PAIR_NOTE),
+                                                      encoding="utf-8")
+        _publish(staging, output_dir, overwrite=overwrite)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+    flat = {f"{name}/{how}": d for name, per in diffs.items() for how, d in per.items()}
+    return ConversionResult(output_dir=output_dir, folders=[w[0] for w in written],
+                            max_differences=flat)
+
+
+def _model_class(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return (config.get("architectures") or ["?"])[0]
