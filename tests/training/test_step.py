@@ -132,7 +132,8 @@ def test_bf16_autocast_training_step_runs_on_cpu(tmp_path: Path, tiny_camembert,
     rc = train_dense_encoder.main([
         "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
         "--train_file", str(train), "--output_dir", str(out), "--batch_size", "8",
-        "--sequence_length", "64", "--num_train_epochs", "1", "--fp16", "--learning_rate",
+        "--sequence_length", "64", "--num_train_epochs", "1", "--fp16", "--amp_dtype",
+        "bfloat16", "--learning_rate",
         "1e-3", "--warmup_steps", "0", "--gradient_checkpointing", "--grad_cache_chunk_size",
         "5"])
     assert rc == 0
@@ -169,3 +170,18 @@ def test_grad_cache_with_two_processes_matches_plain_training(tmp_path: Path, no
     assert moved > 5e-4  # training moved the weights by about 1000x the tolerance below
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_fp16_on_a_cpu_without_bf16_instructions_falls_back_to_float32(
+        tmp_path: Path, tiny_camembert, dpr_files, capsys, monkeypatch) -> None:
+    import dpr.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
+    train, _ = dpr_files
+    rc = train_dense_encoder.main([
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+        "--train_file", str(train), "--output_dir", str(tmp_path), "--batch_size", "16",
+        "--sequence_length", "32", "--num_train_epochs", "1", "--fp16"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "no bfloat16 instructions" in err and "autocast" not in err
