@@ -15,6 +15,8 @@ cannot be downloaded here; lengths in tokens are what matter).
 Modes (each in a fresh child process, so peak memory is per mode):
 - original: every sequence padded to 256, float32 (what the 2020 code does);
 - dynamic: padding to the longest sequence of the batch (multiple of 8), float32;
+- dynamic_buckets: dynamic, and each tower encodes length-sorted chunks of 8 sequences, each
+  cut to its own longest sequence (the trainer's --length_bucket_size 8), float32;
 - dynamic_bf16 / dynamic_fp16: dynamic padding under autocast (fp16 with loss scaling, GPU).
 For each: time per step and questions/s over `--steps` timed steps after `--warmup`, peak
 memory (RSS on CPU, max allocated on GPU), the first step's loss, the ratio to `original`,
@@ -118,9 +120,10 @@ def pad(seqs: list[list[int]], *, width: int | None, multiple: int = 8) -> torch
     return ids
 
 
-def to_batch(raw: dict, *, pad_to: int | None, device: torch.device) -> BiEncoderBatch:
-    q = pad(raw["questions"], width=pad_to)
-    c = pad(raw["ctx"], width=pad_to)
+def to_batch(raw: dict, *, pad_to: int | None, device: torch.device,
+             multiple: int = 8) -> BiEncoderBatch:
+    q = pad(raw["questions"], width=pad_to, multiple=multiple)
+    c = pad(raw["ctx"], width=pad_to, multiple=multiple)
     n = len(raw["questions"])
     per_q = len(raw["ctx"]) // n
     return BiEncoderBatch(question_ids=q, question_mask=q != PAD, ctx_ids=c, ctx_mask=c != PAD,
@@ -182,10 +185,11 @@ def _sync(device: torch.device) -> None:
 
 # ---------------------------------------------------------------------------- one mode
 MODES = {
-    "original": {"pad_to": 256, "amp": None},
-    "dynamic": {"pad_to": None, "amp": None},
-    "dynamic_bf16": {"pad_to": None, "amp": torch.bfloat16},
-    "dynamic_fp16": {"pad_to": None, "amp": torch.float16},
+    "original": {"pad_to": 256, "amp": None, "buckets": 0},
+    "dynamic": {"pad_to": None, "amp": None, "buckets": 0},
+    "dynamic_buckets": {"pad_to": None, "amp": None, "buckets": 8},
+    "dynamic_bf16": {"pad_to": None, "amp": torch.bfloat16, "buckets": 0},
+    "dynamic_fp16": {"pad_to": None, "amp": torch.float16, "buckets": 0},
 }
 
 
@@ -194,6 +198,8 @@ def run_mode(args: argparse.Namespace) -> dict:
     raws = json.loads(Path(args.batches).read_text())
     mode = MODES[args.mode]
     model = build_model(device, checkpointing=args.checkpointing).train()
+    for tower in (model.question_model, model.ctx_model):
+        tower.length_bucket_size = mode["buckets"]
     optimizer = build_optimizer(model, learning_rate=2e-5, weight_decay=0.0, eps=1e-8,
                                 betas=(0.9, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=mode["amp"] == torch.float16)
@@ -212,7 +218,7 @@ def run_mode(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     times, losses, flops = [], [], 0.0
     for i, raw in enumerate(raws[:steps]):
-        batch = to_batch(raw, pad_to=mode["pad_to"], device=device)
+        batch = to_batch(raw, pad_to=mode["pad_to"], device=device, multiple=args.pad_multiple)
         _sync(device)
         start = time.perf_counter()
         common = {"dctx": DistContext(device=device), "autocast": autocast,
@@ -247,7 +253,8 @@ def _child(args: argparse.Namespace, batches: Path, mode: str, *, steps: int, wa
            pool: int = 0, grad_cache: int = 0, limit_gib: float | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--mode", mode, "--batches", str(batches),
            "--device", args.device, "--steps", str(steps), "--warmup", str(warmup),
-           "--pool", str(pool), "--grad_cache", str(grad_cache)]
+           "--pool", str(pool), "--grad_cache", str(grad_cache),
+           "--pad_multiple", str(args.pad_multiple)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = threading.Event()
 
@@ -298,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="Untimed steps per mode")
     parser.add_argument("--grad_cache", type=int, default=0,
                         help="Also compare 128-question pools, with chunks of this size")
+    parser.add_argument("--pad_multiple", type=int, default=8,
+                        help="Dynamic padding rounds lengths up to a multiple of this (the "
+                        "trainer's --pad_to_multiple_of); larger values mean fewer distinct "
+                        "shapes, which GPUs prefer")
     parser.add_argument("--memory_limit_gib", type=float, default=20.0,
                         help="Kill (and report as out of memory) a CPU run above this RSS")
     parser.add_argument("--out", default=None, help="Write all results as JSON here")
@@ -314,16 +325,19 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     steps = args.steps or (10 if gpu else 2)
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
-    default = "original,dynamic,dynamic_bf16" + (",dynamic_fp16" if gpu else "")
+    default = ("original,dynamic,dynamic_bf16,dynamic_fp16" if gpu
+               else "original,dynamic,dynamic_buckets,dynamic_bf16")
     modes = (args.modes or default).split(",")
     print(f"Machine: {machine(device)}")
-    if not gpu and not cpu_has_fast_bf16() and "dynamic_bf16" in modes and not args.modes:
+    slow_bf16 = not gpu and not cpu_has_fast_bf16()
+    if slow_bf16 and "dynamic_bf16" in modes and not args.modes:
         modes.remove("dynamic_bf16")
         print("This CPU has no bfloat16 instructions (AVX512-BF16/AMX): bfloat16 modes skipped "
               "(emulated bfloat16 is ~100x slower; the trainer's --fp16 falls back to float32)")
-    fast = "dynamic_bf16" if "dynamic_bf16" in modes else "dynamic"
-    peaks = {"float32": matmul_flops(device, torch.float32),
-             "bfloat16": matmul_flops(device, torch.bfloat16)}
+    fast = next(m for m in ("dynamic_bf16", "dynamic_buckets", "dynamic") if m in modes)
+    peaks = {"float32": matmul_flops(device, torch.float32)}
+    if not slow_bf16:
+        peaks["bfloat16"] = matmul_flops(device, torch.bfloat16)
     if gpu:
         peaks["float16"] = matmul_flops(device, torch.float16)
     print("Measured matmul FLOP/s: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s"
@@ -337,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         q_len = sum(len(s) for r in raws for s in r["questions"]) / (16 * len(raws))
         c_len = sum(len(s) for r in raws for s in r["ctx"]) / (32 * len(raws))
         print(f"Batches: 16 questions (mean {q_len:.1f} tokens) + 32 passages (mean {c_len:.1f} "
-              f"tokens), sequence_length 256; {warmup} warm-up + {steps} timed steps per mode")
+              f"tokens), sequence_length 256; {warmup} warm-up + {steps} timed steps per mode; "
+              f"dynamic padding to multiples of {args.pad_multiple}")
         batches = work / "batches.json"
         batches.write_text(json.dumps(raws))
         results = []
@@ -350,11 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         memory = []
         if args.grad_cache:
             limit = None if gpu else args.memory_limit_gib
-            memory.append(_child(args, batches, fast, steps=1, warmup=0, limit_gib=limit))
-            memory.append(_child(args, batches, fast, steps=1, warmup=0, pool=8,
-                                 limit_gib=limit))
-            memory.append(_child(args, batches, fast, steps=1, warmup=0, pool=8,
-                                 grad_cache=args.grad_cache, limit_gib=limit))
+            for pool, cache in ((0, 0), (8, 0), (8, args.grad_cache)):
+                memory.append(_child(args, batches, fast, steps=1, warmup=0, pool=pool,
+                                     grad_cache=cache, limit_gib=limit))
     base = next((r for r in results if r["mode"] == "original"), results[0])
     print()
     print("| mode | s/step | questions/s | x original | first loss | peak memory | "

@@ -34,6 +34,9 @@ class Encoder(nn.Module):
     def __init__(self, model: PreTrainedModel, projection_dim: int = 0) -> None:
         super().__init__()
         self.model = model
+        # > 0: encode in length-sorted chunks of this many rows, each trimmed to its own
+        # longest sequence (a run-time setting, not part of the weights).
+        self.length_bucket_size = 0
         hidden = model.config.hidden_size
         self.encode_proj: nn.Linear | None = None
         if projection_dim:
@@ -56,13 +59,33 @@ class Encoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encodes a batch.
 
+        With `length_bucket_size` set, rows are sorted by length and encoded in chunks of that
+        size, each cut to its own longest sequence: the same vectors (the mask already hides
+        padding) for less work on padding when lengths vary.
+
         Args:
-            input_ids: [B × T] token ids.
+            input_ids: [B × T] token ids, right-padded.
             attention_mask: [B × T], true on real tokens.
 
         Returns:
             Representations [B × D].
         """
+        size = self.length_bucket_size
+        if not size or input_ids.shape[0] <= size:
+            return self._encode(input_ids, attention_mask)
+        lengths = attention_mask.sum(dim=1)
+        order = torch.argsort(lengths, descending=True)
+        widths = lengths[order].tolist()
+        parts = []
+        for start in range(0, len(order), size):
+            rows = order[start : start + size]
+            width = max(int(widths[start]), 1)
+            parts.append(self._encode(input_ids[rows, :width], attention_mask[rows, :width]))
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return torch.cat(parts)[inverse]
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(),
                          return_dict=True)
         vectors = pool_first_token(out.last_hidden_state)

@@ -64,7 +64,9 @@ class BiEncoderTrainer:
             model_cfg.encoder_model_type,
             model_cfg.pretrained_model_cfg or model_cfg.pretrained_file,
             sequence_length=model_cfg.sequence_length, do_lower_case=model_cfg.do_lower_case,
-            pad_to_max=cfg.train.pad_to_max, pad_to_multiple_of=cfg.train.pad_to_multiple_of)
+            pad_to_max=cfg.train.pad_to_max,
+            pad_to_multiple_of=cfg.train.pad_to_multiple_of or
+            (64 if dctx.device.type == "cuda" else 8))
         self.biencoder = build_biencoder(
             model_cfg.encoder_model_type, model_cfg.pretrained_model_cfg,
             pretrained_file=model_cfg.pretrained_file, dropout=model_cfg.dropout,
@@ -74,8 +76,9 @@ class BiEncoderTrainer:
             self._check_fairseq_dictionary()
         if self.state is not None:
             load_model_state(self.biencoder, self.state.model_dict, source=self.resume_path)
-        if cfg.train.gradient_checkpointing:
-            for tower in (self.biencoder.question_model, self.biencoder.ctx_model):
+        for tower in (self.biencoder.question_model, self.biencoder.ctx_model):
+            tower.length_bucket_size = cfg.train.length_bucket_size
+            if cfg.train.gradient_checkpointing:
                 tower.model.gradient_checkpointing_enable({"use_reentrant": False})
         self.biencoder.to(dctx.device)
         self.model: torch.nn.Module = self.biencoder

@@ -185,3 +185,20 @@ def test_fp16_on_a_cpu_without_bf16_instructions_falls_back_to_float32(
     assert rc == 0
     err = capsys.readouterr().err
     assert "no bfloat16 instructions" in err and "autocast" not in err
+
+
+def test_length_buckets_give_the_vectors_and_gradients_of_one_pass(nodrop_camembert,
+                                                                     samples) -> None:
+    # Given a batch whose passages have different lengths
+    batch = _batch(nodrop_camembert, samples, pad_to_max=False)
+    model = build_biencoder("hf_roberta", str(nodrop_camembert), dropout=0).train()
+    r_one, g_one = _plain(model, batch)
+    # When each tower encodes in length-sorted chunks of 3, each trimmed to its longest row
+    for tower in (model.question_model, model.ctx_model):
+        tower.length_bucket_size = 3
+    r_buckets, g_buckets = _plain(model, batch)
+    # Then loss and gradients are those of the single pass
+    assert r_buckets.loss.item() == pytest.approx(r_one.loss.item(), abs=ATOL)
+    _assert_same(g_one, g_buckets)
+    lengths = batch.ctx_mask.sum(1)
+    assert lengths.min() < lengths.max()  # the case is not trivial
