@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = run(options)
     except DataPrepError as err:
         logger.error("%s", err)
-        return 2
+        return 1
     questions = stats["questions"]
     logger.info(
         "Done: %d train + %d dev questions, %d dropped %s, %d passages; total %.1f s -> %s",
