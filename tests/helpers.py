@@ -63,3 +63,15 @@ def reference_batch(samples: list[BiEncoderSample], tensorizer: Tensorizer, *, s
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model_dict"]
+
+
+def blog_args(encoder_model_type: str, model: Path, train: Path, dev: Path,
+              out: Path) -> list[str]:
+    """The 2020 blog's training command, flag for flag; paths, sizes and epoch counts scaled
+    down (the model folder serves as both --pretrained_file and --pretrained_model_cfg)."""
+    return ["--max_grad_norm", "2.0", "--encoder_model_type", encoder_model_type,
+            "--pretrained_file", str(model), "--seed", "12345", "--sequence_length", "64",
+            "--warmup_steps", "4", "--batch_size", "4", "--do_lower_case",
+            "--train_file", str(train), "--dev_file", str(dev), "--output_dir", f"{out}/",
+            "--learning_rate", "2e-05", "--num_train_epochs", "3", "--dev_batch_size", "4",
+            "--val_av_rank_start_epoch", "2", "--pretrained_model_cfg", f"{model}/"]

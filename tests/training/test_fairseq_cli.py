@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from helpers import read_log, run_launcher
+from helpers import blog_args, read_log, run_launcher
 
 import train_dense_encoder
 from dpr import tiny
@@ -38,13 +38,7 @@ def original_fairseq_keys(layers: int) -> set[str]:
 
 
 def blog_fairseq_args(folder: Path, train: Path, dev: Path, out: Path) -> list[str]:
-    # The blog's exact flag set; paths, sizes and epoch counts scaled down.
-    return ["--max_grad_norm", "2.0", "--encoder_model_type", "fairseq_roberta",
-            "--pretrained_file", str(folder), "--seed", "12345", "--sequence_length", "64",
-            "--warmup_steps", "4", "--batch_size", "4", "--do_lower_case",
-            "--train_file", str(train), "--dev_file", str(dev), "--output_dir", f"{out}/",
-            "--learning_rate", "2e-05", "--num_train_epochs", "3", "--dev_batch_size", "4",
-            "--val_av_rank_start_epoch", "2", "--pretrained_model_cfg", f"{folder}/"]
+    return blog_args("fairseq_roberta", folder, train, dev, out)
 
 
 def test_blog_command_with_fairseq_roberta_writes_the_original_key_layout(

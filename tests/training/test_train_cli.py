@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_weights, read_log, reference_batch, run_launcher
+from helpers import blog_args, load_weights, read_log, reference_batch, run_launcher
 
 import train_dense_encoder
 from dpr.data.records import load_samples
@@ -61,21 +61,11 @@ def test_two_processes_first_step_loss_equals_one_process_on_concatenated_batche
     assert first["correct"] == int(correct)
 
 
-def _blog_args(model: Path, train: Path, dev: Path, out: Path) -> list[str]:
-    # The blog's command, flag for flag; paths, sizes and epoch counts scaled down.
-    return ["--max_grad_norm", "2.0", "--encoder_model_type", "hf_roberta",
-            "--pretrained_file", str(model), "--seed", "12345", "--sequence_length", "64",
-            "--warmup_steps", "4", "--batch_size", "4", "--do_lower_case",
-            "--train_file", str(train), "--dev_file", str(dev), "--output_dir", f"{out}/",
-            "--learning_rate", "2e-05", "--num_train_epochs", "3", "--dev_batch_size", "4",
-            "--val_av_rank_start_epoch", "2", "--pretrained_model_cfg", f"{model}/"]
-
-
 def test_blog_command_runs_under_distributed_launch_through_both_validations(
         tmp_path: Path, tiny_camembert: Path, dpr_files) -> None:
     train, dev = dpr_files
     out = tmp_path / "output"
-    result = run_launcher("launch", _blog_args(tiny_camembert, train, dev, out))
+    result = run_launcher("launch", blog_args("hf_roberta", tiny_camembert, train, dev, out))
     assert result.returncode == 0, result.stderr[-3000:]
     # 29 questions over 2 processes of batch 4: 4 batches per epoch, one checkpoint per epoch
     assert _checkpoints(out) == ["dpr_biencoder.0.4", "dpr_biencoder.1.4", "dpr_biencoder.2.4"]
