@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,12 @@ from tqdm import tqdm
 
 from dpr.data.tensorizer import Tensorizer, build_tensorizer, strip_question_mark
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import load_checkpoint, load_model_state, merge_encoder_params
+from dpr.models.checkpoint import (
+    ENCODER_PARAM_KEYS,
+    load_checkpoint,
+    load_model_state,
+    merge_encoder_params,
+)
 from dpr.models.factory import build_biencoder
 
 logger = logging.getLogger(__name__)
@@ -109,3 +115,36 @@ def encode_questions(model: InferenceModel, questions: Sequence[str], *, batch_s
     texts = [strip_question_mark(q) for q in questions]
     return _encode(model, model.biencoder.encode_questions, texts, None,
                    batch_size=batch_size, desc="Encoding questions", quiet=quiet)
+
+
+def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds DPR's encoder, tokenizer and device flags shared by the evaluation tools."""
+    group = parser.add_argument_group("encoder", "Model flags; values stored in the checkpoint "
+                                      "win, except the two paths when given here.")
+    group.add_argument("--model_file", type=str, required=True,
+                       help="DPR bi-encoder checkpoint to encode with.")
+    group.add_argument("--encoder_model_type", type=str, default=None,
+                       help="hf_bert, hf_roberta or fairseq_roberta (normally read from the "
+                       "checkpoint).")
+    group.add_argument("--pretrained_model_cfg", type=str, default=None,
+                       help="Hugging Face model/tokenizer folder (overrides the stored path).")
+    group.add_argument("--pretrained_file", type=str, default=None,
+                       help="fairseq_roberta: fairseq model folder (overrides the stored path).")
+    group.add_argument("--projection_dim", type=int, default=0,
+                       help="Projection size (normally read from the checkpoint).")
+    group.add_argument("--sequence_length", type=int, default=512,
+                       help="Maximum tokens per text (normally read from the checkpoint).")
+    group.add_argument("--do_lower_case", action="store_true",
+                       help="Lower-case texts before tokenization (normally read from the "
+                       "checkpoint).")
+    group.add_argument("--no_cuda", action="store_true",
+                       help="Run on the CPU even if a GPU is available.")
+    group.add_argument("--allow_unsafe_pickle", action="store_true",
+                       help="Allow files that need full unpickling (checkpoints, DPR .pkl "
+                       "embeddings): only for files you trust.")
+    group.add_argument("--quiet", action="store_true", help="No progress bars.")
+
+
+def cli_encoder_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The encoder parameters given on the command line, as ``merge_encoder_params`` wants."""
+    return {key: getattr(args, key, None) for key in ENCODER_PARAM_KEYS}

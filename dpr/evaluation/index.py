@@ -3,8 +3,9 @@
 HNSW searches by L2 distance, so inner-product ranking is obtained with DPR's extra-dimension
 trick: with φ = max ‖v‖² over the corpus, each passage v is stored as [v, sqrt(φ − ‖v‖²)] and
 each query q searched as [q, 0]; then ‖q' − v'‖² = ‖q‖² + φ − 2·q·v, which orders passages
-exactly as −q·v. Scores returned for HNSW are these squared distances (smaller is better), as
-in DPR; the flat index returns inner products (larger is better).
+exactly as −q·v. Both index kinds return inner products (larger is better): for HNSW the
+score is recovered as q·v = (‖q‖² + φ − distance) / 2, so scores mean the same for both kinds
+(DPR returned the raw HNSW distances).
 
 Persistence is safe: ``<prefix>.index`` (``faiss.write_index``) and ``<prefix>.meta.json``
 (passage ids in FAISS row order, index kind and φ). No pickle.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from collections.abc import Sequence
 
 import faiss
@@ -94,15 +96,19 @@ class DenseIndex:
 
         Returns:
             Passage ids per query (best first) and their scores [Q × k'] with
-            k' = min(top_k, size): inner products (flat) or squared distances (HNSW).
+            k' = min(top_k, size): inner products, best first.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(top_k, len(self.ids))
         if k <= 0:
             return [[] for _ in range(len(queries))], np.zeros((len(queries), 0), np.float32)
         if self.hnsw:
-            queries = np.hstack([queries, np.zeros((len(queries), 1), np.float32)])
-        scores, rows = self.index.search(queries, k)
+            augmented = np.hstack([queries, np.zeros((len(queries), 1), np.float32)])
+            distances, rows = self.index.search(augmented, k)
+            q_norms = (queries.astype(np.float64) ** 2).sum(axis=1)[:, None]  # [Q × 1]
+            scores = ((q_norms + (self.phi or 0.0) - distances) / 2).astype(np.float32)
+        else:
+            scores, rows = self.index.search(queries, k)
         ids = [[self.ids[r] for r in row if r >= 0] for row in rows]
         return ids, scores
 
@@ -144,3 +150,71 @@ class DenseIndex:
     def exists(prefix: str | os.PathLike[str]) -> bool:
         """True when both files of a saved index exist."""
         return all(os.path.isfile(p) for p in index_paths(prefix))
+
+
+def write_embeddings(prefix: str | os.PathLike[str], ids: Sequence[str],
+                     vectors: np.ndarray) -> tuple[str, str]:
+    """Writes ``<prefix>.npy`` (float32 [N × D]) and ``<prefix>.ids.json`` atomically.
+
+    Returns:
+        The two file names. On error neither file is left behind.
+    """
+    prefix = os.fspath(prefix)
+    npy, ids_file = f"{prefix}.npy", f"{prefix}.ids.json"
+    with atomic_write(npy, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32))
+    try:
+        with atomic_write(ids_file) as handle:
+            json.dump(list(ids), handle, ensure_ascii=False)
+    except BaseException:
+        os.unlink(npy)
+        raise
+    return npy, ids_file
+
+
+def read_embeddings(path: str | os.PathLike[str], *,
+                    allow_pickle: bool = False) -> tuple[list[str], np.ndarray]:
+    """Reads an embedding file: ours (``.npy`` + ``.ids.json``) or DPR's ``.pkl``.
+
+    DPR's ``.pkl`` (a pickled list of (id, vector) tuples) can run arbitrary code when
+    unpickled, so it is read only with ``allow_pickle`` and a warning.
+
+    Returns:
+        Passage ids and float32 vectors [N × D].
+
+    Raises:
+        ValueError: Naming the file when it is unreadable, inconsistent or a refused pickle.
+    """
+    path = os.fspath(path)
+    if path.endswith(".pkl"):
+        return _read_dpr_pickle(path, allow_pickle=allow_pickle)
+    if not path.endswith(".npy"):
+        raise ValueError(f"{path}: expected a .npy embedding file (or DPR's .pkl)")
+    ids_file = path[: -len(".npy")] + ".ids.json"
+    try:
+        vectors = np.load(path, allow_pickle=False)
+        with open(ids_file, encoding="utf-8") as handle:
+            ids = [str(i) for i in json.load(handle)]
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read embeddings: {err}") from err
+    if vectors.ndim != 2 or len(ids) != len(vectors):
+        raise ValueError(f"{path}: {vectors.shape} vectors do not match {len(ids)} ids in "
+                         f"{ids_file}")
+    return ids, vectors.astype(np.float32, copy=False)
+
+
+def _read_dpr_pickle(path: str, *, allow_pickle: bool) -> tuple[list[str], np.ndarray]:
+    """Reads DPR's pickled list of (id, vector) tuples (trusted files only)."""
+    if not allow_pickle:
+        raise ValueError(f"{path}: DPR .pkl embedding files are pickles, which can run "
+                         "arbitrary code when read; pass --allow_unsafe_pickle if you trust "
+                         "the file, or re-encode with generate_dense_embeddings.py")
+    logger.warning("%s: unpickling a DPR embedding file (only safe for trusted files)", path)
+    try:
+        with open(path, "rb") as handle:
+            rows = pickle.load(handle)
+        ids = [str(row[0]) for row in rows]
+        vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
+    except Exception as err:  # any failure of a foreign pickle is bad input
+        raise ValueError(f"{path}: cannot read DPR embeddings: {err}") from err
+    return ids, vectors
