@@ -19,6 +19,9 @@ from dpr.data.tensorizer import build_tensorizer
 from dpr.evaluation.encode import encode_questions, load_inference_model
 from dpr.evaluation.index import DenseIndex, read_embeddings
 from dpr.evaluation.metrics import has_answer
+from dpr.evaluation.passages import read_qas
+from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
+from dpr.models.factory import build_biencoder
 
 NUM_PASSAGES = 17  # odd, so that 2 shards differ in size (DPR lost the last row)
 
@@ -256,7 +259,6 @@ def test_dpr_pickle_refused_without_opt_in(tmp_path: Path, checkpoint: Path, cor
 
 
 def test_qa_reader_accepts_dpr_literal_lists(tmp_path: Path) -> None:
-    from dpr.evaluation.passages import read_qas
     qa = tmp_path / "qas.csv"
     qa.write_text("qui a écrit ?\t['Victor Hugo', \"l'auteur\"]\nquand ?\t[\"1802\"]\n",
                   encoding="utf-8")
@@ -269,3 +271,32 @@ def test_bad_flags_exit_2() -> None:
                                            "--out_file", "z", "--shard_id", "2",
                                            "--num_shards", "2"]) == 2
     assert dense_retriever.main(["--model_file", "x"]) == 2
+
+
+@pytest.mark.parametrize("encoder_model_type", ["hf_bert", "fairseq_roberta"])
+def test_tools_work_for_other_encoder_types(tmp_path: Path, corpus, encoder_model_type: str,
+                                            request: pytest.FixtureRequest) -> None:
+    # Given an untrained checkpoint of the type (fairseq: the folder is both model and tokenizer)
+    folder = request.getfixturevalue("tiny_bert" if encoder_model_type == "hf_bert"
+                                     else "fairseq_camembert")
+    pretrained_file = str(folder) if encoder_model_type == "fairseq_roberta" else None
+    model = build_biencoder(encoder_model_type, str(folder), pretrained_file=pretrained_file)
+    params = {"encoder_model_type": encoder_model_type, "pretrained_model_cfg": str(folder),
+              "pretrained_file": pretrained_file, "do_lower_case": True, "projection_dim": 0,
+              "sequence_length": 32}
+    ckpt = tmp_path / "dpr_biencoder.0"
+    save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
+                                    encoder_params=params), ckpt)
+    prefix, out = tmp_path / "emb" / "p", tmp_path / "results.json"
+    # When encoding all passages in one shard and retrieving
+    assert generate_dense_embeddings.main([
+        "--model_file", str(ckpt), "--ctx_file", str(corpus[0]), "--out_file", str(prefix),
+        "--no_cuda", "--quiet"]) == 0
+    assert dense_retriever.main([
+        "--model_file", str(ckpt), "--qa_file", str(corpus[1]), "--ctx_file", str(corpus[0]),
+        "--encoded_ctx_file", f"{prefix}_*.npy", "--out_file", str(out), "--n-docs", "3",
+        "--no_cuda", "--quiet"]) == 0
+    # Then vectors have the tower's size and every question gets 3 passages
+    ids, vectors = read_embeddings(f"{prefix}_0.npy")
+    assert vectors.shape == (NUM_PASSAGES, model.question_model.out_size)
+    assert all(len(r["ctxs"]) == 3 for r in json.loads(out.read_text(encoding="utf-8")))
