@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from dpr.evaluation.encode import (
     add_encoder_flags,
@@ -77,8 +76,7 @@ def build_index(files: list[str], args: argparse.Namespace) -> DenseIndex:
     if len(set(ids)) != len(ids):
         raise ValueError(f"{args.encoded_ctx_file}: a passage id occurs in several vectors")
     index = DenseIndex(vectors.shape[1], hnsw=args.hnsw_index)
-    with tqdm(total=1, desc="Indexing", disable=args.quiet):
-        index.add(ids, vectors, buffer_size=args.index_buffer)
+    index.add(ids, vectors, buffer_size=args.index_buffer, quiet=args.quiet)
     logger.info("Indexed %d vectors from %d file(s)", len(ids), len(files))
     return index
 

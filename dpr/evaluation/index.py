@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from dpr.utils.io import atomic_write
 
@@ -78,18 +79,22 @@ class DenseIndex:
         extra = np.sqrt(np.clip(self.phi - norms, 0.0, None))[:, None]
         return np.hstack([vectors, extra]).astype(np.float32)
 
-    def add(self, ids: Sequence[str], vectors: np.ndarray, *, buffer_size: int = 50000) -> None:
-        """Adds vectors [N × dim] with their passage ids, ``buffer_size`` rows at a time."""
+    def add(self, ids: Sequence[str], vectors: np.ndarray, *, buffer_size: int = 50000,
+            quiet: bool = True) -> None:
+        """Adds vectors [N × dim] with their passage ids, ``buffer_size`` rows at a time
+        (with a progress bar unless ``quiet``)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(ids) != len(vectors):
             raise ValueError(f"expected {len(ids)} vectors of size {self.dim}, got shape "
                              f"{vectors.shape}")
         if self.hnsw and self.phi is None:
             self.phi = float((vectors.astype(np.float64) ** 2).sum(axis=1).max(initial=0.0))
-        for start in range(0, len(vectors), max(1, buffer_size)):
-            chunk = vectors[start:start + buffer_size]
-            self.index.add(self._augment(chunk) if self.hnsw else chunk)
-            self.ids.extend(ids[start:start + buffer_size])
+        with tqdm(total=len(vectors), desc="Indexing", unit=" vectors", disable=quiet) as bar:
+            for start in range(0, len(vectors), max(1, buffer_size)):
+                chunk = vectors[start:start + buffer_size]
+                self.index.add(self._augment(chunk) if self.hnsw else chunk)
+                self.ids.extend(ids[start:start + buffer_size])
+                bar.update(len(chunk))
 
     def search(self, queries: np.ndarray, top_k: int) -> tuple[list[list[str]], np.ndarray]:
         """Top-k passages per query.

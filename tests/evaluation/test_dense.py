@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import pickle
 from pathlib import Path
@@ -19,7 +20,7 @@ from dpr.data.tensorizer import build_tensorizer
 from dpr.evaluation.encode import encode_questions, load_inference_model
 from dpr.evaluation.index import DenseIndex, read_embeddings
 from dpr.evaluation.metrics import has_answer
-from dpr.evaluation.passages import read_qas
+from dpr.evaluation.passages import iter_passages, read_qas
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
 
@@ -300,3 +301,12 @@ def test_tools_work_for_other_encoder_types(tmp_path: Path, corpus, encoder_mode
     ids, vectors = read_embeddings(f"{prefix}_0.npy")
     assert vectors.shape == (NUM_PASSAGES, model.question_model.out_size)
     assert all(len(r["ctxs"]) == 3 for r in json.loads(out.read_text(encoding="utf-8")))
+
+
+def test_passage_reader_accepts_gz_and_csv_quoting(tmp_path: Path) -> None:
+    path = tmp_path / "p.tsv.gz"
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as out:
+        csv.writer(out, delimiter="\t", lineterminator="\n").writerows(
+            [["id", "text", "title"], ["1", 'un "texte"\tavec tab', "Titre"]])
+    assert [(p.id, p.text, p.title) for p in iter_passages(path)] == [
+        ("1", 'un "texte"\tavec tab', "Titre")]
