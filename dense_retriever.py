@@ -1,0 +1,178 @@
+"""Retrieves passages for a QA file with a DPR checkpoint and FAISS, and scores the top-k.
+
+python dense_retriever.py --model_file dpr_biencoder.2 --qa_file qas_dev.tsv \
+    --ctx_file passages.tsv --encoded_ctx_file "emb/passages_*.npy" --out_file results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from dpr.evaluation.encode import (
+    add_encoder_flags,
+    cli_encoder_params,
+    encode_questions,
+    load_inference_model,
+    pick_device,
+)
+from dpr.evaluation.index import DenseIndex, read_embeddings
+from dpr.evaluation.metrics import has_answer, top_k_accuracy
+from dpr.evaluation.passages import InputFormatError, TsvPassage, read_passages, read_qas
+from dpr.models.checkpoint import CheckpointError
+from dpr.utils.io import atomic_write
+from dpr.utils.logging import setup_logging
+
+logger = logging.getLogger("dense_retriever")
+
+USER_ERRORS = (CheckpointError, InputFormatError, ValueError, OSError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """DPR's flags of dense_retriever.py."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_encoder_flags(parser)
+    parser.add_argument("--qa_file", type=str, required=True,
+                        help="Questions: question<TAB>answers, answers a JSON list "
+                        "(data_prep) or DPR's Python-literal list.")
+    parser.add_argument("--ctx_file", type=str, required=True,
+                        help="Passage TSV (id, text, title; header skipped; .gz accepted).")
+    parser.add_argument("--encoded_ctx_file", type=str, required=True,
+                        help="Glob of embedding files from generate_dense_embeddings.py "
+                        "(.npy; DPR's .pkl only with --allow_unsafe_pickle).")
+    parser.add_argument("--out_file", type=str, default=None,
+                        help="Results JSON (DPR's format); none written when omitted.")
+    parser.add_argument("--match", type=str, default="string", choices=("string", "regex"),
+                        help="Answer matching: token sub-sequence or regular expression.")
+    parser.add_argument("--n-docs", dest="n_docs", type=int, default=200,
+                        help="Passages to retrieve per question.")
+    parser.add_argument("--validation_workers", type=int, default=16,
+                        help="Accepted for compatibility; matching runs in this process.")
+    parser.add_argument("--batch_size", type=int, default=32,
+                        help="Questions per forward pass.")
+    parser.add_argument("--index_buffer", type=int, default=50000,
+                        help="Vectors added to the FAISS index per call.")
+    parser.add_argument("--hnsw_index", action="store_true",
+                        help="Approximate HNSW index instead of the exact inner-product one.")
+    parser.add_argument("--save_or_load_index", action="store_true",
+                        help="Reuse <stem>.index + <stem>.meta.json when present (stem: first "
+                        "embedding file without its last '_' part), else build and save them.")
+    return parser
+
+
+def build_index(files: list[str], args: argparse.Namespace) -> DenseIndex:
+    """Indexes every embedding file (φ over all of them for HNSW)."""
+    parts = [read_embeddings(f, allow_pickle=args.allow_unsafe_pickle) for f in files]
+    ids = [i for part_ids, _ in parts for i in part_ids]
+    vectors = np.concatenate([v for _, v in parts]) if parts else np.zeros((0, 0), np.float32)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{args.encoded_ctx_file}: a passage id occurs in several vectors")
+    index = DenseIndex(vectors.shape[1], hnsw=args.hnsw_index)
+    index.add(ids, vectors, buffer_size=args.index_buffer, quiet=args.quiet)
+    logger.info("Indexed %d vectors from %d file(s)", len(ids), len(files))
+    return index
+
+
+def get_index(files: list[str], args: argparse.Namespace) -> DenseIndex:
+    """Loads the saved index when asked and present, else builds (and maybe saves) it."""
+    stem = os.path.join(os.path.dirname(files[0]), os.path.basename(files[0]).rsplit("_", 1)[0])
+    if args.hnsw_index:
+        stem += ".hnsw"
+    if args.save_or_load_index and DenseIndex.exists(stem):
+        logger.info("Loading index %s", stem)
+        return DenseIndex.load(stem)
+    index = build_index(files, args)
+    if args.save_or_load_index:
+        index.save(stem)
+    return index
+
+
+def score_results(questions: list[tuple[str, list[str]]], hits: list[list[str]],
+                  passages: dict[str, TsvPassage], *, match: str,
+                  scores: np.ndarray) -> list[dict[str, Any]]:
+    """DPR's results records, with has_answer computed on each passage's text."""
+    results = []
+    for (question, answers), ids, row in zip(questions, hits, scores):
+        ctxs = [{"id": pid, "title": passages[pid].title, "text": passages[pid].text,
+                 "score": str(float(score)),
+                 "has_answer": has_answer(answers, passages[pid].text, match=match)}
+                for pid, score in zip(ids, row)]
+        results.append({"question": question, "answers": answers, "ctxs": ctxs})
+    return results
+
+
+def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]:
+    """Logs top-k accuracy at 1, 5, 20, 100 and n_docs; returns the full curve."""
+    ranks = [next((j for j, c in enumerate(r["ctxs"]) if c["has_answer"]), None)
+             for r in results]
+    curve = top_k_accuracy(ranks, range(1, n_docs + 1))
+    for k in sorted({1, 5, 20, 100, n_docs}):
+        if k <= n_docs:
+            logger.info("Top-%d accuracy: %.4f", k, curve[k])
+    return curve
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Encodes the questions, searches, matches answers and writes the results."""
+    files = sorted(glob.glob(args.encoded_ctx_file))
+    if not files:
+        raise ValueError(f"--encoded_ctx_file {args.encoded_ctx_file}: no file matches")
+    questions = read_qas(args.qa_file)
+    passages = read_passages(args.ctx_file)
+    model = load_inference_model(args.model_file, cli_encoder_params(args),
+                                 device=pick_device(args.no_cuda),
+                                 allow_pickle=args.allow_unsafe_pickle)
+    index = get_index(files, args)
+    if index.dim != model.dim:
+        raise ValueError(f"{files[0]}: vectors of size {index.dim}, but the model's are "
+                         f"{model.dim} (another checkpoint?)")
+    missing = sorted(set(index.ids) - set(passages))
+    if missing:
+        raise ValueError(f"{args.ctx_file}: passage ids of the embeddings missing, e.g. "
+                         f"{missing[:3]}")
+    q_vectors = encode_questions(model, [q for q, _ in questions],
+                                 batch_size=args.batch_size, quiet=args.quiet)
+    hits, scores = index.search(q_vectors, args.n_docs)
+    results = score_results(questions, hits, passages, match=args.match, scores=scores)
+    log_accuracy(results, min(args.n_docs, len(index.ids)))
+    if args.out_file:
+        with atomic_write(args.out_file) as handle:
+            json.dump(results, handle, indent=4, ensure_ascii=False)
+            handle.write("\n")
+        logger.info("Wrote %d results to %s", len(results), args.out_file)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the flags and runs the retrieval.
+
+    Returns:
+        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        for name in ("n_docs", "batch_size", "index_buffer"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name.replace('n_docs', 'n-docs')} must be >= 1")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    setup_logging(0)
+    try:
+        run(args)
+    except USER_ERRORS as err:
+        logger.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

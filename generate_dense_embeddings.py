@@ -1,0 +1,102 @@
+"""Encodes a passage TSV file (or one shard of it) with a DPR checkpoint's passage encoder.
+
+python generate_dense_embeddings.py --model_file dpr_biencoder.2 --ctx_file passages.tsv \
+    --out_file emb/passages --shard_id 0 --num_shards 2
+
+writes emb/passages_0.npy (float32 [n × D]) and emb/passages_0.ids.json (the passage ids).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dpr.evaluation.encode import (
+    add_encoder_flags,
+    cli_encoder_params,
+    encode_passages,
+    load_inference_model,
+    pick_device,
+)
+from dpr.evaluation.index import write_embeddings
+from dpr.evaluation.passages import InputFormatError, iter_passages
+from dpr.models.checkpoint import CheckpointError
+from dpr.utils.logging import setup_logging
+
+logger = logging.getLogger("generate_dense_embeddings")
+
+USER_ERRORS = (CheckpointError, InputFormatError, ValueError, OSError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """DPR's flags of generate_dense_embeddings.py."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_encoder_flags(parser)
+    parser.add_argument("--ctx_file", type=str, required=True,
+                        help="Passage TSV (id, text, title; header skipped; .gz accepted).")
+    parser.add_argument("--out_file", type=str, required=True,
+                        help="Output prefix: writes <out_file>_<shard_id>.npy and "
+                        "<out_file>_<shard_id>.ids.json.")
+    parser.add_argument("--shard_id", type=int, default=0, help="0-based shard to encode.")
+    parser.add_argument("--num_shards", type=int, default=1,
+                        help="Number of shards; shard k holds rows [k*s, (k+1)*s) with "
+                        "s = ceil(rows / num_shards), so every passage is encoded.")
+    parser.add_argument("--batch_size", type=int, default=32,
+                        help="Passages per forward pass.")
+    return parser
+
+
+def shard_bounds(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
+    """Rows [start, end) of one shard; sizes by ceil so that the shards cover every row."""
+    size = -(-total // num_shards)
+    return min(shard_id * size, total), min((shard_id + 1) * size, total)
+
+
+def run(args: argparse.Namespace) -> str:
+    """Encodes one shard and writes it; returns the vector file name."""
+    model = load_inference_model(args.model_file, cli_encoder_params(args),
+                                 device=pick_device(args.no_cuda),
+                                 allow_pickle=args.allow_unsafe_pickle)
+    passages = list(iter_passages(args.ctx_file))
+    start, end = shard_bounds(len(passages), args.shard_id, args.num_shards)
+    shard = passages[start:end]
+    logger.info("Shard %d/%d: passages %d..%d of %d (%d), device %s", args.shard_id,
+                args.num_shards, start, end, len(passages), len(shard), model.device)
+    vectors = encode_passages(model, [p.text for p in shard], [p.title for p in shard],
+                              batch_size=args.batch_size, quiet=args.quiet)
+    npy, _ = write_embeddings(f"{args.out_file}_{args.shard_id}", [p.id for p in shard],
+                              vectors)
+    logger.info("Wrote %d vectors of size %d to %s", len(shard), model.dim, npy)
+    return npy
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the flags and encodes one shard.
+
+    Returns:
+        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.num_shards < 1:
+            parser.error(f"--num_shards must be >= 1, got {args.num_shards}")
+        if not 0 <= args.shard_id < args.num_shards:
+            parser.error(f"--shard_id must be in [0, {args.num_shards}), got {args.shard_id}")
+        if args.batch_size < 1:
+            parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    setup_logging(0)
+    try:
+        run(args)
+    except USER_ERRORS as err:
+        logger.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""End-to-end tests of generate_dense_embeddings.py and dense_retriever.py, and of the index."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE_SQUAD
+
+import dense_retriever
+import generate_dense_embeddings
+import train_dense_encoder
+from dpr.data.tensorizer import build_tensorizer
+from dpr.evaluation.encode import encode_questions, load_inference_model
+from dpr.evaluation.index import DenseIndex, read_embeddings
+from dpr.evaluation.metrics import has_answer
+from dpr.evaluation.passages import iter_passages, read_qas
+from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
+from dpr.models.factory import build_biencoder
+
+NUM_PASSAGES = 17  # odd, so that 2 shards differ in size (DPR lost the last row)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(passages.tsv with 17 French passages, qas.tsv with JSON answer lists)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    articles = json.loads(SAMPLE_SQUAD.read_text(encoding="utf-8"))["data"]
+    rows, qas = [], []
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            if len(rows) < NUM_PASSAGES:
+                rows.append((f"p{len(rows)}", paragraph["context"], article["title"]))
+                qas += [(qa["question"], [a["text"] for a in qa["answers"]])
+                        for qa in paragraph["qas"]]
+    passages = folder / "passages.tsv"
+    with passages.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+        writer.writerow(["id", "text", "title"])
+        writer.writerows(rows)
+    qa_file = folder / "qas.tsv"
+    qa_file.write_text("".join(f"{q}\t{json.dumps(a, ensure_ascii=False)}\n"
+                               for q, a in qas[:8]), encoding="utf-8")
+    return passages, qa_file
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path,
+               dpr_files) -> Path:
+    """A tiny CamemBERT bi-encoder trained for two steps."""
+    folder = tmp_path_factory.mktemp("train")
+    subset = folder / "train.json"
+    records = json.loads(dpr_files[0].read_text(encoding="utf-8"))[:16]
+    subset.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    out = folder / "out"
+    assert train_dense_encoder.main([
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+        "--train_file", str(subset), "--output_dir", str(out), "--batch_size", "8",
+        "--sequence_length", "64", "--num_train_epochs", "1", "--warmup_steps", "0"]) == 0
+    (path,) = out.glob("dpr_biencoder.*")
+    return path
+
+
+def _generate(checkpoint: Path, passages: Path, prefix: Path, shard: int, *extra: str) -> int:
+    return generate_dense_embeddings.main([
+        "--model_file", str(checkpoint), "--ctx_file", str(passages), "--out_file", str(prefix),
+        "--shard_id", str(shard), "--num_shards", "2", "--batch_size", "4", "--no_cuda",
+        "--quiet", *extra])
+
+
+@pytest.fixture(scope="module")
+def embeddings(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path,
+               corpus: tuple[Path, Path]) -> Path:
+    prefix = tmp_path_factory.mktemp("emb") / "passages"
+    for shard in (0, 1):
+        assert _generate(checkpoint, corpus[0], prefix, shard) == 0
+    return prefix
+
+
+def test_generate_two_shards_over_odd_count_encode_every_passage_once(
+        embeddings: Path, corpus: tuple[Path, Path]) -> None:
+    # Given 17 passages encoded in 2 shards
+    shards = [read_embeddings(f"{embeddings}_{k}.npy") for k in (0, 1)]
+    # Then the shards hold 9 and 8 passages, every id exactly once, in file order
+    assert [len(ids) for ids, _ in shards] == [9, 8]
+    all_ids = shards[0][0] + shards[1][0]
+    assert all_ids == [f"p{i}" for i in range(NUM_PASSAGES)]
+    assert all(v.dtype == np.float32 and v.ndim == 2 for _, v in shards)
+
+
+def test_generate_vectors_equal_biencoder_encode_contexts(
+        embeddings: Path, checkpoint: Path, corpus: tuple[Path, Path],
+        tiny_camembert: Path) -> None:
+    # Given the checkpoint loaded by hand and DPR's fixed-length padding
+    model = load_inference_model(str(checkpoint), {}, device=torch.device("cpu"))
+    tensorizer = build_tensorizer("hf_roberta", str(tiny_camembert), sequence_length=64,
+                                  do_lower_case=False, pad_to_max=True)
+    with corpus[0].open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))[1:]
+    ids, mask = tensorizer.tensorize([r[1] for r in rows], [r[2] for r in rows])
+    # When encoding every passage in one batch
+    with torch.no_grad():
+        expected = model.biencoder.encode_contexts(ids, mask).numpy()
+    # Then the shard vectors are the same within 1e-5
+    got = np.concatenate([read_embeddings(f"{embeddings}_{k}.npy")[1] for k in (0, 1)])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def _retrieve(checkpoint: Path, corpus: tuple[Path, Path], embeddings: Path, out: Path,
+              *extra: str) -> int:
+    return dense_retriever.main([
+        "--model_file", str(checkpoint), "--qa_file", str(corpus[1]),
+        "--ctx_file", str(corpus[0]), "--encoded_ctx_file", f"{embeddings}_*.npy",
+        "--out_file", str(out), "--n-docs", "5", "--no_cuda", "--quiet", *extra])
+
+
+def test_retriever_writes_dpr_results_json(tmp_path: Path, checkpoint: Path, corpus,
+                                           embeddings: Path) -> None:
+    # When retrieving the top 5 of 17 passages for 8 questions
+    out = tmp_path / "results.json"
+    assert _retrieve(checkpoint, corpus, embeddings, out) == 0
+    results = json.loads(out.read_text(encoding="utf-8"))
+    # Then the JSON has DPR's structure, sorted scores and has_answer as recomputed
+    assert len(results) == 8
+    for record in results:
+        assert set(record) == {"question", "answers", "ctxs"}
+        assert len(record["ctxs"]) == 5
+        scores = [float(c["score"]) for c in record["ctxs"]]
+        assert all(isinstance(c["score"], str) for c in record["ctxs"])
+        assert scores == sorted(scores, reverse=True)
+        for ctx in record["ctxs"]:
+            assert set(ctx) == {"id", "title", "text", "score", "has_answer"}
+            assert ctx["has_answer"] == has_answer(record["answers"], ctx["text"])
+    assert out.read_text(encoding="utf-8").startswith("[\n    {")
+
+
+def test_retriever_hnsw_and_saved_index_give_flat_ranking(tmp_path: Path, checkpoint: Path,
+                                                          corpus, embeddings: Path) -> None:
+    # Given the flat results
+    flat, hnsw, reloaded = (tmp_path / f"{n}.json" for n in ("flat", "hnsw", "reloaded"))
+    assert _retrieve(checkpoint, corpus, embeddings, flat) == 0
+    # When using HNSW, saving the index, then loading it
+    assert _retrieve(checkpoint, corpus, embeddings, hnsw, "--hnsw_index",
+                     "--save_or_load_index") == 0
+    assert DenseIndex.exists(f"{embeddings}.hnsw")
+    assert _retrieve(checkpoint, corpus, embeddings, reloaded, "--hnsw_index",
+                     "--save_or_load_index") == 0
+
+    def load(path: Path) -> tuple[list[list[str]], np.ndarray]:
+        records = json.loads(path.read_text("utf-8"))
+        return ([[c["id"] for c in r["ctxs"]] for r in records],
+                np.array([[float(c["score"]) for c in r["ctxs"]] for r in records]))
+    # Then the saved index gives the same ranking, and HNSW the flat scores: the tiny model's
+    # vectors are nearly parallel (scores equal to 6 digits), so ids may swap within ties
+    # (exact ranking equality is tested on random vectors below)
+    assert load(hnsw)[0] == load(reloaded)[0]
+    np.testing.assert_allclose(load(hnsw)[1], load(flat)[1], atol=1e-4)
+    assert [ids[0] for ids in load(hnsw)[0]] == [ids[0] for ids in load(flat)[0]] or \
+        np.allclose(load(flat)[1][:, 0], load(flat)[1][:, 1], atol=1e-4)
+
+
+def test_index_flat_and_hnsw_rank_alike_and_survive_save_load(tmp_path: Path) -> None:
+    # Given random vectors of varied norms added in several buffers
+    rng = np.random.default_rng(0)
+    vectors = (rng.normal(size=(400, 24)) * rng.uniform(0.2, 3, size=(400, 1))).astype("f4")
+    queries = rng.normal(size=(10, 24)).astype("f4")
+    ids = [f"d{i}" for i in range(400)]
+    flat, hnsw = DenseIndex(24), DenseIndex(24, hnsw=True)
+    flat.add(ids, vectors, buffer_size=150)
+    hnsw.add(ids, vectors, buffer_size=150)
+    # When searching both
+    flat_ids, flat_scores = flat.search(queries, 10)
+    hnsw_ids, hnsw_scores = hnsw.search(queries, 10)
+    # Then the rankings and inner-product scores agree with the exact computation
+    assert flat_ids == hnsw_ids
+    np.testing.assert_allclose(hnsw_scores, flat_scores, rtol=1e-4, atol=1e-4)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    assert flat_ids == [[ids[j] for j in row] for row in exact]
+    # And save -> load gives the same results, without pickle
+    for name, index in (("flat", flat), ("hnsw", hnsw)):
+        index.save(tmp_path / name)
+        loaded = DenseIndex.load(tmp_path / name)
+        again_ids, again_scores = loaded.search(queries, 10)
+        assert again_ids == index.search(queries, 10)[0]
+        np.testing.assert_allclose(again_scores, index.search(queries, 10)[1], atol=1e-5)
+
+
+def test_question_trailing_mark_stripped_as_in_training(checkpoint: Path) -> None:
+    # Given the inference model
+    model = load_inference_model(str(checkpoint), {}, device=torch.device("cpu"))
+    # When encoding questions with and without one trailing '?'
+    with_mark, without, double, raw = encode_questions(
+        model, ["Où la Loire prend-elle sa source?", "Où la Loire prend-elle sa source",
+                "Où la Loire prend-elle sa source??", "Où la Loire prend-elle sa source?"],
+        quiet=True)
+    ids, mask = model.tensorizer.tensorize(["Où la Loire prend-elle sa source?"])
+    with torch.no_grad():
+        kept = model.biencoder.encode_questions(ids, mask)[0].numpy()
+    # Then one '?' is removed (as training does), only one
+    np.testing.assert_allclose(with_mark, without, atol=1e-6)
+    assert not np.allclose(with_mark, kept, atol=1e-4)
+    np.testing.assert_allclose(double, kept, atol=1e-5)
+    assert np.array_equal(with_mark, raw)
+
+
+def test_generate_malformed_row_exits_1_without_output(tmp_path: Path, checkpoint: Path,
+                                                       capsys) -> None:
+    # Given a passage file whose third row lacks the title column
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("id\ttext\ttitle\np0\tun texte\tT\np1\tsans titre\n", encoding="utf-8")
+    prefix = tmp_path / "out" / "emb"
+    # When encoding it
+    code = _generate(checkpoint, bad, prefix, 0)
+    # Then the run fails with a message naming the file and line, and writes nothing
+    assert code == 1
+    assert f"{bad}:3" in capsys.readouterr().err
+    assert not prefix.parent.exists() or not any(prefix.parent.iterdir())
+
+
+def test_missing_checkpoint_exits_1_without_output(tmp_path: Path, corpus, embeddings) -> None:
+    out = tmp_path / "results.json"
+    assert _retrieve(tmp_path / "nope.0", corpus, embeddings, out) == 1
+    assert not out.exists()
+    assert _generate(tmp_path / "nope.0", corpus[0], tmp_path / "emb", 0) == 1
+    assert not list(tmp_path.glob("emb*"))
+
+
+def test_retriever_bad_qa_row_names_file_and_line(tmp_path: Path, checkpoint: Path, corpus,
+                                                  embeddings, capsys) -> None:
+    qa = tmp_path / "qas.tsv"
+    qa.write_text("Qui ?\t[\"Jean\"]\nQuoi ?\t__import__('os')\n", encoding="utf-8")
+    out = tmp_path / "results.json"
+    assert _retrieve(checkpoint, (corpus[0], qa), embeddings, out) == 1
+    assert f"{qa}:2" in capsys.readouterr().err and not out.exists()
+
+
+def test_dpr_pickle_refused_without_opt_in(tmp_path: Path, checkpoint: Path, corpus,
+                                           embeddings: Path, capsys) -> None:
+    # Given DPR's pickled embeddings of the same passages
+    ids, vectors = zip(*(read_embeddings(f"{embeddings}_{k}.npy") for k in (0, 1)))
+    rows = [(i, v) for part_ids, part in zip(ids, vectors) for i, v in zip(part_ids, part)]
+    pkl = tmp_path / "dpr_0.pkl"
+    pkl.write_bytes(pickle.dumps(rows))
+    out = tmp_path / "results.json"
+    args = ["--model_file", str(checkpoint), "--qa_file", str(corpus[1]),
+            "--ctx_file", str(corpus[0]), "--encoded_ctx_file", str(pkl),
+            "--out_file", str(out), "--n-docs", "3", "--no_cuda", "--quiet"]
+    # When reading them without the opt-in, then they are refused
+    assert dense_retriever.main(args) == 1
+    assert "--allow_unsafe_pickle" in capsys.readouterr().err and not out.exists()
+    # And with it they are read (with a warning)
+    assert dense_retriever.main([*args, "--allow_unsafe_pickle"]) == 0
+    assert "unpickling" in capsys.readouterr().err and out.exists()
+
+
+def test_qa_reader_accepts_dpr_literal_lists(tmp_path: Path) -> None:
+    qa = tmp_path / "qas.csv"
+    qa.write_text("qui a écrit ?\t['Victor Hugo', \"l'auteur\"]\nquand ?\t[\"1802\"]\n",
+                  encoding="utf-8")
+    assert read_qas(qa) == [("qui a écrit ?", ["Victor Hugo", "l'auteur"]),
+                            ("quand ?", ["1802"])]
+
+
+def test_bad_flags_exit_2() -> None:
+    assert generate_dense_embeddings.main(["--model_file", "x", "--ctx_file", "y",
+                                           "--out_file", "z", "--shard_id", "2",
+                                           "--num_shards", "2"]) == 2
+    assert dense_retriever.main(["--model_file", "x"]) == 2
+
+
+@pytest.mark.parametrize("encoder_model_type", ["hf_bert", "fairseq_roberta"])
+def test_tools_work_for_other_encoder_types(tmp_path: Path, corpus, encoder_model_type: str,
+                                            request: pytest.FixtureRequest) -> None:
+    # Given an untrained checkpoint of the type (fairseq: the folder is both model and tokenizer)
+    folder = request.getfixturevalue("tiny_bert" if encoder_model_type == "hf_bert"
+                                     else "fairseq_camembert")
+    pretrained_file = str(folder) if encoder_model_type == "fairseq_roberta" else None
+    model = build_biencoder(encoder_model_type, str(folder), pretrained_file=pretrained_file)
+    params = {"encoder_model_type": encoder_model_type, "pretrained_model_cfg": str(folder),
+              "pretrained_file": pretrained_file, "do_lower_case": True, "projection_dim": 0,
+              "sequence_length": 32}
+    ckpt = tmp_path / "dpr_biencoder.0"
+    save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
+                                    encoder_params=params), ckpt)
+    prefix, out = tmp_path / "emb" / "p", tmp_path / "results.json"
+    # When encoding all passages in one shard and retrieving
+    assert generate_dense_embeddings.main([
+        "--model_file", str(ckpt), "--ctx_file", str(corpus[0]), "--out_file", str(prefix),
+        "--no_cuda", "--quiet"]) == 0
+    assert dense_retriever.main([
+        "--model_file", str(ckpt), "--qa_file", str(corpus[1]), "--ctx_file", str(corpus[0]),
+        "--encoded_ctx_file", f"{prefix}_*.npy", "--out_file", str(out), "--n-docs", "3",
+        "--no_cuda", "--quiet"]) == 0
+    # Then vectors have the tower's size and every question gets 3 passages
+    ids, vectors = read_embeddings(f"{prefix}_0.npy")
+    assert vectors.shape == (NUM_PASSAGES, model.question_model.out_size)
+    assert all(len(r["ctxs"]) == 3 for r in json.loads(out.read_text(encoding="utf-8")))
+
+
+def test_passage_reader_accepts_gz_and_csv_quoting(tmp_path: Path) -> None:
+    path = tmp_path / "p.tsv.gz"
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as out:
+        csv.writer(out, delimiter="\t", lineterminator="\n").writerows(
+            [["id", "text", "title"], ["1", 'un "texte"\tavec tab', "Titre"]])
+    assert [(p.id, p.text, p.title) for p in iter_passages(path)] == [
+        ("1", 'un "texte"\tavec tab', "Titre")]
