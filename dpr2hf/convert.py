@@ -34,9 +34,9 @@ from transformers import (
 
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import load_checkpoint, load_model_state
+from dpr.models.checkpoint import CheckpointError, load_checkpoint
 from dpr.models.encoder import Encoder
-from dpr.models.factory import build_biencoder
+from dpr.models.factory import build_trained_biencoder
 from dpr2hf import verify
 from dpr2hf.card import CardInfo, render_card
 from dpr2hf.sbert import write_sentence_transformers_config
@@ -130,21 +130,19 @@ def load_biencoder(state: Any, params: dict[str, Any], *, source: str,
                    allow_pickle: bool) -> tuple[BiEncoder, Tensorizer]:
     """The trained bi-encoder (eval mode) and its training tensorizer."""
     try:
-        biencoder = build_biencoder(
-            params["encoder_model_type"], params["pretrained_model_cfg"],
-            pretrained_file=params["pretrained_file"], dropout=0.0,
-            projection_dim=params["projection_dim"], load_weights=False,
-            allow_pickle=allow_pickle)
+        biencoder = build_trained_biencoder(params, state.model_dict, source=source,
+                                            allow_pickle=allow_pickle)
         tokenizer = build_tokenizer(params["encoder_model_type"], params["pretrained_model_cfg"])
+    except CheckpointError:
+        raise
     except (OSError, ValueError) as err:  # FairseqFormatError and hub-id errors are ValueErrors
         raise ConversionError(
             f"{source}: cannot load the model's config/tokenizer from pretrained_model_cfg="
             f"{params['pretrained_model_cfg']!r}, pretrained_file={params['pretrained_file']!r} "
             f"(pass --pretrained_model_cfg / --pretrained_file): {err}") from err
-    load_model_state(biencoder, state.model_dict, source=source)
     tensorizer = Tensorizer(tokenizer, max_length=params["sequence_length"],
                             lowercase=params["do_lower_case"], pad_to_max=False)
-    return biencoder.eval(), tensorizer
+    return biencoder, tensorizer
 
 
 def _export_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str, folder: Path, *,

@@ -14,13 +14,8 @@ from tqdm import tqdm
 
 from dpr.data.tensorizer import Tensorizer, build_tensorizer, strip_question_mark
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import (
-    ENCODER_PARAM_KEYS,
-    load_checkpoint,
-    load_model_state,
-    merge_encoder_params,
-)
-from dpr.models.factory import build_biencoder
+from dpr.models.checkpoint import ENCODER_PARAM_KEYS, load_checkpoint, merge_encoder_params
+from dpr.models.factory import build_trained_biencoder
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +64,8 @@ def load_inference_model(model_file: str, cli: Mapping[str, Any], *, device: tor
     if not params.get("encoder_model_type"):
         raise ValueError(f"{model_file}: no encoder_model_type stored; pass "
                          "--encoder_model_type")
-    biencoder = build_biencoder(
-        params["encoder_model_type"], params["pretrained_model_cfg"],
-        pretrained_file=params["pretrained_file"], dropout=0.0,
-        projection_dim=params.get("projection_dim") or 0, load_weights=False,
-        allow_pickle=allow_pickle)
-    load_model_state(biencoder, state.model_dict, source=model_file)
-    biencoder.to(device).eval()
+    biencoder = build_trained_biencoder(params, state.model_dict, source=model_file,
+                                        allow_pickle=allow_pickle).to(device)
     tensorizer = build_tensorizer(
         params["encoder_model_type"], params["pretrained_model_cfg"] or params["pretrained_file"],
         sequence_length=int(params.get("sequence_length") or 512),

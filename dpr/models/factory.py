@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
 from dpr.models.biencoder import BiEncoder
+from dpr.models.checkpoint import load_model_state
 from dpr.models.encoder import build_fairseq_encoder, build_hf_encoder
 from dpr.models.fairseq import load_fairseq_folder
 
@@ -46,3 +52,26 @@ def build_biencoder(
         for _ in range(2)
     ]
     return BiEncoder(towers[0], towers[1], fix_ctx_encoder=fix_ctx_encoder)
+
+
+def build_trained_biencoder(params: Mapping[str, Any], model_dict: Mapping[str, torch.Tensor], *,
+                            source: str, allow_pickle: bool = False) -> BiEncoder:
+    """A bi-encoder carrying a checkpoint's weights, in eval mode, for inference and export.
+
+    Args:
+        params: Resolved encoder parameters (`encoder_model_type`, `pretrained_model_cfg`,
+            `pretrained_file`, `projection_dim`).
+        model_dict: The checkpoint's DPR-layout weights.
+        source: Checkpoint name for error messages.
+        allow_pickle: Allow a fairseq `model.pt` that needs full unpickling.
+
+    Raises:
+        CheckpointError: If the weights do not fit the model the parameters describe.
+    """
+    biencoder = build_biencoder(
+        params["encoder_model_type"], params["pretrained_model_cfg"],
+        pretrained_file=params.get("pretrained_file"), dropout=0.0,
+        projection_dim=params.get("projection_dim") or 0, load_weights=False,
+        allow_pickle=allow_pickle)
+    load_model_state(biencoder, model_dict, source=source)
+    return biencoder.eval()
