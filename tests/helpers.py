@@ -75,3 +75,7 @@ def blog_args(encoder_model_type: str, model: Path, train: Path, dev: Path,
             "--train_file", str(train), "--dev_file", str(dev), "--output_dir", f"{out}/",
             "--learning_rate", "2e-05", "--num_train_epochs", "3", "--dev_batch_size", "4",
             "--val_av_rank_start_epoch", "2", "--pretrained_model_cfg", f"{model}/"]
+
+# passages of the evaluation tests' corpus: odd, so that 2 shards differ in size (DPR lost the
+# last row)
+NUM_PASSAGES = 17

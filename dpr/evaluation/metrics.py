@@ -184,3 +184,125 @@ def mrr(first_hit_ranks: Sequence[int | None], cutoff: int | None = None) -> flo
         if cutoff is None or rank < cutoff:
             total += 1.0 / (rank + 1)
     return total / len(ranks)
+
+
+def _joined(tokens: Sequence[str]) -> str:
+    """Tokens joined with single spaces and padded with one space on each side.
+
+    Match tokens never contain whitespace, so a token sequence occurs contiguously in another
+    exactly when its joined form is a substring of the other's joined form.
+    """
+    return f" {' '.join(tokens)} "
+
+
+class AnswerMatcher:
+    """``has_answer`` against a fixed corpus, tokenising each passage once.
+
+    String mode compares token sequences through their space-joined forms (a substring test,
+    equivalent to the token sub-sequence test of :func:`has_answer`); regex mode delegates to
+    :func:`has_answer`.
+
+    Args:
+        texts: Passage texts in corpus order (matched without their titles, as in DPR).
+        match: ``"string"`` or ``"regex"``.
+    """
+
+    def __init__(self, texts: Sequence[str], match: str = "string") -> None:
+        if match not in ("string", "regex"):
+            raise ValueError(f"match must be 'string' or 'regex', got {match!r}")
+        self.texts = texts
+        self.match = match
+        self._joined: dict[int, str] = {}
+
+    def prepare(self, answers: Iterable[str]) -> list[str]:
+        """Answers in the form :meth:`contains` takes (joined tokens, or NFD patterns)."""
+        if self.match == "regex":
+            return [normalize(answer) for answer in answers]
+        return [_joined(tokens) for tokens in (match_tokens(a) for a in answers) if tokens]
+
+    def _passage(self, index: int) -> str:
+        joined = self._joined.get(index)
+        if joined is None:
+            source = self.texts[index]
+            joined = normalize(source) if self.match == "regex" else _joined(match_tokens(source))
+            self._joined[index] = joined
+        return joined
+
+    def contains(self, prepared: Sequence[str], index: int) -> bool:
+        """True when passage ``index`` contains one of the prepared answers."""
+        text = self._passage(index)
+        if self.match == "regex":
+            return any(_regex_search(pattern, text) for pattern in prepared)
+        return any(answer in text for answer in prepared)
+
+    def count(self, prepared: Sequence[str]) -> int:
+        """Number of corpus passages containing one of the prepared answers."""
+        return sum(self.contains(prepared, i) for i in range(len(self.texts)))
+
+
+def first_hit_rank(relevant: Sequence[bool]) -> int | None:
+    """0-based rank of the first relevant item of a ranking, or None."""
+    for rank, flag in enumerate(relevant):
+        if flag:
+            return rank
+    return None
+
+
+def average_precision(relevant: Sequence[bool], num_relevant: int, cutoff: int) -> float:
+    """AP@cutoff: sum of precision@i over the relevant ranks i <= cutoff, divided by
+    ``min(num_relevant, cutoff)`` (0 when nothing is relevant).
+
+    With one relevant passage per question it is the reciprocal rank of that passage (within
+    the cut-off), which is what Haystack's 2020 retriever evaluation reported as "map".
+    """
+    denominator = min(num_relevant, cutoff)
+    if denominator <= 0:
+        return 0.0
+    hits, total = 0, 0.0
+    for rank, flag in enumerate(relevant[:cutoff]):
+        if flag:
+            hits += 1
+            total += hits / (rank + 1)
+    return total / denominator
+
+
+def recall_at(relevant: Sequence[bool], num_relevant: int, cutoff: int) -> float:
+    """Fraction of the question's relevant passages found in the top ``cutoff``."""
+    if num_relevant <= 0:
+        return 0.0
+    return min(1.0, sum(1 for flag in relevant[:cutoff] if flag) / num_relevant)
+
+
+def retrieval_metrics(relevance: Sequence[Sequence[bool]], num_relevant: Sequence[int], *,
+                      ks: Sequence[int], mrr_cutoff: int = 10, map_cutoff: int = 10,
+                      curve_to: int = 100) -> dict[str, object]:
+    """Every reported metric of one retriever on one question set.
+
+    Args:
+        relevance: Per question, whether each retrieved passage (best first) is relevant.
+        num_relevant: Per question, relevant passages in the whole corpus (for recall and AP);
+            questions with none still count as misses in every mean.
+        ks: Cut-offs of top-k accuracy and recall.
+        mrr_cutoff: Cut-off of MRR.
+        map_cutoff: Cut-off of MAP.
+        curve_to: Length of the top-k accuracy curve (k = 1..curve_to).
+
+    Returns:
+        ``top_k`` {k: accuracy}, ``recall`` {k: mean recall}, ``mrr@N``, ``map@N``,
+        ``curve`` (accuracy at k = 1..curve_to) and ``questions``.
+    """
+    if len(relevance) != len(num_relevant):
+        raise ValueError("relevance and num_relevant differ in length")
+    count = len(relevance)
+    ranks = [first_hit_rank(flags) for flags in relevance]
+    mean = (lambda values: sum(values) / count) if count else (lambda values: 0.0)
+    return {
+        "questions": count,
+        "top_k": top_k_accuracy(ranks, ks),
+        "recall": {k: mean([recall_at(f, n, k) for f, n in zip(relevance, num_relevant)])
+                   for k in ks},
+        f"mrr@{mrr_cutoff}": mrr(ranks, cutoff=mrr_cutoff),
+        f"map@{map_cutoff}": mean([average_precision(f, n, map_cutoff)
+                                   for f, n in zip(relevance, num_relevant)]),
+        "curve": list(top_k_accuracy(ranks, range(1, curve_to + 1)).values()),
+    }

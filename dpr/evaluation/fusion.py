@@ -1,0 +1,128 @@
+"""Fusion of a sparse (BM25) and a dense ranking, per question.
+
+Both fusions rerank the union of the two top-``depth`` lists:
+
+* linear (DPR paper, §5.1 "BM25 + DPR"): ``score = bm25(q, p) + λ · sim(q, p)``, with both
+  scores computed exactly for every passage of the union (the paper used λ = 1.1 and depth
+  2000);
+* reciprocal rank fusion (Cormack et al. 2009): ``score = Σ 1 / (k + rank)`` over the lists
+  that contain the passage, ranks starting at 1, k = 60 by default.
+
+Ties are broken by corpus index, so results are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Candidates:
+    """The union of one question's two top lists with both scores and both ranks.
+
+    Attributes:
+        index: Corpus indices of the union, ascending [U].
+        sparse: BM25 score of each [U].
+        dense: Dense similarity of each [U].
+        sparse_rank: 1-based rank in the BM25 top list, 0 when absent [U].
+        dense_rank: 1-based rank in the dense top list, 0 when absent [U].
+    """
+
+    index: np.ndarray
+    sparse: np.ndarray
+    dense: np.ndarray
+    sparse_rank: np.ndarray
+    dense_rank: np.ndarray
+
+
+def make_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_scores: np.ndarray,
+                    dense_union_scores: np.ndarray) -> Candidates:
+    """Builds the union of two top lists.
+
+    Args:
+        sparse_top: Corpus indices of the BM25 top list, best first.
+        dense_top: Corpus indices of the dense top list, best first.
+        sparse_scores: BM25 score of every corpus passage [N].
+        dense_union_scores: Dense similarity of each member of the union, in ascending corpus
+            index order (``np.union1d(sparse_top, dense_top)``) [U].
+    """
+    union = np.union1d(sparse_top, dense_top).astype(np.int64)
+    if len(dense_union_scores) != len(union):
+        raise ValueError(f"{len(dense_union_scores)} dense scores for a union of {len(union)}")
+    return Candidates(union, sparse_scores[union].astype(np.float64),
+                      np.asarray(dense_union_scores, dtype=np.float64),
+                      _ranks_in(union, sparse_top), _ranks_in(union, dense_top))
+
+
+def _ranks_in(union: np.ndarray, top: np.ndarray) -> np.ndarray:
+    ranks = np.zeros(len(union), dtype=np.int64)
+    if len(top):
+        positions = np.searchsorted(union, top)  # union is sorted and contains every top item
+        ranks[positions] = np.arange(1, len(top) + 1)
+    return ranks
+
+
+def candidates_from_vectors(sparse_top: np.ndarray, dense_top: np.ndarray,
+                            sparse_scores: np.ndarray, question: np.ndarray,
+                            passages: np.ndarray) -> Candidates:
+    """:func:`make_candidates` with the dense similarity computed as ``question · passage``
+    for the union only (passages [N × D], question [D])."""
+    union = np.union1d(sparse_top, dense_top).astype(np.int64)
+    dense = passages[union].astype(np.float64) @ question.astype(np.float64)
+    return make_candidates(sparse_top, dense_top, sparse_scores, dense)
+
+
+def _ranked(candidates: Candidates, scores: np.ndarray, top_k: int) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    order = np.lexsort((candidates.index, -scores))[:top_k]
+    return candidates.index[order], scores[order]
+
+
+def linear_fusion(candidates: Candidates, lam: float, top_k: int) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """Top-k of ``bm25 + lam · dense`` over the union: (corpus indices, scores), best first."""
+    return _ranked(candidates, candidates.sparse + lam * candidates.dense, top_k)
+
+
+def rrf_scores(candidates: Candidates, k: int = 60) -> np.ndarray:
+    """Reciprocal rank fusion score of each union member."""
+    total = np.zeros(len(candidates.index), dtype=np.float64)
+    for ranks in (candidates.sparse_rank, candidates.dense_rank):
+        present = ranks > 0
+        total[present] += 1.0 / (k + ranks[present])
+    return total
+
+
+def rrf_fusion(candidates: Candidates, top_k: int, k: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by reciprocal rank fusion: (corpus indices, scores), best first."""
+    return _ranked(candidates, rrf_scores(candidates, k), top_k)
+
+
+DEFAULT_LAMBDA_GRID: tuple[float, ...] = tuple(sorted(
+    {round(float(x), 6) for x in np.geomspace(2.0 ** -6, 2.0 ** 6, 25)} | {1.1}))
+
+
+def tune_lambda(candidates: Sequence[Candidates], score_fn: Callable[[list[np.ndarray]], float],
+                grid: Sequence[float] = DEFAULT_LAMBDA_GRID, top_k: int = 100
+                ) -> tuple[float, dict[float, float]]:
+    """Chooses λ of the linear fusion maximising ``score_fn`` on a tuning set.
+
+    Args:
+        candidates: One :class:`Candidates` per tuning question.
+        score_fn: Called with the list of per-question rankings (corpus indices, best first)
+            for one λ; returns the metric to maximise.
+        grid: λ values tried.
+        top_k: Length of the rankings given to ``score_fn``.
+
+    Returns:
+        The best λ (the smallest among equals) and the metric for every λ of the grid.
+    """
+    results: dict[float, float] = {}
+    for lam in grid:
+        rankings = [linear_fusion(c, lam, top_k)[0] for c in candidates]
+        results[float(lam)] = float(score_fn(rankings))
+    best = max(results.values())
+    return min(lam for lam, value in results.items() if value == best), results
