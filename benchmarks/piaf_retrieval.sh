@@ -44,3 +44,15 @@ if [ ! -f output/training_log.jsonl ] || ! ls output/dpr_biencoder.* > /dev/null
 fi
 CKPT="$(ls -v output/dpr_biencoder.* | tail -n 1)"
 echo "   checkpoint: $CKPT"
+
+if [ ! -f hf/ctx_encoder/config.json ]; then
+    echo "== 3. dpr2hf: checkpoint -> Hugging Face folders (verified numerically)"
+    "$PYTHON" -m dpr2hf "$CKPT" --output_dir hf --pretrained_model_cfg "$MINILM" --overwrite \
+        2> dpr2hf.log || { tail -n 20 dpr2hf.log; exit 1; }
+fi
+
+echo "== 4. Evaluation on the dev questions (hybrid λ tuned on the training questions)"
+set -x
+"$PYTHON" -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv \
+    --retrievers bm25,sbert,dpr,hybrid,rrf --dpr_model hf --sbert_model "$MINILM" \
+    --tune_lambda_on data/DPR_FR_train.json --output_dir eval --quiet

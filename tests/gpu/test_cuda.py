@@ -78,3 +78,39 @@ def test_grad_cache_and_dynamic_padding_match_full_batch_on_gpu(nodrop_camembert
         assert results[name][0] == pytest.approx(results["fixed"][0], abs=1e-4)
         for key, grad in results["fixed"][1].items():
             assert torch.allclose(results[name][1][key], grad, atol=1e-4), (name, key)
+
+
+def test_evaluate_on_cuda_ranks_as_on_cpu(tmp_path: Path, corpus, checkpoint) -> None:
+    """dpr.evaluate encodes on the GPU when one is present; the report must match the CPU's."""
+    import json
+
+    from dpr import evaluate
+    from dpr.evaluation.encode import encode_passages, load_inference_model
+    from dpr.evaluation.passages import read_passages
+
+    passages, qas = corpus
+    reports = {}
+    for name, extra in (("cuda", []), ("cpu", ["--no_cuda"])):
+        out = tmp_path / name
+        assert evaluate.main(["--quiet", "--passages", str(passages), "--qa", str(qas),
+                              "--retrievers", "bm25,dpr,hybrid,rrf", "--dpr_model",
+                              str(checkpoint), "--output_dir", str(out), *extra]) == 0
+        reports[name] = json.loads((out / "results.json").read_text())
+    assert reports["cuda"]["device"] == "cuda"
+    assert reports["cuda"]["results"]["bm25"] == reports["cpu"]["results"]["bm25"] | {
+        "seconds": reports["cuda"]["results"]["bm25"]["seconds"]}
+    rows = list(read_passages(passages).values())
+    vectors = {}
+    for device in (CUDA, torch.device("cpu")):
+        model = load_inference_model(str(checkpoint), {}, device=device)
+        vectors[device.type] = encode_passages(model, [p.text for p in rows],
+                                               [p.title for p in rows], quiet=True)
+    scale = abs(vectors["cpu"]).max()
+    assert abs(vectors["cuda"] - vectors["cpu"]).max() < 1e-4 * scale
+    # a two-step tiny model scores many passages almost alike, so float differences between
+    # devices may swap a near-tie: allow one question of the 8 to move at any k
+    questions = reports["cpu"]["results"]["dpr"]["questions"]
+    for retriever in ("dpr", "hybrid", "rrf"):
+        cuda = reports["cuda"]["results"][retriever]["curve"]
+        cpu = reports["cpu"]["results"][retriever]["curve"]
+        assert max(abs(a - b) for a, b in zip(cuda, cpu)) <= 1 / questions + 1e-9
