@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -218,6 +219,11 @@ def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
             "negative_ctxs": [_context(corpus, i) for i in sampled],
             "hard_negative_ctxs": [_context(corpus, i, score) for i, score in negatives],
         })
+    for split in SPLITS:
+        # The questions of a paragraph come out adjacent. DPR validates on the dev file in file
+        # order, 16 questions a batch: adjacent questions sharing a positive passage would be
+        # each other's "negatives", and an exact copy of the positive can never be told apart.
+        random.Random(f"{options.seed}-order-{split}").shuffle(records[split])
     out = options.output_dir
     for split in SPLITS:
         write_records(out / f"DPR_FR_{split}.json", records[split])

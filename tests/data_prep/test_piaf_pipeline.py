@@ -104,6 +104,24 @@ def test_piaf_outputs_are_consistent(piaf_run: dict[str, Any]) -> None:
             "total"} <= set(stats["timings_s"])
 
 
+def test_piaf_records_are_shuffled_so_validation_batches_rarely_share_positives(
+        piaf_run: dict[str, Any]) -> None:
+    # Given the dev file, validated by DPR in file order 16 questions at a time
+    dev = piaf_run["records"]["dev"]
+    positives = [record["positive_ctxs"][0]["passage_id"] for record in dev]
+    # When counting questions whose positive passage is another question's in the same batch
+    shared = 0
+    for start in range(0, len(dev), 16):
+        batch = positives[start:start + 16]
+        shared += sum(1 for p in batch if batch.count(p) > 1)
+    # Then few are (in paragraph order, 664 of PIAF's 725 dev questions were)
+    assert shared < 0.25 * len(dev), shared
+    # And the training file is not in paragraph order either
+    train = [r["positive_ctxs"][0]["passage_id"] for r in piaf_run["records"]["train"]]
+    adjacent = sum(1 for a, b in zip(train, train[1:]) if a == b)
+    assert adjacent < 0.1 * len(train), adjacent
+
+
 def test_piaf_outputs_start_a_short_training_run(piaf_run: dict[str, Any], tiny_camembert: Path,
                                                  tmp_path: Path) -> None:
     # Given data_prep's PIAF output files, cut to their first 24 training questions
