@@ -235,8 +235,12 @@ def dense_search(model: Any, corpus: Corpus, qset: QuestionSet, depth: int, *,
 def fusion_candidates(bm25: BM25Retriever, dense: DenseRun, qset: QuestionSet,
                       depth: int) -> tuple[list[Candidates], list[np.ndarray]]:
     """The union candidates of every question, and the BM25 top-``depth`` lists."""
+    from tqdm import tqdm
+
     candidates, bm25_top = [], []
-    for q, tokens in enumerate(bm25.query_tokens(qset.questions)):
+    tokens_per_question = bm25.query_tokens(qset.questions)
+    for q, tokens in enumerate(tqdm(tokens_per_question, desc="Fusion candidates",
+                                    unit=" questions", disable=not bm25.show_progress)):
         scores = bm25.scores(tokens)
         top, _ = top_k_of(scores, depth)
         bm25_top.append(top)
@@ -484,7 +488,8 @@ def run(args: argparse.Namespace, names: list[str], argv: Sequence[str]) -> dict
     if {"bm25", "hybrid", "rrf"} & set(names):
         start = time.perf_counter()
         bm25 = BM25Retriever(corpus.titles, corpus.texts, settings=BM25Settings(
-            args.language, args.bm25_k1, args.bm25_b, args.bm25_method))
+            args.language, args.bm25_k1, args.bm25_b, args.bm25_method),
+            show_progress=not args.quiet)
         top, _ = bm25.search(qset.questions, n_docs)
         rankings["bm25"] = list(top)
         seconds["bm25"] = time.perf_counter() - start

@@ -124,7 +124,10 @@ class BM25Retriever:
         k = min(top_k, self.size)
         rows = np.zeros((len(questions), k), dtype=np.int64)
         scores = np.zeros((len(questions), k), dtype=np.float32)
-        for i, tokens in enumerate(self.query_tokens(questions)):
+        from tqdm import tqdm
+
+        for i, tokens in enumerate(tqdm(self.query_tokens(questions), desc="BM25 search",
+                                        unit=" questions", disable=not self.show_progress)):
             all_scores = self.scores(tokens)
             rows[i], scores[i] = top_k_of(all_scores, k)
         return rows, scores
