@@ -412,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     fusion.add_argument("--hybrid_lambda", type=float, default=1.1,
                         help="λ of bm25 + λ·dpr (the DPR paper's value)")
     fusion.add_argument("--tune_lambda_on", help="QA TSV or DPR training JSON whose questions "
-                        "(searched in the same corpus) choose λ from a grid; overrides "
-                        "--hybrid_lambda")
+                        "(searched in the same corpus, relevance by answer) choose λ from a "
+                        "grid; overrides --hybrid_lambda")
     fusion.add_argument("--tune_metric", choices=TUNE_METRICS, default="top20",
                         help="metric λ maximises on --tune_lambda_on")
     fusion.add_argument("--fusion_depth", type=int, default=2000,
@@ -508,10 +508,13 @@ def run(args: argparse.Namespace, names: list[str], argv: Sequence[str]) -> dict
             lam = args.hybrid_lambda
             if args.tune_lambda_on and "hybrid" in names:
                 tune = read_questions(args.tune_lambda_on)
-                judge.prepare(tune)
+                # tuning questions carry answers, not gold paragraphs: matched by answer
+                tune_judge = judge if judge.mode == "answer" else Judge(
+                    corpus, mode="answer", match=args.match, quiet=args.quiet)
+                tune_judge.prepare(tune)
                 tune_dense = dense_search(model, corpus, tune, depth, passages=dense.passages)
                 tune_candidates, _ = fusion_candidates(bm25, tune_dense, tune, depth)
-                lam, grid = tune_lambda(tune_candidates, tune_metric_fn(judge, tune,
+                lam, grid = tune_lambda(tune_candidates, tune_metric_fn(tune_judge, tune,
                                         args.tune_metric), DEFAULT_LAMBDA_GRID, n_docs)
                 logger.info("λ = %g maximises %s on %s (%d questions)", lam, args.tune_metric,
                             tune.source, len(tune.questions))

@@ -272,6 +272,16 @@ def test_squad_mode_relevance_by_paragraph(tmp_path: Path,
     assert code == 0 and answer["top_k"]["1"] >= bm25["top_k"]["1"]
 
 
+def test_squad_mode_tunes_lambda_by_answer_matching(tmp_path: Path, checkpoint: Path, dpr_files,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "--squad", str(SAMPLE_SQUAD), "--retrievers", "bm25,hybrid",
+                     "--dpr_model", str(checkpoint), "--tune_lambda_on", str(dpr_files[1]),
+                     "--output_dir", str(tmp_path))
+    assert code == 0, out
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["relevance"] == "id" and report["fusion"]["tuning"]["questions"] == 8
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--retrievers", "bm25"], "give --passages and --qa, or --squad"),
     (["--passages", "p.tsv", "--qa", "q.tsv", "--retrievers", "dpr"], "need --dpr_model"),
