@@ -90,6 +90,7 @@ class QuestionSet:
     answers: list[list[str]]
     gold: list[set[int]] | None = None
     num_relevant: list[int] = field(default_factory=list)
+    prepared: list[list[str]] = field(default_factory=list)  # answers as the matcher takes them
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -183,9 +184,10 @@ class Judge:
             return
         from tqdm import tqdm
 
-        qset.num_relevant = [self.matcher.count(self.matcher.prepare(answers))
-                             for answers in tqdm(qset.answers, desc="Counting relevant passages",
-                                                 unit=" questions", disable=self.quiet)]
+        qset.prepared = [self.matcher.prepare(answers) for answers in qset.answers]
+        qset.num_relevant = [self.matcher.count(prepared)
+                             for prepared in tqdm(qset.prepared, desc="Counting relevant passages",
+                                                  unit=" questions", disable=self.quiet)]
         missing = sum(1 for n in qset.num_relevant if n == 0)
         if missing:
             logger.warning("%s: %d of %d questions have no passage containing an answer "
@@ -197,11 +199,10 @@ class Judge:
         if self.mode == "id":
             return [[int(i) in gold for i in ranking] for gold, ranking in
                     zip(qset.gold, rankings, strict=True)]
-        out = []
-        for answers, ranking in zip(qset.answers, rankings, strict=True):
-            prepared = self.matcher.prepare(answers)
-            out.append([self.matcher.contains(prepared, int(i)) for i in ranking])
-        return out
+        if len(qset.prepared) != len(qset.answers):  # prepare() not called on this set
+            qset.prepared = [self.matcher.prepare(answers) for answers in qset.answers]
+        return [[self.matcher.contains(prepared, int(i)) for i in ranking]
+                for prepared, ranking in zip(qset.prepared, rankings, strict=True)]
 
 
 # ------------------------------------------------------------------------------- retrieval
