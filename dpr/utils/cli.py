@@ -1,0 +1,69 @@
+"""Plumbing shared by every entry point's `main(argv) -> int`.
+
+`run_cli` runs the body of a command and turns the project's user-facing errors
+(`dpr.utils.errors.DprError`, and `OSError` for files that cannot be read or written) into one
+logged line (stderr once `setup_logging` ran, Python's last-resort handler otherwise) and an
+exit status; anything else is a bug and propagates with its traceback
+(Python then exits 1). `--debug` shows tracebacks for user errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+
+from dpr.utils.errors import DprError
+
+DEBUG_HELP = "show the full traceback of errors caused by the input too (for bug reports)"
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds `--debug` (tracebacks for user errors as well) to a parser."""
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+
+
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """`parser.parse_args`, returning argparse's exit status instead of raising SystemExit.
+
+    Returns:
+        The namespace, or an int (0 after `--help`, 2 for bad flags) to return from `main`.
+    """
+    try:
+        return parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def report_error(err: BaseException, *, prog: str) -> None:
+    """Logs one line for a user-facing error, under the logger named `prog`."""
+    message = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
+        message = f"{err.filename}: {message}"
+    logging.getLogger(prog).error("%s", message.replace("\n", " "))
+
+
+def run_cli(body: Callable[[], int | None], *, prog: str, debug: bool = False,
+            on_error: Callable[[], None] | None = None) -> int:
+    """Runs a command body and maps user-facing errors to an exit status.
+
+    Args:
+        body: The command; returns an exit status (None means 0).
+        prog: Name of the logger the line goes to (the program name).
+        debug: Re-raise user errors too, so their traceback shows.
+        on_error: Called after a user error is reported (e.g. to say nothing was written).
+
+    Returns:
+        The body's status, `DprError.exit_code` (1, or 2 for bad flags) or 1 for `OSError`.
+    """
+    try:
+        status = body()
+    except (DprError, OSError) as err:
+        if debug:
+            raise
+        report_error(err, prog=prog)
+        if on_error is not None:
+            on_error()
+        return err.exit_code if isinstance(err, DprError) else 1
+    return 0 if status is None else int(status)

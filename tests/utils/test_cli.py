@@ -1,0 +1,63 @@
+"""The entry points' error plumbing: user errors are one line, bugs keep their traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pytest
+
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.errors import DprError, InputError, UsageError
+
+
+def test_run_cli_user_error_is_one_logged_line(caplog: pytest.LogCaptureFixture) -> None:
+    # Given a body that fails on bad input
+    def body() -> int:
+        raise InputError("data.json:3: missing field 'question'")
+
+    # When it runs under run_cli
+    with caplog.at_level(logging.ERROR):
+        code = run_cli(body, prog="tool")
+
+    # Then the status is 1 and the message is logged once, without a traceback
+    assert code == 1
+    assert [r.getMessage() for r in caplog.records] == ["data.json:3: missing field 'question'"]
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_run_cli_usage_error_exits_2_and_oserror_names_the_file(tmp_path) -> None:
+    assert run_cli(lambda: (_ for _ in ()).throw(UsageError("--batch_size must be >= 1")),
+                   prog="tool") == 2
+    missing = tmp_path / "absent.tsv"
+    assert run_cli(lambda: open(missing).read(), prog="tool") == 1
+
+
+def test_run_cli_internal_bug_propagates_with_its_traceback() -> None:
+    # Given a body with an internal bug (a bare ValueError is not a user error)
+    def body() -> int:
+        raise ValueError("shape mismatch inside a library")
+
+    # Then it is not swallowed
+    with pytest.raises(ValueError, match="shape mismatch"):
+        run_cli(body, prog="tool")
+
+
+def test_run_cli_debug_reraises_user_errors() -> None:
+    with pytest.raises(DprError):
+        run_cli(lambda: (_ for _ in ()).throw(InputError("bad")), prog="tool", debug=True)
+
+
+def test_parse_args_returns_argparse_status() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int)
+    add_debug_flag(parser)
+    assert parse_args(parser, ["--help"]) == 0
+    assert parse_args(parser, ["--n", "x"]) == 2
+    args = parse_args(parser, ["--n", "3", "--debug"])
+    assert args.n == 3 and args.debug
+
+
+def test_taxonomy_keeps_valueerror_compatibility() -> None:
+    assert issubclass(InputError, ValueError) and issubclass(UsageError, ValueError)
+    assert UsageError.exit_code == 2 and InputError.exit_code == 1
