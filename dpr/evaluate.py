@@ -59,6 +59,7 @@ from dpr.evaluation.fusion import (
 from dpr.evaluation.index import DenseIndex
 from dpr.evaluation.metrics import AnswerMatcher, first_hit_rank, retrieval_metrics
 from dpr.evaluation.passages import InputFormatError, iter_passages, read_qas
+from dpr.utils.errors import InputError
 
 logger = logging.getLogger("dpr.evaluate")
 
@@ -67,7 +68,7 @@ TOP_KS = (1, 5, 10, 20, 50, 100)
 TUNE_METRICS = tuple(f"top{k}" for k in TOP_KS) + ("mrr10",)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """Bad input for the evaluation; the message names the file."""
 
 

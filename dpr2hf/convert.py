@@ -37,6 +37,7 @@ from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import CheckpointError, load_checkpoint
 from dpr.models.encoder import Encoder
 from dpr.models.factory import build_trained_biencoder
+from dpr.utils.errors import InputError
 from dpr2hf import verify
 from dpr2hf.card import CardInfo, render_card
 from dpr2hf.sbert import write_sentence_transformers_config
@@ -56,7 +57,7 @@ PAIR_NOTE = (
     "single string loses the end of the text.")
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """Bad input to the converter (the message names the file or folder)."""
 
 

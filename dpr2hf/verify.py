@@ -32,6 +32,7 @@ from dpr.evaluation.dense_models import (  # noqa: F401  (Recipe is part of this
     prepare_question,
 )
 from dpr.models.biencoder import BiEncoder
+from dpr.utils.errors import DprError
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ VERIFY_PASSAGES: tuple[tuple[str, str], ...] = (
 )
 
 
-class VerificationError(RuntimeError):
+class VerificationError(DprError):
     """An exported folder that does not reproduce the bi-encoder."""
 
 

@@ -14,12 +14,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from dpr.utils.errors import InputError
 from dpr.utils.io import open_text
 
 logger = logging.getLogger(__name__)
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """Raised for unreadable or malformed training data; the message names file and record."""
 
 

@@ -18,12 +18,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from dpr.utils.errors import InputError
 from dpr.utils.io import open_text
 
 logger = logging.getLogger(__name__)
 
 
-class InputFormatError(ValueError):
+class InputFormatError(InputError):
     """An input file that cannot be read; the message names the file and line."""
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dpr.models import fairseq
+from dpr.utils.errors import InputError
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ SIDES = ("question_model", "ctx_model")
 OPTIONAL_BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be used; the message names the file."""
 
 

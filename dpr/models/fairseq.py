@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from dpr.utils.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 # fairseq name under `sentence_encoder.` -> Hugging Face name under the RoBERTa model.
@@ -51,7 +53,7 @@ IGNORED = re.compile(r"(^|\.)(version|_float_tensor)$|embeddings\.(position_ids|
 LM_HEAD_KEYS = ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias", "bias")
 
 
-class FairseqFormatError(ValueError):
+class FairseqFormatError(InputError):
     """A fairseq folder or state dict that cannot be read; the message names the file."""
 
 
