@@ -146,25 +146,6 @@ def build_examples(
     return examples
 
 
-def split_articles(article_keys: Sequence[str], *, dev_ratio: float, seed: int) -> set[str]:
-    """Chooses the dev articles: ``round(n * dev_ratio)`` of them, at least one if ratio > 0.
-
-    Args:
-        article_keys: Article keys (duplicates allowed).
-        dev_ratio: Fraction of articles in dev, in [0, 1).
-        seed: Seed of the shuffle (applied to the sorted unique keys).
-
-    Returns:
-        The set of dev article keys; never all articles when there are two or more.
-    """
-    keys = sorted(set(article_keys))
-    if dev_ratio <= 0 or len(keys) < 2:
-        return set()
-    count = min(len(keys) - 1, max(1, round(len(keys) * dev_ratio)))
-    random.Random(seed).shuffle(keys)
-    return set(keys[:count])
-
-
 def random_negatives(
     examples: Sequence[Example], candidates: dict[str, list[int]], corpus: Corpus, *,
     num: int, seed: int,

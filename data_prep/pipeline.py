@@ -29,10 +29,10 @@ from data_prep.dataset import (
     build_corpus,
     build_examples,
     random_negatives,
-    split_articles,
 )
 from data_prep.errors import DataPrepError
 from data_prep.passages import make_splitter
+from data_prep.splits import TRAIN, SplitOptions, SplitPlan, plan_splits
 from data_prep.squad import SquadFile, load_squad_file, source_labels
 from data_prep.writers import (
     write_json,
@@ -44,9 +44,10 @@ from dpr.evaluation.metrics import match_tokens
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "dev")
 OUTPUT_NAMES = ("DPR_FR_train.json", "DPR_FR_dev.json", "passages.tsv", "qas_dev.tsv",
                 "stats.json")
+"""Always written; ``--tune_ratio`` adds ``DPR_FR_tune.json`` + ``qas_tune.tsv`` and
+``--holdout_field`` adds ``DPR_FR_test.json`` + ``qas_test.tsv``."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class Options:
     sentence_splitter: str = "spacy"
     language: str = "fr"
     dev_ratio: float = 0.2
+    tune_ratio: float = 0.0
+    holdout_field: str | None = None
+    holdout_values: tuple[str, ...] = ()
     seed: int = 42
     bm25_top_k: int = 30
     num_random_negatives: int = 0
@@ -66,6 +70,22 @@ class Options:
     num_threads: int = 0
     strict: bool = False
     show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Validates the split options early (see :class:`SplitOptions`)."""
+        _ = self.split_options
+
+    @property
+    def split_options(self) -> SplitOptions:
+        """The options of the article split."""
+        return SplitOptions(dev_ratio=self.dev_ratio, tune_ratio=self.tune_ratio,
+                            seed=self.seed, holdout_field=self.holdout_field,
+                            holdout_values=tuple(self.holdout_values))
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits written, in order."""
+        return self.split_options.names
 
 
 class StageTimer:
@@ -104,7 +124,7 @@ def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus, r
     tokenizer = BM25Tokenizer(options.bm25.language)
     negative_filter = NegativeFilter(corpus.passages)
     result: list[list[tuple[int, float]]] = [[] for _ in examples]
-    for split in SPLITS:
+    for split in options.splits:
         members = [i for i, ex in enumerate(examples) if splits[ex.paragraph.key] == split]
         if not members:
             continue
@@ -150,7 +170,10 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
                       "answer_window": counters["positives_answer_window"]},
         "options": {"max_chars": options.max_chars, "language": options.language,
                     "sentence_splitter": options.sentence_splitter, "seed": options.seed,
-                    "dev_ratio": options.dev_ratio, "bm25_top_k": options.bm25_top_k,
+                    "dev_ratio": options.dev_ratio, "tune_ratio": options.tune_ratio,
+                    "holdout_field": options.holdout_field,
+                    "holdout_values": list(options.holdout_values),
+                    "bm25_top_k": options.bm25_top_k,
                     "num_random_negatives": options.num_random_negatives,
                     "strict": options.strict},
     }
@@ -181,9 +204,8 @@ def run(options: Options) -> dict[str, Any]:
     with timer.stage("positives_split"):
         examples = build_examples(paragraphs, corpus, max_chars=options.max_chars,
                                   counters=counters)
-        dev_keys = split_articles([p.article_key for p in paragraphs],
-                                  dev_ratio=options.dev_ratio, seed=options.seed)
-        splits = {p.key: "dev" if p.article_key in dev_keys else "train" for p in paragraphs}
+        plan = plan_splits(files, options.split_options)
+        splits = {p.key: plan.by_article[p.article_key] for p in paragraphs}
     with timer.stage("bm25_index"):
         retriever, reused = load_or_build_index(
             corpus.passages, index_dir=options.output_dir / INDEX_DIRNAME,
@@ -193,12 +215,13 @@ def run(options: Options) -> dict[str, Any]:
         hard = _mine(examples, splits, corpus, retriever, options)
     with timer.stage("random_negatives"):
         pools = {s: [i for i, p in enumerate(corpus.passages) if splits[p.paragraph_key] == s]
-                 for s in SPLITS}
+                 for s in options.splits}
         randoms = random_negatives(examples, {k: pools[s] for k, s in splits.items()}, corpus,
                                    num=options.num_random_negatives, seed=options.seed)
     with timer.stage("write_outputs"):
         outputs = _write(examples, splits, corpus, hard, randoms, options)
     stats = _stats(files, counters, outputs, options)
+    stats["split"] = _split_stats(plan, options)
     stats["bm25"] = {**options.bm25.describe(), "top_k": options.bm25_top_k,
                      "index_reused": reused, "index_dir": INDEX_DIRNAME}
     stats["timings_s"] = timer.report()
@@ -209,8 +232,9 @@ def run(options: Options) -> dict[str, Any]:
 def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
            hard: Sequence[Sequence[tuple[int, float]]], randoms: Sequence[Sequence[int]],
            options: Options) -> dict[str, Any]:
-    """Writes records, passages.tsv and qas_dev.tsv; returns output counts for the stats."""
-    records: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    """Writes records, passages.tsv and qas_*.tsv; returns output counts for the stats."""
+    names = options.splits
+    records: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
     for example, negatives, sampled in zip(examples, hard, randoms):
         records[splits[example.paragraph.key]].append({
             "question": example.question.question,
@@ -219,25 +243,38 @@ def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
             "negative_ctxs": [_context(corpus, i) for i in sampled],
             "hard_negative_ctxs": [_context(corpus, i, score) for i, score in negatives],
         })
-    for split in SPLITS:
+    for split in names:
         # The questions of a paragraph come out adjacent. DPR validates on the dev file in file
         # order, 16 questions a batch: adjacent questions sharing a positive passage would be
         # each other's "negatives", and an exact copy of the positive can never be told apart.
         random.Random(f"{options.seed}-order-{split}").shuffle(records[split])
     out = options.output_dir
-    for split in SPLITS:
+    for split in names:
         write_records(out / f"DPR_FR_{split}.json", records[split])
     write_passages_tsv(out / "passages.tsv", corpus.passages)
-    write_qas_tsv(out / "qas_dev.tsv", [(r["question"], r["answers"]) for r in records["dev"]])
+    for split in names:
+        if split != TRAIN:
+            write_qas_tsv(out / f"qas_{split}.tsv",
+                          [(r["question"], r["answers"]) for r in records[split]])
     short = sum(1 for negatives in hard if len(negatives) < options.bm25_top_k)
     articles = {s: sorted({ex.paragraph.article_key for ex in examples
-                           if splits[ex.paragraph.key] == s}) for s in SPLITS}
+                           if splits[ex.paragraph.key] == s}) for s in names}
     return {
-        "questions": {s: len(records[s]) for s in SPLITS},
-        "articles_with_questions": {s: len(articles[s]) for s in SPLITS},
+        "questions": {s: len(records[s]) for s in names},
+        "articles_with_questions": {s: len(articles[s]) for s in names},
         "passages": {s: sum(1 for p in corpus.passages if splits[p.paragraph_key] == s)
-                     for s in SPLITS},
+                     for s in names},
         "hard_negatives": {"total": sum(len(n) for n in hard),
                            "questions_with_fewer_than_top_k": short},
         "random_negatives": {"total": sum(len(r) for r in randoms)},
+    }
+
+
+def _split_stats(plan: SplitPlan, options: Options) -> dict[str, Any]:
+    """Articles per split (with or without questions) and what was held out as ``test``."""
+    return {
+        "articles": {s: plan.articles(s) for s in options.splits},
+        "holdout": {"field": options.holdout_field, "values": list(options.holdout_values),
+                    "articles": plan.held_out_articles},
+        "negatives_from": "own split only (passages of other splits are never negatives)",
     }

@@ -55,6 +55,9 @@ class Paragraph:
     title: str
     context: str
     questions: list[Question]
+    article_fields: dict[str, Any] = field(default_factory=dict)
+    """The article's fields other than ``title`` and ``paragraphs`` (e.g. PIAF's
+    ``categorie``), shared by all paragraphs of the article."""
 
 
 @dataclass
@@ -179,7 +182,8 @@ def _parse_question(
 
 
 def _parse_paragraph(
-    raw: Any, *, where: str, key: str, article: tuple[str, str], strict: bool, stats: Counter[str]
+    raw: Any, *, where: str, key: str, article: tuple[str, str], fields: dict[str, Any],
+    strict: bool, stats: Counter[str],
 ) -> Paragraph:
     """Parses one paragraph and its questions."""
     context = _require(raw, "context", str, where)
@@ -195,7 +199,7 @@ def _parse_paragraph(
     source = key.split(":", 1)[0]
     return Paragraph(
         key=key, source=source, article_key=article[0], title=article[1],
-        context=context, questions=questions,
+        context=context, questions=questions, article_fields=fields,
     )
 
 
@@ -233,12 +237,14 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
         if not title:
             raise DataPrepError(f"{where}: empty title")
         raw_paragraphs = _require(article, "paragraphs", list, where)
+        fields = {k: v for k, v in article.items() if k not in ("title", "paragraphs")}
         stats["articles"] += 1
         for p_idx, raw in enumerate(raw_paragraphs):
             paragraphs.append(
                 _parse_paragraph(
                     raw, where=f"{where}.paragraphs[{p_idx}]", key=f"{source}:{a_idx}:{p_idx}",
-                    article=(article_key(title), title), strict=strict, stats=stats,
+                    article=(article_key(title), title), fields=fields, strict=strict,
+                    stats=stats,
                 )
             )
     if stats["questions"] == 0:

@@ -42,13 +42,21 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _values(text: str) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not values:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated values")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m data_prep.squad2dpr``."""
     parser = argparse.ArgumentParser(
         prog="python -m data_prep.squad2dpr",
         description="Convert SQuAD v1/v2-format QA files (e.g. PIAF) into DPR training files "
-        "(DPR_FR_train.json, DPR_FR_dev.json, passages.tsv, qas_dev.tsv, stats.json) with BM25 "
-        "hard negatives, without any search server.",
+        "(DPR_FR_train.json, DPR_FR_dev.json, passages.tsv, qas_dev.tsv, stats.json; "
+        "optionally tune and held-out test splits) with BM25 hard negatives, without any "
+        "search server.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -64,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="language of stemmer and stop words; non-French needs --sentence_splitter regex")
     add("--dev_ratio", type=_ratio, default=0.2,
         help="fraction of articles (not questions) put in dev")
+    add("--tune_ratio", type=_ratio, default=0.0,
+        help="fraction of articles put in a third split for tuning (DPR_FR_tune.json, "
+        "qas_tune.tsv), disjoint from train and dev; 0: no tune split")
+    add("--holdout_field", metavar="FIELD",
+        help="article-level field (e.g. PIAF's categorie) whose --holdout_values send whole "
+        "articles to a test split (DPR_FR_test.json, qas_test.tsv)")
+    add("--holdout_values", type=_values, default=(), metavar="V1,V2",
+        help="comma-separated values of --holdout_field held out as the test split")
     add("--seed", type=int, default=42,
         help="seed of the article split and of random negatives")
     add("--bm25_top_k", type=_non_negative_int, default=30,
@@ -98,10 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bm25s").setLevel(logging.INFO)  # bm25s sets its own logger to DEBUG
     if args.sentence_splitter == "spacy" and args.language != "fr":
         parser.error("--sentence_splitter spacy is only available for --language fr")
+    if args.dev_ratio + args.tune_ratio >= 1:
+        parser.error("--dev_ratio + --tune_ratio must be < 1 (train needs articles)")
+    if bool(args.holdout_field) != bool(args.holdout_values):
+        parser.error("--holdout_field and --holdout_values go together")
     options = Options(
         inputs=list(args.inputs), output_dir=args.output_dir, max_chars=args.max_chars,
         sentence_splitter=args.sentence_splitter, language=args.language,
-        dev_ratio=args.dev_ratio, seed=args.seed, bm25_top_k=args.bm25_top_k,
+        dev_ratio=args.dev_ratio, tune_ratio=args.tune_ratio,
+        holdout_field=args.holdout_field, holdout_values=args.holdout_values, seed=args.seed,
+        bm25_top_k=args.bm25_top_k,
         num_random_negatives=args.num_random_negatives, num_threads=args.num_threads,
         bm25=BM25Settings(language=args.language, k1=args.bm25_k1, b=args.bm25_b,
                           method=args.bm25_method),
@@ -113,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", err)
         return 1
     questions = stats["questions"]
+    per_split = " + ".join(f"{questions[s]} {s}" for s in options.splits)
     logger.info(
-        "Done: %d train + %d dev questions, %d dropped %s, %d passages; total %.1f s -> %s",
-        questions["train"], questions["dev"], questions["dropped_total"], questions["dropped"],
+        "Done: %s questions, %d dropped %s, %d passages; total %.1f s -> %s",
+        per_split, questions["dropped_total"], questions["dropped"],
         sum(stats["passages"].values()), stats["timings_s"]["total"], options.output_dir,
     )
     return 0

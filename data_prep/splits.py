@@ -1,0 +1,138 @@
+"""Article-level splits: held-out domains (test), then dev, tune and train.
+
+Articles are grouped by :func:`data_prep.squad.article_key` (case-folded title). Articles whose
+``--holdout_field`` value is one of ``--holdout_values`` form the ``test`` split. The other
+article keys are sorted, shuffled with ``random.Random(seed)``; the first
+``round(n * dev_ratio)`` go to ``dev``, the next ``round(n * tune_ratio)`` to ``tune`` and the
+rest to ``train``. With no tune split and no hold-out this is exactly the historical train/dev
+split (same articles for the same seed).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from data_prep.errors import DataPrepError
+from data_prep.squad import SquadFile
+
+logger = logging.getLogger(__name__)
+
+TRAIN, DEV, TUNE, TEST = "train", "dev", "tune", "test"
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How articles are split (see ``python -m data_prep.squad2dpr --help``)."""
+
+    dev_ratio: float = 0.2
+    tune_ratio: float = 0.0
+    seed: int = 42
+    holdout_field: str | None = None
+    holdout_values: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Rejects ratios that leave no training article and a half-given hold-out."""
+        if not (0 <= self.dev_ratio < 1 and 0 <= self.tune_ratio < 1):
+            raise DataPrepError("--dev_ratio and --tune_ratio must be in [0, 1)")
+        if self.dev_ratio + self.tune_ratio >= 1:
+            raise DataPrepError(
+                f"--dev_ratio {self.dev_ratio} + --tune_ratio {self.tune_ratio} must be < 1")
+        if bool(self.holdout_field) != bool(self.holdout_values):
+            raise DataPrepError("--holdout_field and --holdout_values go together")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The splits written, in output order: train, dev, then tune and test if asked."""
+        return (TRAIN, DEV, *((TUNE,) if self.tune_ratio > 0 else ()),
+                *((TEST,) if self.holdout_field else ()))
+
+
+@dataclass
+class SplitPlan:
+    """The split of each article key, and what was held out."""
+
+    by_article: dict[str, str] = field(default_factory=dict)
+    held_out_articles: int = 0
+
+    def articles(self, split: str) -> int:
+        """Number of articles in ``split``."""
+        return sum(1 for s in self.by_article.values() if s == split)
+
+
+def _field_value(squad_file: SquadFile, name: str) -> dict[str, str]:
+    """Article key -> value of the article field ``name``; raises if an article lacks it."""
+    values: dict[str, str] = {}
+    missing: list[str] = []
+    for paragraph in squad_file.paragraphs:
+        if name not in paragraph.article_fields:
+            missing.append(paragraph.title)
+            continue
+        values.setdefault(paragraph.article_key, str(paragraph.article_fields[name]).strip())
+    if missing:
+        titles = sorted(set(missing))
+        raise DataPrepError(
+            f"{squad_file.path}: {len(titles)} article(s) have no field {name!r} asked for by "
+            f"--holdout_field (first: {titles[0]!r})")
+    return values
+
+
+def held_out_keys(files: Sequence[SquadFile], options: SplitOptions) -> set[str]:
+    """Article keys whose ``holdout_field`` is one of ``holdout_values``.
+
+    An article (key) present in several files is held out if any of them says so.
+
+    Raises:
+        DataPrepError: If an article lacks the field, or a value matches no article.
+    """
+    if not options.holdout_field:
+        return set()
+    seen: set[str] = set()
+    held: set[str] = set()
+    for squad_file in files:
+        for key, value in _field_value(squad_file, options.holdout_field).items():
+            seen.add(value)
+            if value in options.holdout_values:
+                held.add(key)
+    unknown = [v for v in options.holdout_values if v not in seen]
+    if unknown:
+        raise DataPrepError(
+            f"--holdout_values {', '.join(map(repr, unknown))}: no article has this "
+            f"{options.holdout_field!r} (values present: {', '.join(sorted(seen))})")
+    return held
+
+
+def _count(total: int, ratio: float) -> int:
+    return max(1, round(total * ratio)) if ratio > 0 else 0
+
+
+def plan_splits(files: Sequence[SquadFile], options: SplitOptions) -> SplitPlan:
+    """Assigns every article to train, dev, tune or test.
+
+    Args:
+        files: The validated input files.
+        options: Ratios, seed and hold-out.
+
+    Returns:
+        The plan. Dev gets ``round(n * dev_ratio)`` of the n non-held-out articles (at least
+        one when the ratio is > 0), tune the next ``round(n * tune_ratio)`` (at least one),
+        never leaving train without an article when there are two or more.
+
+    Raises:
+        DataPrepError: See :func:`held_out_keys`.
+    """
+    held = held_out_keys(files, options)
+    keys = sorted({p.article_key for f in files for p in f.paragraphs} - held)
+    plan = SplitPlan(by_article=dict.fromkeys(sorted(held), TEST), held_out_articles=len(held))
+    n_dev = n_tune = 0
+    if len(keys) >= 2:
+        n_dev = min(len(keys) - 1, _count(len(keys), options.dev_ratio))
+        n_tune = min(len(keys) - 1 - n_dev, _count(len(keys), options.tune_ratio))
+        random.Random(options.seed).shuffle(keys)
+    if options.tune_ratio > 0 and n_tune == 0:
+        logger.warning("too few articles (%d) for a tune split; it is empty", len(keys))
+    for i, key in enumerate(keys):
+        plan.by_article[key] = DEV if i < n_dev else TUNE if i < n_dev + n_tune else TRAIN
+    return plan
