@@ -20,7 +20,7 @@ from data_prep.passages import (
     make_passages,
     sentence_units,
 )
-from data_prep.squad import Paragraph, Question
+from dpr.data.squad import Paragraph, Question
 from dpr.evaluation.metrics import has_answer_tokens, match_tokens
 
 logger = logging.getLogger(__name__)

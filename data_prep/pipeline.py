@@ -33,13 +33,13 @@ from data_prep.dataset import (
 from data_prep.errors import DataPrepError
 from data_prep.passages import make_splitter
 from data_prep.splits import TRAIN, SplitOptions, SplitPlan, plan_splits
-from data_prep.squad import SquadFile, load_squad_file, source_labels
 from data_prep.writers import (
     write_json,
     write_passages_tsv,
     write_qas_tsv,
     write_records,
 )
+from dpr.data.squad import SquadFile, load_squad_file, source_labels
 from dpr.evaluation.metrics import match_tokens
 
 logger = logging.getLogger(__name__)

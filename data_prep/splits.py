@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from data_prep.errors import DataPrepError
-from data_prep.squad import SquadFile
+from dpr.data.squad import SquadFile
 
 logger = logging.getLogger(__name__)
 

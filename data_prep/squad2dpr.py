@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 
 from data_prep.bm25 import LANGUAGES, BM25Settings
-from data_prep.errors import DataPrepError
 from data_prep.pipeline import Options, run
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -95,30 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--strict", action="store_true",
         help="fail on answer offsets that do not match the context instead of skipping them")
     add("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    add_debug_flag(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs the command line.
-
-    Args:
-        argv: Arguments without the program name (``sys.argv[1:]`` when None).
-
-    Returns:
-        0 on success, 2 on invalid input (reported through logging, no traceback).
-    """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("bm25s").setLevel(logging.INFO)  # bm25s sets its own logger to DEBUG
+def _check(args: argparse.Namespace) -> None:
+    """Flag combinations argparse cannot check alone."""
     if args.sentence_splitter == "spacy" and args.language != "fr":
-        parser.error("--sentence_splitter spacy is only available for --language fr")
+        raise UsageError("--sentence_splitter spacy is only available for --language fr")
     if args.dev_ratio + args.tune_ratio >= 1:
-        parser.error("--dev_ratio + --tune_ratio must be < 1 (train needs articles)")
+        raise UsageError("--dev_ratio + --tune_ratio must be < 1 (train needs articles)")
     if bool(args.holdout_field) != bool(args.holdout_values):
-        parser.error("--holdout_field and --holdout_values go together")
-    options = Options(
+        raise UsageError("--holdout_field and --holdout_values go together")
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
         inputs=list(args.inputs), output_dir=args.output_dir, max_chars=args.max_chars,
         sentence_splitter=args.sentence_splitter, language=args.language,
         dev_ratio=args.dev_ratio, tune_ratio=args.tune_ratio,
@@ -129,19 +122,39 @@ def main(argv: list[str] | None = None) -> int:
                           method=args.bm25_method),
         strict=args.strict, show_progress=not args.quiet and not os.environ.get("DISABLE_TQDM"),
     )
-    try:
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: Arguments without the program name (``sys.argv[1:]`` when None).
+
+    Returns:
+        0 on success, 1 on invalid input, 2 on invalid flags (one logged line, no traceback
+        unless ``--debug``); any other exception is a bug and propagates.
+    """
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.INFO)  # bm25s sets its own logger to DEBUG
+
+    def body() -> int:
+        _check(args)
+        options = _options(args)
         stats = run(options)
-    except DataPrepError as err:
-        logger.error("%s", err)
-        return 1
-    questions = stats["questions"]
-    per_split = " + ".join(f"{questions[s]} {s}" for s in options.splits)
-    logger.info(
-        "Done: %s questions, %d dropped %s, %d passages; total %.1f s -> %s",
-        per_split, questions["dropped_total"], questions["dropped"],
-        sum(stats["passages"].values()), stats["timings_s"]["total"], options.output_dir,
-    )
-    return 0
+        questions = stats["questions"]
+        per_split = " + ".join(f"{questions[s]} {s}" for s in options.splits)
+        logger.info(
+            "Done: %s questions, %d dropped %s, %d passages; total %.1f s -> %s",
+            per_split, questions["dropped_total"], questions["dropped"],
+            sum(stats["passages"].values()), stats["timings_s"]["total"], options.output_dir,
+        )
+        return 0
+
+    return run_cli(body, prog="data_prep.squad2dpr", debug=args.debug)
 
 
 if __name__ == "__main__":

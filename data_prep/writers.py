@@ -5,7 +5,7 @@
   ``csv.writer(delimiter="\\t", lineterminator="\\n")`` with the default (minimal) quoting.
 * ``qas_dev.tsv``: no header; one line per dev question: the question (whitespace collapsed,
   so it has no TAB or newline), a TAB, and the answers as a JSON list (``json.dumps``, so it
-  has no raw TAB or newline either). Read it with :func:`read_qas_tsv`, i.e.
+  has no raw TAB or newline either). Read it with :func:`dpr.data.tsv.read_qas`, i.e.
   ``question, answers = line.rstrip("\\n").split("\\t", 1); answers = json.loads(answers)``;
   never ``eval`` it.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.passages import Passage, clean_text
-from dpr.utils.io import atomic_write, open_text
+from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -49,23 +49,6 @@ def write_qas_tsv(path: Path, rows: Iterable[tuple[str, list[str]]]) -> None:
     with atomic_write(path) as out:
         for question, answers in rows:
             out.write(f"{clean_text(question)}\t{json.dumps(answers, ensure_ascii=False)}\n")
-
-
-def read_qas_tsv(path: str | Path) -> list[tuple[str, list[str]]]:
-    """Reads a file written by :func:`write_qas_tsv`.
-
-    Raises:
-        ValueError: If a line has no TAB or its answers are not a JSON list of strings.
-    """
-    rows = []
-    with open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            question, sep, answers_json = line.rstrip("\n").partition("\t")
-            answers = json.loads(answers_json) if sep else None
-            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-                raise ValueError(f"{path}:{number}: expected question<TAB>JSON list of strings")
-            rows.append((question, answers))
-    return rows
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

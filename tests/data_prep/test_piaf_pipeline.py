@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from data_prep.squad2dpr import main
-from data_prep.writers import read_qas_tsv
+from dpr.data.tsv import read_qas
 from dpr.evaluation.metrics import has_answer, has_answer_tokens, match_tokens
 
 MAX_SECONDS = 60.0
@@ -97,7 +97,7 @@ def test_piaf_outputs_are_consistent(piaf_run: dict[str, Any]) -> None:
     raw_titles = {a["title"].strip() for a in piaf_run["raw"]["data"]}
     assert {row[2] for row in rows} <= raw_titles
     # And qas_dev.tsv matches the dev records; timings are reported per stage
-    assert read_qas_tsv(out / "qas_dev.tsv") == [
+    assert read_qas(out / "qas_dev.tsv") == [
         (r["question"], r["answers"]) for r in records["dev"]
     ]
     assert {"read_validate", "split_passages", "bm25_index", "bm25_mining", "write_outputs",

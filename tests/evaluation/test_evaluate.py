@@ -32,6 +32,7 @@ from dpr.evaluation.metrics import (
     recall_at,
     retrieval_metrics,
 )
+from dpr.evaluation.report import sign_test
 from dpr2hf.convert import convert
 
 # ------------------------------------------------------------------------- metric unit tests
@@ -144,10 +145,10 @@ def test_top_k_of_breaks_ties_by_corpus_order() -> None:
 
 
 def test_sign_test_two_sided_exact() -> None:
-    assert evaluate.sign_test(5, 0) == pytest.approx(2 / 32)
-    assert evaluate.sign_test(3, 3) == 1.0
-    assert evaluate.sign_test(0, 0) == 1.0
-    assert evaluate.sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert sign_test(5, 0) == pytest.approx(2 / 32)
+    assert sign_test(3, 3) == 1.0
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
 
 
 def test_bm25_french_analyser_matches_inflected_forms() -> None:

@@ -1,7 +1,8 @@
 """Reading and validating SQuAD v1/v2-format question answering files.
 
 The whole input is validated before anything is written. Structural problems (malformed JSON,
-missing or mistyped fields, no data) raise :class:`DataPrepError`; answers whose
+missing or mistyped fields, no data) raise :class:`dpr.data.records.DataFormatError`
+(``data_prep.errors.DataPrepError`` is the same class); answers whose
 ``answer_start`` does not point at their text are skipped with a warning and counted (or
 raise with ``strict=True``); unanswerable v2 questions are skipped and counted.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep.errors import DataPrepError
+from dpr.data.records import DataFormatError
 from dpr.utils.io import open_text
 
 logger = logging.getLogger(__name__)
@@ -71,15 +72,15 @@ class SquadFile:
 
 
 def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """Returns ``obj[key]`` after checking presence and type, else raises DataPrepError."""
+    """Returns ``obj[key]`` after checking presence and type, else raises DataFormatError."""
     if not isinstance(obj, dict):
-        raise DataPrepError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise DataFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if key not in obj:
-        raise DataPrepError(f"{where}: missing field {key!r}")
+        raise DataFormatError(f"{where}: missing field {key!r}")
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DataPrepError(
+        raise DataFormatError(
             f"{where}: field {key!r} must be {expected}, got {type(value).__name__}"
         )
     return value
@@ -88,18 +89,18 @@ def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
 def _read_json(path: Path) -> Any:
     """Parses ``path`` (optionally gzipped) and reports syntax errors with their position."""
     if not path.is_file():
-        raise DataPrepError(f"{path}: file not found")
+        raise DataFormatError(f"{path}: file not found")
     try:
         with open_text(path) as handle:
             raw = handle.read()
     except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise DataPrepError(f"{path}: cannot read file: {err}") from err
+        raise DataFormatError(f"{path}: cannot read file: {err}") from err
     if not raw.strip():
-        raise DataPrepError(f"{path}: file is empty")
+        raise DataFormatError(f"{path}: file is empty")
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:
-        raise DataPrepError(
+        raise DataFormatError(
             f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from err
 
@@ -143,7 +144,7 @@ def _parse_answers(
                 f"(answer {text!r}, context has {found!r})"
             )
             if strict:
-                raise DataPrepError(message)
+                raise DataFormatError(message)
             logger.warning("%s; answer skipped", message)
             stats["answers_offset_mismatch"] += 1
             continue
@@ -169,7 +170,7 @@ def _parse_question(
         return None
     if not question.strip():
         if strict:
-            raise DataPrepError(f"{where}: empty question")
+            raise DataFormatError(f"{where}: empty question")
         logger.warning("%s: empty question; skipped", where)
         stats["dropped_empty_question"] += 1
         return None
@@ -220,7 +221,7 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
         The parsed file with per-file counters.
 
     Raises:
-        DataPrepError: On unreadable, malformed, empty or structurally invalid input; the
+        DataFormatError: On unreadable, malformed, empty or structurally invalid input; the
             message names the file and the record (e.g. ``data[3].paragraphs[1].qas[0]``).
     """
     path = Path(path)
@@ -228,14 +229,14 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
     name = path.name
     data = _require(payload, "data", list, name)
     if not data:
-        raise DataPrepError(f"{name}: 'data' is empty, no articles to convert")
+        raise DataFormatError(f"{name}: 'data' is empty, no articles to convert")
     stats: Counter[str] = Counter()
     paragraphs: list[Paragraph] = []
     for a_idx, article in enumerate(data):
         where = f"{name}: data[{a_idx}]"
         title = _require(article, "title", str, where).strip()
         if not title:
-            raise DataPrepError(f"{where}: empty title")
+            raise DataFormatError(f"{where}: empty title")
         raw_paragraphs = _require(article, "paragraphs", list, where)
         fields = {k: v for k, v in article.items() if k not in ("title", "paragraphs")}
         stats["articles"] += 1
@@ -248,7 +249,7 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
                 )
             )
     if stats["questions"] == 0:
-        raise DataPrepError(f"{name}: no questions found in any paragraph")
+        raise DataFormatError(f"{name}: no questions found in any paragraph")
     stats["answerable_kept"] = sum(len(p.questions) for p in paragraphs)
     return SquadFile(path=path, source=source, paragraphs=paragraphs, stats=stats)
 

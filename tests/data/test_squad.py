@@ -1,4 +1,4 @@
-"""Tests for SQuAD reading and validation (data_prep.squad)."""
+"""Tests for SQuAD reading and validation (dpr.data.squad, used by data_prep and dpr.evaluate)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.errors import DataPrepError
-from data_prep.squad import load_squad_file, source_labels
+from dpr.data.records import DataFormatError
+from dpr.data.squad import load_squad_file, source_labels
+
+V2_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "squad_fr_v2.json"
 
 
 def write(tmp_path: Path, payload: object, name: str = "f.json") -> Path:
@@ -23,10 +25,10 @@ def one_question(context: str, text: str, start: int, **extra: object) -> dict:
                                                         "qas": [{**qa, **extra}]}]}]}
 
 
-def test_load_v2_unanswerable_questions_are_counted(v2_fixture: Path) -> None:
+def test_load_v2_unanswerable_questions_are_counted() -> None:
     # Given a v2 file with one answerable and two unanswerable questions
     # When loading it
-    loaded = load_squad_file(v2_fixture, source="v2")
+    loaded = load_squad_file(V2_FIXTURE, source="v2")
     # Then only the answerable one is kept and the others are counted
     assert [q.qid for p in loaded.paragraphs for q in p.questions] == ["lille-1"]
     assert loaded.stats["dropped_unanswerable"] == 2
@@ -62,7 +64,7 @@ def test_load_offset_mismatch_names_record_and_respects_strict(tmp_path: Path) -
     context = "La capitale de la France est Paris."
     path = write(tmp_path, one_question(context, "Paris", context.index("Paris") + 1))
     # When loading strictly, then leniently
-    with pytest.raises(DataPrepError, match=r"f\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] "
+    with pytest.raises(DataFormatError, match=r"f\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] "
                        r"\(id=q1\) answers\[0\]: answer_start 30 does not match"):
         load_squad_file(path, source="f", strict=True)
     loaded = load_squad_file(path, source="f")
@@ -78,9 +80,10 @@ def test_load_wrong_types_are_errors(tmp_path: Path) -> None:
     bad_title = write(tmp_path, {"data": [{"title": 3, "paragraphs": []}]}, "b.json")
     # When loading them
     # Then the errors name the file, the record and the field
-    with pytest.raises(DataPrepError, match=r"a\.json: data\[0\]: field 'paragraphs' must be list"):
+    with pytest.raises(DataFormatError,
+                       match=r"a\.json: data\[0\]: field 'paragraphs' must be list"):
         load_squad_file(bad_paragraphs, source="a")
-    with pytest.raises(DataPrepError, match=r"b\.json: data\[0\]: field 'title' must be str"):
+    with pytest.raises(DataFormatError, match=r"b\.json: data\[0\]: field 'title' must be str"):
         load_squad_file(bad_title, source="b")
 
 

@@ -1,0 +1,123 @@
+"""Readers of the TSV inputs: passage TSV files and question/answer TSV files.
+
+The one reader of each format: ``dpr.evaluate``, ``dense_retriever.py``,
+``generate_dense_embeddings.py`` and the ``data_prep`` tests use them.
+
+Passage TSV (DPR's format, written by ``data_prep``): tab separated, Python ``csv`` default
+quoting, columns ``id``, ``text``, ``title``; rows whose first field is ``id`` are headers and
+skipped. ``.gz`` files are read transparently.
+
+QA TSV: ``question<TAB>answers`` where the answers are a JSON list of strings (``data_prep``)
+or DPR's original Python-literal list (parsed with ``ast.literal_eval``, never evaluated).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dpr.data.records import DataFormatError
+from dpr.utils.io import open_text
+
+logger = logging.getLogger(__name__)
+
+InputFormatError = DataFormatError
+"""An input file that cannot be read; the message names the file and line (the data layer's
+one error class for bad data files, also raised by the JSON and SQuAD readers)."""
+
+
+@dataclass(frozen=True)
+class TsvPassage:
+    """One passage of the retrieval corpus."""
+
+    id: str
+    text: str
+    title: str
+
+
+def iter_passages(path: str | os.PathLike[str]) -> Iterator[TsvPassage]:
+    """Yields the passages of a passage TSV file in file order.
+
+    Raises:
+        InputFormatError: On a row without 3 fields, an empty id or a missing file.
+    """
+    path = os.fspath(path)
+    try:
+        with open_text(path) as handle:
+            reader = csv.reader(handle, delimiter="\t")
+            for row in reader:
+                if row and row[0] == "id":
+                    continue
+                if len(row) != 3 or not row[0]:
+                    raise InputFormatError(
+                        f"{path}:{reader.line_num}: expected 3 tab-separated fields id, text, "
+                        f"title, got {len(row)} field(s)" + ("" if row else " (empty line)"))
+                yield TsvPassage(row[0], row[1], row[2])
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputFormatError(f"{path}: cannot read passages: {err}") from err
+
+
+def read_passages(path: str | os.PathLike[str]) -> dict[str, TsvPassage]:
+    """Reads a passage TSV file into a dict keyed by id (file order kept).
+
+    Raises:
+        InputFormatError: On a malformed row or a duplicate id.
+    """
+    passages: dict[str, TsvPassage] = {}
+    for passage in iter_passages(path):
+        if passage.id in passages:
+            raise InputFormatError(f"{os.fspath(path)}: duplicate passage id {passage.id!r}")
+        passages[passage.id] = passage
+    logger.info("Read %d passages from %s", len(passages), os.fspath(path))
+    return passages
+
+
+def parse_answers(field: str) -> list[str]:
+    """Parses an answer list written as JSON or as a Python literal.
+
+    Raises:
+        ValueError: If the field is not a list of strings.
+    """
+    try:
+        answers = json.loads(field)
+    except json.JSONDecodeError:
+        try:
+            answers = ast.literal_eval(field)
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+            raise ValueError("answers are neither a JSON list nor a Python literal list") \
+                from err
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise ValueError("answers must be a list of strings")
+    return answers
+
+
+def read_qas(path: str | os.PathLike[str]) -> list[tuple[str, list[str]]]:
+    """Reads a QA TSV file into (question, answers) pairs.
+
+    Raises:
+        InputFormatError: On a line without a TAB or with unreadable answers.
+    """
+    path = os.fspath(path)
+    rows: list[tuple[str, list[str]]] = []
+    try:
+        with open_text(path) as handle:
+            for number, line in enumerate(handle, start=1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                question, sep, field = line.partition("\t")
+                if not sep:
+                    raise InputFormatError(f"{path}:{number}: expected question<TAB>answers")
+                try:
+                    rows.append((question, parse_answers(field.strip())))
+                except ValueError as err:
+                    raise InputFormatError(f"{path}:{number}: {err}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputFormatError(f"{path}: cannot read questions: {err}") from err
+    logger.info("Read %d questions from %s", len(rows), path)
+    return rows

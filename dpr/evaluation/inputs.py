@@ -1,0 +1,113 @@
+"""What an evaluation reads: the corpus searched and the questions asked.
+
+* a passage TSV (:func:`read_tsv_corpus`) with a QA TSV or DPR training JSON
+  (:func:`read_questions`);
+* or one SQuAD-format file (:func:`read_squad`): the corpus is its paragraphs, the questions
+  its answerable questions, the gold passage of a question its own paragraph.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dpr.data.records import read_json_records
+from dpr.data.squad import load_squad_file
+from dpr.data.tsv import InputFormatError, read_passages, read_qas
+from dpr.utils.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationError(InputError):
+    """Bad input for the evaluation; the message names the file."""
+
+
+@dataclass
+class Corpus:
+    """The passages searched, in index order."""
+
+    ids: list[str]
+    titles: list[str]
+    texts: list[str]
+    source: str
+
+
+@dataclass
+class QuestionSet:
+    """Questions with their answers and, in SQuAD mode, their gold passage indices."""
+
+    source: str
+    questions: list[str]
+    answers: list[list[str]]
+    gold: list[set[int]] | None = None
+    num_relevant: list[int] = field(default_factory=list)
+    prepared: list[list[str]] = field(default_factory=list)  # answers as the matcher takes them
+
+
+def read_tsv_corpus(path: str) -> Corpus:
+    """Passages of a DPR passage TSV file, in file order.
+
+    Raises:
+        InputFormatError: On a malformed row, a duplicate id or no passage at all.
+    """
+    passages = list(read_passages(path).values())
+    if not passages:
+        raise InputFormatError(f"{path}: no passages")
+    return Corpus([p.id for p in passages], [p.title for p in passages],
+                  [p.text for p in passages], path)
+
+
+def read_squad(path: str) -> tuple[Corpus, QuestionSet]:
+    """A SQuAD-format file as corpus and questions.
+
+    The corpus is the file's paragraphs (identical title + context kept once), the questions
+    its answerable questions, each question's gold set its own paragraph.
+
+    Raises:
+        DataFormatError: On a malformed file (see :func:`dpr.data.squad.load_squad_file`).
+        EvaluationError: If the file has no answerable question.
+    """
+    squad = load_squad_file(path, source=Path(path).stem)
+    corpus = Corpus([], [], [], path)
+    qset = QuestionSet(path, [], [], gold=[])
+    position: dict[tuple[str, str], int] = {}
+    for paragraph in squad.paragraphs:
+        key = (paragraph.title, paragraph.context)
+        if key not in position:
+            position[key] = len(corpus.ids)
+            corpus.ids.append(paragraph.key)
+            corpus.titles.append(paragraph.title)
+            corpus.texts.append(" ".join(paragraph.context.split()))
+        for question in paragraph.questions:
+            qset.questions.append(question.question)
+            qset.answers.append(list(dict.fromkeys(a.text for a in question.answers)))
+            qset.gold.append({position[key]})
+    if not qset.questions:
+        raise EvaluationError(f"{path}: no answerable questions")
+    return corpus, qset
+
+
+def read_questions(path: str) -> QuestionSet:
+    """Questions and answers of a QA TSV file or of a DPR training JSON / JSON Lines file.
+
+    A JSON file's records need a ``question`` string and an ``answers`` list (data_prep's
+    ``DPR_FR_*.json``).
+
+    Raises:
+        InputError: On a malformed file or record (the message names both).
+    """
+    name = path[:-3] if path.endswith(".gz") else path
+    if not name.endswith((".json", ".jsonl")):
+        rows = read_qas(path)
+        return QuestionSet(path, [q for q, _ in rows], [a for _, a in rows])
+    qset = QuestionSet(path, [], [])
+    for i, record in enumerate(read_json_records(path)):
+        if not isinstance(record, dict) or not isinstance(record.get("question"), str) \
+                or not isinstance(record.get("answers"), list):
+            raise EvaluationError(f"{path}: record {i} lacks a 'question' string or an "
+                                  "'answers' list")
+        qset.questions.append(record["question"])
+        qset.answers.append([str(a) for a in record["answers"]])
+    return qset

@@ -1,0 +1,181 @@
+"""The evaluation report: per-retriever metrics, paired sign tests, table, plot, results.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dpr.evaluation.inputs import QuestionSet
+from dpr.evaluation.metrics import first_hit_rank, retrieval_metrics
+from dpr.evaluation.relevance import Judge
+from dpr.utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+
+def score_rankings(judge: Judge, qset: QuestionSet, rankings: Mapping[str, list[np.ndarray]],
+                   seconds: Mapping[str, float], *, ks: Sequence[int], n_docs: int
+                   ) -> dict[str, dict[str, Any]]:
+    """Every metric of every retriever, with its seconds and each question's first-hit rank."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, ranking in rankings.items():
+        relevance = judge.relevance(qset, ranking)
+        metrics = retrieval_metrics(relevance, qset.num_relevant, ks=ks, curve_to=n_docs)
+        metrics["seconds"] = round(seconds[name], 3)
+        metrics["first_hit_rank"] = [first_hit_rank(flags) for flags in relevance]
+        results[name] = metrics
+    return results
+
+
+def hits_at(results: Mapping[str, dict[str, Any]], k: int) -> dict[str, list[bool]]:
+    """Per retriever, whether each question has a relevant passage in the top k."""
+    return {name: [r is not None and r < k for r in metrics["first_hit_rank"]]
+            for name, metrics in results.items()}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test p-value for paired wins/losses (ties dropped)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(results: Mapping[str, dict[str, Any]], hits: Mapping[str, list[bool]], k: int,
+           first: str, second: str) -> dict[str, Any]:
+    """``first`` against ``second`` at top-k: questions only one of them answers, sign test."""
+    wins = sum(1 for a, b in zip(hits[first], hits[second]) if a and not b)
+    losses = sum(1 for a, b in zip(hits[first], hits[second]) if b and not a)
+    return {"retriever": second, "wins": wins, "losses": losses,
+            "difference": results[first]["top_k"][k] - results[second]["top_k"][k],
+            "p_value": sign_test(wins, losses)}
+
+
+def markdown_table(results: dict[str, dict[str, Any]], ks: Sequence[int]) -> str:
+    """One row per retriever: top-k accuracies, MRR@10, MAP@10, recall@20/@100 (or at the
+    largest k when smaller), in %."""
+    recall_ks = [k for k in (20, 100) if k in ks] or [ks[-1]]
+    head = ["Retriever"] + [f"Top-{k}" for k in ks] + ["MRR@10", "MAP@10"] + \
+        [f"R@{k}" for k in recall_ks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, metrics in results.items():
+        cells = [name] + [f"{100 * metrics['top_k'][k]:.1f}" for k in ks]
+        cells += [f"{100 * metrics['mrr@10']:.1f}", f"{100 * metrics['map@10']:.1f}"]
+        cells += [f"{100 * metrics['recall'][k]:.1f}" for k in recall_ks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(results: dict[str, dict[str, Any]], hits: dict[str, list[bool]], k: int
+            ) -> dict[str, Any]:
+    """Ranks retrievers by top-k accuracy (ties by MRR@10); the leader against each other one
+    with a sign test on the questions where exactly one of the two has an answer in its top k."""
+    def key(name: str) -> tuple[float, float]:
+        return results[name]["top_k"][k], results[name]["mrr@10"]
+
+    order = sorted(results, key=lambda name: tuple(-v for v in key(name)))
+    leader = order[0]
+    rows = [paired(results, hits, k, leader, other) for other in order[1:]]
+    pairs = {f"{a} vs {b}": paired(results, hits, k, a, b)
+             for i, a in enumerate(order) for b in order[i + 1:]}
+    ranking = order[0]
+    for before, name in zip(order, order[1:]):
+        ranking += (" = " if key(before) == key(name) else " > ") + name
+    return {"metric": f"top-{k} accuracy", "tie_break": "mrr@10", "order": order,
+            "ranking": ranking, "leader": leader, "against": rows, "pairs": pairs}
+
+
+def _significance(p_value: float) -> str:
+    return "significant" if p_value < 0.05 else "not significant"
+
+
+def verdict(comparison: dict[str, Any]) -> str:
+    """The comparison in words."""
+    leader = comparison["leader"]
+    lines = [f"By {comparison['metric']} (ties by MRR@10): {comparison['ranking']}"]
+    for row in comparison["against"]:
+        lines.append(
+            f"  {leader} vs {row['retriever']}: {100 * row['difference']:+.1f} points; "
+            f"{row['wins']} questions answered only by {leader}, {row['losses']} only by "
+            f"{row['retriever']} (sign test p = {row['p_value']:.3g}, "
+            f"{_significance(row['p_value'])} at 5%)")
+    return "\n".join(lines)
+
+
+def plot_curves(results: dict[str, dict[str, Any]], path: str, title: str) -> None:
+    """Top-k accuracy against k for every retriever, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, metrics in results.items():
+        curve = metrics["curve"]
+        ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], label=name, linewidth=1.8)
+    ax.set_xscale("log")
+    ticks = [k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if k <= len(curve)]
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("k (passages retrieved)")
+    ax.set_ylabel("top-k accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the libraries that produce the numbers."""
+    out = {"python": platform.python_version(), "platform": platform.platform(),
+           "processor": platform.processor() or platform.machine()}
+    for name in ("torch", "transformers", "faiss", "bm25s", "numpy", "sentence_transformers"):
+        module = sys.modules.get(name)
+        if module is None and name != "sentence_transformers":
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        if module is not None:
+            out[name] = str(getattr(module, "__version__", "unknown"))
+    return out
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as the command line prints it: table, verdict, fusion settings."""
+    parts = [markdown_table(report["results"], report["ks"])]
+    if report["comparison"]:
+        parts.append(verdict(report["comparison"]))
+    fusion = report["fusion"]
+    if fusion:
+        parts.append(f"hybrid λ = {fusion['lambda']:g}"
+                     + (f" (tuned on {fusion['tuning']['file']})" if "tuning" in fusion else ""))
+    return "\n\n".join(parts)
+
+
+def write_outputs(report: dict[str, Any], output_dir: str) -> tuple[str, str]:
+    """results.json and topk_accuracy.png in ``output_dir``; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, "results.json")
+    with atomic_write(json_path) as handle:
+        json.dump(report, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    plot_path = os.path.join(output_dir, "topk_accuracy.png")
+    plot_curves(report["results"], plot_path,
+                f"{report['questions']['count']} questions, {report['corpus']['passages']} "
+                f"passages ({os.path.basename(report['questions']['source'])})")
+    return json_path, plot_path

@@ -1,0 +1,58 @@
+"""``python -m dpr.evaluate`` error plumbing: user errors are one line, bugs keep a traceback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from dpr import evaluate
+from dpr.evaluation import runs
+from dpr.utils.errors import InputError
+
+
+def test_help_exits_0_and_lists_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given the CLI, when asking for help, then it returns 0 and documents --debug
+    assert evaluate.main(["--help"]) == 0
+    assert "--debug" in capsys.readouterr().out
+
+
+def test_missing_passage_file_is_one_line_exit_1(
+        tmp_path: Path, corpus: tuple[Path, Path], caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a passage file that does not exist
+    missing = tmp_path / "absent.tsv"
+    # When evaluating BM25 on it
+    with caplog.at_level(logging.ERROR):
+        code = evaluate.main(["--quiet", "--passages", str(missing), "--qa", str(corpus[1]),
+                              "--retrievers", "bm25"])
+    # Then it exits 1 with one error line naming the file and no traceback
+    assert code == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and str(missing) in errors[0].getMessage()
+    assert errors[0].exc_info is None
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_debug_shows_user_errors_with_their_traceback(tmp_path: Path,
+                                                      corpus: tuple[Path, Path]) -> None:
+    # Given the same missing file and --debug, then the InputError propagates
+    with pytest.raises(InputError, match="absent.tsv"):
+        evaluate.main(["--quiet", "--debug", "--passages", str(tmp_path / "absent.tsv"),
+                       "--qa", str(corpus[1]), "--retrievers", "bm25"])
+
+
+@pytest.mark.parametrize("error", [ValueError, RuntimeError])
+def test_internal_error_is_not_reported_as_user_error(
+        error: type[Exception], corpus: tuple[Path, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a bug inside the evaluation (a bare ValueError/RuntimeError from BM25 scoring)
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise error("internal bug")
+
+    monkeypatch.setattr(runs, "BM25Retriever", broken)
+    # When evaluating, then the exception escapes with its traceback (no exit status 1)
+    with pytest.raises(error, match="internal bug"):
+        evaluate.main(["--quiet", "--passages", str(corpus[0]), "--qa", str(corpus[1]),
+                       "--retrievers", "bm25"])
