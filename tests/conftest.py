@@ -120,13 +120,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path,
                dpr_files) -> Path:
     """A tiny CamemBERT bi-encoder trained for two steps."""
-    folder = tmp_path_factory.mktemp("train")
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("train"), "hf_roberta", tiny_camembert,
+                                 dpr_files[0], records=slice(0, 16))
+
+
+def train_tiny_checkpoint(folder: Path, encoder_type: str, model_cfg: Path, train_file: Path,
+                          *, records: slice) -> Path:
+    """Trains a tiny bi-encoder for one epoch (batch 8) on ``records`` of ``train_file``."""
     subset = folder / "train.json"
-    records = json.loads(dpr_files[0].read_text(encoding="utf-8"))[:16]
-    subset.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    chosen = json.loads(train_file.read_text(encoding="utf-8"))[records]
+    subset.write_text(json.dumps(chosen, ensure_ascii=False), encoding="utf-8")
     out = folder / "out"
     assert train_dense_encoder.main([
-        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+        "--encoder_model_type", encoder_type, "--pretrained_model_cfg", str(model_cfg),
         "--train_file", str(subset), "--output_dir", str(out), "--batch_size", "8",
         "--sequence_length", "64", "--num_train_epochs", "1", "--warmup_steps", "0"]) == 0
     (path,) = out.glob("dpr_biencoder.*")

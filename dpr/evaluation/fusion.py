@@ -7,16 +7,24 @@ Both fusions rerank the union of the two top-``depth`` lists:
   2000);
 * reciprocal rank fusion (Cormack et al. 2009): ``score = Σ 1 / (k + rank)`` over the lists
   that contain the passage, ranks starting at 1, k = 60 by default.
+* normalised-score fusion (as Pyserini's ``--normalization``): each retriever's scores are
+  normalised per question over the union (``minmax``: ``(s - min) / (max - min)``; ``zscore``:
+  ``(s - mean) / std``, population std; a constant score list becomes all zeros), then
+  ``score = (1 - w) · bm25' + w · dense'`` with ``w`` the weight of the dense side.
 
 Ties are broken by corpus index, so results are deterministic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+Setting = TypeVar("Setting", bound=Hashable)
+FUSION_METHODS = ("minmax", "zscore")
 
 
 @dataclass
@@ -120,9 +128,75 @@ def tune_lambda(candidates: Sequence[Candidates], score_fn: Callable[[list[np.nd
     Returns:
         The best λ (the smallest among equals) and the metric for every λ of the grid.
     """
-    results: dict[float, float] = {}
-    for lam in grid:
-        rankings = [linear_fusion(c, lam, top_k)[0] for c in candidates]
-        results[float(lam)] = float(score_fn(rankings))
+    settings = sorted(float(lam) for lam in grid)
+    return grid_search(candidates, score_fn, settings,
+                       lambda c, lam: linear_fusion(c, lam, top_k)[0])
+
+
+def grid_search(candidates: Sequence[Candidates], score_fn: Callable[[list[np.ndarray]], float],
+                settings: Sequence[Setting], rank: Callable[[Candidates, Setting], np.ndarray]
+                ) -> tuple[Setting, dict[Setting, float]]:
+    """The setting whose rankings maximise ``score_fn``; the first of equals wins.
+
+    Args:
+        candidates: One :class:`Candidates` per tuning question.
+        score_fn: Metric of a list of per-question rankings (corpus indices, best first).
+        settings: The values tried, in order of preference among equals.
+        rank: The ranking of one question's candidates under one setting.
+
+    Returns:
+        The best setting and the metric of every setting.
+    """
+    results = {s: float(score_fn([rank(c, s) for c in candidates])) for s in settings}
     best = max(results.values())
-    return min(lam for lam, value in results.items() if value == best), results
+    return next(s for s in settings if results[s] == best), results
+
+
+def normalise(scores: np.ndarray, method: str) -> np.ndarray:
+    """Per-question score normalisation over the candidates: ``minmax`` or ``zscore``.
+
+    A list whose scores are all equal normalises to zeros (it then ranks nothing).
+
+    Raises:
+        ValueError: For an unknown method (the command line only offers the known ones).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if method == "minmax":
+        spread = scores.max() - scores.min() if len(scores) else 0.0
+        return (scores - scores.min()) / spread if spread > 0 else np.zeros_like(scores)
+    if method == "zscore":
+        std = scores.std() if len(scores) else 0.0
+        return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+    raise ValueError(f"unknown normalisation {method!r} (choose among {FUSION_METHODS})")
+
+
+def normalised_scores(candidates: Candidates, method: str, weight: float) -> np.ndarray:
+    """``(1 - weight) · norm(bm25) + weight · norm(dense)`` of each union member."""
+    return ((1.0 - weight) * normalise(candidates.sparse, method)
+            + weight * normalise(candidates.dense, method))
+
+
+def normalised_fusion(candidates: Candidates, method: str, weight: float, top_k: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by normalised-score fusion: (corpus indices, scores), best first."""
+    return _ranked(candidates, normalised_scores(candidates, method, weight), top_k)
+
+
+DEFAULT_FUSION_WEIGHT = 0.5
+DEFAULT_WEIGHT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+def tune_normalised_fusion(candidates: Sequence[Candidates],
+                           score_fn: Callable[[list[np.ndarray]], float], *,
+                           methods: Sequence[str] = FUSION_METHODS,
+                           weights: Sequence[float] = DEFAULT_WEIGHT_GRID, top_k: int = 100
+                           ) -> tuple[tuple[str, float], dict[tuple[str, float], float]]:
+    """Chooses the normalisation and the dense weight maximising ``score_fn``.
+
+    Returns:
+        The best ``(method, weight)`` (the first of equals in ``methods`` order, then by
+        increasing weight) and the metric of every pair.
+    """
+    settings = [(m, float(w)) for m in methods for w in sorted(weights)]
+    return grid_search(candidates, score_fn, settings,
+                       lambda c, s: normalised_fusion(c, s[0], s[1], top_k)[0])

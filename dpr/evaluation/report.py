@@ -60,6 +60,50 @@ def paired(results: Mapping[str, dict[str, Any]], hits: Mapping[str, list[bool]]
             "p_value": sign_test(wins, losses)}
 
 
+def paired_tests(results: Mapping[str, dict[str, Any]], pairs: Sequence[tuple[str, str]],
+                 ks: Sequence[int]) -> list[dict[str, Any]]:
+    """The sign test of each requested pair ``(expected winner, other)`` at each k.
+
+    Returns:
+        One entry per pair: ``first``, ``second``, and per ``top-<k>`` the wins of ``first``,
+        its losses, the accuracy difference and the two-sided p-value.
+    """
+    hits = {k: hits_at(results, k) for k in ks}
+    return [{"first": first, "second": second,
+             "at": {f"top-{k}": paired(results, hits[k], k, first, second) for k in ks}}
+            for first, second in pairs]
+
+
+def pairs_text(tests: Sequence[dict[str, Any]]) -> str:
+    """The requested pairs in words (one line per pair)."""
+    lines = ["Requested pairs (two-sided sign test on the questions only one of the two "
+             "answers):"]
+    for test in tests:
+        cells = []
+        for at, row in test["at"].items():
+            cells.append(f"{at} {100 * row['difference']:+.1f} points ({row['wins']} vs "
+                         f"{row['losses']} questions, p = {row['p_value']:.3g}, "
+                         f"{_significance(row['p_value'])})")
+        lines.append(f"  {test['first']} > {test['second']}?  " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+def fusion_text(fusion: dict[str, Any], retrievers: Sequence[str]) -> str:
+    """The fusion settings that were used, in words."""
+    tuned = f" (tuned on {fusion['tuning']['file']})" if "tuning" in fusion else ""
+    lines = []
+    if "hybrid" in retrievers:
+        lines.append(f"hybrid λ = {fusion['lambda']:g}" + tuned)
+    if "normalised" in fusion:
+        setting = fusion["normalised"]
+        why = tuned if setting["source"] == "tuned" else (
+            " (default, untuned)" if setting["source"] == "default" else " (set by flags)")
+        lines.append(f"fusion: {setting['method']} normalisation, dense weight "
+                     f"{setting['dense_weight']:g}{why}")
+    lines.append(f"dense side of the fusions: {fusion['dpr']}")
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict[str, dict[str, Any]], ks: Sequence[int]) -> str:
     """One row per retriever: top-k accuracies, MRR@10, MAP@10, recall@20/@100 (or at the
     largest k when smaller), in %."""
@@ -160,10 +204,10 @@ def render(report: dict[str, Any]) -> str:
     parts = [markdown_table(report["results"], report["ks"])]
     if report["comparison"]:
         parts.append(verdict(report["comparison"]))
-    fusion = report["fusion"]
-    if fusion:
-        parts.append(f"hybrid λ = {fusion['lambda']:g}"
-                     + (f" (tuned on {fusion['tuning']['file']})" if "tuning" in fusion else ""))
+    if report.get("pairs"):
+        parts.append(pairs_text(report["pairs"]))
+    if report["fusion"]:
+        parts.append(fusion_text(report["fusion"], list(report["results"])))
     return "\n\n".join(parts)
 
 
