@@ -15,8 +15,8 @@ from dpr.models.checkpoint import (
     from_dpr_layout,
     load_checkpoint,
     load_model_state,
-    merge_encoder_params,
     parse_checkpoint_name,
+    resolve_encoder_params,
     save_checkpoint,
     to_dpr_layout,
 )
@@ -141,13 +141,13 @@ def test_find_latest_checkpoint_orders_by_epoch_and_offset(tmp_path: Path) -> No
     assert find_latest_checkpoint(tmp_path / "missing", "dpr_biencoder") is None
 
 
-def test_merge_encoder_params_model_values_from_checkpoint_paths_from_cli() -> None:
+def test_resolve_encoder_params_model_values_from_checkpoint_paths_from_cli() -> None:
     cli = {"do_lower_case": False, "pretrained_model_cfg": "new/path", "encoder_model_type":
            "hf_roberta", "pretrained_file": None, "projection_dim": 0, "sequence_length": 128}
     stored = {"do_lower_case": True, "pretrained_model_cfg": "old/path", "encoder_model_type":
               "hf_roberta", "pretrained_file": "old/file", "projection_dim": 0,
               "sequence_length": 256}
-    merged, messages = merge_encoder_params(cli, stored)
+    merged, messages = resolve_encoder_params(cli, stored)
     assert merged == {"do_lower_case": True, "pretrained_model_cfg": "new/path",
                       "encoder_model_type": "hf_roberta", "pretrained_file": "old/file",
                       "projection_dim": 0, "sequence_length": 256}
