@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import DPRContextEncoder, DPRQuestionEncoder
 
-from dpr.data.recipe import Recipe, passage_items, question_items
+from dpr.data.recipe import Recipe, encode_in_batches, passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, export_tensorizer
 from dpr.models.biencoder import BiEncoder
 from dpr.models.encoder import encode_ids
@@ -56,15 +56,21 @@ def _items(side: str, recipe: Recipe) -> list:
     return passage_items([t for t, _ in VERIFY_PASSAGES], [x for _, x in VERIFY_PASSAGES], recipe)
 
 
+def _vectors(encode_fn, tensorizer: Tensorizer, items: list, dim: int) -> torch.Tensor:
+    """All check inputs encoded in one batch (`encode_in_batches`), as a tensor [N × D]."""
+    return torch.from_numpy(encode_in_batches(encode_fn, tensorizer, items, dim=dim,
+                                              batch_size=len(items)))
+
+
 def reference(biencoder: BiEncoder, tensorizer: Tensorizer) -> dict[str, tuple]:
     """The training path's ids and vectors per side: {"question"|"ctx": (ids lists, [N × D])}."""
     biencoder.eval()
     out = {}
+    dim = biencoder.question_model.out_size
     for side, encode in (("question", biencoder.encode_questions),
                          ("ctx", biencoder.encode_contexts)):
-        ids = tensorizer.encode_items(_items(side, tensorizer.recipe))
-        with torch.no_grad():
-            out[side] = (ids, encode(*tensorizer.pad(ids)))
+        items = _items(side, tensorizer.recipe)
+        out[side] = (tensorizer.encode_items(items), _vectors(encode, tensorizer, items, dim))
     return out
 
 
@@ -86,37 +92,40 @@ def _max_diff(name: str, got: torch.Tensor, want: torch.Tensor, tolerance: float
     return diff
 
 
-def _folder_ids(folder: Path, side: str, want_ids: list[list[int]], *,
-                use_fast: bool = True) -> tuple[Tensorizer, list[list[int]]]:
-    """The folder's tokenizer and stored recipe applied to the check inputs; ids checked."""
+def _folder_inputs(folder: Path, side: str, want_ids: list[list[int]], *,
+                   use_fast: bool = True) -> tuple[Tensorizer, list]:
+    """The folder's tokenizer and stored recipe applied to the check inputs; ids checked.
+
+    Returns:
+        The folder's tensorizer and the prepared inputs.
+    """
     tensorizer = export_tensorizer(folder, exported_params(folder), use_fast=use_fast)
-    ids = tensorizer.encode_items(_items(side, tensorizer.recipe))
+    items = _items(side, tensorizer.recipe)
     kind = "fast" if use_fast else "SentencePiece"
-    _check_ids(f"{folder.name} ({kind} tokenizer)", ids, want_ids)
-    return tensorizer, ids
+    _check_ids(f"{folder.name} ({kind} tokenizer)", tensorizer.encode_items(items), want_ids)
+    return tensorizer, items
 
 
 def verify_hf_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) -> float:
     """AutoTokenizer + AutoModel (+ encode_proj.safetensors): first-token vectors vs `ref`."""
     want_ids, want = ref
-    tensorizer, ids = _folder_ids(folder, side, want_ids)
+    tensorizer, items = _folder_inputs(folder, side, want_ids)
     if (folder / "sentencepiece.bpe.model").is_file():
-        _folder_ids(folder, side, want_ids, use_fast=False)
-    with torch.no_grad():
-        vectors = encode_ids(load_auto_model(folder), *tensorizer.pad(ids),
-                             load_projection(folder))
+        _folder_inputs(folder, side, want_ids, use_fast=False)
+    model, projection = load_auto_model(folder), load_projection(folder)
+    vectors = _vectors(lambda ids, mask: encode_ids(model, ids, mask, projection), tensorizer,
+                       items, want.shape[1])
     return _max_diff(f"{folder.name} (transformers)", vectors, want, tolerance)
 
 
 def verify_dpr_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) -> float:
     """Hugging Face's DPRQuestionEncoder/DPRContextEncoder: `pooler_output` vs `ref`."""
     want_ids, want = ref
-    tensorizer, ids = _folder_ids(folder, side, want_ids)
+    tensorizer, items = _folder_inputs(folder, side, want_ids)
     cls = DPRQuestionEncoder if side == "question" else DPRContextEncoder
     model = cls.from_pretrained(folder).eval()
-    ids_tensor, mask = tensorizer.pad(ids)
-    with torch.no_grad():
-        vectors = model(input_ids=ids_tensor, attention_mask=mask.long()).pooler_output
+    vectors = _vectors(lambda ids, mask: model(input_ids=ids, attention_mask=mask.long()
+                                               ).pooler_output, tensorizer, items, want.shape[1])
     return _max_diff(f"{folder.name} ({cls.__name__})", vectors, want, tolerance)
 
 

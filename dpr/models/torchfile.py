@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -13,9 +14,10 @@ import torch
 
 from dpr.utils.errors import DprError
 
-# What a corrupted, truncated or foreign file makes `torch.load` raise.
+# What a corrupted, truncated or foreign file makes `torch.load` raise (the weights-only
+# unpickler fails with IndexError/KeyError/TypeError on garbage opcodes).
 UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError,
-              ImportError, ValueError)
+              ImportError, ValueError, IndexError, KeyError, TypeError, struct.error)
 
 
 def looks_like_torch_file(path: str) -> bool:

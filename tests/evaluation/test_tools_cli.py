@@ -4,15 +4,19 @@ line and exit 1 (2 for bad flags), bugs keep their traceback, --help exits 0."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import dense_retriever
 import generate_dense_embeddings
+from dpr.evaluation.dense_models import load_dpr_model
 from dpr.evaluation.index import EmbeddingFileError, read_embeddings, write_embeddings
 from dpr.utils.errors import InputError
+from dpr2hf.cli import main as dpr2hf_main
 
 
 def _generate_args(checkpoint: Path, passages: Path, prefix: Path, *extra: str) -> list[str]:
@@ -141,3 +145,29 @@ def test_read_embeddings_bad_file_is_an_input_error(tmp_path: Path) -> None:
         read_embeddings(bad)
     with pytest.raises(InputError, match="expected a .npy"):
         read_embeddings(tmp_path / "v.txt")
+
+
+def test_every_tool_finds_stored_relative_paths_beside_the_checkpoint(
+        tmp_path: Path, monkeypatch, checkpoint: Path, tiny_camembert: Path, corpus,
+        shard: Path) -> None:
+    # Given the checkpoint moved with its model folder, its stored path made relative to it,
+    # and the tools run from another directory (where the relative path does not exist)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_camembert, run / "camembert-tiny")
+    state = torch.load(checkpoint, weights_only=True)
+    state["encoder_params"]["pretrained_model_cfg"] = "camembert-tiny"
+    moved = run / "dpr_biencoder.0"
+    torch.save(state, moved)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    # When embedding, retrieving, loading for dpr.evaluate and converting with dpr2hf
+    prefix = tmp_path / "emb" / "p"
+    assert generate_dense_embeddings.main(_generate_args(moved, corpus[0], prefix)) == 0
+    assert dense_retriever.main(_retrieve_args(moved, corpus, f"{prefix}_*.npy",
+                                               tmp_path / "r.json")) == 0
+    model = load_dpr_model(str(moved), {}, device=torch.device("cpu"), batch_size=4, quiet=True)
+    assert dpr2hf_main([str(moved), "--output_dir", str(tmp_path / "hf")]) == 0
+    # Then they all used the model folder beside the checkpoint: same vectors as before
+    np.testing.assert_allclose(read_embeddings(f"{prefix}_0.npy")[1],
+                               read_embeddings(f"{shard}_0.npy")[1], atol=1e-6)
+    assert model.model.encoder_params["pretrained_model_cfg"] == str(run / "camembert-tiny")
