@@ -35,6 +35,7 @@ def test_load_torch_file_refuses_objects_unless_allowed_and_allowed_globals_pass
     assert loaded["args"].lr == 1.0
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_fairseq_folder_with_corrupted_model_pt_is_a_format_error(tmp_path: Path) -> None:
     (tmp_path / "model.pt").write_bytes(b"\x80garbage")
     with pytest.raises(FairseqFormatError, match="model.pt: cannot be read"):
