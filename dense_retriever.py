@@ -23,16 +23,15 @@ from dpr.evaluation.encode import (
     load_inference_model,
     pick_device,
 )
-from dpr.evaluation.index import DenseIndex, read_embeddings
+from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
-from dpr.evaluation.passages import InputFormatError, TsvPassage, read_passages, read_qas
-from dpr.models.checkpoint import CheckpointError
+from dpr.evaluation.passages import TsvPassage, read_passages, read_qas
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import atomic_write
 from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("dense_retriever")
-
-USER_ERRORS = (CheckpointError, InputFormatError, ValueError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,16 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_or_load_index", action="store_true",
                         help="Reuse <stem>.index + <stem>.meta.json when present (stem: first "
                         "embedding file without its last '_' part), else build and save them.")
+    add_debug_flag(parser)
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raises UsageError (exit status 2) for counts below 1."""
+    for name in ("n_docs", "batch_size", "index_buffer"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('n_docs', 'n-docs')} must be >= 1")
 
 
 def build_index(files: list[str], args: argparse.Namespace) -> DenseIndex:
     """Indexes every embedding file (φ over all of them for HNSW)."""
     parts = [read_embeddings(f, allow_pickle=args.allow_unsafe_pickle) for f in files]
+    sizes = {v.shape[1] for _, v in parts}
+    if len(sizes) > 1:
+        raise EmbeddingFileError(f"{args.encoded_ctx_file}: files hold vectors of different "
+                                 f"sizes {sorted(sizes)}")
     ids = [i for part_ids, _ in parts for i in part_ids]
     vectors = np.concatenate([v for _, v in parts]) if parts else np.zeros((0, 0), np.float32)
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{args.encoded_ctx_file}: a passage id occurs in several vectors")
+        raise EmbeddingFileError(f"{args.encoded_ctx_file}: a passage id occurs in several "
+                                 "vectors")
     index = DenseIndex(vectors.shape[1], hnsw=args.hnsw_index)
     index.add(ids, vectors, buffer_size=args.index_buffer, quiet=args.quiet)
     logger.info("Indexed %d vectors from %d file(s)", len(ids), len(files))
@@ -122,9 +134,10 @@ def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Encodes the questions, searches, matches answers and writes the results."""
+    check_args(args)
     files = sorted(glob.glob(args.encoded_ctx_file))
     if not files:
-        raise ValueError(f"--encoded_ctx_file {args.encoded_ctx_file}: no file matches")
+        raise InputError(f"--encoded_ctx_file {args.encoded_ctx_file}: no file matches")
     questions = read_qas(args.qa_file)
     passages = read_passages(args.ctx_file)
     model = load_inference_model(args.model_file, cli_encoder_params(args),
@@ -132,11 +145,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  allow_pickle=args.allow_unsafe_pickle)
     index = get_index(files, args)
     if index.dim != model.dim:
-        raise ValueError(f"{files[0]}: vectors of size {index.dim}, but the model's are "
-                         f"{model.dim} (another checkpoint?)")
+        raise EmbeddingFileError(f"{files[0]}: vectors of size {index.dim}, but the model's are "
+                                 f"{model.dim} (another checkpoint?)")
     missing = sorted(set(index.ids) - set(passages))
     if missing:
-        raise ValueError(f"{args.ctx_file}: passage ids of the embeddings missing, e.g. "
+        raise InputError(f"{args.ctx_file}: passage ids of the embeddings missing, e.g. "
                          f"{missing[:3]}")
     q_vectors = encode_questions(model, [q for q, _ in questions],
                                  batch_size=args.batch_size, quiet=args.quiet)
@@ -155,23 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     """Parses the flags and runs the retrieval.
 
     Returns:
-        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags.
+        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags. Other errors
+        are bugs and propagate with their traceback.
     """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        for name in ("n_docs", "batch_size", "index_buffer"):
-            if getattr(args, name) < 1:
-                parser.error(f"--{name.replace('n_docs', 'n-docs')} must be >= 1")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     setup_logging(0)
-    try:
+
+    def body() -> None:
         run(args)
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 1
-    return 0
+
+    return run_cli(body, prog="dense_retriever", debug=args.debug)
 
 
 if __name__ == "__main__":

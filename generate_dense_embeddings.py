@@ -20,13 +20,12 @@ from dpr.evaluation.encode import (
     pick_device,
 )
 from dpr.evaluation.index import write_embeddings
-from dpr.evaluation.passages import InputFormatError, iter_passages
-from dpr.models.checkpoint import CheckpointError
+from dpr.evaluation.passages import iter_passages
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.errors import UsageError
 from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("generate_dense_embeddings")
-
-USER_ERRORS = (CheckpointError, InputFormatError, ValueError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "s = ceil(rows / num_shards), so every passage is encoded.")
     parser.add_argument("--batch_size", type=int, default=32,
                         help="Passages per forward pass.")
+    add_debug_flag(parser)
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raises UsageError (exit status 2) for inconsistent shard or batch flags."""
+    if args.num_shards < 1:
+        raise UsageError(f"--num_shards must be >= 1, got {args.num_shards}")
+    if not 0 <= args.shard_id < args.num_shards:
+        raise UsageError(f"--shard_id must be in [0, {args.num_shards}), got {args.shard_id}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
 
 
 def shard_bounds(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
@@ -56,6 +66,7 @@ def shard_bounds(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> str:
     """Encodes one shard and writes it; returns the vector file name."""
+    check_args(args)
     model = load_inference_model(args.model_file, cli_encoder_params(args),
                                  device=pick_device(args.no_cuda),
                                  allow_pickle=args.allow_unsafe_pickle)
@@ -76,26 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     """Parses the flags and encodes one shard.
 
     Returns:
-        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags.
+        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags. Other errors
+        are bugs and propagate with their traceback.
     """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.num_shards < 1:
-            parser.error(f"--num_shards must be >= 1, got {args.num_shards}")
-        if not 0 <= args.shard_id < args.num_shards:
-            parser.error(f"--shard_id must be in [0, {args.num_shards}), got {args.shard_id}")
-        if args.batch_size < 1:
-            parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     setup_logging(0)
-    try:
+
+    def body() -> None:
         run(args)
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 1
-    return 0
+
+    return run_cli(body, prog="generate_dense_embeddings", debug=args.debug)
 
 
 if __name__ == "__main__":

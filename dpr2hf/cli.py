@@ -5,16 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dpr.models.checkpoint import CheckpointError
-from dpr.models.fairseq import FairseqFormatError
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli
 from dpr.utils.logging import setup_logging
-from dpr2hf.convert import ConversionError, convert
-from dpr2hf.verify import VerificationError
+from dpr2hf.convert import convert
 
 logger = logging.getLogger("dpr2hf")
-
-USER_ERRORS = (CheckpointError, ConversionError, FairseqFormatError, VerificationError, OSError,
-               ValueError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="Largest accepted absolute difference between the exported "
                              "folders' vectors and the bi-encoder's (default 1e-4).")
+    add_debug_flag(parser)
     return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Converts, then logs what was written and verified."""
+    result = convert(args.checkpoint, args.output_dir,
+                     pretrained_model_cfg=args.pretrained_model_cfg,
+                     pretrained_file=args.pretrained_file, overwrite=args.overwrite,
+                     allow_pickle=args.allow_unsafe_pickle, tolerance=args.tolerance)
+    logger.info("Wrote %s under %s", ", ".join(result.folders), result.output_dir)
+    for name, diff in sorted(result.max_differences.items()):
+        logger.info("Verified %s: max |difference| %.3g (tolerance %g)", name, diff,
+                    args.tolerance)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,25 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0 on success, 1 on bad input or failed verification (the error is logged and nothing is
-        written), 2 on bad flags.
+        written), 2 on bad flags. Other errors are bugs and propagate with their traceback.
     """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     setup_logging(0)
-    try:
-        result = convert(args.checkpoint, args.output_dir,
-                         pretrained_model_cfg=args.pretrained_model_cfg,
-                         pretrained_file=args.pretrained_file, overwrite=args.overwrite,
-                         allow_pickle=args.allow_unsafe_pickle, tolerance=args.tolerance)
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        logger.error("Nothing was written to %s", args.output_dir)
-        return 1
-    logger.info("Wrote %s under %s", ", ".join(result.folders), result.output_dir)
-    for name, diff in sorted(result.max_differences.items()):
-        logger.info("Verified %s: max |difference| %.3g (tolerance %g)", name, diff,
-                    args.tolerance)
-    return 0
+    return run_cli(lambda: run(args), prog="dpr2hf", debug=args.debug,
+                   on_error=lambda: logger.error("Nothing was written to %s", args.output_dir))

@@ -17,12 +17,9 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from safetensors.torch import save_file
 from transformers import (
     DPRConfig,
     DPRContextEncoder,
@@ -32,11 +29,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from dpr.data.tensorizer import Tensorizer, build_tokenizer
+from dpr.data.tensorizer import Tensorizer, tensorizer_for
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import CheckpointError, load_checkpoint
+from dpr.models.checkpoint import SIDE_NAMES
 from dpr.models.encoder import Encoder
-from dpr.models.factory import build_trained_biencoder
+from dpr.models.export import EXPORTED_PARAMS, TOWER_FOLDERS, save_projection
+from dpr.models.factory import load_trained_biencoder
 from dpr.utils.errors import InputError
 from dpr2hf import verify
 from dpr2hf.card import CardInfo, render_card
@@ -44,8 +42,6 @@ from dpr2hf.sbert import write_sentence_transformers_config
 
 logger = logging.getLogger(__name__)
 
-ENCODER_TYPES = ("hf_bert", "hf_roberta", "fairseq_roberta")
-SIDES = {"question": "question_model", "ctx": "ctx_model"}
 MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
 PAIR_NOTE = (
     "For passages pass `(title, text)` tuples, `model.encode([(title, text)])`: "
@@ -79,73 +75,6 @@ def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
                               "(pass --overwrite to replace it)")
 
 
-def read_checkpoint(path: Path, *, allow_pickle: bool) -> Any:
-    """`load_checkpoint` with its unpickling warnings logged."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        state = load_checkpoint(path, allow_pickle=allow_pickle)
-    for item in caught:
-        logger.warning("%s", item.message)
-    return state
-
-
-def _resolve_path(value: str | None, checkpoint: Path) -> str | None:
-    """A stored path as given if it exists, else relative to the checkpoint's folder if it
-    exists there, else unchanged (it may be a hub name)."""
-    if not value or Path(value).exists() or Path(value).is_absolute():
-        return value
-    beside = checkpoint.parent / value
-    if beside.exists():
-        logger.info("Stored path %r resolved relative to the checkpoint: %s", value, beside)
-        return str(beside)
-    return value
-
-
-def encoder_params(stored: dict[str, Any], checkpoint: Path, *,
-                   pretrained_model_cfg: str | None = None,
-                   pretrained_file: str | None = None) -> dict[str, Any]:
-    """The checkpoint's encoder_params with path overrides applied and the type checked."""
-    params = {k: stored.get(k) for k in ("encoder_model_type", "pretrained_model_cfg",
-                                         "pretrained_file", "projection_dim", "sequence_length",
-                                         "do_lower_case")}
-    if params["encoder_model_type"] not in ENCODER_TYPES:
-        raise ConversionError(f"{checkpoint}: unknown encoder_model_type "
-                              f"{params['encoder_model_type']!r} in encoder_params (supported: "
-                              f"{', '.join(ENCODER_TYPES)})")
-    for key, override in (("pretrained_model_cfg", pretrained_model_cfg),
-                          ("pretrained_file", pretrained_file)):
-        params[key] = override or _resolve_path(params[key], checkpoint)
-    cfg = params["pretrained_model_cfg"]
-    if params["encoder_model_type"] == "fairseq_roberta" and not pretrained_model_cfg and not (
-            cfg and Path(cfg).exists()):
-        # The tokenizer comes from the fairseq folder when no separate folder is usable,
-        # as in training (`--pretrained_model_cfg or --pretrained_file`).
-        params["pretrained_model_cfg"] = params["pretrained_file"]
-    params["projection_dim"] = int(params["projection_dim"] or 0)
-    params["sequence_length"] = int(params["sequence_length"] or 512)
-    params["do_lower_case"] = bool(params["do_lower_case"])
-    return params
-
-
-def load_biencoder(state: Any, params: dict[str, Any], *, source: str,
-                   allow_pickle: bool) -> tuple[BiEncoder, Tensorizer]:
-    """The trained bi-encoder (eval mode) and its training tensorizer."""
-    try:
-        biencoder = build_trained_biencoder(params, state.model_dict, source=source,
-                                            allow_pickle=allow_pickle)
-        tokenizer = build_tokenizer(params["encoder_model_type"], params["pretrained_model_cfg"])
-    except CheckpointError:
-        raise
-    except (OSError, ValueError) as err:  # FairseqFormatError and hub-id errors are ValueErrors
-        raise ConversionError(
-            f"{source}: cannot load the model's config/tokenizer from pretrained_model_cfg="
-            f"{params['pretrained_model_cfg']!r}, pretrained_file={params['pretrained_file']!r} "
-            f"(pass --pretrained_model_cfg / --pretrained_file): {err}") from err
-    tensorizer = Tensorizer(tokenizer, max_length=params["sequence_length"],
-                            lowercase=params["do_lower_case"], pad_to_max=False)
-    return biencoder, tensorizer
-
-
 def _export_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str, folder: Path, *,
                       length: int, cls: type | None = None) -> None:
     cls = cls or type(tokenizer)
@@ -157,17 +86,14 @@ def _export_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str, folder: P
 def export_tower(tower: Encoder, folder: Path, *, tensorizer: Tensorizer, params: dict) -> None:
     """The tower's transformer, tokenizer, projection and sentence-transformers config."""
     model = tower.model
-    model.config.dpr = {k: params[k] for k in ("encoder_model_type", "do_lower_case",
-                                               "sequence_length", "projection_dim")}
+    model.config.dpr = {k: params[k] for k in EXPORTED_PARAMS}
     model.save_pretrained(folder, safe_serialization=True)
     del model.config.dpr
     _export_tokenizer(tensorizer.tokenizer, params["pretrained_model_cfg"], folder,
                       length=params["sequence_length"])
     proj = tower.encode_proj
     if proj is not None:
-        save_file({"weight": proj.weight.detach().contiguous().clone(),
-                   "bias": proj.bias.detach().contiguous().clone()},
-                  str(folder / verify.PROJECTION_FILE))
+        save_projection(proj, folder)
     write_sentence_transformers_config(
         folder, hidden_size=model.config.hidden_size, max_seq_length=params["sequence_length"],
         do_lower_case=params["do_lower_case"], projection=proj)
@@ -180,8 +106,7 @@ def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, tensorizer: Tens
     accepted = set(inspect.signature(DPRConfig.__init__).parameters)
     config = DPRConfig(**{k: v for k, v in bert.items() if k in accepted},
                        projection_dim=params["projection_dim"])
-    config.dpr = {k: params[k] for k in ("encoder_model_type", "do_lower_case",
-                                         "sequence_length", "projection_dim")}
+    config.dpr = {k: params[k] for k in EXPORTED_PARAMS}
     model_cls, tok_cls, attr = ((DPRQuestionEncoder, DPRQuestionEncoderTokenizerFast,
                                  "question_encoder") if side == "question" else
                                 (DPRContextEncoder, DPRContextEncoderTokenizerFast, "ctx_encoder"))
@@ -204,9 +129,9 @@ def _write_all(staging: Path, biencoder: BiEncoder, *, tensorizer: Tensorizer,
                params: dict) -> list[tuple[str, str, bool]]:
     """Writes every folder; returns (folder name, side, is a DPR-class folder)."""
     written = []
-    for side, attr in SIDES.items():
+    for side, attr in SIDE_NAMES.items():
         tower = getattr(biencoder, attr)
-        name = f"{side}_encoder"
+        name = TOWER_FOLDERS[side]
         export_tower(tower, staging / name, tensorizer=tensorizer, params=params)
         written.append((name, side, False))
         if params["encoder_model_type"] == "hf_bert":
@@ -220,19 +145,16 @@ def _verify_all(staging: Path, written: list[tuple[str, str, bool]], biencoder: 
                 tensorizer: Tensorizer, params: dict,
                 tolerance: float) -> dict[str, dict[str, float]]:
     ref = verify.reference(biencoder, tensorizer)
-    recipe = verify.Recipe(do_lower_case=params["do_lower_case"],
-                           max_length=params["sequence_length"])
     diffs: dict[str, dict[str, float]] = {}
     for name, side, is_dpr in written:
         folder = staging / name
         if is_dpr:
             diffs[name] = {"DPR class pooler_output": verify.verify_dpr_folder(
-                folder, side, ref[side], recipe=recipe, tolerance=tolerance)}
+                folder, side, ref[side], tolerance=tolerance)}
             continue
         diffs[name] = {"transformers AutoModel": verify.verify_hf_folder(
-            folder, side, ref[side], recipe=recipe, tolerance=tolerance)}
-        st = verify.verify_sentence_transformers(folder, side, ref[side], recipe=recipe,
-                                                 tolerance=tolerance)
+            folder, side, ref[side], tolerance=tolerance)}
+        st = verify.verify_sentence_transformers(folder, side, ref[side], tolerance=tolerance)
         if st is not None:
             diffs[name]["sentence-transformers"] = st
     return diffs
@@ -270,20 +192,21 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
         tolerance: Largest accepted absolute difference between vectors.
 
     Raises:
-        CheckpointError: Unreadable or mismatching checkpoint.
-        ConversionError: Unknown encoder type, unusable paths, non-empty output folder.
+        CheckpointError: Unreadable, unknown-type or mismatching checkpoint, or stored/given
+            paths that do not load.
+        TokenizerError: No usable tokenizer in the model folder.
+        ConversionError: Non-empty output folder.
         verify.VerificationError: An exported folder does not reproduce the bi-encoder.
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir).absolute()
     check_output_dir(output_dir, overwrite=overwrite)
-    state = read_checkpoint(checkpoint, allow_pickle=allow_pickle)
-    params = encoder_params(state.encoder_params, checkpoint,
-                            pretrained_model_cfg=pretrained_model_cfg,
-                            pretrained_file=pretrained_file)
+    trained = load_trained_biencoder(checkpoint, {"pretrained_model_cfg": pretrained_model_cfg,
+                                                  "pretrained_file": pretrained_file},
+                                     allow_pickle=allow_pickle)
+    state, params, biencoder = trained.state, trained.params, trained.biencoder
     logger.info("Checkpoint %s (epoch %s, offset %s): %s", checkpoint, state.epoch, state.offset,
                 params)
-    biencoder, tensorizer = load_biencoder(state, params, source=str(checkpoint),
-                                           allow_pickle=allow_pickle)
+    tensorizer = tensorizer_for(params, pad_to_multiple_of=1)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp",
                                     dir=output_dir.parent))

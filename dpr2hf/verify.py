@@ -2,36 +2,25 @@
 
 Each folder is reloaded the way a user would load it (transformers `AutoModel`/`AutoTokenizer`,
 sentence-transformers, Hugging Face's DPR classes) and fed French questions and (title, text)
-passages prepared with the documented recipe (`prepare_question`, `prepare_passage`). The
-token ids must equal those of the training tokenizer and the vectors must match the bi-encoder's
-own (DPR's training path: `Tensorizer` + `Encoder`) within a tolerance.
+passages prepared with the one recipe (`dpr.data.recipe`) and the recipe settings stored in the
+folder's config.json. The token ids must equal those of the training tokenizer and the vectors
+must match the bi-encoder's own (DPR's training path: `Tensorizer` + `Encoder`) within a
+tolerance.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-from transformers import (
-    AutoModel,
-    AutoTokenizer,
-    DPRContextEncoder,
-    DPRQuestionEncoder,
-    PreTrainedTokenizerBase,
-)
+from transformers import DPRContextEncoder, DPRQuestionEncoder
 
-from dpr.data.tensorizer import Tensorizer, strip_question_mark
-from dpr.evaluation.dense_models import (  # noqa: F401  (Recipe is part of this API)
-    PROJECTION_FILE,
-    Recipe,
-    prepare_passage,
-    prepare_question,
-)
+from dpr.data.recipe import Recipe, encode_in_batches, passage_items, question_items
+from dpr.data.tensorizer import Tensorizer, export_tensorizer
 from dpr.models.biencoder import BiEncoder
+from dpr.models.encoder import encode_ids
+from dpr.models.export import exported_params, load_auto_model, load_projection
 from dpr.utils.errors import DprError
 
 logger = logging.getLogger(__name__)
@@ -61,40 +50,27 @@ class VerificationError(DprError):
     """An exported folder that does not reproduce the bi-encoder."""
 
 
-def _tokenize(tokenizer: PreTrainedTokenizerBase, items: Sequence[str | tuple[str, str]],
-              recipe: Recipe) -> list[list[int]]:
-    out = []
-    for item in items:
-        args = (item,) if isinstance(item, str) else ((item[1],) if not item[0] else item)
-        out.append(tokenizer(*args, truncation="longest_first", max_length=recipe.max_length)
-                   ["input_ids"])
-    return out
+def _items(side: str, recipe: Recipe) -> list:
+    if side == "question":
+        return question_items(VERIFY_QUESTIONS, recipe)
+    return passage_items([t for t, _ in VERIFY_PASSAGES], [x for _, x in VERIFY_PASSAGES], recipe)
 
 
-def _prepared(recipe: Recipe) -> dict[str, list]:
-    return {"question": [prepare_question(q, recipe) for q in VERIFY_QUESTIONS],
-            "ctx": [prepare_passage(t, x, recipe) for t, x in VERIFY_PASSAGES]}
+def _vectors(encode_fn, tensorizer: Tensorizer, items: list, dim: int) -> torch.Tensor:
+    """All check inputs encoded in one batch (`encode_in_batches`), as a tensor [N × D]."""
+    return torch.from_numpy(encode_in_batches(encode_fn, tensorizer, items, dim=dim,
+                                              batch_size=len(items)))
 
 
 def reference(biencoder: BiEncoder, tensorizer: Tensorizer) -> dict[str, tuple]:
     """The training path's ids and vectors per side: {"question"|"ctx": (ids lists, [N × D])}."""
-    questions = [strip_question_mark(q) for q in VERIFY_QUESTIONS]
-    q_ids = tensorizer.encode(questions)
-    c_ids = tensorizer.encode([x for _, x in VERIFY_PASSAGES], [t for t, _ in VERIFY_PASSAGES])
     biencoder.eval()
-    with torch.no_grad():
-        q_vec = biencoder.encode_questions(*tensorizer.pad(q_ids))
-        c_vec = biencoder.encode_contexts(*tensorizer.pad(c_ids))
-    return {"question": (q_ids, q_vec), "ctx": (c_ids, c_vec)}
-
-
-def _first_token_vectors(model, ids: list[list[int]], pad_id: int) -> torch.Tensor:
-    width = max(len(s) for s in ids)
-    batch = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    for row, seq in enumerate(ids):
-        batch[row, : len(seq)] = torch.as_tensor(seq)
-    with torch.no_grad():
-        out = model(input_ids=batch, attention_mask=(batch != pad_id).long())
+    out = {}
+    dim = biencoder.question_model.out_size
+    for side, encode in (("question", biencoder.encode_questions),
+                         ("ctx", biencoder.encode_contexts)):
+        items = _items(side, tensorizer.recipe)
+        out[side] = (tensorizer.encode_items(items), _vectors(encode, tensorizer, items, dim))
     return out
 
 
@@ -116,42 +92,44 @@ def _max_diff(name: str, got: torch.Tensor, want: torch.Tensor, tolerance: float
     return diff
 
 
-def verify_hf_folder(folder: Path, side: str, ref: tuple, *, recipe: Recipe,
-                     tolerance: float) -> float:
+def _folder_inputs(folder: Path, side: str, want_ids: list[list[int]], *,
+                   use_fast: bool = True) -> tuple[Tensorizer, list]:
+    """The folder's tokenizer and stored recipe applied to the check inputs; ids checked.
+
+    Returns:
+        The folder's tensorizer and the prepared inputs.
+    """
+    tensorizer = export_tensorizer(folder, exported_params(folder), use_fast=use_fast)
+    items = _items(side, tensorizer.recipe)
+    kind = "fast" if use_fast else "SentencePiece"
+    _check_ids(f"{folder.name} ({kind} tokenizer)", tensorizer.encode_items(items), want_ids)
+    return tensorizer, items
+
+
+def verify_hf_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) -> float:
     """AutoTokenizer + AutoModel (+ encode_proj.safetensors): first-token vectors vs `ref`."""
     want_ids, want = ref
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    items = _prepared(recipe)[side]
-    ids = _tokenize(tokenizer, items, recipe)
-    _check_ids(f"{folder.name} (fast tokenizer)", ids, want_ids)
+    tensorizer, items = _folder_inputs(folder, side, want_ids)
     if (folder / "sentencepiece.bpe.model").is_file():
-        slow = AutoTokenizer.from_pretrained(folder, use_fast=False)
-        _check_ids(f"{folder.name} (SentencePiece tokenizer)", _tokenize(slow, items, recipe),
-                   want_ids)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = AutoModel.from_pretrained(folder).eval()
-    vectors = _first_token_vectors(model, ids, tokenizer.pad_token_id).last_hidden_state[:, 0]
-    if (folder / PROJECTION_FILE).is_file():
-        proj = load_file(folder / PROJECTION_FILE)
-        vectors = torch.nn.functional.linear(vectors, proj["weight"], proj["bias"])
+        _folder_inputs(folder, side, want_ids, use_fast=False)
+    model, projection = load_auto_model(folder), load_projection(folder)
+    vectors = _vectors(lambda ids, mask: encode_ids(model, ids, mask, projection), tensorizer,
+                       items, want.shape[1])
     return _max_diff(f"{folder.name} (transformers)", vectors, want, tolerance)
 
 
-def verify_dpr_folder(folder: Path, side: str, ref: tuple, *, recipe: Recipe,
-                      tolerance: float) -> float:
+def verify_dpr_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) -> float:
     """Hugging Face's DPRQuestionEncoder/DPRContextEncoder: `pooler_output` vs `ref`."""
     want_ids, want = ref
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = _tokenize(tokenizer, _prepared(recipe)[side], recipe)
-    _check_ids(f"{folder.name} (tokenizer)", ids, want_ids)
+    tensorizer, items = _folder_inputs(folder, side, want_ids)
     cls = DPRQuestionEncoder if side == "question" else DPRContextEncoder
     model = cls.from_pretrained(folder).eval()
-    vectors = _first_token_vectors(model, ids, tokenizer.pad_token_id).pooler_output
+    vectors = _vectors(lambda ids, mask: model(input_ids=ids, attention_mask=mask.long()
+                                               ).pooler_output, tensorizer, items, want.shape[1])
     return _max_diff(f"{folder.name} ({cls.__name__})", vectors, want, tolerance)
 
 
-def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *, recipe: Recipe,
+def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *,
                                  tolerance: float) -> float | None:
     """SentenceTransformer(folder).encode on questions (without '?') and (title, text) pairs;
     lowercasing is left to sentence-transformers (`do_lower_case`). None if not installed."""
@@ -162,10 +140,7 @@ def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *, recipe:
                        "not verified", folder)
         return None
     model = SentenceTransformer(str(folder), device="cpu")
-    if side == "question":
-        items = [strip_question_mark(q).strip() for q in VERIFY_QUESTIONS]
-    else:
-        items = [(t, x.strip()) if t else x.strip() for t, x in VERIFY_PASSAGES]
+    items = _items(side, Recipe(do_lower_case=False))
     vectors = torch.stack([torch.as_tensor(model.encode([item], convert_to_numpy=False,
                                                             show_progress_bar=False)[0])
                            for item in items])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from dpr.data.records import BiEncoderSample, Passage
-from dpr.data.tensorizer import Tensorizer, strip_question_mark
+from dpr.data.tensorizer import Tensorizer
 
 
 @dataclass
@@ -101,8 +101,8 @@ def build_batch(
         first_hard = start + 1 + len(others)
         hard_idx.append(list(range(first_hard, first_hard + len(hards))))
         passages.extend([positive, *others, *hards])
-        questions.append(strip_question_mark(sample.question))
-    q_ids, q_mask = tensorizer.tensorize(questions)
+        questions.append(sample.question)
+    q_ids, q_mask = tensorizer.tensorize_questions(questions)
     c_ids, c_mask = tensorizer.tensorize([p.text for p in passages], [p.title for p in passages])
     return BiEncoderBatch(
         question_ids=q_ids, question_mask=q_mask, ctx_ids=c_ids, ctx_mask=c_mask,

@@ -1,4 +1,4 @@
-"""Text to token-id tensors, and the tokenizer factory.
+"""The tokenizer factory and `Tensorizer`, the input recipe bound to a tokenizer.
 
 Tokenizer choice (`build_tokenizer`):
 - `hf_bert`: BERT WordPiece tokenizer of the folder.
@@ -10,6 +10,7 @@ Tokenizer choice (`build_tokenizer`):
 lower-cased with `str.lower()` before tokenization, for every tokenizer. The tokenizer's own
 normalisation (e.g. an uncased BERT vocabulary's lowercasing and accent stripping) stays as
 saved in its folder. The choice is stored in checkpoints and applied again at inference.
+The text preparation itself lives in `dpr.data.recipe`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from huggingface_hub.errors import HFValidationError
 from transformers import (
     BertTokenizerFast,
     CamembertTokenizerFast,
@@ -28,9 +31,23 @@ from transformers import (
     RobertaTokenizerFast,
 )
 
+from dpr.data.recipe import (
+    Item,
+    Recipe,
+    pad_ids,
+    passage_items,
+    question_items,
+    tokenize,
+)
+from dpr.utils.errors import InputError, UsageError
+
 logger = logging.getLogger(__name__)
 
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
+
+
+class TokenizerError(InputError):
+    """A tokenizer folder that cannot be loaded or used; the message names it."""
 
 
 def is_camembert_folder(path: str) -> bool:
@@ -58,9 +75,13 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str) -> PreTr
 
     Returns:
         A fast Hugging Face tokenizer.
+
+    Raises:
+        UsageError: Without a folder.
+        TokenizerError: If the folder holds no loadable tokenizer.
     """
     if not pretrained_model_cfg:
-        raise ValueError("--pretrained_model_cfg is required to build the tokenizer")
+        raise UsageError("--pretrained_model_cfg is required to build the tokenizer")
     if encoder_model_type == "hf_bert":
         cls = BertTokenizerFast
     elif is_camembert_folder(pretrained_model_cfg):
@@ -68,16 +89,15 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str) -> PreTr
     else:
         cls = RobertaTokenizerFast
     logger.info("Tokenizer %s from %s", cls.__name__, pretrained_model_cfg)
-    return cls.from_pretrained(pretrained_model_cfg)
-
-
-def strip_question_mark(question: str) -> str:
-    """Removes one trailing '?' as DPR does at training time (and we do at inference too)."""
-    return question[:-1] if question.endswith("?") else question
+    try:
+        return cls.from_pretrained(pretrained_model_cfg)
+    except (OSError, HFValidationError) as err:
+        raise TokenizerError(f"cannot load a tokenizer from {pretrained_model_cfg!r} (pass "
+                             f"--pretrained_model_cfg): {str(err).splitlines()[0]}") from err
 
 
 class Tensorizer:
-    """Turns texts and (title, text) pairs into padded id tensors and attention masks.
+    """The recipe (`dpr.data.recipe`) bound to one tokenizer: texts to padded id tensors.
 
     Sequences get the tokenizer's special tokens (`[CLS] title [SEP] text [SEP]` for BERT,
     `<s> title </s></s> text </s>` for RoBERTa/CamemBERT), are truncated to `max_length`
@@ -91,6 +111,9 @@ class Tensorizer:
         pad_to_max: Pad every tensor to `max_length` (DPR's behaviour) instead of to the
             longest sequence of the batch.
         pad_to_multiple_of: With dynamic padding, round the length up to a multiple of this.
+
+    Raises:
+        TokenizerError: If the tokenizer has no pad token.
     """
 
     def __init__(
@@ -103,19 +126,27 @@ class Tensorizer:
         pad_to_multiple_of: int = 1,
     ) -> None:
         if tokenizer.pad_token_id is None:
-            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no pad token")
+            raise TokenizerError(f"tokenizer {type(tokenizer).__name__} has no pad token")
         self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.lowercase = lowercase
+        self.recipe = Recipe(do_lower_case=lowercase, max_length=max_length)
         self.pad_to_max = pad_to_max
         self.pad_to_multiple_of = pad_to_multiple_of
+
+    @property
+    def max_length(self) -> int:
+        return self.recipe.max_length
+
+    @property
+    def lowercase(self) -> bool:
+        return self.recipe.do_lower_case
 
     @property
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
-    def _norm(self, text: str) -> str:
-        return text.lower() if self.lowercase else text
+    def encode_items(self, items: Sequence[Item]) -> list[list[int]]:
+        """Token ids of already prepared items (`dpr.data.recipe.tokenize`)."""
+        return tokenize(self.tokenizer, items, max_length=self.max_length)
 
     def encode(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> list[list[int]]:
         """Tokenizes texts (with their titles when truthy) into unpadded id lists.
@@ -127,24 +158,11 @@ class Tensorizer:
         Returns:
             One id list per text, at most `max_length` long, special tokens included.
         """
-        texts = [self._norm(t.strip()) for t in texts]
-        titles = [self._norm(t) if t else "" for t in titles] if titles else [""] * len(texts)
-        out: list[list[int] | None] = [None] * len(texts)
-        kwargs = {"truncation": "longest_first", "max_length": self.max_length,
-                  "add_special_tokens": True, "return_token_type_ids": False,
-                  "return_attention_mask": False}
-        single = [i for i, t in enumerate(titles) if not t]
-        pair = [i for i, t in enumerate(titles) if t]
-        if single:
-            ids = self.tokenizer([texts[i] for i in single], **kwargs)["input_ids"]
-            for i, seq in zip(single, ids):
-                out[i] = seq
-        if pair:
-            ids = self.tokenizer([titles[i] for i in pair], [texts[i] for i in pair],
-                                 **kwargs)["input_ids"]
-            for i, seq in zip(pair, ids):
-                out[i] = seq
-        return out  # type: ignore[return-value]
+        return self.encode_items(passage_items(titles or None, texts, self.recipe))
+
+    def encode_questions(self, questions: Sequence[str]) -> list[list[int]]:
+        """Token ids of raw questions (one trailing '?' removed, as in training)."""
+        return self.encode_items(question_items(questions, self.recipe))
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pads id lists into a tensor and builds the attention mask.
@@ -160,16 +178,17 @@ class Tensorizer:
             longest = max((len(s) for s in sequences), default=1)
             step = self.pad_to_multiple_of
             width = min(self.max_length, -(-longest // step) * step)
-        ids = torch.full((len(sequences), max(width, 1)), self.pad_id, dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        return ids, ids != self.pad_id
+        return pad_ids(sequences, pad_id=self.pad_id, width=width)
 
     def tensorize(
         self, texts: Sequence[str], titles: Sequence[str] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`encode` then `pad`: ids [N × L] and mask [N × L]."""
         return self.pad(self.encode(texts, titles))
+
+    def tensorize_questions(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_questions` then `pad`: ids [N × L] and mask [N × L]."""
+        return self.pad(self.encode_questions(questions))
 
 
 def build_tensorizer(
@@ -185,3 +204,27 @@ def build_tensorizer(
     tokenizer = build_tokenizer(encoder_model_type, pretrained_model_cfg)
     return Tensorizer(tokenizer, max_length=sequence_length, lowercase=do_lower_case,
                       pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)
+
+
+def tensorizer_for(params: Mapping[str, Any], *, pad_to_max: bool = False,
+                   pad_to_multiple_of: int = 8) -> Tensorizer:
+    """The training tensorizer of resolved encoder parameters (a checkpoint's, see
+    `dpr.models.checkpoint.resolve_encoder_params`), with inference's dynamic padding."""
+    return build_tensorizer(
+        params["encoder_model_type"], params["pretrained_model_cfg"] or params["pretrained_file"],
+        sequence_length=int(params.get("sequence_length") or 512),
+        do_lower_case=bool(params.get("do_lower_case")), pad_to_max=pad_to_max,
+        pad_to_multiple_of=pad_to_multiple_of)
+
+
+def export_tensorizer(folder: str | os.PathLike[str], params: Mapping[str, Any], *,
+                      use_fast: bool = True, pad_to_multiple_of: int = 8) -> Tensorizer:
+    """The tensorizer of an exported tower folder (`dpr2hf`): its own tokenizer
+    (`AutoTokenizer`) with the recipe of its `dpr` config entry (`params`)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=use_fast)
+    max_length = int(params.get("sequence_length") or tokenizer.model_max_length)
+    return Tensorizer(tokenizer, max_length=min(max_length, 1 << 20),
+                      lowercase=bool(params.get("do_lower_case")), pad_to_max=False,
+                      pad_to_multiple_of=pad_to_multiple_of)

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from dpr.data.tensorizer import Tensorizer, build_tensorizer, strip_question_mark
+from dpr.data.recipe import encode_in_batches, passage_items, question_items
+from dpr.data.tensorizer import Tensorizer, tensorizer_for
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import ENCODER_PARAM_KEYS, load_checkpoint, merge_encoder_params
-from dpr.models.factory import build_trained_biencoder
+from dpr.models.checkpoint import ENCODER_PARAM_KEYS
+from dpr.models.factory import load_trained_biencoder
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ def load_inference_model(model_file: str, cli: Mapping[str, Any], *, device: tor
                          allow_pickle: bool = False) -> InferenceModel:
     """Builds the bi-encoder and tensorizer of a checkpoint, ready for encoding.
 
-    Model-defining values come from the checkpoint's ``encoder_params``; the paths
-    ``pretrained_model_cfg`` / ``pretrained_file`` from ``cli`` when given there.
+    Encoder parameters follow `dpr.models.checkpoint.resolve_encoder_params` (model-defining
+    values from the checkpoint, paths from ``cli`` when given there, else the stored ones,
+    resolved beside the checkpoint when they do not exist as given).
 
     Args:
         model_file: DPR checkpoint.
@@ -55,56 +56,31 @@ def load_inference_model(model_file: str, cli: Mapping[str, Any], *, device: tor
 
     Raises:
         CheckpointError: If the checkpoint is missing, unreadable or does not fit the model.
-        ValueError: If a required encoder parameter is missing.
     """
-    state = load_checkpoint(model_file, allow_pickle=allow_pickle)
-    params, messages = merge_encoder_params(cli, state.encoder_params)
-    for message in messages:
-        logger.info("Checkpoint overrides %s", message)
-    if not params.get("encoder_model_type"):
-        raise ValueError(f"{model_file}: no encoder_model_type stored; pass "
-                         "--encoder_model_type")
-    biencoder = build_trained_biencoder(params, state.model_dict, source=model_file,
-                                        allow_pickle=allow_pickle).to(device)
-    tensorizer = build_tensorizer(
-        params["encoder_model_type"], params["pretrained_model_cfg"] or params["pretrained_file"],
-        sequence_length=int(params.get("sequence_length") or 512),
-        do_lower_case=bool(params.get("do_lower_case")), pad_to_max=False,
-        pad_to_multiple_of=8)
-    return InferenceModel(biencoder, tensorizer, device, params)
-
-
-def _encode(model: InferenceModel, encode_fn: Any, texts: Sequence[str],
-            titles: Sequence[str] | None, *, batch_size: int, desc: str, quiet: bool
-            ) -> np.ndarray:
-    """Encodes texts in batches with one tower; returns float32 [N × D]."""
-    out = np.zeros((len(texts), model.dim), dtype=np.float32)
-    bar = tqdm(total=len(texts), desc=desc, unit=" texts", disable=quiet)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            end = min(start + batch_size, len(texts))
-            ids, mask = model.tensorizer.tensorize(
-                texts[start:end], titles[start:end] if titles is not None else None)
-            vectors = encode_fn(ids.to(model.device), mask.to(model.device))  # [B × D]
-            out[start:end] = vectors.float().cpu().numpy()
-            bar.update(end - start)
-    bar.close()
-    return out
+    trained = load_trained_biencoder(model_file, cli, allow_pickle=allow_pickle)
+    tensorizer = tensorizer_for(trained.params)
+    return InferenceModel(trained.biencoder.to(device), tensorizer, device, trained.params)
 
 
 def encode_passages(model: InferenceModel, texts: Sequence[str], titles: Sequence[str], *,
-                    batch_size: int = 32, quiet: bool = False) -> np.ndarray:
+                    batch_size: int = 32, quiet: bool = False,
+                    sort_by_length: bool = False) -> np.ndarray:
     """Passage vectors (title/text pairs, title omitted when empty), float32 [N × D]."""
-    return _encode(model, model.biencoder.encode_contexts, list(texts), list(titles),
-                   batch_size=batch_size, desc="Encoding passages", quiet=quiet)
+    items = passage_items(list(titles), list(texts), model.tensorizer.recipe)
+    return encode_in_batches(model.biencoder.encode_contexts, model.tensorizer, items,
+                             dim=model.dim, batch_size=batch_size, device=model.device,
+                             sort_by_length=sort_by_length, desc="Encoding passages",
+                             quiet=quiet)
 
 
 def encode_questions(model: InferenceModel, questions: Sequence[str], *, batch_size: int = 32,
-                     quiet: bool = False) -> np.ndarray:
+                     quiet: bool = False, sort_by_length: bool = False) -> np.ndarray:
     """Question vectors, float32 [N × D]; one trailing '?' is removed as in training."""
-    texts = [strip_question_mark(q) for q in questions]
-    return _encode(model, model.biencoder.encode_questions, texts, None,
-                   batch_size=batch_size, desc="Encoding questions", quiet=quiet)
+    items = question_items(list(questions), model.tensorizer.recipe)
+    return encode_in_batches(model.biencoder.encode_questions, model.tensorizer, items,
+                             dim=model.dim, batch_size=batch_size, device=model.device,
+                             sort_by_length=sort_by_length, desc="Encoding questions",
+                             quiet=quiet)
 
 
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
@@ -136,5 +112,5 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_encoder_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The encoder parameters given on the command line, as ``merge_encoder_params`` wants."""
+    """The encoder parameters given on the command line, as ``resolve_encoder_params`` wants."""
     return {key: getattr(args, key, None) for key in ENCODER_PARAM_KEYS}

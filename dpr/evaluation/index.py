@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+from dpr.utils.errors import InputError
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 HNSW_M = 512
 HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 200
+
+
+class EmbeddingFileError(InputError):
+    """An embedding or saved-index file that cannot be used; the message names it."""
 
 
 def index_paths(prefix: str | os.PathLike[str]) -> tuple[str, str]:
@@ -133,7 +138,7 @@ class DenseIndex:
         """Reads an index written by :meth:`save`.
 
         Raises:
-            ValueError: If a file is missing or the two files do not agree.
+            EmbeddingFileError: If a file is missing or the two files do not agree.
         """
         index_file, meta_file = index_paths(prefix)
         try:
@@ -141,11 +146,11 @@ class DenseIndex:
                 meta = json.load(handle)
             index = faiss.read_index(index_file)
         except (OSError, json.JSONDecodeError, RuntimeError) as err:
-            raise ValueError(f"{prefix}: cannot load index: {err}") from err
+            raise EmbeddingFileError(f"{prefix}: cannot load index: {err}") from err
         out = cls(int(meta["dim"]), hnsw=meta["kind"] == "hnsw", phi=meta.get("phi"))
         if index.ntotal != len(meta["ids"]):
-            raise ValueError(f"{index_file}: {index.ntotal} vectors but {len(meta['ids'])} ids "
-                             f"in {meta_file}")
+            raise EmbeddingFileError(f"{index_file}: {index.ntotal} vectors but "
+                                     f"{len(meta['ids'])} ids in {meta_file}")
         if out.hnsw:
             index.hnsw.efSearch = HNSW_EF_SEARCH
         out.index, out.ids = index, list(meta["ids"])
@@ -188,32 +193,34 @@ def read_embeddings(path: str | os.PathLike[str], *,
         Passage ids and float32 vectors [N × D].
 
     Raises:
-        ValueError: Naming the file when it is unreadable, inconsistent or a refused pickle.
+        EmbeddingFileError: Naming the file when it is unreadable, inconsistent or a refused
+            pickle.
     """
     path = os.fspath(path)
     if path.endswith(".pkl"):
         return _read_dpr_pickle(path, allow_pickle=allow_pickle)
     if not path.endswith(".npy"):
-        raise ValueError(f"{path}: expected a .npy embedding file (or DPR's .pkl)")
+        raise EmbeddingFileError(f"{path}: expected a .npy embedding file (or DPR's .pkl)")
     ids_file = path[: -len(".npy")] + ".ids.json"
     try:
         vectors = np.load(path, allow_pickle=False)
         with open(ids_file, encoding="utf-8") as handle:
             ids = [str(i) for i in json.load(handle)]
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read embeddings: {err}") from err
+        raise EmbeddingFileError(f"{path}: cannot read embeddings: {err}") from err
     if vectors.ndim != 2 or len(ids) != len(vectors):
-        raise ValueError(f"{path}: {vectors.shape} vectors do not match {len(ids)} ids in "
-                         f"{ids_file}")
+        raise EmbeddingFileError(f"{path}: {vectors.shape} vectors do not match {len(ids)} ids "
+                                 f"in {ids_file}")
     return ids, vectors.astype(np.float32, copy=False)
 
 
 def _read_dpr_pickle(path: str, *, allow_pickle: bool) -> tuple[list[str], np.ndarray]:
     """Reads DPR's pickled list of (id, vector) tuples (trusted files only)."""
     if not allow_pickle:
-        raise ValueError(f"{path}: DPR .pkl embedding files are pickles, which can run "
-                         "arbitrary code when read; pass --allow_unsafe_pickle if you trust "
-                         "the file, or re-encode with generate_dense_embeddings.py")
+        raise EmbeddingFileError(
+            f"{path}: DPR .pkl embedding files are pickles, which can run arbitrary code when "
+            "read; pass --allow_unsafe_pickle if you trust the file, or re-encode with "
+            "generate_dense_embeddings.py")
     logger.warning("%s: unpickling a DPR embedding file (only safe for trusted files)", path)
     try:
         with open(path, "rb") as handle:
@@ -221,5 +228,5 @@ def _read_dpr_pickle(path: str, *, allow_pickle: bool) -> tuple[list[str], np.nd
         ids = [str(row[0]) for row in rows]
         vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
     except Exception as err:  # any failure of a foreign pickle is bad input
-        raise ValueError(f"{path}: cannot read DPR embeddings: {err}") from err
+        raise EmbeddingFileError(f"{path}: cannot read DPR embeddings: {err}") from err
     return ids, vectors

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 from dpr.models import fairseq
+from dpr.models.torchfile import load_torch_file
 from dpr.utils.errors import InputError
 from dpr.utils.io import atomic_write
 
@@ -34,7 +33,20 @@ CHECKPOINT_KEYS = ("model_dict", "optimizer_dict", "scheduler_dict", "offset", "
                    "encoder_params")
 ENCODER_PARAM_KEYS = ("do_lower_case", "pretrained_model_cfg", "encoder_model_type",
                       "pretrained_file", "projection_dim", "sequence_length")
-SIDES = ("question_model", "ctx_model")
+# The two towers: short name (dpr2hf folders, `encode_questions`...) -> checkpoint key prefix.
+SIDE_NAMES = {"question": "question_model", "ctx": "ctx_model"}
+SIDES = tuple(SIDE_NAMES.values())
+
+
+class EncoderType(StrEnum):
+    """Values of `--encoder_model_type` (`encoder_params["encoder_model_type"]`)."""
+
+    HF_BERT = "hf_bert"
+    HF_ROBERTA = "hf_roberta"
+    FAIRSEQ_ROBERTA = "fairseq_roberta"
+
+
+ENCODER_TYPES = tuple(e.value for e in EncoderType)
 # Buffers that some transformers versions save and others recompute; never an error.
 OPTIONAL_BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
@@ -201,14 +213,6 @@ def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> Non
         torch.save(asdict(state), handle)
 
 
-def _looks_like_torch_file(path: str) -> bool:
-    """torch.save writes a zip archive (torch >= 1.6) or a pickle (protocol >= 2, older)."""
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, "rb") as handle:
-        return handle.read(1) == b"\x80"
-
-
 def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> CheckpointState:
     """Reads a DPR checkpoint (ours or the original's) onto the CPU.
 
@@ -223,29 +227,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file does not exist")
-    if not _looks_like_torch_file(path):
-        raise CheckpointError(f"{path}: not a torch checkpoint (corrupted or truncated file?)")
-    unreadable = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError,
-                  ImportError, ValueError)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not allow_pickle:
-            raise CheckpointError(
-                f"{path}: holds objects other than tensors and plain containers, so it was "
-                "not loaded (unpickling can run arbitrary code). If you trust the file, pass "
-                f"--allow_unsafe_pickle. Detail: {str(err).splitlines()[0]}"
-            ) from err
-        warnings.warn(f"{path}: loading with full unpickling (trusted file)", stacklevel=2)
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=False)
-        except unreadable as err2:
-            raise CheckpointError(f"{path}: cannot be read (corrupted or truncated?): "
-                                  f"{str(err2).splitlines()[0]}") from err2
-    except unreadable as err:
-        raise CheckpointError(f"{path}: cannot be read (corrupted or truncated?): "
-                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                              ) from err
+    raw = load_torch_file(path, allow_pickle=allow_pickle, error=CheckpointError)
     if not isinstance(raw, Mapping):
         raw = getattr(raw, "_asdict", lambda: None)()
         if raw is None:
@@ -261,30 +243,73 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False)
     return state
 
 
-def merge_encoder_params(
-    cli: Mapping[str, Any], stored: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """Combines command-line encoder parameters with a checkpoint's `encoder_params`.
+PATH_KEYS = ("pretrained_model_cfg", "pretrained_file")
 
-    What defines the trained model comes from the checkpoint (`encoder_model_type`,
-    `do_lower_case`, `projection_dim`, `sequence_length`); paths (`pretrained_model_cfg`,
-    `pretrained_file`) come from the command line when given there, as stored relative
-    paths often no longer resolve, and from the checkpoint otherwise.
+
+def resolve_stored_path(value: str | None, checkpoint: str | os.PathLike[str] | None
+                        ) -> str | None:
+    """A stored path as given if it exists, else beside the checkpoint file if it exists
+    there, else unchanged (it may be a hub name). Training stores paths as typed, often
+    relative to the training directory."""
+    if not value or checkpoint is None or Path(value).exists() or Path(value).is_absolute():
+        return value
+    beside = Path(checkpoint).parent / value
+    if beside.exists():
+        logger.info("Stored path %r resolved relative to the checkpoint: %s", value, beside)
+        return str(beside)
+    return value
+
+
+def resolve_encoder_params(
+    cli: Mapping[str, Any], stored: Mapping[str, Any], *,
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The encoder parameters to rebuild a checkpoint's model with: the one rule of every tool.
+
+    - What defines the trained model (`encoder_model_type`, `do_lower_case`, `projection_dim`,
+      `sequence_length`) comes from the checkpoint whenever stored (even false/0), else from
+      the command line.
+    - Paths (`pretrained_model_cfg`, `pretrained_file`) come from the command line when given
+      there; stored ones are tried as given, then beside the `checkpoint` file.
+    - fairseq_roberta takes its tokenizer from `pretrained_file` when no usable
+      `pretrained_model_cfg` is stored or given (as training does).
+
+    Args:
+        cli: Command-line values of the six `ENCODER_PARAM_KEYS` (absent/None = not given).
+        stored: The checkpoint's `encoder_params`.
+        checkpoint: The checkpoint file, to resolve stored relative paths against.
 
     Returns:
-        The merged values of the six keys, and one message per value that differs from the
-        command line.
+        The six values (projection_dim and sequence_length as ints, do_lower_case a bool),
+        and one message per value that differs from the command line.
+
+    Raises:
+        CheckpointError: If the encoder type is missing or unknown.
     """
     merged = {k: cli.get(k) for k in ENCODER_PARAM_KEYS}
     messages = []
     for key in ENCODER_PARAM_KEYS:
-        if key not in stored or stored[key] is None:
+        if key not in stored or stored[key] is None or (key in PATH_KEYS and cli.get(key)):
             continue
-        if key in ("pretrained_model_cfg", "pretrained_file") and cli.get(key):
-            continue
-        if stored[key] != cli.get(key):
-            messages.append(f"{key}: {cli.get(key)!r} -> {stored[key]!r} (from checkpoint)")
-        merged[key] = stored[key]
+        value = resolve_stored_path(stored[key], checkpoint) if key in PATH_KEYS else stored[key]
+        if value != cli.get(key):
+            messages.append(f"{key}: {cli.get(key)!r} -> {value!r} (from checkpoint)")
+        merged[key] = value
+    source = os.fspath(checkpoint) if checkpoint is not None else "checkpoint"
+    kind = merged["encoder_model_type"]
+    if not kind:
+        raise CheckpointError(f"{source}: no encoder_model_type stored; pass "
+                              "--encoder_model_type")
+    if kind not in ENCODER_TYPES:
+        raise CheckpointError(f"{source}: unknown encoder_model_type {kind!r} in encoder_params "
+                              f"(supported: {', '.join(ENCODER_TYPES)})")
+    cfg = merged["pretrained_model_cfg"]
+    if kind == EncoderType.FAIRSEQ_ROBERTA and merged["pretrained_file"] and not \
+            cli.get("pretrained_model_cfg") and not (cfg and Path(cfg).exists()):
+        merged["pretrained_model_cfg"] = merged["pretrained_file"]
+    merged["projection_dim"] = int(merged["projection_dim"] or 0)
+    merged["sequence_length"] = int(merged["sequence_length"] or 512)
+    merged["do_lower_case"] = bool(merged["do_lower_case"])
     return merged, messages
 
 

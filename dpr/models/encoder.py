@@ -1,4 +1,8 @@
-"""Encoders: a Hugging Face transformer plus first-token pooling and an optional projection."""
+"""Encoders: a Hugging Face transformer plus first-token pooling and an optional projection.
+
+`represent` (first token, then the projection) is the one definition of DPR's vector; the
+towers, the `dpr2hf` export check and the evaluation of exported folders all use it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import logging
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
+
+from dpr.models.fairseq import FairseqFormatError
+from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +28,37 @@ def pool_first_token(hidden_states: torch.Tensor) -> torch.Tensor:
         [B × H].
     """
     return hidden_states[:, 0, :]
+
+
+def represent(hidden_states: torch.Tensor, projection: nn.Module | None = None) -> torch.Tensor:
+    """DPR's vector of a sequence: the first token's hidden state, then the optional projection.
+
+    Args:
+        hidden_states: Last-layer states [B × T × H].
+        projection: The tower's `encode_proj` (H → D), or None.
+
+    Returns:
+        [B × D] (D = H without projection).
+    """
+    vectors = pool_first_token(hidden_states)
+    return vectors if projection is None else projection(vectors)
+
+
+def encode_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               projection: nn.Module | None = None) -> torch.Tensor:
+    """Runs a Hugging Face encoder (a tower's, or one reloaded from an export) and `represent`.
+
+    Args:
+        model: Returns `last_hidden_state` for `input_ids` / `attention_mask`.
+        input_ids: [B × T] token ids, right-padded.
+        attention_mask: [B × T], true on real tokens.
+        projection: Optional `encode_proj`.
+
+    Returns:
+        [B × D].
+    """
+    out = model(input_ids=input_ids, attention_mask=attention_mask.long(), return_dict=True)
+    return represent(out.last_hidden_state, projection)
 
 
 class Encoder(nn.Module):
@@ -86,12 +124,7 @@ class Encoder(nn.Module):
         return torch.cat(parts)[inverse]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(),
-                         return_dict=True)
-        vectors = pool_first_token(out.last_hidden_state)
-        if self.encode_proj is not None:
-            vectors = self.encode_proj(vectors)
-        return vectors
+        return encode_ids(self.model, input_ids, attention_mask, self.encode_proj)
 
 
 def _override_dropout(config, dropout: float) -> None:
@@ -137,7 +170,7 @@ def build_hf_encoder(
         else:
             model = AutoModel.from_config(config, add_pooling_layer=False)
     else:
-        raise ValueError(f"unsupported encoder model type {encoder_model_type!r}")
+        raise UsageError(f"unsupported encoder model type {encoder_model_type!r}")
     return Encoder(model, projection_dim)
 
 
@@ -187,7 +220,7 @@ def build_fairseq_encoder(folder, *, dropout: float = 0.1, projection_dim: int =
         result = encoder.model.load_state_dict(folder.hf_state, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
         if missing or result.unexpected_keys:
-            raise ValueError(f"{folder.path}: weights do not fit: missing {missing}, "
+            raise FairseqFormatError(f"{folder.path}: weights do not fit: missing {missing}, "
                              f"unexpected {result.unexpected_keys}")
         for name, tensor in folder.lm_head.items():
             encoder.lm_head.get_parameter(name).data.copy_(tensor)

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from huggingface_hub.errors import HFValidationError
 
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import load_model_state
+from dpr.models.checkpoint import (
+    CheckpointError,
+    CheckpointState,
+    load_checkpoint,
+    load_model_state,
+    resolve_encoder_params,
+)
 from dpr.models.encoder import build_fairseq_encoder, build_hf_encoder
 from dpr.models.fairseq import load_fairseq_folder
+from dpr.utils.errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 
 def build_biencoder(
@@ -38,14 +52,14 @@ def build_biencoder(
     """
     if encoder_model_type == "fairseq_roberta":
         if not pretrained_file:
-            raise ValueError("--pretrained_file (the fairseq model folder) is required for "
+            raise UsageError("--pretrained_file (the fairseq model folder) is required for "
                              "fairseq_roberta")
         folder = load_fairseq_folder(pretrained_file, allow_pickle=allow_pickle)
         towers = [build_fairseq_encoder(folder, dropout=dropout, projection_dim=projection_dim,
                                         load_weights=load_weights) for _ in range(2)]
         return BiEncoder(towers[0], towers[1], fix_ctx_encoder=fix_ctx_encoder)
     if not pretrained_model_cfg:
-        raise ValueError(f"--pretrained_model_cfg is required for {encoder_model_type}")
+        raise UsageError(f"--pretrained_model_cfg is required for {encoder_model_type}")
     towers = [
         build_hf_encoder(encoder_model_type, pretrained_model_cfg, dropout=dropout,
                          projection_dim=projection_dim, load_weights=load_weights)
@@ -66,12 +80,59 @@ def build_trained_biencoder(params: Mapping[str, Any], model_dict: Mapping[str, 
         allow_pickle: Allow a fairseq `model.pt` that needs full unpickling.
 
     Raises:
-        CheckpointError: If the weights do not fit the model the parameters describe.
+        CheckpointError: If the weights do not fit the model the parameters describe, or the
+            model's config cannot be loaded from the paths.
     """
-    biencoder = build_biencoder(
-        params["encoder_model_type"], params["pretrained_model_cfg"],
-        pretrained_file=params.get("pretrained_file"), dropout=0.0,
-        projection_dim=params.get("projection_dim") or 0, load_weights=False,
-        allow_pickle=allow_pickle)
+    try:
+        biencoder = build_biencoder(
+            params["encoder_model_type"], params["pretrained_model_cfg"],
+            pretrained_file=params.get("pretrained_file"), dropout=0.0,
+            projection_dim=params.get("projection_dim") or 0, load_weights=False,
+            allow_pickle=allow_pickle)
+    except (OSError, HFValidationError) as err:
+        raise CheckpointError(
+            f"{source}: cannot load the model's config from pretrained_model_cfg="
+            f"{params['pretrained_model_cfg']!r}, pretrained_file={params.get('pretrained_file')!r}"
+            f" (pass --pretrained_model_cfg / --pretrained_file): {str(err).splitlines()[0]}"
+        ) from err
     load_model_state(biencoder, model_dict, source=source)
     return biencoder.eval()
+
+
+@dataclass
+class TrainedBiEncoder:
+    """A checkpoint ready for inference or export."""
+
+    biencoder: BiEncoder  # eval mode, on the CPU
+    params: dict[str, Any]  # resolved encoder parameters (`resolve_encoder_params`)
+    state: CheckpointState  # the file's content (epoch, offset, stored encoder_params...)
+
+
+def load_trained_biencoder(path: str | os.PathLike[str], cli: Mapping[str, Any], *,
+                           allow_pickle: bool = False) -> TrainedBiEncoder:
+    """Reads a checkpoint, resolves its encoder parameters and builds its bi-encoder.
+
+    The one loading path of every tool (evaluation, embedding, retrieval, dpr2hf): same file
+    checks, same parameter rules, same model. Unpickling warnings are logged.
+
+    Args:
+        path: DPR checkpoint file.
+        cli: Command-line encoder parameters (missing or None = not given).
+        allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
+
+    Raises:
+        CheckpointError: Unreadable, unknown-type or mismatching checkpoint, unusable paths.
+        FairseqFormatError: An unreadable fairseq folder.
+    """
+    path = os.fspath(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = load_checkpoint(path, allow_pickle=allow_pickle)
+        params, messages = resolve_encoder_params(cli, state.encoder_params, checkpoint=path)
+        for message in messages:
+            logger.info("Checkpoint overrides %s", message)
+        biencoder = build_trained_biencoder(params, state.model_dict, source=path,
+                                            allow_pickle=allow_pickle)
+    for item in caught:
+        logger.warning("%s", item.message)
+    return TrainedBiEncoder(biencoder, params, state)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import pickle
 import re
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 import torch
 
+from dpr.models.torchfile import load_torch_file
 from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -154,20 +153,10 @@ class FairseqFolder:
 
 
 def _load_model_pt(path: Path, allow_pickle: bool) -> dict[str, Any]:
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not allow_pickle:
-            raise FairseqFormatError(
-                f"{path}: holds objects other than tensors, plain containers and an argparse "
-                "namespace (probably an OmegaConf config), so it was not loaded. If you trust "
-                f"the file, pass --allow_unsafe_pickle. Detail: {str(err).splitlines()[0]}"
-            ) from err
-        warnings.warn(f"{path}: loading with full unpickling (trusted file)", stacklevel=2)
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as err:
-        raise FairseqFormatError(f"{path}: not a readable torch file: {err}") from err
+    return load_torch_file(
+        path, allow_pickle=allow_pickle, error=FairseqFormatError,
+        allowed="tensors, plain containers and an argparse namespace (an OmegaConf config?)",
+        safe_globals=[argparse.Namespace])
 
 
 def _model_args(ckpt: Mapping[str, Any], path: Path) -> dict[str, Any]:

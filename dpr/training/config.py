@@ -12,19 +12,9 @@ import ast
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-
-class EncoderType(StrEnum):
-    """Values of `--encoder_model_type`."""
-
-    HF_BERT = "hf_bert"
-    HF_ROBERTA = "hf_roberta"
-    FAIRSEQ_ROBERTA = "fairseq_roberta"
-
-
-SUPPORTED_TYPES = tuple(e.value for e in EncoderType)
+from dpr.models.checkpoint import ENCODER_TYPES
 
 
 def opt(default: Any, help: str, *, type: Any = None, flags: tuple[str, ...] = ()) -> Any:
@@ -40,7 +30,7 @@ class ModelConfig:
         None, "Hugging Face model folder (config, weights, tokenizer). For fairseq_roberta: "
         "the tokenizer folder (holding sentencepiece.bpe.model for CamemBERT).", type=str)
     encoder_model_type: str | None = opt(
-        None, f"Encoder type: one of {', '.join(SUPPORTED_TYPES)}.", type=str)
+        None, f"Encoder type: one of {', '.join(ENCODER_TYPES)}.", type=str)
     pretrained_file: str | None = opt(
         None, "fairseq_roberta: folder with the fairseq model.pt and dict.txt. Unused by the "
         "hf_* types.", type=str)
@@ -61,13 +51,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.encoder_model_type is None:
             raise ValueError(f"--encoder_model_type is required (one of "
-                             f"{', '.join(SUPPORTED_TYPES)})")
+                             f"{', '.join(ENCODER_TYPES)})")
         if self.encoder_model_type == "pytext_bert":
             raise ValueError("--encoder_model_type pytext_bert is not supported (it was already "
                              "broken in the original DPR); use hf_bert")
-        if self.encoder_model_type not in SUPPORTED_TYPES:
+        if self.encoder_model_type not in ENCODER_TYPES:
             raise ValueError(f"--encoder_model_type {self.encoder_model_type!r}: unsupported "
-                             f"model type (choose one of {', '.join(SUPPORTED_TYPES)})")
+                             f"model type (choose one of {', '.join(ENCODER_TYPES)})")
         if self.sequence_length < 4:
             raise ValueError(f"--sequence_length must be at least 4, got {self.sequence_length}")
         if self.projection_dim < 0:

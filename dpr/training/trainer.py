@@ -25,7 +25,7 @@ from dpr.models.checkpoint import (
     find_latest_checkpoint,
     load_checkpoint,
     load_model_state,
-    merge_encoder_params,
+    resolve_encoder_params,
     save_checkpoint,
     to_dpr_layout,
 )
@@ -54,8 +54,9 @@ class BiEncoderTrainer:
         self.state = self._load_resume_state()
         model_cfg = cfg.model
         if self.state is not None:
-            merged, overrides = merge_encoder_params(dataclasses.asdict(model_cfg),
-                                                     self.state.encoder_params)
+            merged, overrides = resolve_encoder_params(
+                dataclasses.asdict(model_cfg), self.state.encoder_params,
+                checkpoint=self.resume_path)
             for message in overrides:
                 logger.info("Checkpoint overrides %s", message)
             model_cfg = dataclasses.replace(model_cfg, **merged)

@@ -6,12 +6,8 @@ import pytest
 import torch
 from transformers import CamembertTokenizer
 
-from dpr.data.tensorizer import (
-    Tensorizer,
-    build_tokenizer,
-    is_camembert_folder,
-    strip_question_mark,
-)
+from dpr.data.recipe import strip_question_mark
+from dpr.data.tensorizer import Tensorizer, build_tokenizer, is_camembert_folder
 
 
 def test_tokenizer_factory_picks_by_model_type_and_folder(tiny_camembert: Path, tiny_bert: Path,

@@ -16,7 +16,8 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer, DPRContextEncoder, DPRQuestionEncoder
 
 import train_dense_encoder
-from dpr.data.tensorizer import build_tensorizer, strip_question_mark
+from dpr.data.recipe import strip_question_mark
+from dpr.data.tensorizer import build_tensorizer
 from dpr.models.checkpoint import load_checkpoint, load_model_state
 from dpr.models.factory import build_biencoder
 from dpr2hf.cli import build_parser, main

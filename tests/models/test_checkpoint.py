@@ -15,8 +15,8 @@ from dpr.models.checkpoint import (
     from_dpr_layout,
     load_checkpoint,
     load_model_state,
-    merge_encoder_params,
     parse_checkpoint_name,
+    resolve_encoder_params,
     save_checkpoint,
     to_dpr_layout,
 )
@@ -141,14 +141,59 @@ def test_find_latest_checkpoint_orders_by_epoch_and_offset(tmp_path: Path) -> No
     assert find_latest_checkpoint(tmp_path / "missing", "dpr_biencoder") is None
 
 
-def test_merge_encoder_params_model_values_from_checkpoint_paths_from_cli() -> None:
+def test_resolve_encoder_params_model_values_from_checkpoint_paths_from_cli() -> None:
     cli = {"do_lower_case": False, "pretrained_model_cfg": "new/path", "encoder_model_type":
            "hf_roberta", "pretrained_file": None, "projection_dim": 0, "sequence_length": 128}
     stored = {"do_lower_case": True, "pretrained_model_cfg": "old/path", "encoder_model_type":
               "hf_roberta", "pretrained_file": "old/file", "projection_dim": 0,
               "sequence_length": 256}
-    merged, messages = merge_encoder_params(cli, stored)
+    merged, messages = resolve_encoder_params(cli, stored)
     assert merged == {"do_lower_case": True, "pretrained_model_cfg": "new/path",
                       "encoder_model_type": "hf_roberta", "pretrained_file": "old/file",
                       "projection_dim": 0, "sequence_length": 256}
     assert len(messages) == 3
+
+
+def test_resolve_encoder_params_finds_stored_relative_paths_beside_the_checkpoint(
+        tmp_path: Path, monkeypatch) -> None:
+    # Given a checkpoint whose stored paths are relative to its own folder, read from elsewhere
+    (tmp_path / "run" / "camembert").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    stored = {"encoder_model_type": "hf_roberta", "pretrained_model_cfg": "camembert",
+              "pretrained_file": "missing", "do_lower_case": None, "projection_dim": None,
+              "sequence_length": None}
+    # When resolving without command-line paths
+    params, _ = resolve_encoder_params({}, stored, checkpoint=tmp_path / "run" / "dpr.0")
+    # Then the existing one is found beside the checkpoint, the other kept (a hub name?),
+    # and unset values get their defaults
+    assert params["pretrained_model_cfg"] == str(tmp_path / "run" / "camembert")
+    assert params["pretrained_file"] == "missing"
+    assert (params["do_lower_case"], params["projection_dim"], params["sequence_length"]) == (
+        False, 0, 512)
+    # And command-line paths win over stored ones
+    params, _ = resolve_encoder_params({"pretrained_model_cfg": "given"}, stored,
+                                       checkpoint=tmp_path / "run" / "dpr.0")
+    assert params["pretrained_model_cfg"] == "given"
+
+
+def test_resolve_encoder_params_fairseq_tokenizer_falls_back_to_the_fairseq_folder(
+        tmp_path: Path) -> None:
+    # Given a fairseq_roberta checkpoint whose tokenizer folder no longer exists
+    (tmp_path / "camembert-base").mkdir()
+    stored = {"encoder_model_type": "fairseq_roberta", "pretrained_model_cfg": "data/gone/",
+              "pretrained_file": "camembert-base"}
+    params, _ = resolve_encoder_params({}, stored, checkpoint=tmp_path / "dpr.0")
+    # Then the tokenizer comes from the fairseq folder (as training does)
+    assert params["pretrained_model_cfg"] == params["pretrained_file"] == str(
+        tmp_path / "camembert-base")
+    # But a folder given on the command line is used as given
+    params, _ = resolve_encoder_params({"pretrained_model_cfg": "data/gone/"}, stored,
+                                       checkpoint=tmp_path / "dpr.0")
+    assert params["pretrained_model_cfg"] == "data/gone/"
+
+
+@pytest.mark.parametrize("kind,message", [(None, "no encoder_model_type stored"),
+                                          ("pytext_bert", "unknown encoder_model_type")])
+def test_resolve_encoder_params_rejects_missing_or_unknown_types(kind, message) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        resolve_encoder_params({}, {"encoder_model_type": kind}, checkpoint="ck/dpr.3")

@@ -1,0 +1,178 @@
+"""The one input recipe: how questions and passages become model inputs, everywhere.
+
+Training (`Tensorizer` in `build_batch`), inference on a checkpoint or a `dpr2hf` folder
+(`dpr.evaluation`) and the export check (`dpr2hf.verify`) all go through these functions, so
+the three cannot drift apart:
+
+- a question loses one trailing '?' (DPR's training-time rule), then surrounding whitespace;
+- a passage's text loses surrounding whitespace; its title is kept as is, and an empty title
+  means the text is encoded alone (`[CLS] text [SEP]`), else as the pair
+  (`[CLS] title [SEP] text [SEP]`, RoBERTa: `<s> title </s></s> text </s>`);
+- with `do_lower_case` every text (question, title, passage) is lower-cased with `str.lower()`;
+- token ids carry the tokenizer's special tokens and are truncated to `max_length`
+  (`longest_first` for pairs); batches are right-padded with the pad id, the attention mask
+  being `ids != pad_id`.
+
+`encode_in_batches` runs any `(ids, mask) -> vectors` function over many texts in batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from dpr.data.tensorizer import Tensorizer
+
+# A prepared input: a question or title-less passage text, or a (title, text) pair.
+Item = str | tuple[str, str]
+
+# Items tokenized at a time by `encode_in_batches` when sorting by length (bounds memory).
+SORT_WINDOW_BATCHES = 64
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The two settings of the recipe a model was trained with (stored in its checkpoint).
+
+    Attributes:
+        do_lower_case: DPR's `--do_lower_case`: `str.lower()` on every text.
+        max_length: DPR's `--sequence_length`, special tokens included.
+    """
+
+    do_lower_case: bool = False
+    max_length: int = 512
+
+    def _case(self, text: str) -> str:
+        return text.lower() if self.do_lower_case else text
+
+
+def strip_question_mark(question: str) -> str:
+    """Removes one trailing '?' as DPR does at training time (and we do at inference too)."""
+    return question[:-1] if question.endswith("?") else question
+
+
+def prepare_question(question: str, recipe: Recipe) -> str:
+    """One trailing '?' removed, then surrounding spaces; lower-cased when the recipe says so."""
+    return recipe._case(strip_question_mark(question).strip())
+
+
+def prepare_passage(title: str, text: str, recipe: Recipe) -> tuple[str, str]:
+    """(title, text) as training saw them: text stripped, both lower-cased when required; an
+    empty title means the text is encoded alone."""
+    return (recipe._case(title) if title else ""), recipe._case(text.strip())
+
+
+def passage_item(title: str, text: str) -> Item:
+    """The tokenizer input of a prepared passage: the text alone when the title is empty."""
+    return (title, text) if title else text
+
+
+def question_items(questions: Sequence[str], recipe: Recipe) -> list[Item]:
+    """Prepared questions."""
+    return [prepare_question(q, recipe) for q in questions]
+
+
+def passage_items(titles: Sequence[str] | None, texts: Sequence[str],
+                  recipe: Recipe) -> list[Item]:
+    """Prepared passages; `titles` None means no titles."""
+    titles = titles if titles is not None else [""] * len(texts)
+    if len(titles) != len(texts):
+        raise ValueError(f"{len(titles)} titles for {len(texts)} texts")
+    return [passage_item(*prepare_passage(t or "", x, recipe)) for t, x in zip(titles, texts)]
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], *,
+             max_length: int) -> list[list[int]]:
+    """Token ids of prepared items (special tokens added, `longest_first` truncation).
+
+    Args:
+        tokenizer: A Hugging Face tokenizer (fast or slow).
+        items: Texts and (title, text) pairs, as made by `question_items` / `passage_items`.
+        max_length: Longest id list, special tokens included.
+
+    Returns:
+        One unpadded id list per item, in order.
+    """
+    out: list[list[int] | None] = [None] * len(items)
+    kwargs = {"truncation": "longest_first", "max_length": max_length,
+              "add_special_tokens": True, "return_token_type_ids": False,
+              "return_attention_mask": False}
+    single = [i for i, item in enumerate(items) if isinstance(item, str)]
+    pair = [i for i, item in enumerate(items) if not isinstance(item, str)]
+    if single:
+        ids = tokenizer([items[i] for i in single], **kwargs)["input_ids"]
+        for i, seq in zip(single, ids):
+            out[i] = list(seq)
+    if pair:
+        ids = tokenizer([items[i][0] for i in pair], [items[i][1] for i in pair],
+                        **kwargs)["input_ids"]
+        for i, seq in zip(pair, ids):
+            out[i] = list(seq)
+    return out  # type: ignore[return-value]
+
+
+def pad_ids(sequences: Sequence[Sequence[int]], *, pad_id: int,
+            width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pads id lists to `width` columns.
+
+    Returns:
+        ids [N × width] int64 and mask [N × width] bool (`ids != pad_id`).
+    """
+    ids = torch.full((len(sequences), max(width, 1)), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return ids, ids != pad_id
+
+
+def encode_in_batches(
+    encode_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    tensorizer: Tensorizer,
+    items: Sequence[Item],
+    *,
+    dim: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    sort_by_length: bool = False,
+    desc: str = "Encoding",
+    quiet: bool = True,
+) -> np.ndarray:
+    """Vectors of prepared items, computed `batch_size` at a time without gradients.
+
+    Args:
+        encode_fn: ids [B × T], mask [B × T] on `device` → vectors [B × D].
+        tensorizer: Tokenizes (`encode_items`) and pads (`pad`).
+        items: Prepared inputs (`question_items` / `passage_items`).
+        dim: D, the vector size (for the empty case).
+        batch_size: Items per forward pass.
+        device: Where `encode_fn` runs.
+        sort_by_length: Batch items of similar token length together (less padding), in
+            windows of `SORT_WINDOW_BATCHES` batches; rows come back in the input order.
+        desc: Progress-bar label.
+        quiet: No progress bar.
+
+    Returns:
+        float32 [N × D], row i for item i.
+    """
+    out = np.zeros((len(items), dim), dtype=np.float32)
+    window = batch_size * (SORT_WINDOW_BATCHES if sort_by_length else 1)
+    with torch.inference_mode(), tqdm(total=len(items), desc=desc, unit=" texts",
+                                      disable=quiet) as bar:
+        for start in range(0, len(items), window):
+            ids = tensorizer.encode_items(items[start:start + window])
+            order = sorted(range(len(ids)), key=lambda i: -len(ids[i])) if sort_by_length \
+                else list(range(len(ids)))
+            for first in range(0, len(order), batch_size):
+                rows = order[first:first + batch_size]
+                batch, mask = tensorizer.pad([ids[i] for i in rows])
+                vectors = encode_fn(batch.to(device), mask.to(device))  # [B × D]
+                out[[start + i for i in rows]] = vectors.float().cpu().numpy()
+                bar.update(len(rows))
+    return out

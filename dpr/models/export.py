@@ -1,0 +1,88 @@
+"""The layout of a folder written by `dpr2hf`, shared by the exporter and the tools that load it.
+
+`<folder>/question_encoder/` and `<folder>/ctx_encoder/` each hold a transformers model
+(`config.json` with a `dpr` entry: the recipe it was trained with), its tokenizer, and
+`encode_proj.safetensors` when the tower projects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dpr.models.encoder import Encoder
+
+logger = logging.getLogger(__name__)
+
+PROJECTION_FILE = "encode_proj.safetensors"
+# Tower side (see `checkpoint.SIDE_NAMES`) -> folder.
+TOWER_FOLDERS = {"question": "question_encoder", "ctx": "ctx_encoder"}
+QUESTION_FOLDER, CTX_FOLDER = TOWER_FOLDERS["question"], TOWER_FOLDERS["ctx"]
+# Encoder parameters written under "dpr" in each tower's config.json.
+EXPORTED_PARAMS = ("encoder_model_type", "do_lower_case", "sequence_length", "projection_dim")
+
+
+def is_hf_export(path: str | os.PathLike[str]) -> bool:
+    """True for a folder written by `dpr2hf` (both tower sub-folders present)."""
+    folder = Path(path)
+    return all((folder / name / "config.json").is_file() for name in TOWER_FOLDERS.values())
+
+
+def exported_params(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The `dpr` entry of a tower folder's config.json (empty when absent)."""
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    return dict(config.get("dpr") or {})
+
+
+def save_projection(projection: nn.Linear, folder: str | os.PathLike[str]) -> None:
+    """Writes a tower's `encode_proj` as `encode_proj.safetensors` (weight, bias)."""
+    save_file({"weight": projection.weight.detach().contiguous().clone(),
+               "bias": projection.bias.detach().contiguous().clone()},
+              str(Path(folder) / PROJECTION_FILE))
+
+
+def load_projection(folder: str | os.PathLike[str]) -> nn.Linear | None:
+    """The projection of an exported tower, or None when it has none."""
+    path = Path(folder) / PROJECTION_FILE
+    if not path.is_file():
+        return None
+    tensors = load_file(str(path))
+    out_size, in_size = tensors["weight"].shape
+    projection = nn.Linear(in_size, out_size)
+    projection.load_state_dict(tensors)
+    return projection
+
+
+def load_auto_model(folder: str | os.PathLike[str]) -> nn.Module:
+    """`AutoModel.from_pretrained(folder)` in eval mode, without the warning about the unused
+    (randomly initialised) pooler of RoBERTa-type exports."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return AutoModel.from_pretrained(folder).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_exported_encoder(folder: str | os.PathLike[str],
+                          device: torch.device | str = "cpu") -> Encoder:
+    """An exported tower as an `Encoder` (same forward as the trained tower), in eval mode."""
+    model = load_auto_model(folder)
+    projection = load_projection(folder)
+    encoder = Encoder(model, projection.out_features if projection is not None else 0)
+    if projection is not None:
+        encoder.encode_proj.load_state_dict(projection.state_dict())
+    return encoder.to(device).eval()

@@ -1,0 +1,77 @@
+"""The input recipe: text preparation, tokenization and batched encoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dpr.data.recipe import (
+    Recipe,
+    encode_in_batches,
+    passage_items,
+    prepare_passage,
+    prepare_question,
+    question_items,
+)
+from dpr.data.tensorizer import Tensorizer, build_tokenizer
+
+
+def test_prepare_question_strips_one_mark_then_spaces_and_lowercases() -> None:
+    lower, cased = Recipe(do_lower_case=True), Recipe()
+    assert prepare_question("  Où est l'ÉCOLE ?", lower) == "où est l'école"
+    assert prepare_question("Qui??", cased) == "Qui?"
+    # the mark is removed before the spaces, as in training: a '?' followed by a space stays
+    assert prepare_question("Qui ? ", cased) == "Qui ?"
+
+
+def test_prepare_passage_keeps_title_and_pairs_only_with_a_title() -> None:
+    lower = Recipe(do_lower_case=True)
+    assert prepare_passage("Île-de-France", "  Paris. ", lower) == ("île-de-france", "paris.")
+    assert passage_items(["Titre", ""], [" a ", " b "], Recipe()) == [("Titre", "a"), "b"]
+    assert passage_items(None, ["x"], Recipe()) == ["x"]
+    assert question_items(["Quoi ?"], lower) == ["quoi"]
+    with pytest.raises(ValueError, match="2 titles for 1 texts"):
+        passage_items(["a", "b"], ["x"], Recipe())
+
+
+@pytest.fixture(scope="module")
+def tensorizer(tiny_camembert: Path) -> Tensorizer:
+    return Tensorizer(build_tokenizer("hf_roberta", str(tiny_camembert)), max_length=32,
+                      pad_to_max=False)
+
+
+def _fake_encoder(calls: list[int]):
+    """Vectors that identify the input: [number of real tokens, sum of ids]; records widths."""
+    def encode(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        calls.append(ids.shape[1])
+        return torch.stack([mask.sum(1).float(), (ids * mask).sum(1).float()], dim=1)
+    return encode
+
+
+def test_encode_in_batches_sorted_gives_the_input_order_with_less_padding(
+        tensorizer: Tensorizer) -> None:
+    # Given texts of very different lengths, long and short alternating
+    texts = [("un texte assez long sur la Loire et ses châteaux " * 3) if i % 2 else "court"
+             for i in range(10)]
+    items = passage_items(None, texts, tensorizer.recipe)
+    plain_widths, sorted_widths = [], []
+    # When encoding them in batches of 2, in order and sorted by length
+    plain = encode_in_batches(_fake_encoder(plain_widths), tensorizer, items, dim=2,
+                              batch_size=2)
+    by_length = encode_in_batches(_fake_encoder(sorted_widths), tensorizer, items, dim=2,
+                                  batch_size=2, sort_by_length=True)
+    # Then row i is item i's vector either way, and sorting pads less
+    ids = tensorizer.encode_items(items)
+    expected = np.array([[len(s), sum(s)] for s in ids], dtype=np.float32)
+    np.testing.assert_array_equal(plain, expected)
+    np.testing.assert_array_equal(by_length, expected)
+    assert plain.dtype == np.float32 and len(plain_widths) == len(sorted_widths) == 5
+    assert sum(sorted_widths) < sum(plain_widths)
+
+
+def test_encode_in_batches_empty_input_has_the_vector_size(tensorizer: Tensorizer) -> None:
+    out = encode_in_batches(_fake_encoder([]), tensorizer, [], dim=7, batch_size=4)
+    assert out.shape == (0, 7) and out.dtype == np.float32
