@@ -95,6 +95,9 @@ def mining_options(args: argparse.Namespace) -> MiningOptions:
     for flag in ("n_retrieved", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.output.suffix == ".gz":
+        raise UsageError(f"--output {args.output}: compressed output is not supported; "
+                         "write a .json file")
     return MiningOptions(num_negatives=args.num_negatives, skip_top=args.skip_top,
                          margin=args.margin, relative_margin=args.relative_margin,
                          mix_existing=args.mix_bm25)
@@ -202,6 +205,7 @@ def mine(records: Sequence[dict[str, Any]], corpus: Corpus, model: Any, *,
     index.add([p.id for p in corpus.passages], corpus.vectors, quiet=quiet)
     hits, hit_scores = index.search(q_vectors, n_retrieved)
     matcher = AnswerMatcher([p.text for p in corpus.passages], match=match)
+    _check_positives_in_corpus(records, corpus)
     stats = MiningStats()
     mined_all, mixed_all = [], []
     for i, record in enumerate(records):
@@ -223,6 +227,18 @@ def mine(records: Sequence[dict[str, Any]], corpus: Corpus, model: Any, *,
     out = [{**record, "hard_negative_ctxs": mined + mixed}
            for record, mined, mixed in zip(records, mined_all, mixed_all)]
     return out, stats
+
+
+def _check_positives_in_corpus(records: Sequence[Mapping[str, Any]], corpus: Corpus) -> None:
+    """Logs how many positives are corpus passages; warns when none is (wrong file?)."""
+    positives = [ctx for r in records for ctx in r.get("positive_ctxs") or []]
+    found = sum(bool(corpus.gold_rows([ctx])) for ctx in positives)
+    logger.info("%d of %d positive passages found in the corpus (by passage_id or text)",
+                found, len(positives))
+    if positives and not found:
+        logger.warning("No positive passage of the records is in the passage file: gold "
+                       "passages cannot be recognised by id or text (another corpus?); only "
+                       "the answer filter guards against false negatives")
 
 
 def _score_mixed(mixed_all: Sequence[list[dict[str, Any]]], q_vectors: np.ndarray,
@@ -248,10 +264,43 @@ def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
                 summary["skipped_top"], summary["without_positive"])
 
 
-def run(args: argparse.Namespace) -> int:
-    """Reads, encodes (distributed when launched so), mines and writes (rank 0)."""
+def check_model_path(path: str) -> None:
+    """Refuses a ``--model_file`` that is neither a file nor a dpr2hf-style folder.
+
+    Raises:
+        InputError: Naming the path.
+    """
+    if os.path.isdir(path):
+        towers = [name for name in ("question_encoder", "ctx_encoder")
+                  if not os.path.isfile(os.path.join(path, name, "config.json"))]
+        if towers:
+            raise InputError(f"--model_file {path}: a folder must be a dpr2hf export (missing "
+                             f"{', '.join(f'{t}/config.json' for t in towers)}); or pass a "
+                             "DPR checkpoint file")
+    elif not os.path.isfile(path):
+        raise InputError(f"--model_file {path}: no such file or folder")
+
+
+def parse_device(name: str) -> Any:
+    """The torch device of ``--device``.
+
+    Raises:
+        UsageError: For an unknown device name or a GPU that is not there.
+    """
     import torch
 
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device {name!r}: {err}") from err
+    if device.type == "cuda" and (not torch.cuda.is_available() or
+                                  (device.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"--device {name}: no such CUDA device here")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reads, encodes (distributed when launched so), mines and writes (rank 0)."""
     from dpr.evaluation.dense_models import load_dpr_model
     from dpr.utils.dist import cleanup, init_distributed
     from dpr.utils.logging import setup_logging
@@ -263,9 +312,8 @@ def run(args: argparse.Namespace) -> int:
         options = mining_options(args)
         records = read_records(args.input)
         passages = read_corpus(args.passages)
-        if not os.path.exists(args.model_file):
-            raise InputError(f"--model_file {args.model_file}: no such file or folder")
-        device = torch.device(args.device) if args.device and not ctx.distributed \
+        check_model_path(args.model_file)
+        device = parse_device(args.device) if args.device and not ctx.distributed \
             else ctx.device
         quiet = args.quiet or not ctx.is_main
         model = load_dpr_model(args.model_file, {"pretrained_model_cfg":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import ROOT, free_port
@@ -16,6 +17,7 @@ from helpers import ROOT, free_port
 from data_prep import mine_negatives
 from dpr.evaluation.dense_models import load_dpr_model
 from dpr.evaluation.metrics import has_answer
+from dpr.evaluation.passages import TsvPassage
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
 
@@ -147,6 +149,19 @@ def test_num_negatives_skip_top_and_mix_bm25_shape_the_lists(
         assert len(set(got)) == len(got)
 
 
+def test_n_retrieved_limits_candidates_to_the_model_top(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, model_scores) -> None:
+    out = tmp_path / "top4.json"
+    assert _mine(spread, records_file, corpus[0], out, "--n_retrieved", "4") == 0
+    ids = [r[0] for r in _corpus_rows(corpus[0])]
+    records = json.loads(out.read_text(encoding="utf-8"))
+    for record, scores in zip(records, model_scores[0]):
+        top4 = {ids[i] for i in sorted(range(len(ids)), key=lambda i: -scores[i])[:4]}
+        got = {n["passage_id"] for n in record["hard_negative_ctxs"]}
+        assert got <= top4 and len(got) <= 4
+    assert any(len(r["hard_negative_ctxs"]) == 4 for r in records)
+
+
 def test_margins_keep_negatives_scored_below_the_positive(
         tmp_path: Path, spread: Path, corpus, records_file: Path, model_scores) -> None:
     # Given a full run and runs with margins (absolute 0.05, relative 0.001)
@@ -190,7 +205,7 @@ def test_output_is_deterministic_and_byte_identical_with_two_processes(
         assert result.returncode == 0, result.stderr[-3000:]
     # Then both files are byte-identical (17 passages: shards of 12 and 5 rows)
     assert one.read_bytes() == two.read_bytes()
-    assert "Mined 38 questions" in result.stderr
+    assert "Mined 38 questions" in result.stderr and "2 process(es)" in result.stderr
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -228,12 +243,13 @@ def test_bad_inputs_exit_1_with_one_line_and_write_nothing(
 @pytest.mark.parametrize("flag, value", [("--num_negatives", "-1"), ("--skip_top", "-1"),
                                          ("--mix_bm25", "-3"), ("--relative_margin", "1.5"),
                                          ("--margin", "-1"), ("--n_retrieved", "0"),
-                                         ("--batch_size", "0")])
+                                         ("--batch_size", "0"), ("--output", "x.json.gz")])
 def test_bad_option_values_exit_2_naming_the_flag(tmp_path: Path, spread: Path, corpus,
                                                   records_file: Path, capsys, flag,
                                                   value) -> None:
     out = tmp_path / "out.json"
     assert _mine(spread, records_file, corpus[0], out, flag, value) == 2
+    assert not (tmp_path / value).exists()
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and flag in err[0], err
     assert not out.exists()
@@ -245,3 +261,48 @@ def test_help_exits_0(capsys) -> None:
     for flag in ("--skip_top", "--margin", "--relative_margin", "--num_negatives",
                  "--mix_bm25", "--n_retrieved"):
         assert flag in text
+
+
+def test_dpr2hf_folder_mines_the_same_negatives_as_its_checkpoint(
+        tmp_path: Path, spread: Path, corpus, records_file: Path) -> None:
+    # Given the checkpoint exported by dpr2hf
+    from dpr2hf.cli import main as dpr2hf_main
+
+    folder = tmp_path / "hf"
+    assert dpr2hf_main([str(spread), "--output_dir", str(folder)]) == 0
+    # When mining with the checkpoint and with the folder
+    from_ckpt, from_hf = tmp_path / "ckpt.json", tmp_path / "hf.json"
+    assert _mine(spread, records_file, corpus[0], from_ckpt) == 0
+    assert _mine(folder, records_file, corpus[0], from_hf) == 0
+    # Then the same passages are kept in the same order, with the same scores
+    for a, b in zip(*(json.loads(p.read_text(encoding="utf-8")) for p in (from_ckpt, from_hf))):
+        assert [n["passage_id"] for n in a["hard_negative_ctxs"]] == \
+            [n["passage_id"] for n in b["hard_negative_ctxs"]]
+        assert [n["score"] for n in a["hard_negative_ctxs"]] == pytest.approx(
+            [n["score"] for n in b["hard_negative_ctxs"]], abs=1e-3)
+
+
+def test_model_folder_that_is_no_export_and_bad_device_are_one_line_errors(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, capsys) -> None:
+    out = tmp_path / "out.json"
+    assert _mine(tmp_path, records_file, corpus[0], out) == 1
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "question_encoder/config.json" in err[0]
+    assert mine_negatives.main(["--model_file", str(spread), "--input", str(records_file),
+                                "--passages", str(corpus[0]), "--output", str(out),
+                                "--device", "nonsense", "--quiet"]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "--device 'nonsense'" in err[0]
+    assert not out.exists()
+
+
+def test_corpus_gold_rows_match_by_id_or_stripped_text() -> None:
+    passages = [TsvPassage("a", "Un texte.", "T"), TsvPassage("b", "Autre texte.", "T"),
+                TsvPassage("c", " Un texte. ", "T2")]
+    corpus = mine_negatives.Corpus(passages, np.zeros((3, 2), np.float32))
+    assert corpus.gold_rows([{"text": "Un texte."}]) == {0, 2}
+    assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "b"}]) == {1}
+    assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "zz"}]) == set()
+    # a passage with the same id but another text is not the corpus passage
+    assert corpus.row_for({"text": "Autre texte.", "passage_id": "b"}) == 1
+    assert corpus.row_for({"text": "changé", "passage_id": "b"}) is None
