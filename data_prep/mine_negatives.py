@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -324,14 +325,21 @@ def run(args: argparse.Namespace) -> int:
         logger.info("%d records from %s, %d passages from %s, model %s, %d process(es)",
                     len(records), args.input, len(passages), args.passages,
                     model.description, ctx.world_size)
+        if args.device and ctx.distributed:
+            logger.warning("--device %s ignored: each process uses %s", args.device, device)
+        start = time.perf_counter()
         vectors = encode_corpus(model.encode_passages, [p.title for p in passages],
                                 [p.text for p in passages], ctx=ctx,
                                 batch_size=args.batch_size)
+        logger.info("Encoded %d passages in %.1f s", len(vectors), time.perf_counter() - start)
         if not ctx.is_main:
             return 0
+        start = time.perf_counter()
         out, stats = mine(records, Corpus(passages, vectors), model, options=options,
                           n_retrieved=args.n_retrieved, match=args.match, quiet=quiet)
         write_records(args.output, out)
+        logger.info("Encoded questions, searched and selected in %.1f s",
+                    time.perf_counter() - start)
         log_summary(stats, options, args.output)
         return 0
     finally:
