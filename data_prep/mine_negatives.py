@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from data_prep.squad import article_key
 from data_prep.writers import write_records
 from dpr.data.records import DataFormatError, parse_sample, read_json_records
 from dpr.evaluation.metrics import AnswerMatcher
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--mix_bm25", type=int, default=0,
         help="also keep the first M of the record's existing hard negatives (deduplicated), "
         "after the mined ones")
+    add("--exclude_articles_of", action="append", type=Path, default=[], metavar="FILE",
+        help="DPR JSON file (repeatable, e.g. the dev file): passages whose case-folded title "
+        "is the title of a passage in FILE are not mined, so that train records hold no text "
+        "of the other split's articles (data_prep splits by article title)")
     add("--match", choices=("string", "regex"), default="string",
         help="answer matching, as in the evaluation")
     add("--pretrained_model_cfg", default=None,
@@ -126,16 +131,38 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_corpus(path: Path) -> list[TsvPassage]:
-    """Reads the passage TSV.
+def read_corpus(path: Path, *, exclude_articles_of: Sequence[Path] = ()) -> list[TsvPassage]:
+    """Reads the passage TSV, without the articles of the ``exclude_articles_of`` files.
 
     Raises:
-        InputError: On a malformed file, duplicate ids or no passage at all.
+        InputError: On a malformed file, duplicate ids, or no passage (left).
     """
     passages = list(read_passages(path).values())
     if not passages:
         raise InputError(f"{path}: no passages (expected rows id<TAB>text<TAB>title)")
+    if exclude_articles_of:
+        excluded = excluded_articles(exclude_articles_of)
+        kept = [p for p in passages if article_key(p.title) not in excluded]
+        logger.info("%d passages of %d article(s) of %s left out of the corpus",
+                    len(passages) - len(kept), len(excluded),
+                    ", ".join(map(str, exclude_articles_of)))
+        if not kept:
+            raise InputError(f"{path}: no passage left once the articles of "
+                             f"--exclude_articles_of are removed")
+        passages = kept
     return passages
+
+
+def excluded_articles(paths: Sequence[Path]) -> set[str]:
+    """Article keys (case-folded titles) of every passage of the records of ``paths``."""
+    keys: set[str] = set()
+    for path in paths:
+        for record in read_records(path):
+            for field in ("positive_ctxs", "negative_ctxs", "hard_negative_ctxs"):
+                keys.update(article_key(ctx.get("title") or "") for ctx in
+                            record.get(field) or [])
+    keys.discard("")
+    return keys
 
 
 class Corpus:
@@ -309,10 +336,11 @@ def run(args: argparse.Namespace) -> int:
     no_cuda = args.no_cuda or (args.device or "").startswith("cpu")
     ctx = init_distributed(args.local_rank, no_cuda=no_cuda)
     setup_logging(ctx.rank)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every attempt
     try:
         options = mining_options(args)
         records = read_records(args.input)
-        passages = read_corpus(args.passages)
+        passages = read_corpus(args.passages, exclude_articles_of=args.exclude_articles_of)
         check_model_path(args.model_file)
         device = parse_device(args.device) if args.device and not ctx.distributed \
             else ctx.device

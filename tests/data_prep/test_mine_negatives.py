@@ -263,6 +263,33 @@ def test_help_exits_0(capsys) -> None:
         assert flag in text
 
 
+def test_exclude_articles_of_keeps_other_split_passages_out(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, capsys) -> None:
+    # Given a "dev" file whose records come from two articles of the corpus
+    titles = sorted({row[2] for row in _corpus_rows(corpus[0])})
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps([
+        {"question": "q1", "answers": [], "positive_ctxs": [{"title": titles[0].upper(),
+                                                            "text": "x"}]},
+        {"question": "q2", "answers": [], "positive_ctxs": [],
+         "hard_negative_ctxs": [{"title": titles[1], "text": "y"}]}]), encoding="utf-8")
+    out = tmp_path / "mined.json"
+    # When mining while excluding its articles
+    assert _mine(spread, records_file, corpus[0], out, "--exclude_articles_of", str(dev)) == 0
+    # Then no mined negative comes from those articles (titles compared case-folded)
+    mined = [n for r in json.loads(out.read_text(encoding="utf-8"))
+             for n in r["hard_negative_ctxs"]]
+    assert mined and not {n["title"] for n in mined} & set(titles[:2])
+    # and excluding every article is an input error
+    everything = tmp_path / "all.json"
+    everything.write_text(json.dumps([{"question": "q", "positive_ctxs": [
+        {"title": t, "text": "z"} for t in titles]}]), encoding="utf-8")
+    capsys.readouterr()
+    assert _mine(spread, records_file, corpus[0], out, "--exclude_articles_of",
+                 str(everything)) == 1
+    assert "no passage left" in _error_lines(capsys.readouterr().err)[0]
+
+
 def test_dpr2hf_folder_mines_the_same_negatives_as_its_checkpoint(
         tmp_path: Path, spread: Path, corpus, records_file: Path) -> None:
     # Given the checkpoint exported by dpr2hf
