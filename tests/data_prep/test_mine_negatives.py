@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,17 @@ from dpr.models.factory import build_biencoder
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
 COMMON = ["--batch_size", "4", "--no_cuda", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """The CLI's setup_logging binds a handler to this test's (captured) stderr; later tests
+    must not log into that closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _corpus_rows(passages: Path) -> list[list[str]]:
