@@ -104,9 +104,14 @@ def mining_options(args: argparse.Namespace) -> MiningOptions:
     if args.output.suffix == ".gz":
         raise UsageError(f"--output {args.output}: compressed output is not supported; "
                          "write a .json file")
-    return MiningOptions(num_negatives=args.num_negatives, skip_top=args.skip_top,
-                         margin=args.margin, relative_margin=args.relative_margin,
-                         mix_existing=args.mix_bm25)
+    options = MiningOptions(num_negatives=args.num_negatives, skip_top=args.skip_top,
+                            margin=args.margin, relative_margin=args.relative_margin,
+                            mix_existing=args.mix_bm25)
+    if args.n_retrieved < args.skip_top + args.num_negatives:
+        logger.warning("--n_retrieved %d < --skip_top %d + --num_negatives %d: no question "
+                       "can get %d mined negatives", args.n_retrieved, args.skip_top,
+                       args.num_negatives, args.num_negatives)
+    return options
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
