@@ -1,0 +1,396 @@
+"""Command line: mine hard negatives with a trained dense model (DPR's "adv-hn" round).
+
+Example::
+
+    python -m data_prep.mine_negatives --model_file out/dpr_biencoder.39 \\
+        --input DPR_FR_train.json --passages passages.tsv --output DPR_FR_train.mined.json
+
+Every passage of ``--passages`` is encoded (each process of a ``torchrun`` job encodes its
+contiguous share), every question searched exactly by inner product, and the best
+``--num_negatives`` passages that are neither a positive nor contain an answer become the
+record's ``hard_negative_ctxs``. See docs/DATA_PREP.md, "Mining negatives with a trained model".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_prep.squad import article_key
+from data_prep.writers import write_records
+from dpr.data.records import DataFormatError, parse_sample, read_json_records
+from dpr.evaluation.metrics import AnswerMatcher
+from dpr.evaluation.mining import (
+    MiningOptions,
+    MiningStats,
+    ctx_keys,
+    encode_corpus,
+    mix_existing,
+    select_negatives,
+)
+from dpr.evaluation.passages import TsvPassage, read_passages
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.errors import InputError, UsageError
+
+logger = logging.getLogger("data_prep.mine_negatives")
+
+SCORE_DECIMALS = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m data_prep.mine_negatives``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.mine_negatives",
+        description="Replace the hard negatives of DPR JSON records by the passages a trained "
+        "dense model ranks highest, without the positives and the passages containing an "
+        "answer (false-negative filtering).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--model_file", required=True,
+        help="DPR checkpoint (any encoder type) or a folder written by dpr2hf")
+    add("--input", required=True, type=Path, help="DPR JSON (or JSON Lines, .gz) records")
+    add("--passages", required=True, type=Path,
+        help="passage TSV (id, text, title) to mine from, e.g. data_prep's passages.tsv")
+    add("--output", required=True, type=Path, help="DPR JSON file written (atomically)")
+    add("--n_retrieved", type=int, default=100, help="passages retrieved per question")
+    add("--num_negatives", type=int, default=30, help="mined negatives kept per question")
+    add("--skip_top", type=int, default=0,
+        help="ignore the first K ranks of every ranking (likely unlabelled positives)")
+    add("--margin", type=float, default=None,
+        help="keep only negatives with score <= positive score - MARGIN")
+    add("--relative_margin", type=float, default=None,
+        help="keep only negatives with score <= positive score * (1 - RELATIVE_MARGIN)")
+    add("--mix_bm25", type=int, default=0,
+        help="also keep the first M of the record's existing hard negatives (deduplicated), "
+        "after the mined ones")
+    add("--exclude_articles_of", action="append", type=Path, default=[], metavar="FILE",
+        help="DPR JSON file (repeatable, e.g. the dev file): passages whose case-folded title "
+        "is the title of a passage in FILE are not mined, so that train records hold no text "
+        "of the other split's articles (data_prep splits by article title)")
+    add("--match", choices=("string", "regex"), default="string",
+        help="answer matching, as in the evaluation")
+    add("--pretrained_model_cfg", default=None,
+        help="checkpoint only: Hugging Face model/tokenizer folder (overrides the stored path)")
+    add("--pretrained_file", default=None,
+        help="checkpoint only: fairseq model folder (overrides the stored path)")
+    add("--batch_size", type=int, default=64, help="texts per forward pass")
+    add("--device", default=None, help="torch device of a single-process run (e.g. cuda:1)")
+    add("--no_cuda", action="store_true", help="run on the CPU even with a GPU")
+    add("--local_rank", "--local-rank", type=int, default=-1,
+        help="set by torch.distributed.launch (torchrun uses the environment)")
+    add("--allow_unsafe_pickle", action="store_true",
+        help="allow checkpoints that need full unpickling (only files you trust)")
+    add("--quiet", action="store_true", help="no progress bars")
+    add_debug_flag(parser)
+    return parser
+
+
+def mining_options(args: argparse.Namespace) -> MiningOptions:
+    """The selection options of the flags; checks the other counts too.
+
+    Raises:
+        UsageError: Naming the flag with a bad value.
+    """
+    for flag in ("n_retrieved", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.output.suffix == ".gz":
+        raise UsageError(f"--output {args.output}: compressed output is not supported; "
+                         "write a .json file")
+    options = MiningOptions(num_negatives=args.num_negatives, skip_top=args.skip_top,
+                            margin=args.margin, relative_margin=args.relative_margin,
+                            mix_existing=args.mix_bm25)
+    if args.n_retrieved < args.skip_top + args.num_negatives:
+        logger.warning("--n_retrieved %d < --skip_top %d + --num_negatives %d: no question "
+                       "can get %d mined negatives", args.n_retrieved, args.skip_top,
+                       args.num_negatives, args.num_negatives)
+    return options
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Reads and validates DPR records (kept as the raw dicts, every field preserved).
+
+    Raises:
+        InputError: On a missing or malformed file or record, naming both.
+    """
+    records = read_json_records(os.fspath(path))
+    if not isinstance(records, list):
+        raise DataFormatError(f"{path}: top level must be a JSON array of records")
+    if not records:
+        raise DataFormatError(f"{path}: contains no records")
+    for index, record in enumerate(records):
+        parse_sample(record, path=os.fspath(path), index=index)
+        for key in ("positive_ctxs", "hard_negative_ctxs"):
+            for j, ctx in enumerate(record.get(key) or []):
+                if ctx.get("passage_id") is not None and not isinstance(
+                        ctx["passage_id"], (str, int)):
+                    raise DataFormatError(f"{path}: record {index}: {key}[{j}].passage_id "
+                                          "must be a string")
+    return records
+
+
+def read_corpus(path: Path, *, exclude_articles_of: Sequence[Path] = ()) -> list[TsvPassage]:
+    """Reads the passage TSV, without the articles of the ``exclude_articles_of`` files.
+
+    Raises:
+        InputError: On a malformed file, duplicate ids, or no passage (left).
+    """
+    passages = list(read_passages(path).values())
+    if not passages:
+        raise InputError(f"{path}: no passages (expected rows id<TAB>text<TAB>title)")
+    if exclude_articles_of:
+        excluded = excluded_articles(exclude_articles_of)
+        kept = [p for p in passages if article_key(p.title) not in excluded]
+        logger.info("%d passages of %d article(s) of %s left out of the corpus",
+                    len(passages) - len(kept), len(excluded),
+                    ", ".join(map(str, exclude_articles_of)))
+        if not kept:
+            raise InputError(f"{path}: no passage left once the articles of "
+                             f"--exclude_articles_of are removed")
+        passages = kept
+    return passages
+
+
+def excluded_articles(paths: Sequence[Path]) -> set[str]:
+    """Article keys (case-folded titles) of every passage of the records of ``paths``."""
+    keys: set[str] = set()
+    for path in paths:
+        for record in read_records(path):
+            for field in ("positive_ctxs", "negative_ctxs", "hard_negative_ctxs"):
+                keys.update(article_key(ctx.get("title") or "") for ctx in
+                            record.get(field) or [])
+    keys.discard("")
+    return keys
+
+
+class Corpus:
+    """The passages with their vectors and lookups by id and by stripped text."""
+
+    def __init__(self, passages: Sequence[TsvPassage], vectors: np.ndarray) -> None:
+        self.passages, self.vectors = passages, vectors
+        self.row_of_id = {p.id: row for row, p in enumerate(passages)}
+        self.rows_of_text: dict[str, list[int]] = {}
+        for row, passage in enumerate(passages):
+            self.rows_of_text.setdefault(passage.text.strip(), []).append(row)
+
+    def gold_rows(self, positives: Sequence[Mapping[str, Any]]) -> set[int]:
+        """Rows that are one of the positives, by passage id or identical (stripped) text."""
+        rows: set[int] = set()
+        for ctx in positives:
+            rows.update(self.rows_of_text.get(str(ctx.get("text", "")).strip(), ()))
+            if str(ctx.get("passage_id")) in self.row_of_id:
+                rows.add(self.row_of_id[str(ctx["passage_id"])])
+        return rows
+
+    def row_for(self, ctx: Mapping[str, Any]) -> int | None:
+        """The corpus row of a passage dict with the same id and text, else None."""
+        row = self.row_of_id.get(str(ctx.get("passage_id")))
+        same = row is not None and self.passages[row].text.strip() == str(ctx["text"]).strip()
+        return row if same else None
+
+    def vectors_for(self, ctxs: Sequence[Mapping[str, Any]], model: Any) -> np.ndarray:
+        """Model vectors of passage dicts: the corpus vector when the passage is in the
+        corpus, else encoded now (in one call)."""
+        rows = [self.row_for(ctx) for ctx in ctxs]
+        out = np.zeros((len(ctxs), self.vectors.shape[1]), dtype=np.float32)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            out[missing] = model.encode_passages([ctxs[i].get("title") or "" for i in missing],
+                                                 [ctxs[i]["text"] for i in missing])
+        for i, row in enumerate(rows):
+            if row is not None:
+                out[i] = self.vectors[row]
+        return out
+
+
+def _ranked(ids: Sequence[str], scores: np.ndarray, corpus: Corpus) -> tuple[list[int], list]:
+    """Rows and scores of one search result, ties broken by corpus order."""
+    pairs = sorted(((corpus.row_of_id[i], float(s)) for i, s in zip(ids, scores)),
+                   key=lambda pair: (-pair[1], pair[0]))
+    return [row for row, _ in pairs], [score for _, score in pairs]
+
+
+def _passage_dict(passage: TsvPassage, score: float) -> dict[str, Any]:
+    return {"title": passage.title, "text": passage.text, "passage_id": passage.id,
+            "score": round(score, SCORE_DECIMALS)}
+
+
+def mine(records: Sequence[dict[str, Any]], corpus: Corpus, model: Any, *,
+         options: MiningOptions, n_retrieved: int, match: str,
+         quiet: bool) -> tuple[list[dict[str, Any]], MiningStats]:
+    """Mines every record; returns the output records and the counts."""
+    from dpr.evaluation.index import DenseIndex
+
+    q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
+    with_pos = [i for i, r in enumerate(records) if r.get("positive_ctxs")]
+    pos_vectors = corpus.vectors_for([records[i]["positive_ctxs"][0] for i in with_pos], model)
+    positive_scores: list[float | None] = [None] * len(records)
+    for i, vector in zip(with_pos, pos_vectors):
+        positive_scores[i] = float(q_vectors[i] @ vector)
+    index = DenseIndex(corpus.vectors.shape[1])
+    index.add([p.id for p in corpus.passages], corpus.vectors, quiet=quiet)
+    hits, hit_scores = index.search(q_vectors, n_retrieved)
+    matcher = AnswerMatcher([p.text for p in corpus.passages], match=match)
+    _check_positives_in_corpus(records, corpus)
+    stats = MiningStats()
+    mined_all, mixed_all = [], []
+    for i, record in enumerate(records):
+        positives = record.get("positive_ctxs") or []
+        prepared = matcher.prepare(record.get("answers") or [])
+        rows, scores = _ranked(hits[i], hit_scores[i], corpus)
+        kept = select_negatives(
+            rows, scores, gold=corpus.gold_rows(positives),
+            contains_answer=lambda row, prepared=prepared: matcher.contains(prepared, row),
+            positive_score=positive_scores[i], options=options, stats=stats)
+        mined = [_passage_dict(corpus.passages[row], score) for row, score in kept]
+        exclude = {key for ctx in positives for key in ctx_keys(ctx)}
+        mixed = mix_existing(mined, record.get("hard_negative_ctxs") or [],
+                             count=options.mix_existing, exclude=exclude)
+        stats.mixed += len(mixed)
+        mined_all.append(mined)
+        mixed_all.append(mixed)
+    _score_mixed(mixed_all, q_vectors, corpus, model)
+    out = [{**record, "hard_negative_ctxs": mined + mixed}
+           for record, mined, mixed in zip(records, mined_all, mixed_all)]
+    return out, stats
+
+
+def _check_positives_in_corpus(records: Sequence[Mapping[str, Any]], corpus: Corpus) -> None:
+    """Logs how many positives are corpus passages; warns when none is (wrong file?)."""
+    positives = [ctx for r in records for ctx in r.get("positive_ctxs") or []]
+    found = sum(bool(corpus.gold_rows([ctx])) for ctx in positives)
+    logger.info("%d of %d positive passages found in the corpus (by passage_id or text)",
+                found, len(positives))
+    if positives and not found:
+        logger.warning("No positive passage of the records is in the passage file: gold "
+                       "passages cannot be recognised by id or text (another corpus?); only "
+                       "the answer filter guards against false negatives")
+
+
+def _score_mixed(mixed_all: Sequence[list[dict[str, Any]]], q_vectors: np.ndarray,
+                 corpus: Corpus, model: Any) -> None:
+    """Gives each kept existing negative the model's score (replacing e.g. its BM25 score)."""
+    flat = [(i, ctx) for i, mixed in enumerate(mixed_all) for ctx in mixed]
+    if not flat:
+        return
+    vectors = corpus.vectors_for([ctx for _, ctx in flat], model)
+    for (i, ctx), vector in zip(flat, vectors):
+        ctx["score"] = round(float(q_vectors[i] @ vector), SCORE_DECIMALS)
+
+
+def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
+    """One line of counts (see :meth:`MiningStats.summary`)."""
+    summary = stats.summary()
+    logger.info("Mined %d questions -> %s: %.2f mined + %.2f existing negatives kept on "
+                "average; %d with fewer than %d mined; dropped %d gold, %d containing an "
+                "answer, %d by margin, %d skipped top ranks; %d without positive (no margin)",
+                summary["questions"], path, summary["mean_mined"], summary["mean_mixed"],
+                summary["short_of_num_negatives"], options.num_negatives,
+                summary["dropped_gold"], summary["dropped_answer"], summary["dropped_margin"],
+                summary["skipped_top"], summary["without_positive"])
+
+
+def check_model_path(path: str) -> None:
+    """Refuses a ``--model_file`` that is neither a file nor a dpr2hf-style folder.
+
+    Raises:
+        InputError: Naming the path.
+    """
+    if os.path.isdir(path):
+        towers = [name for name in ("question_encoder", "ctx_encoder")
+                  if not os.path.isfile(os.path.join(path, name, "config.json"))]
+        if towers:
+            raise InputError(f"--model_file {path}: a folder must be a dpr2hf export (missing "
+                             f"{', '.join(f'{t}/config.json' for t in towers)}); or pass a "
+                             "DPR checkpoint file")
+    elif not os.path.isfile(path):
+        raise InputError(f"--model_file {path}: no such file or folder")
+
+
+def parse_device(name: str) -> Any:
+    """The torch device of ``--device``.
+
+    Raises:
+        UsageError: For an unknown device name or a GPU that is not there.
+    """
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device {name!r}: {err}") from err
+    if device.type == "cuda" and (not torch.cuda.is_available() or
+                                  (device.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"--device {name}: no such CUDA device here")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reads, encodes (distributed when launched so), mines and writes (rank 0)."""
+    from dpr.evaluation.dense_models import load_dpr_model
+    from dpr.utils.dist import cleanup, init_distributed
+    from dpr.utils.logging import setup_logging
+
+    no_cuda = args.no_cuda or (args.device or "").startswith("cpu")
+    ctx = init_distributed(args.local_rank, no_cuda=no_cuda)
+    setup_logging(ctx.rank)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every attempt
+    try:
+        options = mining_options(args)
+        records = read_records(args.input)
+        passages = read_corpus(args.passages, exclude_articles_of=args.exclude_articles_of)
+        check_model_path(args.model_file)
+        device = parse_device(args.device) if args.device and not ctx.distributed \
+            else ctx.device
+        quiet = args.quiet or not ctx.is_main
+        model = load_dpr_model(args.model_file, {"pretrained_model_cfg":
+                                                 args.pretrained_model_cfg,
+                                                 "pretrained_file": args.pretrained_file},
+                               device=device, batch_size=args.batch_size, quiet=quiet,
+                               allow_pickle=args.allow_unsafe_pickle)
+        logger.info("%d records from %s, %d passages from %s, model %s, %d process(es)",
+                    len(records), args.input, len(passages), args.passages,
+                    model.description, ctx.world_size)
+        if args.device and ctx.distributed:
+            logger.warning("--device %s ignored: each process uses %s", args.device, device)
+        start = time.perf_counter()
+        vectors = encode_corpus(model.encode_passages, [p.title for p in passages],
+                                [p.text for p in passages], ctx=ctx,
+                                batch_size=args.batch_size)
+        logger.info("Encoded %d passages in %.1f s", len(vectors), time.perf_counter() - start)
+        if not ctx.is_main:
+            return 0
+        start = time.perf_counter()
+        out, stats = mine(records, Corpus(passages, vectors), model, options=options,
+                          n_retrieved=args.n_retrieved, match=args.match, quiet=quiet)
+        write_records(args.output, out)
+        logger.info("Encoded questions, searched and selected in %.1f s",
+                    time.perf_counter() - start)
+        log_summary(stats, options, args.output)
+        return 0
+    finally:
+        cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line.
+
+    Returns:
+        0 on success, 1 on bad input (one logged line, nothing written), 2 on bad flags.
+    """
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
+    return run_cli(lambda: run(args), prog="data_prep.mine_negatives", debug=args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

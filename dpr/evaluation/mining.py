@@ -1,0 +1,229 @@
+"""Hard-negative mining with a trained dense model (DPR's second, "adv-hn" round).
+
+Pure selection logic first: given one question's ranking of corpus rows (best first), the rows
+that are its gold passages and a test for "contains an answer", :func:`select_negatives`
+returns the rows kept as hard negatives, with RocketQA-style false-negative filtering and the
+options of sentence-transformers' ``mine_hard_negatives`` (skip the top ranks, absolute or
+relative margin to the positive's score). :func:`mix_existing` appends some of a record's
+previous (BM25) hard negatives. :func:`encode_corpus` encodes a corpus split over the
+processes of a distributed job and gathers the vectors.
+
+A candidate at rank ``r`` (0-based) is judged in this order, the first failing test naming
+why it is dropped: ``r < skip_top`` (skipped), a gold passage, a passage containing an answer,
+then the margins (only when the question has a positive score). Scanning stops once
+``num_negatives`` candidates are kept, so the drop counts cover the ranks scanned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dpr.utils.dist import DistContext, all_gather_variable
+from dpr.utils.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+GATHER_CHUNK_ROWS = 16384
+
+
+@dataclass(frozen=True)
+class MiningOptions:
+    """What :func:`select_negatives` keeps.
+
+    Attributes:
+        num_negatives: Mined negatives kept per question (``--num_negatives``).
+        skip_top: Ranks ignored at the top of every ranking (``--skip_top``).
+        margin: Keep only scores <= positive score - margin (``--margin``); None: off.
+        relative_margin: Keep only scores <= positive score * (1 - relative_margin)
+            (``--relative_margin``); None: off.
+        mix_existing: Existing hard negatives of the record appended (``--mix_bm25``).
+    """
+
+    num_negatives: int = 30
+    skip_top: int = 0
+    margin: float | None = None
+    relative_margin: float | None = None
+    mix_existing: int = 0
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--num_negatives", self.num_negatives),
+                            ("--skip_top", self.skip_top), ("--mix_bm25", self.mix_existing)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UsageError(f"{flag} must be an integer >= 0, got {value!r}")
+        if self.margin is not None and not (math.isfinite(self.margin) and self.margin >= 0):
+            raise UsageError(f"--margin must be a finite number >= 0, got {self.margin!r}")
+        if self.relative_margin is not None and not 0 <= self.relative_margin < 1:
+            raise UsageError(f"--relative_margin must be in [0, 1), got "
+                             f"{self.relative_margin!r}")
+
+
+def score_ceiling(positive_score: float | None, options: MiningOptions) -> float | None:
+    """Highest score a negative may have given the margins (None: no limit).
+
+    Both margins may be set; the stricter (lower) ceiling wins. Without a positive score
+    there is no ceiling.
+    """
+    if positive_score is None:
+        return None
+    ceilings = []
+    if options.margin is not None:
+        ceilings.append(positive_score - options.margin)
+    if options.relative_margin is not None:
+        ceilings.append(positive_score * (1 - options.relative_margin))
+    return min(ceilings) if ceilings else None
+
+
+@dataclass
+class MiningStats:
+    """Counts over every mined question (logged as the run's summary)."""
+
+    questions: int = 0
+    without_positive: int = 0
+    mined: int = 0
+    mixed: int = 0
+    short: int = 0
+    skipped_top: int = 0
+    dropped_gold: int = 0
+    dropped_answer: int = 0
+    dropped_margin: int = 0
+    kept_per_question: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The counts and the mean numbers kept, as a plain dict."""
+        count = max(self.questions, 1)
+        return {"questions": self.questions, "without_positive": self.without_positive,
+                "mean_mined": round(self.mined / count, 2),
+                "mean_mixed": round(self.mixed / count, 2),
+                "short_of_num_negatives": self.short, "skipped_top": self.skipped_top,
+                "dropped_gold": self.dropped_gold, "dropped_answer": self.dropped_answer,
+                "dropped_margin": self.dropped_margin}
+
+
+def select_negatives(rows: Sequence[int], scores: Sequence[float], *, gold: Collection[int],
+                     contains_answer: Callable[[int], bool], positive_score: float | None,
+                     options: MiningOptions, stats: MiningStats | None = None
+                     ) -> list[tuple[int, float]]:
+    """The hard negatives of one question among its ranked candidates.
+
+    Args:
+        rows: Corpus rows, best first.
+        scores: Their scores (same length).
+        gold: Rows that are the question's positives (by passage id or identical text).
+        contains_answer: Whether a row's passage contains one of the question's answers.
+        positive_score: The question's score with its first positive; None disables margins.
+        options: Counts and margins.
+        stats: Updated in place when given.
+
+    Returns:
+        ``(row, score)`` of the kept negatives in ranking order, at most
+        ``options.num_negatives``.
+    """
+    if len(rows) != len(scores):
+        raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
+    stats = stats if stats is not None else MiningStats()
+    ceiling = score_ceiling(positive_score, options)
+    kept: list[tuple[int, float]] = []
+    for rank, (row, score) in enumerate(zip(rows, scores)):
+        if len(kept) >= options.num_negatives:
+            break
+        if rank < options.skip_top:
+            stats.skipped_top += 1
+        elif row in gold:
+            stats.dropped_gold += 1
+        elif contains_answer(row):
+            stats.dropped_answer += 1
+        elif ceiling is not None and score > ceiling:
+            stats.dropped_margin += 1
+        else:
+            kept.append((row, float(score)))
+    stats.questions += 1
+    stats.mined += len(kept)
+    stats.short += len(kept) < options.num_negatives
+    stats.without_positive += positive_score is None
+    return kept
+
+
+def ctx_keys(ctx: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Identity keys of a passage dict: its passage id (when present) and its stripped text."""
+    keys = [("text", str(ctx.get("text", "")).strip())]
+    if ctx.get("passage_id") not in (None, ""):
+        keys.append(("id", str(ctx["passage_id"])))
+    return keys
+
+
+def mix_existing(mined: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[str, Any]], *,
+                 count: int, exclude: Collection[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+    """The first ``count`` existing hard negatives that duplicate nothing before them.
+
+    A passage is a duplicate when its id or stripped text equals that of a mined negative, of
+    an existing one already taken, or a key in ``exclude`` (e.g. the positives).
+
+    Returns:
+        Copies of the chosen existing passages, in their original order.
+    """
+    seen = set(exclude)
+    for ctx in mined:
+        seen.update(ctx_keys(ctx))
+    chosen: list[dict[str, Any]] = []
+    for ctx in existing:
+        if len(chosen) >= count:
+            break
+        keys = ctx_keys(ctx)
+        if any(key in seen for key in keys):
+            continue
+        seen.update(keys)
+        chosen.append(dict(ctx))
+    return chosen
+
+
+def shard_range(total: int, rank: int, world_size: int, batch_size: int) -> tuple[int, int]:
+    """Rows [start, end) a process encodes: contiguous, cut on multiples of ``batch_size``.
+
+    Cutting on batch boundaries makes every process encode exactly the batches a single
+    process would, so the vectors (and the mined file) do not depend on the process count.
+    """
+    batches = -(-total // batch_size)
+    per_rank = -(-batches // world_size) * batch_size
+    return min(rank * per_rank, total), min((rank + 1) * per_rank, total)
+
+
+def encode_corpus(encode: Callable[[Sequence[str], Sequence[str]], np.ndarray],
+                  titles: Sequence[str], texts: Sequence[str], *, ctx: DistContext,
+                  batch_size: int) -> np.ndarray:
+    """Encodes every passage, each process its contiguous share, and gathers the vectors.
+
+    Args:
+        encode: ``model.encode_passages(titles, texts)``.
+        titles: Passage titles, corpus order.
+        texts: Passage texts, corpus order.
+        ctx: Process context (one process: no communication).
+        batch_size: The model's batch size (shares are cut on its multiples).
+
+    Returns:
+        float32 vectors [N × D] of the whole corpus, in corpus order, on every process.
+    """
+    start, end = shard_range(len(texts), ctx.rank, ctx.world_size, batch_size)
+    local = np.asarray(encode(titles[start:end], texts[start:end]), dtype=np.float32)
+    if not ctx.distributed:
+        return local
+    dims = all_gather_variable(torch.tensor([local.shape[1] if len(local) else 0],
+                                            device=ctx.device), ctx)
+    dim = max(int(d[0]) for d in dims)
+    local = local.reshape(len(local), dim) if len(local) else np.zeros((0, dim), np.float32)
+    largest = shard_range(len(texts), 0, ctx.world_size, batch_size)[1]
+    parts: list[list[np.ndarray]] = [[] for _ in range(ctx.world_size)]
+    for offset in range(0, largest, GATHER_CHUNK_ROWS):
+        chunk = torch.from_numpy(local[offset:offset + GATHER_CHUNK_ROWS]).to(ctx.device)
+        for rank, got in enumerate(all_gather_variable(chunk, ctx)):
+            parts[rank].append(got.cpu().numpy())
+    vectors = np.concatenate([a for rank_parts in parts for a in rank_parts])
+    if len(vectors) != len(texts):
+        raise RuntimeError(f"gathered {len(vectors)} vectors for {len(texts)} passages")
+    return vectors

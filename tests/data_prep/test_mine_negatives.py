@@ -1,0 +1,347 @@
+"""End-to-end tests of ``python -m data_prep.mine_negatives`` on tiny checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT, free_port
+
+from data_prep import mine_negatives
+from dpr.evaluation.dense_models import load_dpr_model
+from dpr.evaluation.metrics import has_answer
+from dpr.evaluation.passages import TsvPassage
+from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
+from dpr.models.factory import build_biencoder
+
+SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
+COMMON = ["--batch_size", "4", "--no_cuda", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """The CLI's setup_logging binds a handler to this test's (captured) stderr; later tests
+    must not log into that closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _corpus_rows(passages: Path) -> list[list[str]]:
+    with passages.open(encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle, delimiter="\t"))[1:]
+
+
+@pytest.fixture(scope="module")
+def records_file(tmp_path_factory: pytest.TempPathFactory, corpus) -> Path:
+    """DPR records of every sample question: the positive is its paragraph (passage p<n> when
+    in the 17-passage corpus, else without id), BM25-style negatives are other passages."""
+    rows = _corpus_rows(corpus[0])
+    by_text = {text: pid for pid, text, _ in rows}
+    records = []
+    for article in json.loads(SAMPLE_SQUAD.read_text(encoding="utf-8"))["data"]:
+        for paragraph in article["paragraphs"]:
+            positive = {"title": article["title"], "text": paragraph["context"]}
+            if paragraph["context"] in by_text:
+                positive["passage_id"] = by_text[paragraph["context"]]
+            others = [{"title": t, "text": x, "passage_id": p, "score": 1.5}
+                      for p, x, t in rows if x != paragraph["context"]][:4]
+            for qa in paragraph["qas"]:
+                records.append({"question": qa["question"], "id": qa["id"],
+                                "answers": [a["text"] for a in qa["answers"]],
+                                "positive_ctxs": [positive], "negative_ctxs": [],
+                                "hard_negative_ctxs": others})
+    records.append({"question": "Question de dev sans positif ?", "answers": ["Loire"],
+                    "positive_ctxs": [], "negative_ctxs": [], "hard_negative_ctxs": []})
+    path = tmp_path_factory.mktemp("mine") / "train.json"
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path) -> Path:
+    """A tiny CamemBERT bi-encoder with large random weights (std 0.3, layer norms kept):
+    its scores differ by whole units, where the default initialisation gives vectors that
+    agree to 1e-5 and rankings decided by rounding noise."""
+    torch.manual_seed(0)
+    model = build_biencoder("hf_roberta", str(tiny_camembert))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and "LayerNorm" not in name:
+                param.normal_(std=0.3)
+    params = {"encoder_model_type": "hf_roberta", "pretrained_model_cfg": str(tiny_camembert),
+              "pretrained_file": None, "do_lower_case": False, "projection_dim": 0,
+              "sequence_length": 64}
+    path = tmp_path_factory.mktemp("spread") / "dpr_biencoder.0"
+    save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
+                                    encoder_params=params), path)
+    return path
+
+
+def _mine(checkpoint: Path, records: Path, passages: Path, out: Path, *extra: str) -> int:
+    return mine_negatives.main(["--model_file", str(checkpoint), "--input", str(records),
+                                "--passages", str(passages), "--output", str(out), *COMMON,
+                                *extra])
+
+
+def test_mined_negatives_are_never_gold_nor_contain_an_answer(
+        tmp_path: Path, checkpoint: Path, corpus, records_file: Path) -> None:
+    # Given every passage of the corpus retrieved (17 < --n_retrieved)
+    out = tmp_path / "mined.json"
+    # When mining with the tiny checkpoint
+    assert _mine(checkpoint, records_file, corpus[0], out, "--num_negatives", "30") == 0
+    # Then no kept negative is a positive or contains an answer, and all others are kept
+    rows = {pid: (text, title) for pid, text, title in _corpus_rows(corpus[0])}
+    inputs = json.loads(records_file.read_text(encoding="utf-8"))
+    mined = json.loads(out.read_text(encoding="utf-8"))
+    assert len(mined) == len(inputs)
+    for record, source in zip(mined, inputs):
+        negatives = record["hard_negative_ctxs"]
+        gold_texts = {p["text"] for p in record["positive_ctxs"]}
+        assert all(not has_answer(record["answers"], n["text"]) for n in negatives)
+        assert all(n["text"] not in gold_texts for n in negatives)
+        expected = {pid for pid, (text, _) in rows.items()
+                    if text not in gold_texts and not has_answer(record["answers"], text)}
+        assert {n["passage_id"] for n in negatives} == expected
+        assert all(rows[n["passage_id"]] == (n["text"], n["title"]) for n in negatives)
+        scores = [n["score"] for n in negatives]
+        assert scores == sorted(scores, reverse=True)
+        # the other fields are kept as they were
+        assert {k: v for k, v in record.items() if k != "hard_negative_ctxs"} == \
+            {k: v for k, v in source.items() if k != "hard_negative_ctxs"}
+
+
+@pytest.fixture(scope="module")
+def model_scores(spread: Path, corpus, records_file: Path):
+    """(question × passage scores, positive score per record) computed here with the model."""
+    model = load_dpr_model(str(spread), {}, device=torch.device("cpu"), batch_size=4,
+                           quiet=True)
+    rows = _corpus_rows(corpus[0])
+    records = json.loads(records_file.read_text(encoding="utf-8"))
+    questions = model.encode_questions([r["question"] for r in records])
+    passages = model.encode_passages([r[2] for r in rows], [r[1] for r in rows])
+    positives = [float(q @ model.encode_passages([r["positive_ctxs"][0]["title"]],
+                                                 [r["positive_ctxs"][0]["text"]])[0])
+                 if r["positive_ctxs"] else None for q, r in zip(questions, records)]
+    return questions @ passages.T, positives
+
+
+def test_num_negatives_skip_top_and_mix_bm25_shape_the_lists(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, model_scores) -> None:
+    # Given a full mining run and one keeping 3 after skipping 2 ranks, plus 2 BM25 ones
+    full, small = tmp_path / "full.json", tmp_path / "small.json"
+    assert _mine(spread, records_file, corpus[0], full) == 0
+    assert _mine(spread, records_file, corpus[0], small, "--num_negatives", "3",
+                 "--skip_top", "2", "--mix_bm25", "2") == 0
+    ids = [r[0] for r in _corpus_rows(corpus[0])]
+    inputs = json.loads(records_file.read_text(encoding="utf-8"))
+    pairs = zip(json.loads(full.read_text(encoding="utf-8")),
+                json.loads(small.read_text(encoding="utf-8")), inputs, model_scores[0])
+    for f, s, source, scores in pairs:
+        top2 = {ids[i] for i in sorted(range(len(ids)), key=lambda i: -scores[i])[:2]}
+        full_ids = [n["passage_id"] for n in f["hard_negative_ctxs"]]
+        got = [n["passage_id"] for n in s["hard_negative_ctxs"]]
+        # Then the mined part is the full run's list without the top 2 ranks, cut at 3
+        mined = [pid for pid in full_ids if pid not in top2][:3]
+        assert got[:len(mined)] == mined
+        # followed by the first 2 existing negatives that are not already there
+        fresh = [n["passage_id"] for n in source["hard_negative_ctxs"]
+                 if n["passage_id"] not in mined]
+        assert got[len(mined):] == fresh[:2]
+        assert len(set(got)) == len(got)
+
+
+def test_n_retrieved_limits_candidates_to_the_model_top(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, model_scores) -> None:
+    out = tmp_path / "top4.json"
+    assert _mine(spread, records_file, corpus[0], out, "--n_retrieved", "4") == 0
+    ids = [r[0] for r in _corpus_rows(corpus[0])]
+    records = json.loads(out.read_text(encoding="utf-8"))
+    for record, scores in zip(records, model_scores[0]):
+        top4 = {ids[i] for i in sorted(range(len(ids)), key=lambda i: -scores[i])[:4]}
+        got = {n["passage_id"] for n in record["hard_negative_ctxs"]}
+        assert got <= top4 and len(got) <= 4
+    assert any(len(r["hard_negative_ctxs"]) == 4 for r in records)
+
+
+def test_margins_keep_negatives_scored_below_the_positive(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, model_scores) -> None:
+    # Given a full run and runs with margins (absolute 0.05, relative 0.001)
+    full, margin, relative = (tmp_path / f"{n}.json" for n in ("full", "margin", "relative"))
+    assert _mine(spread, records_file, corpus[0], full) == 0
+    assert _mine(spread, records_file, corpus[0], margin, "--margin", "0.05") == 0
+    assert _mine(spread, records_file, corpus[0], relative, "--relative_margin",
+                 "0.001") == 0
+    read = [json.loads(p.read_text(encoding="utf-8")) for p in (full, margin, relative)]
+    filtered = 0
+    for f, m, r, positive in zip(*read, model_scores[1]):
+        # Then each keeps exactly the full run's negatives under its ceiling
+        every = f["hard_negative_ctxs"]
+        if positive is None:  # no positive: no margin
+            assert m["hard_negative_ctxs"] == r["hard_negative_ctxs"] == every
+            continue
+        assert m["hard_negative_ctxs"] == [n for n in every if n["score"] <= positive - 0.05]
+        assert r["hard_negative_ctxs"] == [n for n in every
+                                           if n["score"] <= positive * (1 - 0.001)]
+        filtered += len(every) - len(m["hard_negative_ctxs"])
+    assert filtered > 0  # the margin did remove something in this data
+
+
+def test_output_is_deterministic_and_byte_identical_with_two_processes(
+        tmp_path: Path, spread: Path, corpus, records_file: Path) -> None:
+    # Given the same mining run with 1 process and with 2 (gloo on CPU), single-threaded
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    args = ["--model_file", str(spread), "--input", str(records_file), "--passages",
+            str(corpus[0]), *COMMON, "--mix_bm25", "2", "--skip_top", "1"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    runs = [
+        [sys.executable, "-m", "data_prep.mine_negatives", *args, "--output", str(one)],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         f"--master_port={free_port()}", "-m", "data_prep.mine_negatives", *args,
+         "--output", str(two)],
+    ]
+    for cmd in runs:
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    # Then both files are byte-identical (17 passages: shards of 12 and 5 rows)
+    assert one.read_bytes() == two.read_bytes()
+    assert "Mined 38 questions" in result.stderr and "2 process(es)" in result.stderr
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """The error lines of a run's log; a traceback would fail the test."""
+    assert "Traceback" not in stderr
+    return [line for line in stderr.splitlines() if "[ERROR]" in line]
+
+
+def test_bad_inputs_exit_1_with_one_line_and_write_nothing(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, capsys) -> None:
+    bad_record = tmp_path / "bad.json"
+    bad_record.write_text(json.dumps([{"question": "q?", "positive_ctxs": [{"title": "t"}]}]),
+                          encoding="utf-8")
+    no_ids = tmp_path / "noids.tsv"
+    no_ids.write_text("text only\tTitle\n", encoding="utf-8")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("id\ttext\ttitle\n", encoding="utf-8")
+    cases = [
+        (records_file, corpus[0], tmp_path / "absent.pt", "absent.pt"),
+        (tmp_path / "absent.json", corpus[0], spread, "absent.json"),
+        (bad_record, corpus[0], spread, "record 0"),
+        (records_file, no_ids, spread, "noids.tsv:1"),
+        (records_file, empty, spread, "no passages"),
+    ]
+    for records, passages, model, named in cases:
+        out = tmp_path / "out.json"
+        capsys.readouterr()
+        assert _mine(model, records, passages, out) == 1, named
+        err = _error_lines(capsys.readouterr().err)
+        assert len(err) == 1 and named in err[0], err
+        assert not out.exists()
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []
+
+
+@pytest.mark.parametrize("flag, value", [("--num_negatives", "-1"), ("--skip_top", "-1"),
+                                         ("--mix_bm25", "-3"), ("--relative_margin", "1.5"),
+                                         ("--margin", "-1"), ("--n_retrieved", "0"),
+                                         ("--batch_size", "0"), ("--output", "x.json.gz")])
+def test_bad_option_values_exit_2_naming_the_flag(tmp_path: Path, spread: Path, corpus,
+                                                  records_file: Path, capsys, flag,
+                                                  value) -> None:
+    out = tmp_path / "out.json"
+    assert _mine(spread, records_file, corpus[0], out, flag, value) == 2
+    assert not (tmp_path / value).exists()
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and flag in err[0], err
+    assert not out.exists()
+
+
+def test_help_exits_0(capsys) -> None:
+    assert mine_negatives.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--skip_top", "--margin", "--relative_margin", "--num_negatives",
+                 "--mix_bm25", "--n_retrieved"):
+        assert flag in text
+
+
+def test_exclude_articles_of_keeps_other_split_passages_out(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, capsys) -> None:
+    # Given a "dev" file whose records come from two articles of the corpus
+    titles = sorted({row[2] for row in _corpus_rows(corpus[0])})
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps([
+        {"question": "q1", "answers": [], "positive_ctxs": [{"title": titles[0].upper(),
+                                                            "text": "x"}]},
+        {"question": "q2", "answers": [], "positive_ctxs": [],
+         "hard_negative_ctxs": [{"title": titles[1], "text": "y"}]}]), encoding="utf-8")
+    out = tmp_path / "mined.json"
+    # When mining while excluding its articles
+    assert _mine(spread, records_file, corpus[0], out, "--exclude_articles_of", str(dev)) == 0
+    # Then no mined negative comes from those articles (titles compared case-folded)
+    mined = [n for r in json.loads(out.read_text(encoding="utf-8"))
+             for n in r["hard_negative_ctxs"]]
+    assert mined and not {n["title"] for n in mined} & set(titles[:2])
+    # and excluding every article is an input error
+    everything = tmp_path / "all.json"
+    everything.write_text(json.dumps([{"question": "q", "positive_ctxs": [
+        {"title": t, "text": "z"} for t in titles]}]), encoding="utf-8")
+    capsys.readouterr()
+    assert _mine(spread, records_file, corpus[0], out, "--exclude_articles_of",
+                 str(everything)) == 1
+    assert "no passage left" in _error_lines(capsys.readouterr().err)[0]
+
+
+def test_dpr2hf_folder_mines_the_same_negatives_as_its_checkpoint(
+        tmp_path: Path, spread: Path, corpus, records_file: Path) -> None:
+    # Given the checkpoint exported by dpr2hf
+    from dpr2hf.cli import main as dpr2hf_main
+
+    folder = tmp_path / "hf"
+    assert dpr2hf_main([str(spread), "--output_dir", str(folder)]) == 0
+    # When mining with the checkpoint and with the folder
+    from_ckpt, from_hf = tmp_path / "ckpt.json", tmp_path / "hf.json"
+    assert _mine(spread, records_file, corpus[0], from_ckpt) == 0
+    assert _mine(folder, records_file, corpus[0], from_hf) == 0
+    # Then the same passages are kept in the same order, with the same scores
+    for a, b in zip(*(json.loads(p.read_text(encoding="utf-8")) for p in (from_ckpt, from_hf))):
+        assert [n["passage_id"] for n in a["hard_negative_ctxs"]] == \
+            [n["passage_id"] for n in b["hard_negative_ctxs"]]
+        assert [n["score"] for n in a["hard_negative_ctxs"]] == pytest.approx(
+            [n["score"] for n in b["hard_negative_ctxs"]], abs=1e-3)
+
+
+def test_model_folder_that_is_no_export_and_bad_device_are_one_line_errors(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, capsys) -> None:
+    out = tmp_path / "out.json"
+    assert _mine(tmp_path, records_file, corpus[0], out) == 1
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "question_encoder/config.json" in err[0]
+    assert mine_negatives.main(["--model_file", str(spread), "--input", str(records_file),
+                                "--passages", str(corpus[0]), "--output", str(out),
+                                "--device", "nonsense", "--quiet"]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "--device 'nonsense'" in err[0]
+    assert not out.exists()
+
+
+def test_corpus_gold_rows_match_by_id_or_stripped_text() -> None:
+    passages = [TsvPassage("a", "Un texte.", "T"), TsvPassage("b", "Autre texte.", "T"),
+                TsvPassage("c", " Un texte. ", "T2")]
+    corpus = mine_negatives.Corpus(passages, np.zeros((3, 2), np.float32))
+    assert corpus.gold_rows([{"text": "Un texte."}]) == {0, 2}
+    assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "b"}]) == {1}
+    assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "zz"}]) == set()
+    # a passage with the same id but another text is not the corpus passage
+    assert corpus.row_for({"text": "Autre texte.", "passage_id": "b"}) == 1
+    assert corpus.row_for({"text": "changé", "passage_id": "b"}) is None
