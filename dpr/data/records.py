@@ -8,7 +8,9 @@ per line, or either of them gzip-compressed (`.gz`). Every error names the file 
 from __future__ import annotations
 
 import ast
+import functools
 import glob
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -26,10 +28,31 @@ class DataFormatError(InputError):
 
 @dataclass(frozen=True)
 class Passage:
-    """A passage as DPR feeds it to the context encoder."""
+    """A passage as DPR feeds it to the context encoder.
+
+    Attributes:
+        title: Title (empty when none).
+        text: Passage text.
+        passage_id: The record's `passage_id`, when it has one.
+    """
 
     title: str
     text: str
+    passage_id: str | None = None
+
+    @functools.cached_property
+    def key(self) -> int:
+        """Stable 63-bit identity: a hash of `passage_id` when present, else of title + text.
+
+        Two contexts with the same key are the same passage (used to mask in-batch copies of a
+        question's positive); the value is the same in every process and every run.
+        """
+        if self.passage_id is not None:
+            data = "id\0" + self.passage_id
+        else:
+            data = "text\0" + self.title + "\0" + self.text
+        digest = hashlib.blake2b(data.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -145,7 +168,13 @@ def _parse_passages(value: Any, where: str, key: str) -> tuple[Passage, ...]:
         title = ctx.get("title") or ""
         if not isinstance(title, str):
             raise DataFormatError(f"{where}: {key}[{j}].title must be a string")
-        passages.append(Passage(title=title, text=ctx["text"]))
+        passage_id = ctx.get("passage_id")
+        if passage_id is not None and (
+                isinstance(passage_id, bool) or not isinstance(passage_id, (str, int))):
+            raise DataFormatError(f"{where}: {key}[{j}].passage_id must be a string or an "
+                                  "integer")
+        passages.append(Passage(title=title, text=ctx["text"],
+                                passage_id=None if passage_id in (None, "") else str(passage_id)))
     return tuple(passages)
 
 

@@ -180,6 +180,11 @@ class TrainConfig:
     grad_cache_chunk_size: int = opt(0, "Gradient caching: encode the in-batch pool in chunks "
                                      "of this many sequences (same loss and gradients as the "
                                      "full batch, memory of one chunk); 0 = off.", type=int)
+    keep_duplicate_positives: bool = opt(
+        False, "Score in-batch copies of a question's positive passage (another question's "
+        "positive or hard negative with the same passage_id, or the same title and text) as "
+        "negatives of that question, as the original DPR did. By default they are left out "
+        "of its softmax and accuracy (training and NLL validation).")
 
     def __post_init__(self) -> None:
         if self.gradient_accumulation_steps < 1:

@@ -33,19 +33,33 @@ class StepResult:
     loss: torch.Tensor
     correct: int
     questions: int
+    masked: int = 0  # (question, passage) pairs left out as copies of a positive
+
+
+def batch_keys(batch: BiEncoderBatch, mask_duplicates: bool) -> dict[str, torch.Tensor | None]:
+    """The `inbatch_loss` keyword arguments that mask copies of positives (or not)."""
+    if not mask_duplicates:
+        return {"ctx_keys": None, "positive_keys": None}
+    return {"ctx_keys": batch.ctx_keys, "positive_keys": batch.positive_keys}
 
 
 def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistContext,
                autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
-               loss_factor: float, no_sync: ContextFactory) -> StepResult:
-    """Forward the whole batch, compute the loss, back-propagate `loss * loss_factor`."""
+               loss_factor: float, no_sync: ContextFactory,
+               mask_duplicates: bool = True) -> StepResult:
+    """Forward the whole batch, compute the loss, back-propagate `loss * loss_factor`.
+
+    Args:
+        mask_duplicates: Leave copies of a question's positives out of its negatives.
+    """
     with no_sync():
         with autocast():
             q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
                            batch.ctx_mask)
-        loss, correct, n = inbatch_loss(q, ctx, batch.positive_idx, dctx)
-        scale(loss * loss_factor).backward()
-    return StepResult(loss.detach(), int(correct), n)
+        out = inbatch_loss(q, ctx, batch.positive_idx, dctx,
+                           **batch_keys(batch, mask_duplicates))
+        scale(out.loss * loss_factor).backward()
+    return StepResult(out.loss.detach(), int(out.correct), out.questions, out.masked)
 
 
 class _RngState:
@@ -70,12 +84,13 @@ def _chunks(ids: torch.Tensor, mask: torch.Tensor, size: int) -> list[tuple]:
 def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistContext,
                     autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
                     loss_factor: float, no_sync: ContextFactory, chunk_size: int,
-                    sync_last: bool) -> StepResult:
+                    sync_last: bool, mask_duplicates: bool = True) -> StepResult:
     """The same result as `plain_step`, holding activations of `chunk_size` rows at a time.
 
     Args:
         sync_last: Let DDP reduce gradients on the last chunk's backward (the end of an
             optimizer update); every other chunk runs under `no_sync`.
+        mask_duplicates: As in `plain_step`.
     """
     pairs = list(zip_longest(_chunks(batch.question_ids, batch.question_mask, chunk_size),
                              _chunks(batch.ctx_ids, batch.ctx_mask, chunk_size),
@@ -91,8 +106,9 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
     q_all = torch.cat(q_parts).requires_grad_()
     train_ctx = any(p.requires_grad for p in _unwrap(model).ctx_model.parameters())
     c_all = torch.cat(c_parts).requires_grad_(train_ctx)
-    loss, correct, n = inbatch_loss(q_all, c_all, batch.positive_idx, dctx)
-    scale(loss * loss_factor).backward()
+    out = inbatch_loss(q_all, c_all, batch.positive_idx, dctx,
+                       **batch_keys(batch, mask_duplicates))
+    scale(out.loss * loss_factor).backward()
     # Chunk 0 holds questions and passages, so it is the last one, the one DDP reduces on.
     for i in reversed(range(len(pairs))):
         (q_ids, q_mask), (c_ids, c_mask) = pairs[i]
@@ -109,7 +125,7 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
             terms = [(v * cached.grad[start : start + v.shape[0]]).sum()
                      for v, cached in ((q, q_all), (c, c_all)) if v is not None]
             torch.stack(terms).sum().backward()
-    return StepResult(loss.detach(), int(correct), n)
+    return StepResult(out.loss.detach(), int(out.correct), out.questions, out.masked)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -225,7 +225,7 @@ class BiEncoderTrainer:
         accum = t.gradient_accumulation_steps
         eval_points = self._eval_points(batches)
         rolling: deque[float] = deque(maxlen=t.train_rolling_loss_step)
-        epoch_loss, epoch_correct, seen = 0.0, 0, 0
+        epoch_loss, epoch_correct, epoch_masked, seen = 0.0, 0, 0, 0
         self.model.train()
         for iteration, indices in self.iterator.batches(epoch, start):
             # Randomness of a step (dropout, negatives) depends only on where it is in the run.
@@ -248,12 +248,15 @@ class BiEncoderTrainer:
             rolling.append(value)
             epoch_loss += value
             epoch_correct += int(correct)
+            epoch_masked += result.masked
             seen += 1
             self._log_event(event="train", epoch=epoch, iteration=iteration, loss=value,
-                            correct=int(correct), questions=n_questions, lr=lr)
+                            correct=int(correct), questions=n_questions, lr=lr,
+                            masked=result.masked)
             if (iteration - 1) % t.log_batch_step == 0:
-                logger.info("Epoch %d: step %d/%d, loss %.5f, lr %.3g, in-batch accuracy %d/%d",
-                            epoch, iteration, batches, value, lr, int(correct), n_questions)
+                logger.info("Epoch %d: step %d/%d, loss %.5f, lr %.3g, in-batch accuracy %d/%d, "
+                            "%d masked", epoch, iteration, batches, value, lr, int(correct),
+                            n_questions, result.masked)
             if iteration % t.train_rolling_loss_step == 0:
                 logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch, len(rolling),
                             sum(rolling) / len(rolling))
@@ -261,8 +264,9 @@ class BiEncoderTrainer:
                 self.validate_and_save(epoch, iteration)
                 self.model.train()
         if seen:
-            logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct", epoch,
-                        epoch_loss / seen, seen, epoch_correct)
+            logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct, %d "
+                        "duplicate-positive column(s) masked", epoch, epoch_loss / seen, seen,
+                        epoch_correct, epoch_masked)
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
         return self.model.no_sync() if self.dctx.distributed else contextlib.nullcontext()
@@ -270,15 +274,17 @@ class BiEncoderTrainer:
     def _forward_backward(self, batch, loss_factor: float, update: bool) -> StepResult:
         """Forward + backward of one batch; DDP reduces gradients only when `update`."""
         no_sync = self._no_sync
+        mask = not self.cfg.train.keep_duplicate_positives
         if self.cfg.train.grad_cache_chunk_size:
             return grad_cache_step(self.model, batch, dctx=self.dctx, autocast=self.autocast,
                                    scale=self.scaler.scale, loss_factor=loss_factor,
                                    no_sync=no_sync,
                                    chunk_size=self.cfg.train.grad_cache_chunk_size,
-                                   sync_last=update)
+                                   sync_last=update, mask_duplicates=mask)
         sync = contextlib.nullcontext if update else no_sync
         return plain_step(self.model, batch, dctx=self.dctx, autocast=self.autocast,
-                          scale=self.scaler.scale, loss_factor=loss_factor, no_sync=sync)
+                          scale=self.scaler.scale, loss_factor=loss_factor, no_sync=sync,
+                          mask_duplicates=mask)
 
     def _optimizer_step(self) -> None:
         t = self.cfg.train
@@ -305,7 +311,7 @@ class BiEncoderTrainer:
             self.biencoder, self.dev_samples, self.tensorizer, dctx=self.dctx,
             batch_size=cfg.data.dev_batch_size, num_hard=cfg.data.hard_negatives,
             num_other=cfg.data.other_negatives, autocast=self.autocast,
-            log_every=t.log_batch_step)
+            log_every=t.log_batch_step, mask_duplicates=not t.keep_duplicate_positives)
         return "nll_loss", loss
 
     def validate_and_save(self, epoch: int, iteration: int) -> str | None:
@@ -356,7 +362,8 @@ class BiEncoderTrainer:
         loss, accuracy = validate_nll(
             self.biencoder, self.dev_samples, self.tensorizer, dctx=self.dctx,
             batch_size=cfg.data.dev_batch_size, num_hard=cfg.data.hard_negatives,
-            num_other=cfg.data.other_negatives, autocast=self.autocast)
+            num_other=cfg.data.other_negatives, autocast=self.autocast,
+            mask_duplicates=not t.keep_duplicate_positives)
         rank = validate_average_rank(
             self.biencoder, self.dev_samples, self.tensorizer, dctx=self.dctx,
             batch_size=cfg.data.dev_batch_size, num_hard=t.val_av_rank_hard_neg,

@@ -108,7 +108,8 @@ def test_grad_cache_replays_dropout_exactly(tiny_camembert, samples) -> None:
                      batch.ctx_ids[i : i + 4], batch.ctx_mask[i : i + 4])
         qs += [q] if q is not None else []
         cs.append(c)
-    loss, _, _ = inbatch_loss(torch.cat(qs), torch.cat(cs), batch.positive_idx, DistContext())
+    loss = inbatch_loss(torch.cat(qs), torch.cat(cs), batch.positive_idx, DistContext(),
+                        ctx_keys=batch.ctx_keys, positive_keys=batch.positive_keys).loss
     loss.backward()
     # Then loss and gradients are the same
     assert cached.loss.item() == pytest.approx(loss.item(), abs=1e-6)
