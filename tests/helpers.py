@@ -105,7 +105,7 @@ def inbatch_worker(rank: int, port: int, out: str) -> None:
     saves its loss, counts and its local vectors' gradients to `<out>.<rank>`."""
     import torch.distributed as dist
 
-    from dpr.training.inbatch import inbatch_loss
+    from dpr.training.step import inbatch_loss
     from dpr.utils.dist import DistContext
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,

@@ -13,8 +13,7 @@ from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
 from dpr.models.biencoder import BiEncoder
-from dpr.training.inbatch import inbatch_loss
-from dpr.training.step import batch_keys
+from dpr.training.step import batch_keys, inbatch_loss
 from dpr.utils.dist import DistContext, all_reduce_sum
 
 logger = logging.getLogger(__name__)

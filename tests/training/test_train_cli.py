@@ -15,8 +15,8 @@ from dpr.data.records import load_samples
 from dpr.data.tensorizer import build_tensorizer
 from dpr.models.checkpoint import to_dpr_layout
 from dpr.models.factory import build_biencoder
-from dpr.training.inbatch import inbatch_loss
 from dpr.training.optim import build_optimizer
+from dpr.training.step import inbatch_loss
 from dpr.utils.dist import DistContext
 
 # DPR's --dropout 0 means "keep the model config's dropout"; a negligible value turns it off

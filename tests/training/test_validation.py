@@ -11,7 +11,7 @@ from dpr.data.batch import build_batch
 from dpr.data.records import load_samples
 from dpr.data.tensorizer import build_tensorizer
 from dpr.models.factory import build_biencoder
-from dpr.training.inbatch import inbatch_loss
+from dpr.training.step import inbatch_loss
 from dpr.training.validation import validate_nll
 from dpr.utils.dist import DistContext
 
