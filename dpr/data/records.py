@@ -98,24 +98,25 @@ def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
         One integer repetition factor per file (fractions truncate, as in DPR).
 
     Raises:
-        ValueError: If the text is not a list of non-negative numbers of the right length.
+        InputError: If the text is not a list of non-negative numbers of the right length
+            (a `ValueError`).
     """
     if text is None:
         return [1] * num_files
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError) as err:
-        raise ValueError(f"--train_files_upsample_rates {text!r} is not a literal list") from err
+        raise InputError(f"--train_files_upsample_rates {text!r} is not a literal list") from err
     if isinstance(value, (int, float)):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value
     ):
-        raise ValueError(
+        raise InputError(
             f"--train_files_upsample_rates {text!r} must be a list of non-negative numbers"
         )
     if len(value) != num_files:
-        raise ValueError(
+        raise InputError(
             f"--train_files_upsample_rates has {len(value)} rates but the train files "
             f"expand to {num_files} file(s)"
         )
@@ -222,7 +223,7 @@ def load_samples(pattern: str, upsample_rates: str | None = None) -> list[BiEnco
 
     Raises:
         DataFormatError: For missing, empty or malformed files and records.
-        ValueError: For bad upsample rates.
+        InputError: For bad upsample rates.
     """
     files = expand_files(pattern)
     rates = parse_upsample_rates(upsample_rates, len(files))

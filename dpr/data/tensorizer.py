@@ -28,6 +28,8 @@ from transformers import (
     RobertaTokenizerFast,
 )
 
+from dpr.utils.errors import InputError, UsageError
+
 logger = logging.getLogger(__name__)
 
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
@@ -60,7 +62,7 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str) -> PreTr
         A fast Hugging Face tokenizer.
     """
     if not pretrained_model_cfg:
-        raise ValueError("--pretrained_model_cfg is required to build the tokenizer")
+        raise UsageError("--pretrained_model_cfg is required to build the tokenizer")
     if encoder_model_type == "hf_bert":
         cls = BertTokenizerFast
     elif is_camembert_folder(pretrained_model_cfg):
@@ -103,7 +105,7 @@ class Tensorizer:
         pad_to_multiple_of: int = 1,
     ) -> None:
         if tokenizer.pad_token_id is None:
-            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no pad token")
+            raise InputError(f"tokenizer {type(tokenizer).__name__} has no pad token")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.lowercase = lowercase

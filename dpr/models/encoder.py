@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
 
+from dpr.utils.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -187,7 +189,7 @@ def build_fairseq_encoder(folder, *, dropout: float = 0.1, projection_dim: int =
         result = encoder.model.load_state_dict(folder.hf_state, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
         if missing or result.unexpected_keys:
-            raise ValueError(f"{folder.path}: weights do not fit: missing {missing}, "
+            raise InputError(f"{folder.path}: weights do not fit: missing {missing}, "
                              f"unexpected {result.unexpected_keys}")
         for name, tensor in folder.lm_head.items():
             encoder.lm_head.get_parameter(name).data.copy_(tensor)

@@ -11,6 +11,7 @@ from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import load_model_state
 from dpr.models.encoder import build_fairseq_encoder, build_hf_encoder
 from dpr.models.fairseq import load_fairseq_folder
+from dpr.utils.errors import UsageError
 
 
 def build_biencoder(
@@ -38,14 +39,14 @@ def build_biencoder(
     """
     if encoder_model_type == "fairseq_roberta":
         if not pretrained_file:
-            raise ValueError("--pretrained_file (the fairseq model folder) is required for "
+            raise UsageError("--pretrained_file (the fairseq model folder) is required for "
                              "fairseq_roberta")
         folder = load_fairseq_folder(pretrained_file, allow_pickle=allow_pickle)
         towers = [build_fairseq_encoder(folder, dropout=dropout, projection_dim=projection_dim,
                                         load_weights=load_weights) for _ in range(2)]
         return BiEncoder(towers[0], towers[1], fix_ctx_encoder=fix_ctx_encoder)
     if not pretrained_model_cfg:
-        raise ValueError(f"--pretrained_model_cfg is required for {encoder_model_type}")
+        raise UsageError(f"--pretrained_model_cfg is required for {encoder_model_type}")
     towers = [
         build_hf_encoder(encoder_model_type, pretrained_model_cfg, dropout=dropout,
                          projection_dim=projection_dim, load_weights=load_weights)
