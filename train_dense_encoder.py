@@ -7,42 +7,46 @@ Several processes: python -m torch.distributed.launch --nproc_per_node=N train_d
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 
-from dpr.training.config import parse_config
-from dpr.training.run import USER_ERRORS, run
+from dpr.training.config import build_parser, config_from_args
+from dpr.training.run import run
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli
 from dpr.utils.dist import cleanup, init_distributed
 from dpr.utils.logging import setup_logging
 
-logger = logging.getLogger("train_dense_encoder")
+PROG = "train_dense_encoder"
+
+
+def _train(parser: argparse.ArgumentParser, argv: list[str] | None,
+           args: argparse.Namespace) -> int:
+    # Every process logs until it knows its rank (so an early error is seen on any rank).
+    setup_logging(0)
+    cfg = config_from_args(parser, argv, args)
+    dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda)
+    setup_logging(dctx.rank)
+    try:
+        run(cfg, dctx)
+    finally:
+        cleanup()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses the flags, sets up the process group and trains (or validates).
 
     Returns:
-        0 on success, 1 on bad input (the error is logged), 2 on bad flags.
+        0 on success, 1 on bad input (one logged line), 2 on bad flags. Any other exception
+        is a bug and propagates with its traceback; `--debug` shows one for bad input too.
     """
-    try:
-        cfg = parse_config(argv, description=__doc__.splitlines()[0])
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    try:
-        dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda)
-    except (ValueError, RuntimeError) as err:
-        setup_logging(0)
-        logger.error("Cannot set up distributed training: %s", err)
-        return 1
-    setup_logging(dctx.rank)
-    try:
-        run(cfg, dctx)
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 1
-    finally:
-        cleanup()
-    return 0
+    parser = build_parser(description=__doc__.splitlines()[0])
+    parser.prog = f"{PROG}.py"
+    add_debug_flag(parser)
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
+    return run_cli(lambda: _train(parser, argv, args), prog=PROG, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.squad import article_key
 from data_prep.writers import write_records
 from dpr.data.records import DataFormatError, parse_sample, read_json_records
+from dpr.data.squad import article_key
 from dpr.evaluation.metrics import AnswerMatcher
 from dpr.evaluation.mining import (
     MiningOptions,

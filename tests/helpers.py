@@ -79,3 +79,50 @@ def blog_args(encoder_model_type: str, model: Path, train: Path, dev: Path,
 # passages of the evaluation tests' corpus: odd, so that 2 shards differ in size (DPR lost the
 # last row)
 NUM_PASSAGES = 17
+
+
+def inbatch_case() -> dict[str, torch.Tensor]:
+    """A global in-batch pool of 4 questions x 8 passages with known duplicate positives.
+
+    Rank 0 holds questions 0-1 and passages 0-3, rank 1 questions 2-3 and passages 4-7;
+    each question's block is [positive, hard negative]. Keys: q0's positive (100) is also
+    q1's positive (same rank) and q2's hard negative (other rank); q1 has a second positive
+    (200), q0's hard negative; q2's positive (400) is q1's (other rank) and q3's hard negative.
+    Expected masked columns: q0 {2, 5}, q1 {0, 1, 5}, q2 {3, 7}, q3 none.
+    """
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "q": torch.randn(4, 3, generator=generator),
+        "ctx": torch.randn(8, 3, generator=generator),
+        "positive_idx": torch.tensor([0, 2, 4, 6]),
+        "ctx_keys": torch.tensor([100, 200, 100, 400, 400, 100, 500, 400]),
+        "positive_keys": torch.tensor([[100, -1], [100, 200], [400, -1], [500, -1]]),
+    }
+
+
+def inbatch_worker(rank: int, port: int, out: str) -> None:
+    """One of 2 gloo processes computing `inbatch_loss` on its half of `inbatch_case()`;
+    saves its loss, counts and its local vectors' gradients to `<out>.<rank>`."""
+    import torch.distributed as dist
+
+    from dpr.training.step import inbatch_loss
+    from dpr.utils.dist import DistContext
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        case = inbatch_case()
+        q = case["q"][2 * rank : 2 * rank + 2].clone().requires_grad_()
+        ctx = case["ctx"][4 * rank : 4 * rank + 4].clone().requires_grad_()
+        width = 2 if rank == 0 else 1  # the processes' key widths differ
+        result = inbatch_loss(q, ctx, torch.tensor([0, 2]),
+                              DistContext(rank=rank, local_rank=rank, world_size=2),
+                              ctx_keys=case["ctx_keys"][4 * rank : 4 * rank + 4],
+                              positive_keys=case["positive_keys"][2 * rank : 2 * rank + 2,
+                                                                  :width])
+        result.loss.backward()
+        torch.save({"loss": result.loss.detach(), "correct": int(result.correct),
+                    "questions": result.questions, "masked": result.masked,
+                    "q_grad": q.grad, "ctx_grad": ctx.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()

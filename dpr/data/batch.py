@@ -11,13 +11,18 @@ import torch
 from dpr.data.records import BiEncoderSample, Passage
 from dpr.data.tensorizer import Tensorizer
 
+NO_KEY = -1  # padding of `positive_keys`: passage keys are non-negative
+
 
 @dataclass
 class BiEncoderBatch:
     """Tensors of one bi-encoder step.
 
     Contexts are laid out per question as `[positive, other negatives..., hard negatives...]`,
-    blocks concatenated in question order.
+    blocks concatenated in question order. Every context carries its passage key
+    (`Passage.key`) and every question the keys of all of its positives, so that the loss can
+    tell a copy of a question's positive from a true negative; batches built without keys
+    (None) are scored as in DPR.
     """
 
     question_ids: torch.Tensor  # [B × Lq] int64
@@ -26,6 +31,9 @@ class BiEncoderBatch:
     ctx_mask: torch.Tensor  # [C × Lc] bool
     positive_idx: torch.Tensor  # [B] int64, row of each question's positive in ctx_ids
     hard_negative_idx: list[list[int]]  # per question, rows of its hard negatives
+    ctx_keys: torch.Tensor | None = None  # [C] int64 passage key of each row of ctx_ids
+    positive_keys: torch.Tensor | None = None  # [B × P] int64 keys of each question's
+    #   positives (all of them, not only the sampled one), padded with -1
 
     def to(self, device: torch.device | str) -> BiEncoderBatch:
         """Returns the batch with its tensors moved to `device`."""
@@ -36,7 +44,21 @@ class BiEncoderBatch:
             ctx_mask=self.ctx_mask.to(device, non_blocking=True),
             positive_idx=self.positive_idx.to(device, non_blocking=True),
             hard_negative_idx=self.hard_negative_idx,
+            ctx_keys=_move(self.ctx_keys, device),
+            positive_keys=_move(self.positive_keys, device),
         )
+
+
+def _move(tensor: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device, non_blocking=True)
+
+
+def _positive_keys(samples: Sequence[BiEncoderSample]) -> torch.Tensor:
+    """[B × P] keys of every sample's positives, padded with -1 (P = most positives)."""
+    width = max((len(s.positives) for s in samples), default=0)
+    rows = [[p.key for p in s.positives] + [NO_KEY] * (width - len(s.positives))
+            for s in samples]
+    return torch.tensor(rows, dtype=torch.long).view(len(samples), width)
 
 
 def select_contexts(
@@ -107,4 +129,6 @@ def build_batch(
     return BiEncoderBatch(
         question_ids=q_ids, question_mask=q_mask, ctx_ids=c_ids, ctx_mask=c_mask,
         positive_idx=torch.tensor(positive_idx, dtype=torch.long), hard_negative_idx=hard_idx,
+        ctx_keys=torch.tensor([p.key for p in passages], dtype=torch.long),
+        positive_keys=_positive_keys(samples),
     )

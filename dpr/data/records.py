@@ -8,7 +8,9 @@ per line, or either of them gzip-compressed (`.gz`). Every error names the file 
 from __future__ import annotations
 
 import ast
+import functools
 import glob
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -26,10 +28,31 @@ class DataFormatError(InputError):
 
 @dataclass(frozen=True)
 class Passage:
-    """A passage as DPR feeds it to the context encoder."""
+    """A passage as DPR feeds it to the context encoder.
+
+    Attributes:
+        title: Title (empty when none).
+        text: Passage text.
+        passage_id: The record's `passage_id`, when it has one.
+    """
 
     title: str
     text: str
+    passage_id: str | None = None
+
+    @functools.cached_property
+    def key(self) -> int:
+        """Stable 63-bit identity: a hash of `passage_id` when present, else of title + text.
+
+        Two contexts with the same key are the same passage (used to mask in-batch copies of a
+        question's positive); the value is the same in every process and every run.
+        """
+        if self.passage_id is not None:
+            data = "id\0" + self.passage_id
+        else:
+            data = "text\0" + self.title + "\0" + self.text
+        digest = hashlib.blake2b(data.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -75,24 +98,25 @@ def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
         One integer repetition factor per file (fractions truncate, as in DPR).
 
     Raises:
-        ValueError: If the text is not a list of non-negative numbers of the right length.
+        InputError: If the text is not a list of non-negative numbers of the right length
+            (a `ValueError`).
     """
     if text is None:
         return [1] * num_files
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError) as err:
-        raise ValueError(f"--train_files_upsample_rates {text!r} is not a literal list") from err
+        raise InputError(f"--train_files_upsample_rates {text!r} is not a literal list") from err
     if isinstance(value, (int, float)):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value
     ):
-        raise ValueError(
+        raise InputError(
             f"--train_files_upsample_rates {text!r} must be a list of non-negative numbers"
         )
     if len(value) != num_files:
-        raise ValueError(
+        raise InputError(
             f"--train_files_upsample_rates has {len(value)} rates but the train files "
             f"expand to {num_files} file(s)"
         )
@@ -145,7 +169,13 @@ def _parse_passages(value: Any, where: str, key: str) -> tuple[Passage, ...]:
         title = ctx.get("title") or ""
         if not isinstance(title, str):
             raise DataFormatError(f"{where}: {key}[{j}].title must be a string")
-        passages.append(Passage(title=title, text=ctx["text"]))
+        passage_id = ctx.get("passage_id")
+        if passage_id is not None and (
+                isinstance(passage_id, bool) or not isinstance(passage_id, (str, int))):
+            raise DataFormatError(f"{where}: {key}[{j}].passage_id must be a string or an "
+                                  "integer")
+        passages.append(Passage(title=title, text=ctx["text"],
+                                passage_id=None if passage_id in (None, "") else str(passage_id)))
     return tuple(passages)
 
 
@@ -193,7 +223,7 @@ def load_samples(pattern: str, upsample_rates: str | None = None) -> list[BiEnco
 
     Raises:
         DataFormatError: For missing, empty or malformed files and records.
-        ValueError: For bad upsample rates.
+        InputError: For bad upsample rates.
     """
     files = expand_files(pattern)
     rates = parse_upsample_rates(upsample_rates, len(files))

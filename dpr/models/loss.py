@@ -1,4 +1,12 @@
-"""The DPR loss as pure tensor functions, used by every training and validation path."""
+"""The DPR loss as pure tensor functions, used by every training and validation path.
+
+Masked columns: on SQuAD-style data several questions share a paragraph, so a question's
+positive passage can appear again in the in-batch pool (as another question's positive or
+hard negative). DPR scores such a copy as a negative of the question although it is its
+positive. A boolean mask [Q × C] marks those columns; they are left out of the softmax
+(score -inf) and of the correct-prediction count. A question's own positive column is never
+masked, so no row can be fully masked (which would make the loss NaN).
+"""
 
 from __future__ import annotations
 
@@ -19,19 +27,66 @@ def dot_scores(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor) -> torch.Tens
     return q_vectors @ ctx_vectors.transpose(0, 1)
 
 
-def nll_loss(scores: torch.Tensor, positive_idx: torch.Tensor) -> torch.Tensor:
+def duplicate_positive_mask(ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
+                            positive_idx: torch.Tensor) -> torch.Tensor:
+    """Columns that hold a copy of one of the question's positives, other than its positive.
+
+    Args:
+        ctx_keys: [C] int64 identity key of each passage column.
+        positive_keys: [Q × P] int64 keys of each question's positives, padded with -1
+            (keys are non-negative, so padding matches no column).
+        positive_idx: [Q] column of each question's positive passage.
+
+    Returns:
+        Bool mask [Q × C]: True where column j is a duplicate of a positive of question i.
+    """
+    mask = (positive_keys[:, :, None] == ctx_keys[None, None, :]).any(dim=1)  # [Q × C]
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    mask[rows, positive_idx] = False
+    return mask
+
+
+def masked_scores(scores: torch.Tensor, positive_idx: torch.Tensor,
+                  mask: torch.Tensor | None) -> torch.Tensor:
+    """Scores in float32 with masked columns at -inf (never a question's own positive).
+
+    Args:
+        scores: [Q × C] similarity scores.
+        positive_idx: [Q] column of each question's positive passage.
+        mask: [Q × C] bool columns to remove, or None.
+
+    Returns:
+        [Q × C] float32 scores.
+    """
+    scores = scores.float()
+    if mask is None:
+        return scores
+    keep = torch.zeros_like(mask)
+    keep[torch.arange(mask.shape[0], device=mask.device), positive_idx] = True
+    return scores.masked_fill(mask & ~keep, float("-inf"))
+
+
+def nll_loss(scores: torch.Tensor, positive_idx: torch.Tensor,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean negative log-likelihood of each question's positive among all passages.
 
     Args:
         scores: [Q × C] similarity scores.
         positive_idx: [Q] column of each question's positive passage.
+        mask: [Q × C] bool columns left out of each question's softmax, or None (DPR).
 
     Returns:
         Scalar loss (computed in float32 whatever the scores' dtype).
     """
-    return F.cross_entropy(scores.float(), positive_idx, reduction="mean")
+    return F.cross_entropy(masked_scores(scores, positive_idx, mask), positive_idx,
+                           reduction="mean")
 
 
-def correct_count(scores: torch.Tensor, positive_idx: torch.Tensor) -> torch.Tensor:
-    """Number of questions whose highest-scoring passage is their positive (scalar int64)."""
-    return (scores.argmax(dim=1) == positive_idx).sum()
+def correct_count(scores: torch.Tensor, positive_idx: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Number of questions whose highest-scoring passage is their positive (scalar int64).
+
+    Masked columns (see `nll_loss`) cannot be the highest-scoring passage.
+    """
+    best = masked_scores(scores, positive_idx, mask).argmax(dim=1)
+    return (best == positive_idx).sum()

@@ -2,7 +2,8 @@
 
 Every flag keeps DPR's name, type, default and meaning (see docs/DIFFERENCES.md for the few
 whose effect was corrected). The argparse parser is generated from the dataclass fields, so
-a flag's default and help live in exactly one place.
+a flag's default and help live in exactly one place. Invalid values raise `UsageError`
+(a `ValueError`) naming the flag.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpr.models.checkpoint import ENCODER_TYPES
+from dpr.utils.errors import UsageError
 
 
 def opt(default: Any, help: str, *, type: Any = None, flags: tuple[str, ...] = ()) -> Any:
@@ -50,20 +52,20 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.encoder_model_type is None:
-            raise ValueError(f"--encoder_model_type is required (one of "
+            raise UsageError(f"--encoder_model_type is required (one of "
                              f"{', '.join(ENCODER_TYPES)})")
         if self.encoder_model_type == "pytext_bert":
-            raise ValueError("--encoder_model_type pytext_bert is not supported (it was already "
+            raise UsageError("--encoder_model_type pytext_bert is not supported (it was already "
                              "broken in the original DPR); use hf_bert")
         if self.encoder_model_type not in ENCODER_TYPES:
-            raise ValueError(f"--encoder_model_type {self.encoder_model_type!r}: unsupported "
+            raise UsageError(f"--encoder_model_type {self.encoder_model_type!r}: unsupported "
                              f"model type (choose one of {', '.join(ENCODER_TYPES)})")
         if self.sequence_length < 4:
-            raise ValueError(f"--sequence_length must be at least 4, got {self.sequence_length}")
+            raise UsageError(f"--sequence_length must be at least 4, got {self.sequence_length}")
         if self.projection_dim < 0:
-            raise ValueError(f"--projection_dim must be >= 0, got {self.projection_dim}")
+            raise UsageError(f"--projection_dim must be >= 0, got {self.projection_dim}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "dev_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
         for name in ("hard_negatives", "other_negatives"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
 
 
 def parse_adam_betas(text: str) -> tuple[float, float]:
@@ -101,10 +103,10 @@ def parse_adam_betas(text: str) -> tuple[float, float]:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError) as err:
-        raise ValueError(f"--adam_betas {text!r} is not a literal pair like (0.9, 0.999)") from err
+        raise UsageError(f"--adam_betas {text!r} is not a literal pair like (0.9, 0.999)") from err
     if (not isinstance(value, (tuple, list)) or len(value) != 2
             or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in value)):
-        raise ValueError(f"--adam_betas {text!r} must be two numbers in [0, 1)")
+        raise UsageError(f"--adam_betas {text!r} must be two numbers in [0, 1)")
     return float(value[0]), float(value[1])
 
 
@@ -170,25 +172,30 @@ class TrainConfig:
     grad_cache_chunk_size: int = opt(0, "Gradient caching: encode the in-batch pool in chunks "
                                      "of this many sequences (same loss and gradients as the "
                                      "full batch, memory of one chunk); 0 = off.", type=int)
+    keep_duplicate_positives: bool = opt(
+        False, "Score in-batch copies of a question's positive passage (another question's "
+        "positive or hard negative with the same passage_id, or the same title and text) as "
+        "negatives of that question, as the original DPR did. By default they are left out "
+        "of its softmax and accuracy (training and NLL validation).")
 
     def __post_init__(self) -> None:
         if self.gradient_accumulation_steps < 1:
-            raise ValueError("--gradient_accumulation_steps must be >= 1, got "
+            raise UsageError("--gradient_accumulation_steps must be >= 1, got "
                              f"{self.gradient_accumulation_steps}")
         for name in ("eval_per_epoch", "log_batch_step", "train_rolling_loss_step",
                      "val_av_rank_bsz", "val_av_rank_max_qs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.num_train_epochs < 0:
-            raise ValueError("--warmup_steps and --num_train_epochs must be >= 0")
+            raise UsageError("--warmup_steps and --num_train_epochs must be >= 0")
         if self.amp_dtype not in ("auto", "bfloat16", "float16"):
-            raise ValueError(f"--amp_dtype must be auto, bfloat16 or float16, got "
+            raise UsageError(f"--amp_dtype must be auto, bfloat16 or float16, got "
                              f"{self.amp_dtype!r}")
         for name in ("pad_to_multiple_of", "grad_cache_chunk_size", "length_bucket_size"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.fp16_opt_level not in ("O0", "O1", "O2", "O3"):
-            raise ValueError(f"--fp16_opt_level must be O0, O1, O2 or O3, got "
+            raise UsageError(f"--fp16_opt_level must be O0, O1, O2 or O3, got "
                              f"{self.fp16_opt_level!r}")
         parse_adam_betas(self.adam_betas)
 
@@ -232,22 +239,64 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").splitlines()[0])
         for f in dataclasses.fields(cls):
             flags = f.metadata["flags"] or (f"--{f.name}",)
+            # argparse %-formats help texts (for %(default)s): a literal % must be doubled.
+            help_text = f.metadata["help"].replace("%", "%%")
             if f.metadata["type"] is None:
-                group.add_argument(*flags, dest=f.name, action="store_true",
-                                   help=f.metadata["help"])
+                group.add_argument(*flags, dest=f.name, action="store_true", help=help_text)
             else:
                 group.add_argument(*flags, dest=f.name, type=f.metadata["type"],
-                                   default=f.default, help=f.metadata["help"])
+                                   default=f.default, help=help_text)
     return parser
 
 
 def config_from_namespace(values: dict[str, Any]) -> Config:
-    """Splits parsed flag values into the three config dataclasses (validating them)."""
+    """Splits parsed flag values into the three config dataclasses (validating them).
+
+    Keys that are no config field (`config`, an entry point's `debug`) are ignored.
+
+    Raises:
+        UsageError: Naming the first invalid flag.
+    """
     parts = []
     for cls in CONFIG_CLASSES:
         names = {f.name for f in dataclasses.fields(cls)}
         parts.append(cls(**{k: v for k, v in values.items() if k in names}))
     return Config(*parts)
+
+
+def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"--config {path}: {err}") from err
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: must hold a JSON object of flag values")
+    unknown = sorted(set(values) - {a.dest for a in parser._actions})
+    if unknown:
+        raise UsageError(f"--config {path}: unknown keys {unknown}")
+    return values
+
+
+def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+                     args: argparse.Namespace) -> Config:
+    """The `Config` of parsed flags, with a `--config` file's values under the command line's.
+
+    Args:
+        parser: The parser from `build_parser` that produced `args`.
+        argv: The command line `args` came from (parsed again over the file's values).
+        args: The parsed flags.
+
+    Raises:
+        UsageError: For an unreadable or unknown-key `--config` file and invalid values.
+    """
+    if args.config:
+        parser.set_defaults(**_read_config_file(args.config, parser))
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # argparse already printed which value it refused
+            raise UsageError(f"--config {args.config}: a value is invalid") from exit_
+    return config_from_namespace(vars(args))
 
 
 def parse_config(argv: list[str] | None, description: str | None = None) -> Config:
@@ -256,23 +305,9 @@ def parse_config(argv: list[str] | None, description: str | None = None) -> Conf
     Invalid values end the program through `parser.error` with a message naming the flag.
     """
     parser = build_parser(description)
-    pre, _ = parser.parse_known_args(argv)
-    if pre.config:
-        try:
-            with open(pre.config, encoding="utf-8") as handle:
-                defaults = json.load(handle)
-        except (OSError, json.JSONDecodeError) as err:
-            parser.error(f"--config {pre.config}: {err}")
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(defaults) - known)
-        if unknown:
-            parser.error(f"--config {pre.config}: unknown keys {unknown}")
-        parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    values = vars(args)
-    values.pop("config")
     try:
-        return config_from_namespace(values)
-    except ValueError as err:
+        return config_from_args(parser, argv, args)
+    except UsageError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits

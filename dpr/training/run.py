@@ -9,15 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from dpr.data.records import DataFormatError, load_samples
-from dpr.models.checkpoint import CheckpointError
-from dpr.models.fairseq import FairseqFormatError
 from dpr.training.config import Config
 from dpr.training.trainer import BiEncoderTrainer
 from dpr.utils.dist import DistContext
 
 logger = logging.getLogger(__name__)
-
-USER_ERRORS = (DataFormatError, CheckpointError, FairseqFormatError, ValueError, OSError)
 
 
 def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
@@ -28,6 +24,10 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
 
     Returns:
         A small summary (best checkpoint, or validation metrics).
+
+    Raises:
+        DprError: For unusable input (files, records, checkpoints); OSError for files that
+            cannot be read or written. Anything else is a bug.
     """
     logger.info("Host %s, rank %d/%d (local rank %d), device %s, mixed precision %s",
                 socket.gethostname(), dctx.rank, dctx.world_size, dctx.local_rank, dctx.device,
@@ -36,6 +36,9 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
     data, model, train = cfg.data, cfg.model, cfg.train
     if data.train_file:
         train_samples = load_samples(data.train_file, data.train_files_upsample_rates)
+        if not train_samples:
+            raise DataFormatError(f"{data.train_file}: no training sample has a positive "
+                                  "passage")
         dev_samples = load_samples(data.dev_file) if data.dev_file else None
         if train.output_dir:
             Path(train.output_dir).mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
 from dpr.models.biencoder import BiEncoder
-from dpr.training.inbatch import inbatch_loss
+from dpr.training.step import batch_keys, inbatch_loss
 from dpr.utils.dist import DistContext, all_reduce_sum
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,13 @@ def validate_nll(
     num_other: int,
     autocast: Callable[[], AbstractContextManager],
     log_every: int = 100,
+    mask_duplicates: bool = True,
 ) -> tuple[float, float]:
     """Mean in-batch NLL loss and accuracy on the dev set, in-batch negatives from all processes.
+
+    Args:
+        mask_duplicates: Leave copies of a question's positives out of its negatives (and
+            out of the accuracy), as in training.
 
     Returns:
         (mean loss over batches, fraction of questions whose positive scored highest); the same
@@ -40,7 +45,7 @@ def validate_nll(
     model.eval()
     iterator = ShardedIterator(len(samples), rank=dctx.rank, world_size=dctx.world_size,
                                batch_size=batch_size, shuffle=False)
-    total_loss, correct, questions, batches = 0.0, 0, 0, 0
+    total_loss, correct, questions, batches, masked = 0.0, 0, 0, 0, 0
     with torch.no_grad():
         for iteration, indices in iterator.batches(0):
             batch = build_batch([samples[i] for i in indices], tensorizer, num_hard=num_hard,
@@ -48,18 +53,21 @@ def validate_nll(
             with autocast():
                 q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
                                batch.ctx_mask)
-            loss, n_correct, n_questions = inbatch_loss(q, ctx, batch.positive_idx, dctx)
+            out = inbatch_loss(q, ctx, batch.positive_idx, dctx,
+                               **batch_keys(batch, mask_duplicates))
+            loss = out.loss
             total_loss += loss.item()
-            correct += int(n_correct)
-            questions += n_questions
+            correct += int(out.correct)
+            questions += out.questions
+            masked += out.masked
             batches += 1
             if iteration % log_every == 0:
                 logger.info("NLL validation: step %d/%d, loss %.4f", iteration,
                             iterator.batches_per_epoch, loss.item())
     mean_loss = total_loss / max(batches, 1)
     accuracy = correct / max(questions, 1)
-    logger.info("NLL validation: loss %.5f, accuracy %.4f (%d/%d)", mean_loss, accuracy,
-                correct, questions)
+    logger.info("NLL validation: loss %.5f, accuracy %.4f (%d/%d), %d duplicate-positive "
+                "column(s) masked", mean_loss, accuracy, correct, questions, masked)
     return mean_loss, accuracy
 
 

@@ -17,6 +17,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from dpr.utils.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,7 +54,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError as err:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from err
+        raise UsageError(f"environment variable {name}={value!r} is not an integer") from err
 
 
 def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
@@ -63,6 +65,9 @@ def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
 
     Returns:
         (global rank, local rank, world size).
+
+    Raises:
+        UsageError: For a non-integer variable or a rank outside the world size.
     """
     world_size = _env_int("WORLD_SIZE", 1)
     local_rank = local_rank_arg if local_rank_arg != -1 else _env_int("LOCAL_RANK", -1)
@@ -70,7 +75,7 @@ def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
     if world_size > 1 and local_rank == -1:
         local_rank = rank
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside the world size {world_size}")
+        raise UsageError(f"rank {rank} is outside the world size {world_size}")
     return rank, local_rank, world_size
 
 
@@ -107,12 +112,6 @@ def cpu_has_fast_bf16() -> bool:
     """
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def barrier(ctx: DistContext) -> None:
-    """Waits for every process (no-op when not distributed)."""
-    if ctx.distributed:
-        dist.barrier()
 
 
 def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -75,3 +76,35 @@ def test_select_contexts_without_rng_takes_the_first_passages() -> None:
     assert positive.title == "a pos0"
     assert [p.title for p in others] == ["a other0"]
     assert [p.title for p in hards] == ["a hard0", "a hard1"]
+
+
+def test_build_batch_keys_identify_passages_and_every_positive(tensorizer: Tensorizer) -> None:
+    # Given a question with two positives, and a second question whose positive is a copy of
+    # the first one's second positive and whose hard negative is the first one's first positive
+    first = BiEncoderSample("Q1 ?", (), (Passage("T", "un"), Passage("T", "deux")), (), ())
+    second = BiEncoderSample("Q2 ?", (), (Passage("T", "deux"),), (),
+                             (Passage("T", "un"), Passage("U", "un")))
+    # When building the batch
+    batch = build_batch([first, second], tensorizer, num_hard=2, num_other=0)
+    # Then equal title + text give equal keys, a different title another key
+    keys = batch.ctx_keys.tolist()
+    assert len(keys) == 4 and keys[2] == first.positives[0].key
+    assert keys[1] == first.positives[1].key and keys[3] not in keys[:3]
+    # And each question carries the keys of all of its positives, -1 padded
+    assert batch.positive_keys.tolist() == [[first.positives[0].key, first.positives[1].key],
+                                            [first.positives[1].key, -1]]
+    moved = batch.to("cpu")
+    assert torch.equal(moved.ctx_keys, batch.ctx_keys)
+    assert torch.equal(moved.positive_keys, batch.positive_keys)
+
+
+def test_passage_key_is_stable_non_negative_and_prefers_passage_id() -> None:
+    a, b = Passage("T", "texte"), Passage("T", "texte")
+    assert a.key == b.key and 0 <= a.key < 2**63
+    # A fixed value: the same in every process and every run (blake2b, not Python's hash)
+    digest = hashlib.blake2b(b"text\0T\0texte", digest_size=8).digest()
+    assert a.key == int.from_bytes(digest, "big") >> 1
+    # With a passage_id the id decides: same id, different text -> same passage
+    assert Passage("T", "x", "p1").key == Passage("T", "y", "p1").key
+    assert Passage("T", "texte", "p1").key != a.key
+    assert Passage("T", "texte", "p2").key != Passage("T", "texte", "p1").key

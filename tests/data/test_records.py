@@ -91,3 +91,17 @@ def test_parse_upsample_rates_rejects_bad_values_without_eval(text: str, message
 def test_parse_upsample_rates_truncates_fractions_like_dpr() -> None:
     assert parse_upsample_rates("[1.5, 0, 2]", 3) == [1, 0, 2]
     assert parse_upsample_rates(None, 2) == [1, 1]
+
+
+def test_passage_id_is_read_as_a_string_and_bad_ids_are_refused(tmp_path: Path) -> None:
+    record = _record("q")
+    record["positive_ctxs"][0]["passage_id"] = 42
+    record["hard_negative_ctxs"][0]["passage_id"] = "doc:3"
+    (tmp_path / "a.json").write_text(json.dumps([record]), encoding="utf-8")
+    sample = load_samples(str(tmp_path / "a.json"))[0]
+    assert sample.positives[0].passage_id == "42"
+    assert sample.hard_negatives[0].passage_id == "doc:3"
+    record["positive_ctxs"][0]["passage_id"] = ["x"]
+    (tmp_path / "a.json").write_text(json.dumps([record]), encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"positive_ctxs\[0\].passage_id"):
+        load_samples(str(tmp_path / "a.json"))

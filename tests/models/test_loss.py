@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from dpr.models.loss import correct_count, dot_scores, nll_loss
+from dpr.models.loss import correct_count, dot_scores, duplicate_positive_mask, nll_loss
 
 
 def test_loss_matches_hand_computation_two_questions_four_passages() -> None:
@@ -29,3 +29,70 @@ def test_nll_loss_is_computed_in_float32_for_half_scores() -> None:
     assert loss.dtype == torch.float32
     expected = nll_loss(scores.float(), torch.tensor([0, 1]))
     assert torch.allclose(loss, expected)
+
+
+def _two_by_four() -> tuple[torch.Tensor, torch.Tensor]:
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ctx = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0], [0.0, 0.0]])
+    return dot_scores(q, ctx), torch.tensor([0, 1])
+
+
+def test_duplicate_positive_mask_marks_copies_of_any_positive_but_not_the_positive() -> None:
+    # Given columns with keys [10, 20, 10, 30]; q0's positives are {10, 30} (column 0 sampled),
+    # q1's only positive is 20 (column 1), padded with -1
+    ctx_keys = torch.tensor([10, 20, 10, 30])
+    positive_keys = torch.tensor([[10, 30], [20, -1]])
+    # When building the mask
+    mask = duplicate_positive_mask(ctx_keys, positive_keys, torch.tensor([0, 1]))
+    # Then q0 loses column 2 (a copy of its positive) and 3 (its other positive), not column 0
+    assert mask.tolist() == [[False, False, True, True], [False, False, False, False]]
+
+
+def test_masked_loss_equals_the_loss_without_the_duplicate_column() -> None:
+    # Given the 2 x 4 case where column 2 is a copy of q2's positive (column 1)
+    scores, positive = _two_by_four()
+    mask = torch.tensor([[False, False, False, False], [False, False, True, False]])
+    # When computing the masked loss and count
+    loss = nll_loss(scores, positive, mask)
+    correct = correct_count(scores, positive, mask)
+    # Then q2's softmax runs over columns 0, 1, 3 only: log(1 + e + 1) - 1 = 0.551445, and
+    # with q1's 0.493812 the mean is 0.522628; q2 is now correct (its best unmasked is 1)
+    assert math.isclose(loss.item(), (0.493812 + math.log(2 + math.e) - 1) / 2, abs_tol=1e-6)
+    assert math.isclose(loss.item(), 0.522628, abs_tol=1e-6)
+    assert correct.item() == 2
+    # And it equals the plain loss on the scores with that column removed, row by row
+    by_hand = (nll_loss(scores[:1], positive[:1]) + nll_loss(scores[1:, [0, 1, 3]],
+                                                              torch.tensor([1]))) / 2
+    assert torch.allclose(loss, by_hand)
+
+
+def test_no_mask_is_dpr_loss_exactly() -> None:
+    scores, positive = _two_by_four()
+    none = torch.zeros(2, 4, dtype=torch.bool)
+    assert torch.equal(nll_loss(scores, positive, None),
+                       torch.nn.functional.cross_entropy(scores, positive))
+    assert torch.equal(nll_loss(scores, positive, none), nll_loss(scores, positive))
+    assert correct_count(scores, positive, None).item() == 1
+
+
+def test_fully_masked_row_keeps_its_positive_and_gives_finite_loss_and_gradients() -> None:
+    # Given a mask that (wrongly) covers every column, the positive included
+    scores, positive = _two_by_four()
+    scores.requires_grad_()
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    # When computing the loss and its gradient
+    loss = nll_loss(scores, positive, mask)
+    loss.backward()
+    # Then each row keeps only its positive: loss 0, finite gradients, every question correct
+    assert loss.item() == 0.0
+    assert torch.isfinite(scores.grad).all()
+    assert correct_count(scores, positive, mask).item() == 2
+
+
+def test_masked_loss_gradient_is_zero_on_masked_columns() -> None:
+    scores, positive = _two_by_four()
+    scores.requires_grad_()
+    mask = torch.tensor([[False, False, True, False], [False, False, False, False]])
+    nll_loss(scores, positive, mask).backward()
+    assert scores.grad[0, 2].item() == 0.0
+    assert torch.isfinite(scores.grad).all() and scores.grad[0, 1].item() > 0

@@ -1,5 +1,6 @@
 """Dynamic padding, gradient caching, gradient checkpointing and bf16 autocast against the
-plain full-batch computation."""
+plain full-batch computation; duplicate-positive masking of the in-batch loss, in one process
+and across two (gloo)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_log, run_launcher
+import torch.multiprocessing as mp
+from helpers import free_port, inbatch_case, inbatch_worker, read_log, run_launcher
 
 import train_dense_encoder
 from dpr.data.batch import build_batch
@@ -16,8 +18,7 @@ from dpr.data.records import load_samples
 from dpr.data.tensorizer import build_tensorizer
 from dpr.models.checkpoint import to_dpr_layout
 from dpr.models.factory import build_biencoder
-from dpr.training.inbatch import inbatch_loss
-from dpr.training.step import _RngState, grad_cache_step, plain_step
+from dpr.training.step import _RngState, grad_cache_step, inbatch_loss, plain_step
 from dpr.utils.dist import DistContext
 
 NULL = contextlib.nullcontext
@@ -108,7 +109,8 @@ def test_grad_cache_replays_dropout_exactly(tiny_camembert, samples) -> None:
                      batch.ctx_ids[i : i + 4], batch.ctx_mask[i : i + 4])
         qs += [q] if q is not None else []
         cs.append(c)
-    loss, _, _ = inbatch_loss(torch.cat(qs), torch.cat(cs), batch.positive_idx, DistContext())
+    loss = inbatch_loss(torch.cat(qs), torch.cat(cs), batch.positive_idx, DistContext(),
+                        ctx_keys=batch.ctx_keys, positive_keys=batch.positive_keys).loss
     loss.backward()
     # Then loss and gradients are the same
     assert cached.loss.item() == pytest.approx(loss.item(), abs=1e-6)
@@ -174,9 +176,9 @@ def test_grad_cache_with_two_processes_matches_plain_training(tmp_path: Path, no
 
 def test_fp16_on_a_cpu_without_bf16_instructions_falls_back_to_float32(
         tmp_path: Path, tiny_camembert, dpr_files, capsys, monkeypatch) -> None:
-    import dpr.training.trainer as trainer
+    import dpr.training.build as build
 
-    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(build, "cpu_has_fast_bf16", lambda: False)
     train, _ = dpr_files
     rc = train_dense_encoder.main([
         "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
@@ -202,3 +204,57 @@ def test_length_buckets_give_the_vectors_and_gradients_of_one_pass(nodrop_camemb
     _assert_same(g_one, g_buckets)
     lengths = batch.ctx_mask.sum(1)
     assert lengths.min() < lengths.max()  # the case is not trivial
+
+
+MASKED = {0: [2, 5], 1: [0, 1, 5], 2: [3, 7], 3: []}
+
+
+def _by_hand(q: torch.Tensor, ctx: torch.Tensor, positive_idx: list[int],
+             masked: dict[int, list[int]]) -> tuple[torch.Tensor, int]:
+    """Mean -log softmax of each positive over the columns left after removing the masked
+    ones, and the number of questions whose best remaining column is their positive."""
+    losses, correct = [], 0
+    for i, pos in enumerate(positive_idx):
+        kept = [j for j in range(ctx.shape[0]) if j not in masked[i]]
+        row = torch.stack([q[i] @ ctx[j] for j in kept])
+        losses.append(torch.logsumexp(row, 0) - q[i] @ ctx[pos])
+        correct += int(kept[int(row.argmax())] == pos)
+    return torch.stack(losses).mean(), correct
+
+
+def test_inbatch_loss_masks_copies_of_positives_as_computed_by_hand() -> None:
+    # Given the 4 x 8 pool with known duplicates
+    case = inbatch_case()
+    # When computing the loss with the passage keys
+    result = inbatch_loss(case["q"], case["ctx"], case["positive_idx"], DistContext(),
+                          ctx_keys=case["ctx_keys"], positive_keys=case["positive_keys"])
+    # Then it is the loss with the duplicate columns removed, and 7 columns were masked
+    expected, correct = _by_hand(case["q"], case["ctx"], [0, 2, 4, 6], MASKED)
+    assert torch.allclose(result.loss, expected, atol=1e-6)
+    assert (int(result.correct), result.questions, result.masked) == (correct, 4, 7)
+    # And the masking matters: DPR's loss (no keys) is the hand loss with nothing removed
+    plain = inbatch_loss(case["q"], case["ctx"], case["positive_idx"], DistContext())
+    no_mask, _ = _by_hand(case["q"], case["ctx"], [0, 2, 4, 6], {i: [] for i in range(4)})
+    assert torch.allclose(plain.loss, no_mask, atol=1e-6) and plain.masked == 0
+    assert abs(plain.loss.item() - result.loss.item()) > 1e-3
+
+
+def test_inbatch_loss_masks_copies_across_two_gloo_processes(tmp_path: Path) -> None:
+    # Given the same pool split over 2 processes (copies of positives on the other process)
+    out = str(tmp_path / "result")
+    # When each process computes the loss on its half and back-propagates
+    mp.spawn(inbatch_worker, args=(free_port(), out), nprocs=2, join=True)
+    results = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
+    # Then both report the global masked loss of the hand computation, and the counts
+    case = inbatch_case()
+    q = case["q"].clone().requires_grad_()
+    ctx = case["ctx"].clone().requires_grad_()
+    expected, correct = _by_hand(q, ctx, [0, 2, 4, 6], MASKED)
+    expected.backward()
+    for rank, result in enumerate(results):
+        assert torch.allclose(result["loss"], expected.detach(), atol=1e-6)
+        assert (result["correct"], result["questions"], result["masked"]) == (correct, 4, 7)
+        # And each process's gradients are those of its own vectors in the global loss
+        assert torch.allclose(result["q_grad"], q.grad[2 * rank : 2 * rank + 2], atol=1e-6)
+        assert torch.allclose(result["ctx_grad"], ctx.grad[4 * rank : 4 * rank + 4],
+                              atol=1e-6)

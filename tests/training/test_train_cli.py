@@ -15,8 +15,8 @@ from dpr.data.records import load_samples
 from dpr.data.tensorizer import build_tensorizer
 from dpr.models.checkpoint import to_dpr_layout
 from dpr.models.factory import build_biencoder
-from dpr.training.inbatch import inbatch_loss
 from dpr.training.optim import build_optimizer
+from dpr.training.step import inbatch_loss
 from dpr.utils.dist import DistContext
 
 # DPR's --dropout 0 means "keep the model config's dropout"; a negligible value turns it off
@@ -55,7 +55,9 @@ def test_two_processes_first_step_loss_equals_one_process_on_concatenated_batche
     model = build_biencoder("hf_roberta", str(nodrop_camembert),
                             dropout=float(NO_DROPOUT)).train()
     q, c = model(batch.question_ids, batch.question_mask, batch.ctx_ids, batch.ctx_mask)
-    loss, correct, n = inbatch_loss(q, c, batch.positive_idx, DistContext())
+    loss, correct, n, _ = inbatch_loss(q, c, batch.positive_idx, DistContext(),
+                                       ctx_keys=batch.ctx_keys,
+                                       positive_keys=batch.positive_keys)
     assert n == 6 and c.shape[0] == 6 * 4
     assert abs(first["loss"] - loss.item()) < 1e-5
     assert first["correct"] == int(correct)
@@ -141,12 +143,26 @@ def test_validate_only_mode_reports_both_metrics(straight_run, dpr_files, capsys
     assert "NLL validation: loss" in err and "Average-rank validation" in err
 
 
+def _four_questions(tmp_path: Path, train: Path) -> Path:
+    """The first 4 training questions (2 paragraphs, each the positive of 2 questions)."""
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps(json.loads(train.read_text())[:4]), encoding="utf-8")
+    return small
+
+
+def _reference(model_folder: Path, train: Path):
+    """Samples, tensorizer (length 40) and a dropout-free model to reproduce a run by hand."""
+    tensorizer = build_tensorizer("hf_roberta", str(model_folder), sequence_length=40,
+                                  do_lower_case=False)
+    model = build_biencoder("hf_roberta", str(model_folder), dropout=float(NO_DROPOUT)).train()
+    return load_samples(str(train)), tensorizer, model
+
+
 def test_gradient_accumulation_equals_mean_of_micro_batch_losses(
         tmp_path: Path, nodrop_camembert: Path, dpr_files) -> None:
     # Given 4 questions, batches of 2 and 2 accumulation steps: one optimizer update
     train, _ = dpr_files
-    small = tmp_path / "small.json"
-    small.write_text(json.dumps(json.loads(train.read_text())[:4]), encoding="utf-8")
+    small = _four_questions(tmp_path, train)
     out = tmp_path / "out"
     rc = train_dense_encoder.main([
         "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(nodrop_camembert),
@@ -156,18 +172,15 @@ def test_gradient_accumulation_equals_mean_of_micro_batch_losses(
         "--seed", "3", "--dropout", NO_DROPOUT])
     assert rc == 0
     # When reproducing it by hand: mean of the two micro-batch losses, one AdamW step
-    samples = load_samples(str(small))
-    tensorizer = build_tensorizer("hf_roberta", str(nodrop_camembert), sequence_length=40,
-                                  do_lower_case=False)
-    model = build_biencoder("hf_roberta", str(nodrop_camembert),
-                            dropout=float(NO_DROPOUT)).train()
+    samples, tensorizer, model = _reference(nodrop_camembert, small)
     optimizer = build_optimizer(model, learning_rate=1e-2, weight_decay=0.0, eps=1e-8,
                                 betas=(0.9, 0.999))
     for iteration in (1, 2):
         batch = reference_batch(samples, tensorizer, seed=3, epoch=0, iteration=iteration,
                                 world_size=1, batch_size=2, num_hard=1, num_other=0)
         q, c = model(batch.question_ids, batch.question_mask, batch.ctx_ids, batch.ctx_mask)
-        (inbatch_loss(q, c, batch.positive_idx, DistContext())[0] / 2).backward()
+        (inbatch_loss(q, c, batch.positive_idx, DistContext(), ctx_keys=batch.ctx_keys,
+                      positive_keys=batch.positive_keys)[0] / 2).backward()
     optimizer.step()
     # Then the trained weights are the same
     trained = load_weights(out / "dpr_biencoder.0.2")
@@ -221,3 +234,33 @@ def test_bad_arguments_fail_with_clear_error_and_no_checkpoint(
     assert train_dense_encoder.main(argv) == code
     assert message in capsys.readouterr().err
     assert _checkpoints(out) == []
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_duplicate_positives_are_masked_unless_keep_duplicate_positives(
+        tmp_path: Path, nodrop_camembert: Path, dpr_files, keep: bool) -> None:
+    # Given 4 questions on 2 paragraphs (two questions share each positive), one batch
+    train, _ = dpr_files
+    small = _four_questions(tmp_path, train)
+    out = tmp_path / "out"
+    flag = ["--keep_duplicate_positives"] if keep else []
+    # When training one step, with or without the flag
+    rc = train_dense_encoder.main([
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(nodrop_camembert),
+        "--train_file", str(small), "--output_dir", str(out), "--batch_size", "4",
+        "--sequence_length", "40", "--num_train_epochs", "1", "--seed", "3",
+        "--dropout", NO_DROPOUT, *flag])
+    assert rc == 0
+    # Then the logged loss is the masked loss by default, DPR's exact loss with the flag
+    samples, tensorizer, model = _reference(nodrop_camembert, small)
+    batch = reference_batch(samples, tensorizer, seed=3, epoch=0, iteration=1, world_size=1,
+                            batch_size=4, num_hard=1, num_other=0)
+    q, c = model(batch.question_ids, batch.question_mask, batch.ctx_ids, batch.ctx_mask)
+    dpr = inbatch_loss(q, c, batch.positive_idx, DistContext())
+    masked = inbatch_loss(q, c, batch.positive_idx, DistContext(), ctx_keys=batch.ctx_keys,
+                          positive_keys=batch.positive_keys)
+    assert masked.masked >= 2 and abs(masked.loss.item() - dpr.loss.item()) > 1e-4
+    (step,) = read_log(out)
+    expected = dpr if keep else masked
+    assert step["loss"] == pytest.approx(expected.loss.item(), abs=1e-6)
+    assert (step["correct"], step["masked"]) == (int(expected.correct), expected.masked)

@@ -1,0 +1,140 @@
+"""What a run trains, built once before the loop: tokenizer, model, DDP, optimizer, precision."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from dpr.data.tensorizer import Tensorizer, build_tensorizer, is_camembert_folder
+from dpr.models.biencoder import BiEncoder
+from dpr.models.checkpoint import load_model_state
+from dpr.models.factory import build_biencoder
+from dpr.models.fairseq import check_dictionary, read_dictionary
+from dpr.training.config import ModelConfig, TrainConfig
+from dpr.training.optim import build_optimizer
+from dpr.training.run_dir import Resume, restore_optimizer
+from dpr.utils.dist import DistContext, cpu_has_fast_bf16
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Precision:
+    """The mixed-precision policy: autocast type (None = float32) and its gradient scaler."""
+
+    dtype: torch.dtype | None
+    device_type: str
+    scaler: torch.amp.GradScaler
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """A context running the forward pass in `dtype` (a no-op in float32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+@dataclass
+class TrainingParts:
+    """Everything the loop needs besides the data.
+
+    Attributes:
+        model_cfg: Encoder settings in effect (the checkpoint's where it defines the model).
+        tensorizer: Tokenizes and pads questions and passages.
+        biencoder: The bare model (what is saved and validated).
+        model: `biencoder`, wrapped in DDP when several processes train.
+        optimizer: AdamW, with the checkpoint's state when it fits.
+        precision: Mixed-precision policy.
+    """
+
+    model_cfg: ModelConfig
+    tensorizer: Tensorizer
+    biencoder: BiEncoder
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+
+
+def amp_dtype(t: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast type `--fp16` / `--amp_dtype` mean on `device` (None = float32)."""
+    if not t.use_amp:
+        return None
+    if t.amp_dtype != "auto":
+        dtype = getattr(torch, t.amp_dtype)
+    elif device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif cpu_has_fast_bf16():
+        dtype = torch.bfloat16  # float16 matmuls are very slow on CPUs
+    else:
+        logger.warning("--fp16: this CPU has no bfloat16 instructions (AVX512-BF16/AMX), "
+                       "where mixed precision runs far slower than float32; training in "
+                       "float32 (--amp_dtype bfloat16 forces it)")
+        return None
+    logger.info("Mixed precision: %s autocast on %s%s", dtype, device.type,
+                " with loss scaling" if dtype == torch.float16 else "")
+    return dtype
+
+
+def check_fairseq_dictionary(folder: Path, tensorizer: Tensorizer) -> None:
+    """Checks that the tokenizer gives every piece of fairseq's `dict.txt` its id."""
+    if not (folder / "dict.txt").is_file():
+        logger.warning("%s has no dict.txt: cannot check the tokenizer's ids against it", folder)
+        return
+    if not is_camembert_folder(str(folder)):
+        logger.info("dict.txt of a non-SentencePiece model: id check skipped")
+        return
+    tokenizer = tensorizer.tokenizer
+    check_dictionary(read_dictionary(folder / "dict.txt"), tokenizer.convert_tokens_to_ids,
+                     unk_token=tokenizer.unk_token, source=str(folder))
+    logger.info("%s/dict.txt agrees with the tokenizer's ids", folder)
+
+
+def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None) -> BiEncoder:
+    biencoder = build_biencoder(
+        m.encoder_model_type, m.pretrained_model_cfg, pretrained_file=m.pretrained_file,
+        dropout=m.dropout, projection_dim=m.projection_dim, fix_ctx_encoder=m.fix_ctx_encoder,
+        load_weights=resume is None, allow_pickle=t.allow_unsafe_pickle)
+    if resume is not None:
+        load_model_state(biencoder, resume.state.model_dict, source=resume.path)
+    for tower in (biencoder.question_model, biencoder.ctx_model):
+        tower.length_bucket_size = t.length_bucket_size
+        if t.gradient_checkpointing:
+            tower.model.gradient_checkpointing_enable({"use_reentrant": False})
+    return biencoder
+
+
+def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
+                resume: Resume | None) -> TrainingParts:
+    """Builds the model (from `resume` when given) and what trains it, on `dctx.device`.
+
+    Args:
+        m: Encoder settings in effect (see `run_dir.resolve_model_config`).
+        t: Training flags.
+        dctx: Process context.
+        resume: Checkpoint to start from, or None for the pretrained weights.
+    """
+    tensorizer = build_tensorizer(
+        m.encoder_model_type, m.pretrained_model_cfg or m.pretrained_file,
+        sequence_length=m.sequence_length, do_lower_case=m.do_lower_case,
+        pad_to_max=t.pad_to_max,
+        pad_to_multiple_of=t.pad_to_multiple_of or (64 if dctx.device.type == "cuda" else 8))
+    biencoder = _build_biencoder(m, t, resume)
+    if m.encoder_model_type == "fairseq_roberta":
+        check_fairseq_dictionary(Path(m.pretrained_file), tensorizer)
+    biencoder.to(dctx.device)
+    model: torch.nn.Module = biencoder
+    if dctx.distributed:
+        ids = [dctx.device.index] if dctx.device.type == "cuda" else None
+        # No buffer is updated in training, so none needs broadcasting at each forward.
+        model = DistributedDataParallel(biencoder, device_ids=ids, broadcast_buffers=False)
+    optimizer = build_optimizer(biencoder, learning_rate=t.learning_rate,
+                                weight_decay=t.weight_decay, eps=t.adam_eps, betas=t.betas)
+    restore_optimizer(optimizer, resume)
+    dtype = amp_dtype(t, dctx.device)
+    scaler = torch.amp.GradScaler(dctx.device.type, enabled=dtype == torch.float16)
+    return TrainingParts(m, tensorizer, biencoder, model, optimizer,
+                         Precision(dtype, dctx.device.type, scaler))

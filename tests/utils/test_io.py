@@ -1,0 +1,40 @@
+"""Text input (plain or gzip) and atomic writes."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from dpr.utils.io import atomic_write, open_text
+
+
+def test_open_text_reads_plain_and_gzip_utf8(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("élève\n", encoding="utf-8")
+    with gzip.open(tmp_path / "b.txt.gz", "wt", encoding="utf-8") as handle:
+        handle.write("œuvre\n")
+    with open_text(tmp_path / "a.txt") as a, open_text(tmp_path / "b.txt.gz") as b:
+        assert (a.read(), b.read()) == ("élève\n", "œuvre\n")
+
+
+def test_atomic_write_replaces_the_file_only_on_success(tmp_path: Path) -> None:
+    # Given an existing file
+    target = tmp_path / "sub" / "out.json"
+    with atomic_write(target) as handle:
+        handle.write("old")
+    # When a later write fails half-way
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write("new, trunc")
+        raise RuntimeError("interrupted")
+    # Then the old content is intact and no temporary file is left
+    assert target.read_text() == "old"
+    assert [p.name for p in target.parent.iterdir()] == ["out.json"]
+    with atomic_write(target, "wb") as handle:
+        handle.write(b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+
+
+def test_atomic_write_refuses_other_modes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode"), atomic_write(tmp_path / "x", "a"):
+        pass

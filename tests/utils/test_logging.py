@@ -1,0 +1,32 @@
+"""One root handler per process; non-zero ranks log warnings only."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dpr.utils.logging import setup_logging
+
+
+@pytest.fixture
+def restore_root():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("rank,info_shown", [(0, True), (1, False)])
+def test_setup_logging_tags_the_rank_and_quiets_other_ranks(restore_root, capsys, rank: int,
+                                                            info_shown: bool) -> None:
+    setup_logging(rank)
+    setup_logging(rank)  # a second call replaces the handler instead of adding one
+    assert len(logging.getLogger().handlers) == 1
+    log = logging.getLogger("dpr.test")
+    log.info("progress line")
+    log.warning("a warning")
+    err = capsys.readouterr().err
+    assert ("progress line" in err) is info_shown
+    assert f"[WARNING] [rank {rank}] dpr.test: a warning" in err
