@@ -52,6 +52,7 @@ from dpr.evaluation.bm25 import LANGUAGES, BM25Settings
 from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.evaluation.options import (
     BASE_RETRIEVERS,
+    TUNABLE_FUSIONS,
     TUNE_METRICS,
     DprModelSpec,
     EvalOptions,
@@ -110,6 +111,15 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="allow checkpoints that need full unpickling (trusted files only)")
 
 
+def _tuned_fusions(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in TUNABLE_FUSIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: not tunable (choose among "
+                                         f"{', '.join(TUNABLE_FUSIONS)})")
+    return names
+
+
 def _add_fusion_flags(parser: argparse.ArgumentParser) -> None:
     fusion = parser.add_argument_group("fusion")
     fusion.add_argument("--hybrid_lambda", type=float, default=1.1,
@@ -124,6 +134,10 @@ def _add_fusion_flags(parser: argparse.ArgumentParser) -> None:
                         "corpus, relevance by answer) choose hybrid's λ and fusion's method and "
                         "weight from grids; overrides --hybrid_lambda, --fusion_method and "
                         "--fusion_weight")
+    fusion.add_argument("--tune", default="hybrid,fusion", type=_tuned_fusions,
+                        help="which fusions take the values tuned on --tune_lambda_on "
+                        "(comma-separated: hybrid, fusion; the others keep their flag or default "
+                        "values, and the grids of all are still recorded in results.json)")
     fusion.add_argument("--tune_metric", choices=TUNE_METRICS, default="top20",
                         help="metric the tuning maximises on --tune_lambda_on")
     fusion.add_argument("--fusion_depth", type=int, default=2000,
@@ -204,7 +218,7 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         batch_size=args.batch_size, no_cuda=args.no_cuda,
         allow_unsafe_pickle=args.allow_unsafe_pickle, hybrid_lambda=args.hybrid_lambda,
         fusion_method=args.fusion_method, fusion_weight=args.fusion_weight,
-        tune_lambda_on=args.tune_lambda_on, tune_metric=args.tune_metric,
+        tune_lambda_on=args.tune_lambda_on, tune=args.tune, tune_metric=args.tune_metric,
         fusion_depth=args.fusion_depth, rrf_k=args.rrf_k,
         bm25=BM25Settings(args.language, args.bm25_k1, args.bm25_b, args.bm25_method),
         n_docs=args.n_docs, pairs=pairs, quiet=args.quiet,

@@ -53,17 +53,25 @@ def _tune(ev: Evaluation, bm25: BM25Retriever, model: Any, dense: DenseRun
     if not options.tune_lambda_on or not options.wants("hybrid", "fusion"):
         return lam, setting
     candidates, objective, info = _tuning_candidates(ev, bm25, model, dense)
+    info["applied_to"] = [name for name in options.tune if options.wants(name)]
     if options.wants("hybrid"):
-        lam, grid = tune_lambda(candidates, objective, DEFAULT_LAMBDA_GRID, ev.n_docs)
+        best, grid = tune_lambda(candidates, objective, DEFAULT_LAMBDA_GRID, ev.n_docs)
         info["grid"] = {f"{k:g}": v for k, v in grid.items()}
-        logger.info("λ = %g maximises %s on %s (%d questions)", lam, options.tune_metric,
-                    info["file"], info["questions"])
+        info["best_lambda"] = best
+        logger.info("λ = %g maximises %s on %s (%d questions)%s", best, options.tune_metric,
+                    info["file"], info["questions"],
+                    "" if "hybrid" in options.tune else " (not applied: --tune)")
+        if "hybrid" in options.tune:
+            lam = best
     if options.wants("fusion"):
         (method, weight), grid = tune_normalised_fusion(candidates, objective, top_k=ev.n_docs)
         info["fusion_grid"] = {f"{m}:{w:g}": v for (m, w), v in grid.items()}
-        setting = (method, weight, "tuned")
-        logger.info("fusion %s with dense weight %g maximises %s on %s", method, weight,
-                    options.tune_metric, info["file"])
+        info["best_fusion"] = {"method": method, "dense_weight": weight}
+        logger.info("fusion %s with dense weight %g maximises %s on %s%s", method, weight,
+                    options.tune_metric, info["file"],
+                    "" if "fusion" in options.tune else " (not applied: --tune)")
+        if "fusion" in options.tune:
+            setting = (method, weight, "tuned")
     ev.fusion["tuning"] = info
     return lam, setting
 

@@ -17,6 +17,7 @@ FUSIONS = ("hybrid", "rrf", "fusion")
 NEEDS_BM25 = frozenset({"bm25", *FUSIONS})
 TOP_KS = (1, 5, 10, 20, 50, 100)
 TUNE_METRICS = tuple(f"top{k}" for k in TOP_KS) + ("mrr10",)
+TUNABLE_FUSIONS = ("hybrid", "fusion")
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -140,6 +141,7 @@ class EvalOptions:
     fusion_method: str | None = None
     fusion_weight: float | None = None
     tune_lambda_on: str | None = None
+    tune: tuple[str, ...] = TUNABLE_FUSIONS
     tune_metric: str = "top20"
     fusion_depth: int = 2000
     rrf_k: int = 60

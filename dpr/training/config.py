@@ -172,6 +172,14 @@ class TrainConfig:
     grad_cache_chunk_size: int = opt(0, "Gradient caching: encode the in-batch pool in chunks "
                                      "of this many sequences (same loss and gradients as the "
                                      "full batch, memory of one chunk); 0 = off.", type=int)
+    ignore_checkpoint_offset: bool = opt(
+        False, "Initialise from --model_file (or the resumed checkpoint) without its progress: "
+        "training starts at epoch 0, batch 0, as a new run.")
+    ignore_checkpoint_optimizer: bool = opt(
+        False, "Do not restore the checkpoint's optimizer state (a fresh AdamW state).")
+    ignore_checkpoint_lr: bool = opt(
+        False, "Do not restore the checkpoint's learning-rate schedule: the schedule (warm-up, "
+        "then linear decay) starts again from the first update.")
     keep_duplicate_positives: bool = opt(
         False, "Score in-batch copies of a question's positive passage (another question's "
         "positive or hard negative with the same passage_id, or the same title and text) as "

@@ -47,6 +47,7 @@ class Resume:
 
     path: str
     state: CheckpointState
+    keep_progress: bool = True  # False with --ignore_checkpoint_offset
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,20 @@ def load_resume(cfg: Config) -> Resume | None:
     if path is None:
         return None
     state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle)
-    logger.info("Resuming from checkpoint %s (epoch %d, offset %d)", path, state.epoch,
-                state.offset)
-    return Resume(path, state)
+    ignored = [name for name, flag in (("offset", t.ignore_checkpoint_offset),
+                                       ("optimizer", t.ignore_checkpoint_optimizer),
+                                       ("lr", t.ignore_checkpoint_lr)) if flag]
+    if t.ignore_checkpoint_optimizer:
+        state = dataclasses.replace(state, optimizer_dict={})
+    if t.ignore_checkpoint_lr:
+        state = dataclasses.replace(state, scheduler_dict={})
+    if ignored:
+        logger.info("Initialising from checkpoint %s (epoch %d, offset %d) without its %s",
+                    path, state.epoch, state.offset, ", ".join(ignored))
+    else:
+        logger.info("Resuming from checkpoint %s (epoch %d, offset %d)", path, state.epoch,
+                    state.offset)
+    return Resume(path, state, keep_progress=not t.ignore_checkpoint_offset)
 
 
 def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None) -> ModelConfig:
@@ -111,7 +123,7 @@ def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler,
 
 def start_position(resume: Resume | None, batches_per_epoch: int) -> tuple[int, int]:
     """(epoch, batches already done in it) where training continues."""
-    if resume is None:
+    if resume is None or not resume.keep_progress:
         return 0, 0
     epoch, offset = resume.state.epoch, resume.state.offset
     if offset <= 0 or offset >= batches_per_epoch:

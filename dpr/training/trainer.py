@@ -72,7 +72,7 @@ class BiEncoderTrainer:
                                          total_steps=total_updates)
         restore_scheduler(self.scheduler, self.optimizer, self.resume)
         start_epoch, start_offset = start_position(self.resume, batches)
-        if self.resume is not None:
+        if self.resume is not None and self.resume.keep_progress:
             self.best = self.run_dir.best_from_log()
         self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
         logger.info(

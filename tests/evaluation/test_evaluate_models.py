@@ -174,12 +174,32 @@ def test_fusion_tuned_on_a_tuning_file(tmp_path: Path, corpus: tuple[Path, Path]
     assert f"dense weight {setting['dense_weight']:g} (tuned on {dpr_files[0]})" in printed
 
 
+def test_tune_hybrid_only_keeps_the_default_fusion_and_records_its_grid(
+        tmp_path: Path, corpus: tuple[Path, Path], checkpoint: Path, dpr_files,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Given tuning restricted to the hybrid
+    report, _ = run(capsys, tmp_path, corpus, "--dpr_model", str(checkpoint),
+                    "--retrievers", "bm25,hybrid,fusion", "--tune_lambda_on",
+                    str(dpr_files[0]), "--tune", "hybrid")
+    tuning = report["fusion"]["tuning"]
+    # Then the hybrid takes the tuned λ, fusion keeps its default setting untuned
+    assert report["fusion"]["lambda"] == tuning["best_lambda"]
+    assert report["fusion"]["normalised"]["source"] == "default"
+    assert report["fusion"]["normalised"]["dense_weight"] == 0.5
+    # And the fusion grid measured on the tuning file is still recorded, with its best
+    best = tuning["best_fusion"]
+    assert tuning["fusion_grid"][f"{best['method']}:{best['dense_weight']:g}"] == \
+        max(tuning["fusion_grid"].values())
+    assert tuning["applied_to"] == ["hybrid"]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--dpr_model", "a", "--dpr_model", "b"], "give every model a label"),
     (["--dpr_model", "r1=a", "--fusion_dpr", "r2"], "no --dpr_model has this label"),
     (["--dpr_model", "a", "--pairs", "sbert>bm25"], "not evaluated"),
     (["--dpr_model", "a", "--retrievers", "bm25,fusion", "--fusion_weight", "1.5"],
      "--fusion_weight must be in [0, 1]"),
+    (["--dpr_model", "a", "--tune", "rrf"], "not tunable"),
 ])
 def test_bad_model_and_pair_flags_exit_2(extra: list[str], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:

@@ -264,3 +264,35 @@ def test_duplicate_positives_are_masked_unless_keep_duplicate_positives(
     expected = dpr if keep else masked
     assert step["loss"] == pytest.approx(expected.loss.item(), abs=1e-6)
     assert (step["correct"], step["masked"]) == (int(expected.correct), expected.masked)
+
+
+def test_ignore_checkpoint_flags_start_a_new_run_from_the_checkpoint_weights(
+        tmp_path: Path, straight_run) -> None:
+    # Given a finished two-epoch run
+    out, args = straight_run
+    finished = out / "dpr_biencoder.1.8"
+    # When a new run starts from its weights without its progress, optimizer and schedule
+    second = tmp_path / "second"
+    assert train_dense_encoder.main([
+        *args, "--output_dir", str(second), "--model_file", str(finished),
+        "--ignore_checkpoint_offset", "--ignore_checkpoint_optimizer",
+        "--ignore_checkpoint_lr"]) == 0
+    # Then it trains the full number of epochs again, with the schedule of a fresh run
+    assert _checkpoints(second) == _checkpoints(out)
+    fresh, again = read_log(out), read_log(second)
+    assert [(r["epoch"], r["iteration"]) for r in again] == \
+        [(r["epoch"], r["iteration"]) for r in fresh]
+    assert [r["lr"] for r in again] == pytest.approx([r["lr"] for r in fresh])
+    # And it started from the finished weights, not from the pretrained model
+    assert again[0]["loss"] != pytest.approx(fresh[0]["loss"], abs=1e-6)
+    start, end = load_weights(finished), load_weights(second / "dpr_biencoder.1.8")
+    assert any(not torch.allclose(start[k], end[k]) for k in start)
+
+
+def test_without_ignore_flags_a_finished_checkpoint_has_nothing_left_to_train(
+        tmp_path: Path, straight_run) -> None:
+    out, args = straight_run
+    second = tmp_path / "second"
+    assert train_dense_encoder.main([*args, "--output_dir", str(second), "--model_file",
+                                     str(out / "dpr_biencoder.1.8")]) == 0
+    assert _checkpoints(second) == []
