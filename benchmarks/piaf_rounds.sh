@@ -15,7 +15,8 @@
 #   5. dpr2hf of both rounds (verified numerically).
 #   6. dpr.evaluate on the in-domain dev split and on the held-out categories: BM25, the untuned
 #      MiniLM, round 1, round 2, the hybrid BM25 + λ·DPR (λ tuned on the tune split), the
-#      default normalised fusion (untuned) and RRF, with sign tests of round 2 against round 1
+#      default normalised fusion (untuned; its grid on the tune split is recorded) and RRF,
+#      with sign tests of round 2 against round 1
 #      and of each fusion against BM25.
 # Usage: bash benchmarks/piaf_rounds.sh [PIAF_JSON]
 #   OUT=... output folder; EPOCHS=... epochs per round (default 1); HOLDOUT=... categories.
@@ -75,10 +76,15 @@ echo "== 3. Mining negatives with the round-1 model"
 for split in train dev; do
     if [ ! -f "data/DPR_FR_$split.mined.json" ]; then
         start=$SECONDS
+        exclude=()  # mine each split among its own articles' passages only, as data_prep does
+        for other in train dev tune test; do
+            [ "$other" = "$split" ] || exclude+=(--exclude_articles_of "data/DPR_FR_$other.json")
+        done
         "$PYTHON" -m data_prep.mine_negatives --model_file "$R1" \
             --input "data/DPR_FR_$split.json" --passages data/passages.tsv \
             --output "data/DPR_FR_$split.mined.json" --n_retrieved 100 --num_negatives 20 \
-            --mix_bm25 10 --quiet 2> "mine_$split.log" || { tail -n 20 "mine_$split.log"; exit 1; }
+            --mix_bm25 10 "${exclude[@]}" --quiet 2> "mine_$split.log" \
+            || { tail -n 20 "mine_$split.log"; exit 1; }
         echo "   $split: $(( SECONDS - start )) s"
     fi
 done
@@ -103,7 +109,7 @@ evaluate() {  # evaluate QA_TSV OUTPUT_DIR
     "$PYTHON" -m dpr.evaluate --passages data/passages.tsv --qa "$1" \
         --retrievers bm25,sbert,dpr:round1,dpr:round2,hybrid,fusion,rrf \
         --dpr_model round1=hf1 --dpr_model round2=hf2 --fusion_dpr round2 \
-        --sbert_model "$MINILM" --tune_lambda_on data/qas_tune.tsv \
+        --sbert_model "$MINILM" --tune_lambda_on data/qas_tune.tsv --tune hybrid \
         --pairs "dpr:round2>dpr:round1,hybrid>bm25,fusion>bm25,rrf>bm25" \
         --output_dir "$2" --quiet
 }
