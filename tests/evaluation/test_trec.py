@@ -144,3 +144,24 @@ def test_ir_measures_on_trec_files_reproduces_our_metrics(trec_eval_run) -> None
                 "Success@20": ours["top_k"]["20"]}
         assert got == pytest.approx(want, abs=TOL, rel=0), name
 
+
+
+def test_squad_mode_qrels_are_the_gold_paragraphs(tmp_path: Path) -> None:
+    # Given a SQuAD file (6 paragraphs, 14 questions) evaluated with BM25, relevance by paragraph
+    squad = Path(__file__).resolve().parents[1] / "fixtures" / "squad_fr_small.json"
+    assert evaluate.main(["--quiet", "--squad", str(squad), "--retrievers", "bm25",
+                          "--output_dir", str(tmp_path), "--trec_dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    # When the qrels and the run are read back
+    qrels = list(ir_measures.read_trec_qrels(str(tmp_path / "qrels.txt")))
+    run = _read_run(tmp_path / run_file_name("bm25"))
+    # Then each question has exactly one relevant passage, ranked where results.json says
+    assert sorted(int(q.query_id) for q in qrels) == list(range(14))
+    gold = {q.query_id: q.doc_id for q in qrels}
+    for qid, rank in enumerate(results["results"]["bm25"]["first_hit_rank"]):
+        ids = [docid for docid, *_ in run[str(qid)]]
+        assert (ids.index(gold[str(qid)]) if gold[str(qid)] in ids else None) == rank
+    # And ir-measures' MRR@10 and AP@10 both equal our MAP@10 (R = 1) and MRR@10
+    got = _library_means(run, qrels, 14)
+    assert got["RR@10"] == pytest.approx(results["results"]["bm25"]["mrr@10"], abs=TOL)
+    assert got["AP@10"] == pytest.approx(results["results"]["bm25"]["map@10"], abs=TOL)
