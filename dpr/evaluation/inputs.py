@@ -43,6 +43,7 @@ class QuestionSet:
     answers: list[list[str]]
     gold: list[set[int]] | None = None
     num_relevant: list[int] = field(default_factory=list)
+    relevant: list[list[int]] = field(default_factory=list)  # corpus indices, ascending
     prepared: list[list[str]] = field(default_factory=list)  # answers as the matcher takes them
 
 

@@ -235,9 +235,13 @@ class AnswerMatcher:
             return any(_regex_search(pattern, text) for pattern in prepared)
         return any(answer in text for answer in prepared)
 
+    def matching(self, prepared: Sequence[str]) -> list[int]:
+        """Indices of the corpus passages containing one of the prepared answers."""
+        return [i for i in range(len(self.texts)) if self.contains(prepared, i)]
+
     def count(self, prepared: Sequence[str]) -> int:
         """Number of corpus passages containing one of the prepared answers."""
-        return sum(self.contains(prepared, i) for i in range(len(self.texts)))
+        return len(self.matching(prepared))
 
 
 def first_hit_rank(relevant: Sequence[bool]) -> int | None:

@@ -147,6 +147,7 @@ class EvalOptions:
     rrf_k: int = 60
     bm25: BM25Settings = field(default_factory=BM25Settings)
     n_docs: int = 100
+    trec_dir: str | None = None
     pairs: tuple[tuple[str, str], ...] = ()
     quiet: bool = False
     command: str = ""

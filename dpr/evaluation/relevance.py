@@ -33,7 +33,8 @@ class Judge:
         self.quiet = quiet
 
     def prepare(self, qset: QuestionSet) -> None:
-        """Counts each question's relevant passages in the corpus (for recall and MAP).
+        """Finds each question's relevant passages in the corpus (``qset.relevant``, the
+        qrels) and counts them (``qset.num_relevant``, for recall and MAP).
 
         Raises:
             EvaluationError: In ``id`` mode, for a question set without gold passages.
@@ -41,12 +42,14 @@ class Judge:
         if self.mode == "id":
             if qset.gold is None:
                 raise EvaluationError(f"{qset.source}: relevance by paragraph needs SQuAD input")
+            qset.relevant = [sorted(g) for g in qset.gold]
             qset.num_relevant = [len(g) for g in qset.gold]
             return
         qset.prepared = [self.matcher.prepare(answers) for answers in qset.answers]
-        qset.num_relevant = [self.matcher.count(prepared)
-                             for prepared in tqdm(qset.prepared, desc="Counting relevant passages",
-                                                  unit=" questions", disable=self.quiet)]
+        qset.relevant = [self.matcher.matching(prepared)
+                         for prepared in tqdm(qset.prepared, desc="Finding relevant passages",
+                                              unit=" questions", disable=self.quiet)]
+        qset.num_relevant = [len(found) for found in qset.relevant]
         missing = sum(1 for n in qset.num_relevant if n == 0)
         if missing:
             logger.warning("%s: %d of %d questions have no passage containing an answer "

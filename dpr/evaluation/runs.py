@@ -19,6 +19,7 @@ from dpr.evaluation.options import FUSIONS, NEEDS_BM25, DprModelSpec, EvalOption
 from dpr.evaluation.relevance import Judge
 from dpr.evaluation.report import compare, hits_at, paired_tests, score_rankings, versions
 from dpr.evaluation.search import DenseRun, Evaluation, dense_search
+from dpr.evaluation.trec import write_trec
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ def _run_bm25(ev: Evaluation) -> BM25Retriever:
     start = time.perf_counter()
     bm25 = BM25Retriever(ev.corpus.titles, ev.corpus.texts, settings=ev.options.bm25,
                          show_progress=not ev.options.quiet)
-    top, _ = bm25.search(ev.qset.questions, ev.n_docs)
-    ev.rankings["bm25"] = list(top)
+    top, scores = bm25.search(ev.qset.questions, ev.n_docs)
+    ev.rankings["bm25"], ev.scores["bm25"] = list(top), list(scores)
     ev.seconds["bm25"] = time.perf_counter() - start
     return bm25
 
@@ -63,6 +64,7 @@ def _run_dpr(ev: Evaluation, spec: DprModelSpec) -> tuple[Any, DenseRun]:
     logger.info("%s: %s", spec.name, model.description)
     dense = dense_search(model, ev.corpus, ev.qset, ev.depth)
     ev.rankings[spec.name] = [row[:ev.n_docs] for row in dense.top]
+    ev.scores[spec.name] = [row[:ev.n_docs] for row in dense.scores]
     ev.seconds[spec.name] = dense.seconds
     return model, dense
 
@@ -75,7 +77,7 @@ def _run_sbert(ev: Evaluation) -> None:
                                      batch_size=options.batch_size, quiet=options.quiet)
     logger.info("sbert: %s", sbert.description)
     run = dense_search(sbert, ev.corpus, ev.qset, ev.n_docs)
-    ev.rankings["sbert"] = list(run.top)
+    ev.rankings["sbert"], ev.scores["sbert"] = list(run.top), list(run.scores)
     ev.seconds["sbert"] = run.seconds
 
 
@@ -101,7 +103,13 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
                 run_fusions(ev, bm25, model, dense, spec.name)
     if options.wants("sbert"):
         _run_sbert(ev)
-    return _report(ev)
+    report = _report(ev)
+    if options.trec_dir:
+        report["trec"] = write_trec(
+            options.trec_dir, corpus=ev.corpus, qset=ev.qset,
+            rankings={name: ev.rankings[name] for name in options.retrievers},
+            scores=ev.scores)
+    return report
 
 
 def _report(ev: Evaluation) -> dict[str, Any]:

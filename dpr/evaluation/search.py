@@ -25,6 +25,7 @@ class DenseRun:
     questions: np.ndarray  # [Q × D]
     top: np.ndarray  # [Q × depth] corpus indices
     seconds: float
+    scores: np.ndarray  # [Q × depth] inner products of ``top``
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Evaluation:
     depth: int
     device: Any
     rankings: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    scores: dict[str, list[np.ndarray]] = field(default_factory=dict)  # of each ranking
     seconds: dict[str, float] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
 
@@ -62,10 +64,11 @@ def dense_search(model: Any, corpus: Corpus, qset: QuestionSet, depth: int, *,
     questions = model.encode_questions(qset.questions)
     index = DenseIndex(passages.shape[1])
     index.add([str(i) for i in range(len(passages))], passages)
-    ids, _ = index.search(questions, depth)
+    ids, scores = index.search(questions, depth)
     top = np.asarray([[int(i) for i in row] for row in ids], dtype=np.int64).reshape(
         len(questions), -1)
-    return DenseRun(passages, questions, top, time.perf_counter() - start)
+    return DenseRun(passages, questions, top, time.perf_counter() - start,
+                    scores[:, :top.shape[1]])
 
 
 def fusion_candidates(bm25: BM25Retriever, dense: DenseRun, qset: QuestionSet,

@@ -1,0 +1,97 @@
+"""TREC run and qrels files of an evaluation, for trec_eval, ir-measures, ranx or pyserini.
+
+* ``run.<retriever>.txt``: ``qid Q0 docid rank score run_name``, the top ``--n_docs`` of each
+  question in our ranking order (rank 1 first), with the retriever's own score (BM25, inner
+  product or fused score, written with full precision).
+* ``qrels.txt``: ``qid 0 docid 1`` for every passage of the corpus our relevance judging found
+  relevant: the passages containing an answer (``--relevance answer``) or the gold paragraph
+  (``--relevance id``), i.e. exactly the set recall and MAP are computed with.
+
+``qid`` is the question's 0-based position in the question file (the order of
+``first_hit_rank`` in results.json); ``docid`` is the passage id of the TSV (or the SQuAD
+paragraph key). Questions without a relevant passage have no qrels line; our means still count
+them (as misses), while trec_eval averages over the questions of the qrels only.
+
+trec_eval sorts a run by score and breaks ties by docid, not by the rank column: where scores
+tie (BM25 on a small corpus, RRF), read the rank column to get our order (ir-measures and
+ranx can be given scores ``-rank``); see docs/EVALUATION.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from dpr.evaluation.inputs import Corpus, EvaluationError, QuestionSet
+from dpr.utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+QRELS_FILE = "qrels.txt"
+_WHITESPACE = re.compile(r"\s")
+
+
+def run_file_name(retriever: str) -> str:
+    """File name of a retriever's run (``dpr:round1`` → ``run.dpr_round1.txt``)."""
+    return f"run.{retriever.replace(':', '_')}.txt"
+
+
+def _check_ids(corpus: Corpus) -> None:
+    bad = next((i for i in corpus.ids if not i or _WHITESPACE.search(i)), None)
+    if bad is not None:
+        raise EvaluationError(f"{corpus.source}: passage id {bad!r} is empty or contains "
+                              "whitespace, which TREC files cannot hold")
+
+
+def write_run(path: str, *, run_name: str, doc_ids: Sequence[str],
+              rankings: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> None:
+    """One TREC run file: per question (qid = position), its ranking best first.
+
+    Args:
+        path: File to write (atomically).
+        run_name: Last column (the retriever name).
+        doc_ids: Passage id of each corpus index.
+        rankings: Per question, corpus indices best first.
+        scores: Per question, the score of each ranked passage.
+    """
+    with atomic_write(path) as handle:
+        for qid, (ranking, values) in enumerate(zip(rankings, scores, strict=True)):
+            for rank, (index, score) in enumerate(zip(ranking, values, strict=True), start=1):
+                handle.write(f"{qid} Q0 {doc_ids[int(index)]} {rank} {float(score)!r} "
+                             f"{run_name}\n")
+
+
+def write_qrels(path: str, *, doc_ids: Sequence[str], relevant: Sequence[Sequence[int]]) -> None:
+    """The qrels file: ``qid 0 docid 1`` per relevant passage of each question."""
+    with atomic_write(path) as handle:
+        for qid, indices in enumerate(relevant):
+            for index in indices:
+                handle.write(f"{qid} 0 {doc_ids[int(index)]} 1\n")
+
+
+def write_trec(folder: str, *, corpus: Corpus, qset: QuestionSet,
+               rankings: dict[str, list[np.ndarray]], scores: dict[str, list[np.ndarray]]
+               ) -> dict[str, object]:
+    """The qrels and one run per retriever in ``folder``.
+
+    Returns:
+        ``{"dir": folder, "qrels": path, "runs": {retriever: path}}`` (for the report).
+
+    Raises:
+        EvaluationError: If a passage id cannot be written in a TREC file.
+    """
+    _check_ids(corpus)
+    os.makedirs(folder, exist_ok=True)
+    qrels = os.path.join(folder, QRELS_FILE)
+    write_qrels(qrels, doc_ids=corpus.ids, relevant=qset.relevant)
+    runs = {}
+    for name, ranking in rankings.items():
+        runs[name] = os.path.join(folder, run_file_name(name))
+        write_run(runs[name], run_name=name, doc_ids=corpus.ids, rankings=ranking,
+                  scores=scores[name])
+    logger.info("TREC qrels and %d runs written to %s", len(runs), folder)
+    return {"dir": folder, "qrels": qrels, "runs": runs}

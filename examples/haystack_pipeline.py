@@ -1,0 +1,191 @@
+"""A Haystack pipeline over a dpr2hf export: BM25 + DPR joined by reciprocal rank fusion.
+
+    python examples/haystack_pipeline.py --model demo_out/hf \
+        --passages demo_out/data/passages.tsv --qa demo_out/data/qas_dev.tsv --questions 3
+
+Indexing: every passage becomes a Haystack ``Document`` (content = text, ``meta["title"]`` =
+title) embedded by ``SentenceTransformersDocumentEmbedder`` with the export's ``ctx_encoder``
+folder and written into an ``InMemoryDocumentStore(embedding_similarity_function=
+"dot_product")``. Querying: ``SentenceTransformersTextEmbedder`` (``question_encoder``) →
+``InMemoryEmbeddingRetriever`` and ``InMemoryBM25Retriever``, joined by
+``DocumentJoiner(join_mode="reciprocal_rank_fusion")``.
+
+The DPR recipe (docs/HAYSTACK.md): a passage is encoded as the pair (title, text), a question
+without its trailing '?'. The document embedder encodes one string, ``meta fields +
+embedding_separator + content``; with the separator ``</s></s>`` a CamemBERT/RoBERTa tokenizer
+turns that string into exactly the pair's ids, and :func:`pair_separator` checks it on the
+export's own tokenizer. For BERT-type exports no string gives the pair (the text's
+``token_type_ids`` are 1), so the passages are embedded with sentence-transformers pairs and
+written with their embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network calls
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from haystack import Document, Pipeline  # noqa: E402
+from haystack.components.joiners import DocumentJoiner  # noqa: E402
+from haystack.components.retrievers.in_memory import (  # noqa: E402
+    InMemoryBM25Retriever,
+    InMemoryEmbeddingRetriever,
+)
+from haystack.components.writers import DocumentWriter  # noqa: E402
+from haystack.document_stores.in_memory import InMemoryDocumentStore  # noqa: E402
+from haystack_integrations.components.embedders.sentence_transformers import (  # noqa: E402
+    SentenceTransformersDocumentEmbedder,
+    SentenceTransformersTextEmbedder,
+)
+
+from dpr.data.tensorizer import strip_question_mark  # noqa: E402
+from dpr.data.tsv import read_passages, read_qas  # noqa: E402
+from dpr.evaluation.metrics import has_answer  # noqa: E402
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli  # noqa: E402
+from dpr.utils.errors import InputError  # noqa: E402
+
+logger = logging.getLogger("haystack_pipeline")
+_PROBE = ("Brocéliande", "La forêt où Merlin rencontra Viviane, près de Paimpont.")
+
+
+def pair_separator(ctx_folder: str | os.PathLike[str]) -> str | None:
+    """The ``embedding_separator`` that makes ``title + separator + text`` tokenize exactly as
+    the pair (title, text), checked on the folder's tokenizer; None when no such string exists
+    (BERT-type tokenizers: token type ids)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ctx_folder)
+    separator = f"{tokenizer.sep_token}{tokenizer.sep_token}"
+    joined = tokenizer(f"{_PROBE[0]}{separator}{_PROBE[1]}")
+    pair = tokenizer(*_PROBE)
+    return separator if dict(joined) == dict(pair) else None
+
+
+def passage_documents(path: str) -> list[Document]:
+    """The passages of a DPR TSV as Documents (id = passage id; text stripped as in training;
+    ``meta["title"]`` only when the title is not empty, so that the text is encoded alone)."""
+    return [Document(id=p.id, content=p.text.strip(), meta={"title": p.title} if p.title else {})
+            for p in read_passages(path).values()]
+
+
+def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_folder: str, *,
+                   batch_size: int = 32) -> None:
+    """Embeds the documents with the context encoder as DPR pairs and writes them."""
+    separator = pair_separator(ctx_folder)
+    if separator is None:
+        from sentence_transformers import SentenceTransformer
+
+        logger.info("BERT-type tokenizer: passages embedded as sentence-transformers pairs")
+        model = SentenceTransformer(ctx_folder, device="cpu")
+        items = [(d.meta["title"], d.content) if "title" in d.meta else d.content
+                 for d in documents]
+        vectors = model.encode(items, batch_size=batch_size, show_progress_bar=False)
+        store.write_documents([Document(id=d.id, content=d.content, meta=d.meta,
+                                        embedding=v.tolist()) for d, v in zip(documents, vectors)])
+        return
+    indexing = Pipeline()
+    indexing.add_component("embedder", SentenceTransformersDocumentEmbedder(
+        model=ctx_folder, meta_fields_to_embed=["title"], embedding_separator=separator,
+        batch_size=batch_size, progress_bar=False, local_files_only=True))
+    indexing.add_component("writer", DocumentWriter(document_store=store))
+    indexing.connect("embedder.documents", "writer.documents")
+    indexing.run({"embedder": {"documents": documents}})
+
+
+def query_pipeline(store: InMemoryDocumentStore, question_folder: str, *, top_k: int,
+                   depth: int) -> Pipeline:
+    """Dense (``dense``) and BM25 (``bm25``) top ``depth`` lists fused by RRF (``joiner``)."""
+    pipeline = Pipeline()
+    pipeline.add_component("text_embedder", SentenceTransformersTextEmbedder(
+        model=question_folder, progress_bar=False, local_files_only=True))
+    pipeline.add_component("dense", InMemoryEmbeddingRetriever(document_store=store,
+                                                               top_k=depth))
+    pipeline.add_component("bm25", InMemoryBM25Retriever(document_store=store, top_k=depth))
+    pipeline.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion",
+                                                    top_k=top_k))
+    pipeline.connect("text_embedder.embedding", "dense.query_embedding")
+    pipeline.connect("dense.documents", "joiner.documents")
+    pipeline.connect("bm25.documents", "joiner.documents")
+    return pipeline
+
+
+def ask(pipeline: Pipeline, question: str) -> dict[str, list[Document]]:
+    """Runs the pipeline on one question (the dense side without its trailing '?').
+
+    Returns:
+        ``{"dense": [...], "bm25": [...], "fused": [...]}``, best first.
+    """
+    out = pipeline.run({"text_embedder": {"text": strip_question_mark(question).strip()},
+                        "bm25": {"query": question}}, include_outputs_from={"dense", "bm25"})
+    return {"dense": out["dense"]["documents"], "bm25": out["bm25"]["documents"],
+            "fused": out["joiner"]["documents"]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The example's flags."""
+    parser = argparse.ArgumentParser(
+        prog="python examples/haystack_pipeline.py",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Index a passage TSV with a dpr2hf export in Haystack and print the top "
+        "passages of BM25 + DPR (reciprocal rank fusion) for a few questions.")
+    parser.add_argument("--model", default="demo_out/hf", help="dpr2hf output folder "
+                        "(question_encoder/ and ctx_encoder/)")
+    parser.add_argument("--passages", default="demo_out/data/passages.tsv",
+                        help="passage TSV (id, text, title)")
+    parser.add_argument("--qa", default="demo_out/data/qas_dev.tsv",
+                        help="QA TSV: question<TAB>answers list")
+    parser.add_argument("--questions", type=int, default=3, help="questions asked (the first)")
+    parser.add_argument("--top_k", type=int, default=5, help="fused passages printed")
+    parser.add_argument("--depth", type=int, default=20, help="each retriever's list fused")
+    parser.add_argument("--batch_size", type=int, default=32, help="passages per forward pass")
+    add_debug_flag(parser)
+    return parser
+
+
+def _show(question: str, answers: Sequence[str], docs: Sequence[Document]) -> None:
+    print(f"\nQ: {question}   (answers: {' | '.join(answers)})")
+    for rank, doc in enumerate(docs, start=1):
+        mark = "✓" if has_answer(answers, doc.content or "") else " "
+        title = doc.meta.get("title", "")
+        print(f"  {rank}. {mark} [{doc.id}] {title}: {(doc.content or '')[:90]}"
+              f"  (rrf {doc.score:.4f})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args: Any = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
+    if isinstance(args, int):
+        return args
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("haystack", "sentence_transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # the exports' unused pooler
+
+    def body() -> int:
+        model = Path(args.model)
+        if not (model / "ctx_encoder").is_dir() or not (model / "question_encoder").is_dir():
+            raise InputError(f"{model}: not a dpr2hf export (question_encoder/, ctx_encoder/)")
+        store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
+        documents = passage_documents(args.passages)
+        index_passages(store, documents, str(model / "ctx_encoder"), batch_size=args.batch_size)
+        logger.info("%d passages indexed", store.count_documents())
+        pipeline = query_pipeline(store, str(model / "question_encoder"), top_k=args.top_k,
+                                  depth=args.depth)
+        for question, answers in read_qas(args.qa)[:args.questions]:
+            _show(question, answers, ask(pipeline, question)["fused"])
+        return 0
+
+    return run_cli(body, prog="haystack_pipeline", debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Haystack over a dpr2hf export: the same top-10 passages as ``dpr.evaluate``, and the
+examples/haystack_pipeline.py example run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import train_tiny_checkpoint
+from transformers import AutoModel, AutoTokenizer
+
+from dpr import evaluate
+from dpr.data.tsv import read_passages, read_qas
+from dpr2hf.cli import main as dpr2hf_main
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("haystack_pipeline",
+                                               ROOT / "examples" / "haystack_pipeline.py")
+example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(example)
+
+
+def _spread(model_dir: Path, out: Path, factor: float = 20.0) -> Path:
+    """A copy of a tiny model with its matrices scaled: at the default initialisation every
+    first-token vector is nearly the same (dot products tie in float32), which would make the
+    ranking comparison meaningless."""
+    model = AutoModel.from_pretrained(model_dir)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.mul_(factor)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path, tiny_bert: Path,
+            dpr_files) -> dict[str, Path]:
+    """dpr2hf exports of tiny CamemBERT and BERT bi-encoders trained for one epoch."""
+    root = tmp_path_factory.mktemp("haystack")
+    out = {}
+    for kind, encoder_type, base in (("camembert", "hf_roberta", tiny_camembert),
+                                     ("bert", "hf_bert", tiny_bert)):
+        (root / kind).mkdir()
+        ckpt = train_tiny_checkpoint(root / kind, encoder_type,
+                                     _spread(base, root / f"{kind}_base"), dpr_files[0],
+                                     records=slice(0, 8))
+        out[kind] = root / f"hf_{kind}"
+        assert dpr2hf_main([str(ckpt), "--output_dir", str(out[kind])]) == 0
+    return out
+
+
+def _evaluate_top10(export: Path, corpus: tuple[Path, Path], folder: Path) -> dict[int, list]:
+    """Per question, the top-10 passage ids of ``dpr.evaluate``'s TREC run."""
+    assert evaluate.main(["--quiet", "--passages", str(corpus[0]), "--qa", str(corpus[1]),
+                          "--retrievers", "dpr", "--dpr_model", str(export), "--no_cuda",
+                          "--n_docs", "10", "--trec_dir", str(folder)]) == 0
+    top: dict[int, list] = {}
+    for line in (folder / "run.dpr.txt").read_text(encoding="utf-8").splitlines():
+        qid, _, docid, rank, score, _ = line.split()
+        top.setdefault(int(qid), []).append((docid, float(score)))
+    return top
+
+
+def test_separator_reproduces_camembert_pairs_but_not_bert(exports, corpus) -> None:
+    # Given the context encoders' tokenizers and the corpus's (title, text) pairs
+    passages = list(read_passages(corpus[0]).values())
+    cam = AutoTokenizer.from_pretrained(exports["camembert"] / "ctx_encoder")
+    # When the separator check runs
+    separator = example.pair_separator(exports["camembert"] / "ctx_encoder")
+    # Then CamemBERT's is </s></s>, and title + it + text gives every pair's ids (truncation
+    # at the export's sequence length included)
+    assert separator == "</s></s>"
+    for p in passages:
+        joined = cam(f"{p.title}{separator}{p.text.strip()}", truncation=True, max_length=64)
+        assert joined["input_ids"] == cam(p.title, p.text.strip(), truncation="longest_first",
+                                          max_length=64)["input_ids"]
+    # And Haystack's default separator ("\n") does not
+    assert any(cam(f"{p.title}\n{p.text.strip()}")["input_ids"] != cam(p.title, p.text.strip())[
+        "input_ids"] for p in passages if p.title)
+    # And no string reproduces BERT's pairs
+    assert example.pair_separator(exports["bert"] / "ctx_encoder") is None
+
+
+@pytest.mark.parametrize("kind", ["camembert", "bert"])
+def test_haystack_dense_top10_equals_dpr_evaluate(exports, corpus, kind, tmp_path) -> None:
+    # Given dpr.evaluate's DPR ranking of the corpus with the export
+    want = _evaluate_top10(exports[kind], corpus, tmp_path / "trec")
+    # When the passages are indexed in Haystack as the example does (document embedder with
+    # the pair separator, or pre-computed pairs for BERT) and each question is asked
+    store = example.InMemoryDocumentStore(embedding_similarity_function="dot_product")
+    example.index_passages(store, example.passage_documents(str(corpus[0])),
+                           str(exports[kind] / "ctx_encoder"))
+    pipeline = example.query_pipeline(store, str(exports[kind] / "question_encoder"), top_k=10,
+                                      depth=10)
+    for qid, (question, _) in enumerate(read_qas(corpus[1])):
+        got = example.ask(pipeline, question)["dense"]
+        # Then the top 10 are the same passages in the same order, with the same dot products
+        assert [d.id for d in got] == [docid for docid, _ in want[qid]], question
+        assert [d.score for d in got] == pytest.approx([s for _, s in want[qid]], abs=1e-4)
+
+
+def test_example_prints_fused_top_passages(exports, corpus, capsys) -> None:
+    # Given the tiny CamemBERT export, the corpus and its questions
+    questions = read_qas(corpus[1])
+    # When the example runs on two questions with the top 3
+    code = example.main(["--model", str(exports["camembert"]), "--passages", str(corpus[0]),
+                         "--qa", str(corpus[1]), "--questions", "2", "--top_k", "3"])
+    out = capsys.readouterr().out
+    # Then it prints both questions with three ranked passages of the corpus each
+    ids = set(read_passages(corpus[0]))
+    assert code == 0
+    blocks = out.split("\nQ: ")[1:]
+    assert [b.splitlines()[0].split("   (answers")[0] for b in blocks] == \
+        [q for q, _ in questions[:2]]
+    for block in blocks:
+        lines = block.splitlines()[1:4]
+        assert [line.split(".")[0].strip() for line in lines] == ["1", "2", "3"]
+        assert all(line.split("[")[1].split("]")[0] in ids for line in lines)
+
+
+def test_example_help_and_bad_model_folder(tmp_path, corpus, capsys) -> None:
+    # Given the example, --help exits 0 and names the flags
+    assert example.main(["--help"]) == 0
+    assert "--passages" in capsys.readouterr().out
+    # And a folder that is no dpr2hf export is one error, exit 1
+    assert example.main(["--model", str(tmp_path), "--passages", str(corpus[0]),
+                         "--qa", str(corpus[1])]) == 1
