@@ -46,7 +46,7 @@ from haystack_integrations.components.embedders.sentence_transformers import (  
     SentenceTransformersTextEmbedder,
 )
 
-from dpr.data.tensorizer import strip_question_mark  # noqa: E402
+from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
 from dpr.evaluation.metrics import has_answer  # noqa: E402
 from dpr.utils.cli import add_debug_flag, parse_args, run_cli  # noqa: E402
