@@ -21,7 +21,7 @@ from dpr.evaluation.encode import (
 )
 from dpr.evaluation.index import write_embeddings
 from dpr.evaluation.passages import iter_passages
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import UsageError
 from dpr.utils.logging import setup_logging
 
@@ -90,15 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 on bad input (logged, nothing written), 2 on bad flags. Other errors
         are bugs and propagate with their traceback.
     """
-    args = parse_args(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    setup_logging(0)
-
-    def body() -> None:
-        run(args)
-
-    return run_cli(body, prog="generate_dense_embeddings", debug=args.debug)
+    return run_main(build_parser(), argv, run, prog="generate_dense_embeddings",
+                    setup=lambda _: setup_logging(0))
 
 
 if __name__ == "__main__":

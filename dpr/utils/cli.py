@@ -67,3 +67,26 @@ def run_cli(body: Callable[[], int | None], *, prog: str, debug: bool = False,
             on_error()
         return err.exit_code if isinstance(err, DprError) else 1
     return 0 if status is None else int(status)
+
+
+def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+             body: Callable[[argparse.Namespace], int | None], *, prog: str,
+             setup: Callable[[argparse.Namespace], None] | None = None) -> int:
+    """The whole `main(argv)` of an entry point: parse, set up logging, run, map errors.
+
+    Args:
+        parser: The entry point's parser (it must have `--debug`, see `add_debug_flag`).
+        argv: Arguments without the program name (None: `sys.argv[1:]`).
+        body: The command, given the parsed flags.
+        prog: Name of the logger user errors go to.
+        setup: Called with the flags before the body (e.g. logging set-up).
+
+    Returns:
+        The exit status (see `parse_args` and `run_cli`).
+    """
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
+    if setup is not None:
+        setup(args)
+    return run_cli(lambda: body(args), prog=prog, debug=getattr(args, "debug", False))

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.cli import add_debug_flag, parse_args, run_cli, run_main
 from dpr.utils.errors import DprError, InputError, UsageError
 
 
@@ -61,3 +61,26 @@ def test_parse_args_returns_argparse_status() -> None:
 def test_taxonomy_keeps_valueerror_compatibility() -> None:
     assert issubclass(InputError, ValueError) and issubclass(UsageError, ValueError)
     assert UsageError.exit_code == 2 and InputError.exit_code == 1
+
+
+def test_run_main_parses_sets_up_and_maps_errors() -> None:
+    # Given a parser with --debug and a body that fails on its input
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1)
+    add_debug_flag(parser)
+    seen: list[int] = []
+
+    def body(args: argparse.Namespace) -> int:
+        if args.n < 0:
+            raise UsageError("--n must be >= 0")
+        return 0
+
+    # Then help and bad flags return argparse's status without running anything
+    assert run_main(parser, ["--help"], body, prog="t", setup=lambda a: seen.append(a.n)) == 0
+    assert run_main(parser, ["--n", "x"], body, prog="t") == 2 and seen == []
+    # And user errors map to their exit status, after the set-up ran
+    assert run_main(parser, ["--n", "-1"], body, prog="t", setup=lambda a: seen.append(a.n)) == 2
+    assert seen == [-1]
+    assert run_main(parser, [], body, prog="t") == 0
+    with pytest.raises(UsageError):
+        run_main(parser, ["--n", "-1", "--debug"], body, prog="t")
