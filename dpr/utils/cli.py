@@ -70,14 +70,15 @@ def run_cli(body: Callable[[], int | None], *, prog: str, debug: bool = False,
 
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-             body: Callable[[argparse.Namespace], int | None], *, prog: str,
+             body: Callable[[argparse.Namespace], object], *, prog: str,
              setup: Callable[[argparse.Namespace], None] | None = None) -> int:
     """The whole `main(argv)` of an entry point: parse, set up logging, run, map errors.
 
     Args:
         parser: The entry point's parser (it must have `--debug`, see `add_debug_flag`).
         argv: Arguments without the program name (None: `sys.argv[1:]`).
-        body: The command, given the parsed flags.
+        body: The command, given the parsed flags; an int it returns is the exit status,
+            anything else (e.g. a result for in-process callers) means success.
         prog: Name of the logger user errors go to.
         setup: Called with the flags before the body (e.g. logging set-up).
 
@@ -89,4 +90,8 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         return args
     if setup is not None:
         setup(args)
-    return run_cli(lambda: body(args), prog=prog, debug=getattr(args, "debug", False))
+    def command() -> int:
+        status = body(args)
+        return status if isinstance(status, int) else 0
+
+    return run_cli(command, prog=prog, debug=getattr(args, "debug", False))
