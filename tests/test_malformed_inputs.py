@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,11 @@ def _squad(qa: dict) -> dict:
         {"context": "La Loire coule en France.", "qas": [qa]}]}]}
 
 
+def _ok_squad(env: Env) -> Path:
+    return env.records("ok.json", _squad({"question": "Où ?", "answers": [
+        {"text": "Loire", "answer_start": 3}]}))
+
+
 def _pickled_checkpoint(env: Env) -> Path:
     def add_object(state: dict) -> None:
         state["encoder_params"]["note"] = Path("x")  # needs full unpickling
@@ -201,8 +207,10 @@ CASES: list[tuple[str, Callable, Callable[[Env], list[str]], int, str]] = [
      lambda e: prep(e, e.records("s.json", _squad({"question": "Où ?", "answers": [
          {"text": "Loire", "answer_start": 400}]})), "--strict"), 1, "answer_start 400"),
     ("data_prep: negative --max_chars", squad2dpr.main,
-     lambda e: prep(e, e.records("ok.json", _squad({"question": "Où ?", "answers": [
-         {"text": "Loire", "answer_start": 3}]})), "--max_chars", "-5"), 2, "--max_chars"),
+     lambda e: prep(e, _ok_squad(e), "--max_chars", "-5"), 2, "--max_chars"),
+    ("data_prep: --bm25_k1 nan", squad2dpr.main,
+     lambda e: prep(e, _ok_squad(e), "--bm25_k1", "nan"), 2,
+     "--bm25_k1 must be a finite number"),
     ("mine_negatives: TSV with wrong column count", mine_negatives.main,
      lambda e: ["--model_file", str(e.checkpoint), "--input", str(e.train), "--passages",
                 str(e.write("cols.tsv", TSV_HEADER + "p1\tonly two\n")), "--output",
@@ -240,6 +248,15 @@ CASES: list[tuple[str, Callable, Callable[[Env], list[str]], int, str]] = [
      lambda e: retrieve(e, _ids_mismatch(e)), 1, "short_0"),
     ("retriever: missing --qa_file", dense_retriever.main,
      lambda e: retrieve(e, f"{e.shard}_*.npy", qa=e.tmp / "none.tsv"), 1, "none.tsv"),
+    ("retriever: --sequence_length -1", dense_retriever.main,
+     lambda e: retrieve(e, f"{e.shard}_*.npy", "--sequence_length", "-1"), 2,
+     "--sequence_length: must be >= 4"),
+    ("evaluate: --bm25_b out of range", evaluate.main,
+     lambda e: [*squad_eval(e, _ok_squad(e)), "--bm25_b", "1.5"], 2,
+     "--bm25_b must be in [0, 1], got 1.5"),
+    ("evaluate: --hybrid_lambda nan", evaluate.main,
+     lambda e: [*squad_eval(e, _ok_squad(e)), "--hybrid_lambda", "nan"], 2,
+     "--hybrid_lambda must be a finite number"),
     ("evaluate: SQuAD question without text", evaluate.main,
      lambda e: squad_eval(e, e.records("q.json", _squad({"answers": []}))), 1,
      "q.json: data[0].paragraphs[0].qas[0] (id=q-0-0-0): missing field 'question'"),
@@ -257,6 +274,20 @@ def shard(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, corpus) ->
     return prefix
 
 
+@pytest.fixture()
+def fresh_logging() -> Iterator[None]:
+    """Restores the root logger after a test that logs to its own captured stderr (a
+    handler left on a closed capture stream breaks later tests)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
 def _error_lines(err: str) -> list[str]:
     """Logged errors (less dpr2hf's follow-up "Nothing was written") and argparse errors."""
     return [line for line in err.splitlines() if (
@@ -266,8 +297,8 @@ def _error_lines(err: str) -> list[str]:
 @pytest.mark.parametrize("name,main,build,code,message", CASES, ids=[c[0] for c in CASES])
 def test_malformed_input_is_one_error_line_and_writes_nothing(
         tmp_path: Path, tiny_camembert: Path, tiny_bert: Path, checkpoint: Path, corpus,
-        shard: Path, dpr_files, capsys, name: str, main: Callable, build: Callable,
-        code: int, message: str) -> None:
+        shard: Path, dpr_files, capsys, fresh_logging: None, name: str, main: Callable,
+        build: Callable, code: int, message: str) -> None:
     # Given a malformed input for one tool
     env = Env(tmp_path, tiny_camembert, tiny_bert, checkpoint, *corpus, shard, dpr_files[0])
     argv = build(env)
