@@ -20,7 +20,7 @@ from dpr.evaluation.encode import (
     pick_device,
 )
 from dpr.evaluation.index import write_embeddings
-from dpr.evaluation.passages import iter_passages
+from dpr.data.tsv import read_passages
 from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import UsageError
 from dpr.utils.logging import setup_logging
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> str:
     model = load_inference_model(args.model_file, cli_encoder_params(args),
                                  device=pick_device(args.no_cuda),
                                  allow_pickle=args.allow_unsafe_pickle)
-    passages = list(iter_passages(args.ctx_file))
+    passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
     start, end = shard_bounds(len(passages), args.shard_id, args.num_shards)
     shard = passages[start:end]
     logger.info("Shard %d/%d: passages %d..%d of %d (%d), device %s", args.shard_id,

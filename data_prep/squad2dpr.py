@@ -16,7 +16,7 @@ from pathlib import Path
 
 from data_prep.bm25 import LANGUAGES, BM25Settings
 from data_prep.pipeline import Options, run
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.cli import add_debug_flag, check_finite_floats, parse_args, run_cli
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> None:
     """Flag combinations argparse cannot check alone."""
+    check_finite_floats(args)
     if args.sentence_splitter == "spacy" and args.language != "fr":
         raise UsageError("--sentence_splitter spacy is only available for --language fr")
     if args.dev_ratio + args.tune_ratio >= 1:

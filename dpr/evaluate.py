@@ -64,7 +64,7 @@ from dpr.evaluation.options import (
 from dpr.evaluation.relevance import RELEVANCE_MODES
 from dpr.evaluation.report import render, write_outputs
 from dpr.evaluation.runs import evaluate
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.cli import add_debug_flag, check_finite_floats, parse_args, run_cli
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger("dpr.evaluate")
@@ -205,7 +205,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error("--n_docs, --fusion_depth, --batch_size and --rrf_k must be >= 1")
     if args.fusion_weight is not None and not 0 <= args.fusion_weight <= 1:
         parser.error("--fusion_weight must be in [0, 1]")
-    return options_from_args(args, names, models, pairs, argv)
+    try:
+        check_finite_floats(args)
+        return options_from_args(args, names, models, pairs, argv)
+    except UsageError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits
 
 
 def options_from_args(args: argparse.Namespace, names: tuple[str, ...],

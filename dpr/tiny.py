@@ -3,6 +3,8 @@
 `python -m dpr.tiny --type camembert --corpus examples/data/fr_sample_squad.json --out DIR`
 writes a Hugging Face folder: a SentencePiece *unigram* tokenizer trained on the corpus (saved
 as `sentencepiece.bpe.model`, as in camembert-base), a small config and random weights.
+`--type xlm-roberta` writes the same kind of SentencePiece model as an XLM-R folder (fairseq
+ids: `<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, then the pieces shifted by 1),
 `--type bert` writes a WordPiece vocabulary instead, `--type roberta` a byte-level BPE, and
 `--type fairseq-camembert` a fairseq-format CamemBERT folder (`model.pt`, `dict.txt`,
 `sentencepiece.bpe.model`), as the 2020 blog's `data/camembert-base`.
@@ -84,8 +86,29 @@ def make_tiny_camembert(out_dir: str | Path, texts: list[str], *, hidden: int = 
     return out
 
 
-def _bert_vocab(texts: list[str], size: int) -> list[str]:
+def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
+                          layers: int = 2, vocab_size: int = 400, seed: int = 0) -> Path:
+    """Writes a tiny XLM-R folder: SentencePiece model (saved as `sentencepiece.bpe.model`,
+    like CamemBERT's), `XLMRobertaTokenizer` files, config (model_type xlm-roberta), weights."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+
+    out = Path(out_dir)
+    train_sentencepiece(texts, out, vocab_size)
+    tokenizer = XLMRobertaTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
+                              type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
+                              bos_token_id=0, eos_token_id=2,
+                              **_small_config_kwargs(hidden, layers))
+    torch.manual_seed(seed)
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _bert_vocab(texts: list[str], size: int, *, cased: bool = False) -> list[str]:
     def norm(text: str) -> str:
+        if cased:
+            return text
         text = unicodedata.normalize("NFD", text.lower())
         return "".join(c for c in text if unicodedata.category(c) != "Mn")
 
@@ -102,15 +125,16 @@ def _bert_vocab(texts: list[str], size: int) -> list[str]:
 
 
 def make_tiny_bert(out_dir: str | Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
-                   vocab_size: int = 600, seed: int = 0) -> Path:
-    """Writes a tiny uncased BERT folder (WordPiece vocabulary from the texts, random weights)."""
+                   vocab_size: int = 600, seed: int = 0, cased: bool = False) -> Path:
+    """Writes a tiny BERT folder (WordPiece vocabulary from the texts, random weights):
+    uncased (lower-cased, accent-stripped vocabulary) unless `cased`."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.txt").write_text("\n".join(_bert_vocab(texts, vocab_size)) + "\n",
-                                   encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    vocab = _bert_vocab(texts, vocab_size, cased=cased)
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=not cased)
     config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
                         **_small_config_kwargs(hidden, layers))
     torch.manual_seed(seed)
@@ -213,6 +237,7 @@ def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden
 
 
 BUILDERS = {"camembert": make_tiny_camembert, "bert": make_tiny_bert,
+            "xlm-roberta": make_tiny_xlm_roberta,
             "roberta": make_tiny_roberta, "fairseq-camembert": make_tiny_fairseq_camembert}
 
 

@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from dpr.data.tensorizer import Tensorizer, tensorizer_for
+from dpr.data.tensorizer import Tensorizer, tensorizer_for, tokenizer_options
 from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import SIDE_NAMES
 from dpr.models.encoder import Encoder
@@ -75,11 +75,14 @@ def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
                               "(pass --overwrite to replace it)")
 
 
-def _export_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str, folder: Path, *,
-                      length: int, cls: type | None = None) -> None:
+def _export_tokenizer(tokenizer: PreTrainedTokenizerBase, params: dict, folder: Path, *,
+                      cls: type | None = None) -> None:
+    """Saves the training tokenizer's class (or `cls`), with its recipe options, to `folder`."""
     cls = cls or type(tokenizer)
-    saved = cls.from_pretrained(source, model_max_length=length,
-                                model_input_names=MODEL_INPUT_NAMES)
+    options = tokenizer_options(params["encoder_model_type"], params["do_lower_case"])
+    saved = cls.from_pretrained(params["pretrained_model_cfg"],
+                                model_max_length=params["sequence_length"],
+                                model_input_names=MODEL_INPUT_NAMES, **options)
     saved.save_pretrained(folder)
 
 
@@ -89,8 +92,7 @@ def export_tower(tower: Encoder, folder: Path, *, tensorizer: Tensorizer, params
     model.config.dpr = {k: params[k] for k in EXPORTED_PARAMS}
     model.save_pretrained(folder, safe_serialization=True)
     del model.config.dpr
-    _export_tokenizer(tensorizer.tokenizer, params["pretrained_model_cfg"], folder,
-                      length=params["sequence_length"])
+    _export_tokenizer(tensorizer.tokenizer, params, folder)
     proj = tower.encode_proj
     if proj is not None:
         save_projection(proj, folder)
@@ -121,8 +123,7 @@ def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, tensorizer: Tens
         raise ConversionError(f"DPR {side} encoder: missing {missing}, unexpected "
                               f"{result.unexpected_keys}")
     model.save_pretrained(folder, safe_serialization=True)
-    _export_tokenizer(tensorizer.tokenizer, params["pretrained_model_cfg"], folder,
-                      length=params["sequence_length"], cls=tok_cls)
+    _export_tokenizer(tensorizer.tokenizer, params, folder, cls=tok_cls)
 
 
 def _write_all(staging: Path, biencoder: BiEncoder, *, tensorizer: Tensorizer,

@@ -66,6 +66,20 @@ def tiny_roberta(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[st
 
 
 @pytest.fixture(scope="session")
+def tiny_xlmr(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+    """A tiny XLM-R folder: its SentencePiece file has CamemBERT's name, not its ids."""
+    return tiny.make_tiny_xlm_roberta(tmp_path_factory.mktemp("models") / "xlmr-tiny",
+                                      sample_texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_cased_bert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+    """A tiny cased BERT (vocabulary keeps case and accents)."""
+    return tiny.make_tiny_bert(tmp_path_factory.mktemp("models") / "bert-cased-tiny",
+                               sample_texts, cased=True)
+
+
+@pytest.fixture(scope="session")
 def dpr_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(train file, dev file): 29 training and 8 dev questions from the French sample."""
     records = dpr_records_from_squad(SAMPLE_SQUAD)

@@ -13,10 +13,11 @@ import glob
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from dpr.utils.errors import InputError
+from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import open_text
 
 logger = logging.getLogger(__name__)
@@ -98,22 +99,23 @@ def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
         One integer repetition factor per file (fractions truncate, as in DPR).
 
     Raises:
-        InputError: If the text is not a list of non-negative numbers of the right length
-            (a `ValueError`).
+        UsageError: If the text is not a list of finite non-negative numbers.
+        InputError: If it does not have one rate per file (both are `ValueError`s).
     """
     if text is None:
         return [1] * num_files
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError) as err:
-        raise InputError(f"--train_files_upsample_rates {text!r} is not a literal list") from err
+        raise UsageError(f"--train_files_upsample_rates {text!r} is not a literal list") from err
     if isinstance(value, (int, float)):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
+        for v in value
     ):
-        raise InputError(
-            f"--train_files_upsample_rates {text!r} must be a list of non-negative numbers"
+        raise UsageError(
+            f"--train_files_upsample_rates {text!r} must be a list of finite non-negative numbers"
         )
     if len(value) != num_files:
         raise InputError(

@@ -5,6 +5,16 @@ missing or mistyped fields, no data) raise :class:`dpr.data.records.DataFormatEr
 (``data_prep.errors.DataPrepError`` is the same class); answers whose
 ``answer_start`` does not point at their text are skipped with a warning and counted (or
 raise with ``strict=True``); unanswerable v2 questions are skipped and counted.
+
+Files written by annotation and FAQ tools often lack question ids or titles; both are accepted:
+
+- A question without ``id`` (or with a null or empty one) gets the id
+  ``<source>-<article index>-<paragraph index>-<question index>`` (0-based positions in the
+  file, ``source`` being the file's label, by default its stem), stable as long as the file is.
+- An article without ``title`` (or with a null or empty one) gets the title ``""``: its passages
+  are encoded as text alone, as DPR does for an empty title, and its article key (which groups
+  articles for the train/dev split) is its position, ``#<source>:<article index>``, so untitled
+  articles are never merged with each other.
 """
 
 from __future__ import annotations
@@ -157,11 +167,22 @@ def _parse_answers(
     return kept
 
 
+def _optional(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``obj[key]`` checked as `_require` does, or None when absent, null or blank."""
+    if isinstance(obj, dict) and obj.get(key) is None:
+        return None
+    value = _require(obj, key, kind, where)
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _parse_question(
-    qa: Any, context: str, *, where: str, strict: bool, stats: Counter[str]
+    qa: Any, context: str, *, where: str, default_id: str, strict: bool, stats: Counter[str]
 ) -> Question | None:
     """Parses one ``qas`` entry; returns None (and counts why) when it is skipped."""
-    qid = _require(qa, "id", (str, int), where)
+    qid = _optional(qa, "id", (str, int), where)
+    if qid is None:
+        qid = default_id
+        stats["questions_given_positional_id"] += 1
     where = f"{where} (id={qid})"
     question = _require(qa, "question", str, where)
     stats["questions"] += 1
@@ -190,9 +211,11 @@ def _parse_paragraph(
     context = _require(raw, "context", str, where)
     qas = _require(raw, "qas", list, where)
     questions = []
+    id_prefix = key.replace(":", "-")
     for q_idx, qa in enumerate(qas):
         parsed = _parse_question(
-            qa, context, where=f"{where}.qas[{q_idx}]", strict=strict, stats=stats
+            qa, context, where=f"{where}.qas[{q_idx}]", default_id=f"{id_prefix}-{q_idx}",
+            strict=strict, stats=stats,
         )
         if parsed is not None:
             questions.append(parsed)
@@ -234,9 +257,10 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
     paragraphs: list[Paragraph] = []
     for a_idx, article in enumerate(data):
         where = f"{name}: data[{a_idx}]"
-        title = _require(article, "title", str, where).strip()
+        title = (_optional(article, "title", str, where) or "").strip()
         if not title:
-            raise DataFormatError(f"{where}: empty title")
+            stats["articles_without_title"] += 1
+        a_key = article_key(title) if title else f"#{source}:{a_idx}"
         raw_paragraphs = _require(article, "paragraphs", list, where)
         fields = {k: v for k, v in article.items() if k not in ("title", "paragraphs")}
         stats["articles"] += 1
@@ -244,7 +268,7 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
             paragraphs.append(
                 _parse_paragraph(
                     raw, where=f"{where}.paragraphs[{p_idx}]", key=f"{source}:{a_idx}:{p_idx}",
-                    article=(article_key(title), title), fields=fields, strict=strict,
+                    article=(a_key, title), fields=fields, strict=strict,
                     stats=stats,
                 )
             )

@@ -2,14 +2,19 @@
 
 Tokenizer choice (`build_tokenizer`):
 - `hf_bert`: BERT WordPiece tokenizer of the folder.
-- `hf_roberta`, `fairseq_roberta`: CamemBERT's SentencePiece tokenizer when the folder holds
-  `sentencepiece.bpe.model`, its tokenizer config names a CamemBERT tokenizer, or its path
-  contains "camembert" (any case); RoBERTa's byte-level BPE tokenizer otherwise.
+- `hf_roberta`, `fairseq_roberta`: the folder's own family (`tokenizer_family`), first from
+  `tokenizer_config.json`'s `tokenizer_class`, then from `config.json`'s `model_type`
+  (`xlm-roberta`, `camembert`, `roberta`); only a folder with neither (a fairseq folder, a bare
+  tokenizer folder) falls back to the SentencePiece-file rule (`sentencepiece.bpe.model`
+  means CamemBERT), then to the name ("camembert" in the path). XLM-R, CamemBERT and RoBERTa
+  each get their own class and so their own ids (XLM-R shifts SentencePiece ids by 1,
+  CamemBERT by 4).
 
-`do_lower_case` means exactly one thing here: the text (questions, titles and passages) is
-lower-cased with `str.lower()` before tokenization, for every tokenizer. The tokenizer's own
-normalisation (e.g. an uncased BERT vocabulary's lowercasing and accent stripping) stays as
-saved in its folder. The choice is stored in checkpoints and applied again at inference.
+`do_lower_case` lower-cases the text (questions, titles and passages) with `str.lower()` before
+tokenization, for every tokenizer. For `hf_bert` it is also passed to the BERT tokenizer as its
+own `do_lower_case` (overriding the folder's setting, with accent stripping following it), as
+DPR's `BertTokenizer.from_pretrained(cfg, do_lower_case=...)` did. The choice is stored in
+checkpoints and applied again at inference and in `dpr2hf`'s exported tokenizer.
 The text preparation itself lives in `dpr.data.recipe`.
 """
 
@@ -29,6 +34,7 @@ from transformers import (
     CamembertTokenizerFast,
     PreTrainedTokenizerBase,
     RobertaTokenizerFast,
+    XLMRobertaTokenizerFast,
 )
 
 from dpr.data.recipe import (
@@ -50,28 +56,57 @@ class TokenizerError(InputError):
     """A tokenizer folder that cannot be loaded or used; the message names it."""
 
 
+TOKENIZER_CLASSES = {"bert": BertTokenizerFast, "camembert": CamembertTokenizerFast,
+                     "roberta": RobertaTokenizerFast, "xlm-roberta": XLMRobertaTokenizerFast}
+# tokenizer_class prefixes, longest first ("XLMRobertaTokenizer" before "RobertaTokenizer")
+_CLASS_FAMILIES = (("xlmroberta", "xlm-roberta"), ("camembert", "camembert"),
+                   ("roberta", "roberta"), ("bert", "bert"))
+
+
+def _json_field(path: Path, key: str) -> str:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def tokenizer_family(path: str) -> str:
+    """The tokenizer family of a folder (or hub name): `bert`, `camembert`, `roberta` or
+    `xlm-roberta` (see the module docstring for the order of the rules)."""
+    folder = Path(path)
+    cls = _json_field(folder / "tokenizer_config.json", "tokenizer_class").lower()
+    for prefix, family in _CLASS_FAMILIES:
+        if cls.startswith(prefix):
+            return family
+    model_type = _json_field(folder / "config.json", "model_type").lower().replace("_", "-")
+    if model_type in TOKENIZER_CLASSES:
+        return model_type
+    if (folder / SENTENCEPIECE_FILE).is_file() or "camembert" in os.fspath(path).lower():
+        return "camembert"
+    return "roberta"
+
+
 def is_camembert_folder(path: str) -> bool:
     """Tells whether a tokenizer folder (or hub name) holds a CamemBERT tokenizer."""
-    folder = Path(path)
-    if (folder / SENTENCEPIECE_FILE).is_file():
-        return True
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        try:
-            cls = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class") or ""
-        except (OSError, json.JSONDecodeError):
-            cls = ""
-        if cls.lower().startswith("camembert"):
-            return True
-    return "camembert" in os.fspath(path).lower()
+    return tokenizer_family(path) == "camembert"
 
 
-def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str) -> PreTrainedTokenizerBase:
+def tokenizer_options(encoder_model_type: str, do_lower_case: bool | None) -> dict[str, Any]:
+    """`from_pretrained` keywords the recipe adds: BERT's `do_lower_case` (DPR's meaning)."""
+    if encoder_model_type == "hf_bert" and do_lower_case is not None:
+        return {"do_lower_case": bool(do_lower_case)}
+    return {}
+
+
+def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
+                    do_lower_case: bool | None = None) -> PreTrainedTokenizerBase:
     """Loads the tokenizer that matches an encoder type.
 
     Args:
         encoder_model_type: `hf_bert`, `hf_roberta` or `fairseq_roberta`.
         pretrained_model_cfg: Tokenizer folder (or hub name where a hub is reachable).
+        do_lower_case: For `hf_bert`, the BERT tokenizer's own lowercasing (None: as saved).
 
     Returns:
         A fast Hugging Face tokenizer.
@@ -84,13 +119,14 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str) -> PreTr
         raise UsageError("--pretrained_model_cfg is required to build the tokenizer")
     if encoder_model_type == "hf_bert":
         cls = BertTokenizerFast
-    elif is_camembert_folder(pretrained_model_cfg):
-        cls = CamembertTokenizerFast
     else:
-        cls = RobertaTokenizerFast
-    logger.info("Tokenizer %s from %s", cls.__name__, pretrained_model_cfg)
+        cls = TOKENIZER_CLASSES[tokenizer_family(pretrained_model_cfg)]
+        if cls is BertTokenizerFast:
+            cls = RobertaTokenizerFast
+    options = tokenizer_options(encoder_model_type, do_lower_case)
+    logger.info("Tokenizer %s from %s %s", cls.__name__, pretrained_model_cfg, options or "")
     try:
-        return cls.from_pretrained(pretrained_model_cfg)
+        return cls.from_pretrained(pretrained_model_cfg, **options)
     except (OSError, HFValidationError) as err:
         raise TokenizerError(f"cannot load a tokenizer from {pretrained_model_cfg!r} (pass "
                              f"--pretrained_model_cfg): {str(err).splitlines()[0]}") from err
@@ -201,7 +237,8 @@ def build_tensorizer(
     pad_to_multiple_of: int = 1,
 ) -> Tensorizer:
     """Tokenizer factory + `Tensorizer` in one call (see `build_tokenizer`)."""
-    tokenizer = build_tokenizer(encoder_model_type, pretrained_model_cfg)
+    tokenizer = build_tokenizer(encoder_model_type, pretrained_model_cfg,
+                                do_lower_case=do_lower_case)
     return Tensorizer(tokenizer, max_length=sequence_length, lowercase=do_lower_case,
                       pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)
 

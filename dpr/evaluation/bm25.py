@@ -9,6 +9,7 @@ language's bm25s stop word list removed, PyStemmer Snowball stemming. A passage 
 from __future__ import annotations
 
 import logging
+import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass
 import bm25s
 import numpy as np
 import Stemmer
+
+from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,12 @@ class BM25Settings:
     k1: float = 1.5
     b: float = 0.75
     method: str = "lucene"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.k1 < math.inf:
+            raise UsageError(f"--bm25_k1 must be a finite number >= 0, got {self.k1}")
+        if not 0.0 <= self.b <= 1.0:
+            raise UsageError(f"--bm25_b must be in [0, 1], got {self.b}")
 
     def describe(self) -> dict[str, object]:
         """Settings plus the stemmer, stop word list and library version (for reports)."""

@@ -83,6 +83,17 @@ def encode_questions(model: InferenceModel, questions: Sequence[str], *, batch_s
                              quiet=quiet)
 
 
+def _int_at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
     """Adds DPR's encoder, tokenizer and device flags shared by the evaluation tools."""
     group = parser.add_argument_group("encoder", "Model flags; values stored in the checkpoint "
@@ -96,9 +107,9 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
                        help="Hugging Face model/tokenizer folder (overrides the stored path).")
     group.add_argument("--pretrained_file", type=str, default=None,
                        help="fairseq_roberta: fairseq model folder (overrides the stored path).")
-    group.add_argument("--projection_dim", type=int, default=0,
+    group.add_argument("--projection_dim", type=_int_at_least(0), default=0,
                        help="Projection size (normally read from the checkpoint).")
-    group.add_argument("--sequence_length", type=int, default=512,
+    group.add_argument("--sequence_length", type=_int_at_least(4), default=512,
                        help="Maximum tokens per text (normally read from the checkpoint).")
     group.add_argument("--do_lower_case", action="store_true",
                        help="Lower-case texts before tokenization (normally read from the "

@@ -68,6 +68,38 @@ def build_biencoder(
     return BiEncoder(towers[0], towers[1], fix_ctx_encoder=fix_ctx_encoder)
 
 
+# Model types whose position ids start after the padding index (fairseq's convention).
+OFFSET_POSITION_TYPES = ("roberta", "camembert", "xlm-roberta")
+
+
+def usable_positions(config: Any) -> int | None:
+    """Longest token sequence a transformer config can embed (None when it has no limit):
+    `max_position_embeddings`, less `pad_token_id + 1` for RoBERTa-type models."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    if getattr(config, "model_type", "") in OFFSET_POSITION_TYPES:
+        pad = getattr(config, "pad_token_id", None)
+        limit -= (1 if pad is None else int(pad)) + 1
+    return limit
+
+
+def check_sequence_length(biencoder: BiEncoder, sequence_length: int) -> None:
+    """Refuses a `--sequence_length` longer than either tower's position table, at start-up
+    rather than at the first long batch.
+
+    Raises:
+        UsageError: Naming the flag and the limit.
+    """
+    for tower in (biencoder.question_model, biencoder.ctx_model):
+        limit = usable_positions(tower.model.config)
+        if limit is not None and sequence_length > limit:
+            raise UsageError(
+                f"--sequence_length {sequence_length} exceeds the {limit} positions the model "
+                f"can embed ({tower.model.config.model_type}, max_position_embeddings="
+                f"{tower.model.config.max_position_embeddings}); use at most {limit}")
+
+
 def build_trained_biencoder(params: Mapping[str, Any], model_dict: Mapping[str, torch.Tensor], *,
                             source: str, allow_pickle: bool = False) -> BiEncoder:
     """A bi-encoder carrying a checkpoint's weights, in eval mode, for inference and export.
@@ -133,6 +165,7 @@ def load_trained_biencoder(path: str | os.PathLike[str], cli: Mapping[str, Any],
             logger.info("Checkpoint overrides %s", message)
         biencoder = build_trained_biencoder(params, state.model_dict, source=path,
                                             allow_pickle=allow_pickle)
+        check_sequence_length(biencoder, params["sequence_length"])
     for item in caught:
         logger.warning("%s", item.message)
     return TrainedBiEncoder(biencoder, params, state)

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dpr.data.tensorizer import Tensorizer, build_tensorizer, is_camembert_folder
 from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import load_model_state
-from dpr.models.factory import build_biencoder
+from dpr.models.factory import build_biencoder, check_sequence_length
 from dpr.models.fairseq import check_dictionary, read_dictionary
 from dpr.training.config import ModelConfig, TrainConfig
 from dpr.training.optim import build_optimizer
@@ -123,6 +123,7 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
         pad_to_max=t.pad_to_max,
         pad_to_multiple_of=t.pad_to_multiple_of or (64 if dctx.device.type == "cuda" else 8))
     biencoder = _build_biencoder(m, t, resume)
+    check_sequence_length(biencoder, m.sequence_length)
     if m.encoder_model_type == "fairseq_roberta":
         check_fairseq_dictionary(Path(m.pretrained_file), tensorizer)
     biencoder.to(dctx.device)

@@ -12,6 +12,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +195,12 @@ class TrainConfig:
                      "val_av_rank_bsz", "val_av_rank_max_qs"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_av_rank_start_epoch", "val_av_rank_hard_neg", "val_av_rank_other_neg",
+                     "learning_rate", "adam_eps", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.local_rank < -1:
+            raise UsageError(f"--local_rank must be >= -1, got {self.local_rank}")
         if self.warmup_steps < 0 or self.num_train_epochs < 0:
             raise UsageError("--warmup_steps and --num_train_epochs must be >= 0")
         if self.amp_dtype not in ("auto", "bfloat16", "float16"):
@@ -257,6 +264,32 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# The annotation of each config field -> the Python types its value may have.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+    "str | None": (str, type(None)), "int | None": (int, type(None)),
+    "float | None": (int, float, type(None)),
+}
+
+
+def check_value(name: str, annotation: str, value: Any) -> None:
+    """Checks one flag value against its field's annotation (values from a `--config` file
+    do not go through argparse's conversion); floats must be finite.
+
+    Raises:
+        UsageError: Naming the flag, the value and the expected type.
+    """
+    allowed = _FIELD_TYPES.get(annotation)
+    if allowed is None:
+        return
+    wrong_bool = isinstance(value, bool) and bool not in allowed
+    if wrong_bool or not isinstance(value, allowed):
+        expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        raise UsageError(f"--{name}: expected {expected}, got {json.dumps(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"--{name}: must be a finite number, got {value}")
+
+
 def config_from_namespace(values: dict[str, Any]) -> Config:
     """Splits parsed flag values into the three config dataclasses (validating them).
 
@@ -268,6 +301,9 @@ def config_from_namespace(values: dict[str, Any]) -> Config:
     parts = []
     for cls in CONFIG_CLASSES:
         names = {f.name for f in dataclasses.fields(cls)}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                check_value(f.name, str(f.type), values[f.name])
         parts.append(cls(**{k: v for k, v in values.items() if k in names}))
     return Config(*parts)
 

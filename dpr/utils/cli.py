@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Callable, Sequence
 
-from dpr.utils.errors import DprError
+from dpr.utils.errors import DprError, UsageError
 
 DEBUG_HELP = "show the full traceback of errors caused by the input too (for bug reports)"
 
@@ -34,6 +35,17 @@ def parse_args(parser: argparse.ArgumentParser,
         return parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exit_:
         return int(exit_.code or 0)
+
+
+def check_finite_floats(args: argparse.Namespace) -> None:
+    """Refuses a float flag given as `nan` or `inf` (argparse's `float` accepts both).
+
+    Raises:
+        UsageError: Naming the first such flag.
+    """
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name} must be a finite number, got {value}")
 
 
 def report_error(err: BaseException, *, prog: str) -> None:

@@ -93,3 +93,40 @@ def test_source_labels_are_unique_and_stable() -> None:
     # When labelling them
     # Then stems are used and repeats get a positional suffix
     assert source_labels(paths) == ["train", "train~2", "piaf-v1.0"]
+
+
+def faq_file(tmp_path: Path) -> Path:
+    """Two untitled articles and one titled, questions without ids (as FAQ tools write)."""
+    def article(title: object, context: str, answer: str) -> dict:
+        qa = {"question": f"Où {answer} ?", "answers": [{"text": answer,
+                                                        "answer_start": context.index(answer)}]}
+        body = {"paragraphs": [{"context": context, "qas": [qa, {**qa, "id": ""}]}]}
+        return body if title is None else {"title": title, **body}
+
+    return write(tmp_path, {"data": [
+        article(None, "La Loire traverse Tours.", "Tours"),
+        article("", "Le Rhône traverse Lyon.", "Lyon"),
+        article("Seine", "La Seine traverse Paris.", "Paris"),
+    ]}, "faq.json")
+
+
+def test_load_questions_without_id_get_positional_ids(tmp_path: Path) -> None:
+    # Given questions with no id and an empty id
+    path = faq_file(tmp_path)
+    # When loading the file twice
+    first, again = (load_squad_file(path, source="faq") for _ in range(2))
+    # Then each gets <source>-<article>-<paragraph>-<question>, stable across reads
+    ids = [q.qid for p in first.paragraphs for q in p.questions]
+    assert ids == ["faq-0-0-0", "faq-0-0-1", "faq-1-0-0", "faq-1-0-1", "faq-2-0-0",
+                   "faq-2-0-1"]
+    assert ids == [q.qid for p in again.paragraphs for q in p.questions]
+    assert first.stats["questions_given_positional_id"] == 6
+
+
+def test_load_untitled_articles_keep_their_own_article_key(tmp_path: Path) -> None:
+    # Given a missing title, an empty title and a real one
+    loaded = load_squad_file(faq_file(tmp_path), source="faq")
+    # Then untitled articles have title "" and distinct positional keys; the titled one its title
+    assert [p.title for p in loaded.paragraphs] == ["", "", "Seine"]
+    assert [p.article_key for p in loaded.paragraphs] == ["#faq:0", "#faq:1", "seine"]
+    assert loaded.stats["articles_without_title"] == 2

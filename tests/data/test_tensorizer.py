@@ -7,7 +7,13 @@ import torch
 from transformers import CamembertTokenizer
 
 from dpr.data.recipe import strip_question_mark
-from dpr.data.tensorizer import Tensorizer, build_tokenizer, is_camembert_folder
+from dpr.data.tensorizer import (
+    Tensorizer,
+    build_tensorizer,
+    build_tokenizer,
+    is_camembert_folder,
+    tokenizer_family,
+)
 
 
 def test_tokenizer_factory_picks_by_model_type_and_folder(tiny_camembert: Path, tiny_bert: Path,
@@ -86,3 +92,79 @@ def test_do_lower_case_lowercases_before_tokenization(tiny_camembert: Path,
 @pytest.mark.parametrize("q,expected", [("Qui ?", "Qui "), ("Qui??", "Qui?"), ("Qui", "Qui")])
 def test_strip_question_mark_removes_one(q: str, expected: str) -> None:
     assert strip_question_mark(q) == expected
+
+
+SENTENCES = ["Où est né Victor Hugo ?", "Élève présenté à l'école, ça coûte 12 €",
+             "LA LOIRE À ORLÉANS"]
+
+
+@pytest.mark.parametrize("fixture,fast_name,slow_name", [
+    ("tiny_xlmr", "XLMRobertaTokenizerFast", "XLMRobertaTokenizer"),
+    ("tiny_camembert", "CamembertTokenizerFast", "CamembertTokenizer"),
+    ("tiny_roberta", "RobertaTokenizerFast", "RobertaTokenizer"),
+])
+def test_tokenizer_factory_uses_the_folders_own_tokenizer_class(
+        request: pytest.FixtureRequest, fixture: str, fast_name: str, slow_name: str) -> None:
+    # Given an XLM-R, a CamemBERT or a RoBERTa folder
+    import transformers
+
+    folder = request.getfixturevalue(fixture)
+    # When building the hf_roberta tokenizer
+    tok = build_tokenizer("hf_roberta", str(folder))
+    # Then it is the folder's class and gives the ids of that class loaded directly
+    assert type(tok).__name__ == fast_name
+    direct = getattr(transformers, slow_name).from_pretrained(str(folder))
+    for text in SENTENCES:
+        assert tok(text)["input_ids"] == direct(text)["input_ids"]
+    assert tok("Loire", SENTENCES[0])["input_ids"] == direct("Loire", SENTENCES[0])["input_ids"]
+
+
+def test_xlm_roberta_ids_are_not_camemberts(tiny_xlmr: Path) -> None:
+    # Given an XLM-R folder, which holds sentencepiece.bpe.model as CamemBERT's do
+    xlmr = build_tokenizer("hf_roberta", str(tiny_xlmr))
+    camembert = CamembertTokenizer.from_pretrained(str(tiny_xlmr))
+    # Then its ids are XLM-R's (<s> 0, </s> 2, pieces +1), not CamemBERT's (pieces +4)
+    ids = xlmr(SENTENCES[0])["input_ids"]
+    assert ids[0] == 0 and ids[-1] == 2 and xlmr.unk_token_id == 3
+    assert [i + 3 for i in ids[1:-1]] == camembert(SENTENCES[0])["input_ids"][1:-1]
+
+
+def test_tokenizer_family_rule_order(tmp_path: Path, tiny_xlmr: Path) -> None:
+    # Given folders that say their family in different places
+    def folder(name: str, files: dict[str, str]) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        for file, text in files.items():
+            (path / file).write_text(text)
+        return str(path)
+
+    spm = {"sentencepiece.bpe.model": "x"}
+    # Then tokenizer_config.json's class comes first, config.json's model_type second, and
+    # the SentencePiece file only decides for folders with neither
+    assert tokenizer_family(folder("a", {**spm, "config.json": '{"model_type": "camembert"}',
+                                         "tokenizer_config.json":
+                                         '{"tokenizer_class": "XLMRobertaTokenizerFast"}'})) \
+        == "xlm-roberta"
+    assert tokenizer_family(folder("b", {**spm, "config.json": '{"model_type": "xlm-roberta"}'})) \
+        == "xlm-roberta"
+    assert tokenizer_family(folder("c", {**spm, "dict.txt": "", "model.pt": ""})) == "camembert"
+    assert tokenizer_family(folder("d", {"config.json": '{"model_type": "roberta"}'})) == "roberta"
+    assert tokenizer_family(str(tiny_xlmr)) == "xlm-roberta"
+    assert not is_camembert_folder(str(tiny_xlmr))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_cased_bert"])
+@pytest.mark.parametrize("lower", [False, True])
+def test_hf_bert_tokenizes_as_dprs_bert_tokenizer(request: pytest.FixtureRequest, fixture: str,
+                                                  lower: bool) -> None:
+    # Given an uncased or a cased BERT folder and --do_lower_case on or off
+    from transformers import BertTokenizer
+
+    folder = str(request.getfixturevalue(fixture))
+    tz = build_tensorizer("hf_bert", folder, sequence_length=64, do_lower_case=lower)
+    # When encoding passages and questions
+    dpr = BertTokenizer.from_pretrained(folder, do_lower_case=lower)  # the 2020 code's call
+    # Then the ids are those of DPR's BertTokenizer.from_pretrained(cfg, do_lower_case=flag)
+    assert tz.encode(SENTENCES[1:], ["Écoles", "Loire"]) == \
+        [dpr("Écoles", SENTENCES[1])["input_ids"], dpr("Loire", SENTENCES[2])["input_ids"]]
+    assert tz.encode_questions(SENTENCES[:1]) == [dpr("Où est né Victor Hugo ")["input_ids"]]

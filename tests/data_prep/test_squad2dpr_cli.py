@@ -256,3 +256,26 @@ def test_cli_rejects_invalid_option_values(tmp_path: Path, small_fixture: Path) 
         code = main([str(small_fixture), "--output_dir", str(tmp_path / "o"), *extra])
         assert code == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_accepts_faq_files_without_ids_or_titles(tmp_path: Path) -> None:
+    # Given six articles without titles (three with "", three with none), questions without ids
+    articles = []
+    for i in range(6):
+        context = f"Le fleuve numéro {i} traverse la ville de Ville{i} et se jette dans la mer."
+        qa = {"question": f"Quelle ville traverse le fleuve {i} ?",
+              "answers": [{"text": f"Ville{i}", "answer_start": context.index(f"Ville{i}")}]}
+        articles.append({"paragraphs": [{"context": context, "qas": [qa]}],
+                         **({"title": ""} if i % 2 else {})})
+    source = tmp_path / "faq.json"
+    source.write_text(json.dumps({"data": articles}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    # When converting it
+    assert run_cli(source, "--output_dir", out, "--dev_ratio", "0.34", *FAST) == 0
+    # Then every article is its own group for the split (none merged under the empty title)
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["split"]["articles"] == {"train": 4, "dev": 2}
+    assert stats["inputs"]["faq"]["questions_given_positional_id"] == 6
+    # and passages are written with an empty title
+    rows = (out / "passages.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert len(rows) == 6 and all(row.endswith("\t") for row in rows)

@@ -394,3 +394,23 @@ def test_cli_unresolvable_model_folder_names_the_override_flags(camembert_checkp
     assert str(camembert_checkpoint) in err and "data/camembert-base/" in err
     assert "--pretrained_model_cfg" in err
     assert _entries(tmp_path) == before
+
+
+def test_convert_xlm_roberta_checkpoint_exports_an_xlm_roberta_tokenizer(
+        tmp_path: Path, small_train_file: Path, tiny_xlmr: Path) -> None:
+    # Given a bi-encoder trained from an XLM-R folder (which holds sentencepiece.bpe.model)
+    from transformers import XLMRobertaTokenizer, XLMRobertaTokenizerFast
+
+    ckpt = _train(tmp_path / "train", small_train_file, [
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_xlmr)])
+    # When converting it (dpr2hf verifies the vectors of the reloaded folders)
+    assert main([str(ckpt), "--output_dir", str(tmp_path / "hf")]) == 0
+    # Then each folder reloads with AutoTokenizer as XLM-R, with XLM-R's ids
+    direct = XLMRobertaTokenizer.from_pretrained(tiny_xlmr)
+    want_ids, _ = _biencoder_reference(ckpt, "question")
+    for side in ("question", "ctx"):
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf" / f"{side}_encoder")
+        assert isinstance(tokenizer, XLMRobertaTokenizerFast)
+        for question in QUESTIONS[:4]:
+            assert tokenizer(question)["input_ids"] == direct(question)["input_ids"]
+    assert _folder_inputs(tokenizer, "question", False) == want_ids

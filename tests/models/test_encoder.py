@@ -53,3 +53,15 @@ def test_fix_ctx_encoder_gives_no_ctx_gradients(tiny_camembert: Path) -> None:
     (q @ c.T).sum().backward()
     assert all(p.grad is None for p in model.ctx_model.parameters())
     assert any(p.grad is not None for p in model.question_model.parameters())
+
+
+def test_usable_positions_of_bert_and_roberta_type_configs() -> None:
+    # Given a 512-position BERT and 514-position RoBERTa-type configs
+    from transformers import BertConfig, CamembertConfig, RobertaConfig, XLMRobertaConfig
+
+    from dpr.models.factory import usable_positions
+
+    # Then BERT can embed 512 tokens, RoBERTa-type models max_position_embeddings - 2
+    assert usable_positions(BertConfig(max_position_embeddings=512)) == 512
+    for cls in (RobertaConfig, CamembertConfig, XLMRobertaConfig):
+        assert usable_positions(cls(max_position_embeddings=514, pad_token_id=1)) == 512

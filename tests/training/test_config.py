@@ -82,3 +82,34 @@ def test_adam_betas_is_parsed_as_a_literal() -> None:
     assert parse_adam_betas("(0.9, 0.98)") == (0.9, 0.98)
     with pytest.raises(ValueError):
         parse_adam_betas("(0.9,)")
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"batch_size": None}, "--batch_size: expected int, got null"),
+    ({"hard_negatives": 1.5}, "--hard_negatives: expected int, got 1.5"),
+    ({"do_lower_case": "yes"}, "--do_lower_case: expected bool, got \"yes\""),
+    ({"sequence_length": True}, "--sequence_length: expected int, got true"),
+    ({"learning_rate": [1e-5]}, "--learning_rate: expected int or float, got [1e-05]"),
+    ({"pretrained_model_cfg": 3}, "--pretrained_model_cfg: expected str or null, got 3"),
+    ({"val_av_rank_other_neg": -1}, "--val_av_rank_other_neg must be >= 0"),
+])
+def test_config_file_values_are_checked_by_type(tmp_path: Path, capsys, values: dict,
+                                                message: str) -> None:
+    # Given a --config file with a value of the wrong type (argparse does not convert it)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"encoder_model_type": "hf_bert", **values}))
+    # Then parsing ends with exit 2 and one message naming the flag
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(["--config", str(path)])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--learning_rate", "inf"), ("--dropout", "nan"),
+                                        ("--num_train_epochs", "nan"), ("--adam_eps", "-1"),
+                                        ("--val_av_rank_start_epoch", "-1")])
+def test_non_finite_or_negative_numbers_are_refused(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(["--encoder_model_type", "hf_bert", flag, value])
+    assert exit_.value.code == 2
+    assert flag in capsys.readouterr().err
