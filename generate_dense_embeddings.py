@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from dpr.data.tsv import read_passages
 from dpr.evaluation.encode import (
     add_encoder_flags,
     cli_encoder_params,
@@ -20,7 +21,6 @@ from dpr.evaluation.encode import (
     pick_device,
 )
 from dpr.evaluation.index import write_embeddings
-from dpr.data.tsv import read_passages
 from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import UsageError
 from dpr.utils.logging import setup_logging
