@@ -269,6 +269,7 @@ def test_passage_reader_accepts_gz_and_csv_quoting(tmp_path: Path) -> None:
         ("1", 'un "texte"\tavec tab', "Titre")]
 
 
+@pytest.mark.usefixtures("restore_root_logging")
 def test_retriever_takes_dpr_style_glob_and_skips_ids_json(tmp_path: Path, checkpoint: Path,
                                                            corpus, embeddings: Path,
                                                            capsys) -> None:
@@ -285,6 +286,7 @@ def test_retriever_takes_dpr_style_glob_and_skips_ids_json(tmp_path: Path, check
     assert json.loads(out.read_text()) == json.loads(reference.read_text())
 
 
+@pytest.mark.usefixtures("restore_root_logging")
 def test_retriever_glob_matching_no_embedding_file_is_an_input_error(
         tmp_path: Path, checkpoint: Path, corpus, embeddings: Path, capsys) -> None:
     args = ["--model_file", str(checkpoint), "--qa_file", str(corpus[1]), "--ctx_file",
@@ -306,6 +308,7 @@ def test_match_answers_in_worker_processes_equals_in_process(caplog) -> None:
     assert pooled == alone == [[True, False, False]] * 120
 
 
+@pytest.mark.usefixtures("restore_root_logging")
 def test_retriever_validation_workers_below_1_exits_2(tmp_path: Path, checkpoint: Path,
                                                       corpus, embeddings: Path, capsys) -> None:
     assert _retrieve(checkpoint, corpus, embeddings, tmp_path / "r.json",

@@ -112,6 +112,7 @@ def test_read_curves_counts_updates_and_keeps_the_last_record_of_a_batch(tmp_pat
     assert curves["validation"] == {"nll_loss": [(2, 0.5)]}
 
 
+@pytest.mark.usefixtures("restore_root_logging")
 def test_training_writes_curves_and_logs_speed_and_eta(tmp_path: Path, tiny_camembert: Path,
                                                        dpr_files, capsys) -> None:
     # Given a short training run (2 epochs of 8 batches), stderr not a terminal
