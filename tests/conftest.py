@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -153,3 +154,15 @@ def train_tiny_checkpoint(folder: Path, encoder_type: str, model_cfg: Path, trai
     return path
 
 
+
+
+@pytest.fixture
+def restore_root_logging():
+    """Puts back the root logger's handlers and level after a test whose entry point installed
+    a handler on the test's own (then closed) stderr, e.g. under capsys: a later tool that only
+    calls logging.basicConfig would otherwise log to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

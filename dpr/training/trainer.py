@@ -23,6 +23,7 @@ from dpr.data.records import BiEncoderSample
 from dpr.training.build import build_parts
 from dpr.training.config import Config
 from dpr.training.optim import linear_schedule
+from dpr.training.progress import EpochView, write_training_curves
 from dpr.training.run_dir import (
     Best,
     RunDir,
@@ -106,7 +107,9 @@ class BiEncoderTrainer:
         rolling: deque[float] = deque(maxlen=t.train_rolling_loss_step)
         totals = {"loss": 0.0, "correct": 0, "masked": 0, "batches": 0}
         self.model.train()
-        for iteration, indices in self.iterator.batches(epoch, start):
+        view = EpochView(epoch=epoch, epochs=t.epochs, start=start, batches=batches,
+                         enabled=dctx.is_main)
+        for iteration, indices in view.wrap(self.iterator.batches(epoch, start)):
             # Randomness of a step (dropout, negatives) depends only on where it is in the run.
             torch.manual_seed(derive_seed(t.seed, epoch, iteration, dctx.rank))
             batch = build_batch(
@@ -124,6 +127,7 @@ class BiEncoderTrainer:
                 self._optimizer_step()
             value = result.loss.item()
             rolling.append(value)
+            view.step(result.questions, value)
             for key, amount in (("loss", value), ("correct", result.correct),
                                 ("masked", result.masked), ("batches", 1)):
                 totals[key] += amount
@@ -132,13 +136,14 @@ class BiEncoderTrainer:
                                    masked=result.masked)
             if (iteration - 1) % t.log_batch_step == 0:
                 logger.info("Epoch %d: step %d/%d, loss %.5f, lr %.3g, in-batch accuracy %d/%d, "
-                            "%d masked", epoch, iteration, batches, value, lr, result.correct,
-                            result.questions, result.masked)
+                            "%d masked%s", epoch, iteration, batches, value, lr, result.correct,
+                            result.questions, result.masked, view.rate_text())
             if iteration % t.train_rolling_loss_step == 0:
                 logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch, len(rolling),
                             sum(rolling) / len(rolling))
             if iteration in eval_points:
-                self.validate_and_save(epoch, iteration)
+                with view.paused():
+                    self.validate_and_save(epoch, iteration)
                 self.model.train()
         if totals["batches"]:
             logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct, %d "
@@ -208,6 +213,9 @@ class BiEncoderTrainer:
             if self.best is None or self.best.improved_by(name, value):
                 self.best = Best(name, value, path)
                 logger.info("New best validation checkpoint %s (%s %.5f)", path, name, value)
+        if self.run_dir.writes:
+            write_training_curves(self.run_dir.folder, batches=self.iterator.batches_per_epoch,
+                                  accumulation=self.cfg.train.gradient_accumulation_steps)
         return path
 
     def validate_only(self, dev_samples: list[BiEncoderSample]) -> dict[str, float]:

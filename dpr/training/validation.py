@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -13,6 +14,7 @@ from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
 from dpr.models.biencoder import BiEncoder
+from dpr.training.progress import tracked
 from dpr.training.step import batch_keys, inbatch_loss
 from dpr.utils.dist import DistContext, all_reduce_sum
 
@@ -46,8 +48,10 @@ def validate_nll(
     iterator = ShardedIterator(len(samples), rank=dctx.rank, world_size=dctx.world_size,
                                batch_size=batch_size, shuffle=False)
     total_loss, correct, questions, batches, masked = 0.0, 0, 0, 0, 0
+    steps = tracked(iterator.batches(0), total=iterator.batches_per_epoch,
+                    desc="NLL validation", enabled=dctx.is_main)
     with torch.no_grad():
-        for iteration, indices in iterator.batches(0):
+        for iteration, indices in steps:
             batch = build_batch([samples[i] for i in indices], tensorizer, num_hard=num_hard,
                                 num_other=num_other).to(dctx.device)
             with autocast():
@@ -105,8 +109,10 @@ def validate_average_rank(
                                batch_size=batch_size, shuffle=False)
     budget = max_questions / dctx.world_size
     q_parts, ctx_parts, positives, n_ctx = [], [], [], 0
+    steps = tracked(iterator.batches(0), desc="Average-rank validation", enabled=dctx.is_main,
+                    total=min(iterator.batches_per_epoch, math.ceil(budget / batch_size)))
     with torch.no_grad(), autocast():
-        for _, indices in iterator.batches(0):
+        for _, indices in steps:
             if sum(len(p) for p in q_parts) >= budget:
                 break
             batch = build_batch([samples[i] for i in indices], tensorizer, num_hard=num_hard,

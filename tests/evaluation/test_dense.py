@@ -267,3 +267,50 @@ def test_passage_reader_accepts_gz_and_csv_quoting(tmp_path: Path) -> None:
             [["id", "text", "title"], ["1", 'un "texte"\tavec tab', "Titre"]])
     assert [(p.id, p.text, p.title) for p in iter_passages(path)] == [
         ("1", 'un "texte"\tavec tab', "Titre")]
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_retriever_takes_dpr_style_glob_and_skips_ids_json(tmp_path: Path, checkpoint: Path,
+                                                           corpus, embeddings: Path,
+                                                           capsys) -> None:
+    # Given DPR's pattern "passages_*", which also matches the .ids.json beside each .npy
+    assert len(list(embeddings.parent.glob(f"{embeddings.name}_*.ids.json"))) == 2
+    out, reference = tmp_path / "dpr_glob.json", tmp_path / "npy_glob.json"
+    args = ["--model_file", str(checkpoint), "--qa_file", str(corpus[1]), "--ctx_file",
+            str(corpus[0]), "--out_file", str(out), "--n-docs", "5", "--no_cuda", "--quiet"]
+    # When retrieving with it
+    assert dense_retriever.main([*args, "--encoded_ctx_file", f"{embeddings}_*"]) == 0
+    # Then only the 2 .npy files are read: the results equal those of "passages_*.npy"
+    assert "2 embedding file(s), 2 other file(s) skipped" in capsys.readouterr().err
+    assert _retrieve(checkpoint, corpus, embeddings, reference) == 0
+    assert json.loads(out.read_text()) == json.loads(reference.read_text())
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_retriever_glob_matching_no_embedding_file_is_an_input_error(
+        tmp_path: Path, checkpoint: Path, corpus, embeddings: Path, capsys) -> None:
+    args = ["--model_file", str(checkpoint), "--qa_file", str(corpus[1]), "--ctx_file",
+            str(corpus[0]), "--encoded_ctx_file", f"{embeddings}_*.json", "--no_cuda"]
+    assert dense_retriever.main(args) == 1
+    assert "matches no embedding file (.npy, .pkl)" in capsys.readouterr().err
+
+
+def test_match_answers_in_worker_processes_equals_in_process(caplog) -> None:
+    # Given 120 questions with 3 retrieved passages each
+    tasks = [([f"mot{i}"], [f"un mot{i} ici", "rien", f"mot{i + 1}"], "string")
+             for i in range(120)]
+    # When matching in this process and with --validation_workers 2
+    with caplog.at_level("INFO", logger="dense_retriever"):
+        alone = dense_retriever.match_answers(tasks, workers=1)
+        pooled = dense_retriever.match_answers(tasks, workers=2)
+    # Then two processes did the work and the matches are the same
+    assert "Matching answers of 120 question(s) in 2 process(es)" in caplog.text
+    assert pooled == alone == [[True, False, False]] * 120
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_retriever_validation_workers_below_1_exits_2(tmp_path: Path, checkpoint: Path,
+                                                      corpus, embeddings: Path, capsys) -> None:
+    assert _retrieve(checkpoint, corpus, embeddings, tmp_path / "r.json",
+                     "--validation_workers", "0") == 2
+    assert "--validation_workers must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,245 @@
+"""What a person watching a training run sees: progress, speed, ETA and training curves.
+
+On the main process only:
+- during an epoch, a tqdm bar (batches, loss, questions/s, ETA) when stderr is a terminal,
+  otherwise the same facts appended to the periodic log line (`EpochView.rate_text`);
+- during validation, a bar on a terminal, otherwise a line every tenth of the batches
+  (`tracked`);
+- at each validation point, `training_curves.png` in `--output_dir`, drawn from
+  `training_log.jsonl` (`write_training_curves`).
+
+Speeds and ETAs count training time only: the time spent validating and checkpointing is
+left out (`EpochView.paused`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from dpr.utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+CURVES_FILE = "training_curves.png"
+CURVES_SIZE = (1200, 360)  # width × height in pixels
+_DPI = 100
+
+T = TypeVar("T")
+
+
+def on_terminal() -> bool:
+    """Whether stderr (where tqdm and the logs go) is a terminal."""
+    return sys.stderr.isatty()
+
+
+def format_duration(seconds: float) -> str:
+    """`H:MM:SS` (or `?` while unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class EpochView:
+    """Speed and ETAs of one training epoch, shown as a bar on a terminal or in log lines.
+
+    Args:
+        epoch: The epoch (0-based).
+        epochs: Epochs in the run.
+        start: Batches of this epoch already done before (resume).
+        batches: Batches per epoch.
+        enabled: False off the main process: nothing is shown.
+        bar: Draw a tqdm bar (default: when stderr is a terminal).
+        clock: Seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(self, *, epoch: int, epochs: int, start: int, batches: int, enabled: bool,
+                 bar: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.epoch, self.epochs, self.batches = epoch, epochs, batches
+        self.position, self.clock = start, clock
+        self.steps, self.questions, self.idle = 0, 0, 0.0
+        self.begin = clock()
+        self.enabled = enabled
+        self.bar = (tqdm(total=batches, initial=start, desc=f"Epoch {epoch}", unit=" batch",
+                         dynamic_ncols=True, leave=False)
+                    if enabled and (on_terminal() if bar is None else bar) else None)
+
+    def wrap(self, batches: Iterable[T]) -> Iterator[T]:
+        """Yields `batches`, with log records routed around the bar while it is drawn."""
+        redirect = logging_redirect_tqdm() if self.bar is not None else contextlib.nullcontext()
+        try:
+            with redirect:
+                yield from batches
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def step(self, questions: int, loss: float) -> None:
+        """Records one finished batch of `questions` questions (over all processes)."""
+        self.steps += 1
+        self.position += 1
+        self.questions += questions
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f}, {self.questions_per_second():.1f} "
+                                     f"questions/s, run ETA {format_duration(self.run_eta())}",
+                                     refresh=False)
+            self.bar.update(1)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leaves the time spent in the block (validation, checkpoint) out of speed and ETA."""
+        began = self.clock()
+        try:
+            yield
+        finally:
+            self.idle += self.clock() - began
+
+    def _seconds(self) -> float:
+        return max(self.clock() - self.begin - self.idle, 1e-9)
+
+    def questions_per_second(self) -> float:
+        """Training questions per second so far in this epoch."""
+        return self.questions / self._seconds()
+
+    def epoch_eta(self) -> float:
+        """Seconds left in this epoch (inf before the first batch)."""
+        if not self.steps:
+            return math.inf
+        return (self.batches - self.position) * self._seconds() / self.steps
+
+    def run_eta(self) -> float:
+        """Seconds left in the run: this epoch and the ones after it."""
+        if not self.steps:
+            return math.inf
+        left = self.batches - self.position + (self.epochs - self.epoch - 1) * self.batches
+        return left * self._seconds() / self.steps
+
+    def rate_text(self) -> str:
+        """`, 12.3 questions/s, epoch ETA 0:01:02, run ETA 0:10:00` for the log line; empty
+        when the bar shows it or off the main process."""
+        if self.bar is not None or not self.enabled:
+            return ""
+        return (f", {self.questions_per_second():.1f} questions/s, epoch ETA "
+                f"{format_duration(self.epoch_eta())}, run ETA {format_duration(self.run_eta())}")
+
+
+def tracked(items: Iterable[T], *, total: int, desc: str, enabled: bool,
+            clock: Callable[[], float] = time.monotonic) -> Iterator[T]:
+    """Yields `items` with a bar on a terminal, else a log line every tenth of `total`.
+
+    Args:
+        total: How many items are expected (the bar's length and the ETA's).
+        desc: What is being done, e.g. "Average-rank validation".
+        enabled: False off the main process: nothing is shown.
+    """
+    if enabled and on_terminal():
+        with logging_redirect_tqdm(), tqdm(items, total=total, desc=desc, unit=" batch",
+                                           dynamic_ncols=True, leave=False) as bar:
+            yield from bar
+        return
+    every = max(1, math.ceil(total / 10))
+    begin = clock()
+    for done, item in enumerate(items, start=1):
+        yield item
+        if enabled and (done % every == 0 or done == total):
+            seconds = clock() - begin
+            logger.info("%s: batch %d/%d, %.1f s, ETA %s", desc, done, total, seconds,
+                        format_duration((total - done) * seconds / done))
+
+
+def _updates(epoch: int, iteration: int, batches: int, accumulation: int) -> int:
+    return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def read_curves(log_file: Path, *, batches: int,
+                accumulation: int) -> dict[str, Any]:
+    """Training and validation points of a `training_log.jsonl`, against optimizer updates.
+
+    A batch logged twice (a run resumed from an earlier checkpoint) counts once, its last
+    record.
+
+    Returns:
+        {"train": [(update, loss, accuracy)] in order, "validation": {metric: [(update,
+        value)]}}.
+    """
+    train: dict[tuple[int, int], tuple[float, float]] = {}
+    validation: dict[str, dict[tuple[int, int], float]] = {}
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        key = (record["epoch"], record["iteration"])
+        if record.get("event") == "train":
+            train[key] = (record["loss"], record["correct"] / max(record["questions"], 1))
+        elif record.get("event") == "validation":
+            validation.setdefault(record["metric"], {})[key] = record["value"]
+    return {
+        "train": [(_updates(*key, batches, accumulation), *train[key]) for key in sorted(train)],
+        "validation": {name: [(_updates(*key, batches, accumulation), points[key])
+                              for key in sorted(points)]
+                       for name, points in validation.items()},
+    }
+
+
+def write_training_curves(output_dir: str | Path, *, batches: int, accumulation: int) -> Path:
+    """Draws `training_curves.png` (training loss, in-batch accuracy, validation metrics
+    against updates) from `training_log.jsonl` and replaces the old one atomically.
+
+    Args:
+        output_dir: The run's `--output_dir`.
+        batches: Batches per epoch per process.
+        accumulation: `--gradient_accumulation_steps`.
+
+    Returns:
+        The image's path.
+    """
+    from matplotlib.figure import Figure  # Agg through Figure.savefig, no pyplot state
+
+    folder = Path(output_dir)
+    curves = read_curves(folder / "training_log.jsonl", batches=batches,
+                         accumulation=accumulation)
+    fig = Figure(figsize=(CURVES_SIZE[0] / _DPI, CURVES_SIZE[1] / _DPI), dpi=_DPI)
+    loss_ax, acc_ax, val_ax = fig.subplots(1, 3)
+    x = [u for u, _, _ in curves["train"]]
+    window = max(1, len(x) // 20)
+    for ax, column, label in ((loss_ax, 1, "training loss"), (acc_ax, 2, "in-batch accuracy")):
+        values = [point[column] for point in curves["train"]]
+        ax.plot(x, values, color="tab:blue", alpha=0.25, linewidth=0.8)
+        ax.plot(x, _smooth(values, window), color="tab:blue", linewidth=1.6,
+                label=f"mean of {window} batch(es)")
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=8)
+    acc_ax.set_ylim(-0.02, 1.02)
+    axes = [val_ax]
+    for i, (name, points) in enumerate(curves["validation"].items()):  # log order
+        ax = axes[0] if i == 0 else axes[0].twinx()
+        color = ("tab:orange", "tab:green", "tab:red")[i % 3]
+        ax.plot([u for u, _ in points], [v for _, v in points], marker="o", color=color)
+        ax.set_ylabel(name, color=color, fontsize=9)
+    val_ax.set_title("validation (lower is better)", fontsize=10)
+    for ax in (loss_ax, acc_ax, val_ax):
+        ax.set_xlabel("updates", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = folder / CURVES_FILE
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=_DPI)
+    return path
