@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dpr.data.tsv import TsvPassage, read_passages, read_qas
 from dpr.evaluation.encode import (
     add_encoder_flags,
     cli_encoder_params,
@@ -27,8 +28,7 @@ from dpr.evaluation.encode import (
 )
 from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
-from dpr.evaluation.passages import TsvPassage, read_passages, read_qas
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import atomic_write
 from dpr.utils.logging import setup_logging
@@ -216,16 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 on bad input (logged, nothing written), 2 on bad flags. Other errors
         are bugs and propagate with their traceback.
     """
-    args = parse_args(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    setup_logging(0)
-
-    def body() -> None:
-        run(args)
-
-    return run_cli(body, prog="dense_retriever", debug=args.debug)
-
+    return run_main(build_parser(), argv, run, prog="dense_retriever",
+                    setup=lambda _: setup_logging(0))
 
 if __name__ == "__main__":
     sys.exit(main())

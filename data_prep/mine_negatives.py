@@ -26,6 +26,7 @@ import numpy as np
 from data_prep.writers import write_records
 from dpr.data.records import DataFormatError, parse_sample, read_json_records
 from dpr.data.squad import article_key
+from dpr.data.tsv import TsvPassage, read_passages
 from dpr.evaluation.metrics import AnswerMatcher
 from dpr.evaluation.mining import (
     MiningOptions,
@@ -35,8 +36,7 @@ from dpr.evaluation.mining import (
     mix_existing,
     select_negatives,
 )
-from dpr.evaluation.passages import TsvPassage, read_passages
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger("data_prep.mine_negatives")
@@ -385,11 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 on success, 1 on bad input (one logged line, nothing written), 2 on bad flags.
     """
-    parser = build_parser()
-    args = parse_args(parser, argv)
-    if isinstance(args, int):
-        return args
-    return run_cli(lambda: run(args), prog="data_prep.mine_negatives", debug=args.debug)
+    return run_main(build_parser(), argv, run, prog="data_prep.mine_negatives")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
+from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.logging import setup_logging
 from dpr2hf.convert import convert
 
@@ -62,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 on bad input or failed verification (the error is logged and nothing is
         written), 2 on bad flags. Other errors are bugs and propagate with their traceback.
     """
-    args = parse_args(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    setup_logging(0)
-    return run_cli(lambda: run(args), prog="dpr2hf", debug=args.debug,
-                   on_error=lambda: logger.error("Nothing was written to %s", args.output_dir))
+    return run_main(build_parser(), argv, run, prog="dpr2hf", setup=lambda _: setup_logging(0),
+                    on_error=lambda args: logger.error("Nothing was written to %s",
+                                                       args.output_dir))

@@ -83,7 +83,8 @@ def run_cli(body: Callable[[], int | None], *, prog: str, debug: bool = False,
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
              body: Callable[[argparse.Namespace], object], *, prog: str,
-             setup: Callable[[argparse.Namespace], None] | None = None) -> int:
+             setup: Callable[[argparse.Namespace], None] | None = None,
+             on_error: Callable[[argparse.Namespace], None] | None = None) -> int:
     """The whole `main(argv)` of an entry point: parse, set up logging, run, map errors.
 
     Args:
@@ -93,6 +94,7 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
             anything else (e.g. a result for in-process callers) means success.
         prog: Name of the logger user errors go to.
         setup: Called with the flags before the body (e.g. logging set-up).
+        on_error: Called with the flags after a user error was reported.
 
     Returns:
         The exit status (see `parse_args` and `run_cli`).
@@ -106,4 +108,5 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         status = body(args)
         return status if isinstance(status, int) else 0
 
-    return run_cli(command, prog=prog, debug=getattr(args, "debug", False))
+    return run_cli(command, prog=prog, debug=getattr(args, "debug", False),
+                   on_error=None if on_error is None else lambda: on_error(args))

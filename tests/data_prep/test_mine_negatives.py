@@ -16,9 +16,9 @@ import torch
 from helpers import ROOT, free_port
 
 from data_prep import mine_negatives
+from dpr.data.tsv import TsvPassage
 from dpr.evaluation.dense_models import load_dpr_model
 from dpr.evaluation.metrics import has_answer
-from dpr.evaluation.passages import TsvPassage
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
 

@@ -16,10 +16,10 @@ from helpers import NUM_PASSAGES
 import dense_retriever
 import generate_dense_embeddings
 from dpr.data.tensorizer import build_tensorizer
+from dpr.data.tsv import iter_passages, read_qas
 from dpr.evaluation.encode import encode_questions, load_inference_model
 from dpr.evaluation.index import DenseIndex, read_embeddings
 from dpr.evaluation.metrics import has_answer
-from dpr.evaluation.passages import iter_passages, read_qas
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
 

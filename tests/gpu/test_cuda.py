@@ -85,8 +85,8 @@ def test_evaluate_on_cuda_ranks_as_on_cpu(tmp_path: Path, corpus, checkpoint) ->
     import json
 
     from dpr import evaluate
+    from dpr.data.tsv import read_passages
     from dpr.evaluation.encode import encode_passages, load_inference_model
-    from dpr.evaluation.passages import read_passages
 
     passages, qas = corpus
     reports = {}
