@@ -272,7 +272,7 @@ def test_two_nodes_first_update_equals_one_process_on_both_batches(
     _check_first_update(out, nodrop_camembert, small)
 
 
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP])
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["dead", "hung"])
 def test_losing_one_worker_makes_the_other_fail_within_the_timeout(
         tmp_path: Path, tiny_camembert: Path, dpr_files, fault: int) -> None:
     # Given two srun-style tasks on a long run with a 12-second collective timeout
