@@ -147,8 +147,9 @@ class RunDir:
                       handle, indent=2)
 
     def checkpoint_path(self, epoch: int, offset: int) -> str | None:
-        """The file `save_checkpoint` writes for (epoch, offset) (None when nothing is)."""
-        if not self.writes:
+        """The file (rank 0's) `save_checkpoint` writes for (epoch, offset); None without
+        `--output_dir`."""
+        if self.folder is None:
             return None
         return str(self.folder / checkpoint_name(self.prefix, epoch, offset))
 
@@ -156,10 +157,11 @@ class RunDir:
                         scheduler: torch.optim.lr_scheduler.LRScheduler,
                         scaler: torch.amp.GradScaler | None = None,
                         model_cfg: ModelConfig, epoch: int, offset: int) -> str | None:
-        """Writes `<prefix>.<epoch>.<offset>`; returns its path (None when nothing is written)."""
+        """Writes `<prefix>.<epoch>.<offset>` (on rank 0); returns its path (None without
+        `--output_dir`)."""
         path = self.checkpoint_path(epoch, offset)
-        if path is None:
-            return None
+        if not self.writes or path is None:
+            return path
         state = CheckpointState(
             model_dict=to_dpr_layout(model.state_dict()),
             optimizer_dict=optimizer_state(optimizer, scaler),

@@ -302,6 +302,33 @@ def test_losing_one_worker_makes_the_other_fail_within_the_timeout(
     assert "Traceback" in (tmp_path / "task0.txt").read_text()
 
 
+def test_sigterm_to_one_task_stops_both_with_one_checkpoint(
+        tmp_path: Path, tiny_camembert: Path, dpr_files) -> None:
+    # Given two srun-style tasks on a long run
+    train, _ = dpr_files
+    out = tmp_path / "out"
+    args = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+            "--train_file", str(train), "--output_dir", str(out), "--batch_size", "2",
+            "--sequence_length", "32", "--num_train_epochs", "1000", "--eval_per_epoch", "1"]
+    procs = _slurm_tasks(args, tmp_path, free_port())
+    _wait_for_log_lines(out, 3, procs[0], tmp_path / "task0.txt")
+    # When only task 1 receives SIGTERM
+    procs[1].send_signal(signal.SIGTERM)
+    try:
+        codes = [p.wait(60) for p in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    # Then both stop at the same step with status 143, naming the checkpoint rank 0 wrote
+    assert codes == [143, 143], (tmp_path / "task0.txt").read_text()[-3000:]
+    task0, task1 = ((tmp_path / f"task{r}.txt").read_text() for r in range(2))
+    assert "Another process received SIGTERM: stopping too" in task0
+    named = [t.split("(checkpoint ", 1)[1].split()[0] for t in (task0, task1)]
+    assert named[0] == named[1] and Path(named[0]).is_file()
+    last = read_log(out)[-1]
+    assert Path(named[0]).name == f"dpr_biencoder.{last['epoch']}.{last['iteration']}"
+
+
 def test_resume_under_ddp_with_accumulation_and_grad_cache_equals_uninterrupted(
         tmp_path: Path, nodrop_camembert: Path, dpr_files) -> None:
     # Given a 2-process run with 2 accumulation steps and gradient caching (8 steps, checkpoints
