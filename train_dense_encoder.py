@@ -3,6 +3,10 @@
 Single process:   python train_dense_encoder.py --encoder_model_type hf_bert ...
 Several processes: python -m torch.distributed.launch --nproc_per_node=N train_dense_encoder.py ...
                    torchrun --nproc_per_node=N train_dense_encoder.py ...
+                   srun --ntasks=N python train_dense_encoder.py ...  (SLURM, one task each)
+
+SIGTERM, SIGINT and SIGUSR1 stop training at the next update with a resumable checkpoint and
+exit status 128 + the signal number; the same command resumes (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ def _train(parser: argparse.ArgumentParser, argv: list[str] | None,
     # Every process logs until it knows its rank (so an early error is seen on any rank).
     setup_logging(0)
     cfg = config_from_args(parser, argv, args)
-    dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda)
+    dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda,
+                            timeout_minutes=cfg.train.distributed_timeout_minutes)
     setup_logging(dctx.rank)
     try:
         run(cfg, dctx)
@@ -37,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parses the flags, sets up the process group and trains (or validates).
 
     Returns:
-        0 on success, 1 on bad input (one logged line), 2 on bad flags. Any other exception
+        0 on success, 1 on bad input (one logged line), 2 on bad flags, 128 + N after a stop
+        signal N (143 for SIGTERM) with a checkpoint to resume from. Any other exception
         is a bug and propagates with its traceback; `--debug` shows one for bad input too.
     """
     parser = build_parser(description=__doc__.splitlines()[0])

@@ -42,6 +42,31 @@ def run_launcher(launcher: str, args: list[str], *, nproc: int = 2,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def training_env(**extra: str) -> dict[str, str]:
+    """The environment of a training subprocess: offline, unbuffered, no launcher variables
+    inherited from the test's own environment."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "MASTER_")) and k not in ("RANK", "WORLD_SIZE",
+                                                                     "LOCAL_RANK")}
+    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1", **extra}
+
+
+def start_training(args: list[str], log: Path, *, prefix: tuple[str, ...] = (),
+                   env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts `python [prefix] train_dense_encoder.py args` in the background; stdout and
+    stderr go to `log` (a pipe could fill up and block the process)."""
+    with open(log, "w", encoding="utf-8") as handle:
+        return subprocess.Popen([sys.executable, *prefix, "train_dense_encoder.py", *args],
+                                cwd=ROOT, env=env or training_env(), stdout=handle,
+                                stderr=subprocess.STDOUT)
+
+
+def checkpoint_names(folder: Path, prefix: str = "dpr_biencoder") -> list[str]:
+    """Sorted names of the checkpoints (and their temporary files) in `folder`."""
+    return sorted(p.name for p in folder.glob(f"{prefix}*")) if folder.exists() else []
+
+
 def read_log(output_dir: Path, event: str = "train") -> list[dict]:
     lines = (output_dir / "training_log.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, lines) if r["event"] == event]

@@ -17,7 +17,7 @@ from dpr.models.factory import build_biencoder, check_sequence_length
 from dpr.models.fairseq import check_dictionary, read_dictionary
 from dpr.training.config import ModelConfig, TrainConfig
 from dpr.training.optim import build_optimizer
-from dpr.training.run_dir import Resume, restore_optimizer
+from dpr.training.resume import Resume, restore_optimizer, restore_scaler
 from dpr.utils.dist import DistContext, cpu_has_fast_bf16
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
     """Builds the model (from `resume` when given) and what trains it, on `dctx.device`.
 
     Args:
-        m: Encoder settings in effect (see `run_dir.resolve_model_config`).
+        m: Encoder settings in effect (see `resume.resolve_model_config`).
         t: Training flags.
         dctx: Process context.
         resume: Checkpoint to start from, or None for the pretrained weights.
@@ -137,5 +137,6 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
     restore_optimizer(optimizer, resume)
     dtype = amp_dtype(t, dctx.device)
     scaler = torch.amp.GradScaler(dctx.device.type, enabled=dtype == torch.float16)
+    restore_scaler(scaler, resume)
     return TrainingParts(m, tensorizer, biencoder, model, optimizer,
                          Precision(dtype, dctx.device.type, scaler))

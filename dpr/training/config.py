@@ -181,6 +181,12 @@ class TrainConfig:
     ignore_checkpoint_lr: bool = opt(
         False, "Do not restore the checkpoint's learning-rate schedule: the schedule (warm-up, "
         "then linear decay) starts again from the first update.")
+    keep_last_checkpoints: int = opt(
+        0, "Keep only the N most advanced checkpoints of the run, plus the best one; 0 = keep "
+        "all.", type=int)
+    distributed_timeout_minutes: float = opt(
+        30.0, "With several processes: how long one waits for the others (start-up and each "
+        "collective) before failing, e.g. when another process died.", type=float)
     keep_duplicate_positives: bool = opt(
         False, "Score in-batch copies of a question's positive passage (another question's "
         "positive or hard negative with the same passage_id, or the same title and text) as "
@@ -213,6 +219,9 @@ class TrainConfig:
             raise UsageError(f"--fp16_opt_level must be O0, O1, O2 or O3, got "
                              f"{self.fp16_opt_level!r}")
         parse_adam_betas(self.adam_betas)
+        if self.keep_last_checkpoints < 0 or self.distributed_timeout_minutes <= 0:
+            raise UsageError("--keep_last_checkpoints must be >= 0 and "
+                             "--distributed_timeout_minutes > 0")
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -237,6 +246,8 @@ class Config:
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
+    # Flags the user set (command line or --config file), as opposed to defaults.
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat dict of every flag (what `--config` reads back)."""
@@ -290,10 +301,15 @@ def check_value(name: str, annotation: str, value: Any) -> None:
         raise UsageError(f"--{name}: must be a finite number, got {value}")
 
 
-def config_from_namespace(values: dict[str, Any]) -> Config:
+def config_from_namespace(values: dict[str, Any],
+                          explicit: frozenset[str] = frozenset()) -> Config:
     """Splits parsed flag values into the three config dataclasses (validating them).
 
     Keys that are no config field (`config`, an entry point's `debug`) are ignored.
+
+    Args:
+        values: Flag values by field name.
+        explicit: The names the user set (see `Config.explicit`).
 
     Raises:
         UsageError: Naming the first invalid flag.
@@ -305,7 +321,16 @@ def config_from_namespace(values: dict[str, Any]) -> Config:
             if f.name in values:
                 check_value(f.name, str(f.type), values[f.name])
         parts.append(cls(**{k: v for k, v in values.items() if k in names}))
-    return Config(*parts)
+    return Config(*parts, explicit=frozenset(explicit))
+
+
+def given_flags(argv: list[str] | None) -> frozenset[str]:
+    """The field names of the flags present on a command line (whatever their values)."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    known, _ = probe.parse_known_args(argv)
+    return frozenset(vars(known))
 
 
 def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -334,13 +359,16 @@ def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
     Raises:
         UsageError: For an unreadable or unknown-key `--config` file and invalid values.
     """
+    explicit = given_flags(argv)
     if args.config:
-        parser.set_defaults(**_read_config_file(args.config, parser))
+        from_file = _read_config_file(args.config, parser)
+        explicit |= set(from_file)
+        parser.set_defaults(**from_file)
         try:
             args = parser.parse_args(argv)
         except SystemExit as exit_:  # argparse already printed which value it refused
             raise UsageError(f"--config {args.config}: a value is invalid") from exit_
-    return config_from_namespace(vars(args))
+    return config_from_namespace(vars(args), explicit - {"config"})
 
 
 def parse_config(argv: list[str] | None, description: str | None = None) -> Config:

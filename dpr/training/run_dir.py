@@ -1,14 +1,19 @@
-"""A run's output folder and its resume policy.
+"""A run's output folder.
 
 What lives in `--output_dir` (written by the main process only):
-- `<checkpoint_file_name>.<epoch>.<offset>`: checkpoints in DPR's layout (`dpr.models.checkpoint`);
+- `<checkpoint_file_name>.<epoch>.<offset>`: checkpoints in DPR's layout (`dpr.models.checkpoint`),
+  written atomically; with `--keep_last_checkpoints N` only the N most advanced and the best;
 - `training_config.json`: the resolved flags, the checkpoint's encoder settings included;
-- `training_log.jsonl`: one JSON object per training step and per validation.
+- `training_log.jsonl`: one JSON object per training step and per validation;
+- `best_checkpoint.json`: `{"path", "metric", "value"}` of the best validation so far (lower is
+  better), written atomically, for `dpr2hf` and scripts.
 
-Resume policy (DPR's, announced in one log line): `--model_file` when given, else the most
-advanced checkpoint in `--output_dir`, else a fresh model. A checkpoint written at the end of
-an epoch resumes at the start of the next one; the best validation so far is recovered from
-`training_log.jsonl`.
+Crash safety (`RunDir.prepare`, at the start of every run): temporary files a killed process
+left are removed; a torn last line of the log (kill -9, full disk) is dropped with a warning;
+the log is cut back to the checkpoint the run resumes from (records after its (epoch,
+offset) are dropped, all of them for a fresh start), so that the log of a resumed run equals
+the one of an uninterrupted run. A validation is logged before its checkpoint is written, so
+every checkpoint's validation is in the log. The best validation is recovered from the log.
 """
 
 from __future__ import annotations
@@ -26,28 +31,20 @@ from dpr.models.checkpoint import (
     CheckpointState,
     checkpoint_name,
     encoder_params_of,
-    find_latest_checkpoint,
-    load_checkpoint,
-    resolve_encoder_params,
+    parse_checkpoint_name,
     save_checkpoint,
     to_dpr_layout,
 )
-from dpr.training.config import Config, ModelConfig
-from dpr.utils.io import atomic_write
+from dpr.training.config import ModelConfig
+from dpr.training.resume import Resume, optimizer_state
+from dpr.utils.errors import InputError
+from dpr.utils.io import atomic_write, remove_stale_temp_files
 
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "training_log.jsonl"
 CONFIG_FILE = "training_config.json"
-
-
-@dataclass(frozen=True)
-class Resume:
-    """The checkpoint a run starts from."""
-
-    path: str
-    state: CheckpointState
-    keep_progress: bool = True  # False with --ignore_checkpoint_offset
+BEST_FILE = "best_checkpoint.json"
 
 
 @dataclass(frozen=True)
@@ -61,74 +58,6 @@ class Best:
     def improved_by(self, metric: str, value: float) -> bool:
         """Whether (metric, value) replaces this best: a new kind of metric always does."""
         return self.metric != metric or value < self.value
-
-
-def load_resume(cfg: Config) -> Resume | None:
-    """Loads the checkpoint the resume policy picks (module docstring), or None."""
-    m, t = cfg.model, cfg.train
-    path: str | None = m.model_file
-    if path is None and t.output_dir:
-        latest = find_latest_checkpoint(t.output_dir, t.checkpoint_file_name)
-        path = str(latest) if latest else None
-    if path is None:
-        return None
-    state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle)
-    ignored = [name for name, flag in (("offset", t.ignore_checkpoint_offset),
-                                       ("optimizer", t.ignore_checkpoint_optimizer),
-                                       ("lr", t.ignore_checkpoint_lr)) if flag]
-    if t.ignore_checkpoint_optimizer:
-        state = dataclasses.replace(state, optimizer_dict={})
-    if t.ignore_checkpoint_lr:
-        state = dataclasses.replace(state, scheduler_dict={})
-    if ignored:
-        logger.info("Initialising from checkpoint %s (epoch %d, offset %d) without its %s",
-                    path, state.epoch, state.offset, ", ".join(ignored))
-    else:
-        logger.info("Resuming from checkpoint %s (epoch %d, offset %d)", path, state.epoch,
-                    state.offset)
-    return Resume(path, state, keep_progress=not t.ignore_checkpoint_offset)
-
-
-def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None) -> ModelConfig:
-    """The command line's encoder settings, with what defines the model taken from `resume`."""
-    if resume is None:
-        return model_cfg
-    merged, overrides = resolve_encoder_params(
-        dataclasses.asdict(model_cfg), resume.state.encoder_params, checkpoint=resume.path)
-    for message in overrides:
-        logger.info("Checkpoint overrides %s", message)
-    return dataclasses.replace(model_cfg, **merged)
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, resume: Resume | None) -> None:
-    """Loads the checkpoint's optimizer state when it fits this optimizer."""
-    if resume is None or not resume.state.optimizer_dict:
-        return
-    try:
-        optimizer.load_state_dict(resume.state.optimizer_dict)
-    except ValueError as err:  # e.g. the original's one-group fairseq Adam state
-        logger.warning("Optimizer state of %s does not fit this optimizer (%s): starting from "
-                       "a fresh optimizer state", resume.path, err)
-
-
-def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler,
-                      optimizer: torch.optim.Optimizer, resume: Resume | None) -> None:
-    """Loads the schedule's position and sets the optimizer's learning rates from it."""
-    if resume is None or not resume.state.scheduler_dict:
-        return
-    scheduler.load_state_dict(resume.state.scheduler_dict)
-    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
-        group["lr"] = lr
-
-
-def start_position(resume: Resume | None, batches_per_epoch: int) -> tuple[int, int]:
-    """(epoch, batches already done in it) where training continues."""
-    if resume is None or not resume.keep_progress:
-        return 0, 0
-    epoch, offset = resume.state.epoch, resume.state.offset
-    if offset <= 0 or offset >= batches_per_epoch:
-        return epoch + 1, 0
-    return epoch, offset
 
 
 class RunDir:
@@ -151,33 +80,115 @@ class RunDir:
             with open(self.folder / LOG_FILE, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def best_from_log(self) -> Best | None:
-        """The best validation recorded in `training_log.jsonl` (by any process)."""
+    def _belongs(self, name: str) -> bool:
+        return name in (LOG_FILE, CONFIG_FILE, BEST_FILE) or name.startswith(self.prefix)
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """The records of `training_log.jsonl`, without a torn last line (warned about).
+
+        Raises:
+            InputError: For an unreadable line other than the last one.
+        """
         log = self.folder / LOG_FILE if self.folder else None
         if log is None or not log.is_file():
+            return []
+        lines = log.read_text(encoding="utf-8").splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if number < len(lines):
+                    raise InputError(f"{log}: line {number} is not JSON ({err})") from err
+                logger.warning("%s: dropping its torn last line %d (the run was killed while "
+                               "writing it)", log, number)
+        return records
+
+    def prepare(self, resume: Resume | None) -> Best | None:
+        """Makes the folder consistent with where training starts (module docstring).
+
+        Returns:
+            The best validation recorded up to the resume point.
+        """
+        if not self.writes:
             return None
+        for path in remove_stale_temp_files(self.folder, self._belongs):
+            logger.info("Removed temporary file %s of an interrupted run", path)
+        point = (-1, -1)
+        if resume is not None and resume.keep_progress:
+            point = (resume.state.epoch, resume.state.offset)
+        records = self.read_log()
+        kept = [r for r in records if (r.get("epoch", -1), r.get("iteration", -1)) <= point]
+        log = self.folder / LOG_FILE
+        if log.is_file():
+            if len(kept) < len(records):
+                logger.info("%s: cut back to epoch %d, step %d, where training resumes (%d "
+                            "later record(s) dropped)", log, *point, len(records) - len(kept))
+            with atomic_write(log) as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in kept)
         best: Best | None = None
-        for line in log.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if record.get("event") == "validation":
-                if best is None or best.improved_by(record["metric"], record["value"]):
-                    best = Best(record["metric"], record["value"], record["checkpoint"])
+        for record in kept:
+            if record.get("event") == "validation" and (
+                    best is None or best.improved_by(record["metric"], record["value"])):
+                best = Best(record["metric"], record["value"], record["checkpoint"])
+        self.record_best(best)
         return best
+
+    def record_best(self, best: Best | None) -> None:
+        """Writes `best_checkpoint.json` (removes it when there is no best)."""
+        if not self.writes:
+            return
+        path = self.folder / BEST_FILE
+        if best is None:
+            path.unlink(missing_ok=True)
+            return
+        with atomic_write(path) as handle:
+            json.dump({"path": best.checkpoint, "metric": best.metric, "value": best.value},
+                      handle, indent=2)
+
+    def checkpoint_path(self, epoch: int, offset: int) -> str | None:
+        """The file (rank 0's) `save_checkpoint` writes for (epoch, offset); None without
+        `--output_dir`."""
+        if self.folder is None:
+            return None
+        return str(self.folder / checkpoint_name(self.prefix, epoch, offset))
 
     def save_checkpoint(self, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler,
+                        scaler: torch.amp.GradScaler | None = None,
                         model_cfg: ModelConfig, epoch: int, offset: int) -> str | None:
-        """Writes `<prefix>.<epoch>.<offset>`; returns its path (None when nothing is written)."""
-        if not self.writes:
-            return None
-        path = self.folder / checkpoint_name(self.prefix, epoch, offset)
+        """Writes `<prefix>.<epoch>.<offset>` (on rank 0); returns its path (None without
+        `--output_dir`)."""
+        path = self.checkpoint_path(epoch, offset)
+        if not self.writes or path is None:
+            return path
         state = CheckpointState(
             model_dict=to_dpr_layout(model.state_dict()),
-            optimizer_dict=optimizer.state_dict(),
+            optimizer_dict=optimizer_state(optimizer, scaler),
             scheduler_dict=scheduler.state_dict(),
             offset=offset, epoch=epoch,
             encoder_params=encoder_params_of(dataclasses.asdict(model_cfg)),
         )
         save_checkpoint(state, path)
         logger.info("Saved checkpoint %s", path)
-        return str(path)
+        return path
+
+    def prune(self, keep_last: int, best: Best | None) -> list[Path]:
+        """Deletes this run's checkpoints but the `keep_last` most advanced and the best.
+
+        Returns:
+            The deleted files (none when `keep_last` is 0).
+        """
+        if not self.writes or keep_last <= 0:
+            return []
+        named = [(parse_checkpoint_name(p.name, self.prefix), p)
+                 for p in self.folder.glob(f"{self.prefix}.*")]
+        ordered = sorted((position, p) for position, p in named if position is not None)
+        keep = {p.name for _, p in ordered[-keep_last:]}
+        if best is not None:
+            keep.add(Path(best.checkpoint).name)
+        deleted = [p for _, p in ordered if p.name not in keep]
+        for path in deleted:
+            path.unlink(missing_ok=True)
+            logger.info("Deleted checkpoint %s (--keep_last_checkpoints %d)", path, keep_last)
+        return deleted

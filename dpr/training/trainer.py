@@ -22,19 +22,14 @@ from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.training.build import build_parts
 from dpr.training.config import Config
+from dpr.training.interrupt import StopRequest, TrainingInterrupted
 from dpr.training.optim import linear_schedule
 from dpr.training.progress import EpochView, write_training_curves
-from dpr.training.run_dir import (
-    Best,
-    RunDir,
-    load_resume,
-    resolve_model_config,
-    restore_scheduler,
-    start_position,
-)
+from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
+from dpr.training.run_dir import Best, RunDir
 from dpr.training.step import InBatchLoss, grad_cache_step, plain_step
 from dpr.training.validation import validate_average_rank, validate_nll
-from dpr.utils.dist import DistContext
+from dpr.utils.dist import DistContext, barrier
 from dpr.utils.seed import derive_seed, make_rng, set_global_seed
 
 logger = logging.getLogger(__name__)
@@ -47,7 +42,7 @@ class BiEncoderTrainer:
         self.cfg, self.dctx = cfg, dctx
         set_global_seed(cfg.train.seed)
         self.resume = load_resume(cfg)
-        self.model_cfg = resolve_model_config(cfg.model, self.resume)
+        self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
         parts = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
         self.tensorizer, self.biencoder, self.model = parts.tensorizer, parts.biencoder, parts.model
         self.optimizer, self.precision = parts.optimizer, parts.precision
@@ -55,6 +50,7 @@ class BiEncoderTrainer:
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
         self.best: Best | None = None
+        self.stop = StopRequest()
 
     # -- training -----------------------------------------------------------------------------
     def train(self, train_samples: list[BiEncoderSample],
@@ -73,8 +69,7 @@ class BiEncoderTrainer:
                                          total_steps=total_updates)
         restore_scheduler(self.scheduler, self.optimizer, self.resume)
         start_epoch, start_offset = start_position(self.resume, batches)
-        if self.resume is not None and self.resume.keep_progress:
-            self.best = self.run_dir.best_from_log()
+        self.best = self.run_dir.prepare(self.resume)
         self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
         logger.info(
             "Training: %d samples, %d epoch(s), %d batch(es) per epoch per process, batch %d per "
@@ -85,8 +80,9 @@ class BiEncoderTrainer:
         if start_epoch >= t.epochs:
             logger.warning("Checkpoint is already at epoch %d of %d: nothing to train",
                            start_epoch, t.epochs)
-        for epoch in range(start_epoch, t.epochs):
-            self._train_epoch(epoch, start_offset if epoch == start_epoch else 0)
+        with self.stop:
+            for epoch in range(start_epoch, t.epochs):
+                self._train_epoch(epoch, start_offset if epoch == start_epoch else 0)
         if self.best is not None:
             logger.info("Training finished. Best validation checkpoint: %s (%s %.5f)",
                         self.best.checkpoint, self.best.metric, self.best.value)
@@ -141,10 +137,14 @@ class BiEncoderTrainer:
             if iteration % t.train_rolling_loss_step == 0:
                 logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch, len(rolling),
                             sum(rolling) / len(rolling))
+            saved = None
             if iteration in eval_points:
                 with view.paused():
-                    self.validate_and_save(epoch, iteration)
+                    saved = self.validate_and_save(epoch, iteration)
                 self.model.train()
+            last = epoch == t.epochs - 1 and iteration == batches  # then the run is complete
+            if update and not last and self.stop.agreed(dctx):
+                self._save_and_stop(epoch, iteration, saved)
         if totals["batches"]:
             logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct, %d "
                         "duplicate-positive column(s) masked", epoch,
@@ -176,7 +176,21 @@ class BiEncoderTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def _save_and_stop(self, epoch: int, iteration: int, saved: str | None) -> None:
+        """Writes the checkpoint of (epoch, iteration) unless just written, then stops."""
+        path = saved or self._save(epoch, iteration)
+        barrier(self.dctx)  # no process leaves before the checkpoint is complete
+        raise TrainingInterrupted(self.stop.signum, path)
+
     # -- validation and checkpoints -----------------------------------------------------------
+    def _save(self, epoch: int, iteration: int) -> str | None:
+        path = self.run_dir.save_checkpoint(
+            model=self.biencoder, optimizer=self.optimizer, scheduler=self.scheduler,
+            scaler=self.precision.scaler, model_cfg=self.model_cfg, epoch=epoch,
+            offset=iteration)
+        self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.best)
+        return path
+
     def _validate_nll(self, **extra: Any) -> tuple[float, float]:
         cfg = self.cfg
         return validate_nll(
@@ -203,20 +217,22 @@ class BiEncoderTrainer:
     def validate_and_save(self, epoch: int, iteration: int) -> str | None:
         """Validates (when a dev set is given), writes a checkpoint and tracks the best one."""
         metric = self.validate(epoch) if self.dev_samples else None
-        path = self.run_dir.save_checkpoint(
-            model=self.biencoder, optimizer=self.optimizer, scheduler=self.scheduler,
-            model_cfg=self.model_cfg, epoch=epoch, offset=iteration)
+        path = self.run_dir.checkpoint_path(epoch, iteration)
         if metric is not None and path is not None:
+            # Logged first: a checkpoint on disk always has its validation in the log.
             name, value = metric
             self.run_dir.log_event(event="validation", epoch=epoch, iteration=iteration,
                                    metric=name, value=value, checkpoint=path)
             if self.best is None or self.best.improved_by(name, value):
                 self.best = Best(name, value, path)
                 logger.info("New best validation checkpoint %s (%s %.5f)", path, name, value)
+        saved = self._save(epoch, iteration)
+        if metric is not None:
+            self.run_dir.record_best(self.best)
         if self.run_dir.writes:
             write_training_curves(self.run_dir.folder, batches=self.iterator.batches_per_epoch,
                                   accumulation=self.cfg.train.gradient_accumulation_steps)
-        return path
+        return saved
 
     def validate_only(self, dev_samples: list[BiEncoderSample]) -> dict[str, float]:
         """DPR's no-train mode: NLL then average-rank validation of `--model_file`."""

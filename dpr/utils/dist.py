@@ -2,15 +2,22 @@
 
 This module and `dpr.training` are the only places that touch `torch.distributed`.
 Launchers supported: `python -m torch.distributed.launch` (passes `--local-rank=N` or
-`--local_rank=N` and sets the environment), `torchrun` (environment only), or a plain single
-process. The *global* rank (env `RANK`) is used for data sharding and for locating this
-process's slot in gathered results, so multi-node runs are correct.
+`--local_rank=N` and sets the environment), `torchrun` (environment only), SLURM's `srun`
+(one task per process: `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, used only when
+`RANK`/`WORLD_SIZE` are absent), or a plain single process. The *global* rank is used for data
+sharding and for locating this process's slot in gathered results, so multi-node runs are
+correct.
+
+Under `srun` the rendezvous address is `MASTER_ADDR` / `MASTER_PORT` when set, else the first
+host of `SLURM_JOB_NODELIST` and a port derived from `SLURM_JOB_ID` (the same on every task
+of the job, different between jobs sharing a node).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -57,6 +64,47 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"environment variable {name}={value!r} is not an integer") from err
 
 
+def _slurm_tasks() -> int:
+    """Number of tasks of this SLURM job step (1 outside `srun` or with `RANK` set)."""
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ or "SLURM_PROCID" not in os.environ:
+        return 1
+    return _env_int("SLURM_STEP_NUM_TASKS", _env_int("SLURM_NTASKS", 1))
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: `node[01-04,07]` → `node01`, `a,b` → `a`.
+
+    Raises:
+        UsageError: For an empty or malformed list.
+    """
+    depth, end = 0, len(nodelist)
+    for i, char in enumerate(nodelist):  # the first comma outside brackets ends the first item
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            end = i
+            break
+    item = nodelist[:end].strip()
+    # Each bracket group names a set of numbers; the first host takes the first of each.
+    host = re.sub(r"\[\s*([^\],\-]+)[^\]]*\]", r"\1", item)
+    if not item or depth < 0 or any(c in host for c in "[],"):
+        raise UsageError(f"SLURM_JOB_NODELIST={nodelist!r}: cannot read its first host")
+    return host
+
+
+def slurm_port(job_id: int) -> int:
+    """A rendezvous port for a SLURM job: in [15000, 35000), the same on all of its tasks."""
+    return 15000 + job_id % 20000
+
+
+def rendezvous_address() -> tuple[str, int]:
+    """(host, port) of rank 0 for a process started by `srun` (module docstring)."""
+    host = os.environ.get("MASTER_ADDR") or first_host(os.environ.get("SLURM_JOB_NODELIST", ""))
+    port = _env_int("MASTER_PORT", -1)
+    if port == -1:
+        port = slurm_port(_env_int("SLURM_JOB_ID", 0))
+    return host, port
+
+
 def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
     """Combines the `--local_rank` flag with the launcher's environment.
 
@@ -69,6 +117,12 @@ def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
     Raises:
         UsageError: For a non-integer variable or a rank outside the world size.
     """
+    if _slurm_tasks() > 1:
+        rank, world_size = _env_int("SLURM_PROCID", 0), _slurm_tasks()
+        local_rank = _env_int("SLURM_LOCALID", 0)
+        if not 0 <= rank < world_size:
+            raise UsageError(f"SLURM_PROCID {rank} is outside the {world_size} tasks")
+        return rank, local_rank, world_size
     world_size = _env_int("WORLD_SIZE", 1)
     local_rank = local_rank_arg if local_rank_arg != -1 else _env_int("LOCAL_RANK", -1)
     rank = _env_int("RANK", local_rank if local_rank != -1 else 0)
@@ -79,7 +133,8 @@ def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
     return rank, local_rank, world_size
 
 
-def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False) -> DistContext:
+def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False,
+                     timeout_minutes: float = 30.0) -> DistContext:
     """Initialises the default process group when the launcher asked for several processes.
 
     NCCL is used when every process has a GPU, gloo otherwise (CPU training, tests).
@@ -87,6 +142,8 @@ def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False) -> Dist
     Args:
         local_rank_arg: Value of `--local_rank`.
         no_cuda: Never use a GPU.
+        timeout_minutes: How long a process waits for the others (rendezvous and each
+            collective) before it fails.
 
     Returns:
         The context of this process.
@@ -101,7 +158,15 @@ def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False) -> Dist
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        timeout = timedelta(minutes=timeout_minutes)
+        if _slurm_tasks() > 1:
+            host, port = rendezvous_address()
+            logger.info("SLURM task %d of %d (local %d): rendezvous at %s:%d", rank, world_size,
+                        local_rank, host, port)
+            dist.init_process_group(backend=backend, init_method=f"tcp://{host}:{port}",
+                                    rank=rank, world_size=world_size, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
@@ -121,6 +186,21 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     out = values.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
+
+
+def max_over_processes(value: int, ctx: DistContext) -> int:
+    """The largest `value` of all processes (every process gets the same answer)."""
+    if not ctx.distributed:
+        return value
+    out = torch.tensor([value], device=ctx.device, dtype=torch.long)
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return int(out.item())
+
+
+def barrier(ctx: DistContext) -> None:
+    """Waits until every process reaches this point (a no-op for a single process)."""
+    if ctx.distributed:
+        dist.barrier()
 
 
 def all_gather_variable(tensor: torch.Tensor, ctx: DistContext) -> list[torch.Tensor]:

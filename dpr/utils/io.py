@@ -6,8 +6,9 @@ import contextlib
 import gzip
 import io
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -18,6 +19,42 @@ def open_text(path: str | os.PathLike[str]) -> IO[str]:
     if path.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return open(path, encoding="utf-8")
+
+
+TEMP_SUFFIX = ".tmp"
+# mkstemp's names: "." + the final name + "." + 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def temp_file_target(name: str) -> str | None:
+    """The final file name an `atomic_write` temporary file `name` was for, or None."""
+    match = _TEMP_NAME.fullmatch(name)
+    return match.group("target") if match else None
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str],
+                            belongs: Callable[[str], bool]) -> list[Path]:
+    """Removes the `atomic_write` temporary files left in `folder` by a killed process.
+
+    Args:
+        folder: Folder to clean (nothing happens if it does not exist).
+        belongs: Whether a final file name is one this caller writes; temporary files for
+            other names are left alone.
+
+    Returns:
+        The removed files.
+    """
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for path in sorted(root.iterdir()):
+        target = temp_file_target(path.name)
+        if target is not None and belongs(target) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def _current_umask() -> int:
@@ -45,7 +82,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
     try:
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}

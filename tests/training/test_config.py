@@ -34,7 +34,7 @@ def test_config_has_every_dpr_flag_with_its_default() -> None:
         "allow_unsafe_pickle", "pad_to_max", "pad_to_multiple_of", "amp_dtype",
         "gradient_checkpointing", "grad_cache_chunk_size", "length_bucket_size",
         "keep_duplicate_positives", "ignore_checkpoint_offset", "ignore_checkpoint_optimizer",
-        "ignore_checkpoint_lr"}
+        "ignore_checkpoint_lr", "keep_last_checkpoints", "distributed_timeout_minutes"}
 
 
 def test_num_train_epochs_is_a_float_flag_and_epochs_truncate() -> None:

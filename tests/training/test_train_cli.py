@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import blog_args, load_weights, read_log, reference_batch, run_launcher
+from helpers import checkpoint_names as _checkpoints
 
 import train_dense_encoder
 from dpr.data.records import load_samples
@@ -22,10 +23,6 @@ from dpr.utils.dist import DistContext
 # DPR's --dropout 0 means "keep the model config's dropout"; a negligible value turns it off
 # so that runs can be compared with a hand computation.
 NO_DROPOUT = "1e-12"
-
-
-def _checkpoints(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("dpr_biencoder*")) if folder.exists() else []
 
 
 @pytest.mark.parametrize("launcher", ["launch", "torchrun"])
@@ -80,20 +77,6 @@ def test_blog_command_runs_under_distributed_launch_through_both_validations(
     assert "Best validation checkpoint" in result.stderr
     config = json.loads((out / "training_config.json").read_text())
     assert config["warmup_steps"] == 4 and config["max_grad_norm"] == 2.0
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, tiny_camembert: Path, dpr_files):
-    """Two epochs without interruption, 2 checkpoints per epoch (8 batches per epoch)."""
-    train, dev = dpr_files
-    out = tmp_path_factory.mktemp("straight")
-    args = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
-            "--train_file", str(train), "--dev_file", str(dev), "--batch_size", "4",
-            "--sequence_length", "48", "--num_train_epochs", "2", "--eval_per_epoch", "2",
-            "--learning_rate", "1e-3", "--warmup_steps", "3", "--seed", "11",
-            "--hard_negatives", "2", "--shuffle_positive_ctx"]
-    assert train_dense_encoder.main([*args, "--output_dir", str(out)]) == 0
-    return out, args
 
 
 def test_straight_run_writes_dpr_checkpoint_names(straight_run) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dpr.utils.io import atomic_write, open_text
+from dpr.utils.io import atomic_write, open_text, remove_stale_temp_files, temp_file_target
 
 
 def test_open_text_reads_plain_and_gzip_utf8(tmp_path: Path) -> None:
@@ -38,3 +38,30 @@ def test_atomic_write_replaces_the_file_only_on_success(tmp_path: Path) -> None:
 def test_atomic_write_refuses_other_modes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode"), atomic_write(tmp_path / "x", "a"):
         pass
+
+
+def test_stale_temporary_files_of_chosen_targets_are_removed(tmp_path: Path) -> None:
+    # Given the temporary files two killed writes left, one of them for another program's file
+    with pytest.raises(KeyboardInterrupt), atomic_write(tmp_path / "ckpt.0.4", "wb"):
+        raise KeyboardInterrupt  # cleaned up by atomic_write itself
+    mine = tmp_path / ".ckpt.0.4.k2j_9x0a.tmp"
+    other = tmp_path / ".notes.txt.abcdefgh.tmp"
+    for path in (mine, other, tmp_path / "ckpt.0.8"):
+        path.write_bytes(b"x")
+    assert temp_file_target(mine.name) == "ckpt.0.4"
+    assert temp_file_target("ckpt.0.8") is None and temp_file_target(".a.short.tmp") is None
+    # When removing those whose final name starts with "ckpt"
+    removed = remove_stale_temp_files(tmp_path, lambda name: name.startswith("ckpt"))
+    # Then only that one is gone
+    assert removed == [mine]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "ckpt.0.8"]
+    assert remove_stale_temp_files(tmp_path / "missing", lambda name: True) == []
+
+
+def test_atomic_write_temporary_names_are_recognised(tmp_path: Path) -> None:
+    seen = []
+    with atomic_write(tmp_path / "best.json") as handle:
+        seen = [p.name for p in tmp_path.iterdir()]
+        handle.write("{}")
+    (name,) = seen
+    assert temp_file_target(name) == "best.json"

@@ -1,0 +1,175 @@
+"""Where a training run starts from: the resume policy and restoring a checkpoint's state.
+
+Resume policy (announced in one log line):
+1. when training, the most advanced checkpoint of the run in `--output_dir` (a re-run of an
+   interrupted command continues where it stopped, whatever `--model_file` says; the
+   `--ignore_checkpoint_*` flags then do not apply: they are for `--model_file`);
+2. else `--model_file`, with its progress, optimizer and schedule unless an
+   `--ignore_checkpoint_*` flag says otherwise;
+3. else a fresh model.
+
+A checkpoint written at the end of an epoch resumes at the start of the next one. Model flags
+given on the command line that disagree with an auto-found checkpoint's `encoder_params` are
+a `UsageError` (the checkpoint defines the model; silently replacing the user's value would
+hide a wrong `--output_dir`); with `--model_file` the checkpoint's values win, logged.
+
+The gradient scaler's state (float16 training) travels inside `optimizer_dict` under the
+reserved key `SCALER_KEY`, so that checkpoints keep exactly DPR's six keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dpr.models.checkpoint import (
+    PATH_KEYS,
+    CheckpointState,
+    find_latest_checkpoint,
+    load_checkpoint,
+    resolve_encoder_params,
+)
+from dpr.training.config import Config, ModelConfig
+from dpr.utils.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+SCALER_KEY = "dpr_grad_scaler"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The checkpoint a run starts from.
+
+    Attributes:
+        path: The checkpoint file.
+        state: Its content (optimizer / scheduler emptied when ignored).
+        keep_progress: False with --ignore_checkpoint_offset: start at epoch 0, batch 0.
+        own: Whether it is this run's own checkpoint, found in --output_dir.
+    """
+
+    path: str
+    state: CheckpointState
+    keep_progress: bool = True
+    own: bool = False
+
+
+def _own_checkpoint(cfg: Config) -> Path | None:
+    t = cfg.train
+    if not (cfg.data.train_file and t.output_dir):
+        return None
+    return find_latest_checkpoint(t.output_dir, t.checkpoint_file_name)
+
+
+def load_resume(cfg: Config) -> Resume | None:
+    """Loads the checkpoint the resume policy picks (module docstring), or None."""
+    m, t = cfg.model, cfg.train
+    own = _own_checkpoint(cfg)
+    if own is not None:
+        state = load_checkpoint(own, allow_pickle=t.allow_unsafe_pickle)
+        given = f" (instead of --model_file {m.model_file})" if m.model_file else ""
+        logger.info("Resuming this run from its checkpoint %s%s (epoch %d, offset %d)", own,
+                    given, state.epoch, state.offset)
+        return Resume(str(own), state, keep_progress=True, own=True)
+    if m.model_file is None:
+        return None
+    path = m.model_file
+    state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle)
+    ignored = [name for name, flag in (("offset", t.ignore_checkpoint_offset),
+                                       ("optimizer", t.ignore_checkpoint_optimizer),
+                                       ("lr", t.ignore_checkpoint_lr)) if flag]
+    if t.ignore_checkpoint_optimizer:
+        state = dataclasses.replace(state, optimizer_dict={})
+    if t.ignore_checkpoint_lr:
+        state = dataclasses.replace(state, scheduler_dict={})
+    if ignored:
+        logger.info("Initialising from checkpoint %s (epoch %d, offset %d) without its %s",
+                    path, state.epoch, state.offset, ", ".join(ignored))
+    else:
+        logger.info("Resuming from checkpoint %s (epoch %d, offset %d)", path, state.epoch,
+                    state.offset)
+    return Resume(path, state, keep_progress=not t.ignore_checkpoint_offset)
+
+
+def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None,
+                         explicit: frozenset[str] = frozenset()) -> ModelConfig:
+    """The command line's encoder settings, with what defines the model taken from `resume`.
+
+    Args:
+        model_cfg: The command line's model flags.
+        resume: The checkpoint training starts from.
+        explicit: Flags the user set; with the run's own checkpoint, one of them that
+            disagrees with the checkpoint is an error.
+
+    Raises:
+        UsageError: Naming the flag, its value and the checkpoint's.
+    """
+    if resume is None:
+        return model_cfg
+    merged, overrides = resolve_encoder_params(
+        dataclasses.asdict(model_cfg), resume.state.encoder_params, checkpoint=resume.path)
+    for message in overrides:
+        key = message.partition(":")[0]
+        if resume.own and key in explicit and key not in PATH_KEYS:
+            raise UsageError(
+                f"--{key} {getattr(model_cfg, key)!r} disagrees with {merged[key]!r} stored in "
+                f"{resume.path}, the checkpoint this run resumes from: drop the flag, give the "
+                "checkpoint's value, or use another --output_dir")
+        logger.info("Checkpoint overrides %s", message)
+    return dataclasses.replace(model_cfg, **merged)
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, resume: Resume | None) -> None:
+    """Loads the checkpoint's optimizer state when it fits this optimizer."""
+    if resume is None or not resume.state.optimizer_dict:
+        return
+    state = {k: v for k, v in resume.state.optimizer_dict.items() if k != SCALER_KEY}
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as err:  # e.g. the original's one-group fairseq Adam state
+        logger.warning("Optimizer state of %s does not fit this optimizer (%s): starting from "
+                       "a fresh optimizer state", resume.path, err)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, resume: Resume | None) -> None:
+    """Loads the gradient scaler's state (loss scale, growth tracker) when one is stored."""
+    if resume is None or not scaler.is_enabled():
+        return
+    stored = resume.state.optimizer_dict.get(SCALER_KEY)
+    if stored:
+        scaler.load_state_dict(stored)
+        logger.info("Gradient scaler restored (loss scale %g)", scaler.get_scale())
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None) -> dict:
+    """What a checkpoint stores as `optimizer_dict`: the optimizer's state, plus the scaler's
+    under `SCALER_KEY` when loss scaling is on (ignored by `torch.optim` and DPR's tools)."""
+    state = optimizer.state_dict()
+    if scaler is not None and scaler.is_enabled():
+        state[SCALER_KEY] = scaler.state_dict()
+    return state
+
+
+def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler,
+                      optimizer: torch.optim.Optimizer, resume: Resume | None) -> None:
+    """Loads the schedule's position and sets the optimizer's learning rates from it."""
+    if resume is None or not resume.state.scheduler_dict:
+        return
+    scheduler.load_state_dict(resume.state.scheduler_dict)
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
+
+
+def start_position(resume: Resume | None, batches_per_epoch: int) -> tuple[int, int]:
+    """(epoch, batches already done in it) where training continues."""
+    if resume is None or not resume.keep_progress:
+        return 0, 0
+    epoch, offset = resume.state.epoch, resume.state.offset
+    if offset <= 0 or offset >= batches_per_epoch:
+        return epoch + 1, 0
+    return epoch, offset
