@@ -44,19 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_encoder_flags(parser)
-    parser.add_argument("--qa_file", type=str, required=True,
+    parser.add_argument("--qa_file", required=True,
                         help="Questions: question<TAB>answers, answers a JSON list "
                         "(data_prep) or DPR's Python-literal list.")
-    parser.add_argument("--ctx_file", type=str, required=True,
+    parser.add_argument("--ctx_file", required=True,
                         help="Passage TSV (id, text, title; header skipped; .gz accepted).")
-    parser.add_argument("--encoded_ctx_file", type=str, required=True,
+    parser.add_argument("--encoded_ctx_file", required=True,
                         help="Glob of embedding files from generate_dense_embeddings.py "
                         "(.npy; DPR's .pkl only with --allow_unsafe_pickle), e.g. DPR's "
                         "\"emb/passages_*\": other files it matches (the .ids.json beside each "
                         ".npy) are skipped.")
-    parser.add_argument("--out_file", type=str, default=None,
+    parser.add_argument("--out_file", default=None,
                         help="Results JSON (DPR's format); none written when omitted.")
-    parser.add_argument("--match", type=str, default="string", choices=("string", "regex"),
+    parser.add_argument("--match", default="string", choices=("string", "regex"),
                         help="Answer matching: token sub-sequence or regular expression.")
     parser.add_argument("--n-docs", dest="n_docs", type=int, default=200,
                         help="Passages to retrieve per question.")

@@ -84,12 +84,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parses the flags and encodes one shard.
-
-    Returns:
-        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags. Other errors
-        are bugs and propagate with their traceback.
-    """
+    """Encodes one shard; returns the exit status (see `dpr.utils.cli.run_main`)."""
     return run_main(build_parser(), argv, run, prog="generate_dense_embeddings",
                     setup=lambda _: setup_logging(0))
 

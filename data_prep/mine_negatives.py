@@ -36,7 +36,7 @@ from dpr.evaluation.mining import (
     mix_existing,
     select_negatives,
 )
-from dpr.utils.cli import add_debug_flag, run_main
+from dpr.utils.cli import add_output_flags, run_main
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger("data_prep.mine_negatives")
@@ -87,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="set by torch.distributed.launch (torchrun uses the environment)")
     add("--allow_unsafe_pickle", action="store_true",
         help="allow checkpoints that need full unpickling (only files you trust)")
-    add("--quiet", action="store_true", help="no progress bars")
-    add_debug_flag(parser)
+    add_output_flags(parser, quiet_help="no progress bars")
     return parser
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from data_prep.bm25 import LANGUAGES, BM25Settings
 from data_prep.pipeline import Options, run
-from dpr.utils.cli import add_debug_flag, check_finite_floats, parse_args, run_cli
+from dpr.utils.cli import add_output_flags, check_finite_floats, parse_args, run_cli
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bm25s retrieval threads (0: no thread pool)")
     add("--strict", action="store_true",
         help="fail on answer offsets that do not match the context instead of skipping them")
-    add("--quiet", action="store_true", help="no progress bars, warnings and errors only")
-    add_debug_flag(parser)
+    add_output_flags(parser, quiet_help="no progress bars, warnings and errors only")
     return parser
 
 

@@ -49,35 +49,28 @@ def sample_texts() -> list[str]:
     return tiny.corpus_texts(SAMPLE_SQUAD)
 
 
-@pytest.fixture(scope="session")
-def tiny_camembert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
-    return tiny.make_tiny_camembert(tmp_path_factory.mktemp("models") / "camembert-tiny",
-                                    sample_texts)
+def _tiny_model(builder, name: str, doc: str, **options):
+    """A session fixture building one tiny model folder with `builder` (see dpr.tiny)."""
+
+    @pytest.fixture(scope="session")
+    def fixture(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
+        return builder(tmp_path_factory.mktemp("models") / name, sample_texts, **options)
+
+    fixture.__doc__ = doc
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
-    return tiny.make_tiny_bert(tmp_path_factory.mktemp("models") / "bert-tiny", sample_texts)
-
-
-@pytest.fixture(scope="session")
-def tiny_roberta(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
-    return tiny.make_tiny_roberta(tmp_path_factory.mktemp("models") / "roberta-tiny",
-                                  sample_texts)
-
-
-@pytest.fixture(scope="session")
-def tiny_xlmr(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
-    """A tiny XLM-R folder: its SentencePiece file has CamemBERT's name, not its ids."""
-    return tiny.make_tiny_xlm_roberta(tmp_path_factory.mktemp("models") / "xlmr-tiny",
-                                      sample_texts)
-
-
-@pytest.fixture(scope="session")
-def tiny_cased_bert(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -> Path:
-    """A tiny cased BERT (vocabulary keeps case and accents)."""
-    return tiny.make_tiny_bert(tmp_path_factory.mktemp("models") / "bert-cased-tiny",
-                               sample_texts, cased=True)
+tiny_camembert = _tiny_model(tiny.make_tiny_camembert, "camembert-tiny",
+                             "A tiny CamemBERT folder (SentencePiece unigram tokenizer).")
+tiny_bert = _tiny_model(tiny.make_tiny_bert, "bert-tiny", "A tiny uncased BERT folder.")
+tiny_roberta = _tiny_model(tiny.make_tiny_roberta, "roberta-tiny",
+                           "A tiny RoBERTa folder (byte-level BPE).")
+tiny_xlmr = _tiny_model(tiny.make_tiny_xlm_roberta, "xlmr-tiny",
+                        "A tiny XLM-R folder: its SentencePiece file has CamemBERT's name, "
+                        "not its ids.")
+tiny_cased_bert = _tiny_model(tiny.make_tiny_bert, "bert-cased-tiny",
+                              "A tiny cased BERT (vocabulary keeps case and accents).",
+                              cased=True)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,12 @@ from dpr.utils.seed import make_rng
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tiny_run_args(model: Path, train: Path, out: Path, *extra: str) -> list[str]:
+    """The flags every tiny hf_roberta training test starts with, then `extra`."""
+    return ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(model),
+            "--train_file", str(train), "--output_dir", str(out), *extra]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

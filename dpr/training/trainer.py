@@ -28,7 +28,7 @@ from dpr.training.progress import EpochView, write_training_curves
 from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
 from dpr.training.run_dir import Best, RunDir
 from dpr.training.step import InBatchLoss, grad_cache_step, plain_step
-from dpr.training.validation import validate_average_rank, validate_nll
+from dpr.training.validation import DevBatches, validate_average_rank, validate_nll
 from dpr.utils.dist import DistContext, barrier
 from dpr.utils.seed import derive_seed, make_rng, set_global_seed
 
@@ -193,19 +193,18 @@ class BiEncoderTrainer:
 
     def _validate_nll(self, **extra: Any) -> tuple[float, float]:
         cfg = self.cfg
-        return validate_nll(
-            self.biencoder, self.dev_samples, self.tensorizer, dctx=self.dctx,
-            batch_size=cfg.data.dev_batch_size, num_hard=cfg.data.hard_negatives,
-            num_other=cfg.data.other_negatives, autocast=self.autocast,
-            mask_duplicates=not cfg.train.keep_duplicate_positives, **extra)
+        dev = DevBatches(self.dev_samples, self.tensorizer, cfg.data.dev_batch_size,
+                         cfg.data.hard_negatives, cfg.data.other_negatives)
+        return validate_nll(self.biencoder, dev, dctx=self.dctx, autocast=self.autocast,
+                            mask_duplicates=not cfg.train.keep_duplicate_positives, **extra)
 
     def _validate_average_rank(self) -> float:
         t = self.cfg.train
-        return validate_average_rank(
-            self.biencoder, self.dev_samples, self.tensorizer, dctx=self.dctx,
-            batch_size=self.cfg.data.dev_batch_size, num_hard=t.val_av_rank_hard_neg,
-            num_other=t.val_av_rank_other_neg, encode_batch_size=t.val_av_rank_bsz,
-            max_questions=t.val_av_rank_max_qs, autocast=self.autocast)
+        dev = DevBatches(self.dev_samples, self.tensorizer, self.cfg.data.dev_batch_size,
+                         t.val_av_rank_hard_neg, t.val_av_rank_other_neg)
+        return validate_average_rank(self.biencoder, dev, dctx=self.dctx,
+                                     encode_batch_size=t.val_av_rank_bsz,
+                                     max_questions=t.val_av_rank_max_qs, autocast=self.autocast)
 
     def validate(self, epoch: int) -> tuple[str, float]:
         """Runs the validation DPR would run at `epoch`: (metric name, value; lower is better)."""

@@ -6,10 +6,11 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import torch
 
-from dpr.data.batch import build_batch
+from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
@@ -21,15 +22,40 @@ from dpr.utils.dist import DistContext, all_reduce_sum
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DevBatches:
+    """The dev samples and how they become batches (per process, in file order).
+
+    Attributes:
+        samples: The dev samples.
+        tensorizer: The training tensorizer.
+        batch_size: Questions per batch and process.
+        num_hard: Hard negatives per question.
+        num_other: Other negatives per question.
+    """
+
+    samples: Sequence[BiEncoderSample]
+    tensorizer: Tensorizer
+    batch_size: int
+    num_hard: int
+    num_other: int
+
+    def iterator(self, dctx: DistContext) -> ShardedIterator:
+        """This process's share of the samples, unshuffled."""
+        return ShardedIterator(len(self.samples), rank=dctx.rank, world_size=dctx.world_size,
+                               batch_size=self.batch_size, shuffle=False)
+
+    def batch(self, indices: Sequence[int], device: torch.device) -> BiEncoderBatch:
+        """The batch of the samples at `indices`, on `device`."""
+        return build_batch([self.samples[i] for i in indices], self.tensorizer,
+                           num_hard=self.num_hard, num_other=self.num_other).to(device)
+
+
 def validate_nll(
     model: BiEncoder,
-    samples: Sequence[BiEncoderSample],
-    tensorizer: Tensorizer,
+    dev: DevBatches,
     *,
     dctx: DistContext,
-    batch_size: int,
-    num_hard: int,
-    num_other: int,
     autocast: Callable[[], AbstractContextManager],
     log_every: int = 100,
     mask_duplicates: bool = True,
@@ -45,15 +71,13 @@ def validate_nll(
         values on every process.
     """
     model.eval()
-    iterator = ShardedIterator(len(samples), rank=dctx.rank, world_size=dctx.world_size,
-                               batch_size=batch_size, shuffle=False)
+    iterator = dev.iterator(dctx)
     total_loss, correct, questions, batches, masked = 0.0, 0, 0, 0, 0
     steps = tracked(iterator.batches(0), total=iterator.batches_per_epoch,
                     desc="NLL validation", enabled=dctx.is_main)
     with torch.no_grad():
         for iteration, indices in steps:
-            batch = build_batch([samples[i] for i in indices], tensorizer, num_hard=num_hard,
-                                num_other=num_other).to(dctx.device)
+            batch = dev.batch(indices, dctx.device)
             with autocast():
                 q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
                                batch.ctx_mask)
@@ -83,13 +107,9 @@ def _encode_in_chunks(encode: Callable, ids: torch.Tensor, mask: torch.Tensor,
 
 def validate_average_rank(
     model: BiEncoder,
-    samples: Sequence[BiEncoderSample],
-    tensorizer: Tensorizer,
+    dev: DevBatches,
     *,
     dctx: DistContext,
-    batch_size: int,
-    num_hard: int,
-    num_other: int,
     encode_batch_size: int,
     max_questions: int,
     autocast: Callable[[], AbstractContextManager],
@@ -105,18 +125,16 @@ def validate_average_rank(
         The average rank (0 = perfect), the same on every process.
     """
     model.eval()
-    iterator = ShardedIterator(len(samples), rank=dctx.rank, world_size=dctx.world_size,
-                               batch_size=batch_size, shuffle=False)
+    iterator = dev.iterator(dctx)
     budget = max_questions / dctx.world_size
     q_parts, ctx_parts, positives, n_ctx = [], [], [], 0
     steps = tracked(iterator.batches(0), desc="Average-rank validation", enabled=dctx.is_main,
-                    total=min(iterator.batches_per_epoch, math.ceil(budget / batch_size)))
+                    total=min(iterator.batches_per_epoch, math.ceil(budget / dev.batch_size)))
     with torch.no_grad(), autocast():
         for _, indices in steps:
             if sum(len(p) for p in q_parts) >= budget:
                 break
-            batch = build_batch([samples[i] for i in indices], tensorizer, num_hard=num_hard,
-                                num_other=num_other).to(dctx.device)
+            batch = dev.batch(indices, dctx.device)
             q_parts.append(_encode_in_chunks(model.encode_questions, batch.question_ids,
                                              batch.question_mask, encode_batch_size))
             ctx_parts.append(_encode_in_chunks(model.encode_contexts, batch.ctx_ids,

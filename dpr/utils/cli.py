@@ -24,6 +24,12 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
 
 
+def add_output_flags(parser: argparse.ArgumentParser, *, quiet_help: str) -> None:
+    """Adds the flags of what a tool prints: `--quiet` (described by `quiet_help`), `--debug`."""
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
+    add_debug_flag(parser)
+
+
 def parse_args(parser: argparse.ArgumentParser,
                argv: Sequence[str] | None) -> argparse.Namespace | int:
     """`parser.parse_args`, returning argparse's exit status instead of raising SystemExit.

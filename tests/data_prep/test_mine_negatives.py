@@ -345,3 +345,18 @@ def test_corpus_gold_rows_match_by_id_or_stripped_text() -> None:
     # a passage with the same id but another text is not the corpus passage
     assert corpus.row_for({"text": "Autre texte.", "passage_id": "b"}) == 1
     assert corpus.row_for({"text": "changé", "passage_id": "b"}) is None
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ValueError])
+def test_internal_error_is_not_reported_as_a_user_error(
+        tmp_path: Path, spread: Path, corpus, records_file: Path, monkeypatch,
+        error: type[Exception]) -> None:
+    # Given a bug inside mining (a bare exception from the library, not a user error)
+    def broken(*args, **kwargs):
+        raise error("internal failure")
+
+    monkeypatch.setattr(mine_negatives, "mine", broken)
+    # Then main does not turn it into a one-line exit 1: it escapes with its traceback
+    with pytest.raises(error, match="internal failure"):
+        _mine(spread, records_file, corpus[0], tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()

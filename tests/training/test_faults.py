@@ -23,6 +23,7 @@ from helpers import (
     reference_batch,
     run_launcher,
     start_training,
+    tiny_run_args,
     training_env,
 )
 
@@ -202,12 +203,11 @@ def _slurm_tasks(args: list[str], tmp_path: Path, port: int) -> list[subprocess.
 
 def _first_update_args(model: Path, train: Path, out: Path) -> list[str]:
     # A huge Adam eps makes the first update lr / eps * gradient (scale-sensitive).
-    return ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(model),
-            "--train_file", str(train), "--output_dir", str(out), "--batch_size", "3",
+    return tiny_run_args(model, train, out, "--batch_size", "3",
             "--hard_negatives", "2", "--other_negatives", "1", "--sequence_length", "48",
             "--num_train_epochs", "1", "--seed", "5", "--learning_rate", "1000",
             "--adam_eps", "1e4", "--max_grad_norm", "0", "--warmup_steps", "0",
-            "--dropout", NO_DROPOUT]
+            "--dropout", NO_DROPOUT)
 
 
 def _check_first_update(out: Path, model_folder: Path, train: Path) -> None:
@@ -278,10 +278,9 @@ def test_losing_one_worker_makes_the_other_fail_within_the_timeout(
     # Given two srun-style tasks on a long run with a 12-second collective timeout
     train, _ = dpr_files
     out = tmp_path / "out"
-    args = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
-            "--train_file", str(train), "--output_dir", str(out), "--batch_size", "2",
+    args = tiny_run_args(tiny_camembert, train, out, "--batch_size", "2",
             "--sequence_length", "32", "--num_train_epochs", "1000", "--keep_last_checkpoints",
-            "1", "--distributed_timeout_minutes", "0.2"]
+            "1", "--distributed_timeout_minutes", "0.2")
     procs = _slurm_tasks(args, tmp_path, free_port())
     _wait_for_log_lines(out, 2, procs[0], tmp_path / "task0.txt")
     # When task 1 dies (SIGKILL) or hangs (SIGSTOP: its connections stay open)
@@ -307,9 +306,8 @@ def test_sigterm_to_one_task_stops_both_with_one_checkpoint(
     # Given two srun-style tasks on a long run
     train, _ = dpr_files
     out = tmp_path / "out"
-    args = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
-            "--train_file", str(train), "--output_dir", str(out), "--batch_size", "2",
-            "--sequence_length", "32", "--num_train_epochs", "1000", "--eval_per_epoch", "1"]
+    args = tiny_run_args(tiny_camembert, train, out, "--batch_size", "2",
+            "--sequence_length", "32", "--num_train_epochs", "1000", "--eval_per_epoch", "1")
     procs = _slurm_tasks(args, tmp_path, free_port())
     _wait_for_log_lines(out, 3, procs[0], tmp_path / "task0.txt")
     # When only task 1 receives SIGTERM

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import blog_args, load_weights, read_log, reference_batch, run_launcher
+from helpers import blog_args, load_weights, read_log, reference_batch, run_launcher, tiny_run_args
 from helpers import checkpoint_names as _checkpoints
 
 import train_dense_encoder
@@ -31,11 +31,10 @@ def test_two_processes_first_step_loss_equals_one_process_on_concatenated_batche
     # Given a 2-process gloo run on CPU
     train, _ = dpr_files
     out = tmp_path / "out"
-    args = ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(nodrop_camembert),
-            "--train_file", str(train), "--output_dir", str(out), "--batch_size", "3",
+    args = tiny_run_args(nodrop_camembert, train, out, "--batch_size", "3",
             "--hard_negatives", "2", "--other_negatives", "1", "--sequence_length", "48",
             "--num_train_epochs", "1", "--seed", "5", "--learning_rate", "1e-3",
-            "--warmup_steps", "0", "--log_batch_step", "1", "--dropout", NO_DROPOUT]
+            "--warmup_steps", "0", "--log_batch_step", "1", "--dropout", NO_DROPOUT)
     # When training for one epoch
     result = run_launcher(launcher, args)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,7 +12,7 @@ from dpr.data.records import load_samples
 from dpr.data.tensorizer import build_tensorizer
 from dpr.models.factory import build_biencoder
 from dpr.training.step import inbatch_loss
-from dpr.training.validation import validate_nll
+from dpr.training.validation import DevBatches, validate_nll
 from dpr.utils.dist import DistContext
 
 
@@ -25,8 +25,8 @@ def test_validate_nll_masks_duplicate_positives_like_training(nodrop_camembert, 
                                   do_lower_case=False)
     model = build_biencoder("hf_roberta", str(nodrop_camembert), dropout=0)
     # When validating with or without the mask
-    loss, accuracy = validate_nll(model, samples, tensorizer, dctx=DistContext(), batch_size=4,
-                                  num_hard=1, num_other=0, autocast=contextlib.nullcontext,
+    loss, accuracy = validate_nll(model, DevBatches(samples, tensorizer, 4, 1, 0),
+                                  dctx=DistContext(), autocast=contextlib.nullcontext,
                                   mask_duplicates=mask)
     # Then loss and accuracy are those of the in-batch loss with (or without) the keys
     batch = build_batch(samples, tensorizer, num_hard=1, num_other=0)
