@@ -296,23 +296,6 @@ def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
                 summary["skipped_top"], summary["without_positive"])
 
 
-def check_model_path(path: str) -> None:
-    """Refuses a ``--model_file`` that is neither a file nor a dpr2hf-style folder.
-
-    Raises:
-        InputError: Naming the path.
-    """
-    if os.path.isdir(path):
-        towers = [name for name in ("question_encoder", "ctx_encoder")
-                  if not os.path.isfile(os.path.join(path, name, "config.json"))]
-        if towers:
-            raise InputError(f"--model_file {path}: a folder must be a dpr2hf export (missing "
-                             f"{', '.join(f'{t}/config.json' for t in towers)}); or pass a "
-                             "DPR checkpoint file")
-    elif not os.path.isfile(path):
-        raise InputError(f"--model_file {path}: no such file or folder")
-
-
 def parse_device(name: str) -> Any:
     """The torch device of ``--device``.
 
@@ -345,7 +328,6 @@ def run(args: argparse.Namespace) -> int:
         options = mining_options(args)
         records = read_records(args.input)
         passages = read_corpus(args.passages, exclude_articles_of=args.exclude_articles_of)
-        check_model_path(args.model_file)
         device = parse_device(args.device) if args.device and not ctx.distributed \
             else ctx.device
         quiet = args.quiet or not ctx.is_main

@@ -138,8 +138,10 @@ def load_dpr_model(path: str, cli: Mapping[str, Any], *, device: torch.device, b
     """A DPR checkpoint file or a ``dpr2hf`` folder, whichever ``path`` is."""
     if os.path.isdir(path):
         if not is_hf_export(path):
-            raise InputError(f"{path}: a folder must be a dpr2hf export with {QUESTION_FOLDER}/ "
-                             f"and {CTX_FOLDER}/ (or pass a DPR checkpoint file)")
+            missing = [f"{name}/config.json" for name in (QUESTION_FOLDER, CTX_FOLDER)
+                       if not os.path.isfile(os.path.join(path, name, "config.json"))]
+            raise InputError(f"{path}: a folder must be a dpr2hf export (missing "
+                             f"{', '.join(missing)}), or pass a DPR checkpoint file")
         return HFExportModel(path, device=device, batch_size=batch_size, quiet=quiet)
     return CheckpointModel(path, cli, device=device, batch_size=batch_size, quiet=quiet,
                            allow_pickle=allow_pickle)
