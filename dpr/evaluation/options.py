@@ -133,6 +133,8 @@ class EvalOptions:
     fusion_dpr: str | None = None
     pretrained_model_cfg: str | None = None
     pretrained_file: str | None = None
+    do_lower_case: bool = False  # plain encoder folders only (`UntrainedModel`)
+    sequence_length: int = 512  # plain encoder folders only
     sbert_model: str | None = None
     batch_size: int = 32
     no_cuda: bool = False

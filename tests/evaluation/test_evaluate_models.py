@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from conftest import train_tiny_checkpoint
 
+import train_dense_encoder
 from dpr import evaluate
+from dpr.evaluation.dense_models import load_dpr_model
 from dpr.evaluation.options import (
     DprModelSpec,
     fusion_model,
@@ -19,7 +24,7 @@ from dpr.evaluation.options import (
     resolve_retrievers,
 )
 from dpr.evaluation.report import sign_test
-from dpr.utils.errors import UsageError
+from dpr.utils.errors import InputError, UsageError
 
 # ------------------------------------------------------------------------- flag parsing
 
@@ -205,3 +210,57 @@ def test_bad_model_and_pair_flags_exit_2(extra: list[str], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert evaluate.main(["--passages", "p.tsv", "--qa", "q.tsv", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+# ------------------------------------------- a plain encoder folder: the untrained baseline
+
+
+def test_plain_encoder_folder_is_the_model_training_starts_from(
+        tmp_path: Path, corpus: tuple[Path, Path], tiny_bert: Path, dpr_files,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a checkpoint "trained" at learning rate 0: the pretrained weights, DPR's recipe
+    out = tmp_path / "lr0"
+    assert train_dense_encoder.main([
+        "--encoder_model_type", "hf_bert", "--pretrained_model_cfg", str(tiny_bert),
+        "--train_file", str(dpr_files[0]), "--output_dir", str(out), "--batch_size", "8",
+        "--sequence_length", "64", "--num_train_epochs", "1", "--learning_rate", "0",
+        "--do_lower_case", "--warmup_steps", "0"]) == 0
+    (start,) = out.glob("dpr_biencoder.*")
+    texts = ["Qui a écrit Les Misérables ?", "Où se jette la Loire ?"]
+    cpu = torch.device("cpu")
+    # When the plain folder is loaded with the same recipe
+    plain = load_dpr_model(str(tiny_bert), {}, device=cpu, batch_size=4, quiet=True,
+                           untrained_recipe={"do_lower_case": True, "sequence_length": 64})
+    trained = load_dpr_model(str(start), {}, device=cpu, batch_size=4, quiet=True)
+    # Then it encodes questions and passages as that checkpoint does
+    np.testing.assert_allclose(plain.encode_questions(texts), trained.encode_questions(texts),
+                               atol=1e-6)
+    np.testing.assert_allclose(plain.encode_passages(["Loire", ""], texts),
+                               trained.encode_passages(["Loire", ""], texts), atol=1e-6)
+    assert plain.description.startswith("untrained hf_bert bi-encoder")
+    # And dpr.evaluate ranks both the same, the recipe coming from its flags
+    report, _ = run(capsys, tmp_path / "eval", corpus, "--dpr_model", f"start={start}",
+                    "--dpr_model", f"untuned={tiny_bert}", "--do_lower_case",
+                    "--sequence_length", "64", "--retrievers", "dpr")
+    results = report["results"]
+    assert results["dpr:untuned"]["first_hit_rank"] == results["dpr:start"]["first_hit_rank"]
+    # And without --do_lower_case the recipe differs (a cased text is encoded differently)
+    cased = load_dpr_model(str(tiny_bert), {}, device=cpu, batch_size=4, quiet=True)
+    assert not np.allclose(cased.encode_questions(["LOIRE"]), plain.encode_questions(["LOIRE"]))
+
+
+def test_plain_folder_errors_name_the_folder(tmp_path: Path, tiny_bert: Path) -> None:
+    tower = tmp_path / "question_encoder"
+    shutil.copytree(tiny_bert, tower)
+    config = json.loads((tower / "config.json").read_text(encoding="utf-8"))
+    (tower / "config.json").write_text(json.dumps({**config, "dpr": {"do_lower_case": True}}))
+    cpu = torch.device("cpu")
+    with pytest.raises(InputError, match=r"question_encoder: one tower of a dpr2hf export"):
+        load_dpr_model(str(tower), {}, device=cpu, batch_size=4, quiet=True)
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(InputError, match=r"gpt: model_type 'gpt2' is not a DPR encoder"):
+        load_dpr_model(str(gpt), {}, device=cpu, batch_size=4, quiet=True)
+    with pytest.raises(InputError, match=r"or a Hugging Face encoder folder \(config.json\)"):
+        load_dpr_model(str(tmp_path), {}, device=cpu, batch_size=4, quiet=True)

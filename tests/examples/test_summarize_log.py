@@ -32,10 +32,10 @@ def test_learned_says_whether_validation_fell(tmp_path, capsys, values, status, 
 
 
 @pytest.mark.parametrize("tuned,status,verdict", [
-    ((0.9, 0.95), 0, "fine-tuning helps: dpr beats sbert"),
+    ((0.9, 0.95), 0, "dpr beats sbert"),
     ((0.8, 0.9), 1, "dpr ties with sbert"),
-    ((0.8, 0.85), 1, "fine-tuning does not help here: sbert beats dpr"),
-    ((0.9, 0.9), 0, "fine-tuning helps: dpr beats sbert")])  # same MRR, better top-1
+    ((0.8, 0.85), 1, "dpr does not beat sbert: sbert is ahead"),
+    ((0.9, 0.9), 0, "dpr beats sbert")])  # same MRR, better top-1
 def test_compare_prints_both_numbers_and_a_computed_verdict(tmp_path, capsys, tuned, status,
                                                             verdict) -> None:
     def metrics(top1: float, mrr: float) -> dict:
