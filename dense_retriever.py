@@ -23,6 +23,7 @@ from dpr.evaluation.encode import (
     add_encoder_flags,
     cli_encoder_params,
     encode_questions,
+    encoding_dtype,
     load_inference_model,
     pick_device,
 )
@@ -184,9 +185,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     files = embedding_files(args.encoded_ctx_file)
     questions = read_qas(args.qa_file)
     passages = read_passages(args.ctx_file)
-    model = load_inference_model(args.model_file, cli_encoder_params(args),
-                                 device=pick_device(args.no_cuda),
-                                 allow_pickle=args.allow_unsafe_pickle)
+    device = pick_device(args.no_cuda)
+    model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
+                                 allow_pickle=args.allow_unsafe_pickle,
+                                 amp_dtype=encoding_dtype(args, device))
     index = get_index(files, args)
     if index.dim != model.dim:
         raise EmbeddingFileError(f"{files[0]}: vectors of size {index.dim}, but the model's are "

@@ -17,6 +17,7 @@ from dpr.evaluation.encode import (
     add_encoder_flags,
     cli_encoder_params,
     encode_passages,
+    encoding_dtype,
     load_inference_model,
     pick_device,
 )
@@ -67,9 +68,10 @@ def shard_bounds(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> str:
     """Encodes one shard and writes it; returns the vector file name."""
     check_args(args)
-    model = load_inference_model(args.model_file, cli_encoder_params(args),
-                                 device=pick_device(args.no_cuda),
-                                 allow_pickle=args.allow_unsafe_pickle)
+    device = pick_device(args.no_cuda)
+    model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
+                                 allow_pickle=args.allow_unsafe_pickle,
+                                 amp_dtype=encoding_dtype(args, device))
     passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
     start, end = shard_bounds(len(passages), args.shard_id, args.num_shards)
     shard = passages[start:end]

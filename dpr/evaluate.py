@@ -64,7 +64,13 @@ from dpr.evaluation.options import (
 from dpr.evaluation.relevance import RELEVANCE_MODES
 from dpr.evaluation.report import render, write_outputs
 from dpr.evaluation.runs import evaluate
-from dpr.utils.cli import add_debug_flag, check_finite_floats, parse_args, run_cli
+from dpr.utils.cli import (
+    add_debug_flag,
+    add_precision_flags,
+    check_finite_floats,
+    parse_args,
+    run_cli,
+)
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger("dpr.evaluate")
@@ -114,6 +120,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         "package when installed)")
     models.add_argument("--batch_size", type=int, default=32, help="texts per forward pass")
     models.add_argument("--no_cuda", action="store_true", help="run on the CPU even with a GPU")
+    add_precision_flags(models)
     models.add_argument("--allow_unsafe_pickle", action="store_true",
                         help="allow checkpoints that need full unpickling (trusted files only)")
 
@@ -231,7 +238,8 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         relevance=args.relevance, match=args.match, dpr_models=models,
         fusion_dpr=args.fusion_dpr, pretrained_model_cfg=args.pretrained_model_cfg,
         pretrained_file=args.pretrained_file, do_lower_case=args.do_lower_case,
-        sequence_length=args.sequence_length, sbert_model=args.sbert_model,
+        sequence_length=args.sequence_length, fp16=args.fp16, amp_dtype=args.amp_dtype,
+        sbert_model=args.sbert_model,
         batch_size=args.batch_size, no_cuda=args.no_cuda,
         allow_unsafe_pickle=args.allow_unsafe_pickle, hybrid_lambda=args.hybrid_lambda,
         fusion_method=args.fusion_method, fusion_weight=args.fusion_weight,

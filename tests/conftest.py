@@ -149,11 +149,12 @@ def train_tiny_checkpoint(folder: Path, encoder_type: str, model_cfg: Path, trai
 
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_root_logging():
-    """Puts back the root logger's handlers and level after a test whose entry point installed
-    a handler on the test's own (then closed) stderr, e.g. under capsys: a later tool that only
-    calls logging.basicConfig would otherwise log to a closed stream."""
+    """Puts back the root logger's handlers and level after every test: an entry point run
+    under capsys installs a handler on the test's own (then closed) stderr, and a later tool
+    that only calls logging.basicConfig would otherwise log to a closed stream (which made
+    results depend on test order)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield

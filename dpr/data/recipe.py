@@ -13,12 +13,15 @@ the three cannot drift apart:
   (`longest_first` for pairs); batches are right-padded with the pad id, the attention mask
   being `ids != pad_id`.
 
-`encode_in_batches` runs any `(ids, mask) -> vectors` function over many texts in batches.
+`encode_in_batches` runs any `(ids, mask) -> vectors` function over many texts in batches:
+length-sorted within windows, the next window tokenized while the current one is encoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,6 +135,26 @@ def pad_ids(sequences: Sequence[Sequence[int]], *, pad_id: int,
     return ids, ids != pad_id
 
 
+def _windows(tensorizer: Tensorizer, items: Sequence[Item], window: int,
+             prefetch: bool) -> Iterator[tuple[int, list[list[int]]]]:
+    """(start, token ids) of consecutive windows of `items`; with `prefetch` the next window
+    is tokenized in a thread while the caller encodes the current one (fast tokenizers release
+    the GIL), so tokenization leaves the critical path."""
+    starts = range(0, len(items), window)
+    if not prefetch or len(starts) < 2:
+        for start in starts:
+            yield start, tensorizer.encode_items(items[start:start + window])
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+        pending = pool.submit(tensorizer.encode_items, items[0:window])
+        for start in starts:
+            ids = pending.result()
+            if start + window < len(items):
+                pending = pool.submit(tensorizer.encode_items,
+                                      items[start + window:start + 2 * window])
+            yield start, ids
+
+
 def encode_in_batches(
     encode_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     tensorizer: Tensorizer,
@@ -140,7 +163,9 @@ def encode_in_batches(
     dim: int,
     batch_size: int,
     device: torch.device | str = "cpu",
-    sort_by_length: bool = False,
+    sort_by_length: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    prefetch: bool = True,
     desc: str = "Encoding",
     quiet: bool = True,
 ) -> np.ndarray:
@@ -155,6 +180,9 @@ def encode_in_batches(
         device: Where `encode_fn` runs.
         sort_by_length: Batch items of similar token length together (less padding), in
             windows of `SORT_WINDOW_BATCHES` batches; rows come back in the input order.
+            False encodes in input order (one window per batch).
+        amp_dtype: Run `encode_fn` under autocast in this dtype (None: the model's own).
+        prefetch: Tokenize the next window in a thread while encoding the current one.
         desc: Progress-bar label.
         quiet: No progress bar.
 
@@ -162,17 +190,30 @@ def encode_in_batches(
         float32 [N × D], row i for item i.
     """
     out = np.zeros((len(items), dim), dtype=np.float32)
+    device = torch.device(device)
     window = batch_size * (SORT_WINDOW_BATCHES if sort_by_length else 1)
-    with torch.inference_mode(), tqdm(total=len(items), desc=desc, unit=" texts",
-                                      disable=quiet) as bar:
-        for start in range(0, len(items), window):
-            ids = tensorizer.encode_items(items[start:start + window])
+    pending: tuple[list[int], torch.Tensor] | None = None
+
+    def collect() -> None:  # copies the previous batch back once the next one is queued
+        if pending is not None:
+            out[pending[0]] = pending[1].float().cpu().numpy()
+
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast, tqdm(total=len(items), desc=desc, unit=" texts",
+                                                disable=quiet) as bar:
+        for start, ids in _windows(tensorizer, items, window, prefetch):
             order = sorted(range(len(ids)), key=lambda i: -len(ids[i])) if sort_by_length \
                 else list(range(len(ids)))
             for first in range(0, len(order), batch_size):
                 rows = order[first:first + batch_size]
                 batch, mask = tensorizer.pad([ids[i] for i in rows])
-                vectors = encode_fn(batch.to(device), mask.to(device))  # [B × D]
-                out[[start + i for i in rows]] = vectors.float().cpu().numpy()
+                if device.type == "cuda":
+                    batch, mask = batch.pin_memory(), mask.pin_memory()
+                vectors = encode_fn(batch.to(device, non_blocking=True),
+                                    mask.to(device, non_blocking=True))  # [B × D]
+                collect()
+                pending = ([start + i for i in rows], vectors)
                 bar.update(len(rows))
+        collect()
     return out

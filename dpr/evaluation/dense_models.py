@@ -73,8 +73,10 @@ class CheckpointModel(_BiEncoderModel):
     """A DPR bi-encoder checkpoint (``dpr_biencoder.E.S``), encoded exactly as in training."""
 
     def __init__(self, path: str, cli: Mapping[str, Any], *, device: torch.device,
-                 batch_size: int, quiet: bool, allow_pickle: bool = False) -> None:
-        self.model = load_inference_model(path, cli, device=device, allow_pickle=allow_pickle)
+                 batch_size: int, quiet: bool, allow_pickle: bool = False,
+                 amp_dtype: torch.dtype | None = None) -> None:
+        self.model = load_inference_model(path, cli, device=device, allow_pickle=allow_pickle,
+                                          amp_dtype=amp_dtype)
         self.batch_size, self.quiet = batch_size, quiet
         self.description = (f"DPR checkpoint {path} "
                             f"({self.model.encoder_params['encoder_model_type']})")
@@ -92,7 +94,7 @@ class UntrainedModel(_BiEncoderModel):
     baseline a fine-tuned model has to beat."""
 
     def __init__(self, path: str, recipe: Mapping[str, Any], *, device: torch.device,
-                 batch_size: int, quiet: bool) -> None:
+                 batch_size: int, quiet: bool, amp_dtype: torch.dtype | None = None) -> None:
         config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
         if "dpr" in config:
             raise InputError(f"{path}: one tower of a dpr2hf export; pass the export's folder "
@@ -109,7 +111,7 @@ class UntrainedModel(_BiEncoderModel):
         tensorizer = build_tensorizer(kind, path, sequence_length=params["sequence_length"],
                                       do_lower_case=params["do_lower_case"], pad_to_max=False,
                                       pad_to_multiple_of=8)
-        self.model = InferenceModel(biencoder, tensorizer, device, params)
+        self.model = InferenceModel(biencoder, tensorizer, device, params, amp_dtype)
         self.batch_size, self.quiet = batch_size, quiet
         lower = ", lower-cased" if params["do_lower_case"] else ""
         self.description = f"untrained {kind} bi-encoder from {path} (first token{lower})"
@@ -127,8 +129,10 @@ class _ExportedTower:
 class HFExportModel:
     """A ``dpr2hf`` folder: questions and passages prepared as its model cards describe."""
 
-    def __init__(self, path: str, *, device: torch.device, batch_size: int, quiet: bool) -> None:
+    def __init__(self, path: str, *, device: torch.device, batch_size: int, quiet: bool,
+                 amp_dtype: torch.dtype | None = None) -> None:
         folder = Path(path)
+        self.amp_dtype = amp_dtype
         self.question = _ExportedTower(folder / QUESTION_FOLDER, device)
         self.ctx = _ExportedTower(folder / CTX_FOLDER, device)
         self.batch_size, self.quiet = batch_size, quiet
@@ -137,7 +141,8 @@ class HFExportModel:
     def _encode(self, tower: _ExportedTower, items: list, desc: str) -> np.ndarray:
         return encode_in_batches(tower.encoder, tower.tensorizer, items,
                                  dim=tower.encoder.out_size, batch_size=self.batch_size,
-                                 device=tower.device, desc=desc, quiet=self.quiet)
+                                 device=tower.device, amp_dtype=self.amp_dtype, desc=desc,
+                                 quiet=self.quiet)
 
     def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
         items = question_items(list(questions), self.question.tensorizer.recipe)
@@ -187,20 +192,22 @@ def default_sbert_model() -> str | None:
 
 def load_dpr_model(path: str, cli: Mapping[str, Any], *, device: torch.device, batch_size: int,
                    quiet: bool, allow_pickle: bool = False,
-                   untrained_recipe: Mapping[str, Any] | None = None) -> DenseModel:
+                   untrained_recipe: Mapping[str, Any] | None = None,
+                   amp_dtype: torch.dtype | None = None) -> DenseModel:
     """A DPR checkpoint file, a ``dpr2hf`` folder or a plain Hugging Face encoder folder
     (`UntrainedModel`, with ``untrained_recipe``'s ``do_lower_case`` and ``sequence_length``),
-    whichever ``path`` is."""
+    whichever ``path`` is, encoding under autocast in ``amp_dtype`` when given."""
     if os.path.isdir(path):
         if is_hf_export(path):
-            return HFExportModel(path, device=device, batch_size=batch_size, quiet=quiet)
+            return HFExportModel(path, device=device, batch_size=batch_size, quiet=quiet,
+                                 amp_dtype=amp_dtype)
         if os.path.isfile(os.path.join(path, "config.json")):
             return UntrainedModel(path, untrained_recipe or {}, device=device,
-                                  batch_size=batch_size, quiet=quiet)
+                                  batch_size=batch_size, quiet=quiet, amp_dtype=amp_dtype)
         missing = [f"{name}/config.json" for name in (QUESTION_FOLDER, CTX_FOLDER)
                    if not os.path.isfile(os.path.join(path, name, "config.json"))]
         raise InputError(f"{path}: a folder must be a dpr2hf export (missing "
                          f"{', '.join(missing)}) or a Hugging Face encoder folder (config.json), "
                          "or pass a DPR checkpoint file")
     return CheckpointModel(path, cli, device=device, batch_size=batch_size, quiet=quiet,
-                           allow_pickle=allow_pickle)
+                           allow_pickle=allow_pickle, amp_dtype=amp_dtype)

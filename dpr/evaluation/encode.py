@@ -16,6 +16,8 @@ from dpr.data.tensorizer import Tensorizer, tensorizer_for
 from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import ENCODER_PARAM_KEYS
 from dpr.models.factory import load_trained_biencoder
+from dpr.utils.cli import add_precision_flags
+from dpr.utils.dist import autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class InferenceModel:
     tensorizer: Tensorizer
     device: torch.device
     encoder_params: dict[str, Any]
+    amp_dtype: torch.dtype | None = None  # autocast type of encoding (None: float32)
 
     @property
     def dim(self) -> int:
@@ -41,7 +44,8 @@ def pick_device(no_cuda: bool) -> torch.device:
 
 
 def load_inference_model(model_file: str, cli: Mapping[str, Any], *, device: torch.device,
-                         allow_pickle: bool = False) -> InferenceModel:
+                         allow_pickle: bool = False,
+                         amp_dtype: torch.dtype | None = None) -> InferenceModel:
     """Builds the bi-encoder and tensorizer of a checkpoint, ready for encoding.
 
     Encoder parameters follow `dpr.models.checkpoint.resolve_encoder_params` (model-defining
@@ -53,33 +57,37 @@ def load_inference_model(model_file: str, cli: Mapping[str, Any], *, device: tor
         cli: Command-line encoder parameters (the six ``ENCODER_PARAM_KEYS``).
         device: Where to run the model.
         allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
+        amp_dtype: Encode under autocast in this type (`encoding_dtype`); None: float32.
 
     Raises:
         CheckpointError: If the checkpoint is missing, unreadable or does not fit the model.
     """
     trained = load_trained_biencoder(model_file, cli, allow_pickle=allow_pickle)
     tensorizer = tensorizer_for(trained.params)
-    return InferenceModel(trained.biencoder.to(device), tensorizer, device, trained.params)
+    return InferenceModel(trained.biencoder.to(device), tensorizer, device, trained.params,
+                          amp_dtype)
 
 
 def encode_passages(model: InferenceModel, texts: Sequence[str], titles: Sequence[str], *,
                     batch_size: int = 32, quiet: bool = False,
-                    sort_by_length: bool = False) -> np.ndarray:
+                    sort_by_length: bool = True) -> np.ndarray:
     """Passage vectors (title/text pairs, title omitted when empty), float32 [N × D]."""
     items = passage_items(list(titles), list(texts), model.tensorizer.recipe)
     return encode_in_batches(model.biencoder.encode_contexts, model.tensorizer, items,
                              dim=model.dim, batch_size=batch_size, device=model.device,
-                             sort_by_length=sort_by_length, desc="Encoding passages",
+                             sort_by_length=sort_by_length, amp_dtype=model.amp_dtype,
+                             desc="Encoding passages",
                              quiet=quiet)
 
 
 def encode_questions(model: InferenceModel, questions: Sequence[str], *, batch_size: int = 32,
-                     quiet: bool = False, sort_by_length: bool = False) -> np.ndarray:
+                     quiet: bool = False, sort_by_length: bool = True) -> np.ndarray:
     """Question vectors, float32 [N × D]; one trailing '?' is removed as in training."""
     items = question_items(list(questions), model.tensorizer.recipe)
     return encode_in_batches(model.biencoder.encode_questions, model.tensorizer, items,
                              dim=model.dim, batch_size=batch_size, device=model.device,
-                             sort_by_length=sort_by_length, desc="Encoding questions",
+                             sort_by_length=sort_by_length, amp_dtype=model.amp_dtype,
+                             desc="Encoding questions",
                              quiet=quiet)
 
 
@@ -116,10 +124,17 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
                        "checkpoint).")
     group.add_argument("--no_cuda", action="store_true",
                        help="Run on the CPU even if a GPU is available.")
+    add_precision_flags(group)
     group.add_argument("--allow_unsafe_pickle", action="store_true",
                        help="Allow files that need full unpickling (checkpoints, DPR .pkl "
                        "embeddings): only for files you trust.")
     group.add_argument("--quiet", action="store_true", help="No progress bars.")
+
+
+def encoding_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
+    """The autocast type of `--fp16` / `--amp_dtype` on `device` (None: float32)."""
+    return autocast_dtype(bool(getattr(args, "fp16", False)),
+                          getattr(args, "amp_dtype", "auto"), device)
 
 
 def cli_encoder_params(args: argparse.Namespace) -> dict[str, Any]:

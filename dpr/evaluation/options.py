@@ -135,6 +135,8 @@ class EvalOptions:
     pretrained_file: str | None = None
     do_lower_case: bool = False  # plain encoder folders only (`UntrainedModel`)
     sequence_length: int = 512  # plain encoder folders only
+    fp16: bool = False  # mixed-precision encoding (`dpr.utils.dist.autocast_dtype`)
+    amp_dtype: str = "auto"
     sbert_model: str | None = None
     batch_size: int = 32
     no_cuda: bool = False

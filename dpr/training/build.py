@@ -18,7 +18,7 @@ from dpr.models.fairseq import check_dictionary, read_dictionary
 from dpr.training.config import ModelConfig, TrainConfig
 from dpr.training.optim import build_optimizer
 from dpr.training.resume import Resume, restore_optimizer, restore_scaler
-from dpr.utils.dist import DistContext, cpu_has_fast_bf16
+from dpr.utils.dist import DistContext, autocast_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +61,10 @@ class TrainingParts:
 
 def amp_dtype(t: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast type `--fp16` / `--amp_dtype` mean on `device` (None = float32)."""
-    if not t.use_amp:
-        return None
-    if t.amp_dtype != "auto":
-        dtype = getattr(torch, t.amp_dtype)
-    elif device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    elif cpu_has_fast_bf16():
-        dtype = torch.bfloat16  # float16 matmuls are very slow on CPUs
-    else:
-        logger.warning("--fp16: this CPU has no bfloat16 instructions (AVX512-BF16/AMX), "
-                       "where mixed precision runs far slower than float32; training in "
-                       "float32 (--amp_dtype bfloat16 forces it)")
-        return None
-    logger.info("Mixed precision: %s autocast on %s%s", dtype, device.type,
-                " with loss scaling" if dtype == torch.float16 else "")
+    dtype = autocast_dtype(t.use_amp, t.amp_dtype, device)
+    if dtype is not None:
+        logger.info("Mixed precision: %s autocast on %s%s", dtype, device.type,
+                    " with loss scaling" if dtype == torch.float16 else "")
     return dtype
 
 

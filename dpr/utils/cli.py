@@ -116,3 +116,13 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
 
     return run_cli(command, prog=prog, debug=getattr(args, "debug", False),
                    on_error=None if on_error is None else lambda: on_error(args))
+
+
+def add_precision_flags(group: argparse._ActionsContainer) -> None:
+    """`--fp16` and `--amp_dtype` of the encoding tools (read by `encoding_dtype`)."""
+    group.add_argument("--fp16", action="store_true",
+                       help="Encode under mixed precision: bfloat16 on GPUs that support it, "
+                       "else float16; on a CPU only where it has bfloat16 instructions "
+                       "(otherwise float32, with a warning). Vectors are written in float32.")
+    group.add_argument("--amp_dtype", choices=("auto", "bfloat16", "float16"), default="auto",
+                       help="With --fp16: the autocast type (auto: as described there).")

@@ -179,6 +179,29 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def autocast_dtype(use_amp: bool, choice: str, device: torch.device, *,
+                   flag: str = "--fp16") -> torch.dtype | None:
+    """The autocast type that mixed precision (`flag`) with `--amp_dtype choice` means on
+    `device`; None means float32.
+
+    `auto` is bfloat16 on GPUs that support it, else float16; on a CPU it is bfloat16 only
+    where the CPU has bfloat16 instructions (float16 and emulated bfloat16 run far slower than
+    float32 there), else float32 with a warning. `bfloat16` / `float16` force that type.
+    """
+    if not use_amp:
+        return None
+    if choice != "auto":
+        return getattr(torch, choice)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cpu_has_fast_bf16():
+        return torch.bfloat16
+    logger.warning("%s: this CPU has no bfloat16 instructions (AVX512-BF16/AMX), where mixed "
+                   "precision runs far slower than float32; staying in float32 (--amp_dtype "
+                   "bfloat16 forces it)", flag)
+    return None
+
+
 def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Returns the element-wise sum of `values` over all processes."""
     if not ctx.distributed:

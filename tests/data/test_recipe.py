@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dpr.data import recipe
 from dpr.data.recipe import (
     Recipe,
     encode_in_batches,
@@ -60,9 +61,9 @@ def test_encode_in_batches_sorted_gives_the_input_order_with_less_padding(
     plain_widths, sorted_widths = [], []
     # When encoding them in batches of 2, in order and sorted by length
     plain = encode_in_batches(_fake_encoder(plain_widths), tensorizer, items, dim=2,
-                              batch_size=2)
+                              batch_size=2, sort_by_length=False)
     by_length = encode_in_batches(_fake_encoder(sorted_widths), tensorizer, items, dim=2,
-                                  batch_size=2, sort_by_length=True)
+                                  batch_size=2)
     # Then row i is item i's vector either way, and sorting pads less
     ids = tensorizer.encode_items(items)
     expected = np.array([[len(s), sum(s)] for s in ids], dtype=np.float32)
@@ -70,6 +71,42 @@ def test_encode_in_batches_sorted_gives_the_input_order_with_less_padding(
     np.testing.assert_array_equal(by_length, expected)
     assert plain.dtype == np.float32 and len(plain_widths) == len(sorted_widths) == 5
     assert sum(sorted_widths) < sum(plain_widths)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_encode_in_batches_windows_prefetched_or_not_give_the_same_rows(
+        tensorizer: Tensorizer, monkeypatch: pytest.MonkeyPatch, prefetch: bool) -> None:
+    # Given more items than one sorting window (windows of 3 batches of 2 here)
+    monkeypatch.setattr(recipe, "SORT_WINDOW_BATCHES", 3)
+    texts = [("mot " * (i % 7 + 1)).strip() for i in range(23)]
+    items = passage_items(None, texts, tensorizer.recipe)
+    widths: list[int] = []
+    # When encoding them with and without tokenizing the next window in a thread
+    out = encode_in_batches(_fake_encoder(widths), tensorizer, items, dim=2, batch_size=2,
+                            prefetch=prefetch)
+    # Then every row is its own item's, and batches never mix two windows
+    ids = tensorizer.encode_items(items)
+    np.testing.assert_array_equal(out, np.array([[len(s), sum(s)] for s in ids],
+                                                dtype=np.float32))
+    assert len(widths) == 4 * 3  # 23 items: windows of 6, 6, 6, 5 -> 3 batches each
+
+
+def test_encode_in_batches_autocast_runs_the_encoder_in_that_dtype(
+        tensorizer: Tensorizer) -> None:
+    seen: list[torch.dtype] = []
+    weight = torch.ones(1, 2)
+
+    def encode(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        vectors = mask.float().sum(1, keepdim=True) @ weight  # a matmul: autocast applies
+        seen.append(vectors.dtype)
+        return vectors
+
+    items = passage_items(None, ["un", "deux mots"], tensorizer.recipe)
+    out = encode_in_batches(encode, tensorizer, items, dim=2, batch_size=1,
+                            amp_dtype=torch.bfloat16)
+    assert seen == [torch.bfloat16, torch.bfloat16] and out.dtype == np.float32
+    encode_in_batches(encode, tensorizer, items, dim=2, batch_size=2)
+    assert seen[-1] == torch.float32
 
 
 def test_encode_in_batches_empty_input_has_the_vector_size(tensorizer: Tensorizer) -> None:
