@@ -16,8 +16,10 @@ Modes (each in a fresh child process, so peak memory is per mode):
 - original: every sequence padded to 256, float32 (what the 2020 code does);
 - dynamic: padding to the longest sequence of the batch (multiple of 8), float32;
 - dynamic_buckets: dynamic, and each tower encodes length-sorted chunks of 8 sequences, each
-  cut to its own longest sequence (the trainer's --length_bucket_size 8), float32;
-- dynamic_bf16 / dynamic_fp16: dynamic padding under autocast (fp16 with loss scaling, GPU).
+  cut to its own longest sequence rounded up to --pad_multiple (the trainer's
+  --length_bucket_size 8), float32;
+- dynamic_bf16 / dynamic_fp16: dynamic padding under autocast (fp16 with loss scaling, GPU);
+- dynamic_buckets_bf16: dynamic_buckets under bfloat16 autocast.
 For each: time per step and questions/s over `--steps` timed steps after `--warmup`, peak
 memory (RSS on CPU, max allocated on GPU), the first step's loss, the ratio to `original`,
 and the efficiency: useful FLOPs (non-padding tokens) per second over the machine's measured
@@ -189,6 +191,7 @@ MODES = {
     "dynamic": {"pad_to": None, "amp": None, "buckets": 0},
     "dynamic_buckets": {"pad_to": None, "amp": None, "buckets": 8},
     "dynamic_bf16": {"pad_to": None, "amp": torch.bfloat16, "buckets": 0},
+    "dynamic_buckets_bf16": {"pad_to": None, "amp": torch.bfloat16, "buckets": 8},
     "dynamic_fp16": {"pad_to": None, "amp": torch.float16, "buckets": 0},
 }
 
@@ -200,6 +203,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     model = build_model(device, checkpointing=args.checkpointing).train()
     for tower in (model.question_model, model.ctx_model):
         tower.length_bucket_size = mode["buckets"]
+        tower.length_bucket_multiple = args.pad_multiple
     optimizer = build_optimizer(model, learning_rate=2e-5, weight_decay=0.0, eps=1e-8,
                                 betas=(0.9, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=mode["amp"] == torch.float16)
@@ -299,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--piaf", default=str(DEFAULT_PIAF), help="PIAF (SQuAD-format) file")
     parser.add_argument("--dpr_file", default=None, help="Use this DPR training file instead")
     parser.add_argument("--modes", default=None,
-                        help="Comma-separated modes (default: original,dynamic,dynamic_bf16 "
-                        "and dynamic_fp16 on GPU)")
+                        help="Comma-separated modes (default: original,dynamic,dynamic_buckets,"
+                        "dynamic_bf16 on CPU; original,dynamic,dynamic_bf16,"
+                        "dynamic_buckets_bf16,dynamic_fp16 on GPU)")
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per mode")
     parser.add_argument("--warmup", type=int, default=None, help="Untimed steps per mode")
     parser.add_argument("--grad_cache", type=int, default=0,
@@ -325,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     steps = args.steps or (10 if gpu else 2)
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
-    default = ("original,dynamic,dynamic_bf16,dynamic_fp16" if gpu
+    default = ("original,dynamic,dynamic_bf16,dynamic_buckets_bf16,dynamic_fp16" if gpu
                else "original,dynamic,dynamic_buckets,dynamic_bf16")
     modes = (args.modes or default).split(",")
     print(f"Machine: {machine(device)}")

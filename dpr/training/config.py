@@ -162,7 +162,8 @@ class TrainConfig:
                                   "measured faster), 8 on CPUs; 1 = exact.", type=int)
     length_bucket_size: int = opt(0, "Encode questions and passages in length-sorted chunks of "
                                   "this many, each padded only to its own longest sequence "
-                                  "(same vectors, less padding; helps CPUs); 0 = off.",
+                                  "rounded up to --pad_to_multiple_of (same vectors, less "
+                                  "padding, few shapes); 0 = off.",
                                   type=int)
     amp_dtype: str = opt("auto", "Mixed-precision type with --fp16: auto (bfloat16 on CPUs and "
                          "GPUs that support it, float16 with loss scaling otherwise), bfloat16 "

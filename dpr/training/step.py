@@ -186,7 +186,7 @@ def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistConte
     with no_sync():
         with autocast():
             q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
-                           batch.ctx_mask)
+                           batch.ctx_mask, batch.question_lengths, batch.ctx_lengths)
         out = inbatch_loss(q, ctx, batch.positive_idx, dctx,
                            **batch_keys(batch, mask_duplicates))
         scale(out.loss * loss_factor).backward()
@@ -208,8 +208,12 @@ class _RngState:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
-def _chunks(ids: torch.Tensor, mask: torch.Tensor, size: int) -> list[tuple]:
-    return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
+def _chunks(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor | None,
+            size: int) -> list[tuple]:
+    """(ids, mask, CPU lengths or None) of consecutive chunks of `size` rows."""
+    return [(ids[i : i + size], mask[i : i + size],
+             None if lengths is None else lengths[i : i + size])
+            for i in range(0, ids.shape[0], size)]
 
 
 def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistContext,
@@ -223,15 +227,16 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
             optimizer update); every other chunk runs under `no_sync`.
         mask_duplicates: As in `plain_step`.
     """
-    pairs = list(zip_longest(_chunks(batch.question_ids, batch.question_mask, chunk_size),
-                             _chunks(batch.ctx_ids, batch.ctx_mask, chunk_size),
-                             fillvalue=(None, None)))
+    pairs = list(zip_longest(
+        _chunks(batch.question_ids, batch.question_mask, batch.question_lengths, chunk_size),
+        _chunks(batch.ctx_ids, batch.ctx_mask, batch.ctx_lengths, chunk_size),
+        fillvalue=(None, None, None)))
     states, q_parts, c_parts = [], [], []
     with torch.no_grad():
-        for (q_ids, q_mask), (c_ids, c_mask) in pairs:
+        for q_chunk, c_chunk in pairs:
             states.append(_RngState(batch.question_ids.device))
             with autocast():
-                q, c = model(q_ids, q_mask, c_ids, c_mask)
+                q, c = model(*q_chunk[:2], *c_chunk[:2], q_chunk[2], c_chunk[2])
             q_parts += [q] if q is not None else []
             c_parts += [c] if c is not None else []
     q_all = torch.cat(q_parts).requires_grad_()
@@ -242,16 +247,16 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
     scale(out.loss * loss_factor).backward()
     # Chunk 0 holds questions and passages, so it is the last one, the one DDP reduces on.
     for i in reversed(range(len(pairs))):
-        (q_ids, q_mask), (c_ids, c_mask) = pairs[i]
+        (q_ids, q_mask, q_len), (c_ids, c_mask, c_len) = pairs[i]
         if not train_ctx:
-            c_ids = c_mask = None
+            c_ids = c_mask = c_len = None
         if q_ids is None and c_ids is None:
             continue
         guard = contextlib.nullcontext() if (i == 0 and sync_last) else no_sync()
         with guard:
             states[i].restore()
             with autocast():
-                q, c = model(q_ids, q_mask, c_ids, c_mask)
+                q, c = model(q_ids, q_mask, c_ids, c_mask, q_len, c_len)
             start = i * chunk_size
             terms = [(v * cached.grad[start : start + v.shape[0]]).sum()
                      for v, cached in ((q, q_all), (c, c_all)) if v is not None]
