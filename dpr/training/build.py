@@ -114,6 +114,19 @@ def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None,
     return biencoder
 
 
+def compile_towers(biencoder: BiEncoder) -> None:
+    """`--compile`: compiles each tower's transformer in place (`nn.Module.compile`), so
+    parameter names, checkpoints and the optimizer state stay those of the eager model.
+
+    Default mode, on GPUs too: "max-autotune-no-cudagraphs" tunes kernels for each new shape
+    (minutes each, and dynamic padding and length buckets make several), and CUDA graphs
+    would need static shapes.
+    """
+    for tower in (biencoder.question_model, biencoder.ctx_model):
+        tower.model.compile()
+    logger.info("torch.compile: both towers' encoders compiled (default mode)")
+
+
 def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
                 resume: Resume | None) -> TrainingParts:
     """Builds the model (from `resume` when given) and what trains it, on `dctx.device`.
@@ -134,6 +147,8 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
     if m.encoder_model_type == "fairseq_roberta":
         check_fairseq_dictionary(Path(m.pretrained_file), tensorizer)
     biencoder.to(dctx.device)
+    if t.compile:
+        compile_towers(biencoder)
     model: torch.nn.Module = biencoder
     if dctx.distributed:
         ids = [dctx.device.index] if dctx.device.type == "cuda" else None

@@ -171,6 +171,9 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(False, "Recompute encoder activations in the backward "
                                        "pass instead of storing them (less memory, ~30% "
                                        "more compute).")
+    compile: bool = opt(False, "Compile each tower's encoder with torch.compile (default "
+                        "mode; the first steps of each new batch shape are slow while it "
+                        "compiles). Same results within float rounding.")
     grad_cache_chunk_size: int = opt(0, "Gradient caching: encode the in-batch pool in chunks "
                                      "of this many sequences (same loss and gradients as the "
                                      "full batch, memory of one chunk); 0 = off.", type=int)
