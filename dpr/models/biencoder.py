@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -29,12 +30,12 @@ class BiEncoder(nn.Module):
             self.ctx_model.requires_grad_(False)
 
     def encode_questions(self, ids: torch.Tensor, mask: torch.Tensor,
-                         lengths: torch.Tensor | None = None) -> torch.Tensor:
+                         lengths: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """[B × T] ids and mask → [B × D] question vectors (`lengths`: see `Encoder`)."""
         return self.question_model(ids, mask, lengths)
 
     def encode_contexts(self, ids: torch.Tensor, mask: torch.Tensor,
-                        lengths: torch.Tensor | None = None) -> torch.Tensor:
+                        lengths: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """[C × T] ids and mask → [C × D] passage vectors (no graph when the tower is fixed)."""
         guard = torch.no_grad() if self.fix_ctx_encoder else contextlib.nullcontext()
         with guard:
@@ -46,8 +47,8 @@ class BiEncoder(nn.Module):
         question_mask: torch.Tensor | None,
         ctx_ids: torch.Tensor | None,
         ctx_mask: torch.Tensor | None,
-        question_lengths: torch.Tensor | None = None,
-        ctx_lengths: torch.Tensor | None = None,
+        question_lengths: Sequence[int] | torch.Tensor | None = None,
+        ctx_lengths: Sequence[int] | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Encodes both sides: question vectors [B × D] and passage vectors [C × D].
 

@@ -7,6 +7,7 @@ towers, the `dpr2hf` export check and the evaluation of exported folders all use
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -61,12 +62,13 @@ def encode_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     return represent(out.last_hidden_state, projection)
 
 
-def bucket_plan(lengths: torch.Tensor, *, size: int, multiple: int = 1,
+def bucket_plan(lengths: torch.Tensor | Sequence[int], *, size: int, multiple: int = 1,
                 max_width: int | None = None) -> tuple[torch.Tensor, list[int]]:
     """How `Encoder.forward` splits a batch into length buckets, computed on the CPU.
 
     Args:
-        lengths: [B] real tokens per row (moved to the CPU if elsewhere: one copy).
+        lengths: [B] real tokens per row, a list or a tensor (moved to the CPU if elsewhere:
+            one copy, a synchronisation on a GPU).
         size: Rows per bucket.
         multiple: Each bucket's width is its longest row rounded up to a multiple of this,
             so that widths repeat from batch to batch (fewer shapes for GPU kernels).
@@ -76,7 +78,8 @@ def bucket_plan(lengths: torch.Tensor, *, size: int, multiple: int = 1,
         (CPU row order, longest first; one width per bucket of `size` consecutive rows of
         that order, each at least 1).
     """
-    lengths = lengths.detach().to("cpu")
+    lengths = (lengths.detach().to("cpu") if isinstance(lengths, torch.Tensor)
+               else torch.tensor(list(lengths), dtype=torch.long))
     order = torch.argsort(lengths, descending=True, stable=True)
     longest = lengths[order[::size]].tolist() if len(order) else []
     multiple = max(int(multiple), 1)
@@ -124,7 +127,7 @@ class Encoder(nn.Module):
         return int(self.model.config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
+                lengths: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """Encodes a batch.
 
         With `length_bucket_size` set, rows are sorted by length and encoded in chunks of that
@@ -135,9 +138,10 @@ class Encoder(nn.Module):
         Args:
             input_ids: [B × T] token ids, right-padded.
             attention_mask: [B × T], true on real tokens.
-            lengths: [B] real tokens per row, on the CPU (`BiEncoderBatch.question_lengths`
-                / `ctx_lengths`): the bucket plan then needs no device-to-host copy. None =
-                counted from `attention_mask` (one synchronisation on a GPU).
+            lengths: [B] real tokens per row, a list or a CPU tensor (from
+                `BiEncoderBatch.question_lengths` / `ctx_lengths`): the bucket plan then needs
+                no device-to-host copy. None = counted from `attention_mask` (one
+                synchronisation on a GPU).
 
         Returns:
             Representations [B × D].

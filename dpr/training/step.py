@@ -195,7 +195,8 @@ def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistConte
     with no_sync():
         with autocast():
             q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
-                           batch.ctx_mask, batch.question_lengths, batch.ctx_lengths)
+                           batch.ctx_mask, host_lengths(batch.question_lengths),
+                           host_lengths(batch.ctx_lengths))
         out = inbatch_loss(q, ctx, batch.positive_idx, dctx,
                            sync=sync, **batch_keys(batch, mask_duplicates))
         scale(out.loss * loss_factor).backward()
@@ -217,11 +218,18 @@ class _RngState:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
+def host_lengths(lengths: torch.Tensor | None) -> list[int] | None:
+    """A batch's CPU row lengths as a list for the model: DDP moves tensor arguments to the
+    device, and the bucket plan would then have to copy them back (a synchronisation)."""
+    return None if lengths is None else lengths.tolist()
+
+
 def _chunks(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor | None,
             size: int) -> list[tuple]:
-    """(ids, mask, CPU lengths or None) of consecutive chunks of `size` rows."""
+    """(ids, mask, row lengths or None) of consecutive chunks of `size` rows."""
+    listed = host_lengths(lengths)
     return [(ids[i : i + size], mask[i : i + size],
-             None if lengths is None else lengths[i : i + size])
+             None if listed is None else listed[i : i + size])
             for i in range(0, ids.shape[0], size)]
 
 
