@@ -22,3 +22,10 @@ PIAF=${PIAF:-.carry/piaf-v1.0.json}
 [ -f "$PIAF" ] || PIAF=../shared/data/piaf-v1.0.json
 timeout 420 python3 benchmarks/train_throughput.py --device cuda --grad_cache 32 --piaf "$PIAF" \
   --out "$OUT/bench_gpu.json" 2>&1 | grep -v -i warn | tee "$OUT/bench_gpu.log"
+# Step overheads (docs/PERFORMANCE.md): fused against default AdamW, and bfloat16 with length
+# buckets and with compiled towers (compilation falls in the warm-up steps).
+timeout 60 python3 benchmarks/adamw_fused.py --device cuda --layers 12 --hidden 768 2>&1 \
+  | tee "$OUT/adamw_fused_gpu.log"
+timeout 300 python3 benchmarks/train_throughput.py --device cuda --piaf "$PIAF" --pad_multiple 64 \
+  --modes dynamic_bf16,dynamic_buckets_bf16,compiled_bf16 --warmup 5 --steps 10 \
+  --out "$OUT/bench_gpu_overheads.json" 2>&1 | grep -v -i warn | tee "$OUT/bench_gpu_overheads.log"

@@ -16,8 +16,13 @@ Modes (each in a fresh child process, so peak memory is per mode):
 - original: every sequence padded to 256, float32 (what the 2020 code does);
 - dynamic: padding to the longest sequence of the batch (multiple of 8), float32;
 - dynamic_buckets: dynamic, and each tower encodes length-sorted chunks of 8 sequences, each
-  cut to its own longest sequence (the trainer's --length_bucket_size 8), float32;
-- dynamic_bf16 / dynamic_fp16: dynamic padding under autocast (fp16 with loss scaling, GPU).
+  cut to its own longest sequence rounded up to --pad_multiple (the trainer's
+  --length_bucket_size 8), float32;
+- dynamic_bf16 / dynamic_fp16: dynamic padding under autocast (fp16 with loss scaling, GPU);
+- dynamic_buckets_bf16: dynamic_buckets under bfloat16 autocast;
+- compiled / compiled_bf16: dynamic / dynamic_bf16 with both towers' encoders compiled
+  (the trainer's --compile); warm-up steps include compilation, so give it --warmup >= 3.
+AdamW is built as the trainer builds it (fused on GPUs, see dpr.training.optim).
 For each: time per step and questions/s over `--steps` timed steps after `--warmup`, peak
 memory (RSS on CPU, max allocated on GPU), the first step's loss, the ratio to `original`,
 and the efficiency: useful FLOPs (non-padding tokens) per second over the machine's measured
@@ -50,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from dpr.data.batch import BiEncoderBatch  # noqa: E402
 from dpr.models.biencoder import BiEncoder  # noqa: E402
 from dpr.models.encoder import Encoder  # noqa: E402
+from dpr.training.build import compile_towers  # noqa: E402
 from dpr.training.optim import build_optimizer  # noqa: E402
 from dpr.training.step import grad_cache_step, plain_step  # noqa: E402
 from dpr.utils.dist import DistContext, cpu_has_fast_bf16  # noqa: E402
@@ -189,6 +195,9 @@ MODES = {
     "dynamic": {"pad_to": None, "amp": None, "buckets": 0},
     "dynamic_buckets": {"pad_to": None, "amp": None, "buckets": 8},
     "dynamic_bf16": {"pad_to": None, "amp": torch.bfloat16, "buckets": 0},
+    "dynamic_buckets_bf16": {"pad_to": None, "amp": torch.bfloat16, "buckets": 8},
+    "compiled": {"pad_to": None, "amp": None, "buckets": 0, "compile": True},
+    "compiled_bf16": {"pad_to": None, "amp": torch.bfloat16, "buckets": 0, "compile": True},
     "dynamic_fp16": {"pad_to": None, "amp": torch.float16, "buckets": 0},
 }
 
@@ -200,6 +209,9 @@ def run_mode(args: argparse.Namespace) -> dict:
     model = build_model(device, checkpointing=args.checkpointing).train()
     for tower in (model.question_model, model.ctx_model):
         tower.length_bucket_size = mode["buckets"]
+        tower.length_bucket_multiple = args.pad_multiple
+    if mode.get("compile"):
+        compile_towers(model)  # the trainer's --compile
     optimizer = build_optimizer(model, learning_rate=2e-5, weight_decay=0.0, eps=1e-8,
                                 betas=(0.9, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=mode["amp"] == torch.float16)
@@ -299,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--piaf", default=str(DEFAULT_PIAF), help="PIAF (SQuAD-format) file")
     parser.add_argument("--dpr_file", default=None, help="Use this DPR training file instead")
     parser.add_argument("--modes", default=None,
-                        help="Comma-separated modes (default: original,dynamic,dynamic_bf16 "
-                        "and dynamic_fp16 on GPU)")
+                        help="Comma-separated modes (default: original,dynamic,dynamic_buckets,"
+                        "dynamic_bf16 on CPU; original,dynamic,dynamic_bf16,"
+                        "dynamic_buckets_bf16,dynamic_fp16 on GPU)")
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per mode")
     parser.add_argument("--warmup", type=int, default=None, help="Untimed steps per mode")
     parser.add_argument("--grad_cache", type=int, default=0,
@@ -325,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     steps = args.steps or (10 if gpu else 2)
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
-    default = ("original,dynamic,dynamic_bf16,dynamic_fp16" if gpu
+    default = ("original,dynamic,dynamic_bf16,dynamic_buckets_bf16,dynamic_fp16" if gpu
                else "original,dynamic,dynamic_buckets,dynamic_bf16")
     modes = (args.modes or default).split(",")
     print(f"Machine: {machine(device)}")

@@ -34,9 +34,15 @@ class BiEncoderBatch:
     ctx_keys: torch.Tensor | None = None  # [C] int64 passage key of each row of ctx_ids
     positive_keys: torch.Tensor | None = None  # [B × P] int64 keys of each question's
     #   positives (all of them, not only the sampled one), padded with -1
+    question_lengths: torch.Tensor | None = None  # [B] int64 real tokens per question, CPU
+    ctx_lengths: torch.Tensor | None = None  # [C] int64 real tokens per context, CPU
 
     def to(self, device: torch.device | str) -> BiEncoderBatch:
-        """Returns the batch with its tensors moved to `device`."""
+        """Returns the batch with its tensors moved to `device`.
+
+        The row lengths stay on the CPU (counted here from the masks when they are still on
+        it), so that length buckets are planned without a copy back from the device.
+        """
         return BiEncoderBatch(
             question_ids=self.question_ids.to(device, non_blocking=True),
             question_mask=self.question_mask.to(device, non_blocking=True),
@@ -46,7 +52,15 @@ class BiEncoderBatch:
             hard_negative_idx=self.hard_negative_idx,
             ctx_keys=_move(self.ctx_keys, device),
             positive_keys=_move(self.positive_keys, device),
+            question_lengths=_cpu_lengths(self.question_lengths, self.question_mask),
+            ctx_lengths=_cpu_lengths(self.ctx_lengths, self.ctx_mask),
         )
+
+
+def _cpu_lengths(lengths: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor | None:
+    if lengths is not None or mask.device.type != "cpu":
+        return lengths
+    return mask.sum(dim=1)
 
 
 def _move(tensor: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:

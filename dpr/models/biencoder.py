@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -28,15 +29,17 @@ class BiEncoder(nn.Module):
         if fix_ctx_encoder:
             self.ctx_model.requires_grad_(False)
 
-    def encode_questions(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B × T] ids and mask → [B × D] question vectors."""
-        return self.question_model(ids, mask)
+    def encode_questions(self, ids: torch.Tensor, mask: torch.Tensor,
+                         lengths: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """[B × T] ids and mask → [B × D] question vectors (`lengths`: see `Encoder`)."""
+        return self.question_model(ids, mask, lengths)
 
-    def encode_contexts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode_contexts(self, ids: torch.Tensor, mask: torch.Tensor,
+                        lengths: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """[C × T] ids and mask → [C × D] passage vectors (no graph when the tower is fixed)."""
         guard = torch.no_grad() if self.fix_ctx_encoder else contextlib.nullcontext()
         with guard:
-            return self.ctx_model(ids, mask)
+            return self.ctx_model(ids, mask, lengths)
 
     def forward(
         self,
@@ -44,11 +47,15 @@ class BiEncoder(nn.Module):
         question_mask: torch.Tensor | None,
         ctx_ids: torch.Tensor | None,
         ctx_mask: torch.Tensor | None,
+        question_lengths: Sequence[int] | torch.Tensor | None = None,
+        ctx_lengths: Sequence[int] | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Encodes both sides: question vectors [B × D] and passage vectors [C × D].
 
-        A side whose ids are None is skipped and returned as None (as in DPR).
+        A side whose ids are None is skipped and returned as None (as in DPR). The optional
+        CPU row lengths only serve length buckets (`Encoder.forward`).
         """
-        q = None if question_ids is None else self.encode_questions(question_ids, question_mask)
-        c = None if ctx_ids is None else self.encode_contexts(ctx_ids, ctx_mask)
+        q = (None if question_ids is None
+             else self.encode_questions(question_ids, question_mask, question_lengths))
+        c = None if ctx_ids is None else self.encode_contexts(ctx_ids, ctx_mask, ctx_lengths)
         return q, c

@@ -7,6 +7,7 @@ towers, the `dpr2hf` export check and the evaluation of exported folders all use
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -61,6 +62,34 @@ def encode_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
     return represent(out.last_hidden_state, projection)
 
 
+def bucket_plan(lengths: torch.Tensor | Sequence[int], *, size: int, multiple: int = 1,
+                max_width: int | None = None) -> tuple[torch.Tensor, list[int]]:
+    """How `Encoder.forward` splits a batch into length buckets, computed on the CPU.
+
+    Args:
+        lengths: [B] real tokens per row, a list or a tensor (moved to the CPU if elsewhere:
+            one copy, a synchronisation on a GPU).
+        size: Rows per bucket.
+        multiple: Each bucket's width is its longest row rounded up to a multiple of this,
+            so that widths repeat from batch to batch (fewer shapes for GPU kernels).
+        max_width: Cap on the widths (the batch's padded width); None = no cap.
+
+    Returns:
+        (CPU row order, longest first; one width per bucket of `size` consecutive rows of
+        that order, each at least 1).
+    """
+    lengths = (lengths.detach().to("cpu") if isinstance(lengths, torch.Tensor)
+               else torch.tensor(list(lengths), dtype=torch.long))
+    order = torch.argsort(lengths, descending=True, stable=True)
+    longest = lengths[order[::size]].tolist() if len(order) else []
+    multiple = max(int(multiple), 1)
+    widths = []
+    for length in longest:
+        width = -(-max(int(length), 1) // multiple) * multiple
+        widths.append(width if max_width is None else min(width, max_width))
+    return order, widths
+
+
 class Encoder(nn.Module):
     """One tower of the bi-encoder.
 
@@ -75,6 +104,9 @@ class Encoder(nn.Module):
         # > 0: encode in length-sorted chunks of this many rows, each trimmed to its own
         # longest sequence (a run-time setting, not part of the weights).
         self.length_bucket_size = 0
+        # Bucket widths are rounded up to a multiple of this (the trainer sets its
+        # --pad_to_multiple_of), so that the set of shapes stays small.
+        self.length_bucket_multiple = 1
         hidden = model.config.hidden_size
         self.encode_proj: nn.Linear | None = None
         if projection_dim:
@@ -94,16 +126,22 @@ class Encoder(nn.Module):
             return self.encode_proj.out_features
         return int(self.model.config.hidden_size)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                lengths: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """Encodes a batch.
 
         With `length_bucket_size` set, rows are sorted by length and encoded in chunks of that
-        size, each cut to its own longest sequence: the same vectors (the mask already hides
-        padding) for less work on padding when lengths vary.
+        size, each cut to its own longest sequence rounded up to `length_bucket_multiple`
+        (at most the batch's width): the same vectors (the mask already hides padding) for
+        less work on padding when lengths vary, in a small set of shapes.
 
         Args:
             input_ids: [B × T] token ids, right-padded.
             attention_mask: [B × T], true on real tokens.
+            lengths: [B] real tokens per row, a list or a CPU tensor (from
+                `BiEncoderBatch.question_lengths` / `ctx_lengths`): the bucket plan then needs
+                no device-to-host copy. None = counted from `attention_mask` (one
+                synchronisation on a GPU).
 
         Returns:
             Representations [B × D].
@@ -111,16 +149,15 @@ class Encoder(nn.Module):
         size = self.length_bucket_size
         if not size or input_ids.shape[0] <= size:
             return self._encode(input_ids, attention_mask)
-        lengths = attention_mask.sum(dim=1)
-        order = torch.argsort(lengths, descending=True)
-        widths = lengths[order].tolist()
+        order, widths = bucket_plan(attention_mask.sum(dim=1) if lengths is None else lengths,
+                                    size=size, multiple=self.length_bucket_multiple,
+                                    max_width=input_ids.shape[1])
+        inverse = torch.argsort(order).to(input_ids.device, non_blocking=True)
+        order = order.to(input_ids.device, non_blocking=True)
         parts = []
-        for start in range(0, len(order), size):
+        for start, width in zip(range(0, len(order), size), widths):
             rows = order[start : start + size]
-            width = max(int(widths[start]), 1)
             parts.append(self._encode(input_ids[rows, :width], attention_mask[rows, :width]))
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order), device=order.device)
         return torch.cat(parts)[inverse]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

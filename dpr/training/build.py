@@ -82,7 +82,13 @@ def check_fairseq_dictionary(folder: Path, tensorizer: Tensorizer) -> None:
     logger.info("%s/dict.txt agrees with the tokenizer's ids", folder)
 
 
-def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None) -> BiEncoder:
+def pad_multiple(t: TrainConfig, device: torch.device) -> int:
+    """`--pad_to_multiple_of` in effect: the flag, else 64 on GPUs (fewer shapes), else 8."""
+    return t.pad_to_multiple_of or (64 if device.type == "cuda" else 8)
+
+
+def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None,
+                     multiple: int) -> BiEncoder:
     biencoder = build_biencoder(
         m.encoder_model_type, m.pretrained_model_cfg, pretrained_file=m.pretrained_file,
         dropout=m.dropout, projection_dim=m.projection_dim, fix_ctx_encoder=m.fix_ctx_encoder,
@@ -91,9 +97,23 @@ def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None) -> B
         load_model_state(biencoder, resume.state.model_dict, source=resume.path)
     for tower in (biencoder.question_model, biencoder.ctx_model):
         tower.length_bucket_size = t.length_bucket_size
+        tower.length_bucket_multiple = multiple
         if t.gradient_checkpointing:
             tower.model.gradient_checkpointing_enable({"use_reentrant": False})
     return biencoder
+
+
+def compile_towers(biencoder: BiEncoder) -> None:
+    """`--compile`: compiles each tower's transformer in place (`nn.Module.compile`), so
+    parameter names, checkpoints and the optimizer state stay those of the eager model.
+
+    Default mode, on GPUs too: "max-autotune-no-cudagraphs" tunes kernels for each new shape
+    (minutes each, and dynamic padding and length buckets make several), and CUDA graphs
+    would need static shapes.
+    """
+    for tower in (biencoder.question_model, biencoder.ctx_model):
+        tower.model.compile()
+    logger.info("torch.compile: both towers' encoders compiled (default mode)")
 
 
 def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
@@ -106,16 +126,18 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
         dctx: Process context.
         resume: Checkpoint to start from, or None for the pretrained weights.
     """
+    multiple = pad_multiple(t, dctx.device)
     tensorizer = build_tensorizer(
         m.encoder_model_type, m.pretrained_model_cfg or m.pretrained_file,
         sequence_length=m.sequence_length, do_lower_case=m.do_lower_case,
-        pad_to_max=t.pad_to_max,
-        pad_to_multiple_of=t.pad_to_multiple_of or (64 if dctx.device.type == "cuda" else 8))
-    biencoder = _build_biencoder(m, t, resume)
+        pad_to_max=t.pad_to_max, pad_to_multiple_of=multiple)
+    biencoder = _build_biencoder(m, t, resume, multiple)
     check_sequence_length(biencoder, m.sequence_length)
     if m.encoder_model_type == "fairseq_roberta":
         check_fairseq_dictionary(Path(m.pretrained_file), tensorizer)
     biencoder.to(dctx.device)
+    if t.compile:
+        compile_towers(biencoder)
     model: torch.nn.Module = biencoder
     if dctx.distributed:
         ids = [dctx.device.index] if dctx.device.type == "cuda" else None

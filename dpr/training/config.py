@@ -162,7 +162,8 @@ class TrainConfig:
                                   "measured faster), 8 on CPUs; 1 = exact.", type=int)
     length_bucket_size: int = opt(0, "Encode questions and passages in length-sorted chunks of "
                                   "this many, each padded only to its own longest sequence "
-                                  "(same vectors, less padding; helps CPUs); 0 = off.",
+                                  "rounded up to --pad_to_multiple_of (same vectors, less "
+                                  "padding, few shapes); 0 = off.",
                                   type=int)
     amp_dtype: str = opt("auto", "Mixed-precision type with --fp16: auto (bfloat16 on CPUs and "
                          "GPUs that support it, float16 with loss scaling otherwise), bfloat16 "
@@ -170,6 +171,9 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(False, "Recompute encoder activations in the backward "
                                        "pass instead of storing them (less memory, ~30% "
                                        "more compute).")
+    compile: bool = opt(False, "Compile each tower's encoder with torch.compile (default "
+                        "mode; the first steps of each new batch shape are slow while it "
+                        "compiles). Same results within float rounding.")
     grad_cache_chunk_size: int = opt(0, "Gradient caching: encode the in-batch pool in chunks "
                                      "of this many sequences (same loss and gradients as the "
                                      "full batch, memory of one chunk); 0 = off.", type=int)

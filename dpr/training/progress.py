@@ -70,6 +70,7 @@ class EpochView:
         self.epoch, self.epochs, self.batches = epoch, epochs, batches
         self.position, self.clock = start, clock
         self.steps, self.questions, self.idle = 0, 0, 0.0
+        self.loss: float | None = None
         self.begin = clock()
         self.enabled = enabled
         self.bar = (tqdm(total=batches, initial=start, desc=f"Epoch {epoch}", unit=" batch",
@@ -86,16 +87,28 @@ class EpochView:
             if self.bar is not None:
                 self.bar.close()
 
-    def step(self, questions: int, loss: float) -> None:
-        """Records one finished batch of `questions` questions (over all processes)."""
+    def step(self, questions: int, loss: float | None = None) -> None:
+        """Records one finished batch of `questions` questions (over all processes).
+
+        Args:
+            loss: The batch's loss, or None: the bar keeps the last one given (`show_loss`),
+                for a loop that reads losses from the device only now and then.
+        """
         self.steps += 1
         self.position += 1
         self.questions += questions
+        if loss is not None:
+            self.loss = loss
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4f}, {self.questions_per_second():.1f} "
+            shown = "loss ?, " if self.loss is None else f"loss {self.loss:.4f}, "
+            self.bar.set_postfix_str(f"{shown}{self.questions_per_second():.1f} "
                                      f"questions/s, run ETA {format_duration(self.run_eta())}",
                                      refresh=False)
             self.bar.update(1)
+
+    def show_loss(self, loss: float) -> None:
+        """The loss the bar shows from the next `step` on (the latest one read)."""
+        self.loss = loss
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

@@ -34,6 +34,7 @@ from dpr.models.checkpoint import (
     resolve_encoder_params,
 )
 from dpr.training.config import Config, ModelConfig
+from dpr.training.optim import load_optimizer_state
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, resume: Resume | None) -
         return
     state = {k: v for k, v in resume.state.optimizer_dict.items() if k != SCALER_KEY}
     try:
-        optimizer.load_state_dict(state)
+        load_optimizer_state(optimizer, state)
     except ValueError as err:  # e.g. the original's one-group fairseq Adam state
         logger.warning("Optimizer state of %s does not fit this optimizer (%s): starting from "
                        "a fresh optimizer state", resume.path, err)

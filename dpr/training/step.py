@@ -55,12 +55,15 @@ class InBatchLoss(NamedTuple):
         correct: Questions whose positive scored highest.
         questions: Number of questions.
         masked: Number of (question, passage) pairs left out as copies of a positive.
+
+    `correct` and `masked` are ints, or 0-dim tensors on the vectors' device when computed
+    with `sync=False` (reading them is then left to the caller, see `dpr.training.step_log`).
     """
 
     loss: torch.Tensor
-    correct: int
+    correct: int | torch.Tensor
     questions: int
-    masked: int
+    masked: int | torch.Tensor
 
 
 def gather_with_offsets(
@@ -143,6 +146,7 @@ def inbatch_loss(
     *,
     ctx_keys: torch.Tensor | None = None,
     positive_keys: torch.Tensor | None = None,
+    sync: bool = True,
 ) -> InBatchLoss:
     """The DPR loss over the global in-batch pool.
 
@@ -154,6 +158,7 @@ def inbatch_loss(
         ctx_keys: [C] passage keys; with `positive_keys`, copies of a question's positives
             are masked out of its negatives. None (either) = DPR's loss, nothing masked.
         positive_keys: [B × P] keys of each question's positives, -1 padded.
+        sync: Return the counts as ints (a device-to-host copy each); False = as tensors.
 
     Returns:
         Loss and counts, all global: the same on every process.
@@ -163,8 +168,11 @@ def inbatch_loss(
     if ctx_keys is not None and positive_keys is not None:
         mask = duplicate_mask(ctx_keys, positive_keys, positive_idx, dctx)
     scores = dot_scores(q, ctx)
-    return InBatchLoss(nll_loss(scores, pos, mask), int(correct_count(scores, pos, mask)),
-                       q.shape[0], int(mask.sum()) if mask is not None else 0)
+    correct = correct_count(scores, pos, mask)
+    masked = mask.sum() if mask is not None else 0
+    if sync:
+        correct, masked = int(correct), int(masked)
+    return InBatchLoss(nll_loss(scores, pos, mask), correct, q.shape[0], masked)
 
 
 def batch_keys(batch: BiEncoderBatch, mask_duplicates: bool) -> dict[str, torch.Tensor | None]:
@@ -177,18 +185,20 @@ def batch_keys(batch: BiEncoderBatch, mask_duplicates: bool) -> dict[str, torch.
 def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistContext,
                autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
                loss_factor: float, no_sync: ContextFactory,
-               mask_duplicates: bool = True) -> InBatchLoss:
+               mask_duplicates: bool = True, sync: bool = True) -> InBatchLoss:
     """Forward the whole batch, compute the loss, back-propagate `loss * loss_factor`.
 
     Args:
         mask_duplicates: Leave copies of a question's positives out of its negatives.
+        sync: Counts as ints; False = as device tensors (no wait for the device).
     """
     with no_sync():
         with autocast():
             q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
-                           batch.ctx_mask)
+                           batch.ctx_mask, host_lengths(batch.question_lengths),
+                           host_lengths(batch.ctx_lengths))
         out = inbatch_loss(q, ctx, batch.positive_idx, dctx,
-                           **batch_keys(batch, mask_duplicates))
+                           sync=sync, **batch_keys(batch, mask_duplicates))
         scale(out.loss * loss_factor).backward()
     return out._replace(loss=out.loss.detach())
 
@@ -208,50 +218,63 @@ class _RngState:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
-def _chunks(ids: torch.Tensor, mask: torch.Tensor, size: int) -> list[tuple]:
-    return [(ids[i : i + size], mask[i : i + size]) for i in range(0, ids.shape[0], size)]
+def host_lengths(lengths: torch.Tensor | None) -> list[int] | None:
+    """A batch's CPU row lengths as a list for the model: DDP moves tensor arguments to the
+    device, and the bucket plan would then have to copy them back (a synchronisation)."""
+    return None if lengths is None else lengths.tolist()
+
+
+def _chunks(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor | None,
+            size: int) -> list[tuple]:
+    """(ids, mask, row lengths or None) of consecutive chunks of `size` rows."""
+    listed = host_lengths(lengths)
+    return [(ids[i : i + size], mask[i : i + size],
+             None if listed is None else listed[i : i + size])
+            for i in range(0, ids.shape[0], size)]
 
 
 def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistContext,
                     autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
                     loss_factor: float, no_sync: ContextFactory, chunk_size: int,
-                    sync_last: bool, mask_duplicates: bool = True) -> InBatchLoss:
+                    sync_last: bool, mask_duplicates: bool = True,
+                    sync: bool = True) -> InBatchLoss:
     """The same result as `plain_step`, holding activations of `chunk_size` rows at a time.
 
     Args:
         sync_last: Let DDP reduce gradients on the last chunk's backward (the end of an
             optimizer update); every other chunk runs under `no_sync`.
-        mask_duplicates: As in `plain_step`.
+        mask_duplicates, sync: As in `plain_step`.
     """
-    pairs = list(zip_longest(_chunks(batch.question_ids, batch.question_mask, chunk_size),
-                             _chunks(batch.ctx_ids, batch.ctx_mask, chunk_size),
-                             fillvalue=(None, None)))
+    pairs = list(zip_longest(
+        _chunks(batch.question_ids, batch.question_mask, batch.question_lengths, chunk_size),
+        _chunks(batch.ctx_ids, batch.ctx_mask, batch.ctx_lengths, chunk_size),
+        fillvalue=(None, None, None)))
     states, q_parts, c_parts = [], [], []
     with torch.no_grad():
-        for (q_ids, q_mask), (c_ids, c_mask) in pairs:
+        for q_chunk, c_chunk in pairs:
             states.append(_RngState(batch.question_ids.device))
             with autocast():
-                q, c = model(q_ids, q_mask, c_ids, c_mask)
+                q, c = model(*q_chunk[:2], *c_chunk[:2], q_chunk[2], c_chunk[2])
             q_parts += [q] if q is not None else []
             c_parts += [c] if c is not None else []
     q_all = torch.cat(q_parts).requires_grad_()
     train_ctx = any(p.requires_grad for p in _unwrap(model).ctx_model.parameters())
     c_all = torch.cat(c_parts).requires_grad_(train_ctx)
     out = inbatch_loss(q_all, c_all, batch.positive_idx, dctx,
-                       **batch_keys(batch, mask_duplicates))
+                       sync=sync, **batch_keys(batch, mask_duplicates))
     scale(out.loss * loss_factor).backward()
     # Chunk 0 holds questions and passages, so it is the last one, the one DDP reduces on.
     for i in reversed(range(len(pairs))):
-        (q_ids, q_mask), (c_ids, c_mask) = pairs[i]
+        (q_ids, q_mask, q_len), (c_ids, c_mask, c_len) = pairs[i]
         if not train_ctx:
-            c_ids = c_mask = None
+            c_ids = c_mask = c_len = None
         if q_ids is None and c_ids is None:
             continue
         guard = contextlib.nullcontext() if (i == 0 and sync_last) else no_sync()
         with guard:
             states[i].restore()
             with autocast():
-                q, c = model(q_ids, q_mask, c_ids, c_mask)
+                q, c = model(q_ids, q_mask, c_ids, c_mask, q_len, c_len)
             start = i * chunk_size
             terms = [(v * cached.grad[start : start + v.shape[0]]).sum()
                      for v, cached in ((q, q_all), (c, c_all)) if v is not None]

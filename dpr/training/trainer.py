@@ -28,11 +28,56 @@ from dpr.training.progress import EpochView, write_training_curves
 from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
 from dpr.training.run_dir import Best, RunDir
 from dpr.training.step import InBatchLoss, grad_cache_step, plain_step
+from dpr.training.step_log import StepRecords
 from dpr.training.validation import DevBatches, validate_average_rank, validate_nll
 from dpr.utils.dist import DistContext, barrier
 from dpr.utils.seed import derive_seed, make_rng, set_global_seed
 
 logger = logging.getLogger(__name__)
+
+
+class _EpochReport:
+    """An epoch's log lines, `train` records and progress-bar loss, written as the step
+    numbers are read from the device (`StepRecords`), in step order."""
+
+    def __init__(self, trainer: BiEncoderTrainer, epoch: int, batches: int,
+                 view: EpochView) -> None:
+        self.t, self.run_dir, self.view = trainer.cfg.train, trainer.run_dir, view
+        self.epoch, self.batches = epoch, batches
+        self.records = StepRecords()
+        self.add, self.due = self.records.add, self.records.due
+        self.rolling: deque[float] = deque(maxlen=self.t.train_rolling_loss_step)
+        self.totals = {"loss": 0.0, "correct": 0, "masked": 0, "batches": 0}
+
+    def flush(self) -> None:
+        """Reads the queued steps and writes what each of them logs."""
+        t, epoch = self.t, self.epoch
+        for n in self.records.drain():
+            self.rolling.append(n.loss)
+            self.view.show_loss(n.loss)
+            for key, amount in (("loss", n.loss), ("correct", n.correct),
+                                ("masked", n.masked), ("batches", 1)):
+                self.totals[key] += amount
+            self.run_dir.log_event(event="train", epoch=epoch, iteration=n.iteration,
+                                   loss=n.loss, correct=n.correct, questions=n.questions,
+                                   lr=n.lr, masked=n.masked)
+            if (n.iteration - 1) % t.log_batch_step == 0:
+                logger.info("Epoch %d: step %d/%d, loss %.5f, lr %.3g, in-batch accuracy %d/%d, "
+                            "%d masked%s", epoch, n.iteration, self.batches, n.loss, n.lr,
+                            n.correct, n.questions, n.masked, self.view.rate_text())
+            if n.iteration % t.train_rolling_loss_step == 0:
+                logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch,
+                            len(self.rolling), sum(self.rolling) / len(self.rolling))
+
+    def finish(self) -> None:
+        """Flushes, then logs the epoch's averages."""
+        self.flush()
+        totals = self.totals
+        if totals["batches"]:
+            logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct, %d "
+                        "duplicate-positive column(s) masked", self.epoch,
+                        totals["loss"] / totals["batches"], totals["batches"], totals["correct"],
+                        totals["masked"])
 
 
 class BiEncoderTrainer:
@@ -100,11 +145,10 @@ class BiEncoderTrainer:
         batches = self.iterator.batches_per_epoch
         accum = t.gradient_accumulation_steps
         eval_points = self._eval_points(batches)
-        rolling: deque[float] = deque(maxlen=t.train_rolling_loss_step)
-        totals = {"loss": 0.0, "correct": 0, "masked": 0, "batches": 0}
         self.model.train()
         view = EpochView(epoch=epoch, epochs=t.epochs, start=start, batches=batches,
                          enabled=dctx.is_main)
+        report = _EpochReport(self, epoch, batches, view)
         for iteration, indices in view.wrap(self.iterator.batches(epoch, start)):
             # Randomness of a step (dropout, negatives) depends only on where it is in the run.
             torch.manual_seed(derive_seed(t.seed, epoch, iteration, dctx.rank))
@@ -121,22 +165,12 @@ class BiEncoderTrainer:
             lr = self.optimizer.param_groups[0]["lr"]
             if update:
                 self._optimizer_step()
-            value = result.loss.item()
-            rolling.append(value)
-            view.step(result.questions, value)
-            for key, amount in (("loss", value), ("correct", result.correct),
-                                ("masked", result.masked), ("batches", 1)):
-                totals[key] += amount
-            self.run_dir.log_event(event="train", epoch=epoch, iteration=iteration, loss=value,
-                                   correct=result.correct, questions=result.questions, lr=lr,
-                                   masked=result.masked)
-            if (iteration - 1) % t.log_batch_step == 0:
-                logger.info("Epoch %d: step %d/%d, loss %.5f, lr %.3g, in-batch accuracy %d/%d, "
-                            "%d masked%s", epoch, iteration, batches, value, lr, result.correct,
-                            result.questions, result.masked, view.rate_text())
-            if iteration % t.train_rolling_loss_step == 0:
-                logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch, len(rolling),
-                            sum(rolling) / len(rolling))
+            # Numbers stay on the device until shown or written (dpr.training.step_log).
+            report.add(iteration, lr, result)
+            view.step(result.questions)
+            if (report.due() or iteration in eval_points or (iteration - 1) % t.log_batch_step
+                    == 0 or iteration % t.train_rolling_loss_step == 0):
+                report.flush()
             saved = None
             if iteration in eval_points:
                 with view.paused():
@@ -144,12 +178,9 @@ class BiEncoderTrainer:
                 self.model.train()
             last = epoch == t.epochs - 1 and iteration == batches  # then the run is complete
             if update and not last and self.stop.agreed(dctx):
+                report.flush()
                 self._save_and_stop(epoch, iteration, saved)
-        if totals["batches"]:
-            logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct, %d "
-                        "duplicate-positive column(s) masked", epoch,
-                        totals["loss"] / totals["batches"], totals["batches"], totals["correct"],
-                        totals["masked"])
+        report.finish()
 
     def _forward_backward(self, batch: BiEncoderBatch, loss_factor: float,
                           update: bool) -> InBatchLoss:
@@ -158,7 +189,7 @@ class BiEncoderTrainer:
         no_sync = self.model.no_sync if self.dctx.distributed else contextlib.nullcontext
         common = {"dctx": self.dctx, "autocast": self.autocast,
                   "scale": self.precision.scaler.scale, "loss_factor": loss_factor,
-                  "mask_duplicates": not t.keep_duplicate_positives}
+                  "mask_duplicates": not t.keep_duplicate_positives, "sync": False}
         if t.grad_cache_chunk_size:
             return grad_cache_step(self.model, batch, no_sync=no_sync,
                                    chunk_size=t.grad_cache_chunk_size, sync_last=update,

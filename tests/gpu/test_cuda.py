@@ -114,3 +114,45 @@ def test_evaluate_on_cuda_ranks_as_on_cpu(tmp_path: Path, corpus, checkpoint) ->
         cuda = reports["cuda"]["results"][retriever]["curve"]
         cpu = reports["cpu"]["results"][retriever]["curve"]
         assert max(abs(a - b) for a, b in zip(cuda, cpu)) <= 1 / questions + 1e-9
+
+
+def test_bucket_plan_and_step_numbers_wait_for_nothing_on_gpu() -> None:
+    """Length buckets planned from CPU lengths, the in-batch counts of `sync=False` and the
+    queueing of step numbers make no device-to-host copy (sync debug mode: error). The
+    transformer is stubbed out: Hugging Face's own attention-mask checks may still sync."""
+    from dpr.models.encoder import Encoder
+    from dpr.training.step import inbatch_loss
+    from dpr.training.step_log import StepRecords
+
+    class Stub(torch.nn.Module):
+        config = type("Config", (), {"hidden_size": 8})()
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 8)
+
+        def forward(self, input_ids, attention_mask, return_dict=True):
+            hidden = self.embed(input_ids) * attention_mask[..., None]
+            return type("Out", (), {"last_hidden_state": hidden})()
+
+    encoder = Encoder(Stub()).to(CUDA)
+    encoder.length_bucket_size, encoder.length_bucket_multiple = 3, 8
+    lengths = torch.tensor([5, 17, 3, 20, 1, 9, 16])
+    mask = torch.arange(24)[None, :] < lengths[:, None]
+    ids = torch.randint(0, 50, mask.shape).to(CUDA)
+    mask = mask.to(CUDA)
+    torch.cuda.synchronize()
+    records = StepRecords(flush_seconds=float("inf"))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        vectors = encoder(ids, mask, lengths)
+        result = inbatch_loss(vectors, vectors, torch.arange(7, device=CUDA), DistContext(),
+                              ctx_keys=torch.arange(7, device=CUDA),
+                              positive_keys=torch.arange(7, device=CUDA)[:, None], sync=False)
+        records.add(1, 0.1, result._replace(loss=result.loss.detach()))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    expected = encoder._encode(ids, mask)
+    assert torch.allclose(vectors, expected, atol=1e-6)
+    (numbers,) = records.drain()
+    assert numbers.questions == 7 and numbers.loss == pytest.approx(result.loss.item())

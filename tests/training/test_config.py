@@ -32,7 +32,7 @@ def test_config_has_every_dpr_flag_with_its_default() -> None:
         assert type(values[name]) is type(default), name
     assert set(values) - set(DPR_FLAGS) == {
         "allow_unsafe_pickle", "pad_to_max", "pad_to_multiple_of", "amp_dtype",
-        "gradient_checkpointing", "grad_cache_chunk_size", "length_bucket_size",
+        "gradient_checkpointing", "grad_cache_chunk_size", "length_bucket_size", "compile",
         "keep_duplicate_positives", "ignore_checkpoint_offset", "ignore_checkpoint_optimizer",
         "ignore_checkpoint_lr", "keep_last_checkpoints", "distributed_timeout_minutes"}
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from dpr.training.optim import build_optimizer, linear_schedule
+from dpr.training import optim
+from dpr.training.optim import build_optimizer, linear_schedule, load_optimizer_state, use_fused
 
 
 class _Tiny(torch.nn.Module):
@@ -58,3 +61,65 @@ def test_linear_schedule_state_restores_on_a_fresh_scheduler() -> None:
     # Then the learning rates continue where they stopped (no collapse to 0)
     assert expected == pytest.approx([0.75, 0.625, 0.5])
     assert _lrs(sched2, opt2, 3) == pytest.approx(expected)
+
+
+def _stepped(fused: bool, steps: int, seed: int = 0, state: dict | None = None):
+    """A _Tiny model and its optimizer after `steps` updates on seeded random gradients."""
+    torch.manual_seed(0)
+    model = _Tiny()
+    opt = build_optimizer(model, learning_rate=1e-2, weight_decay=0.01, eps=1e-8,
+                          betas=(0.9, 0.999), fused=fused)
+    if state is not None:
+        state = copy.deepcopy(state)  # as if read back from a checkpoint file
+        load_optimizer_state(opt, state)
+        # continue from the saved weights too
+        for p, saved in zip(model.parameters(), state["weights"]):
+            p.data.copy_(saved)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=generator)
+        opt.step()
+    return model, opt
+
+
+def _weights(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_fused_adamw_gives_the_updates_of_the_default_one_on_cpu() -> None:
+    default, _ = _stepped(fused=False, steps=10)
+    fused, opt = _stepped(fused=True, steps=10)
+    assert all(group["fused"] for group in opt.param_groups)
+    for a, b in zip(_weights(default), _weights(fused)):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), (a - b).abs().max()
+    assert not torch.equal(_weights(default)[0], _weights(_Tiny())[0])  # it did move
+
+
+@pytest.mark.parametrize("saved_fused", [True, False])
+def test_optimizer_state_saved_fused_or_not_resumes_under_the_other(saved_fused: bool) -> None:
+    # Given a state saved after 5 updates with one implementation, and the 5 next updates
+    model, opt = _stepped(fused=saved_fused, steps=5)
+    state = {**opt.state_dict(), "weights": _weights(model)}
+    reference, _ = _stepped(fused=saved_fused, steps=5, seed=1, state=state)
+    # When an optimizer with the other implementation loads it and makes the same updates
+    resumed, other = _stepped(fused=not saved_fused, steps=5, seed=1, state=state)
+    # Then it keeps its own implementation, its step counters are where it needs them, and
+    # the weights are those of continuing with the saving one
+    assert all(bool(g["fused"]) is (not saved_fused) for g in other.param_groups)
+    steps = [s["step"] for s in other.state.values()]
+    assert steps and all(s.dtype == torch.float32 and s.device.type == "cpu" and s.item() == 10
+                         for s in steps)
+    for a, b in zip(_weights(reference), _weights(resumed)):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), (a - b).abs().max()
+
+
+def test_fused_is_the_default_on_gpus_only_unless_measured_faster_on_cpus(monkeypatch) -> None:
+    params = list(_Tiny().parameters())
+    assert use_fused(params) is optim.FUSED_ON_CPU
+    monkeypatch.setattr(optim, "FUSED_ON_CPU", True)
+    assert use_fused(params)
+    meta = torch.nn.Linear(2, 2, device="meta")
+    assert not use_fused([*params, meta.weight])  # devices mixed: not fused
+    assert not build_optimizer(_Tiny(), learning_rate=1.0, weight_decay=0.0, eps=1e-8,
+                               betas=(0.9, 0.999), fused=False).param_groups[0]["fused"]

@@ -17,6 +17,7 @@ from dpr.data.batch import build_batch
 from dpr.data.records import load_samples
 from dpr.data.tensorizer import build_tensorizer
 from dpr.models.checkpoint import to_dpr_layout
+from dpr.models.encoder import bucket_plan
 from dpr.models.factory import build_biencoder
 from dpr.training.step import _RngState, grad_cache_step, inbatch_loss, plain_step
 from dpr.utils.dist import DistContext
@@ -204,6 +205,73 @@ def test_length_buckets_give_the_vectors_and_gradients_of_one_pass(nodrop_camemb
     _assert_same(g_one, g_buckets)
     lengths = batch.ctx_mask.sum(1)
     assert lengths.min() < lengths.max()  # the case is not trivial
+
+
+def test_rounded_buckets_planned_from_cpu_lengths_give_the_one_pass_result(
+        nodrop_camembert, samples, monkeypatch) -> None:
+    # Given a batch padded to x8, its CPU row lengths (kept by .to()), and towers that bucket
+    # by 3 with widths rounded up to multiples of 16
+    batch = _batch(nodrop_camembert, samples, pad_to_max=False, multiple=8).to("cpu")
+    assert torch.equal(batch.ctx_lengths, batch.ctx_mask.sum(1))
+    assert torch.equal(batch.question_lengths, batch.question_mask.sum(1))
+    model = build_biencoder("hf_roberta", str(nodrop_camembert), dropout=0).train()
+    r_one, g_one = _plain(model, batch)
+    widths = {"question_model": [], "ctx_model": []}
+    for name in widths:
+        tower = getattr(model, name)
+        tower.length_bucket_size, tower.length_bucket_multiple = 3, 16
+        encode = tower._encode
+
+        def recording(ids, mask, encode=encode, seen=widths[name]):
+            seen.append(ids.shape[1])
+            return encode(ids, mask)
+        monkeypatch.setattr(tower, "_encode", recording)
+    # When the step runs on it (the towers get the lengths, not only the masks)
+    monkeypatch.setattr(torch.Tensor, "sum", _no_mask_sums(torch.Tensor.sum))
+    r_buckets, g_buckets = _plain(model, batch)
+    monkeypatch.undo()
+    # Then loss and gradients are those of one pass, and every bucket width is a multiple of
+    # 16 or the batch's own padded width
+    assert r_buckets.loss.item() == pytest.approx(r_one.loss.item(), abs=ATOL)
+    _assert_same(g_one, g_buckets)
+    full = {"question_model": batch.question_ids.shape[1], "ctx_model": batch.ctx_ids.shape[1]}
+    for name, seen in widths.items():
+        assert seen and all(w % 16 == 0 or w == full[name] for w in seen), (name, seen)
+    assert len(widths["ctx_model"]) == -(-batch.ctx_ids.shape[0] // 3)
+    assert min(widths["ctx_model"]) < full["ctx_model"]  # buckets did cut padding
+
+
+def _no_mask_sums(sum_):
+    """Tensor.sum that refuses to count a bool mask's rows (the plan must use the lengths)."""
+    def checked(self, *args, **kwargs):
+        if self.dtype == torch.bool and self.dim() == 2 and (args[:1] == (1,)
+                                                             or kwargs.get("dim") == 1):
+            raise AssertionError("bucket plan counted the mask on the device")
+        return sum_(self, *args, **kwargs)
+    return checked
+
+
+def test_bucket_plan_sorts_longest_first_and_rounds_widths_up_to_the_cap() -> None:
+    lengths = torch.tensor([5, 17, 3, 33, 0, 9, 16])
+    order, widths = bucket_plan(lengths, size=3, multiple=8, max_width=36)
+    assert order.tolist() == [3, 1, 6, 5, 0, 2, 4]
+    # buckets: (33, 17, 16) -> 40 capped to 36; (9, 5, 3) -> 16; (0,) -> 8
+    assert widths == [36, 16, 8]
+    assert bucket_plan(lengths, size=3)[1] == [33, 9, 1]  # exact; never 0 wide
+
+
+def test_grad_cache_with_rounded_buckets_gives_the_full_batch_result(nodrop_camembert,
+                                                                     samples) -> None:
+    batch = _batch(nodrop_camembert, samples, pad_to_max=False, multiple=8).to("cpu")
+    model = build_biencoder("hf_roberta", str(nodrop_camembert), dropout=0).train()
+    full, g_full = _plain(model, batch)
+    for tower in (model.question_model, model.ctx_model):
+        tower.length_bucket_size, tower.length_bucket_multiple = 2, 8
+    model.zero_grad()
+    cached = grad_cache_step(model, batch, dctx=DistContext(), autocast=NULL, scale=_identity,
+                             loss_factor=1.0, no_sync=NULL, chunk_size=4, sync_last=True)
+    assert cached.loss.item() == pytest.approx(full.loss.item(), abs=ATOL)
+    _assert_same(g_full, _grads(model))
 
 
 MASKED = {0: [2, 5], 1: [0, 1, 5], 2: [3, 7], 3: []}
