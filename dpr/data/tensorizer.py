@@ -243,13 +243,6 @@ def build_tensorizer(
                       pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)
 
 
-def inference_pad_multiple(device: torch.device | str) -> int:
-    """Dynamic padding multiple of inference on `device`: 8 on GPUs (tensor-core friendly
-    shapes), 1 on CPUs, where rounding only adds padded tokens (about 3% more work on 100-word
-    passages, `benchmarks/encode_throughput.py`)."""
-    return 8 if torch.device(device).type == "cuda" else 1
-
-
 def tensorizer_for(params: Mapping[str, Any], *, pad_to_max: bool = False,
                    pad_to_multiple_of: int = 8) -> Tensorizer:
     """The training tensorizer of resolved encoder parameters (a checkpoint's, see

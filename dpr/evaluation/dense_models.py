@@ -21,12 +21,7 @@ import numpy as np
 import torch
 
 from dpr.data.recipe import encode_in_batches, passage_items, question_items
-from dpr.data.tensorizer import (
-    Tensorizer,
-    build_tensorizer,
-    export_tensorizer,
-    inference_pad_multiple,
-)
+from dpr.data.tensorizer import Tensorizer, build_tensorizer, export_tensorizer
 from dpr.evaluation.encode import (
     InferenceModel,
     encode_passages,
@@ -115,7 +110,7 @@ class UntrainedModel(_BiEncoderModel):
         biencoder = build_biencoder(kind, path, dropout=0.0).eval().to(device)
         tensorizer = build_tensorizer(kind, path, sequence_length=params["sequence_length"],
                                       do_lower_case=params["do_lower_case"], pad_to_max=False,
-                                      pad_to_multiple_of=inference_pad_multiple(device))
+                                      pad_to_multiple_of=8)
         self.model = InferenceModel(biencoder, tensorizer, device, params, amp_dtype)
         self.batch_size, self.quiet = batch_size, quiet
         lower = ", lower-cased" if params["do_lower_case"] else ""
@@ -126,8 +121,7 @@ class _ExportedTower:
     """One exported tower: its tokenizer with the stored recipe, and the reloaded encoder."""
 
     def __init__(self, folder: Path, device: torch.device) -> None:
-        self.tensorizer: Tensorizer = export_tensorizer(
-            folder, exported_params(folder), pad_to_multiple_of=inference_pad_multiple(device))
+        self.tensorizer: Tensorizer = export_tensorizer(folder, exported_params(folder))
         self.encoder = load_exported_encoder(folder, device)
         self.device = device
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dpr.data.recipe import encode_in_batches, passage_items, question_items
-from dpr.data.tensorizer import Tensorizer, inference_pad_multiple, tensorizer_for
+from dpr.data.tensorizer import Tensorizer, tensorizer_for
 from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import ENCODER_PARAM_KEYS
 from dpr.models.factory import load_trained_biencoder
@@ -63,8 +63,7 @@ def load_inference_model(model_file: str, cli: Mapping[str, Any], *, device: tor
         CheckpointError: If the checkpoint is missing, unreadable or does not fit the model.
     """
     trained = load_trained_biencoder(model_file, cli, allow_pickle=allow_pickle)
-    tensorizer = tensorizer_for(trained.params,
-                                pad_to_multiple_of=inference_pad_multiple(device))
+    tensorizer = tensorizer_for(trained.params)
     return InferenceModel(trained.biencoder.to(device), tensorizer, device, trained.params,
                           amp_dtype)
 
