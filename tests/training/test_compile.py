@@ -27,7 +27,6 @@ def _step(model, batch):
     return result.loss.item(), grads
 
 
-@pytest.mark.slow
 def test_compiled_towers_give_the_eager_loss_and_gradients(nodrop_camembert, dpr_files) -> None:
     # Given a tiny bi-encoder (dropout off) and one training batch
     samples = load_samples(str(dpr_files[0]))[:4]
