@@ -1,4 +1,8 @@
-"""Retrieves passages for a QA file with a DPR checkpoint and FAISS, and scores the top-k.
+"""Retrieves passages for a QA file with a model and FAISS, and scores the top-k.
+
+The model is a DPR checkpoint, a dpr2hf export folder or a Hugging Face / sentence-transformers
+folder, applied with its own recipe (`dpr.inference`); it must be the model that encoded the
+passages.
 
 python dense_retriever.py --model_file dpr_biencoder.2 --qa_file qas_dev.tsv \
     --ctx_file passages.tsv --encoded_ctx_file "emb/passages_*" --out_file results.json
@@ -22,13 +26,12 @@ from dpr.data.tsv import TsvPassage, read_passages, read_qas
 from dpr.evaluation.encode import (
     add_encoder_flags,
     cli_encoder_params,
-    encode_questions,
     encoding_dtype,
-    load_inference_model,
     pick_device,
 )
 from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
+from dpr.inference import load_encoder
 from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import atomic_write
@@ -186,9 +189,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     questions = read_qas(args.qa_file)
     passages = read_passages(args.ctx_file)
     device = pick_device(args.no_cuda)
-    model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
-                                 allow_pickle=args.allow_unsafe_pickle,
-                                 amp_dtype=encoding_dtype(args, device))
+    model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
+                         allow_pickle=args.allow_unsafe_pickle,
+                         amp_dtype=encoding_dtype(args, device), batch_size=args.batch_size,
+                         quiet=args.quiet)
+    logger.info("Model: %s", model.description)
     index = get_index(files, args)
     if index.dim != model.dim:
         raise EmbeddingFileError(f"{files[0]}: vectors of size {index.dim}, but the model's are "
@@ -197,8 +202,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if missing:
         raise InputError(f"{args.ctx_file}: passage ids of the embeddings missing, e.g. "
                          f"{missing[:3]}")
-    q_vectors = encode_questions(model, [q for q, _ in questions],
-                                 batch_size=args.batch_size, quiet=args.quiet)
+    q_vectors = model.encode_questions([q for q, _ in questions])
     hits, scores = index.search(q_vectors, args.n_docs)
     results = score_results(questions, hits, passages, match=args.match, scores=scores,
                             workers=args.validation_workers)

@@ -1,4 +1,7 @@
-"""Encodes a passage TSV file (or one shard of it) with a DPR checkpoint's passage encoder.
+"""Encodes a passage TSV file (or one shard of it) with a model's passage encoder.
+
+The model is a DPR checkpoint, a dpr2hf export folder or a Hugging Face / sentence-transformers
+folder, applied with its own recipe (pooling, normalisation, prefixes; `dpr.inference`).
 
 python generate_dense_embeddings.py --model_file dpr_biencoder.2 --ctx_file passages.tsv \
     --out_file emb/passages --shard_id 0 --num_shards 2
@@ -16,12 +19,11 @@ from dpr.data.tsv import read_passages
 from dpr.evaluation.encode import (
     add_encoder_flags,
     cli_encoder_params,
-    encode_passages,
     encoding_dtype,
-    load_inference_model,
     pick_device,
 )
 from dpr.evaluation.index import write_embeddings
+from dpr.inference import load_encoder
 from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import UsageError
 from dpr.utils.logging import setup_logging
@@ -69,16 +71,17 @@ def run(args: argparse.Namespace) -> str:
     """Encodes one shard and writes it; returns the vector file name."""
     check_args(args)
     device = pick_device(args.no_cuda)
-    model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
-                                 allow_pickle=args.allow_unsafe_pickle,
-                                 amp_dtype=encoding_dtype(args, device))
+    model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
+                         allow_pickle=args.allow_unsafe_pickle,
+                         amp_dtype=encoding_dtype(args, device), batch_size=args.batch_size,
+                         quiet=args.quiet)
     passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
     start, end = shard_bounds(len(passages), args.shard_id, args.num_shards)
     shard = passages[start:end]
     logger.info("Shard %d/%d: passages %d..%d of %d (%d), device %s", args.shard_id,
                 args.num_shards, start, end, len(passages), len(shard), model.device)
-    vectors = encode_passages(model, [p.text for p in shard], [p.title for p in shard],
-                              batch_size=args.batch_size, quiet=args.quiet)
+    logger.info("Model: %s", model.description)
+    vectors = model.encode_passages([(p.title, p.text) for p in shard])
     npy, _ = write_embeddings(f"{args.out_file}_{args.shard_id}", [p.id for p in shard],
                               vectors)
     logger.info("Wrote %d vectors of size %d to %s", len(shard), model.dim, npy)

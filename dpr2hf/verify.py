@@ -21,6 +21,7 @@ from dpr.data.tensorizer import Tensorizer, export_tensorizer
 from dpr.models.biencoder import BiEncoder
 from dpr.models.encoder import encode_ids
 from dpr.models.export import exported_params, load_auto_model, load_projection
+from dpr.models.recipe import recipe_of
 from dpr.utils.errors import DprError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class VerificationError(DprError):
 def _items(side: str, recipe: Recipe) -> list:
     if side == "question":
         return question_items(VERIFY_QUESTIONS, recipe)
-    return passage_items([t for t, _ in VERIFY_PASSAGES], [x for _, x in VERIFY_PASSAGES], recipe)
+    return passage_items(VERIFY_PASSAGES, recipe)
 
 
 def _vectors(encode_fn, tensorizer: Tensorizer, items: list, dim: int) -> torch.Tensor:
@@ -107,14 +108,18 @@ def _folder_inputs(folder: Path, side: str, want_ids: list[list[int]], *,
 
 
 def verify_hf_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) -> float:
-    """AutoTokenizer + AutoModel (+ encode_proj.safetensors): first-token vectors vs `ref`."""
+    """AutoTokenizer + AutoModel (+ encode_proj.safetensors), pooled and normalised as the
+    folder's `dpr` entry says: vectors vs `ref`."""
     want_ids, want = ref
     tensorizer, items = _folder_inputs(folder, side, want_ids)
     if (folder / "sentencepiece.bpe.model").is_file():
         _folder_inputs(folder, side, want_ids, use_fast=False)
     model, projection = load_auto_model(folder), load_projection(folder)
-    vectors = _vectors(lambda ids, mask: encode_ids(model, ids, mask, projection), tensorizer,
-                       items, want.shape[1])
+    recipe = recipe_of(exported_params(folder))
+    vectors = _vectors(lambda ids, mask: encode_ids(model, ids, mask, projection,
+                                                    pooling=recipe.pooling,
+                                                    normalize=recipe.normalize),
+                       tensorizer, items, want.shape[1])
     return _max_diff(f"{folder.name} (transformers)", vectors, want, tolerance)
 
 
@@ -132,7 +137,8 @@ def verify_dpr_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) 
 def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *,
                                  tolerance: float) -> float | None:
     """SentenceTransformer(folder).encode on questions (without '?') and (title, text) pairs;
-    lowercasing is left to sentence-transformers (`do_lower_case`). None if not installed."""
+    lowercasing is left to sentence-transformers (`do_lower_case`), the prefixes to its prompts
+    (`prompt_name="query"` / `"passage"`). None if not installed."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -141,7 +147,10 @@ def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *,
         return None
     model = SentenceTransformer(str(folder), device="cpu")
     items = _items(side, Recipe(do_lower_case=False))
+    prompt = "query" if side == "question" else "passage"
+    prompt_name = prompt if (getattr(model, "prompts", None) or {}).get(prompt) else None
     vectors = torch.stack([torch.as_tensor(model.encode([item], convert_to_numpy=False,
-                                                            show_progress_bar=False)[0])
+                                                            show_progress_bar=False,
+                                                            prompt_name=prompt_name)[0])
                            for item in items])
     return _max_diff(f"{folder.name} (sentence-transformers)", vectors, ref[1], tolerance)

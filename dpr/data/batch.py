@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dpr.data.recipe import passage_items, question_items
 from dpr.data.records import BiEncoderSample, Passage
 from dpr.data.tensorizer import Tensorizer
 
@@ -138,8 +139,9 @@ def build_batch(
         hard_idx.append(list(range(first_hard, first_hard + len(hards))))
         passages.extend([positive, *others, *hards])
         questions.append(sample.question)
-    q_ids, q_mask = tensorizer.tensorize_questions(questions)
-    c_ids, c_mask = tensorizer.tensorize([p.text for p in passages], [p.title for p in passages])
+    q_ids, q_mask = tensorizer.tensorize(question_items(questions, tensorizer.recipe))
+    c_ids, c_mask = tensorizer.tensorize(
+        passage_items([(p.title, p.text) for p in passages], tensorizer.recipe))
     return BiEncoderBatch(
         question_ids=q_ids, question_mask=q_mask, ctx_ids=c_ids, ctx_mask=c_mask,
         positive_idx=torch.tensor(positive_idx, dtype=torch.long), hard_negative_idx=hard_idx,

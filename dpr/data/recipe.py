@@ -1,20 +1,24 @@
 """The one input recipe: how questions and passages become model inputs, everywhere.
 
-Training (`Tensorizer` in `build_batch`), inference on a checkpoint or a `dpr2hf` folder
-(`dpr.evaluation`) and the export check (`dpr2hf.verify`) all go through these functions, so
-the three cannot drift apart:
+Training (`build_batch`), inference on any model (`dpr.inference`) and the export check
+(`dpr2hf.verify`) all go through these functions, so they cannot drift apart:
 
 - a question loses one trailing '?' (DPR's training-time rule), then surrounding whitespace;
-- a passage's text loses surrounding whitespace; its title is kept as is, and an empty title
-  means the text is encoded alone (`[CLS] text [SEP]`), else as the pair
-  (`[CLS] title [SEP] text [SEP]`, RoBERTa: `<s> title </s></s> text </s>`);
+- a passage is one `(title, text)` pair everywhere; its text loses surrounding whitespace, its
+  title is kept as is, and an empty title means the text is encoded alone (`[CLS] text
+  [SEP]`), else as the pair (`[CLS] title [SEP] text [SEP]`, RoBERTa: `<s> title </s></s> text
+  </s>`);
 - with `do_lower_case` every text (question, title, passage) is lower-cased with `str.lower()`;
+- then the model's prefixes are put in front (`query_prefix` before the question,
+  `passage_prefix` before the title, or before the text when there is no title: what
+  sentence-transformers does with a prompt and a `(title, text)` pair);
 - token ids carry the tokenizer's special tokens and are truncated to `max_length`
   (`longest_first` for pairs); batches are right-padded with the pad id, the attention mask
   being `ids != pad_id`.
 
-`encode_in_batches` runs any `(ids, mask) -> vectors` function over many texts in batches:
-length-sorted within windows, the next window tokenized while the current one is encoded.
+`encode_in_batches` runs any `(ids, mask) -> vectors` function over many prepared items in
+batches: length-sorted within windows, the next window tokenized while the current one is
+encoded.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -32,10 +36,10 @@ from tqdm import tqdm
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from dpr.data.tensorizer import Tensorizer
-
 # A prepared input: a question or title-less passage text, or a (title, text) pair.
 Item = str | tuple[str, str]
+# A passage as every tool passes it: (title, text); "" = no title.
+PassageText = tuple[str, str]
 
 # Items tokenized at a time by `encode_in_batches` when sorting by length (bounds memory).
 SORT_WINDOW_BATCHES = 64
@@ -43,18 +47,30 @@ SORT_WINDOW_BATCHES = 64
 
 @dataclass(frozen=True)
 class Recipe:
-    """The two settings of the recipe a model was trained with (stored in its checkpoint).
+    """The text side of the recipe a model was trained with (stored in its checkpoint).
 
     Attributes:
         do_lower_case: DPR's `--do_lower_case`: `str.lower()` on every text.
         max_length: DPR's `--sequence_length`, special tokens included.
+        query_prefix: Put before every question (e.g. `query: `).
+        passage_prefix: Put before every passage's title, or its text when untitled.
     """
 
     do_lower_case: bool = False
     max_length: int = 512
+    query_prefix: str = ""
+    passage_prefix: str = ""
 
     def _case(self, text: str) -> str:
         return text.lower() if self.do_lower_case else text
+
+
+class ItemTokenizer(Protocol):
+    """What `encode_in_batches` needs: a `Tensorizer` (`dpr.data.tensorizer`)."""
+
+    def encode_items(self, items: Sequence[Item]) -> list[list[int]]: ...
+
+    def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def strip_question_mark(question: str) -> str:
@@ -63,19 +79,19 @@ def strip_question_mark(question: str) -> str:
 
 
 def prepare_question(question: str, recipe: Recipe) -> str:
-    """One trailing '?' removed, then surrounding spaces; lower-cased when the recipe says so."""
-    return recipe._case(strip_question_mark(question).strip())
+    """One trailing '?' removed, then surrounding spaces; lower-cased when the recipe says so;
+    the query prefix in front."""
+    return recipe.query_prefix + recipe._case(strip_question_mark(question).strip())
 
 
-def prepare_passage(title: str, text: str, recipe: Recipe) -> tuple[str, str]:
-    """(title, text) as training saw them: text stripped, both lower-cased when required; an
-    empty title means the text is encoded alone."""
-    return (recipe._case(title) if title else ""), recipe._case(text.strip())
-
-
-def passage_item(title: str, text: str) -> Item:
-    """The tokenizer input of a prepared passage: the text alone when the title is empty."""
-    return (title, text) if title else text
+def prepare_passage(passage: PassageText, recipe: Recipe) -> Item:
+    """A `(title, text)` passage as training saw it: text stripped, both lower-cased when
+    required, the passage prefix in front; the text alone when the title is empty."""
+    title, text = passage
+    text = recipe._case((text or "").strip())
+    if title:
+        return recipe.passage_prefix + recipe._case(title), text
+    return recipe.passage_prefix + text
 
 
 def question_items(questions: Sequence[str], recipe: Recipe) -> list[Item]:
@@ -83,13 +99,9 @@ def question_items(questions: Sequence[str], recipe: Recipe) -> list[Item]:
     return [prepare_question(q, recipe) for q in questions]
 
 
-def passage_items(titles: Sequence[str] | None, texts: Sequence[str],
-                  recipe: Recipe) -> list[Item]:
-    """Prepared passages; `titles` None means no titles."""
-    titles = titles if titles is not None else [""] * len(texts)
-    if len(titles) != len(texts):
-        raise ValueError(f"{len(titles)} titles for {len(texts)} texts")
-    return [passage_item(*prepare_passage(t or "", x, recipe)) for t, x in zip(titles, texts)]
+def passage_items(passages: Sequence[PassageText], recipe: Recipe) -> list[Item]:
+    """Prepared `(title, text)` passages."""
+    return [prepare_passage(p, recipe) for p in passages]
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], *,
@@ -135,7 +147,7 @@ def pad_ids(sequences: Sequence[Sequence[int]], *, pad_id: int,
     return ids, ids != pad_id
 
 
-def _windows(tensorizer: Tensorizer, items: Sequence[Item], window: int,
+def _windows(tensorizer: ItemTokenizer, items: Sequence[Item], window: int,
              prefetch: bool) -> Iterator[tuple[int, list[list[int]]]]:
     """(start, token ids) of consecutive windows of `items`; with `prefetch` the next window
     is tokenized in a thread while the caller encodes the current one (fast tokenizers release
@@ -157,7 +169,7 @@ def _windows(tensorizer: Tensorizer, items: Sequence[Item], window: int,
 
 def encode_in_batches(
     encode_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    tensorizer: Tensorizer,
+    tensorizer: ItemTokenizer,
     items: Sequence[Item],
     *,
     dim: int,

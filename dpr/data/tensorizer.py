@@ -1,21 +1,22 @@
 """The tokenizer factory and `Tensorizer`, the input recipe bound to a tokenizer.
 
-Tokenizer choice (`build_tokenizer`):
-- `hf_bert`: BERT WordPiece tokenizer of the folder.
-- `hf_roberta`, `fairseq_roberta`: the folder's own family (`tokenizer_family`), first from
-  `tokenizer_config.json`'s `tokenizer_class`, then from `config.json`'s `model_type`
-  (`xlm-roberta`, `camembert`, `roberta`); only a folder with neither (a fairseq folder, a bare
-  tokenizer folder) falls back to the SentencePiece-file rule (`sentencepiece.bpe.model`
-  means CamemBERT), then to the name ("camembert" in the path). XLM-R, CamemBERT and RoBERTa
-  each get their own class and so their own ids (XLM-R shifts SentencePiece ids by 1,
-  CamemBERT by 4).
+Tokenizer choice (`build_tokenizer`): always the folder's own family (`tokenizer_family`),
+first from `tokenizer_config.json`'s `tokenizer_class`, then from `config.json`'s
+`model_type` (`bert`, `xlm-roberta`, `camembert`, `roberta`). Only a folder with neither falls
+back by encoder type: `hf_bert` to BERT's WordPiece; the RoBERTa types to the
+SentencePiece-file rule (`sentencepiece.bpe.model` means CamemBERT: a fairseq folder), then to
+the name ("camembert" in the path). A `BertModel` folder with an `XLMRobertaTokenizer` (as
+multilingual-e5 and paraphrase-multilingual-MiniLM ship) therefore gets XLM-R's tokenizer.
+XLM-R, CamemBERT and RoBERTa each get their own class and so their own ids (XLM-R shifts
+SentencePiece ids by 1, CamemBERT by 4).
 
 `do_lower_case` lower-cases the text (questions, titles and passages) with `str.lower()` before
-tokenization, for every tokenizer. For `hf_bert` it is also passed to the BERT tokenizer as its
-own `do_lower_case` (overriding the folder's setting, with accent stripping following it), as
+tokenization, for every tokenizer. For a BERT tokenizer it is also passed as its own
+`do_lower_case` (overriding the folder's setting, with accent stripping following it), as
 DPR's `BertTokenizer.from_pretrained(cfg, do_lower_case=...)` did. The choice is stored in
 checkpoints and applied again at inference and in `dpr2hf`'s exported tokenizer.
-The text preparation itself lives in `dpr.data.recipe`.
+The text preparation itself lives in `dpr.data.recipe`; a `Tensorizer` takes prepared items
+only (`question_items` / `passage_items`), its one way in.
 """
 
 from __future__ import annotations
@@ -37,14 +38,7 @@ from transformers import (
     XLMRobertaTokenizerFast,
 )
 
-from dpr.data.recipe import (
-    Item,
-    Recipe,
-    pad_ids,
-    passage_items,
-    question_items,
-    tokenize,
-)
+from dpr.data.recipe import Item, Recipe, pad_ids, tokenize
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -71,9 +65,14 @@ def _json_field(path: Path, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def tokenizer_family(path: str) -> str:
+def tokenizer_family(path: str, fallback: str | None = None) -> str:
     """The tokenizer family of a folder (or hub name): `bert`, `camembert`, `roberta` or
-    `xlm-roberta` (see the module docstring for the order of the rules)."""
+    `xlm-roberta` (see the module docstring for the order of the rules).
+
+    Args:
+        path: Tokenizer or model folder.
+        fallback: The family of a folder that names none (None: the RoBERTa types' rule).
+    """
     folder = Path(path)
     cls = _json_field(folder / "tokenizer_config.json", "tokenizer_class").lower()
     for prefix, family in _CLASS_FAMILIES:
@@ -82,6 +81,8 @@ def tokenizer_family(path: str) -> str:
     model_type = _json_field(folder / "config.json", "model_type").lower().replace("_", "-")
     if model_type in TOKENIZER_CLASSES:
         return model_type
+    if fallback is not None:
+        return fallback
     if (folder / SENTENCEPIECE_FILE).is_file() or "camembert" in os.fspath(path).lower():
         return "camembert"
     return "roberta"
@@ -92,21 +93,31 @@ def is_camembert_folder(path: str) -> bool:
     return tokenizer_family(path) == "camembert"
 
 
-def tokenizer_options(encoder_model_type: str, do_lower_case: bool | None) -> dict[str, Any]:
-    """`from_pretrained` keywords the recipe adds: BERT's `do_lower_case` (DPR's meaning)."""
-    if encoder_model_type == "hf_bert" and do_lower_case is not None:
+def tokenizer_class(encoder_model_type: str, path: str) -> type:
+    """The tokenizer class of a folder for an encoder type (module docstring)."""
+    fallback = "bert" if encoder_model_type == "hf_bert" else None
+    return TOKENIZER_CLASSES[tokenizer_family(path, fallback)]
+
+
+def tokenizer_options(encoder_model_type: str, do_lower_case: bool | None,
+                      cls: type | None = None) -> dict[str, Any]:
+    """`from_pretrained` keywords the recipe adds: a BERT tokenizer's `do_lower_case` (DPR's
+    meaning), for `hf_bert` (`cls`: the tokenizer class, when known)."""
+    is_bert = (cls is None or issubclass(cls, BertTokenizerFast)) and \
+        encoder_model_type == "hf_bert"
+    if is_bert and do_lower_case is not None:
         return {"do_lower_case": bool(do_lower_case)}
     return {}
 
 
 def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
                     do_lower_case: bool | None = None) -> PreTrainedTokenizerBase:
-    """Loads the tokenizer that matches an encoder type.
+    """Loads the folder's own tokenizer (see the module docstring).
 
     Args:
         encoder_model_type: `hf_bert`, `hf_roberta` or `fairseq_roberta`.
         pretrained_model_cfg: Tokenizer folder (or hub name where a hub is reachable).
-        do_lower_case: For `hf_bert`, the BERT tokenizer's own lowercasing (None: as saved).
+        do_lower_case: For a BERT tokenizer, its own lowercasing (None: as saved).
 
     Returns:
         A fast Hugging Face tokenizer.
@@ -117,13 +128,10 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
     """
     if not pretrained_model_cfg:
         raise UsageError("--pretrained_model_cfg is required to build the tokenizer")
-    if encoder_model_type == "hf_bert":
-        cls = BertTokenizerFast
-    else:
-        cls = TOKENIZER_CLASSES[tokenizer_family(pretrained_model_cfg)]
-        if cls is BertTokenizerFast:
-            cls = RobertaTokenizerFast
-    options = tokenizer_options(encoder_model_type, do_lower_case)
+    cls = tokenizer_class(encoder_model_type, pretrained_model_cfg)
+    if cls is BertTokenizerFast and encoder_model_type != "hf_bert":
+        cls = RobertaTokenizerFast
+    options = tokenizer_options(encoder_model_type, do_lower_case, cls)
     logger.info("Tokenizer %s from %s %s", cls.__name__, pretrained_model_cfg, options or "")
     try:
         return cls.from_pretrained(pretrained_model_cfg, **options)
@@ -133,10 +141,11 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
 
 
 class Tensorizer:
-    """The recipe (`dpr.data.recipe`) bound to one tokenizer: texts to padded id tensors.
+    """The recipe (`dpr.data.recipe`) bound to one tokenizer: prepared items to padded ids.
 
+    Its one way in is prepared items (`question_items` / `passage_items` of `self.recipe`).
     Sequences get the tokenizer's special tokens (`[CLS] title [SEP] text [SEP]` for BERT,
-    `<s> title </s></s> text </s>` for RoBERTa/CamemBERT), are truncated to `max_length`
+    `<s> title </s></s> text </s>` for RoBERTa/CamemBERT/XLM-R), are truncated to `max_length`
     ("longest_first" for pairs) and right-padded with the tokenizer's pad id. The attention
     mask is `ids != pad_token_id`.
 
@@ -144,12 +153,15 @@ class Tensorizer:
         tokenizer: A Hugging Face tokenizer.
         max_length: DPR's `--sequence_length`.
         lowercase: DPR's `--do_lower_case` (see the module docstring).
+        query_prefix: Text put before every question.
+        passage_prefix: Text put before every passage.
         pad_to_max: Pad every tensor to `max_length` (DPR's behaviour) instead of to the
             longest sequence of the batch.
         pad_to_multiple_of: With dynamic padding, round the length up to a multiple of this.
 
     Raises:
         TokenizerError: If the tokenizer has no pad token.
+        UsageError: A prefix that leaves no room for the text within `max_length`.
     """
 
     def __init__(
@@ -158,15 +170,31 @@ class Tensorizer:
         *,
         max_length: int,
         lowercase: bool = False,
+        query_prefix: str = "",
+        passage_prefix: str = "",
         pad_to_max: bool = True,
         pad_to_multiple_of: int = 1,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise TokenizerError(f"tokenizer {type(tokenizer).__name__} has no pad token")
         self.tokenizer = tokenizer
-        self.recipe = Recipe(do_lower_case=lowercase, max_length=max_length)
+        self.recipe = Recipe(do_lower_case=lowercase, max_length=max_length,
+                             query_prefix=query_prefix or "",
+                             passage_prefix=passage_prefix or "")
         self.pad_to_max = pad_to_max
         self.pad_to_multiple_of = pad_to_multiple_of
+        self._check_prefixes()
+
+    def _check_prefixes(self) -> None:
+        for flag, prefix in (("query_prefix", self.recipe.query_prefix),
+                             ("passage_prefix", self.recipe.passage_prefix)):
+            if not prefix:
+                continue
+            used = len(self.tokenizer(prefix + "x", add_special_tokens=True)["input_ids"])
+            if used > self.max_length:
+                raise UsageError(f"--{flag} {prefix!r} leaves no room for the text: with the "
+                                 f"special tokens it takes {used - 1} of the "
+                                 f"{self.max_length} tokens of --sequence_length")
 
     @property
     def max_length(self) -> int:
@@ -181,24 +209,9 @@ class Tensorizer:
         return int(self.tokenizer.pad_token_id)
 
     def encode_items(self, items: Sequence[Item]) -> list[list[int]]:
-        """Token ids of already prepared items (`dpr.data.recipe.tokenize`)."""
+        """Token ids of prepared items (`dpr.data.recipe.tokenize`): one unpadded list per
+        item, at most `max_length` long, special tokens included."""
         return tokenize(self.tokenizer, items, max_length=self.max_length)
-
-    def encode(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> list[list[int]]:
-        """Tokenizes texts (with their titles when truthy) into unpadded id lists.
-
-        Args:
-            texts: Passage or question texts; surrounding whitespace is stripped.
-            titles: Optional titles, one per text; empty titles mean no title.
-
-        Returns:
-            One id list per text, at most `max_length` long, special tokens included.
-        """
-        return self.encode_items(passage_items(titles or None, texts, self.recipe))
-
-    def encode_questions(self, questions: Sequence[str]) -> list[list[int]]:
-        """Token ids of raw questions (one trailing '?' removed, as in training)."""
-        return self.encode_items(question_items(questions, self.recipe))
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pads id lists into a tensor and builds the attention mask.
@@ -216,15 +229,9 @@ class Tensorizer:
             width = min(self.max_length, -(-longest // step) * step)
         return pad_ids(sequences, pad_id=self.pad_id, width=width)
 
-    def tensorize(
-        self, texts: Sequence[str], titles: Sequence[str] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`encode` then `pad`: ids [N × L] and mask [N × L]."""
-        return self.pad(self.encode(texts, titles))
-
-    def tensorize_questions(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`encode_questions` then `pad`: ids [N × L] and mask [N × L]."""
-        return self.pad(self.encode_questions(questions))
+    def tensorize(self, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_items` then `pad`: ids [N × L] and mask [N × L]."""
+        return self.pad(self.encode_items(items))
 
 
 def build_tensorizer(
@@ -233,6 +240,8 @@ def build_tensorizer(
     *,
     sequence_length: int,
     do_lower_case: bool,
+    query_prefix: str = "",
+    passage_prefix: str = "",
     pad_to_max: bool = True,
     pad_to_multiple_of: int = 1,
 ) -> Tensorizer:
@@ -240,6 +249,7 @@ def build_tensorizer(
     tokenizer = build_tokenizer(encoder_model_type, pretrained_model_cfg,
                                 do_lower_case=do_lower_case)
     return Tensorizer(tokenizer, max_length=sequence_length, lowercase=do_lower_case,
+                      query_prefix=query_prefix, passage_prefix=passage_prefix,
                       pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)
 
 
@@ -250,7 +260,9 @@ def tensorizer_for(params: Mapping[str, Any], *, pad_to_max: bool = False,
     return build_tensorizer(
         params["encoder_model_type"], params["pretrained_model_cfg"] or params["pretrained_file"],
         sequence_length=int(params.get("sequence_length") or 512),
-        do_lower_case=bool(params.get("do_lower_case")), pad_to_max=pad_to_max,
+        do_lower_case=bool(params.get("do_lower_case")),
+        query_prefix=params.get("query_prefix") or "",
+        passage_prefix=params.get("passage_prefix") or "", pad_to_max=pad_to_max,
         pad_to_multiple_of=pad_to_multiple_of)
 
 
@@ -263,5 +275,7 @@ def export_tensorizer(folder: str | os.PathLike[str], params: Mapping[str, Any],
     tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=use_fast)
     max_length = int(params.get("sequence_length") or tokenizer.model_max_length)
     return Tensorizer(tokenizer, max_length=min(max_length, 1 << 20),
-                      lowercase=bool(params.get("do_lower_case")), pad_to_max=False,
+                      lowercase=bool(params.get("do_lower_case")),
+                      query_prefix=params.get("query_prefix") or "",
+                      passage_prefix=params.get("passage_prefix") or "", pad_to_max=False,
                       pad_to_multiple_of=pad_to_multiple_of)

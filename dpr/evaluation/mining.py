@@ -194,36 +194,35 @@ def shard_range(total: int, rank: int, world_size: int, batch_size: int) -> tupl
     return min(rank * per_rank, total), min((rank + 1) * per_rank, total)
 
 
-def encode_corpus(encode: Callable[[Sequence[str], Sequence[str]], np.ndarray],
-                  titles: Sequence[str], texts: Sequence[str], *, ctx: DistContext,
+def encode_corpus(encode: Callable[[Sequence[tuple[str, str]]], np.ndarray],
+                  passages: Sequence[tuple[str, str]], *, ctx: DistContext,
                   batch_size: int) -> np.ndarray:
     """Encodes every passage, each process its contiguous share, and gathers the vectors.
 
     Args:
-        encode: ``model.encode_passages(titles, texts)``.
-        titles: Passage titles, corpus order.
-        texts: Passage texts, corpus order.
+        encode: ``model.encode_passages`` (``(title, text)`` passages → vectors).
+        passages: ``(title, text)`` passages, corpus order.
         ctx: Process context (one process: no communication).
         batch_size: The model's batch size (shares are cut on its multiples).
 
     Returns:
         float32 vectors [N × D] of the whole corpus, in corpus order, on every process.
     """
-    start, end = shard_range(len(texts), ctx.rank, ctx.world_size, batch_size)
-    local = np.asarray(encode(titles[start:end], texts[start:end]), dtype=np.float32)
+    start, end = shard_range(len(passages), ctx.rank, ctx.world_size, batch_size)
+    local = np.asarray(encode(passages[start:end]), dtype=np.float32)
     if not ctx.distributed:
         return local
     dims = all_gather_variable(torch.tensor([local.shape[1] if len(local) else 0],
                                             device=ctx.device), ctx)
     dim = max(int(d[0]) for d in dims)
     local = local.reshape(len(local), dim) if len(local) else np.zeros((0, dim), np.float32)
-    largest = shard_range(len(texts), 0, ctx.world_size, batch_size)[1]
+    largest = shard_range(len(passages), 0, ctx.world_size, batch_size)[1]
     parts: list[list[np.ndarray]] = [[] for _ in range(ctx.world_size)]
     for offset in range(0, largest, GATHER_CHUNK_ROWS):
         chunk = torch.from_numpy(local[offset:offset + GATHER_CHUNK_ROWS]).to(ctx.device)
         for rank, got in enumerate(all_gather_variable(chunk, ctx)):
             parts[rank].append(got.cpu().numpy())
     vectors = np.concatenate([a for rank_parts in parts for a in rank_parts])
-    if len(vectors) != len(texts):
-        raise RuntimeError(f"gathered {len(vectors)} vectors for {len(texts)} passages")
+    if len(vectors) != len(passages):
+        raise RuntimeError(f"gathered {len(vectors)} vectors for {len(passages)} passages")
     return vectors

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dpr.evaluation.bm25 import BM25Settings
 from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT
@@ -133,8 +134,12 @@ class EvalOptions:
     fusion_dpr: str | None = None
     pretrained_model_cfg: str | None = None
     pretrained_file: str | None = None
-    do_lower_case: bool = False  # plain encoder folders only (`UntrainedModel`)
+    do_lower_case: bool = False  # plain encoder folders only (untrained bi-encoders)
     sequence_length: int = 512  # plain encoder folders only
+    pooling: str | None = None  # plain encoder folders only: the recipe flags (None = the
+    similarity: str | None = None  # folder's sentence-transformers recipe, else DPR's)
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
     fp16: bool = False  # mixed-precision encoding (`dpr.utils.dist.autocast_dtype`)
     amp_dtype: str = "auto"
     sbert_model: str | None = None
@@ -155,6 +160,16 @@ class EvalOptions:
     pairs: tuple[tuple[str, str], ...] = ()
     quiet: bool = False
     command: str = ""
+
+    @property
+    def encoder_cli(self) -> dict[str, Any]:
+        """The encoder flags given to `dpr.inference.load_encoder` (paths for checkpoints; the
+        rest for plain model folders, checkpoints and exports carrying their own)."""
+        return {"pretrained_model_cfg": self.pretrained_model_cfg,
+                "pretrained_file": self.pretrained_file, "do_lower_case": self.do_lower_case,
+                "sequence_length": self.sequence_length, "pooling": self.pooling,
+                "similarity": self.similarity, "query_prefix": self.query_prefix,
+                "passage_prefix": self.passage_prefix}
 
     @property
     def mode(self) -> str:

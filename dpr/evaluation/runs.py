@@ -54,17 +54,14 @@ def _run_bm25(ev: Evaluation) -> BM25Retriever:
 
 
 def _run_dpr(ev: Evaluation, spec: DprModelSpec) -> tuple[Any, DenseRun]:
-    from dpr.evaluation.dense_models import load_dpr_model
+    from dpr.inference import load_encoder
     from dpr.utils.dist import autocast_dtype
 
     options = ev.options
-    cli = {"pretrained_model_cfg": options.pretrained_model_cfg,
-           "pretrained_file": options.pretrained_file}
-    recipe = {"do_lower_case": options.do_lower_case, "sequence_length": options.sequence_length}
-    model = load_dpr_model(spec.path, cli, device=ev.device, batch_size=options.batch_size,
-                           quiet=options.quiet, allow_pickle=options.allow_unsafe_pickle,
-                           untrained_recipe=recipe,
-                           amp_dtype=autocast_dtype(options.fp16, options.amp_dtype, ev.device))
+    model = load_encoder(spec.path, options.encoder_cli, device=ev.device,
+                         batch_size=options.batch_size, quiet=options.quiet,
+                         allow_pickle=options.allow_unsafe_pickle,
+                         amp_dtype=autocast_dtype(options.fp16, options.amp_dtype, ev.device))
     logger.info("%s: %s", spec.name, model.description)
     dense = dense_search(model, ev.corpus, ev.qset, ev.depth)
     ev.rankings[spec.name] = [row[:ev.n_docs] for row in dense.top]

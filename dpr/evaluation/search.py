@@ -60,7 +60,7 @@ def dense_search(model: Any, corpus: Corpus, qset: QuestionSet, depth: int, *,
     """Encodes (unless ``passages`` are given) and searches a flat inner-product index."""
     start = time.perf_counter()
     if passages is None:
-        passages = model.encode_passages(corpus.titles, corpus.texts)
+        passages = model.encode_passages(list(zip(corpus.titles, corpus.texts)))
     questions = model.encode_questions(qset.questions)
     index = DenseIndex(passages.shape[1])
     index.add([str(i) for i in range(len(passages))], passages)

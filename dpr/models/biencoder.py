@@ -1,4 +1,9 @@
-"""The bi-encoder: independent question and passage towers."""
+"""The bi-encoder: independent question and passage towers (DPR), or one shared encoder.
+
+A shared encoder is one `Encoder` registered under both names, so that `state_dict()` keeps
+DPR's layout (`question_model.*` and `ctx_model.*`, the same tensors: `torch.save` stores them
+once) while the parameters, the optimizer state and the gradients exist once.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,33 @@ from dpr.models.encoder import Encoder
 
 
 class BiEncoder(nn.Module):
-    """Question and context encoders (no weight sharing), as in DPR.
+    """Question and context encoders: two towers as in DPR, or one shared encoder.
 
     Args:
         question_model: Question tower.
-        ctx_model: Passage tower.
-        fix_ctx_encoder: Freeze the passage tower (no gradients, run under no_grad).
+        ctx_model: Passage tower; None (or `question_model` itself) = one shared encoder.
+        fix_ctx_encoder: Freeze the passage tower (no gradients, run under no_grad); not
+            with a shared encoder.
+
+    Raises:
+        ValueError: A frozen passage tower that is also the question tower.
     """
 
-    def __init__(self, question_model: Encoder, ctx_model: Encoder,
+    def __init__(self, question_model: Encoder, ctx_model: Encoder | None = None,
                  fix_ctx_encoder: bool = False) -> None:
         super().__init__()
         self.question_model = question_model
-        self.ctx_model = ctx_model
+        self.ctx_model = question_model if ctx_model is None else ctx_model
         self.fix_ctx_encoder = fix_ctx_encoder
+        if fix_ctx_encoder and self.shared:
+            raise ValueError("a shared encoder cannot have a frozen passage tower")
         if fix_ctx_encoder:
             self.ctx_model.requires_grad_(False)
+
+    @property
+    def shared(self) -> bool:
+        """Whether questions and passages go through one encoder."""
+        return self.ctx_model is self.question_model
 
     def encode_questions(self, ids: torch.Tensor, mask: torch.Tensor,
                          lengths: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:

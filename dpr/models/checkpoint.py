@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dpr.models import fairseq
+from dpr.models.recipe import RECIPE_DEFAULTS, RECIPE_KEYS
 from dpr.models.torchfile import load_torch_file
 from dpr.utils.errors import InputError
 from dpr.utils.io import atomic_write
@@ -195,6 +196,8 @@ def load_model_state(model: nn.Module, dpr_state: Mapping[str, torch.Tensor], *,
         CheckpointError: Listing missing or unexpected keys.
     """
     state = {k: v for k, v in from_dpr_layout(dpr_state).items() if not OPTIONAL_BUFFERS.search(k)}
+    if getattr(model, "shared", False):
+        _check_same_towers(state, source)
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not OPTIONAL_BUFFERS.search(k)]
     unexpected = list(result.unexpected_keys)
@@ -205,6 +208,20 @@ def load_model_state(model: nn.Module, dpr_state: Mapping[str, torch.Tensor], *,
             f"{'...' if len(unexpected) > 5 else ''} (was it trained with another "
             "--encoder_model_type, --pretrained_model_cfg or --projection_dim?)"
         )
+
+
+def _check_same_towers(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """A shared encoder loads only a checkpoint whose two towers hold the same weights."""
+    question, ctx = SIDES
+    for key, value in state.items():
+        if not key.startswith(question + "."):
+            continue
+        other = state.get(ctx + key[len(question):])
+        if other is not None and not (other is value or torch.equal(other, value)):
+            raise CheckpointError(
+                f"{source}: its question and passage towers differ ({key[len(question) + 1:]}"
+                "): it cannot be loaded as a shared encoder (was it trained without "
+                "--shared_encoder?)")
 
 
 def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> None:
@@ -269,19 +286,23 @@ def resolve_encoder_params(
     - What defines the trained model (`encoder_model_type`, `do_lower_case`, `projection_dim`,
       `sequence_length`) comes from the checkpoint whenever stored (even false/0), else from
       the command line.
+    - The recipe (`dpr.models.recipe.RECIPE_KEYS`: pooling, similarity, temperature, prefixes,
+      shared encoder) comes from the checkpoint; an entry it does not store is DPR's default
+      (checkpoints store only what differs from DPR's recipe).
     - Paths (`pretrained_model_cfg`, `pretrained_file`) come from the command line when given
       there; stored ones are tried as given, then beside the `checkpoint` file.
     - fairseq_roberta takes its tokenizer from `pretrained_file` when no usable
       `pretrained_model_cfg` is stored or given (as training does).
 
     Args:
-        cli: Command-line values of the six `ENCODER_PARAM_KEYS` (absent/None = not given).
+        cli: Command-line values of the `ENCODER_PARAM_KEYS` and `RECIPE_KEYS` (absent/None =
+            not given).
         stored: The checkpoint's `encoder_params`.
         checkpoint: The checkpoint file, to resolve stored relative paths against.
 
     Returns:
-        The six values (projection_dim and sequence_length as ints, do_lower_case a bool),
-        and one message per value that differs from the command line.
+        The six DPR values (projection_dim and sequence_length as ints, do_lower_case a bool)
+        and the recipe's, and one message per value that differs from the command line.
 
     Raises:
         CheckpointError: If the encoder type is missing or unknown.
@@ -293,6 +314,11 @@ def resolve_encoder_params(
             continue
         value = resolve_stored_path(stored[key], checkpoint) if key in PATH_KEYS else stored[key]
         if value != cli.get(key):
+            messages.append(f"{key}: {cli.get(key)!r} -> {value!r} (from checkpoint)")
+        merged[key] = value
+    for key in RECIPE_KEYS:
+        value = stored.get(key, RECIPE_DEFAULTS[key])
+        if cli.get(key) is not None and cli.get(key) != value:
             messages.append(f"{key}: {cli.get(key)!r} -> {value!r} (from checkpoint)")
         merged[key] = value
     source = os.fspath(checkpoint) if checkpoint is not None else "checkpoint"
@@ -310,9 +336,16 @@ def resolve_encoder_params(
     merged["projection_dim"] = int(merged["projection_dim"] or 0)
     merged["sequence_length"] = int(merged["sequence_length"] or 512)
     merged["do_lower_case"] = bool(merged["do_lower_case"])
+    merged["shared_encoder"] = bool(merged["shared_encoder"])
     return merged, messages
 
 
 def encoder_params_of(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The six `encoder_params` entries of a flag mapping, as plain values."""
-    return {k: values.get(k) for k in ENCODER_PARAM_KEYS}
+    """What a checkpoint stores as `encoder_params`: DPR's six entries, plus the recipe
+    entries that differ from DPR's recipe (none for DPR's own command)."""
+    params = {k: values.get(k) for k in ENCODER_PARAM_KEYS}
+    for key in RECIPE_KEYS:
+        value = values.get(key)
+        if value is not None and value != RECIPE_DEFAULTS[key]:
+            params[key] = value
+    return params

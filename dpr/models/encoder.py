@@ -1,7 +1,9 @@
-"""Encoders: a Hugging Face transformer plus first-token pooling and an optional projection.
+"""Encoders: a Hugging Face transformer, pooling, an optional projection and normalisation.
 
-`represent` (first token, then the projection) is the one definition of DPR's vector; the
-towers, the `dpr2hf` export check and the evaluation of exported folders all use it.
+`represent` (pooling, then the projection, then the optional L2 normalisation, in
+sentence-transformers' module order) is the one definition of a tower's vector; the towers,
+the `dpr2hf` export check and every loader of a trained model use it. Pooling is DPR's first
+token (`cls`) or the mean over the non-padding tokens (`mean`), see `dpr.models.recipe`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import logging
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
 
 from dpr.models.fairseq import FairseqFormatError
+from dpr.models.recipe import Pooling
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -31,22 +35,51 @@ def pool_first_token(hidden_states: torch.Tensor) -> torch.Tensor:
     return hidden_states[:, 0, :]
 
 
-def represent(hidden_states: torch.Tensor, projection: nn.Module | None = None) -> torch.Tensor:
-    """DPR's vector of a sequence: the first token's hidden state, then the optional projection.
+def pool_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the hidden states of the non-padding tokens, computed in float32.
+
+    Args:
+        hidden_states: [B × T × H].
+        attention_mask: [B × T], true (or 1) on real tokens.
+
+    Returns:
+        [B × H] float32 (padding never counts, whatever the padded width).
+    """
+    mask = attention_mask.to(torch.float32).unsqueeze(-1)  # [B × T × 1]
+    total = (hidden_states.to(torch.float32) * mask).sum(dim=1)  # [B × H]
+    return total / mask.sum(dim=1).clamp(min=1.0)
+
+
+def represent(hidden_states: torch.Tensor, projection: nn.Module | None = None, *,
+              attention_mask: torch.Tensor | None = None, pooling: str = Pooling.CLS,
+              normalize: bool = False) -> torch.Tensor:
+    """A tower's vector of a sequence: pooling, the optional projection, the optional L2
+    normalisation.
 
     Args:
         hidden_states: Last-layer states [B × T × H].
         projection: The tower's `encode_proj` (H → D), or None.
+        attention_mask: [B × T] (required by mean pooling).
+        pooling: `cls` or `mean`.
+        normalize: L2-normalise the result (cosine similarity).
 
     Returns:
         [B × D] (D = H without projection).
     """
-    vectors = pool_first_token(hidden_states)
-    return vectors if projection is None else projection(vectors)
+    if pooling == Pooling.MEAN:
+        if attention_mask is None:
+            raise ValueError("mean pooling needs the attention mask")
+        vectors = pool_mean(hidden_states, attention_mask)
+    else:
+        vectors = pool_first_token(hidden_states)
+    if projection is not None:
+        vectors = projection(vectors.to(projection.weight.dtype))
+    return F.normalize(vectors.float(), p=2, dim=-1) if normalize else vectors
 
 
 def encode_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               projection: nn.Module | None = None) -> torch.Tensor:
+               projection: nn.Module | None = None, *, pooling: str = Pooling.CLS,
+               normalize: bool = False) -> torch.Tensor:
     """Runs a Hugging Face encoder (a tower's, or one reloaded from an export) and `represent`.
 
     Args:
@@ -54,12 +87,15 @@ def encode_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.
         input_ids: [B × T] token ids, right-padded.
         attention_mask: [B × T], true on real tokens.
         projection: Optional `encode_proj`.
+        pooling: `cls` or `mean`.
+        normalize: L2-normalise the vectors.
 
     Returns:
         [B × D].
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask.long(), return_dict=True)
-    return represent(out.last_hidden_state, projection)
+    return represent(out.last_hidden_state, projection, attention_mask=attention_mask,
+                     pooling=pooling, normalize=normalize)
 
 
 def bucket_plan(lengths: torch.Tensor | Sequence[int], *, size: int, multiple: int = 1,
@@ -96,11 +132,17 @@ class Encoder(nn.Module):
     Args:
         model: Any Hugging Face encoder returning `last_hidden_state`.
         projection_dim: Size of an extra linear projection of the pooled vector; 0 = none.
+        pooling: `cls` (DPR's first token) or `mean`.
+        normalize: L2-normalise the vectors (cosine similarity).
     """
 
-    def __init__(self, model: PreTrainedModel, projection_dim: int = 0) -> None:
+    def __init__(self, model: PreTrainedModel, projection_dim: int = 0, *,
+                 pooling: str = Pooling.CLS, normalize: bool = False) -> None:
         super().__init__()
         self.model = model
+        # The recipe (not weights): how hidden states become the tower's vector.
+        self.pooling = Pooling(pooling)
+        self.normalize = bool(normalize)
         # > 0: encode in length-sorted chunks of this many rows, each trimmed to its own
         # longest sequence (a run-time setting, not part of the weights).
         self.length_bucket_size = 0
@@ -161,7 +203,8 @@ class Encoder(nn.Module):
         return torch.cat(parts)[inverse]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return encode_ids(self.model, input_ids, attention_mask, self.encode_proj)
+        return encode_ids(self.model, input_ids, attention_mask, self.encode_proj,
+                          pooling=self.pooling, normalize=self.normalize)
 
 
 def _override_dropout(config, dropout: float) -> None:
@@ -177,6 +220,8 @@ def build_hf_encoder(
     dropout: float = 0.1,
     projection_dim: int = 0,
     load_weights: bool = True,
+    pooling: str = Pooling.CLS,
+    normalize: bool = False,
 ) -> Encoder:
     """Builds one tower from a Hugging Face folder.
 
@@ -190,6 +235,7 @@ def build_hf_encoder(
         projection_dim: DPR's `--projection_dim`.
         load_weights: Load the pretrained weights (False: random init from the config only,
             for when a checkpoint will overwrite every weight anyway).
+        pooling, normalize: The tower's recipe (see `Encoder`).
     """
     if encoder_model_type == "hf_bert":
         config = BertConfig.from_pretrained(pretrained_model_cfg)
@@ -208,7 +254,7 @@ def build_hf_encoder(
             model = AutoModel.from_config(config, add_pooling_layer=False)
     else:
         raise UsageError(f"unsupported encoder model type {encoder_model_type!r}")
-    return Encoder(model, projection_dim)
+    return Encoder(model, projection_dim, pooling=pooling, normalize=normalize)
 
 
 class FrozenLMHead(nn.Module):
@@ -231,8 +277,9 @@ class FairseqRobertaEncoder(Encoder):
     embedding (which fairseq does not have) is zero and frozen.
     """
 
-    def __init__(self, model: PreTrainedModel, projection_dim: int = 0) -> None:
-        super().__init__(model, projection_dim)
+    def __init__(self, model: PreTrainedModel, projection_dim: int = 0, *,
+                 pooling: str = Pooling.CLS, normalize: bool = False) -> None:
+        super().__init__(model, projection_dim, pooling=pooling, normalize=normalize)
         token_types = model.embeddings.token_type_embeddings
         nn.init.zeros_(token_types.weight)
         token_types.requires_grad_(False)
@@ -241,10 +288,12 @@ class FairseqRobertaEncoder(Encoder):
 
 
 def build_fairseq_encoder(folder, *, dropout: float = 0.1, projection_dim: int = 0,
-                          load_weights: bool = True) -> FairseqRobertaEncoder:
+                          load_weights: bool = True, pooling: str = Pooling.CLS,
+                          normalize: bool = False) -> FairseqRobertaEncoder:
     """Builds one tower from a loaded fairseq folder (`dpr.models.fairseq.FairseqFolder`).
 
-    `--dropout` (when non-zero) and `--projection_dim` apply as for the other types.
+    `--dropout` (when non-zero), `--projection_dim` and the recipe apply as for the other
+    types.
     """
     from transformers import CamembertConfig, CamembertModel, RobertaConfig, RobertaModel
 
@@ -252,7 +301,8 @@ def build_fairseq_encoder(folder, *, dropout: float = 0.1, projection_dim: int =
                              else (RobertaConfig, RobertaModel))
     config = config_cls(**folder.config_kwargs)
     _override_dropout(config, dropout)
-    encoder = FairseqRobertaEncoder(model_cls(config, add_pooling_layer=False), projection_dim)
+    encoder = FairseqRobertaEncoder(model_cls(config, add_pooling_layer=False), projection_dim,
+                                    pooling=pooling, normalize=normalize)
     if load_weights:
         result = encoder.model.load_state_dict(folder.hf_state, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]

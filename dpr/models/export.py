@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dpr.models.encoder import Encoder
+from dpr.models.recipe import RECIPE_KEYS, recipe_of
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,11 @@ PROJECTION_FILE = "encode_proj.safetensors"
 # Tower side (see `checkpoint.SIDE_NAMES`) -> folder.
 TOWER_FOLDERS = {"question": "question_encoder", "ctx": "ctx_encoder"}
 QUESTION_FOLDER, CTX_FOLDER = TOWER_FOLDERS["question"], TOWER_FOLDERS["ctx"]
-# Encoder parameters written under "dpr" in each tower's config.json.
-EXPORTED_PARAMS = ("encoder_model_type", "do_lower_case", "sequence_length", "projection_dim")
+# Encoder parameters written under "dpr" in each tower's config.json: DPR's, and the recipe
+# (pooling, similarity, temperature, prefixes, shared encoder; absent in older exports, which
+# then mean DPR's recipe).
+EXPORTED_PARAMS = ("encoder_model_type", "do_lower_case", "sequence_length",
+                   "projection_dim") + RECIPE_KEYS
 
 
 def is_hf_export(path: str | os.PathLike[str]) -> bool:
@@ -79,10 +83,13 @@ def load_auto_model(folder: str | os.PathLike[str]) -> nn.Module:
 
 def load_exported_encoder(folder: str | os.PathLike[str],
                           device: torch.device | str = "cpu") -> Encoder:
-    """An exported tower as an `Encoder` (same forward as the trained tower), in eval mode."""
+    """An exported tower as an `Encoder` (same forward as the trained tower, with the pooling
+    and normalisation of its `dpr` entry), in eval mode."""
     model = load_auto_model(folder)
     projection = load_projection(folder)
-    encoder = Encoder(model, projection.out_features if projection is not None else 0)
+    recipe = recipe_of(exported_params(folder))
+    encoder = Encoder(model, projection.out_features if projection is not None else 0,
+                      pooling=recipe.pooling, normalize=recipe.normalize)
     if projection is not None:
         encoder.encode_proj.load_state_dict(projection.state_dict())
     return encoder.to(device).eval()

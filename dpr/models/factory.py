@@ -20,8 +20,9 @@ from dpr.models.checkpoint import (
     load_model_state,
     resolve_encoder_params,
 )
-from dpr.models.encoder import build_fairseq_encoder, build_hf_encoder
+from dpr.models.encoder import Encoder, build_fairseq_encoder, build_hf_encoder
 from dpr.models.fairseq import load_fairseq_folder
+from dpr.models.recipe import EncoderRecipe, recipe_of
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ def build_biencoder(
     fix_ctx_encoder: bool = False,
     load_weights: bool = True,
     allow_pickle: bool = False,
+    recipe: EncoderRecipe | None = None,
 ) -> BiEncoder:
-    """Two independent towers initialised from the same pretrained model.
+    """Two independent towers initialised from the same pretrained model (DPR), or one
+    shared encoder, with the recipe's pooling and normalisation.
 
     Args:
         encoder_model_type: `hf_bert`, `hf_roberta` or `fairseq_roberta`.
@@ -49,23 +52,32 @@ def build_biencoder(
         fix_ctx_encoder: Freeze the passage tower.
         load_weights: Load pretrained weights (False when a checkpoint overwrites them).
         allow_pickle: Allow a fairseq `model.pt` that needs full unpickling (trusted files).
+        recipe: Pooling, similarity and tower sharing (None: DPR's).
     """
+    recipe = recipe or EncoderRecipe()
+    options = {"dropout": dropout, "projection_dim": projection_dim,
+               "load_weights": load_weights, "pooling": recipe.pooling,
+               "normalize": recipe.normalize}
     if encoder_model_type == "fairseq_roberta":
         if not pretrained_file:
             raise UsageError("--pretrained_file (the fairseq model folder) is required for "
                              "fairseq_roberta")
         folder = load_fairseq_folder(pretrained_file, allow_pickle=allow_pickle)
-        towers = [build_fairseq_encoder(folder, dropout=dropout, projection_dim=projection_dim,
-                                        load_weights=load_weights) for _ in range(2)]
-        return BiEncoder(towers[0], towers[1], fix_ctx_encoder=fix_ctx_encoder)
-    if not pretrained_model_cfg:
-        raise UsageError(f"--pretrained_model_cfg is required for {encoder_model_type}")
-    towers = [
-        build_hf_encoder(encoder_model_type, pretrained_model_cfg, dropout=dropout,
-                         projection_dim=projection_dim, load_weights=load_weights)
-        for _ in range(2)
-    ]
-    return BiEncoder(towers[0], towers[1], fix_ctx_encoder=fix_ctx_encoder)
+
+        def build() -> Encoder:
+            return build_fairseq_encoder(folder, **options)
+    else:
+        if not pretrained_model_cfg:
+            raise UsageError(f"--pretrained_model_cfg is required for {encoder_model_type}")
+
+        def build() -> Encoder:
+            return build_hf_encoder(encoder_model_type, pretrained_model_cfg, **options)
+    if recipe.shared_encoder:
+        if fix_ctx_encoder:
+            raise UsageError("--fix_ctx_encoder cannot be used with --shared_encoder (one "
+                             "encoder serves both sides)")
+        return BiEncoder(build())
+    return BiEncoder(build(), build(), fix_ctx_encoder=fix_ctx_encoder)
 
 
 # Model types whose position ids start after the padding index (fairseq's convention).
@@ -106,7 +118,7 @@ def build_trained_biencoder(params: Mapping[str, Any], model_dict: Mapping[str, 
 
     Args:
         params: Resolved encoder parameters (`encoder_model_type`, `pretrained_model_cfg`,
-            `pretrained_file`, `projection_dim`).
+            `pretrained_file`, `projection_dim` and the recipe entries).
         model_dict: The checkpoint's DPR-layout weights.
         source: Checkpoint name for error messages.
         allow_pickle: Allow a fairseq `model.pt` that needs full unpickling.
@@ -120,7 +132,7 @@ def build_trained_biencoder(params: Mapping[str, Any], model_dict: Mapping[str, 
             params["encoder_model_type"], params["pretrained_model_cfg"],
             pretrained_file=params.get("pretrained_file"), dropout=0.0,
             projection_dim=params.get("projection_dim") or 0, load_weights=False,
-            allow_pickle=allow_pickle)
+            allow_pickle=allow_pickle, recipe=recipe_of(params))
     except (OSError, HFValidationError) as err:
         raise CheckpointError(
             f"{source}: cannot load the model's config from pretrained_model_cfg="

@@ -27,6 +27,26 @@ def dot_scores(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor) -> torch.Tens
     return q_vectors @ ctx_vectors.transpose(0, 1)
 
 
+def scaled_scores(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """The training scores: dot products divided by the temperature.
+
+    With cosine similarity the vectors arrive L2-normalised (the encoder normalises them), so
+    this is cos(q, c) / temperature, the contrastive loss of E5 and sentence-transformers'
+    MultipleNegativesRankingLoss (scale = 1 / temperature). DPR's recipe is temperature 1.
+
+    Args:
+        q_vectors: [Q × D] question representations.
+        ctx_vectors: [C × D] passage representations.
+        temperature: Positive divisor.
+
+    Returns:
+        Scores [Q × C].
+    """
+    scores = dot_scores(q_vectors, ctx_vectors)
+    return scores if temperature == 1.0 else scores / temperature
+
+
 def duplicate_positive_mask(ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
                             positive_idx: torch.Tensor) -> torch.Tensor:
     """Columns that hold a copy of one of the question's positives, other than its positive.

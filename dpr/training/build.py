@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import load_model_state
 from dpr.models.factory import build_biencoder, check_sequence_length
 from dpr.models.fairseq import check_dictionary, read_dictionary
+from dpr.models.recipe import recipe_of
 from dpr.training.config import ModelConfig, TrainConfig
 from dpr.training.optim import build_optimizer
 from dpr.training.resume import Resume, restore_optimizer, restore_scaler
@@ -92,15 +94,25 @@ def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None,
     biencoder = build_biencoder(
         m.encoder_model_type, m.pretrained_model_cfg, pretrained_file=m.pretrained_file,
         dropout=m.dropout, projection_dim=m.projection_dim, fix_ctx_encoder=m.fix_ctx_encoder,
-        load_weights=resume is None, allow_pickle=t.allow_unsafe_pickle)
+        load_weights=resume is None, allow_pickle=t.allow_unsafe_pickle,
+        recipe=recipe_of(dataclasses.asdict(m)))
     if resume is not None:
         load_model_state(biencoder, resume.state.model_dict, source=resume.path)
-    for tower in (biencoder.question_model, biencoder.ctx_model):
+    for tower in towers(biencoder):
         tower.length_bucket_size = t.length_bucket_size
         tower.length_bucket_multiple = multiple
+        if t.freeze_embeddings:
+            tower.model.get_input_embeddings().requires_grad_(False)
         if t.gradient_checkpointing:
             tower.model.gradient_checkpointing_enable({"use_reentrant": False})
     return biencoder
+
+
+def towers(biencoder: BiEncoder) -> list:
+    """The distinct encoders of a bi-encoder (one when shared)."""
+    if biencoder.shared:
+        return [biencoder.question_model]
+    return [biencoder.question_model, biencoder.ctx_model]
 
 
 def compile_towers(biencoder: BiEncoder) -> None:
@@ -111,7 +123,7 @@ def compile_towers(biencoder: BiEncoder) -> None:
     (minutes each, and dynamic padding and length buckets make several), and CUDA graphs
     would need static shapes.
     """
-    for tower in (biencoder.question_model, biencoder.ctx_model):
+    for tower in towers(biencoder):
         tower.model.compile()
     logger.info("torch.compile: both towers' encoders compiled (default mode)")
 
@@ -130,6 +142,7 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
     tensorizer = build_tensorizer(
         m.encoder_model_type, m.pretrained_model_cfg or m.pretrained_file,
         sequence_length=m.sequence_length, do_lower_case=m.do_lower_case,
+        query_prefix=m.query_prefix or "", passage_prefix=m.passage_prefix or "",
         pad_to_max=t.pad_to_max, pad_to_multiple_of=multiple)
     biencoder = _build_biencoder(m, t, resume, multiple)
     check_sequence_length(biencoder, m.sequence_length)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpr.models.checkpoint import ENCODER_TYPES
+from dpr.models.recipe import POOLINGS, SIMILARITIES, check_recipe
 from dpr.utils.errors import UsageError
 
 
@@ -50,6 +51,30 @@ class ModelConfig:
                               "checkpoints and applied identically at inference).")
     fix_ctx_encoder: bool = opt(False, "Freeze the passage encoder: only the question encoder "
                                 "is trained.")
+    pooling: str | None = opt(
+        None, f"How hidden states become one vector: {' or '.join(POOLINGS)} (cls: the first "
+        "token, DPR's; mean: the mean over the non-padding tokens). Default: the "
+        "sentence-transformers folder's own pooling when --pretrained_model_cfg is one, else "
+        "cls. Stored in checkpoints.", type=str)
+    similarity: str | None = opt(
+        None, f"{' or '.join(SIMILARITIES)}: raw dot product (DPR's), or cosine (the encoder "
+        "L2-normalises its vectors; needs --temperature). Default: cosine when the "
+        "sentence-transformers folder normalises, else dot. Stored in checkpoints.", type=str)
+    temperature: float | None = opt(
+        None, "The loss divides scores by this (contrastive temperature). Required with "
+        "cosine (multilingual-e5 was trained at 0.01, sentence-transformers defaults to 0.05); "
+        "default 1 with dot.", type=float)
+    query_prefix: str | None = opt(
+        None, "Text put before every question, e.g. 'query: ' for multilingual-e5. Default: "
+        "the sentence-transformers folder's 'query' prompt, else none. Stored in checkpoints "
+        "and applied by every tool.", type=str)
+    passage_prefix: str | None = opt(
+        None, "Text put before every passage (before its title when it has one), e.g. "
+        "'passage: '. Default: the folder's 'passage' (or 'document') prompt, else none.",
+        type=str)
+    shared_encoder: bool = opt(False, "One encoder for questions and passages instead of DPR's "
+                               "two towers (checkpoints keep both key prefixes, holding the "
+                               "same weights).")
 
     def __post_init__(self) -> None:
         if self.encoder_model_type is None:
@@ -67,6 +92,10 @@ class ModelConfig:
             raise UsageError(f"--projection_dim must be >= 0, got {self.projection_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_recipe(dataclasses.asdict(self), training=True)
+        if self.shared_encoder and self.fix_ctx_encoder:
+            raise UsageError("--fix_ctx_encoder cannot be used with --shared_encoder (one "
+                             "encoder serves both sides)")
 
 
 @dataclass(frozen=True)
@@ -168,6 +197,10 @@ class TrainConfig:
     amp_dtype: str = opt("auto", "Mixed-precision type with --fp16: auto (bfloat16 on CPUs and "
                          "GPUs that support it, float16 with loss scaling otherwise), bfloat16 "
                          "or float16.", type=str)
+    freeze_embeddings: bool = opt(False, "Keep each encoder's word-embedding matrix fixed: "
+                                  "less memory and optimizer work for multilingual models (96M "
+                                  "of multilingual-e5-small's 118M parameters are its "
+                                  "250k-row embedding matrix); everything else trains.")
     gradient_checkpointing: bool = opt(False, "Recompute encoder activations in the backward "
                                        "pass instead of storing them (less memory, ~30% "
                                        "more compute).")

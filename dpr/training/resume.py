@@ -33,6 +33,7 @@ from dpr.models.checkpoint import (
     load_checkpoint,
     resolve_encoder_params,
 )
+from dpr.models.recipe import RECIPE_DEFAULTS, RECIPE_KEYS, Similarity, folder_recipe
 from dpr.training.config import Config, ModelConfig
 from dpr.training.optim import load_optimizer_state
 from dpr.utils.errors import UsageError
@@ -110,7 +111,7 @@ def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None,
         UsageError: Naming the flag, its value and the checkpoint's.
     """
     if resume is None:
-        return model_cfg
+        return with_folder_recipe(model_cfg)
     merged, overrides = resolve_encoder_params(
         dataclasses.asdict(model_cfg), resume.state.encoder_params, checkpoint=resume.path)
     for message in overrides:
@@ -122,6 +123,34 @@ def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None,
                 "checkpoint's value, or use another --output_dir")
         logger.info("Checkpoint overrides %s", message)
     return dataclasses.replace(model_cfg, **merged)
+
+
+def with_folder_recipe(model_cfg: ModelConfig) -> ModelConfig:
+    """The recipe flags not given, filled from the sentence-transformers files of
+    `--pretrained_model_cfg` when it has them (logged, one line per value), else DPR's.
+
+    Raises:
+        UsageError: The folder makes the similarity cosine and no --temperature is given.
+    """
+    declared = folder_recipe(model_cfg.pretrained_model_cfg)
+    filled, taken = {}, []
+    for key in RECIPE_KEYS:
+        if key in ("temperature", "shared_encoder") or getattr(model_cfg, key) is not None:
+            continue
+        if key in declared:
+            filled[key] = declared[key]
+            taken.append(f"--{key} {declared[key]!r}")
+        else:
+            filled[key] = RECIPE_DEFAULTS[key]
+    if taken:
+        logger.info("Recipe from the sentence-transformers files of %s (flags override): %s",
+                    model_cfg.pretrained_model_cfg, ", ".join(taken))
+    if filled.get("similarity") == Similarity.COSINE and model_cfg.temperature is None:
+        raise UsageError(
+            f"{model_cfg.pretrained_model_cfg} normalises its vectors (sentence-transformers "
+            "Normalize module), so --similarity is cosine, which needs --temperature (0.01 to "
+            "0.05 are usual; multilingual-e5 was trained at 0.01); or pass --similarity dot")
+    return dataclasses.replace(model_cfg, **filled)
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, resume: Resume | None) -> None:

@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 
 from dpr.data.batch import BiEncoderBatch
-from dpr.models.loss import correct_count, dot_scores, duplicate_positive_mask, nll_loss
+from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
 from dpr.utils.dist import DistContext, all_gather_variable
 
 ContextFactory = Callable[[], AbstractContextManager]
@@ -147,6 +147,7 @@ def inbatch_loss(
     ctx_keys: torch.Tensor | None = None,
     positive_keys: torch.Tensor | None = None,
     sync: bool = True,
+    temperature: float = 1.0,
 ) -> InBatchLoss:
     """The DPR loss over the global in-batch pool.
 
@@ -159,6 +160,7 @@ def inbatch_loss(
             are masked out of its negatives. None (either) = DPR's loss, nothing masked.
         positive_keys: [B × P] keys of each question's positives, -1 padded.
         sync: Return the counts as ints (a device-to-host copy each); False = as tensors.
+        temperature: Scores are divided by it (`dpr.models.loss.scaled_scores`).
 
     Returns:
         Loss and counts, all global: the same on every process.
@@ -167,7 +169,7 @@ def inbatch_loss(
     mask = None
     if ctx_keys is not None and positive_keys is not None:
         mask = duplicate_mask(ctx_keys, positive_keys, positive_idx, dctx)
-    scores = dot_scores(q, ctx)
+    scores = scaled_scores(q, ctx, temperature)
     correct = correct_count(scores, pos, mask)
     masked = mask.sum() if mask is not None else 0
     if sync:
@@ -185,20 +187,22 @@ def batch_keys(batch: BiEncoderBatch, mask_duplicates: bool) -> dict[str, torch.
 def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistContext,
                autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
                loss_factor: float, no_sync: ContextFactory,
-               mask_duplicates: bool = True, sync: bool = True) -> InBatchLoss:
+               mask_duplicates: bool = True, sync: bool = True,
+               temperature: float = 1.0) -> InBatchLoss:
     """Forward the whole batch, compute the loss, back-propagate `loss * loss_factor`.
 
     Args:
         mask_duplicates: Leave copies of a question's positives out of its negatives.
         sync: Counts as ints; False = as device tensors (no wait for the device).
+        temperature: The loss's score divisor (`inbatch_loss`).
     """
     with no_sync():
         with autocast():
             q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
                            batch.ctx_mask, host_lengths(batch.question_lengths),
                            host_lengths(batch.ctx_lengths))
-        out = inbatch_loss(q, ctx, batch.positive_idx, dctx,
-                           sync=sync, **batch_keys(batch, mask_duplicates))
+        out = inbatch_loss(q, ctx, batch.positive_idx, dctx, sync=sync,
+                           temperature=temperature, **batch_keys(batch, mask_duplicates))
         scale(out.loss * loss_factor).backward()
     return out._replace(loss=out.loss.detach())
 
@@ -237,13 +241,13 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
                     autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
                     loss_factor: float, no_sync: ContextFactory, chunk_size: int,
                     sync_last: bool, mask_duplicates: bool = True,
-                    sync: bool = True) -> InBatchLoss:
+                    sync: bool = True, temperature: float = 1.0) -> InBatchLoss:
     """The same result as `plain_step`, holding activations of `chunk_size` rows at a time.
 
     Args:
         sync_last: Let DDP reduce gradients on the last chunk's backward (the end of an
             optimizer update); every other chunk runs under `no_sync`.
-        mask_duplicates, sync: As in `plain_step`.
+        mask_duplicates, sync, temperature: As in `plain_step`.
     """
     pairs = list(zip_longest(
         _chunks(batch.question_ids, batch.question_mask, batch.question_lengths, chunk_size),
@@ -260,8 +264,8 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
     q_all = torch.cat(q_parts).requires_grad_()
     train_ctx = any(p.requires_grad for p in _unwrap(model).ctx_model.parameters())
     c_all = torch.cat(c_parts).requires_grad_(train_ctx)
-    out = inbatch_loss(q_all, c_all, batch.positive_idx, dctx,
-                       sync=sync, **batch_keys(batch, mask_duplicates))
+    out = inbatch_loss(q_all, c_all, batch.positive_idx, dctx, sync=sync,
+                       temperature=temperature, **batch_keys(batch, mask_duplicates))
     scale(out.loss * loss_factor).backward()
     # Chunk 0 holds questions and passages, so it is the last one, the one DDP reduces on.
     for i in reversed(range(len(pairs))):

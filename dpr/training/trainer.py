@@ -20,6 +20,7 @@ import torch
 from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
+from dpr.models.recipe import recipe_of
 from dpr.training.build import build_parts
 from dpr.training.config import Config
 from dpr.training.interrupt import StopRequest, TrainingInterrupted
@@ -88,6 +89,8 @@ class BiEncoderTrainer:
         set_global_seed(cfg.train.seed)
         self.resume = load_resume(cfg)
         self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
+        self.recipe = recipe_of(dataclasses.asdict(self.model_cfg))
+        logger.info("Encoder recipe: %s", self.recipe.describe())
         parts = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
         self.tensorizer, self.biencoder, self.model = parts.tensorizer, parts.biencoder, parts.model
         self.optimizer, self.precision = parts.optimizer, parts.precision
@@ -189,7 +192,8 @@ class BiEncoderTrainer:
         no_sync = self.model.no_sync if self.dctx.distributed else contextlib.nullcontext
         common = {"dctx": self.dctx, "autocast": self.autocast,
                   "scale": self.precision.scaler.scale, "loss_factor": loss_factor,
-                  "mask_duplicates": not t.keep_duplicate_positives, "sync": False}
+                  "mask_duplicates": not t.keep_duplicate_positives, "sync": False,
+                  "temperature": self.recipe.score_temperature}
         if t.grad_cache_chunk_size:
             return grad_cache_step(self.model, batch, no_sync=no_sync,
                                    chunk_size=t.grad_cache_chunk_size, sync_last=update,
@@ -227,7 +231,8 @@ class BiEncoderTrainer:
         dev = DevBatches(self.dev_samples, self.tensorizer, cfg.data.dev_batch_size,
                          cfg.data.hard_negatives, cfg.data.other_negatives)
         return validate_nll(self.biencoder, dev, dctx=self.dctx, autocast=self.autocast,
-                            mask_duplicates=not cfg.train.keep_duplicate_positives, **extra)
+                            mask_duplicates=not cfg.train.keep_duplicate_positives,
+                            temperature=self.recipe.score_temperature, **extra)
 
     def _validate_average_rank(self) -> float:
         t = self.cfg.train

@@ -59,12 +59,14 @@ def validate_nll(
     autocast: Callable[[], AbstractContextManager],
     log_every: int = 100,
     mask_duplicates: bool = True,
+    temperature: float = 1.0,
 ) -> tuple[float, float]:
     """Mean in-batch NLL loss and accuracy on the dev set, in-batch negatives from all processes.
 
     Args:
         mask_duplicates: Leave copies of a question's positives out of its negatives (and
             out of the accuracy), as in training.
+        temperature: The training loss's score divisor.
 
     Returns:
         (mean loss over batches, fraction of questions whose positive scored highest); the same
@@ -81,7 +83,7 @@ def validate_nll(
             with autocast():
                 q, ctx = model(batch.question_ids, batch.question_mask, batch.ctx_ids,
                                batch.ctx_mask)
-            out = inbatch_loss(q, ctx, batch.positive_idx, dctx,
+            out = inbatch_loss(q, ctx, batch.positive_idx, dctx, temperature=temperature,
                                **batch_keys(batch, mask_duplicates))
             loss = out.loss
             total_loss += loss.item()

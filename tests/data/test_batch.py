@@ -38,8 +38,8 @@ def test_build_batch_layout_positive_then_other_then_hard(tensorizer: Tensorizer
     assert batch.question_ids.shape == (2, 24)
     titles = ["a pos0", "a other0", "a hard0", "a hard1", "b pos0", "b other0", "b hard0",
               "b hard1"]
-    expected, _ = tensorizer.tensorize(
-        ["positif 0", "autre 0", "difficile 0", "difficile 1"] * 2, titles)
+    texts = ["positif 0", "autre 0", "difficile 0", "difficile 1"] * 2
+    expected, _ = tensorizer.tensorize(list(zip(titles, texts)))
     assert torch.equal(batch.ctx_ids, expected)
 
 

@@ -30,12 +30,18 @@ def test_prepare_question_strips_one_mark_then_spaces_and_lowercases() -> None:
 
 def test_prepare_passage_keeps_title_and_pairs_only_with_a_title() -> None:
     lower = Recipe(do_lower_case=True)
-    assert prepare_passage("Île-de-France", "  Paris. ", lower) == ("île-de-france", "paris.")
-    assert passage_items(["Titre", ""], [" a ", " b "], Recipe()) == [("Titre", "a"), "b"]
-    assert passage_items(None, ["x"], Recipe()) == ["x"]
+    assert prepare_passage(("Île-de-France", "  Paris. "), lower) == ("île-de-france", "paris.")
+    assert passage_items([("Titre", " a "), ("", " b ")], Recipe()) == [("Titre", "a"), "b"]
     assert question_items(["Quoi ?"], lower) == ["quoi"]
-    with pytest.raises(ValueError, match="2 titles for 1 texts"):
-        passage_items(["a", "b"], ["x"], Recipe())
+
+
+def test_prefixes_go_before_the_question_and_before_the_title_or_untitled_text() -> None:
+    # Given a recipe with E5's prefixes and lower-casing
+    recipe = Recipe(do_lower_case=True, query_prefix="query: ", passage_prefix="passage: ")
+    # Then the prefix is added after the preparation (never lower-cased, '?' rule first)
+    assert question_items(["Où est la LOIRE ?"], recipe) == ["query: où est la loire"]
+    assert passage_items([("Loire", " Un FLEUVE. "), ("", "Sans titre")], recipe) == \
+        [("passage: loire", "un fleuve."), "passage: sans titre"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,7 @@ def test_encode_in_batches_sorted_gives_the_input_order_with_less_padding(
     # Given texts of very different lengths, long and short alternating
     texts = [("un texte assez long sur la Loire et ses châteaux " * 3) if i % 2 else "court"
              for i in range(10)]
-    items = passage_items(None, texts, tensorizer.recipe)
+    items = passage_items([("", t) for t in texts], tensorizer.recipe)
     plain_widths, sorted_widths = [], []
     # When encoding them in batches of 2, in order and sorted by length
     plain = encode_in_batches(_fake_encoder(plain_widths), tensorizer, items, dim=2,
@@ -79,7 +85,7 @@ def test_encode_in_batches_windows_prefetched_or_not_give_the_same_rows(
     # Given more items than one sorting window (windows of 3 batches of 2 here)
     monkeypatch.setattr(recipe, "SORT_WINDOW_BATCHES", 3)
     texts = [("mot " * (i % 7 + 1)).strip() for i in range(23)]
-    items = passage_items(None, texts, tensorizer.recipe)
+    items = passage_items([("", t) for t in texts], tensorizer.recipe)
     widths: list[int] = []
     # When encoding them with and without tokenizing the next window in a thread
     out = encode_in_batches(_fake_encoder(widths), tensorizer, items, dim=2, batch_size=2,
@@ -101,7 +107,7 @@ def test_encode_in_batches_autocast_runs_the_encoder_in_that_dtype(
         seen.append(vectors.dtype)
         return vectors
 
-    items = passage_items(None, ["un", "deux mots"], tensorizer.recipe)
+    items = passage_items([("", "un"), ("", "deux mots")], tensorizer.recipe)
     out = encode_in_batches(encode, tensorizer, items, dim=2, batch_size=1,
                             amp_dtype=torch.bfloat16)
     assert seen == [torch.bfloat16, torch.bfloat16] and out.dtype == np.float32

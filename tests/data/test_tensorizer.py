@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import CamembertTokenizer
 
-from dpr.data.recipe import strip_question_mark
+from dpr.data.recipe import passage_items, question_items, strip_question_mark
 from dpr.data.tensorizer import (
     Tensorizer,
     build_tensorizer,
@@ -61,8 +61,8 @@ def test_tensorizer_pads_with_pad_id_and_masks_only_padding(tiny_camembert: Path
 def test_tensorizer_title_pair_and_truncation_to_max_length(tiny_camembert: Path) -> None:
     tok = build_tokenizer("hf_roberta", str(tiny_camembert))
     tz = Tensorizer(tok, max_length=12)
-    ids, mask = tz.tensorize(["La Seine traverse Paris et se jette dans la Manche au Havre"],
-                             ["Seine"])
+    ids, mask = tz.tensorize(passage_items(
+        [("Seine", "La Seine traverse Paris et se jette dans la Manche au Havre")], tz.recipe))
     row = ids[0].tolist()
     assert mask.all()  # truncated: no padding left
     assert row[0] == tok.cls_token_id and row[-1] == tok.sep_token_id
@@ -73,7 +73,7 @@ def test_tensorizer_dynamic_padding_pads_to_longest(tiny_camembert: Path) -> Non
     tz = Tensorizer(build_tokenizer("hf_roberta", str(tiny_camembert)), max_length=64,
                     pad_to_max=False)
     ids, _ = tz.tensorize(["court", "un texte un peu plus long que le premier"])
-    assert ids.shape[1] == len(tz.encode(["un texte un peu plus long que le premier"])[0])
+    assert ids.shape[1] == len(tz.encode_items(["un texte un peu plus long que le premier"])[0])
 
 
 def test_do_lower_case_lowercases_before_tokenization(tiny_camembert: Path,
@@ -82,10 +82,13 @@ def test_do_lower_case_lowercases_before_tokenization(tiny_camembert: Path,
         tok = build_tokenizer(kind, str(folder))
         lower = Tensorizer(tok, max_length=20, lowercase=True)
         plain = Tensorizer(tok, max_length=20)
-        assert torch.equal(lower.tensorize(["Victor HUGO"], ["Écrivain"])[0],
-                           plain.tensorize(["victor hugo"], ["écrivain"])[0])
+        assert torch.equal(lower.tensorize(passage_items([("Écrivain", "Victor HUGO")],
+                                                         lower.recipe))[0],
+                           plain.tensorize(passage_items([("écrivain", "victor hugo")],
+                                                         plain.recipe))[0])
     cam = build_tokenizer("hf_roberta", str(tiny_camembert))
-    assert not torch.equal(Tensorizer(cam, max_length=20, lowercase=True).tensorize(["HUGO"])[0],
+    lower = Tensorizer(cam, max_length=20, lowercase=True)
+    assert not torch.equal(lower.tensorize(question_items(["HUGO"], lower.recipe))[0],
                            Tensorizer(cam, max_length=20).tensorize(["HUGO"])[0])
 
 
@@ -165,6 +168,8 @@ def test_hf_bert_tokenizes_as_dprs_bert_tokenizer(request: pytest.FixtureRequest
     # When encoding passages and questions
     dpr = BertTokenizer.from_pretrained(folder, do_lower_case=lower)  # the 2020 code's call
     # Then the ids are those of DPR's BertTokenizer.from_pretrained(cfg, do_lower_case=flag)
-    assert tz.encode(SENTENCES[1:], ["Écoles", "Loire"]) == \
+    passages = [("Écoles", SENTENCES[1]), ("Loire", SENTENCES[2])]
+    assert tz.encode_items(passage_items(passages, tz.recipe)) == \
         [dpr("Écoles", SENTENCES[1])["input_ids"], dpr("Loire", SENTENCES[2])["input_ids"]]
-    assert tz.encode_questions(SENTENCES[:1]) == [dpr("Où est né Victor Hugo ")["input_ids"]]
+    assert tz.encode_items(question_items(SENTENCES[:1], tz.recipe)) == \
+        [dpr("Où est né Victor Hugo ")["input_ids"]]

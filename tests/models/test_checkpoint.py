@@ -9,18 +9,21 @@ import torch
 
 from dpr.models.checkpoint import (
     CHECKPOINT_KEYS,
+    ENCODER_PARAM_KEYS,
     CheckpointError,
     CheckpointState,
     find_latest_checkpoint,
     from_dpr_layout,
     load_checkpoint,
     load_model_state,
+    encoder_params_of,
     parse_checkpoint_name,
     resolve_encoder_params,
     save_checkpoint,
     to_dpr_layout,
 )
 from dpr.models.factory import build_biencoder
+from dpr.models.recipe import RECIPE_DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +153,33 @@ def test_resolve_encoder_params_model_values_from_checkpoint_paths_from_cli() ->
     merged, messages = resolve_encoder_params(cli, stored)
     assert merged == {"do_lower_case": True, "pretrained_model_cfg": "new/path",
                       "encoder_model_type": "hf_roberta", "pretrained_file": "old/file",
-                      "projection_dim": 0, "sequence_length": 256}
+                      "projection_dim": 0, "sequence_length": 256, **RECIPE_DEFAULTS}
     assert len(messages) == 3
+
+
+def test_resolve_encoder_params_recipe_from_checkpoint_absent_entries_are_dprs() -> None:
+    # Given a checkpoint storing a mean-pooled cosine recipe, and a command line asking cls
+    stored = {"encoder_model_type": "hf_bert", "pretrained_model_cfg": "m",
+              "pooling": "mean", "similarity": "cosine", "temperature": 0.01,
+              "query_prefix": "query: "}
+    merged, messages = resolve_encoder_params({"pooling": "cls"}, stored)
+    # Then the stored recipe wins (said in a message), absent entries are DPR's defaults
+    assert (merged["pooling"], merged["similarity"], merged["temperature"]) == \
+        ("mean", "cosine", 0.01)
+    assert merged["query_prefix"] == "query: " and merged["passage_prefix"] == ""
+    assert merged["shared_encoder"] is False
+    assert any(m.startswith("pooling: 'cls' -> 'mean'") for m in messages)
+
+
+def test_encoder_params_of_stores_only_the_recipe_that_differs_from_dprs() -> None:
+    dpr_values = {"encoder_model_type": "hf_bert", "pooling": "cls", "similarity": "dot",
+                  "temperature": None, "query_prefix": "", "shared_encoder": False}
+    assert list(encoder_params_of(dpr_values)) == list(ENCODER_PARAM_KEYS)
+    e5 = encoder_params_of({**dpr_values, "pooling": "mean", "similarity": "cosine",
+                            "temperature": 0.01, "shared_encoder": True})
+    assert {k: e5[k] for k in ("pooling", "similarity", "temperature", "shared_encoder")} == \
+        {"pooling": "mean", "similarity": "cosine", "temperature": 0.01, "shared_encoder": True}
+    assert "query_prefix" not in e5
 
 
 def test_resolve_encoder_params_finds_stored_relative_paths_beside_the_checkpoint(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dpr.data.recipe import passage_items
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.models.factory import build_biencoder
 
@@ -47,8 +48,9 @@ def test_our_features_equal_real_fairseq(tmp_path: Path, fairseq_camembert: Path
     # Given our tokenizer's ids for French sentences (questions and title/text passages)
     tokenizer = build_tokenizer("fairseq_roberta", str(fairseq_camembert))
     tensorizer = Tensorizer(tokenizer, max_length=64, pad_to_max=False)
-    ids = tensorizer.encode(SENTENCES) + tensorizer.encode(SENTENCES[1:3], ["Marie Curie",
-                                                                           "Victor Hugo"])
+    passages = [("", s) for s in SENTENCES] + list(zip(["Marie Curie", "Victor Hugo"],
+                                                       SENTENCES[1:3]))
+    ids = tensorizer.encode_items(passage_items(passages, tensorizer.recipe))
     inp, out = tmp_path / "in.json", tmp_path / "out.pt"
     inp.write_text(json.dumps({"sentences": SENTENCES, "ids": ids}), encoding="utf-8")
     # When fairseq itself loads the folder and extracts features

@@ -34,7 +34,23 @@ def test_config_has_every_dpr_flag_with_its_default() -> None:
         "allow_unsafe_pickle", "pad_to_max", "pad_to_multiple_of", "amp_dtype",
         "gradient_checkpointing", "grad_cache_chunk_size", "length_bucket_size", "compile",
         "keep_duplicate_positives", "ignore_checkpoint_offset", "ignore_checkpoint_optimizer",
-        "ignore_checkpoint_lr", "keep_last_checkpoints", "distributed_timeout_minutes"}
+        "ignore_checkpoint_lr", "keep_last_checkpoints", "distributed_timeout_minutes",
+        "pooling", "similarity", "temperature", "query_prefix", "passage_prefix",
+        "shared_encoder", "freeze_embeddings"}
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--similarity", "cosine"], "--similarity cosine needs --temperature"),
+    (["--similarity", "cosine", "--temperature", "0"], "--temperature must be a positive"),
+    (["--temperature", "-1"], "--temperature must be a positive"),
+    (["--pooling", "max"], "--pooling must be one of cls, mean"),
+    (["--similarity", "l2"], "--similarity must be one of dot, cosine"),
+    (["--shared_encoder", "--fix_ctx_encoder"], "cannot be used with --shared_encoder"),
+])
+def test_recipe_flags_refuse_bad_values(flags: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(["--encoder_model_type", "hf_bert", *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_num_train_epochs_is_a_float_flag_and_epochs_truncate() -> None:

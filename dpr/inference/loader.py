@@ -1,0 +1,232 @@
+"""`load_encoder`: a checkpoint, a `dpr2hf` export or a plain model folder, ready to encode.
+
+The three kinds a user can point a tool at, with how their recipe is found:
+
+- a DPR checkpoint file (ours or the original's): its `encoder_params`, resolved by
+  `dpr.models.checkpoint.resolve_encoder_params` (what defines the model comes from the
+  checkpoint, paths from the command line when given);
+- a `dpr2hf` export folder (`question_encoder/` + `ctx_encoder/`): the `dpr` entry of each
+  tower's `config.json`;
+- a plain Hugging Face or sentence-transformers encoder folder (`config.json`): the model
+  training would start from, as an untrained bi-encoder (one encoder for both sides), with the
+  recipe flags given, else the folder's own sentence-transformers recipe (pooling,
+  normalisation, prompts), else DPR's; `do_lower_case` and `sequence_length` from the
+  command line.
+
+Every kind encodes questions and `(title, text)` passages through `dpr.data.recipe` and the
+tower's `Encoder`, exactly as training does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from dpr.data.recipe import (
+    Item,
+    PassageText,
+    encode_in_batches,
+    passage_items,
+    question_items,
+)
+from dpr.data.tensorizer import Tensorizer, export_tensorizer, tensorizer_for
+from dpr.models.checkpoint import RECIPE_KEYS
+from dpr.models.encoder import Encoder
+from dpr.models.export import (
+    CTX_FOLDER,
+    QUESTION_FOLDER,
+    exported_params,
+    is_hf_export,
+    load_exported_encoder,
+)
+from dpr.models.factory import (
+    build_biencoder,
+    check_sequence_length,
+    load_trained_biencoder,
+    usable_positions,
+)
+from dpr.models.recipe import RECIPE_DEFAULTS, EncoderRecipe, folder_recipe, recipe_of
+from dpr.utils.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+# config.json model_type -> the encoder type training would use for that folder.
+UNTRAINED_TYPES = {"bert": "hf_bert", "roberta": "hf_roberta", "camembert": "hf_roberta",
+                   "xlm-roberta": "hf_roberta"}
+
+
+@dataclass
+class Tower:
+    """One side of a loaded model: its encoder (eval mode, on the device) and tensorizer."""
+
+    encoder: Encoder
+    tensorizer: Tensorizer
+
+
+class DenseEncoder:
+    """A loaded model applying its recipe to questions and `(title, text)` passages.
+
+    Attributes:
+        question, ctx: The two towers (the same object when the encoder is shared).
+        params: Resolved encoder parameters, the recipe's entries included.
+        kind: `checkpoint`, `export` or `untrained`.
+        description: One line naming the model and its recipe, for logs and reports.
+    """
+
+    def __init__(self, question: Tower, ctx: Tower, params: Mapping[str, Any], *, kind: str,
+                 source: str, device: torch.device, amp_dtype: torch.dtype | None = None,
+                 batch_size: int = 32, quiet: bool = True) -> None:
+        self.question, self.ctx = question, ctx
+        self.params, self.kind = dict(params), kind
+        self.device, self.amp_dtype = device, amp_dtype
+        self.batch_size, self.quiet = batch_size, quiet
+        self.description = f"{kind} {source} ({self.recipe.describe()})"
+
+    @property
+    def recipe(self) -> EncoderRecipe:
+        """Pooling, similarity, prefixes and sharing of the model."""
+        return recipe_of(self.params)
+
+    @property
+    def similarity(self) -> str:
+        """`dot` or `cosine`: vectors of a cosine model come out L2-normalised, so the inner
+        product of the returned vectors ranks as the model was trained to rank."""
+        return self.recipe.similarity
+
+    @property
+    def dim(self) -> int:
+        """Size of the vectors."""
+        return int(self.question.encoder.out_size)
+
+    def _encode(self, tower: Tower, items: Sequence[Item], desc: str,
+                sort_by_length: bool) -> np.ndarray:
+        return encode_in_batches(tower.encoder, tower.tensorizer, items, dim=self.dim,
+                                 batch_size=self.batch_size, device=self.device,
+                                 sort_by_length=sort_by_length, amp_dtype=self.amp_dtype,
+                                 desc=desc, quiet=self.quiet)
+
+    def encode_questions(self, questions: Sequence[str], *,
+                         sort_by_length: bool = True) -> np.ndarray:
+        """Question vectors, float32 [N × D] (one trailing '?' removed, prefix added)."""
+        items = question_items(list(questions), self.question.tensorizer.recipe)
+        return self._encode(self.question, items, "Encoding questions", sort_by_length)
+
+    def encode_passages(self, passages: Sequence[PassageText], *,
+                        sort_by_length: bool = True) -> np.ndarray:
+        """Vectors of `(title, text)` passages, float32 [N × D]."""
+        items = passage_items(list(passages), self.ctx.tensorizer.recipe)
+        return self._encode(self.ctx, items, "Encoding passages", sort_by_length)
+
+
+def load_encoder(path: str | os.PathLike[str], cli: Mapping[str, Any] | None = None, *,
+                 device: torch.device | str = "cpu", allow_pickle: bool = False,
+                 amp_dtype: torch.dtype | None = None, batch_size: int = 32,
+                 quiet: bool = True) -> DenseEncoder:
+    """Loads whatever `path` is (module docstring) as a `DenseEncoder`.
+
+    Args:
+        path: Checkpoint file, `dpr2hf` export folder or Hugging Face model folder.
+        cli: Command-line encoder parameters (`ENCODER_PARAM_KEYS` and `RECIPE_KEYS`;
+            absent or None = not given).
+        device: Where the model runs.
+        allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
+        amp_dtype: Encode under autocast in this type (None: the model's own).
+        batch_size: Texts per forward pass.
+        quiet: No progress bars.
+
+    Raises:
+        InputError: An unusable path (the subclass names the file and what is wrong).
+    """
+    path, cli, device = os.fspath(path), dict(cli or {}), torch.device(device)
+    options = {"device": device, "amp_dtype": amp_dtype, "batch_size": batch_size,
+               "quiet": quiet}
+    if os.path.isdir(path):
+        if is_hf_export(path):
+            return _load_export(Path(path), **options)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return _load_untrained(path, cli, **options)
+        missing = [f"{name}/config.json" for name in (QUESTION_FOLDER, CTX_FOLDER)
+                   if not os.path.isfile(os.path.join(path, name, "config.json"))]
+        raise InputError(f"{path}: a folder must be a dpr2hf export (missing "
+                         f"{', '.join(missing)}) or a Hugging Face encoder folder (config.json), "
+                         "or pass a DPR checkpoint file")
+    return _load_checkpoint(path, cli, allow_pickle=allow_pickle, **options)
+
+
+def _towers(question: Encoder, ctx: Encoder, tensorizer: Tensorizer,
+            device: torch.device) -> tuple[Tower, Tower]:
+    question_tower = Tower(question.to(device).eval(), tensorizer)
+    if ctx is question:
+        return question_tower, question_tower
+    return question_tower, Tower(ctx.to(device).eval(), tensorizer)
+
+
+def _load_checkpoint(path: str, cli: Mapping[str, Any], *, allow_pickle: bool,
+                     device: torch.device, **options: Any) -> DenseEncoder:
+    trained = load_trained_biencoder(path, cli, allow_pickle=allow_pickle)
+    biencoder = trained.biencoder
+    towers = _towers(biencoder.question_model, biencoder.ctx_model,
+                     tensorizer_for(trained.params), device)
+    return DenseEncoder(*towers, trained.params, kind="checkpoint", source=path, device=device,
+                        **options)
+
+
+def _load_export(folder: Path, *, device: torch.device, **options: Any) -> DenseEncoder:
+    towers = []
+    for name in (QUESTION_FOLDER, CTX_FOLDER):
+        params = exported_params(folder / name)
+        towers.append(Tower(load_exported_encoder(folder / name, device),
+                            export_tensorizer(folder / name, params)))
+    params = {**RECIPE_DEFAULTS, **exported_params(folder / QUESTION_FOLDER)}
+    return DenseEncoder(*towers, params, kind="export", source=str(folder), device=device,
+                        **options)
+
+
+def untrained_params(path: str, cli: Mapping[str, Any]) -> dict[str, Any]:
+    """The encoder parameters of a plain model folder used as an untrained bi-encoder.
+
+    Raises:
+        InputError: A `dpr2hf` tower folder, or a model type that is no DPR encoder.
+    """
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8-sig"))
+    if "dpr" in config:
+        raise InputError(f"{path}: one tower of a dpr2hf export; pass the export's folder "
+                         "(with question_encoder/ and ctx_encoder/)")
+    kind = UNTRAINED_TYPES.get(config.get("model_type", ""))
+    if kind is None:
+        raise InputError(f"{path}: model_type {config.get('model_type')!r} is not a "
+                         f"DPR encoder ({', '.join(UNTRAINED_TYPES)})")
+    declared = folder_recipe(path)
+    recipe = {key: cli[key] if cli.get(key) is not None else declared.get(key)
+              for key in RECIPE_KEYS}
+    recipe["shared_encoder"] = True  # the two towers of an untrained bi-encoder are equal
+    limit = usable_positions(SimpleNamespace(**config)) or 512
+    return {"encoder_model_type": kind, "pretrained_model_cfg": path, "pretrained_file": None,
+            "projection_dim": 0, "do_lower_case": bool(cli.get("do_lower_case")),
+            "sequence_length": int(cli.get("sequence_length") or min(512, limit)),
+            **{k: v for k, v in recipe.items() if v is not None}}
+
+
+def _load_untrained(path: str, cli: Mapping[str, Any], *, device: torch.device,
+                    **options: Any) -> DenseEncoder:
+    params = untrained_params(path, cli)
+    recipe = recipe_of(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        biencoder = build_biencoder(params["encoder_model_type"], path, dropout=0.0,
+                                    recipe=recipe).eval()
+    check_sequence_length(biencoder, params["sequence_length"])
+    tensorizer = tensorizer_for(params)
+    towers = _towers(biencoder.question_model, biencoder.ctx_model, tensorizer, device)
+    return DenseEncoder(*towers, params, kind="untrained", source=path, device=device,
+                        **options)
