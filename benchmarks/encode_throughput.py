@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tiny.train_sentencepiece([t for _, t in unique], Path(tmp) / "tok", vocab_size=8000)
         tokenizer = build_tokenizer("hf_roberta", str(Path(tmp) / "tok"))
-    items = passage_items([t for t, _ in passages], [x for _, x in passages], Recipe())
+    items = passage_items(passages, Recipe())
     lengths = [len(s) for s in Tensorizer(tokenizer, max_length=SEQ_LEN).encode_items(items)]
     bound = n * SEQ_LEN / sum(lengths)
     print(f"Passages: {n} of PIAF (100 words, with titles), mean {np.mean(lengths):.1f} tokens "

@@ -99,6 +99,7 @@ def _texts_from_dpr(path: Path, n: int, seed: int) -> list[tuple[str, tuple, tup
 def build_token_batches(items, *, batch: int, seq_len: int, workdir: Path) -> list[dict]:
     """Tokenizes (question, positive, hard negative) triples into batches of id lists."""
     from dpr import tiny
+    from dpr.data.recipe import passage_items, question_items
     from dpr.data.tensorizer import Tensorizer, build_tokenizer
 
     corpus = [q for q, _, _ in items] + [t for _, p, h in items for t in (p[1], h[1])]
@@ -108,9 +109,10 @@ def build_token_batches(items, *, batch: int, seq_len: int, workdir: Path) -> li
     batches = []
     for start in range(0, len(items) - batch + 1, batch):
         chunk = items[start : start + batch]
-        questions = tensorizer.encode([q.rstrip("?") for q, _, _ in chunk])
+        questions = tensorizer.encode_items(question_items([q for q, _, _ in chunk],
+                                                           tensorizer.recipe))
         passages = [p for _, pos, neg in chunk for p in (pos, neg)]
-        ctx = tensorizer.encode([p[1] for p in passages], [p[0] for p in passages])
+        ctx = tensorizer.encode_items(passage_items(passages, tensorizer.recipe))
         batches.append({"questions": questions, "ctx": ctx})
     return batches
 

@@ -5,6 +5,8 @@ writes a Hugging Face folder: a SentencePiece *unigram* tokenizer trained on the
 as `sentencepiece.bpe.model`, as in camembert-base), a small config and random weights.
 `--type xlm-roberta` writes the same kind of SentencePiece model as an XLM-R folder (fairseq
 ids: `<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, then the pieces shifted by 1),
+`--type e5` a BERT model with that XLM-R tokenizer and sentence-transformers files declaring
+multilingual-e5's recipe (mean pooling, normalisation, `query: ` / `passage: ` prompts),
 `--type bert` writes a WordPiece vocabulary instead, `--type roberta` a byte-level BPE, and
 `--type fairseq-camembert` a fairseq-format CamemBERT folder (`model.pt`, `dict.txt`,
 `sentencepiece.bpe.model`), as the 2020 blog's `data/camembert-base`.
@@ -102,6 +104,51 @@ def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int 
     torch.manual_seed(seed)
     XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+def write_st_recipe(out: Path, *, hidden: int, pooling: str = "mean", normalize: bool = True,
+                    prompts: dict[str, str] | None = None, max_seq_length: int = 512) -> None:
+    """Writes the sentence-transformers files of a model folder (modules, pooling, prompts)."""
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+        "include_prompt": True}), encoding="utf-8")
+    (out / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (out / "sentence_bert_config.json").write_text(json.dumps(
+        {"max_seq_length": max_seq_length, "do_lower_case": False}), encoding="utf-8")
+    (out / "config_sentence_transformers.json").write_text(json.dumps({
+        "prompts": prompts or {}, "default_prompt_name": None,
+        "similarity_fn_name": "cosine" if normalize else "dot"}), encoding="utf-8")
+
+
+def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
+                 vocab_size: int = 400, seed: int = 0) -> Path:
+    """Writes a tiny folder shaped like multilingual-e5: a `BertModel` (model_type bert, no
+    pooler weights) with an `XLMRobertaTokenizer`, and sentence-transformers files declaring
+    mean pooling, normalisation and the `query: ` / `passage: ` prompts."""
+    from transformers import BertConfig, BertModel, XLMRobertaTokenizer
+
+    out = Path(out_dir)
+    train_sentencepiece(texts, out, vocab_size)
+    tokenizer = XLMRobertaTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=1,
+                        type_vocab_size=2, **_small_config_kwargs(hidden, layers))
+    torch.manual_seed(seed)
+    BertModel(config, add_pooling_layer=False).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_st_recipe(out, hidden=hidden, prompts=E5_PROMPTS)
     return out
 
 
@@ -237,7 +284,7 @@ def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden
 
 
 BUILDERS = {"camembert": make_tiny_camembert, "bert": make_tiny_bert,
-            "xlm-roberta": make_tiny_xlm_roberta,
+            "xlm-roberta": make_tiny_xlm_roberta, "e5": make_tiny_e5,
             "roberta": make_tiny_roberta, "fairseq-camembert": make_tiny_fairseq_camembert}
 
 

@@ -68,6 +68,9 @@ tiny_roberta = _tiny_model(tiny.make_tiny_roberta, "roberta-tiny",
 tiny_xlmr = _tiny_model(tiny.make_tiny_xlm_roberta, "xlmr-tiny",
                         "A tiny XLM-R folder: its SentencePiece file has CamemBERT's name, "
                         "not its ids.")
+tiny_e5 = _tiny_model(tiny.make_tiny_e5, "e5-tiny",
+                      "A tiny BERT with an XLM-R tokenizer and multilingual-e5's "
+                      "sentence-transformers recipe (mean, normalised, query:/passage: prompts).")
 tiny_cased_bert = _tiny_model(tiny.make_tiny_bert, "bert-cased-tiny",
                               "A tiny cased BERT (vocabulary keeps case and accents).",
                               cased=True)

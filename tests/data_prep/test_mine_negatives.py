@@ -17,7 +17,7 @@ from helpers import ROOT, free_port
 
 from data_prep import mine_negatives
 from dpr.data.tsv import TsvPassage
-from dpr.evaluation.dense_models import load_dpr_model
+from dpr.inference import load_encoder
 from dpr.evaluation.metrics import has_answer
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
@@ -124,14 +124,13 @@ def test_mined_negatives_are_never_gold_nor_contain_an_answer(
 @pytest.fixture(scope="module")
 def model_scores(spread: Path, corpus, records_file: Path):
     """(question × passage scores, positive score per record) computed here with the model."""
-    model = load_dpr_model(str(spread), {}, device=torch.device("cpu"), batch_size=4,
-                           quiet=True)
+    model = load_encoder(str(spread), {}, device=torch.device("cpu"), batch_size=4)
     rows = _corpus_rows(corpus[0])
     records = json.loads(records_file.read_text(encoding="utf-8"))
     questions = model.encode_questions([r["question"] for r in records])
-    passages = model.encode_passages([r[2] for r in rows], [r[1] for r in rows])
-    positives = [float(q @ model.encode_passages([r["positive_ctxs"][0]["title"]],
-                                                 [r["positive_ctxs"][0]["text"]])[0])
+    passages = model.encode_passages([(r[2], r[1]) for r in rows])
+    positives = [float(q @ model.encode_passages([(r["positive_ctxs"][0]["title"],
+                                                   r["positive_ctxs"][0]["text"])])[0])
                  if r["positive_ctxs"] else None for q, r in zip(questions, records)]
     return questions @ passages.T, positives
 

@@ -16,7 +16,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer, DPRContextEncoder, DPRQuestionEncoder
 
 import train_dense_encoder
-from dpr.data.recipe import strip_question_mark
+from dpr.data.recipe import passage_items, question_items, strip_question_mark
 from dpr.data.tensorizer import build_tensorizer
 from dpr.models.checkpoint import load_checkpoint, load_model_state
 from dpr.models.factory import build_biencoder
@@ -93,10 +93,10 @@ def _biencoder_reference(ckpt: Path, side: str):
                                   sequence_length=p["sequence_length"],
                                   do_lower_case=p["do_lower_case"])
     if side == "question":
-        ids = tensorizer.encode([strip_question_mark(q) for q in QUESTIONS])
+        ids = tensorizer.encode_items(question_items(QUESTIONS, tensorizer.recipe))
         encode = model.eval().encode_questions
     else:
-        ids = tensorizer.encode([x for _, x in PASSAGES], [t for t, _ in PASSAGES])
+        ids = tensorizer.encode_items(passage_items(PASSAGES, tensorizer.recipe))
         encode = model.eval().encode_contexts
     with torch.no_grad():
         return ids, encode(*tensorizer.pad(ids))
@@ -248,7 +248,7 @@ def test_convert_original_fairseq_layout_matches_the_fairseq_model(
                                 dropout=0.0).eval()
     tensorizer = build_tensorizer("fairseq_roberta", str(fairseq_camembert), sequence_length=32,
                                   do_lower_case=True)
-    want_ids = tensorizer.encode([strip_question_mark(q) for q in QUESTIONS])
+    want_ids = tensorizer.encode_items(question_items(QUESTIONS, tensorizer.recipe))
     with torch.no_grad():
         want = reference.question_model(*tensorizer.pad(want_ids))
     for side in ("question", "ctx"):

@@ -15,7 +15,8 @@ from transformers import AutoModel, AutoTokenizer
 from dpr.data.batch import build_batch
 from dpr.data.records import BiEncoderSample, Passage
 from dpr.data.tensorizer import build_tensorizer
-from dpr.evaluation.dense_models import CheckpointModel, HFExportModel, load_dpr_model
+from dpr.data.recipe import passage_items, question_items
+from dpr.inference import load_encoder
 from dpr.models.checkpoint import (
     CheckpointState,
     load_checkpoint,
@@ -109,16 +110,14 @@ def test_recipe_same_ids_and_vectors_in_training_inference_and_export(
     q_ids, c_ids, q_train, c_train = _training(kind, folder, ckpt, lower)
     got = {}
     for name, path in (("checkpoint", ckpt), ("export", export)):
-        model = load_dpr_model(str(path), {}, device=torch.device("cpu"), batch_size=2,
-                               quiet=True)
-        assert isinstance(model, CheckpointModel if name == "checkpoint" else HFExportModel)
-        q_tensorizer = (model.model.tensorizer if name == "checkpoint"
-                        else model.question.tensorizer)
-        c_tensorizer = model.model.tensorizer if name == "checkpoint" else model.ctx.tensorizer
-        got[name] = (q_tensorizer.encode_questions([QUESTION]),
-                     c_tensorizer.encode([TEXT, TEXT], [TITLE, ""]),
+        model = load_encoder(str(path), {}, device=torch.device("cpu"), batch_size=2)
+        assert model.kind == name
+        q_tensorizer, c_tensorizer = model.question.tensorizer, model.ctx.tensorizer
+        passages = [(TITLE, TEXT), ("", TEXT)]
+        got[name] = (q_tensorizer.encode_items(question_items([QUESTION], q_tensorizer.recipe)),
+                     c_tensorizer.encode_items(passage_items(passages, c_tensorizer.recipe)),
                      model.encode_questions([QUESTION]),
-                     model.encode_passages([TITLE, ""], [TEXT, TEXT]))
+                     model.encode_passages(passages))
     hand_q_ids, hand_q = _by_hand(export / "question_encoder")
     hand_c_ids, hand_c = _by_hand(export / "ctx_encoder")
     # Then the ids are the training ids everywhere (truncated to the sequence length)

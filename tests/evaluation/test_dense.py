@@ -17,7 +17,8 @@ import dense_retriever
 import generate_dense_embeddings
 from dpr.data.tensorizer import build_tensorizer
 from dpr.data.tsv import iter_passages, read_qas
-from dpr.evaluation.encode import encode_questions, load_inference_model
+from dpr.data.recipe import passage_items
+from dpr.inference import load_encoder
 from dpr.evaluation.index import DenseIndex, read_embeddings
 from dpr.evaluation.metrics import has_answer
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
@@ -55,15 +56,16 @@ def test_generate_vectors_equal_biencoder_encode_contexts(
         embeddings: Path, checkpoint: Path, corpus: tuple[Path, Path],
         tiny_camembert: Path) -> None:
     # Given the checkpoint loaded by hand and DPR's fixed-length padding
-    model = load_inference_model(str(checkpoint), {}, device=torch.device("cpu"))
+    model = load_encoder(str(checkpoint), {}, device=torch.device("cpu"))
     tensorizer = build_tensorizer("hf_roberta", str(tiny_camembert), sequence_length=64,
                                   do_lower_case=False, pad_to_max=True)
     with corpus[0].open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t"))[1:]
-    ids, mask = tensorizer.tensorize([r[1] for r in rows], [r[2] for r in rows])
+    ids, mask = tensorizer.tensorize(passage_items([(r[2], r[1]) for r in rows],
+                                                   tensorizer.recipe))
     # When encoding every passage in one batch
     with torch.no_grad():
-        expected = model.biencoder.encode_contexts(ids, mask).numpy()
+        expected = model.ctx.encoder(ids, mask).numpy()
     # Then the shard vectors are the same within 1e-5
     got = np.concatenate([read_embeddings(f"{embeddings}_{k}.npy")[1] for k in (0, 1)])
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -150,15 +152,14 @@ def test_index_flat_and_hnsw_rank_alike_and_survive_save_load(tmp_path: Path) ->
 
 def test_question_trailing_mark_stripped_as_in_training(checkpoint: Path) -> None:
     # Given the inference model
-    model = load_inference_model(str(checkpoint), {}, device=torch.device("cpu"))
+    model = load_encoder(str(checkpoint), {}, device=torch.device("cpu"))
     # When encoding questions with and without one trailing '?'
-    with_mark, without, double, raw = encode_questions(
-        model, ["Où la Loire prend-elle sa source?", "Où la Loire prend-elle sa source",
-                "Où la Loire prend-elle sa source??", "Où la Loire prend-elle sa source?"],
-        quiet=True)
-    ids, mask = model.tensorizer.tensorize(["Où la Loire prend-elle sa source?"])
+    with_mark, without, double, raw = model.encode_questions(
+        ["Où la Loire prend-elle sa source?", "Où la Loire prend-elle sa source",
+         "Où la Loire prend-elle sa source??", "Où la Loire prend-elle sa source?"])
+    ids, mask = model.question.tensorizer.tensorize(["Où la Loire prend-elle sa source?"])
     with torch.no_grad():
-        kept = model.biencoder.encode_questions(ids, mask)[0].numpy()
+        kept = model.question.encoder(ids, mask)[0].numpy()
     # Then one '?' is removed (as training does), only one
     np.testing.assert_allclose(with_mark, without, atol=1e-6)
     assert not np.allclose(with_mark, kept, atol=1e-4)

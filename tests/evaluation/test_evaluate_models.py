@@ -15,7 +15,7 @@ from conftest import train_tiny_checkpoint
 
 import train_dense_encoder
 from dpr import evaluate
-from dpr.evaluation.dense_models import load_dpr_model
+from dpr.inference import load_encoder
 from dpr.evaluation.options import (
     DprModelSpec,
     fusion_model,
@@ -229,15 +229,16 @@ def test_plain_encoder_folder_is_the_model_training_starts_from(
     texts = ["Qui a écrit Les Misérables ?", "Où se jette la Loire ?"]
     cpu = torch.device("cpu")
     # When the plain folder is loaded with the same recipe
-    plain = load_dpr_model(str(tiny_bert), {}, device=cpu, batch_size=4, quiet=True,
-                           untrained_recipe={"do_lower_case": True, "sequence_length": 64})
-    trained = load_dpr_model(str(start), {}, device=cpu, batch_size=4, quiet=True)
+    plain = load_encoder(str(tiny_bert), {"do_lower_case": True, "sequence_length": 64},
+                         device=cpu, batch_size=4)
+    trained = load_encoder(str(start), {}, device=cpu, batch_size=4)
     # Then it encodes questions and passages as that checkpoint does
     np.testing.assert_allclose(plain.encode_questions(texts), trained.encode_questions(texts),
                                atol=1e-6)
-    np.testing.assert_allclose(plain.encode_passages(["Loire", ""], texts),
-                               trained.encode_passages(["Loire", ""], texts), atol=1e-6)
-    assert plain.description.startswith("untrained hf_bert bi-encoder")
+    passages = list(zip(["Loire", ""], texts))
+    np.testing.assert_allclose(plain.encode_passages(passages),
+                               trained.encode_passages(passages), atol=1e-6)
+    assert plain.description.startswith(f"untrained {tiny_bert} (cls pooling, dot")
     # And dpr.evaluate ranks both the same, the recipe coming from its flags
     report, _ = run(capsys, tmp_path / "eval", corpus, "--dpr_model", f"start={start}",
                     "--dpr_model", f"untuned={tiny_bert}", "--do_lower_case",
@@ -245,7 +246,7 @@ def test_plain_encoder_folder_is_the_model_training_starts_from(
     results = report["results"]
     assert results["dpr:untuned"]["first_hit_rank"] == results["dpr:start"]["first_hit_rank"]
     # And without --do_lower_case the recipe differs (a cased text is encoded differently)
-    cased = load_dpr_model(str(tiny_bert), {}, device=cpu, batch_size=4, quiet=True)
+    cased = load_encoder(str(tiny_bert), {}, device=cpu, batch_size=4)
     assert not np.allclose(cased.encode_questions(["LOIRE"]), plain.encode_questions(["LOIRE"]))
 
 
@@ -256,11 +257,11 @@ def test_plain_folder_errors_name_the_folder(tmp_path: Path, tiny_bert: Path) ->
     (tower / "config.json").write_text(json.dumps({**config, "dpr": {"do_lower_case": True}}))
     cpu = torch.device("cpu")
     with pytest.raises(InputError, match=r"question_encoder: one tower of a dpr2hf export"):
-        load_dpr_model(str(tower), {}, device=cpu, batch_size=4, quiet=True)
+        load_encoder(str(tower), {}, device=cpu)
     gpt = tmp_path / "gpt"
     gpt.mkdir()
     (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(InputError, match=r"gpt: model_type 'gpt2' is not a DPR encoder"):
-        load_dpr_model(str(gpt), {}, device=cpu, batch_size=4, quiet=True)
+        load_encoder(str(gpt), {}, device=cpu)
     with pytest.raises(InputError, match=r"or a Hugging Face encoder folder \(config.json\)"):
-        load_dpr_model(str(tmp_path), {}, device=cpu, batch_size=4, quiet=True)
+        load_encoder(str(tmp_path), {}, device=cpu)

@@ -13,7 +13,7 @@ import torch
 
 import dense_retriever
 import generate_dense_embeddings
-from dpr.evaluation.dense_models import load_dpr_model
+from dpr.inference import load_encoder
 from dpr.evaluation.index import EmbeddingFileError, read_embeddings, write_embeddings
 from dpr.utils.errors import InputError
 from dpr2hf.cli import main as dpr2hf_main
@@ -165,9 +165,9 @@ def test_every_tool_finds_stored_relative_paths_beside_the_checkpoint(
     assert generate_dense_embeddings.main(_generate_args(moved, corpus[0], prefix)) == 0
     assert dense_retriever.main(_retrieve_args(moved, corpus, f"{prefix}_*.npy",
                                                tmp_path / "r.json")) == 0
-    model = load_dpr_model(str(moved), {}, device=torch.device("cpu"), batch_size=4, quiet=True)
+    model = load_encoder(str(moved), {}, device=torch.device("cpu"), batch_size=4)
     assert dpr2hf_main([str(moved), "--output_dir", str(tmp_path / "hf")]) == 0
     # Then they all used the model folder beside the checkpoint: same vectors as before
     np.testing.assert_allclose(read_embeddings(f"{prefix}_0.npy")[1],
                                read_embeddings(f"{shard}_0.npy")[1], atol=1e-6)
-    assert model.model.encoder_params["pretrained_model_cfg"] == str(run / "camembert-tiny")
+    assert model.params["pretrained_model_cfg"] == str(run / "camembert-tiny")

@@ -86,7 +86,7 @@ def test_evaluate_on_cuda_ranks_as_on_cpu(tmp_path: Path, corpus, checkpoint) ->
 
     from dpr import evaluate
     from dpr.data.tsv import read_passages
-    from dpr.evaluation.encode import encode_passages, load_inference_model
+    from dpr.inference import load_encoder
 
     passages, qas = corpus
     reports = {}
@@ -102,9 +102,8 @@ def test_evaluate_on_cuda_ranks_as_on_cpu(tmp_path: Path, corpus, checkpoint) ->
     rows = list(read_passages(passages).values())
     vectors = {}
     for device in (CUDA, torch.device("cpu")):
-        model = load_inference_model(str(checkpoint), {}, device=device)
-        vectors[device.type] = encode_passages(model, [p.text for p in rows],
-                                               [p.title for p in rows], quiet=True)
+        model = load_encoder(str(checkpoint), {}, device=device)
+        vectors[device.type] = model.encode_passages([(p.title, p.text) for p in rows])
     scale = abs(vectors["cpu"]).max()
     assert abs(vectors["cuda"] - vectors["cpu"]).max() < 1e-4 * scale
     # a two-step tiny model scores many passages almost alike, so float differences between
