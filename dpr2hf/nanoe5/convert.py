@@ -117,8 +117,8 @@ def write_folder(folder: Path, source: Path, *, version: str | None,
         folder, hidden_size=e5.header.hidden_size, max_seq_length=MAX_LENGTH,
         do_lower_case=False, pooling="mean", normalize=True, prompts=card.PROMPTS)
     info = card.Provenance(
-        package=PACKAGE, package_version=version, file=source.name, sha256=sha256_of(source),
-        bytes=source.stat().st_size, dtype=dtype,
+        package=PACKAGE, package_version=version, file=source.name,
+        sha256=hashlib.sha256(e5.data).hexdigest(), bytes=len(e5.data), dtype=dtype,
         normalizer=f"{tokenizer.NORMALIZATION_RULE} (sentencepiece {sentencepiece.__version__})",
         normalizer_differences=[f"U+{c:04X}" for c in differences])
     card.write_provenance(folder, info)
