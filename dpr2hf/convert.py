@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import (
+    BertTokenizerFast,
     DPRConfig,
     DPRContextEncoder,
     DPRContextEncoderTokenizerFast,
@@ -34,7 +35,8 @@ from dpr.data.tensorizer import Tensorizer, tensorizer_for, tokenizer_options
 from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import SIDE_NAMES
 from dpr.models.encoder import Encoder
-from dpr.models.export import EXPORTED_PARAMS, TOWER_FOLDERS, save_projection
+from dpr.models.export import TOWER_FOLDERS, export_entry, save_projection
+from dpr.models.recipe import Pooling, recipe_of
 from dpr.models.factory import load_trained_biencoder
 from dpr.utils.errors import InputError
 from dpr2hf import verify
@@ -90,16 +92,20 @@ def _export_tokenizer(tokenizer: PreTrainedTokenizerBase, params: dict, folder: 
 def export_tower(tower: Encoder, folder: Path, *, tensorizer: Tensorizer, params: dict) -> None:
     """The tower's transformer, tokenizer, projection and sentence-transformers config."""
     model = tower.model
-    model.config.dpr = {k: params[k] for k in EXPORTED_PARAMS}
+    model.config.dpr = export_entry(params)
     model.save_pretrained(folder, safe_serialization=True)
     del model.config.dpr
     _export_tokenizer(tensorizer.tokenizer, params, folder)
     proj = tower.encode_proj
     if proj is not None:
         save_projection(proj, folder)
+    recipe = recipe_of(params)
+    prompts = {name: prefix for name, prefix in (("query", recipe.query_prefix),
+                                                 ("passage", recipe.passage_prefix)) if prefix}
     write_sentence_transformers_config(
         folder, hidden_size=model.config.hidden_size, max_seq_length=params["sequence_length"],
-        do_lower_case=params["do_lower_case"], projection=proj)
+        do_lower_case=params["do_lower_case"], projection=proj, pooling=recipe.pooling,
+        normalize=recipe.normalize, prompts=prompts)
 
 
 def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, tensorizer: Tensorizer,
@@ -109,7 +115,7 @@ def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, tensorizer: Tens
     accepted = set(inspect.signature(DPRConfig.__init__).parameters)
     config = DPRConfig(**{k: v for k, v in bert.items() if k in accepted},
                        projection_dim=params["projection_dim"])
-    config.dpr = {k: params[k] for k in EXPORTED_PARAMS}
+    config.dpr = export_entry(params)
     model_cls, tok_cls, attr = ((DPRQuestionEncoder, DPRQuestionEncoderTokenizerFast,
                                  "question_encoder") if side == "question" else
                                 (DPRContextEncoder, DPRContextEncoderTokenizerFast, "ctx_encoder"))
@@ -127,6 +133,16 @@ def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, tensorizer: Tens
     _export_tokenizer(tensorizer.tokenizer, params, folder, cls=tok_cls)
 
 
+def has_dpr_classes(params: dict, tensorizer: Tensorizer) -> bool:
+    """Whether Hugging Face's DPR classes can hold the model: a BERT with a WordPiece
+    tokenizer (theirs), read by DPR's own recipe (their `pooler_output` is the raw first
+    token)."""
+    recipe = recipe_of(params)
+    return (params["encoder_model_type"] == "hf_bert"
+            and isinstance(tensorizer.tokenizer, BertTokenizerFast)
+            and recipe.pooling == Pooling.CLS and not recipe.normalize)
+
+
 def _write_all(staging: Path, biencoder: BiEncoder, *, tensorizer: Tensorizer,
                params: dict) -> list[tuple[str, str, bool]]:
     """Writes every folder; returns (folder name, side, is a DPR-class folder)."""
@@ -136,7 +152,7 @@ def _write_all(staging: Path, biencoder: BiEncoder, *, tensorizer: Tensorizer,
         name = TOWER_FOLDERS[side]
         export_tower(tower, staging / name, tensorizer=tensorizer, params=params)
         written.append((name, side, False))
-        if params["encoder_model_type"] == "hf_bert":
+        if has_dpr_classes(params, tensorizer):
             export_dpr_bert(tower, staging / f"dpr_{name}", side, tensorizer=tensorizer,
                             params=params)
             written.append((f"dpr_{name}", side, True))

@@ -181,3 +181,22 @@ def inbatch_worker(rank: int, port: int, out: str) -> None:
                     "q_grad": q.grad, "ctx_grad": ctx.grad}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def train_e5_checkpoint(folder: Path, model: Path, train_file: Path, *extra: str,
+                        records: int = 16) -> Path:
+    """Trains a tiny e5-shaped model (`dpr.tiny.make_tiny_e5`) for one epoch of batch 8 on the
+    first `records` records, with `extra` recipe flags; returns the checkpoint."""
+    import train_dense_encoder
+
+    subset = folder / "train.json"
+    chosen = json.loads(train_file.read_text(encoding="utf-8"))[:records]
+    subset.write_text(json.dumps(chosen, ensure_ascii=False), encoding="utf-8")
+    out = folder / "out"
+    assert train_dense_encoder.main([
+        "--encoder_model_type", "hf_bert", "--pretrained_model_cfg", str(model),
+        "--train_file", str(subset), "--output_dir", str(out), "--batch_size", "8",
+        "--sequence_length", "64", "--num_train_epochs", "1", "--warmup_steps", "0",
+        "--learning_rate", "1e-3", *extra]) == 0
+    (path,) = out.glob("dpr_biencoder.*")
+    return path

@@ -28,10 +28,16 @@ PROJECTION_FILE = "encode_proj.safetensors"
 TOWER_FOLDERS = {"question": "question_encoder", "ctx": "ctx_encoder"}
 QUESTION_FOLDER, CTX_FOLDER = TOWER_FOLDERS["question"], TOWER_FOLDERS["ctx"]
 # Encoder parameters written under "dpr" in each tower's config.json: DPR's, and the recipe
-# (pooling, similarity, temperature, prefixes, shared encoder; absent in older exports, which
-# then mean DPR's recipe).
-EXPORTED_PARAMS = ("encoder_model_type", "do_lower_case", "sequence_length",
-                   "projection_dim") + RECIPE_KEYS
+# entries that differ from DPR's (pooling, similarity, temperature, prefixes, shared encoder;
+# absent = DPR's value, as in exports of DPR-recipe models).
+DPR_EXPORTED_PARAMS = ("encoder_model_type", "do_lower_case", "sequence_length",
+                       "projection_dim")
+EXPORTED_PARAMS = DPR_EXPORTED_PARAMS + RECIPE_KEYS
+
+
+def export_entry(params: dict[str, Any]) -> dict[str, Any]:
+    """The `dpr` entry of an exported tower's config.json for resolved encoder parameters."""
+    return {k: params[k] for k in DPR_EXPORTED_PARAMS} | recipe_of(params).stored()
 
 
 def is_hf_export(path: str | os.PathLike[str]) -> bool:

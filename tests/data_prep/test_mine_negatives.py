@@ -17,8 +17,8 @@ from helpers import ROOT, free_port
 
 from data_prep import mine_negatives
 from dpr.data.tsv import TsvPassage
-from dpr.inference import load_encoder
 from dpr.evaluation.metrics import has_answer
+from dpr.inference import load_encoder
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
 

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from dpr.data.batch import build_batch
+from dpr.data.recipe import passage_items, question_items
 from dpr.data.records import BiEncoderSample, Passage
 from dpr.data.tensorizer import build_tensorizer
-from dpr.data.recipe import passage_items, question_items
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import (
     CheckpointState,

@@ -15,7 +15,6 @@ from conftest import train_tiny_checkpoint
 
 import train_dense_encoder
 from dpr import evaluate
-from dpr.inference import load_encoder
 from dpr.evaluation.options import (
     DprModelSpec,
     fusion_model,
@@ -24,6 +23,7 @@ from dpr.evaluation.options import (
     resolve_retrievers,
 )
 from dpr.evaluation.report import sign_test
+from dpr.inference import load_encoder
 from dpr.utils.errors import InputError, UsageError
 
 # ------------------------------------------------------------------------- flag parsing
