@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = [
     ["train_dense_encoder.py"], ["-m", "data_prep.squad2dpr"], ["-m", "data_prep.mine_negatives"],
     ["-m", "dpr2hf"], ["generate_dense_embeddings.py"], ["dense_retriever.py"],
-    ["-m", "dpr.evaluate"], ["-m", "dpr.tiny"],
+    ["-m", "dpr.evaluate"], ["-m", "dpr.tiny"], ["-m", "dpr.index"],
 ]
 
 
