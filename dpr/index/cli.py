@@ -180,8 +180,17 @@ def run_search(args: argparse.Namespace) -> None:
     write_run(args.output, query_ids, ids, scores)
 
 
+def _quiet_pymilvus() -> None:
+    """Silences two sources of tracebacks on stderr: pymilvus logs every failed call (our one
+    error line says the same), and Milvus Lite's in-process gRPC server logs "Method not
+    implemented" for a call create_collection makes that Lite 3.2 lacks (harmless)."""
+    for name in ("pymilvus", "grpc._server"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def run_milvus_load(args: argparse.Namespace) -> None:
     """`milvus-load`: creates the collection and inserts every shard."""
+    _quiet_pymilvus()
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
     shards = open_shards(find_shards(args.embeddings), allow_pickle=args.allow_unsafe_pickle,
@@ -200,6 +209,7 @@ def run_milvus_load(args: argparse.Namespace) -> None:
 def run_milvus_search(args: argparse.Namespace) -> None:
     """`milvus-search`: writes the run file."""
     _check_query_flags(args)
+    _quiet_pymilvus()
     query_ids, queries = read_queries(args.queries)
     store = MilvusStore.connect(args.uri, args.collection, token=args.token)
     try:
