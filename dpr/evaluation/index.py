@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from collections.abc import Sequence
 
 import faiss
@@ -24,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dpr.utils.errors import InputError
-from dpr.utils.io import atomic_write
+from dpr.utils.io import atomic_write, read_dpr_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -223,10 +222,6 @@ def _read_dpr_pickle(path: str, *, allow_pickle: bool) -> tuple[list[str], np.nd
             "generate_dense_embeddings.py")
     logger.warning("%s: unpickling a DPR embedding file (only safe for trusted files)", path)
     try:
-        with open(path, "rb") as handle:
-            rows = pickle.load(handle)
-        ids = [str(row[0]) for row in rows]
-        vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
-    except Exception as err:  # any failure of a foreign pickle is bad input
-        raise EmbeddingFileError(f"{path}: cannot read DPR embeddings: {err}") from err
-    return ids, vectors
+        return read_dpr_pickle(path)
+    except InputError as err:
+        raise EmbeddingFileError(str(err)) from err

@@ -1,16 +1,24 @@
-"""File helpers: gzip-aware text reading and atomic writes."""
+"""File helpers: gzip-aware text reading, atomic writes of files and of whole folders, DPR's
+pickled embedding files."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import io
 import os
+import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+import numpy as np
+
+from dpr.utils.errors import InputError
 
 
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
@@ -95,3 +103,77 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+STAGING_MARK = ".staging-"
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Writes a whole folder so that `path` only ever holds a complete one.
+
+    The files are written into a sibling staging folder (`.<name>.staging-XXXX`), renamed to
+    `path` when the block exits without an exception, and removed otherwise. With
+    `overwrite`, an existing `path` is replaced only once the new folder is complete.
+
+    Args:
+        path: Final folder name.
+        overwrite: Replace an existing folder instead of refusing.
+
+    Yields:
+        The staging folder to write into.
+
+    Raises:
+        FileExistsError: When `path` exists and `overwrite` is false (before anything is
+            written).
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(errno.EEXIST, "exists (choose another folder or overwrite it)",
+                              str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_MARK}", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_in(staging, target)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Renames `staging` to `target`, replacing an existing `target` (restored on failure)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f"{staging.name}.old")
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_dpr_pickle(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+    """Reads DPR's embedding file: a pickled list of (id, vector) tuples (trusted files only).
+
+    Unpickling can run arbitrary code: callers ask the user to opt in first.
+
+    Returns:
+        Passage ids and float32 vectors [N × D].
+
+    Raises:
+        InputError: Naming the file when it cannot be read as such a list.
+    """
+    try:
+        with open(path, "rb") as handle:
+            rows = pickle.load(handle)
+        ids = [str(row[0]) for row in rows]
+        vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
+    except Exception as err:  # any failure of a foreign pickle is bad input
+        raise InputError(f"{os.fspath(path)}: cannot read DPR embeddings: {err}") from err
+    return ids, vectors

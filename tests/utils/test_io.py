@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dpr.utils.io import atomic_write, open_text, remove_stale_temp_files, temp_file_target
+from dpr.utils.io import (
+    atomic_write,
+    open_text,
+    remove_stale_temp_files,
+    staged_folder,
+    temp_file_target,
+)
 
 
 def test_open_text_reads_plain_and_gzip_utf8(tmp_path: Path) -> None:
@@ -65,3 +71,33 @@ def test_atomic_write_temporary_names_are_recognised(tmp_path: Path) -> None:
         handle.write("{}")
     (name,) = seen
     assert temp_file_target(name) == "best.json"
+
+
+def test_staged_folder_appears_only_when_complete(tmp_path: Path) -> None:
+    # Given a folder written through staged_folder that fails half-way
+    target = tmp_path / "idx"
+    with pytest.raises(RuntimeError), staged_folder(target) as staging:
+        (staging / "a.bin").write_bytes(b"half")
+        raise RuntimeError("killed")
+    # Then nothing is left, neither the folder nor its staging folder
+    assert list(tmp_path.iterdir()) == []
+    # When it succeeds
+    with staged_folder(target) as staging:
+        (staging / "a.bin").write_bytes(b"whole")
+    # Then the folder holds the files and no staging folder remains
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+    assert (target / "a.bin").read_bytes() == b"whole"
+
+
+def test_staged_folder_refuses_an_existing_folder_unless_overwrite(tmp_path: Path) -> None:
+    # Given an existing folder
+    target = tmp_path / "idx"
+    target.mkdir()
+    (target / "old.bin").write_bytes(b"old")
+    # Then it is refused by default, and replaced as a whole with overwrite
+    with pytest.raises(FileExistsError), staged_folder(target):
+        pass
+    with staged_folder(target, overwrite=True) as staging:
+        (staging / "new.bin").write_bytes(b"new")
+    assert [p.name for p in target.iterdir()] == ["new.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]

@@ -1,0 +1,268 @@
+"""Builds a faiss index from embedding shards in bounded memory.
+
+Steps: check every shard (shape, ids, one vector size); make the index from a faiss
+index-factory string; train it, when it needs training, on a seeded random sample read shard by
+shard; add the vectors shard by shard in chunks read from memory-mapped `.npy` files; save.
+With `on_disk` (IVF indexes only), each shard is added to its own copy of the trained index,
+written as a block, and the blocks' inverted lists are merged into one `index.ivfdata` file
+(faiss' `OnDiskInvertedLists`, `faiss.contrib.ondisk.merge_ondisk`), so the lists never need
+to fit in memory together.
+
+Everything is written into a staging folder renamed to the output folder at the end
+(`dpr.utils.io.staged_folder`): an error or a kill leaves no half-written index.
+
+Output folder: `index.faiss`, `index.ivfdata` (on disk only), `ids.txt` + `ids.offsets.npy`
+(the id map, `dpr.index.idmap`) and `build.json` (the build settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from faiss.contrib.ondisk import merge_ondisk
+from tqdm import tqdm
+
+from dpr.index.idmap import IdMapWriter
+from dpr.index.shards import (
+    Shard,
+    file_sha256,
+    find_shards,
+    iter_chunks,
+    open_shards,
+    read_ids,
+    sample_rows,
+)
+from dpr.utils.errors import InputError, UsageError
+from dpr.utils.io import staged_folder
+
+logger = logging.getLogger(__name__)
+
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+INDEX_FILE = "index.faiss"
+IVFDATA_FILE = "index.ivfdata"
+SETTINGS_FILE = "build.json"
+SETTINGS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build an index.
+
+    Attributes:
+        factory: faiss index-factory string ("Flat", "HNSW32", "HNSW32_SQ8", "IVF1024,PQ32",
+            "OPQ32,IVF1024,PQ32"...).
+        metric: "ip" (inner product, DPR's) or "l2".
+        train_sample: Vectors sampled for training (all when there are fewer).
+        seed: Seed of the training sample.
+        on_disk: Add each shard to its own IVF block and merge the lists on disk.
+        threads: faiss (OpenMP) threads; None keeps faiss' default.
+        chunk_rows: Vectors read and added per call.
+        checksum: Record each shard's SHA-256 in the build settings.
+        quiet: No progress bar.
+    """
+
+    factory: str
+    metric: str = "ip"
+    train_sample: int = 200_000
+    seed: int = 0
+    on_disk: bool = False
+    threads: int | None = None
+    chunk_rows: int = 65_536
+    checksum: bool = True
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise UsageError(f"--metric must be one of {sorted(METRICS)}, got {self.metric!r}")
+        for name in ("train_sample", "chunk_rows"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {self.threads}")
+
+
+def faiss_reason(err: Exception) -> str:
+    """The useful end of a faiss C++ error message (after "failed:" or "Error:")."""
+    message = str(err).strip()
+    for mark in ("failed: ", "Error: ", ": "):
+        if mark in message:
+            message = message.rsplit(mark, 1)[1]
+            break
+    return message.splitlines()[0] if message else type(err).__name__
+
+
+def make_index(factory: str, dim: int, metric: str) -> faiss.Index:
+    """An empty index from a faiss index-factory string.
+
+    Raises:
+        UsageError: Naming `--factory` when faiss refuses the string for this dimension.
+    """
+    try:
+        return faiss.index_factory(dim, factory, METRICS[metric])
+    except RuntimeError as err:
+        raise UsageError(f"--factory {factory!r}: faiss refuses it for vectors of size {dim}: "
+                         f"{faiss_reason(err)}") from err
+
+
+def train(index: faiss.Index, shards: list[Shard], options: BuildOptions) -> dict | None:
+    """Trains the index on a seeded sample when it needs training.
+
+    Returns:
+        What was trained on (rows, seed, seconds), or None when no training was needed.
+
+    Raises:
+        UsageError: When faiss cannot train the factory on the sample (too few vectors).
+    """
+    if index.is_trained:
+        return None
+    start = time.perf_counter()
+    sample = sample_rows(shards, options.train_sample, seed=options.seed)  # [n × D]
+    logger.info("Training %s on %d sampled vectors (seed %d)", options.factory, len(sample),
+                options.seed)
+    try:
+        index.train(sample)
+    except RuntimeError as err:
+        raise UsageError(f"--factory {options.factory!r}: cannot be trained on {len(sample)} "
+                         f"vectors (--train_sample): {faiss_reason(err)}") from err
+    seconds = time.perf_counter() - start
+    logger.info("Trained in %.1f s", seconds)
+    return {"rows": len(sample), "requested": options.train_sample, "seed": options.seed,
+            "seconds": round(seconds, 3)}
+
+
+def _add_shard(index: faiss.Index, shard: Shard, *, first_row: int, with_ids: bool,
+               chunk_rows: int, bar: tqdm) -> None:
+    """Adds one shard's vectors, chunk by chunk (with explicit row ids for on-disk blocks)."""
+    row = first_row
+    for chunk in iter_chunks(shard, chunk_rows):  # [c × D] float32
+        if with_ids:
+            index.add_with_ids(chunk, np.arange(row, row + len(chunk), dtype=np.int64))
+        else:
+            index.add(chunk)
+        row += len(chunk)
+        bar.update(len(chunk))
+
+
+def _checked(shard: Shard, options: BuildOptions) -> Shard:
+    """The shard with its checksum (computed after adding, while the file is in the cache)."""
+    if not options.checksum:
+        return shard
+    digest = file_sha256(shard.path)
+    if shard.ids_path is not None:
+        digest += "+" + file_sha256(shard.ids_path)
+    return dataclasses.replace(shard, sha256=digest)
+
+
+def add_shards(index: faiss.Index, shards: list[Shard], folder: Path,
+               options: BuildOptions) -> tuple[faiss.Index, list[Shard]]:
+    """Adds every shard in order and writes the id map into `folder`.
+
+    Returns:
+        The filled index (for `on_disk`, the merged one backed by `folder/index.ivfdata`) and
+        the shards with their checksums.
+    """
+    total = sum(s.rows for s in shards)
+    trained = folder / "trained.index"
+    blocks: list[str] = []
+    if options.on_disk:
+        faiss.write_index(index, str(trained))
+        (folder / "blocks").mkdir()
+    done: list[Shard] = []
+    with IdMapWriter(folder) as ids, tqdm(total=total, unit=" vec", unit_scale=True,
+                                          desc="Adding", disable=options.quiet) as bar:
+        for shard in shards:
+            ids.add(read_ids(shard), source=shard.ids_path or shard.path)
+            target = faiss.read_index(str(trained)) if options.on_disk else index
+            _add_shard(target, shard, first_row=ids.count - shard.rows,
+                       with_ids=options.on_disk, chunk_rows=options.chunk_rows, bar=bar)
+            if options.on_disk:
+                blocks.append(str(folder / "blocks" / f"{len(blocks)}.index"))
+                faiss.write_index(target, blocks[-1])
+                del target
+            done.append(_checked(shard, options))
+        ids.finish()
+    if options.on_disk:
+        index = faiss.read_index(str(trained))
+        merge_ondisk(index, blocks, str(folder / IVFDATA_FILE))
+        shutil.rmtree(folder / "blocks")
+        trained.unlink()
+    return index, done
+
+
+def _settings(index: faiss.Index, shards: list[Shard], options: BuildOptions, *,
+              training: dict | None, seconds: dict[str, float]) -> dict:
+    """The build settings written to `build.json`."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return {
+        "format": SETTINGS_FORMAT, "factory": options.factory, "metric": options.metric,
+        "dim": index.d, "count": int(index.ntotal),
+        "index_class": type(faiss.downcast_index(index)).__name__,
+        "nlist": None if ivf is None else int(ivf.nlist), "on_disk": options.on_disk,
+        "train": training, "shards": [s.describe() for s in shards],
+        "faiss_version": faiss.__version__, "numpy_version": np.__version__,
+        "threads": faiss.omp_get_max_threads(), "chunk_rows": options.chunk_rows,
+        "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+
+
+def build_index(shards: list[Shard], output_dir: str | os.PathLike[str],
+                options: BuildOptions, *, overwrite: bool = False) -> dict:
+    """Builds, trains, fills and saves an index from checked shards.
+
+    Args:
+        shards: Shards from `dpr.index.shards.open_shards` (one vector size).
+        output_dir: Index folder to create (written through a staging folder).
+        options: Factory, metric, training and adding settings.
+        overwrite: Replace an existing folder.
+
+    Returns:
+        The build settings (also written to `build.json`).
+
+    Raises:
+        UsageError: For an existing folder without `overwrite`, a factory faiss refuses, or
+            `on_disk` with a non-IVF factory.
+        InputError: When the shards hold no vectors or a passage id twice.
+    """
+    if Path(output_dir).exists() and not overwrite:
+        raise UsageError(f"--output_dir {output_dir}: exists (choose another folder or pass "
+                         "--overwrite)")
+    if options.threads is not None:
+        faiss.omp_set_num_threads(options.threads)
+    index = make_index(options.factory, shards[0].dim, options.metric)
+    if options.on_disk and faiss.try_extract_index_ivf(index) is None:
+        raise UsageError(f"--on_disk needs an IVF index (inverted lists); --factory "
+                         f"{options.factory!r} has none")
+    if not sum(s.rows for s in shards):
+        raise InputError(f"{shards[0].path}: the shards hold no vectors")
+    start = time.perf_counter()
+    with staged_folder(output_dir, overwrite=overwrite) as staging:
+        training = train(index, shards, options)
+        added = time.perf_counter()
+        index, shards = add_shards(index, shards, staging, options)
+        written = time.perf_counter()
+        faiss.write_index(index, str(staging / INDEX_FILE))
+        seconds = {"train": added - start, "add": written - added,
+                   "write": time.perf_counter() - written, "total": time.perf_counter() - start}
+        settings = _settings(index, shards, options, training=training, seconds=seconds)
+        (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    logger.info("Built %s over %d vectors in %.1f s: %s", options.factory, settings["count"],
+                seconds["total"], output_dir)
+    return settings
+
+
+def build_from_glob(pattern: str, output_dir: str | os.PathLike[str], options: BuildOptions,
+                    *, allow_pickle: bool = False, overwrite: bool = False) -> dict:
+    """`build_index` over the shards a glob matches (see `dpr.index.shards.find_shards`)."""
+    shards = open_shards(find_shards(pattern), allow_pickle=allow_pickle, checksum=False)
+    return build_index(shards, output_dir, options, overwrite=overwrite)

@@ -1,0 +1,229 @@
+r"""Index embedding shards and search them: faiss indexes built in bounded memory, or Milvus.
+
+    python -m dpr.index build --embeddings 'emb/passages_*' --factory 'IVF1024,PQ32' \
+        --output_dir idx/ [--metric ip] [--train_sample 200000] [--on_disk] [--threads 2]
+    python -m dpr.index search --index idx/ --queries questions.npy --k 100 --nprobe 32 \
+        --output run.tsv
+    python -m dpr.index milvus-load --uri passages.db --collection passages \
+        --embeddings 'emb/passages_*' --passages passages.tsv
+    python -m dpr.index milvus-search --uri passages.db --collection passages \
+        --queries questions.npy --k 100 --output run.json
+
+`build` reads the shards that generate_dense_embeddings.py writes (`.npy` + `.ids.json`,
+float32 or float16; DPR's `.pkl` with --allow_unsafe_pickle) one at a time, trains the index
+(when the factory needs it) on a seeded sample, adds the shards in chunks and writes
+index.faiss, the id map (ids.txt, ids.offsets.npy) and build.json into a staging folder renamed
+to --output_dir at the end. Factories: Flat, HNSW32, HNSW32_SQ8, IVF4096,PQ64,
+OPQ64,IVF4096,PQ64... (faiss' index_factory). `search` writes a .tsv, .json or TREC (.txt,
+.trec) run. The Milvus commands take a Milvus Lite file (`x.db`) or a server URI
+(`http://host:19530`, --token user:password) unchanged; they need pymilvus (optional).
+
+Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+import faiss
+
+from dpr.data.tsv import iter_passages
+from dpr.index.build import METRICS, BuildOptions, build_from_glob
+from dpr.index.milvus import MilvusStore, load_shards
+from dpr.index.runs import check_run_path, read_queries, write_run
+from dpr.index.search import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, load_index
+from dpr.index.shards import find_shards, open_shards
+from dpr.utils.cli import add_output_flags, run_main
+from dpr.utils.errors import UsageError
+from dpr.utils.logging import setup_logging
+
+logger = logging.getLogger("dpr.index")
+
+PICKLE_HELP = ("Read DPR's .pkl shards (pickles can run arbitrary code when read: trusted "
+               "files only).")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_output_flags(parser, quiet_help="No progress bar.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="faiss threads (unset: faiss' own choice, one per core).")
+
+
+def _subparser(commands: argparse._SubParsersAction, name: str,
+               summary: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=summary, description=summary,
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def _add_build(commands: argparse._SubParsersAction) -> None:
+    build = _subparser(commands, "build", "Build a faiss index from embedding shards.")
+    build.add_argument("--embeddings", required=True,
+                       help="Glob of the shards, e.g. 'emb/passages_*' (quoted; .ids.json "
+                       "files it matches are skipped; shards sorted _2 before _10).")
+    build.add_argument("--factory", required=True,
+                       help="faiss index-factory string: Flat, HNSW32, HNSW32_SQ8, "
+                       "IVF4096,PQ64, OPQ64,IVF4096,PQ64...")
+    build.add_argument("--output_dir", required=True, help="Index folder to create.")
+    build.add_argument("--metric", choices=sorted(METRICS), default="ip",
+                       help="Inner product (DPR) or L2 distance.")
+    build.add_argument("--train_sample", type=int, default=200_000,
+                       help="Vectors sampled (seeded) to train IVF, PQ, OPQ, SQ (all when "
+                       "fewer); IVF wants at least 39 per list.")
+    build.add_argument("--seed", type=int, default=0, help="Seed of the training sample.")
+    build.add_argument("--on_disk", action="store_true",
+                       help="IVF only: add each shard to its own block and merge the inverted "
+                       "lists into index.ivfdata (faiss OnDiskInvertedLists), so they need "
+                       "not fit in memory.")
+    build.add_argument("--chunk_rows", type=int, default=65_536,
+                       help="Vectors read and added per call.")
+    build.add_argument("--no_checksum", action="store_true",
+                       help="Do not record the shards' SHA-256 in build.json.")
+    build.add_argument("--overwrite", action="store_true",
+                       help="Replace --output_dir when it exists (once the new one is "
+                       "complete).")
+    build.add_argument("--allow_unsafe_pickle", action="store_true", help=PICKLE_HELP)
+    _common(build)
+
+
+def _add_search(commands: argparse._SubParsersAction) -> None:
+    search = _subparser(commands, "search", "Search an index folder with query vectors.")
+    search.add_argument("--index", required=True, help="Index folder written by build.")
+    _add_query_flags(search)
+    search.add_argument("--nprobe", type=int, default=None,
+                        help=f"IVF lists visited per query, at most the list count (default: "
+                        f"min({DEFAULT_NPROBE}, list count)).")
+    search.add_argument("--ef_search", type=int, default=None,
+                        help=f"HNSW candidate list size (default: {DEFAULT_EF_SEARCH}).")
+    search.add_argument("--mmap", action="store_true",
+                        help="Memory-map the index where faiss can instead of reading it.")
+    _common(search)
+
+
+def _add_query_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queries", required=True,
+                        help="Query vectors .npy [Q x D]; ids from the .ids.json beside it, "
+                        "else row numbers.")
+    parser.add_argument("--k", type=int, default=100, help="Results per query.")
+    parser.add_argument("--output", required=True,
+                        help="Run file: .tsv, .json, or TREC (.txt, .trec).")
+
+
+def _add_milvus(commands: argparse._SubParsersAction) -> None:
+    load = _subparser(commands, "milvus-load", "Load shards (and passages) into Milvus.")
+    search = _subparser(commands, "milvus-search", "Search a Milvus collection.")
+    for parser in (load, search):
+        parser.add_argument("--uri", required=True,
+                            help="Milvus Lite file (passages.db) or server URI "
+                            "(http://host:19530).")
+        parser.add_argument("--collection", default="passages", help="Collection name.")
+        parser.add_argument("--token", default=None,
+                            help="Server credentials, user:password or an API key.")
+    load.add_argument("--embeddings", required=True, help="Glob of the shards.")
+    load.add_argument("--passages", default=None,
+                      help="Passage TSV (id, text, title) in the shards' order, to store titles "
+                      "and texts; without it only ids and vectors are stored.")
+    load.add_argument("--batch_size", type=int, default=1000, help="Rows per insert.")
+    load.add_argument("--index_type", default="AUTOINDEX",
+                      help="Milvus index type (AUTOINDEX, FLAT, HNSW, IVF_FLAT...).")
+    load.add_argument("--overwrite", action="store_true",
+                      help="Drop the collection first when it exists.")
+    load.add_argument("--allow_unsafe_pickle", action="store_true", help=PICKLE_HELP)
+    _add_query_flags(search)
+    for parser in (load, search):
+        add_output_flags(parser, quiet_help="No progress bar.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m dpr.index` and its four commands."""
+    parser = argparse.ArgumentParser(prog="python -m dpr.index", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_build(commands)
+    _add_search(commands)
+    _add_milvus(commands)
+    return parser
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        faiss.omp_set_num_threads(args.threads)
+
+
+def run_build(args: argparse.Namespace) -> dict:
+    """`build`: returns the build settings."""
+    options = BuildOptions(factory=args.factory, metric=args.metric,
+                           train_sample=args.train_sample, seed=args.seed, on_disk=args.on_disk,
+                           threads=args.threads, chunk_rows=args.chunk_rows,
+                           checksum=not args.no_checksum, quiet=args.quiet)
+    return build_from_glob(args.embeddings, args.output_dir, options,
+                           allow_pickle=args.allow_unsafe_pickle, overwrite=args.overwrite)
+
+
+def _check_query_flags(args: argparse.Namespace) -> None:
+    check_run_path(args.output)
+    if args.k < 1:
+        raise UsageError(f"--k must be >= 1, got {args.k}")
+
+
+def run_search(args: argparse.Namespace) -> None:
+    """`search`: writes the run file."""
+    _check_query_flags(args)
+    _set_threads(args)
+    index = load_index(args.index, nprobe=args.nprobe, ef_search=args.ef_search,
+                       mmap=args.mmap)
+    query_ids, queries = read_queries(args.queries)
+    scores, ids = index.search(queries, args.k)
+    write_run(args.output, query_ids, ids, scores)
+
+
+def _quiet_pymilvus() -> None:
+    """Silences two sources of tracebacks on stderr: pymilvus logs every failed call (our one
+    error line says the same), and Milvus Lite's in-process gRPC server logs "Method not
+    implemented" for a call create_collection makes that Lite 3.2 lacks (harmless)."""
+    for name in ("pymilvus", "grpc._server"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def run_milvus_load(args: argparse.Namespace) -> None:
+    """`milvus-load`: creates the collection and inserts every shard."""
+    _quiet_pymilvus()
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
+    shards = open_shards(find_shards(args.embeddings), allow_pickle=args.allow_unsafe_pickle,
+                         checksum=False)
+    passages = (None if args.passages is None else
+                ((p.id, p.title, p.text) for p in iter_passages(args.passages)))
+    store = MilvusStore.connect(args.uri, args.collection, token=args.token)
+    try:
+        store.create(shards[0].dim, index_type=args.index_type, overwrite=args.overwrite)
+        load_shards(store, shards, passages=passages, source=args.passages or "passages",
+                    batch_size=args.batch_size, quiet=args.quiet)
+    finally:
+        store.close()
+
+
+def run_milvus_search(args: argparse.Namespace) -> None:
+    """`milvus-search`: writes the run file."""
+    _check_query_flags(args)
+    _quiet_pymilvus()
+    query_ids, queries = read_queries(args.queries)
+    store = MilvusStore.connect(args.uri, args.collection, token=args.token)
+    try:
+        scores, ids = store.search(queries, args.k)
+    finally:
+        store.close()
+    write_run(args.output, query_ids, ids, scores, name="milvus")
+
+
+COMMANDS = {"build": run_build, "search": run_search, "milvus-load": run_milvus_load,
+            "milvus-search": run_milvus_search}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit status (see `dpr.utils.cli.run_main`)."""
+    return run_main(build_parser(), argv, lambda args: COMMANDS[args.command](args),
+                    prog="dpr.index", setup=lambda _: setup_logging(0))

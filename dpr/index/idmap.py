@@ -1,0 +1,143 @@
+"""The id map of an index: the passage id of every index row, written and read in bounded memory.
+
+Two files: `ids.txt`, one passage id per line in add order (UTF-8, readable with `sed -n`),
+and `ids.offsets.npy`, int64 [n + 1] byte offsets of the lines (row r is
+`ids.txt[offsets[r]:offsets[r + 1] - 1]`). Both are memory-mapped when read, so looking up the
+ids of search results costs no memory per passage (a Python list of 20M ids would take GBs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dpr.utils.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+IDS_FILE = "ids.txt"
+OFFSETS_FILE = "ids.offsets.npy"
+
+
+class IdMapWriter:
+    """Appends passage ids to `<folder>/ids.txt` and writes the offsets on `finish`.
+
+    A context manager: leaving the block closes the file (the caller removes a folder left
+    unfinished by an error).
+
+    Duplicate ids are detected with 64-bit hashes (8 bytes per id, not a set of strings);
+    candidates are confirmed on the strings before an error is raised.
+
+    Args:
+        folder: Folder to write into (the index's staging folder).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._handle = open(self.folder / IDS_FILE, "wb")
+        self._lengths: list[np.ndarray] = []
+        self._hashes: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, ids: Sequence[str], *, source: str) -> None:
+        """Appends ids (in index row order).
+
+        Args:
+            ids: Passage ids.
+            source: File they come from (named in errors).
+
+        Raises:
+            InputError: When an id is empty or holds a line break.
+        """
+        encoded = [i.encode("utf-8") for i in ids]
+        bad = next((i for i, e in zip(ids, encoded) if not e or b"\n" in e or b"\r" in e), None)
+        if bad is not None:
+            raise InputError(f"{source}: passage id {bad!r} is empty or holds a line break")
+        self._handle.write(b"".join(e + b"\n" for e in encoded))
+        self._lengths.append(np.fromiter((len(e) + 1 for e in encoded), np.int64, len(ids)))
+        self._hashes.append(np.fromiter((hash(i) for i in ids), np.int64, len(ids)))
+        self.count += len(ids)
+
+    def __enter__(self) -> IdMapWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+    def finish(self) -> None:
+        """Writes the offsets after checking that no id occurs twice.
+
+        Raises:
+            InputError: Naming a duplicate id.
+        """
+        self._handle.close()
+        self._check_unique()
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        np.save(self.folder / OFFSETS_FILE, offsets)
+
+    def _check_unique(self) -> None:
+        hashes = np.sort(np.concatenate(self._hashes)) if self._hashes else np.zeros(0)
+        clashes = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+        if not clashes:
+            return
+        seen: set[str] = set()
+        with open(self.folder / IDS_FILE, encoding="utf-8") as handle:
+            for line in handle:
+                passage_id = line.rstrip("\n")
+                if hash(passage_id) in clashes:
+                    if passage_id in seen:
+                        raise InputError(f"passage id {passage_id!r} occurs in several shards "
+                                         "or rows (ids must be unique)")
+                    seen.add(passage_id)
+
+
+class IdMap:
+    """Passage ids of an index's rows, memory-mapped.
+
+    Args:
+        folder: Index folder holding `ids.txt` and `ids.offsets.npy`.
+
+    Raises:
+        InputError: When a file is missing or the two files disagree.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        folder = Path(folder)
+        try:
+            self.offsets = np.load(folder / OFFSETS_FILE, mmap_mode="r", allow_pickle=False)
+            size = os.path.getsize(folder / IDS_FILE)
+            self._data = (np.memmap(folder / IDS_FILE, dtype=np.uint8, mode="r") if size
+                          else np.zeros(0, np.uint8))
+        except (OSError, ValueError) as err:
+            raise InputError(f"{folder}: cannot read the id map: {err}") from err
+        if self.offsets.ndim != 1 or len(self.offsets) < 1 or int(self.offsets[-1]) != size:
+            raise InputError(f"{folder / OFFSETS_FILE}: offsets do not match {IDS_FILE} "
+                             f"({size} bytes)")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int) -> str:
+        start, end = int(self.offsets[row]), int(self.offsets[row + 1]) - 1
+        return self._data[start:end].tobytes().decode("utf-8")
+
+    def lookup(self, rows: np.ndarray) -> list[list[str]]:
+        """Passage ids of search results; rows < 0 (no result) are left out.
+
+        Args:
+            rows: int64 [Q × k] index rows, as faiss returns them.
+
+        Returns:
+            Per query, the ids of its valid rows, in the given order.
+        """
+        return [[self[r] for r in row.tolist() if r >= 0] for row in rows]
+
+    def to_list(self) -> list[str]:
+        """Every id in row order (small indexes and tests)."""
+        return [self[r] for r in range(len(self))]

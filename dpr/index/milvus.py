@@ -1,0 +1,217 @@
+"""Passages and their vectors in a Milvus collection: Milvus Lite locally, a cluster unchanged.
+
+    store = MilvusStore.connect("passages.db", "passages")            # Milvus Lite: a file
+    store = MilvusStore.connect("http://milvus:19530", "passages",    # a Milvus server/cluster
+                                token="user:password")
+    store.create(dim=384)
+    load_shards(store, shards, passages=iter_of_id_title_text)
+    scores, ids = store.search(question_vectors, 100)
+
+The collection has one row per passage: `id` (VARCHAR primary key), `title`, `text` and
+`vector` (FLOAT_VECTOR of the shards' dimension), inner-product metric (DPR's). Inserts are
+batched; the collection is created with strong consistency so that a search right after a load
+sees every row. The index type defaults to `AUTOINDEX` (Milvus chooses: exact on Milvus Lite,
+a graph index on a cluster).
+
+pymilvus is optional: `pip install -e '.[test]'` or the versions of `PYMILVUS_REQUIREMENTS`;
+without it every function here raises `MissingDependencyError` with that command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from dpr.index.shards import Shard, read_ids, vectors
+from dpr.utils.errors import DprError, InputError
+
+logger = logging.getLogger(__name__)
+
+PYMILVUS_REQUIREMENTS = "pymilvus==3.0.2 milvus-lite==3.2.2"
+MAX_ID_LENGTH = 512
+MAX_TITLE_LENGTH = 2048
+MAX_TEXT_LENGTH = 65535
+SEARCH_BATCH = 256
+
+
+class MissingDependencyError(DprError):
+    """An optional package a command needs is not installed (exit status 1)."""
+
+
+def import_pymilvus() -> Any:
+    """The pymilvus module.
+
+    Raises:
+        MissingDependencyError: Saying how to install it.
+    """
+    try:
+        import pymilvus
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"the Milvus store needs pymilvus (and milvus-lite for a local file): pip install "
+            f"{PYMILVUS_REQUIREMENTS}  (or pip install -e '.[test]')") from err
+    return pymilvus
+
+
+@contextlib.contextmanager
+def _milvus_errors(what: str) -> Iterator[None]:
+    """Turns Milvus' errors (server refused, bad URI...) into one-line InputErrors."""
+    pymilvus = import_pymilvus()
+    try:
+        yield
+    except pymilvus.MilvusException as err:
+        raise InputError(f"{what}: Milvus: {getattr(err, 'message', err)}") from err
+
+
+class MilvusStore:
+    """One Milvus collection of passages.
+
+    Args:
+        client: A `pymilvus.MilvusClient`.
+        collection: Collection name.
+        uri: Where the client points (named in errors).
+    """
+
+    def __init__(self, client: Any, collection: str, *, uri: str) -> None:
+        self.client, self.collection, self.uri = client, collection, uri
+        self.what = f"{uri} collection {collection!r}"
+
+    @classmethod
+    def connect(cls, uri: str, collection: str, *, token: str | None = None) -> MilvusStore:
+        """Opens a client: a `.db` file path is Milvus Lite, an http(s) URI a server."""
+        pymilvus = import_pymilvus()
+        with _milvus_errors(uri):
+            client = pymilvus.MilvusClient(uri, **({"token": token} if token else {}))
+        return cls(client, collection, uri=uri)
+
+    def create(self, dim: int, *, index_type: str = "AUTOINDEX", overwrite: bool = False) -> None:
+        """Creates the collection (dropping an existing one with `overwrite`).
+
+        Raises:
+            InputError: When it exists and `overwrite` is false, or Milvus refuses.
+        """
+        pymilvus = import_pymilvus()
+        with _milvus_errors(self.what):
+            if self.client.has_collection(self.collection):
+                if not overwrite:
+                    raise InputError(f"{self.what}: exists (pass --overwrite to replace it)")
+                self.client.drop_collection(self.collection)
+            schema = pymilvus.MilvusClient.create_schema(auto_id=False,
+                                                         enable_dynamic_field=False)
+            kinds = pymilvus.DataType
+            schema.add_field("id", kinds.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+            schema.add_field("title", kinds.VARCHAR, max_length=MAX_TITLE_LENGTH)
+            schema.add_field("text", kinds.VARCHAR, max_length=MAX_TEXT_LENGTH)
+            schema.add_field("vector", kinds.FLOAT_VECTOR, dim=dim)
+            params = self.client.prepare_index_params()
+            params.add_index(field_name="vector", index_type=index_type, metric_type="IP")
+            self.client.create_collection(self.collection, schema=schema, index_params=params,
+                                          consistency_level="Strong")
+        logger.info("Created %s (dim %d, %s, inner product)", self.what, dim, index_type)
+
+    def insert(self, ids: list[str], vectors: np.ndarray, *, titles: list[str] | None = None,
+               texts: list[str] | None = None) -> None:
+        """Inserts one batch of passages (vectors [n × dim]; no title/text: empty strings)."""
+        titles = titles or [""] * len(ids)
+        texts = texts or [""] * len(ids)
+        rows = [{"id": i, "title": t, "text": x, "vector": v}
+                for i, t, x, v in zip(ids, titles, texts, np.asarray(vectors, np.float32))]
+        with _milvus_errors(self.what):
+            self.client.insert(self.collection, rows)
+
+    def flush(self) -> None:
+        """Seals what was inserted (a server persists it; searches see it either way)."""
+        with _milvus_errors(self.what):
+            self.client.flush(self.collection)
+
+    def count(self) -> int:
+        """Rows in the collection."""
+        with _milvus_errors(self.what):
+            return int(self.client.get_collection_stats(self.collection)["row_count"])
+
+    def search(self, vectors: np.ndarray, k: int,
+               params: dict | None = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k passages per query by inner product.
+
+        Args:
+            vectors: Queries [Q × dim].
+            k: Results per query.
+            params: Index search parameters (e.g. {"ef": 128}, {"nprobe": 32}).
+
+        Returns:
+            Scores float32 [Q × k] (-inf for missing results) and the ids found per query.
+        """
+        queries = np.asarray(vectors, dtype=np.float32)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids: list[list[str]] = []
+        search_params = {"metric_type": "IP", "params": params or {}}
+        for start in range(0, len(queries), SEARCH_BATCH):
+            batch = list(queries[start:start + SEARCH_BATCH])
+            with _milvus_errors(self.what):
+                hits = self.client.search(self.collection, data=batch, limit=k,
+                                          search_params=search_params, output_fields=["id"])
+            for row, found in enumerate(hits, start=start):
+                ids.append([str(hit["id"]) for hit in found])
+                scores[row, :len(found)] = [hit["distance"] for hit in found]
+        return scores, ids
+
+    def close(self) -> None:
+        """Closes the client."""
+        self.client.close()
+
+
+def _texts(passages: Iterator[tuple[str, str, str]] | None, ids: list[str], *, shard: Shard,
+           source: str) -> tuple[list[str] | None, list[str] | None]:
+    """The titles and texts of a shard's passages, read in step from `passages`."""
+    if passages is None:
+        return None, None
+    titles, texts = [], []
+    for row, passage_id in enumerate(ids):
+        found = next(passages, None)
+        if found is None or found[0] != passage_id:
+            raise InputError(f"{source}: passage {found[0] if found else 'end of file'!r} where "
+                             f"{shard.path} row {row} is {passage_id!r}: the passages must be in "
+                             "the shards' order (as generate_dense_embeddings.py encodes them)")
+        titles.append(found[1])
+        texts.append(found[2])
+    return titles, texts
+
+
+def load_shards(store: MilvusStore, shards: list[Shard], *,
+                passages: Iterable[tuple[str, str, str]] | None = None, source: str = "passages",
+                batch_size: int = 1000, quiet: bool = False) -> int:
+    """Inserts every shard's vectors (with the passages' titles and texts) in batches.
+
+    Args:
+        store: A store whose collection exists (see `MilvusStore.create`).
+        shards: Checked shards (`dpr.index.shards.open_shards`).
+        passages: (id, title, text) in the shards' order, or None to store ids and vectors.
+        source: Name of the passage file (named in errors).
+        batch_size: Rows per insert.
+        quiet: No progress bar.
+
+    Returns:
+        Rows inserted.
+    """
+    stream = None if passages is None else iter(passages)
+    done = 0
+    with tqdm(total=sum(s.rows for s in shards), unit=" passages", desc="Milvus insert",
+              disable=quiet) as bar:
+        for shard in shards:
+            ids, array = read_ids(shard), vectors(shard)
+            titles, texts = _texts(stream, ids, shard=shard, source=source)
+            for start in range(0, len(ids), batch_size):
+                end = start + batch_size
+                store.insert(ids[start:end], array[start:end],
+                             titles=None if titles is None else titles[start:end],
+                             texts=None if texts is None else texts[start:end])
+                bar.update(len(ids[start:end]))
+            done += len(ids)
+    store.flush()
+    logger.info("Inserted %d passages into %s", done, store.what)
+    return done

@@ -1,0 +1,187 @@
+"""Searching an index folder written by `dpr.index.build`: the library API.
+
+    from dpr.index import load_index
+    index = load_index("idx/", nprobe=64)          # or ef_search=256 for HNSW
+    scores, ids = index.search(question_vectors, 100)
+
+`scores` is float32 [Q × k], larger is better for both metrics (inner products; for "l2" the
+negated squared distance), `-inf` where an index returned fewer than k results; `ids[q]` holds
+the passage ids of the valid results of question q, best first. `search_rows` returns index
+rows instead of ids.
+
+An index with on-disk inverted lists is opened with faiss' `IO_FLAG_ONDISK_SAME_DIR` (the
+`.ivfdata` beside `index.faiss` is used wherever the folder was moved); `mmap=True` also
+memory-maps the rest where faiss can (`IO_FLAG_MMAP`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from dpr.index.build import INDEX_FILE, SETTINGS_FILE, faiss_reason
+from dpr.index.idmap import IdMap
+from dpr.utils.errors import InputError, UsageError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NPROBE = 32
+DEFAULT_EF_SEARCH = 128
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index under pre-transforms (OPQ, PCA), downcast to its class."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return index
+
+
+def hnsw_parameter(index: faiss.Index) -> str | None:
+    """The ParameterSpace name of efSearch for this index, or None without HNSW."""
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        return "efSearch"
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW):
+        return "quantizer_efSearch"
+    return None
+
+
+class FaissIndex:
+    """A loaded index, its id map and build settings.
+
+    Args:
+        index: The faiss index.
+        ids: Passage ids of its rows.
+        settings: Contents of `build.json`.
+    """
+
+    def __init__(self, index: faiss.Index, ids: IdMap, settings: dict) -> None:
+        self.index, self.ids, self.settings = index, ids, settings
+        self.metric = settings.get("metric", "ip")
+        ivf = faiss.try_extract_index_ivf(index)
+        self.nlist: int | None = None if ivf is None else int(ivf.nlist)
+        self.ef_parameter = hnsw_parameter(index)
+
+    @property
+    def dim(self) -> int:
+        """Vector size."""
+        return int(self.index.d)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def configure(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Sets the search effort; None keeps the current value.
+
+        Raises:
+            UsageError: For a value < 1, an nprobe larger than the list count, or a setting
+                the index does not have (nprobe without IVF, ef_search without HNSW).
+        """
+        space = faiss.ParameterSpace()
+        if nprobe is not None:
+            if self.nlist is None:
+                raise UsageError(f"--nprobe: the index ({self.settings.get('factory')}) has no "
+                                 "inverted lists")
+            if not 1 <= nprobe <= self.nlist:
+                raise UsageError(f"--nprobe must be in [1, {self.nlist}] (the index's inverted "
+                                 f"list count), got {nprobe}")
+            space.set_index_parameter(self.index, "nprobe", nprobe)
+        if ef_search is not None:
+            if self.ef_parameter is None:
+                raise UsageError(f"--ef_search: the index ({self.settings.get('factory')}) has "
+                                 "no HNSW graph")
+            if ef_search < 1:
+                raise UsageError(f"--ef_search must be >= 1, got {ef_search}")
+            space.set_index_parameter(self.index, self.ef_parameter, ef_search)
+
+    def _check_queries(self, vectors: np.ndarray) -> np.ndarray:
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InputError(f"queries of shape {vectors.shape}: the index holds vectors of "
+                             f"size {self.dim}")
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def search_rows(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k index rows per query.
+
+        Args:
+            vectors: Queries [Q × dim], float32 or float16.
+            k: Results per query.
+
+        Returns:
+            Scores float32 [Q × k] (larger is better, -inf for missing results) and rows
+            int64 [Q × k] (-1 for missing results).
+        """
+        if k < 1:
+            raise UsageError(f"--k must be >= 1, got {k}")
+        queries = self._check_queries(vectors)  # [Q × D]
+        distances, rows = self.index.search(queries, k)
+        scores = -distances if self.metric == "l2" else distances
+        scores[rows < 0] = -np.inf
+        return scores, rows
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k passages per query: scores [Q × k] and, per query, the valid results' ids."""
+        scores, rows = self.search_rows(vectors, k)
+        return scores, self.ids.lookup(rows)
+
+
+def read_settings(folder: str | os.PathLike[str]) -> dict:
+    """The build settings of an index folder.
+
+    Raises:
+        InputError: When `build.json` is missing or unreadable.
+    """
+    path = Path(folder) / SETTINGS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the build settings of an index folder: {err}"
+                         ) from err
+
+
+def load_index(folder: str | os.PathLike[str], *, nprobe: int | None = None,
+               ef_search: int | None = None, mmap: bool = False) -> FaissIndex:
+    """Opens an index folder written by `dpr.index.build`.
+
+    Args:
+        folder: The index folder.
+        nprobe: IVF lists visited per query (None: min(32, list count)).
+        ef_search: HNSW candidate list size (None: 128).
+        mmap: Memory-map what faiss can instead of reading it into memory.
+
+    Returns:
+        The index, ready to search.
+
+    Raises:
+        InputError: For a missing or unreadable file.
+        UsageError: For search settings the index does not accept (see `configure`).
+    """
+    settings = read_settings(folder)
+    path = Path(folder) / INDEX_FILE
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR | (faiss.IO_FLAG_MMAP if mmap else 0)
+    if not path.is_file():
+        raise InputError(f"{path}: index file missing")
+    try:
+        index = faiss.read_index(str(path), flags)
+    except RuntimeError as err:
+        raise InputError(f"{path}: cannot read the index: {faiss_reason(err)}") from err
+    ids = IdMap(folder)
+    if index.ntotal != len(ids):
+        raise InputError(f"{path}: {index.ntotal} vectors but {len(ids)} ids in its id map")
+    loaded = FaissIndex(index, ids, settings)
+    if nprobe is None and loaded.nlist is not None:
+        nprobe = min(DEFAULT_NPROBE, loaded.nlist)
+    if ef_search is None and loaded.ef_parameter is not None:
+        ef_search = DEFAULT_EF_SEARCH
+    loaded.configure(nprobe=nprobe, ef_search=ef_search)
+    logger.info("Loaded %s (%s, %d vectors of size %d) from %s; nprobe %s, efSearch %s",
+                settings.get("factory"), settings.get("metric"), len(loaded), loaded.dim,
+                folder, nprobe, ef_search)
+    return loaded

@@ -1,0 +1,221 @@
+"""Embedding shards read one at a time: discovery, checks, checksums, training samples.
+
+A shard is what `generate_dense_embeddings.py` writes: `<prefix>_<k>.npy` (float32 or float16
+[n × D]) with `<prefix>_<k>.ids.json` (its n passage ids, a JSON list), or DPR's pickled list
+of (id, vector) tuples (`.pkl`, read only when pickles are allowed). `.npy` vectors are
+memory-mapped: reading a chunk or a sample touches only those rows, so no step needs every
+vector in memory.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dpr.utils.errors import InputError
+from dpr.utils.io import read_dpr_pickle
+
+logger = logging.getLogger(__name__)
+
+VECTOR_SUFFIXES = (".npy", ".pkl")
+IDS_SUFFIX = ".ids.json"
+FLOAT_DTYPES = ("float32", "float16")
+_CHECKSUM_BLOCK = 1 << 23  # 8 MiB
+
+
+class ShardError(InputError):
+    """An embedding shard that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One checked embedding shard.
+
+    Attributes:
+        path: The vector file (`.npy` or `.pkl`).
+        ids_path: The id file of a `.npy` shard (None for a `.pkl`, which holds its ids).
+        rows: Number of vectors.
+        dim: Vector size.
+        dtype: Stored element type ("float32" or "float16").
+        bytes: Size of the vector file.
+        sha256: Checksum of the vector file (and of the id file, after a "+"), or "" when not
+            computed.
+    """
+
+    path: str
+    ids_path: str | None
+    rows: int
+    dim: int
+    dtype: str
+    bytes: int
+    sha256: str = ""
+
+    def describe(self) -> dict[str, object]:
+        """The shard as plain data (for an index's build settings)."""
+        return asdict(self)
+
+
+def _natural_key(path: str) -> list[object]:
+    """Sort key that orders `passages_2` before `passages_10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def find_shards(pattern: str, *, flag: str = "--embeddings") -> list[str]:
+    """The vector files (`.npy`, `.pkl`) a glob matches, in natural order (`_2` before `_10`).
+
+    Other matches (the `.ids.json` beside each `.npy`) are skipped.
+
+    Raises:
+        ShardError: When the glob matches no vector file.
+    """
+    matched = glob.glob(pattern)
+    files = sorted((f for f in matched if f.endswith(VECTOR_SUFFIXES)), key=_natural_key)
+    if not files:
+        found = f" (only e.g. {sorted(matched)[0]})" if matched else ""
+        raise ShardError(f"{flag} {pattern}: matches no embedding file "
+                         f"({', '.join(VECTOR_SUFFIXES)}){found}")
+    return files
+
+
+def ids_path_of(path: str) -> str:
+    """The id file of a `.npy` shard: `x.npy` → `x.ids.json`."""
+    return path[: -len(".npy")] + IDS_SUFFIX
+
+
+def read_ids(shard: Shard | str) -> list[str]:
+    """The passage ids of a shard, in row order.
+
+    Raises:
+        ShardError: When the id file is missing, unreadable or not a list.
+    """
+    path = shard if isinstance(shard, str) else shard.ids_path
+    if path is None:
+        return _read_pickle(shard.path)[0]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            ids = json.load(handle)
+    except FileNotFoundError as err:
+        raise ShardError(f"{path}: id file missing (every .npy shard needs its {IDS_SUFFIX})"
+                         ) from err
+    except (OSError, ValueError) as err:
+        raise ShardError(f"{path}: cannot read passage ids: {err}") from err
+    if not isinstance(ids, list):
+        raise ShardError(f"{path}: expected a JSON list of passage ids")
+    return [str(i) for i in ids]
+
+
+def vectors(shard: Shard) -> np.ndarray:
+    """The shard's vectors [rows × dim] as stored: memory-mapped for `.npy` (no copy)."""
+    if shard.ids_path is None:
+        return _read_pickle(shard.path)[1]
+    return np.load(shard.path, mmap_mode="r", allow_pickle=False)
+
+
+def _read_pickle(path: str) -> tuple[list[str], np.ndarray]:
+    """Reads DPR's pickled list of (id, vector) tuples (trusted files only)."""
+    try:
+        return read_dpr_pickle(path)
+    except InputError as err:
+        raise ShardError(str(err)) from err
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHECKSUM_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) -> Shard:
+    """Checks one shard (shape, element type, id count) without loading its vectors.
+
+    Raises:
+        ShardError: Naming the file: unreadable, not [n × D] floats, refused pickle, missing
+            id file or id count different from the vector count.
+    """
+    if path.endswith(".pkl"):
+        if not allow_pickle:
+            raise ShardError(f"{path}: DPR .pkl shards are pickles, which can run arbitrary code "
+                             "when read; pass --allow_unsafe_pickle if you trust the file")
+        logger.warning("%s: unpickling a DPR embedding file (only safe for trusted files)", path)
+        ids, array = _read_pickle(path)
+        ids_path = None
+    else:
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ShardError(f"{path}: cannot read vectors: {err}") from err
+        ids_path = ids_path_of(path)
+        ids = read_ids(ids_path)
+    if array.ndim != 2 or array.dtype.name not in FLOAT_DTYPES:
+        raise ShardError(f"{path}: expected a 2-d float32 or float16 array, got shape "
+                         f"{array.shape} of {array.dtype}")
+    if len(ids) != len(array):
+        raise ShardError(f"{ids_path or path}: {len(ids)} ids for {len(array)} vectors in {path}")
+    digest = ""
+    if checksum:
+        digest = file_sha256(path) + ("" if ids_path is None else "+" + file_sha256(ids_path))
+    return Shard(path=path, ids_path=ids_path, rows=len(array), dim=int(array.shape[1]),
+                 dtype=array.dtype.name, bytes=os.path.getsize(path), sha256=digest)
+
+
+def open_shards(files: list[str], *, allow_pickle: bool = False,
+                checksum: bool = True) -> list[Shard]:
+    """Checks every shard, one at a time, and that they share one vector size.
+
+    Raises:
+        ShardError: Naming the first bad file (see `open_shard`), or a shard whose vector
+            size differs from the first shard's.
+    """
+    shards: list[Shard] = []
+    for path in files:
+        shard = open_shard(path, allow_pickle=allow_pickle, checksum=checksum)
+        if shards and shard.dim != shards[0].dim:
+            raise ShardError(f"{path}: vectors of size {shard.dim}, but {shards[0].path} has "
+                             f"size {shards[0].dim}")
+        shards.append(shard)
+    logger.info("%d shard(s), %d vectors of size %d", len(shards),
+                sum(s.rows for s in shards), shards[0].dim if shards else 0)
+    return shards
+
+
+def iter_chunks(shard: Shard, chunk_rows: int) -> Iterator[np.ndarray]:
+    """The shard's vectors as float32 C-contiguous chunks of at most `chunk_rows` rows."""
+    array = vectors(shard)
+    for start in range(0, shard.rows, max(1, chunk_rows)):
+        yield np.ascontiguousarray(array[start:start + chunk_rows], dtype=np.float32)
+
+
+def sample_rows(shards: list[Shard], size: int, *, seed: int) -> np.ndarray:
+    """A seeded uniform sample of rows over all shards, read shard by shard.
+
+    Args:
+        shards: The checked shards.
+        size: Rows wanted (all rows when there are fewer).
+        seed: Seed of the choice (the same seed and shards give the same sample).
+
+    Returns:
+        float32 [min(size, total) × dim], rows in shard order.
+    """
+    total = sum(s.rows for s in shards)
+    size = min(size, total)
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
+    out = np.empty((size, shards[0].dim), dtype=np.float32)
+    done, offset = 0, 0
+    for shard in shards:
+        mine = chosen[(chosen >= offset) & (chosen < offset + shard.rows)] - offset
+        if len(mine):
+            out[done:done + len(mine)] = vectors(shard)[mine]
+            done += len(mine)
+        offset += shard.rows
+    return out
