@@ -32,12 +32,12 @@ from transformers import (
 )
 
 from dpr.data.tensorizer import Tensorizer, tensorizer_for, tokenizer_options
+from dpr.inference import load_encoder
 from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import SIDE_NAMES
 from dpr.models.encoder import Encoder
 from dpr.models.export import TOWER_FOLDERS, export_entry, save_projection
 from dpr.models.recipe import Pooling, recipe_of
-from dpr.models.factory import load_trained_biencoder
 from dpr.utils.errors import InputError
 from dpr2hf import verify
 from dpr2hf.card import CardInfo, render_card
@@ -232,12 +232,9 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir).absolute()
     check_output_dir(output_dir, overwrite=overwrite)
-    trained = load_trained_biencoder(checkpoint, {"pretrained_model_cfg": pretrained_model_cfg,
-                                                  "pretrained_file": pretrained_file},
-                                     allow_pickle=allow_pickle)
-    state, params, biencoder = trained.state, trained.params, trained.biencoder
-    logger.info("Checkpoint %s (epoch %s, offset %s): %s", checkpoint, state.epoch, state.offset,
-                params)
+    biencoder, params, stored = _load(checkpoint, {"pretrained_model_cfg": pretrained_model_cfg,
+                                                   "pretrained_file": pretrained_file},
+                                      allow_pickle=allow_pickle)
     tensorizer = tensorizer_for(params, pad_to_multiple_of=1)
     with staging_folder(output_dir) as staging:
         written = _write_all(staging, biencoder, tensorizer=tensorizer, params=params)
@@ -245,7 +242,7 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
                             tolerance=tolerance)
         for name, side, is_dpr in written:
             card = CardInfo(side=side, model_class=_model_class(staging / name),
-                            checkpoint=checkpoint.name, encoder_params=dict(state.encoder_params),
+                            checkpoint=checkpoint.name, encoder_params=stored,
                             hidden_size=biencoder.question_model.model.config.hidden_size,
                             projection_dim=params["projection_dim"],
                             max_differences=diffs[name], dpr_class=is_dpr)
@@ -255,6 +252,23 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
     flat = {f"{name}/{how}": d for name, per in diffs.items() for how, d in per.items()}
     return ConversionResult(output_dir=output_dir, folders=[w[0] for w in written],
                             max_differences=flat)
+
+
+def _load(path: Path, cli: dict, *, allow_pickle: bool) -> tuple[BiEncoder, dict, dict]:
+    """The bi-encoder to export, its resolved parameters and the parameters to show on the
+    model cards, read by the one loader (`dpr.inference.load_encoder`): a checkpoint, or a
+    plain model folder exported as the untrained bi-encoder training starts from."""
+    model = load_encoder(path, cli, allow_pickle=allow_pickle)
+    if model.kind == "export":
+        raise ConversionError(f"{path}: already a dpr2hf export")
+    question, ctx = model.question.encoder, model.ctx.encoder
+    biencoder = BiEncoder(question, None if ctx is question else ctx).eval()
+    if model.state is not None:
+        logger.info("Checkpoint %s (epoch %s, offset %s): %s", path, model.state.epoch,
+                    model.state.offset, model.params)
+        return biencoder, model.params, dict(model.state.encoder_params)
+    logger.info("Model folder %s, as an untrained bi-encoder: %s", path, model.params)
+    return biencoder, model.params, dict(model.params)
 
 
 def _model_class(folder: Path) -> str:

@@ -1,4 +1,4 @@
-"""A Haystack pipeline over a dpr2hf export: BM25 + DPR joined by reciprocal rank fusion.
+"""A Haystack pipeline over a trained model: BM25 + DPR joined by reciprocal rank fusion.
 
     python examples/haystack_pipeline.py --model demo_out/hf \
         --passages demo_out/data/passages.tsv --qa demo_out/data/qas_dev.tsv --questions 3
@@ -10,13 +10,19 @@ folder and written into an ``InMemoryDocumentStore(embedding_similarity_function
 ``InMemoryEmbeddingRetriever`` and ``InMemoryBM25Retriever``, joined by
 ``DocumentJoiner(join_mode="reciprocal_rank_fusion")``.
 
-The DPR recipe (docs/HAYSTACK.md): a passage is encoded as the pair (title, text), a question
-without its trailing '?'. The document embedder encodes one string, ``meta fields +
+The model's recipe (docs/HAYSTACK.md): a passage is encoded as the pair (title, text), a
+question without its trailing '?', each with the model's prefix when it was trained with one
+(the export's sentence-transformers prompts, given to the embedders as ``prefix``). The
+document embedder encodes one string, ``meta fields +
 embedding_separator + content``; with the separator ``</s></s>`` a CamemBERT/RoBERTa tokenizer
 turns that string into exactly the pair's ids, and :func:`pair_separator` checks it on the
 export's own tokenizer. For BERT-type exports no string gives the pair (the text's
 ``token_type_ids`` are 1), so the passages are embedded with sentence-transformers pairs and
 written with their embeddings.
+
+``--model`` may also be a DPR checkpoint or a plain Hugging Face / sentence-transformers folder:
+the project's loader (``dpr.inference.load_encoder``) then embeds passages and questions, with
+the same recipe every other tool applies, through the two small components below.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network calls
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from haystack import Document, Pipeline  # noqa: E402
+from haystack import Document, Pipeline, component  # noqa: E402
 from haystack.components.joiners import DocumentJoiner  # noqa: E402
 from haystack.components.retrievers.in_memory import (  # noqa: E402
     InMemoryBM25Retriever,
@@ -49,6 +55,8 @@ from haystack_integrations.components.embedders.sentence_transformers import (  
 from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
 from dpr.evaluation.metrics import has_answer  # noqa: E402
+from dpr.inference import DenseEncoder, load_encoder  # noqa: E402
+from dpr.models.export import exported_params, is_hf_export  # noqa: E402
 from dpr.utils.cli import add_debug_flag, parse_args, run_cli  # noqa: E402
 from dpr.utils.errors import InputError  # noqa: E402
 
@@ -69,6 +77,32 @@ def pair_separator(ctx_folder: str | os.PathLike[str]) -> str | None:
     return separator if dict(joined) == dict(pair) else None
 
 
+def prompt_prefix(folder: str | os.PathLike[str], side: str) -> str:
+    """The prefix an exported tower was trained with (its `dpr` entry): "" when none."""
+    key = "query_prefix" if side == "question" else "passage_prefix"
+    return str(exported_params(folder).get(key) or "")
+
+
+@component
+class ProjectTextEmbedder:
+    """Embeds a question with the project's loader (any model `load_encoder` reads)."""
+
+    def __init__(self, model: DenseEncoder) -> None:
+        self.model = model
+
+    @component.output_types(embedding=list[float])
+    def run(self, text: str) -> dict[str, Any]:
+        return {"embedding": self.model.encode_questions([text])[0].tolist()}
+
+
+def embed_documents(model: DenseEncoder, documents: list[Document]) -> list[Document]:
+    """Documents with the project loader's passage vectors, (title, text) as in training."""
+    vectors = model.encode_passages([(d.meta.get("title", ""), d.content or "")
+                                     for d in documents])
+    return [Document(id=d.id, content=d.content, meta=d.meta, embedding=v.tolist())
+            for d, v in zip(documents, vectors)]
+
+
 def passage_documents(path: str) -> list[Document]:
     """The passages of a DPR TSV as Documents (id = passage id; text stripped as in training;
     ``meta["title"]`` only when the title is not empty, so that the text is encoded alone)."""
@@ -78,15 +112,17 @@ def passage_documents(path: str) -> list[Document]:
 
 def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_folder: str, *,
                    batch_size: int = 32) -> None:
-    """Embeds the documents with the context encoder as DPR pairs and writes them."""
+    """Embeds the documents with the context encoder as DPR pairs (with its passage prefix)
+    and writes them."""
     separator = pair_separator(ctx_folder)
+    prefix = prompt_prefix(ctx_folder, "ctx")
     if separator is None:
         from sentence_transformers import SentenceTransformer
 
         logger.info("BERT-type tokenizer: passages embedded as sentence-transformers pairs")
         model = SentenceTransformer(ctx_folder, device="cpu")
-        items = [(d.meta["title"], d.content) if "title" in d.meta else d.content
-                 for d in documents]
+        items = [(prefix + d.meta["title"], d.content) if "title" in d.meta
+                 else prefix + (d.content or "") for d in documents]
         vectors = model.encode(items, batch_size=batch_size, show_progress_bar=False)
         store.write_documents([Document(id=d.id, content=d.content, meta=d.meta,
                                         embedding=v.tolist()) for d, v in zip(documents, vectors)])
@@ -94,18 +130,28 @@ def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_
     indexing = Pipeline()
     indexing.add_component("embedder", SentenceTransformersDocumentEmbedder(
         model=ctx_folder, meta_fields_to_embed=["title"], embedding_separator=separator,
-        batch_size=batch_size, progress_bar=False, local_files_only=True))
+        prefix=prefix, batch_size=batch_size, progress_bar=False, local_files_only=True))
     indexing.add_component("writer", DocumentWriter(document_store=store))
     indexing.connect("embedder.documents", "writer.documents")
     indexing.run({"embedder": {"documents": documents}})
 
 
-def query_pipeline(store: InMemoryDocumentStore, question_folder: str, *, top_k: int,
+def query_pipeline(store: InMemoryDocumentStore, question: str | DenseEncoder, *, top_k: int,
                    depth: int) -> Pipeline:
-    """Dense (``dense``) and BM25 (``bm25``) top ``depth`` lists fused by RRF (``joiner``)."""
+    """Dense (``dense``) and BM25 (``bm25``) top ``depth`` lists fused by RRF (``joiner``).
+
+    Args:
+        question: An export's ``question_encoder`` folder (Haystack's sentence-transformers
+            embedder, with the folder's query prefix) or a model of the project's loader.
+    """
     pipeline = Pipeline()
-    pipeline.add_component("text_embedder", SentenceTransformersTextEmbedder(
-        model=question_folder, progress_bar=False, local_files_only=True))
+    if isinstance(question, DenseEncoder):
+        embedder: Any = ProjectTextEmbedder(question)
+    else:
+        embedder = SentenceTransformersTextEmbedder(
+            model=question, prefix=prompt_prefix(question, "question"), progress_bar=False,
+            local_files_only=True)
+    pipeline.add_component("text_embedder", embedder)
     pipeline.add_component("dense", InMemoryEmbeddingRetriever(document_store=store,
                                                                top_k=depth))
     pipeline.add_component("bm25", InMemoryBM25Retriever(document_store=store, top_k=depth))
@@ -137,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Index a passage TSV with a dpr2hf export in Haystack and print the top "
         "passages of BM25 + DPR (reciprocal rank fusion) for a few questions.")
     parser.add_argument("--model", default="demo_out/hf", help="dpr2hf output folder "
-                        "(question_encoder/ and ctx_encoder/)")
+                        "(question_encoder/ and ctx_encoder/: Haystack's own "
+                        "sentence-transformers embedders), or a DPR checkpoint or Hugging Face / "
+                        "sentence-transformers folder (embedded by the project's loader)")
     parser.add_argument("--passages", default="demo_out/data/passages.tsv",
                         help="passage TSV (id, text, title)")
     parser.add_argument("--qa", default="demo_out/data/qas_dev.tsv",
@@ -172,14 +220,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         model = Path(args.model)
-        if not (model / "ctx_encoder").is_dir() or not (model / "question_encoder").is_dir():
-            raise InputError(f"{model}: not a dpr2hf export (question_encoder/, ctx_encoder/)")
         store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
         documents = passage_documents(args.passages)
-        index_passages(store, documents, str(model / "ctx_encoder"), batch_size=args.batch_size)
+        question: str | DenseEncoder
+        if is_hf_export(model):
+            index_passages(store, documents, str(model / "ctx_encoder"),
+                           batch_size=args.batch_size)
+            question = str(model / "question_encoder")
+        elif model.exists():
+            question = load_encoder(model, {}, batch_size=args.batch_size)
+            logger.info("Model: %s", question.description)
+            store.write_documents(embed_documents(question, documents))
+        else:
+            raise InputError(f"--model {model}: no such file or folder")
         logger.info("%d passages indexed", store.count_documents())
-        pipeline = query_pipeline(store, str(model / "question_encoder"), top_k=args.top_k,
-                                  depth=args.depth)
+        pipeline = query_pipeline(store, question, top_k=args.top_k, depth=args.depth)
         for question, answers in read_qas(args.qa)[:args.questions]:
             _show(question, answers, ask(pipeline, question)["fused"])
         return 0

@@ -40,7 +40,7 @@ from dpr.data.recipe import (
     question_items,
 )
 from dpr.data.tensorizer import Tensorizer, export_tensorizer, tensorizer_for
-from dpr.models.checkpoint import RECIPE_KEYS
+from dpr.models.checkpoint import RECIPE_KEYS, CheckpointState
 from dpr.models.encoder import Encoder
 from dpr.models.export import (
     CTX_FOLDER,
@@ -80,14 +80,16 @@ class DenseEncoder:
         question, ctx: The two towers (the same object when the encoder is shared).
         params: Resolved encoder parameters, the recipe's entries included.
         kind: `checkpoint`, `export` or `untrained`.
+        state: The checkpoint's content (epoch, offset, stored parameters) for `checkpoint`.
         description: One line naming the model and its recipe, for logs and reports.
     """
 
     def __init__(self, question: Tower, ctx: Tower, params: Mapping[str, Any], *, kind: str,
                  source: str, device: torch.device, amp_dtype: torch.dtype | None = None,
-                 batch_size: int = 32, quiet: bool = True) -> None:
+                 batch_size: int = 32, quiet: bool = True,
+                 state: CheckpointState | None = None) -> None:
         self.question, self.ctx = question, ctx
-        self.params, self.kind = dict(params), kind
+        self.params, self.kind, self.state = dict(params), kind, state
         self.device, self.amp_dtype = device, amp_dtype
         self.batch_size, self.quiet = batch_size, quiet
         self.description = f"{kind} {source} ({self.recipe.describe()})"
@@ -178,7 +180,7 @@ def _load_checkpoint(path: str, cli: Mapping[str, Any], *, allow_pickle: bool,
     towers = _towers(biencoder.question_model, biencoder.ctx_model,
                      tensorizer_for(trained.params), device)
     return DenseEncoder(*towers, trained.params, kind="checkpoint", source=path, device=device,
-                        **options)
+                        state=trained.state, **options)
 
 
 def _load_export(folder: Path, *, device: torch.device, **options: Any) -> DenseEncoder:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import train_tiny_checkpoint
+from helpers import train_e5_checkpoint
 from transformers import AutoModel, AutoTokenizer
 
-from dpr import evaluate
+from dpr import evaluate, tiny
 from dpr.data.tsv import read_passages, read_qas
 from dpr2hf.cli import main as dpr2hf_main
 
@@ -51,6 +52,21 @@ def exports(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path, tiny
         out[kind] = root / f"hf_{kind}"
         assert dpr2hf_main([str(ckpt), "--output_dir", str(out[kind])]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def e5_export(tmp_path_factory: pytest.TempPathFactory, tiny_e5: Path,
+              dpr_files) -> tuple[Path, Path]:
+    """(checkpoint, dpr2hf export) of a tiny e5-shaped model trained by its own recipe
+    (mean pooling, cosine, prefixes 'query: ' / 'passage: ', one shared encoder)."""
+    root = tmp_path_factory.mktemp("haystack_e5")
+    base = _spread(tiny_e5, root / "e5_base")
+    tiny.write_st_recipe(base, hidden=AutoModel.from_pretrained(base).config.hidden_size,
+                         prompts=tiny.E5_PROMPTS)
+    ckpt = train_e5_checkpoint(root, base, dpr_files[0], "--temperature", "0.05",
+                               "--shared_encoder")
+    assert dpr2hf_main([str(ckpt), "--output_dir", str(root / "hf")]) == 0
+    return ckpt, root / "hf"
 
 
 def _evaluate_top10(export: Path, corpus: tuple[Path, Path], folder: Path) -> dict[int, list]:
@@ -103,6 +119,30 @@ def test_haystack_dense_top10_equals_dpr_evaluate(exports, corpus, kind, tmp_pat
         assert [d.score for d in got] == pytest.approx([s for _, s in want[qid]], abs=1e-4)
 
 
+def test_haystack_applies_the_exports_prefixes_and_the_loader_path_agrees(
+        e5_export, corpus, tmp_path) -> None:
+    # Given dpr.evaluate's ranking with an export trained with prefixes and mean pooling
+    ckpt, export = e5_export
+    want = _evaluate_top10(export, corpus, tmp_path / "trec")
+    assert example.prompt_prefix(export / "question_encoder", "question") == "query: "
+    # When Haystack's own embedders serve the export, and the loader serves the checkpoint
+    for source in (export, ckpt):
+        store = example.InMemoryDocumentStore(embedding_similarity_function="dot_product")
+        documents = example.passage_documents(str(corpus[0]))
+        if source == export:
+            example.index_passages(store, documents, str(export / "ctx_encoder"))
+            question = str(export / "question_encoder")
+        else:
+            question = example.load_encoder(ckpt)
+            store.write_documents(example.embed_documents(question, documents))
+        pipeline = example.query_pipeline(store, question, top_k=10, depth=10)
+        for qid, (text, _) in enumerate(read_qas(corpus[1])):
+            got = example.ask(pipeline, text)["dense"]
+            # Then both give dpr.evaluate's top 10 with its cosine scores
+            assert [d.id for d in got] == [docid for docid, _ in want[qid]], (source, text)
+            assert [d.score for d in got] == pytest.approx([s for _, s in want[qid]], abs=1e-4)
+
+
 def test_example_prints_fused_top_passages(exports, corpus, capsys) -> None:
     # Given the tiny CamemBERT export, the corpus and its questions
     questions = read_qas(corpus[1])
@@ -126,6 +166,8 @@ def test_example_help_and_bad_model_folder(tmp_path, corpus, capsys) -> None:
     # Given the example, --help exits 0 and names the flags
     assert example.main(["--help"]) == 0
     assert "--passages" in capsys.readouterr().out
-    # And a folder that is no dpr2hf export is one error, exit 1
+    # And a folder that is no model is one error, exit 1, as is a missing path
     assert example.main(["--model", str(tmp_path), "--passages", str(corpus[0]),
+                         "--qa", str(corpus[1])]) == 1
+    assert example.main(["--model", str(tmp_path / "missing"), "--passages", str(corpus[0]),
                          "--qa", str(corpus[1])]) == 1
