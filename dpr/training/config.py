@@ -339,9 +339,9 @@ def given_flags(argv: list[str] | None) -> frozenset[str]:
 
 def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark is skipped
             values = json.load(handle)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UsageError(f"--config {path}: {err}") from err
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: must hold a JSON object of flag values")

@@ -12,13 +12,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+# UTF-8, with the byte-order mark Windows editors and spreadsheet exports put first skipped.
+READ_ENCODING = "utf-8-sig"
+
 
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Opens a UTF-8 text file for reading, transparently decompressing `.gz` files."""
+    """Opens a UTF-8 text file for reading, transparently decompressing `.gz` files.
+
+    A leading UTF-8 byte-order mark is skipped, so that JSON and TSV readers see the same
+    text with or without one.
+    """
     path = os.fspath(path)
     if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=READ_ENCODING)
+    return open(path, encoding=READ_ENCODING)
 
 
 TEMP_SUFFIX = ".tmp"

@@ -130,3 +130,16 @@ def test_load_untitled_articles_keep_their_own_article_key(tmp_path: Path) -> No
     assert [p.title for p in loaded.paragraphs] == ["", "", "Seine"]
     assert [p.article_key for p in loaded.paragraphs] == ["#faq:0", "#faq:1", "seine"]
     assert loaded.stats["articles_without_title"] == 2
+
+
+def test_load_accepts_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    # Given a SQuAD file saved with a UTF-8 byte-order mark (Windows editors, spreadsheet exports)
+    plain = write(tmp_path, one_question("La Loire est un fleuve.", "Loire", 3), "plain.json")
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    # When loading both
+    loaded, expected = (load_squad_file(p, source="s") for p in (bom, plain))
+    # Then the mark is skipped: the same questions and passages as without it
+    assert [(q.qid, q.question, q.answers) for p in loaded.paragraphs for q in p.questions] == \
+        [(q.qid, q.question, q.answers) for p in expected.paragraphs for q in p.questions]
+    assert loaded.paragraphs[0].title == "Titre"
