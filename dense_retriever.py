@@ -30,7 +30,7 @@ from dpr.evaluation.encode import (
 from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
 from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.errors import InputError, UsageError
+from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
 from dpr.utils.io import atomic_write
 from dpr.utils.logging import setup_logging
 
@@ -183,8 +183,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Encodes the questions, searches, matches answers and writes the results."""
     check_args(args)
     files = embedding_files(args.encoded_ctx_file)
-    questions = read_qas(args.qa_file)
-    passages = read_passages(args.ctx_file)
+    with naming_flag("--qa_file"):
+        questions = read_qas(args.qa_file)
+        require_items(questions, path=args.qa_file, what="questions")
+    with naming_flag("--ctx_file"):
+        passages = read_passages(args.ctx_file)
+        require_items(passages, path=args.ctx_file, what="passages")
     device = pick_device(args.no_cuda)
     model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
                                  allow_pickle=args.allow_unsafe_pickle,

@@ -23,7 +23,7 @@ from dpr.evaluation.encode import (
 )
 from dpr.evaluation.index import write_embeddings
 from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.errors import UsageError
+from dpr.utils.errors import UsageError, naming_flag, require_items
 from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("generate_dense_embeddings")
@@ -68,11 +68,13 @@ def shard_bounds(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> str:
     """Encodes one shard and writes it; returns the vector file name."""
     check_args(args)
+    with naming_flag("--ctx_file"):  # read first: a bad file fails before the model loads
+        passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
+        require_items(passages, path=args.ctx_file, what="passages")
     device = pick_device(args.no_cuda)
     model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
                                  allow_pickle=args.allow_unsafe_pickle,
                                  amp_dtype=encoding_dtype(args, device))
-    passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
     start, end = shard_bounds(len(passages), args.shard_id, args.num_shards)
     shard = passages[start:end]
     logger.info("Shard %d/%d: passages %d..%d of %d (%d), device %s", args.shard_id,
