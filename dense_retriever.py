@@ -31,7 +31,7 @@ from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
 from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
-from dpr.utils.io import atomic_write
+from dpr.utils.io import atomic_write, check_input_path, check_output_file
 from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("dense_retriever")
@@ -182,6 +182,9 @@ def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Encodes the questions, searches, matches answers and writes the results."""
     check_args(args)
+    check_input_path(args.model_file, flag="--model_file")
+    if args.out_file:
+        check_output_file(args.out_file, flag="--out_file")
     files = embedding_files(args.encoded_ctx_file)
     with naming_flag("--qa_file"):
         questions = read_qas(args.qa_file)

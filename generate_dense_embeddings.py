@@ -24,6 +24,7 @@ from dpr.evaluation.encode import (
 from dpr.evaluation.index import write_embeddings
 from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import UsageError, naming_flag, require_items
+from dpr.utils.io import check_input_path, check_output_file
 from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("generate_dense_embeddings")
@@ -68,6 +69,8 @@ def shard_bounds(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> str:
     """Encodes one shard and writes it; returns the vector file name."""
     check_args(args)
+    check_input_path(args.model_file, flag="--model_file")
+    check_output_file(f"{args.out_file}_{args.shard_id}.npy", flag="--out_file")
     with naming_flag("--ctx_file"):  # read first: a bad file fails before the model loads
         passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
         require_items(passages, path=args.ctx_file, what="passages")

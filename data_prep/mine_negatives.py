@@ -39,6 +39,7 @@ from dpr.evaluation.mining import (
 )
 from dpr.utils.cli import add_output_flags, run_main
 from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
+from dpr.utils.io import check_input_path, check_output_file
 
 logger = logging.getLogger("data_prep.mine_negatives")
 
@@ -106,6 +107,8 @@ def mining_options(args: argparse.Namespace) -> MiningOptions:
     if args.output.suffix == ".gz":
         raise UsageError(f"--output {args.output}: compressed output is not supported; "
                          "write a .json file")
+    check_output_file(args.output, flag="--output")
+    check_input_path(args.model_file, flag="--model_file")
     options = MiningOptions(num_negatives=args.num_negatives, skip_top=args.skip_top,
                             margin=args.margin, relative_margin=args.relative_margin,
                             mix_existing=args.mix_bm25)

@@ -41,6 +41,7 @@ from data_prep.writers import (
 )
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
 from dpr.evaluation.metrics import match_tokens
+from dpr.utils.io import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +147,7 @@ def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus, r
 
 def _load_inputs(options: Options) -> list[SquadFile]:
     """The validated input files; refuses a run without one answerable question."""
-    if options.output_dir.exists() and not options.output_dir.is_dir():
-        raise DataPrepError(f"--output_dir {options.output_dir}: exists and is not a folder")
+    check_output_dir(options.output_dir, flag="--output_dir")
     labels = source_labels(options.inputs)
     files = [load_squad_file(path, source=label, strict=options.strict)
              for path, label in zip(options.inputs, labels)]

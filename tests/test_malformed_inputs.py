@@ -328,6 +328,37 @@ CASES += [(f"{tool}: {flag} {name} holding {content!r}", TOOLS[tool][0],
           for tool, flag, name, content, said in EMPTY_INPUTS]
 
 
+def _folder(env: Env) -> Path:
+    (env.tmp / "adir").mkdir()
+    return env.tmp / "adir"
+
+
+# Paths that cannot be used, named with their flag before any work: (tool, flag, path, exit
+# status, what the error says after the path).
+TOOLS.update(train=(train_dense_encoder.main, lambda e: train_file(e, e.train)),
+             data_prep=(squad2dpr.main, lambda e: prep(e, _ok_squad(e))))
+PATHS = {"a file": lambda e: e.write("afile", "x"), "a folder": _folder,
+         "under a file": lambda e: e.write("afile", "x") / "emb",
+         "missing": lambda e: e.tmp / "absent.cp"}
+BAD_PATHS = [
+    ("train", "--output_dir", "a file", 2, "exists and is not a folder"),
+    ("data_prep", "--output_dir", "a file", 2, "exists and is not a folder"),
+    ("evaluate", "--output_dir", "a file", 2, "exists and is not a folder"),
+    ("evaluate", "--trec_dir", "a file", 2, "exists and is not a folder"),
+    ("generate", "--out_file", "under a file", 2, "afile is a file, not a folder"),
+    ("retriever", "--out_file", "a folder", 2, "is a folder; give a file name"),
+    ("mine_negatives", "--output", "a folder", 2, "is a folder; give a file name"),
+    ("train", "--model_file", "missing", 1, "does not exist"),
+    ("generate", "--model_file", "missing", 1, "does not exist"),
+    ("retriever", "--model_file", "missing", 1, "does not exist"),
+    ("mine_negatives", "--model_file", "missing", 1, "does not exist"),
+]
+CASES += [(f"{tool}: {flag} {what}", TOOLS[tool][0],
+           lambda e, tool=tool, flag=flag, what=what: _replacing(
+               TOOLS[tool][1](e), flag, PATHS[what](e)), code, (f"{flag} ", said))
+          for tool, flag, what, code, said in BAD_PATHS]
+
+
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, corpus) -> Path:
     prefix = tmp_path_factory.mktemp("malformed_emb") / "p"
