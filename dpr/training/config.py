@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpr.models.checkpoint import ENCODER_TYPES
+from dpr.training.guard import SCALER_TOLERANCE
 from dpr.utils.errors import UsageError
 
 
@@ -150,7 +151,9 @@ class TrainConfig:
     local_rank: int = opt(-1, "Set by torch.distributed.launch (also read from LOCAL_RANK).",
                           type=int, flags=("--local_rank", "--local-rank"))
     fp16: bool = opt(False, "Mixed precision with torch.autocast (float16 + loss scaling on "
-                     "GPU, bfloat16 on CPU).")
+                     "GPU, bfloat16 on CPU). A training loss that is not finite stops the run "
+                     "at once; under float16 loss scaling (which skips such updates) after "
+                     f"{SCALER_TOLERANCE} in a row.")
     fp16_opt_level: str = opt("O1", "Accepted for compatibility with apex (O0 disables mixed "
                               "precision; O1-O3 all mean autocast).", type=str)
     allow_unsafe_pickle: bool = opt(False, "Allow loading checkpoints that need full "
