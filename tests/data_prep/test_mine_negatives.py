@@ -19,8 +19,6 @@ from data_prep import mine_negatives
 from dpr.data.tsv import TsvPassage
 from dpr.evaluation.dense_models import load_dpr_model
 from dpr.evaluation.metrics import has_answer
-from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
-from dpr.models.factory import build_biencoder
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
 COMMON = ["--batch_size", "4", "--no_cuda", "--quiet"]
@@ -65,26 +63,6 @@ def records_file(tmp_path_factory: pytest.TempPathFactory, corpus) -> Path:
                     "positive_ctxs": [], "negative_ctxs": [], "hard_negative_ctxs": []})
     path = tmp_path_factory.mktemp("mine") / "train.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def spread(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path) -> Path:
-    """A tiny CamemBERT bi-encoder with large random weights (std 0.3, layer norms kept):
-    its scores differ by whole units, where the default initialisation gives vectors that
-    agree to 1e-5 and rankings decided by rounding noise."""
-    torch.manual_seed(0)
-    model = build_biencoder("hf_roberta", str(tiny_camembert))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("weight") and "LayerNorm" not in name:
-                param.normal_(std=0.3)
-    params = {"encoder_model_type": "hf_roberta", "pretrained_model_cfg": str(tiny_camembert),
-              "pretrained_file": None, "do_lower_case": False, "projection_dim": 0,
-              "sequence_length": 64}
-    path = tmp_path_factory.mktemp("spread") / "dpr_biencoder.0"
-    save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
-                                    encoder_params=params), path)
     return path
 
 
