@@ -30,7 +30,7 @@ from dpr.evaluation.encode import (
 from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
 from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
+from dpr.utils.errors import InputError, UsageError, read_input
 from dpr.utils.io import atomic_write, check_input_path, check_output_file
 from dpr.utils.logging import setup_logging
 
@@ -186,12 +186,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.out_file:
         check_output_file(args.out_file, flag="--out_file")
     files = embedding_files(args.encoded_ctx_file)
-    with naming_flag("--qa_file"):
-        questions = read_qas(args.qa_file)
-        require_items(questions, path=args.qa_file, what="questions")
-    with naming_flag("--ctx_file"):
-        passages = read_passages(args.ctx_file)
-        require_items(passages, path=args.ctx_file, what="passages")
+    questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
+    passages = read_input(read_passages, args.ctx_file, flag="--ctx_file", what="passages")
     device = pick_device(args.no_cuda)
     model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
                                  allow_pickle=args.allow_unsafe_pickle,

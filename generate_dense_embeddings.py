@@ -23,7 +23,7 @@ from dpr.evaluation.encode import (
 )
 from dpr.evaluation.index import write_embeddings
 from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.errors import UsageError, naming_flag, require_items
+from dpr.utils.errors import UsageError, read_input
 from dpr.utils.io import check_input_path, check_output_file
 from dpr.utils.logging import setup_logging
 
@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> str:
     check_args(args)
     check_input_path(args.model_file, flag="--model_file")
     check_output_file(f"{args.out_file}_{args.shard_id}.npy", flag="--out_file")
-    with naming_flag("--ctx_file"):  # read first: a bad file fails before the model loads
-        passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
-        require_items(passages, path=args.ctx_file, what="passages")
+    # Read first: a bad file fails before the model loads; duplicate ids are refused.
+    passages = list(read_input(read_passages, args.ctx_file, flag="--ctx_file",
+                               what="passages").values())
     device = pick_device(args.no_cuda)
     model = load_inference_model(args.model_file, cli_encoder_params(args), device=device,
                                  allow_pickle=args.allow_unsafe_pickle,

@@ -50,7 +50,7 @@ from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
 from dpr.evaluation.metrics import has_answer  # noqa: E402
 from dpr.utils.cli import add_debug_flag, parse_args, run_cli  # noqa: E402
-from dpr.utils.errors import InputError, naming_flag, require_items  # noqa: E402
+from dpr.utils.errors import InputError, read_input  # noqa: E402
 
 logger = logging.getLogger("haystack_pipeline")
 _PROBE = ("Brocéliande", "La forêt où Merlin rencontra Viviane, près de Paimpont.")
@@ -171,12 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("transformers").setLevel(logging.ERROR)  # the exports' unused pooler
 
     def body() -> int:
-        with naming_flag("--passages"):  # inputs first: a bad file fails before any model
-            documents = passage_documents(args.passages)
-            require_items(documents, path=args.passages, what="passages")
-        with naming_flag("--qa"):
-            questions = read_qas(args.qa)
-            require_items(questions, path=args.qa, what="questions")
+        # Inputs first: a bad file fails before any model loads.
+        documents = read_input(passage_documents, args.passages, flag="--passages",
+                               what="passages")
+        questions = read_input(read_qas, args.qa, flag="--qa", what="questions")
         model = Path(args.model)
         if not (model / "ctx_encoder").is_dir() or not (model / "question_encoder").is_dir():
             raise InputError(f"--model {model}: not a dpr2hf export (question_encoder/, "

@@ -15,7 +15,7 @@ from pathlib import Path
 from dpr.data.records import read_json_records
 from dpr.data.squad import SquadFile, load_squad_file
 from dpr.data.tsv import read_passages, read_qas
-from dpr.utils.errors import InputError, naming_flag, require_items
+from dpr.utils.errors import InputError, naming_flag, read_input, require_items
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +57,7 @@ def read_tsv_corpus(path: str, *, flag: str = "--passages") -> Corpus:
     Raises:
         InputError: On a malformed row, a duplicate id or no passage at all.
     """
-    with naming_flag(flag):
-        passages = list(read_passages(path).values())
-        require_items(passages, path=path, what="passages")
+    passages = list(read_input(read_passages, path, flag=flag, what="passages").values())
     return Corpus([p.id for p in passages], [p.title for p in passages],
                   [p.text for p in passages], path)
 

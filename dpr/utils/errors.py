@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
+from typing import TypeVar
+
+ItemsT = TypeVar("ItemsT", bound=Sized)
 
 
 class DprError(Exception):
@@ -81,3 +84,22 @@ def require_items(items: Sized, *, path: str | os.PathLike[str], what: str) -> N
     """
     if len(items) == 0:
         raise InputError(f"{os.fspath(path)}: no {what} (is the file empty?)")
+
+
+def read_input(read: Callable[[str], ItemsT], path: str | os.PathLike[str], *, flag: str,
+               what: str) -> ItemsT:
+    """`read(path)`, refusing a file that yields nothing; its errors name `flag`.
+
+    Args:
+        read: The reader, e.g. `dpr.data.tsv.read_qas`.
+        path: The file.
+        flag: The flag that gave it (see `naming_flag`).
+        what: What it should hold, plural (see `require_items`).
+
+    Raises:
+        InputError: From the reader, or for an empty file, prefixed with `flag`.
+    """
+    with naming_flag(flag):
+        items = read(os.fspath(path))
+        require_items(items, path=path, what=what)
+    return items

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dpr.data.records import DataFormatError
-from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
+from dpr.utils.errors import InputError, UsageError, naming_flag, read_input, require_items
 
 
 def test_naming_flag_prefixes_input_errors_and_keeps_their_class() -> None:
@@ -30,3 +30,9 @@ def test_require_items_refuses_nothing_and_accepts_something() -> None:
     with pytest.raises(InputError, match=r"^p\.tsv: no passages \(is the file empty\?\)$"):
         require_items([], path="p.tsv", what="passages")
     require_items(["one"], path="p.tsv", what="passages")
+
+
+def test_read_input_returns_what_was_read_and_names_the_flag_of_an_empty_file() -> None:
+    assert read_input(lambda path: [path], "q.tsv", flag="--qa", what="questions") == ["q.tsv"]
+    with pytest.raises(InputError, match=r"^--qa q\.tsv: no questions \(is the file empty\?\)$"):
+        read_input(lambda path: [], "q.tsv", flag="--qa", what="questions")
