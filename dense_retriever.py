@@ -33,8 +33,8 @@ from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
 from dpr.inference import load_encoder
 from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.errors import InputError, UsageError
-from dpr.utils.io import atomic_write
+from dpr.utils.errors import InputError, UsageError, read_input
+from dpr.utils.io import atomic_write, check_input_path, check_output_file
 from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("dense_retriever")
@@ -185,9 +185,12 @@ def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Encodes the questions, searches, matches answers and writes the results."""
     check_args(args)
+    check_input_path(args.model_file, flag="--model_file")
+    if args.out_file:
+        check_output_file(args.out_file, flag="--out_file")
     files = embedding_files(args.encoded_ctx_file)
-    questions = read_qas(args.qa_file)
-    passages = read_passages(args.ctx_file)
+    questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
+    passages = read_input(read_passages, args.ctx_file, flag="--ctx_file", what="passages")
     device = pick_device(args.no_cuda)
     model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
                          allow_pickle=args.allow_unsafe_pickle,

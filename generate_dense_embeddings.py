@@ -25,7 +25,8 @@ from dpr.evaluation.encode import (
 from dpr.evaluation.index import write_embeddings
 from dpr.inference import load_encoder
 from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.errors import UsageError
+from dpr.utils.errors import UsageError, read_input
+from dpr.utils.io import check_input_path, check_output_file
 from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("generate_dense_embeddings")
@@ -70,12 +71,16 @@ def shard_bounds(total: int, shard_id: int, num_shards: int) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> str:
     """Encodes one shard and writes it; returns the vector file name."""
     check_args(args)
+    check_input_path(args.model_file, flag="--model_file")
+    check_output_file(f"{args.out_file}_{args.shard_id}.npy", flag="--out_file")
+    # Read first: a bad file fails before the model loads; duplicate ids are refused.
+    passages = list(read_input(read_passages, args.ctx_file, flag="--ctx_file",
+                               what="passages").values())
     device = pick_device(args.no_cuda)
     model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
                          allow_pickle=args.allow_unsafe_pickle,
                          amp_dtype=encoding_dtype(args, device), batch_size=args.batch_size,
                          quiet=args.quiet)
-    passages = list(read_passages(args.ctx_file).values())  # refuses duplicate ids
     start, end = shard_bounds(len(passages), args.shard_id, args.num_shards)
     shard = passages[start:end]
     logger.info("Shard %d/%d: passages %d..%d of %d (%d), device %s", args.shard_id,

@@ -25,19 +25,21 @@ import numpy as np
 
 from data_prep.writers import write_records
 from dpr.data.records import DataFormatError, parse_sample, read_json_records
-from dpr.data.squad import article_key
 from dpr.data.tsv import TsvPassage, read_passages
 from dpr.evaluation.metrics import AnswerMatcher
 from dpr.evaluation.mining import (
+    ArticleExclusion,
     MiningOptions,
     MiningStats,
     ctx_keys,
     encode_corpus,
+    existing_filter,
     mix_existing,
     select_negatives,
 )
 from dpr.utils.cli import add_output_flags, run_main
-from dpr.utils.errors import InputError, UsageError
+from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
+from dpr.utils.io import check_input_path, check_output_file
 
 logger = logging.getLogger("data_prep.mine_negatives")
 
@@ -68,12 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--relative_margin", type=float, default=None,
         help="keep only negatives with score <= positive score * (1 - RELATIVE_MARGIN)")
     add("--mix_bm25", type=int, default=0,
-        help="also keep the first M of the record's existing hard negatives (deduplicated), "
-        "after the mined ones")
+        help="also keep the first M of the record's existing hard negatives (deduplicated, "
+        "without those containing an answer or of --exclude_articles_of), after the mined ones")
     add("--exclude_articles_of", action="append", type=Path, default=[], metavar="FILE",
-        help="DPR JSON file (repeatable, e.g. the dev file): passages whose case-folded title "
-        "is the title of a passage in FILE are not mined, so that train records hold no text "
-        "of the other split's articles (data_prep splits by article title)")
+        help="DPR JSON file (repeatable, e.g. the dev file): passages of the articles of its "
+        "passages are neither mined nor mixed in, so that train records hold no text of the "
+        "other split's articles; articles are keyed as data_prep splits them (case-folded "
+        "title; an untitled article by its position, read from data_prep's passage ids), and "
+        "every passage of FILE is also excluded by its id and text")
     add("--match", choices=("string", "regex"), default="string",
         help="answer matching, as in the evaluation")
     add("--pretrained_model_cfg", default=None,
@@ -103,6 +107,8 @@ def mining_options(args: argparse.Namespace) -> MiningOptions:
     if args.output.suffix == ".gz":
         raise UsageError(f"--output {args.output}: compressed output is not supported; "
                          "write a .json file")
+    check_output_file(args.output, flag="--output")
+    check_input_path(args.model_file, flag="--model_file")
     options = MiningOptions(num_negatives=args.num_negatives, skip_top=args.skip_top,
                             margin=args.margin, relative_margin=args.relative_margin,
                             mix_existing=args.mix_bm25)
@@ -135,21 +141,19 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_corpus(path: Path, *, exclude_articles_of: Sequence[Path] = ()) -> list[TsvPassage]:
-    """Reads the passage TSV, without the articles of the ``exclude_articles_of`` files.
+def read_corpus(path: Path, *, exclusion: ArticleExclusion | None = None
+                ) -> list[TsvPassage]:
+    """Reads the passage TSV, without the passages of the articles ``exclusion`` names.
 
     Raises:
         InputError: On a malformed file, duplicate ids, or no passage (left).
     """
     passages = list(read_passages(path).values())
-    if not passages:
-        raise InputError(f"{path}: no passages (expected rows id<TAB>text<TAB>title)")
-    if exclude_articles_of:
-        excluded = excluded_articles(exclude_articles_of)
-        kept = [p for p in passages if article_key(p.title) not in excluded]
-        logger.info("%d passages of %d article(s) of %s left out of the corpus",
-                    len(passages) - len(kept), len(excluded),
-                    ", ".join(map(str, exclude_articles_of)))
+    require_items(passages, path=path, what="passages")
+    if exclusion is not None:
+        kept = [p for p in passages if not exclusion.excludes(_ctx_of(p))]
+        logger.info("%d passages of %d article(s) of the other split(s) left out of the corpus",
+                    len(passages) - len(kept), len(exclusion.articles))
         if not kept:
             raise InputError(f"{path}: no passage left once the articles of "
                              f"--exclude_articles_of are removed")
@@ -157,16 +161,23 @@ def read_corpus(path: Path, *, exclude_articles_of: Sequence[Path] = ()) -> list
     return passages
 
 
-def excluded_articles(paths: Sequence[Path]) -> set[str]:
-    """Article keys (case-folded titles) of every passage of the records of ``paths``."""
-    keys: set[str] = set()
-    for path in paths:
-        for record in read_records(path):
-            for field in ("positive_ctxs", "negative_ctxs", "hard_negative_ctxs"):
-                keys.update(article_key(ctx.get("title") or "") for ctx in
-                            record.get(field) or [])
-    keys.discard("")
-    return keys
+def read_exclusion(paths: Sequence[Path]) -> ArticleExclusion | None:
+    """The articles of every passage of the records of ``paths`` (None without a path).
+
+    Raises:
+        InputError: On a missing, empty or malformed file, naming ``--exclude_articles_of``.
+    """
+    if not paths:
+        return None
+    with naming_flag("--exclude_articles_of"):
+        ctxs = [ctx for path in paths for record in read_records(path)
+                for field in ("positive_ctxs", "negative_ctxs", "hard_negative_ctxs")
+                for ctx in record.get(field) or []]
+    return ArticleExclusion.of(ctxs)
+
+
+def _ctx_of(passage: TsvPassage) -> dict[str, str]:
+    return {"title": passage.title, "text": passage.text, "passage_id": passage.id}
 
 
 class Corpus:
@@ -217,14 +228,19 @@ def _ranked(ids: Sequence[str], scores: np.ndarray, corpus: Corpus) -> tuple[lis
 
 
 def _passage_dict(passage: TsvPassage, score: float) -> dict[str, Any]:
-    return {"title": passage.title, "text": passage.text, "passage_id": passage.id,
-            "score": round(score, SCORE_DECIMALS)}
+    return {**_ctx_of(passage), "score": round(score, SCORE_DECIMALS)}
 
 
 def mine(records: Sequence[dict[str, Any]], corpus: Corpus, model: Any, *,
-         options: MiningOptions, n_retrieved: int, match: str,
-         quiet: bool) -> tuple[list[dict[str, Any]], MiningStats]:
-    """Mines every record; returns the output records and the counts."""
+         options: MiningOptions, n_retrieved: int, match: str, quiet: bool,
+         exclusion: ArticleExclusion | None = None
+         ) -> tuple[list[dict[str, Any]], MiningStats]:
+    """Mines every record; returns the output records and the counts.
+
+    Args:
+        exclusion: The articles mixed-in existing negatives must not come from (the corpus
+            is already without them).
+    """
     from dpr.evaluation.index import DenseIndex
 
     q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
@@ -250,8 +266,10 @@ def mine(records: Sequence[dict[str, Any]], corpus: Corpus, model: Any, *,
             positive_score=positive_scores[i], options=options, stats=stats)
         mined = [_passage_dict(corpus.passages[row], score) for row, score in kept]
         exclude = {key for ctx in positives for key in ctx_keys(ctx)}
+        keep = existing_filter(record.get("answers") or [], match=match, exclusion=exclusion,
+                               stats=stats)
         mixed = mix_existing(mined, record.get("hard_negative_ctxs") or [],
-                             count=options.mix_existing, exclude=exclude)
+                             count=options.mix_existing, exclude=exclude, keep=keep)
         stats.mixed += len(mixed)
         mined_all.append(mined)
         mixed_all.append(mixed)
@@ -289,11 +307,13 @@ def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
     summary = stats.summary()
     logger.info("Mined %d questions -> %s: %.2f mined + %.2f existing negatives kept on "
                 "average; %d with fewer than %d mined; dropped %d gold, %d containing an "
-                "answer, %d by margin, %d skipped top ranks; %d without positive (no margin)",
+                "answer, %d by margin, %d skipped top ranks; %d without positive (no margin); "
+                "existing negatives dropped: %d containing an answer, %d of excluded articles",
                 summary["questions"], path, summary["mean_mined"], summary["mean_mixed"],
                 summary["short_of_num_negatives"], options.num_negatives,
                 summary["dropped_gold"], summary["dropped_answer"], summary["dropped_margin"],
-                summary["skipped_top"], summary["without_positive"])
+                summary["skipped_top"], summary["without_positive"],
+                summary["existing_dropped_answer"], summary["existing_dropped_excluded"])
 
 
 def parse_device(name: str) -> Any:
@@ -326,8 +346,11 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every attempt
     try:
         options = mining_options(args)
-        records = read_records(args.input)
-        passages = read_corpus(args.passages, exclude_articles_of=args.exclude_articles_of)
+        with naming_flag("--input"):
+            records = read_records(args.input)
+        exclusion = read_exclusion(args.exclude_articles_of)
+        with naming_flag("--passages"):
+            passages = read_corpus(args.passages, exclusion=exclusion)
         device = parse_device(args.device) if args.device and not ctx.distributed \
             else ctx.device
         quiet = args.quiet or not ctx.is_main
@@ -348,7 +371,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         start = time.perf_counter()
         out, stats = mine(records, Corpus(passages, vectors), model, options=options,
-                          n_retrieved=args.n_retrieved, match=args.match, quiet=quiet)
+                          n_retrieved=args.n_retrieved, match=args.match, quiet=quiet,
+                          exclusion=exclusion)
         write_records(args.output, out)
         logger.info("Encoded questions, searched and selected in %.1f s",
                     time.perf_counter() - start)

@@ -41,6 +41,7 @@ from data_prep.writers import (
 )
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
 from dpr.evaluation.metrics import match_tokens
+from dpr.utils.io import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +146,16 @@ def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus, r
 
 
 def _load_inputs(options: Options) -> list[SquadFile]:
-    if options.output_dir.exists() and not options.output_dir.is_dir():
-        raise DataPrepError(f"{options.output_dir}: output_dir exists and is not a folder")
+    """The validated input files; refuses a run without one answerable question."""
+    check_output_dir(options.output_dir, flag="--output_dir")
     labels = source_labels(options.inputs)
-    return [load_squad_file(path, source=label, strict=options.strict)
-            for path, label in zip(options.inputs, labels)]
+    files = [load_squad_file(path, source=label, strict=options.strict)
+             for path, label in zip(options.inputs, labels)]
+    if not any(p.questions for f in files for p in f.paragraphs):
+        raise DataPrepError(f"{', '.join(map(str, options.inputs))}: no answerable question "
+                            "(every one unanswerable or without a valid answer): nothing to "
+                            "convert")
+    return files
 
 
 def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str, Any],

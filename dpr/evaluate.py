@@ -73,6 +73,7 @@ from dpr.utils.cli import (
     run_cli,
 )
 from dpr.utils.errors import UsageError
+from dpr.utils.io import check_input_path, check_output_dir
 
 logger = logging.getLogger("dpr.evaluate")
 
@@ -271,6 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def body() -> int:
+        for flag, folder in (("--output_dir", args.output_dir), ("--trec_dir", args.trec_dir)):
+            if folder:  # refused before the evaluation runs, not after
+                check_output_dir(folder, flag=flag)
+        for spec in options.dpr_models:
+            check_input_path(spec.path, flag="--dpr_model")
         report = evaluate(options)
         print(render(report))
         if args.output_dir:

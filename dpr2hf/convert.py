@@ -72,9 +72,9 @@ class ConversionResult:
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
     """Refuses an existing file, or a non-empty folder unless `overwrite`."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise ConversionError(f"{output_dir}: exists and is not a folder")
+        raise ConversionError(f"--output_dir {output_dir}: exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"{output_dir}: output folder exists and is not empty "
+        raise ConversionError(f"--output_dir {output_dir}: exists and is not empty "
                               "(pass --overwrite to replace it)")
 
 

@@ -58,7 +58,7 @@ from dpr.evaluation.metrics import has_answer  # noqa: E402
 from dpr.inference import DenseEncoder, load_encoder  # noqa: E402
 from dpr.models.export import exported_params, is_hf_export  # noqa: E402
 from dpr.utils.cli import add_debug_flag, parse_args, run_cli  # noqa: E402
-from dpr.utils.errors import InputError  # noqa: E402
+from dpr.utils.errors import InputError, read_input  # noqa: E402
 
 logger = logging.getLogger("haystack_pipeline")
 _PROBE = ("Brocéliande", "La forêt où Merlin rencontra Viviane, près de Paimpont.")
@@ -219,9 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("transformers").setLevel(logging.ERROR)  # the exports' unused pooler
 
     def body() -> int:
+        # Inputs first: a bad file fails before any model loads.
+        documents = read_input(passage_documents, args.passages, flag="--passages",
+                               what="passages")
+        questions = read_input(read_qas, args.qa, flag="--qa", what="questions")
         model = Path(args.model)
         store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
-        documents = passage_documents(args.passages)
         question: str | DenseEncoder
         if is_hf_export(model):
             index_passages(store, documents, str(model / "ctx_encoder"),
@@ -235,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"--model {model}: no such file or folder")
         logger.info("%d passages indexed", store.count_documents())
         pipeline = query_pipeline(store, question, top_k=args.top_k, depth=args.depth)
-        for question, answers in read_qas(args.qa)[:args.questions]:
+        for question, answers in questions[:args.questions]:
             _show(question, answers, ask(pipeline, question)["fused"])
         return 0
 

@@ -9,10 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import NUM_PASSAGES
 
 import train_dense_encoder
 from dpr import tiny
+from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
+from dpr.models.factory import build_biencoder
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
@@ -133,6 +136,26 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path,
     """A tiny CamemBERT bi-encoder trained for two steps."""
     return train_tiny_checkpoint(tmp_path_factory.mktemp("train"), "hf_roberta", tiny_camembert,
                                  dpr_files[0], records=slice(0, 16))
+
+
+@pytest.fixture(scope="session")
+def spread(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path) -> Path:
+    """A tiny CamemBERT bi-encoder with large random weights (std 0.3, layer norms kept):
+    its scores differ by whole units, where the default initialisation gives vectors that
+    agree to 1e-5 and rankings decided by rounding noise."""
+    torch.manual_seed(0)
+    model = build_biencoder("hf_roberta", str(tiny_camembert))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and "LayerNorm" not in name:
+                param.normal_(std=0.3)
+    params = {"encoder_model_type": "hf_roberta", "pretrained_model_cfg": str(tiny_camembert),
+              "pretrained_file": None, "do_lower_case": False, "projection_dim": 0,
+              "sequence_length": 64}
+    path = tmp_path_factory.mktemp("spread") / "dpr_biencoder.0"
+    save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
+                                    encoder_params=params), path)
+    return path
 
 
 def train_tiny_checkpoint(folder: Path, encoder_type: str, model_cfg: Path, train_file: Path,

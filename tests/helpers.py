@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -48,6 +49,14 @@ def tiny_run_args(model: Path, train: Path, out: Path, *extra: str) -> list[str]
     """The flags every tiny hf_roberta training test starts with, then `extra`."""
     return ["--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(model),
             "--train_file", str(train), "--output_dir", str(out), *extra]
+
+
+def dev_run_args(model: Path, files: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
+    """A tiny run on the sample's (train, dev) files, 4 questions per batch (8 batches per
+    epoch), 32 tokens, then `extra`."""
+    train, dev = files
+    return tiny_run_args(model, train, out, "--dev_file", str(dev), "--batch_size", "4",
+                         "--sequence_length", "32", *extra)
 
 
 def free_port() -> int:
@@ -200,3 +209,19 @@ def train_e5_checkpoint(folder: Path, model: Path, train_file: Path, *extra: str
         "--learning_rate", "1e-3", *extra]) == 0
     (path,) = out.glob("dpr_biencoder.*")
     return path
+
+
+class NoSpaceWriter:
+    """A writable file that fails as a full disk does (ENOSPC) once `room` bytes are written."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room, self.written = handle, room, 0
+
+    def write(self, data: bytes) -> int:
+        if self.written + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()

@@ -82,10 +82,24 @@ def generate(env: Env, *extra: str, ctx: Path | None = None,
             *extra]
 
 
-def retrieve(env: Env, pattern: str, *extra: str, qa: Path | None = None) -> list[str]:
+def retrieve(env: Env, pattern: str, *extra: str, qa: Path | None = None,
+             ctx: Path | None = None) -> list[str]:
     return ["--model_file", str(env.checkpoint), "--qa_file", str(qa or env.qas), "--ctx_file",
-            str(env.passages), "--encoded_ctx_file", pattern, "--out_file",
+            str(ctx or env.passages), "--encoded_ctx_file", pattern, "--out_file",
             str(env.tmp / "out"), "--n-docs", "3", "--no_cuda", "--quiet", *extra]
+
+
+def mine(env: Env, *, records: Path | None = None, passages: Path | None = None,
+         exclude: Path | None = None) -> list[str]:
+    return ["--model_file", str(env.checkpoint), "--input", str(records or env.train),
+            "--passages", str(passages or env.passages), "--output", str(env.tmp / "out"),
+            "--no_cuda", "--quiet",
+            *(["--exclude_articles_of", str(exclude)] if exclude else [])]
+
+
+def tsv_eval(env: Env, *, passages: Path | None = None, qa: Path | None = None) -> list[str]:
+    return ["--passages", str(passages or env.passages), "--qa", str(qa or env.qas),
+            "--retrievers", "bm25", "--output_dir", str(env.tmp / "out"), "--quiet"]
 
 
 def squad_eval(env: Env, path: Path) -> list[str]:
@@ -135,12 +149,14 @@ def _set_param(key: str, value: object) -> Callable[[dict], None]:
 
 
 TSV_HEADER = "id\ttext\ttitle\n"
-# (case name, tool, argv builder, exit status, text the one error line contains)
-CASES: list[tuple[str, Callable, Callable[[Env], list[str]], int, str]] = [
+NO_QUESTIONS, NO_PASSAGES = "no questions (is the file empty?)", "no passages (is the file empty?)"
+# (case name, tool, argv builder, exit status, text(s) the one error line contains)
+CASES: list[tuple[str, Callable, Callable[[Env], list[str]], int, str | tuple[str, ...]]] = [
     ("train: missing file", train_dense_encoder.main,
      lambda e: train_file(e, e.tmp / "none.json"), 1, "none.json: no file matches"),
     ("train: empty file", train_dense_encoder.main,
-     lambda e: train_file(e, e.write("empty.json", "")), 1, "empty.json: file is empty"),
+     lambda e: train_file(e, e.write("empty.json", "")), 1,
+     ("--train_file ", "empty.json: file is empty")),
     ("train: invalid JSON", train_dense_encoder.main,
      lambda e: train_file(e, e.write("bad.json", '[{"question": ')), 1, "bad.json"),
     ("train: JSON not a list", train_dense_encoder.main,
@@ -261,8 +277,86 @@ CASES: list[tuple[str, Callable, Callable[[Env], list[str]], int, str]] = [
      lambda e: squad_eval(e, e.records("q.json", _squad({"answers": []}))), 1,
      "q.json: data[0].paragraphs[0].qas[0] (id=q-0-0-0): missing field 'question'"),
     ("evaluate: empty SQuAD file", evaluate.main,
-     lambda e: squad_eval(e, e.write("empty.json", "")), 1, "empty.json: file is empty"),
+     lambda e: squad_eval(e, e.write("empty.json", "")), 1,
+     ("--squad ", "empty.json: file is empty")),
+    ("evaluate: SQuAD file without questions", evaluate.main,
+     lambda e: squad_eval(e, e.records("noq.json", {"data": [{"title": "Loire", "paragraphs": [
+         {"context": "La Loire coule en France.", "qas": []}]}]})), 1,
+     ("--squad ", "noq.json: no questions found")),
+    ("data_prep: SQuAD file without questions", squad2dpr.main,
+     lambda e: prep(e, e.records("noq.json", {"data": [{"title": "Loire", "paragraphs": [
+         {"context": "La Loire coule en France.", "qas": []}]}]})), 1,
+     "noq.json: no questions found in any paragraph"),
+    ("data_prep: SQuAD file of unanswerable questions only", squad2dpr.main,
+     lambda e: prep(e, e.records("v2.json", _squad({"question": "Où ?", "answers": [],
+                                                    "is_impossible": True}))), 1,
+     ("v2.json: no answerable question", "nothing to convert")),
 ]
+
+
+def _replacing(argv: list[str], flag: str, value: Path) -> list[str]:
+    """`argv` with `flag`'s value replaced by `value` (or the flag added)."""
+    if flag not in argv:
+        return [*argv, flag, str(value)]
+    at = argv.index(flag) + 1
+    return [*argv[:at], str(value), *argv[at + 1:]]
+
+
+# Empty question and passage files, in every tool that reads them: (tool, its argv, flag,
+# file name, content, what the error says after "<flag> <file>").
+TOOLS = {"evaluate": (evaluate.main, tsv_eval),
+         "retriever": (dense_retriever.main, lambda e: retrieve(e, f"{e.shard}_*.npy")),
+         "generate": (generate_dense_embeddings.main, generate),
+         "mine_negatives": (mine_negatives.main, mine)}
+EMPTY_INPUTS = [
+    ("evaluate", "--qa", "empty.tsv", "", NO_QUESTIONS),
+    ("evaluate", "--qa", "none.json", "[]", NO_QUESTIONS),
+    ("evaluate", "--passages", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
+    ("retriever", "--qa_file", "empty.tsv", "", NO_QUESTIONS),
+    ("retriever", "--ctx_file", "empty.tsv", "", NO_PASSAGES),
+    ("generate", "--ctx_file", "empty.tsv", "", NO_PASSAGES),
+    ("generate", "--ctx_file", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
+    ("mine_negatives", "--input", "empty.json", "", "file is empty"),
+    ("mine_negatives", "--input", "none.json", "[]", "contains no records"),
+    ("mine_negatives", "--passages", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
+    ("mine_negatives", "--exclude_articles_of", "empty.json", "", "file is empty"),
+]
+CASES += [(f"{tool}: {flag} {name} holding {content!r}", TOOLS[tool][0],
+           lambda e, tool=tool, flag=flag, name=name, content=content: _replacing(
+               TOOLS[tool][1](e), flag, e.write(name, content)),
+           1, (f"{flag} ", f"{name}: {said}"))
+          for tool, flag, name, content, said in EMPTY_INPUTS]
+
+
+def _folder(env: Env) -> Path:
+    (env.tmp / "adir").mkdir()
+    return env.tmp / "adir"
+
+
+# Paths that cannot be used, named with their flag before any work: (tool, flag, path, exit
+# status, what the error says after the path).
+TOOLS.update(train=(train_dense_encoder.main, lambda e: train_file(e, e.train)),
+             data_prep=(squad2dpr.main, lambda e: prep(e, _ok_squad(e))))
+PATHS = {"a file": lambda e: e.write("afile", "x"), "a folder": _folder,
+         "under a file": lambda e: e.write("afile", "x") / "emb",
+         "missing": lambda e: e.tmp / "absent.cp"}
+BAD_PATHS = [
+    ("train", "--output_dir", "a file", 2, "exists and is not a folder"),
+    ("data_prep", "--output_dir", "a file", 2, "exists and is not a folder"),
+    ("evaluate", "--output_dir", "a file", 2, "exists and is not a folder"),
+    ("evaluate", "--trec_dir", "a file", 2, "exists and is not a folder"),
+    ("generate", "--out_file", "under a file", 2, "afile is a file, not a folder"),
+    ("retriever", "--out_file", "a folder", 2, "is a folder; give a file name"),
+    ("mine_negatives", "--output", "a folder", 2, "is a folder; give a file name"),
+    ("train", "--model_file", "missing", 1, "does not exist"),
+    ("generate", "--model_file", "missing", 1, "does not exist"),
+    ("retriever", "--model_file", "missing", 1, "does not exist"),
+    ("mine_negatives", "--model_file", "missing", 1, "does not exist"),
+]
+CASES += [(f"{tool}: {flag} {what}", TOOLS[tool][0],
+           lambda e, tool=tool, flag=flag, what=what: _replacing(
+               TOOLS[tool][1](e), flag, PATHS[what](e)), code, (f"{flag} ", said))
+          for tool, flag, what, code, said in BAD_PATHS]
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +404,8 @@ def test_malformed_input_is_one_error_line_and_writes_nothing(
     # Then it exits 1 (2 for bad flags) with one line naming the culprit, no traceback
     assert status == code, err
     lines = _error_lines(err)
-    assert len(lines) == 1 and message in lines[0], lines
+    parts = (message,) if isinstance(message, str) else message
+    assert len(lines) == 1 and all(part in lines[0] for part in parts), lines
     assert "Traceback" not in err
     # and writes nothing
     out = tmp_path / "out"

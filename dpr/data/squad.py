@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -232,6 +233,29 @@ def article_key(title: str) -> str:
     return " ".join(title.casefold().split())
 
 
+def untitled_article_key(source: str, index: int) -> str:
+    """Key of an untitled article: its position, ``#<source>:<article index>``."""
+    return f"#{source}:{index}"
+
+
+# Ids of the passages data_prep writes: <source>:<article>:<paragraph>:<n> (or :w<start>-<end>).
+_PASSAGE_ID = re.compile(r"(?P<source>[^:]+):(?P<article>\d+):\d+:[^:]+")
+
+
+def passage_article_key(title: str | None, passage_id: str | int | None) -> str | None:
+    """The article key (as :func:`load_squad_file` gives it) of a passage data_prep wrote.
+
+    A titled passage's key is its case-folded title; an untitled one's is its article's
+    position, read back from its passage id. None for an untitled passage whose id data_prep
+    did not write (its article cannot be known).
+    """
+    title = (title or "").strip()
+    if title:
+        return article_key(title)
+    match = _PASSAGE_ID.fullmatch(str(passage_id)) if passage_id is not None else None
+    return untitled_article_key(match["source"], int(match["article"])) if match else None
+
+
 def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> SquadFile:
     """Reads and validates one SQuAD v1/v2-format file.
 
@@ -252,7 +276,7 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
     name = path.name
     data = _require(payload, "data", list, name)
     if not data:
-        raise DataFormatError(f"{name}: 'data' is empty, no articles to convert")
+        raise DataFormatError(f"{path}: 'data' is empty, no articles to convert")
     stats: Counter[str] = Counter()
     paragraphs: list[Paragraph] = []
     for a_idx, article in enumerate(data):
@@ -260,7 +284,7 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
         title = (_optional(article, "title", str, where) or "").strip()
         if not title:
             stats["articles_without_title"] += 1
-        a_key = article_key(title) if title else f"#{source}:{a_idx}"
+        a_key = article_key(title) if title else untitled_article_key(source, a_idx)
         raw_paragraphs = _require(article, "paragraphs", list, where)
         fields = {k: v for k, v in article.items() if k not in ("title", "paragraphs")}
         stats["articles"] += 1
@@ -273,7 +297,7 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
                 )
             )
     if stats["questions"] == 0:
-        raise DataFormatError(f"{name}: no questions found in any paragraph")
+        raise DataFormatError(f"{path}: no questions found in any paragraph")
     stats["answerable_kept"] = sum(len(p.questions) for p in paragraphs)
     return SquadFile(path=path, source=source, paragraphs=paragraphs, stats=stats)
 

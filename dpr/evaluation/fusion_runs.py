@@ -33,7 +33,7 @@ def _tuning_candidates(ev: Evaluation, bm25: BM25Retriever, model: Any, dense: D
                        ) -> tuple[list[Candidates], Any, dict[str, Any]]:
     """The tuning file's fusion candidates, its objective, and the report's tuning entry."""
     options = ev.options
-    tune = read_questions(options.tune_lambda_on)
+    tune = read_questions(options.tune_lambda_on, flag="--tune_lambda_on")
     # tuning questions carry answers, not gold paragraphs: matched by answer
     judge = ev.judge if ev.judge.mode == "answer" else Judge(
         ev.corpus, mode="answer", match=options.match, quiet=options.quiet)

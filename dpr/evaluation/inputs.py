@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dpr.data.records import read_json_records
-from dpr.data.squad import load_squad_file
-from dpr.data.tsv import InputFormatError, read_passages, read_qas
-from dpr.utils.errors import InputError
+from dpr.data.squad import SquadFile, load_squad_file
+from dpr.data.tsv import read_passages, read_qas
+from dpr.utils.errors import InputError, naming_flag, read_input, require_items
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +47,22 @@ class QuestionSet:
     prepared: list[list[str]] = field(default_factory=list)  # answers as the matcher takes them
 
 
-def read_tsv_corpus(path: str) -> Corpus:
+def read_tsv_corpus(path: str, *, flag: str = "--passages") -> Corpus:
     """Passages of a DPR passage TSV file, in file order.
 
+    Args:
+        path: The file.
+        flag: The flag that gave it, named by the errors.
+
     Raises:
-        InputFormatError: On a malformed row, a duplicate id or no passage at all.
+        InputError: On a malformed row, a duplicate id or no passage at all.
     """
-    passages = list(read_passages(path).values())
-    if not passages:
-        raise InputFormatError(f"{path}: no passages")
+    passages = list(read_input(read_passages, path, flag=flag, what="passages").values())
     return Corpus([p.id for p in passages], [p.title for p in passages],
                   [p.text for p in passages], path)
 
 
-def read_squad(path: str) -> tuple[Corpus, QuestionSet]:
+def read_squad(path: str, *, flag: str = "--squad") -> tuple[Corpus, QuestionSet]:
     """A SQuAD-format file as corpus and questions.
 
     The corpus is the file's paragraphs (identical title + context kept once), the questions
@@ -68,9 +70,14 @@ def read_squad(path: str) -> tuple[Corpus, QuestionSet]:
 
     Raises:
         DataFormatError: On a malformed file (see :func:`dpr.data.squad.load_squad_file`).
-        EvaluationError: If the file has no answerable question.
+        EvaluationError: If the file has no answerable question (errors name `flag`).
     """
-    squad = load_squad_file(path, source=Path(path).stem)
+    with naming_flag(flag):
+        return _squad_corpus(path, load_squad_file(path, source=Path(path).stem))
+
+
+def _squad_corpus(path: str, squad: SquadFile) -> tuple[Corpus, QuestionSet]:
+    """The corpus and questions of a loaded SQuAD file (see :func:`read_squad`)."""
     corpus = Corpus([], [], [], path)
     qset = QuestionSet(path, [], [], gold=[])
     position: dict[tuple[str, str], int] = {}
@@ -90,15 +97,27 @@ def read_squad(path: str) -> tuple[Corpus, QuestionSet]:
     return corpus, qset
 
 
-def read_questions(path: str) -> QuestionSet:
+def read_questions(path: str, *, flag: str = "--qa") -> QuestionSet:
     """Questions and answers of a QA TSV file or of a DPR training JSON / JSON Lines file.
 
     A JSON file's records need a ``question`` string and an ``answers`` list (data_prep's
     ``DPR_FR_*.json``).
 
+    Args:
+        path: The file.
+        flag: The flag that gave it, named by the errors.
+
     Raises:
-        InputError: On a malformed file or record (the message names both).
+        InputError: On a malformed file or record (the message names both), or a file
+            without questions.
     """
+    with naming_flag(flag):
+        qset = _read_questions(path)
+        require_items(qset.questions, path=path, what="questions")
+    return qset
+
+
+def _read_questions(path: str) -> QuestionSet:
     name = path[:-3] if path.endswith(".gz") else path
     if not name.endswith((".json", ".jsonl")):
         rows = read_qas(path)

@@ -5,7 +5,9 @@ that are its gold passages and a test for "contains an answer", :func:`select_ne
 returns the rows kept as hard negatives, with RocketQA-style false-negative filtering and the
 options of sentence-transformers' ``mine_hard_negatives`` (skip the top ranks, absolute or
 relative margin to the positive's score). :func:`mix_existing` appends some of a record's
-previous (BM25) hard negatives. :func:`encode_corpus` encodes a corpus split over the
+previous (BM25) hard negatives, which pass the same answer filter and exclusion as mined ones.
+:class:`ArticleExclusion` keeps the articles of another split (``--exclude_articles_of``) out,
+keyed as data_prep keys them. :func:`encode_corpus` encodes a corpus split over the
 processes of a distributed job and gathers the vectors.
 
 A candidate at rank ``r`` (0-based) is judged in this order, the first failing test naming
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from dpr.data.squad import passage_article_key
+from dpr.evaluation.metrics import has_answer
 from dpr.utils.dist import DistContext, all_gather_variable
 from dpr.utils.errors import UsageError
 
@@ -93,6 +97,8 @@ class MiningStats:
     dropped_gold: int = 0
     dropped_answer: int = 0
     dropped_margin: int = 0
+    existing_dropped_answer: int = 0
+    existing_dropped_excluded: int = 0
     kept_per_question: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -103,7 +109,9 @@ class MiningStats:
                 "mean_mixed": round(self.mixed / count, 2),
                 "short_of_num_negatives": self.short, "skipped_top": self.skipped_top,
                 "dropped_gold": self.dropped_gold, "dropped_answer": self.dropped_answer,
-                "dropped_margin": self.dropped_margin}
+                "dropped_margin": self.dropped_margin,
+                "existing_dropped_answer": self.existing_dropped_answer,
+                "existing_dropped_excluded": self.existing_dropped_excluded}
 
 
 def select_negatives(rows: Sequence[int], scores: Sequence[float], *, gold: Collection[int],
@@ -159,11 +167,17 @@ def ctx_keys(ctx: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def mix_existing(mined: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[str, Any]], *,
-                 count: int, exclude: Collection[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+                 count: int, exclude: Collection[tuple[str, str]] = (),
+                 keep: Callable[[Mapping[str, Any]], bool] | None = None
+                 ) -> list[dict[str, Any]]:
     """The first ``count`` existing hard negatives that duplicate nothing before them.
 
     A passage is a duplicate when its id or stripped text equals that of a mined negative, of
     an existing one already taken, or a key in ``exclude`` (e.g. the positives).
+
+    Args:
+        keep: Whether an existing passage may be a negative at all (e.g. it contains no
+            answer and is not of an excluded article); None: all may.
 
     Returns:
         Copies of the chosen existing passages, in their original order.
@@ -176,11 +190,65 @@ def mix_existing(mined: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[
         if len(chosen) >= count:
             break
         keys = ctx_keys(ctx)
-        if any(key in seen for key in keys):
+        if any(key in seen for key in keys) or (keep is not None and not keep(ctx)):
             continue
         seen.update(keys)
         chosen.append(dict(ctx))
     return chosen
+
+
+@dataclass(frozen=True)
+class ArticleExclusion:
+    """The passages of articles kept out of mining (``--exclude_articles_of``).
+
+    Articles are keyed as data_prep keys them for its split
+    (:func:`dpr.data.squad.passage_article_key`): a titled article by its case-folded title, an
+    untitled one by its position, read back from data_prep's passage ids, so that untitled
+    articles (FAQ exports) are excluded too. Every excluded passage is also excluded by its id
+    and text, which covers untitled passages whose ids data_prep did not write.
+
+    Attributes:
+        articles: Article keys.
+        passages: `ctx_keys` of the passages themselves.
+    """
+
+    articles: frozenset[str] = frozenset()
+    passages: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def of(cls, ctxs: Iterable[Mapping[str, Any]]) -> ArticleExclusion:
+        """The exclusion of the articles of `ctxs` (passage dicts of the other split)."""
+        articles: set[str] = set()
+        passages: set[tuple[str, str]] = set()
+        for ctx in ctxs:
+            key = passage_article_key(ctx.get("title"), ctx.get("passage_id"))
+            if key is not None:
+                articles.add(key)
+            passages.update(ctx_keys(ctx))
+        return cls(frozenset(articles), frozenset(passages))
+
+    def excludes(self, ctx: Mapping[str, Any]) -> bool:
+        """Whether a passage dict (title, text, passage_id) is of an excluded article."""
+        key = passage_article_key(ctx.get("title"), ctx.get("passage_id"))
+        return (key is not None and key in self.articles) or \
+            any(k in self.passages for k in ctx_keys(ctx))
+
+
+def existing_filter(answers: Sequence[str], *, match: str,
+                    exclusion: ArticleExclusion | None,
+                    stats: MiningStats) -> Callable[[Mapping[str, Any]], bool]:
+    """The `keep` test of :func:`mix_existing`: the mined negatives' answer filter
+    (``has_answer`` with `match`) and exclusion, drops counted in `stats`."""
+    def keep(ctx: Mapping[str, Any]) -> bool:
+        if has_answer(answers, str(ctx.get("text", "")), match=match):
+            stats.existing_dropped_answer += 1
+            return False
+        if exclusion is not None and exclusion.excludes(ctx):
+            stats.existing_dropped_excluded += 1
+            return False
+        return True
+
+    return keep
 
 
 def shard_range(total: int, rank: int, world_size: int, batch_size: int) -> tuple[int, int]:

@@ -81,25 +81,29 @@ def parse_checkpoint_name(name: str, prefix: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2) or 0)
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike[str], prefix: str) -> Path | None:
-    """Finds the checkpoint to resume from in `output_dir`.
+def checkpoint_candidates(output_dir: str | os.PathLike[str], prefix: str) -> list[Path]:
+    """The checkpoints of `output_dir` to resume from, the preferred one first.
 
-    The most advanced one by (epoch, offset) in its name wins; files with other names that
+    The most advanced by (epoch, offset) in its name comes first; files with other names that
     start with the prefix rank below those, newest first (DPR picked the newest ctime).
     """
     folder = Path(output_dir)
     if not folder.is_dir():
-        return None
+        return []
     candidates = [p for p in folder.glob(f"{prefix}*") if p.is_file() and not
                   p.name.endswith((".json", ".tmp"))]
-    if not candidates:
-        return None
 
     def rank(path: Path) -> tuple[int, int, float]:
         parsed = parse_checkpoint_name(path.name, prefix) or (-1, -1)
         return parsed[0], parsed[1], path.stat().st_mtime
 
-    return max(candidates, key=rank)
+    return sorted(candidates, key=rank, reverse=True)
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike[str], prefix: str) -> Path | None:
+    """The checkpoint to resume from in `output_dir` (see `checkpoint_candidates`), or None."""
+    candidates = checkpoint_candidates(output_dir, prefix)
+    return candidates[0] if candidates else None
 
 
 FAIRSEQ_PREFIX = "fairseq_roberta."

@@ -18,6 +18,7 @@ from typing import Any
 
 from dpr.models.checkpoint import ENCODER_TYPES
 from dpr.models.recipe import POOLINGS, SIMILARITIES, check_recipe
+from dpr.training.guard import SCALER_TOLERANCE
 from dpr.utils.errors import UsageError
 
 
@@ -179,7 +180,9 @@ class TrainConfig:
     local_rank: int = opt(-1, "Set by torch.distributed.launch (also read from LOCAL_RANK).",
                           type=int, flags=("--local_rank", "--local-rank"))
     fp16: bool = opt(False, "Mixed precision with torch.autocast (float16 + loss scaling on "
-                     "GPU, bfloat16 on CPU).")
+                     "GPU, bfloat16 on CPU). A training loss that is not finite stops the run "
+                     "at once; under float16 loss scaling (which skips such updates) after "
+                     f"{SCALER_TOLERANCE} in a row.")
     fp16_opt_level: str = opt("O1", "Accepted for compatibility with apex (O0 disables mixed "
                               "precision; O1-O3 all mean autocast).", type=str)
     allow_unsafe_pickle: bool = opt(False, "Allow loading checkpoints that need full "
@@ -372,9 +375,9 @@ def given_flags(argv: list[str] | None) -> frozenset[str]:
 
 def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark is skipped
             values = json.load(handle)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UsageError(f"--config {path}: {err}") from err
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: must hold a JSON object of flag values")

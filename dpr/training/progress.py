@@ -5,8 +5,7 @@ On the main process only:
   otherwise the same facts appended to the periodic log line (`EpochView.rate_text`);
 - during validation, a bar on a terminal, otherwise a line every tenth of the batches
   (`tracked`);
-- at each validation point, `training_curves.png` in `--output_dir`, drawn from
-  `training_log.jsonl` (`write_training_curves`).
+- `training_curves.png` in `--output_dir` (`dpr.training.curves`).
 
 Speeds and ETAs count training time only: the time spent validating and checkpointing is
 left out (`EpochView.paused`).
@@ -15,25 +14,17 @@ left out (`EpochView.paused`).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dpr.utils.io import atomic_write
-
 logger = logging.getLogger(__name__)
-
-CURVES_FILE = "training_curves.png"
-CURVES_SIZE = (1200, 360)  # width × height in pixels
-_DPI = 100
 
 T = TypeVar("T")
 
@@ -172,87 +163,11 @@ def tracked(items: Iterable[T], *, total: int, desc: str, enabled: bool,
                         format_duration((total - done) * seconds / done))
 
 
-def _updates(epoch: int, iteration: int, batches: int, accumulation: int) -> int:
-    return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)
-
-
-def _smooth(values: list[float], window: int) -> list[float]:
-    out, total = [], 0.0
-    for i, value in enumerate(values):
-        total += value - (values[i - window] if i >= window else 0.0)
-        out.append(total / min(i + 1, window))
-    return out
-
-
-def read_curves(log_file: Path, *, batches: int,
-                accumulation: int) -> dict[str, Any]:
-    """Training and validation points of a `training_log.jsonl`, against optimizer updates.
-
-    A batch logged twice (a run resumed from an earlier checkpoint) counts once, its last
-    record.
-
-    Returns:
-        {"train": [(update, loss, accuracy)] in order, "validation": {metric: [(update,
-        value)]}}.
-    """
-    train: dict[tuple[int, int], tuple[float, float]] = {}
-    validation: dict[str, dict[tuple[int, int], float]] = {}
-    for line in log_file.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        key = (record["epoch"], record["iteration"])
-        if record.get("event") == "train":
-            train[key] = (record["loss"], record["correct"] / max(record["questions"], 1))
-        elif record.get("event") == "validation":
-            validation.setdefault(record["metric"], {})[key] = record["value"]
-    return {
-        "train": [(_updates(*key, batches, accumulation), *train[key]) for key in sorted(train)],
-        "validation": {name: [(_updates(*key, batches, accumulation), points[key])
-                              for key in sorted(points)]
-                       for name, points in validation.items()},
-    }
-
-
-def write_training_curves(output_dir: str | Path, *, batches: int, accumulation: int) -> Path:
-    """Draws `training_curves.png` (training loss, in-batch accuracy, validation metrics
-    against updates) from `training_log.jsonl` and replaces the old one atomically.
+def update_number(epoch: int, iteration: int, *, batches: int, accumulation: int) -> int:
+    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to.
 
     Args:
-        output_dir: The run's `--output_dir`.
-        batches: Batches per epoch per process.
+        batches: Batches per epoch (per process).
         accumulation: `--gradient_accumulation_steps`.
-
-    Returns:
-        The image's path.
     """
-    from matplotlib.figure import Figure  # Agg through Figure.savefig, no pyplot state
-
-    folder = Path(output_dir)
-    curves = read_curves(folder / "training_log.jsonl", batches=batches,
-                         accumulation=accumulation)
-    fig = Figure(figsize=(CURVES_SIZE[0] / _DPI, CURVES_SIZE[1] / _DPI), dpi=_DPI)
-    loss_ax, acc_ax, val_ax = fig.subplots(1, 3)
-    x = [u for u, _, _ in curves["train"]]
-    window = max(1, len(x) // 20)
-    for ax, column, label in ((loss_ax, 1, "training loss"), (acc_ax, 2, "in-batch accuracy")):
-        values = [point[column] for point in curves["train"]]
-        ax.plot(x, values, color="tab:blue", alpha=0.25, linewidth=0.8)
-        ax.plot(x, _smooth(values, window), color="tab:blue", linewidth=1.6,
-                label=f"mean of {window} batch(es)")
-        ax.set_title(label, fontsize=10)
-        ax.legend(fontsize=8)
-    acc_ax.set_ylim(-0.02, 1.02)
-    axes = [val_ax]
-    for i, (name, points) in enumerate(curves["validation"].items()):  # log order
-        ax = axes[0] if i == 0 else axes[0].twinx()
-        color = ("tab:orange", "tab:green", "tab:red")[i % 3]
-        ax.plot([u for u, _ in points], [v for _, v in points], marker="o", color=color)
-        ax.set_ylabel(name, color=color, fontsize=9)
-    val_ax.set_title("validation (lower is better)", fontsize=10)
-    for ax in (loss_ax, acc_ax, val_ax):
-        ax.set_xlabel("updates", fontsize=9)
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path = folder / CURVES_FILE
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=_DPI)
-    return path
+    return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)

@@ -1,9 +1,10 @@
 """Where a training run starts from: the resume policy and restoring a checkpoint's state.
 
 Resume policy (announced in one log line):
-1. when training, the most advanced checkpoint of the run in `--output_dir` (a re-run of an
-   interrupted command continues where it stopped, whatever `--model_file` says; the
-   `--ignore_checkpoint_*` flags then do not apply: they are for `--model_file`);
+1. when training, the most advanced readable checkpoint of the run in `--output_dir` (a re-run
+   of an interrupted command continues where it stopped, whatever `--model_file` says; the
+   `--ignore_checkpoint_*` flags then do not apply: they are for `--model_file`); a newer
+   unreadable one (truncated) is skipped with a warning, and none readable is an error;
 2. else `--model_file`, with its progress, optimizer and schedule unless an
    `--ignore_checkpoint_*` flag says otherwise;
 3. else a fresh model.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +30,9 @@ import torch
 
 from dpr.models.checkpoint import (
     PATH_KEYS,
+    CheckpointError,
     CheckpointState,
-    find_latest_checkpoint,
+    checkpoint_candidates,
     load_checkpoint,
     resolve_encoder_params,
 )
@@ -60,19 +63,48 @@ class Resume:
     own: bool = False
 
 
-def _own_checkpoint(cfg: Config) -> Path | None:
+def _own_checkpoint(cfg: Config) -> tuple[Path, CheckpointState] | None:
+    """The most advanced readable checkpoint of the run in `--output_dir`, loaded.
+
+    An unreadable one (truncated by a full disk or a partial copy) is skipped with a warning,
+    and the one resumed from instead is named.
+
+    Raises:
+        CheckpointError: When there are checkpoints but none is readable, or one needs full
+            unpickling that was not allowed.
+    """
     t = cfg.train
     if not (cfg.data.train_file and t.output_dir):
         return None
-    return find_latest_checkpoint(t.output_dir, t.checkpoint_file_name)
+    candidates = checkpoint_candidates(t.output_dir, t.checkpoint_file_name)
+    skipped: list[str] = []
+    for path in candidates:
+        try:
+            state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle)
+        except CheckpointError as err:
+            if isinstance(err.__cause__, pickle.UnpicklingError):
+                raise  # refused for safety, not broken: the message says what to do
+            logger.warning("Skipping an unreadable checkpoint of this run: %s", err)
+            skipped.append(path.name)
+            continue
+        if skipped:
+            logger.warning("Resuming from %s, the newest readable checkpoint of this run (%s "
+                           "skipped, left in place)", path, ", ".join(skipped))
+        return path, state
+    if candidates:
+        raise CheckpointError(
+            f"--output_dir {t.output_dir}: none of this run's {len(candidates)} checkpoint(s) "
+            f"is readable ({', '.join(skipped)}); move them away to start afresh, or give "
+            "another --output_dir")
+    return None
 
 
 def load_resume(cfg: Config) -> Resume | None:
     """Loads the checkpoint the resume policy picks (module docstring), or None."""
     m, t = cfg.model, cfg.train
-    own = _own_checkpoint(cfg)
-    if own is not None:
-        state = load_checkpoint(own, allow_pickle=t.allow_unsafe_pickle)
+    found = _own_checkpoint(cfg)
+    if found is not None:
+        own, state = found
         given = f" (instead of --model_file {m.model_file})" if m.model_file else ""
         logger.info("Resuming this run from its checkpoint %s%s (epoch %d, offset %d)", own,
                     given, state.epoch, state.offset)

@@ -6,7 +6,9 @@ What lives in `--output_dir` (written by the main process only):
 - `training_config.json`: the resolved flags, the checkpoint's encoder settings included;
 - `training_log.jsonl`: one JSON object per training step and per validation;
 - `best_checkpoint.json`: `{"path", "metric", "value"}` of the best validation so far (lower is
-  better), written atomically, for `dpr2hf` and scripts.
+  better; a value that is not finite is never the best), written atomically, for `dpr2hf` and
+  scripts;
+- `training_curves.png` (`dpr.training.curves`, drawn from the records kept in memory).
 
 Crash safety (`RunDir.prepare`, at the start of every run): temporary files a killed process
 left are removed; a torn last line of the log (kill -9, full disk) is dropped with a warning;
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +39,10 @@ from dpr.models.checkpoint import (
     to_dpr_layout,
 )
 from dpr.training.config import ModelConfig
+from dpr.training.curves import TrainingCurves
 from dpr.training.resume import Resume, optimizer_state
 from dpr.utils.errors import InputError
-from dpr.utils.io import atomic_write, remove_stale_temp_files
+from dpr.utils.io import atomic_write, naming_full_disk, remove_stale_temp_files
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +60,18 @@ class Best:
     checkpoint: str
 
     def improved_by(self, metric: str, value: float) -> bool:
-        """Whether (metric, value) replaces this best: a new kind of metric always does."""
-        return self.metric != metric or value < self.value
+        """Whether (metric, value) replaces this best: a new kind of metric always does, a
+        value that is not finite (NaN, inf) never."""
+        return math.isfinite(value) and (self.metric != metric or value < self.value)
+
+
+def new_best(best: Best | None, metric: str, value: float, checkpoint: str) -> Best | None:
+    """The best after a validation of `checkpoint`: itself when it improves on `best` (or is
+    the first finite value), else `best` unchanged."""
+    if (best is None and math.isfinite(value)) or (best is not None and
+                                                   best.improved_by(metric, value)):
+        return Best(metric, value, checkpoint)
+    return best
 
 
 class RunDir:
@@ -67,6 +81,7 @@ class RunDir:
         self.folder = Path(output_dir) if output_dir else None
         self.prefix = prefix
         self.writes = self.folder is not None and is_main
+        self.curves: TrainingCurves | None = None  # given the records logged, when set
 
     def write_config(self, values: dict[str, Any]) -> None:
         """Writes `training_config.json`."""
@@ -75,10 +90,13 @@ class RunDir:
                 json.dump(values, handle, indent=2, sort_keys=True)
 
     def log_event(self, **record: Any) -> None:
-        """Appends one record to `training_log.jsonl`."""
+        """Appends one record to `training_log.jsonl` (and gives it to `curves`)."""
         if self.writes:
-            with open(self.folder / LOG_FILE, "a", encoding="utf-8") as handle:
+            log = self.folder / LOG_FILE
+            with naming_full_disk(log), open(log, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.curves is not None:
+                self.curves.add(record)
 
     def _belongs(self, name: str) -> bool:
         return name in (LOG_FILE, CONFIG_FILE, BEST_FILE) or name.startswith(self.prefix)
@@ -128,9 +146,10 @@ class RunDir:
                 handle.writelines(json.dumps(r) + "\n" for r in kept)
         best: Best | None = None
         for record in kept:
-            if record.get("event") == "validation" and (
-                    best is None or best.improved_by(record["metric"], record["value"])):
-                best = Best(record["metric"], record["value"], record["checkpoint"])
+            if record.get("event") == "validation":
+                best = new_best(best, record["metric"], record["value"], record["checkpoint"])
+            if self.curves is not None:
+                self.curves.add(record)
         self.record_best(best)
         return best
 

@@ -23,11 +23,13 @@ from dpr.data.records import BiEncoderSample
 from dpr.models.recipe import recipe_of
 from dpr.training.build import build_parts
 from dpr.training.config import Config
+from dpr.training.curves import TrainingCurves
+from dpr.training.guard import LossGuard
 from dpr.training.interrupt import StopRequest, TrainingInterrupted
 from dpr.training.optim import linear_schedule
-from dpr.training.progress import EpochView, write_training_curves
+from dpr.training.progress import EpochView
 from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
-from dpr.training.run_dir import Best, RunDir
+from dpr.training.run_dir import Best, RunDir, new_best
 from dpr.training.step import InBatchLoss, grad_cache_step, plain_step
 from dpr.training.step_log import StepRecords
 from dpr.training.validation import DevBatches, validate_average_rank, validate_nll
@@ -44,16 +46,23 @@ class _EpochReport:
     def __init__(self, trainer: BiEncoderTrainer, epoch: int, batches: int,
                  view: EpochView) -> None:
         self.t, self.run_dir, self.view = trainer.cfg.train, trainer.run_dir, view
+        self.guard = trainer.guard
         self.epoch, self.batches = epoch, batches
         self.records = StepRecords()
         self.add, self.due = self.records.add, self.records.due
         self.rolling: deque[float] = deque(maxlen=self.t.train_rolling_loss_step)
         self.totals = {"loss": 0.0, "correct": 0, "masked": 0, "batches": 0}
 
-    def flush(self) -> None:
-        """Reads the queued steps and writes what each of them logs."""
+    def flush(self, check: bool = True) -> None:
+        """Reads the queued steps and writes what each of them logs.
+
+        Args:
+            check: Stop on a diverged loss now (`LossGuard.check`); False where the processes
+                of a job may not all be at this step (a time-based read).
+        """
         t, epoch = self.t, self.epoch
         for n in self.records.drain():
+            self.guard.observe(epoch, n.iteration, n.loss)
             self.rolling.append(n.loss)
             self.view.show_loss(n.loss)
             for key, amount in (("loss", n.loss), ("correct", n.correct),
@@ -69,6 +78,8 @@ class _EpochReport:
             if n.iteration % t.train_rolling_loss_step == 0:
                 logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch,
                             len(self.rolling), sum(self.rolling) / len(self.rolling))
+        if check:
+            self.guard.check()
 
     def finish(self) -> None:
         """Flushes, then logs the epoch's averages."""
@@ -99,6 +110,7 @@ class BiEncoderTrainer:
                               is_main=dctx.is_main)
         self.best: Best | None = None
         self.stop = StopRequest()
+        self.guard: LossGuard
 
     # -- training -----------------------------------------------------------------------------
     def train(self, train_samples: list[BiEncoderSample],
@@ -117,6 +129,9 @@ class BiEncoderTrainer:
                                          total_steps=total_updates)
         restore_scheduler(self.scheduler, self.optimizer, self.resume)
         start_epoch, start_offset = start_position(self.resume, batches)
+        self.guard = LossGuard(batches=batches, accumulation=accum,
+                               scaled=self.precision.scaler.is_enabled())
+        self.run_dir.curves = TrainingCurves(batches=batches, accumulation=accum)
         self.best = self.run_dir.prepare(self.resume)
         self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
         logger.info(
@@ -131,6 +146,8 @@ class BiEncoderTrainer:
         with self.stop:
             for epoch in range(start_epoch, t.epochs):
                 self._train_epoch(epoch, start_offset if epoch == start_epoch else 0)
+        if self.run_dir.writes:
+            self.run_dir.curves.draw(self.run_dir.folder)
         if self.best is not None:
             logger.info("Training finished. Best validation checkpoint: %s (%s %.5f)",
                         self.best.checkpoint, self.best.metric, self.best.value)
@@ -171,9 +188,11 @@ class BiEncoderTrainer:
             # Numbers stay on the device until shown or written (dpr.training.step_log).
             report.add(iteration, lr, result)
             view.step(result.questions)
-            if (report.due() or iteration in eval_points or (iteration - 1) % t.log_batch_step
-                    == 0 or iteration % t.train_rolling_loss_step == 0):
-                report.flush()
+            # Every process reaches these points at the same step (a time-based read may not).
+            shared = (iteration in eval_points or (iteration - 1) % t.log_batch_step == 0
+                      or iteration % t.train_rolling_loss_step == 0)
+            if shared or report.due():
+                report.flush(check=shared or not dctx.distributed)
             saved = None
             if iteration in eval_points:
                 with view.paused():
@@ -258,15 +277,17 @@ class BiEncoderTrainer:
             name, value = metric
             self.run_dir.log_event(event="validation", epoch=epoch, iteration=iteration,
                                    metric=name, value=value, checkpoint=path)
-            if self.best is None or self.best.improved_by(name, value):
-                self.best = Best(name, value, path)
+            best, self.best = self.best, new_best(self.best, name, value, path)
+            if self.best is not best:
                 logger.info("New best validation checkpoint %s (%s %.5f)", path, name, value)
+            elif not math.isfinite(value):
+                logger.warning("Validation %s is %s at epoch %d, step %d: %s is not a best "
+                               "checkpoint candidate", name, value, epoch, iteration, path)
         saved = self._save(epoch, iteration)
         if metric is not None:
             self.run_dir.record_best(self.best)
-        if self.run_dir.writes:
-            write_training_curves(self.run_dir.folder, batches=self.iterator.batches_per_epoch,
-                                  accumulation=self.cfg.train.gradient_accumulation_steps)
+        if self.run_dir.writes and not self.stop.signum:  # a stop does not wait for a drawing
+            self.run_dir.curves.maybe_draw(self.run_dir.folder)
         return saved
 
     def validate_only(self, dev_samples: list[BiEncoderSample]) -> dict[str, float]:

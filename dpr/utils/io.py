@@ -1,5 +1,5 @@
-"""File helpers: gzip-aware text reading, atomic writes of files and of whole folders, DPR's
-pickled embedding files."""
+"""File helpers: gzip-aware text reading (a byte-order mark skipped), atomic writes of files
+and of whole folders, full disks named as such, DPR's pickled embedding files."""
 
 from __future__ import annotations
 
@@ -18,15 +18,22 @@ from typing import IO
 
 import numpy as np
 
-from dpr.utils.errors import InputError
+from dpr.utils.errors import DiskFullError, InputError, UsageError
+
+# UTF-8, with the byte-order mark Windows editors and spreadsheet exports put first skipped.
+READ_ENCODING = "utf-8-sig"
 
 
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Opens a UTF-8 text file for reading, transparently decompressing `.gz` files."""
+    """Opens a UTF-8 text file for reading, transparently decompressing `.gz` files.
+
+    A leading UTF-8 byte-order mark is skipped, so that JSON and TSV readers see the same
+    text with or without one.
+    """
     path = os.fspath(path)
     if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=READ_ENCODING)
+    return open(path, encoding=READ_ENCODING)
 
 
 TEMP_SUFFIX = ".tmp"
@@ -71,6 +78,55 @@ def _current_umask() -> int:
     return mask
 
 
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Below this much free space, a failed write is taken for a full disk (see `is_disk_full`).
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def free_bytes(folder: str | os.PathLike[str]) -> int:
+    """Bytes an unprivileged process may still write in `folder`'s file system."""
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+def is_disk_full(err: BaseException, folder: str | os.PathLike[str]) -> bool:
+    """Whether a failed write is the disk (or the quota) being full.
+
+    True for an `OSError` ENOSPC or EDQUOT, itself or as the cause or context of `err`. torch's
+    zip writer reports the failed write of `torch.save` as `RuntimeError: ... unexpected pos
+    ...`; that one counts only while `folder` really has (nearly) no free space left, so must be
+    asked before the partial file is removed.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OSError) and link.errno in NO_SPACE_ERRNOS:
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    if isinstance(err, RuntimeError) and "unexpected pos" in str(err):
+        with contextlib.suppress(OSError):
+            return free_bytes(folder) < NEARLY_FULL_BYTES
+    return False
+
+
+def _disk_full(path: Path) -> DiskFullError:
+    return DiskFullError(f"{path}: not written, no space left on the device (files written "
+                         "before are intact); free some space and run the same command again")
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turns a write in the block that fails for lack of space into `DiskFullError` naming
+    `path` (a one-line error); other errors pass unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if is_disk_full(err, Path(path).parent):
+            raise _disk_full(Path(path)) from err
+        raise
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
     """Writes a file so that readers only ever see the old or the complete new content.
@@ -85,12 +141,17 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
 
     Yields:
         The open temporary file.
+
+    Raises:
+        DiskFullError: When the disk (or quota) is full, naming `path`.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    with naming_full_disk(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX,
+                                   dir=target.parent)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
     try:
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
@@ -99,9 +160,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
+        full = isinstance(err, (OSError, RuntimeError)) and is_disk_full(err, target.parent)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:
+            raise _disk_full(target) from err
         raise
 
 
@@ -177,3 +241,48 @@ def read_dpr_pickle(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
     except Exception as err:  # any failure of a foreign pickle is bad input
         raise InputError(f"{os.fspath(path)}: cannot read DPR embeddings: {err}") from err
     return ids, vectors
+
+
+def _first_existing(path: Path) -> Path:
+    """`path` or its nearest ancestor that exists."""
+    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
+
+
+def check_output_dir(path: str | os.PathLike[str], *, flag: str) -> None:
+    """Refuses a folder to write in that cannot be one, before any work is done.
+
+    Raises:
+        UsageError: `<flag> <path>: exists and is not a folder` (or names the file on its way).
+    """
+    folder = Path(path)
+    existing = _first_existing(folder)
+    if existing.is_dir():
+        return
+    if existing == folder:
+        raise UsageError(f"{flag} {path}: exists and is not a folder")
+    raise UsageError(f"{flag} {path}: {existing} is a file, not a folder")
+
+
+def check_output_file(path: str | os.PathLike[str], *, flag: str) -> None:
+    """Refuses a file to write that cannot be one (a folder, or under a file), before any
+    work is done.
+
+    Raises:
+        UsageError: Naming `flag`, `path` and the problem.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    existing = _first_existing(target.parent)
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is a file, not a folder")
+
+
+def check_input_path(path: str | os.PathLike[str], *, flag: str) -> None:
+    """Refuses a file or folder to read that does not exist, naming the flag that gave it.
+
+    Raises:
+        InputError: `<flag> <path>: does not exist`.
+    """
+    if not Path(path).exists():
+        raise InputError(f"{flag} {path}: does not exist")

@@ -105,3 +105,22 @@ def test_passage_id_is_read_as_a_string_and_bad_ids_are_refused(tmp_path: Path) 
     (tmp_path / "a.json").write_text(json.dumps([record]), encoding="utf-8")
     with pytest.raises(DataFormatError, match=r"positive_ctxs\[0\].passage_id"):
         load_samples(str(tmp_path / "a.json"))
+
+
+@pytest.mark.parametrize("name", ["a.json", "a.jsonl", "a.json.gz"])
+def test_load_samples_accepts_a_utf8_byte_order_mark(tmp_path: Path, name: str) -> None:
+    # Given a DPR JSON, JSON Lines or gzipped file starting with a UTF-8 byte-order mark
+    records = [_record("é0"), _record("é1")]
+    text = (json.dumps(records, ensure_ascii=False) if ".jsonl" not in name
+            else "\n".join(json.dumps(r, ensure_ascii=False) for r in records))
+    data = b"\xef\xbb\xbf" + text.encode("utf-8")
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+    # When loading it
+    samples = load_samples(str(path))
+    # Then the mark is skipped and every record is read
+    assert [s.question for s in samples] == ["é0", "é1"]

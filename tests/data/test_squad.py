@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpr.data.records import DataFormatError
-from dpr.data.squad import load_squad_file, source_labels
+from dpr.data.squad import load_squad_file, passage_article_key, source_labels
 
 V2_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "squad_fr_v2.json"
 
@@ -130,3 +130,30 @@ def test_load_untitled_articles_keep_their_own_article_key(tmp_path: Path) -> No
     assert [p.title for p in loaded.paragraphs] == ["", "", "Seine"]
     assert [p.article_key for p in loaded.paragraphs] == ["#faq:0", "#faq:1", "seine"]
     assert loaded.stats["articles_without_title"] == 2
+
+
+def test_load_accepts_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    # Given a SQuAD file saved with a UTF-8 byte-order mark (Windows editors, spreadsheet exports)
+    plain = write(tmp_path, one_question("La Loire est un fleuve.", "Loire", 3), "plain.json")
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    # When loading both
+    loaded, expected = (load_squad_file(p, source="s") for p in (bom, plain))
+    # Then the mark is skipped: the same questions and passages as without it
+    assert [(q.qid, q.question, q.answers) for p in loaded.paragraphs for q in p.questions] == \
+        [(q.qid, q.question, q.answers) for p in expected.paragraphs for q in p.questions]
+    assert loaded.paragraphs[0].title == "Titre"
+
+
+def test_passage_article_key_reads_back_the_key_data_prep_split_by(tmp_path: Path) -> None:
+    # Given the paragraphs of untitled and titled articles, and the ids data_prep gives their
+    # passages (<paragraph key>:<n>) and answer windows (<paragraph key>:w<start>-<end>)
+    loaded = load_squad_file(faq_file(tmp_path), source="faq")
+    # Then a passage's key is its article's key, untitled articles by position
+    for paragraph in loaded.paragraphs:
+        for passage_id in (f"{paragraph.key}:0", f"{paragraph.key}:w3-20"):
+            assert passage_article_key(paragraph.title, passage_id) == paragraph.article_key
+    assert passage_article_key("", "faq:0:0:1") != passage_article_key("", "faq:1:0:0")
+    # and an untitled passage with an id of another shape has no article key
+    assert passage_article_key("", "p17") is None
+    assert passage_article_key(None, None) is None

@@ -76,20 +76,24 @@ def test_tensorizer_dynamic_padding_pads_to_longest(tiny_camembert: Path) -> Non
     assert ids.shape[1] == len(tz.encode_items(["un texte un peu plus long que le premier"])[0])
 
 
-def test_do_lower_case_lowercases_before_tokenization(tiny_camembert: Path,
-                                                      tiny_bert: Path) -> None:
-    for kind, folder in (("hf_roberta", tiny_camembert), ("hf_bert", tiny_bert)):
-        tok = build_tokenizer(kind, str(folder))
-        lower = Tensorizer(tok, max_length=20, lowercase=True)
-        plain = Tensorizer(tok, max_length=20)
-        assert torch.equal(lower.tensorize(passage_items([("Écrivain", "Victor HUGO")],
-                                                         lower.recipe))[0],
-                           plain.tensorize(passage_items([("écrivain", "victor hugo")],
-                                                         plain.recipe))[0])
-    cam = build_tokenizer("hf_roberta", str(tiny_camembert))
-    lower = Tensorizer(cam, max_length=20, lowercase=True)
+@pytest.mark.parametrize("kind, fixture", [("hf_roberta", "tiny_camembert"),
+                                           ("hf_bert", "tiny_cased_bert")])
+def test_do_lower_case_lowercases_before_tokenization(request: pytest.FixtureRequest, kind: str,
+                                                      fixture: str) -> None:
+    # Given a tokenizer whose vocabulary keeps case (CamemBERT's, a cased BERT's: with an
+    # uncased one the flag could not change any id)
+    tok = build_tokenizer(kind, str(request.getfixturevalue(fixture)))
+    lower = Tensorizer(tok, max_length=20, lowercase=True)
+    plain = Tensorizer(tok, max_length=20)
+    # When encoding mixed-case text with the flag
+    ids = lower.tensorize(passage_items([("Écrivain", "Victor HUGO")], lower.recipe))[0]
+    # Then the ids are those of the lower-cased text, and not those of the text as written
+    assert torch.equal(ids, plain.tensorize(passage_items([("écrivain", "victor hugo")],
+                                                          plain.recipe))[0])
+    assert not torch.equal(ids, plain.tensorize(passage_items([("Écrivain", "Victor HUGO")],
+                                                              plain.recipe))[0])
     assert not torch.equal(lower.tensorize(question_items(["HUGO"], lower.recipe))[0],
-                           Tensorizer(cam, max_length=20).tensorize(["HUGO"])[0])
+                           plain.tensorize(question_items(["HUGO"], plain.recipe))[0])
 
 
 @pytest.mark.parametrize("q,expected", [("Qui ?", "Qui "), ("Qui??", "Qui?"), ("Qui", "Qui")])

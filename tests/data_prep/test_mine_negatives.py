@@ -19,8 +19,6 @@ from data_prep import mine_negatives
 from dpr.data.tsv import TsvPassage
 from dpr.evaluation.metrics import has_answer
 from dpr.inference import load_encoder
-from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
-from dpr.models.factory import build_biencoder
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
 COMMON = ["--batch_size", "4", "--no_cuda", "--quiet"]
@@ -65,26 +63,6 @@ def records_file(tmp_path_factory: pytest.TempPathFactory, corpus) -> Path:
                     "positive_ctxs": [], "negative_ctxs": [], "hard_negative_ctxs": []})
     path = tmp_path_factory.mktemp("mine") / "train.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def spread(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path) -> Path:
-    """A tiny CamemBERT bi-encoder with large random weights (std 0.3, layer norms kept):
-    its scores differ by whole units, where the default initialisation gives vectors that
-    agree to 1e-5 and rankings decided by rounding noise."""
-    torch.manual_seed(0)
-    model = build_biencoder("hf_roberta", str(tiny_camembert))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("weight") and "LayerNorm" not in name:
-                param.normal_(std=0.3)
-    params = {"encoder_model_type": "hf_roberta", "pretrained_model_cfg": str(tiny_camembert),
-              "pretrained_file": None, "do_lower_case": False, "projection_dim": 0,
-              "sequence_length": 64}
-    path = tmp_path_factory.mktemp("spread") / "dpr_biencoder.0"
-    save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
-                                    encoder_params=params), path)
     return path
 
 
@@ -359,3 +337,61 @@ def test_internal_error_is_not_reported_as_a_user_error(
     with pytest.raises(error, match="internal failure"):
         _mine(spread, records_file, corpus[0], tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()
+
+
+CITIES = [("Tours", "Centre", "136000"), ("Lyon", "Rhône", "522000"),
+          ("Nantes", "Loire", "320000"), ("Rennes", "Bretagne", "222000"),
+          ("Dijon", "Bourgogne", "159000"), ("Lille", "Nord", "236000")]
+
+
+def _untitled_squad(path: Path) -> dict[str, int]:
+    """A SQuAD file of six untitled articles (an FAQ export); returns question -> article."""
+    data, article_of = [], {}
+    for index, (city, region, people) in enumerate(CITIES):
+        first = f"{city} est une ville de la région {region}. Elle compte {people} habitants."
+        question = f"Combien d'habitants compte {city} ?"
+        article_of[question] = index
+        data.append({"paragraphs": [
+            {"context": first, "qas": [{"question": question, "answers": [
+                {"text": people, "answer_start": first.index(people)}]}]},
+            {"context": f"Le marché de {city} ouvre chaque samedi matin.", "qas": []}]})
+    path.write_text(json.dumps({"data": data}, ensure_ascii=False), encoding="utf-8")
+    return article_of
+
+
+def test_exclude_articles_of_on_untitled_squad_never_returns_an_excluded_passage(
+        tmp_path: Path, checkpoint: Path) -> None:
+    # Given data_prep's output for a SQuAD file without titles (2 of 6 articles in dev)
+    from data_prep import squad2dpr
+
+    article_of = _untitled_squad(tmp_path / "faq.json")
+    data = tmp_path / "data"
+    assert squad2dpr.main([str(tmp_path / "faq.json"), "--output_dir", str(data),
+                           "--dev_ratio", "0.34", "--sentence_splitter", "regex",
+                           "--bm25_top_k", "5", "--quiet"]) == 0
+    dev_records = json.loads((data / "DPR_FR_dev.json").read_text(encoding="utf-8"))
+    dev_cities = {CITIES[article_of[r["question"]]][0] for r in dev_records}
+    passages = data / "passages.tsv"
+    dev_texts = {text for _, text, _ in _corpus_rows(passages)
+                 if any(f"{city} " in text for city in dev_cities)}
+    assert len(dev_cities) == 2 and len(dev_texts) == 4
+    # and train records whose existing negatives start with a dev passage (mixed in below)
+    train = json.loads((data / "DPR_FR_train.json").read_text(encoding="utf-8"))
+    dev_ctx = next(c for r in dev_records for c in r["positive_ctxs"])
+    for record in train:
+        record["hard_negative_ctxs"].insert(0, dict(dev_ctx))
+    records = tmp_path / "train.json"
+    records.write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
+    wide = ["--num_negatives", "50", "--n_retrieved", "50", "--mix_bm25", "5"]
+    # When mining every passage, with and without --exclude_articles_of the dev file
+    kept, control = tmp_path / "kept.json", tmp_path / "control.json"
+    assert _mine(checkpoint, records, passages, kept, *wide,
+                 "--exclude_articles_of", str(data / "DPR_FR_dev.json")) == 0
+    assert _mine(checkpoint, records, passages, control, *wide) == 0
+    # Then no mined or mixed-in negative is a dev passage (as before, without the flag, many are)
+    def negatives(path: Path) -> list[str]:
+        return [n["text"] for r in json.loads(path.read_text(encoding="utf-8"))
+                for n in r["hard_negative_ctxs"]]
+
+    assert negatives(kept) and not set(negatives(kept)) & dev_texts
+    assert set(negatives(control)) & dev_texts

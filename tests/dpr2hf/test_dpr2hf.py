@@ -4,7 +4,6 @@ sentence-transformers, and compared with the bi-encoder (tokenization included).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -372,13 +371,6 @@ def test_cli_help_documents_every_flag(capsys) -> None:
                  "--allow_unsafe_pickle", "--tolerance"):
         assert flag in out
     assert all(action.help for action in build_parser()._actions)
-
-
-@pytest.mark.parametrize("name", ["dpr2hf", "dpr2hf.__main__", "dpr2hf.card", "dpr2hf.cli",
-                                  "dpr2hf.convert", "dpr2hf.sbert", "dpr2hf.verify"])
-def test_dpr2hf_module_imports(name: str) -> None:
-    # Given/When a dpr2hf module is imported, Then it imports without running anything
-    importlib.import_module(name)
 
 
 def test_cli_unresolvable_model_folder_names_the_override_flags(camembert_checkpoint: Path,

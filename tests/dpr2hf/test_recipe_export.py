@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import train_e5_checkpoint
 from sentence_transformers import SentenceTransformer
 
 from dpr.inference import load_encoder
 from dpr2hf.convert import convert
-from helpers import train_e5_checkpoint
 
 QUESTIONS = ["Où se jette la Loire ?", "Qui a écrit Les Misérables ?"]
 PASSAGES = [("Loire", "La Loire se jette dans l'océan Atlantique à Saint-Nazaire."),

@@ -7,9 +7,11 @@ import pytest
 
 from dpr.evaluation.metrics import AnswerMatcher
 from dpr.evaluation.mining import (
+    ArticleExclusion,
     MiningOptions,
     MiningStats,
     encode_corpus,
+    existing_filter,
     mix_existing,
     score_ceiling,
     select_negatives,
@@ -138,6 +140,42 @@ def test_mix_existing_takes_first_ones_skipping_duplicates_of_mined_and_positive
     assert [c.get("passage_id") for c in many] == ["p7", None, "p8"]
     assert two[0] is not existing[3]
     assert mix_existing(mined, existing, count=0) == []
+
+
+def test_article_exclusion_keys_articles_as_data_prep_splits_them() -> None:
+    # Given passages of the excluded split: an untitled article (data_prep id), a titled one,
+    # and an untitled passage whose id data_prep did not write
+    exclusion = ArticleExclusion.of([
+        {"title": "", "text": "a", "passage_id": "faq:3:0:0"},
+        {"title": "La Seine", "text": "b", "passage_id": "faq:5:0:0"},
+        {"title": "", "text": "Texte libre.", "passage_id": "x9"}])
+    # Then other passages of the same articles are excluded (untitled: by position)
+    assert exclusion.excludes({"title": "", "text": "c", "passage_id": "faq:3:1:2"})
+    assert exclusion.excludes({"title": "LA  SEINE", "text": "d", "passage_id": "other"})
+    # but not those of other untitled articles, although their title is the same ""
+    assert not exclusion.excludes({"title": "", "text": "e", "passage_id": "faq:4:0:0"})
+    # and the passage without an article key is excluded itself, by id or by text
+    assert exclusion.excludes({"title": "", "text": "f", "passage_id": "x9"})
+    assert exclusion.excludes({"title": "", "text": " Texte libre. ", "passage_id": "y"})
+    assert not exclusion.excludes({"title": "", "text": "g", "passage_id": "x10"})
+
+
+def test_mix_existing_with_the_filter_drops_answers_and_excluded_articles() -> None:
+    # Given existing negatives: one containing the answer, one of an excluded untitled article,
+    # and two acceptable ones
+    existing = [{"title": "", "text": "Paris est la capitale.", "passage_id": "s:0:0:0"},
+                {"title": "", "text": "Rien ici.", "passage_id": "s:7:0:1"},
+                {"title": "", "text": "Lyon est loin.", "passage_id": "s:1:0:0"},
+                {"title": "T", "text": "Nice est au sud.", "passage_id": "s:2:0:0"}]
+    stats = MiningStats()
+    keep = existing_filter(["Paris"], match="string", stats=stats,
+                           exclusion=ArticleExclusion.of([{"title": "", "text": "z",
+                                                           "passage_id": "s:7:0:0"}]))
+    # When mixing in up to 3
+    mixed = mix_existing([], existing, count=3, keep=keep)
+    # Then only the acceptable ones are kept, and the drops are counted by reason
+    assert [c["passage_id"] for c in mixed] == ["s:1:0:0", "s:2:0:0"]
+    assert (stats.existing_dropped_answer, stats.existing_dropped_excluded) == (1, 1)
 
 
 def test_shard_range_cuts_on_batch_multiples_and_covers_every_row() -> None:

@@ -171,3 +171,23 @@ def test_example_help_and_bad_model_folder(tmp_path, corpus, capsys) -> None:
                          "--qa", str(corpus[1])]) == 1
     assert example.main(["--model", str(tmp_path / "missing"), "--passages", str(corpus[0]),
                          "--qa", str(corpus[1])]) == 1
+
+
+@pytest.mark.parametrize("which", ["--passages", "--qa"])
+def test_example_empty_input_file_is_one_error_naming_flag_and_file(
+        tmp_path, exports, corpus, caplog, which) -> None:
+    # Given a real export and one input file that holds nothing (a passage TSV with its header
+    # only, or an empty QA file)
+    files = {"--passages": str(corpus[0]), "--qa": str(corpus[1])}
+    files[which] = str(tmp_path / "empty.tsv")
+    (tmp_path / "empty.tsv").write_text("id\ttext\ttitle\n" if which == "--passages" else "",
+                                        encoding="utf-8")
+    # When running the example
+    status = example.main(["--model", str(exports["camembert"]), "--passages",
+                           files["--passages"], "--qa", files["--qa"]])
+    # Then it exits 1 with one error naming the flag and the file, before indexing anything
+    assert status == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    what = "passages" if which == "--passages" else "questions"
+    assert errors == [f"{which} {tmp_path / 'empty.tsv'}: no {what} (is the file empty?)"]
+    assert not any("indexed" in r.getMessage() for r in caplog.records)

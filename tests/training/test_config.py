@@ -72,6 +72,27 @@ def test_config_file_then_command_line_overrides(tmp_path: Path) -> None:
     assert cfg.data.batch_size == 16 and cfg.model.do_lower_case is True
 
 
+def test_config_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Given a --config file saved with a UTF-8 byte-order mark
+    path = tmp_path / "c.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"encoder_model_type": "hf_roberta",
+                                                      "batch_size": 8}).encode())
+    # When parsing it
+    cfg = parse_config(["--config", str(path)])
+    # Then its values apply
+    assert cfg.model.encoder_model_type == "hf_roberta" and cfg.data.batch_size == 8
+
+
+def test_config_file_that_is_not_utf8_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    # Given a --config file in Latin-1
+    path = tmp_path / "c.json"
+    path.write_bytes('{"output_dir": "d\xe9j\xe0"}'.encode("latin-1"))
+    # Then parsing stops naming the flag and the file (it was a UnicodeDecodeError traceback)
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(path)])
+    assert f"--config {path}" in capsys.readouterr().err
+
+
 def test_config_file_with_unknown_key_is_refused(tmp_path: Path, capsys) -> None:
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"batch_sz": 8}))

@@ -12,14 +12,8 @@ from matplotlib.image import imread
 
 import train_dense_encoder
 from dpr.training import progress
-from dpr.training.progress import (
-    CURVES_FILE,
-    CURVES_SIZE,
-    EpochView,
-    format_duration,
-    read_curves,
-    tracked,
-)
+from dpr.training.curves import CURVES_FILE, CURVES_SIZE, read_curves
+from dpr.training.progress import EpochView, format_duration, tracked
 
 
 class FakeClock:

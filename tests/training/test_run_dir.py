@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import NoSpaceWriter, checkpoint_names, dev_run_args
 
+import train_dense_encoder
 from dpr.models.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from dpr.training.interrupt import StopRequest, TrainingInterrupted
 from dpr.training.resume import (
@@ -141,3 +143,32 @@ def test_stop_request_records_the_first_signal_and_restores_handlers() -> None:
     assert error.exit_code == 143
     assert "SIGTERM" in str(error) and "out/ck.0.3" in str(error)
     assert "same command" in str(error)
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_full_disk_at_the_second_checkpoint_is_one_line_and_keeps_the_first(
+        tmp_path: Path, tiny_camembert: Path, dpr_files, monkeypatch, capsys) -> None:
+    # Given a run of 2 checkpoints whose disk fills up while the second one is saved
+    out = tmp_path / "out"
+    real_save = torch.save
+
+    def save_on_filling_disk(obj, handle, *args, **kwargs):
+        if (out / "dpr_biencoder.0.4").exists():
+            handle = NoSpaceWriter(handle, 64 * 1024)
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_on_filling_disk)
+    args = dev_run_args(tiny_camembert, dpr_files, out, "--num_train_epochs", "1",
+                        "--eval_per_epoch", "2")
+    # When training
+    status = train_dense_encoder.main(args)
+    # Then it exits 1 with one line naming the checkpoint and the full disk, no traceback
+    err = capsys.readouterr().err
+    assert status == 1, err
+    errors = [line for line in err.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert f"{out / 'dpr_biencoder.0.8'}: not written, no space left on the device" in errors[0]
+    # and the first checkpoint is intact, with no torn file or temporary file beside it
+    assert checkpoint_names(out) == ["dpr_biencoder.0.4"]
+    assert load_checkpoint(out / "dpr_biencoder.0.4").offset == 4
+    assert not list(out.glob(".*.tmp"))
