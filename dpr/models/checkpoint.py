@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -229,9 +229,13 @@ def _check_same_towers(state: Mapping[str, torch.Tensor], source: str) -> None:
 
 
 def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> None:
-    """Writes a checkpoint atomically: a crash never leaves a truncated file under `path`."""
+    """Writes a checkpoint atomically: a crash never leaves a truncated file under `path`.
+
+    The state's values are saved as they are (no copy, unlike `dataclasses.asdict`), so
+    tensors that share storage, such as a shared encoder's two key prefixes, are stored once.
+    """
     with atomic_write(path, "wb") as handle:
-        torch.save(asdict(state), handle)
+        torch.save({key: getattr(state, key) for key in CHECKPOINT_KEYS}, handle)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> CheckpointState:
