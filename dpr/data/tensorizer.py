@@ -1,8 +1,9 @@
 """The tokenizer factory and `Tensorizer`, the input recipe bound to a tokenizer.
 
 Tokenizer choice (`build_tokenizer`): always the folder's own family (`tokenizer_family`),
-first from `tokenizer_config.json`'s `tokenizer_class`, then from `config.json`'s
-`model_type` (`bert`, `xlm-roberta`, `camembert`, `roberta`). Only a folder with neither falls
+first from the `tokenizer_class` of `tokenizer_config.json`, then of `config.json` (where hub
+copies of multilingual-e5 record it), then from `config.json`'s `model_type` (`bert`,
+`xlm-roberta`, `camembert`, `roberta`). Only a folder with neither falls
 back by encoder type: `hf_bert` to BERT's WordPiece; the RoBERTa types to the
 SentencePiece-file rule (`sentencepiece.bpe.model` means CamemBERT: a fairseq folder), then to
 the name ("camembert" in the path). A `BertModel` folder with an `XLMRobertaTokenizer` (as
@@ -74,10 +75,11 @@ def tokenizer_family(path: str, fallback: str | None = None) -> str:
         fallback: The family of a folder that names none (None: the RoBERTa types' rule).
     """
     folder = Path(path)
-    cls = _json_field(folder / "tokenizer_config.json", "tokenizer_class").lower()
-    for prefix, family in _CLASS_FAMILIES:
-        if cls.startswith(prefix):
-            return family
+    for name in ("tokenizer_config.json", "config.json"):  # config.json: hub BERT+XLM-R copies
+        cls = _json_field(folder / name, "tokenizer_class").lower()
+        for prefix, family in _CLASS_FAMILIES:
+            if cls.startswith(prefix):
+                return family
     model_type = _json_field(folder / "config.json", "model_type").lower().replace("_", "-")
     if model_type in TOKENIZER_CLASSES:
         return model_type

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -151,13 +152,29 @@ def _read_json(path: Path) -> Any:
 # Prompt names used for passages by sentence-transformers models, in order of preference.
 PASSAGE_PROMPT_NAMES = ("passage", "document", "corpus", "search_document")
 QUERY_PROMPT_NAMES = ("query", "search_query")
+# Families whose prefixes are part of the model but which hub copies may not declare as
+# sentence-transformers prompts: recognised by the name the folder's config.json records.
+KNOWN_PREFIXES = ((re.compile(r"(^|[/_-])(multilingual-)?e5-(small|base|large)(-v2)?($|[/_-])",
+                              re.IGNORECASE), "query: ", "passage: "),)
+
+
+def _known_prefixes(folder: Path) -> dict[str, str]:
+    """The prefixes of a known family (E5) when its config.json or folder name says so."""
+    config = _read_json(folder / "config.json") or {}
+    names = [str(config.get("_name_or_path") or ""), folder.name]
+    for pattern, query, passage in KNOWN_PREFIXES:
+        if any(pattern.search(name) for name in names):
+            return {"query_prefix": query, "passage_prefix": passage}
+    return {}
 
 
 def folder_recipe(path: str | None) -> dict[str, Any]:
     """The recipe a sentence-transformers folder declares (empty for any other folder).
 
     Read from `modules.json` (a `Pooling` module's mode, a `Normalize` module) and
-    `config_sentence_transformers.json` (`prompts`, `similarity_fn_name`).
+    `config_sentence_transformers.json` (`prompts`, `similarity_fn_name`). A copy of an E5
+    model (its `config.json` or folder named `multilingual-e5-small`, `e5-base-v2`...) that
+    declares no prompts gets E5's `query: ` / `passage: `, which those models need.
 
     Returns:
         Some of `pooling`, `similarity`, `query_prefix`, `passage_prefix`.
@@ -193,4 +210,10 @@ def folder_recipe(path: str | None) -> dict[str, Any]:
             if isinstance(prompts.get(name), str) and prompts[name]:
                 found[key] = prompts[name]
                 break
+    if "query_prefix" not in found and "passage_prefix" not in found:
+        known = _known_prefixes(folder)
+        if known:
+            logger.info("%s: an E5 model without declared prompts: its prefixes %r / %r "
+                        "are the defaults", path, known["query_prefix"], known["passage_prefix"])
+            found |= known
     return found

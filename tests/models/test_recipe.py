@@ -120,3 +120,33 @@ def test_shared_biencoder_holds_one_encoder_in_dprs_layout(tiny_e5: Path) -> Non
     with pytest.raises(UsageError, match="--fix_ctx_encoder cannot be used"):
         build_biencoder("hf_bert", str(tiny_e5), fix_ctx_encoder=True,
                         recipe=EncoderRecipe(shared_encoder=True))
+
+
+def test_hub_copy_of_e5_without_prompts_gets_its_prefixes_and_tokenizer(
+        tiny_e5: Path, tmp_path: Path) -> None:
+    # Given a copy shaped like the hub's intfloat/multilingual-e5-small: mean pooling and
+    # Normalize, no prompts, its tokenizer class named in config.json only
+    import json
+    import shutil
+
+    from dpr.data.tensorizer import tokenizer_family
+    from dpr.tiny import write_st_recipe
+
+    folder = tmp_path / "multilingual-e5-small"
+    shutil.copytree(tiny_e5, folder)
+    write_st_recipe(folder, hidden=32, prompts={})
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_config.pop("tokenizer_class", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(tokenizer_class="XLMRobertaTokenizer", _name_or_path="intfloat/x")
+    (folder / "config.json").write_text(json.dumps(config))
+    # Then the recipe is E5's, prefixes included, and the tokenizer XLM-R's
+    assert folder_recipe(str(folder)) == {"pooling": "mean", "similarity": "cosine",
+                                          "query_prefix": "query: ",
+                                          "passage_prefix": "passage: "}
+    assert tokenizer_family(str(folder), "bert") == "xlm-roberta"
+    # And another model without prompts gets none
+    other = tmp_path / "paraphrase-minilm"
+    shutil.copytree(folder, other)
+    assert "query_prefix" not in folder_recipe(str(other))
