@@ -28,6 +28,8 @@ _TOKEN_RE = regex.compile(
     f"({_ALPHA_NUM})|({_NON_WS})", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
 )
 _REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
+# the same tokens as _TOKEN_RE, as whole matches (findall returns strings, no match objects)
+_TOKEN_TEXT_RE = regex.compile(f"{_ALPHA_NUM}|{_NON_WS}", flags=_REGEX_FLAGS)
 
 
 def normalize(text: str) -> str:
@@ -204,8 +206,15 @@ def prepare_answers(answers: Iterable[str], match: str = "string") -> list[str]:
 
 def prepare_text(text: str, match: str = "string") -> str:
     """A passage text in the form :func:`contains_answer` takes (the costly half of matching:
-    normalising and tokenising; done once per passage)."""
-    return normalize(text) if match == "regex" else _joined(match_tokens(text))
+    normalising and tokenising; done once per passage).
+
+    String mode equals ``_joined(match_tokens(text))``, computed with one ``findall`` and one
+    ``lower()`` of the joined tokens (tokens are separated by spaces, which no lower-casing
+    rule looks across, so lower-casing them joined equals lower-casing each).
+    """
+    if match == "regex":
+        return normalize(text)
+    return f" {' '.join(_TOKEN_TEXT_RE.findall(normalize(text)))} ".lower()
 
 
 def contains_answer(prepared_answers: Sequence[str], prepared_text: str,

@@ -43,8 +43,12 @@ def run_file_name(retriever: str) -> str:
     return f"run.{retriever.replace(':', '_')}.txt"
 
 
-def _check_ids(corpus: Corpus) -> None:
-    bad = next((i for i in corpus.ids if not i or _WHITESPACE.search(i)), None)
+def _check_ids(corpus: Corpus, rows: Sequence[np.ndarray]) -> None:
+    """Refuses an id TREC files cannot hold among the passages written (not the whole corpus:
+    the cost of the files does not grow with it)."""
+    written = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+    bad = next((corpus.ids[r] for r in written.tolist()
+                if not corpus.ids[r] or _WHITESPACE.search(corpus.ids[r])), None)
     if bad is not None:
         raise EvaluationError(f"{corpus.source}: passage id {bad!r} is empty or contains "
                               "whitespace, which TREC files cannot hold")
@@ -86,7 +90,8 @@ def write_trec(folder: str, *, corpus: Corpus, runs: Sequence[Run], qrels: Qrels
     Raises:
         EvaluationError: If a passage id cannot be written in a TREC file.
     """
-    _check_ids(corpus)
+    _check_ids(corpus, [rows for run in runs for rows in run.rows] +
+               [np.asarray(sorted(rows), dtype=np.int64) for rows in qrels.relevant])
     os.makedirs(folder, exist_ok=True)
     qrels_path = os.path.join(folder, QRELS_FILE)
     write_qrels(qrels_path, doc_ids=corpus.ids,

@@ -11,7 +11,12 @@ import pytest
 
 from dpr.evaluation import relevance
 from dpr.evaluation.inputs import QuestionSet
-from dpr.evaluation.metrics import AnswerMatcher, retrieval_metrics
+from dpr.evaluation.metrics import (
+    AnswerMatcher,
+    match_tokens,
+    prepare_text,
+    retrieval_metrics,
+)
 from dpr.evaluation.relevance import AMONG_RETRIEVED, Judge, tuning_metric
 from dpr.evaluation.report import score_runs
 from dpr.evaluation.run import Run, pool
@@ -131,3 +136,15 @@ def test_tuning_metric_reads_only_its_depth() -> None:
     assert tuning_metric(qrels, [ranking], "mrr10") == 0.0
     assert tuning_metric(qrels, [ranking], "top20") == 1.0
     assert tuning_metric(qrels, [ranking[::-1]], "mrr10") == 1.0
+
+
+@pytest.mark.parametrize("text", [
+    *TEXTS[:5],
+    "Le président réside au palais de l'Élysée, rue du Faubourg-Saint-Honoré ; 1848.",
+    "ΟΔΟΣ'Α Σ. ΣΑ όσος", "İstanbul ﬁnal Straße ǅemal", "naïve\u0301 x\u200bz\tœuvre",
+])
+def test_prepare_text_is_the_token_form_of_has_answer(text: str) -> None:
+    # Given has_answer's own tokens of the text, joined as the matcher compares them
+    expected = f" {' '.join(match_tokens(text))} "
+    # Then the prepared passage is the same string
+    assert prepare_text(text) == expected

@@ -173,3 +173,20 @@ def test_squad_mode_qrels_are_the_gold_paragraphs(tmp_path: Path) -> None:
     got = _library_means(run, qrels, 14)
     assert got["RR@10"] == pytest.approx(results["results"]["bm25"]["mrr@10"], abs=TOL)
     assert got["AP@10"] == pytest.approx(results["results"]["bm25"]["map@10"], abs=TOL)
+
+
+def test_passage_id_with_whitespace_among_written_ones_is_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a passage id with a space, which a TREC line cannot hold
+    passages = tmp_path / "passages.tsv"
+    with passages.open("w", encoding="utf-8", newline="") as out:
+        csv.writer(out, delimiter="\t").writerows([["p 1", "Brest est un port.", "Brest"],
+                                                   ["p2", "Lyon est une ville.", "Lyon"]])
+    qas = tmp_path / "qas.tsv"
+    qas.write_text('Quel port ?\t["Brest"]\n', encoding="utf-8")
+    # When BM25 ranks it and TREC files are asked for
+    code = evaluate.main(["--quiet", "--passages", str(passages), "--qa", str(qas),
+                          "--retrievers", "bm25", "--trec_dir", str(tmp_path / "trec")])
+    # Then it exits 1 naming the id, and writes no TREC file
+    assert code == 1 and "'p 1'" in caplog.text
+    assert not (tmp_path / "trec" / "qrels.txt").exists()
