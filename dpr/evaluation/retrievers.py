@@ -200,6 +200,11 @@ def dense_retriever(name: str, model: Any, corpus: Corpus, *, index: str | None 
     else:
         searcher = open_saved_index(os.fspath(Path(index)), corpus, nprobe=nprobe,
                                     ef_search=ef_search)
+        dim = getattr(model, "dim", None)
+        if dim is not None and dim != searcher.index.dim:
+            raise EvaluationError(f"--index {index}: vectors of size {searcher.index.dim}, but "
+                                  f"{model.description} encodes vectors of size {dim} (an "
+                                  "index of another model?)")
     return DenseRetriever(name, model, searcher, time.perf_counter() - start,
                           {**(metadata or {}), "description": model.description,
                            **searcher.description})

@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +92,19 @@ def test_saved_index_of_other_passages_is_one_error_naming_both_files(
     assert code == 1 and len(errors) == 1
     assert str(index / "ids.txt") in errors[0] and str(corpus[0]) in errors[0]
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_saved_index_of_another_model_is_one_error_naming_the_sizes(
+        tmp_path: Path, corpus: tuple[Path, Path], checkpoint: Path, encoded,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Given an index of the same passages with vectors of another size
+    ids, vectors = encoded
+    index = _build(tmp_path / "built", ids, np.ones((len(ids), 7), np.float32))
+    # When evaluating the model with it, then one line names the index and both sizes
+    with caplog.at_level(logging.ERROR):
+        assert _evaluate(tmp_path / "out", corpus, checkpoint, "--index", str(index)) == 1
+    assert f"--index {index}: vectors of size 7" in caplog.text
+    assert f"vectors of size {vectors.shape[1]}" in caplog.text
 
 
 @pytest.mark.parametrize("extra, code, message", [
