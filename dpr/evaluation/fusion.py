@@ -17,7 +17,7 @@ Ties are broken by corpus index, so results are deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -58,10 +58,26 @@ def make_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_scores
             index order (``np.union1d(sparse_top, dense_top)``) [U].
     """
     union = np.union1d(sparse_top, dense_top).astype(np.int64)
-    if len(dense_union_scores) != len(union):
-        raise ValueError(f"{len(dense_union_scores)} dense scores for a union of {len(union)}")
-    return Candidates(union, sparse_scores[union].astype(np.float64),
-                      np.asarray(dense_union_scores, dtype=np.float64),
+    return union_candidates(sparse_top, dense_top, sparse_scores[union], dense_union_scores)
+
+
+def union_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_union: np.ndarray,
+                     dense_union: np.ndarray) -> Candidates:
+    """Builds the union of two top lists from both scores of each member of the union.
+
+    Args:
+        sparse_top: Corpus indices of the BM25 top list, best first.
+        dense_top: Corpus indices of the dense top list, best first.
+        sparse_union: BM25 score of each member of the union, in ascending corpus index
+            order (``np.union1d(sparse_top, dense_top)``) [U].
+        dense_union: Dense similarity of each member of the union, same order [U].
+    """
+    union = np.union1d(sparse_top, dense_top).astype(np.int64)
+    if len(dense_union) != len(union) or len(sparse_union) != len(union):
+        raise ValueError(f"{len(sparse_union)} sparse and {len(dense_union)} dense scores for "
+                         f"a union of {len(union)}")
+    return Candidates(union, np.asarray(sparse_union, dtype=np.float64),
+                      np.asarray(dense_union, dtype=np.float64),
                       _ranks_in(union, sparse_top), _ranks_in(union, dense_top))
 
 
@@ -148,8 +164,13 @@ def grid_search(candidates: Sequence[Candidates], score_fn: Callable[[list[np.nd
         The best setting and the metric of every setting.
     """
     results = {s: float(score_fn([rank(c, s) for c in candidates])) for s in settings}
-    best = max(results.values())
-    return next(s for s in settings if results[s] == best), results
+    return best_of(results, settings), results
+
+
+def best_of(results: Mapping[Setting, float], settings: Sequence[Setting]) -> Setting:
+    """The first setting (in ``settings`` order) with the best metric in ``results``."""
+    best = max(results[s] for s in settings)
+    return next(s for s in settings if results[s] == best)
 
 
 def normalise(scores: np.ndarray, method: str) -> np.ndarray:
@@ -200,3 +221,49 @@ def tune_normalised_fusion(candidates: Sequence[Candidates],
     settings = [(m, float(w)) for m in methods for w in sorted(weights)]
     return grid_search(candidates, score_fn, settings,
                        lambda c, s: normalised_fusion(c, s[0], s[1], top_k)[0])
+
+
+@dataclass(frozen=True)
+class Linear:
+    """The linear fusion ``bm25 + lam · dense`` (``hybrid``)."""
+
+    lam: float
+
+
+@dataclass(frozen=True)
+class Reciprocal:
+    """Reciprocal rank fusion with constant ``k`` (``rrf``)."""
+
+    k: int = 60
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """Normalised-score fusion (``fusion``): ``method`` and the dense side's ``weight``."""
+
+    method: str = "minmax"
+    weight: float = DEFAULT_FUSION_WEIGHT
+
+
+FusionSetting = Linear | Reciprocal | Normalised
+
+
+def fused_ranking(candidates: Candidates, setting: FusionSetting, top_k: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one question's candidates under a fusion setting: (corpus indices, scores)."""
+    if isinstance(setting, Linear):
+        return linear_fusion(candidates, setting.lam, top_k)
+    if isinstance(setting, Reciprocal):
+        return rrf_fusion(candidates, top_k, setting.k)
+    return normalised_fusion(candidates, setting.method, setting.weight, top_k)
+
+
+def lambda_settings(grid: Sequence[float] = DEFAULT_LAMBDA_GRID) -> list[Linear]:
+    """The linear settings of a λ grid, smallest first (the first of equals wins)."""
+    return [Linear(lam) for lam in sorted(float(x) for x in grid)]
+
+
+def normalised_settings(methods: Sequence[str] = FUSION_METHODS,
+                        weights: Sequence[float] = DEFAULT_WEIGHT_GRID) -> list[Normalised]:
+    """The normalised settings of a grid: ``methods`` order, then increasing weight."""
+    return [Normalised(m, float(w)) for m in methods for w in sorted(weights)]

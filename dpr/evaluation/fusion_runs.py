@@ -1,111 +1,214 @@
-"""The fusion retrievers of an evaluation (``hybrid``, ``rrf``, ``fusion``) and their tuning.
+"""Fusion as functions of runs: ``fuse(bm25 run, dense run, setting) -> run``, their tuning,
+and the fusion retrievers of an evaluation (``hybrid``, ``rrf``, ``fusion``).
 
 Every fusion reranks, per question, the union of the BM25 and the dense top ``depth`` lists
-of the chosen DPR model (``--fusion_dpr``). With ``--tune_lambda_on``, λ of ``hybrid`` and the
-normalisation and dense weight of ``fusion`` are chosen on that file's questions (searched in
-the same corpus, relevance by answer matching) and replace the flag values.
+(:mod:`dpr.evaluation.fusion` holds the pure per-question functions). Given
+:class:`ExactScores`, both scores of every member of the union are exact (the DPR paper's
+hybrid); without, a passage missing from a list takes that list's lowest score (Pyserini's
+rule). With ``--tune_lambda_on``, λ of ``hybrid`` and the normalisation and dense weight of
+``fusion`` are chosen on that file's questions (searched in the same corpus, relevance by
+answer matching of the grid's rankings) and replace the flag values.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from dpr.evaluation.bm25 import BM25Retriever
 from dpr.evaluation.fusion import (
-    DEFAULT_LAMBDA_GRID,
     Candidates,
-    linear_fusion,
-    normalised_fusion,
-    rrf_fusion,
-    tune_lambda,
-    tune_normalised_fusion,
+    FusionSetting,
+    Linear,
+    Normalised,
+    Reciprocal,
+    best_of,
+    fused_ranking,
+    lambda_settings,
+    normalised_settings,
+    union_candidates,
 )
-from dpr.evaluation.inputs import read_questions
-from dpr.evaluation.relevance import Judge, tune_metric_fn
-from dpr.evaluation.search import DenseRun, Evaluation, dense_search, fusion_candidates
+from dpr.evaluation.inputs import Corpus, QuestionSet, read_questions
+from dpr.evaluation.options import EvalOptions
+from dpr.evaluation.relevance import Judge, Qrels, metric_depth, tuning_metric
+from dpr.evaluation.retrievers import DenseRetriever, bm25_run
+from dpr.evaluation.run import Run, pool_rows
 
 logger = logging.getLogger(__name__)
 
-
-def _tuning_candidates(ev: Evaluation, bm25: BM25Retriever, model: Any, dense: DenseRun
-                       ) -> tuple[list[Candidates], Any, dict[str, Any]]:
-    """The tuning file's fusion candidates, its objective, and the report's tuning entry."""
-    options = ev.options
-    tune = read_questions(options.tune_lambda_on, flag="--tune_lambda_on")
-    # tuning questions carry answers, not gold paragraphs: matched by answer
-    judge = ev.judge if ev.judge.mode == "answer" else Judge(
-        ev.corpus, mode="answer", match=options.match, quiet=options.quiet)
-    judge.prepare(tune)
-    tune_dense = dense_search(model, ev.corpus, tune, ev.depth, passages=dense.passages)
-    candidates, _ = fusion_candidates(bm25, tune_dense, tune, ev.depth)
-    info = {"file": tune.source, "questions": len(tune.questions),
-            "metric": options.tune_metric}
-    return candidates, tune_metric_fn(judge, tune, options.tune_metric), info
+RowScores = Callable[[int, np.ndarray], np.ndarray]  # (question, corpus rows) -> scores
 
 
-def _tune(ev: Evaluation, bm25: BM25Retriever, model: Any, dense: DenseRun
-          ) -> tuple[float, tuple[str, float, str]]:
-    """λ and (method, weight, source) of the fusions, tuned when ``tune_lambda_on`` is set."""
-    options = ev.options
-    lam, setting = options.hybrid_lambda, options.fusion_setting
+@dataclass(frozen=True)
+class ExactScores:
+    """The score of any corpus row for a question, on each side of a fusion."""
+
+    sparse: RowScores
+    dense: RowScores
+
+
+def _list_scores(union: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores of the union members from one list; absent members take its lowest score."""
+    out = np.full(len(union), float(scores.min()) if len(scores) else 0.0)
+    out[np.searchsorted(union, rows)] = scores
+    return out
+
+
+def candidates(sparse: Run, dense: Run, exact: ExactScores | None = None) -> list[Candidates]:
+    """Per question, the union of both runs' lists with both scores of every member."""
+    out = []
+    for q, (s_rows, d_rows) in enumerate(zip(sparse.rows, dense.rows, strict=True)):
+        union = np.union1d(s_rows, d_rows).astype(np.int64)
+        if exact is None:
+            s_union = _list_scores(union, s_rows, sparse.scores[q])
+            d_union = _list_scores(union, d_rows, dense.scores[q])
+        else:
+            s_union, d_union = exact.sparse(q, union), exact.dense(q, union)
+        out.append(union_candidates(s_rows, d_rows, s_union, d_union))
+    return out
+
+
+def fuse_candidates(union: Sequence[Candidates], setting: FusionSetting, *, k: int, name: str,
+                    seconds: float = 0.0, metadata: dict[str, Any] | None = None) -> Run:
+    """The run of one fusion setting over prepared candidates (top ``k`` per question)."""
+    ranked = [fused_ranking(c, setting, k) for c in union]
+    return Run(name, tuple(r for r, _ in ranked), tuple(s for _, s in ranked), seconds,
+               {"setting": describe(setting), **(metadata or {})})
+
+
+def fuse(sparse: Run, dense: Run, setting: FusionSetting, *, k: int, name: str = "fusion",
+         exact: ExactScores | None = None) -> Run:
+    """Fuses a BM25 run and a dense run of the same questions into a new run."""
+    start = time.perf_counter()
+    union = candidates(sparse, dense, exact)
+    return fuse_candidates(union, setting, k=k, name=name, seconds=sparse.seconds +
+                           dense.seconds + time.perf_counter() - start)
+
+
+def describe(setting: FusionSetting) -> dict[str, Any]:
+    """A fusion setting as plain data."""
+    if isinstance(setting, Linear):
+        return {"kind": "linear", "lambda": setting.lam}
+    if isinstance(setting, Reciprocal):
+        return {"kind": "rrf", "k": setting.k}
+    return {"kind": "normalised", "method": setting.method, "dense_weight": setting.weight}
+
+
+def tune(union: Sequence[Candidates], settings: Sequence[FusionSetting], *, judge: Judge,
+         qset: QuestionSet, metric: str, known: Qrels | None = None
+         ) -> tuple[FusionSetting, dict[FusionSetting, float], Qrels]:
+    """The setting whose rankings maximise ``metric`` on ``qset`` (the first of equals).
+
+    The rankings of every setting are judged together (one pool), re-using ``known``.
+
+    Returns:
+        The best setting, the metric of every setting, and the qrels (for the next grid).
+    """
+    depth = metric_depth(metric)
+    rankings = {s: [fused_ranking(c, s, depth)[0] for c in union] for s in settings}
+    qrels = judge.judge(qset, pool_rows(rankings.values(), len(union)), known)
+    grid = {s: tuning_metric(qrels, ranked, metric) for s, ranked in rankings.items()}
+    return best_of(grid, settings), grid, qrels
+
+
+@dataclass(frozen=True)
+class Sides:
+    """BM25 and a dense retriever, with their runs on one question set (to fuse them)."""
+
+    bm25: BM25Retriever
+    dense: DenseRetriever
+    questions: Sequence[str]
+    sparse_run: Run
+    dense_run: Run
+    vectors: np.ndarray  # [Q × D] question vectors of the dense side
+
+    @classmethod
+    def search(cls, bm25: BM25Retriever, dense: DenseRetriever, questions: Sequence[str],
+               depth: int) -> Sides:
+        """Both retrievers' top ``depth`` of ``questions``."""
+        return cls(bm25, dense, questions, bm25_run(bm25, questions, depth),
+                   *dense.run(questions, depth))
+
+    def candidates(self) -> list[Candidates]:
+        """The union of both lists per question, both scores exact."""
+        tokens = self.bm25.query_tokens(self.questions)
+        exact = ExactScores(
+            sparse=lambda q, rows: self.bm25.scores(tokens[q])[rows],
+            dense=lambda q, rows: self.dense.searcher.scores(self.vectors[q], rows))
+        return candidates(self.sparse_run, self.dense_run, exact)
+
+
+def _tuned(options: EvalOptions, sides: Sides, corpus: Corpus, depth: int
+           ) -> tuple[dict[str, Any] | None, Linear, Normalised, str]:
+    """The report's tuning entry, λ, and the normalised setting with where it comes from."""
+    method, weight, source = options.fusion_setting
+    lam, normalised = Linear(options.hybrid_lambda), Normalised(method, weight)
     if not options.tune_lambda_on or not options.wants("hybrid", "fusion"):
-        return lam, setting
-    candidates, objective, info = _tuning_candidates(ev, bm25, model, dense)
-    info["applied_to"] = [name for name in options.tune if options.wants(name)]
+        return None, lam, normalised, source
+    tune_set = read_questions(options.tune_lambda_on, flag="--tune_lambda_on")
+    union = Sides.search(sides.bm25, sides.dense, tune_set.questions, depth).candidates()
+    # tuning questions carry answers, not gold paragraphs: matched by answer
+    judge = Judge(corpus.texts, mode="answer", match=options.match,
+                  workers=options.validation_workers, quiet=options.quiet)
+    info: dict[str, Any] = {"file": tune_set.source, "questions": len(tune_set.questions),
+                            "metric": options.tune_metric,
+                            "applied_to": [n for n in options.tune if options.wants(n)]}
+    qrels = None
     if options.wants("hybrid"):
-        best, grid = tune_lambda(candidates, objective, DEFAULT_LAMBDA_GRID, ev.n_docs)
-        info["grid"] = {f"{k:g}": v for k, v in grid.items()}
-        info["best_lambda"] = best
-        logger.info("λ = %g maximises %s on %s (%d questions)%s", best, options.tune_metric,
-                    info["file"], info["questions"],
+        best, grid, qrels = tune(union, lambda_settings(), judge=judge, qset=tune_set,
+                                 metric=options.tune_metric)
+        info["grid"] = {f"{s.lam:g}": v for s, v in grid.items()}
+        info["best_lambda"] = best.lam
+        logger.info("λ = %g maximises %s on %s (%d questions)%s", best.lam,
+                    options.tune_metric, info["file"], info["questions"],
                     "" if "hybrid" in options.tune else " (not applied: --tune)")
-        if "hybrid" in options.tune:
-            lam = best
+        lam = best if "hybrid" in options.tune else lam
     if options.wants("fusion"):
-        (method, weight), grid = tune_normalised_fusion(candidates, objective, top_k=ev.n_docs)
-        info["fusion_grid"] = {f"{m}:{w:g}": v for (m, w), v in grid.items()}
-        info["best_fusion"] = {"method": method, "dense_weight": weight}
-        logger.info("fusion %s with dense weight %g maximises %s on %s%s", method, weight,
-                    options.tune_metric, info["file"],
+        best, grid, qrels = tune(union, normalised_settings(), judge=judge, qset=tune_set,
+                                 metric=options.tune_metric, known=qrels)
+        info["fusion_grid"] = {f"{s.method}:{s.weight:g}": v for s, v in grid.items()}
+        info["best_fusion"] = {"method": best.method, "dense_weight": best.weight}
+        logger.info("fusion %s with dense weight %g maximises %s on %s%s", best.method,
+                    best.weight, options.tune_metric, info["file"],
                     "" if "fusion" in options.tune else " (not applied: --tune)")
         if "fusion" in options.tune:
-            setting = (method, weight, "tuned")
-    ev.fusion["tuning"] = info
-    return lam, setting
+            normalised, source = best, "tuned"
+    return info, lam, normalised, source
 
 
-def run_fusions(ev: Evaluation, bm25: BM25Retriever, model: Any, dense: DenseRun,
-                dense_name: str) -> None:
-    """Ranks the questions with every fusion asked for; records settings and seconds.
+def fusion_runs(options: EvalOptions, sides: Sides, corpus: Corpus, *, n_docs: int,
+                depth: int) -> list[Run]:
+    """The runs of every fusion asked for, with their settings (tuned when asked).
 
     Args:
-        ev: The evaluation (rankings, seconds and fusion settings are added to it).
-        bm25: The BM25 retriever over the corpus.
-        model: The DPR model of the dense side (to encode tuning questions).
-        dense: Its run over the evaluation questions.
-        dense_name: Its retriever name (``dpr`` or ``dpr:<label>``).
+        options: The evaluation's options (fusions wanted, flags, tuning file).
+        sides: BM25 and the fusions' dense model with their top ``depth`` runs.
+        corpus: The corpus (the tuning file's questions are searched in it).
+        n_docs: Passages ranked per question.
+        depth: Length of each side's list whose union is reranked.
+
+    Returns:
+        One run per fusion asked for; each run's metadata holds its setting and, under
+        ``fusion``, the report's fusion entry (dense side, λ, depth, RRF k, normalisation,
+        tuning grids).
     """
-    options = ev.options
     start = time.perf_counter()
-    candidates, _ = fusion_candidates(bm25, dense, ev.qset, ev.depth)
-    lam, (method, weight, source) = _tune(ev, bm25, model, dense)
-    ev.fusion.update({"dpr": dense_name, "lambda": lam, "depth": ev.depth,
-                      "rrf_k": options.rrf_k})
+    union = sides.candidates()
+    tuning, lam, normalised, source = _tuned(options, sides, corpus, depth)
+    info: dict[str, Any] = {"dpr": sides.dense.name, "lambda": lam.lam, "depth": depth,
+                            "rrf_k": options.rrf_k}
     if options.wants("fusion"):
-        ev.fusion["normalised"] = {"method": method, "dense_weight": weight, "source": source}
-    fusers = {
-        "hybrid": lambda c: linear_fusion(c, lam, ev.n_docs),
-        "rrf": lambda c: rrf_fusion(c, ev.n_docs, options.rrf_k),
-        "fusion": lambda c: normalised_fusion(c, method, weight, ev.n_docs),
-    }
-    for name, fuse in fusers.items():
-        if options.wants(name):
-            ranked = [fuse(c) for c in candidates]
-            ev.rankings[name] = [top for top, _ in ranked]
-            ev.scores[name] = [scores for _, scores in ranked]
-    for name in fusers:
-        if options.wants(name):
-            ev.seconds[name] = ev.seconds["bm25"] + ev.seconds[dense_name] + \
-                time.perf_counter() - start
+        info["normalised"] = {"method": normalised.method,
+                              "dense_weight": normalised.weight, "source": source}
+    if tuning is not None:
+        info["tuning"] = tuning
+    settings = {"hybrid": lam, "rrf": Reciprocal(options.rrf_k), "fusion": normalised}
+    runs = [fuse_candidates(union, setting, k=n_docs, name=name, metadata={"fusion": info})
+            for name, setting in settings.items() if options.wants(name)]
+    seconds = sides.sparse_run.seconds + sides.dense_run.seconds + time.perf_counter() - start
+    return [run.replace(seconds=seconds) for run in runs]

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dpr.data.records import read_json_records
@@ -24,9 +24,9 @@ class EvaluationError(InputError):
     """Bad input for the evaluation; the message names the file."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Corpus:
-    """The passages searched, in index order."""
+    """The passages searched, in index order (a passage's row is its position)."""
 
     ids: list[str]
     titles: list[str]
@@ -34,17 +34,14 @@ class Corpus:
     source: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuestionSet:
-    """Questions with their answers and, in SQuAD mode, their gold passage indices."""
+    """Questions with their answers and, in SQuAD mode, their gold passage rows."""
 
     source: str
     questions: list[str]
     answers: list[list[str]]
     gold: list[set[int]] | None = None
-    num_relevant: list[int] = field(default_factory=list)
-    relevant: list[list[int]] = field(default_factory=list)  # corpus indices, ascending
-    prepared: list[list[str]] = field(default_factory=list)  # answers as the matcher takes them
 
 
 def read_tsv_corpus(path: str, *, flag: str = "--passages") -> Corpus:

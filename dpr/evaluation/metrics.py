@@ -28,6 +28,8 @@ _TOKEN_RE = regex.compile(
     f"({_ALPHA_NUM})|({_NON_WS})", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
 )
 _REGEX_FLAGS = regex.IGNORECASE | regex.UNICODE | regex.MULTILINE
+# the same tokens as _TOKEN_RE, as whole matches (findall returns strings, no match objects)
+_TOKEN_TEXT_RE = regex.compile(f"{_ALPHA_NUM}|{_NON_WS}", flags=_REGEX_FLAGS)
 
 
 def normalize(text: str) -> str:
@@ -195,12 +197,38 @@ def _joined(tokens: Sequence[str]) -> str:
     return f" {' '.join(tokens)} "
 
 
-class AnswerMatcher:
-    """``has_answer`` against a fixed corpus, tokenising each passage once.
+def prepare_answers(answers: Iterable[str], match: str = "string") -> list[str]:
+    """Answers in the form :func:`contains_answer` takes (joined tokens, or NFD patterns)."""
+    if match == "regex":
+        return [normalize(answer) for answer in answers]
+    return [_joined(tokens) for tokens in (match_tokens(a) for a in answers) if tokens]
 
-    String mode compares token sequences through their space-joined forms (a substring test,
-    equivalent to the token sub-sequence test of :func:`has_answer`); regex mode delegates to
-    :func:`has_answer`.
+
+def prepare_text(text: str, match: str = "string") -> str:
+    """A passage text in the form :func:`contains_answer` takes (the costly half of matching:
+    normalising and tokenising; done once per passage).
+
+    String mode equals ``_joined(match_tokens(text))``, computed with one ``findall`` and one
+    ``lower()`` of the joined tokens (tokens are separated by spaces, which no lower-casing
+    rule looks across, so lower-casing them joined equals lower-casing each).
+    """
+    if match == "regex":
+        return normalize(text)
+    return f" {' '.join(_TOKEN_TEXT_RE.findall(normalize(text)))} ".lower()
+
+
+def contains_answer(prepared_answers: Sequence[str], prepared_text: str,
+                    match: str = "string") -> bool:
+    """``has_answer`` on prepared answers and text (:func:`prepare_answers`,
+    :func:`prepare_text`): a substring test of space-joined tokens in string mode, equivalent to
+    the token sub-sequence test."""
+    if match == "regex":
+        return any(_regex_search(pattern, prepared_text) for pattern in prepared_answers)
+    return any(answer in prepared_text for answer in prepared_answers)
+
+
+class AnswerMatcher:
+    """``has_answer`` against a fixed corpus, preparing each passage once.
 
     Args:
         texts: Passage texts in corpus order (matched without their titles, as in DPR).
@@ -212,31 +240,25 @@ class AnswerMatcher:
             raise ValueError(f"match must be 'string' or 'regex', got {match!r}")
         self.texts = texts
         self.match = match
-        self._joined: dict[int, str] = {}
+        self._prepared: dict[int, str] = {}
 
     def prepare(self, answers: Iterable[str]) -> list[str]:
-        """Answers in the form :meth:`contains` takes (joined tokens, or NFD patterns)."""
-        if self.match == "regex":
-            return [normalize(answer) for answer in answers]
-        return [_joined(tokens) for tokens in (match_tokens(a) for a in answers) if tokens]
+        """Answers in the form :meth:`contains` takes."""
+        return prepare_answers(answers, self.match)
 
     def _passage(self, index: int) -> str:
-        joined = self._joined.get(index)
-        if joined is None:
-            source = self.texts[index]
-            joined = normalize(source) if self.match == "regex" else _joined(match_tokens(source))
-            self._joined[index] = joined
-        return joined
+        prepared = self._prepared.get(index)
+        if prepared is None:
+            prepared = self._prepared[index] = prepare_text(self.texts[index], self.match)
+        return prepared
 
     def contains(self, prepared: Sequence[str], index: int) -> bool:
         """True when passage ``index`` contains one of the prepared answers."""
-        text = self._passage(index)
-        if self.match == "regex":
-            return any(_regex_search(pattern, text) for pattern in prepared)
-        return any(answer in text for answer in prepared)
+        return contains_answer(prepared, self._passage(index), self.match)
 
     def matching(self, prepared: Sequence[str]) -> list[int]:
-        """Indices of the corpus passages containing one of the prepared answers."""
+        """Indices of the corpus passages containing one of the prepared answers (a scan of
+        the whole corpus: for tests and small corpora; the evaluation judges retrieved lists)."""
         return [i for i in range(len(self.texts)) if self.contains(prepared, i)]
 
     def count(self, prepared: Sequence[str]) -> int:
@@ -284,8 +306,9 @@ def retrieval_metrics(relevance: Sequence[Sequence[bool]], num_relevant: Sequenc
 
     Args:
         relevance: Per question, whether each retrieved passage (best first) is relevant.
-        num_relevant: Per question, relevant passages in the whole corpus (for recall and AP);
-            questions with none still count as misses in every mean.
+        num_relevant: Per question, the number R of relevant passages recall and AP divide by
+            (the evaluation's: gold passages, or relevant among retrieved); questions with
+            none still count as misses in every mean.
         ks: Cut-offs of top-k accuracy and recall.
         mrr_cutoff: Cut-off of MRR.
         map_cutoff: Cut-off of MAP.

@@ -18,6 +18,7 @@ FUSIONS = ("hybrid", "rrf", "fusion")
 NEEDS_BM25 = frozenset({"bm25", *FUSIONS})
 TOP_KS = (1, 5, 10, 20, 50, 100)
 TUNE_METRICS = tuple(f"top{k}" for k in TOP_KS) + ("mrr10",)
+DEFAULT_TUNE_METRIC = "mrr10"  # top-20 is flat on a few hundred tuning questions (many ties)
 TUNABLE_FUSIONS = ("hybrid", "fusion")
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -99,6 +100,32 @@ def fusion_model(models: Sequence[DprModelSpec], label: str | None) -> DprModelS
                      f"({', '.join(m.name for m in models)})")
 
 
+def parse_indexes(values: Sequence[str] | None, models: Sequence[DprModelSpec]
+                  ) -> tuple[tuple[str, str], ...]:
+    """``--index`` values (repeatable, ``FOLDER`` or ``LABEL=FOLDER``): the saved index folder
+    searched for each DPR model that has one, as ``(retriever name, folder)``.
+
+    Raises:
+        UsageError: For an index without a model, an unknown label, an unlabelled folder with
+            several models, or a model given two indexes.
+    """
+    out: dict[str, str] = {}
+    for value in values or ():
+        label, sep, folder = value.partition("=")
+        labelled = bool(sep and _LABEL.match(label) and folder)
+        if not labelled and len(models) != 1:
+            raise UsageError(f"--index {value}: give the model's label (LABEL=FOLDER) with "
+                             f"{len(models)} --dpr_model")
+        spec = next((m for m in models if m.label == label), None) if labelled else models[0]
+        if spec is None:
+            raise UsageError(f"--index {value}: no --dpr_model has the label {label!r} "
+                             f"({', '.join(m.name for m in models)})")
+        if spec.name in out:
+            raise UsageError(f"--index: two indexes for {spec.name}")
+        out[spec.name] = folder if labelled else value
+    return tuple(out.items())
+
+
 def parse_pairs(text: str | None, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """``--pairs "A>B,C>D"``: the pairs to sign-test, ``A`` being the expected winner.
 
@@ -146,12 +173,16 @@ class EvalOptions:
     batch_size: int = 32
     no_cuda: bool = False
     allow_unsafe_pickle: bool = False
+    indexes: tuple[tuple[str, str], ...] = ()  # (DPR retriever name, saved index folder)
+    nprobe: int | None = None
+    ef_search: int | None = None
+    validation_workers: int = 1
     hybrid_lambda: float = 1.1
     fusion_method: str | None = None
     fusion_weight: float | None = None
     tune_lambda_on: str | None = None
     tune: tuple[str, ...] = TUNABLE_FUSIONS
-    tune_metric: str = "top20"
+    tune_metric: str = DEFAULT_TUNE_METRIC
     fusion_depth: int = 2000
     rrf_k: int = 60
     bm25: BM25Settings = field(default_factory=BM25Settings)
@@ -188,6 +219,10 @@ class EvalOptions:
     def fusion_model(self) -> DprModelSpec | None:
         """The DPR model the fusions take their dense side from."""
         return fusion_model(self.dpr_models, self.fusion_dpr)
+
+    def index_of(self, spec: DprModelSpec) -> str | None:
+        """The saved index folder searched for a DPR model (None: encode the corpus)."""
+        return dict(self.indexes).get(spec.name)
 
     def wants(self, *names: str) -> bool:
         """Whether any retriever of ``names`` was asked for."""

@@ -1,40 +1,136 @@
-"""Which passages are relevant to a question: by answer matching or by gold paragraph."""
+"""Which retrieved passages are relevant to a question, judged on the retrieved lists only.
+
+Relevance is decided per (question, passage row) pair for the passages some retriever returned
+(the pool: the union of the runs' lists, :func:`dpr.evaluation.run.pool`), never by scanning
+the corpus, so judging costs grow with the questions and the list lengths, not with the corpus:
+
+* ``answer`` mode: DPR's ``has_answer`` (string or regex matching) of the question's answers in
+  the passage text. Each pooled passage is prepared (normalised, tokenised) once, in worker
+  processes when there are many; each pair is then a substring (or regex) test.
+* ``id`` mode: a passage is relevant when it is one of the question's gold paragraphs (SQuAD
+  input); nothing is matched.
+
+Metrics that divide by the number R of relevant passages (recall, MAP) take, in answer mode,
+the number of relevant passages **among retrieved** (in the pool), and in id mode the number of
+gold passages. Top-k accuracy and MRR need only the ranked lists' own judgments, so they equal
+those of a scan of the whole corpus.
+
+:class:`Qrels` are immutable: judging more pairs returns new qrels holding the old judgments
+too, so a fusion's lists re-use those of BM25 and DPR and each pair is matched once.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Sequence
+import multiprocessing
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from dpr.evaluation.inputs import Corpus, EvaluationError, QuestionSet
-from dpr.evaluation.metrics import AnswerMatcher, first_hit_rank
+from dpr.evaluation.inputs import EvaluationError, QuestionSet
+from dpr.evaluation.metrics import contains_answer, first_hit_rank, prepare_answers, prepare_text
 
 logger = logging.getLogger(__name__)
 
 RELEVANCE_MODES = ("answer", "id")
+AMONG_RETRIEVED = "relevant among retrieved"
+GOLD_PASSAGES = "gold passages"
+TEXTS_PER_WORKER = 4096  # fewer passages per process cost more to ship than to prepare
+DEFAULT_WORKERS = min(16, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Qrels:
+    """The judged (question, passage row) pairs of one question set.
+
+    Attributes:
+        relevant: Per question, the rows judged relevant.
+        judged: Per question, every row judged; None when relevance is known for every row
+            (gold passages: a row outside ``relevant`` is not relevant).
+        definition: What R, the count recall and MAP divide by, is: ``gold passages`` or
+            ``relevant among retrieved``.
+    """
+
+    relevant: tuple[frozenset[int], ...]
+    judged: tuple[frozenset[int], ...] | None
+    definition: str
+
+    @property
+    def num_relevant(self) -> list[int]:
+        """R per question."""
+        return [len(rows) for rows in self.relevant]
+
+    def flags(self, question: int, rows: Sequence[int]) -> list[bool]:
+        """Whether each of a question's ranked rows is relevant.
+
+        Raises:
+            ValueError: For a row that was not judged (a run left out of the pool).
+        """
+        rows = [int(r) for r in rows]
+        if self.judged is not None and not self.judged[question].issuperset(rows):
+            raise ValueError(f"question {question}: rows not judged (judge the run's pool)")
+        return [r in self.relevant[question] for r in rows]
+
+    def unjudged(self, pool: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per question, the pooled rows not judged yet."""
+        if self.judged is None:
+            return [np.zeros(0, np.int64) for _ in pool]
+        return [np.asarray([r for r in rows.tolist() if r not in done], dtype=np.int64)
+                for rows, done in zip(pool, self.judged, strict=True)]
+
+
+def empty_qrels(questions: int) -> Qrels:
+    """Qrels with nothing judged (answer mode, before the first pool)."""
+    nothing = tuple(frozenset() for _ in range(questions))
+    return Qrels(nothing, nothing, AMONG_RETRIEVED)
+
+
+def prepare_texts(texts: Sequence[str], *, match: str, workers: int = 1,
+                  quiet: bool = True) -> list[str]:
+    """:func:`~dpr.evaluation.metrics.prepare_text` of each text, in ``workers`` processes
+    when there are at least ``TEXTS_PER_WORKER`` texts per process."""
+    workers = min(workers, len(texts) // TEXTS_PER_WORKER)
+    prepare = functools.partial(prepare_text, match=match)
+    if workers <= 1:
+        return [prepare(text) for text in tqdm(texts, desc="Judging passages", unit=" passages",
+                                               disable=quiet)]
+    logger.info("Preparing %d retrieved passages for answer matching in %d processes",
+                len(texts), workers)
+    with multiprocessing.Pool(workers) as pool:
+        return pool.map(prepare, texts, chunksize=max(1, len(texts) // (4 * workers)))
 
 
 class Judge:
-    """Decides which corpus passages are relevant to each question of a set.
+    """Judges pooled (question, passage row) pairs of a corpus.
 
     Args:
-        corpus: The corpus searched.
-        mode: ``answer`` (the passage contains an answer) or ``id`` (it is a gold passage).
-        match: ``string`` or ``regex`` answer matching (``has_answer``).
+        texts: Passage texts by corpus row (any sequence: only pooled rows are read; matched
+            without titles, as in DPR).
+        mode: ``answer`` or ``id``.
+        match: ``string`` or ``regex`` answer matching.
+        workers: Processes preparing passages for matching (``--validation_workers``).
         quiet: No progress bar.
     """
 
-    def __init__(self, corpus: Corpus, *, mode: str, match: str, quiet: bool) -> None:
-        """Builds the answer matcher over the corpus texts."""
-        self.mode = mode
-        self.matcher = AnswerMatcher(corpus.texts, match=match)
-        self.quiet = quiet
+    def __init__(self, texts: Sequence[str], *, mode: str, match: str = "string",
+                 workers: int = 1, quiet: bool = True) -> None:
+        if mode not in RELEVANCE_MODES:
+            raise ValueError(f"mode must be one of {RELEVANCE_MODES}, got {mode!r}")
+        self.texts, self.mode, self.match = texts, mode, match
+        self.workers, self.quiet = workers, quiet
 
-    def prepare(self, qset: QuestionSet) -> None:
-        """Finds each question's relevant passages in the corpus (``qset.relevant``, the
-        qrels) and counts them (``qset.num_relevant``, for recall and MAP).
+    def judge(self, qset: QuestionSet, pool: Sequence[np.ndarray],
+              known: Qrels | None = None) -> Qrels:
+        """The qrels of ``qset`` covering every pooled row.
+
+        Args:
+            qset: The questions.
+            pool: Per question, the rows to judge (e.g. :func:`dpr.evaluation.run.pool`).
+            known: Judgments already made for ``qset`` (kept, not redone).
 
         Raises:
             EvaluationError: In ``id`` mode, for a question set without gold passages.
@@ -42,38 +138,47 @@ class Judge:
         if self.mode == "id":
             if qset.gold is None:
                 raise EvaluationError(f"{qset.source}: relevance by paragraph needs SQuAD input")
-            qset.relevant = [sorted(g) for g in qset.gold]
-            qset.num_relevant = [len(g) for g in qset.gold]
-            return
-        qset.prepared = [self.matcher.prepare(answers) for answers in qset.answers]
-        qset.relevant = [self.matcher.matching(prepared)
-                         for prepared in tqdm(qset.prepared, desc="Finding relevant passages",
-                                              unit=" questions", disable=self.quiet)]
-        qset.num_relevant = [len(found) for found in qset.relevant]
-        missing = sum(1 for n in qset.num_relevant if n == 0)
-        if missing:
-            logger.warning("%s: %d of %d questions have no passage containing an answer "
-                           "(they count as misses for every retriever)", qset.source, missing,
-                           len(qset.questions))
-
-    def relevance(self, qset: QuestionSet, rankings: Sequence[np.ndarray]) -> list[list[bool]]:
-        """Per question, whether each ranked passage is relevant."""
-        if self.mode == "id":
-            return [[int(i) in gold for i in ranking] for gold, ranking in
-                    zip(qset.gold, rankings, strict=True)]
-        if len(qset.prepared) != len(qset.answers):  # prepare() not called on this set
-            qset.prepared = [self.matcher.prepare(answers) for answers in qset.answers]
-        return [[self.matcher.contains(prepared, int(i)) for i in ranking]
-                for prepared, ranking in zip(qset.prepared, rankings, strict=True)]
+            return Qrels(tuple(frozenset(g) for g in qset.gold), None, GOLD_PASSAGES)
+        known = known or empty_qrels(len(qset.questions))
+        todo = known.unjudged(pool)
+        unique = np.unique(np.concatenate(todo)) if todo else np.zeros(0, np.int64)
+        if not len(unique):
+            return known
+        texts = prepare_texts([self.texts[int(r)] for r in unique], match=self.match,
+                              workers=self.workers, quiet=self.quiet)
+        prepared = dict(zip(unique.tolist(), texts))
+        relevant, judged = [], []
+        for q, rows in enumerate(todo):
+            answers = prepare_answers(qset.answers[q], self.match)
+            found = {r for r in rows.tolist()
+                     if contains_answer(answers, prepared[r], self.match)}
+            relevant.append(known.relevant[q] | found)
+            judged.append(known.judged[q] | frozenset(rows.tolist()))
+        return Qrels(tuple(relevant), tuple(judged), AMONG_RETRIEVED)
 
 
-def tune_metric_fn(judge: Judge, qset: QuestionSet, metric: str
-                   ) -> Callable[[list[np.ndarray]], float]:
-    """The tuning objective on a question set: ``top<k>`` accuracy or ``mrr10``."""
-    def score(rankings: list[np.ndarray]) -> float:
-        ranks = [first_hit_rank(flags) for flags in judge.relevance(qset, rankings)]
-        if metric == "mrr10":
-            return sum(1 / (r + 1) for r in ranks if r is not None and r < 10) / len(ranks)
-        k = int(metric[3:])
-        return sum(1 for r in ranks if r is not None and r < k) / len(ranks)
-    return score
+def warn_unanswered(qrels: Qrels, qset: QuestionSet) -> int:
+    """Logs how many questions have no relevant passage judged; returns that number."""
+    missing = sum(1 for n in qrels.num_relevant if n == 0)
+    if missing:
+        where = "among the retrieved passages" if qrels.judged is not None else "(no gold)"
+        logger.warning("%s: %d of %d questions have no relevant passage %s (they count as "
+                       "misses for every retriever)", qset.source, missing,
+                       len(qset.questions), where)
+    return missing
+
+
+def metric_depth(metric: str) -> int:
+    """How many ranks a tuning metric reads: k of ``top<k>``, 10 for ``mrr10``."""
+    return 10 if metric == "mrr10" else int(metric[3:])
+
+
+def tuning_metric(qrels: Qrels, rankings: Sequence[np.ndarray], metric: str) -> float:
+    """A tuning objective of per-question rankings: ``top<k>`` accuracy or ``mrr10``."""
+    depth = metric_depth(metric)
+    ranks = [first_hit_rank(qrels.flags(q, rows[:depth])) for q, rows in enumerate(rankings)]
+    if not ranks:
+        return 0.0
+    if metric == "mrr10":
+        return sum(1 / (r + 1) for r in ranks if r is not None) / len(ranks)
+    return sum(1 for r in ranks if r is not None) / len(ranks)

@@ -11,27 +11,31 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from dpr.evaluation.inputs import QuestionSet
 from dpr.evaluation.metrics import first_hit_rank, retrieval_metrics
-from dpr.evaluation.relevance import Judge
+from dpr.evaluation.relevance import AMONG_RETRIEVED, Qrels
+from dpr.evaluation.run import Run
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 
-def score_rankings(judge: Judge, qset: QuestionSet, rankings: Mapping[str, list[np.ndarray]],
-                   seconds: Mapping[str, float], *, ks: Sequence[int], n_docs: int
-                   ) -> dict[str, dict[str, Any]]:
-    """Every metric of every retriever, with its seconds and each question's first-hit rank."""
+def score_runs(runs: Sequence[Run], qrels: Qrels, *, ks: Sequence[int], n_docs: int
+               ) -> dict[str, dict[str, Any]]:
+    """Every metric of every run, with its seconds and each question's first-hit rank.
+
+    Args:
+        runs: The runs (each row judged in ``qrels``).
+        qrels: Judgments of their pool; R of recall and MAP is ``qrels.num_relevant``.
+        ks: Cut-offs of top-k accuracy and recall.
+        n_docs: Length of the top-k accuracy curve.
+    """
     results: dict[str, dict[str, Any]] = {}
-    for name, ranking in rankings.items():
-        relevance = judge.relevance(qset, ranking)
-        metrics = retrieval_metrics(relevance, qset.num_relevant, ks=ks, curve_to=n_docs)
-        metrics["seconds"] = round(seconds[name], 3)
+    for run in runs:
+        relevance = [qrels.flags(q, rows) for q, rows in enumerate(run.rows)]
+        metrics = retrieval_metrics(relevance, qrels.num_relevant, ks=ks, curve_to=n_docs)
+        metrics["seconds"] = round(run.seconds, 3)
         metrics["first_hit_rank"] = [first_hit_rank(flags) for flags in relevance]
-        results[name] = metrics
+        results[run.name] = metrics
     return results
 
 
@@ -74,6 +78,57 @@ def paired_tests(results: Mapping[str, dict[str, Any]], pairs: Sequence[tuple[st
             for first, second in pairs]
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order.
+
+    With the m p-values sorted ascending, p_(i) becomes max over j <= i of
+    min(1, (m - j + 1) · p_(j)); rejecting where the adjusted value is below α controls the
+    family-wise error rate at α over all m tests.
+    """
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for position, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - position) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def adjust_sign_tests(comparison: dict[str, Any] | None, pairs: Sequence[dict[str, Any]],
+                      k: int) -> dict[str, Any]:
+    """Adds ``p_holm`` beside every ``p_value`` of the report: Holm's adjustment over every
+    distinct sign test of the report (every pair of retrievers at top-``k``, and the requested
+    pairs at each of their k; a pair tested twice at the same k counts once).
+
+    Args:
+        comparison: The report's comparison (:func:`compare`), or None; updated in place.
+        pairs: The requested pairs (:func:`paired_tests`); updated in place.
+        k: The comparison's k.
+
+    Returns:
+        The report's ``sign_tests`` entry: the count of tests and the correction.
+    """
+    keyed: list[tuple[tuple[frozenset[str], int], dict[str, Any]]] = []
+    if comparison:
+        leader = comparison["leader"]
+        keyed += [((frozenset((leader, row["retriever"])), k), row)
+                  for row in comparison["against"]]
+        keyed += [((frozenset(name.split(" vs ")), k), row)
+                  for name, row in comparison["pairs"].items()]
+    for test in pairs:
+        keyed += [((frozenset((test["first"], test["second"])), int(at.split("-")[1])), row)
+                  for at, row in test["at"].items()]
+    family: dict[tuple[frozenset[str], int], float] = {}
+    for key, row in keyed:
+        family.setdefault(key, row["p_value"])
+    adjusted = dict(zip(family, holm(list(family.values()))))
+    for key, row in keyed:
+        row["p_holm"] = adjusted[key]
+    return {"count": len(family), "correction": "holm",
+            "family": f"every pair of retrievers at top-{k} and the requested pairs at each "
+                      "k, each distinct test once"}
+
+
 def pairs_text(tests: Sequence[dict[str, Any]]) -> str:
     """The requested pairs in words (one line per pair)."""
     lines = ["Requested pairs (two-sided sign test on the questions only one of the two "
@@ -82,8 +137,7 @@ def pairs_text(tests: Sequence[dict[str, Any]]) -> str:
         cells = []
         for at, row in test["at"].items():
             cells.append(f"{at} {100 * row['difference']:+.1f} points ({row['wins']} vs "
-                         f"{row['losses']} questions, p = {row['p_value']:.3g}, "
-                         f"{_significance(row['p_value'])})")
+                         f"{row['losses']} questions, {_p_values(row)})")
         lines.append(f"  {test['first']} > {test['second']}?  " + "; ".join(cells))
     return "\n".join(lines)
 
@@ -138,8 +192,14 @@ def compare(results: dict[str, dict[str, Any]], hits: dict[str, list[bool]], k: 
             "ranking": ranking, "leader": leader, "against": rows, "pairs": pairs}
 
 
-def _significance(p_value: float) -> str:
-    return "significant" if p_value < 0.05 else "not significant"
+def _p_values(row: Mapping[str, Any]) -> str:
+    """The raw and Holm-adjusted p-values of a sign test and the verdict at 5% (on the
+    adjusted one when there is one)."""
+    p_value = row.get("p_holm", row["p_value"])
+    verdict = "significant" if p_value < 0.05 else "not significant"
+    if "p_holm" not in row:
+        return f"p = {row['p_value']:.3g}, {verdict} at 5%"
+    return f"p = {row['p_value']:.3g}, Holm p = {row['p_holm']:.3g}, {verdict} at 5%"
 
 
 def verdict(comparison: dict[str, Any]) -> str:
@@ -150,8 +210,7 @@ def verdict(comparison: dict[str, Any]) -> str:
         lines.append(
             f"  {leader} vs {row['retriever']}: {100 * row['difference']:+.1f} points; "
             f"{row['wins']} questions answered only by {leader}, {row['losses']} only by "
-            f"{row['retriever']} (sign test p = {row['p_value']:.3g}, "
-            f"{_significance(row['p_value'])} at 5%)")
+            f"{row['retriever']} (sign test {_p_values(row)})")
     return "\n".join(lines)
 
 
@@ -199,6 +258,21 @@ def versions() -> dict[str, str]:
     return out
 
 
+def notes_text(report: Mapping[str, Any]) -> str:
+    """What R of recall and MAP is, and how many sign tests the report holds."""
+    base = report.get("num_relevant") or {}
+    lines = []
+    if base.get("definition") == AMONG_RETRIEVED:
+        lines.append(f"R@k and MAP@10 divide by the passages relevant among retrieved (those "
+                     f"containing an answer in the union of the top {base['depth']} of "
+                     f"{', '.join(base['pool'])}), not by those of the whole corpus.")
+    tests = report.get("sign_tests") or {}
+    if tests.get("count"):
+        lines.append(f"{tests['count']} sign tests in this report ({tests['family']}); Holm p "
+                     "is each p-value adjusted for all of them (Holm-Bonferroni).")
+    return "\n".join(lines)
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as the command line prints it: table, verdict, fusion settings."""
     parts = [markdown_table(report["results"], report["ks"])]
@@ -208,7 +282,8 @@ def render(report: dict[str, Any]) -> str:
         parts.append(pairs_text(report["pairs"]))
     if report["fusion"]:
         parts.append(fusion_text(report["fusion"], list(report["results"])))
-    return "\n\n".join(parts)
+    notes = notes_text(report)
+    return "\n\n".join(parts + ([notes] if notes else []))
 
 
 def write_outputs(report: dict[str, Any], output_dir: str) -> tuple[str, str]:

@@ -3,9 +3,10 @@
 * ``run.<retriever>.txt``: ``qid Q0 docid rank score run_name``, the top ``--n_docs`` of each
   question in our ranking order (rank 1 first), with the retriever's own score (BM25, inner
   product or fused score, written with full precision).
-* ``qrels.txt``: ``qid 0 docid 1`` for every passage of the corpus our relevance judging found
-  relevant: the passages containing an answer (``--relevance answer``) or the gold paragraph
-  (``--relevance id``), i.e. exactly the set recall and MAP are computed with.
+* ``qrels.txt``: ``qid 0 docid 1`` for every passage our relevance judging found relevant: the
+  retrieved passages containing an answer (``--relevance answer``: judged on the union of the
+  runs, not on the whole corpus) or the gold paragraph (``--relevance id``), i.e. exactly the
+  set recall and MAP are computed with.
 
 ``qid`` is the question's 0-based position in the question file (the order of
 ``first_hit_rank`` in results.json); ``docid`` is the passage id of the TSV (or the SQuAD
@@ -26,7 +27,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dpr.evaluation.inputs import Corpus, EvaluationError, QuestionSet
+from dpr.evaluation.inputs import Corpus, EvaluationError
+from dpr.evaluation.relevance import Qrels
+from dpr.evaluation.run import Run
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -40,8 +43,12 @@ def run_file_name(retriever: str) -> str:
     return f"run.{retriever.replace(':', '_')}.txt"
 
 
-def _check_ids(corpus: Corpus) -> None:
-    bad = next((i for i in corpus.ids if not i or _WHITESPACE.search(i)), None)
+def _check_ids(corpus: Corpus, rows: Sequence[np.ndarray]) -> None:
+    """Refuses an id TREC files cannot hold among the passages written (not the whole corpus:
+    the cost of the files does not grow with it)."""
+    written = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+    bad = next((corpus.ids[r] for r in written.tolist()
+                if not corpus.ids[r] or _WHITESPACE.search(corpus.ids[r])), None)
     if bad is not None:
         raise EvaluationError(f"{corpus.source}: passage id {bad!r} is empty or contains "
                               "whitespace, which TREC files cannot hold")
@@ -73,10 +80,9 @@ def write_qrels(path: str, *, doc_ids: Sequence[str], relevant: Sequence[Sequenc
                 handle.write(f"{qid} 0 {doc_ids[int(index)]} 1\n")
 
 
-def write_trec(folder: str, *, corpus: Corpus, qset: QuestionSet,
-               rankings: dict[str, list[np.ndarray]], scores: dict[str, list[np.ndarray]]
+def write_trec(folder: str, *, corpus: Corpus, runs: Sequence[Run], qrels: Qrels
                ) -> dict[str, object]:
-    """The qrels and one run per retriever in ``folder``.
+    """The qrels and one run file per run in ``folder``.
 
     Returns:
         ``{"dir": folder, "qrels": path, "runs": {retriever: path}}`` (for the report).
@@ -84,14 +90,16 @@ def write_trec(folder: str, *, corpus: Corpus, qset: QuestionSet,
     Raises:
         EvaluationError: If a passage id cannot be written in a TREC file.
     """
-    _check_ids(corpus)
+    _check_ids(corpus, [rows for run in runs for rows in run.rows] +
+               [np.asarray(sorted(rows), dtype=np.int64) for rows in qrels.relevant])
     os.makedirs(folder, exist_ok=True)
-    qrels = os.path.join(folder, QRELS_FILE)
-    write_qrels(qrels, doc_ids=corpus.ids, relevant=qset.relevant)
-    runs = {}
-    for name, ranking in rankings.items():
-        runs[name] = os.path.join(folder, run_file_name(name))
-        write_run(runs[name], run_name=name, doc_ids=corpus.ids, rankings=ranking,
-                  scores=scores[name])
-    logger.info("TREC qrels and %d runs written to %s", len(runs), folder)
-    return {"dir": folder, "qrels": qrels, "runs": runs}
+    qrels_path = os.path.join(folder, QRELS_FILE)
+    write_qrels(qrels_path, doc_ids=corpus.ids,
+                relevant=[sorted(rows) for rows in qrels.relevant])
+    paths = {}
+    for run in runs:
+        paths[run.name] = os.path.join(folder, run_file_name(run.name))
+        write_run(paths[run.name], run_name=run.name, doc_ids=corpus.ids, rankings=run.rows,
+                  scores=run.scores)
+    logger.info("TREC qrels and %d runs written to %s", len(paths), folder)
+    return {"dir": folder, "qrels": qrels_path, "runs": paths}

@@ -18,6 +18,7 @@ from helpers import ROOT, free_port
 from data_prep import mine_negatives
 from dpr.data.tsv import TsvPassage
 from dpr.evaluation.metrics import has_answer
+from dpr.evaluation.mining import MiningCorpus
 from dpr.inference import load_encoder
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
@@ -315,7 +316,7 @@ def test_model_folder_that_is_no_export_and_bad_device_are_one_line_errors(
 def test_corpus_gold_rows_match_by_id_or_stripped_text() -> None:
     passages = [TsvPassage("a", "Un texte.", "T"), TsvPassage("b", "Autre texte.", "T"),
                 TsvPassage("c", " Un texte. ", "T2")]
-    corpus = mine_negatives.Corpus(passages, np.zeros((3, 2), np.float32))
+    corpus = MiningCorpus(passages, np.zeros((3, 2), np.float32))
     assert corpus.gold_rows([{"text": "Un texte."}]) == {0, 2}
     assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "b"}]) == {1}
     assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "zz"}]) == set()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpr import evaluate
-from dpr.evaluation import runs
+from dpr.evaluation import pipeline
 from dpr.utils.errors import InputError
 
 
@@ -51,7 +51,7 @@ def test_internal_error_is_not_reported_as_user_error(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise error("internal bug")
 
-    monkeypatch.setattr(runs, "BM25Retriever", broken)
+    monkeypatch.setattr(pipeline, "BM25Retriever", broken)
     # When evaluating, then the exception escapes with its traceback (no exit status 1)
     with pytest.raises(error, match="internal bug"):
         evaluate.main(["--quiet", "--passages", str(corpus[0]), "--qa", str(corpus[1]),

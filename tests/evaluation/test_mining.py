@@ -191,11 +191,11 @@ def test_shard_range_cuts_on_batch_multiples_and_covers_every_row() -> None:
 def test_encode_corpus_single_process_encodes_everything_once() -> None:
     calls = []
 
-    def encode(titles, texts):
-        calls.append(list(texts))
-        return np.array([[float(len(t))] for t in texts], dtype=np.float32)
+    def encode(passages):
+        calls.append([text for _, text in passages])
+        return np.array([[float(len(text))] for _, text in passages], dtype=np.float32)
 
-    vectors = encode_corpus(encode, ["t"] * 3, ["a", "bb", "ccc"], ctx=DistContext(),
+    vectors = encode_corpus(encode, [("t", "a"), ("t", "bb"), ("t", "ccc")], ctx=DistContext(),
                             batch_size=2)
     assert calls == [["a", "bb", "ccc"]]
     assert vectors.tolist() == [[1.0], [2.0], [3.0]]

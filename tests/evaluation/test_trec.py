@@ -71,24 +71,32 @@ def _read_run(path: Path) -> dict[str, list[tuple[str, int, float, str]]]:
     return rows
 
 
-def test_qrels_are_every_passage_containing_an_answer(trec_eval_run, big_corpus) -> None:
+def test_qrels_are_every_retrieved_passage_containing_an_answer(trec_eval_run,
+                                                                big_corpus) -> None:
     # Given the qrels written by the evaluation
-    folder, _ = trec_eval_run
+    folder, results = trec_eval_run
     qrels = defaultdict(set)
     for line in (folder / "qrels.txt").read_text(encoding="utf-8").splitlines():
         qid, zero, docid, rel = line.split()
         assert (zero, rel) == ("0", "1")
         qrels[int(qid)].add(docid)
-    # When has_answer is applied to every passage of the corpus
+    # When has_answer is applied to every passage some retriever returned for the question
+    retrieved = defaultdict(set)
+    for name in RETRIEVERS:
+        for qid, rows in _read_run(folder / run_file_name(name)).items():
+            retrieved[int(qid)].update(docid for docid, *_ in rows)
     with big_corpus[0].open(encoding="utf-8") as handle:
         passages = list(csv.reader(handle, delimiter="\t"))[1:]
     questions = [line.split("\t") for line in big_corpus[1].read_text("utf-8").splitlines()]
-    want = {q: {pid for pid, text, _ in passages if has_answer(json.loads(answers), text)}
+    want = {q: {pid for pid, text, _ in passages
+                if pid in retrieved[q] and has_answer(json.loads(answers), text)}
             for q, (_, answers) in enumerate(questions)}
-    # Then the qrels are exactly those passages (none for the Greenland question), and some
-    # question has more than 10
+    # Then the qrels are exactly those passages (none for the Greenland question), some
+    # question has more than 10, and results.json says what R is
     assert {q: qrels.get(q, set()) for q in want} == want
     assert 5 not in qrels and max(len(docs) for docs in qrels.values()) > 10
+    assert results["num_relevant"] == {"definition": "relevant among retrieved",
+                                       "pool": list(RETRIEVERS), "depth": 100}
 
 
 def test_runs_hold_top_n_docs_in_rank_order(trec_eval_run, big_corpus) -> None:
@@ -165,3 +173,20 @@ def test_squad_mode_qrels_are_the_gold_paragraphs(tmp_path: Path) -> None:
     got = _library_means(run, qrels, 14)
     assert got["RR@10"] == pytest.approx(results["results"]["bm25"]["mrr@10"], abs=TOL)
     assert got["AP@10"] == pytest.approx(results["results"]["bm25"]["map@10"], abs=TOL)
+
+
+def test_passage_id_with_whitespace_among_written_ones_is_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a passage id with a space, which a TREC line cannot hold
+    passages = tmp_path / "passages.tsv"
+    with passages.open("w", encoding="utf-8", newline="") as out:
+        csv.writer(out, delimiter="\t").writerows([["p 1", "Brest est un port.", "Brest"],
+                                                   ["p2", "Lyon est une ville.", "Lyon"]])
+    qas = tmp_path / "qas.tsv"
+    qas.write_text('Quel port ?\t["Brest"]\n', encoding="utf-8")
+    # When BM25 ranks it and TREC files are asked for
+    code = evaluate.main(["--quiet", "--passages", str(passages), "--qa", str(qas),
+                          "--retrievers", "bm25", "--trec_dir", str(tmp_path / "trec")])
+    # Then it exits 1 naming the id, and writes no TREC file
+    assert code == 1 and "'p 1'" in caplog.text
+    assert not (tmp_path / "trec" / "qrels.txt").exists()

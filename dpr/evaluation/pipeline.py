@@ -1,0 +1,179 @@
+"""One evaluation, top to bottom: read the inputs, make one run per retriever, judge the pooled
+runs, score them and build the report.
+
+Retrievers: ``bm25``; one or more DPR models (``dpr``, or ``dpr:<label>`` each: a checkpoint,
+a dpr2hf folder or a plain model folder; searched exactly, or in a saved index with
+``--index``); the fusions ``hybrid`` (``bm25 + λ·dpr``), ``rrf`` and ``fusion`` (normalised
+scores, weighted sum) of BM25 with one of the DPR models (see
+:mod:`dpr.evaluation.fusion_runs`); ``sbert`` (an off-the-shelf sentence-transformers model).
+Each returns an immutable :class:`~dpr.evaluation.run.Run`; relevance is judged once over the
+union of the reported runs (:mod:`dpr.evaluation.relevance`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dpr.evaluation.bm25 import BM25Retriever
+from dpr.evaluation.fusion_runs import Sides, fusion_runs
+from dpr.evaluation.inputs import (
+    Corpus,
+    QuestionSet,
+    read_questions,
+    read_squad,
+    read_tsv_corpus,
+)
+from dpr.evaluation.options import FUSIONS, NEEDS_BM25, TOP_KS, DprModelSpec, EvalOptions
+from dpr.evaluation.relevance import GOLD_PASSAGES, Judge, Qrels, warn_unanswered
+from dpr.evaluation.report import (
+    adjust_sign_tests,
+    compare,
+    hits_at,
+    paired_tests,
+    score_runs,
+    versions,
+)
+from dpr.evaluation.retrievers import DenseRetriever, bm25_run, dense_retriever
+from dpr.evaluation.run import Run, pool
+from dpr.evaluation.trec import write_trec
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate(options: EvalOptions) -> dict[str, Any]:
+    """Runs the evaluation.
+
+    Args:
+        options: Inputs, retrievers and their settings.
+
+    Returns:
+        The report (see docs/EVALUATION.md, ``results.json``).
+
+    Raises:
+        InputError: On unreadable or malformed input files.
+    """
+    from dpr.evaluation.encode import pick_device
+
+    corpus, qset = read_inputs(options)
+    device = pick_device(options.no_cuda)
+    n_docs = min(options.n_docs, len(corpus.ids))
+    depth = max(n_docs, min(options.fusion_depth, len(corpus.ids)))  # lists the fusions rerank
+    fused = options.fusion_model if options.wants(*FUSIONS) else None
+    runs: dict[str, Run] = {}
+    bm25 = sparse = None
+    if options.wants(*NEEDS_BM25):
+        start = time.perf_counter()
+        bm25 = BM25Retriever(corpus.titles, corpus.texts, settings=options.bm25,
+                             show_progress=not options.quiet)
+        sparse = bm25_run(bm25, qset.questions, depth if fused else n_docs,
+                          seconds=time.perf_counter() - start)
+        runs["bm25"] = sparse.top(n_docs)
+    for spec in options.dpr_models:
+        if spec.name in options.retrievers or spec == fused:
+            dense = open_dpr(options, spec, corpus, device)
+            deep, vectors = dense.run(qset.questions, depth)
+            runs[spec.name] = deep.top(n_docs)
+            if spec == fused:
+                sides = Sides(bm25, dense, qset.questions, sparse, deep, vectors)
+                runs.update((run.name, run) for run in fusion_runs(
+                    options, sides, corpus, n_docs=n_docs, depth=depth))
+    if options.wants("sbert"):
+        runs["sbert"] = sbert_run(options, corpus, qset, n_docs, device)
+    reported = [runs[name] for name in options.retrievers]
+    judge = Judge(corpus.texts, mode=options.mode, match=options.match,
+                  workers=options.validation_workers, quiet=options.quiet)
+    qrels = judge.judge(qset, pool(reported, len(qset.questions)))
+    report = build_report(options, corpus=corpus, qset=qset, runs=reported, qrels=qrels,
+                          device=str(device), n_docs=n_docs)
+    if options.trec_dir:
+        report["trec"] = write_trec(options.trec_dir, corpus=corpus, runs=reported,
+                                    qrels=qrels)
+    return report
+
+
+def read_inputs(options: EvalOptions) -> tuple[Corpus, QuestionSet]:
+    """The corpus and the questions (``--squad``, or ``--passages`` and ``--qa``).
+
+    Raises:
+        InputError: On unreadable or malformed files.
+    """
+    if options.squad:
+        corpus, qset = read_squad(options.squad)
+    else:
+        corpus, qset = read_tsv_corpus(options.passages), read_questions(options.qa)
+    logger.info("%d passages, %d questions, relevance by %s", len(corpus.ids),
+                len(qset.questions),
+                "gold paragraph" if options.mode == "id" else "answer match")
+    return corpus, qset
+
+
+def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
+             device: Any) -> DenseRetriever:
+    """A DPR model (`dpr.inference.load_encoder`) over the corpus or its saved index."""
+    from dpr.inference import load_encoder
+    from dpr.utils.dist import autocast_dtype
+
+    model = load_encoder(spec.path, options.encoder_cli, device=device,
+                         batch_size=options.batch_size, quiet=options.quiet,
+                         allow_pickle=options.allow_unsafe_pickle,
+                         amp_dtype=autocast_dtype(options.fp16, options.amp_dtype, device))
+    logger.info("%s: %s", spec.name, model.description)
+    index = options.index_of(spec)
+    if index is not None:
+        logger.info("%s: searching the saved index %s", spec.name, index)
+    return dense_retriever(spec.name, model, corpus, index=index, nprobe=options.nprobe,
+                           ef_search=options.ef_search, metadata={"model": spec.path})
+
+
+def sbert_run(options: EvalOptions, corpus: Corpus, qset: QuestionSet, k: int,
+              device: Any) -> Run:
+    """The off-the-shelf sentence-transformers model's run (exact search)."""
+    from dpr.evaluation.dense_models import SentenceTransformerModel
+
+    sbert = SentenceTransformerModel(options.sbert_model, device=device,
+                                     batch_size=options.batch_size, quiet=options.quiet)
+    logger.info("sbert: %s", sbert.description)
+    retriever = dense_retriever("sbert", sbert, corpus, metadata={"model": options.sbert_model})
+    return retriever.run(qset.questions, k)[0]
+
+
+def report_ks(n_docs: int) -> list[int]:
+    """The top-k cut-offs reported: those up to the ranking length."""
+    return [k for k in TOP_KS if k <= n_docs] or [n_docs]
+
+
+def build_report(options: EvalOptions, *, corpus: Corpus, qset: QuestionSet,
+                 runs: Sequence[Run], qrels: Qrels, device: str, n_docs: int
+                 ) -> dict[str, Any]:
+    """The report of judged runs: metrics, comparison, sign tests, settings (results.json)."""
+    ks = report_ks(n_docs)
+    k = 20 if 20 in ks else ks[-1]  # the k of the ranking and of the sign tests
+    results = score_runs(runs, qrels, ks=ks, n_docs=n_docs)
+    comparison = compare(results, hits_at(results, k), k) if len(results) > 1 else None
+    pairs = paired_tests(results, options.pairs, sorted({1, k}))
+    sign_tests = adjust_sign_tests(comparison, pairs, k)
+    fused = options.fusion_model
+    fusion = next((dict(run.metadata["fusion"]) for run in runs if "fusion" in run.metadata),
+                  None)
+    return {
+        "command": options.command,
+        "versions": versions(), "device": device,
+        "corpus": {"source": corpus.source, "passages": len(corpus.ids)},
+        "questions": {"source": qset.source, "count": len(qset.questions),
+                      "without_relevant_passage": warn_unanswered(qrels, qset)},
+        "relevance": options.mode, "match": options.match, "ks": ks,
+        "num_relevant": {"definition": qrels.definition,
+                         "pool": None if qrels.definition == GOLD_PASSAGES
+                         else [run.name for run in runs], "depth": n_docs},
+        "models": {"dpr": fused.path if fused else None,
+                   "dpr_models": {m.name: m.path for m in options.dpr_models},
+                   "dpr_indexes": dict(options.indexes) or None,
+                   "sbert": options.sbert_model if "sbert" in options.retrievers else None},
+        "bm25": options.bm25.describe() if options.wants(*NEEDS_BM25) else None,
+        "fusion": fusion,
+        "results": results, "comparison": comparison, "pairs": pairs,
+        "sign_tests": sign_tests,
+    }

@@ -1,0 +1,96 @@
+"""What a retriever returns: one immutable :class:`Run` (Pyserini's shape).
+
+A run holds, for every question of a set (in question order), the corpus rows it ranked best
+first and their scores, how long it took and what produced it (the model and its recipe, the
+BM25 settings, or a fusion's settings and the grid it was tuned on). Nothing changes a run once
+made: fusions (`dpr.evaluation.fusion_runs.fuse`) and truncation (:meth:`Run.top`) return new
+runs; scoring, the report and the TREC files read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, copy=True)
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One retriever's ranking of one question set.
+
+    Attributes:
+        name: Retriever name in reports (``bm25``, ``dpr:round1``, ``hybrid``...).
+        rows: Per question, corpus rows best first, int64 [k_q] (read-only).
+        scores: Per question, the retriever's score of each row [k_q] (read-only).
+        seconds: Time it took (encoding and indexing included).
+        metadata: What produced it (model description, settings, tuning grid); read-only.
+    """
+
+    name: str
+    rows: tuple[np.ndarray, ...]
+    scores: tuple[np.ndarray, ...]
+    seconds: float = 0.0
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rows = tuple(_frozen(np.asarray(r, dtype=np.int64)) for r in self.rows)
+        scores = tuple(_frozen(np.asarray(s)) for s in self.scores)
+        if len(rows) != len(scores) or any(len(r) != len(s) for r, s in zip(rows, scores)):
+            raise ValueError(f"run {self.name}: rows and scores differ in shape")
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+    @classmethod
+    def from_arrays(cls, name: str, rows: np.ndarray, scores: np.ndarray, *,
+                    seconds: float = 0.0, metadata: Mapping[str, Any] | None = None) -> Run:
+        """A run from search results [Q × k]; rows < 0 (no result) are left out."""
+        kept = [row >= 0 for row in rows]
+        return cls(name, tuple(row[keep] for row, keep in zip(rows, kept)),
+                   tuple(score[keep] for score, keep in zip(scores, kept)), seconds,
+                   metadata or {})
+
+    def __len__(self) -> int:
+        """Number of questions."""
+        return len(self.rows)
+
+    def top(self, k: int) -> Run:
+        """The same run cut to its first ``k`` rows per question."""
+        return dataclasses.replace(self, rows=tuple(r[:k] for r in self.rows),
+                                   scores=tuple(s[:k] for s in self.scores))
+
+    def replace(self, **changes: Any) -> Run:
+        """A copy with some fields changed (``name``, ``seconds``, ``metadata``...)."""
+        return dataclasses.replace(self, **changes)
+
+
+def pool(runs: Iterable[Run], questions: int) -> list[np.ndarray]:
+    """Per question, the union of the rows of every run, ascending (what is judged).
+
+    Args:
+        runs: Runs of the same question set.
+        questions: Number of questions.
+    """
+    return pool_rows((run.rows for run in runs), questions)
+
+
+def pool_rows(rankings: Iterable[Sequence[np.ndarray]], questions: int) -> list[np.ndarray]:
+    """Per question, the union of the rows of every ranking (each a list of per-question
+    rows), ascending."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(questions)]
+    for ranking in rankings:
+        if len(ranking) != questions:
+            raise ValueError(f"a ranking of {len(ranking)} questions, expected {questions}")
+        for q, rows in enumerate(ranking):
+            parts[q].append(np.asarray(rows, dtype=np.int64))
+    return [np.unique(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
