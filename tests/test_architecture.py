@@ -140,3 +140,21 @@ def test_package_graph_is_the_documented_one() -> None:
     packages = set(actual) | {package_of(m) for m in _modules()} - {None}
     assert set(documented) == packages, "every package has one row in the table"
     assert {p: actual.get(p, set()) for p in documented} == documented
+
+
+def _listed_modules() -> set[str]:
+    """The module files the "Where each concern lives" table names (`a/{b,c}.py` expanded)."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    table = text.split("## Where each concern lives", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for name in re.findall(r"`([\w/.{},-]+\.py)`", table):
+        match = re.fullmatch(r"(.*)\{(.*)\}(.*)", name)
+        parts = match.group(2).split(",") if match else [""]
+        listed |= {f"{match.group(1)}{p}{match.group(3)}" if match else name for p in parts}
+    return listed
+
+
+def test_every_module_has_a_row_in_the_architecture_table() -> None:
+    modules = {str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")}
+    assert sorted(modules - _listed_modules()) == []

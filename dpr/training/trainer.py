@@ -3,7 +3,8 @@
 One step: `_train_epoch` builds the batch (`dpr.data.batch`), `dpr.training.step` encodes it,
 computes the in-batch loss (`dpr.models.loss`) and back-propagates, and `_optimizer_step`
 updates the weights. What the loop trains is built by `dpr.training.build`; where it starts
-from and the files it writes are `dpr.training.run_dir`'s.
+from (which checkpoint, the model flags and recipe it defines) is `dpr.training.resume`'s, and
+the files it writes are `dpr.training.run_dir`'s.
 """
 
 from __future__ import annotations
