@@ -14,7 +14,7 @@ import torch
 import dense_retriever
 import generate_dense_embeddings
 from dpr.evaluation.index import EmbeddingFileError, read_embeddings, write_embeddings
-from dpr.inference import load_encoder
+from dpr.inference import DenseEncoder, load_encoder
 from dpr.utils.errors import InputError
 from dpr2hf.cli import main as dpr2hf_main
 
@@ -56,7 +56,7 @@ def test_generate_internal_error_keeps_its_traceback(monkeypatch, tmp_path: Path
     def broken(*args, **kwargs):
         raise error("internal failure")
 
-    monkeypatch.setattr(generate_dense_embeddings, "encode_passages", broken)
+    monkeypatch.setattr(DenseEncoder, "encode_passages", broken)
     # When running the tool, Then the exception escapes main (Python prints its traceback)
     with pytest.raises(error, match="internal failure"):
         generate_dense_embeddings.main(_generate_args(checkpoint, corpus[0], tmp_path / "e"))
