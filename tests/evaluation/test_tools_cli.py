@@ -92,7 +92,7 @@ def test_retriever_internal_error_keeps_its_traceback(monkeypatch, tmp_path: Pat
     def broken(*args, **kwargs):
         raise error("internal failure")
 
-    monkeypatch.setattr(dense_retriever, "encode_questions", broken)
+    monkeypatch.setattr(DenseEncoder, "encode_questions", broken)
     out = tmp_path / "results.json"
     # When retrieving, Then the exception escapes main and nothing is written
     with pytest.raises(error, match="internal failure"):
@@ -107,7 +107,7 @@ def test_retriever_user_errors_are_one_line(tmp_path: Path, checkpoint: Path, co
     ids, vectors = read_embeddings(f"{shard}_0.npy")
     foreign = tmp_path / "foreign_0"
     write_embeddings(foreign, [f"x{i}" for i in ids], vectors)
-    for pattern, message in ((str(tmp_path / "none_*.npy"), "no file matches"),
+    for pattern, message in ((str(tmp_path / "none_*.npy"), "matches no embedding file"),
                              (f"{foreign}.npy", "passage ids of the embeddings missing")):
         # When retrieving, Then exit 1, one error line, no traceback, nothing written
         assert dense_retriever.main(_retrieve_args(checkpoint, corpus, pattern, out)) == 1
