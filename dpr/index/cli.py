@@ -101,7 +101,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--rerank", type=int, default=None,
                         help="Fetch this many candidates (>= --k) and re-score them exactly from "
                         "the embedding shards the index was built from (memory-mapped; for a "
-                        "Refine(...) factory, from the index's refinement codes).")
+                        "Refine(...) factory, from the index's refinement codes); 0: off.")
     search.add_argument("--embeddings", default=None,
                         help="With --rerank: glob of those shards when they are no longer where "
                         "build.json says (same files, same order).")

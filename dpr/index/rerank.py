@@ -23,7 +23,7 @@ from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-CANDIDATES_PER_BLOCK = 32_768  # candidate vectors gathered at once (≈ 48 MiB at D = 384)
+CANDIDATES_PER_BLOCK = 8_192  # candidate vectors gathered at once (12 MiB at D = 384)
 
 
 class ShardVectors:
@@ -67,7 +67,7 @@ class ShardVectors:
         for s in np.unique(shard_of):
             mine = np.flatnonzero(shard_of == s)
             local, inverse = np.unique(rows[mine] - self.starts[s], return_inverse=True)
-            out[mine] = self.arrays[s][local].astype(np.float32)[inverse]
+            out[mine] = self.arrays[s][local][inverse]  # cast to float32 on assignment
         return out
 
 
@@ -129,8 +129,10 @@ def rerank(queries: np.ndarray, rows: np.ndarray, vectors: ShardVectors, k: int,
     for first in range(0, len(rows), block):
         part = rows[first:first + block]  # [b × K]
         valid = part >= 0
-        candidates = np.zeros((*part.shape, queries.shape[1]), dtype=np.float32)  # [b × K × D]
-        candidates[valid] = vectors.gather(part[valid])
+        if not valid.any():
+            continue
+        safe = np.where(valid, part, part[valid][0])  # a real row where none was found
+        candidates = vectors.gather(safe.ravel()).reshape(*part.shape, -1)  # [b × K × D]
         q = queries[first:first + block]  # [b × D]
         exact = np.matmul(candidates, q[:, :, None])[..., 0]  # [b × K]
         if metric == "l2":

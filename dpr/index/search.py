@@ -93,7 +93,8 @@ class FaissIndex:
 
     def configure(self, *, nprobe: int | None = None, ef_search: int | None = None,
                   rerank: int | None = None) -> None:
-        """Sets the search effort; None keeps the current value.
+        """Sets the search effort; None keeps the current value (`rerank=0` turns re-ranking
+        off).
 
         Raises:
             UsageError: For a value < 1, an nprobe larger than the list count, or a setting
@@ -101,12 +102,12 @@ class FaissIndex:
             InputError: When re-ranking needs shards that are missing or changed.
         """
         if rerank is not None:
-            if rerank < 1:
-                raise UsageError(f"--rerank must be >= 1, got {rerank}")
-            if self.refine is None and self._shards is None:
+            if rerank < 0:
+                raise UsageError(f"--rerank must be >= 0 (0: off), got {rerank}")
+            if rerank and self.refine is None and self._shards is None:
                 self._shards = open_shard_vectors(self.settings, self._folder,
                                                   embeddings=self._embeddings)
-            self.rerank = rerank
+            self.rerank = rerank or None
         space = faiss.ParameterSpace()
         if nprobe is not None:
             if self.nlist is None:
@@ -184,7 +185,7 @@ def load_index(folder: str | os.PathLike[str], *, nprobe: int | None = None,
         folder: The index folder.
         nprobe: IVF lists visited per query (None: min(32, list count)).
         ef_search: HNSW candidate list size (None: 128).
-        rerank: Candidates fetched and re-scored exactly per query (None: no re-ranking).
+        rerank: Candidates fetched and re-scored exactly per query (None or 0: no re-ranking).
         embeddings: Glob of the shards the index was built from, for re-ranking when they
             are no longer where `build.json` says.
         mmap: Memory-map what faiss can instead of reading it into memory.

@@ -47,6 +47,9 @@ def test_rerank_recovers_the_exact_top_10_from_coarse_candidates(
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ corpus.T, rows, 1),
                                rtol=1e-5, atol=1e-6)
     assert (np.diff(scores, axis=1) <= 0).all()
+    # And rerank 0 turns it off again
+    index.configure(rerank=0)
+    assert _recall(index.search_rows(queries, 10)[1], exact) == plain
 
 
 def test_rerank_scores_float16_shards_as_stored(tmp_path: Path, shards_of, corpus: np.ndarray,
@@ -111,6 +114,8 @@ def test_rerank_refine_factory_needs_no_shards(tmp_path: Path, shards_of, corpus
     # When re-ranking 300 candidates, Then recall rises as with the shards
     index.configure(rerank=300)
     assert plain < 0.8 and _recall(index.search_rows(queries, 10)[1], exact) >= 0.98
+    index.configure(rerank=0)
+    assert _recall(index.search_rows(queries, 10)[1], exact) == plain
 
 
 def test_cli_search_rerank_writes_the_reranked_run(tmp_path: Path, shards_of,
@@ -125,4 +130,4 @@ def test_cli_search_rerank_writes_the_reranked_run(tmp_path: Path, shards_of,
     expected = load_index(folder, nprobe=16, rerank=100).search(queries, 3)[1]
     assert [line.split("\t")[1] for line in lines] == [i for ids in expected for i in ids]
     assert index_main(["search", "--index", str(folder), "--queries", str(tmp_path / "q.npy"),
-                       "--rerank", "0", "--output", str(tmp_path / "r.tsv"), "--quiet"]) == 2
+                       "--rerank", "-1", "--output", str(tmp_path / "r.tsv"), "--quiet"]) == 2
