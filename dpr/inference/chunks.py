@@ -200,7 +200,9 @@ def check_output(prefix: str | os.PathLike[str], manifest: dict[str, Any],
                              "them or choose another --out_file")
         return
     stray = next((f for c in chunks for f in chunk_files(prefix, c) if os.path.exists(f)), None)
-    if stray is not None:
+    if stray is not None and os.path.isfile(path):  # another process wrote both meanwhile
+        check_output(prefix, manifest, chunks)
+    elif stray is not None:
         raise InputError(f"{stray}: exists without {os.path.basename(path)} (written by another "
                          "tool or version); delete it or choose another --out_file")
 
