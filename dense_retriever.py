@@ -6,12 +6,17 @@ passages.
 
 python dense_retriever.py --model_file dpr_biencoder.2 --qa_file qas_dev.tsv \
     --ctx_file passages.tsv --encoded_ctx_file "emb/passages_*" --out_file results.json
+python dense_retriever.py ... --index idx/ [--nprobe 64 | --ef_search 256] [--rerank 1000]
+
+With --encoded_ctx_file the shards (found in natural order, `_2` before `_10`, as
+`python -m dpr.index` finds them) are indexed in memory (exact, or HNSW with --hnsw_index);
+with --index, an index folder built by `python -m dpr.index build` over the same embeddings is
+searched instead, in bounded memory.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import math
@@ -31,7 +36,9 @@ from dpr.evaluation.encode import (
 )
 from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
-from dpr.inference import load_encoder
+from dpr.index import load_index
+from dpr.index.shards import find_shards
+from dpr.inference import DenseEncoder, load_encoder
 from dpr.utils.cli import add_debug_flag, run_main
 from dpr.utils.errors import InputError, UsageError, read_input
 from dpr.utils.io import atomic_write, check_input_path, check_output_file
@@ -39,7 +46,6 @@ from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("dense_retriever")
 
-EMBEDDING_SUFFIXES = (".npy", ".pkl")
 QUESTIONS_PER_WORKER = 50  # below this, a process costs more than the matching it takes over
 
 
@@ -53,11 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(data_prep) or DPR's Python-literal list.")
     parser.add_argument("--ctx_file", required=True,
                         help="Passage TSV (id, text, title; header skipped; .gz accepted).")
-    parser.add_argument("--encoded_ctx_file", required=True,
+    parser.add_argument("--encoded_ctx_file", default=None,
                         help="Glob of embedding files from generate_dense_embeddings.py "
                         "(.npy; DPR's .pkl only with --allow_unsafe_pickle), e.g. DPR's "
                         "\"emb/passages_*\": other files it matches (the .ids.json beside each "
-                        ".npy) are skipped.")
+                        ".npy) are skipped. Required without --index.")
+    parser.add_argument("--index", default=None,
+                        help="Index folder from `python -m dpr.index build` over the passages' "
+                        "embeddings: searched instead of indexing --encoded_ctx_file in memory.")
+    parser.add_argument("--nprobe", type=int, default=None,
+                        help="With --index (IVF): inverted lists visited per question.")
+    parser.add_argument("--ef_search", type=int, default=None,
+                        help="With --index (HNSW): candidate list size.")
+    parser.add_argument("--rerank", type=int, default=None,
+                        help="With --index: fetch this many candidates and re-score them "
+                        "exactly from the embedding shards the index was built from.")
     parser.add_argument("--out_file", default=None,
                         help="Results JSON (DPR's format); none written when omitted.")
     parser.add_argument("--match", default="string", choices=("string", "regex"),
@@ -81,30 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Raises UsageError (exit status 2) for counts below 1."""
+    """Raises UsageError (exit status 2) for counts below 1 and flags of the other source."""
     for name in ("n_docs", "batch_size", "index_buffer", "validation_workers"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('n_docs', 'n-docs')} must be >= 1")
-
-
-def embedding_files(pattern: str) -> list[str]:
-    """The embedding files (.npy, .pkl) `pattern` matches, sorted; the rest is skipped.
-
-    Raises:
-        InputError: When the pattern matches no file, or no embedding file.
-    """
-    matched = sorted(glob.glob(pattern))
-    if not matched:
-        raise InputError(f"--encoded_ctx_file {pattern}: no file matches")
-    files = [f for f in matched if f.endswith(EMBEDDING_SUFFIXES)]
-    if not files:
-        raise InputError(f"--encoded_ctx_file {pattern}: matches no embedding file "
-                         f"({', '.join(EMBEDDING_SUFFIXES)}), only e.g. {matched[0]}")
-    skipped = len(matched) - len(files)
-    if skipped:
-        logger.info("--encoded_ctx_file %s: %d embedding file(s), %d other file(s) skipped "
-                    "(.ids.json companions...)", pattern, len(files), skipped)
-    return files
+    if (args.index is None) == (args.encoded_ctx_file is None):
+        raise UsageError("give either --encoded_ctx_file (shards indexed in memory) or --index "
+                         "(an index folder from python -m dpr.index build)")
+    in_memory = [flag for flag, on in (("--hnsw_index", args.hnsw_index),
+                                       ("--save_or_load_index", args.save_or_load_index)) if on]
+    saved = [flag for flag in ("nprobe", "ef_search", "rerank")
+             if getattr(args, flag) is not None]
+    if args.index is not None and in_memory:
+        raise UsageError(f"{in_memory[0]} builds an index in memory; --index searches a saved one")
+    if args.index is None and saved:
+        raise UsageError(f"--{saved[0]} needs --index")
 
 
 def build_index(files: list[str], args: argparse.Namespace) -> DenseIndex:
@@ -182,21 +189,10 @@ def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]
     return curve
 
 
-def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Encodes the questions, searches, matches answers and writes the results."""
-    check_args(args)
-    check_input_path(args.model_file, flag="--model_file")
-    if args.out_file:
-        check_output_file(args.out_file, flag="--out_file")
-    files = embedding_files(args.encoded_ctx_file)
-    questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
-    passages = read_input(read_passages, args.ctx_file, flag="--ctx_file", what="passages")
-    device = pick_device(args.no_cuda)
-    model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
-                         allow_pickle=args.allow_unsafe_pickle,
-                         amp_dtype=encoding_dtype(args, device), batch_size=args.batch_size,
-                         quiet=args.quiet)
-    logger.info("Model: %s", model.description)
+def search_shards(files: list[str], args: argparse.Namespace, model: DenseEncoder,
+                  passages: dict[str, TsvPassage],
+                  questions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
+    """Indexes the shards in memory (or loads the index saved beside them) and searches it."""
     index = get_index(files, args)
     if index.dim != model.dim:
         raise EmbeddingFileError(f"{files[0]}: vectors of size {index.dim}, but the model's are "
@@ -205,11 +201,49 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if missing:
         raise InputError(f"{args.ctx_file}: passage ids of the embeddings missing, e.g. "
                          f"{missing[:3]}")
+    return index.search(questions, args.n_docs)
+
+
+def search_saved(args: argparse.Namespace, model: DenseEncoder,
+                 passages: dict[str, TsvPassage],
+                 questions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
+    """Searches an index folder built by `python -m dpr.index build` (only the retrieved ids
+    are looked up in --ctx_file: the index may hold millions)."""
+    index = load_index(args.index, nprobe=args.nprobe, ef_search=args.ef_search,
+                       rerank=args.rerank)
+    if index.dim != model.dim:
+        raise EmbeddingFileError(f"{args.index}: vectors of size {index.dim}, but the model's "
+                                 f"are {model.dim} (another checkpoint?)")
+    scores, hits = index.search(questions, min(args.n_docs, len(index)))
+    missing = sorted({pid for ids in hits for pid in ids} - set(passages))
+    if missing:
+        raise InputError(f"{args.ctx_file}: passage ids of the index missing, e.g. "
+                         f"{missing[:3]}")
+    return hits, scores
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Encodes the questions, searches, matches answers and writes the results."""
+    check_args(args)
+    check_input_path(args.model_file, flag="--model_file")
+    if args.out_file:
+        check_output_file(args.out_file, flag="--out_file")
+    files = (None if args.index is not None
+             else find_shards(args.encoded_ctx_file, flag="--encoded_ctx_file"))
+    questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
+    passages = read_input(read_passages, args.ctx_file, flag="--ctx_file", what="passages")
+    device = pick_device(args.no_cuda)
+    model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
+                         allow_pickle=args.allow_unsafe_pickle,
+                         amp_dtype=encoding_dtype(args, device), batch_size=args.batch_size,
+                         quiet=args.quiet)
+    logger.info("Model: %s", model.description)
     q_vectors = model.encode_questions([q for q, _ in questions])
-    hits, scores = index.search(q_vectors, args.n_docs)
+    hits, scores = (search_saved(args, model, passages, q_vectors) if files is None
+                    else search_shards(files, args, model, passages, q_vectors))
     results = score_results(questions, hits, passages, match=args.match, scores=scores,
                             workers=args.validation_workers)
-    log_accuracy(results, min(args.n_docs, len(index.ids)))
+    log_accuracy(results, min(args.n_docs, max((len(h) for h in hits), default=0)))
     if args.out_file:
         with atomic_write(args.out_file) as handle:
             json.dump(results, handle, indent=4, ensure_ascii=False)

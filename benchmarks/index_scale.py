@@ -16,7 +16,13 @@ For each index (`--factories`, `{nlist}` replaced by a power of two near 4·sqrt
 * search: another child loads the index and, for each nprobe / efSearch value, measures
   queries/s at batch 1 (`--batch1_queries` queries one by one) and at batch 256 (all queries),
   and recall@10 / recall@100: |found top-k ∩ exact top-k| / k, averaged;
-* size on disk of the index folder (index, id map, build.json).
+* re-ranked search (indexes with lossy codes: PQ, SQ): one more child per `--reranks` value K
+  > 0 fetches K candidates and re-scores them exactly from the memory-mapped shards
+  (`load_index(..., rerank=K)`; a `Refine(...)` factory uses its own codes); its resident
+  memory is split into the process's own (anonymous: index, buffers) and the shard pages it
+  mapped (file-backed: page cache, reclaimable);
+* size on disk of the index folder (index, id map, build.json), which excludes the shards a
+  re-ranked search reads.
 Per-vector costs (bytes/vector, add seconds per million vectors, peak memory above the
 baseline process per vector) are derived so that a larger plan can be computed from them.
 
@@ -43,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import synthetic  # noqa: E402
-from scale_common import emit, folder_bytes, machine, run_phase  # noqa: E402
+from scale_common import emit, folder_bytes, machine, rss_parts_mib, run_phase  # noqa: E402
 
 from dpr.index import BuildOptions, build_from_glob, load_index  # noqa: E402
 from dpr.index.shards import find_shards, open_shards, sample_rows  # noqa: E402
@@ -59,8 +65,9 @@ def default_nlist(n: int) -> int:
 
 
 def phase_baseline(_: argparse.Namespace) -> dict:
-    """Peak memory of a process that only imports what the measured phases import."""
-    return {"phase": "baseline"}
+    """Peak memory of a process that only imports what the measured phases import (its
+    file-backed part is the shared libraries, counted in every phase)."""
+    return {"phase": "baseline", **rss_parts_mib()}
 
 
 def phase_data(args: argparse.Namespace) -> dict:
@@ -105,14 +112,16 @@ def phase_search(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
-    index = load_index(work / "index")
+    index = load_index(work / "index", rerank=args.rerank or None)
     queries, exact = np.load(work / "queries.npy"), np.load(work / "exact.npy")
     name, values = (("nprobe", [v for v in args.nprobes if v <= index.nlist])
                     if index.nlist else ("ef_search", args.efs) if index.ef_parameter
                     else ("exact", [None]))
-    return {"phase": "search", "settings": [_measure(index, queries, exact, args,
-                                                     **({name: v} if v else {}))
-                                            for v in values]}
+    settings = [_measure(index, queries, exact, args, **({name: v} if v else {}))
+                for v in values]
+    for setting in settings:
+        setting["rerank"] = args.rerank or 0
+    return {"phase": "search", "settings": settings, **rss_parts_mib()}
 
 
 def _measure(index, queries: np.ndarray, exact: np.ndarray, args: argparse.Namespace,
@@ -136,22 +145,37 @@ PHASES = {"baseline": phase_baseline, "data": phase_data, "build": phase_build,
           "search": phase_search}
 
 
+def reranks_of(factory: str, reranks: list[int]) -> list[int]:
+    """The re-ranking depths measured for a factory: all for lossy codes (PQ, SQ), else 0."""
+    return reranks if ("PQ" in factory or "SQ" in factory) else [0]
+
+
+def _search(args: argparse.Namespace, common: list[str], rerank: int) -> dict:
+    return run_phase(__file__, [
+        "--phase", "search", "--batch1_queries", str(args.batch1_queries),
+        "--nprobes", ",".join(map(str, args.nprobes)), "--efs", ",".join(map(str, args.efs)),
+        "--rerank", str(rerank), *common])
+
+
 def measure_index(factory: str, args: argparse.Namespace, data: dict, base: float) -> dict:
-    """Builds then searches one index in two child processes; removes it afterwards."""
+    """Builds then searches one index in child processes (one per re-ranking depth);
+    removes it afterwards."""
     common = ["--work", args.work, "--seed", str(args.seed),
               *(["--threads", str(args.threads)] if args.threads else [])]
     pattern = args.embeddings or str(Path(data["files"][0]).parent / "passages_*")
     build = run_phase(__file__, ["--phase", "build", "--factory", factory, "--pattern", pattern,
                                  "--train_sample", str(args.train_sample), *common])
     size = folder_bytes(Path(args.work) / "index")
-    search = run_phase(__file__, [
-        "--phase", "search", "--batch1_queries", str(args.batch1_queries),
-        "--nprobes", ",".join(map(str, args.nprobes)), "--efs", ",".join(map(str, args.efs)),
-        *common])
+    searches = [_search(args, common, r) for r in reranks_of(factory, args.reranks)]
+    for search in searches:
+        for setting in search["settings"]:
+            setting.update({k: search[k] for k in ("peak_rss_mib", "rss_anon_mib",
+                                                    "rss_file_mib")})
+    search = searches[0]
     shutil.rmtree(Path(args.work) / "index")
     n, million = data["n"], data["n"] / 1e6
     return {"factory": factory, "build": build, "search_peak_rss_mib": search["peak_rss_mib"],
-            "search": search["settings"], "index_bytes": size,
+            "search": [s for done in searches for s in done["settings"]], "index_bytes": size,
             "per_vector": {
                 "index_bytes": round(size / n, 2),
                 "share_of_float32": round(size / (n * data["dim"] * 4), 4),
@@ -162,17 +186,20 @@ def measure_index(factory: str, args: argparse.Namespace, data: dict, base: floa
 
 
 def table(results: list[dict]) -> str:
-    head = ("| index | setting | build s (train + add) | build peak RSS | search peak RSS | "
-            "size | of float32 | B/vector | q/s batch 1 | q/s batch 256 | R@10 | R@100 |")
+    head = ("| index | setting | build s (train + add) | build peak RSS | search peak RSS "
+            "(own + shard pages at end) | size | of float32 | B/vector | q/s batch 1 | "
+            "q/s batch 256 | R@10 | R@100 |")
     lines = [head, "|" + "---|" * 12]
     for r in results:
         b, pv = r["build"], r["per_vector"]
         for s in r["search"]:
-            setting = ", ".join(f"{k} {v}" for k, v in s.items() if k in ("nprobe", "ef_search"))
+            setting = ", ".join(f"{k} {v}" for k, v in s.items()
+                                if k in ("nprobe", "ef_search") or (k == "rerank" and v))
             lines.append(
                 f"| {r['factory']} | {setting or 'exact'} | {b['seconds']['total']:.0f} "
                 f"({b['seconds']['train']:.0f} + {b['seconds']['add']:.0f}) | "
-                f"{b['peak_rss_mib']:,.0f} MiB | {r['search_peak_rss_mib']:,.0f} MiB | "
+                f"{b['peak_rss_mib']:,.0f} MiB | {s['peak_rss_mib']:,.0f} MiB "
+                f"({s['rss_anon_mib']:,.0f} + {s['rss_file_mib']:,.0f}) | "
                 f"{r['index_bytes'] / 2**20:,.0f} MiB | {pv['share_of_float32']:.1%} | "
                 f"{pv['index_bytes']:.0f} | {s['qps_batch1']:,.0f} | {s['qps_batch256']:,.0f} | "
                 f"{s['recall@10']:.3f} | {s['recall@100']:.3f} |")
@@ -206,6 +233,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="nprobe values searched with IVF indexes (comma-separated).")
     parser.add_argument("--efs", type=_ints, default=[16, 64, 128, 256],
                         help="efSearch values searched with HNSW indexes (comma-separated).")
+    parser.add_argument("--reranks", type=_ints, default=[0, 1000],
+                        help="Re-ranking depths (candidates re-scored exactly from the shards) "
+                        "measured with PQ/SQ indexes; 0: without (comma-separated).")
+    parser.add_argument("--rerank", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None, help="faiss threads.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of vectors and samples.")
     parser.add_argument("--work", default=None, help="Working folder (default: temporary).")
@@ -227,7 +258,8 @@ def run(args: argparse.Namespace) -> dict:
                  *(["--embeddings", args.embeddings] if args.embeddings else []),
                  *(["--query_vectors", args.query_vectors] if args.query_vectors else [])]
     data = run_phase(__file__, ["--phase", "data", *data_args])
-    base = run_phase(__file__, ["--phase", "baseline"])["peak_rss_mib"]
+    baseline = run_phase(__file__, ["--phase", "baseline"])
+    base = baseline["peak_rss_mib"]
     results = []
     for factory in factories:
         results.append(measure_index(factory, args, data, base))
@@ -238,7 +270,8 @@ def run(args: argparse.Namespace) -> dict:
                        "source": args.embeddings or
                        f"synthetic mixture (benchmarks/synthetic.py), {args.centres} centres, "
                        f"{args.dtype} shards of {args.shard_rows}"},
-            "data": data, "baseline_peak_rss_mib": base, "indexes": results}
+            "data": data, "baseline_peak_rss_mib": base, "baseline": baseline,
+            "indexes": results}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,18 @@ def current_rss_mib() -> float:
     return 0.0
 
 
+def rss_parts_mib() -> dict[str, float]:
+    """Resident memory of this process now, split into its own (anonymous) pages and the pages
+    of mapped files (page cache that the kernel can reclaim), in MiB."""
+    parts = {"RssAnon:": "rss_anon_mib", "RssFile:": "rss_file_mib"}
+    out = {}
+    for line in open("/proc/self/status"):
+        key = line.split()[0] if line.strip() else ""
+        if key in parts:
+            out[parts[key]] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
 def folder_bytes(folder: str | os.PathLike[str]) -> int:
     """Total size of the files under a folder (or of one file)."""
     path = Path(folder)
@@ -81,15 +93,24 @@ def emit(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
-def piaf_sentences(path: str | os.PathLike[str]) -> tuple[list[str], list[str], list[str]]:
-    """Sentences of PIAF's paragraphs, its article titles and its questions."""
+def split_sentences(text: str, *, min_words: int = 5) -> list[str]:
+    """The sentences of a text (split after . ! ? before a capital) of at least `min_words`."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if len(s.split()) >= min_words]
+
+
+def piaf_sentences(path: str | os.PathLike[str], *, exclude_titles: frozenset[str] = frozenset()
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """Sentences of PIAF's paragraphs, its article titles and its questions, leaving out the
+    articles whose title (underscores as spaces) is in `exclude_titles`."""
     articles = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
     sentences, titles, questions = [], [], []
     for article in articles:
-        titles.append(article["title"].replace("_", " "))
+        title = article["title"].replace("_", " ")
+        if title in exclude_titles:
+            continue
+        titles.append(title)
         for paragraph in article["paragraphs"]:
-            sentences += [s.strip() for s in _SENTENCE_END.split(paragraph["context"])
-                          if len(s.split()) >= 5]
+            sentences += split_sentences(paragraph["context"])
             questions += [qa["question"] for qa in paragraph["qas"]]
     return sentences, titles, questions
 

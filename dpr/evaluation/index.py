@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dpr.utils.errors import InputError
-from dpr.utils.io import atomic_write, read_dpr_pickle
+from dpr.utils.io import atomic_write, read_dpr_pickle, write_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -168,17 +168,7 @@ def write_embeddings(prefix: str | os.PathLike[str], ids: Sequence[str],
     Returns:
         The two file names. On error neither file is left behind.
     """
-    prefix = os.fspath(prefix)
-    npy, ids_file = f"{prefix}.npy", f"{prefix}.ids.json"
-    with atomic_write(npy, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32))
-    try:
-        with atomic_write(ids_file) as handle:
-            json.dump(list(ids), handle, ensure_ascii=False)
-    except BaseException:
-        os.unlink(npy)
-        raise
-    return npy, ids_file
+    return write_vectors(prefix, ids, vectors)
 
 
 def read_embeddings(path: str | os.PathLike[str], *,

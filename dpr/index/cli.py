@@ -3,7 +3,7 @@ r"""Index embedding shards and search them: faiss indexes built in bounded memor
     python -m dpr.index build --embeddings 'emb/passages_*' --factory 'IVF1024,PQ32' \
         --output_dir idx/ [--metric ip] [--train_sample 200000] [--on_disk] [--threads 2]
     python -m dpr.index search --index idx/ --queries questions.npy --k 100 --nprobe 32 \
-        --output run.tsv
+        [--rerank 1000] --output run.tsv
     python -m dpr.index milvus-load --uri passages.db --collection passages \
         --embeddings 'emb/passages_*' --passages passages.tsv
     python -m dpr.index milvus-search --uri passages.db --collection passages \
@@ -15,8 +15,10 @@ float32 or float16; DPR's `.pkl` with --allow_unsafe_pickle) one at a time, trai
 index.faiss, the id map (ids.txt, ids.offsets.npy) and build.json into a staging folder renamed
 to --output_dir at the end. Factories: Flat, HNSW32, HNSW32_SQ8, IVF4096,PQ64,
 OPQ64,IVF4096,PQ64... (faiss' index_factory). `search` writes a .tsv, .json or TREC (.txt,
-.trec) run. The Milvus commands take a Milvus Lite file (`x.db`) or a server URI
-(`http://host:19530`, --token user:password) unchanged; they need pymilvus (optional).
+.trec) run; --rerank K re-scores K candidates exactly from the shards the index was built from
+(or from a Refine(...) factory's codes). The Milvus commands take a Milvus Lite file (`x.db`)
+or a server URI (`http://host:19530`, --token user:password) unchanged; they need pymilvus
+(optional).
 
 Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
 """
@@ -96,6 +98,13 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
                         f"min({DEFAULT_NPROBE}, list count)).")
     search.add_argument("--ef_search", type=int, default=None,
                         help=f"HNSW candidate list size (default: {DEFAULT_EF_SEARCH}).")
+    search.add_argument("--rerank", type=int, default=None,
+                        help="Fetch this many candidates (>= --k) and re-score them exactly from "
+                        "the embedding shards the index was built from (memory-mapped; for a "
+                        "Refine(...) factory, from the index's refinement codes); 0: off.")
+    search.add_argument("--embeddings", default=None,
+                        help="With --rerank: glob of those shards when they are no longer where "
+                        "build.json says (same files, same order).")
     search.add_argument("--mmap", action="store_true",
                         help="Memory-map the index where faiss can instead of reading it.")
     _common(search)
@@ -174,7 +183,7 @@ def run_search(args: argparse.Namespace) -> None:
     _check_query_flags(args)
     _set_threads(args)
     index = load_index(args.index, nprobe=args.nprobe, ef_search=args.ef_search,
-                       mmap=args.mmap)
+                       rerank=args.rerank, embeddings=args.embeddings, mmap=args.mmap)
     query_ids, queries = read_queries(args.queries)
     scores, ids = index.search(queries, args.k)
     write_run(args.output, query_ids, ids, scores)

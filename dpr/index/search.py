@@ -9,6 +9,11 @@ negated squared distance), `-inf` where an index returned fewer than k results; 
 the passage ids of the valid results of question q, best first. `search_rows` returns index
 rows instead of ids.
 
+`rerank=K` (K >= k) fetches K candidates and re-scores them exactly: from the embedding
+shards the index was built from (`dpr.index.rerank`, memory-mapped), or, for an index whose
+factory ends in `Refine(...)`/`RFlat`, with the refinement codes stored in the index (faiss'
+`k_factor` = K / k).
+
 An index with on-disk inverted lists is opened with faiss' `IO_FLAG_ONDISK_SAME_DIR` (the
 `.ivfdata` beside `index.faiss` is used wherever the folder was moved); `mmap=True` also
 memory-maps the rest where faiss can (`IO_FLAG_MMAP`).
@@ -26,6 +31,7 @@ import numpy as np
 
 from dpr.index.build import INDEX_FILE, SETTINGS_FILE, faiss_reason
 from dpr.index.idmap import IdMap
+from dpr.index.rerank import ShardVectors, open_shard_vectors, rerank
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -60,14 +66,22 @@ class FaissIndex:
         index: The faiss index.
         ids: Passage ids of its rows.
         settings: Contents of `build.json`.
+        folder: The index folder (to find the shards when re-ranking).
+        embeddings: Glob of the shards for re-ranking, when they moved since the build.
     """
 
-    def __init__(self, index: faiss.Index, ids: IdMap, settings: dict) -> None:
+    def __init__(self, index: faiss.Index, ids: IdMap, settings: dict, *,
+                 folder: str | os.PathLike[str] = ".", embeddings: str | None = None) -> None:
         self.index, self.ids, self.settings = index, ids, settings
         self.metric = settings.get("metric", "ip")
         ivf = faiss.try_extract_index_ivf(index)
         self.nlist: int | None = None if ivf is None else int(ivf.nlist)
         self.ef_parameter = hnsw_parameter(index)
+        top = faiss.downcast_index(index)
+        self.refine = top if isinstance(top, faiss.IndexRefine) else None
+        self.rerank: int | None = None
+        self._folder, self._embeddings = folder, embeddings
+        self._shards: ShardVectors | None = None
 
     @property
     def dim(self) -> int:
@@ -77,13 +91,23 @@ class FaissIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def configure(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Sets the search effort; None keeps the current value.
+    def configure(self, *, nprobe: int | None = None, ef_search: int | None = None,
+                  rerank: int | None = None) -> None:
+        """Sets the search effort; None keeps the current value (`rerank=0` turns re-ranking
+        off).
 
         Raises:
             UsageError: For a value < 1, an nprobe larger than the list count, or a setting
                 the index does not have (nprobe without IVF, ef_search without HNSW).
+            InputError: When re-ranking needs shards that are missing or changed.
         """
+        if rerank is not None:
+            if rerank < 0:
+                raise UsageError(f"--rerank must be >= 0 (0: off), got {rerank}")
+            if rerank and self.refine is None and self._shards is None:
+                self._shards = open_shard_vectors(self.settings, self._folder,
+                                                  embeddings=self._embeddings)
+            self.rerank = rerank or None
         space = faiss.ParameterSpace()
         if nprobe is not None:
             if self.nlist is None:
@@ -121,6 +145,12 @@ class FaissIndex:
         if k < 1:
             raise UsageError(f"--k must be >= 1, got {k}")
         queries = self._check_queries(vectors)  # [Q × D]
+        fetch = k if self.rerank is None else max(k, self.rerank)
+        if self.refine is not None:
+            self.refine.k_factor = fetch / k
+        elif self.rerank is not None:
+            _, candidates = self.index.search(queries, fetch)  # [Q × K]
+            return rerank(queries, candidates, self._shards, k, metric=self.metric)
         distances, rows = self.index.search(queries, k)
         scores = -distances if self.metric == "l2" else distances
         scores[rows < 0] = -np.inf
@@ -147,13 +177,17 @@ def read_settings(folder: str | os.PathLike[str]) -> dict:
 
 
 def load_index(folder: str | os.PathLike[str], *, nprobe: int | None = None,
-               ef_search: int | None = None, mmap: bool = False) -> FaissIndex:
+               ef_search: int | None = None, rerank: int | None = None,
+               embeddings: str | None = None, mmap: bool = False) -> FaissIndex:
     """Opens an index folder written by `dpr.index.build`.
 
     Args:
         folder: The index folder.
         nprobe: IVF lists visited per query (None: min(32, list count)).
         ef_search: HNSW candidate list size (None: 128).
+        rerank: Candidates fetched and re-scored exactly per query (None or 0: no re-ranking).
+        embeddings: Glob of the shards the index was built from, for re-ranking when they
+            are no longer where `build.json` says.
         mmap: Memory-map what faiss can instead of reading it into memory.
 
     Returns:
@@ -175,13 +209,13 @@ def load_index(folder: str | os.PathLike[str], *, nprobe: int | None = None,
     ids = IdMap(folder)
     if index.ntotal != len(ids):
         raise InputError(f"{path}: {index.ntotal} vectors but {len(ids)} ids in its id map")
-    loaded = FaissIndex(index, ids, settings)
+    loaded = FaissIndex(index, ids, settings, folder=folder, embeddings=embeddings)
     if nprobe is None and loaded.nlist is not None:
         nprobe = min(DEFAULT_NPROBE, loaded.nlist)
     if ef_search is None and loaded.ef_parameter is not None:
         ef_search = DEFAULT_EF_SEARCH
-    loaded.configure(nprobe=nprobe, ef_search=ef_search)
-    logger.info("Loaded %s (%s, %d vectors of size %d) from %s; nprobe %s, efSearch %s",
-                settings.get("factory"), settings.get("metric"), len(loaded), loaded.dim,
-                folder, nprobe, ef_search)
+    loaded.configure(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+    logger.info("Loaded %s (%s, %d vectors of size %d) from %s; nprobe %s, efSearch %s, "
+                "re-rank %s", settings.get("factory"), settings.get("metric"), len(loaded),
+                loaded.dim, folder, nprobe, ef_search, rerank)
     return loaded

@@ -82,6 +82,9 @@ def find_shards(pattern: str, *, flag: str = "--embeddings") -> list[str]:
         found = f" (only e.g. {sorted(matched)[0]})" if matched else ""
         raise ShardError(f"{flag} {pattern}: matches no embedding file "
                          f"({', '.join(VECTOR_SUFFIXES)}){found}")
+    if len(matched) > len(files):
+        logger.info("%s %s: %d embedding file(s), %d other file(s) skipped (.ids.json "
+                    "companions...)", flag, pattern, len(files), len(matched) - len(files))
     return files
 
 

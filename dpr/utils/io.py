@@ -1,5 +1,6 @@
 """File helpers: gzip-aware text reading (a byte-order mark skipped), atomic writes of files
-and of whole folders, full disks named as such, DPR's pickled embedding files."""
+and of whole folders, full disks named as such, embedding files (`.npy` + `.ids.json`) and DPR's
+pickled ones."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import contextlib
 import errno
 import gzip
 import io
+import json
 import os
 import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -286,3 +288,38 @@ def check_input_path(path: str | os.PathLike[str], *, flag: str) -> None:
     """
     if not Path(path).exists():
         raise InputError(f"{flag} {path}: does not exist")
+
+
+def write_vectors(stem: str | os.PathLike[str], ids: Sequence[str], vectors: np.ndarray, *,
+                  dtype: str = "float32") -> tuple[str, str]:
+    """Writes `<stem>.ids.json` then `<stem>.npy`, each atomically.
+
+    Args:
+        stem: File name without suffix.
+        ids: Passage ids, one per vector.
+        vectors: [N × D] floats.
+        dtype: Stored element type ("float32" or "float16").
+
+    Returns:
+        The vector file and the id file. On error neither is left half-written and a vector
+        file written by this call is removed.
+
+    Raises:
+        UsageError: When a vector does not fit in float16.
+    """
+    stem = os.fspath(stem)
+    npy, ids_file = f"{stem}.npy", f"{stem}.ids.json"
+    with np.errstate(over="ignore"):
+        stored = np.ascontiguousarray(vectors, dtype=dtype)
+    if not np.isfinite(stored).all() and np.isfinite(vectors).all():
+        raise UsageError(f"--vector_dtype {dtype}: vectors of {stem} exceed its range "
+                         f"(largest |x| = {np.abs(vectors).max():.4g}); store float32")
+    with atomic_write(ids_file) as handle:
+        json.dump(list(ids), handle, ensure_ascii=False)
+    try:
+        with atomic_write(npy, "wb") as handle:
+            np.save(handle, stored)
+    except BaseException:
+        Path(ids_file).unlink(missing_ok=True)
+        raise
+    return npy, ids_file

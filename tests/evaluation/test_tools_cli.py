@@ -14,7 +14,7 @@ import torch
 import dense_retriever
 import generate_dense_embeddings
 from dpr.evaluation.index import EmbeddingFileError, read_embeddings, write_embeddings
-from dpr.inference import load_encoder
+from dpr.inference import DenseEncoder, load_encoder
 from dpr.utils.errors import InputError
 from dpr2hf.cli import main as dpr2hf_main
 
@@ -56,7 +56,7 @@ def test_generate_internal_error_keeps_its_traceback(monkeypatch, tmp_path: Path
     def broken(*args, **kwargs):
         raise error("internal failure")
 
-    monkeypatch.setattr(generate_dense_embeddings, "encode_passages", broken)
+    monkeypatch.setattr(DenseEncoder, "encode_passages", broken)
     # When running the tool, Then the exception escapes main (Python prints its traceback)
     with pytest.raises(error, match="internal failure"):
         generate_dense_embeddings.main(_generate_args(checkpoint, corpus[0], tmp_path / "e"))
@@ -92,7 +92,7 @@ def test_retriever_internal_error_keeps_its_traceback(monkeypatch, tmp_path: Pat
     def broken(*args, **kwargs):
         raise error("internal failure")
 
-    monkeypatch.setattr(dense_retriever, "encode_questions", broken)
+    monkeypatch.setattr(DenseEncoder, "encode_questions", broken)
     out = tmp_path / "results.json"
     # When retrieving, Then the exception escapes main and nothing is written
     with pytest.raises(error, match="internal failure"):
@@ -107,7 +107,7 @@ def test_retriever_user_errors_are_one_line(tmp_path: Path, checkpoint: Path, co
     ids, vectors = read_embeddings(f"{shard}_0.npy")
     foreign = tmp_path / "foreign_0"
     write_embeddings(foreign, [f"x{i}" for i in ids], vectors)
-    for pattern, message in ((str(tmp_path / "none_*.npy"), "no file matches"),
+    for pattern, message in ((str(tmp_path / "none_*.npy"), "matches no embedding file"),
                              (f"{foreign}.npy", "passage ids of the embeddings missing")):
         # When retrieving, Then exit 1, one error line, no traceback, nothing written
         assert dense_retriever.main(_retrieve_args(checkpoint, corpus, pattern, out)) == 1

@@ -1,0 +1,217 @@
+"""The files of an encoded corpus: how passages are cut into chunks, the manifest, and the
+check that makes a rerun skip what is already complete.
+
+A corpus is encoded into chunk files `<prefix>_<k>.npy` (float32 or float16 [n × D]) +
+`<prefix>_<k>.ids.json` (the n passage ids), the layout `python -m dpr.index build` and
+`dense_retriever.py` read. Two layouts:
+
+* chunks of `chunk_size` passages: chunk k holds passage rows [k·size, (k+1)·size); the unit of
+  work of the processes of a `torchrun` / SLURM job and the unit of resume;
+* DPR's shards (`--shard_id/--num_shards`): shard k holds rows [k·s, (k+1)·s) with
+  s = ceil(rows / num_shards); each job writes its own shard.
+
+Every file is written atomically (temporary file + rename). `<prefix>.manifest.json` records
+what produced the chunks (model fingerprint and recipe, passage file size and modification
+time, layout, vector type); a rerun that differs in any of them is refused instead of mixing
+vectors of two models or corpora. A chunk is complete only when its files can be read, hold
+finite vectors of the expected count, size and type, and list exactly the expected ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dpr.utils.errors import InputError, UsageError
+from dpr.utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+VECTOR_DTYPES = ("float32", "float16")
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT = 1
+_CHECK_ROWS = 65_536  # rows read at a time when checking that stored vectors are finite
+# Manifest entries a rerun must match, with the words an error uses for each.
+_COMPARED = {"model_fingerprint": "model (its files changed)", "recipe": "model recipe",
+             "dim": "vector size", "passages": "passage file (size or modification time)",
+             "layout": "chunk layout", "vector_dtype": "vector type"}
+_PATH_KEYS = ("pretrained_model_cfg", "pretrained_file")  # where a model is, not what it is
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One output file pair: passage rows [start, end) written as `<prefix>_<index>`."""
+
+    index: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How `total` passages are cut into chunks.
+
+    Attributes:
+        total: Number of passages.
+        chunk_size: Passages per chunk; None for DPR's shards.
+        num_shards: DPR's shard count (used when `chunk_size` is None).
+    """
+
+    total: int
+    chunk_size: int | None = None
+    num_shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise UsageError(f"--chunk_size must be >= 1, got {self.chunk_size}")
+        if self.num_shards < 1:
+            raise UsageError(f"--num_shards must be >= 1, got {self.num_shards}")
+
+    def chunks(self) -> list[Chunk]:
+        """Every chunk in order (at least one, possibly empty, so that a corpus always has a
+        `_0` file as DPR's tool wrote)."""
+        if self.chunk_size is None:
+            size, count = -(-self.total // self.num_shards), self.num_shards
+        else:
+            size, count = self.chunk_size, max(1, -(-self.total // self.chunk_size))
+        return [Chunk(k, min(k * size, self.total), min((k + 1) * size, self.total))
+                for k in range(count)]
+
+    def describe(self) -> dict[str, int | None]:
+        """The layout as stored in the manifest."""
+        if self.chunk_size is None:
+            return {"num_shards": self.num_shards}
+        return {"chunk_size": self.chunk_size}
+
+
+def owned_chunks(chunks: Sequence[Chunk], worker: int, workers: int) -> list[Chunk]:
+    """The chunks worker `worker` of `workers` encodes: k ≡ worker (mod workers), so that the
+    work is balanced and independent of any other process."""
+    return [c for c in chunks if c.index % workers == worker]
+
+
+def chunk_prefix(prefix: str | os.PathLike[str], chunk: Chunk) -> str:
+    """`<prefix>_<index>`, the name of a chunk's two files without their suffixes."""
+    return f"{os.fspath(prefix)}_{chunk.index}"
+
+
+def chunk_files(prefix: str | os.PathLike[str], chunk: Chunk) -> tuple[str, str]:
+    """The vector file and id file of a chunk."""
+    stem = chunk_prefix(prefix, chunk)
+    return f"{stem}.npy", f"{stem}.ids.json"
+
+
+def incomplete_reason(prefix: str | os.PathLike[str], chunk: Chunk, ids: Sequence[str], *,
+                      dim: int, dtype: str) -> str | None:
+    """Why a chunk's files are not a complete encoding of `ids`, or None when they are.
+
+    Checked, not trusted by name: both files readable, vectors [len(ids) × dim] of `dtype`,
+    all finite, and the id file equal to `ids`.
+    """
+    npy, ids_file = chunk_files(prefix, chunk)
+    if not os.path.isfile(npy) or not os.path.isfile(ids_file):
+        return "missing"
+    try:
+        array = np.load(npy, mmap_mode="r", allow_pickle=False)
+        with open(ids_file, encoding="utf-8") as handle:
+            stored_ids = json.load(handle)
+    except (OSError, ValueError) as err:
+        return f"unreadable: {err}"
+    if array.shape != (len(ids), dim) or array.dtype.name != dtype:
+        return f"holds {array.dtype} {array.shape}, expected {dtype} ({len(ids)}, {dim})"
+    if stored_ids != list(ids):
+        return "its ids differ from the passages'"
+    for start in range(0, len(array), _CHECK_ROWS):
+        if not np.isfinite(array[start:start + _CHECK_ROWS]).all():
+            return "holds non-finite values"
+    return None
+
+
+def fingerprint(path: str | os.PathLike[str]) -> str:
+    """A short digest of a file's or folder's sizes and modification times (a retrained or
+    replaced model at the same path gets another one)."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        name = file.relative_to(root).as_posix() if root.is_dir() else file.name
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def make_manifest(*, model_path: str, model_description: str, params: dict[str, Any],
+                  dim: int, passages: str, layout: Layout, vector_dtype: str) -> dict[str, Any]:
+    """What produced a set of chunks (the module docstring says what is compared)."""
+    stat = os.stat(passages)
+    return {"format": MANIFEST_FORMAT, "model": os.path.abspath(model_path),
+            "model_description": model_description, "model_fingerprint": fingerprint(model_path),
+            "recipe": {k: v for k, v in sorted(params.items()) if k not in _PATH_KEYS},
+            "dim": dim,
+            "passages": {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                         "count": layout.total},
+            "passages_path": os.path.abspath(passages), "layout": layout.describe(),
+            "vector_dtype": vector_dtype}
+
+
+def manifest_path(prefix: str | os.PathLike[str]) -> str:
+    """`<prefix>.manifest.json`."""
+    return os.fspath(prefix) + MANIFEST_SUFFIX
+
+
+def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    for key, words in _COMPARED.items():
+        if json.dumps(old.get(key), sort_keys=True) != json.dumps(new.get(key), sort_keys=True):
+            return f"another {words}: {old.get(key)} there, {new.get(key)} now"
+    return None
+
+
+def check_output(prefix: str | os.PathLike[str], manifest: dict[str, Any],
+                 chunks: Sequence[Chunk]) -> None:
+    """Refuses to write where another run's chunks are (before any work).
+
+    Raises:
+        InputError: When the existing manifest describes another model, passage file, layout
+            or vector type, or chunk files exist without a manifest (of unknown origin).
+    """
+    path = manifest_path(prefix)
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                old = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot read the manifest of the existing chunks: {err}"
+                             ) from err
+        difference = _first_difference(old, manifest)
+        if difference is not None:
+            raise InputError(f"{path}: the chunks there were encoded with {difference}; delete "
+                             "them or choose another --out_file")
+        return
+    stray = next((f for c in chunks for f in chunk_files(prefix, c) if os.path.exists(f)), None)
+    if stray is not None and os.path.isfile(path):  # another process wrote both meanwhile
+        check_output(prefix, manifest, chunks)
+    elif stray is not None:
+        raise InputError(f"{stray}: exists without {os.path.basename(path)} (written by another "
+                         "tool or version); delete it or choose another --out_file")
+
+
+def write_manifest(prefix: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+    """Writes `<prefix>.manifest.json` unless it exists (called before the first chunk is
+    written; processes writing it at once write the same content atomically)."""
+    path = manifest_path(prefix)
+    if not os.path.isfile(path):
+        with atomic_write(path) as handle:
+            json.dump(manifest, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
