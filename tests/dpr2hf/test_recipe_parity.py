@@ -142,5 +142,8 @@ def test_recipe_do_lower_case_changes_camembert_ids(tiny_camembert: Path) -> Non
     cased, lower = (build_tensorizer("hf_roberta", str(tiny_camembert), sequence_length=32,
                                      do_lower_case=flag) for flag in (False, True))
     # Then lowercasing is applied before tokenization (the parity above is not vacuous)
-    assert cased.encode_questions([QUESTION]) != lower.encode_questions([QUESTION])
-    assert lower.encode_questions([QUESTION]) == cased.encode_questions([QUESTION.lower()])
+    def ids(tensorizer, question: str) -> list[list[int]]:
+        return tensorizer.encode_items(question_items([question], tensorizer.recipe))
+
+    assert ids(cased, QUESTION) != ids(lower, QUESTION)
+    assert ids(lower, QUESTION) == ids(cased, QUESTION.lower())
