@@ -27,22 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from dpr.data.tsv import TsvPassage, read_passages, read_qas
-from dpr.evaluation.encode import (
-    add_encoder_flags,
-    cli_encoder_params,
-    encoding_dtype,
-    pick_device,
-)
+from dpr.cli.flags import add_debug_flag, add_encoder_flags, add_flag, encoder_params
+from dpr.cli.main import run_main
+from dpr.data.records import Passage
+from dpr.data.tsv import read_passages, read_qas
 from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.evaluation.metrics import has_answer, top_k_accuracy
 from dpr.index import load_index
 from dpr.index.shards import find_shards
 from dpr.inference import DenseEncoder, load_encoder
-from dpr.utils.cli import add_debug_flag, run_main
+from dpr.utils.device import autocast_dtype, select_device
 from dpr.utils.errors import InputError, UsageError, read_input
 from dpr.utils.io import atomic_write, check_input_path, check_output_file
-from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("dense_retriever")
 
@@ -78,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Results JSON (DPR's format); none written when omitted.")
     parser.add_argument("--match", default="string", choices=("string", "regex"),
                         help="Answer matching: token sub-sequence or regular expression.")
-    parser.add_argument("--n-docs", dest="n_docs", type=int, default=200,
-                        help="Passages to retrieve per question.")
+    add_flag(parser, "--n-docs", "--n_docs", type=int, default=200,
+             help="Passages to retrieve per question.")
     parser.add_argument("--validation_workers", type=int, default=16,
                         help="Processes matching answers in the retrieved passages (at most "
                         f"one per {QUESTIONS_PER_WORKER} questions; 1: in this process).")
@@ -163,7 +159,7 @@ def match_answers(tasks: list[tuple[list[str], list[str], str]], workers: int) -
 
 
 def score_results(questions: list[tuple[str, list[str]]], hits: list[list[str]],
-                  passages: dict[str, TsvPassage], *, match: str, scores: np.ndarray,
+                  passages: dict[str, Passage], *, match: str, scores: np.ndarray,
                   workers: int = 1) -> list[dict[str, Any]]:
     """DPR's results records, with has_answer computed on each passage's text."""
     tasks = [(answers, [passages[pid].text for pid in ids], match)
@@ -190,7 +186,7 @@ def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]
 
 
 def search_shards(files: list[str], args: argparse.Namespace, model: DenseEncoder,
-                  passages: dict[str, TsvPassage],
+                  passages: dict[str, Passage],
                   questions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
     """Indexes the shards in memory (or loads the index saved beside them) and searches it."""
     index = get_index(files, args)
@@ -205,7 +201,7 @@ def search_shards(files: list[str], args: argparse.Namespace, model: DenseEncode
 
 
 def search_saved(args: argparse.Namespace, model: DenseEncoder,
-                 passages: dict[str, TsvPassage],
+                 passages: dict[str, Passage],
                  questions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
     """Searches an index folder built by `python -m dpr.index build` (only the retrieved ids
     are looked up in --ctx_file: the index may hold millions)."""
@@ -232,11 +228,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
              else find_shards(args.encoded_ctx_file, flag="--encoded_ctx_file"))
     questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
     passages = read_input(read_passages, args.ctx_file, flag="--ctx_file", what="passages")
-    device = pick_device(args.no_cuda)
-    model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
+    device = select_device(args.device)
+    model = load_encoder(args.model_file, encoder_params(args), device=device,
                          allow_pickle=args.allow_unsafe_pickle,
-                         amp_dtype=encoding_dtype(args, device), batch_size=args.batch_size,
-                         quiet=args.quiet)
+                         amp_dtype=autocast_dtype(args.fp16, args.amp_dtype, device),
+                         batch_size=args.batch_size, quiet=args.quiet)
     logger.info("Model: %s", model.description)
     q_vectors = model.encode_questions([q for q, _ in questions])
     hits, scores = (search_saved(args, model, passages, q_vectors) if files is None
@@ -259,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 on bad input (logged, nothing written), 2 on bad flags. Other errors
         are bugs and propagate with their traceback.
     """
-    return run_main(build_parser(), argv, run, prog="dense_retriever",
-                    setup=lambda _: setup_logging(0))
+    return run_main(build_parser(), argv, run, prog="dense_retriever")
+
 
 if __name__ == "__main__":
     sys.exit(main())

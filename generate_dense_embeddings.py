@@ -24,19 +24,13 @@ import argparse
 import logging
 import sys
 
-import torch
-
+from dpr.cli.flags import add_debug_flag, add_encoder_flags, add_flag, encoder_params
+from dpr.cli.main import run_main
 from dpr.data.tsv import count_passages
-from dpr.evaluation.encode import (
-    add_encoder_flags,
-    cli_encoder_params,
-    encoding_dtype,
-    pick_device,
-)
 from dpr.inference import load_encoder
 from dpr.inference.chunks import VECTOR_DTYPES, Layout, check_output, make_manifest
 from dpr.inference.corpus import EncodingReport, encode_corpus
-from dpr.utils.cli import add_debug_flag, run_main
+from dpr.utils.device import autocast_dtype, select_device
 from dpr.utils.dist import resolve_ranks
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import check_input_path, check_output_file
@@ -70,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "python -m dpr.index build reads both).")
     parser.add_argument("--batch_size", type=int, default=32,
                         help="Passages per forward pass.")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1,
-                        help="Set by torch.distributed.launch (also read from LOCAL_RANK).")
+    add_flag(parser, "--local_rank", "--local-rank", type=int, default=-1,
+             help="Set by torch.distributed.launch (also read from LOCAL_RANK).")
     add_debug_flag(parser)
     return parser
 
@@ -98,17 +92,10 @@ def layout_of(args: argparse.Namespace, total: int) -> Layout:
     return Layout(total, chunk_size=args.chunk_size)
 
 
-def encoding_device(no_cuda: bool, local_rank: int) -> torch.device:
-    """This process's GPU (by local rank) when there are GPUs, else the CPU."""
-    device = pick_device(no_cuda)
-    if device.type == "cuda" and local_rank >= 0:
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
-
-
 def run(args: argparse.Namespace) -> EncodingReport:
     """Encodes this process's incomplete chunks; returns what it did."""
     rank, local_rank, world_size = resolve_ranks(args.local_rank)
+    setup_logging(rank)
     check_args(args, world_size)
     check_input_path(args.model_file, flag="--model_file")
     check_output_file(f"{args.out_file}_0.npy", flag="--out_file")
@@ -116,11 +103,11 @@ def run(args: argparse.Namespace) -> EncodingReport:
     if total == 0:  # before the model loads: nothing would be written
         raise InputError(f"--ctx_file {args.ctx_file}: no passages (is the file empty?)")
     layout = layout_of(args, total)
-    device = encoding_device(args.no_cuda, local_rank)
-    model = load_encoder(args.model_file, cli_encoder_params(args), device=device,
+    device = select_device(args.device, local_rank=local_rank)
+    model = load_encoder(args.model_file, encoder_params(args), device=device,
                          allow_pickle=args.allow_unsafe_pickle,
-                         amp_dtype=encoding_dtype(args, device), batch_size=args.batch_size,
-                         quiet=True)
+                         amp_dtype=autocast_dtype(args.fp16, args.amp_dtype, device),
+                         batch_size=args.batch_size, quiet=True)
     worker, workers = ((args.shard_id, args.num_shards) if layout.chunk_size is None
                        else (rank, world_size))
     logger.info("%d passages in %d file(s) of %s; worker %d of %d; device %s; model %s", total,
@@ -139,17 +126,9 @@ def run(args: argparse.Namespace) -> EncodingReport:
     return report
 
 
-def _setup(args: argparse.Namespace) -> None:
-    try:
-        rank = resolve_ranks(args.local_rank)[0]
-    except UsageError:
-        rank = 0  # reported as a one-line error by run
-    setup_logging(rank)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Encodes this process's chunks; returns the exit status (see `dpr.utils.cli.run_main`)."""
-    return run_main(build_parser(), argv, run, prog="generate_dense_embeddings", setup=_setup)
+    """Encodes this process's chunks; returns the exit status (see `dpr.cli.main.run_main`)."""
+    return run_main(build_parser(), argv, run, prog="generate_dense_embeddings")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dpr.training.config import build_parser, config_from_args
+from dpr.cli.flags import add_debug_flag
+from dpr.cli.main import run_main
+from dpr.training.command_line import build_parser, config_from_args
 from dpr.training.run import run
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli
 from dpr.utils.dist import cleanup, init_distributed
 from dpr.utils.logging import setup_logging
 
@@ -25,8 +26,8 @@ PROG = "train_dense_encoder"
 
 def _train(parser: argparse.ArgumentParser, argv: list[str] | None,
            args: argparse.Namespace) -> int:
-    # Every process logs until it knows its rank (so an early error is seen on any rank).
-    setup_logging(0)
+    # Every process logs at rank 0's level (run_main's set-up) until it knows its rank, so an
+    # early error is seen on any rank.
     cfg = config_from_args(parser, argv, args)
     dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda,
                             timeout_minutes=cfg.train.distributed_timeout_minutes)
@@ -49,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(description=__doc__.splitlines()[0])
     parser.prog = f"{PROG}.py"
     add_debug_flag(parser)
-    args = parse_args(parser, argv)
-    if isinstance(args, int):
-        return args
-    return run_cli(lambda: _train(parser, argv, args), prog=PROG, debug=args.debug)
+    return run_main(parser, argv, lambda args: _train(parser, argv, args), prog=PROG)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.bm25 import BM25Tokenizer, MiningQuery, NegativeFilter, mine_hard_negatives  # noqa: E402
-from data_prep.passages import Passage  # noqa: E402
+from data_prep.passages import PassageSpan  # noqa: E402
 from dpr.evaluation.metrics import match_tokens  # noqa: E402
 
 logger = logging.getLogger("bm25_mining")
@@ -87,9 +87,9 @@ def sample_ids(n: int, vocab_size: int, zipf_a: float, rng: np.random.Generator)
 
 
 def make_passages(args: argparse.Namespace, vocab: list[str], rng: np.random.Generator
-                  ) -> list[Passage]:
+                  ) -> list[PassageSpan]:
     """Synthetic passages of ``passage_words`` +/- 50% words, in chunks to bound memory."""
-    passages: list[Passage] = []
+    passages: list[PassageSpan] = []
     words = np.array(vocab, dtype=object)
     chunk = 50_000
     for offset in range(0, args.num_passages, chunk):
@@ -100,11 +100,13 @@ def make_passages(args: argparse.Namespace, vocab: list[str], rng: np.random.Gen
         for i in range(n):
             text = " ".join(words[ids[bounds[i]:bounds[i + 1]]].tolist()) + "."
             key = f"syn:{offset + i}"
-            passages.append(Passage(f"{key}:0", f"Titre {offset + i}", text, key, 0, len(text)))
+            passages.append(PassageSpan(title=f"Titre {offset + i}", text=text,
+                                        passage_id=f"{key}:0", paragraph_key=key, start=0,
+                                        end=len(text)))
     return passages
 
 
-def make_questions(args: argparse.Namespace, passages: list[Passage], rng: np.random.Generator
+def make_questions(args: argparse.Namespace, passages: list[PassageSpan], rng: np.random.Generator
                    ) -> list[tuple[str, str, int]]:
     """(question, answer, positive passage index) triples sampled from random passages."""
     questions = []
@@ -117,7 +119,7 @@ def make_questions(args: argparse.Namespace, passages: list[Passage], rng: np.ra
     return questions
 
 
-def bench_mining(args: argparse.Namespace, passages: list[Passage],
+def bench_mining(args: argparse.Namespace, passages: list[PassageSpan],
                  questions: list[tuple[str, str, int]]) -> dict[str, float]:
     """Indexes all passages and mines hard negatives for all questions, as the pipeline does."""
     tokenizer = BM25Tokenizer("fr")
@@ -148,7 +150,7 @@ def bench_mining(args: argparse.Namespace, passages: list[Passage],
             "questions_per_s": len(questions) / mine_s, "negatives": got}
 
 
-def bench_rank_bm25(args: argparse.Namespace, passages: list[Passage],
+def bench_rank_bm25(args: argparse.Namespace, passages: list[PassageSpan],
                     questions: list[tuple[str, str, int]]) -> dict[str, float]:
     """bm25s (robertson) vs rank-bm25 BM25Okapi(epsilon=0) on the same token lists."""
     from rank_bm25 import BM25Okapi  # optional dependency, only for this comparison

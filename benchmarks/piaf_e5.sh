@@ -43,8 +43,8 @@ print(f'{100 * r["mrr@10"]:.1f} {100 * r["top_k"]["1"]:.1f} {100 * r["top_k"]["2
 PY
 }
 tune_score() {  # tune_score MODEL OUTPUT_DIR: the model alone on the tune split
-    [ -f "$2/results.json" ] || "$PYTHON" -m dpr.evaluate --passages data/passages.tsv \
-        --qa data/qas_tune.tsv --retrievers dpr --dpr_model "$1" --output_dir "$2" \
+    [ -f "$2/results.json" ] || "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv \
+        --qa_file data/qas_tune.tsv --retrievers dpr --dpr_model "$1" --output_dir "$2" \
         --batch_size 64 $AMP --quiet > "$2.log" 2>&1 || { tail -n 20 "$2.log"; exit 1; }
     score "$2/results.json" dpr
 }
@@ -112,8 +112,8 @@ for split in train; do  # validation runs on the tune split's BM25 negatives
             [ "$other" = "$split" ] || exclude+=(--exclude_articles_of "data/DPR_FR_$other.json")
         done
         "$PYTHON" -m data_prep.mine_negatives --model_file "$R1" \
-            --input "data/DPR_FR_$split.json" --passages data/passages.tsv \
-            --output "data/DPR_FR_$split.mined_e5.json" --n_retrieved 100 \
+            --train_file "data/DPR_FR_$split.json" --ctx_file data/passages.tsv \
+            --out_file "data/DPR_FR_$split.mined_e5.json" --n_docs 100 \
             --num_negatives 20 --mix_bm25 10 "${exclude[@]}" --batch_size 64 --quiet \
             2> "mine_$split.log" || { tail -n 20 "mine_$split.log"; exit 1; }
     fi
@@ -130,7 +130,7 @@ echo "== 6. WiSE-FT: round 2 averaged with the pretrained weights ($(stamp))"
 best_alpha=1 best_score="$(tune_score "$R2" tune_round2 | cut -d' ' -f1)"
 for alpha in $ALPHAS; do
     [ -f "wise_$alpha.pt" ] || "$PYTHON" -m dpr.average "$R2" --alpha "$alpha" \
-        --output "wise_$alpha.pt" 2> "wise_$alpha.log"
+        --out_file "wise_$alpha.pt" 2> "wise_$alpha.log"
     read -r mrr top1 top20 <<< "$(tune_score "wise_$alpha.pt" "tune_wise_$alpha")"
     echo "   alpha $alpha: MRR@10 $mrr, top-1 $top1, top-20 $top20 on tune"
     if "$PYTHON" -c "import sys; sys.exit(not $mrr > $best_score)"; then
@@ -142,7 +142,7 @@ FINAL="$R2"
 echo "   chosen on tune: alpha $best_alpha ($FINAL)"
 
 evaluate() {  # evaluate QA_TSV OUTPUT_DIR
-    "$PYTHON" -m dpr.evaluate --passages data/passages.tsv --qa "$1" \
+    "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv --qa_file "$1" \
         --retrievers bm25,sbert,dpr:untuned,dpr:round1,dpr:round2,dpr:final,hybrid,fusion \
         --dpr_model "untuned=$E5" --dpr_model "round1=$R1" --dpr_model "round2=$R2" \
         --dpr_model "final=$FINAL" --fusion_dpr final --sbert_model "$E5" \

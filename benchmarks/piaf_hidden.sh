@@ -84,8 +84,8 @@ for spec in "idx_flat Flat" "idx_compressed $FACTORY"; do
     read -r folder factory <<< "$spec"
     if [ ! -f "$folder/build.json" ]; then
         echo "== 5. index $factory"
-        "$PYTHON" -m dpr.index build --embeddings 'emb/passages_*' --factory "$factory" \
-            --output_dir "$folder" --train_sample "$TRAIN" --threads "$THREADS" --quiet \
+        "$PYTHON" -m dpr.index build --encoded_ctx_file 'emb/passages_*' --factory "$factory" \
+            --output_dir "$folder" --train_sample "$TRAIN" --num_threads "$THREADS" --quiet \
             2> "$folder.log" || { tail -n 20 "$folder.log"; exit 1; }
     fi
 done

@@ -46,7 +46,7 @@ fi
 
 echo "== 4. Evaluation on the dev questions (hybrid λ tuned on the training questions)"
 set -x
-"$PYTHON" -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv \
+"$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv --qa_file data/qas_dev.tsv \
     --retrievers bm25,sbert,dpr,hybrid,rrf --dpr_model hf --sbert_model "$MINILM" \
     --tune_lambda_on data/DPR_FR_train.json --output_dir eval --quiet
 { set +x; } 2> /dev/null

@@ -75,8 +75,8 @@ for split in train dev; do
             [ "$other" = "$split" ] || exclude+=(--exclude_articles_of "data/DPR_FR_$other.json")
         done
         "$PYTHON" -m data_prep.mine_negatives --model_file "$R1" \
-            --input "data/DPR_FR_$split.json" --passages data/passages.tsv \
-            --output "data/DPR_FR_$split.mined.json" --n_retrieved 100 --num_negatives 20 \
+            --train_file "data/DPR_FR_$split.json" --ctx_file data/passages.tsv \
+            --out_file "data/DPR_FR_$split.mined.json" --n_docs 100 --num_negatives 20 \
             --mix_bm25 10 "${exclude[@]}" --quiet 2> "mine_$split.log" \
             || { tail -n 20 "mine_$split.log"; exit 1; }
         echo "   $split: $(( SECONDS - start )) s"
@@ -100,7 +100,7 @@ for r in 1 2; do
 done
 
 evaluate() {  # evaluate QA_TSV OUTPUT_DIR
-    "$PYTHON" -m dpr.evaluate --passages data/passages.tsv --qa "$1" \
+    "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv --qa_file "$1" \
         --retrievers bm25,sbert,dpr:round1,dpr:round2,hybrid,fusion,rrf \
         --dpr_model round1=hf1 --dpr_model round2=hf2 --fusion_dpr round2 \
         --sbert_model "$MINILM" --tune_lambda_on data/qas_tune.tsv --tune hybrid \

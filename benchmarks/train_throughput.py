@@ -58,7 +58,8 @@ from dpr.models.encoder import Encoder  # noqa: E402
 from dpr.training.build import compile_towers  # noqa: E402
 from dpr.training.optim import build_optimizer  # noqa: E402
 from dpr.training.step import grad_cache_step, plain_step  # noqa: E402
-from dpr.utils.dist import DistContext, cpu_has_fast_bf16  # noqa: E402
+from dpr.utils.device import cpu_has_fast_bf16  # noqa: E402
+from dpr.utils.dist import DistContext  # noqa: E402
 
 DEFAULT_PIAF = ROOT / ".." / "shared" / "data" / "piaf-v1.0.json"
 SIZE = {"layers": 12, "hidden": 768, "ffn": 3072, "heads": 12, "vocab": 32005}

@@ -21,7 +21,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
-from data_prep.passages import Passage
+from dpr.data.records import Passage
 from dpr.evaluation.bm25 import LANGUAGES, BM25Settings, BM25Tokenizer, passage_text
 from dpr.evaluation.metrics import has_answer_tokens, match_tokens
 from dpr.utils.io import atomic_write

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from data_prep.passages import (
-    Passage,
+    PassageSpan,
     SentenceSplitter,
     Span,
     answer_window,
@@ -32,7 +32,7 @@ SPLIT_BATCH = 128
 class Corpus:
     """All passages plus, per paragraph key, its sentence units and passage indices."""
 
-    passages: list[Passage] = field(default_factory=list)
+    passages: list[PassageSpan] = field(default_factory=list)
     units: dict[str, list[Span]] = field(default_factory=dict)
     members: dict[str, list[int]] = field(default_factory=dict)
 

@@ -6,9 +6,10 @@ selection itself is `dpr.evaluation.mining.mine`.
 Example::
 
     python -m data_prep.mine_negatives --model_file out/dpr_biencoder.39 \\
-        --input DPR_FR_train.json --passages passages.tsv --output DPR_FR_train.mined.json
+        --train_file DPR_FR_train.json --ctx_file passages.tsv \\
+        --out_file DPR_FR_train.mined.json
 
-Every passage of ``--passages`` is encoded (each process of a ``torchrun`` job encodes its
+Every passage of ``--ctx_file`` is encoded (each process of a ``torchrun`` job encodes its
 contiguous share), every question searched exactly by inner product, and the best
 ``--num_negatives`` passages that are neither a positive nor contain an answer become the
 record's ``hard_negative_ctxs``. See docs/DATA_PREP.md, "Mining negatives with a trained model".
@@ -25,17 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.writers import write_records
-from dpr.data.records import DataFormatError, parse_sample, read_json_records
-from dpr.data.tsv import TsvPassage, read_passages
-from dpr.evaluation.mining import (
-    ArticleExclusion,
-    MiningCorpus,
-    MiningOptions,
-    MiningStats,
-    encode_corpus,
-    mine,
+from dpr.cli.flags import (
+    add_checkpoint_path_flags,
+    add_device_flags,
+    add_flag,
+    add_output_flags,
+    add_pickle_flag,
+    encoder_params,
 )
-from dpr.utils.cli import add_output_flags, run_main
+from dpr.cli.main import run_main
+from dpr.data.records import DataFormatError, Passage, parse_sample, read_json_records
+from dpr.data.tsv import read_passages
+from dpr.evaluation.mining import ArticleExclusion, MiningOptions, MiningStats, mine
+from dpr.evaluation.mining_corpus import MiningCorpus, encode_corpus
 from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
 from dpr.utils.io import check_input_path, check_output_file
 
@@ -52,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--model_file", required=True,
         help="DPR checkpoint (any encoder type) or a folder written by dpr2hf")
-    add("--input", required=True, type=Path, help="DPR JSON (or JSON Lines, .gz) records")
-    add("--passages", required=True, type=Path,
-        help="passage TSV (id, text, title) to mine from, e.g. data_prep's passages.tsv")
-    add("--output", required=True, type=Path, help="DPR JSON file written (atomically)")
-    add("--n_retrieved", type=int, default=100, help="passages retrieved per question")
+    add_flag(parser, "--train_file", "--input", required=True, type=Path,
+             help="DPR JSON (or JSON Lines, .gz) records whose hard negatives are mined")
+    add_flag(parser, "--ctx_file", "--passages", required=True, type=Path,
+             help="passage TSV (id, text, title) to mine from, e.g. data_prep's passages.tsv")
+    add_flag(parser, "--out_file", "--output", required=True, type=Path,
+             help="DPR JSON file written (atomically)")
+    add_flag(parser, "--n_docs", "--n-docs", "--n_retrieved", type=int, default=100,
+             help="passages retrieved per question")
     add("--num_negatives", type=int, default=30, help="mined negatives kept per question")
     add("--skip_top", type=int, default=0,
         help="ignore the first K ranks of every ranking (likely unlabelled positives)")
@@ -75,17 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "every passage of FILE is also excluded by its id and text")
     add("--match", choices=("string", "regex"), default="string",
         help="answer matching, as in the evaluation")
-    add("--pretrained_model_cfg", default=None,
-        help="checkpoint only: Hugging Face model/tokenizer folder (overrides the stored path)")
-    add("--pretrained_file", default=None,
-        help="checkpoint only: fairseq model folder (overrides the stored path)")
+    add_checkpoint_path_flags(parser)
     add("--batch_size", type=int, default=64, help="texts per forward pass")
-    add("--device", default=None, help="torch device of a single-process run (e.g. cuda:1)")
-    add("--no_cuda", action="store_true", help="run on the CPU even with a GPU")
-    add("--local_rank", "--local-rank", type=int, default=-1,
-        help="set by torch.distributed.launch (torchrun uses the environment)")
-    add("--allow_unsafe_pickle", action="store_true",
-        help="allow checkpoints that need full unpickling (only files you trust)")
+    add_device_flags(parser)
+    add_flag(parser, "--local_rank", "--local-rank", type=int, default=-1,
+             help="set by torch.distributed.launch (torchrun uses the environment)")
+    add_pickle_flag(parser)
     add_output_flags(parser, quiet_help="no progress bars")
     return parser
 
@@ -96,20 +97,20 @@ def mining_options(args: argparse.Namespace) -> MiningOptions:
     Raises:
         UsageError: Naming the flag with a bad value.
     """
-    for flag in ("n_retrieved", "batch_size"):
+    for flag in ("n_docs", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.output.suffix == ".gz":
-        raise UsageError(f"--output {args.output}: compressed output is not supported; "
+    if args.out_file.suffix == ".gz":
+        raise UsageError(f"--out_file {args.out_file}: compressed output is not supported; "
                          "write a .json file")
-    check_output_file(args.output, flag="--output")
+    check_output_file(args.out_file, flag="--out_file")
     check_input_path(args.model_file, flag="--model_file")
     options = MiningOptions(num_negatives=args.num_negatives, skip_top=args.skip_top,
                             margin=args.margin, relative_margin=args.relative_margin,
                             mix_existing=args.mix_bm25)
-    if args.n_retrieved < args.skip_top + args.num_negatives:
-        logger.warning("--n_retrieved %d < --skip_top %d + --num_negatives %d: no question "
-                       "can get %d mined negatives", args.n_retrieved, args.skip_top,
+    if args.n_docs < args.skip_top + args.num_negatives:
+        logger.warning("--n_docs %d < --skip_top %d + --num_negatives %d: no question "
+                       "can get %d mined negatives", args.n_docs, args.skip_top,
                        args.num_negatives, args.num_negatives)
     return options
 
@@ -137,7 +138,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def read_corpus(path: Path, *, exclusion: ArticleExclusion | None = None
-                ) -> list[TsvPassage]:
+                ) -> list[Passage]:
     """Reads the passage TSV, without the passages of the articles ``exclusion`` names.
 
     Raises:
@@ -171,8 +172,8 @@ def read_exclusion(paths: Sequence[Path]) -> ArticleExclusion | None:
     return ArticleExclusion.of(ctxs)
 
 
-def _ctx_of(passage: TsvPassage) -> dict[str, str]:
-    return {"title": passage.title, "text": passage.text, "passage_id": passage.id}
+def _ctx_of(passage: Passage) -> dict[str, str]:
+    return {"title": passage.title, "text": passage.text, "passage_id": passage.passage_id}
 
 
 def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
@@ -189,53 +190,28 @@ def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
                 summary["existing_dropped_answer"], summary["existing_dropped_excluded"])
 
 
-def parse_device(name: str) -> Any:
-    """The torch device of ``--device``.
-
-    Raises:
-        UsageError: For an unknown device name or a GPU that is not there.
-    """
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"--device {name!r}: {err}") from err
-    if device.type == "cuda" and (not torch.cuda.is_available() or
-                                  (device.index or 0) >= torch.cuda.device_count()):
-        raise UsageError(f"--device {name}: no such CUDA device here")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     """Reads, encodes (distributed when launched so), mines and writes (rank 0)."""
     from dpr.inference import load_encoder
     from dpr.utils.dist import cleanup, init_distributed
     from dpr.utils.logging import setup_logging
 
-    no_cuda = args.no_cuda or (args.device or "").startswith("cpu")
-    ctx = init_distributed(args.local_rank, no_cuda=no_cuda)
+    ctx = init_distributed(args.local_rank, device=args.device)
     setup_logging(ctx.rank)
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every attempt
     try:
         options = mining_options(args)
-        with naming_flag("--input"):
-            records = read_records(args.input)
+        with naming_flag("--train_file"):
+            records = read_records(args.train_file)
         exclusion = read_exclusion(args.exclude_articles_of)
-        with naming_flag("--passages"):
-            passages = read_corpus(args.passages, exclusion=exclusion)
-        device = parse_device(args.device) if args.device and not ctx.distributed \
-            else ctx.device
+        with naming_flag("--ctx_file"):
+            passages = read_corpus(args.ctx_file, exclusion=exclusion)
         quiet = args.quiet or not ctx.is_main
-        model = load_encoder(args.model_file, {"pretrained_model_cfg": args.pretrained_model_cfg,
-                                               "pretrained_file": args.pretrained_file},
-                             device=device, batch_size=args.batch_size, quiet=quiet,
+        model = load_encoder(args.model_file, encoder_params(args), device=ctx.device,
+                             batch_size=args.batch_size, quiet=quiet,
                              allow_pickle=args.allow_unsafe_pickle)
         logger.info("%d records from %s, %d passages from %s, model %s, %d process(es)",
-                    len(records), args.input, len(passages), args.passages,
+                    len(records), args.train_file, len(passages), args.ctx_file,
                     model.description, ctx.world_size)
-        if args.device and ctx.distributed:
-            logger.warning("--device %s ignored: each process uses %s", args.device, device)
         start = time.perf_counter()
         vectors = encode_corpus(model.encode_passages, [(p.title, p.text) for p in passages],
                                 ctx=ctx, batch_size=args.batch_size)
@@ -244,12 +220,12 @@ def run(args: argparse.Namespace) -> int:
             return 0
         start = time.perf_counter()
         out, stats = mine(records, MiningCorpus(passages, vectors), model, options=options,
-                          n_retrieved=args.n_retrieved, match=args.match, quiet=quiet,
+                          n_retrieved=args.n_docs, match=args.match, quiet=quiet,
                           exclusion=exclusion)
-        write_records(args.output, out)
+        write_records(args.out_file, out)
         logger.info("Encoded questions, searched and selected in %.1f s",
                     time.perf_counter() - start)
-        log_summary(stats, options, args.output)
+        log_summary(stats, options, args.out_file)
         return 0
     finally:
         cleanup()

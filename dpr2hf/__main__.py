@@ -1,4 +1,4 @@
-"""`python -m dpr2hf CHECKPOINT --output_dir DIR` (see dpr2hf.cli)."""
+"""`python -m dpr2hf --model_file CHECKPOINT --output_dir DIR` (see dpr2hf.cli)."""
 
 from __future__ import annotations
 

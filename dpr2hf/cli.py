@@ -1,12 +1,19 @@
-"""Command line of dpr2hf: `python -m dpr2hf CHECKPOINT --output_dir DIR`."""
+"""Command line of dpr2hf: `python -m dpr2hf --model_file CHECKPOINT --output_dir DIR` (the
+checkpoint may also come first, `python -m dpr2hf CHECKPOINT --output_dir DIR`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.logging import setup_logging
+from dpr.cli.flags import (
+    add_checkpoint_path_flags,
+    add_debug_flag,
+    add_pickle_flag,
+    add_positional_flag,
+    require,
+)
+from dpr.cli.main import run_main
 from dpr2hf.convert import convert
 
 logger = logging.getLogger("dpr2hf")
@@ -18,23 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a DPR bi-encoder checkpoint (ours or the original DPR's: hf_bert, "
                     "hf_roberta, fairseq_roberta) into Hugging Face question/passage encoder "
                     "folders, verified against the checkpoint.")
-    parser.add_argument("checkpoint", help="DPR checkpoint file, e.g. dpr_biencoder.34.708.")
+    add_positional_flag(parser, "--model_file", metavar="CHECKPOINT",
+                        help="DPR checkpoint file, e.g. dpr_biencoder.34.708.")
     parser.add_argument("--output_dir", required=True,
                         help="Folder to create; receives question_encoder/ and ctx_encoder/ "
                              "(and dpr_question_encoder/, dpr_ctx_encoder/ for BERT).")
-    parser.add_argument("--pretrained_model_cfg", default=None,
-                        help="Model config and tokenizer folder used in training; overrides the "
-                             "(often relative) path stored in the checkpoint's encoder_params.")
-    parser.add_argument("--pretrained_file", default=None,
-                        help="fairseq_roberta: the fairseq model folder used in training; "
-                             "overrides the path stored in the checkpoint.")
+    add_checkpoint_path_flags(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace an existing non-empty --output_dir (only after the new "
                              "folders passed verification).")
-    parser.add_argument("--allow_unsafe_pickle", action="store_true",
-                        help="Allow files that need full unpickling (the original DPR's "
-                             "checkpoints with pickled objects, fairseq model.pt with an OmegaConf "
-                             "config). Unpickling can run arbitrary code: trusted files only.")
+    add_pickle_flag(parser, help="Allow files that need full unpickling (the original DPR's "
+                    "checkpoints with pickled objects, fairseq model.pt with an OmegaConf "
+                    "config). Unpickling can run arbitrary code: trusted files only.")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="Largest accepted absolute difference between the exported "
                              "folders' vectors and the bi-encoder's (default 1e-4).")
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Converts, then logs what was written and verified."""
-    result = convert(args.checkpoint, args.output_dir,
+    result = convert(require(args, "--model_file", "the checkpoint"), args.output_dir,
                      pretrained_model_cfg=args.pretrained_model_cfg,
                      pretrained_file=args.pretrained_file, overwrite=args.overwrite,
                      allow_pickle=args.allow_unsafe_pickle, tolerance=args.tolerance)
@@ -62,6 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 1 on bad input or failed verification (the error is logged and nothing is
         written), 2 on bad flags. Other errors are bugs and propagate with their traceback.
     """
-    return run_main(build_parser(), argv, run, prog="dpr2hf", setup=lambda _: setup_logging(0),
+    return run_main(build_parser(), argv, run, prog="dpr2hf",
                     on_error=lambda args: logger.error("Nothing was written to %s",
                                                        args.output_dir))

@@ -14,7 +14,7 @@ cd "$OUT"
 echo "== 1. A tiny CamemBERT in fairseq's folder format: data/camembert-base"
 echo "      (model.pt, dict.txt, SentencePiece unigram tokenizer trained on the sample)"
 python -m dpr.tiny --type fairseq-camembert --corpus "$ROOT/examples/data/fr_sample_squad.json" \
-    --out data/camembert-base 2> /dev/null
+    --output_dir data/camembert-base 2> /dev/null
 
 echo "== 2. SQuAD-format sample -> DPR training files with BM25 hard negatives: data/"
 python -m data_prep.squad2dpr "$ROOT/examples/data/fr_sample_squad.json" --output_dir data \
@@ -46,7 +46,7 @@ echo "== 5. Who wins on the dev questions: BM25, the DPR model (its hf/ export),
 echo "      (linear, λ = 1.1, and reciprocal rank)${SBERT:+ and all-MiniLM-L6-v2 used as is (sbert)}."
 echo "      10 questions and 24 passages: ranked by top-10. A random tiny model on 27 training"
 echo "      questions cannot beat BM25; real numbers: benchmarks/piaf_retrieval.sh, docs/RESULTS.md"
-python -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv \
+python -m dpr.evaluate --ctx_file data/passages.tsv --qa_file data/qas_dev.tsv \
     --retrievers "bm25,dpr,hybrid,rrf$SBERT" --dpr_model hf --n_docs 10 \
     --output_dir "$OUT/eval" --quiet
 
@@ -70,7 +70,7 @@ python "$ROOT/examples/summarize_log.py" minilm/training_log.jsonl --learned || 
 TUNED="$(python "$ROOT/examples/summarize_log.py" minilm/training_log.jsonl --best)"
 # "untuned" is the plain all-MiniLM-L6-v2 folder read as an untrained bi-encoder: the very
 # model fine-tuning starts from (same first-token pooling, same lower-casing, same length).
-python -m dpr.evaluate --passages data/passages.tsv --qa data/qas_dev.tsv --retrievers dpr,sbert \
+python -m dpr.evaluate --ctx_file data/passages.tsv --qa_file data/qas_dev.tsv --retrievers dpr,sbert \
     --dpr_model "tuned=$TUNED" --dpr_model "untuned=$MINILM" --pooling cls --similarity dot \
     --do_lower_case --sequence_length 64 \
     --n_docs 10 --output_dir "$OUT/eval_minilm" --quiet \

@@ -1,7 +1,8 @@
 """A Haystack pipeline over a trained model: BM25 + DPR joined by reciprocal rank fusion.
 
-    python examples/haystack_pipeline.py --model demo_out/hf \
-        --passages demo_out/data/passages.tsv --qa demo_out/data/qas_dev.tsv --questions 3
+    python examples/haystack_pipeline.py --model_file demo_out/hf \
+        --ctx_file demo_out/data/passages.tsv --qa_file demo_out/data/qas_dev.tsv \
+        --num_questions 3
 
 Indexing: every passage becomes a Haystack ``Document`` (content = text, ``meta["title"]`` =
 title) embedded by ``SentenceTransformersDocumentEmbedder`` with the export's ``ctx_encoder``
@@ -20,9 +21,10 @@ export's own tokenizer. For BERT-type exports no string gives the pair (the text
 ``token_type_ids`` are 1), so the passages are embedded with sentence-transformers pairs and
 written with their embeddings.
 
-``--model`` may also be a DPR checkpoint or a plain Hugging Face / sentence-transformers folder:
-the project's loader (``dpr.inference.load_encoder``) then embeds passages and questions, with
-the same recipe every other tool applies, through the two small components below.
+``--model_file`` may also be a DPR checkpoint or a plain Hugging Face / sentence-transformers
+folder: the project's loader (``dpr.inference.load_encoder``) then embeds passages and
+questions, with the same recipe every other tool applies, through the two small components
+below.
 """
 
 from __future__ import annotations
@@ -47,17 +49,20 @@ from haystack.components.retrievers.in_memory import (  # noqa: E402
 )
 from haystack.components.writers import DocumentWriter  # noqa: E402
 from haystack.document_stores.in_memory import InMemoryDocumentStore  # noqa: E402
+from haystack.utils import ComponentDevice  # noqa: E402
 from haystack_integrations.components.embedders.sentence_transformers import (  # noqa: E402
     SentenceTransformersDocumentEmbedder,
     SentenceTransformersTextEmbedder,
 )
 
+from dpr.cli.flags import add_debug_flag, add_device_flags, add_flag  # noqa: E402
+from dpr.cli.main import run_main  # noqa: E402
 from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
 from dpr.evaluation.metrics import has_answer  # noqa: E402
 from dpr.inference import DenseEncoder, load_encoder  # noqa: E402
 from dpr.models.export import exported_params, is_hf_export  # noqa: E402
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli  # noqa: E402
+from dpr.utils.device import select_device  # noqa: E402
 from dpr.utils.errors import InputError, read_input  # noqa: E402
 
 logger = logging.getLogger("haystack_pipeline")
@@ -106,12 +111,13 @@ def embed_documents(model: DenseEncoder, documents: list[Document]) -> list[Docu
 def passage_documents(path: str) -> list[Document]:
     """The passages of a DPR TSV as Documents (id = passage id; text stripped as in training;
     ``meta["title"]`` only when the title is not empty, so that the text is encoded alone)."""
-    return [Document(id=p.id, content=p.text.strip(), meta={"title": p.title} if p.title else {})
+    return [Document(id=p.passage_id, content=p.text.strip(),
+                     meta={"title": p.title} if p.title else {})
             for p in read_passages(path).values()]
 
 
 def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_folder: str, *,
-                   batch_size: int = 32) -> None:
+                   batch_size: int = 32, device: str = "cpu") -> None:
     """Embeds the documents with the context encoder as DPR pairs (with its passage prefix)
     and writes them."""
     separator = pair_separator(ctx_folder)
@@ -120,7 +126,7 @@ def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_
         from sentence_transformers import SentenceTransformer
 
         logger.info("BERT-type tokenizer: passages embedded as sentence-transformers pairs")
-        model = SentenceTransformer(ctx_folder, device="cpu")
+        model = SentenceTransformer(ctx_folder, device=device)
         items = [(prefix + d.meta["title"], d.content) if "title" in d.meta
                  else prefix + (d.content or "") for d in documents]
         vectors = model.encode(items, batch_size=batch_size, show_progress_bar=False)
@@ -130,14 +136,15 @@ def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_
     indexing = Pipeline()
     indexing.add_component("embedder", SentenceTransformersDocumentEmbedder(
         model=ctx_folder, meta_fields_to_embed=["title"], embedding_separator=separator,
-        prefix=prefix, batch_size=batch_size, progress_bar=False, local_files_only=True))
+        prefix=prefix, batch_size=batch_size, progress_bar=False, local_files_only=True,
+        device=ComponentDevice.from_str(device)))
     indexing.add_component("writer", DocumentWriter(document_store=store))
     indexing.connect("embedder.documents", "writer.documents")
     indexing.run({"embedder": {"documents": documents}})
 
 
 def query_pipeline(store: InMemoryDocumentStore, question: str | DenseEncoder, *, top_k: int,
-                   depth: int) -> Pipeline:
+                   depth: int, device: str = "cpu") -> Pipeline:
     """Dense (``dense``) and BM25 (``bm25``) top ``depth`` lists fused by RRF (``joiner``).
 
     Args:
@@ -150,7 +157,7 @@ def query_pipeline(store: InMemoryDocumentStore, question: str | DenseEncoder, *
     else:
         embedder = SentenceTransformersTextEmbedder(
             model=question, prefix=prompt_prefix(question, "question"), progress_bar=False,
-            local_files_only=True)
+            local_files_only=True, device=ComponentDevice.from_str(device))
     pipeline.add_component("text_embedder", embedder)
     pipeline.add_component("dense", InMemoryEmbeddingRetriever(document_store=store,
                                                                top_k=depth))
@@ -182,18 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Index a passage TSV with a dpr2hf export in Haystack and print the top "
         "passages of BM25 + DPR (reciprocal rank fusion) for a few questions.")
-    parser.add_argument("--model", default="demo_out/hf", help="dpr2hf output folder "
-                        "(question_encoder/ and ctx_encoder/: Haystack's own "
-                        "sentence-transformers embedders), or a DPR checkpoint or Hugging Face / "
-                        "sentence-transformers folder (embedded by the project's loader)")
-    parser.add_argument("--passages", default="demo_out/data/passages.tsv",
-                        help="passage TSV (id, text, title)")
-    parser.add_argument("--qa", default="demo_out/data/qas_dev.tsv",
-                        help="QA TSV: question<TAB>answers list")
-    parser.add_argument("--questions", type=int, default=3, help="questions asked (the first)")
-    parser.add_argument("--top_k", type=int, default=5, help="fused passages printed")
-    parser.add_argument("--depth", type=int, default=20, help="each retriever's list fused")
+    add_flag(parser, "--model_file", "--model", default="demo_out/hf",
+             help="dpr2hf output folder (question_encoder/ and ctx_encoder/: Haystack's own "
+             "sentence-transformers embedders), or a DPR checkpoint or Hugging Face / "
+             "sentence-transformers folder (embedded by the project's loader)")
+    add_flag(parser, "--ctx_file", "--passages", default="demo_out/data/passages.tsv",
+             help="passage TSV (id, text, title)")
+    add_flag(parser, "--qa_file", "--qa", default="demo_out/data/qas_dev.tsv",
+             help="QA TSV: question<TAB>answers list")
+    add_flag(parser, "--num_questions", "--questions", type=int, default=3,
+             help="questions asked (the first)")
+    add_flag(parser, "--n_docs", "--n-docs", "--top_k", type=int, default=5,
+             help="fused passages printed")
+    add_flag(parser, "--fusion_depth", "--depth", type=int, default=20,
+             help="each retriever's list fused")
     parser.add_argument("--batch_size", type=int, default=32, help="passages per forward pass")
+    add_device_flags(parser)
     add_debug_flag(parser)
     return parser
 
@@ -207,42 +218,36 @@ def _show(question: str, answers: Sequence[str], docs: Sequence[Document]) -> No
               f"  (rrf {doc.score:.4f})")
 
 
+def run(args: argparse.Namespace) -> int:
+    """Indexes the passages and prints the fused top passages of the first questions."""
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # the exports' unused pooler
+    # Inputs first: a bad file fails before any model loads.
+    documents = read_input(passage_documents, args.ctx_file, flag="--ctx_file", what="passages")
+    questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
+    model, device = Path(args.model_file), str(select_device(args.device))
+    store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
+    question: str | DenseEncoder
+    if is_hf_export(model):
+        index_passages(store, documents, str(model / "ctx_encoder"), batch_size=args.batch_size,
+                       device=device)
+        question = str(model / "question_encoder")
+    elif model.exists():
+        question = load_encoder(model, {}, batch_size=args.batch_size, device=device)
+        logger.info("Model: %s", question.description)
+        store.write_documents(embed_documents(question, documents))
+    else:
+        raise InputError(f"--model_file {model}: no such file or folder")
+    logger.info("%d passages indexed", store.count_documents())
+    pipeline = query_pipeline(store, question, top_k=args.n_docs, depth=args.fusion_depth,
+                              device=device)
+    for text, answers in questions[:args.num_questions]:
+        _show(text, answers, ask(pipeline, text)["fused"])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    parser = build_parser()
-    args: Any = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
-    if isinstance(args, int):
-        return args
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("haystack", "sentence_transformers", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("transformers").setLevel(logging.ERROR)  # the exports' unused pooler
-
-    def body() -> int:
-        # Inputs first: a bad file fails before any model loads.
-        documents = read_input(passage_documents, args.passages, flag="--passages",
-                               what="passages")
-        questions = read_input(read_qas, args.qa, flag="--qa", what="questions")
-        model = Path(args.model)
-        store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
-        question: str | DenseEncoder
-        if is_hf_export(model):
-            index_passages(store, documents, str(model / "ctx_encoder"),
-                           batch_size=args.batch_size)
-            question = str(model / "question_encoder")
-        elif model.exists():
-            question = load_encoder(model, {}, batch_size=args.batch_size)
-            logger.info("Model: %s", question.description)
-            store.write_documents(embed_documents(question, documents))
-        else:
-            raise InputError(f"--model {model}: no such file or folder")
-        logger.info("%d passages indexed", store.count_documents())
-        pipeline = query_pipeline(store, question, top_k=args.top_k, depth=args.depth)
-        for question, answers in questions[:args.questions]:
-            _show(question, answers, ask(pipeline, question)["fused"])
-        return 0
-
-    return run_cli(body, prog="haystack_pipeline", debug=args.debug)
+    return run_main(build_parser(), argv, run, prog="haystack_pipeline")
 
 
 if __name__ == "__main__":

@@ -91,14 +91,14 @@ def retrieve(env: Env, pattern: str, *extra: str, qa: Path | None = None,
 
 def mine(env: Env, *, records: Path | None = None, passages: Path | None = None,
          exclude: Path | None = None) -> list[str]:
-    return ["--model_file", str(env.checkpoint), "--input", str(records or env.train),
-            "--passages", str(passages or env.passages), "--output", str(env.tmp / "out"),
+    return ["--model_file", str(env.checkpoint), "--train_file", str(records or env.train),
+            "--ctx_file", str(passages or env.passages), "--out_file", str(env.tmp / "out"),
             "--no_cuda", "--quiet",
             *(["--exclude_articles_of", str(exclude)] if exclude else [])]
 
 
 def tsv_eval(env: Env, *, passages: Path | None = None, qa: Path | None = None) -> list[str]:
-    return ["--passages", str(passages or env.passages), "--qa", str(qa or env.qas),
+    return ["--ctx_file", str(passages or env.passages), "--qa_file", str(qa or env.qas),
             "--retrievers", "bm25", "--output_dir", str(env.tmp / "out"), "--quiet"]
 
 
@@ -228,8 +228,8 @@ CASES: list[tuple[str, Callable, Callable[[Env], list[str]], int, str | tuple[st
      lambda e: prep(e, _ok_squad(e), "--bm25_k1", "nan"), 2,
      "--bm25_k1 must be a finite number"),
     ("mine_negatives: TSV with wrong column count", mine_negatives.main,
-     lambda e: ["--model_file", str(e.checkpoint), "--input", str(e.train), "--passages",
-                str(e.write("cols.tsv", TSV_HEADER + "p1\tonly two\n")), "--output",
+     lambda e: ["--model_file", str(e.checkpoint), "--train_file", str(e.train), "--ctx_file",
+                str(e.write("cols.tsv", TSV_HEADER + "p1\tonly two\n")), "--out_file",
                 str(e.tmp / "out"), "--no_cuda", "--quiet"], 1, "cols.tsv"),
     ("dpr2hf: random bytes", dpr2hf_main,
      lambda e: [str(e.write("rnd.cp", bytes(range(256)) * 4)), "--output_dir",
@@ -309,16 +309,16 @@ TOOLS = {"evaluate": (evaluate.main, tsv_eval),
          "generate": (generate_dense_embeddings.main, generate),
          "mine_negatives": (mine_negatives.main, mine)}
 EMPTY_INPUTS = [
-    ("evaluate", "--qa", "empty.tsv", "", NO_QUESTIONS),
-    ("evaluate", "--qa", "none.json", "[]", NO_QUESTIONS),
-    ("evaluate", "--passages", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
+    ("evaluate", "--qa_file", "empty.tsv", "", NO_QUESTIONS),
+    ("evaluate", "--qa_file", "none.json", "[]", NO_QUESTIONS),
+    ("evaluate", "--ctx_file", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
     ("retriever", "--qa_file", "empty.tsv", "", NO_QUESTIONS),
     ("retriever", "--ctx_file", "empty.tsv", "", NO_PASSAGES),
     ("generate", "--ctx_file", "empty.tsv", "", NO_PASSAGES),
     ("generate", "--ctx_file", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
-    ("mine_negatives", "--input", "empty.json", "", "file is empty"),
-    ("mine_negatives", "--input", "none.json", "[]", "contains no records"),
-    ("mine_negatives", "--passages", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
+    ("mine_negatives", "--train_file", "empty.json", "", "file is empty"),
+    ("mine_negatives", "--train_file", "none.json", "[]", "contains no records"),
+    ("mine_negatives", "--ctx_file", "hdr.tsv", TSV_HEADER, NO_PASSAGES),
     ("mine_negatives", "--exclude_articles_of", "empty.json", "", "file is empty"),
 ]
 CASES += [(f"{tool}: {flag} {name} holding {content!r}", TOOLS[tool][0],
@@ -347,7 +347,7 @@ BAD_PATHS = [
     ("evaluate", "--trec_dir", "a file", 2, "exists and is not a folder"),
     ("generate", "--out_file", "under a file", 2, "afile is a file, not a folder"),
     ("retriever", "--out_file", "a folder", 2, "is a folder; give a file name"),
-    ("mine_negatives", "--output", "a folder", 2, "is a folder; give a file name"),
+    ("mine_negatives", "--out_file", "a folder", 2, "is a folder; give a file name"),
     ("train", "--model_file", "missing", 1, "does not exist"),
     ("generate", "--model_file", "missing", 1, "does not exist"),
     ("retriever", "--model_file", "missing", 1, "does not exist"),

@@ -167,6 +167,15 @@ def _windows(tensorizer: ItemTokenizer, items: Sequence[Item], window: int,
             yield start, ids
 
 
+def _padded_on(tensorizer: ItemTokenizer, ids: list[list[int]],
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded ids and mask [B × T] of one batch, sent to `device` (pinned for a GPU)."""
+    batch, mask = tensorizer.pad(ids)
+    if device.type == "cuda":
+        batch, mask = batch.pin_memory(), mask.pin_memory()
+    return batch.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+
+
 def encode_in_batches(
     encode_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     tensorizer: ItemTokenizer,
@@ -219,11 +228,8 @@ def encode_in_batches(
                 else list(range(len(ids)))
             for first in range(0, len(order), batch_size):
                 rows = order[first:first + batch_size]
-                batch, mask = tensorizer.pad([ids[i] for i in rows])
-                if device.type == "cuda":
-                    batch, mask = batch.pin_memory(), mask.pin_memory()
-                vectors = encode_fn(batch.to(device, non_blocking=True),
-                                    mask.to(device, non_blocking=True))  # [B × D]
+                vectors = encode_fn(*_padded_on(tensorizer, [ids[i] for i in rows],
+                                                device))  # [B × D]
                 collect()
                 pending = ([start + i for i in rows], vectors)
                 bar.update(len(rows))

@@ -29,12 +29,18 @@ class DataFormatError(InputError):
 
 @dataclass(frozen=True)
 class Passage:
-    """A passage as DPR feeds it to the context encoder.
+    """A passage: the one passage record of the project, whatever file it was read from.
+
+    DPR JSON contexts (`{"title", "text", "passage_id"}`) and passage TSV rows (DPR's columns
+    `id`, `text`, `title`; `dpr.data.tsv`) are both read as `Passage`; data_prep's passages are
+    `PassageSpan`s, passages that also know their place in a paragraph. What a model encodes
+    is the pair `(title, text)` (`dpr.inference`).
 
     Attributes:
         title: Title (empty when none).
         text: Passage text.
-        passage_id: The record's `passage_id`, when it has one.
+        passage_id: The JSON record's `passage_id` or the TSV row's `id` (None when a JSON
+            context has none).
     """
 
     title: str

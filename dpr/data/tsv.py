@@ -19,11 +19,10 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
-from dpr.data.records import DataFormatError
+from dpr.data.records import DataFormatError, Passage
 from dpr.utils.io import open_text
 
 logger = logging.getLogger(__name__)
@@ -33,17 +32,9 @@ InputFormatError = DataFormatError
 one error class for bad data files, also raised by the JSON and SQuAD readers)."""
 
 
-@dataclass(frozen=True)
-class TsvPassage:
-    """One passage of the retrieval corpus."""
-
-    id: str
-    text: str
-    title: str
-
-
-def iter_passages(path: str | os.PathLike[str]) -> Iterator[TsvPassage]:
-    """Yields the passages of a passage TSV file in file order.
+def iter_passages(path: str | os.PathLike[str]) -> Iterator[Passage]:
+    """Yields the passages of a passage TSV file in file order (`passage_id` is the `id`
+    column).
 
     Raises:
         InputFormatError: On a row without 3 fields, an empty id or a missing file.
@@ -59,22 +50,23 @@ def iter_passages(path: str | os.PathLike[str]) -> Iterator[TsvPassage]:
                     raise InputFormatError(
                         f"{path}:{reader.line_num}: expected 3 tab-separated fields id, text, "
                         f"title, got {len(row)} field(s)" + ("" if row else " (empty line)"))
-                yield TsvPassage(row[0], row[1], row[2])
+                yield Passage(title=row[2], text=row[1], passage_id=row[0])
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InputFormatError(f"{path}: cannot read passages: {err}") from err
 
 
-def read_passages(path: str | os.PathLike[str]) -> dict[str, TsvPassage]:
+def read_passages(path: str | os.PathLike[str]) -> dict[str, Passage]:
     """Reads a passage TSV file into a dict keyed by id (file order kept).
 
     Raises:
         InputFormatError: On a malformed row or a duplicate id.
     """
-    passages: dict[str, TsvPassage] = {}
+    passages: dict[str, Passage] = {}
     for passage in iter_passages(path):
-        if passage.id in passages:
-            raise InputFormatError(f"{os.fspath(path)}: duplicate passage id {passage.id!r}")
-        passages[passage.id] = passage
+        if passage.passage_id in passages:
+            raise InputFormatError(f"{os.fspath(path)}: duplicate passage id "
+                                   f"{passage.passage_id!r}")
+        passages[passage.passage_id] = passage
     logger.info("Read %d passages from %s", len(passages), os.fspath(path))
     return passages
 
@@ -88,17 +80,17 @@ def count_passages(path: str | os.PathLike[str]) -> int:
     Raises:
         InputFormatError: On a malformed row or a duplicate id.
     """
-    hashes = np.fromiter((hash(p.id) for p in iter_passages(path)), dtype=np.int64)
+    hashes = np.fromiter((hash(p.passage_id) for p in iter_passages(path)), dtype=np.int64)
     ordered = np.sort(hashes)
     clashes = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
     if clashes:
         seen: set[str] = set()
         for passage in iter_passages(path):
-            if hash(passage.id) in clashes:
-                if passage.id in seen:
+            if hash(passage.passage_id) in clashes:
+                if passage.passage_id in seen:
                     raise InputFormatError(f"{os.fspath(path)}: duplicate passage id "
-                                           f"{passage.id!r}")
-                seen.add(passage.id)
+                                           f"{passage.passage_id!r}")
+                seen.add(passage.passage_id)
     return len(hashes)
 
 

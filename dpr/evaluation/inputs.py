@@ -26,7 +26,10 @@ class EvaluationError(InputError):
 
 @dataclass(frozen=True)
 class Corpus:
-    """The passages searched, in index order (a passage's row is its position)."""
+    """The passages searched, in index order (a passage's row is its position), as columns:
+    the layout BM25, faiss, relevance and the TREC files read. A passage TSV is read as
+    `dpr.data.records.Passage` records first (`read_tsv_corpus`); a SQuAD file's paragraphs
+    go straight into the columns."""
 
     ids: list[str]
     titles: list[str]
@@ -44,7 +47,7 @@ class QuestionSet:
     gold: list[set[int]] | None = None
 
 
-def read_tsv_corpus(path: str, *, flag: str = "--passages") -> Corpus:
+def read_tsv_corpus(path: str, *, flag: str = "--ctx_file") -> Corpus:
     """Passages of a DPR passage TSV file, in file order.
 
     Args:
@@ -55,7 +58,7 @@ def read_tsv_corpus(path: str, *, flag: str = "--passages") -> Corpus:
         InputError: On a malformed row, a duplicate id or no passage at all.
     """
     passages = list(read_input(read_passages, path, flag=flag, what="passages").values())
-    return Corpus([p.id for p in passages], [p.title for p in passages],
+    return Corpus([p.passage_id for p in passages], [p.title for p in passages],
                   [p.text for p in passages], path)
 
 
@@ -94,7 +97,7 @@ def _squad_corpus(path: str, squad: SquadFile) -> tuple[Corpus, QuestionSet]:
     return corpus, qset
 
 
-def read_questions(path: str, *, flag: str = "--qa") -> QuestionSet:
+def read_questions(path: str, *, flag: str = "--qa_file") -> QuestionSet:
     """Questions and answers of a QA TSV file or of a DPR training JSON / JSON Lines file.
 
     A JSON file's records need a ``question`` string and an ``answers`` list (data_prep's

@@ -152,8 +152,8 @@ class EvalOptions:
     """What to evaluate and how (the flags of ``python -m dpr.evaluate``)."""
 
     retrievers: tuple[str, ...]
-    passages: str | None = None
-    qa: str | None = None
+    ctx_file: str | None = None
+    qa_file: str | None = None
     squad: str | None = None
     relevance: str | None = None
     match: str = "string"
@@ -167,11 +167,11 @@ class EvalOptions:
     similarity: str | None = None  # folder's sentence-transformers recipe, else DPR's)
     query_prefix: str | None = None
     passage_prefix: str | None = None
-    fp16: bool = False  # mixed-precision encoding (`dpr.utils.dist.autocast_dtype`)
+    fp16: bool = False  # mixed-precision encoding (`dpr.utils.device.autocast_dtype`)
     amp_dtype: str = "auto"
     sbert_model: str | None = None
     batch_size: int = 32
-    no_cuda: bool = False
+    device: str | None = None  # `dpr.utils.device.select_device`
     allow_unsafe_pickle: bool = False
     indexes: tuple[tuple[str, str], ...] = ()  # (DPR retriever name, saved index folder)
     nprobe: int | None = None

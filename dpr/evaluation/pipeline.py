@@ -39,6 +39,7 @@ from dpr.evaluation.report import (
 from dpr.evaluation.retrievers import DenseRetriever, bm25_run, dense_retriever
 from dpr.evaluation.run import Run, pool
 from dpr.evaluation.trec import write_trec
+from dpr.utils.device import autocast_dtype, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     Raises:
         InputError: On unreadable or malformed input files.
     """
-    from dpr.evaluation.encode import pick_device
-
     corpus, qset = read_inputs(options)
-    device = pick_device(options.no_cuda)
+    device = select_device(options.device)
     n_docs = min(options.n_docs, len(corpus.ids))
     depth = max(n_docs, min(options.fusion_depth, len(corpus.ids)))  # lists the fusions rerank
     fused = options.fusion_model if options.wants(*FUSIONS) else None
@@ -95,7 +94,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
 
 
 def read_inputs(options: EvalOptions) -> tuple[Corpus, QuestionSet]:
-    """The corpus and the questions (``--squad``, or ``--passages`` and ``--qa``).
+    """The corpus and the questions (``--squad``, or ``--ctx_file`` and ``--qa_file``).
 
     Raises:
         InputError: On unreadable or malformed files.
@@ -103,7 +102,7 @@ def read_inputs(options: EvalOptions) -> tuple[Corpus, QuestionSet]:
     if options.squad:
         corpus, qset = read_squad(options.squad)
     else:
-        corpus, qset = read_tsv_corpus(options.passages), read_questions(options.qa)
+        corpus, qset = read_tsv_corpus(options.ctx_file), read_questions(options.qa_file)
     logger.info("%d passages, %d questions, relevance by %s", len(corpus.ids),
                 len(qset.questions),
                 "gold paragraph" if options.mode == "id" else "answer match")
@@ -114,7 +113,6 @@ def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
              device: Any) -> DenseRetriever:
     """A DPR model (`dpr.inference.load_encoder`) over the corpus or its saved index."""
     from dpr.inference import load_encoder
-    from dpr.utils.dist import autocast_dtype
 
     model = load_encoder(spec.path, options.encoder_cli, device=device,
                          batch_size=options.batch_size, quiet=options.quiet,

@@ -153,7 +153,7 @@ def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
         ids_file = os.path.join(folder, "ids.txt")
         detail = (f"passage id {missing!r} of the index is not in the passages"
                   if missing is not None else "some passages are not in the index")
-        raise EvaluationError(f"--index {ids_file} does not match --passages {corpus.source}: "
+        raise EvaluationError(f"--index {ids_file} does not match --ctx_file {corpus.source}: "
                               f"{len(ids)} ids in the index, {len(corpus.ids)} passages; "
                               f"{detail} (build the index from embeddings of these passages)")
     logger.info("%s: index rows mapped to the passages' order by id", folder)

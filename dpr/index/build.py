@@ -88,7 +88,7 @@ class BuildOptions:
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {self.threads}")
+            raise UsageError(f"--num_threads must be >= 1, got {self.threads}")
 
 
 def faiss_reason(err: Exception) -> str:

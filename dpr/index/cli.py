@@ -1,13 +1,13 @@
 r"""Index embedding shards and search them: faiss indexes built in bounded memory, or Milvus.
 
-    python -m dpr.index build --embeddings 'emb/passages_*' --factory 'IVF1024,PQ32' \
-        --output_dir idx/ [--metric ip] [--train_sample 200000] [--on_disk] [--threads 2]
-    python -m dpr.index search --index idx/ --queries questions.npy --k 100 --nprobe 32 \
-        [--rerank 1000] --output run.tsv
+    python -m dpr.index build --encoded_ctx_file 'emb/passages_*' --factory 'IVF1024,PQ32' \
+        --output_dir idx/ [--metric ip] [--train_sample 200000] [--on_disk] [--num_threads 2]
+    python -m dpr.index search --index idx/ --queries questions.npy --n_docs 100 \
+        --nprobe 32 [--rerank 1000] --out_file run.tsv
     python -m dpr.index milvus-load --uri passages.db --collection passages \
-        --embeddings 'emb/passages_*' --passages passages.tsv
+        --encoded_ctx_file 'emb/passages_*' --ctx_file passages.tsv
     python -m dpr.index milvus-search --uri passages.db --collection passages \
-        --queries questions.npy --k 100 --output run.json
+        --queries questions.npy --n_docs 100 --out_file run.json
 
 `build` reads the shards that generate_dense_embeddings.py writes (`.npy` + `.ids.json`,
 float32 or float16; DPR's `.pkl` with --allow_unsafe_pickle) one at a time, trains the index
@@ -31,26 +31,28 @@ from collections.abc import Sequence
 
 import faiss
 
+from dpr.cli.flags import add_flag, add_output_flags, add_pickle_flag
+from dpr.cli.main import run_main
 from dpr.data.tsv import iter_passages
 from dpr.index.build import METRICS, BuildOptions, build_from_glob
 from dpr.index.milvus import MilvusStore, load_shards
 from dpr.index.runs import check_run_path, read_queries, write_run
 from dpr.index.search import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, load_index
 from dpr.index.shards import find_shards, open_shards
-from dpr.utils.cli import add_output_flags, run_main
 from dpr.utils.errors import UsageError
-from dpr.utils.logging import setup_logging
 
 logger = logging.getLogger("dpr.index")
 
 PICKLE_HELP = ("Read DPR's .pkl shards (pickles can run arbitrary code when read: trusted "
                "files only).")
+SHARDS_HELP = ("Glob of the embedding shards, e.g. 'emb/passages_*' (quoted; .ids.json files it "
+               "matches are skipped; shards sorted _2 before _10).")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_output_flags(parser, quiet_help="No progress bar.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="faiss threads (unset: faiss' own choice, one per core).")
+    add_flag(parser, "--num_threads", "--threads", type=int, default=None,
+             help="faiss threads (unset: faiss' own choice, one per core).")
 
 
 def _subparser(commands: argparse._SubParsersAction, name: str,
@@ -61,9 +63,7 @@ def _subparser(commands: argparse._SubParsersAction, name: str,
 
 def _add_build(commands: argparse._SubParsersAction) -> None:
     build = _subparser(commands, "build", "Build a faiss index from embedding shards.")
-    build.add_argument("--embeddings", required=True,
-                       help="Glob of the shards, e.g. 'emb/passages_*' (quoted; .ids.json "
-                       "files it matches are skipped; shards sorted _2 before _10).")
+    add_flag(build, "--encoded_ctx_file", "--embeddings", required=True, help=SHARDS_HELP)
     build.add_argument("--factory", required=True,
                        help="faiss index-factory string: Flat, HNSW32, HNSW32_SQ8, "
                        "IVF4096,PQ64, OPQ64,IVF4096,PQ64...")
@@ -85,7 +85,7 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--overwrite", action="store_true",
                        help="Replace --output_dir when it exists (once the new one is "
                        "complete).")
-    build.add_argument("--allow_unsafe_pickle", action="store_true", help=PICKLE_HELP)
+    add_pickle_flag(build, help=PICKLE_HELP)
     _common(build)
 
 
@@ -99,12 +99,13 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--ef_search", type=int, default=None,
                         help=f"HNSW candidate list size (default: {DEFAULT_EF_SEARCH}).")
     search.add_argument("--rerank", type=int, default=None,
-                        help="Fetch this many candidates (>= --k) and re-score them exactly from "
+                        help="Fetch this many candidates (>= --n_docs) and re-score them exactly "
+                        "from "
                         "the embedding shards the index was built from (memory-mapped; for a "
                         "Refine(...) factory, from the index's refinement codes); 0: off.")
-    search.add_argument("--embeddings", default=None,
-                        help="With --rerank: glob of those shards when they are no longer where "
-                        "build.json says (same files, same order).")
+    add_flag(search, "--encoded_ctx_file", "--embeddings", default=None,
+             help="With --rerank: glob of those shards when they are no longer where "
+             "build.json says (same files, same order).")
     search.add_argument("--mmap", action="store_true",
                         help="Memory-map the index where faiss can instead of reading it.")
     _common(search)
@@ -114,9 +115,10 @@ def _add_query_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", required=True,
                         help="Query vectors .npy [Q x D]; ids from the .ids.json beside it, "
                         "else row numbers.")
-    parser.add_argument("--k", type=int, default=100, help="Results per query.")
-    parser.add_argument("--output", required=True,
-                        help="Run file: .tsv, .json, or TREC (.txt, .trec).")
+    add_flag(parser, "--n_docs", "--n-docs", "--k", type=int, default=100,
+             help="Results per query.")
+    add_flag(parser, "--out_file", "--output", required=True,
+             help="Run file: .tsv, .json, or TREC (.txt, .trec).")
 
 
 def _add_milvus(commands: argparse._SubParsersAction) -> None:
@@ -129,16 +131,16 @@ def _add_milvus(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--collection", default="passages", help="Collection name.")
         parser.add_argument("--token", default=None,
                             help="Server credentials, user:password or an API key.")
-    load.add_argument("--embeddings", required=True, help="Glob of the shards.")
-    load.add_argument("--passages", default=None,
-                      help="Passage TSV (id, text, title) in the shards' order, to store titles "
-                      "and texts; without it only ids and vectors are stored.")
+    add_flag(load, "--encoded_ctx_file", "--embeddings", required=True, help=SHARDS_HELP)
+    add_flag(load, "--ctx_file", "--passages", default=None,
+             help="Passage TSV (id, text, title) in the shards' order, to store titles and "
+             "texts; without it only ids and vectors are stored.")
     load.add_argument("--batch_size", type=int, default=1000, help="Rows per insert.")
     load.add_argument("--index_type", default="AUTOINDEX",
                       help="Milvus index type (AUTOINDEX, FLAT, HNSW, IVF_FLAT...).")
     load.add_argument("--overwrite", action="store_true",
                       help="Drop the collection first when it exists.")
-    load.add_argument("--allow_unsafe_pickle", action="store_true", help=PICKLE_HELP)
+    add_pickle_flag(load, help=PICKLE_HELP)
     _add_query_flags(search)
     for parser in (load, search):
         add_output_flags(parser, quiet_help="No progress bar.")
@@ -156,26 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _set_threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None) is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        faiss.omp_set_num_threads(args.threads)
+    if getattr(args, "num_threads", None) is not None:
+        if args.num_threads < 1:
+            raise UsageError(f"--num_threads must be >= 1, got {args.num_threads}")
+        faiss.omp_set_num_threads(args.num_threads)
 
 
 def run_build(args: argparse.Namespace) -> dict:
     """`build`: returns the build settings."""
     options = BuildOptions(factory=args.factory, metric=args.metric,
                            train_sample=args.train_sample, seed=args.seed, on_disk=args.on_disk,
-                           threads=args.threads, chunk_rows=args.chunk_rows,
+                           threads=args.num_threads, chunk_rows=args.chunk_rows,
                            checksum=not args.no_checksum, quiet=args.quiet)
-    return build_from_glob(args.embeddings, args.output_dir, options,
+    return build_from_glob(args.encoded_ctx_file, args.output_dir, options,
                            allow_pickle=args.allow_unsafe_pickle, overwrite=args.overwrite)
 
 
 def _check_query_flags(args: argparse.Namespace) -> None:
-    check_run_path(args.output)
-    if args.k < 1:
-        raise UsageError(f"--k must be >= 1, got {args.k}")
+    check_run_path(args.out_file)
+    if args.n_docs < 1:
+        raise UsageError(f"--n_docs must be >= 1, got {args.n_docs}")
 
 
 def run_search(args: argparse.Namespace) -> None:
@@ -183,10 +185,10 @@ def run_search(args: argparse.Namespace) -> None:
     _check_query_flags(args)
     _set_threads(args)
     index = load_index(args.index, nprobe=args.nprobe, ef_search=args.ef_search,
-                       rerank=args.rerank, embeddings=args.embeddings, mmap=args.mmap)
+                       rerank=args.rerank, embeddings=args.encoded_ctx_file, mmap=args.mmap)
     query_ids, queries = read_queries(args.queries)
-    scores, ids = index.search(queries, args.k)
-    write_run(args.output, query_ids, ids, scores)
+    scores, ids = index.search(queries, args.n_docs)
+    write_run(args.out_file, query_ids, ids, scores)
 
 
 def _quiet_pymilvus() -> None:
@@ -202,14 +204,14 @@ def run_milvus_load(args: argparse.Namespace) -> None:
     _quiet_pymilvus()
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    shards = open_shards(find_shards(args.embeddings), allow_pickle=args.allow_unsafe_pickle,
-                         checksum=False)
-    passages = (None if args.passages is None else
-                ((p.id, p.title, p.text) for p in iter_passages(args.passages)))
+    shards = open_shards(find_shards(args.encoded_ctx_file),
+                         allow_pickle=args.allow_unsafe_pickle, checksum=False)
+    passages = (None if args.ctx_file is None else
+                ((p.passage_id, p.title, p.text) for p in iter_passages(args.ctx_file)))
     store = MilvusStore.connect(args.uri, args.collection, token=args.token)
     try:
         store.create(shards[0].dim, index_type=args.index_type, overwrite=args.overwrite)
-        load_shards(store, shards, passages=passages, source=args.passages or "passages",
+        load_shards(store, shards, passages=passages, source=args.ctx_file or "passages",
                     batch_size=args.batch_size, quiet=args.quiet)
     finally:
         store.close()
@@ -222,10 +224,10 @@ def run_milvus_search(args: argparse.Namespace) -> None:
     query_ids, queries = read_queries(args.queries)
     store = MilvusStore.connect(args.uri, args.collection, token=args.token)
     try:
-        scores, ids = store.search(queries, args.k)
+        scores, ids = store.search(queries, args.n_docs)
     finally:
         store.close()
-    write_run(args.output, query_ids, ids, scores, name="milvus")
+    write_run(args.out_file, query_ids, ids, scores, name="milvus")
 
 
 COMMANDS = {"build": run_build, "search": run_search, "milvus-load": run_milvus_load,
@@ -233,6 +235,6 @@ COMMANDS = {"build": run_build, "search": run_search, "milvus-load": run_milvus_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; returns the exit status (see `dpr.utils.cli.run_main`)."""
+    """Runs one command; returns the exit status (see `dpr.cli.main.run_main`)."""
     return run_main(build_parser(), argv, lambda args: COMMANDS[args.command](args),
-                    prog="dpr.index", setup=lambda _: setup_logging(0))
+                    prog="dpr.index")

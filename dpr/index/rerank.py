@@ -81,7 +81,7 @@ def _stored_paths(settings: dict, folder: str | os.PathLike[str]) -> list[str]:
         path = next((c for c in candidates if c and os.path.isfile(c)), None)
         if path is None:
             raise InputError(f"{shard['path']}: shard of the index {folder} not found for "
-                             "re-ranking (pass --embeddings to say where the shards are)")
+                             "re-ranking (pass --encoded_ctx_file to say where the shards are)")
         found.append(path)
     return found
 
@@ -102,8 +102,8 @@ def open_shard_vectors(settings: dict, folder: str | os.PathLike[str], *,
     paths = (find_shards(embeddings) if embeddings is not None
              else _stored_paths(settings, folder))
     if len(paths) != len(recorded):
-        raise InputError(f"--embeddings {embeddings}: {len(paths)} shard(s), but the index was "
-                         f"built from {len(recorded)}")
+        raise InputError(f"--encoded_ctx_file {embeddings}: {len(paths)} shard(s), but the "
+                         f"index was built from {len(recorded)}")
     vectors = ShardVectors(paths, [s["rows"] for s in recorded], int(settings["dim"]))
     logger.info("Re-ranking from %d shard(s) (%d vectors)", len(paths), len(vectors))
     return vectors

@@ -62,10 +62,10 @@ def check_run_path(path: str | os.PathLike[str]) -> None:
     """Refuses an output name whose suffix is not a run format (before any work).
 
     Raises:
-        UsageError: Naming `--output`.
+        UsageError: Naming `--out_file`.
     """
     if Path(path).suffix not in RUN_SUFFIXES:
-        raise UsageError(f"--output {path}: expected a name ending in "
+        raise UsageError(f"--out_file {path}: expected a name ending in "
                          f"{', '.join(RUN_SUFFIXES)}")
 
 

@@ -143,7 +143,7 @@ class FaissIndex:
             int64 [Q × k] (-1 for missing results).
         """
         if k < 1:
-            raise UsageError(f"--k must be >= 1, got {k}")
+            raise UsageError(f"--n_docs must be >= 1, got {k}")
         queries = self._check_queries(vectors)  # [Q × D]
         fetch = k if self.rerank is None else max(k, self.rerank)
         if self.refine is not None:

@@ -68,7 +68,7 @@ def _natural_key(path: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-def find_shards(pattern: str, *, flag: str = "--embeddings") -> list[str]:
+def find_shards(pattern: str, *, flag: str = "--encoded_ctx_file") -> list[str]:
     """The vector files (`.npy`, `.pkl`) a glob matches, in natural order (`_2` before `_10`).
 
     Other matches (the `.ids.json` beside each `.npy`) are skipped.

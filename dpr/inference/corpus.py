@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dpr.data.recipe import SORT_WINDOW_BATCHES
-from dpr.data.tsv import InputFormatError, TsvPassage, iter_passages
+from dpr.data.records import Passage
+from dpr.data.tsv import InputFormatError, iter_passages
 from dpr.inference.chunks import (
     Chunk,
     Layout,
@@ -61,8 +62,8 @@ class EncodingReport:
         return self.passages / self.seconds if self.seconds > 0 else 0.0
 
 
-def _owned_rows(passages: Iterable[TsvPassage], chunks: Sequence[Chunk],
-                source: str) -> Iterator[tuple[Chunk, list[TsvPassage]]]:
+def _owned_rows(passages: Iterable[Passage], chunks: Sequence[Chunk],
+                source: str) -> Iterator[tuple[Chunk, list[Passage]]]:
     """The passages of each of `chunks` (sorted by index), read from one pass of the stream;
     rows of other chunks are skipped without being kept."""
     stream = iter(passages)
@@ -78,7 +79,7 @@ def _owned_rows(passages: Iterable[TsvPassage], chunks: Sequence[Chunk],
         yield chunk, rows
 
 
-def _encode_rows(model: DenseEncoder, rows: Sequence[TsvPassage], bar: tqdm) -> np.ndarray:
+def _encode_rows(model: DenseEncoder, rows: Sequence[Passage], bar: tqdm) -> np.ndarray:
     """Vectors of one chunk, encoded in windows of length-sorted batches (what one call to
     `encode_passages` does) so that the progress bar moves within a chunk."""
     window = model.batch_size * SORT_WINDOW_BATCHES
@@ -125,7 +126,7 @@ def encode_corpus(model: DenseEncoder, passages: str, prefix: str, layout: Layou
     with tqdm(total=sum(c.size for c in mine), desc="Encoding passages", unit=" passages",
               unit_scale=True, disable=not progress) as bar:
         for chunk, rows in _owned_rows(iter_passages(passages), mine, passages):
-            ids = [p.id for p in rows]
+            ids = [p.passage_id for p in rows]
             reason = incomplete_reason(prefix, chunk, ids, dim=model.dim, dtype=vector_dtype)
             if reason is None:
                 logger.info("Chunk %d (%d passages): complete, skipped", chunk.index, chunk.size)

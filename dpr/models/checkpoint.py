@@ -285,6 +285,22 @@ def resolve_stored_path(value: str | None, checkpoint: str | os.PathLike[str] | 
     return value
 
 
+def _checked_type(kind: str | None, checkpoint: str | os.PathLike[str] | None) -> str:
+    """The encoder type of a checkpoint's parameters.
+
+    Raises:
+        CheckpointError: If it is missing or unknown.
+    """
+    source = os.fspath(checkpoint) if checkpoint is not None else "checkpoint"
+    if not kind:
+        raise CheckpointError(f"{source}: no encoder_model_type stored; pass "
+                              "--encoder_model_type")
+    if kind not in ENCODER_TYPES:
+        raise CheckpointError(f"{source}: unknown encoder_model_type {kind!r} in encoder_params "
+                              f"(supported: {', '.join(ENCODER_TYPES)})")
+    return kind
+
+
 def resolve_encoder_params(
     cli: Mapping[str, Any], stored: Mapping[str, Any], *,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -329,14 +345,7 @@ def resolve_encoder_params(
         if cli.get(key) is not None and cli.get(key) != value:
             messages.append(f"{key}: {cli.get(key)!r} -> {value!r} (from checkpoint)")
         merged[key] = value
-    source = os.fspath(checkpoint) if checkpoint is not None else "checkpoint"
-    kind = merged["encoder_model_type"]
-    if not kind:
-        raise CheckpointError(f"{source}: no encoder_model_type stored; pass "
-                              "--encoder_model_type")
-    if kind not in ENCODER_TYPES:
-        raise CheckpointError(f"{source}: unknown encoder_model_type {kind!r} in encoder_params "
-                              f"(supported: {', '.join(ENCODER_TYPES)})")
+    kind = _checked_type(merged["encoder_model_type"], checkpoint)
     cfg = merged["pretrained_model_cfg"]
     if kind == EncoderType.FAIRSEQ_ROBERTA and merged["pretrained_file"] and not \
             cli.get("pretrained_model_cfg") and not (cfg and Path(cfg).exists()):

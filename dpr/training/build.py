@@ -20,7 +20,8 @@ from dpr.models.recipe import recipe_of
 from dpr.training.config import ModelConfig, TrainConfig
 from dpr.training.optim import build_optimizer
 from dpr.training.resume import Resume, restore_optimizer, restore_scaler
-from dpr.utils.dist import DistContext, autocast_dtype
+from dpr.utils.device import autocast_dtype
+from dpr.utils.dist import DistContext
 
 logger = logging.getLogger(__name__)
 

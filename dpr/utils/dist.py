@@ -24,6 +24,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from dpr.utils.device import select_device
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
 
 
 def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False,
-                     timeout_minutes: float = 30.0) -> DistContext:
+                     device: str | None = None, timeout_minutes: float = 30.0) -> DistContext:
     """Initialises the default process group when the launcher asked for several processes.
 
     NCCL is used when every process has a GPU, gloo otherwise (CPU training, tests).
@@ -142,6 +143,8 @@ def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False,
     Args:
         local_rank_arg: Value of `--local_rank`.
         no_cuda: Never use a GPU.
+        device: `--device` (None: the GPU of the local rank when there is one, else the CPU;
+            see `dpr.utils.device.select_device`).
         timeout_minutes: How long a process waits for the others (rendezvous and each
             collective) before it fails.
 
@@ -149,15 +152,11 @@ def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False,
         The context of this process.
     """
     rank, local_rank, world_size = resolve_ranks(local_rank_arg)
-    use_cuda = torch.cuda.is_available() and not no_cuda
-    if use_cuda:
-        index = max(local_rank, 0) % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        device = torch.device("cuda", index)
-    else:
-        device = torch.device("cpu")
+    chosen = select_device(device, no_cuda=no_cuda, local_rank=local_rank)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
     if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
         timeout = timedelta(minutes=timeout_minutes)
         if _slurm_tasks() > 1:
             host, port = rendezvous_address()
@@ -167,39 +166,7 @@ def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False,
                                     rank=rank, world_size=world_size, timeout=timeout)
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
-    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX).
-
-    Without them bfloat16 matmuls are emulated and run about 100 times slower than float32.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def autocast_dtype(use_amp: bool, choice: str, device: torch.device, *,
-                   flag: str = "--fp16") -> torch.dtype | None:
-    """The autocast type that mixed precision (`flag`) with `--amp_dtype choice` means on
-    `device`; None means float32.
-
-    `auto` is bfloat16 on GPUs that support it, else float16; on a CPU it is bfloat16 only
-    where the CPU has bfloat16 instructions (float16 and emulated bfloat16 run far slower than
-    float32 there), else float32 with a warning. `bfloat16` / `float16` force that type.
-    """
-    if not use_amp:
-        return None
-    if choice != "auto":
-        return getattr(torch, choice)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if cpu_has_fast_bf16():
-        return torch.bfloat16
-    logger.warning("%s: this CPU has no bfloat16 instructions (AVX512-BF16/AMX), where mixed "
-                   "precision runs far slower than float32; staying in float32 (--amp_dtype "
-                   "bfloat16 forces it)", flag)
-    return None
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=chosen)
 
 
 def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:

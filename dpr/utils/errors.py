@@ -2,7 +2,7 @@
 
 Every error a user can cause (a bad file, record, flag or checkpoint) derives from `DprError`.
 The entry points catch `DprError` and `OSError`, print one line and exit with `exit_code`
-(see `dpr.utils.cli.run_cli`); any other exception is a bug and keeps its traceback.
+(see `dpr.cli.main.run_cli`); any other exception is a bug and keeps its traceback.
 
 - `InputError` (exit 1): unusable input data.
 - `UsageError` (exit 2): a bad flag or configuration value.
@@ -56,11 +56,11 @@ def naming_flag(flag: str) -> Iterator[None]:
     """Puts `flag` before the message of an `InputError` raised in the block.
 
     Readers name the file and the record; the tool that called them knows which flag gave the
-    file. The message becomes `--qa data/qas.tsv: ...` (left alone when it already starts with
+    file. The message becomes `--qa_file data/qas.tsv: ...` (left alone when it already starts with
     a flag).
 
     Args:
-        flag: The flag (or argument) that named the file read in the block, e.g. "--qa".
+        flag: The flag (or argument) that named the file read in the block, e.g. "--qa_file".
     """
     try:
         yield

@@ -29,7 +29,7 @@ class Provenance:
     """Where the weights came from and how they were written."""
 
     package: str
-    package_version: str | None  # None: a file given with --source that is not the package's
+    package_version: str | None  # None: a file given with --model_file that is not the package's
     file: str
     sha256: str
     bytes: int
@@ -39,7 +39,7 @@ class Provenance:
 
     def source_line(self) -> str:
         if self.package_version is None:
-            return f"the file `{self.file}` given with `--source` (not the installed package's)"
+            return f"the file `{self.file}` given with `--model_file` (not the installed package's)"
         return f"`{self.file}` of the PyPI package `{self.package}=={self.package_version}`"
 
 

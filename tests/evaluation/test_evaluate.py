@@ -174,14 +174,14 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def test_bm25_report_table_json_and_plot(tmp_path: Path, corpus: tuple[Path, Path],
                                          capsys: pytest.CaptureFixture[str]) -> None:
     passages, qas = corpus
-    code, out = _run(capsys, "--passages", str(passages), "--qa", str(qas), "--retrievers",
+    code, out = _run(capsys, "--ctx_file", str(passages), "--qa_file", str(qas), "--retrievers",
                      "bm25", "--output_dir", str(tmp_path / "eval"))
     assert code == 0
     assert out.splitlines()[0].startswith("| Retriever | Top-1 | Top-5 | Top-10 |")
     report = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
     png = (tmp_path / "eval" / "topk_accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert report["command"].startswith("python -m dpr.evaluate --quiet --passages")
+    assert report["command"].startswith("python -m dpr.evaluate --quiet --ctx_file")
     assert {"torch", "bm25s", "faiss", "python"} <= set(report["versions"])
     bm25 = report["results"]["bm25"]
     assert bm25["questions"] == 8 and report["corpus"]["passages"] == 17
@@ -199,7 +199,7 @@ def test_dpr_hybrid_rrf_from_checkpoint_and_dpr2hf_folder_agree(
     convert(checkpoint, hf)
     reports = {}
     for name, model in (("ckpt", checkpoint), ("hf", hf)):
-        code, out = _run(capsys, "--passages", str(passages), "--qa", str(qas), "--retrievers",
+        code, out = _run(capsys, "--ctx_file", str(passages), "--qa_file", str(qas), "--retrievers",
                          "bm25,dpr,hybrid,rrf", "--dpr_model", str(model), "--no_cuda",
                          "--output_dir", str(tmp_path / name))
         assert code == 0, out
@@ -222,7 +222,7 @@ def test_hybrid_with_lambda_zero_ranks_as_bm25(tmp_path: Path, corpus: tuple[Pat
                                                checkpoint: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     passages, qas = corpus
-    code, _ = _run(capsys, "--passages", str(passages), "--qa", str(qas), "--retrievers",
+    code, _ = _run(capsys, "--ctx_file", str(passages), "--qa_file", str(qas), "--retrievers",
                    "bm25,hybrid", "--dpr_model", str(checkpoint), "--hybrid_lambda", "0",
                    "--output_dir", str(tmp_path))
     assert code == 0
@@ -236,7 +236,7 @@ def test_tune_lambda_on_training_json_and_sbert_baseline(
     passages, qas = corpus
     hf = tmp_path / "hf"
     convert(checkpoint, hf)
-    code, out = _run(capsys, "--passages", str(passages), "--qa", str(qas), "--retrievers",
+    code, out = _run(capsys, "--ctx_file", str(passages), "--qa_file", str(qas), "--retrievers",
                      "bm25,dpr,hybrid,sbert", "--dpr_model", str(checkpoint),
                      "--tune_lambda_on", str(dpr_files[0]), "--tune_metric", "mrr10",
                      "--sbert_model", str(hf / "ctx_encoder"), "--output_dir", str(tmp_path))
@@ -284,11 +284,11 @@ def test_squad_mode_tunes_lambda_by_answer_matching(tmp_path: Path, checkpoint: 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--retrievers", "bm25"], "give --passages and --qa, or --squad"),
-    (["--passages", "p.tsv", "--qa", "q.tsv", "--retrievers", "dpr"], "need --dpr_model"),
-    (["--passages", "p.tsv", "--qa", "q.tsv", "--retrievers", "bm25,colbert"], "unknown"),
-    (["--passages", "p.tsv", "--qa", "q.tsv", "--relevance", "id"], "needs --squad"),
-    (["--squad", "s.json", "--qa", "q.tsv"], "replaces"),
+    (["--retrievers", "bm25"], "give --ctx_file and --qa_file, or --squad"),
+    (["--ctx_file", "p.tsv", "--qa_file", "q.tsv", "--retrievers", "dpr"], "need --dpr_model"),
+    (["--ctx_file", "p.tsv", "--qa_file", "q.tsv", "--retrievers", "bm25,colbert"], "unknown"),
+    (["--ctx_file", "p.tsv", "--qa_file", "q.tsv", "--relevance", "id"], "needs --squad"),
+    (["--squad", "s.json", "--qa_file", "q.tsv"], "replaces"),
 ])
 def test_bad_flags_exit_2(argv: list[str], message: str,
                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -301,7 +301,7 @@ def test_bad_qa_line_exits_1_naming_file_and_line(tmp_path: Path, corpus: tuple[
     bad = tmp_path / "qas.tsv"
     bad.write_text("Qui ?\t[\"Paul\"]\nQuoi sans réponse\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert evaluate.main(["--quiet", "--passages", str(corpus[0]), "--qa", str(bad),
+    assert evaluate.main(["--quiet", "--ctx_file", str(corpus[0]), "--qa_file", str(bad),
                           "--retrievers", "bm25", "--output_dir", str(out)]) == 1
     assert f"{bad}:2" in caplog.text
     assert not out.exists()
@@ -312,6 +312,6 @@ def test_bad_passage_row_exits_1(tmp_path: Path, corpus: tuple[Path, Path],
     bad = tmp_path / "passages.tsv"
     with bad.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle, delimiter="\t").writerows([["id", "text", "title"], ["p1", "x"]])
-    assert evaluate.main(["--quiet", "--passages", str(bad), "--qa", str(corpus[1]),
+    assert evaluate.main(["--quiet", "--ctx_file", str(bad), "--qa_file", str(corpus[1]),
                           "--retrievers", "bm25"]) == 1
     assert f"{bad}:2" in caplog.text

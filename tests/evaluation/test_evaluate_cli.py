@@ -25,7 +25,7 @@ def test_missing_passage_file_is_one_line_exit_1(
     missing = tmp_path / "absent.tsv"
     # When evaluating BM25 on it
     with caplog.at_level(logging.ERROR):
-        code = evaluate.main(["--quiet", "--passages", str(missing), "--qa", str(corpus[1]),
+        code = evaluate.main(["--quiet", "--ctx_file", str(missing), "--qa_file", str(corpus[1]),
                               "--retrievers", "bm25"])
     # Then it exits 1 with one error line naming the file and no traceback
     assert code == 1
@@ -39,8 +39,8 @@ def test_debug_shows_user_errors_with_their_traceback(tmp_path: Path,
                                                       corpus: tuple[Path, Path]) -> None:
     # Given the same missing file and --debug, then the InputError propagates
     with pytest.raises(InputError, match="absent.tsv"):
-        evaluate.main(["--quiet", "--debug", "--passages", str(tmp_path / "absent.tsv"),
-                       "--qa", str(corpus[1]), "--retrievers", "bm25"])
+        evaluate.main(["--quiet", "--debug", "--ctx_file", str(tmp_path / "absent.tsv"),
+                       "--qa_file", str(corpus[1]), "--retrievers", "bm25"])
 
 
 @pytest.mark.parametrize("error", [ValueError, RuntimeError])
@@ -54,5 +54,5 @@ def test_internal_error_is_not_reported_as_user_error(
     monkeypatch.setattr(pipeline, "BM25Retriever", broken)
     # When evaluating, then the exception escapes with its traceback (no exit status 1)
     with pytest.raises(error, match="internal bug"):
-        evaluate.main(["--quiet", "--passages", str(corpus[0]), "--qa", str(corpus[1]),
+        evaluate.main(["--quiet", "--ctx_file", str(corpus[0]), "--qa_file", str(corpus[1]),
                        "--retrievers", "bm25"])

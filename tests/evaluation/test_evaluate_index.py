@@ -37,12 +37,13 @@ def encoded(corpus: tuple[Path, Path], checkpoint: Path) -> tuple[list[str], obj
     """The passage ids and the vectors the evaluation computes for them (batch size 32)."""
     passages = list(read_passages(corpus[0]).values())
     model = load_encoder(str(checkpoint), {}, device=torch.device("cpu"), batch_size=32)
-    return [p.id for p in passages], model.encode_passages([(p.title, p.text) for p in passages])
+    return ([p.passage_id for p in passages],
+            model.encode_passages([(p.title, p.text) for p in passages]))
 
 
 def _evaluate(out: Path, corpus: tuple[Path, Path], checkpoint: Path, *extra: str) -> int:
     (out / "trec").mkdir(parents=True, exist_ok=True)
-    return evaluate.main(["--quiet", "--no_cuda", "--passages", str(corpus[0]), "--qa",
+    return evaluate.main(["--quiet", "--no_cuda", "--ctx_file", str(corpus[0]), "--qa_file",
                           str(corpus[1]), "--dpr_model", str(checkpoint), "--retrievers",
                           RETRIEVERS, "--output_dir", str(out), "--trec_dir",
                           str(out / "trec"), *extra])

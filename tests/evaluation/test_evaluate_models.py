@@ -93,7 +93,7 @@ def bert_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path,
 
 def run(capsys: pytest.CaptureFixture[str], out: Path, corpus: tuple[Path, Path],
         *argv: str) -> tuple[dict[str, Any], str]:
-    code = evaluate.main(["--quiet", "--no_cuda", "--passages", str(corpus[0]), "--qa",
+    code = evaluate.main(["--quiet", "--no_cuda", "--ctx_file", str(corpus[0]), "--qa_file",
                           str(corpus[1]), "--output_dir", str(out), *argv])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -208,7 +208,7 @@ def test_tune_hybrid_only_keeps_the_default_fusion_and_records_its_grid(
 ])
 def test_bad_model_and_pair_flags_exit_2(extra: list[str], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    assert evaluate.main(["--passages", "p.tsv", "--qa", "q.tsv", *extra]) == 2
+    assert evaluate.main(["--ctx_file", "p.tsv", "--qa_file", "q.tsv", *extra]) == 2
     assert message in capsys.readouterr().err
 
 

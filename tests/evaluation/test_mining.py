@@ -10,13 +10,12 @@ from dpr.evaluation.mining import (
     ArticleExclusion,
     MiningOptions,
     MiningStats,
-    encode_corpus,
     existing_filter,
     mix_existing,
     score_ceiling,
     select_negatives,
-    shard_range,
 )
+from dpr.evaluation.mining_corpus import encode_corpus, shard_range
 from dpr.utils.dist import DistContext
 from dpr.utils.errors import UsageError
 

@@ -60,7 +60,7 @@ def test_report_counts_sign_tests_and_prints_holm_p_values(
         tmp_path: Path, corpus: tuple[Path, Path], checkpoint: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     # Given BM25, DPR and RRF with one requested pair
-    assert evaluate.main(["--quiet", "--no_cuda", "--passages", str(corpus[0]), "--qa",
+    assert evaluate.main(["--quiet", "--no_cuda", "--ctx_file", str(corpus[0]), "--qa_file",
                           str(corpus[1]), "--dpr_model", str(checkpoint), "--retrievers",
                           "bm25,dpr,rrf", "--pairs", "rrf>bm25",
                           "--output_dir", str(tmp_path)]) == 0

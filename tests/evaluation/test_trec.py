@@ -56,7 +56,7 @@ def trec_eval_run(tmp_path_factory: pytest.TempPathFactory, big_corpus, checkpoi
     """(TREC folder, results.json) of BM25, DPR and two fusions on the 110 passages."""
     out = tmp_path_factory.mktemp("trec_eval")
     assert evaluate.main([
-        "--quiet", "--passages", str(big_corpus[0]), "--qa", str(big_corpus[1]),
+        "--quiet", "--ctx_file", str(big_corpus[0]), "--qa_file", str(big_corpus[1]),
         "--retrievers", ",".join(RETRIEVERS), "--dpr_model", str(checkpoint), "--no_cuda",
         "--output_dir", str(out), "--trec_dir", str(out / "trec")]) == 0
     return out / "trec", json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -185,7 +185,7 @@ def test_passage_id_with_whitespace_among_written_ones_is_refused(
     qas = tmp_path / "qas.tsv"
     qas.write_text('Quel port ?\t["Brest"]\n', encoding="utf-8")
     # When BM25 ranks it and TREC files are asked for
-    code = evaluate.main(["--quiet", "--passages", str(passages), "--qa", str(qas),
+    code = evaluate.main(["--quiet", "--ctx_file", str(passages), "--qa_file", str(qas),
                           "--retrievers", "bm25", "--trec_dir", str(tmp_path / "trec")])
     # Then it exits 1 naming the id, and writes no TREC file
     assert code == 1 and "'p 1'" in caplog.text

@@ -92,7 +92,7 @@ def test_evaluate_on_cuda_ranks_as_on_cpu(tmp_path: Path, corpus, checkpoint) ->
     reports = {}
     for name, extra in (("cuda", []), ("cpu", ["--no_cuda"])):
         out = tmp_path / name
-        assert evaluate.main(["--quiet", "--passages", str(passages), "--qa", str(qas),
+        assert evaluate.main(["--quiet", "--ctx_file", str(passages), "--qa_file", str(qas),
                               "--retrievers", "bm25,dpr,hybrid,rrf", "--dpr_model",
                               str(checkpoint), "--output_dir", str(out), *extra]) == 0
         reports[name] = json.loads((out / "results.json").read_text())

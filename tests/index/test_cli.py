@@ -18,7 +18,7 @@ def _error_lines(err: str) -> list[str]:
 
 
 def _build(pattern: str, out: Path, *extra: str) -> int:
-    return main(["build", "--embeddings", pattern, "--output_dir", str(out), "--quiet",
+    return main(["build", "--encoded_ctx_file", pattern, "--output_dir", str(out), "--quiet",
                  "--factory", "Flat", *extra])
 
 
@@ -48,7 +48,7 @@ def test_cli_build_then_search_writes_tsv_json_and_trec_runs(
     # When searching the built index into the three run formats
     for name in ("run.tsv", "run.json", "run.trec"):
         assert main(["search", "--index", str(flat_index), "--queries", str(query_file),
-                     "--k", "3", "--output", str(tmp_path / name)]) == 0
+                     "--n_docs", "3", "--out_file", str(tmp_path / name)]) == 0
     # Then each holds the exact top 3 of each query, under the query ids
     best = np.argsort(-(queries[:5] @ corpus[:600].T), axis=1)[:, :3]
     tsv = (tmp_path / "run.tsv").read_text().splitlines()
@@ -117,7 +117,7 @@ def test_cli_build_refuses_inconsistent_flags_with_exit_2(
 def test_cli_build_refuses_an_empty_glob(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert _build(str(tmp_path / "nothing_*"), tmp_path / "idx") == 1
     [line] = _error_lines(capsys.readouterr().err)
-    assert "--embeddings" in line and "nothing_*: matches no embedding file" in line
+    assert "--encoded_ctx_file" in line and "nothing_*: matches no embedding file" in line
 
 
 def test_cli_build_leaves_no_folder_when_a_late_check_fails(
@@ -146,7 +146,7 @@ def test_cli_search_refuses_an_nprobe_above_the_list_count(
     for flag, value, message in (("--nprobe", "17", "--nprobe must be in [1, 16]"),
                                  ("--ef_search", "64", "--ef_search: the index")):
         assert main(["search", "--index", str(tmp_path / "ivf"), "--queries", str(query_file),
-                     "--output", str(tmp_path / "run.tsv"), flag, value]) == 2
+                     "--out_file", str(tmp_path / "run.tsv"), flag, value]) == 2
         # Then one line names the flag, and no run is written
         [line] = _error_lines(capsys.readouterr().err)
         assert message in line
@@ -157,14 +157,14 @@ def test_cli_search_refuses_queries_of_another_dimension(
         tmp_path: Path, flat_index: Path, capsys: pytest.CaptureFixture) -> None:
     np.save(tmp_path / "q16.npy", np.zeros((2, 16), np.float32))
     assert main(["search", "--index", str(flat_index), "--queries", str(tmp_path / "q16.npy"),
-                 "--output", str(tmp_path / "run.json")]) == 1
+                 "--out_file", str(tmp_path / "run.json")]) == 1
     assert "index holds vectors of size 32" in capsys.readouterr().err
 
 
 def test_cli_search_refuses_a_folder_without_index(
         tmp_path: Path, query_file: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["search", "--index", str(tmp_path / "none"), "--queries", str(query_file),
-                 "--output", str(tmp_path / "run.tsv")]) == 1
+                 "--out_file", str(tmp_path / "run.tsv")]) == 1
     assert "build.json: cannot read the build settings" in capsys.readouterr().err
 
 
@@ -185,5 +185,5 @@ def test_cli_build_reads_dpr_pickles_only_when_allowed(
     for mmap in ([], ["--mmap"]):
         out = tmp_path / f"run{len(mmap)}.json"
         assert main(["search", "--index", str(tmp_path / "idx"), "--queries", str(query_file),
-                     "--k", "2", "--output", str(out), *mmap]) == 0
+                     "--n_docs", "2", "--out_file", str(out), *mmap]) == 0
     assert (tmp_path / "run0.json").read_text() == (tmp_path / "run1.json").read_text()

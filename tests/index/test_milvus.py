@@ -41,11 +41,11 @@ def test_milvus_lite_round_trip_matches_faiss_exact_search(
     np.save(tmp_path / "q.npy", queries)
     uri = str(tmp_path / "milvus.db")
     # When they are loaded into Milvus Lite and searched, and a faiss Flat index is searched
-    assert main(["milvus-load", "--uri", uri, "--embeddings", pattern, "--passages",
+    assert main(["milvus-load", "--uri", uri, "--encoded_ctx_file", pattern, "--ctx_file",
                  str(tmp_path / "passages.tsv"), "--batch_size", "250", "--quiet"]) == 0
     assert main(["milvus-search", "--uri", uri, "--queries", str(tmp_path / "q.npy"),
-                 "--k", "10", "--output", str(tmp_path / "milvus.json")]) == 0
-    assert main(["build", "--embeddings", pattern, "--factory", "Flat", "--output_dir",
+                 "--n_docs", "10", "--out_file", str(tmp_path / "milvus.json")]) == 0
+    assert main(["build", "--encoded_ctx_file", pattern, "--factory", "Flat", "--output_dir",
                  str(tmp_path / "flat"), "--quiet"]) == 0
     _, exact = load_index(tmp_path / "flat").search(queries, 10)
     found = [r["passage_ids"] for r in json.loads((tmp_path / "milvus.json").read_text())]
@@ -69,8 +69,8 @@ def test_milvus_load_refuses_passages_in_another_order(
     (tmp_path / "emb" / "passages_0.ids.json").write_text(json.dumps(ids))
     _passages(tmp_path / "passages.tsv")
     # Then the load stops with one line naming the passage file and the first mismatch
-    assert main(["milvus-load", "--uri", str(tmp_path / "m.db"), "--embeddings", pattern,
-                 "--passages", str(tmp_path / "passages.tsv"), "--quiet"]) == 1
+    assert main(["milvus-load", "--uri", str(tmp_path / "m.db"), "--encoded_ctx_file", pattern,
+                 "--ctx_file", str(tmp_path / "passages.tsv"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "passages.tsv: passage 'p0' where" in err and "row 0 is 'p599'" in err
 
@@ -97,7 +97,7 @@ def test_milvus_refusal_is_one_error_line(
     # Given a passage id longer than the collection's id field (512 characters)
     pattern = shard_file(tmp_path / "emb" / "passages_0", ["x" * 600], corpus[:1])
     # Then Milvus' refusal is reported on one line naming the collection, exit 1
-    assert main(["milvus-load", "--uri", str(tmp_path / "m.db"), "--embeddings", str(pattern),
+    assert main(["milvus-load", "--uri", str(tmp_path / "m.db"), "--encoded_ctx_file", str(pattern),
                  "--quiet"]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
     assert len(lines) == 1 and "collection 'passages': Milvus:" in lines[0]

@@ -92,7 +92,7 @@ def test_rerank_finds_moved_shards_by_glob_and_refuses_changed_ones(
     reference = load_index(folder, nprobe=16, rerank=100).search(queries, 5)
     # Given the shards moved elsewhere
     shutil.move(tmp_path / "emb", tmp_path / "moved")
-    with pytest.raises(InputError, match="not found for re-ranking .*--embeddings"):
+    with pytest.raises(InputError, match="not found for re-ranking .*--encoded_ctx_file"):
         load_index(folder, rerank=100)
     # Then a glob says where they are, with the same results
     moved = load_index(folder, nprobe=16, rerank=100, embeddings=str(tmp_path / "moved" / "p*"))
@@ -124,10 +124,10 @@ def test_cli_search_rerank_writes_the_reranked_run(tmp_path: Path, shards_of,
     folder = _build(tmp_path, shards_of, corpus, COARSE)
     np.save(tmp_path / "q.npy", queries)
     assert index_main(["search", "--index", str(folder), "--queries", str(tmp_path / "q.npy"),
-                       "--k", "3", "--nprobe", "16", "--rerank", "100", "--output",
+                       "--n_docs", "3", "--nprobe", "16", "--rerank", "100", "--out_file",
                        str(tmp_path / "run.tsv"), "--quiet"]) == 0
     lines = (tmp_path / "run.tsv").read_text().splitlines()[1:]
     expected = load_index(folder, nprobe=16, rerank=100).search(queries, 3)[1]
     assert [line.split("\t")[1] for line in lines] == [i for ids in expected for i in ids]
     assert index_main(["search", "--index", str(folder), "--queries", str(tmp_path / "q.npy"),
-                       "--rerank", "-1", "--output", str(tmp_path / "r.tsv"), "--quiet"]) == 2
+                       "--rerank", "-1", "--out_file", str(tmp_path / "r.tsv"), "--quiet"]) == 2

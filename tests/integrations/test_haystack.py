@@ -71,7 +71,7 @@ def e5_export(tmp_path_factory: pytest.TempPathFactory, tiny_e5: Path,
 
 def _evaluate_top10(export: Path, corpus: tuple[Path, Path], folder: Path) -> dict[int, list]:
     """Per question, the top-10 passage ids of ``dpr.evaluate``'s TREC run."""
-    assert evaluate.main(["--quiet", "--passages", str(corpus[0]), "--qa", str(corpus[1]),
+    assert evaluate.main(["--quiet", "--ctx_file", str(corpus[0]), "--qa_file", str(corpus[1]),
                           "--retrievers", "dpr", "--dpr_model", str(export), "--no_cuda",
                           "--n_docs", "10", "--trec_dir", str(folder)]) == 0
     top: dict[int, list] = {}
@@ -147,8 +147,8 @@ def test_example_prints_fused_top_passages(exports, corpus, capsys) -> None:
     # Given the tiny CamemBERT export, the corpus and its questions
     questions = read_qas(corpus[1])
     # When the example runs on two questions with the top 3
-    code = example.main(["--model", str(exports["camembert"]), "--passages", str(corpus[0]),
-                         "--qa", str(corpus[1]), "--questions", "2", "--top_k", "3"])
+    code = example.main(["--model_file", str(exports["camembert"]), "--ctx_file", str(corpus[0]),
+                         "--qa_file", str(corpus[1]), "--num_questions", "2", "--n_docs", "3"])
     out = capsys.readouterr().out
     # Then it prints both questions with three ranked passages of the corpus each
     ids = set(read_passages(corpus[0]))
@@ -165,29 +165,29 @@ def test_example_prints_fused_top_passages(exports, corpus, capsys) -> None:
 def test_example_help_and_bad_model_folder(tmp_path, corpus, capsys) -> None:
     # Given the example, --help exits 0 and names the flags
     assert example.main(["--help"]) == 0
-    assert "--passages" in capsys.readouterr().out
+    assert "--ctx_file" in capsys.readouterr().out
     # And a folder that is no model is one error, exit 1, as is a missing path
-    assert example.main(["--model", str(tmp_path), "--passages", str(corpus[0]),
-                         "--qa", str(corpus[1])]) == 1
-    assert example.main(["--model", str(tmp_path / "missing"), "--passages", str(corpus[0]),
-                         "--qa", str(corpus[1])]) == 1
+    assert example.main(["--model_file", str(tmp_path), "--ctx_file", str(corpus[0]),
+                         "--qa_file", str(corpus[1])]) == 1
+    assert example.main(["--model_file", str(tmp_path / "missing"), "--ctx_file", str(corpus[0]),
+                         "--qa_file", str(corpus[1])]) == 1
 
 
-@pytest.mark.parametrize("which", ["--passages", "--qa"])
+@pytest.mark.parametrize("which", ["--ctx_file", "--qa_file"])
 def test_example_empty_input_file_is_one_error_naming_flag_and_file(
         tmp_path, exports, corpus, caplog, which) -> None:
     # Given a real export and one input file that holds nothing (a passage TSV with its header
     # only, or an empty QA file)
-    files = {"--passages": str(corpus[0]), "--qa": str(corpus[1])}
+    files = {"--ctx_file": str(corpus[0]), "--qa_file": str(corpus[1])}
     files[which] = str(tmp_path / "empty.tsv")
-    (tmp_path / "empty.tsv").write_text("id\ttext\ttitle\n" if which == "--passages" else "",
+    (tmp_path / "empty.tsv").write_text("id\ttext\ttitle\n" if which == "--ctx_file" else "",
                                         encoding="utf-8")
     # When running the example
-    status = example.main(["--model", str(exports["camembert"]), "--passages",
-                           files["--passages"], "--qa", files["--qa"]])
+    status = example.main(["--model_file", str(exports["camembert"]), "--ctx_file",
+                           files["--ctx_file"], "--qa_file", files["--qa_file"]])
     # Then it exits 1 with one error naming the flag and the file, before indexing anything
     assert status == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    what = "passages" if which == "--passages" else "questions"
+    what = "passages" if which == "--ctx_file" else "questions"
     assert errors == [f"{which} {tmp_path / 'empty.tsv'}: no {what} (is the file empty?)"]
     assert not any("indexed" in r.getMessage() for r in caplog.records)

@@ -137,7 +137,7 @@ def test_every_tool_applies_the_stored_prefixes_pooling_and_normalisation(
                                  "--ctx_file", str(corpus[0]), "--encoded_ctx_file",
                                  f"{prefix}_*.npy", "--out_file", str(out), "--n-docs", "3",
                                  "--quiet"]) == 0
-    ids = [p.id for p in passages]
+    ids = [p.passage_id for p in passages]
     want_top = [[ids[i] for i in np.argsort(-(want_p @ q), kind="stable")[:3]] for q in want_q]
     got_top = [[c["id"] for c in r["ctxs"]] for r in json.loads(out.read_text())]
     assert got_top == want_top

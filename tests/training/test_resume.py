@@ -12,7 +12,7 @@ from helpers import load_weights, read_log
 
 import train_dense_encoder
 from dpr.models.checkpoint import CheckpointError
-from dpr.training.config import parse_config
+from dpr.training.command_line import parse_config
 from dpr.training.resume import load_resume
 
 

@@ -177,9 +177,9 @@ def test_grad_cache_with_two_processes_matches_plain_training(tmp_path: Path, no
 
 def test_fp16_on_a_cpu_without_bf16_instructions_falls_back_to_float32(
         tmp_path: Path, tiny_camembert, dpr_files, capsys, monkeypatch) -> None:
-    import dpr.utils.dist as dist
+    import dpr.utils.device as device
 
-    monkeypatch.setattr(dist, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
     train, _ = dpr_files
     rc = train_dense_encoder.main([
         "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from dpr.utils.cli import add_debug_flag, parse_args, run_cli, run_main
+from dpr.cli.flags import add_debug_flag
+from dpr.cli.main import parse_args, run_cli, run_main
 from dpr.utils.errors import DprError, InputError, UsageError
 
 
@@ -63,24 +64,35 @@ def test_taxonomy_keeps_valueerror_compatibility() -> None:
     assert UsageError.exit_code == 2 and InputError.exit_code == 1
 
 
-def test_run_main_parses_sets_up_and_maps_errors() -> None:
+def test_run_main_parses_sets_up_logging_and_maps_errors(capsys) -> None:
     # Given a parser with --debug and a body that fails on its input
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1)
+    parser.add_argument("--quiet", action="store_true")
     add_debug_flag(parser)
     seen: list[int] = []
 
     def body(args: argparse.Namespace) -> int:
+        seen.append(args.n)
+        logging.getLogger("tool").info("progress %d", args.n)
         if args.n < 0:
             raise UsageError("--n must be >= 0")
         return 0
 
     # Then help and bad flags return argparse's status without running anything
-    assert run_main(parser, ["--help"], body, prog="t", setup=lambda a: seen.append(a.n)) == 0
+    assert run_main(parser, ["--help"], body, prog="t") == 0
     assert run_main(parser, ["--n", "x"], body, prog="t") == 2 and seen == []
-    # And user errors map to their exit status, after the set-up ran
-    assert run_main(parser, ["--n", "-1"], body, prog="t", setup=lambda a: seen.append(a.n)) == 2
-    assert seen == [-1]
+    capsys.readouterr()
+    # And user errors map to their exit status, logged in the one format
+    assert run_main(parser, ["--n", "-1"], body, prog="t") == 2
+    err = capsys.readouterr().err
+    assert "[INFO] [rank 0] tool: progress -1" in err
+    assert "[ERROR] [rank 0] t: --n must be >= 0" in err
     assert run_main(parser, [], body, prog="t") == 0
     with pytest.raises(UsageError):
         run_main(parser, ["--n", "-1", "--debug"], body, prog="t")
+    capsys.readouterr()
+    # And quiet_logs makes --quiet hide the progress lines, not the errors
+    assert run_main(parser, ["--n", "-1", "--quiet"], body, prog="t", quiet_logs=True) == 2
+    err = capsys.readouterr().err
+    assert "progress" not in err and "--n must be >= 0" in err

@@ -1,33 +1,21 @@
-"""Plumbing shared by every entry point's `main(argv) -> int`.
+"""The one shape of every entry point's `main(argv) -> int`: `run_main`.
 
-`run_cli` runs the body of a command and turns the project's user-facing errors
-(`dpr.utils.errors.DprError`, and `OSError` for files that cannot be read or written) into one
-logged line (stderr once `setup_logging` ran, Python's last-resort handler otherwise) and an
-exit status; anything else is a bug and propagates with its traceback
-(Python then exits 1). `--debug` shows tracebacks for user errors too.
+`run_main` parses the flags (argparse's own status for `--help` and bad flags), sets up the one
+log format (`dpr.utils.logging.setup_logging`, rank 0 until a tool knows its rank), runs the
+command and turns the project's user-facing errors (`dpr.utils.errors.DprError`, and `OSError`
+for files that cannot be read or written) into one logged line and an exit status; anything
+else is a bug and propagates with its traceback (Python then exits 1). `--debug` shows
+tracebacks for user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 from collections.abc import Callable, Sequence
 
-from dpr.utils.errors import DprError, UsageError
-
-DEBUG_HELP = "show the full traceback of errors caused by the input too (for bug reports)"
-
-
-def add_debug_flag(parser: argparse.ArgumentParser) -> None:
-    """Adds `--debug` (tracebacks for user errors as well) to a parser."""
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-
-
-def add_output_flags(parser: argparse.ArgumentParser, *, quiet_help: str) -> None:
-    """Adds the flags of what a tool prints: `--quiet` (described by `quiet_help`), `--debug`."""
-    parser.add_argument("--quiet", action="store_true", help=quiet_help)
-    add_debug_flag(parser)
+from dpr.utils.errors import DprError
+from dpr.utils.logging import setup_logging
 
 
 def parse_args(parser: argparse.ArgumentParser,
@@ -41,17 +29,6 @@ def parse_args(parser: argparse.ArgumentParser,
         return parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exit_:
         return int(exit_.code or 0)
-
-
-def check_finite_floats(args: argparse.Namespace) -> None:
-    """Refuses a float flag given as `nan` or `inf` (argparse's `float` accepts both).
-
-    Raises:
-        UsageError: Naming the first such flag.
-    """
-    for name, value in vars(args).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"--{name} must be a finite number, got {value}")
 
 
 def report_error(err: BaseException, *, prog: str) -> None:
@@ -89,17 +66,18 @@ def run_cli(body: Callable[[], int | None], *, prog: str, debug: bool = False,
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
              body: Callable[[argparse.Namespace], object], *, prog: str,
-             setup: Callable[[argparse.Namespace], None] | None = None,
+             quiet_logs: bool = False,
              on_error: Callable[[argparse.Namespace], None] | None = None) -> int:
     """The whole `main(argv)` of an entry point: parse, set up logging, run, map errors.
 
     Args:
-        parser: The entry point's parser (it must have `--debug`, see `add_debug_flag`).
+        parser: The entry point's parser (with `--debug`, see `dpr.cli.flags.add_debug_flag`).
         argv: Arguments without the program name (None: `sys.argv[1:]`).
         body: The command, given the parsed flags; an int it returns is the exit status,
-            anything else (e.g. a result for in-process callers) means success.
+            anything else (e.g. a result for in-process callers) means success. A tool that
+            runs as several processes calls `setup_logging(rank)` again once it knows its rank.
         prog: Name of the logger user errors go to.
-        setup: Called with the flags before the body (e.g. logging set-up).
+        quiet_logs: `--quiet` also hides the progress lines (warnings and errors only).
         on_error: Called with the flags after a user error was reported.
 
     Returns:
@@ -108,21 +86,12 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
-    if setup is not None:
-        setup(args)
+    quiet = quiet_logs and getattr(args, "quiet", False)
+    setup_logging(0, level=logging.WARNING if quiet else logging.INFO)
+
     def command() -> int:
         status = body(args)
         return status if isinstance(status, int) else 0
 
     return run_cli(command, prog=prog, debug=getattr(args, "debug", False),
                    on_error=None if on_error is None else lambda: on_error(args))
-
-
-def add_precision_flags(group: argparse._ActionsContainer) -> None:
-    """`--fp16` and `--amp_dtype` of the encoding tools (read by `encoding_dtype`)."""
-    group.add_argument("--fp16", action="store_true",
-                       help="Encode under mixed precision: bfloat16 on GPUs that support it, "
-                       "else float16; on a CPU only where it has bfloat16 instructions "
-                       "(otherwise float32, with a warning). Vectors are written in float32.")
-    group.add_argument("--amp_dtype", choices=("auto", "bfloat16", "float16"), default="auto",
-                       help="With --fp16: the autocast type (auto: as described there).")

@@ -1,0 +1,145 @@
+"""DPR's command line of `train_dense_encoder.py`, read into the config dataclasses
+(`dpr.training.config`): the parser generated from their fields, a `--config` JSON file's
+values under the command line's, every value checked against its field's annotation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from typing import Any
+
+from dpr.training.config import CONFIG_CLASSES, Config
+from dpr.utils.errors import UsageError
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """Builds the parser of `train_dense_encoder.py` from the dataclass fields."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=str, default=None,
+                        help="JSON file of flag values, applied before command-line flags.")
+    for cls in CONFIG_CLASSES:
+        group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").splitlines()[0])
+        for f in dataclasses.fields(cls):
+            flags = f.metadata["flags"] or (f"--{f.name}",)
+            # argparse %-formats help texts (for %(default)s): a literal % must be doubled.
+            help_text = f.metadata["help"].replace("%", "%%")
+            if f.metadata["type"] is None:
+                group.add_argument(*flags, dest=f.name, action="store_true", help=help_text)
+            else:
+                group.add_argument(*flags, dest=f.name, type=f.metadata["type"],
+                                   default=f.default, help=help_text)
+    return parser
+
+
+# The annotation of each config field -> the Python types its value may have.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+    "str | None": (str, type(None)), "int | None": (int, type(None)),
+    "float | None": (int, float, type(None)),
+}
+
+
+def check_value(name: str, annotation: str, value: Any) -> None:
+    """Checks one flag value against its field's annotation (values from a `--config` file
+    do not go through argparse's conversion); floats must be finite.
+
+    Raises:
+        UsageError: Naming the flag, the value and the expected type.
+    """
+    allowed = _FIELD_TYPES.get(annotation)
+    if allowed is None:
+        return
+    wrong_bool = isinstance(value, bool) and bool not in allowed
+    if wrong_bool or not isinstance(value, allowed):
+        expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        raise UsageError(f"--{name}: expected {expected}, got {json.dumps(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"--{name}: must be a finite number, got {value}")
+
+
+def config_from_namespace(values: dict[str, Any],
+                          explicit: frozenset[str] = frozenset()) -> Config:
+    """Splits parsed flag values into the three config dataclasses (validating them).
+
+    Keys that are no config field (`config`, an entry point's `debug`) are ignored.
+
+    Args:
+        values: Flag values by field name.
+        explicit: The names the user set (see `Config.explicit`).
+
+    Raises:
+        UsageError: Naming the first invalid flag.
+    """
+    parts = []
+    for cls in CONFIG_CLASSES:
+        names = {f.name for f in dataclasses.fields(cls)}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                check_value(f.name, str(f.type), values[f.name])
+        parts.append(cls(**{k: v for k, v in values.items() if k in names}))
+    return Config(*parts, explicit=frozenset(explicit))
+
+
+def given_flags(argv: list[str] | None) -> frozenset[str]:
+    """The field names of the flags present on a command line (whatever their values)."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    known, _ = probe.parse_known_args(argv)
+    return frozenset(vars(known))
+
+
+def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark is skipped
+            values = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"--config {path}: {err}") from err
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: must hold a JSON object of flag values")
+    unknown = sorted(set(values) - {a.dest for a in parser._actions})
+    if unknown:
+        raise UsageError(f"--config {path}: unknown keys {unknown}")
+    return values
+
+
+def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+                     args: argparse.Namespace) -> Config:
+    """The `Config` of parsed flags, with a `--config` file's values under the command line's.
+
+    Args:
+        parser: The parser from `build_parser` that produced `args`.
+        argv: The command line `args` came from (parsed again over the file's values).
+        args: The parsed flags.
+
+    Raises:
+        UsageError: For an unreadable or unknown-key `--config` file and invalid values.
+    """
+    explicit = given_flags(argv)
+    if args.config:
+        from_file = _read_config_file(args.config, parser)
+        explicit |= set(from_file)
+        parser.set_defaults(**from_file)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # argparse already printed which value it refused
+            raise UsageError(f"--config {args.config}: a value is invalid") from exit_
+    return config_from_namespace(vars(args), explicit - {"config"})
+
+
+def parse_config(argv: list[str] | None, description: str | None = None) -> Config:
+    """Parses the command line (and an optional `--config` JSON file) into a `Config`.
+
+    Invalid values end the program through `parser.error` with a message naming the flag.
+    """
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(parser, argv, args)
+    except UsageError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits

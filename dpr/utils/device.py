@@ -1,0 +1,92 @@
+"""Where a process computes and in which precision: the one decision of each, for every tool.
+
+`select_device` turns the device flags (`--device`, DPR's `--no_cuda`) and the launcher's
+local rank into a `torch.device`; `autocast_dtype` turns `--fp16` / `--amp_dtype` into the
+autocast type on that device. Training (`dpr.utils.dist.init_distributed`), the encoding tools,
+the evaluation and mining all call these two functions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from dpr.utils.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+def _parse(name: str, flag: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"{flag} {name!r}: {err}") from err
+    if device.type == "cuda" and (not torch.cuda.is_available() or
+                                  (device.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"{flag} {name}: no such CUDA device here")
+    return device
+
+
+def select_device(device: str | None = None, *, no_cuda: bool = False, local_rank: int = -1,
+                  flag: str = "--device") -> torch.device:
+    """The device this process computes on.
+
+    Without a choice, the GPU of this process (by local rank, the first one for a single
+    process) when there is one, else the CPU. `no_cuda` (DPR's `--no_cuda`) means the CPU. An
+    explicit CUDA device of a process started by a launcher (`local_rank >= 0`) gives way to
+    the GPU of its local rank, with a warning, so that processes do not share a GPU.
+
+    Args:
+        device: A torch device name (`cpu`, `cuda`, `cuda:1`...), None for the default.
+        no_cuda: Never use a GPU.
+        local_rank: Rank on this node (-1 for a single process).
+        flag: The flag named by errors.
+
+    Raises:
+        UsageError: For an unknown device name or a GPU that is not there.
+    """
+    if no_cuda:
+        return torch.device("cpu")
+    if device is not None:
+        chosen = _parse(device, flag)
+        if chosen.type != "cuda" or local_rank < 0:
+            return chosen
+        if chosen.index is not None:
+            logger.warning("%s %s ignored: each process uses the GPU of its local rank", flag,
+                           device)
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", max(local_rank, 0) % torch.cuda.device_count())
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX).
+
+    Without them bfloat16 matmuls are emulated and run about 100 times slower than float32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_dtype(use_amp: bool, choice: str, device: torch.device, *,
+                   flag: str = "--fp16") -> torch.dtype | None:
+    """The autocast type that mixed precision (`flag`) with `--amp_dtype choice` means on
+    `device`; None means float32.
+
+    `auto` is bfloat16 on GPUs that support it, else float16; on a CPU it is bfloat16 only
+    where the CPU has bfloat16 instructions (float16 and emulated bfloat16 run far slower than
+    float32 there), else float32 with a warning. `bfloat16` / `float16` force that type.
+    """
+    if not use_amp:
+        return None
+    if choice != "auto":
+        return getattr(torch, choice)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cpu_has_fast_bf16():
+        return torch.bfloat16
+    logger.warning("%s: this CPU has no bfloat16 instructions (AVX512-BF16/AMX), where mixed "
+                   "precision runs far slower than float32; staying in float32 (--amp_dtype "
+                   "bfloat16 forces it)", flag)
+    return None
