@@ -241,7 +241,7 @@ def build_hf_encoder(
         config = BertConfig.from_pretrained(pretrained_model_cfg)
         _override_dropout(config, dropout)
         if load_weights:
-            model = BertModel.from_pretrained(pretrained_model_cfg, config=config)
+            model = _bert_from_folder(pretrained_model_cfg, config)
         else:
             model = BertModel(config)
     elif encoder_model_type == "hf_roberta":
@@ -255,6 +255,33 @@ def build_hf_encoder(
     else:
         raise UsageError(f"unsupported encoder model type {encoder_model_type!r}")
     return Encoder(model, projection_dim, pooling=pooling, normalize=normalize)
+
+
+def _bert_from_folder(folder: str, config: BertConfig) -> BertModel:
+    """`BertModel.from_pretrained`, saying in one line which weights the folder lacked.
+
+    Sentence-transformers folders (all-MiniLM, multilingual-e5) hold no pooler: transformers
+    then warns that the model must be trained before use, which is false here (the towers
+    read hidden states, never the pooler's output). A missing pooler is logged at INFO; any
+    other missing weight stays a warning.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = BertModel.from_pretrained(folder, config=config, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = info.get("missing_keys") or []
+    unused = [key for key in missing if key.startswith("pooler.")]
+    if unused:
+        logger.info("%s has no BERT pooler weights (%s): initialised at random, never used "
+                    "(the towers pool hidden states)", folder, ", ".join(unused))
+    if len(unused) < len(missing):
+        logger.warning("%s lacks weights, initialised at random: %s", folder,
+                       ", ".join(key for key in missing if key not in unused))
+    return model
 
 
 class FrozenLMHead(nn.Module):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from dpr.models.encoder import pool_first_token
@@ -65,3 +66,40 @@ def test_usable_positions_of_bert_and_roberta_type_configs() -> None:
     assert usable_positions(BertConfig(max_position_embeddings=512)) == 512
     for cls in (RobertaConfig, CamembertConfig, XLMRobertaConfig):
         assert usable_positions(cls(max_position_embeddings=514, pad_token_id=1)) == 512
+
+
+def test_bert_folder_without_pooler_loads_without_a_train_me_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Sentence-transformers folders hold no BERT pooler: loading one is an INFO line, not
+    transformers' "You should probably TRAIN this model" warning; weights are the folder's."""
+    import logging
+
+    from transformers import BertConfig, BertModel
+
+    from dpr.models.encoder import build_hf_encoder
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    saved = BertModel(config, add_pooling_layer=False)
+    saved.save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO):
+        encoder = build_hf_encoder("hf_bert", str(tmp_path))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("no BERT pooler weights" in r.getMessage() for r in caplog.records)
+    loaded = dict(encoder.named_parameters())
+    for name, value in saved.named_parameters():
+        assert torch.equal(next(v for k, v in loaded.items() if k.endswith(name)), value)
+
+
+def test_transformers_mistral_regex_false_alarm_is_dropped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import dpr.data.tensorizer  # noqa: F401  (installs the filter)
+
+    hf_logger = logging.getLogger("transformers.tokenization_utils_base")
+    with caplog.at_level(logging.WARNING):
+        hf_logger.warning("The tokenizer you are loading from 'x' with an incorrect regex "
+                          "pattern ... set the `fix_mistral_regex=True` flag")
+        hf_logger.warning("another tokenizer warning")
+    assert [r.getMessage() for r in caplog.records] == ["another tokenizer warning"]

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dpr.utils.logging import setup_logging
+from dpr.utils.logging import _ToolHandler, setup_logging
 
 
 @pytest.fixture
@@ -21,10 +21,13 @@ def restore_root():
 @pytest.mark.parametrize("rank,info_shown", [(0, True), (1, False)])
 def test_setup_logging_tags_the_rank_and_quiets_other_ranks(restore_root, capsys, rank: int,
                                                             info_shown: bool) -> None:
-    before = len(logging.getLogger().handlers)
+    root = logging.getLogger()
+    others = [h for h in root.handlers if not isinstance(h, _ToolHandler)]
     setup_logging(rank)
     setup_logging(rank)  # a second call replaces the handler instead of adding one
-    assert len(logging.getLogger().handlers) == before + 1
+    # (an in-process tool run by an earlier test may have left its handler: replaced too)
+    assert [h for h in root.handlers if not isinstance(h, _ToolHandler)] == others
+    assert sum(isinstance(h, _ToolHandler) for h in root.handlers) == 1
     log = logging.getLogger("dpr.test")
     log.info("progress line")
     log.warning("a warning")
