@@ -76,6 +76,19 @@ def run_one(name: str, flags: list[str], train: Path, workdir: Path, warmup: int
             "peak_rss_gib": round(rss_kb / 2**20, 2)}
 
 
+def _machine() -> dict:
+    """CPU model, cores, whether it has bfloat16 instructions, and torch's version."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from dpr.utils.device import cpu_has_fast_bf16
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    return {"cpu": cpu, "cores": os.cpu_count(), "bf16": cpu_has_fast_bf16(),
+            "torch": torch.__version__}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--e5", required=True, help="multilingual-e5-small folder "
@@ -105,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(f"{name}: {result['seconds_per_step']:.2f} s/step, "
                   f"peak RSS {result['peak_rss_gib']} GiB", flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    machine = _machine()
     base = next((r for r in results if r["name"] == "minilm_dpr_two_towers_fp32"), None)
-    print(f"\nMachine: {machine}; torch threads: default\n")
+    print(f"\nMachine: {machine['cpu']}, {machine['cores']} cores, bf16 instructions: "
+          f"{machine['bf16']}; torch {machine['torch']}, threads: default\n")
     print("| configuration | s/step | vs MiniLM (DPR recipe, fp32) | peak RSS (GiB) |")
     print("|---|---|---|---|")
     for r in results:
