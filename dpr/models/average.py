@@ -27,6 +27,7 @@ from dpr.models.checkpoint import (
     save_checkpoint,
     to_dpr_layout,
 )
+from dpr.models.encoder import quiet_from_pretrained
 from dpr.models.factory import build_biencoder, load_trained_biencoder
 from dpr.models.recipe import recipe_of
 from dpr.utils.errors import UsageError
@@ -74,20 +75,13 @@ def interpolate(tuned: Mapping[str, torch.Tensor], start: Mapping[str, torch.Ten
 
 def _fresh_keys(params: Mapping[str, Any]) -> set[str]:
     """Our-layout keys that `from_pretrained` initialised at random (absent from the folder)."""
-    from transformers.utils import logging as hf_logging
-
     fresh: set[str] = set()
     if params["encoder_model_type"] == "fairseq_roberta":
         return fresh
     from transformers import AutoModel, BertModel
 
     cls = BertModel if params["encoder_model_type"] == "hf_bert" else AutoModel
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        _, info = cls.from_pretrained(params["pretrained_model_cfg"], output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    _, info = quiet_from_pretrained(cls, params["pretrained_model_cfg"])
     for key in info.get("missing_keys", ()):
         fresh |= {f"{side}.model.{key}" for side in ("question_model", "ctx_model")}
     return fresh

@@ -9,7 +9,10 @@ token (`cls`) or the mean over the non-padding tokens (`mean`), see `dpr.models.
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -257,6 +260,22 @@ def build_hf_encoder(
     return Encoder(model, projection_dim, pooling=pooling, normalize=normalize)
 
 
+def quiet_from_pretrained(cls: type, folder: str | os.PathLike[str],
+                          **kwargs: Any) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """`cls.from_pretrained(folder, **kwargs)` without transformers' warnings and logs, and
+    its loading info (`missing_keys`...), so that the caller says what matters itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls.from_pretrained(folder, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def _bert_from_folder(folder: str, config: BertConfig) -> BertModel:
     """`BertModel.from_pretrained`, saying in one line which weights the folder lacked.
 
@@ -265,14 +284,7 @@ def _bert_from_folder(folder: str, config: BertConfig) -> BertModel:
     read hidden states, never the pooler's output). A missing pooler is logged at INFO; any
     other missing weight stays a warning.
     """
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model, info = BertModel.from_pretrained(folder, config=config, output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    model, info = quiet_from_pretrained(BertModel, folder, config=config)
     missing = info.get("missing_keys") or []
     unused = [key for key in missing if key.startswith("pooler.")]
     if unused:

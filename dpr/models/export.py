@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dpr.models.encoder import Encoder
+from dpr.models.encoder import Encoder, quiet_from_pretrained
 from dpr.models.recipe import RECIPE_KEYS, recipe_of
 
 logger = logging.getLogger(__name__)
@@ -75,16 +74,8 @@ def load_auto_model(folder: str | os.PathLike[str]) -> nn.Module:
     """`AutoModel.from_pretrained(folder)` in eval mode, without the warning about the unused
     (randomly initialised) pooler of RoBERTa-type exports."""
     from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return AutoModel.from_pretrained(folder).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    return quiet_from_pretrained(AutoModel, folder)[0].eval()
 
 
 def load_exported_encoder(folder: str | os.PathLike[str],
