@@ -29,13 +29,14 @@ import numpy as np
 
 from dpr.cli.flags import add_debug_flag, add_encoder_flags, add_flag, encoder_params
 from dpr.cli.main import run_main
+from dpr.data.answers import has_answer
 from dpr.data.records import Passage
 from dpr.data.tsv import read_passages, read_qas
-from dpr.evaluation.index import DenseIndex, EmbeddingFileError, read_embeddings
-from dpr.evaluation.metrics import has_answer, top_k_accuracy
+from dpr.evaluation.metrics import top_k_accuracy
 from dpr.index import load_index
 from dpr.index.shards import find_shards
 from dpr.inference import DenseEncoder, load_encoder
+from dpr.retrieval.index import DenseIndex, EmbeddingFileError, read_embeddings
 from dpr.utils.device import autocast_dtype, select_device
 from dpr.utils.errors import InputError, UsageError, read_input
 from dpr.utils.io import atomic_write, check_input_path, check_output_file

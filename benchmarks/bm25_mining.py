@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.bm25 import BM25Tokenizer, MiningQuery, NegativeFilter, mine_hard_negatives  # noqa: E402
 from data_prep.passages import PassageSpan  # noqa: E402
-from dpr.evaluation.metrics import match_tokens  # noqa: E402
+from dpr.data.answers import match_tokens  # noqa: E402
 
 logger = logging.getLogger("bm25_mining")
 

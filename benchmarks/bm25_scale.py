@@ -1,5 +1,5 @@
 """BM25 at scale: indexing, saving, memory-mapped loading and querying time and memory of the
-project's BM25 (dpr.evaluation.bm25, bm25s with the French analyser).
+project's BM25 (dpr.retrieval.bm25, bm25s with the French analyser).
 
     python benchmarks/bm25_scale.py --passages 200000 --queries 1000 --out bm25_scale.json
 
@@ -44,7 +44,7 @@ from scale_common import (  # noqa: E402
     run_phase,
 )
 
-from dpr.evaluation.bm25 import BM25Retriever  # noqa: E402
+from dpr.retrieval.bm25 import BM25Retriever  # noqa: E402
 
 
 def phase_index(args: argparse.Namespace) -> dict:

@@ -44,13 +44,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from scale_common import DEFAULT_PIAF, emit, machine, piaf_sentences, run_phase  # noqa: E402
 
-from dpr.evaluation.fusion import Linear, Normalised, Reciprocal  # noqa: E402
 from dpr.evaluation.fusion_runs import fuse  # noqa: E402
-from dpr.evaluation.inputs import Corpus, QuestionSet  # noqa: E402
+from dpr.evaluation.inputs import QuestionSet  # noqa: E402
 from dpr.evaluation.relevance import Judge  # noqa: E402
 from dpr.evaluation.report import adjust_sign_tests, compare, hits_at, score_runs  # noqa: E402
-from dpr.evaluation.run import Run, pool  # noqa: E402
 from dpr.evaluation.trec import write_trec  # noqa: E402
+from dpr.retrieval.corpus import Corpus  # noqa: E402
+from dpr.retrieval.fusion import Linear, Normalised, Reciprocal  # noqa: E402
+from dpr.retrieval.run import Run, pool  # noqa: E402
 
 WORDS = 40
 FIXED_SLOTS = 100_000

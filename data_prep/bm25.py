@@ -21,9 +21,9 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+from dpr.data.answers import has_answer_tokens, match_tokens
 from dpr.data.records import Passage
-from dpr.evaluation.bm25 import LANGUAGES, BM25Settings, BM25Tokenizer, passage_text
-from dpr.evaluation.metrics import has_answer_tokens, match_tokens
+from dpr.retrieval.bm25 import LANGUAGES, BM25Settings, BM25Tokenizer, passage_text
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from data_prep.passages import (
     make_passages,
     sentence_units,
 )
+from dpr.data.answers import has_answer_tokens, match_tokens
 from dpr.data.squad import Paragraph, Question
-from dpr.evaluation.metrics import has_answer_tokens, match_tokens
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Command line: mine hard negatives with a trained dense model (DPR's "adv-hn" round).
 
 This module reads the flags and files, encodes the corpus and writes the output; the
-selection itself is `dpr.evaluation.mining.mine`.
+selection itself is `dpr.retrieval.mining.mine`.
 
 Example::
 
@@ -37,8 +37,8 @@ from dpr.cli.flags import (
 from dpr.cli.main import run_main
 from dpr.data.records import DataFormatError, Passage, parse_sample, read_json_records
 from dpr.data.tsv import read_passages
-from dpr.evaluation.mining import ArticleExclusion, MiningOptions, MiningStats, mine
-from dpr.evaluation.mining_corpus import MiningCorpus, encode_corpus
+from dpr.retrieval.mining import ArticleExclusion, MiningOptions, MiningStats, mine
+from dpr.retrieval.mining_corpus import MiningCorpus, encode_corpus
 from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
 from dpr.utils.io import check_input_path, check_output_file
 

@@ -39,8 +39,8 @@ from data_prep.writers import (
     write_qas_tsv,
     write_records,
 )
+from dpr.data.answers import match_tokens
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
-from dpr.evaluation.metrics import match_tokens
 from dpr.utils.io import check_output_dir
 
 logger = logging.getLogger(__name__)

@@ -63,8 +63,6 @@ from dpr.cli.flags import (
     check_finite_floats,
 )
 from dpr.cli.main import run_main
-from dpr.evaluation.bm25 import LANGUAGES, BM25Settings
-from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.evaluation.options import (
     BASE_RETRIEVERS,
     DEFAULT_TUNE_METRIC,
@@ -81,6 +79,8 @@ from dpr.evaluation.options import (
 from dpr.evaluation.pipeline import evaluate
 from dpr.evaluation.relevance import DEFAULT_WORKERS, RELEVANCE_MODES
 from dpr.evaluation.report import render, write_outputs
+from dpr.retrieval.bm25 import LANGUAGES, BM25Settings
+from dpr.retrieval.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.utils.errors import UsageError
 from dpr.utils.io import check_input_path, check_output_dir
 
@@ -254,7 +254,7 @@ def check_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> EvalOption
     pairs = parse_pairs(args.pairs, names)
     indexes = parse_indexes(args.index, models)
     if "sbert" in names and not args.sbert_model:
-        from dpr.evaluation.dense_models import default_sbert_model
+        from dpr.retrieval.dense_models import default_sbert_model
 
         args.sbert_model = default_sbert_model()
     if "sbert" in names and not args.sbert_model:

@@ -57,9 +57,9 @@ from haystack_integrations.components.embedders.sentence_transformers import (  
 
 from dpr.cli.flags import add_debug_flag, add_device_flags, add_flag  # noqa: E402
 from dpr.cli.main import run_main  # noqa: E402
+from dpr.data.answers import has_answer  # noqa: E402
 from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
-from dpr.evaluation.metrics import has_answer  # noqa: E402
 from dpr.inference import DenseEncoder, load_encoder  # noqa: E402
 from dpr.models.export import exported_params, is_hf_export  # noqa: E402
 from dpr.utils.device import select_device  # noqa: E402

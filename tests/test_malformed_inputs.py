@@ -19,7 +19,7 @@ import generate_dense_embeddings
 import train_dense_encoder
 from data_prep import mine_negatives, squad2dpr
 from dpr import evaluate
-from dpr.evaluation.index import read_embeddings, write_embeddings
+from dpr.retrieval.index import read_embeddings, write_embeddings
 from dpr.utils.logging import setup_logging
 from dpr2hf.cli import main as dpr2hf_main
 

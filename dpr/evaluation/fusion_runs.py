@@ -2,7 +2,7 @@
 and the fusion retrievers of an evaluation (``hybrid``, ``rrf``, ``fusion``).
 
 Every fusion reranks, per question, the union of the BM25 and the dense top ``depth`` lists
-(:mod:`dpr.evaluation.fusion` holds the pure per-question functions). Given
+(:mod:`dpr.retrieval.fusion` holds the pure per-question functions). Given
 :class:`ExactScores`, both scores of every member of the union are exact (the DPR paper's
 hybrid); without, a passage missing from a list takes that list's lowest score (Pyserini's
 rule). With ``--tune_lambda_on``, λ of ``hybrid`` and the normalisation and dense weight of
@@ -20,8 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from dpr.evaluation.bm25 import BM25Retriever
-from dpr.evaluation.fusion import (
+from dpr.evaluation.inputs import QuestionSet, read_questions
+from dpr.evaluation.options import EvalOptions
+from dpr.evaluation.relevance import Judge, Qrels, metric_depth, tuning_metric
+from dpr.retrieval.bm25 import BM25Retriever
+from dpr.retrieval.corpus import Corpus
+from dpr.retrieval.fusion import (
     Candidates,
     FusionSetting,
     Linear,
@@ -33,11 +37,8 @@ from dpr.evaluation.fusion import (
     normalised_settings,
     union_candidates,
 )
-from dpr.evaluation.inputs import Corpus, QuestionSet, read_questions
-from dpr.evaluation.options import EvalOptions
-from dpr.evaluation.relevance import Judge, Qrels, metric_depth, tuning_metric
-from dpr.evaluation.retrievers import DenseRetriever, bm25_run
-from dpr.evaluation.run import Run, pool_rows
+from dpr.retrieval.retrievers import DenseRetriever, bm25_run
+from dpr.retrieval.run import Run, pool_rows
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What an evaluation reads: the corpus searched and the questions asked.
 
-* a passage TSV (:func:`read_tsv_corpus`) with a QA TSV or DPR training JSON
+* a passage TSV (:func:`dpr.retrieval.corpus.read_tsv_corpus`) with a QA TSV or DPR training JSON
   (:func:`read_questions`);
 * or one SQuAD-format file (:func:`read_squad`): the corpus is its paragraphs, the questions
   its answerable questions, the gold passage of a question its own paragraph.
@@ -14,27 +14,15 @@ from pathlib import Path
 
 from dpr.data.records import read_json_records
 from dpr.data.squad import SquadFile, load_squad_file
-from dpr.data.tsv import read_passages, read_qas
-from dpr.utils.errors import InputError, naming_flag, read_input, require_items
+from dpr.data.tsv import read_qas
+from dpr.retrieval.corpus import Corpus
+from dpr.utils.errors import InputError, naming_flag, require_items
 
 logger = logging.getLogger(__name__)
 
 
 class EvaluationError(InputError):
     """Bad input for the evaluation; the message names the file."""
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """The passages searched, in index order (a passage's row is its position), as columns:
-    the layout BM25, faiss, relevance and the TREC files read. A passage TSV is read as
-    `dpr.data.records.Passage` records first (`read_tsv_corpus`); a SQuAD file's paragraphs
-    go straight into the columns."""
-
-    ids: list[str]
-    titles: list[str]
-    texts: list[str]
-    source: str
 
 
 @dataclass(frozen=True)
@@ -45,21 +33,6 @@ class QuestionSet:
     questions: list[str]
     answers: list[list[str]]
     gold: list[set[int]] | None = None
-
-
-def read_tsv_corpus(path: str, *, flag: str = "--ctx_file") -> Corpus:
-    """Passages of a DPR passage TSV file, in file order.
-
-    Args:
-        path: The file.
-        flag: The flag that gave it, named by the errors.
-
-    Raises:
-        InputError: On a malformed row, a duplicate id or no passage at all.
-    """
-    passages = list(read_input(read_passages, path, flag=flag, what="passages").values())
-    return Corpus([p.passage_id for p in passages], [p.title for p in passages],
-                  [p.text for p in passages], path)
 
 
 def read_squad(path: str, *, flag: str = "--squad") -> tuple[Corpus, QuestionSet]:

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpr.evaluation.bm25 import BM25Settings
-from dpr.evaluation.fusion import DEFAULT_FUSION_WEIGHT
+from dpr.retrieval.bm25 import BM25Settings
+from dpr.retrieval.fusion import DEFAULT_FUSION_WEIGHT
 from dpr.utils.errors import UsageError
 
 BASE_RETRIEVERS = ("bm25", "dpr", "hybrid", "rrf", "fusion", "sbert")

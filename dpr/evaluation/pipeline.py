@@ -6,7 +6,7 @@ a dpr2hf folder or a plain model folder; searched exactly, or in a saved index w
 ``--index``); the fusions ``hybrid`` (``bm25 + λ·dpr``), ``rrf`` and ``fusion`` (normalised
 scores, weighted sum) of BM25 with one of the DPR models (see
 :mod:`dpr.evaluation.fusion_runs`); ``sbert`` (an off-the-shelf sentence-transformers model).
-Each returns an immutable :class:`~dpr.evaluation.run.Run`; relevance is judged once over the
+Each returns an immutable :class:`~dpr.retrieval.run.Run`; relevance is judged once over the
 union of the reported runs (:mod:`dpr.evaluation.relevance`).
 """
 
@@ -17,15 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dpr.evaluation.bm25 import BM25Retriever
 from dpr.evaluation.fusion_runs import Sides, fusion_runs
-from dpr.evaluation.inputs import (
-    Corpus,
-    QuestionSet,
-    read_questions,
-    read_squad,
-    read_tsv_corpus,
-)
+from dpr.evaluation.inputs import QuestionSet, read_questions, read_squad
 from dpr.evaluation.options import FUSIONS, NEEDS_BM25, TOP_KS, DprModelSpec, EvalOptions
 from dpr.evaluation.relevance import GOLD_PASSAGES, Judge, Qrels, warn_unanswered
 from dpr.evaluation.report import (
@@ -36,9 +29,11 @@ from dpr.evaluation.report import (
     score_runs,
     versions,
 )
-from dpr.evaluation.retrievers import DenseRetriever, bm25_run, dense_retriever
-from dpr.evaluation.run import Run, pool
 from dpr.evaluation.trec import write_trec
+from dpr.retrieval.bm25 import BM25Retriever
+from dpr.retrieval.corpus import Corpus, read_tsv_corpus
+from dpr.retrieval.retrievers import DenseRetriever, bm25_run, dense_retriever
+from dpr.retrieval.run import Run, pool
 from dpr.utils.device import autocast_dtype, select_device
 
 logger = logging.getLogger(__name__)
@@ -129,7 +124,7 @@ def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
 def sbert_run(options: EvalOptions, corpus: Corpus, qset: QuestionSet, k: int,
               device: Any) -> Run:
     """The off-the-shelf sentence-transformers model's run (exact search)."""
-    from dpr.evaluation.dense_models import SentenceTransformerModel
+    from dpr.retrieval.dense_models import SentenceTransformerModel
 
     sbert = SentenceTransformerModel(options.sbert_model, device=device,
                                      batch_size=options.batch_size, quiet=options.quiet)

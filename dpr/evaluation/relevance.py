@@ -1,7 +1,7 @@
 """Which retrieved passages are relevant to a question, judged on the retrieved lists only.
 
 Relevance is decided per (question, passage row) pair for the passages some retriever returned
-(the pool: the union of the runs' lists, :func:`dpr.evaluation.run.pool`), never by scanning
+(the pool: the union of the runs' lists, :func:`dpr.retrieval.run.pool`), never by scanning
 the corpus, so judging costs grow with the questions and the list lengths, not with the corpus:
 
 * ``answer`` mode: DPR's ``has_answer`` (string or regex matching) of the question's answers in
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from dpr.data.answers import contains_answer, prepare_answers, prepare_text
 from dpr.evaluation.inputs import EvaluationError, QuestionSet
-from dpr.evaluation.metrics import contains_answer, first_hit_rank, prepare_answers, prepare_text
+from dpr.evaluation.metrics import first_hit_rank
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Judge:
 
         Args:
             qset: The questions.
-            pool: Per question, the rows to judge (e.g. :func:`dpr.evaluation.run.pool`).
+            pool: Per question, the rows to judge (e.g. :func:`dpr.retrieval.run.pool`).
             known: Judgments already made for ``qset`` (kept, not redone).
 
         Raises:

@@ -13,7 +13,7 @@ from typing import Any
 
 from dpr.evaluation.metrics import first_hit_rank, retrieval_metrics
 from dpr.evaluation.relevance import AMONG_RETRIEVED, Qrels
-from dpr.evaluation.run import Run
+from dpr.retrieval.run import Run
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)

@@ -27,9 +27,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dpr.evaluation.inputs import Corpus, EvaluationError
+from dpr.evaluation.inputs import EvaluationError
 from dpr.evaluation.relevance import Qrels
-from dpr.evaluation.run import Run
+from dpr.retrieval.corpus import Corpus
+from dpr.retrieval.run import Run
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)

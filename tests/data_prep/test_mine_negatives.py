@@ -16,10 +16,10 @@ import torch
 from helpers import ROOT, free_port
 
 from data_prep import mine_negatives
+from dpr.data.answers import has_answer
 from dpr.data.records import Passage
-from dpr.evaluation.metrics import has_answer
-from dpr.evaluation.mining_corpus import MiningCorpus
 from dpr.inference import load_encoder
+from dpr.retrieval.mining_corpus import MiningCorpus
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
 COMMON = ["--batch_size", "4", "--no_cuda", "--quiet"]

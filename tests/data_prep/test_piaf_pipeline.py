@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from data_prep.squad2dpr import main
+from dpr.data.answers import has_answer, has_answer_tokens, match_tokens
 from dpr.data.tsv import read_qas
-from dpr.evaluation.metrics import has_answer, has_answer_tokens, match_tokens
 
 MAX_SECONDS = 60.0
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from data_prep.squad2dpr import main
+from dpr.data.answers import has_answer
 from dpr.data.tsv import read_qas
-from dpr.evaluation.metrics import has_answer
 
 FAST = ["--sentence_splitter", "regex", "--quiet", "--bm25_top_k", "5"]
 DATA_FILES = ("DPR_FR_train.json", "DPR_FR_dev.json", "passages.tsv", "qas_dev.tsv")

@@ -15,8 +15,11 @@ import pytest
 from conftest import SAMPLE_SQUAD
 
 from dpr import evaluate
-from dpr.evaluation.bm25 import BM25Retriever, top_k_of
-from dpr.evaluation.fusion import (
+from dpr.data.answers import AnswerMatcher, has_answer
+from dpr.evaluation.metrics import average_precision, recall_at, retrieval_metrics
+from dpr.evaluation.report import sign_test
+from dpr.retrieval.bm25 import BM25Retriever, top_k_of
+from dpr.retrieval.fusion import (
     DEFAULT_LAMBDA_GRID,
     candidates_from_vectors,
     linear_fusion,
@@ -25,14 +28,6 @@ from dpr.evaluation.fusion import (
     rrf_scores,
     tune_lambda,
 )
-from dpr.evaluation.metrics import (
-    AnswerMatcher,
-    average_precision,
-    has_answer,
-    recall_at,
-    retrieval_metrics,
-)
-from dpr.evaluation.report import sign_test
 from dpr2hf.convert import convert
 
 # ------------------------------------------------------------------------- metric unit tests

@@ -14,9 +14,9 @@ import torch
 
 from dpr import evaluate
 from dpr.data.tsv import read_passages
-from dpr.evaluation.index import write_embeddings
 from dpr.index import BuildOptions, build_from_glob
 from dpr.inference import load_encoder
+from dpr.retrieval.index import write_embeddings
 
 RETRIEVERS = "bm25,dpr,hybrid,rrf,fusion"
 

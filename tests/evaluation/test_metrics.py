@@ -6,14 +6,8 @@ import unicodedata
 
 import pytest
 
-from dpr.evaluation.metrics import (
-    SimpleTokenizer,
-    has_answer,
-    has_answer_tokens,
-    match_tokens,
-    mrr,
-    top_k_accuracy,
-)
+from dpr.data.answers import SimpleTokenizer, has_answer, has_answer_tokens, match_tokens
+from dpr.evaluation.metrics import mrr, top_k_accuracy
 
 
 def test_tokenize_splits_punctuation_and_drops_whitespace() -> None:

@@ -9,17 +9,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from dpr.data.answers import AnswerMatcher, match_tokens, prepare_text
 from dpr.evaluation import relevance
 from dpr.evaluation.inputs import QuestionSet
-from dpr.evaluation.metrics import (
-    AnswerMatcher,
-    match_tokens,
-    prepare_text,
-    retrieval_metrics,
-)
+from dpr.evaluation.metrics import retrieval_metrics
 from dpr.evaluation.relevance import AMONG_RETRIEVED, Judge, tuning_metric
 from dpr.evaluation.report import score_runs
-from dpr.evaluation.run import Run, pool
+from dpr.retrieval.run import Run, pool
 
 CITIES = ["Lyon", "Brest", "Nantes", "Lille", "Rennes", "Dijon", "Nancy"]
 TEXTS = [f"En {1900 + i}, {CITIES[i % 7]} comptait {1000 + 37 * i} habitants."

@@ -1,4 +1,4 @@
-"""Runs as immutable values (dpr.evaluation.run) and fusion as a function of two runs
+"""Runs as immutable values (dpr.retrieval.run) and fusion as a function of two runs
 (dpr.evaluation.fusion_runs.fuse), on hand-computed cases."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dpr.evaluation.fusion import Linear, Normalised, Reciprocal
 from dpr.evaluation.fusion_runs import ExactScores, fuse
-from dpr.evaluation.run import Run, pool
+from dpr.retrieval.fusion import Linear, Normalised, Reciprocal
+from dpr.retrieval.run import Run, pool
 
 
 def _run(name: str, rows: list[list[int]], scores: list[list[float]], seconds: float = 1.0

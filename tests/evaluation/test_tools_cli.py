@@ -13,8 +13,8 @@ import torch
 
 import dense_retriever
 import generate_dense_embeddings
-from dpr.evaluation.index import EmbeddingFileError, read_embeddings, write_embeddings
 from dpr.inference import DenseEncoder, load_encoder
+from dpr.retrieval.index import EmbeddingFileError, read_embeddings, write_embeddings
 from dpr.utils.errors import InputError
 from dpr2hf.cli import main as dpr2hf_main
 

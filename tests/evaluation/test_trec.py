@@ -13,7 +13,7 @@ import pytest
 from ir_measures import AP, RR, R, Success
 
 from dpr import evaluate
-from dpr.evaluation.metrics import has_answer
+from dpr.data.answers import has_answer
 from dpr.evaluation.trec import run_file_name
 
 CITIES = ["Lyon", "Brest", "Nantes", "Lille", "Rennes", "Dijon", "Nancy", "Metz", "Caen"]

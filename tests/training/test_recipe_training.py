@@ -16,9 +16,9 @@ import train_dense_encoder
 from dpr.data.recipe import Recipe, passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.data.tsv import read_passages
-from dpr.evaluation.index import read_embeddings
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import ENCODER_PARAM_KEYS, load_checkpoint
+from dpr.retrieval.index import read_embeddings
 
 E5_FLAGS = ["--encoder_model_type", "hf_bert", "--batch_size", "8", "--sequence_length", "64",
             "--warmup_steps", "0", "--learning_rate", "1e-3"]

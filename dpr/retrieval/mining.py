@@ -10,7 +10,7 @@ relative margin to the positive's score). :func:`mix_existing` appends some of a
 previous (BM25) hard negatives, which pass the same answer filter and exclusion as mined ones.
 :class:`ArticleExclusion` keeps the articles of another split (``--exclude_articles_of``) out,
 keyed as data_prep keys them. The corpus searched, encoded over the processes of a job, is
-:mod:`dpr.evaluation.mining_corpus`'s.
+:mod:`dpr.retrieval.mining_corpus`'s.
 
 A candidate at rank ``r`` (0-based) is judged in this order, the first failing test naming
 why it is dropped: ``r < skip_top`` (skipped), a gold passage, a passage containing an answer,
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from dpr.data.answers import AnswerMatcher, has_answer
 from dpr.data.records import Passage
 from dpr.data.squad import passage_article_key
-from dpr.evaluation.metrics import AnswerMatcher, has_answer
-from dpr.evaluation.mining_corpus import MiningCorpus
+from dpr.retrieval.mining_corpus import MiningCorpus
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ def mine(records: Sequence[dict[str, Any]], corpus: MiningCorpus, model: Any, *,
     Returns:
         The output records (``hard_negative_ctxs`` replaced) and the counts.
     """
-    from dpr.evaluation.index import DenseIndex
+    from dpr.retrieval.index import DenseIndex
 
     q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
     with_pos = [i for i, r in enumerate(records) if r.get("positive_ctxs")]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dpr.evaluation.fusion import (
+from dpr.retrieval.fusion import (
     DEFAULT_WEIGHT_GRID,
     make_candidates,
     normalise,

@@ -15,14 +15,14 @@ from helpers import NUM_PASSAGES
 
 import dense_retriever
 import generate_dense_embeddings
+from dpr.data.answers import has_answer
 from dpr.data.recipe import passage_items
 from dpr.data.tensorizer import build_tensorizer
 from dpr.data.tsv import iter_passages, read_qas
-from dpr.evaluation.index import DenseIndex, read_embeddings
-from dpr.evaluation.metrics import has_answer
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
+from dpr.retrieval.index import DenseIndex, read_embeddings
 
 
 def _generate(checkpoint: Path, passages: Path, prefix: Path, shard: int, *extra: str) -> int:

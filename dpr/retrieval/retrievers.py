@@ -1,4 +1,4 @@
-"""The retrievers of an evaluation, each returning a :class:`~dpr.evaluation.run.Run`.
+"""The retrievers of an evaluation, each returning a :class:`~dpr.retrieval.run.Run`.
 
 * BM25 (:func:`bm25_run`);
 * a dense model (:class:`DenseRetriever`) searching the corpus it encoded, exactly
@@ -25,9 +25,10 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from dpr.evaluation.bm25 import BM25Retriever, top_k_of
-from dpr.evaluation.inputs import Corpus, EvaluationError
-from dpr.evaluation.run import Run
+from dpr.retrieval.bm25 import BM25Retriever, top_k_of
+from dpr.retrieval.corpus import Corpus
+from dpr.retrieval.run import Run
+from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class SavedIndexSearcher:
         try:
             return self.index.index.reconstruct_batch(rows)
         except RuntimeError as err:
-            raise EvaluationError(f"--index {self.folder}: the fusions score the union of two "
+            raise InputError(f"--index {self.folder}: the fusions score the union of two "
                                   "lists with the passage vectors, which this index "
                                   f"({self.description['factory']}) cannot return") from err
 
@@ -137,7 +138,7 @@ def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
     """Loads an index folder and maps its rows to the corpus rows by passage id.
 
     Raises:
-        EvaluationError: When the index's ids are not the corpus's passage ids (naming both
+        InputError: When the index's ids are not the corpus's passage ids (naming both
             files).
         InputError, UsageError: From `dpr.index.load_index` (missing files, bad settings).
     """
@@ -153,7 +154,7 @@ def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
         ids_file = os.path.join(folder, "ids.txt")
         detail = (f"passage id {missing!r} of the index is not in the passages"
                   if missing is not None else "some passages are not in the index")
-        raise EvaluationError(f"--index {ids_file} does not match --ctx_file {corpus.source}: "
+        raise InputError(f"--index {ids_file} does not match --ctx_file {corpus.source}: "
                               f"{len(ids)} ids in the index, {len(corpus.ids)} passages; "
                               f"{detail} (build the index from embeddings of these passages)")
     logger.info("%s: index rows mapped to the passages' order by id", folder)
@@ -202,7 +203,7 @@ def dense_retriever(name: str, model: Any, corpus: Corpus, *, index: str | None 
                                     ef_search=ef_search)
         dim = getattr(model, "dim", None)
         if dim is not None and dim != searcher.index.dim:
-            raise EvaluationError(f"--index {index}: vectors of size {searcher.index.dim}, but "
+            raise InputError(f"--index {index}: vectors of size {searcher.index.dim}, but "
                                   f"{model.description} encodes vectors of size {dim} (an "
                                   "index of another model?)")
     return DenseRetriever(name, model, searcher, time.perf_counter() - start,

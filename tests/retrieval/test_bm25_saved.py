@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpr.evaluation.bm25 import BM25Retriever, BM25Settings
+from dpr.retrieval.bm25 import BM25Retriever, BM25Settings
 from dpr.utils.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "data" / "fr_sample_squad.json"

@@ -1,12 +1,12 @@
-"""Selection of model-mined hard negatives on hand-made rankings (dpr.evaluation.mining)."""
+"""Selection of model-mined hard negatives on hand-made rankings (dpr.retrieval.mining)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dpr.evaluation.metrics import AnswerMatcher
-from dpr.evaluation.mining import (
+from dpr.data.answers import AnswerMatcher
+from dpr.retrieval.mining import (
     ArticleExclusion,
     MiningOptions,
     MiningStats,
@@ -15,7 +15,7 @@ from dpr.evaluation.mining import (
     score_ceiling,
     select_negatives,
 )
-from dpr.evaluation.mining_corpus import encode_corpus, shard_range
+from dpr.retrieval.mining_corpus import encode_corpus, shard_range
 from dpr.utils.dist import DistContext
 from dpr.utils.errors import UsageError
 

@@ -1,4 +1,4 @@
-"""The corpus a mining run searches (:func:`dpr.evaluation.mining.mine`): its passages
+"""The corpus a mining run searches (:func:`dpr.retrieval.mining.mine`): its passages
 encoded over the processes of a distributed job and gathered on every process
 (:func:`encode_corpus`), and :class:`MiningCorpus`, the passages with their vectors and
 lookups by id and by text."""

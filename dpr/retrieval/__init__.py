@@ -1,0 +1,1 @@
+"""retrieval: BM25, dense search, fusion, runs and hard-negative mining."""
