@@ -33,7 +33,7 @@ from data_prep.dataset import (
 )
 from data_prep.errors import DataPrepError
 from data_prep.passages import make_splitter
-from data_prep.splits import TRAIN, SplitOptions, SplitPlan, plan_splits
+from data_prep.splits import TEST, TRAIN, SplitOptions, plan_splits
 from data_prep.writers import (
     write_json,
     write_passages_tsv,
@@ -118,9 +118,9 @@ def _load_inputs(options: Options) -> list[SquadFile]:
 
 
 def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str, Any],
-           plan: SplitPlan, options: Options) -> dict[str, Any]:
+           plan: dict[str, str], options: Options) -> dict[str, Any]:
     """Counts per input, per split and per stage of the run (docs/DATA_PREP.md, stats.json)."""
-    dropped: Counter[str] = Counter()
+    articles, dropped = Counter(plan.values()), Counter[str]()
     for counter in [*(f.stats for f in files), counters]:
         dropped.update({k.removeprefix("dropped_"): v for k, v in counter.items()
                         if k.startswith("dropped_")})
@@ -137,10 +137,10 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
                     **asdict(options.split), "bm25_top_k": options.bm25_top_k,
                     "num_random_negatives": options.num_random_negatives,
                     "strict": options.strict},
-        "split": {"articles": {s: plan.articles(s) for s in options.splits},
+        "split": {"articles": {s: articles[s] for s in options.splits},
                   "holdout": {"field": options.split.holdout_field,
                               "values": list(options.split.holdout_values),
-                              "articles": plan.held_out_articles},
+                              "articles": articles[TEST]},
                   "negatives_from": "own split only (passages of other splits are never "
                                     "negatives)"},
     }
@@ -173,7 +173,7 @@ def run(options: Options) -> dict[str, Any]:
         examples = build_examples(paragraphs, corpus, max_chars=options.max_chars,
                                   counters=counters)
         plan = plan_splits(files, options.split)
-        splits = {p.key: plan.by_article[p.article_key] for p in paragraphs}
+        splits = {p.key: plan[p.article_key] for p in paragraphs}
     with _stage(timings, "bm25_index"):
         retriever, reused = load_or_build_index(
             corpus.passages, index_dir=options.output_dir / INDEX_DIRNAME,

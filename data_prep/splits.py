@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from data_prep.errors import DataPrepError
 from dpr.data.squad import SquadFile
@@ -55,18 +55,6 @@ class SplitOptions:
         """The splits written, in output order: train, dev, then tune and test if asked."""
         return (TRAIN, DEV, *((TUNE,) if self.tune_ratio > 0 else ()),
                 *((TEST,) if self.holdout_field else ()))
-
-
-@dataclass
-class SplitPlan:
-    """The split of each article key, and what was held out."""
-
-    by_article: dict[str, str] = field(default_factory=dict)
-    held_out_articles: int = 0
-
-    def articles(self, split: str) -> int:
-        """Number of articles in ``split``."""
-        return sum(1 for s in self.by_article.values() if s == split)
 
 
 def _field_value(squad_file: SquadFile, name: str) -> dict[str, str]:
@@ -129,15 +117,15 @@ def _assign(keys: list[str], options: SplitOptions, seed: str | int) -> dict[str
             for i, key in enumerate(keys)}
 
 
-def plan_splits(files: Sequence[SquadFile], options: SplitOptions) -> SplitPlan:
-    """Assigns every article to train, dev, tune or test.
+def plan_splits(files: Sequence[SquadFile], options: SplitOptions) -> dict[str, str]:
+    """Assigns every article (key) to train, dev, tune or test.
 
     Args:
         files: The validated input files.
         options: Ratios, seed and hold-out.
 
     Returns:
-        The plan. Of the n non-held-out articles with questions, dev gets
+        Article key -> split. Of the n non-held-out articles with questions, dev gets
         ``round(n * dev_ratio)`` (at least one when the ratio is > 0; all with ``--dev_ratio
         1``), tune the next ``round(n * tune_ratio)`` (at least one), never leaving train
         without an article when there are two or more. Corpus-only articles are split alike,
@@ -149,9 +137,7 @@ def plan_splits(files: Sequence[SquadFile], options: SplitOptions) -> SplitPlan:
     held = held_out_keys(files, options)
     asked = {p.article_key for f in files for p in f.paragraphs if p.questions} - held
     rest = {p.article_key for f in files for p in f.paragraphs} - held - asked
-    plan = SplitPlan(by_article=dict.fromkeys(sorted(held), TEST), held_out_articles=len(held))
-    plan.by_article.update(_assign(sorted(asked), options, options.seed))
-    if options.tune_ratio > 0 and TUNE not in plan.by_article.values():
+    plan = {**dict.fromkeys(sorted(held), TEST), **_assign(sorted(asked), options, options.seed)}
+    if options.tune_ratio > 0 and TUNE not in plan.values():
         logger.warning("too few articles (%d) for a tune split; it is empty", len(asked))
-    plan.by_article.update(_assign(sorted(rest), options, f"{options.seed}-corpus-only"))
-    return plan
+    return {**plan, **_assign(sorted(rest), options, f"{options.seed}-corpus-only")}

@@ -69,7 +69,6 @@ class Paragraph:
     """A paragraph of an article with its answerable questions."""
 
     key: str
-    source: str
     article_key: str
     title: str
     context: str
@@ -243,11 +242,8 @@ def _parse_paragraph(
         stats["paragraphs_empty_context"] += 1
         return None
     stats["paragraphs_without_questions"] += int(not qas)
-    source = key.split(":", 1)[0]
-    return Paragraph(
-        key=key, source=source, article_key=article[0], title=article[1],
-        context=context, questions=questions, article_fields=fields,
-    )
+    return Paragraph(key=key, article_key=article[0], title=article[1], context=context,
+                     questions=questions, article_fields=fields)
 
 
 def article_key(title: str) -> str:

@@ -55,10 +55,10 @@ def test_plan_defaults_keep_the_historical_dev_split(small_fixture: Path) -> Non
     # When planning the split
     plan = plan_splits(files, SplitOptions())
     # Then dev is the first round(5 * 0.2) article of the seeded shuffle of the sorted keys
-    keys = sorted(plan.by_article)
+    keys = sorted(plan)
     random.Random(42).shuffle(keys)
-    assert {k for k, s in plan.by_article.items() if s == "dev"} == {keys[0]}
-    assert sorted(set(plan.by_article.values())) == ["dev", "train"]
+    assert {k for k, s in plan.items() if s == "dev"} == {keys[0]}
+    assert sorted(set(plan.values())) == ["dev", "train"]
     assert SplitOptions().names == ("train", "dev")
 
 
@@ -69,10 +69,10 @@ def test_plan_tune_follows_dev_in_the_shuffle_and_never_empties_train(
     # When asking 40 % dev and 40 % tune
     plan = plan_splits(files, SplitOptions(dev_ratio=0.4, tune_ratio=0.4, seed=3))
     # Then 2 dev, 2 tune, 1 train article; dev is what it would be without tune
-    assert [plan.articles(s) for s in ("train", "dev", "tune")] == [1, 2, 2]
+    assert [list(plan.values()).count(s) for s in ("train", "dev", "tune")] == [1, 2, 2]
     without = plan_splits(files, SplitOptions(dev_ratio=0.4, seed=3))
-    assert ({k for k, s in plan.by_article.items() if s == "dev"}
-            == {k for k, s in without.by_article.items() if s == "dev"})
+    assert ({k for k, s in plan.items() if s == "dev"}
+            == {k for k, s in without.items() if s == "dev"})
     # And ratios leaving no training article are refused
     with pytest.raises(UsageError, match="with a sum < 1"):
         SplitOptions(dev_ratio=0.5, tune_ratio=0.5)
@@ -224,9 +224,9 @@ def test_plan_corpus_only_articles_do_not_move_the_question_split(
     both = plan_splits([load_squad_file(with_documents(small_fixture, tmp_path), source="s")],
                        SplitOptions())
     # When splitting both, then the question-bearing articles go where they went alone
-    assert {k: both.by_article[k] for k in alone.by_article} == alone.by_article
+    assert {k: both[k] for k in alone} == alone
     # And the documents are split by the same ratio, apart: 2 of 10 in dev
-    documents = [s for k, s in both.by_article.items() if k.startswith("démarche")]
+    documents = [s for k, s in both.items() if k.startswith("démarche")]
     assert sorted(documents) == ["dev"] * 2 + ["train"] * 8
 
 
