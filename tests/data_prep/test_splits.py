@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from data_prep.errors import DataPrepError
 from data_prep.splits import SplitOptions, plan_splits
 from data_prep.squad2dpr import main
+from dpr.data.records import DataFormatError, load_samples
 from dpr.data.squad import load_squad_file
 from dpr.data.tsv import read_qas
+from dpr.utils.errors import UsageError
 
 FAST = ["--sentence_splitter", "regex", "--quiet", "--bm25_top_k", "5"]
 CATEGORIES = {"Lyon": "Est", "Marseille": "Sud", "Bordeaux": "Ouest", "Toulouse": "Sud",
@@ -54,10 +55,10 @@ def test_plan_defaults_keep_the_historical_dev_split(small_fixture: Path) -> Non
     # When planning the split
     plan = plan_splits(files, SplitOptions())
     # Then dev is the first round(5 * 0.2) article of the seeded shuffle of the sorted keys
-    keys = sorted(plan.by_article)
+    keys = sorted(plan)
     random.Random(42).shuffle(keys)
-    assert {k for k, s in plan.by_article.items() if s == "dev"} == {keys[0]}
-    assert sorted(set(plan.by_article.values())) == ["dev", "train"]
+    assert {k for k, s in plan.items() if s == "dev"} == {keys[0]}
+    assert sorted(set(plan.values())) == ["dev", "train"]
     assert SplitOptions().names == ("train", "dev")
 
 
@@ -68,12 +69,12 @@ def test_plan_tune_follows_dev_in_the_shuffle_and_never_empties_train(
     # When asking 40 % dev and 40 % tune
     plan = plan_splits(files, SplitOptions(dev_ratio=0.4, tune_ratio=0.4, seed=3))
     # Then 2 dev, 2 tune, 1 train article; dev is what it would be without tune
-    assert [plan.articles(s) for s in ("train", "dev", "tune")] == [1, 2, 2]
+    assert [list(plan.values()).count(s) for s in ("train", "dev", "tune")] == [1, 2, 2]
     without = plan_splits(files, SplitOptions(dev_ratio=0.4, seed=3))
-    assert ({k for k, s in plan.by_article.items() if s == "dev"}
-            == {k for k, s in without.by_article.items() if s == "dev"})
+    assert ({k for k, s in plan.items() if s == "dev"}
+            == {k for k, s in without.items() if s == "dev"})
     # And ratios leaving no training article are refused
-    with pytest.raises(DataPrepError, match="must be < 1"):
+    with pytest.raises(UsageError, match="with a sum < 1"):
         SplitOptions(dev_ratio=0.5, tune_ratio=0.5)
 
 
@@ -203,3 +204,89 @@ def test_piaf_holdout_and_tune_splits(piaf_path: Path, tmp_path: Path) -> None:
     assert stats["split"]["articles"]["tune"] == round(0.1 * (len(raw) - len(held)))
     q = stats["questions"]
     assert sum(q[s] for s in splits) + q["dropped_total"] == q["input"]
+
+
+def with_documents(small_fixture: Path, tmp_path: Path, count: int = 10) -> Path:
+    """The small fixture plus ``count`` articles of documents without questions (no qas)."""
+    payload = json.loads(small_fixture.read_text(encoding="utf-8"))
+    payload["data"] += [{"title": f"Démarche {i}", "paragraphs": [
+        {"context": f"La démarche numéro {i} se fait en ligne, à Lyon comme à Nantes."}]}
+        for i in range(count)]
+    path = tmp_path / "with_documents.json"
+    path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_plan_corpus_only_articles_do_not_move_the_question_split(
+        small_fixture: Path, tmp_path: Path) -> None:
+    # Given the 5 question-bearing articles, then the same with 10 articles without questions
+    alone = plan_splits([load_squad_file(small_fixture, source="s")], SplitOptions())
+    both = plan_splits([load_squad_file(with_documents(small_fixture, tmp_path), source="s")],
+                       SplitOptions())
+    # When splitting both, then the question-bearing articles go where they went alone
+    assert {k: both[k] for k in alone} == alone
+    # And the documents are split by the same ratio, apart: 2 of 10 in dev
+    documents = [s for k, s in both.items() if k.startswith("démarche")]
+    assert sorted(documents) == ["dev"] * 2 + ["train"] * 8
+
+
+def test_cli_dev_ratio_1_sends_every_article_to_dev(tmp_path: Path, small_fixture: Path) -> None:
+    # Given question-bearing articles and articles of documents without questions
+    source = with_documents(small_fixture, tmp_path)
+    out = tmp_path / "out"
+    # When converting with --dev_ratio 1
+    assert main([str(source), "--output_dir", str(out), "--dev_ratio", "1", *FAST]) == 0
+    # Then every question is in dev, the training file is an empty array (which training
+    # refuses by name), and the documents are in passages.tsv and among dev's negatives
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    q = stats["questions"]
+    assert q["train"] == 0 and q["dev"] + q["dropped_total"] == q["input"]
+    assert stats["split"]["articles"] == {"train": 0, "dev": 15}
+    assert records(out, "train") == []
+    with pytest.raises(DataFormatError, match="DPR_FR_train.json: contains no records"):
+        load_samples(str(out / "DPR_FR_train.json"))
+    assert len(read_qas(out / "qas_dev.tsv")) == q["dev"]
+    assert "La démarche numéro 9" in (out / "passages.tsv").read_text(encoding="utf-8")
+    assert any(c["title"].startswith("Démarche") for r in records(out, "dev")
+               for c in r["hard_negative_ctxs"])
+    # And a tune split beside it is refused (exit 2), nothing written
+    assert main([str(source), "--output_dir", str(tmp_path / "o"), "--dev_ratio", "1",
+                 "--tune_ratio", "0.1", *FAST]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_dev_ratio_1_on_an_untitled_export(tmp_path: Path) -> None:
+    # Given an FAQ export: untitled articles, questions without ids, answers without offsets
+    data = [{"paragraphs": [{"context": f"Le guichet {i} ouvre à {8 + i} heures.", "qas": [
+        {"question": f"Quand ouvre le guichet {i} ?",
+         "answers": [{"text": f"{8 + i} heures"}]}]}]}  # no answer_start: found by text
+        for i in range(4)]
+    source = tmp_path / "faq.json"
+    source.write_text(json.dumps({"data": data}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    # When sending everything to dev
+    assert main([str(source), "--output_dir", str(out), "--dev_ratio", "1", *FAST]) == 0
+    # Then the four articles and their questions are dev
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["split"]["articles"] == {"train": 0, "dev": 4}
+    assert stats["questions"]["dev"] == 4
+
+
+def test_cli_holdout_by_title(tmp_path: Path, small_fixture: Path) -> None:
+    # Given articles with a title, and an untitled one (an FAQ page)
+    payload = json.loads(small_fixture.read_text(encoding="utf-8"))
+    untitled = {k: v for k, v in payload["data"][0].items() if k != "title"}
+    payload["data"].append(untitled)
+    source = tmp_path / "titled.json"
+    source.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    # When holding out two articles by title
+    assert main([str(source), "--output_dir", str(out), "--holdout_field", "title",
+                 "--holdout_values", "Lyon,Nantes", *FAST]) == 0
+    # Then the test split is exactly theirs; the untitled article stays in train or dev
+    assert {c["title"] for r in records(out, "test") for c in r["positive_ctxs"]} == {
+        "Lyon", "Nantes"}
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["split"]["holdout"] == {"field": "title", "values": ["Lyon", "Nantes"],
+                                         "articles": 2}
+    assert stats["split"]["articles"]["train"] + stats["split"]["articles"]["dev"] == 4

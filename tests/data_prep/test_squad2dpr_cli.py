@@ -279,3 +279,40 @@ def test_cli_accepts_faq_files_without_ids_or_titles(tmp_path: Path) -> None:
     # and passages are written with an empty title
     rows = (out / "passages.tsv").read_text(encoding="utf-8").splitlines()[1:]
     assert len(rows) == 6 and all(row.endswith("\t") for row in rows)
+
+
+def test_cli_paragraphs_without_qas_are_corpus_only(
+    tmp_path: Path, small_fixture: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a site export: a question-bearing paragraph, a paragraph without qas in the same
+    # article, and an article of documents without questions (no qas key, null)
+    context = "La carte grise coûte 13,76 euros en Bretagne."
+    qa = {"id": "cg", "question": "Combien coûte la carte grise en Bretagne ?",
+          "answers": [{"text": "13,76 euros", "answer_start": context.index("13,76")}]}
+    documents = ["La carte grise se demande en ligne, en Bretagne comme ailleurs.",
+                 "Le passeport se demande en mairie.", "La carte d'identité est gratuite."]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"data": [
+        {"title": "Carte grise", "paragraphs": [{"context": context, "qas": [qa]},
+                                                {"context": documents[0]}]},
+        {"title": "Papiers", "paragraphs": [{"context": documents[1]},
+                                            {"context": documents[2], "qas": None}]},
+    ]}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "out"
+    # When converting it with the small fixture
+    with caplog.at_level(logging.INFO):
+        assert run_cli(small_fixture, export, "--output_dir", out,
+                       *(f for f in FAST if f != "--quiet")) == 0
+    # Then the documents are in passages.tsv, never a positive
+    passages = (out / "passages.tsv").read_text(encoding="utf-8")
+    assert all(text in passages for text in documents)
+    records = load_records(out)
+    positives = {c["passage_id"] for r in records for c in r["positive_ctxs"]}
+    assert not {p for p in positives if p.startswith("export:") and p != "export:0:0:0"}
+    # And the one in the question's article (same split) is its BM25 hard negative
+    (record,) = [r for r in records if r["answers"] == ["13,76 euros"]]
+    assert "export:0:1:0" in [c["passage_id"] for c in record["hard_negative_ctxs"]]
+    # And they are counted in stats.json and the log
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["inputs"]["export"]["paragraphs_without_questions"] == 3
+    assert "3 paragraphs without questions: corpus only" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -56,3 +57,25 @@ def test_internal_error_is_not_reported_as_user_error(
     with pytest.raises(error, match="internal bug"):
         evaluate.main(["--quiet", "--ctx_file", str(corpus[0]), "--qa_file", str(corpus[1]),
                        "--retrievers", "bm25"])
+
+
+def test_squad_documents_without_qas_are_searched(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a SQuAD export: one question, a document without qas that matches it better, a
+    # document with "qas": null and a blank paragraph
+    squad = tmp_path / "export.json"
+    squad.write_text(json.dumps({"data": [{"title": "Loire", "paragraphs": [
+        {"context": "La Loire coule en France.", "qas": [{"id": "q", "question": "Où coule la "
+         "Loire ?", "answers": [{"text": "France", "answer_start": 18}]}]},
+        {"context": "Où coule la Loire ? La Loire coule, la Loire coule."},
+        {"context": "Le Rhône est un fleuve.", "qas": None}, {"context": "  "}]}]}),
+        encoding="utf-8")
+    # When evaluating BM25 on it
+    with caplog.at_level(logging.INFO):
+        assert evaluate.main(["--squad", str(squad), "--retrievers", "bm25",
+                              "--output_dir", str(tmp_path / "out")]) == 0
+    # Then the corpus holds the three paragraphs with text, and the document outranks the gold
+    report = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert report["corpus"]["passages"] == 3
+    assert report["results"]["bm25"]["first_hit_rank"] == [1]
+    assert "3 paragraphs searched; 2 have no questions (corpus only)" in caplog.text
