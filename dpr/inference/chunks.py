@@ -11,10 +11,11 @@ A corpus is encoded into chunk files `<prefix>_<k>.npy` (float32 or float16 [n Ã
   s = ceil(rows / num_shards); each job writes its own shard.
 
 Every file is written atomically (temporary file + rename). `<prefix>.manifest.json` records
-what produced the chunks (model fingerprint and recipe, passage file size and modification
-time, layout, vector type); a rerun that differs in any of them is refused instead of mixing
-vectors of two models or corpora. A chunk is complete only when its files can be read, hold
-finite vectors of the expected count, size and type, and list exactly the expected ids.
+what produced the chunks (model fingerprint and recipe, precision: the autocast type the model
+encoded in, passage file size and modification time, layout, vector type); a rerun that
+differs in any of them is refused instead of mixing vectors of two models, precisions or
+corpora. A chunk is complete only when its files can be read, hold finite vectors of the expected
+count, size and type, and list exactly the expected ids.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ logger = logging.getLogger(__name__)
 
 VECTOR_DTYPES = ("float32", "float16")
 MANIFEST_SUFFIX = ".manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: records the precision
 _CHECK_ROWS = 65_536  # rows read at a time when checking that stored vectors are finite
 # Manifest entries a rerun must match, with the words an error uses for each.
 _COMPARED = {"model_fingerprint": "model (its files changed)", "recipe": "model recipe",
-             "dim": "vector size", "passages": "passage file (size or modification time)",
-             "layout": "chunk layout", "vector_dtype": "vector type"}
+             "precision": "precision (--fp16, --amp_dtype)", "dim": "vector size",
+             "passages": "passage file (size or modification time)", "layout": "chunk layout",
+             "vector_dtype": "vector type"}
 _PATH_KEYS = ("pretrained_model_cfg", "pretrained_file")  # where a model is, not what it is
 
 
@@ -152,12 +154,24 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_identity(model_path: str | os.PathLike[str], amp_dtype: Any) -> dict[str, str]:
+    """What says which model encodes, and how: its absolute path, its `fingerprint` and its
+    precision (the autocast type, e.g. `torch.bfloat16`; None: float32)."""
+    return {"model": os.path.abspath(model_path), "model_fingerprint": fingerprint(model_path),
+            "precision": "float32" if amp_dtype is None else str(amp_dtype).split(".")[-1]}
+
+
 def make_manifest(*, model_path: str, model_description: str, params: dict[str, Any],
-                  dim: int, passages: str, layout: Layout, vector_dtype: str) -> dict[str, Any]:
-    """What produced a set of chunks (the module docstring says what is compared)."""
+                  amp_dtype: Any, dim: int, passages: str, layout: Layout,
+                  vector_dtype: str) -> dict[str, Any]:
+    """What produced a set of chunks (the module docstring says what is compared).
+
+    Args:
+        amp_dtype: The autocast type the model encodes in (None: float32).
+    """
     stat = os.stat(passages)
-    return {"format": MANIFEST_FORMAT, "model": os.path.abspath(model_path),
-            "model_description": model_description, "model_fingerprint": fingerprint(model_path),
+    return {"format": MANIFEST_FORMAT, **model_identity(model_path, amp_dtype),
+            "model_description": model_description,
             "recipe": {k: v for k, v in sorted(params.items()) if k not in _PATH_KEYS},
             "dim": dim,
             "passages": {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
@@ -174,7 +188,8 @@ def manifest_path(prefix: str | os.PathLike[str]) -> str:
 def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     for key, words in _COMPARED.items():
         if json.dumps(old.get(key), sort_keys=True) != json.dumps(new.get(key), sort_keys=True):
-            return f"another {words}: {old.get(key)} there, {new.get(key)} now"
+            there = old[key] if key in old else "not recorded (an earlier version)"
+            return f"another {words}: {there} there, {new.get(key)} now"
     return None
 
 
