@@ -25,6 +25,7 @@ from dpr.evaluation.options import EvalOptions
 from dpr.evaluation.relevance import Judge, Qrels, metric_depth, tuning_metric
 from dpr.retrieval.bm25 import BM25Retriever
 from dpr.retrieval.corpus import Corpus
+from dpr.retrieval.dense import DenseRetriever
 from dpr.retrieval.fusion import (
     Candidates,
     FusionSetting,
@@ -37,8 +38,7 @@ from dpr.retrieval.fusion import (
     normalised_settings,
     union_candidates,
 )
-from dpr.retrieval.retrievers import DenseRetriever, bm25_run
-from dpr.retrieval.run import Run, pool_rows
+from dpr.retrieval.run import Run, bm25_run, pool_rows
 
 logger = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from dpr.evaluation.report import (
 from dpr.evaluation.trec import write_trec
 from dpr.retrieval.bm25 import BM25Retriever
 from dpr.retrieval.corpus import Corpus, read_tsv_corpus
-from dpr.retrieval.retrievers import DenseRetriever, bm25_run, dense_retriever
-from dpr.retrieval.run import Run, pool
+from dpr.retrieval.dense import DenseRetriever, dense_retriever
+from dpr.retrieval.run import Run, bm25_run, pool
 from dpr.utils.device import autocast_dtype, select_device
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,10 @@ def read_inputs(options: EvalOptions) -> tuple[Corpus, QuestionSet]:
 
 def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
              device: Any) -> DenseRetriever:
-    """A DPR model (`dpr.inference.load_encoder`) over the corpus or its saved index."""
+    """A DPR model (`dpr.inference.load_encoder`) over the corpus or its saved index (which
+    must hold this model's vectors: `dpr.inference.chunks.model_identity`)."""
     from dpr.inference import load_encoder
+    from dpr.inference.chunks import model_identity
 
     model = load_encoder(spec.path, options.encoder_cli, device=device,
                          batch_size=options.batch_size, quiet=options.quiet,
@@ -117,8 +119,10 @@ def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
     index = options.index_of(spec)
     if index is not None:
         logger.info("%s: searching the saved index %s", spec.name, index)
+    identity = None if index is None else model_identity(spec.path, model.amp_dtype)
     return dense_retriever(spec.name, model, corpus, index=index, nprobe=options.nprobe,
-                           ef_search=options.ef_search, metadata={"model": spec.path})
+                           ef_search=options.ef_search, identity=identity,
+                           metadata={"model": spec.path})
 
 
 def sbert_run(options: EvalOptions, corpus: Corpus, qset: QuestionSet, k: int,

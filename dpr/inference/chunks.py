@@ -14,7 +14,9 @@ Every file is written atomically (temporary file + rename). `<prefix>.manifest.j
 what produced the chunks (model fingerprint and recipe, precision: the autocast type the model
 encoded in, passage file size and modification time, layout, vector type); a rerun that
 differs in any of them is refused instead of mixing vectors of two models, precisions or
-corpora. A chunk is complete only when its files can be read, hold finite vectors of the expected
+corpora. `python -m dpr.index build` keeps the model and precision in the index's
+`build.json`, and a model searching the index is checked against them (`model_identity`).
+A chunk is complete only when its files can be read, hold finite vectors of the expected
 count, size and type, and list exactly the expected ids.
 """
 
@@ -31,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from dpr.index.shards import IDS_SUFFIX, manifest_path, read_manifest
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 VECTOR_DTYPES = ("float32", "float16")
-MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 2  # 2: records the precision
 _CHECK_ROWS = 65_536  # rows read at a time when checking that stored vectors are finite
 # Manifest entries a rerun must match, with the words an error uses for each.
@@ -112,7 +114,7 @@ def chunk_prefix(prefix: str | os.PathLike[str], chunk: Chunk) -> str:
 def chunk_files(prefix: str | os.PathLike[str], chunk: Chunk) -> tuple[str, str]:
     """The vector file and id file of a chunk."""
     stem = chunk_prefix(prefix, chunk)
-    return f"{stem}.npy", f"{stem}.ids.json"
+    return f"{stem}.npy", f"{stem}{IDS_SUFFIX}"
 
 
 def incomplete_reason(prefix: str | os.PathLike[str], chunk: Chunk, ids: Sequence[str], *,
@@ -180,11 +182,6 @@ def make_manifest(*, model_path: str, model_description: str, params: dict[str, 
             "vector_dtype": vector_dtype}
 
 
-def manifest_path(prefix: str | os.PathLike[str]) -> str:
-    """`<prefix>.manifest.json`."""
-    return os.fspath(prefix) + MANIFEST_SUFFIX
-
-
 def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     for key, words in _COMPARED.items():
         if json.dumps(old.get(key), sort_keys=True) != json.dumps(new.get(key), sort_keys=True):
@@ -203,13 +200,7 @@ def check_output(prefix: str | os.PathLike[str], manifest: dict[str, Any],
     """
     path = manifest_path(prefix)
     if os.path.isfile(path):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                old = json.load(handle)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot read the manifest of the existing chunks: {err}"
-                             ) from err
-        difference = _first_difference(old, manifest)
+        difference = _first_difference(read_manifest(path), manifest)
         if difference is not None:
             raise InputError(f"{path}: the chunks there were encoded with {difference}; delete "
                              "them or choose another --out_file")
