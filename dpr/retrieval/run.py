@@ -3,7 +3,7 @@
 A run holds, for every question of a set (in question order), the corpus rows it ranked best
 first and their scores, how long it took and what produced it (the model and its recipe, the
 BM25 settings, or a fusion's settings and the grid it was tuned on). Nothing changes a run once
-made: fusions (`dpr.evaluation.fusion_runs.fuse`) and truncation (:meth:`Run.top`) return new
+made: fusions (`dpr.retrieval.fusion.fuse`) and truncation (:meth:`Run.top`) return new
 runs; scoring, the report and the TREC files read them. :func:`bm25_run` makes BM25's (dense
 retrievers make theirs: `dpr.retrieval.dense.DenseRetriever.run`).
 """
