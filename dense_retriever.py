@@ -160,10 +160,7 @@ def search(args: argparse.Namespace, files: list[str] | None, model: DenseEncode
     index = (shard_index(args, files) if files is not None else
              load_index(args.index, nprobe=args.nprobe, ef_search=args.ef_search,
                         rerank=args.rerank, embeddings=args.encoded_ctx_file))
-    if index.dim != model.dim:
-        raise InputError(f"{index.name}: vectors of size {index.dim}, but the model's are "
-                         f"{model.dim} (another checkpoint?)")
-    index.check_encoder(model_identity(args.model_file, model.amp_dtype))
+    index.check_encoder(model_identity(args.model_file, model.amp_dtype), dim=model.dim)
     scores, hits = index.search(questions, min(args.n_docs, len(index)))
     missing = sorted({pid for ids in hits for pid in ids} - set(passages))
     if missing:

@@ -200,19 +200,26 @@ class FaissIndex:
             raise InputError(f"{self.name}: this index ({self.settings.get('factory')}) cannot "
                              f"return its stored vectors: {faiss_reason(err)}") from err
 
-    def check_encoder(self, model: Mapping[str, object]) -> None:
+    def check_encoder(self, model: Mapping[str, object] | None, *, dim: int | None) -> None:
         """Refuses a model other than the one whose vectors the index holds.
 
         Args:
             model: The searching model's `model` (path), `model_fingerprint` and `precision`
-                (`dpr.inference.chunks.model_identity`).
+                (`dpr.inference.chunks.model_identity`); None: the size alone is checked.
+            dim: The size of the model's vectors (None: not known).
 
         Raises:
-            InputError: When the build's manifest records another model fingerprint. Without
-                a manifest (DPR's or hand-made shards) only a warning says that nothing could
-                be checked; another precision is a warning too (the same model's vectors).
+            InputError: For vectors of another size, or when the build's manifest records
+                another model fingerprint. Without a manifest (DPR's or hand-made shards) a
+                warning says that only the size was checked; another precision is a warning
+                too (the same model's vectors).
         """
+        if dim is not None and dim != self.dim:
+            raise InputError(f"{self.name}: vectors of size {self.dim}, but the model encodes "
+                             f"vectors of size {dim} (an index of another model?)")
         built = self.settings.get("encoder")
+        if model is None:
+            return
         if built is None:
             logger.warning("%s: no manifest recorded which model encoded these vectors (DPR's "
                            "or hand-made shards): only their size is checked against %s",

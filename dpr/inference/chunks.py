@@ -33,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from dpr.index.shards import IDS_SUFFIX, manifest_path, read_manifest
+from dpr.index.shards import (
+    IDS_SUFFIX,
+    ShardError,
+    manifest_path,
+    open_shard,
+    read_ids,
+    read_manifest,
+    vectors,
+)
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import atomic_write
 
@@ -121,22 +129,22 @@ def incomplete_reason(prefix: str | os.PathLike[str], chunk: Chunk, ids: Sequenc
                       dim: int, dtype: str) -> str | None:
     """Why a chunk's files are not a complete encoding of `ids`, or None when they are.
 
-    Checked, not trusted by name: both files readable, vectors [len(ids) × dim] of `dtype`,
-    all finite, and the id file equal to `ids`.
+    Checked, not trusted by name: both files readable (`dpr.index.shards.open_shard`), vectors
+    [len(ids) × dim] of `dtype`, all finite, and the id file equal to `ids`.
     """
     npy, ids_file = chunk_files(prefix, chunk)
     if not os.path.isfile(npy) or not os.path.isfile(ids_file):
         return "missing"
     try:
-        array = np.load(npy, mmap_mode="r", allow_pickle=False)
-        with open(ids_file, encoding="utf-8") as handle:
-            stored_ids = json.load(handle)
-    except (OSError, ValueError) as err:
+        shard = open_shard(npy, checksum=False)
+    except ShardError as err:
         return f"unreadable: {err}"
-    if array.shape != (len(ids), dim) or array.dtype.name != dtype:
-        return f"holds {array.dtype} {array.shape}, expected {dtype} ({len(ids)}, {dim})"
-    if stored_ids != list(ids):
+    if (shard.rows, shard.dim, shard.dtype) != (len(ids), dim, dtype):
+        return (f"holds {shard.dtype} ({shard.rows}, {shard.dim}), expected {dtype} "
+                f"({len(ids)}, {dim})")
+    if read_ids(shard) != list(ids):
         return "its ids differ from the passages'"
+    array = vectors(shard)
     for start in range(0, len(array), _CHECK_ROWS):
         if not np.isfinite(array[start:start + _CHECK_ROWS]).all():
             return "holds non-finite values"

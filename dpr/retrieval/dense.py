@@ -78,6 +78,7 @@ def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
         InputError, UsageError: From `dpr.index.load_index` (missing files, bad settings).
     """
     index = load_index(folder, nprobe=nprobe, ef_search=ef_search)
+    index.name = f"--index {folder}"
     description = {"search": "saved index", "index": folder,
                    "factory": index.settings.get("factory"), "metric": index.metric}
     ids = list(index.ids)
@@ -148,13 +149,7 @@ def dense_retriever(name: str, model: Any, corpus: Corpus, *, index: str | None 
     else:
         searcher = open_saved_index(os.fspath(index), corpus, nprobe=nprobe,
                                     ef_search=ef_search)
-        dim = getattr(model, "dim", None)
-        if dim is not None and dim != searcher.index.dim:
-            raise InputError(f"--index {index}: vectors of size {searcher.index.dim}, but "
-                             f"{model.description} encodes vectors of size {dim} (an index of "
-                             "another model?)")
-        if identity is not None:
-            searcher.index.check_encoder(identity)
+        searcher.index.check_encoder(identity, dim=getattr(model, "dim", None))
     return DenseRetriever(name, model, searcher, time.perf_counter() - start,
                           {**(metadata or {}), "description": model.description,
                            **searcher.description})
