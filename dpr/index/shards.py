@@ -126,7 +126,19 @@ def vectors(shard: Shard) -> np.ndarray:
     """The shard's vectors [rows × dim] as stored: memory-mapped for `.npy` (no copy)."""
     if shard.ids_path is None:
         return _read_pickle(shard.path)[1]
-    return np.load(shard.path, mmap_mode="r", allow_pickle=False)
+    return map_vectors(shard.path)
+
+
+def map_vectors(path: str) -> np.ndarray:
+    """A `.npy` vector file, memory-mapped (no pickle).
+
+    Raises:
+        ShardError: Naming the file when it cannot be read.
+    """
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ShardError(f"{path}: cannot read vectors: {err}") from err
 
 
 def read_shard(path: str, *, allow_pickle: bool = False) -> tuple[list[str], np.ndarray]:
@@ -173,10 +185,7 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
         ids, array = _read_pickle(path)
         ids_path = None
     else:
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ShardError(f"{path}: cannot read vectors: {err}") from err
+        array = map_vectors(path)
         ids_path = ids_path_of(path)
         ids = read_ids(ids_path)
     if array.ndim != 2 or array.dtype.name not in FLOAT_DTYPES:
