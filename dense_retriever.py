@@ -155,14 +155,16 @@ def search(args: argparse.Namespace, files: list[str] | None, model: DenseEncode
            passages: dict[str, Passage],
            questions: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
     """Searches --index or the shards' index, once the model is known to be the one that
-    encoded the passages (only the retrieved ids are looked up in --ctx_file: an index may
-    hold millions)."""
+    encoded the passages; every passage id must be in --ctx_file (of --index, only those
+    retrieved are looked up: an index may hold millions)."""
     index = (shard_index(args, files) if files is not None else
              load_index(args.index, nprobe=args.nprobe, ef_search=args.ef_search,
                         rerank=args.rerank, embeddings=args.encoded_ctx_file))
     index.check_encoder(model_identity(args.model_file, model.amp_dtype), dim=model.dim)
     scores, hits = index.search(questions, min(args.n_docs, len(index)))
-    missing = sorted({pid for ids in hits for pid in ids} - set(passages))
+    # the shards' ids are all checked; a saved index's only where retrieved (it may be huge)
+    used = set(index.ids) if files is not None else {pid for ids in hits for pid in ids}
+    missing = sorted(used - set(passages))
     if missing:
         raise InputError(f"{args.ctx_file}: passage ids of the embeddings missing, e.g. "
                          f"{missing[:3]}")
