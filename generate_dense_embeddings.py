@@ -15,7 +15,8 @@ encodes the chunks k ≡ r (mod W), without talking to the others. With --num_sh
 layout: emb/passages_<shard_id>.npy holds rows [k·s, (k+1)·s), s = ceil(rows / N). A rerun of
 the same command skips the files already complete (checked: readable, finite, count, size,
 type, ids), so a killed job only redoes what is missing; emb/passages.manifest.json records the
-model, its recipe, the passage file and the layout, and a rerun with another one is refused.
+model, its recipe, its precision (--fp16, --amp_dtype), the passage file and the layout, and a
+rerun with another one is refused.
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ def run(args: argparse.Namespace) -> EncodingReport:
                 len(layout.chunks()), layout.describe(), worker, workers, device,
                 model.description)
     manifest = make_manifest(model_path=args.model_file, model_description=model.description,
-                             params=model.params, dim=model.dim, passages=args.ctx_file,
-                             layout=layout, vector_dtype=args.vector_dtype)
+                             params=model.params, amp_dtype=model.amp_dtype, dim=model.dim,
+                             passages=args.ctx_file, layout=layout,
+                             vector_dtype=args.vector_dtype)
     check_output(args.out_file, manifest, layout.chunks())
     report = encode_corpus(model, args.ctx_file, args.out_file, layout, manifest=manifest,
                            worker=worker, workers=workers, vector_dtype=args.vector_dtype,

@@ -11,7 +11,7 @@ sentence numbers per passage, 8 bytes) and built when a passage is read, so 1M p
 their answers (relevance by answer matching, DPR's has_answer).
 
 Runs: two synthetic top-`--k` rankings per question ("bm25" and "dpr", scores decreasing),
-fused into "hybrid" (λ 1.1), "rrf" and "fusion" (minmax, 0.5) by `fusion_runs.fuse`. Rows:
+fused into "hybrid" (λ 1.1), "rrf" and "fusion" (minmax, 0.5) by `dpr.retrieval.fusion.fuse`. Rows:
 * `uniform`: drawn uniformly from the corpus, so a larger corpus pools more distinct passages
   (at 100k, the 200k rows of 1,000 questions repeat many passages; at 1M few);
 * `fixed`: drawn from 100,000 slots mapped into the corpus one to one, so both sizes judge
@@ -44,13 +44,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from scale_common import DEFAULT_PIAF, emit, machine, piaf_sentences, run_phase  # noqa: E402
 
-from dpr.evaluation.fusion_runs import fuse  # noqa: E402
 from dpr.evaluation.inputs import QuestionSet  # noqa: E402
 from dpr.evaluation.relevance import Judge  # noqa: E402
 from dpr.evaluation.report import adjust_sign_tests, compare, hits_at, score_runs  # noqa: E402
 from dpr.evaluation.trec import write_trec  # noqa: E402
 from dpr.retrieval.corpus import Corpus  # noqa: E402
-from dpr.retrieval.fusion import Linear, Normalised, Reciprocal  # noqa: E402
+from dpr.retrieval.fusion import Linear, Normalised, Reciprocal, fuse  # noqa: E402
 from dpr.retrieval.run import Run, pool  # noqa: E402
 
 WORDS = 40

@@ -19,7 +19,8 @@ import generate_dense_embeddings
 import train_dense_encoder
 from data_prep import mine_negatives, squad2dpr
 from dpr import evaluate
-from dpr.retrieval.index import read_embeddings, write_embeddings
+from dpr.index.shards import read_shard
+from dpr.utils.io import write_vectors
 from dpr.utils.logging import setup_logging
 from dpr2hf.cli import main as dpr2hf_main
 
@@ -108,12 +109,12 @@ def squad_eval(env: Env, path: Path) -> list[str]:
 
 
 def embeddings(env: Env, name: str, ids: list[str], vectors: np.ndarray) -> str:
-    write_embeddings(env.tmp / name, ids, vectors)
+    write_vectors(env.tmp / name, ids, vectors)
     return str(env.tmp / f"{name}.npy")
 
 
 def _shard(env: Env) -> tuple[list[str], np.ndarray]:
-    return read_embeddings(f"{env.shard}_0.npy")
+    return read_shard(f"{env.shard}_0.npy")
 
 
 def _ids_mismatch(env: Env) -> str:

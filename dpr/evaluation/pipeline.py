@@ -4,8 +4,9 @@ runs, score them and build the report.
 Retrievers: ``bm25``; one or more DPR models (``dpr``, or ``dpr:<label>`` each: a checkpoint,
 a dpr2hf folder or a plain model folder; searched exactly, or in a saved index with
 ``--index``); the fusions ``hybrid`` (``bm25 + λ·dpr``), ``rrf`` and ``fusion`` (normalised
-scores, weighted sum) of BM25 with one of the DPR models (see
-:mod:`dpr.evaluation.fusion_runs`); ``sbert`` (an off-the-shelf sentence-transformers model).
+scores, weighted sum) of BM25 with one of the DPR models (:mod:`dpr.retrieval.fusion`, their
+settings tuned by :mod:`dpr.evaluation.tuning`); ``sbert`` (an off-the-shelf
+sentence-transformers model).
 Each returns an immutable :class:`~dpr.retrieval.run.Run`; relevance is judged once over the
 union of the reported runs (:mod:`dpr.evaluation.relevance`).
 """
@@ -17,7 +18,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dpr.evaluation.fusion_runs import Sides, fusion_runs
 from dpr.evaluation.inputs import QuestionSet, read_questions, read_squad
 from dpr.evaluation.options import FUSIONS, NEEDS_BM25, TOP_KS, DprModelSpec, EvalOptions
 from dpr.evaluation.relevance import GOLD_PASSAGES, Judge, Qrels, warn_unanswered
@@ -30,10 +30,12 @@ from dpr.evaluation.report import (
     versions,
 )
 from dpr.evaluation.trec import write_trec
+from dpr.evaluation.tuning import tuned_settings
 from dpr.retrieval.bm25 import BM25Retriever
 from dpr.retrieval.corpus import Corpus, read_tsv_corpus
-from dpr.retrieval.retrievers import DenseRetriever, bm25_run, dense_retriever
-from dpr.retrieval.run import Run, pool
+from dpr.retrieval.dense import DenseRetriever, dense_retriever
+from dpr.retrieval.fusion import Reciprocal, Sides, fuse_candidates
+from dpr.retrieval.run import Run, bm25_run, pool
 from dpr.utils.device import autocast_dtype, select_device
 
 logger = logging.getLogger(__name__)
@@ -104,10 +106,45 @@ def read_inputs(options: EvalOptions) -> tuple[Corpus, QuestionSet]:
     return corpus, qset
 
 
+def fusion_runs(options: EvalOptions, sides: Sides, corpus: Corpus, *, n_docs: int,
+                depth: int) -> list[Run]:
+    """The runs of every fusion asked for, with their settings (tuned when asked).
+
+    Args:
+        options: The evaluation's options (fusions wanted, flags, tuning file).
+        sides: BM25 and the fusions' dense model with their top ``depth`` runs.
+        corpus: The corpus (the tuning file's questions are searched in it).
+        n_docs: Passages ranked per question.
+        depth: Length of each side's list whose union is reranked.
+
+    Returns:
+        One run per fusion asked for; each run's metadata holds its setting and, under
+        ``fusion``, the report's fusion entry (dense side, λ, depth, RRF k, normalisation,
+        tuning grids).
+    """
+    start = time.perf_counter()
+    union = sides.candidates()
+    tuning, lam, normalised, source = tuned_settings(options, sides, corpus, depth)
+    info: dict[str, Any] = {"dpr": sides.dense.name, "lambda": lam.lam, "depth": depth,
+                            "rrf_k": options.rrf_k}
+    if options.wants("fusion"):
+        info["normalised"] = {"method": normalised.method,
+                              "dense_weight": normalised.weight, "source": source}
+    if tuning is not None:
+        info["tuning"] = tuning
+    settings = {"hybrid": lam, "rrf": Reciprocal(options.rrf_k), "fusion": normalised}
+    runs = [fuse_candidates(union, setting, k=n_docs, name=name, metadata={"fusion": info})
+            for name, setting in settings.items() if options.wants(name)]
+    seconds = sides.sparse_run.seconds + sides.dense_run.seconds + time.perf_counter() - start
+    return [run.replace(seconds=seconds) for run in runs]
+
+
 def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
              device: Any) -> DenseRetriever:
-    """A DPR model (`dpr.inference.load_encoder`) over the corpus or its saved index."""
+    """A DPR model (`dpr.inference.load_encoder`) over the corpus or its saved index (which
+    must hold this model's vectors: `dpr.inference.chunks.model_identity`)."""
     from dpr.inference import load_encoder
+    from dpr.inference.chunks import model_identity
 
     model = load_encoder(spec.path, options.encoder_cli, device=device,
                          batch_size=options.batch_size, quiet=options.quiet,
@@ -117,8 +154,10 @@ def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
     index = options.index_of(spec)
     if index is not None:
         logger.info("%s: searching the saved index %s", spec.name, index)
+    identity = None if index is None else model_identity(spec.path, model.amp_dtype)
     return dense_retriever(spec.name, model, corpus, index=index, nprobe=options.nprobe,
-                           ef_search=options.ef_search, metadata={"model": spec.path})
+                           ef_search=options.ef_search, identity=identity,
+                           metadata={"model": spec.path})
 
 
 def sbert_run(options: EvalOptions, corpus: Corpus, qset: QuestionSet, k: int,

@@ -15,7 +15,8 @@ them (as misses), while trec_eval averages over the questions of the qrels only.
 
 trec_eval sorts a run by score and breaks ties by docid, not by the rank column: where scores
 tie (BM25 on a small corpus, RRF), read the rank column to get our order (ir-measures and
-ranx can be given scores ``-rank``); see docs/EVALUATION.md.
+ranx can be given scores ``-rank``); see docs/EVALUATION.md. Run files are written by the
+one run writer, :func:`dpr.index.runs.write_run`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from dpr.evaluation.inputs import EvaluationError
 from dpr.evaluation.relevance import Qrels
+from dpr.index.runs import write_run
 from dpr.retrieval.corpus import Corpus
 from dpr.retrieval.run import Run
 from dpr.utils.io import atomic_write
@@ -53,24 +55,6 @@ def _check_ids(corpus: Corpus, rows: Sequence[np.ndarray]) -> None:
     if bad is not None:
         raise EvaluationError(f"{corpus.source}: passage id {bad!r} is empty or contains "
                               "whitespace, which TREC files cannot hold")
-
-
-def write_run(path: str, *, run_name: str, doc_ids: Sequence[str],
-              rankings: Sequence[np.ndarray], scores: Sequence[np.ndarray]) -> None:
-    """One TREC run file: per question (qid = position), its ranking best first.
-
-    Args:
-        path: File to write (atomically).
-        run_name: Last column (the retriever name).
-        doc_ids: Passage id of each corpus index.
-        rankings: Per question, corpus indices best first.
-        scores: Per question, the score of each ranked passage.
-    """
-    with atomic_write(path) as handle:
-        for qid, (ranking, values) in enumerate(zip(rankings, scores, strict=True)):
-            for rank, (index, score) in enumerate(zip(ranking, values, strict=True), start=1):
-                handle.write(f"{qid} Q0 {doc_ids[int(index)]} {rank} {float(score)!r} "
-                             f"{run_name}\n")
 
 
 def write_qrels(path: str, *, doc_ids: Sequence[str], relevant: Sequence[Sequence[int]]) -> None:
@@ -100,7 +84,8 @@ def write_trec(folder: str, *, corpus: Corpus, runs: Sequence[Run], qrels: Qrels
     paths = {}
     for run in runs:
         paths[run.name] = os.path.join(folder, run_file_name(run.name))
-        write_run(paths[run.name], run_name=run.name, doc_ids=corpus.ids, rankings=run.rows,
-                  scores=run.scores)
+        write_run(paths[run.name], [str(q) for q in range(len(run))],
+                  [[corpus.ids[r] for r in rows.tolist()] for rows in run.rows], run.scores,
+                  name=run.name)
     logger.info("TREC qrels and %d runs written to %s", len(paths), folder)
     return {"dir": folder, "qrels": qrels_path, "runs": paths}

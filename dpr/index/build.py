@@ -12,12 +12,12 @@ Everything is written into a staging folder renamed to the output folder at the 
 (`dpr.utils.io.staged_folder`): an error or a kill leaves no half-written index.
 
 Output folder: `index.faiss`, `index.ivfdata` (on disk only), `ids.txt` + `ids.offsets.npy`
-(the id map, `dpr.index.idmap`) and `build.json` (the build settings).
+(the id map, `dpr.index.idmap`) and `build.json` (the build settings, with the model and
+precision that encoded the shards when their manifest says so: `encoder`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
@@ -32,15 +32,16 @@ import numpy as np
 from faiss.contrib.ondisk import merge_ondisk
 from tqdm import tqdm
 
-from dpr.index.idmap import IdMapWriter
+from dpr.index.idmap import IdList, IdMapWriter
 from dpr.index.shards import (
     Shard,
-    file_sha256,
+    encoding_of,
     find_shards,
     iter_chunks,
     open_shards,
     read_ids,
     sample_rows,
+    with_checksum,
 )
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import staged_folder
@@ -69,6 +70,7 @@ class BuildOptions:
         chunk_rows: Vectors read and added per call.
         checksum: Record each shard's SHA-256 in the build settings.
         quiet: No progress bar.
+        ef_construction: HNSW candidate list size while adding (None: faiss' default, 40).
     """
 
     factory: str
@@ -80,6 +82,7 @@ class BuildOptions:
     chunk_rows: int = 65_536
     checksum: bool = True
     quiet: bool = False
+    ef_construction: int | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -101,17 +104,21 @@ def faiss_reason(err: Exception) -> str:
     return message.splitlines()[0] if message else type(err).__name__
 
 
-def make_index(factory: str, dim: int, metric: str) -> faiss.Index:
-    """An empty index from a faiss index-factory string.
+def make_index(options: BuildOptions, dim: int) -> faiss.Index:
+    """An empty index from the options' faiss index-factory string.
 
     Raises:
         UsageError: Naming `--factory` when faiss refuses the string for this dimension.
     """
     try:
-        return faiss.index_factory(dim, factory, METRICS[metric])
+        index = faiss.index_factory(dim, options.factory, METRICS[options.metric])
     except RuntimeError as err:
-        raise UsageError(f"--factory {factory!r}: faiss refuses it for vectors of size {dim}: "
-                         f"{faiss_reason(err)}") from err
+        raise UsageError(f"--factory {options.factory!r}: faiss refuses it for vectors of size "
+                         f"{dim}: {faiss_reason(err)}") from err
+    top = faiss.downcast_index(index)
+    if options.ef_construction is not None and isinstance(top, faiss.IndexHNSW):
+        top.hnsw.efConstruction = options.ef_construction
+    return index
 
 
 def train(index: faiss.Index, shards: list[Shard], options: BuildOptions) -> dict | None:
@@ -153,59 +160,54 @@ def _add_shard(index: faiss.Index, shard: Shard, *, first_row: int, with_ids: bo
         bar.update(len(chunk))
 
 
-def _checked(shard: Shard, options: BuildOptions) -> Shard:
-    """The shard with its checksum (computed after adding, while the file is in the cache)."""
-    if not options.checksum:
-        return shard
-    digest = file_sha256(shard.path)
-    if shard.ids_path is not None:
-        digest += "+" + file_sha256(shard.ids_path)
-    return dataclasses.replace(shard, sha256=digest)
+def add_shards(index: faiss.Index, shards: list[Shard], options: BuildOptions,
+               ids: IdMapWriter | IdList, *, folder: Path | None = None
+               ) -> tuple[faiss.Index, list[Shard]]:
+    """Adds every shard in order, their passage ids to `ids` (checked unique at the end).
 
-
-def add_shards(index: faiss.Index, shards: list[Shard], folder: Path,
-               options: BuildOptions) -> tuple[faiss.Index, list[Shard]]:
-    """Adds every shard in order and writes the id map into `folder`.
+    Args:
+        folder: The index's staging folder (for `on_disk` blocks); None in memory.
 
     Returns:
         The filled index (for `on_disk`, the merged one backed by `folder/index.ivfdata`) and
         the shards with their checksums.
     """
     total = sum(s.rows for s in shards)
-    trained = folder / "trained.index"
+    trained = Path(folder or ".") / "trained.index"
     blocks: list[str] = []
     if options.on_disk:
         faiss.write_index(index, str(trained))
-        (folder / "blocks").mkdir()
+        (trained.parent / "blocks").mkdir()
     done: list[Shard] = []
-    with IdMapWriter(folder) as ids, tqdm(total=total, unit=" vec", unit_scale=True,
-                                          desc="Adding", disable=options.quiet) as bar:
+    with tqdm(total=total, unit=" vec", unit_scale=True, desc="Adding",
+              disable=options.quiet) as bar:
         for shard in shards:
             ids.add(read_ids(shard), source=shard.ids_path or shard.path)
             target = faiss.read_index(str(trained)) if options.on_disk else index
             _add_shard(target, shard, first_row=ids.count - shard.rows,
-                       with_ids=options.on_disk, chunk_rows=options.chunk_rows, bar=bar)
+                      with_ids=options.on_disk, chunk_rows=options.chunk_rows, bar=bar)
             if options.on_disk:
-                blocks.append(str(folder / "blocks" / f"{len(blocks)}.index"))
+                blocks.append(str(trained.parent / "blocks" / f"{len(blocks)}.index"))
                 faiss.write_index(target, blocks[-1])
                 del target
-            done.append(_checked(shard, options))
+            # the checksum read while the file is in the page cache
+            done.append(with_checksum(shard) if options.checksum else shard)
         ids.finish()
     if options.on_disk:
         index = faiss.read_index(str(trained))
-        merge_ondisk(index, blocks, str(folder / IVFDATA_FILE))
-        shutil.rmtree(folder / "blocks")
+        merge_ondisk(index, blocks, str(trained.parent / IVFDATA_FILE))
+        shutil.rmtree(trained.parent / "blocks")
         trained.unlink()
     return index, done
 
 
-def _settings(index: faiss.Index, shards: list[Shard], options: BuildOptions, *,
-              training: dict | None, seconds: dict[str, float]) -> dict:
+def describe(index: faiss.Index, shards: list[Shard], options: BuildOptions, *,
+             encoder: dict | None, training: dict | None, seconds: dict[str, float]) -> dict:
     """The build settings written to `build.json`."""
     ivf = faiss.try_extract_index_ivf(index)
     return {
         "format": SETTINGS_FORMAT, "factory": options.factory, "metric": options.metric,
-        "dim": index.d, "count": int(index.ntotal),
+        "dim": index.d, "count": int(index.ntotal), "encoder": encoder,
         "index_class": type(faiss.downcast_index(index)).__name__,
         "nlist": None if ivf is None else int(ivf.nlist), "on_disk": options.on_disk,
         "train": training,
@@ -240,7 +242,12 @@ def build_index(shards: list[Shard], output_dir: str | os.PathLike[str],
                          "--overwrite)")
     if options.threads is not None:
         faiss.omp_set_num_threads(options.threads)
-    index = make_index(options.factory, shards[0].dim, options.metric)
+    index = make_index(options, shards[0].dim)
+    encoder = encoding_of([s.path for s in shards])
+    if encoder is None:
+        logger.warning("%s: no manifest beside the shards (DPR's or hand-made): nothing "
+                       "records which model encoded them, so no model searching the index "
+                       "can be checked against it", shards[0].path)
     if options.on_disk and faiss.try_extract_index_ivf(index) is None:
         raise UsageError(f"--on_disk needs an IVF index (inverted lists); --factory "
                          f"{options.factory!r} has none")
@@ -250,12 +257,14 @@ def build_index(shards: list[Shard], output_dir: str | os.PathLike[str],
     with staged_folder(output_dir, overwrite=overwrite) as staging:
         training = train(index, shards, options)
         added = time.perf_counter()
-        index, shards = add_shards(index, shards, staging, options)
+        with IdMapWriter(staging) as ids:
+            index, shards = add_shards(index, shards, options, ids, folder=staging)
         written = time.perf_counter()
         faiss.write_index(index, str(staging / INDEX_FILE))
         seconds = {"train": added - start, "add": written - added,
                    "write": time.perf_counter() - written, "total": time.perf_counter() - start}
-        settings = _settings(index, shards, options, training=training, seconds=seconds)
+        settings = describe(index, shards, options, encoder=encoder, training=training,
+                            seconds=seconds)
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
     logger.info("Built %s over %d vectors in %.1f s: %s", options.factory, settings["count"],
                 seconds["total"], output_dir)

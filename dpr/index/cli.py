@@ -36,9 +36,9 @@ from dpr.cli.main import run_main
 from dpr.data.tsv import iter_passages
 from dpr.index.build import METRICS, BuildOptions, build_from_glob
 from dpr.index.milvus import MilvusStore, load_shards
-from dpr.index.runs import check_run_path, read_queries, write_run
+from dpr.index.runs import check_run_path, write_run
 from dpr.index.search import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, load_index
-from dpr.index.shards import find_shards, open_shards
+from dpr.index.shards import find_shards, open_shards, read_queries
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger("dpr.index")

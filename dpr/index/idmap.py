@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,21 +84,51 @@ class IdMapWriter:
     def _check_unique(self) -> None:
         hashes = np.sort(np.concatenate(self._hashes)) if self._hashes else np.zeros(0)
         clashes = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
-        if not clashes:
-            return
-        seen: set[str] = set()
-        with open(self.folder / IDS_FILE, encoding="utf-8") as handle:
-            for line in handle:
-                passage_id = line.rstrip("\n")
-                if hash(passage_id) in clashes:
-                    if passage_id in seen:
-                        raise InputError(f"passage id {passage_id!r} occurs in several shards "
-                                         "or rows (ids must be unique)")
-                    seen.add(passage_id)
+        if clashes:
+            with open(self.folder / IDS_FILE, encoding="utf-8") as handle:
+                unique_or_error(passage_id for line in handle
+                                if hash(passage_id := line.rstrip("\n")) in clashes)
 
 
-class IdMap:
-    """Passage ids of an index's rows, memory-mapped.
+class IdList(list[str]):
+    """The passage ids of an index built in memory, added as to an `IdMapWriter`."""
+
+    @property
+    def count(self) -> int:
+        return len(self)
+
+    def add(self, ids: Sequence[str], *, source: str) -> None:
+        self.extend(ids)
+
+    def finish(self) -> None:
+        unique_or_error(self)
+
+
+def unique_or_error(ids: Iterable[str]) -> None:
+    """Raises InputError naming the first id that occurs twice."""
+    seen: set[str] = set()
+    for passage_id in ids:
+        if passage_id in seen:
+            raise InputError(f"passage id {passage_id!r} occurs in several shards or rows (ids "
+                             "must be unique)")
+        seen.add(passage_id)
+
+
+def lookup(ids: Sequence[str], rows: np.ndarray) -> list[list[str]]:
+    """Passage ids of search results; rows < 0 (no result) are left out.
+
+    Args:
+        ids: The passage id of each index row (an `IdMap` or a list).
+        rows: int64 [Q × k] index rows, as faiss returns them.
+
+    Returns:
+        Per query, the ids of its valid rows, in the given order.
+    """
+    return [[ids[r] for r in row.tolist() if r >= 0] for row in rows]
+
+
+class IdMap(Sequence[str]):
+    """Passage ids of an index's rows, memory-mapped (a read-only sequence).
 
     Args:
         folder: Index folder holding `ids.txt` and `ids.offsets.npy`.
@@ -123,21 +153,9 @@ class IdMap:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def __getitem__(self, row: int) -> str:
+    def __getitem__(self, row: int) -> str:  # type: ignore[override]
         start, end = int(self.offsets[row]), int(self.offsets[row + 1]) - 1
         return self._data[start:end].tobytes().decode("utf-8")
 
-    def lookup(self, rows: np.ndarray) -> list[list[str]]:
-        """Passage ids of search results; rows < 0 (no result) are left out.
-
-        Args:
-            rows: int64 [Q × k] index rows, as faiss returns them.
-
-        Returns:
-            Per query, the ids of its valid rows, in the given order.
-        """
-        return [[self[r] for r in row.tolist() if r >= 0] for row in rows]
-
-    def to_list(self) -> list[str]:
-        """Every id in row order (small indexes and tests)."""
-        return [self[r] for r in range(len(self))]
+    def __iter__(self) -> Iterator[str]:
+        return (self[r] for r in range(len(self)))

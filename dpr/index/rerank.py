@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpr.index.shards import find_shards
+from dpr.index.shards import find_shards, map_vectors
 from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,7 @@ class ShardVectors:
         for path, count in zip(self.paths, rows):
             if not path.endswith(".npy"):
                 raise InputError(f"{path}: re-ranking reads .npy shards only")
-            try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise InputError(f"{path}: cannot read the shard's vectors for re-ranking: "
-                                 f"{err}") from err
+            array = map_vectors(path)
             if array.shape != (count, dim):
                 raise InputError(f"{path}: {array.shape} vectors, but the index was built from "
                                  f"({count}, {dim}) (re-encoded since?)")

@@ -1,10 +1,7 @@
-"""Query vectors in, run files out, for `python -m dpr.index search`.
+"""Run files: the one writer of ranked results, for `python -m dpr.index search` and
+`milvus-search`, and the TREC runs of `dpr.evaluate --trec_dir` (`dpr.evaluation.trec`).
 
-Queries: a `.npy` [Q × D] (float32 or float16); query ids come from the `.ids.json` beside it
-when there is one (the layout `generate_dense_embeddings.py` writes), else they are the 0-based
-row numbers.
-
-Run files, chosen by the output's suffix:
+Formats, chosen by the output's suffix:
 
 * `.tsv`: a header `query_id  passage_id  rank  score`, then one line per result (rank 1
   first);
@@ -23,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dpr.index.shards import IDS_SUFFIX, read_ids
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import atomic_write
 
@@ -32,30 +28,6 @@ logger = logging.getLogger(__name__)
 RUN_SUFFIXES = (".tsv", ".json", ".txt", ".trec")
 _SPACE = re.compile(r"\s")
 _TAB = re.compile(r"[\t\n\r]")
-
-
-def read_queries(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
-    """Query ids and vectors [Q × D] from a `.npy` (ids from its `.ids.json` when present).
-
-    Raises:
-        InputError: Naming the file when it is unreadable, not a 2-d float array, or its ids
-            do not match the vectors.
-    """
-    path = os.fspath(path)
-    try:
-        vectors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read query vectors: {err}") from err
-    if vectors.ndim != 2 or vectors.dtype.kind != "f":
-        raise InputError(f"{path}: expected a 2-d float array, got shape {vectors.shape} of "
-                         f"{vectors.dtype}")
-    ids_file = path[: -len(".npy")] + IDS_SUFFIX if path.endswith(".npy") else None
-    if ids_file is None or not os.path.isfile(ids_file):
-        return [str(i) for i in range(len(vectors))], vectors
-    ids = read_ids(ids_file)
-    if len(ids) != len(vectors):
-        raise InputError(f"{ids_file}: {len(ids)} ids for {len(vectors)} query vectors")
-    return ids, vectors
 
 
 def check_run_path(path: str | os.PathLike[str]) -> None:
@@ -69,8 +41,8 @@ def check_run_path(path: str | os.PathLike[str]) -> None:
                          f"{', '.join(RUN_SUFFIXES)}")
 
 
-def _lines(path: str | os.PathLike[str], query_ids: Sequence[str], ids: list[list[str]],
-           scores: np.ndarray, *, trec: bool, name: str) -> list[str]:
+def _lines(path: str | os.PathLike[str], query_ids: Sequence[str], ids: Sequence[Sequence[str]],
+           scores: Sequence[np.ndarray], *, trec: bool, name: str) -> list[str]:
     lines = [] if trec else ["query_id\tpassage_id\trank\tscore\n"]
     separator = _SPACE if trec else _TAB
     for qid, passages, row in zip(query_ids, ids, scores):
@@ -84,21 +56,27 @@ def _lines(path: str | os.PathLike[str], query_ids: Sequence[str], ids: list[lis
     return lines
 
 
-def write_run(path: str | os.PathLike[str], query_ids: Sequence[str], ids: list[list[str]],
-              scores: np.ndarray, *, name: str = "dpr.index") -> None:
+def write_run(path: str | os.PathLike[str], query_ids: Sequence[str],
+              ids: Sequence[Sequence[str]], scores: Sequence[np.ndarray], *,
+              name: str = "dpr.index") -> None:
     """Writes search results atomically in the format of the file's suffix (see the module).
 
     Args:
         path: Output file (`.tsv`, `.json`, `.txt` or `.trec`).
         query_ids: One id per query.
         ids: Per query, the passage ids found, best first.
-        scores: [Q × k] scores (the first len(ids[q]) of row q are valid).
+        scores: Per query, the scores (an array [Q × k] or one array per query; the first
+            len(ids[q]) of query q are written), with full precision.
         name: Run name of the TREC format.
+
+    Raises:
+        InputError: For an id holding a separator of the format (whitespace in TREC).
     """
     check_run_path(path)
     with atomic_write(path) as handle:
         if Path(path).suffix == ".json":
-            json.dump([{"query_id": q, "passage_ids": p, "scores": row[:len(p)].tolist()}
+            json.dump([{"query_id": q, "passage_ids": list(p),
+                        "scores": np.asarray(row[:len(p)]).tolist()}
                        for q, p, row in zip(query_ids, ids, scores)], handle, ensure_ascii=False)
         else:
             trec = Path(path).suffix in (".txt", ".trec")

@@ -1,4 +1,4 @@
-"""Searching an index folder written by `dpr.index.build`: the library API.
+"""Searching an index: a folder written by `dpr.index.build`, or one built in memory.
 
     from dpr.index import load_index
     index = load_index("idx/", nprobe=64)          # or ef_search=256 for HNSW
@@ -9,6 +9,10 @@ negated squared distance), `-inf` where an index returned fewer than k results; 
 the passage ids of the valid results of question q, best first. `search_rows` returns index
 rows instead of ids.
 
+`index_vectors(vectors, ids)` (vectors held in memory) and `index_shards(shards, options)`
+(embedding shards read one at a time) build the same `FaissIndex` in memory, without a folder:
+the exact search of `dpr.evaluate` and mining, and `dense_retriever.py --encoded_ctx_file`.
+
 `rerank=K` (K >= k) fetches K candidates and re-scores them exactly: from the embedding
 shards the index was built from (`dpr.index.rerank`, memory-mapped), or, for an index whose
 factory ends in `Refine(...)`/`RFlat`, with the refinement codes stored in the index (faiss'
@@ -17,6 +21,9 @@ factory ends in `Refine(...)`/`RFlat`, with the refinement codes stored in the i
 An index with on-disk inverted lists is opened with faiss' `IO_FLAG_ONDISK_SAME_DIR` (the
 `.ivfdata` beside `index.faiss` is used wherever the folder was moved); `mmap=True` also
 memory-maps the rest where faiss can (`IO_FLAG_MMAP`).
+
+`check_encoder` compares the model about to search with the one the build's manifest records
+(`encoder` in `build.json`): vectors of another model of the same size rank nonsense.
 """
 
 from __future__ import annotations
@@ -24,14 +31,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from dpr.index.build import INDEX_FILE, SETTINGS_FILE, faiss_reason
-from dpr.index.idmap import IdMap
+from dpr.index.build import (
+    INDEX_FILE,
+    SETTINGS_FILE,
+    BuildOptions,
+    add_shards,
+    describe,
+    faiss_reason,
+    make_index,
+    train,
+)
+from dpr.index.idmap import IdList, IdMap, lookup
 from dpr.index.rerank import ShardVectors, open_shard_vectors, rerank
+from dpr.index.shards import Shard, encoding_of
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -60,18 +78,20 @@ def hnsw_parameter(index: faiss.Index) -> str | None:
 
 
 class FaissIndex:
-    """A loaded index, its id map and build settings.
+    """An index, the passage id of each row and its build settings.
 
     Args:
         index: The faiss index.
-        ids: Passage ids of its rows.
-        settings: Contents of `build.json`.
-        folder: The index folder (to find the shards when re-ranking).
+        ids: Passage ids of its rows (an `IdMap` of a folder, or a list in memory).
+        settings: Contents of `build.json` (or the same for an index built in memory).
+        folder: The index folder (to find the shards when re-ranking); None in memory.
         embeddings: Glob of the shards for re-ranking, when they moved since the build.
+        name: What errors and logs call it (default: the folder).
     """
 
-    def __init__(self, index: faiss.Index, ids: IdMap, settings: dict, *,
-                 folder: str | os.PathLike[str] = ".", embeddings: str | None = None) -> None:
+    def __init__(self, index: faiss.Index, ids: Sequence[str], settings: dict, *,
+                 folder: str | os.PathLike[str] | None = None, embeddings: str | None = None,
+                 name: str | None = None) -> None:
         self.index, self.ids, self.settings = index, ids, settings
         self.metric = settings.get("metric", "ip")
         ivf = faiss.try_extract_index_ivf(index)
@@ -81,7 +101,9 @@ class FaissIndex:
         self.refine = top if isinstance(top, faiss.IndexRefine) else None
         self.rerank: int | None = None
         self._folder, self._embeddings = folder, embeddings
+        self.name = name or (os.fspath(folder) if folder is not None else "index in memory")
         self._shards: ShardVectors | None = None
+        self._direct_map = False
 
     @property
     def dim(self) -> int:
@@ -105,7 +127,7 @@ class FaissIndex:
             if rerank < 0:
                 raise UsageError(f"--rerank must be >= 0 (0: off), got {rerank}")
             if rerank and self.refine is None and self._shards is None:
-                self._shards = open_shard_vectors(self.settings, self._folder,
+                self._shards = open_shard_vectors(self.settings, self._folder or ".",
                                                   embeddings=self._embeddings)
             self.rerank = rerank or None
         space = faiss.ParameterSpace()
@@ -159,7 +181,59 @@ class FaissIndex:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k passages per query: scores [Q × k] and, per query, the valid results' ids."""
         scores, rows = self.search_rows(vectors, k)
-        return scores, self.ids.lookup(rows)
+        return scores, lookup(self.ids, rows)
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored (for compressed indexes, decoded) vectors of index rows, float32.
+
+        Raises:
+            InputError: When the index cannot return its vectors (naming the factory).
+        """
+        if not self._direct_map:
+            ivf = faiss.try_extract_index_ivf(self.index)
+            if ivf is not None:
+                ivf.make_direct_map()
+            self._direct_map = True
+        try:
+            return self.index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+        except RuntimeError as err:
+            raise InputError(f"{self.name}: this index ({self.settings.get('factory')}) cannot "
+                             f"return its stored vectors: {faiss_reason(err)}") from err
+
+    def check_encoder(self, model: Mapping[str, object] | None, *, dim: int | None) -> None:
+        """Refuses a model other than the one whose vectors the index holds.
+
+        Args:
+            model: The searching model's `model` (path), `model_fingerprint` and `precision`
+                (`dpr.inference.chunks.model_identity`); None: the size alone is checked.
+            dim: The size of the model's vectors (None: not known).
+
+        Raises:
+            InputError: For vectors of another size, or when the build's manifest records
+                another model fingerprint. Without a manifest (DPR's or hand-made shards) a
+                warning says that only the size was checked; another precision is a warning
+                too (the same model's vectors).
+        """
+        if dim is not None and dim != self.dim:
+            raise InputError(f"{self.name}: vectors of size {self.dim}, but the model encodes "
+                             f"vectors of size {dim} (an index of another model?)")
+        built = self.settings.get("encoder")
+        if model is None:
+            return
+        if built is None:
+            logger.warning("%s: no manifest recorded which model encoded these vectors (DPR's "
+                           "or hand-made shards): only their size is checked against %s",
+                           self.name, model["model"])
+            return
+        if built.get("model_fingerprint") != model["model_fingerprint"]:
+            raise InputError(
+                f"{self.name}: its vectors were encoded by {built.get('model')} (fingerprint "
+                f"{built.get('model_fingerprint')}), not by {model['model']} (fingerprint "
+                f"{model['model_fingerprint']}): another model's vectors rank nonsense; "
+                "re-encode the passages with this model and index them again")
+        if built.get("precision") not in (None, model["precision"]):
+            logger.warning("%s: passages encoded in %s, questions now in %s (--fp16, "
+                           "--amp_dtype)", self.name, built["precision"], model["precision"])
 
 
 def read_settings(folder: str | os.PathLike[str]) -> dict:
@@ -209,13 +283,57 @@ def load_index(folder: str | os.PathLike[str], *, nprobe: int | None = None,
     ids = IdMap(folder)
     if index.ntotal != len(ids):
         raise InputError(f"{path}: {index.ntotal} vectors but {len(ids)} ids in its id map")
-    loaded = FaissIndex(index, ids, settings, folder=folder, embeddings=embeddings)
-    if nprobe is None and loaded.nlist is not None:
-        nprobe = min(DEFAULT_NPROBE, loaded.nlist)
-    if ef_search is None and loaded.ef_parameter is not None:
+    return _ready(FaissIndex(index, ids, settings, folder=folder, embeddings=embeddings),
+                  nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+
+
+def _ready(index: FaissIndex, *, nprobe: int | None = None, ef_search: int | None = None,
+           rerank: int | None = None) -> FaissIndex:
+    """The index configured with the given search effort or the defaults."""
+    if nprobe is None and index.nlist is not None:
+        nprobe = min(DEFAULT_NPROBE, index.nlist)
+    if ef_search is None and index.ef_parameter is not None:
         ef_search = DEFAULT_EF_SEARCH
-    loaded.configure(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
-    logger.info("Loaded %s (%s, %d vectors of size %d) from %s; nprobe %s, efSearch %s, "
-                "re-rank %s", settings.get("factory"), settings.get("metric"), len(loaded),
-                loaded.dim, folder, nprobe, ef_search, rerank)
-    return loaded
+    index.configure(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+    logger.info("%s: %s (%s, %d vectors of size %d); nprobe %s, efSearch %s, re-rank %s",
+                index.name, index.settings.get("factory"), index.settings.get("metric"),
+                len(index), index.dim, nprobe, ef_search, rerank)
+    return index
+
+
+def index_vectors(vectors: np.ndarray, ids: Sequence[str], *,
+                  factory: str = "Flat") -> FaissIndex:
+    """An inner-product index of vectors held in memory [N × D] (rows: `ids`' order).
+
+    Raises:
+        UsageError: For a factory faiss refuses (or cannot train on these vectors).
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # [N × D]
+    options = BuildOptions(factory=factory, quiet=True)
+    index = make_index(options, vectors.shape[1])
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    settings = {"factory": factory, "metric": options.metric, "dim": index.d,
+                "count": int(index.ntotal), "encoder": None}
+    return _ready(FaissIndex(index, list(ids), settings))
+
+
+def index_shards(shards: list[Shard], options: BuildOptions) -> FaissIndex:
+    """An index of embedding shards built in memory, the shards read one at a time (the
+    steps of `dpr.index.build.build_index` without a folder).
+
+    Raises:
+        UsageError: For a factory faiss refuses or cannot train.
+        InputError: For a passage id in several rows, or shards of two encodings.
+    """
+    if options.on_disk:
+        raise UsageError("--on_disk builds an index folder, not an index in memory")
+    index = make_index(options, shards[0].dim)
+    encoder = encoding_of([s.path for s in shards])
+    training = train(index, shards, options)
+    index, shards = add_shards(index, shards, options, ids := IdList())
+    settings = describe(index, shards, options, encoder=encoder, training=training,
+                        seconds={})
+    more = f" and {len(shards) - 1} other shard(s)" if len(shards) > 1 else ""
+    return _ready(FaissIndex(index, ids, settings, name=f"{shards[0].path}{more}"))

@@ -1,14 +1,17 @@
-"""Embedding shards read one at a time: discovery, checks, checksums, training samples.
+"""Embedding files, the one reader of them: shards (discovery, checks, checksums, training
+samples, the manifest of what encoded them) and query vectors.
 
 A shard is what `generate_dense_embeddings.py` writes: `<prefix>_<k>.npy` (float32 or float16
 [n × D]) with `<prefix>_<k>.ids.json` (its n passage ids, a JSON list), or DPR's pickled list
 of (id, vector) tuples (`.pkl`, read only when pickles are allowed). `.npy` vectors are
 memory-mapped: reading a chunk or a sample touches only those rows, so no step needs every
-vector in memory.
+vector in memory. `<prefix>.manifest.json` (written by `dpr.inference.chunks`) records the
+model and precision that encoded the shards; `encoding_of` reads what an index keeps of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -27,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 VECTOR_SUFFIXES = (".npy", ".pkl")
 IDS_SUFFIX = ".ids.json"
+MANIFEST_SUFFIX = ".manifest.json"
+# What an index keeps of a manifest: the model that encoded the vectors and how.
+ENCODING_KEYS = ("model", "model_description", "model_fingerprint", "recipe", "precision")
+_SHARD_NAME = re.compile(r"^(.*)_\d+\.(?:npy|pkl)$")
 FLOAT_DTYPES = ("float32", "float16")
 _CHECKSUM_BLOCK = 1 << 23  # 8 MiB
 
@@ -119,7 +126,29 @@ def vectors(shard: Shard) -> np.ndarray:
     """The shard's vectors [rows × dim] as stored: memory-mapped for `.npy` (no copy)."""
     if shard.ids_path is None:
         return _read_pickle(shard.path)[1]
-    return np.load(shard.path, mmap_mode="r", allow_pickle=False)
+    return map_vectors(shard.path)
+
+
+def map_vectors(path: str) -> np.ndarray:
+    """A `.npy` vector file, memory-mapped (no pickle).
+
+    Raises:
+        ShardError: Naming the file when it cannot be read.
+    """
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ShardError(f"{path}: cannot read vectors: {err}") from err
+
+
+def read_shard(path: str, *, allow_pickle: bool = False) -> tuple[list[str], np.ndarray]:
+    """A whole checked shard in memory (small shards): its ids and float32 vectors [n × D].
+
+    Raises:
+        ShardError: See `open_shard`.
+    """
+    shard = open_shard(path, allow_pickle=allow_pickle, checksum=False)
+    return read_ids(shard), np.asarray(vectors(shard), dtype=np.float32)
 
 
 def _read_pickle(path: str) -> tuple[list[str], np.ndarray]:
@@ -146,6 +175,8 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
         ShardError: Naming the file: unreadable, not [n × D] floats, refused pickle, missing
             id file or id count different from the vector count.
     """
+    if not path.endswith(VECTOR_SUFFIXES):
+        raise ShardError(f"{path}: expected a .npy embedding file (or DPR's .pkl)")
     if path.endswith(".pkl"):
         if not allow_pickle:
             raise ShardError(f"{path}: DPR .pkl shards are pickles, which can run arbitrary code "
@@ -154,10 +185,7 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
         ids, array = _read_pickle(path)
         ids_path = None
     else:
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ShardError(f"{path}: cannot read vectors: {err}") from err
+        array = map_vectors(path)
         ids_path = ids_path_of(path)
         ids = read_ids(ids_path)
     if array.ndim != 2 or array.dtype.name not in FLOAT_DTYPES:
@@ -165,11 +193,17 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
                          f"{array.shape} of {array.dtype}")
     if len(ids) != len(array):
         raise ShardError(f"{ids_path or path}: {len(ids)} ids for {len(array)} vectors in {path}")
-    digest = ""
-    if checksum:
-        digest = file_sha256(path) + ("" if ids_path is None else "+" + file_sha256(ids_path))
-    return Shard(path=path, ids_path=ids_path, rows=len(array), dim=int(array.shape[1]),
-                 dtype=array.dtype.name, bytes=os.path.getsize(path), sha256=digest)
+    shard = Shard(path=path, ids_path=ids_path, rows=len(array), dim=int(array.shape[1]),
+                  dtype=array.dtype.name, bytes=os.path.getsize(path))
+    return with_checksum(shard) if checksum else shard
+
+
+def with_checksum(shard: Shard) -> Shard:
+    """The shard with the SHA-256 of its vector file (and of its id file, after a "+")."""
+    digest = file_sha256(shard.path)
+    if shard.ids_path is not None:
+        digest += "+" + file_sha256(shard.ids_path)
+    return dataclasses.replace(shard, sha256=digest)
 
 
 def open_shards(files: list[str], *, allow_pickle: bool = False,
@@ -222,3 +256,77 @@ def sample_rows(shards: list[Shard], size: int, *, seed: int) -> np.ndarray:
             done += len(mine)
         offset += shard.rows
     return out
+
+
+def manifest_path(prefix: str | os.PathLike[str]) -> str:
+    """`<prefix>.manifest.json`: what encoded the shards `<prefix>_<k>.npy`."""
+    return os.fspath(prefix) + MANIFEST_SUFFIX
+
+
+def read_manifest(path: str) -> dict:
+    """A shards' manifest (`dpr.inference.chunks.make_manifest` wrote it).
+
+    Raises:
+        ShardError: Naming the file when it cannot be read.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as err:
+        raise ShardError(f"{path}: cannot read the manifest of the shards: {err}") from err
+
+
+def encoding_of(paths: list[str]) -> dict | None:
+    """The model and precision that encoded the shards, from their manifests.
+
+    Returns:
+        The manifest's `ENCODING_KEYS` and its path, or None when a shard has no manifest
+        beside it (DPR's or hand-made shards: nothing says which model encoded them).
+
+    Raises:
+        ShardError: For an unreadable manifest, or shards of two encodings (another model,
+            recipe or precision).
+    """
+    manifests = []
+    for path in paths:
+        match = _SHARD_NAME.match(path)
+        manifest = manifest_path(match.group(1)) if match else ""
+        if not os.path.isfile(manifest):
+            logger.info("%s: no manifest beside it: nothing records which model encoded it",
+                        path)
+            return None
+        if manifest not in manifests:
+            manifests.append(manifest)
+    found = []
+    for manifest in manifests:
+        content = read_manifest(manifest)
+        found.append({key: content.get(key) for key in ENCODING_KEYS})
+        if found[-1] != found[0]:
+            raise ShardError(f"{manifests[0]} and {manifest}: shards encoded by two models or "
+                             "precisions; index the shards of one encoding")
+    return {**found[0], "manifest": os.path.abspath(manifests[0])}
+
+
+def read_queries(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+    """Query ids and vectors [Q × D] from a `.npy` (ids from its `.ids.json` when present,
+    else the 0-based row numbers).
+
+    Raises:
+        InputError: Naming the file when it is unreadable, not a 2-d float array, or its ids
+            do not match the vectors.
+    """
+    path = os.fspath(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read query vectors: {err}") from err
+    if array.ndim != 2 or array.dtype.kind != "f":
+        raise InputError(f"{path}: expected a 2-d float array, got shape {array.shape} of "
+                         f"{array.dtype}")
+    ids_file = ids_path_of(path) if path.endswith(".npy") else None
+    if ids_file is None or not os.path.isfile(ids_file):
+        return [str(i) for i in range(len(array))], array
+    ids = read_ids(ids_file)
+    if len(ids) != len(array):
+        raise InputError(f"{ids_file}: {len(ids)} ids for {len(array)} query vectors")
+    return ids, array

@@ -11,10 +11,13 @@ A corpus is encoded into chunk files `<prefix>_<k>.npy` (float32 or float16 [n �
   s = ceil(rows / num_shards); each job writes its own shard.
 
 Every file is written atomically (temporary file + rename). `<prefix>.manifest.json` records
-what produced the chunks (model fingerprint and recipe, passage file size and modification
-time, layout, vector type); a rerun that differs in any of them is refused instead of mixing
-vectors of two models or corpora. A chunk is complete only when its files can be read, hold
-finite vectors of the expected count, size and type, and list exactly the expected ids.
+what produced the chunks (model fingerprint and recipe, precision: the autocast type the model
+encoded in, passage file size and modification time, layout, vector type); a rerun that
+differs in any of them is refused instead of mixing vectors of two models, precisions or
+corpora. `python -m dpr.index build` keeps the model and precision in the index's
+`build.json`, and a model searching the index is checked against them (`model_identity`).
+A chunk is complete only when its files can be read, hold finite vectors of the expected
+count, size and type, and list exactly the expected ids.
 """
 
 from __future__ import annotations
@@ -30,19 +33,28 @@ from typing import Any
 
 import numpy as np
 
+from dpr.index.shards import (
+    IDS_SUFFIX,
+    ShardError,
+    manifest_path,
+    open_shard,
+    read_ids,
+    read_manifest,
+    vectors,
+)
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 VECTOR_DTYPES = ("float32", "float16")
-MANIFEST_SUFFIX = ".manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: records the precision
 _CHECK_ROWS = 65_536  # rows read at a time when checking that stored vectors are finite
 # Manifest entries a rerun must match, with the words an error uses for each.
 _COMPARED = {"model_fingerprint": "model (its files changed)", "recipe": "model recipe",
-             "dim": "vector size", "passages": "passage file (size or modification time)",
-             "layout": "chunk layout", "vector_dtype": "vector type"}
+             "precision": "precision (--fp16, --amp_dtype)", "dim": "vector size",
+             "passages": "passage file (size or modification time)", "layout": "chunk layout",
+             "vector_dtype": "vector type"}
 _PATH_KEYS = ("pretrained_model_cfg", "pretrained_file")  # where a model is, not what it is
 
 
@@ -110,29 +122,29 @@ def chunk_prefix(prefix: str | os.PathLike[str], chunk: Chunk) -> str:
 def chunk_files(prefix: str | os.PathLike[str], chunk: Chunk) -> tuple[str, str]:
     """The vector file and id file of a chunk."""
     stem = chunk_prefix(prefix, chunk)
-    return f"{stem}.npy", f"{stem}.ids.json"
+    return f"{stem}.npy", f"{stem}{IDS_SUFFIX}"
 
 
 def incomplete_reason(prefix: str | os.PathLike[str], chunk: Chunk, ids: Sequence[str], *,
                       dim: int, dtype: str) -> str | None:
     """Why a chunk's files are not a complete encoding of `ids`, or None when they are.
 
-    Checked, not trusted by name: both files readable, vectors [len(ids) × dim] of `dtype`,
-    all finite, and the id file equal to `ids`.
+    Checked, not trusted by name: both files readable (`dpr.index.shards.open_shard`), vectors
+    [len(ids) × dim] of `dtype`, all finite, and the id file equal to `ids`.
     """
     npy, ids_file = chunk_files(prefix, chunk)
     if not os.path.isfile(npy) or not os.path.isfile(ids_file):
         return "missing"
     try:
-        array = np.load(npy, mmap_mode="r", allow_pickle=False)
-        with open(ids_file, encoding="utf-8") as handle:
-            stored_ids = json.load(handle)
-    except (OSError, ValueError) as err:
+        shard = open_shard(npy, checksum=False)
+    except ShardError as err:
         return f"unreadable: {err}"
-    if array.shape != (len(ids), dim) or array.dtype.name != dtype:
-        return f"holds {array.dtype} {array.shape}, expected {dtype} ({len(ids)}, {dim})"
-    if stored_ids != list(ids):
+    if (shard.rows, shard.dim, shard.dtype) != (len(ids), dim, dtype):
+        return (f"holds {shard.dtype} ({shard.rows}, {shard.dim}), expected {dtype} "
+                f"({len(ids)}, {dim})")
+    if read_ids(shard) != list(ids):
         return "its ids differ from the passages'"
+    array = vectors(shard)
     for start in range(0, len(array), _CHECK_ROWS):
         if not np.isfinite(array[start:start + _CHECK_ROWS]).all():
             return "holds non-finite values"
@@ -152,12 +164,24 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_identity(model_path: str | os.PathLike[str], amp_dtype: Any) -> dict[str, str]:
+    """What says which model encodes, and how: its absolute path, its `fingerprint` and its
+    precision (the autocast type, e.g. `torch.bfloat16`; None: float32)."""
+    return {"model": os.path.abspath(model_path), "model_fingerprint": fingerprint(model_path),
+            "precision": "float32" if amp_dtype is None else str(amp_dtype).split(".")[-1]}
+
+
 def make_manifest(*, model_path: str, model_description: str, params: dict[str, Any],
-                  dim: int, passages: str, layout: Layout, vector_dtype: str) -> dict[str, Any]:
-    """What produced a set of chunks (the module docstring says what is compared)."""
+                  amp_dtype: Any, dim: int, passages: str, layout: Layout,
+                  vector_dtype: str) -> dict[str, Any]:
+    """What produced a set of chunks (the module docstring says what is compared).
+
+    Args:
+        amp_dtype: The autocast type the model encodes in (None: float32).
+    """
     stat = os.stat(passages)
-    return {"format": MANIFEST_FORMAT, "model": os.path.abspath(model_path),
-            "model_description": model_description, "model_fingerprint": fingerprint(model_path),
+    return {"format": MANIFEST_FORMAT, **model_identity(model_path, amp_dtype),
+            "model_description": model_description,
             "recipe": {k: v for k, v in sorted(params.items()) if k not in _PATH_KEYS},
             "dim": dim,
             "passages": {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
@@ -166,15 +190,11 @@ def make_manifest(*, model_path: str, model_description: str, params: dict[str, 
             "vector_dtype": vector_dtype}
 
 
-def manifest_path(prefix: str | os.PathLike[str]) -> str:
-    """`<prefix>.manifest.json`."""
-    return os.fspath(prefix) + MANIFEST_SUFFIX
-
-
 def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     for key, words in _COMPARED.items():
         if json.dumps(old.get(key), sort_keys=True) != json.dumps(new.get(key), sort_keys=True):
-            return f"another {words}: {old.get(key)} there, {new.get(key)} now"
+            there = old[key] if key in old else "not recorded (an earlier version)"
+            return f"another {words}: {there} there, {new.get(key)} now"
     return None
 
 
@@ -188,13 +208,7 @@ def check_output(prefix: str | os.PathLike[str], manifest: dict[str, Any],
     """
     path = manifest_path(prefix)
     if os.path.isfile(path):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                old = json.load(handle)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot read the manifest of the existing chunks: {err}"
-                             ) from err
-        difference = _first_difference(old, manifest)
+        difference = _first_difference(read_manifest(path), manifest)
         if difference is not None:
             raise InputError(f"{path}: the chunks there were encoded with {difference}; delete "
                              "them or choose another --out_file")

@@ -286,7 +286,7 @@ def mine(records: Sequence[dict[str, Any]], corpus: MiningCorpus, model: Any, *,
     Returns:
         The output records (``hard_negative_ctxs`` replaced) and the counts.
     """
-    from dpr.retrieval.index import DenseIndex
+    from dpr.index import index_vectors
 
     q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
     with_pos = [i for i, r in enumerate(records) if r.get("positive_ctxs")]
@@ -294,9 +294,8 @@ def mine(records: Sequence[dict[str, Any]], corpus: MiningCorpus, model: Any, *,
     positive_scores: list[float | None] = [None] * len(records)
     for i, vector in zip(with_pos, pos_vectors):
         positive_scores[i] = float(q_vectors[i] @ vector)
-    index = DenseIndex(corpus.vectors.shape[1])
-    index.add([p.passage_id for p in corpus.passages], corpus.vectors, quiet=quiet)
-    hits, hit_scores = index.search(q_vectors, n_retrieved)
+    index = index_vectors(corpus.vectors, [p.passage_id for p in corpus.passages])
+    hit_scores, hits = index.search(q_vectors, min(n_retrieved, len(index)))
     matcher = AnswerMatcher([p.text for p in corpus.passages], match=match)
     _check_positives_in_corpus(records, corpus)
     stats = MiningStats()

@@ -3,13 +3,15 @@
 A run holds, for every question of a set (in question order), the corpus rows it ranked best
 first and their scores, how long it took and what produced it (the model and its recipe, the
 BM25 settings, or a fusion's settings and the grid it was tuned on). Nothing changes a run once
-made: fusions (`dpr.evaluation.fusion_runs.fuse`) and truncation (:meth:`Run.top`) return new
-runs; scoring, the report and the TREC files read them.
+made: fusions (`dpr.retrieval.fusion.fuse`) and truncation (:meth:`Run.top`) return new
+runs; scoring, the report and the TREC files read them. :func:`bm25_run` makes BM25's (dense
+retrievers make theirs: `dpr.retrieval.dense.DenseRetriever.run`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -72,6 +74,16 @@ class Run:
     def replace(self, **changes: Any) -> Run:
         """A copy with some fields changed (``name``, ``seconds``, ``metadata``...)."""
         return dataclasses.replace(self, **changes)
+
+
+def bm25_run(bm25: Any, questions: Sequence[str], k: int, *, name: str = "bm25",
+             seconds: float = 0.0) -> Run:
+    """BM25's top ``k`` of every question (``bm25``: a ``dpr.retrieval.bm25.BM25Retriever``;
+    ``seconds``: time already spent, e.g. indexing)."""
+    start = time.perf_counter()
+    rows, scores = bm25.search(questions, k)
+    return Run.from_arrays(name, rows, scores, seconds=seconds + time.perf_counter() - start,
+                           metadata={"bm25": bm25.settings.describe()})
 
 
 def pool(runs: Iterable[Run], questions: int) -> list[np.ndarray]:

@@ -16,18 +16,23 @@ from conftest import SAMPLE_SQUAD
 
 from dpr import evaluate
 from dpr.data.answers import AnswerMatcher, has_answer
+from dpr.evaluation.inputs import QuestionSet
 from dpr.evaluation.metrics import average_precision, recall_at, retrieval_metrics
+from dpr.evaluation.relevance import Judge
 from dpr.evaluation.report import sign_test
+from dpr.evaluation.tuning import tune
 from dpr.retrieval.bm25 import BM25Retriever, top_k_of
 from dpr.retrieval.fusion import (
     DEFAULT_LAMBDA_GRID,
-    candidates_from_vectors,
-    linear_fusion,
-    make_candidates,
-    rrf_fusion,
-    rrf_scores,
-    tune_lambda,
+    ExactScores,
+    Linear,
+    Reciprocal,
+    candidates,
+    fused_ranking,
+    lambda_settings,
+    union_candidates,
 )
+from dpr.retrieval.run import Run
 from dpr2hf.convert import convert
 
 # ------------------------------------------------------------------------- metric unit tests
@@ -99,38 +104,42 @@ def test_linear_fusion_scores_union_with_exact_scores() -> None:
     sparse_all = np.array([5.0, 0.0, 3.0, 1.0])        # BM25 over the 4-passage corpus
     vectors = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [0.0, 0.0]], dtype=np.float32)
     question = np.array([0.5, 1.0], dtype=np.float32)   # dense: 0.5, 2.0, 1.5, 0.0
-    candidates = candidates_from_vectors(np.array([0, 2]), np.array([1, 2]), sparse_all,
-                                         question, vectors)
-    assert candidates.index.tolist() == [0, 1, 2]
-    assert candidates.sparse.tolist() == [5.0, 0.0, 3.0]
-    assert candidates.dense.tolist() == pytest.approx([0.5, 2.0, 1.5])
-    assert candidates.sparse_rank.tolist() == [1, 0, 2]
-    assert candidates.dense_rank.tolist() == [0, 1, 2]
+    sparse = Run("bm25", (np.array([0, 2]),), (sparse_all[[0, 2]],))
+    dense = Run("dpr", (np.array([1, 2]),), (vectors[[1, 2]] @ question,))
+    exact = ExactScores(sparse=lambda q, rows: sparse_all[rows],
+                        dense=lambda q, rows: vectors[rows].astype(np.float64) @ question)
+    (union,) = candidates(sparse, dense, exact)
+    assert union.index.tolist() == [0, 1, 2]
+    assert union.sparse.tolist() == [5.0, 0.0, 3.0]
+    assert union.dense.tolist() == pytest.approx([0.5, 2.0, 1.5])
+    assert union.sparse_rank.tolist() == [1, 0, 2]
+    assert union.dense_rank.tolist() == [0, 1, 2]
     # λ = 2: 5 + 1 = 6, 0 + 4 = 4, 3 + 3 = 6 -> tie 0/2 broken by corpus index
-    ids, scores = linear_fusion(candidates, 2.0, 3)
+    ids, scores = fused_ranking(union, Linear(2.0), 3)
     assert ids.tolist() == [0, 2, 1]
     assert scores.tolist() == pytest.approx([6.0, 6.0, 4.0])
-    ids, _ = linear_fusion(candidates, 10.0, 2)
+    ids, _ = fused_ranking(union, Linear(10.0), 2)
     assert ids.tolist() == [1, 2]
 
 
 def test_rrf_scores_sum_reciprocal_ranks_of_present_lists() -> None:
-    candidates = make_candidates(np.array([3, 1]), np.array([1, 4]), np.zeros(5),
-                                 np.zeros(3))  # union [1, 3, 4]
-    scores = rrf_scores(candidates, k=60)
+    candidates = union_candidates(np.array([3, 1]), np.array([1, 4]), np.zeros(3),
+                                  np.zeros(3))  # union [1, 3, 4]
+    scores = Reciprocal(60).scores(candidates)
     assert scores.tolist() == pytest.approx([1 / 62 + 1 / 61, 1 / 61, 1 / 62])
-    ids, _ = rrf_fusion(candidates, 3, k=60)
+    ids, _ = fused_ranking(candidates, Reciprocal(60), 3)
     assert ids.tolist() == [1, 3, 4]
 
 
 def test_tune_lambda_picks_best_grid_value_smallest_among_ties() -> None:
     # passage 1 is right; BM25 prefers 0, dense prefers 1: only a large enough λ helps
-    candidates = [make_candidates(np.array([0, 1]), np.array([1, 0]), np.array([2.0, 1.0]),
-                                  np.array([0.0, 1.0]))]
-    lam, grid = tune_lambda(candidates, lambda rankings: float(rankings[0][0] == 1),
-                            DEFAULT_LAMBDA_GRID, top_k=2)
-    assert set(grid) == set(DEFAULT_LAMBDA_GRID) and 1.1 in grid
-    assert lam == min(x for x in DEFAULT_LAMBDA_GRID if x > 1.0)
+    union = [union_candidates(np.array([0, 1]), np.array([1, 0]), np.array([2.0, 1.0]),
+                              np.array([0.0, 1.0]))]
+    qset = QuestionSet("tune", ["q"], [["x"]], gold=[{1}])
+    best, grid, _ = tune(union, lambda_settings(DEFAULT_LAMBDA_GRID),
+                         judge=Judge(["a", "b"], mode="id"), qset=qset, metric="top1")
+    assert {s.lam for s in grid} == set(DEFAULT_LAMBDA_GRID) and Linear(1.1) in grid
+    assert best == Linear(min(x for x in DEFAULT_LAMBDA_GRID if x > 1.0))
 
 
 def test_top_k_of_breaks_ties_by_corpus_order() -> None:

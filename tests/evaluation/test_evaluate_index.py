@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+import generate_dense_embeddings
 from dpr import evaluate
 from dpr.data.tsv import read_passages
 from dpr.index import BuildOptions, build_from_glob
 from dpr.inference import load_encoder
-from dpr.retrieval.index import write_embeddings
+from dpr.utils.io import write_vectors
 
 RETRIEVERS = "bm25,dpr,hybrid,rrf,fusion"
 
@@ -25,7 +26,7 @@ def _build(folder: Path, ids: list[str], vectors, *, shards: int = 2) -> Path:
     """Writes the vectors as embedding shards and builds a Flat index of them."""
     size = -(-len(ids) // shards)
     for k in range(shards):
-        write_embeddings(folder / "emb" / f"passages_{k}", ids[k * size:(k + 1) * size],
+        write_vectors(folder / "emb" / f"passages_{k}", ids[k * size:(k + 1) * size],
                          vectors[k * size:(k + 1) * size])
     build_from_glob(str(folder / "emb" / "passages_*"), folder / "idx",
                     BuildOptions(factory="Flat", quiet=True))
@@ -128,3 +129,25 @@ def test_nprobe_on_a_flat_index_is_a_usage_error(
         assert _evaluate(tmp_path / "out", corpus, checkpoint, "--index", str(index),
                          "--nprobe", "2") == 2
     assert "has no inverted lists" in caplog.text
+
+
+def test_saved_index_encoded_by_another_model_of_the_same_size_is_one_error(
+        tmp_path: Path, corpus: tuple[Path, Path], checkpoint: Path, spread: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Given an index of the passages encoded by another model with vectors of the same size
+    # (generate_dense_embeddings.py's manifest records which)
+    assert generate_dense_embeddings.main([
+        "--model_file", str(spread), "--ctx_file", str(corpus[0]), "--out_file",
+        str(tmp_path / "emb" / "passages"), "--no_cuda", "--quiet"]) == 0
+    build_from_glob(str(tmp_path / "emb" / "passages_*"), tmp_path / "idx",
+                    BuildOptions(factory="Flat", quiet=True))
+    # When the checkpoint is evaluated with it
+    with caplog.at_level(logging.ERROR):
+        code = _evaluate(tmp_path / "out", corpus, checkpoint, "--index", str(tmp_path / "idx"))
+    # Then it exits 1 with one line naming both models, writing nothing
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert code == 1 and len(errors) == 1, errors
+    assert str(spread) in errors[0] and str(checkpoint) in errors[0]
+    assert not (tmp_path / "out" / "results.json").exists()
+    # And the model that encoded the passages is evaluated with the same index
+    assert _evaluate(tmp_path / "own", corpus, spread, "--index", str(tmp_path / "idx")) == 0

@@ -1,5 +1,5 @@
 """Runs as immutable values (dpr.retrieval.run) and fusion as a function of two runs
-(dpr.evaluation.fusion_runs.fuse), on hand-computed cases."""
+(dpr.retrieval.fusion.fuse), on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dpr.evaluation.fusion_runs import ExactScores, fuse
-from dpr.retrieval.fusion import Linear, Normalised, Reciprocal
+from dpr.retrieval.fusion import ExactScores, Linear, Normalised, Reciprocal, fuse
 from dpr.retrieval.run import Run, pool
 
 

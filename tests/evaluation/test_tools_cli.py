@@ -13,9 +13,10 @@ import torch
 
 import dense_retriever
 import generate_dense_embeddings
+from dpr.index.shards import ShardError, open_shard, read_shard
 from dpr.inference import DenseEncoder, load_encoder
-from dpr.retrieval.index import EmbeddingFileError, read_embeddings, write_embeddings
 from dpr.utils.errors import InputError
+from dpr.utils.io import write_vectors
 from dpr2hf.cli import main as dpr2hf_main
 
 
@@ -104,9 +105,9 @@ def test_retriever_user_errors_are_one_line(tmp_path: Path, checkpoint: Path, co
                                             shard: Path, capsys) -> None:
     out = tmp_path / "results.json"
     # Given embeddings that match no file, then embeddings of passages not in --ctx_file
-    ids, vectors = read_embeddings(f"{shard}_0.npy")
+    ids, vectors = read_shard(f"{shard}_0.npy")
     foreign = tmp_path / "foreign_0"
-    write_embeddings(foreign, [f"x{i}" for i in ids], vectors)
+    write_vectors(foreign, [f"x{i}" for i in ids], vectors)
     for pattern, message in ((str(tmp_path / "none_*.npy"), "matches no embedding file"),
                              (f"{foreign}.npy", "passage ids of the embeddings missing")):
         # When retrieving, Then exit 1, one error line, no traceback, nothing written
@@ -126,25 +127,25 @@ def test_retriever_bad_n_docs_exits_2(tmp_path: Path, checkpoint: Path, corpus, 
 def test_retriever_mixed_vector_sizes_are_a_user_error(tmp_path: Path, checkpoint: Path,
                                                        corpus, shard: Path) -> None:
     # Given two embedding files of different vector sizes (numpy would fail with ValueError)
-    ids, vectors = read_embeddings(f"{shard}_0.npy")
-    write_embeddings(tmp_path / "mixed_0", ids[:2], vectors[:2])
-    write_embeddings(tmp_path / "mixed_1", ids[2:4], np.zeros((2, 3), np.float32))
+    ids, vectors = read_shard(f"{shard}_0.npy")
+    write_vectors(tmp_path / "mixed_0", ids[:2], vectors[:2])
+    write_vectors(tmp_path / "mixed_1", ids[2:4], np.zeros((2, 3), np.float32))
     args = _retrieve_args(checkpoint, corpus, str(tmp_path / "mixed_*.npy"),
                           tmp_path / "r.json")
     # Then it is reported as bad input
     assert dense_retriever.main(args) == 1
-    with pytest.raises(EmbeddingFileError, match="different sizes"):
+    with pytest.raises(ShardError, match="vectors of size 3, but .*mixed_0.npy has size"):
         dense_retriever.main([*args, "--debug"])
 
 
-def test_read_embeddings_bad_file_is_an_input_error(tmp_path: Path) -> None:
+def test_open_shard_bad_file_is_an_input_error(tmp_path: Path) -> None:
     bad = tmp_path / "v.npy"
     bad.write_bytes(b"not numpy")
     (tmp_path / "v.ids.json").write_text(json.dumps(["a"]))
-    with pytest.raises(InputError, match="cannot read embeddings"):
-        read_embeddings(bad)
+    with pytest.raises(InputError, match="cannot read vectors"):
+        open_shard(str(bad))
     with pytest.raises(InputError, match="expected a .npy"):
-        read_embeddings(tmp_path / "v.txt")
+        open_shard(str(tmp_path / "v.txt"))
 
 
 def test_every_tool_finds_stored_relative_paths_beside_the_checkpoint(
@@ -168,6 +169,6 @@ def test_every_tool_finds_stored_relative_paths_beside_the_checkpoint(
     model = load_encoder(str(moved), {}, device=torch.device("cpu"), batch_size=4)
     assert dpr2hf_main([str(moved), "--output_dir", str(tmp_path / "hf")]) == 0
     # Then they all used the model folder beside the checkpoint: same vectors as before
-    np.testing.assert_allclose(read_embeddings(f"{prefix}_0.npy")[1],
-                               read_embeddings(f"{shard}_0.npy")[1], atol=1e-6)
+    np.testing.assert_allclose(read_shard(f"{prefix}_0.npy")[1],
+                               read_shard(f"{shard}_0.npy")[1], atol=1e-6)
     assert model.params["pretrained_model_cfg"] == str(run / "camembert-tiny")

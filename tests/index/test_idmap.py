@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpr.index.idmap import IdMap, IdMapWriter
+from dpr.index.idmap import IdMap, IdMapWriter, lookup
 from dpr.utils.errors import InputError
 
 
@@ -21,8 +21,8 @@ def test_idmap_round_trip_keeps_order_and_accents(tmp_path: Path) -> None:
     # When read back
     ids = IdMap(tmp_path)
     # Then every row maps to its id, in add order, and missing results (-1) are left out
-    assert len(ids) == 6 and ids.to_list() == first + second
-    assert ids.lookup(np.array([[4, 1, -1], [0, -1, -1]])) == [["東京", "élève:1"], ["p0"]]
+    assert len(ids) == 6 and list(ids) == first + second
+    assert lookup(ids, np.array([[4, 1, -1], [0, -1, -1]])) == [["東京", "élève:1"], ["p0"]]
 
 
 def test_idmap_empty_round_trip(tmp_path: Path) -> None:

@@ -214,6 +214,26 @@ def test_generate_manifest_mismatch_is_one_line_exit_1(tmp_path: Path, tiny_came
     assert _mtimes(prefix) == before
 
 
+def test_generate_rerun_in_another_precision_is_refused_naming_the_flag(
+        tmp_path: Path, tiny_camembert: Path, corpus, capsys) -> None:
+    # Given chunks encoded in float32, chunk 2 of which was lost
+    prefix = tmp_path / "emb"
+    assert _generate(*_args(tiny_camembert, corpus[0], prefix)) == 0
+    os.unlink(f"{prefix}_2.npy")
+    before = _mtimes(prefix)
+    capsys.readouterr()
+    # When rerunning under bfloat16 autocast into the same prefix
+    assert _generate(*_args(tiny_camembert, corpus[0], prefix, "--fp16", "--amp_dtype",
+                            "bfloat16")) == 1
+    # Then one error line names the precision flags and both types, and no chunk of the
+    # other precision was written beside the float32 ones
+    errors = [line for line in capsys.readouterr().err.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "emb.manifest.json" in errors[0]
+    assert "another precision (--fp16, --amp_dtype): float32 there, bfloat16 now" in errors[0]
+    assert _mtimes(prefix) == before
+    assert json.loads(Path(f"{prefix}.manifest.json").read_text())["precision"] == "float32"
+
+
 def test_generate_dpr_shards_under_a_launcher_are_a_usage_error(monkeypatch, tmp_path: Path,
                                                                 tiny_camembert: Path, corpus,
                                                                 capsys) -> None:

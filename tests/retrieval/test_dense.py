@@ -17,12 +17,16 @@ import dense_retriever
 import generate_dense_embeddings
 from dpr.data.answers import has_answer
 from dpr.data.recipe import passage_items
+from dpr.data.records import Passage
 from dpr.data.tensorizer import build_tensorizer
 from dpr.data.tsv import iter_passages, read_qas
+from dpr.evaluation import relevance
+from dpr.index import BuildOptions, build_index, index_shards, load_index
+from dpr.index.shards import open_shards, read_shard
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
-from dpr.retrieval.index import DenseIndex, read_embeddings
+from dpr.utils.io import write_vectors
 
 
 def _generate(checkpoint: Path, passages: Path, prefix: Path, shard: int, *extra: str) -> int:
@@ -44,7 +48,7 @@ def embeddings(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path,
 def test_generate_two_shards_over_odd_count_encode_every_passage_once(
         embeddings: Path, corpus: tuple[Path, Path]) -> None:
     # Given 17 passages encoded in 2 shards
-    shards = [read_embeddings(f"{embeddings}_{k}.npy") for k in (0, 1)]
+    shards = [read_shard(f"{embeddings}_{k}.npy") for k in (0, 1)]
     # Then the shards hold 9 and 8 passages, every id exactly once, in file order
     assert [len(ids) for ids, _ in shards] == [9, 8]
     all_ids = shards[0][0] + shards[1][0]
@@ -67,7 +71,7 @@ def test_generate_vectors_equal_biencoder_encode_contexts(
     with torch.no_grad():
         expected = model.ctx.encoder(ids, mask).numpy()
     # Then the shard vectors are the same within 1e-5
-    got = np.concatenate([read_embeddings(f"{embeddings}_{k}.npy")[1] for k in (0, 1)])
+    got = np.concatenate([read_shard(f"{embeddings}_{k}.npy")[1] for k in (0, 1)])
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -111,7 +115,7 @@ def test_retriever_hnsw_and_saved_index_give_flat_ranking(tmp_path: Path, spread
     assert _retrieve(spread, corpus, prefix, flat) == 0
     # When using HNSW, saving the index, then loading it
     assert _retrieve(spread, corpus, prefix, hnsw, "--hnsw_index", "--save_or_load_index") == 0
-    assert DenseIndex.exists(f"{prefix}.hnsw")
+    assert (prefix.parent / "passages.HNSW512" / "build.json").is_file()
     assert _retrieve(spread, corpus, prefix, reloaded, "--hnsw_index",
                      "--save_or_load_index") == 0
 
@@ -127,29 +131,33 @@ def test_retriever_hnsw_and_saved_index_give_flat_ranking(tmp_path: Path, spread
 
 
 def test_index_flat_and_hnsw_rank_alike_and_survive_save_load(tmp_path: Path) -> None:
-    # Given random vectors of varied norms added in several buffers
+    # Given random vectors of varied norms in two shards, added in several buffers
     rng = np.random.default_rng(0)
     vectors = (rng.normal(size=(400, 24)) * rng.uniform(0.2, 3, size=(400, 1))).astype("f4")
     queries = rng.normal(size=(10, 24)).astype("f4")
     ids = [f"d{i}" for i in range(400)]
-    flat, hnsw = DenseIndex(24), DenseIndex(24, hnsw=True)
-    flat.add(ids, vectors, buffer_size=150)
-    hnsw.add(ids, vectors, buffer_size=150)
+    for k, part in enumerate((slice(0, 250), slice(250, 400))):
+        write_vectors(tmp_path / f"emb_{k}", ids[part], vectors[part])
+    shards = open_shards([str(tmp_path / f"emb_{k}.npy") for k in (0, 1)], checksum=False)
+    options = {"Flat": BuildOptions(factory="Flat", chunk_rows=150, quiet=True),
+               "HNSW512": BuildOptions(factory="HNSW512", chunk_rows=150, ef_construction=200,
+                                       quiet=True)}
+    flat, hnsw = (index_shards(shards, options[name]) for name in ("Flat", "HNSW512"))
     # When searching both
-    flat_ids, flat_scores = flat.search(queries, 10)
-    hnsw_ids, hnsw_scores = hnsw.search(queries, 10)
+    flat_scores, flat_ids = flat.search(queries, 10)
+    hnsw_scores, hnsw_ids = hnsw.search(queries, 10)
     # Then the rankings and inner-product scores agree with the exact computation
     assert flat_ids == hnsw_ids
     np.testing.assert_allclose(hnsw_scores, flat_scores, rtol=1e-4, atol=1e-4)
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     assert flat_ids == [[ids[j] for j in row] for row in exact]
     # And save -> load gives the same results, without pickle
-    for name, index in (("flat", flat), ("hnsw", hnsw)):
-        index.save(tmp_path / name)
-        loaded = DenseIndex.load(tmp_path / name)
-        again_ids, again_scores = loaded.search(queries, 10)
-        assert again_ids == index.search(queries, 10)[0]
-        np.testing.assert_allclose(again_scores, index.search(queries, 10)[1], atol=1e-5)
+    for name, index in (("Flat", flat), ("HNSW512", hnsw)):
+        build_index(shards, tmp_path / name, options[name])
+        loaded = load_index(tmp_path / name)
+        again_scores, again_ids = loaded.search(queries, 10)
+        assert again_ids == index.search(queries, 10)[1]
+        np.testing.assert_allclose(again_scores, index.search(queries, 10)[0], atol=1e-5)
 
 
 def test_question_trailing_mark_stripped_as_in_training(checkpoint: Path) -> None:
@@ -203,7 +211,7 @@ def test_retriever_bad_qa_row_names_file_and_line(tmp_path: Path, checkpoint: Pa
 def test_dpr_pickle_refused_without_opt_in(tmp_path: Path, checkpoint: Path, corpus,
                                            embeddings: Path, capsys) -> None:
     # Given DPR's pickled embeddings of the same passages
-    ids, vectors = zip(*(read_embeddings(f"{embeddings}_{k}.npy") for k in (0, 1)))
+    ids, vectors = zip(*(read_shard(f"{embeddings}_{k}.npy") for k in (0, 1)))
     rows = [(i, v) for part_ids, part in zip(ids, vectors) for i, v in zip(part_ids, part)]
     pkl = tmp_path / "dpr_0.pkl"
     pkl.write_bytes(pickle.dumps(rows))
@@ -258,7 +266,7 @@ def test_tools_work_for_other_encoder_types(tmp_path: Path, corpus, encoder_mode
         "--encoded_ctx_file", f"{prefix}_*.npy", "--out_file", str(out), "--n-docs", "3",
         "--no_cuda", "--quiet"]) == 0
     # Then vectors have the tower's size and every question gets 3 passages
-    ids, vectors = read_embeddings(f"{prefix}_0.npy")
+    ids, vectors = read_shard(f"{prefix}_0.npy")
     assert vectors.shape == (NUM_PASSAGES, model.question_model.out_size)
     assert all(len(r["ctxs"]) == 3 for r in json.loads(out.read_text(encoding="utf-8")))
 
@@ -298,17 +306,26 @@ def test_retriever_glob_matching_no_embedding_file_is_an_input_error(
     assert "matches no embedding file (.npy, .pkl)" in capsys.readouterr().err
 
 
-def test_match_answers_in_worker_processes_equals_in_process(caplog) -> None:
-    # Given 120 questions with 3 retrieved passages each
-    tasks = [([f"mot{i}"], [f"un mot{i} ici", "rien", f"mot{i + 1}"], "string")
-             for i in range(120)]
+def test_score_results_in_worker_processes_equals_in_process(monkeypatch, caplog) -> None:
+    # Given 120 questions with 3 retrieved passages each (241 distinct passages), and the
+    # passages a process must have to be worth starting lowered to 100
+    monkeypatch.setattr(relevance, "TEXTS_PER_WORKER", 100)
+    passages = {"rien": Passage("T", "rien", "rien")}
+    passages |= {f"a{i}": Passage("T", f"un mot{i} ici", f"a{i}") for i in range(120)}
+    passages |= {f"b{i}": Passage("T", f"mot{i}", f"b{i}") for i in range(1, 121)}
+    questions = [(f"q{i}", [f"mot{i}"]) for i in range(120)]
+    hits = [[f"a{i}", "rien", f"b{i + 1}"] for i in range(120)]
+    scores = np.zeros((120, 3), np.float32)
     # When matching in this process and with --validation_workers 2
-    with caplog.at_level("INFO", logger="dense_retriever"):
-        alone = dense_retriever.match_answers(tasks, workers=1)
-        pooled = dense_retriever.match_answers(tasks, workers=2)
+    with caplog.at_level("INFO", logger="dpr.evaluation.relevance"):
+        alone = dense_retriever.score_results(questions, hits, passages, match="string",
+                                              scores=scores, workers=1)
+        pooled = dense_retriever.score_results(questions, hits, passages, match="string",
+                                               scores=scores, workers=2)
     # Then two processes did the work and the matches are the same
-    assert "Matching answers of 120 question(s) in 2 process(es)" in caplog.text
-    assert pooled == alone == [[True, False, False]] * 120
+    assert "Preparing 241 retrieved passages for answer matching in 2 processes" in caplog.text
+    assert pooled == alone
+    assert [[c["has_answer"] for c in r["ctxs"]] for r in pooled] == [[True, False, False]] * 120
 
 
 @pytest.mark.usefixtures("restore_root_logging")

@@ -7,20 +7,23 @@ import math
 import numpy as np
 import pytest
 
+from dpr.evaluation.inputs import QuestionSet
+from dpr.evaluation.relevance import Judge
+from dpr.evaluation.tuning import tune
 from dpr.retrieval.fusion import (
     DEFAULT_WEIGHT_GRID,
-    make_candidates,
+    Normalised,
+    fused_ranking,
     normalise,
-    normalised_fusion,
-    normalised_scores,
-    tune_normalised_fusion,
+    normalised_settings,
+    union_candidates,
 )
 
 
 def three_candidates():
     # union [0, 1, 2]: BM25 5, 0, 3 (passage 3 scores 1, outside both lists); dense .5, 2, 1.5
-    return make_candidates(np.array([0, 2]), np.array([1, 2]), np.array([5.0, 0.0, 3.0, 1.0]),
-                           np.array([0.5, 2.0, 1.5]))
+    return union_candidates(np.array([0, 2]), np.array([1, 2]), np.array([5.0, 0.0, 3.0]),
+                            np.array([0.5, 2.0, 1.5]))
 
 
 def test_minmax_maps_each_list_to_0_1() -> None:
@@ -60,27 +63,29 @@ def test_unknown_method_is_refused() -> None:
 ])
 def test_minmax_fusion_is_the_weighted_sum(weight: float, expected_ids: list[int],
                                            expected_scores: list[float]) -> None:
-    ids, scores = normalised_fusion(three_candidates(), "minmax", weight, 3)
+    ids, scores = fused_ranking(three_candidates(), Normalised("minmax", weight), 3)
     assert ids.tolist() == expected_ids
     assert scores.tolist() == pytest.approx(expected_scores)
 
 
 def test_zscore_fusion_weights_both_sides() -> None:
-    scores = normalised_scores(three_candidates(), "zscore", 0.25)
+    scores = Normalised("zscore", 0.25).scores(three_candidates())
     sparse = np.array([7, -8, 1]) / math.sqrt(38)
     dense = np.array([-5, 4, 1]) / math.sqrt(14)
     assert scores.tolist() == pytest.approx((0.75 * sparse + 0.25 * dense).tolist())
     # weight 0 and 1 are BM25 alone and dense alone
-    assert normalised_fusion(three_candidates(), "zscore", 0.0, 3)[0].tolist() == [0, 2, 1]
-    assert normalised_fusion(three_candidates(), "zscore", 1.0, 3)[0].tolist() == [1, 2, 0]
+    for weight, ranking in ((0.0, [0, 2, 1]), (1.0, [1, 2, 0])):
+        assert fused_ranking(three_candidates(), Normalised("zscore", weight), 3)[0].tolist() \
+            == ranking
 
 
 def test_tuning_picks_the_first_weight_that_ranks_the_answer_first() -> None:
     # Given passage 1 is the answer: with minmax it ranks first when w > 1 - w (w > 0.5) and
     # w > 0.6 (1 - w) + (2/3) w, i.e. w > 9/14 = 0.643
-    (method, weight), grid = tune_normalised_fusion(
-        [three_candidates()], lambda rankings: float(rankings[0][0] == 1), top_k=3)
+    qset = QuestionSet("tune", ["q"], [["x"]], gold=[{1}])
+    best, grid, _ = tune([three_candidates()], normalised_settings(),
+                         judge=Judge(["a", "b", "c"], mode="id"), qset=qset, metric="top1")
     # Then the first grid weight above 9/14 with minmax (tried before zscore) wins
-    assert (method, weight) == ("minmax", 0.65)
+    assert best == Normalised("minmax", 0.65)
     assert len(grid) == 2 * len(DEFAULT_WEIGHT_GRID) == 42
-    assert grid[("minmax", 0.6)] == 0.0 and grid[("minmax", 0.65)] == 1.0
+    assert grid[Normalised("minmax", 0.6)] == 0.0 and grid[Normalised("minmax", 0.65)] == 1.0

@@ -16,9 +16,9 @@ import train_dense_encoder
 from dpr.data.recipe import Recipe, passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.data.tsv import read_passages
+from dpr.index.shards import read_shard
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import ENCODER_PARAM_KEYS, load_checkpoint
-from dpr.retrieval.index import read_embeddings
 
 E5_FLAGS = ["--encoder_model_type", "hf_bert", "--batch_size", "8", "--sequence_length", "64",
             "--warmup_steps", "0", "--learning_rate", "1e-3"]
@@ -127,7 +127,7 @@ def test_every_tool_applies_the_stored_prefixes_pooling_and_normalisation(
                                            str(corpus[0]), "--out_file", str(prefix),
                                            "--quiet"]) == 0
     # Then its vectors are the hand-computed ones (and not those without the prefix)
-    got = read_embeddings(f"{prefix}_0.npy")[1]
+    got = read_shard(f"{prefix}_0.npy")[1]
     np.testing.assert_allclose(got, want_p, atol=1e-5)
     model = load_encoder(ckpt)
     np.testing.assert_allclose(model.encode_questions(questions), want_q, atol=1e-5)
