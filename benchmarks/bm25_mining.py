@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.bm25 import BM25Tokenizer, MiningQuery, NegativeFilter, mine_hard_negatives  # noqa: E402
 from data_prep.passages import PassageSpan  # noqa: E402
-from dpr.data.answers import match_tokens  # noqa: E402
+from dpr.data.answers import prepare_answers  # noqa: E402
 
 logger = logging.getLogger("bm25_mining")
 
@@ -135,7 +135,7 @@ def bench_mining(args: argparse.Namespace, passages: list[PassageSpan],
                 len(passages), index_s, tokenize_s, peak_rss_mib())
     start = time.perf_counter()
     tokens = tokenizer.queries([q for q, _, _ in questions], show_progress=False)
-    queries = [MiningQuery(toks, [match_tokens(answer)], passages[pos].paragraph_key)
+    queries = [MiningQuery(toks, prepare_answers([answer]), passages[pos].paragraph_key)
                for toks, (_, answer, pos) in zip(tokens, questions)]
     mined = mine_hard_negatives(
         retriever, queries, allowed=np.ones(len(passages), dtype=bool),

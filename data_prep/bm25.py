@@ -21,7 +21,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
-from dpr.data.answers import has_answer_tokens, match_tokens
+from dpr.data.answers import contains_answer, prepare_text
 from dpr.data.records import Passage
 from dpr.retrieval.bm25 import LANGUAGES, BM25Settings, BM25Tokenizer, passage_text
 from dpr.utils.io import atomic_write
@@ -113,7 +113,7 @@ class MiningQuery:
     """One question to mine negatives for."""
 
     tokens: list[str]
-    answers_tokens: list[list[str]]
+    answers: list[str]  # prepared (dpr.data.answers.prepare_answers)
     paragraph_key: str
 
 
@@ -121,19 +121,18 @@ class NegativeFilter:
     """Tells whether a passage may be a negative for a query (answer-free, other paragraph)."""
 
     def __init__(self, passages: Sequence[Passage]) -> None:
-        """Wraps the passages; their match tokens are computed lazily and cached."""
+        """Wraps the passages; each is prepared for answer matching once, when first judged."""
         self.passages = passages
-        self._tokens: dict[int, list[str]] = {}
+        self._prepared: dict[int, str] = {}
 
     def accepts(self, index: int, query: MiningQuery) -> bool:
         """True if passage ``index`` is not from the query's paragraph and has no answer."""
         passage = self.passages[index]
         if passage.paragraph_key == query.paragraph_key:
             return False
-        tokens = self._tokens.get(index)
-        if tokens is None:
-            tokens = self._tokens[index] = match_tokens(passage.text)
-        return not has_answer_tokens(query.answers_tokens, tokens)
+        if index not in self._prepared:
+            self._prepared[index] = prepare_text(passage.text)
+        return not contains_answer(query.answers, self._prepared[index])
 
 
 def _select(

@@ -39,7 +39,7 @@ from data_prep.writers import (
     write_qas_tsv,
     write_records,
 )
-from dpr.data.answers import match_tokens
+from dpr.data.answers import prepare_answers
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
 from dpr.utils.io import check_output_dir
 
@@ -133,7 +133,7 @@ def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus, r
         tokens = tokenizer.queries([examples[i].question.question for i in members],
                                    show_progress=False)
         queries = [MiningQuery(tokens=toks, paragraph_key=examples[i].paragraph.key,
-                               answers_tokens=[match_tokens(a) for a in examples[i].answers])
+                               answers=prepare_answers(examples[i].answers))
                    for i, toks in zip(members, tokens)]
         mined = mine_hard_negatives(
             retriever, queries, allowed=allowed, negative_filter=negative_filter,

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from dpr.data.answers import AnswerMatcher, has_answer
+from dpr.data.answers import has_answer, prepare_answers
 from dpr.data.records import Passage
 from dpr.data.squad import passage_article_key
 from dpr.retrieval.mining_corpus import MiningCorpus
@@ -297,17 +297,16 @@ def mine(records: Sequence[dict[str, Any]], corpus: MiningCorpus, model: Any, *,
     index = DenseIndex(corpus.vectors.shape[1])
     index.add([p.passage_id for p in corpus.passages], corpus.vectors, quiet=quiet)
     hits, hit_scores = index.search(q_vectors, n_retrieved)
-    matcher = AnswerMatcher([p.text for p in corpus.passages], match=match)
     _check_positives_in_corpus(records, corpus)
     stats = MiningStats()
     mined_all, mixed_all = [], []
     for i, record in enumerate(records):
         positives = record.get("positive_ctxs") or []
-        prepared = matcher.prepare(record.get("answers") or [])
+        answers = prepare_answers(record.get("answers") or [], match)
         rows, scores = _ranked(hits[i], hit_scores[i], corpus)
         kept = select_negatives(
             rows, scores, gold=corpus.gold_rows(positives),
-            contains_answer=lambda row, prepared=prepared: matcher.contains(prepared, row),
+            contains_answer=lambda row, answers=answers: corpus.contains(row, answers, match),
             positive_score=positive_scores[i], options=options, stats=stats)
         mined = [_passage_dict(corpus.passages[row], score) for row, score in kept]
         exclude = {key for ctx in positives for key in ctx_keys(ctx)}

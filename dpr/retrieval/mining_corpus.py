@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpr.data.answers import contains_answer, prepare_text
 from dpr.data.records import Passage
 from dpr.utils.dist import DistContext, all_gather_variable
 
@@ -71,6 +72,15 @@ class MiningCorpus:
         self.rows_of_text: dict[str, list[int]] = {}
         for row, passage in enumerate(passages):
             self.rows_of_text.setdefault(passage.text.strip(), []).append(row)
+        self._prepared: dict[tuple[int, str], str] = {}
+
+    def contains(self, row: int, answers: Sequence[str], match: str) -> bool:
+        """Whether passage `row` contains one of the prepared answers
+        (:func:`~dpr.data.answers.prepare_answers`); each passage is prepared once, when first
+        judged."""
+        if (row, match) not in self._prepared:
+            self._prepared[row, match] = prepare_text(self.passages[row].text, match)
+        return contains_answer(answers, self._prepared[row, match], match)
 
     def gold_rows(self, positives: Sequence[Mapping[str, Any]]) -> set[int]:
         """Rows that are one of the positives, by passage id or identical (stripped) text."""
