@@ -23,9 +23,8 @@ from typing import Any, Protocol
 
 import faiss
 import numpy as np
-from tqdm.auto import tqdm
 
-from dpr.retrieval.bm25 import BM25Retriever, top_k_of
+from dpr.retrieval.bm25 import BM25Retriever
 from dpr.retrieval.corpus import Corpus
 from dpr.retrieval.run import Run
 from dpr.utils.errors import InputError
@@ -37,12 +36,7 @@ def bm25_run(bm25: BM25Retriever, questions: Sequence[str], k: int, *, name: str
              seconds: float = 0.0) -> Run:
     """BM25's top ``k`` of every question (``seconds``: time already spent, e.g. indexing)."""
     start = time.perf_counter()
-    rows, scores = [], []
-    for tokens in tqdm(bm25.query_tokens(questions), desc="BM25 search", unit=" questions",
-                       disable=not bm25.show_progress):
-        top, values = top_k_of(bm25.scores(tokens), k)
-        rows.append(top)
-        scores.append(values)
+    rows, scores = bm25.search(questions, k)
     return Run(name, tuple(rows), tuple(scores), seconds + time.perf_counter() - start,
                {"bm25": bm25.settings.describe()})
 

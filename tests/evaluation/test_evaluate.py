@@ -16,7 +16,6 @@ from conftest import SAMPLE_SQUAD
 from dpr import evaluate
 from dpr.evaluation.metrics import average_precision, recall_at, retrieval_metrics
 from dpr.evaluation.report import sign_test
-from dpr.retrieval.bm25 import BM25Retriever, top_k_of
 from dpr.retrieval.fusion import (
     DEFAULT_LAMBDA_GRID,
     candidates_from_vectors,
@@ -100,29 +99,11 @@ def test_tune_lambda_picks_best_grid_value_smallest_among_ties() -> None:
     assert lam == min(x for x in DEFAULT_LAMBDA_GRID if x > 1.0)
 
 
-def test_top_k_of_breaks_ties_by_corpus_order() -> None:
-    ids, values = top_k_of(np.array([1.0, 3.0, 3.0, 0.0, 3.0]), 2)
-    assert ids.tolist() == [1, 2] and values.tolist() == [3.0, 3.0]
-    assert top_k_of(np.zeros(3), 5)[0].tolist() == [0, 1, 2]
-
-
 def test_sign_test_two_sided_exact() -> None:
     assert sign_test(5, 0) == pytest.approx(2 / 32)
     assert sign_test(3, 3) == 1.0
     assert sign_test(0, 0) == 1.0
     assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
-
-
-def test_bm25_french_analyser_matches_inflected_forms() -> None:
-    retriever = BM25Retriever(
-        ["Chats", "Cuisine", "Montagne"],
-        ["Les chats dorment beaucoup pendant la journée.",
-         "La cuisine lyonnaise est réputée.",
-         "Les montagnes des Alpes sont enneigées en hiver."])
-    ids, scores = retriever.search(["Combien de temps dort un chat ?",
-                                    "Où trouve-t-on de la neige en montagne ?"], 2)
-    assert ids[:, 0].tolist() == [0, 2]
-    assert (scores[:, 0] > 0).all()
 
 
 # ------------------------------------------------------------------------------------- CLI
