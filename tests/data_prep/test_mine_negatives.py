@@ -19,7 +19,7 @@ from data_prep import mine_negatives
 from dpr.data.answers import has_answer
 from dpr.data.records import Passage
 from dpr.inference import load_encoder
-from dpr.retrieval.mining_corpus import MiningCorpus
+from dpr.retrieval.mining import EncodedCorpus
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
 COMMON = ["--batch_size", "4", "--no_cuda", "--quiet"]
@@ -181,7 +181,7 @@ def test_output_is_deterministic_and_byte_identical_with_two_processes(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     args = ["--model_file", str(spread), "--train_file", str(records_file), "--ctx_file",
-            str(corpus[0]), *COMMON, "--mix_bm25", "2", "--skip_top", "1"]
+            str(corpus[0]), *COMMON, "--mix_bm25", "2", "--skip_top", "1", "--chunk_size", "5"]
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     runs = [
         [sys.executable, "-m", "data_prep.mine_negatives", *args, "--out_file", str(one)],
@@ -193,9 +193,53 @@ def test_output_is_deterministic_and_byte_identical_with_two_processes(
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
-    # Then both files are byte-identical (17 passages: shards of 12 and 5 rows)
+    # Then both files are byte-identical (17 passages: chunks 0 and 2 encoded by one process,
+    # 1 and 3 by the other), and the chunk folders are gone
     assert one.read_bytes() == two.read_bytes()
     assert "Mined 38 questions" in result.stderr and "2 process(es)" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json"]
+
+
+def test_killed_run_resumes_its_encoding_and_other_leftovers_are_discarded(
+        tmp_path: Path, spread: Path, checkpoint: Path, corpus, records_file: Path,
+        monkeypatch, capsys) -> None:
+    from dpr.inference import corpus as corpus_module
+    from dpr.utils.io import write_vectors
+
+    reference = tmp_path / "reference.json"
+    assert _mine(spread, records_file, corpus[0], reference, "--chunk_size", "5") == 0
+    # Given a run killed while writing its third chunk (chunks 0 and 1 are on disk)
+    written = []
+
+    def dying(stem, ids, vectors, **kwargs):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(stem)
+        return write_vectors(stem, ids, vectors, **kwargs)
+
+    monkeypatch.setattr(corpus_module, "write_vectors", dying)
+    out = tmp_path / "out.json"
+    with pytest.raises(KeyboardInterrupt):
+        _mine(spread, records_file, corpus[0], out, "--chunk_size", "5")
+    monkeypatch.setattr(corpus_module, "write_vectors", write_vectors)
+    assert sorted(p.name for p in (tmp_path / "out.json.vectors").glob("*.npy")) == \
+        ["passages_0.npy", "passages_1.npy"]
+    # When the same command runs again, Then it encodes the two missing chunks only, writes
+    # what an uninterrupted run writes and removes the chunks
+    capsys.readouterr()
+    assert _mine(spread, records_file, corpus[0], out, "--chunk_size", "5") == 0
+    log = capsys.readouterr().err
+    assert "Chunk 1 (5 passages): complete, skipped" in log and "Chunk 3 (passages" in log
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "out.json.vectors").exists()
+    # And chunks left by a run of another model are removed, not mixed in
+    monkeypatch.setattr(corpus_module, "write_vectors", dying)
+    written.clear()
+    with pytest.raises(KeyboardInterrupt):
+        _mine(checkpoint, records_file, corpus[0], out, "--chunk_size", "5")
+    monkeypatch.setattr(corpus_module, "write_vectors", write_vectors)
+    assert _mine(spread, records_file, corpus[0], out, "--chunk_size", "5") == 0
+    assert out.read_bytes() == reference.read_bytes()
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -316,7 +360,7 @@ def test_model_folder_that_is_no_export_and_bad_device_are_one_line_errors(
 def test_corpus_gold_rows_match_by_id_or_stripped_text() -> None:
     passages = [Passage("T", "Un texte.", "a"), Passage("T", "Autre texte.", "b"),
                 Passage("T2", " Un texte. ", "c")]
-    corpus = MiningCorpus(passages, np.zeros((3, 2), np.float32))
+    corpus = EncodedCorpus(passages, np.zeros((3, 2), np.float32))
     assert corpus.gold_rows([{"text": "Un texte."}]) == {0, 2}
     assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "b"}]) == {1}
     assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "zz"}]) == set()
