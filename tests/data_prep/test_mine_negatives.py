@@ -203,43 +203,34 @@ def test_output_is_deterministic_and_byte_identical_with_two_processes(
 def test_killed_run_resumes_its_encoding_and_other_leftovers_are_discarded(
         tmp_path: Path, spread: Path, checkpoint: Path, corpus, records_file: Path,
         monkeypatch, capsys) -> None:
-    from dpr.inference import corpus as corpus_module
-    from dpr.utils.io import write_vectors
-
     reference = tmp_path / "reference.json"
     assert _mine(spread, records_file, corpus[0], reference, "--chunk_size", "5") == 0
-    # Given a run killed while writing its third chunk (chunks 0 and 1 are on disk)
-    written = []
+    # Given a run killed after encoding, whose chunks 2 and 3 (of 4) were not written yet
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
 
-    def dying(stem, ids, vectors, **kwargs):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(stem)
-        return write_vectors(stem, ids, vectors, **kwargs)
-
-    monkeypatch.setattr(corpus_module, "write_vectors", dying)
-    out = tmp_path / "out.json"
-    with pytest.raises(KeyboardInterrupt):
-        _mine(spread, records_file, corpus[0], out, "--chunk_size", "5")
-    monkeypatch.setattr(corpus_module, "write_vectors", write_vectors)
-    assert sorted(p.name for p in (tmp_path / "out.json.vectors").glob("*.npy")) == \
-        ["passages_0.npy", "passages_1.npy"]
+    out, chunks = tmp_path / "out.json", tmp_path / "out.json.vectors"
+    with monkeypatch.context() as patch:
+        patch.setattr(mine_negatives, "mine", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _mine(spread, records_file, corpus[0], out, "--chunk_size", "5")
+    for name in ("passages_2.npy", "passages_3.ids.json"):
+        (chunks / name).unlink()
     # When the same command runs again, Then it encodes the two missing chunks only, writes
     # what an uninterrupted run writes and removes the chunks
     capsys.readouterr()
     assert _mine(spread, records_file, corpus[0], out, "--chunk_size", "5") == 0
     log = capsys.readouterr().err
-    assert "Chunk 1 (5 passages): complete, skipped" in log and "Chunk 3 (passages" in log
-    assert out.read_bytes() == reference.read_bytes()
-    assert not (tmp_path / "out.json.vectors").exists()
-    # And chunks left by a run of another model are removed, not mixed in
-    monkeypatch.setattr(corpus_module, "write_vectors", dying)
-    written.clear()
-    with pytest.raises(KeyboardInterrupt):
-        _mine(checkpoint, records_file, corpus[0], out, "--chunk_size", "5")
-    monkeypatch.setattr(corpus_module, "write_vectors", write_vectors)
+    assert "Chunk 1 (5 passages): complete, skipped" in log
+    assert "Chunk 2 (passages 10..15): encoding (missing)" in log and "Chunk 3 (passages" in log
+    assert out.read_bytes() == reference.read_bytes() and not chunks.exists()
+    # And the chunks a run of another model left are removed, not mixed in
+    with monkeypatch.context() as patch:
+        patch.setattr(mine_negatives, "mine", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _mine(checkpoint, records_file, corpus[0], out, "--chunk_size", "5")
     assert _mine(spread, records_file, corpus[0], out, "--chunk_size", "5") == 0
-    assert out.read_bytes() == reference.read_bytes()
+    assert out.read_bytes() == reference.read_bytes() and not chunks.exists()
 
 
 def _error_lines(stderr: str) -> list[str]:
