@@ -1,10 +1,11 @@
-"""Benchmark of BM25 hard-negative mining (data_prep.bm25) on synthetic French-like data.
+"""Benchmark of BM25 hard-negative mining (data_prep.bm25_negatives) on synthetic French-like
+data.
 
 Generates a vocabulary of French-looking words (syllable combinations) with Zipf-distributed
 frequencies, builds passages and questions (questions are words sampled from a random
-"positive" passage, the answer a 2-word span of it), indexes the passages with the pipeline's
-BM25 tokenizer and bm25s, mines hard negatives with ``mine_hard_negatives`` and reports
-indexing time, questions/s and peak RSS. It then compares bm25s with ``rank-bm25`` on a
+"positive" passage, the answer a 2-word span of it), indexes the passages with the project's
+BM25 (``dpr.retrieval.bm25.BM25Retriever``), mines hard negatives with ``bm25_negatives``
+and reports indexing time, questions/s and peak RSS. It then compares bm25s with ``rank-bm25`` on a
 subset: bm25s ``method="robertson"`` against ``BM25Okapi(epsilon=0)``, which is the same
 BM25 variant (Robertson IDF ``log((N - df + 0.5) / (df + 0.5))`` with negative IDF set to 0,
 same k1/b term saturation; bm25s omits the constant ``k1 + 1`` factor, which does not change
@@ -31,9 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.bm25 import BM25Tokenizer, MiningQuery, NegativeFilter, mine_hard_negatives  # noqa: E402
+from data_prep.bm25_negatives import NegativeQuery, bm25_negatives  # noqa: E402
 from data_prep.passages import PassageSpan  # noqa: E402
-from dpr.data.answers import match_tokens  # noqa: E402
+from dpr.data.answers import prepare_answers  # noqa: E402
+from dpr.retrieval.bm25 import BM25Retriever, BM25Settings, passage_text  # noqa: E402
 
 logger = logging.getLogger("bm25_mining")
 
@@ -122,31 +124,25 @@ def make_questions(args: argparse.Namespace, passages: list[PassageSpan], rng: n
 def bench_mining(args: argparse.Namespace, passages: list[PassageSpan],
                  questions: list[tuple[str, str, int]]) -> dict[str, float]:
     """Indexes all passages and mines hard negatives for all questions, as the pipeline does."""
-    tokenizer = BM25Tokenizer("fr")
     start = time.perf_counter()
-    corpus_tokens = tokenizer.corpus([f"{p.title} {p.text}" for p in passages],
-                                     show_progress=False)
-    tokenize_s = time.perf_counter() - start
-    retriever = bm25s.BM25(k1=args.k1, b=args.b, method="lucene")
-    retriever.index(corpus_tokens, show_progress=False)
+    retriever = BM25Retriever([p.title for p in passages], [p.text for p in passages],
+                              settings=BM25Settings(k1=args.k1, b=args.b))
     index_s = time.perf_counter() - start
-    del corpus_tokens
-    logger.info("indexed %d passages in %.1f s (tokenisation %.1f s); peak RSS %.0f MiB",
-                len(passages), index_s, tokenize_s, peak_rss_mib())
+    logger.info("indexed %d passages in %.1f s (tokenisation included); peak RSS %.0f MiB",
+                len(passages), index_s, peak_rss_mib())
     start = time.perf_counter()
-    tokens = tokenizer.queries([q for q, _, _ in questions], show_progress=False)
-    queries = [MiningQuery(toks, [match_tokens(answer)], passages[pos].paragraph_key)
+    tokens = retriever.query_tokens([q for q, _, _ in questions])
+    queries = [NegativeQuery(toks, prepare_answers([answer]), passages[pos].paragraph_key)
                for toks, (_, answer, pos) in zip(tokens, questions)]
-    mined = mine_hard_negatives(
-        retriever, queries, allowed=np.ones(len(passages), dtype=bool),
-        negative_filter=NegativeFilter(passages), top_k=args.top_k, n_threads=args.n_threads,
-        show_progress=False)
+    mined = bm25_negatives(retriever, queries, passages,
+                           allowed=np.ones(len(passages), dtype=bool), top_k=args.top_k,
+                           n_threads=args.n_threads)
     mine_s = time.perf_counter() - start
     got = sum(len(m) for m in mined)
     logger.info("mined %d negatives for %d questions in %.1f s: %.0f questions/s; peak RSS "
                 "%.0f MiB", got, len(questions), mine_s, len(questions) / mine_s,
                 peak_rss_mib())
-    return {"index_s": index_s, "tokenize_s": tokenize_s, "mine_s": mine_s,
+    return {"index_s": index_s, "mine_s": mine_s,
             "questions_per_s": len(questions) / mine_s, "negatives": got}
 
 
@@ -155,21 +151,19 @@ def bench_rank_bm25(args: argparse.Namespace, passages: list[PassageSpan],
     """bm25s (robertson) vs rank-bm25 BM25Okapi(epsilon=0) on the same token lists."""
     from rank_bm25 import BM25Okapi  # optional dependency, only for this comparison
 
-    tokenizer = BM25Tokenizer("fr")
     subset = passages[: args.compare_passages]
-    corpus = tokenizer.queries([f"{p.title} {p.text}" for p in subset], show_progress=False)
-    raw = tokenizer.queries([q for q, _, _ in questions[: args.compare_questions]],
-                            show_progress=False)
-    vocab = {t for doc in corpus for t in doc}
-    queries = [list(dict.fromkeys(t for t in q if t in vocab)) for q in raw]
+    start = time.perf_counter()
+    ours = BM25Retriever([p.title for p in subset], [p.text for p in subset],
+                         settings=BM25Settings(k1=args.k1, b=args.b, method="robertson"))
+    ours_index_s = time.perf_counter() - start  # tokenisation included
+    # every token of an indexed passage is in the vocabulary: these are its indexed tokens
+    corpus = ours.query_tokens([passage_text(p.title, p.text) for p in subset])
+    raw = ours.query_tokens([q for q, _, _ in questions[: args.compare_questions]])
+    queries = [list(dict.fromkeys(q)) for q in raw]
     queries = [q for q in queries if q]
     k = min(args.top_k, len(subset))
-    ours = bm25s.BM25(k1=args.k1, b=args.b, method="robertson")
     start = time.perf_counter()
-    ours.index(corpus, show_progress=False)
-    ours_index_s = time.perf_counter() - start
-    start = time.perf_counter()
-    docs, _ = ours.retrieve(queries, k=k, show_progress=False, n_threads=args.n_threads)
+    docs, _ = ours.top_k(queries, k, n_threads=args.n_threads)
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
     theirs = BM25Okapi(corpus, k1=args.k1, b=args.b, epsilon=0.0)
@@ -230,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(
             "rank-bm25 comparison on %d passages, %d queries, top-%d (bm25s robertson vs "
             "BM25Okapi epsilon=0): top-k overlap %.4f, identical lists %.3f; bm25s %.0f q/s vs "
-            "rank-bm25 %.1f q/s -> bm25s %.0fx faster; index %.2f s vs %.2f s",
+            "rank-bm25 %.1f q/s -> bm25s %.0fx faster; index %.2f s (tokenisation included) vs "
+            "%.2f s",
             min(args.compare_passages, len(passages)), comparison["queries"], comparison["k"],
             comparison["overlap"], comparison["identical_lists"], comparison["bm25s_qps"],
             comparison["rank_bm25_qps"], comparison["speed_ratio"],

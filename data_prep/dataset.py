@@ -21,7 +21,7 @@ from data_prep.passages import (
     make_passages,
     sentence_units,
 )
-from dpr.data.answers import has_answer_tokens, match_tokens
+from dpr.data.answers import contains_answer, prepare_answers, prepare_text
 from dpr.data.records import Passage
 from dpr.data.squad import Paragraph, Question
 
@@ -168,7 +168,7 @@ def random_negatives(
     result = []
     for example in examples:
         pool = candidates[example.paragraph.key]
-        answers_tokens = [match_tokens(a) for a in example.answers]
+        answers = prepare_answers(example.answers)
         chosen: list[int] = []
         for _ in range(20 * num):
             if len(chosen) == num or not pool:
@@ -177,7 +177,7 @@ def random_negatives(
             passage = corpus.passages[index]
             if index in chosen or passage.paragraph_key == example.paragraph.key:
                 continue
-            if not has_answer_tokens(answers_tokens, match_tokens(passage.text)):
+            if not contains_answer(answers, prepare_text(passage.text)):
                 chosen.append(index)
         result.append(chosen)
     return result

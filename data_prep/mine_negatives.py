@@ -9,10 +9,12 @@ Example::
         --train_file DPR_FR_train.json --ctx_file passages.tsv \\
         --out_file DPR_FR_train.mined.json
 
-Every passage of ``--ctx_file`` is encoded (each process of a ``torchrun`` job encodes its
-contiguous share), every question searched exactly by inner product, and the best
-``--num_negatives`` passages that are neither a positive nor contain an answer become the
-record's ``hard_negative_ctxs``. See docs/DATA_PREP.md, "Mining negatives with a trained model".
+Every passage of ``--ctx_file`` is encoded by the corpus encoder of
+``generate_dense_embeddings.py`` into chunk files beside ``--out_file`` (the processes of a
+``torchrun`` job share the chunks; a killed run resumes them; removed once the output is
+written), every question searched exactly by inner product, and the best ``--num_negatives``
+passages that are neither a positive nor contain an answer become the record's
+``hard_negative_ctxs``. See docs/DATA_PREP.md, "Mining negatives with a trained model".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,14 +38,23 @@ from dpr.cli.flags import (
     encoder_params,
 )
 from dpr.cli.main import run_main
+from dpr.data.recipe import SORT_WINDOW_BATCHES
 from dpr.data.records import DataFormatError, Passage, parse_sample, read_json_records
 from dpr.data.tsv import read_passages
-from dpr.retrieval.mining import ArticleExclusion, MiningOptions, MiningStats, mine
-from dpr.retrieval.mining_corpus import MiningCorpus, encode_corpus
+from dpr.inference.chunks import Layout, check_output, make_manifest
+from dpr.inference.corpus import encode_corpus, read_chunks
+from dpr.retrieval.mining import (
+    ArticleExclusion,
+    EncodedCorpus,
+    MiningOptions,
+    mine,
+)
 from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
 from dpr.utils.io import check_input_path, check_output_file
 
 logger = logging.getLogger("data_prep.mine_negatives")
+CHUNK_WINDOWS = 16  # default chunk: 16 length-sorted windows of SORT_WINDOW_BATCHES batches
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m data_prep.mine_negatives``."""
@@ -83,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer matching, as in the evaluation")
     add_checkpoint_path_flags(parser)
     add("--batch_size", type=int, default=64, help="texts per forward pass")
+    add("--chunk_size", type=int, default=None,
+        help="passages per encoded chunk, the unit of work of the processes and of resume "
+        f"(default: {CHUNK_WINDOWS} length-sorted windows of {SORT_WINDOW_BATCHES} batches, "
+        "which encodes the batches of one pass over the corpus)")
     add_device_flags(parser)
     add_flag(parser, "--local_rank", "--local-rank", type=int, default=-1,
              help="set by torch.distributed.launch (torchrun uses the environment)")
@@ -97,7 +113,9 @@ def mining_options(args: argparse.Namespace) -> MiningOptions:
     Raises:
         UsageError: Naming the flag with a bad value.
     """
-    for flag in ("n_docs", "batch_size"):
+    if args.chunk_size is None:
+        args.chunk_size = CHUNK_WINDOWS * SORT_WINDOW_BATCHES * max(args.batch_size, 1)
+    for flag in ("n_docs", "batch_size", "chunk_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.out_file.suffix == ".gz":
@@ -176,20 +194,6 @@ def _ctx_of(passage: Passage) -> dict[str, str]:
     return {"title": passage.title, "text": passage.text, "passage_id": passage.passage_id}
 
 
-def log_summary(stats: MiningStats, options: MiningOptions, path: Path) -> None:
-    """One line of counts (see :meth:`MiningStats.summary`)."""
-    summary = stats.summary()
-    logger.info("Mined %d questions -> %s: %.2f mined + %.2f existing negatives kept on "
-                "average; %d with fewer than %d mined; dropped %d gold, %d containing an "
-                "answer, %d by margin, %d skipped top ranks; %d without positive (no margin); "
-                "existing negatives dropped: %d containing an answer, %d of excluded articles",
-                summary["questions"], path, summary["mean_mined"], summary["mean_mixed"],
-                summary["short_of_num_negatives"], options.num_negatives,
-                summary["dropped_gold"], summary["dropped_answer"], summary["dropped_margin"],
-                summary["skipped_top"], summary["without_positive"],
-                summary["existing_dropped_answer"], summary["existing_dropped_excluded"])
-
-
 def run(args: argparse.Namespace) -> int:
     """Reads, encodes (distributed when launched so), mines and writes (rank 0)."""
     from dpr.inference import load_encoder
@@ -212,23 +216,63 @@ def run(args: argparse.Namespace) -> int:
         logger.info("%d records from %s, %d passages from %s, model %s, %d process(es)",
                     len(records), args.train_file, len(passages), args.ctx_file,
                     model.description, ctx.world_size)
-        start = time.perf_counter()
-        vectors = encode_corpus(model.encode_passages, [(p.title, p.text) for p in passages],
-                                ctx=ctx, batch_size=args.batch_size)
-        logger.info("Encoded %d passages in %.1f s", len(vectors), time.perf_counter() - start)
-        if not ctx.is_main:
+        vectors = encode_passages(args, model, passages, ctx=ctx, quiet=quiet)
+        if vectors is None:
             return 0
         start = time.perf_counter()
-        out, stats = mine(records, MiningCorpus(passages, vectors), model, options=options,
+        out, stats = mine(records, EncodedCorpus(passages, vectors), model, options=options,
                           n_retrieved=args.n_docs, match=args.match, quiet=quiet,
                           exclusion=exclusion)
         write_records(args.out_file, out)
+        shutil.rmtree(vectors_folder(args.out_file), ignore_errors=True)
         logger.info("Encoded questions, searched and selected in %.1f s",
                     time.perf_counter() - start)
-        log_summary(stats, options, args.out_file)
+        logger.info("Mined %s -> %s", stats.summary(options.num_negatives), args.out_file)
         return 0
     finally:
         cleanup()
+
+
+def vectors_folder(out_file: Path) -> Path:
+    """Where the corpus chunks of a mining run are written: ``<out_file>.vectors``."""
+    return out_file.with_name(out_file.name + ".vectors")
+
+
+def encode_passages(args: argparse.Namespace, model: Any, passages: list[Passage], *,
+                    ctx: Any, quiet: bool) -> Any:
+    """Encodes the corpus into chunk files, each process its share (chunk k goes to process
+    k mod processes), then reads them back on rank 0.
+
+    Chunks left by a killed run with the same model, passages and chunk size are kept (the
+    run resumes); any other leftover is removed first.
+
+    Returns:
+        The vectors [N × D] on rank 0, None on the other processes.
+    """
+    from dpr.utils.dist import barrier
+
+    start = time.perf_counter()
+    prefix = str(vectors_folder(args.out_file) / "passages")
+    layout = Layout(len(passages), chunk_size=args.chunk_size)
+    manifest = make_manifest(model_path=args.model_file, model_description=model.description,
+                             params=model.params, dim=model.dim, passages=args.ctx_file,
+                             layout=layout, vector_dtype="float32")
+    if ctx.is_main:
+        try:
+            check_output(prefix, manifest, layout.chunks())
+        except InputError as err:
+            logger.info("Removing the chunks of an earlier run with other inputs (%s)", err)
+            shutil.rmtree(vectors_folder(args.out_file))
+        vectors_folder(args.out_file).mkdir(exist_ok=True)
+    barrier(ctx)
+    encode_corpus(model, passages, prefix, layout, manifest=manifest, worker=ctx.rank,
+                  workers=ctx.world_size, progress=not quiet)
+    barrier(ctx)
+    if not ctx.is_main:
+        return None
+    vectors = read_chunks(prefix, layout)
+    logger.info("Encoded %d passages in %.1f s", len(vectors), time.perf_counter() - start)
+    return vectors
 
 
 def main(argv: Sequence[str] | None = None) -> int:

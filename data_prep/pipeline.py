@@ -14,15 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.bm25 import (
-    INDEX_DIRNAME,
-    BM25Settings,
-    BM25Tokenizer,
-    MiningQuery,
-    NegativeFilter,
-    load_or_build_index,
-    mine_hard_negatives,
-)
+from data_prep.bm25_negatives import INDEX_DIRNAME, NegativeQuery, bm25_negatives
 from data_prep.dataset import (
     Corpus,
     Example,
@@ -40,8 +32,9 @@ from data_prep.writers import (
     write_qas_tsv,
     write_records,
 )
-from dpr.data.answers import match_tokens
+from dpr.data.answers import prepare_answers
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
+from dpr.retrieval.bm25 import BM25Retriever, BM25Settings
 from dpr.utils.io import check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -78,27 +71,21 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     logger.info("stage %-18s %.2f s", name, timings[name])
 
 
-def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus, retriever: Any,
-          options: Options) -> list[list[tuple[int, float]]]:
+def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
+          retriever: BM25Retriever, options: Options) -> list[list[tuple[int, float]]]:
     """Hard negatives per example, restricted to passages of the example's own split."""
-    tokenizer = BM25Tokenizer(options.bm25.language)
-    negative_filter = NegativeFilter(corpus.passages)
     result: list[list[tuple[int, float]]] = [[] for _ in examples]
     for split in options.splits:
         members = [i for i, ex in enumerate(examples) if splits[ex.paragraph.key] == split]
         if not members:
             continue
         allowed = np.array([splits[p.paragraph_key] == split for p in corpus.passages])
-        tokens = tokenizer.queries([examples[i].question.question for i in members],
-                                   show_progress=False)
-        queries = [MiningQuery(tokens=toks, paragraph_key=examples[i].paragraph.key,
-                               answers_tokens=[match_tokens(a) for a in examples[i].answers])
+        tokens = retriever.query_tokens([examples[i].question.question for i in members])
+        queries = [NegativeQuery(tokens=toks, paragraph_key=examples[i].paragraph.key,
+                                 answers=prepare_answers(examples[i].answers))
                    for i, toks in zip(members, tokens)]
-        mined = mine_hard_negatives(
-            retriever, queries, allowed=allowed, negative_filter=negative_filter,
-            top_k=options.bm25_top_k, n_threads=options.num_threads,
-            show_progress=options.show_progress,
-        )
+        mined = bm25_negatives(retriever, queries, corpus.passages, allowed=allowed,
+                               top_k=options.bm25_top_k, n_threads=options.num_threads)
         for i, negatives in zip(members, mined):
             result[i] = negatives
     return result
@@ -175,9 +162,10 @@ def run(options: Options) -> dict[str, Any]:
         plan = plan_splits(files, options.split)
         splits = {p.key: plan[p.article_key] for p in paragraphs}
     with _stage(timings, "bm25_index"):
-        retriever, reused = load_or_build_index(
-            corpus.passages, index_dir=options.output_dir / INDEX_DIRNAME,
-            settings=options.bm25, show_progress=options.show_progress)
+        retriever, reused = BM25Retriever.load_or_build(
+            options.output_dir / INDEX_DIRNAME, [p.title for p in corpus.passages],
+            [p.text for p in corpus.passages], settings=options.bm25,
+            show_progress=options.show_progress)
         logger.info("BM25 %s k1=%s b=%s", options.bm25.method, options.bm25.k1, options.bm25.b)
     with _stage(timings, "bm25_mining"):
         hard = _mine(examples, splits, corpus, retriever, options)

@@ -15,11 +15,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from data_prep.bm25 import LANGUAGES, BM25Settings
 from data_prep.pipeline import Options, run
 from data_prep.splits import SplitOptions
 from dpr.cli.flags import add_output_flags, check_finite_floats
 from dpr.cli.main import run_main
+from dpr.retrieval.bm25 import LANGUAGES, BM25Settings
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--bm25_method", choices=("lucene", "robertson", "atire", "bm25l", "bm25+"),
         default="lucene", help="BM25 variant as implemented by bm25s")
     add("--num_threads", type=_at_least(0), default=0,
-        help="bm25s retrieval threads (0: no thread pool)")
+        help="threads of the BM25 search (0: in the main thread)")
     add("--strict", action="store_true",
         help="fail on answer offsets that do not match the context instead of skipping them")
     add_output_flags(parser, quiet_help="no progress bars, warnings and errors only")

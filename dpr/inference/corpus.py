@@ -1,13 +1,17 @@
-"""Encoding a passage corpus into chunk files, resumably and split over independent processes.
+"""Encoding a passage corpus into chunk files, resumably and split over independent processes:
+the one corpus encoder (`generate_dense_embeddings.py`, and `data_prep.mine_negatives`, which
+reads the chunks back with `read_chunks`).
 
-`encode_corpus` streams the passage TSV (never holding more than one chunk's passages), keeps
-the chunks this worker owns (`dpr.inference.chunks.owned_chunks`: chunk k goes to worker
-k mod workers), skips those whose files are already complete (checked, see
-`dpr.inference.chunks.incomplete_reason`), and encodes and writes the others one by one.
-Workers never talk to each other: the processes of a `torchrun` or SLURM job, or separate
-jobs, each run it with their own worker number, and a killed run is resumed by running the
-same command again. A chunk is encoded the same way whichever worker takes it, so N
-processes write what one would.
+`encode_corpus` streams the passage TSV (never holding more than one chunk's passages) or
+takes passages already in memory, keeps the chunks this worker owns
+(`dpr.inference.chunks.owned_chunks`: chunk k goes to worker k mod workers), skips those whose
+files are already complete (checked, see `dpr.inference.chunks.incomplete_reason`), and
+encodes and writes the others one by one. Workers never talk to each other: the processes of
+a `torchrun` or SLURM job, or separate jobs, each run it with their own worker number, and a
+killed run is resumed by running the same command again. A chunk is encoded the same way
+whichever worker takes it, so N processes write what one would; a chunk of `batch_size` × 64
+passages (one length-sorted window of `encode_passages`) is encoded in the batches of one
+call over the whole corpus.
 """
 
 from __future__ import annotations
@@ -100,14 +104,15 @@ def _clean_temp_files(prefix: str, chunks: Sequence[Chunk]) -> None:
         logger.info("Removed %d temporary file(s) of a killed run", len(removed))
 
 
-def encode_corpus(model: DenseEncoder, passages: str, prefix: str, layout: Layout, *,
+def encode_corpus(model: DenseEncoder, passages: str | os.PathLike[str] | Sequence[Passage],
+                  prefix: str, layout: Layout, *,
                   manifest: dict[str, Any], worker: int = 0, workers: int = 1,
                   vector_dtype: str = "float32", progress: bool = True) -> EncodingReport:
     """Encodes this worker's incomplete chunks of a passage TSV and writes them.
 
     Args:
         model: The loaded encoder (its recipe is applied to `(title, text)`).
-        passages: Passage TSV file (`layout.total` passages, ids unique).
+        passages: Passage TSV file, or the passages (`layout.total` passages, ids unique).
         prefix: Output prefix: chunk k is written as `<prefix>_<k>.npy` + `.ids.json`.
         layout: How the passages are cut into chunks.
         manifest: What produces the chunks (`dpr.inference.chunks.make_manifest`), checked
@@ -125,7 +130,9 @@ def encode_corpus(model: DenseEncoder, passages: str, prefix: str, layout: Layou
     report = EncodingReport()
     with tqdm(total=sum(c.size for c in mine), desc="Encoding passages", unit=" passages",
               unit_scale=True, disable=not progress) as bar:
-        for chunk, rows in _owned_rows(iter_passages(passages), mine, passages):
+        in_file = isinstance(passages, (str, os.PathLike))
+        stream = iter_passages(passages) if in_file else passages
+        for chunk, rows in _owned_rows(stream, mine, str(passages) if in_file else "passages"):
             ids = [p.passage_id for p in rows]
             reason = incomplete_reason(prefix, chunk, ids, dim=model.dim, dtype=vector_dtype)
             if reason is None:
@@ -147,3 +154,10 @@ def encode_corpus(model: DenseEncoder, passages: str, prefix: str, layout: Layou
             logger.info("Chunk %d: %d passages in %.1f s (%.1f passages/s), wrote %s",
                         chunk.index, len(rows), seconds, len(rows) / max(seconds, 1e-9), npy)
     return report
+
+
+def read_chunks(prefix: str | os.PathLike[str], layout: Layout) -> np.ndarray:
+    """The vectors of every chunk written by `encode_corpus`, in corpus order, float32
+    [N × D] (each chunk memory-mapped while it is copied)."""
+    parts = [np.load(chunk_files(prefix, chunk)[0], mmap_mode="r") for chunk in layout.chunks()]
+    return np.concatenate(parts).astype(np.float32, copy=False)

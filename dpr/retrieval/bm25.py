@@ -1,30 +1,42 @@
-"""BM25 over passages with bm25s: French (or other Snowball) analyser shared by data_prep and
-the evaluation.
+"""BM25 over passages with bm25s: the one BM25 of the project (data_prep's hard negatives and
+the evaluation's runs and fusions).
 
 Text processing: NFC normalisation, lowercase, bm25s' regex tokens ``(?u)\\b\\w\\w+\\b``, the
 language's bm25s stop word list removed, PyStemmer Snowball stemming. A passage is indexed as
 ``title + " " + text``.
 
-An index can be saved (``BM25Retriever.save``: bm25s' files plus ``bm25_settings.json``,
-written through a staging folder) and loaded memory-mapped (``BM25Retriever.load``), so a
-corpus of millions of passages is tokenised and indexed once and searched without reading its
-score matrix into memory.
+Top-k search (``BM25Retriever.top_k``: many questions, an optional weight mask, threads)
+scores each question with bm25s (``BM25.get_scores``) and keeps its k best in a documented
+order: score descending, then corpus row ascending (``top_k_of``, which says why not bm25s'
+``BM25.retrieve``); a question without an indexed term gets the first passages, with score 0.
+The evaluation's BM25 run, its fusions (which read ``scores(tokens)[rows]``) and data_prep's
+hard negatives all search through it.
+
+An index is saved as one folder (``BM25Retriever.save``: bm25s' files plus
+``bm25_settings.json`` holding the settings, the corpus size and a SHA-256 fingerprint of the
+settings and indexed texts), written through :func:`dpr.utils.io.staged_folder` so that the
+folder is complete or absent. It is loaded memory-mapped (``BM25Retriever.load``), so a corpus
+of millions of passages is searched without reading its score matrix into memory, and
+``BM25Retriever.load_or_build`` reuses a saved index whose fingerprint matches the passages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bm25s
 import numpy as np
 import Stemmer
+from tqdm.auto import tqdm
 
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import staged_folder
@@ -65,30 +77,12 @@ class BM25Settings:
         }
 
 
-class BM25Tokenizer:
-    """NFC, lowercase, bm25s regex tokens, stop words removed, Snowball-stemmed."""
-
-    def __init__(self, language: str) -> None:
-        """Creates the tokenizer for a language code of :data:`LANGUAGES`."""
-        stemmer_name, self.stopwords = LANGUAGES[language]
-        self.stemmer = Stemmer.Stemmer(stemmer_name)
-
-    def _prepare(self, texts: Sequence[str]) -> list[str]:
-        return [unicodedata.normalize("NFC", text) for text in texts]
-
-    def corpus(self, texts: Sequence[str], *, show_progress: bool) -> bm25s.tokenization.Tokenized:
-        """Tokenises documents into ids + vocabulary (for indexing)."""
-        return bm25s.tokenize(
-            self._prepare(texts), stopwords=self.stopwords, stemmer=self.stemmer.stemWords,
-            return_ids=True, show_progress=show_progress,
-        )
-
-    def queries(self, texts: Sequence[str], *, show_progress: bool) -> list[list[str]]:
-        """Tokenises queries into stemmed token strings."""
-        return bm25s.tokenize(
-            self._prepare(texts), stopwords=self.stopwords, stemmer=self.stemmer.stemWords,
-            return_ids=False, show_progress=show_progress,
-        )
+def _tokenize(texts: Sequence[str], language: str, *, ids: bool, show_progress: bool):
+    """bm25s tokens of NFC texts: ids + vocabulary (``ids``, for indexing) or stemmed strings."""
+    stemmer_name, stopwords = LANGUAGES[language]
+    return bm25s.tokenize([unicodedata.normalize("NFC", text) for text in texts],
+                          stopwords=stopwords, stemmer=Stemmer.Stemmer(stemmer_name).stemWords,
+                          return_ids=ids, show_progress=show_progress)
 
 
 def passage_text(title: str, text: str) -> str:
@@ -96,8 +90,36 @@ def passage_text(title: str, text: str) -> str:
     return f"{title} {text}"
 
 
+def fingerprint(indexed: Sequence[str], settings: BM25Settings) -> str:
+    """SHA-256 of the settings and of every indexed text, in order."""
+    digest = hashlib.sha256(json.dumps(settings.describe(), sort_keys=True).encode("utf-8"))
+    for text in indexed:
+        digest.update(f"{len(text)}\t{text}\n".encode())
+    return digest.hexdigest()
+
+
+def top_k_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest scores, best first, ties by lower index.
+
+    Written here rather than taken from bm25s' ``BM25.retrieve``: its numpy selection,
+    ``argpartition(scores, -k)``, cuts ties anywhere and took 7 times as long per question
+    on the mostly-zero scores of a 200k-passage corpus (the whole top-100 search ran at 148
+    questions/s against 1,831); its numba backend compiles for 14 s in each process.
+    """
+    k = min(k, len(scores))
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=scores.dtype)
+    kth = scores[np.argpartition(-scores, k - 1)[k - 1]]  # the k-th largest score
+    candidates = np.flatnonzero(scores >= kth)  # ascending rows
+    values = scores[candidates]
+    above = candidates[values > kth]  # fewer than k, all kept, sorted below
+    above = above[np.lexsort((above, -scores[above]))]
+    chosen = np.concatenate([above, candidates[values == kth][:k - len(above)]])
+    return chosen.astype(np.int64), scores[chosen]
+
+
 class BM25Retriever:
-    """An in-memory BM25 index over a list of passages, searched by question.
+    """A BM25 index over a list of passages, searched by question.
 
     Args:
         titles: Passage titles, in corpus order.
@@ -110,29 +132,30 @@ class BM25Retriever:
                  settings: BM25Settings = BM25Settings(), show_progress: bool = False) -> None:
         if len(titles) != len(texts):
             raise ValueError("titles and texts differ in length")
-        tokenizer = BM25Tokenizer(settings.language)
-        tokens = tokenizer.corpus([passage_text(t, x) for t, x in zip(titles, texts)],
-                                  show_progress=show_progress)
+        indexed = [passage_text(t, x) for t, x in zip(titles, texts)]
+        logger.info("Building the BM25 index of %d passages: %s", len(texts), asdict(settings))
+        tokens = _tokenize(indexed, settings.language, ids=True, show_progress=show_progress)
         index = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
         index.index(tokens, show_progress=show_progress)
-        self._attach(index, settings=settings, size=len(texts), show_progress=show_progress)
+        self._attach(index, settings=settings, size=len(texts),
+                     fingerprint=fingerprint(indexed, settings), show_progress=show_progress)
 
     def _attach(self, index: bm25s.BM25, *, settings: BM25Settings, size: int,
-                show_progress: bool) -> None:
+                fingerprint: str | None, show_progress: bool) -> None:
         self.index, self.settings, self.size = index, settings, size
-        self.tokenizer = BM25Tokenizer(settings.language)
-        self.show_progress = show_progress
+        self.fingerprint, self.show_progress = fingerprint, show_progress
 
     def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         """Writes the index into a folder (complete or not at all): bm25s' score matrix,
-        vocabulary and parameters, and `bm25_settings.json` (our settings and corpus size).
+        vocabulary and parameters, and `bm25_settings.json` (settings, size, fingerprint).
 
         Raises:
             FileExistsError: When the folder exists and `overwrite` is false.
         """
         with staged_folder(folder, overwrite=overwrite) as staging:
             self.index.save(str(staging), show_progress=False)
-            saved = {**self.settings.describe(), "size": self.size}
+            saved = {**self.settings.describe(), "size": self.size,
+                     "fingerprint": self.fingerprint}
             (staging / SETTINGS_FILE).write_text(json.dumps(saved, indent=2), encoding="utf-8")
         logger.info("Saved the BM25 index of %d passages to %s", self.size, folder)
 
@@ -155,51 +178,80 @@ class BM25Retriever:
                     saved["size"], folder, mmap, asdict(settings))
         out = cls.__new__(cls)
         out._attach(index, settings=settings, size=int(saved["size"]),
-                    show_progress=show_progress)
+                    fingerprint=saved.get("fingerprint"), show_progress=show_progress)
         return out
+
+    @classmethod
+    def load_or_build(cls, folder: str | os.PathLike[str], titles: Sequence[str],
+                      texts: Sequence[str], *, settings: BM25Settings,
+                      show_progress: bool = False) -> tuple[BM25Retriever, bool]:
+        """The index saved in `folder` when its fingerprint is that of these passages and
+        settings; else a new one, saved there (replacing what was there).
+
+        Returns:
+            The retriever and whether it was reused from disk.
+        """
+        expected = fingerprint([passage_text(t, x) for t, x in zip(titles, texts)], settings)
+        try:
+            saved = json.loads((Path(folder) / SETTINGS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if (saved.get("fingerprint"), saved.get("size")) == (expected, len(texts)):
+            try:
+                logger.info("Reusing the BM25 index in %s (same passages and settings)", folder)
+                return cls.load(folder, show_progress=show_progress), True
+            except InputError as err:
+                logger.warning("%s; rebuilding it", err)
+        built = cls(titles, texts, settings=settings, show_progress=show_progress)
+        built.save(folder, overwrite=True)
+        return built, False
 
     def query_tokens(self, questions: Sequence[str]) -> list[list[str]]:
         """Stemmed question tokens restricted to the index vocabulary (others score nothing)."""
         vocab = self.index.vocab_dict
-        tokens = self.tokenizer.queries(list(questions), show_progress=False)
+        tokens = _tokenize(list(questions), self.settings.language, ids=False,
+                           show_progress=False)
         return [[t for t in query if t in vocab] for query in tokens]
 
-    def scores(self, tokens: list[str]) -> np.ndarray:
-        """BM25 score of every passage for one tokenised question, float32 [N]."""
+    def scores(self, tokens: list[str], weight_mask: np.ndarray | None = None) -> np.ndarray:
+        """BM25 score of every passage for one tokenised question, float32 [N] (times
+        `weight_mask` [N] when given)."""
         if not tokens:
             return np.zeros(self.size, dtype=np.float32)
-        return np.asarray(self.index.get_scores(tokens), dtype=np.float32)
+        return np.asarray(self.index.get_scores(tokens, weight_mask=weight_mask),
+                          dtype=np.float32)
 
-    def search(self, questions: Sequence[str], top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k passages per question by BM25 score.
+    def top_k(self, tokens: Sequence[list[str]], k: int, *, weight_mask: np.ndarray | None = None,
+              n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k passages of tokenised questions (:meth:`query_tokens`), by score descending
+        then corpus row ascending (:func:`top_k_of` of each question's :meth:`scores`).
 
-        Ties are broken by corpus order; a question with no indexed term gets the first
-        passages with score 0.
+        Args:
+            tokens: Each question's tokens.
+            k: Passages per question (at most the corpus size).
+            weight_mask: Score multiplier per passage [N] (0: excluded, its score is 0).
+            n_threads: Threads scoring questions at once (0: in the calling thread).
 
         Returns:
-            Passage indices [Q × k] and scores [Q × k], best first, with k = min(top_k, N).
+            Passage rows int64 [Q × k] and scores float32 [Q × k], best first.
         """
-        k = min(top_k, self.size)
-        rows = np.zeros((len(questions), k), dtype=np.int64)
-        scores = np.zeros((len(questions), k), dtype=np.float32)
-        from tqdm import tqdm
+        k = min(k, self.size)
 
-        for i, tokens in enumerate(tqdm(self.query_tokens(questions), desc="BM25 search",
-                                        unit=" questions", disable=not self.show_progress)):
-            all_scores = self.scores(tokens)
-            rows[i], scores[i] = top_k_of(all_scores, k)
-        return rows, scores
+        def one(query: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            return top_k_of(self.scores(query, weight_mask), k)
 
+        with ThreadPoolExecutor(max(n_threads, 1)) as pool:
+            found = list(tqdm(pool.map(one, tokens) if n_threads > 0 else map(one, tokens),
+                              total=len(tokens), desc="BM25 search", unit=" questions",
+                              disable=not self.show_progress))
+        rows = np.array([r for r, _ in found], np.int64).reshape(len(tokens), k)
+        return rows, np.array([v for _, v in found], np.float32).reshape(len(tokens), k)
 
-def top_k_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k largest scores, best first, ties by lower index."""
-    k = min(k, len(scores))
-    if k == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=scores.dtype)
-    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    # argpartition may cut inside a tie: take every index tied with the k-th value, then sort
-    threshold = scores[part].min()
-    candidates = np.flatnonzero(scores >= threshold)
-    order = np.lexsort((candidates, -scores[candidates]))[:k]
-    chosen = candidates[order]
-    return chosen.astype(np.int64), scores[chosen]
+    def search(self, questions: Sequence[str], k: int, *, n_threads: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k passages per question (:meth:`top_k` of their :meth:`query_tokens`).
+
+        Returns:
+            Passage rows [Q × k] and scores [Q × k], best first, with k = min(k, N).
+        """
+        return self.top_k(self.query_tokens(questions), k, n_threads=n_threads)

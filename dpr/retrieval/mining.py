@@ -1,6 +1,7 @@
 """Hard-negative mining with a trained dense model (DPR's second, "adv-hn" round): the whole
-selection, from a corpus with its vectors and the records to the mined records
-(:func:`mine`); ``data_prep.mine_negatives`` is its command line and file I/O.
+selection, from the encoded corpus and the records to the mined records (:func:`mine`);
+``data_prep.mine_negatives`` is its command line, file I/O and encoding (the corpus is encoded
+by :func:`dpr.inference.corpus.encode_corpus`, as for ``generate_dense_embeddings.py``).
 
 Pure selection logic first: given one question's ranking of corpus rows (best first), the rows
 that are its gold passages and a test for "contains an answer", :func:`select_negatives`
@@ -9,8 +10,8 @@ options of sentence-transformers' ``mine_hard_negatives`` (skip the top ranks, a
 relative margin to the positive's score). :func:`mix_existing` appends some of a record's
 previous (BM25) hard negatives, which pass the same answer filter and exclusion as mined ones.
 :class:`ArticleExclusion` keeps the articles of another split (``--exclude_articles_of``) out,
-keyed as data_prep keys them. The corpus searched, encoded over the processes of a job, is
-:mod:`dpr.retrieval.mining_corpus`'s.
+keyed as data_prep keys them. :class:`EncodedCorpus` is the corpus searched: the passages with
+the model's vectors and lookups by id and by text.
 
 A candidate at rank ``r`` (0-based) is judged in this order, the first failing test naming
 why it is dropped: ``r < skip_top`` (skipped), a gold passage, a passage containing an answer,
@@ -23,15 +24,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from dpr.data.answers import AnswerMatcher, has_answer
+from dpr.data.answers import contains_answer, has_answer, prepare_answers, prepare_text
 from dpr.data.records import Passage
 from dpr.data.squad import passage_article_key
-from dpr.retrieval.mining_corpus import MiningCorpus
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -101,19 +101,17 @@ class MiningStats:
     dropped_margin: int = 0
     existing_dropped_answer: int = 0
     existing_dropped_excluded: int = 0
-    kept_per_question: list[int] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
-        """The counts and the mean numbers kept, as a plain dict."""
+    def summary(self, num_negatives: int) -> str:
+        """The counts as one line of the run's log."""
         count = max(self.questions, 1)
-        return {"questions": self.questions, "without_positive": self.without_positive,
-                "mean_mined": round(self.mined / count, 2),
-                "mean_mixed": round(self.mixed / count, 2),
-                "short_of_num_negatives": self.short, "skipped_top": self.skipped_top,
-                "dropped_gold": self.dropped_gold, "dropped_answer": self.dropped_answer,
-                "dropped_margin": self.dropped_margin,
-                "existing_dropped_answer": self.existing_dropped_answer,
-                "existing_dropped_excluded": self.existing_dropped_excluded}
+        return (f"{self.questions} questions: {self.mined / count:.2f} mined + "
+                f"{self.mixed / count:.2f} existing negatives kept on average; {self.short} with "
+                f"fewer than {num_negatives} mined; dropped {self.dropped_gold} gold, "
+                f"{self.dropped_answer} containing an answer, {self.dropped_margin} by margin, "
+                f"{self.skipped_top} skipped top ranks; {self.without_positive} without positive "
+                f"(no margin); existing negatives dropped: {self.existing_dropped_answer} "
+                f"containing an answer, {self.existing_dropped_excluded} of excluded articles")
 
 
 def select_negatives(rows: Sequence[int], scores: Sequence[float], *, gold: Collection[int],
@@ -253,7 +251,58 @@ def existing_filter(answers: Sequence[str], *, match: str,
     return keep
 
 
-def _ranked(ids: Sequence[str], scores: np.ndarray, corpus: MiningCorpus) -> tuple[list[int], list]:
+class EncodedCorpus:
+    """The passages mined from, with the model's vectors [N × D] and lookups by id and by
+    stripped text."""
+
+    def __init__(self, passages: Sequence[Passage], vectors: np.ndarray) -> None:
+        self.passages, self.vectors = passages, vectors
+        self.row_of_id = {p.passage_id: row for row, p in enumerate(passages)}
+        self.rows_of_text: dict[str, list[int]] = {}
+        for row, passage in enumerate(passages):
+            self.rows_of_text.setdefault(passage.text.strip(), []).append(row)
+        self._prepared: dict[tuple[int, str], str] = {}
+
+    def contains(self, row: int, answers: Sequence[str], match: str) -> bool:
+        """Whether passage `row` contains one of the prepared answers
+        (:func:`~dpr.data.answers.prepare_answers`); each passage is prepared once, when first
+        judged."""
+        if (row, match) not in self._prepared:
+            self._prepared[row, match] = prepare_text(self.passages[row].text, match)
+        return contains_answer(answers, self._prepared[row, match], match)
+
+    def gold_rows(self, positives: Sequence[Mapping[str, Any]]) -> set[int]:
+        """Rows that are one of the positives, by passage id or identical (stripped) text."""
+        rows: set[int] = set()
+        for ctx in positives:
+            rows.update(self.rows_of_text.get(str(ctx.get("text", "")).strip(), ()))
+            if str(ctx.get("passage_id")) in self.row_of_id:
+                rows.add(self.row_of_id[str(ctx["passage_id"])])
+        return rows
+
+    def row_for(self, ctx: Mapping[str, Any]) -> int | None:
+        """The corpus row of a passage dict with the same id and text, else None."""
+        row = self.row_of_id.get(str(ctx.get("passage_id")))
+        same = row is not None and self.passages[row].text.strip() == str(ctx["text"]).strip()
+        return row if same else None
+
+    def vectors_for(self, ctxs: Sequence[Mapping[str, Any]], model: Any) -> np.ndarray:
+        """Model vectors of passage dicts: the corpus vector when the passage is in the
+        corpus, else encoded now (in one call)."""
+        rows = [self.row_for(ctx) for ctx in ctxs]
+        out = np.zeros((len(ctxs), self.vectors.shape[1]), dtype=np.float32)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            out[missing] = model.encode_passages([(ctxs[i].get("title") or "", ctxs[i]["text"])
+                                                  for i in missing])
+        for i, row in enumerate(rows):
+            if row is not None:
+                out[i] = self.vectors[row]
+        return out
+
+
+def _ranked(ids: Sequence[str], scores: np.ndarray, corpus: EncodedCorpus
+            ) -> tuple[list[int], list[float]]:
     """Rows and scores of one search result, ties broken by corpus order."""
     pairs = sorted(((corpus.row_of_id[i], float(s)) for i, s in zip(ids, scores)),
                    key=lambda pair: (-pair[1], pair[0]))
@@ -265,7 +314,7 @@ def _passage_dict(passage: Passage, score: float) -> dict[str, Any]:
             "score": round(score, SCORE_DECIMALS)}
 
 
-def mine(records: Sequence[dict[str, Any]], corpus: MiningCorpus, model: Any, *,
+def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *,
          options: MiningOptions, n_retrieved: int, match: str, quiet: bool,
          exclusion: ArticleExclusion | None = None
          ) -> tuple[list[dict[str, Any]], MiningStats]:
@@ -289,24 +338,22 @@ def mine(records: Sequence[dict[str, Any]], corpus: MiningCorpus, model: Any, *,
     from dpr.index import index_vectors
 
     q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
-    with_pos = [i for i, r in enumerate(records) if r.get("positive_ctxs")]
-    pos_vectors = corpus.vectors_for([records[i]["positive_ctxs"][0] for i in with_pos], model)
+    firsts = [(i, r["positive_ctxs"][0]) for i, r in enumerate(records) if r.get("positive_ctxs")]
     positive_scores: list[float | None] = [None] * len(records)
-    for i, vector in zip(with_pos, pos_vectors):
-        positive_scores[i] = float(q_vectors[i] @ vector)
+    for (i, _), score in zip(firsts, _model_scores(firsts, q_vectors, corpus, model)):
+        positive_scores[i] = score
     index = index_vectors(corpus.vectors, [p.passage_id for p in corpus.passages])
     hit_scores, hits = index.search(q_vectors, min(n_retrieved, len(index)))
-    matcher = AnswerMatcher([p.text for p in corpus.passages], match=match)
     _check_positives_in_corpus(records, corpus)
     stats = MiningStats()
     mined_all, mixed_all = [], []
     for i, record in enumerate(records):
         positives = record.get("positive_ctxs") or []
-        prepared = matcher.prepare(record.get("answers") or [])
+        answers = prepare_answers(record.get("answers") or [], match)
         rows, scores = _ranked(hits[i], hit_scores[i], corpus)
         kept = select_negatives(
             rows, scores, gold=corpus.gold_rows(positives),
-            contains_answer=lambda row, prepared=prepared: matcher.contains(prepared, row),
+            contains_answer=lambda row, answers=answers: corpus.contains(row, answers, match),
             positive_score=positive_scores[i], options=options, stats=stats)
         mined = [_passage_dict(corpus.passages[row], score) for row, score in kept]
         exclude = {key for ctx in positives for key in ctx_keys(ctx)}
@@ -317,13 +364,22 @@ def mine(records: Sequence[dict[str, Any]], corpus: MiningCorpus, model: Any, *,
         stats.mixed += len(mixed)
         mined_all.append(mined)
         mixed_all.append(mixed)
-    _score_mixed(mixed_all, q_vectors, corpus, model)
+    flat = [(i, ctx) for i, mixed in enumerate(mixed_all) for ctx in mixed]
+    for (_, ctx), score in zip(flat, _model_scores(flat, q_vectors, corpus, model)):
+        ctx["score"] = round(score, SCORE_DECIMALS)  # the model's, not e.g. BM25's
     out = [{**record, "hard_negative_ctxs": mined + mixed}
            for record, mined, mixed in zip(records, mined_all, mixed_all)]
     return out, stats
 
 
-def _check_positives_in_corpus(records: Sequence[Mapping[str, Any]], corpus: MiningCorpus) -> None:
+def _model_scores(pairs: Sequence[tuple[int, Mapping[str, Any]]], q_vectors: np.ndarray,
+                  corpus: EncodedCorpus, model: Any) -> list[float]:
+    """The model's score of each (question index, passage dict) pair."""
+    vectors = corpus.vectors_for([ctx for _, ctx in pairs], model)
+    return [float(q_vectors[i] @ vector) for (i, _), vector in zip(pairs, vectors)]
+
+
+def _check_positives_in_corpus(records: Sequence[Mapping[str, Any]], corpus: EncodedCorpus) -> None:
     """Logs how many positives are corpus passages; warns when none is (wrong file?)."""
     positives = [ctx for r in records for ctx in r.get("positive_ctxs") or []]
     found = sum(bool(corpus.gold_rows([ctx])) for ctx in positives)
@@ -333,14 +389,3 @@ def _check_positives_in_corpus(records: Sequence[Mapping[str, Any]], corpus: Min
         logger.warning("No positive passage of the records is in the passage file: gold "
                        "passages cannot be recognised by id or text (another corpus?); only "
                        "the answer filter guards against false negatives")
-
-
-def _score_mixed(mixed_all: Sequence[list[dict[str, Any]]], q_vectors: np.ndarray,
-                 corpus: MiningCorpus, model: Any) -> None:
-    """Gives each kept existing negative the model's score (replacing e.g. its BM25 score)."""
-    flat = [(i, ctx) for i, mixed in enumerate(mixed_all) for ctx in mixed]
-    if not flat:
-        return
-    vectors = corpus.vectors_for([ctx for _, ctx in flat], model)
-    for (i, ctx), vector in zip(flat, vectors):
-        ctx["score"] = round(float(q_vectors[i] @ vector), SCORE_DECIMALS)

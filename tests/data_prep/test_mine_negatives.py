@@ -19,7 +19,7 @@ from data_prep import mine_negatives
 from dpr.data.answers import has_answer
 from dpr.data.records import Passage
 from dpr.inference import load_encoder
-from dpr.retrieval.mining_corpus import MiningCorpus
+from dpr.retrieval.mining import EncodedCorpus
 
 SAMPLE_SQUAD = ROOT / "examples" / "data" / "fr_sample_squad.json"
 COMMON = ["--batch_size", "4", "--no_cuda", "--quiet"]
@@ -181,7 +181,7 @@ def test_output_is_deterministic_and_byte_identical_with_two_processes(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     args = ["--model_file", str(spread), "--train_file", str(records_file), "--ctx_file",
-            str(corpus[0]), *COMMON, "--mix_bm25", "2", "--skip_top", "1"]
+            str(corpus[0]), *COMMON, "--mix_bm25", "2", "--skip_top", "1", "--chunk_size", "5"]
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     runs = [
         [sys.executable, "-m", "data_prep.mine_negatives", *args, "--out_file", str(one)],
@@ -193,9 +193,44 @@ def test_output_is_deterministic_and_byte_identical_with_two_processes(
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
-    # Then both files are byte-identical (17 passages: shards of 12 and 5 rows)
+    # Then both files are byte-identical (17 passages: chunks 0 and 2 encoded by one process,
+    # 1 and 3 by the other), and the chunk folders are gone
     assert one.read_bytes() == two.read_bytes()
     assert "Mined 38 questions" in result.stderr and "2 process(es)" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json"]
+
+
+def test_killed_run_resumes_its_encoding_and_other_leftovers_are_discarded(
+        tmp_path: Path, spread: Path, checkpoint: Path, corpus, records_file: Path,
+        monkeypatch, capsys) -> None:
+    reference = tmp_path / "reference.json"
+    assert _mine(spread, records_file, corpus[0], reference, "--chunk_size", "5") == 0
+    # Given a run killed after encoding, whose chunks 2 and 3 (of 4) were not written yet
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out, chunks = tmp_path / "out.json", tmp_path / "out.json.vectors"
+    with monkeypatch.context() as patch:
+        patch.setattr(mine_negatives, "mine", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _mine(spread, records_file, corpus[0], out, "--chunk_size", "5")
+    for name in ("passages_2.npy", "passages_3.ids.json"):
+        (chunks / name).unlink()
+    # When the same command runs again, Then it encodes the two missing chunks only, writes
+    # what an uninterrupted run writes and removes the chunks
+    capsys.readouterr()
+    assert _mine(spread, records_file, corpus[0], out, "--chunk_size", "5") == 0
+    log = capsys.readouterr().err
+    assert "Chunk 1 (5 passages): complete, skipped" in log
+    assert "Chunk 2 (passages 10..15): encoding (missing)" in log and "Chunk 3 (passages" in log
+    assert out.read_bytes() == reference.read_bytes() and not chunks.exists()
+    # And the chunks a run of another model left are removed, not mixed in
+    with monkeypatch.context() as patch:
+        patch.setattr(mine_negatives, "mine", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _mine(checkpoint, records_file, corpus[0], out, "--chunk_size", "5")
+    assert _mine(spread, records_file, corpus[0], out, "--chunk_size", "5") == 0
+    assert out.read_bytes() == reference.read_bytes() and not chunks.exists()
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -316,7 +351,7 @@ def test_model_folder_that_is_no_export_and_bad_device_are_one_line_errors(
 def test_corpus_gold_rows_match_by_id_or_stripped_text() -> None:
     passages = [Passage("T", "Un texte.", "a"), Passage("T", "Autre texte.", "b"),
                 Passage("T2", " Un texte. ", "c")]
-    corpus = MiningCorpus(passages, np.zeros((3, 2), np.float32))
+    corpus = EncodedCorpus(passages, np.zeros((3, 2), np.float32))
     assert corpus.gold_rows([{"text": "Un texte."}]) == {0, 2}
     assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "b"}]) == {1}
     assert corpus.gold_rows([{"text": "ailleurs", "passage_id": "zz"}]) == set()

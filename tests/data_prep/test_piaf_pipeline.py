@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from data_prep.squad2dpr import main
-from dpr.data.answers import has_answer, has_answer_tokens, match_tokens
+from dpr.data.answers import contains_answer, has_answer, prepare_answers, prepare_text
 from dpr.data.tsv import read_qas
 
 MAX_SECONDS = 60.0
@@ -69,17 +69,17 @@ def test_piaf_pipeline_properties(piaf_run: dict[str, Any]) -> None:
     # And every positive contains an answer, no hard negative contains any answer, and
     # titles are the article titles (no window index suffix)
     raw_titles = {a["title"].strip() for a in raw["data"]}
-    text_tokens: dict[str, list[str]] = {}
+    prepared_texts: dict[str, str] = {}
     for record in records["train"] + records["dev"]:
         assert record["positive_ctxs"]
         for ctx in record["positive_ctxs"]:
             assert has_answer(record["answers"], ctx["text"]), (record["question"], ctx)
             assert ctx["title"] in raw_titles
-        answers_tokens = [match_tokens(answer) for answer in record["answers"]]
+        answers = prepare_answers(record["answers"])
         for ctx in record["hard_negative_ctxs"]:
-            if ctx["text"] not in text_tokens:  # has_answer on cached tokens (same rules)
-                text_tokens[ctx["text"]] = match_tokens(ctx["text"])
-            assert not has_answer_tokens(answers_tokens, text_tokens[ctx["text"]]), ctx
+            if ctx["text"] not in prepared_texts:  # has_answer on cached texts (same rules)
+                prepared_texts[ctx["text"]] = prepare_text(ctx["text"])
+            assert not contains_answer(answers, prepared_texts[ctx["text"]]), ctx
         assert len(record["hard_negative_ctxs"]) <= 30
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from dpr.data.answers import AnswerMatcher
+from dpr.data.answers import has_answer
 from dpr.retrieval.mining import (
     ArticleExclusion,
     MiningOptions,
@@ -15,8 +14,6 @@ from dpr.retrieval.mining import (
     score_ceiling,
     select_negatives,
 )
-from dpr.retrieval.mining_corpus import encode_corpus, shard_range
-from dpr.utils.dist import DistContext
 from dpr.utils.errors import UsageError
 
 TEXTS = [
@@ -35,10 +32,8 @@ SCORES = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0]
 
 def _select(options: MiningOptions, *, gold=(1,), positive_score=9.5, stats=None,
             rows=ROWS, scores=SCORES):
-    matcher = AnswerMatcher(TEXTS)
-    prepared = matcher.prepare(["Paris"])
     return select_negatives(rows, scores, gold=set(gold),
-                            contains_answer=lambda row: matcher.contains(prepared, row),
+                            contains_answer=lambda row: has_answer(["Paris"], TEXTS[row]),
                             positive_score=positive_score, options=options, stats=stats)
 
 
@@ -175,26 +170,3 @@ def test_mix_existing_with_the_filter_drops_answers_and_excluded_articles() -> N
     # Then only the acceptable ones are kept, and the drops are counted by reason
     assert [c["passage_id"] for c in mixed] == ["s:1:0:0", "s:2:0:0"]
     assert (stats.existing_dropped_answer, stats.existing_dropped_excluded) == (1, 1)
-
-
-def test_shard_range_cuts_on_batch_multiples_and_covers_every_row() -> None:
-    for total in (0, 1, 7, 17, 64, 65):
-        for world in (1, 2, 3, 5):
-            bounds = [shard_range(total, r, world, 4) for r in range(world)]
-            assert bounds[0][0] == 0 and bounds[-1][1] == total
-            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
-            assert all(start % 4 == 0 or start == total for start, _ in bounds)
-    assert [shard_range(17, r, 2, 4) for r in (0, 1)] == [(0, 12), (12, 17)]
-
-
-def test_encode_corpus_single_process_encodes_everything_once() -> None:
-    calls = []
-
-    def encode(passages):
-        calls.append([text for _, text in passages])
-        return np.array([[float(len(text))] for _, text in passages], dtype=np.float32)
-
-    vectors = encode_corpus(encode, [("t", "a"), ("t", "bb"), ("t", "ccc")], ctx=DistContext(),
-                            batch_size=2)
-    assert calls == [["a", "bb", "ccc"]]
-    assert vectors.tolist() == [[1.0], [2.0], [3.0]]
