@@ -255,8 +255,8 @@ def encode_passages(args: argparse.Namespace, model: Any, passages: list[Passage
     prefix = str(vectors_folder(args.out_file) / "passages")
     layout = Layout(len(passages), chunk_size=args.chunk_size)
     manifest = make_manifest(model_path=args.model_file, model_description=model.description,
-                             params=model.params, dim=model.dim, passages=args.ctx_file,
-                             layout=layout, vector_dtype="float32")
+                             params=model.params, amp_dtype=model.amp_dtype, dim=model.dim,
+                             passages=args.ctx_file, layout=layout, vector_dtype="float32")
     if ctx.is_main:
         try:
             check_output(prefix, manifest, layout.chunks())

@@ -14,8 +14,8 @@ import pytest
 from conftest import SAMPLE_SQUAD
 
 from dpr import evaluate
-from dpr.evaluation.metrics import average_precision, recall_at, retrieval_metrics
 from dpr.evaluation.inputs import QuestionSet
+from dpr.evaluation.metrics import average_precision, recall_at, retrieval_metrics
 from dpr.evaluation.relevance import Judge
 from dpr.evaluation.report import sign_test
 from dpr.evaluation.tuning import tune
