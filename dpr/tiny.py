@@ -29,6 +29,8 @@ import torch
 
 from dpr.cli.flags import add_debug_flag, add_flag
 from dpr.cli.main import run_main
+from dpr.models.st_folder import save_sentence_transformer
+from dpr.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -112,30 +114,9 @@ def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int 
     return out
 
 
-E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
-
-
-def write_st_recipe(out: Path, *, hidden: int, pooling: str = "mean", normalize: bool = True,
-                    prompts: dict[str, str] | None = None, max_seq_length: int = 512) -> None:
-    """Writes the sentence-transformers files of a model folder (modules, pooling, prompts)."""
-    modules = [{"idx": 0, "name": "0", "path": "",
-                "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling",
-                "type": "sentence_transformers.models.Pooling"}]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
-    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden, "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
-        "include_prompt": True}), encoding="utf-8")
-    (out / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
-    (out / "sentence_bert_config.json").write_text(json.dumps(
-        {"max_seq_length": max_seq_length, "do_lower_case": False}), encoding="utf-8")
-    (out / "config_sentence_transformers.json").write_text(json.dumps({
-        "prompts": prompts or {}, "default_prompt_name": None,
-        "similarity_fn_name": "cosine" if normalize else "dot"}), encoding="utf-8")
+# multilingual-e5's recipe, declared by the sentence-transformers files of `--type e5`.
+E5_RECIPE = Recipe(pooling="mean", similarity="cosine", query_prefix="query: ",
+                   passage_prefix="passage: ")
 
 
 def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
@@ -145,16 +126,18 @@ def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, lay
     mean pooling, normalisation and the `query: ` / `passage: ` prompts."""
     from transformers import BertConfig, BertModel, XLMRobertaTokenizer
 
-    out = Path(out_dir)
-    train_sentencepiece(texts, out, vocab_size)
-    tokenizer = XLMRobertaTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
-    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=1,
-                        type_vocab_size=2, **_small_config_kwargs(hidden, layers))
-    torch.manual_seed(seed)
-    BertModel(config, add_pooling_layer=False).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_st_recipe(out, hidden=hidden, prompts=E5_PROMPTS)
-    return out
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp)
+        train_sentencepiece(texts, plain, vocab_size)
+        tokenizer = XLMRobertaTokenizer(vocab_file=str(plain / "sentencepiece.bpe.model"))
+        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
+                            pad_token_id=1, type_vocab_size=2,
+                            **_small_config_kwargs(hidden, layers))
+        torch.manual_seed(seed)
+        BertModel(config, add_pooling_layer=False).save_pretrained(plain)
+        tokenizer.save_pretrained(plain)
+        save_sentence_transformer(plain, out_dir, E5_RECIPE)
+    return Path(out_dir)
 
 
 def _bert_vocab(texts: list[str], size: int, *, cased: bool = False) -> list[str]:
