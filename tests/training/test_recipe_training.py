@@ -21,6 +21,7 @@ from dpr.models.checkpoint import ENCODER_PARAM_KEYS, load_checkpoint
 from dpr.recipe import Recipe
 from dpr.retrieval.index import read_embeddings
 
+COSINE = ["--temperature", "0.05"]
 E5_FLAGS = ["--encoder_model_type", "hf_bert", "--batch_size", "8", "--sequence_length", "64",
             "--warmup_steps", "0", "--learning_rate", "1e-3"]
 
@@ -113,12 +114,12 @@ def test_frozen_embeddings_are_stored_and_a_resumed_run_stays_frozen(
         tmp_path: Path, tiny_e5: Path, dpr_files, capsys: pytest.CaptureFixture[str]) -> None:
     # Given a run of one epoch with --freeze_embeddings
     out = tmp_path / "frozen"
-    assert _train(tiny_e5, dpr_files[0], out, "--num_train_epochs", "1",
+    assert _train(tiny_e5, dpr_files[0], out, "--num_train_epochs", "1", *COSINE,
                   "--freeze_embeddings") == 0
     first = sorted(out.glob("dpr_biencoder.0*"))[-1]
     assert load_checkpoint(first).encoder_params["freeze_embeddings"] is True
     # When the same run continues for a second epoch without the flag
-    assert _train(tiny_e5, dpr_files[0], out, "--num_train_epochs", "2") == 0
+    assert _train(tiny_e5, dpr_files[0], out, "--num_train_epochs", "2", *COSINE) == 0
     # Then the word embeddings are still those of the start, the rest trained on
     before = torch.load(first, weights_only=True)["model_dict"]
     after = torch.load(sorted(out.glob("dpr_biencoder.1*"))[-1], weights_only=True)["model_dict"]
@@ -128,9 +129,9 @@ def test_frozen_embeddings_are_stored_and_a_resumed_run_stays_frozen(
     assert not torch.equal(after[key], before[key])
     # And asking to freeze a run that was trained unfrozen is an error naming the flag
     other = tmp_path / "unfrozen"
-    assert _train(tiny_e5, dpr_files[0], other, "--num_train_epochs", "1") == 0
+    assert _train(tiny_e5, dpr_files[0], other, "--num_train_epochs", "1", *COSINE) == 0
     capsys.readouterr()
-    assert _train(tiny_e5, dpr_files[0], other, "--num_train_epochs", "2",
+    assert _train(tiny_e5, dpr_files[0], other, "--num_train_epochs", "2", *COSINE,
                   "--freeze_embeddings") == 2
     assert "--freeze_embeddings True disagrees with False stored" in capsys.readouterr().err
 
