@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from dpr.utils.errors import UsageError
-from dpr.utils.options import opt
+from dpr.utils.options import at_least, opt
 
 
 class Pooling(StrEnum):
@@ -63,7 +63,8 @@ class Recipe:
         f"(a BERT tokenizer also gets it as its own do_lower_case, DPR's meaning). {_STORED}")
     sequence_length: int = opt(
         512, "Maximum length in tokens of questions and passages, special tokens included (a "
-        f"plain model folder: 512, or its position limit when lower). {_STORED}")
+        f"plain model folder: 512, or its position limit when lower). {_STORED}",
+        type=at_least(4))
     pooling: str = opt(
         Pooling.CLS.value, "How hidden states become one vector: cls (the first token, DPR's) "
         "or mean (over the non-padding tokens). Default: a sentence-transformers folder's own "
@@ -106,7 +107,7 @@ class Recipe:
             if not isinstance(getattr(self, name), str):
                 raise UsageError(f"--{name} must be a string, got {getattr(self, name)!r}")
         if self.sequence_length < 4:
-            raise UsageError(f"--sequence_length must be at least 4, got {self.sequence_length}")
+            raise UsageError(f"--sequence_length must be >= 4, got {self.sequence_length}")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Recipe:

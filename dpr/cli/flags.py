@@ -22,7 +22,7 @@ from typing import Any
 
 from dpr.recipe import APPLIED, Recipe
 from dpr.utils.errors import UsageError
-from dpr.utils.options import add_options
+from dpr.utils.options import add_options, at_least
 
 AMP_DTYPES = ("auto", "bfloat16", "float16")  # `dpr.utils.device.autocast_dtype`'s choices
 DEBUG_HELP = "show the full traceback of errors caused by the input too (for bug reports)"
@@ -132,17 +132,6 @@ def add_checkpoint_path_flags(container: argparse._ActionsContainer) -> None:
                            "(overrides the path stored in it)")
 
 
-def _int_at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = "int"  # argparse names the type in "invalid int value"
-    return parse
-
-
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
     """DPR's encoder, tokenizer and device flags of `generate_dense_embeddings.py`,
     `dense_retriever.py` and `data_prep.mine_negatives`."""
@@ -155,7 +144,7 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
                        help="hf_bert, hf_roberta or fairseq_roberta (normally read from the "
                        "checkpoint).")
     add_checkpoint_path_flags(group)
-    group.add_argument("--projection_dim", type=_int_at_least(0), default=0,
+    group.add_argument("--projection_dim", type=at_least(0), default=0,
                        help="Projection size (normally read from the checkpoint).")
     add_recipe_flags(group)
     add_device_flags(group)

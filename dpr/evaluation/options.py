@@ -302,6 +302,7 @@ class EvalOptions:
                 raise UsageError(f"--{flag} must be >= 1 and needs --index")
         if self.fusion_weight is not None and not 0 <= self.fusion_weight <= 1:
             raise UsageError("--fusion_weight must be in [0, 1]")
+        self.bm25  # noqa: B018 (BM25Settings checks --bm25_k1 and --bm25_b)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):

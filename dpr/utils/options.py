@@ -36,6 +36,18 @@ def opt(default: Any, help: str, *, flags: Sequence[str] = (), group: str | None
         "help": help, "flags": tuple(flags), "group": group, "argparse": argparse_kwargs})
 
 
+def at_least(low: int) -> Any:
+    """An argparse type: an int of at least `low` (argparse names the flag when refusing)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
 def flag_fields(cls: type, names: Collection[str] | None = None) -> list[dataclasses.Field]:
     """The fields of a dataclass that are flags (declared with `opt`), in order; only `names`
     when given."""

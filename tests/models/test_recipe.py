@@ -76,7 +76,7 @@ def test_recipe_checks_name_the_flag() -> None:
         Recipe(pooling="max")
     with pytest.raises(UsageError, match="--temperature must be a positive"):
         Recipe(temperature=0.0)
-    with pytest.raises(UsageError, match="--sequence_length must be at least 4"):
+    with pytest.raises(UsageError, match="--sequence_length must be >= 4"):
         Recipe.from_params({"sequence_length": 3})
     with pytest.raises(UsageError, match="--query_prefix must be a string"):
         Recipe(query_prefix=1)
