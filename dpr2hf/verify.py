@@ -19,8 +19,7 @@ from transformers import DPRContextEncoder, DPRQuestionEncoder
 from dpr.data.recipe import encode_in_batches, passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, export_tensorizer
 from dpr.models.biencoder import BiEncoder
-from dpr.models.encoder import encode_ids
-from dpr.models.export import exported_params, load_auto_model, load_projection
+from dpr.models.export import exported_params, load_exported_encoder
 from dpr.recipe import Recipe
 from dpr.utils.errors import DprError
 
@@ -108,18 +107,14 @@ def _folder_inputs(folder: Path, side: str, want_ids: list[list[int]], *,
 
 
 def verify_hf_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) -> float:
-    """AutoTokenizer + AutoModel (+ encode_proj.safetensors), pooled and normalised as the
-    folder's `dpr` entry says: vectors vs `ref`."""
+    """The folder as every tool loads it (`load_exported_encoder`: AutoModel,
+    `encode_proj.safetensors`, its `dpr` entry's pooling and normalisation) with its own
+    tokenizer: vectors vs `ref`."""
     want_ids, want = ref
     tensorizer, items = _folder_inputs(folder, side, want_ids)
     if (folder / "sentencepiece.bpe.model").is_file():
         _folder_inputs(folder, side, want_ids, use_fast=False)
-    model, projection = load_auto_model(folder), load_projection(folder)
-    recipe = Recipe.from_params(exported_params(folder))
-    vectors = _vectors(lambda ids, mask: encode_ids(model, ids, mask, projection,
-                                                    pooling=recipe.pooling,
-                                                    normalize=recipe.normalize),
-                       tensorizer, items, want.shape[1])
+    vectors = _vectors(load_exported_encoder(folder), tensorizer, items, want.shape[1])
     return _max_diff(f"{folder.name} (transformers)", vectors, want, tolerance)
 
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from huggingface_hub.errors import HFValidationError
 from transformers import (
@@ -200,15 +201,18 @@ class Tensorizer:
             else the longest sequence rounded up to `pad_to_multiple_of` (at most
             `max_length`).
         """
-        longest = max((len(s) for s in sequences), default=1)
+        if not sequences:
+            return torch.zeros((0, 1), dtype=torch.long), torch.zeros((0, 1), dtype=torch.bool)
+        longest = max(len(s) for s in sequences)
         step = self.pad_to_multiple_of
         if self.pad_to_max or -(-longest // step) * step > self.max_length:
             width = {"padding": "max_length", "max_length": self.max_length}
         else:
             width = {"padding": "longest", "pad_to_multiple_of": step}
-        batch = self.tokenizer.pad({"input_ids": [list(s) for s in sequences]},
-                                   return_tensors="pt", **width)
-        return batch["input_ids"].long(), batch["attention_mask"].bool()
+        # Lists back (not return_tensors="pt", whose checks took 8x the padding), then numpy.
+        batch = self.tokenizer.pad({"input_ids": [list(s) for s in sequences]}, **width)
+        return (torch.from_numpy(np.array(batch["input_ids"], dtype=np.int64)),
+                torch.from_numpy(np.array(batch["attention_mask"], dtype=np.bool_)))
 
     def tensorize(self, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
         """`encode_items` then `pad`: ids [N × L] and mask [N × L]."""
