@@ -43,9 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 from train_throughput import DEFAULT_PIAF, SIZE, machine, matmul_flops  # noqa: E402
 
-from dpr.data.recipe import Recipe, encode_in_batches, passage_items  # noqa: E402
+from dpr.data.recipe import encode_in_batches, passage_items  # noqa: E402
 from dpr.data.tensorizer import Tensorizer, build_tokenizer  # noqa: E402
 from dpr.models.encoder import Encoder  # noqa: E402
+from dpr.recipe import Recipe  # noqa: E402
 from dpr.utils.device import cpu_has_fast_bf16  # noqa: E402
 
 SEQ_LEN = 256

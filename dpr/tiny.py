@@ -24,11 +24,14 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dpr.cli.flags import add_debug_flag, add_flag
 from dpr.cli.main import run_main
+from dpr.models.st_folder import save_sentence_transformer
+from dpr.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -73,24 +76,37 @@ def train_sentencepiece(texts: Iterable[str], out_dir: Path, vocab_size: int = 4
     return out_dir / "sentencepiece.bpe.model"
 
 
+# The config of RoBERTa-type models (fairseq's ids and offset positions).
+_ROBERTA = {"max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+            "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+
+
+def _sentencepiece_folder(out_dir: str | Path, texts: list[str], classes: tuple[type, type, type],
+                          *, vocab_size: int, seed: int, **config: Any) -> Path:
+    """Writes a folder: a SentencePiece tokenizer trained on the texts (saved as
+    `sentencepiece.bpe.model`) and a random model without pooler; `classes` are the tokenizer,
+    config and model classes."""
+    tokenizer_cls, config_cls, model_cls = classes
+    out = Path(out_dir)
+    train_sentencepiece(texts, out, vocab_size)
+    tokenizer = tokenizer_cls(vocab_file=str(out / "sentencepiece.bpe.model"))
+    torch.manual_seed(seed)
+    model_cls(config_cls(vocab_size=len(tokenizer), **config),
+              add_pooling_layer=False).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def make_tiny_camembert(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
                         layers: int = 2, vocab_size: int = 400, seed: int = 0,
                         dropout: float = 0.1) -> Path:
     """Writes a tiny CamemBERT folder (tokenizer, config, random weights)."""
     from transformers import CamembertConfig, CamembertModel, CamembertTokenizer
 
-    out = Path(out_dir)
-    train_sentencepiece(texts, out, vocab_size)
-    tokenizer = CamembertTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
-    config = CamembertConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
-                             type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-                             bos_token_id=0, eos_token_id=2, hidden_dropout_prob=dropout,
-                             attention_probs_dropout_prob=dropout,
-                             **_small_config_kwargs(hidden, layers))
-    torch.manual_seed(seed)
-    CamembertModel(config, add_pooling_layer=False).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _sentencepiece_folder(
+        out_dir, texts, (CamembertTokenizer, CamembertConfig, CamembertModel),
+        vocab_size=vocab_size, seed=seed, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout, **_ROBERTA, **_small_config_kwargs(hidden, layers))
 
 
 def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int = 32,
@@ -99,43 +115,14 @@ def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int 
     like CamemBERT's), `XLMRobertaTokenizer` files, config (model_type xlm-roberta), weights."""
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
 
-    out = Path(out_dir)
-    train_sentencepiece(texts, out, vocab_size)
-    tokenizer = XLMRobertaTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
-                              type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-                              bos_token_id=0, eos_token_id=2,
-                              **_small_config_kwargs(hidden, layers))
-    torch.manual_seed(seed)
-    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _sentencepiece_folder(
+        out_dir, texts, (XLMRobertaTokenizer, XLMRobertaConfig, XLMRobertaModel),
+        vocab_size=vocab_size, seed=seed, **_ROBERTA, **_small_config_kwargs(hidden, layers))
 
 
-E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
-
-
-def write_st_recipe(out: Path, *, hidden: int, pooling: str = "mean", normalize: bool = True,
-                    prompts: dict[str, str] | None = None, max_seq_length: int = 512) -> None:
-    """Writes the sentence-transformers files of a model folder (modules, pooling, prompts)."""
-    modules = [{"idx": 0, "name": "0", "path": "",
-                "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling",
-                "type": "sentence_transformers.models.Pooling"}]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
-    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden, "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
-        "include_prompt": True}), encoding="utf-8")
-    (out / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
-    (out / "sentence_bert_config.json").write_text(json.dumps(
-        {"max_seq_length": max_seq_length, "do_lower_case": False}), encoding="utf-8")
-    (out / "config_sentence_transformers.json").write_text(json.dumps({
-        "prompts": prompts or {}, "default_prompt_name": None,
-        "similarity_fn_name": "cosine" if normalize else "dot"}), encoding="utf-8")
+# multilingual-e5's recipe, declared by the sentence-transformers files of `--type e5`.
+E5_RECIPE = Recipe(pooling="mean", similarity="cosine", query_prefix="query: ",
+                   passage_prefix="passage: ")
 
 
 def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
@@ -145,16 +132,13 @@ def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, lay
     mean pooling, normalisation and the `query: ` / `passage: ` prompts."""
     from transformers import BertConfig, BertModel, XLMRobertaTokenizer
 
-    out = Path(out_dir)
-    train_sentencepiece(texts, out, vocab_size)
-    tokenizer = XLMRobertaTokenizer(vocab_file=str(out / "sentencepiece.bpe.model"))
-    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=1,
-                        type_vocab_size=2, **_small_config_kwargs(hidden, layers))
-    torch.manual_seed(seed)
-    BertModel(config, add_pooling_layer=False).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_st_recipe(out, hidden=hidden, prompts=E5_PROMPTS)
-    return out
+    with tempfile.TemporaryDirectory() as plain:
+        _sentencepiece_folder(plain, texts, (XLMRobertaTokenizer, BertConfig, BertModel),
+                              vocab_size=vocab_size, seed=seed, max_position_embeddings=512,
+                              pad_token_id=1, type_vocab_size=2,
+                              **_small_config_kwargs(hidden, layers))
+        save_sentence_transformer(plain, out_dir, E5_RECIPE)
+    return Path(out_dir)
 
 
 def _bert_vocab(texts: list[str], size: int, *, cased: bool = False) -> list[str]:

@@ -1,10 +1,21 @@
-"""Model cards (README.md) for exported folders."""
+"""Model cards (README.md) for exported folders, written from the model's recipe.
+
+Every card says how the folder's vectors are computed (pooling, projection, normalisation,
+prefix, lower-casing) and holds snippets that compute them (sentence-transformers, transformers,
+Hugging Face's DPR classes); `tests/dpr2hf/test_card.py` executes the snippets and requires the
+model's own vectors.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from dpr.recipe import Pooling, Recipe
+
+QUESTION = "Quel est le plus haut sommet des Alpes ?"
+PASSAGE = ("Mont Blanc", "Le mont Blanc culmine à 4 805 mètres.")
 
 
 @dataclass
@@ -14,7 +25,8 @@ class CardInfo:
     side: str  # "question" or "ctx"
     model_class: str
     checkpoint: str
-    encoder_params: dict[str, Any]
+    encoder_params: dict[str, Any]  # as stored in the checkpoint
+    recipe: Recipe
     hidden_size: int
     projection_dim: int
     max_differences: dict[str, float]
@@ -35,12 +47,12 @@ tags:
 
 Converted with `python -m dpr2hf` from the DPR bi-encoder checkpoint `{checkpoint}`.
 This folder is the **{role} tower**; encode {other} with the sibling `{sibling}` folder and
-score with the dot product (no normalisation).
+score with {score}.
 
 - Base model: `{base}` ({encoder_type})
-- Output vector size: {out_dim}{proj_note}
-- Inputs are lower-cased before tokenization: **{lower}** (`do_lower_case`, also recorded as
-  `dpr.do_lower_case` in config.json and in sentence_bert_config.json)
+- Vector: {vector}; size {out_dim}
+- Prefix: {prefix}
+- Lower-casing: {lower}
 - Maximum length: {length} tokens (the tokenizer's `model_max_length`)
 
 Training flags stored in the checkpoint (`encoder_params`):
@@ -48,153 +60,148 @@ Training flags stored in the checkpoint (`encoder_params`):
 ```json
 {params}
 ```
-"""
 
-_RECIPE = """
 ## Input recipe (exactly what training saw)
 
-- Questions: remove **one** trailing `?`, strip surrounding spaces{lower_q}.
-- Passages: the (title, text) **pair** `tokenizer(title, text)` (text stripped{lower_p});
-  an empty title means `tokenizer(text)` alone. Truncation is `longest_first` at {length} tokens.
-- Attention mask: `input_ids != pad_token_id`, which is what the tokenizer returns.
+- Questions: remove **one** trailing `?`, strip surrounding spaces{query_prefix}.
+- Passages: the (title, text) **pair** `tokenizer({passage_first}, text)`, text stripped; an
+  empty title means `tokenizer({passage_alone})` alone. Truncation is `longest_first` at
+  {length} tokens.
 - No `token_type_ids`: training used zeros; the saved tokenizer does not return them.
-- Representation: {representation}
-"""
-
-_TRANSFORMERS = """
-## With transformers
-
-```python
-import torch
-from transformers import AutoModel, AutoTokenizer
-{proj_import}
-tokenizer = AutoTokenizer.from_pretrained("{folder}")
-model = AutoModel.from_pretrained("{folder}", add_pooling_layer=False).eval()
-{example_inputs}
-with torch.no_grad():
-    vectors = model(**batch).last_hidden_state[:, 0]{proj_apply}
-```
-"""
-
-_ST = """
-## With sentence-transformers
-
-```python
-from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{folder}")
-{st_example}
-```
-
-The configuration pools the first token (CLS pooling){st_dense}, truncates at {length} tokens
-and {st_lower}.
-{st_pair}
-"""
-
-_DPR = """
-## With transformers' DPR classes
-
-```python
-import torch
-from transformers import {cls}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{folder}")
-model = {cls}.from_pretrained("{folder}").eval()
-{example_inputs}
-with torch.no_grad():
-    vectors = model(**batch).pooler_output  # DPR's vector (first token{proj_word})
-```
-
-`{cls}.pooler_output` *is* DPR's representation (the first token's hidden state
-{proj_word2}); these classes have no BERT pooler. Load the folder with `{cls}` explicitly:
-`AutoModel` maps every DPR config to `DPRQuestionEncoder`, so on a context folder it
-would build a *randomly initialised* question encoder.
 """
 
 
-def _lower_words(lower: bool) -> tuple[str, str]:
-    if lower:
-        return ", then `text.lower()`", "; title and text lower-cased with `str.lower()`"
-    return "", ""
+def _vector_words(info: CardInfo) -> str:
+    recipe = info.recipe
+    words = ["the first token's last hidden state" if recipe.pooling == Pooling.CLS
+             else "the mean of the last hidden states over the tokens (prefix included)"]
+    if info.projection_dim:
+        words.append("projected by DPR's `encode_proj` (`encode_proj.safetensors`, weight and "
+                     "bias)")
+    if recipe.normalize:
+        words.append("L2-normalised")
+    if recipe.pooling == Pooling.CLS and not info.dpr_class:
+        words.append("not `pooler_output` (BERT's pooler was never trained by DPR, and "
+                     "RoBERTa-type exports have none)")
+    return ", ".join(words)
 
 
-def _example_inputs(side: str, lower: bool) -> str:
-    low = ".lower()" if lower else ""
-    if side == "question":
-        return ('question = "Quel est le plus haut sommet des Alpes ?"\n'
-                f'text = question[:-1] if question.endswith("?") else question\n'
-                f'batch = tokenizer([text.strip(){low}], truncation=True, return_tensors="pt")')
-    return ('title, text = "Mont Blanc", "Le mont Blanc culmine à 4 805 mètres."\n'
-            f'batch = tokenizer([title{low}], [text.strip(){low}], truncation="longest_first",\n'
-            '                  return_tensors="pt")')
+def _question_code(prefix: str) -> list[str]:
+    return [f"question = {QUESTION!r}",
+            f"texts = [{prefix!r} + question.removesuffix('?').strip()]" if prefix else
+            "texts = [question.removesuffix('?').strip()]"]
 
 
-def render_card(info: CardInfo, *, pair_note: str) -> str:
+def _inputs(info: CardInfo) -> list[str]:
+    """Lines setting `batch` with the recipe's text preparation."""
+    if info.side == "question":
+        return [*_question_code(info.recipe.query_prefix),
+                'batch = tokenizer(texts, truncation=True, return_tensors="pt")']
+    first = f"{info.recipe.passage_prefix!r} + title" if info.recipe.passage_prefix else "title"
+    return [f"title, text = {PASSAGE!r}",
+            f"batch = tokenizer([{first}], [text.strip()], truncation=\"longest_first\",",
+            '                  return_tensors="pt")']
+
+
+def _transformers_code(info: CardInfo, folder: str) -> str:
+    proj = info.projection_dim > 0
+    lines = ["import torch", "from transformers import AutoModel, AutoTokenizer",
+             *(["from safetensors.torch import load_file"] if proj else []), "",
+             f'folder = "{folder}"', "tokenizer = AutoTokenizer.from_pretrained(folder)",
+             "model = AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()",
+             *_inputs(info), "with torch.no_grad():",
+             "    hidden = model(**batch).last_hidden_state"]
+    if info.recipe.pooling == Pooling.CLS:
+        lines.append("vectors = hidden[:, 0]  # the first token")
+    else:
+        lines += ['mask = batch["attention_mask"].unsqueeze(-1).float()',
+                  "vectors = (hidden * mask).sum(1) / mask.sum(1)  # mean over the tokens"]
+    if proj:
+        lines += ['proj = load_file(f"{folder}/encode_proj.safetensors")',
+                  'vectors = vectors @ proj["weight"].T + proj["bias"]']
+    if info.recipe.normalize:
+        lines.append("vectors = torch.nn.functional.normalize(vectors, dim=-1)")
+    return "\n".join(lines)
+
+
+def _st_code(info: CardInfo, folder: str) -> str:
+    lines = ["from sentence_transformers import SentenceTransformer", "",
+             f'model = SentenceTransformer("{folder}")']
+    if info.side == "question":
+        lines += [f"question = {QUESTION!r}",
+                  "vectors = model.encode([question.removesuffix('?').strip()])"]
+    else:
+        lines += [f"title, text = {PASSAGE!r}",
+                  "vectors = model.encode([(title, text.strip()) if title else text.strip()])"]
+    return "\n".join(lines)
+
+
+def _dpr_code(info: CardInfo, folder: str, cls: str) -> str:
+    return "\n".join(["import torch", f"from transformers import {cls}, AutoTokenizer", "",
+                      f'folder = "{folder}"', "tokenizer = AutoTokenizer.from_pretrained(folder)",
+                      f"model = {cls}.from_pretrained(folder).eval()", *_inputs(info),
+                      "with torch.no_grad():",
+                      "    vectors = model(**batch).pooler_output  # DPR's vector"])
+
+
+def _st_words(info: CardInfo) -> str:
+    recipe = info.recipe
+    prompt, prefix = (("query", recipe.query_prefix) if info.side == "question"
+                      else ("passage", recipe.passage_prefix))
+    said = [f"puts the folder's default prompt `{prompt}` (`{prefix}`) in front by itself"
+            if prefix else "adds no prompt (the model was trained without prefix)",
+            f"pools {'the first token' if recipe.pooling == Pooling.CLS else 'the mean'}"]
+    if info.projection_dim:
+        said.append("applies the projection (`2_Dense`, identity activation)")
+    said.append("normalises (`Normalize`)" if recipe.normalize else "does not normalise")
+    if recipe.do_lower_case:
+        said.append("lower-cases (its tokenizer does)")
+    text = f"`encode` {', '.join(said)}, and truncates at {recipe.sequence_length} tokens."
+    if info.side == "question":
+        return text + " It does not remove the question mark: do it before encoding."
+    return text + (" Pass `(title, text)` tuples: sentence-transformers then tokenizes the "
+                   "pair exactly as training did (the prompt goes before the title).")
+
+
+def render_card(info: CardInfo) -> str:
     """The README.md of one exported folder."""
-    params = info.encoder_params
-    lower = bool(params.get("do_lower_case"))
+    params, recipe = info.encoder_params, info.recipe
     role = "question" if info.side == "question" else "passage (context)"
     prefix = "dpr_" if info.dpr_class else ""
     folder = f"{prefix}{info.side}_encoder"
     sibling = f"{prefix}{'ctx' if info.side == 'question' else 'question'}_encoder"
-    proj = info.projection_dim > 0
-    out_dim = info.projection_dim if proj else info.hidden_size
-    proj_note = (f" (hidden size {info.hidden_size} projected by DPR's `encode_proj` linear "
-                 f"layer)" if proj else "")
+    own = recipe.query_prefix if info.side == "question" else recipe.passage_prefix
     text = _HEADER.format(
         library="transformers" if info.dpr_class else "sentence-transformers",
         st_tag="" if info.dpr_class else "\n- sentence-transformers", role=role,
         model_class=info.model_class, checkpoint=info.checkpoint,
         other="passages" if info.side == "question" else "questions", sibling=sibling,
+        score="the cosine (the vectors are normalised: their dot product)" if recipe.normalize
+        else "the dot product (no normalisation)",
         base=params.get("pretrained_file") or params.get("pretrained_model_cfg"),
-        encoder_type=params.get("encoder_model_type"), out_dim=out_dim, proj_note=proj_note,
-        lower=str(lower).lower(), length=params.get("sequence_length"),
-        params=json.dumps(params, indent=2, ensure_ascii=False, default=str))
-    lower_q, lower_p = _lower_words(lower)
-    if info.dpr_class:
-        representation = ("the DPR class's `pooler_output`, which is the first token's last "
-                          "hidden state" + (" followed by DPR's projection (`encode_proj`)."
-                                            if proj else "."))
-    else:
-        representation = (
-            "the **first token's last hidden state** (`last_hidden_state[:, 0]`)"
-            + (", then DPR's projection stored in `encode_proj.safetensors` (weight, bias): "
-               "`v @ weight.T + bias`" if proj else "")
-            + ". Not `pooler_output`: BERT's pooler was never trained by DPR and "
-              "RoBERTa/CamemBERT exports have none (`AutoModel` adds a randomly initialised "
-              "one and warns about it unless loaded with `add_pooling_layer=False`).")
-    text += _RECIPE.format(lower_q=lower_q, lower_p=lower_p,
-                           length=params.get("sequence_length"), representation=representation)
-    example = _example_inputs(info.side, lower)
+        encoder_type=params.get("encoder_model_type"), vector=_vector_words(info),
+        out_dim=info.projection_dim or info.hidden_size,
+        prefix=f"`{own}` before every {'question' if info.side == 'question' else 'passage'}"
+        if own else "none",
+        lower="the saved (fast) tokenizer lower-cases every text itself (`do_lower_case` in "
+        "training)" if recipe.do_lower_case else "none", length=recipe.sequence_length,
+        params=json.dumps(params, indent=2, ensure_ascii=False, default=str),
+        query_prefix=f", then put `{recipe.query_prefix}` in front" if recipe.query_prefix
+        else "",
+        passage_first=f"{recipe.passage_prefix!r} + title" if recipe.passage_prefix else "title",
+        passage_alone=f"{recipe.passage_prefix!r} + text" if recipe.passage_prefix else "text")
     if info.dpr_class:
         cls = "DPRQuestionEncoder" if info.side == "question" else "DPRContextEncoder"
-        text += _DPR.format(cls=cls, folder=folder, example_inputs=example,
-                            proj_word=", projected" if proj else "",
-                            proj_word2="followed by `encode_proj`" if proj else "")
-    else:
-        text += _TRANSFORMERS.format(
-            folder=folder, example_inputs=example,
-            proj_import="from safetensors.torch import load_file\n" if proj else "",
-            proj_apply=(f'\nproj = load_file("{folder}/encode_proj.safetensors")\n'
-                        'vectors = vectors @ proj["weight"].T + proj["bias"]  # required'
-                        if proj else ""))
-        text += _st_section(info, folder=folder, lower=lower, pair_note=pair_note)
-    return text + _verification(info)
-
-
-def _st_section(info: CardInfo, *, folder: str, lower: bool, pair_note: str) -> str:
-    if info.side == "question":
-        example = 'vectors = model.encode(["Quel est le plus haut sommet des Alpes"])'
-    else:
-        example = 'vectors = model.encode([("Mont Blanc", "Le mont Blanc culmine à 4 805 m.")])'
-    return _ST.format(
-        folder=folder, st_example=example, length=info.encoder_params.get("sequence_length"),
-        st_dense=", then applies the projection (`2_Dense`, identity activation)"
-        if info.projection_dim > 0 else "",
-        st_lower="lower-cases the input itself (`do_lower_case: true`)" if lower
-        else "does not lower-case (`do_lower_case: false`)",
-        st_pair=pair_note if info.side == "ctx" else
-        "sentence-transformers does not remove the question mark: do it before encoding.")
+        return text + (f"\n## With transformers' DPR classes\n\n```python\n"
+                       f"{_dpr_code(info, folder, cls)}\n```\n\n`{cls}.pooler_output` *is* "
+                       "DPR's vector (the first token's hidden state, then `encode_proj` when "
+                       f"the model projects). Load the folder with `{cls}` explicitly: "
+                       "`AutoModel` maps every DPR config to `DPRQuestionEncoder`, so on a "
+                       "context folder it would build a *randomly initialised* question "
+                       "encoder.\n" + _verification(info))
+    return text + (f"\n## With sentence-transformers\n\n```python\n{_st_code(info, folder)}\n"
+                   f"```\n\n{_st_words(info)}\n\n## With transformers\n\n```python\n"
+                   f"{_transformers_code(info, folder)}\n```\n" + _verification(info))
 
 
 def _verification(info: CardInfo) -> str:

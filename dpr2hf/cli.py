@@ -11,6 +11,8 @@ from dpr.cli.flags import (
     add_debug_flag,
     add_pickle_flag,
     add_positional_flag,
+    add_recipe_flags,
+    encoder_params,
     require,
 )
 from dpr.cli.main import run_main
@@ -31,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Folder to create; receives question_encoder/ and ctx_encoder/ "
                              "(and dpr_question_encoder/, dpr_ctx_encoder/ for BERT).")
     add_checkpoint_path_flags(parser)
+    add_recipe_flags(parser.add_argument_group(
+        "recipe of a plain model folder", "A checkpoint carries its own; a plain Hugging Face "
+        "or sentence-transformers folder is exported as the untrained bi-encoder training "
+        "would start from."))
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace an existing non-empty --output_dir (only after the new "
                              "folders passed verification).")
@@ -47,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Converts, then logs what was written and verified."""
     result = convert(require(args, "--model_file", "the checkpoint"), args.output_dir,
-                     pretrained_model_cfg=args.pretrained_model_cfg,
-                     pretrained_file=args.pretrained_file, overwrite=args.overwrite,
+                     cli=encoder_params(args), overwrite=args.overwrite,
                      allow_pickle=args.allow_unsafe_pickle, tolerance=args.tolerance)
     logger.info("Wrote %s under %s", ", ".join(result.folders), result.output_dir)
     for name, diff in sorted(result.max_differences.items()):

@@ -1,11 +1,11 @@
 """Parity check of exported folders against the bi-encoder they came from.
 
 Each folder is reloaded the way a user would load it (transformers `AutoModel`/`AutoTokenizer`,
-sentence-transformers, Hugging Face's DPR classes) and fed French questions and (title, text)
-passages prepared with the one recipe (`dpr.data.recipe`) and the recipe settings stored in the
-folder's config.json. The token ids must equal those of the training tokenizer and the vectors
-must match the bi-encoder's own (DPR's training path: `Tensorizer` + `Encoder`) within a
-tolerance.
+sentence-transformers' plain `encode`, Hugging Face's DPR classes) and fed French questions and
+(title, text) passages prepared with the one recipe (`dpr.data.recipe`) and the recipe stored
+in the folder's config.json (sentence-transformers: its own prompts and lowercasing). The token
+ids must equal those of the training tokenizer and the vectors must match the bi-encoder's own
+(DPR's training path: `Tensorizer` + `Encoder`) within a tolerance.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from transformers import DPRContextEncoder, DPRQuestionEncoder
 
-from dpr.data.recipe import Recipe, encode_in_batches, passage_items, question_items
+from dpr.data.recipe import encode_in_batches, passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, export_tensorizer
 from dpr.models.biencoder import BiEncoder
-from dpr.models.encoder import encode_ids
-from dpr.models.export import exported_params, load_auto_model, load_projection
-from dpr.models.recipe import recipe_of
+from dpr.models.export import exported_params, load_exported_encoder
+from dpr.recipe import Recipe
 from dpr.utils.errors import DprError
 
 logger = logging.getLogger(__name__)
@@ -108,18 +107,14 @@ def _folder_inputs(folder: Path, side: str, want_ids: list[list[int]], *,
 
 
 def verify_hf_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) -> float:
-    """AutoTokenizer + AutoModel (+ encode_proj.safetensors), pooled and normalised as the
-    folder's `dpr` entry says: vectors vs `ref`."""
+    """The folder as every tool loads it (`load_exported_encoder`: AutoModel,
+    `encode_proj.safetensors`, its `dpr` entry's pooling and normalisation) with its own
+    tokenizer: vectors vs `ref`."""
     want_ids, want = ref
     tensorizer, items = _folder_inputs(folder, side, want_ids)
     if (folder / "sentencepiece.bpe.model").is_file():
         _folder_inputs(folder, side, want_ids, use_fast=False)
-    model, projection = load_auto_model(folder), load_projection(folder)
-    recipe = recipe_of(exported_params(folder))
-    vectors = _vectors(lambda ids, mask: encode_ids(model, ids, mask, projection,
-                                                    pooling=recipe.pooling,
-                                                    normalize=recipe.normalize),
-                       tensorizer, items, want.shape[1])
+    vectors = _vectors(load_exported_encoder(folder), tensorizer, items, want.shape[1])
     return _max_diff(f"{folder.name} (transformers)", vectors, want, tolerance)
 
 
@@ -135,22 +130,14 @@ def verify_dpr_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) 
 
 
 def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *,
-                                 tolerance: float) -> float | None:
-    """SentenceTransformer(folder).encode on questions (without '?') and (title, text) pairs;
-    lowercasing is left to sentence-transformers (`do_lower_case`), the prefixes to its prompts
-    (`prompt_name="query"` / `"passage"`). None if not installed."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        logger.warning("sentence-transformers is not installed: its configuration in %s was "
-                       "not verified", folder)
-        return None
+                                 tolerance: float) -> float:
+    """`SentenceTransformer(folder).encode` on questions (without '?') and (title, text)
+    pairs, as a user calls it: the prefix is its default prompt, the lowercasing its
+    tokenizer's."""
+    from sentence_transformers import SentenceTransformer
+
     model = SentenceTransformer(str(folder), device="cpu")
-    items = _items(side, Recipe(do_lower_case=False))
-    prompt = "query" if side == "question" else "passage"
-    prompt_name = prompt if (getattr(model, "prompts", None) or {}).get(prompt) else None
-    vectors = torch.stack([torch.as_tensor(model.encode([item], convert_to_numpy=False,
-                                                            show_progress_bar=False,
-                                                            prompt_name=prompt_name)[0])
-                           for item in items])
+    items = _items(side, Recipe())
+    vectors = torch.as_tensor(model.encode(items, batch_size=len(items),
+                                           show_progress_bar=False))
     return _max_diff(f"{folder.name} (sentence-transformers)", vectors, ref[1], tolerance)

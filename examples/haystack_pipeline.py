@@ -13,13 +13,13 @@ folder and written into an ``InMemoryDocumentStore(embedding_similarity_function
 
 The model's recipe (docs/HAYSTACK.md): a passage is encoded as the pair (title, text), a
 question without its trailing '?', each with the model's prefix when it was trained with one
-(the export's sentence-transformers prompts, given to the embedders as ``prefix``). The
-document embedder encodes one string, ``meta fields +
-embedding_separator + content``; with the separator ``</s></s>`` a CamemBERT/RoBERTa tokenizer
-turns that string into exactly the pair's ids, and :func:`pair_separator` checks it on the
-export's own tokenizer. For BERT-type exports no string gives the pair (the text's
-``token_type_ids`` are 1), so the passages are embedded with sentence-transformers pairs and
-written with their embeddings.
+(each exported tower's default sentence-transformers prompt, which the embedders apply by
+themselves). The document embedder encodes one string, ``meta fields + embedding_separator +
+content``; with the separator ``</s></s>`` (CamemBERT/RoBERTa) or ``[SEP]`` (BERT: the exported
+tokenizer returns no ``token_type_ids``, training fed zeros) that string tokenizes into exactly
+the pair's ids, and :func:`pair_separator` checks it on the export's own tokenizer. When no
+separator does, the passages are embedded with sentence-transformers pairs and written with
+their embeddings.
 
 ``--model_file`` may also be a DPR checkpoint or a plain Hugging Face / sentence-transformers
 folder: the project's loader (``dpr.inference.load_encoder``) then embeds passages and
@@ -61,7 +61,7 @@ from dpr.data.answers import has_answer  # noqa: E402
 from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
 from dpr.inference import DenseEncoder, load_encoder  # noqa: E402
-from dpr.models.export import exported_params, is_hf_export  # noqa: E402
+from dpr.models.export import is_hf_export  # noqa: E402
 from dpr.utils.device import select_device  # noqa: E402
 from dpr.utils.errors import InputError, read_input  # noqa: E402
 
@@ -71,21 +71,16 @@ _PROBE = ("Brocéliande", "La forêt où Merlin rencontra Viviane, près de Paim
 
 def pair_separator(ctx_folder: str | os.PathLike[str]) -> str | None:
     """The ``embedding_separator`` that makes ``title + separator + text`` tokenize exactly as
-    the pair (title, text), checked on the folder's tokenizer; None when no such string exists
-    (BERT-type tokenizers: token type ids)."""
+    the pair (title, text), checked on the folder's tokenizer (``</s></s>`` for RoBERTa types,
+    ``[SEP]`` for BERT); None when no such string exists."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ctx_folder)
-    separator = f"{tokenizer.sep_token}{tokenizer.sep_token}"
-    joined = tokenizer(f"{_PROBE[0]}{separator}{_PROBE[1]}")
-    pair = tokenizer(*_PROBE)
-    return separator if dict(joined) == dict(pair) else None
-
-
-def prompt_prefix(folder: str | os.PathLike[str], side: str) -> str:
-    """The prefix an exported tower was trained with (its `dpr` entry): "" when none."""
-    key = "query_prefix" if side == "question" else "passage_prefix"
-    return str(exported_params(folder).get(key) or "")
+    pair = dict(tokenizer(*_PROBE))
+    for separator in (tokenizer.sep_token * 2, tokenizer.sep_token):
+        if dict(tokenizer(f"{_PROBE[0]}{separator}{_PROBE[1]}")) == pair:
+            return separator
+    return None
 
 
 @component
@@ -118,17 +113,17 @@ def passage_documents(path: str) -> list[Document]:
 
 def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_folder: str, *,
                    batch_size: int = 32, device: str = "cpu") -> None:
-    """Embeds the documents with the context encoder as DPR pairs (with its passage prefix)
-    and writes them."""
+    """Embeds the documents with the context encoder as DPR pairs (its default prompt, the
+    passage prefix, put in front by sentence-transformers) and writes them."""
     separator = pair_separator(ctx_folder)
-    prefix = prompt_prefix(ctx_folder, "ctx")
     if separator is None:
         from sentence_transformers import SentenceTransformer
 
-        logger.info("BERT-type tokenizer: passages embedded as sentence-transformers pairs")
+        logger.info("No separator string gives the pairs: passages embedded as "
+                    "sentence-transformers pairs")
         model = SentenceTransformer(ctx_folder, device=device)
-        items = [(prefix + d.meta["title"], d.content) if "title" in d.meta
-                 else prefix + (d.content or "") for d in documents]
+        items = [(d.meta["title"], d.content) if "title" in d.meta else d.content or ""
+                 for d in documents]
         vectors = model.encode(items, batch_size=batch_size, show_progress_bar=False)
         store.write_documents([Document(id=d.id, content=d.content, meta=d.meta,
                                         embedding=v.tolist()) for d, v in zip(documents, vectors)])
@@ -136,7 +131,7 @@ def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_
     indexing = Pipeline()
     indexing.add_component("embedder", SentenceTransformersDocumentEmbedder(
         model=ctx_folder, meta_fields_to_embed=["title"], embedding_separator=separator,
-        prefix=prefix, batch_size=batch_size, progress_bar=False, local_files_only=True,
+        batch_size=batch_size, progress_bar=False, local_files_only=True,
         device=ComponentDevice.from_str(device)))
     indexing.add_component("writer", DocumentWriter(document_store=store))
     indexing.connect("embedder.documents", "writer.documents")
@@ -149,15 +144,16 @@ def query_pipeline(store: InMemoryDocumentStore, question: str | DenseEncoder, *
 
     Args:
         question: An export's ``question_encoder`` folder (Haystack's sentence-transformers
-            embedder, with the folder's query prefix) or a model of the project's loader.
+            embedder: the folder's default prompt is its query prefix) or a model of the
+            project's loader.
     """
     pipeline = Pipeline()
     if isinstance(question, DenseEncoder):
         embedder: Any = ProjectTextEmbedder(question)
     else:
         embedder = SentenceTransformersTextEmbedder(
-            model=question, prefix=prompt_prefix(question, "question"), progress_bar=False,
-            local_files_only=True, device=ComponentDevice.from_str(device))
+            model=question, progress_bar=False, local_files_only=True,
+            device=ComponentDevice.from_str(device))
     pipeline.add_component("text_embedder", embedder)
     pipeline.add_component("dense", InMemoryEmbeddingRetriever(document_store=store,
                                                                top_k=depth))

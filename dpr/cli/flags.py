@@ -8,8 +8,9 @@ that no documented command breaks; `--help` lists them. DPR's own three scripts 
 names as their canonical ones.
 
 The model flags of the tools that load a model for inference (`add_encoder_flags`,
-`add_recipe_flags`, `add_device_flags`, `add_precision_flags`) are read by
-`encoder_params` (the command-line side of `dpr.inference.load_encoder`),
+`add_recipe_flags`: generated from `dpr.recipe.Recipe`, `add_device_flags`,
+`add_precision_flags`) are read by `encoder_params` (the command-line side of
+`dpr.inference.load_encoder`),
 `dpr.utils.device.select_device` and `dpr.utils.device.autocast_dtype`.
 """
 
@@ -19,17 +20,17 @@ import argparse
 import math
 from typing import Any
 
-from dpr.models.recipe import POOLINGS, SIMILARITIES
+from dpr.recipe import APPLIED, Recipe
 from dpr.utils.errors import UsageError
+from dpr.utils.options import add_options, at_least
 
 AMP_DTYPES = ("auto", "bfloat16", "float16")  # `dpr.utils.device.autocast_dtype`'s choices
 DEBUG_HELP = "show the full traceback of errors caused by the input too (for bug reports)"
 PICKLE_HELP = ("allow files that need full unpickling (checkpoints with pickled objects, DPR "
                ".pkl embeddings): unpickling can run arbitrary code, trusted files only")
-# The encoder parameters a command line can give `load_encoder` (`add_encoder_flags`'s).
-ENCODER_FLAGS = ("encoder_model_type", "pretrained_model_cfg", "pretrained_file",
-                 "projection_dim", "sequence_length", "do_lower_case", "pooling", "similarity",
-                 "query_prefix", "passage_prefix")
+# The encoder parameters a command line can give `load_encoder` besides the recipe's.
+MODEL_FLAGS = ("encoder_model_type", "pretrained_model_cfg", "pretrained_file",
+               "projection_dim")
 
 
 def dest_of(flag: str) -> str:
@@ -131,20 +132,9 @@ def add_checkpoint_path_flags(container: argparse._ActionsContainer) -> None:
                            "(overrides the path stored in it)")
 
 
-def _int_at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = "int"  # argparse names the type in "invalid int value"
-    return parse
-
-
 def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
-    """DPR's encoder, tokenizer and device flags of `generate_dense_embeddings.py` and
-    `dense_retriever.py`."""
+    """DPR's encoder, tokenizer and device flags of `generate_dense_embeddings.py`,
+    `dense_retriever.py` and `data_prep.mine_negatives`."""
     group = parser.add_argument_group("encoder", "Model flags; values stored in the checkpoint "
                                       "win, except the two paths when given here.")
     add_flag(group, "--model_file", type=str, required=True,
@@ -154,13 +144,8 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
                        help="hf_bert, hf_roberta or fairseq_roberta (normally read from the "
                        "checkpoint).")
     add_checkpoint_path_flags(group)
-    group.add_argument("--projection_dim", type=_int_at_least(0), default=0,
+    group.add_argument("--projection_dim", type=at_least(0), default=0,
                        help="Projection size (normally read from the checkpoint).")
-    group.add_argument("--sequence_length", type=_int_at_least(4), default=512,
-                       help="Maximum tokens per text (normally read from the checkpoint).")
-    group.add_argument("--do_lower_case", action="store_true",
-                       help="Lower-case texts before tokenization (normally read from the "
-                       "checkpoint).")
     add_recipe_flags(group)
     add_device_flags(group)
     add_precision_flags(group)
@@ -169,23 +154,23 @@ def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_recipe_flags(container: argparse._ActionsContainer) -> None:
-    """The recipe flags of a plain model folder (a checkpoint or an export stores its own)."""
-    note = ("a checkpoint or dpr2hf folder uses its stored recipe; for a plain model folder "
-            "the default is its sentence-transformers recipe, else DPR's")
-    container.add_argument("--pooling", choices=POOLINGS, default=None,
-                           help=f"cls or mean pooling ({note}).")
-    container.add_argument("--similarity", choices=SIMILARITIES, default=None,
-                           help=f"dot or cosine ({note}).")
-    container.add_argument("--query_prefix", type=str, default=None,
-                           help=f"Text put before every question ({note}).")
-    container.add_argument("--passage_prefix", type=str, default=None,
-                           help=f"Text put before every passage ({note}).")
+    """The flags of the recipe entries that matter when a model is applied
+    (`dpr.recipe.APPLIED`), generated from `dpr.recipe.Recipe`; all default to None, "not
+    given": a checkpoint or an export applies its stored recipe, a plain model folder its
+    sentence-transformers recipe, else DPR's."""
+    add_options(container, Recipe, names=APPLIED, unset=True)
 
 
 def encoder_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The encoder parameters given on the command line, as `load_encoder` takes them
-    (flags a tool does not have are None: not given)."""
-    return {key: getattr(args, key, None) for key in ENCODER_FLAGS}
+    """The encoder parameters given on the command line, as `load_encoder` takes them (flags
+    a tool does not have, and flags not given, are None), the recipe's checked.
+
+    Raises:
+        UsageError: A recipe value `dpr.recipe.Recipe` refuses, naming the flag.
+    """
+    given = {key: getattr(args, key, None) for key in (*MODEL_FLAGS, *APPLIED)}
+    Recipe.from_params(given)
+    return given
 
 
 def check_finite_floats(args: argparse.Namespace) -> None:

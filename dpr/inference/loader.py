@@ -19,6 +19,7 @@ tower's `Encoder`, exactly as training does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from dpr.data.recipe import (
     question_items,
 )
 from dpr.data.tensorizer import Tensorizer, export_tensorizer, tensorizer_for
-from dpr.models.checkpoint import RECIPE_KEYS, CheckpointState
+from dpr.models.checkpoint import CheckpointState
 from dpr.models.encoder import Encoder
 from dpr.models.export import (
     CTX_FOLDER,
@@ -55,7 +56,8 @@ from dpr.models.factory import (
     load_trained_biencoder,
     usable_positions,
 )
-from dpr.models.recipe import RECIPE_DEFAULTS, EncoderRecipe, folder_recipe, recipe_of
+from dpr.models.st_folder import folder_recipe
+from dpr.recipe import APPLIED, Recipe
 from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -95,9 +97,9 @@ class DenseEncoder:
         self.description = f"{kind} {source} ({self.recipe.describe()})"
 
     @property
-    def recipe(self) -> EncoderRecipe:
+    def recipe(self) -> Recipe:
         """Pooling, similarity, prefixes and sharing of the model."""
-        return recipe_of(self.params)
+        return Recipe.from_params(self.params)
 
     @property
     def similarity(self) -> str:
@@ -138,8 +140,8 @@ def load_encoder(path: str | os.PathLike[str], cli: Mapping[str, Any] | None = N
 
     Args:
         path: Checkpoint file, `dpr2hf` export folder or Hugging Face model folder.
-        cli: Command-line encoder parameters (`ENCODER_PARAM_KEYS` and `RECIPE_KEYS`;
-            absent or None = not given).
+        cli: Command-line encoder parameters (`dpr.cli.flags.encoder_params`: the paths,
+            type, projection and recipe; absent or None = not given).
         device: Where the model runs.
         allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
         amp_dtype: Encode under autocast in this type (None: the model's own).
@@ -189,7 +191,8 @@ def _load_export(folder: Path, *, device: torch.device, **options: Any) -> Dense
         params = exported_params(folder / name)
         towers.append(Tower(load_exported_encoder(folder / name, device),
                             export_tensorizer(folder / name, params)))
-    params = {**RECIPE_DEFAULTS, **exported_params(folder / QUESTION_FOLDER)}
+    entry = exported_params(folder / QUESTION_FOLDER)
+    params = {**dataclasses.asdict(Recipe.from_params(entry)), **entry}
     return DenseEncoder(*towers, params, kind="export", source=str(folder), device=device,
                         **options)
 
@@ -209,20 +212,19 @@ def untrained_params(path: str, cli: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"{path}: model_type {config.get('model_type')!r} is not a "
                          f"DPR encoder ({', '.join(UNTRAINED_TYPES)})")
     declared = folder_recipe(path)
-    recipe = {key: cli[key] if cli.get(key) is not None else declared.get(key)
-              for key in RECIPE_KEYS}
-    recipe["shared_encoder"] = True  # the two towers of an untrained bi-encoder are equal
+    given = {key: cli.get(key) for key in APPLIED if cli.get(key) is not None}
+    recipe = Recipe.from_params({**declared, **given, "shared_encoder": True})  # equal towers
     limit = usable_positions(SimpleNamespace(**config)) or 512
+    if "sequence_length" not in given:
+        recipe = dataclasses.replace(recipe, sequence_length=min(512, limit))
     return {"encoder_model_type": kind, "pretrained_model_cfg": path, "pretrained_file": None,
-            "projection_dim": 0, "do_lower_case": bool(cli.get("do_lower_case")),
-            "sequence_length": int(cli.get("sequence_length") or min(512, limit)),
-            **{k: v for k, v in recipe.items() if v is not None}}
+            "projection_dim": 0, **dataclasses.asdict(recipe)}
 
 
 def _load_untrained(path: str, cli: Mapping[str, Any], *, device: torch.device,
                     **options: Any) -> DenseEncoder:
     params = untrained_params(path, cli)
-    recipe = recipe_of(params)
+    recipe = Recipe.from_params(params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         biencoder = build_biencoder(params["encoder_model_type"], path, dropout=0.0,

@@ -29,7 +29,7 @@ from dpr.models.checkpoint import (
 )
 from dpr.models.encoder import quiet_from_pretrained
 from dpr.models.factory import build_biencoder, load_trained_biencoder
-from dpr.models.recipe import recipe_of
+from dpr.recipe import Recipe
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def average_with_start(checkpoint: str | os.PathLike[str], output: str | os.Path
             params["encoder_model_type"], params["pretrained_model_cfg"],
             pretrained_file=params.get("pretrained_file"), dropout=0.0,
             projection_dim=params["projection_dim"], allow_pickle=allow_pickle,
-            recipe=recipe_of(params))
+            recipe=Recipe.from_params(params))
     tuned_state = trained.biencoder.state_dict()
     keep = {k for k in tuned_state if ".encode_proj." in k} | _fresh_keys(params)
     mixed = interpolate(tuned_state, start.state_dict(), alpha=alpha, keep=keep)

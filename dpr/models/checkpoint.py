@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from dpr.models import fairseq
-from dpr.models.recipe import RECIPE_DEFAULTS, RECIPE_KEYS
 from dpr.models.torchfile import load_torch_file
+from dpr.recipe import RECIPE_KEYS, Recipe
 from dpr.utils.errors import InputError
 from dpr.utils.io import atomic_write
 
@@ -301,18 +301,30 @@ def _checked_type(kind: str | None, checkpoint: str | os.PathLike[str] | None) -
     return kind
 
 
+@dataclass(frozen=True)
+class Override:
+    """An encoder parameter the checkpoint sets to another value than the command line."""
+
+    key: str
+    given: Any
+    stored: Any
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.given!r} -> {self.stored!r} (from checkpoint)"
+
+
 def resolve_encoder_params(
     cli: Mapping[str, Any], stored: Mapping[str, Any], *,
     checkpoint: str | os.PathLike[str] | None = None,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[Override]]:
     """The encoder parameters to rebuild a checkpoint's model with: the one rule of every tool.
 
     - What defines the trained model (`encoder_model_type`, `do_lower_case`, `projection_dim`,
       `sequence_length`) comes from the checkpoint whenever stored (even false/0), else from
       the command line.
-    - The recipe (`dpr.models.recipe.RECIPE_KEYS`: pooling, similarity, temperature, prefixes,
-      shared encoder) comes from the checkpoint; an entry it does not store is DPR's default
-      (checkpoints store only what differs from DPR's recipe).
+    - The rest of the recipe (`dpr.recipe.Recipe`: pooling, similarity, temperature, prefixes,
+      shared encoder, frozen embeddings) comes from the checkpoint; an entry it does not store
+      is DPR's (checkpoints store only what differs from DPR's recipe).
     - Paths (`pretrained_model_cfg`, `pretrained_file`) come from the command line when given
       there; stored ones are tried as given, then beside the `checkpoint` file.
     - fairseq_roberta takes its tokenizer from `pretrained_file` when no usable
@@ -326,24 +338,25 @@ def resolve_encoder_params(
 
     Returns:
         The six DPR values (projection_dim and sequence_length as ints, do_lower_case a bool)
-        and the recipe's, and one message per value that differs from the command line.
+        and the recipe's, and the values that differ from the command line's.
 
     Raises:
         CheckpointError: If the encoder type is missing or unknown.
     """
     merged = {k: cli.get(k) for k in ENCODER_PARAM_KEYS}
-    messages = []
+    overrides = []
     for key in ENCODER_PARAM_KEYS:
-        if key not in stored or stored[key] is None or (key in PATH_KEYS and cli.get(key)):
+        if stored.get(key) is None or (key in PATH_KEYS and cli.get(key)):
             continue
         value = resolve_stored_path(stored[key], checkpoint) if key in PATH_KEYS else stored[key]
         if value != cli.get(key):
-            messages.append(f"{key}: {cli.get(key)!r} -> {value!r} (from checkpoint)")
+            overrides.append(Override(key, cli.get(key), value))
         merged[key] = value
-    for key in RECIPE_KEYS:
-        value = stored.get(key, RECIPE_DEFAULTS[key])
+    dpr_recipe = Recipe()
+    for key in (k for k in RECIPE_KEYS if k not in ENCODER_PARAM_KEYS):
+        value = stored.get(key, getattr(dpr_recipe, key))
         if cli.get(key) is not None and cli.get(key) != value:
-            messages.append(f"{key}: {cli.get(key)!r} -> {value!r} (from checkpoint)")
+            overrides.append(Override(key, cli.get(key), value))
         merged[key] = value
     kind = _checked_type(merged["encoder_model_type"], checkpoint)
     cfg = merged["pretrained_model_cfg"]
@@ -354,15 +367,10 @@ def resolve_encoder_params(
     merged["sequence_length"] = int(merged["sequence_length"] or 512)
     merged["do_lower_case"] = bool(merged["do_lower_case"])
     merged["shared_encoder"] = bool(merged["shared_encoder"])
-    return merged, messages
+    return merged, overrides
 
 
 def encoder_params_of(values: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint stores as `encoder_params`: DPR's six entries, plus the recipe
     entries that differ from DPR's recipe (none for DPR's own command)."""
-    params = {k: values.get(k) for k in ENCODER_PARAM_KEYS}
-    for key in RECIPE_KEYS:
-        value = values.get(key)
-        if value is not None and value != RECIPE_DEFAULTS[key]:
-            params[key] = value
-    return params
+    return {k: values.get(k) for k in ENCODER_PARAM_KEYS} | Recipe.from_params(values).stored()

@@ -3,15 +3,16 @@
 `represent` (pooling, then the projection, then the optional L2 normalisation, in
 sentence-transformers' module order) is the one definition of a tower's vector; the towers,
 the `dpr2hf` export check and every loader of a trained model use it. Pooling is DPR's first
-token (`cls`) or the mean over the non-padding tokens (`mean`), see `dpr.models.recipe`.
+token (`cls`) or the mean over the non-padding tokens (`mean`), see `dpr.recipe`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
 
 from dpr.models.fairseq import FairseqFormatError
-from dpr.models.recipe import Pooling
+from dpr.recipe import Pooling
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -260,20 +261,32 @@ def build_hf_encoder(
     return Encoder(model, projection_dim, pooling=pooling, normalize=normalize)
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silences transformers' (and sentence-transformers') warnings and logs within the block,
+    so that the caller says what matters itself (loading a folder prints several)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    st_logger = logging.getLogger("sentence_transformers")
+    st_level = st_logger.level
+    hf_logging.set_verbosity_error()
+    st_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        st_logger.setLevel(st_level)
+
+
 def quiet_from_pretrained(cls: type, folder: str | os.PathLike[str],
                           **kwargs: Any) -> tuple[PreTrainedModel, dict[str, Any]]:
     """`cls.from_pretrained(folder, **kwargs)` without transformers' warnings and logs, and
     its loading info (`missing_keys`...), so that the caller says what matters itself."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return cls.from_pretrained(folder, output_loading_info=True, **kwargs)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    with quiet_transformers():
+        return cls.from_pretrained(folder, output_loading_info=True, **kwargs)
 
 
 def _bert_from_folder(folder: str, config: BertConfig) -> BertModel:

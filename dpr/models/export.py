@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dpr.models.encoder import Encoder, quiet_from_pretrained
-from dpr.models.recipe import RECIPE_KEYS, recipe_of
+from dpr.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -26,17 +26,16 @@ PROJECTION_FILE = "encode_proj.safetensors"
 # Tower side (see `checkpoint.SIDE_NAMES`) -> folder.
 TOWER_FOLDERS = {"question": "question_encoder", "ctx": "ctx_encoder"}
 QUESTION_FOLDER, CTX_FOLDER = TOWER_FOLDERS["question"], TOWER_FOLDERS["ctx"]
-# Encoder parameters written under "dpr" in each tower's config.json: DPR's, and the recipe
-# entries that differ from DPR's (pooling, similarity, temperature, prefixes, shared encoder;
-# absent = DPR's value, as in exports of DPR-recipe models).
-DPR_EXPORTED_PARAMS = ("encoder_model_type", "do_lower_case", "sequence_length",
-                       "projection_dim")
-EXPORTED_PARAMS = DPR_EXPORTED_PARAMS + RECIPE_KEYS
 
 
 def export_entry(params: dict[str, Any]) -> dict[str, Any]:
-    """The `dpr` entry of an exported tower's config.json for resolved encoder parameters."""
-    return {k: params[k] for k in DPR_EXPORTED_PARAMS} | recipe_of(params).stored()
+    """The `dpr` entry of an exported tower's config.json for resolved encoder parameters:
+    the encoder type, lower-casing, length and projection, and the recipe entries that differ
+    from DPR's (`Recipe.stored`; absent = DPR's value)."""
+    recipe = Recipe.from_params(params)
+    return {"encoder_model_type": params["encoder_model_type"],
+            "do_lower_case": recipe.do_lower_case, "sequence_length": recipe.sequence_length,
+            "projection_dim": params["projection_dim"]} | recipe.stored()
 
 
 def is_hf_export(path: str | os.PathLike[str]) -> bool:
@@ -84,7 +83,7 @@ def load_exported_encoder(folder: str | os.PathLike[str],
     and normalisation of its `dpr` entry), in eval mode."""
     model = load_auto_model(folder)
     projection = load_projection(folder)
-    recipe = recipe_of(exported_params(folder))
+    recipe = Recipe.from_params(exported_params(folder))
     encoder = Encoder(model, projection.out_features if projection is not None else 0,
                       pooling=recipe.pooling, normalize=recipe.normalize)
     if projection is not None:

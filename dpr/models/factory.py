@@ -22,7 +22,7 @@ from dpr.models.checkpoint import (
 )
 from dpr.models.encoder import Encoder, build_fairseq_encoder, build_hf_encoder
 from dpr.models.fairseq import load_fairseq_folder
-from dpr.models.recipe import EncoderRecipe, recipe_of
+from dpr.recipe import Recipe
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def build_biencoder(
     fix_ctx_encoder: bool = False,
     load_weights: bool = True,
     allow_pickle: bool = False,
-    recipe: EncoderRecipe | None = None,
+    recipe: Recipe | None = None,
 ) -> BiEncoder:
     """Two independent towers initialised from the same pretrained model (DPR), or one
     shared encoder, with the recipe's pooling and normalisation.
@@ -54,7 +54,7 @@ def build_biencoder(
         allow_pickle: Allow a fairseq `model.pt` that needs full unpickling (trusted files).
         recipe: Pooling, similarity and tower sharing (None: DPR's).
     """
-    recipe = recipe or EncoderRecipe()
+    recipe = recipe or Recipe()
     options = {"dropout": dropout, "projection_dim": projection_dim,
                "load_weights": load_weights, "pooling": recipe.pooling,
                "normalize": recipe.normalize}
@@ -132,7 +132,7 @@ def build_trained_biencoder(params: Mapping[str, Any], model_dict: Mapping[str, 
             params["encoder_model_type"], params["pretrained_model_cfg"],
             pretrained_file=params.get("pretrained_file"), dropout=0.0,
             projection_dim=params.get("projection_dim") or 0, load_weights=False,
-            allow_pickle=allow_pickle, recipe=recipe_of(params))
+            allow_pickle=allow_pickle, recipe=Recipe.from_params(params))
     except (OSError, HFValidationError) as err:
         raise CheckpointError(
             f"{source}: cannot load the model's config from pretrained_model_cfg="
@@ -172,9 +172,9 @@ def load_trained_biencoder(path: str | os.PathLike[str], cli: Mapping[str, Any],
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         state = load_checkpoint(path, allow_pickle=allow_pickle)
-        params, messages = resolve_encoder_params(cli, state.encoder_params, checkpoint=path)
-        for message in messages:
-            logger.info("Checkpoint overrides %s", message)
+        params, overrides = resolve_encoder_params(cli, state.encoder_params, checkpoint=path)
+        for override in overrides:
+            logger.info("Checkpoint overrides %s", override)
         biencoder = build_trained_biencoder(params, state.model_dict, source=path,
                                             allow_pickle=allow_pickle)
         check_sequence_length(biencoder, params["sequence_length"])

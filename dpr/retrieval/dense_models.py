@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dpr.data.recipe import PassageText
-from dpr.models.recipe import PASSAGE_PROMPT_NAMES, QUERY_PROMPT_NAMES
+from dpr.models.st_folder import PASSAGE_PROMPT_NAMES, QUERY_PROMPT_NAMES
 
 logger = logging.getLogger(__name__)
 

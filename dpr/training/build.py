@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dpr.data.tensorizer import Tensorizer, build_tensorizer, is_camembert_folder
+from dpr.data.tensorizer import Tensorizer, build_tensorizer, is_fairseq_folder
 from dpr.models.biencoder import BiEncoder
 from dpr.models.checkpoint import load_model_state
 from dpr.models.factory import build_biencoder, check_sequence_length
 from dpr.models.fairseq import check_dictionary, read_dictionary
-from dpr.models.recipe import recipe_of
+from dpr.recipe import Recipe
 from dpr.training.config import ModelConfig, TrainConfig
 from dpr.training.optim import build_optimizer
 from dpr.training.resume import Resume, restore_optimizer, restore_scaler
@@ -76,7 +76,7 @@ def check_fairseq_dictionary(folder: Path, tensorizer: Tensorizer) -> None:
     if not (folder / "dict.txt").is_file():
         logger.warning("%s has no dict.txt: cannot check the tokenizer's ids against it", folder)
         return
-    if not is_camembert_folder(str(folder)):
+    if not is_fairseq_folder(folder):
         logger.info("dict.txt of a non-SentencePiece model: id check skipped")
         return
     tokenizer = tensorizer.tokenizer
@@ -96,13 +96,13 @@ def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None,
         m.encoder_model_type, m.pretrained_model_cfg, pretrained_file=m.pretrained_file,
         dropout=m.dropout, projection_dim=m.projection_dim, fix_ctx_encoder=m.fix_ctx_encoder,
         load_weights=resume is None, allow_pickle=t.allow_unsafe_pickle,
-        recipe=recipe_of(dataclasses.asdict(m)))
+        recipe=Recipe.from_params(dataclasses.asdict(m)))
     if resume is not None:
         load_model_state(biencoder, resume.state.model_dict, source=resume.path)
     for tower in towers(biencoder):
         tower.length_bucket_size = t.length_bucket_size
         tower.length_bucket_multiple = multiple
-        if t.freeze_embeddings:
+        if m.freeze_embeddings:
             tower.model.get_input_embeddings().requires_grad_(False)
         if t.gradient_checkpointing:
             tower.model.gradient_checkpointing_enable({"use_reentrant": False})

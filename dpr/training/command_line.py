@@ -13,6 +13,7 @@ from typing import Any
 
 from dpr.training.config import CONFIG_CLASSES, Config
 from dpr.utils.errors import UsageError
+from dpr.utils.options import add_options, given_options, options_of
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -22,16 +23,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--config", type=str, default=None,
                         help="JSON file of flag values, applied before command-line flags.")
     for cls in CONFIG_CLASSES:
-        group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").splitlines()[0])
-        for f in dataclasses.fields(cls):
-            flags = f.metadata["flags"] or (f"--{f.name}",)
-            # argparse %-formats help texts (for %(default)s): a literal % must be doubled.
-            help_text = f.metadata["help"].replace("%", "%%")
-            if f.metadata["type"] is None:
-                group.add_argument(*flags, dest=f.name, action="store_true", help=help_text)
-            else:
-                group.add_argument(*flags, dest=f.name, type=f.metadata["type"],
-                                   default=f.default, help=help_text)
+        add_options(parser.add_argument_group(cls.__name__, (cls.__doc__ or "").splitlines()[0]),
+                    cls)
     return parser
 
 
@@ -74,23 +67,15 @@ def config_from_namespace(values: dict[str, Any],
     Raises:
         UsageError: Naming the first invalid flag.
     """
-    parts = []
     for cls in CONFIG_CLASSES:
-        names = {f.name for f in dataclasses.fields(cls)}
         for f in dataclasses.fields(cls):
             if f.name in values:
                 check_value(f.name, str(f.type), values[f.name])
-        parts.append(cls(**{k: v for k, v in values.items() if k in names}))
-    return Config(*parts, explicit=frozenset(explicit))
+    return Config(*(options_of(cls, values) for cls in CONFIG_CLASSES),
+                  explicit=frozenset(explicit))
 
 
-def given_flags(argv: list[str] | None) -> frozenset[str]:
-    """The field names of the flags present on a command line (whatever their values)."""
-    probe = build_parser()
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS
-    known, _ = probe.parse_known_args(argv)
-    return frozenset(vars(known))
+FIELD_NAMES = tuple(f.name for cls in CONFIG_CLASSES for f in dataclasses.fields(cls))
 
 
 def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -101,7 +86,7 @@ def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, A
         raise UsageError(f"--config {path}: {err}") from err
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: must hold a JSON object of flag values")
-    unknown = sorted(set(values) - {a.dest for a in parser._actions})
+    unknown = sorted(set(values) - set(vars(parser.parse_args([]))))
     if unknown:
         raise UsageError(f"--config {path}: unknown keys {unknown}")
     return values
@@ -119,7 +104,7 @@ def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
     Raises:
         UsageError: For an unreadable or unknown-key `--config` file and invalid values.
     """
-    explicit = given_flags(argv)
+    explicit = given_options(parser, argv, FIELD_NAMES)
     if args.config:
         from_file = _read_config_file(args.config, parser)
         explicit |= set(from_file)

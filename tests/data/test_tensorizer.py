@@ -7,13 +7,7 @@ import torch
 from transformers import CamembertTokenizer
 
 from dpr.data.recipe import passage_items, question_items, strip_question_mark
-from dpr.data.tensorizer import (
-    Tensorizer,
-    build_tensorizer,
-    build_tokenizer,
-    is_camembert_folder,
-    tokenizer_family,
-)
+from dpr.data.tensorizer import Tensorizer, build_tensorizer, build_tokenizer, is_fairseq_folder
 
 
 def test_tokenizer_factory_picks_by_model_type_and_folder(tiny_camembert: Path, tiny_bert: Path,
@@ -25,13 +19,23 @@ def test_tokenizer_factory_picks_by_model_type_and_folder(tiny_camembert: Path, 
         "RobertaTokenizerFast"
 
 
-def test_is_camembert_folder_by_file_config_or_name(tmp_path: Path, tiny_roberta: Path) -> None:
-    assert not is_camembert_folder(str(tiny_roberta))
-    assert is_camembert_folder(str(tmp_path / "my-CamemBERT-base"))
-    cfg = tmp_path / "x"
-    cfg.mkdir()
-    (cfg / "tokenizer_config.json").write_text('{"tokenizer_class": "CamembertTokenizer"}')
-    assert is_camembert_folder(str(cfg))
+def test_fairseq_folder_is_a_sentencepiece_file_without_tokenizer_configuration(
+        tmp_path: Path, tiny_roberta: Path, tiny_xlmr: Path, fairseq_camembert: Path) -> None:
+    # Given folders with and without a SentencePiece file and a configuration
+    def folder(name: str, files: dict[str, str]) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        for file, text in files.items():
+            (path / file).write_text(text)
+        return path
+
+    spm = {"sentencepiece.bpe.model": "x"}
+    # Then only the SentencePiece file without tokenizer_config.json nor a model_type is one
+    assert is_fairseq_folder(fairseq_camembert) and is_fairseq_folder(folder("a", spm))
+    assert is_fairseq_folder(folder("b", {**spm, "config.json": "{}"}))
+    assert not is_fairseq_folder(folder("c", {**spm, "config.json": '{"model_type": "bert"}'}))
+    assert not is_fairseq_folder(folder("d", {**spm, "tokenizer_config.json": "{}"}))
+    assert not is_fairseq_folder(tiny_roberta) and not is_fairseq_folder(tiny_xlmr)
 
 
 def test_camembert_fast_ids_equal_sentencepiece_tokenizer(tiny_camembert: Path) -> None:
@@ -136,28 +140,57 @@ def test_xlm_roberta_ids_are_not_camemberts(tiny_xlmr: Path) -> None:
     assert [i + 3 for i in ids[1:-1]] == camembert(SENTENCES[0])["input_ids"][1:-1]
 
 
-def test_tokenizer_family_rule_order(tmp_path: Path, tiny_xlmr: Path) -> None:
-    # Given folders that say their family in different places
-    def folder(name: str, files: dict[str, str]) -> str:
-        path = tmp_path / name
-        path.mkdir()
-        for file, text in files.items():
-            (path / file).write_text(text)
-        return str(path)
+@pytest.mark.parametrize("fixture,cls_name", [
+    ("tiny_bert", "BertTokenizerFast"), ("tiny_cased_bert", "BertTokenizerFast"),
+    ("tiny_camembert", "CamembertTokenizerFast"), ("tiny_xlmr", "XLMRobertaTokenizerFast"),
+    ("tiny_roberta", "RobertaTokenizerFast"), ("tiny_e5", "XLMRobertaTokenizerFast"),
+    ("fairseq_camembert", "CamembertTokenizerFast")])
+def test_tokenizer_of_every_folder_gives_the_ids_of_its_own_class(
+        request: pytest.FixtureRequest, fixture: str, cls_name: str) -> None:
+    # Given BERT, CamemBERT, XLM-R, RoBERTa, e5-shaped (BERT + XLM-R tokenizer) and fairseq
+    # folders, and the class the project chose by hand before AutoTokenizer resolved it
+    import transformers
 
-    spm = {"sentencepiece.bpe.model": "x"}
-    # Then tokenizer_config.json's class comes first, config.json's model_type second, and
-    # the SentencePiece file only decides for folders with neither
-    assert tokenizer_family(folder("a", {**spm, "config.json": '{"model_type": "camembert"}',
-                                         "tokenizer_config.json":
-                                         '{"tokenizer_class": "XLMRobertaTokenizerFast"}'})) \
-        == "xlm-roberta"
-    assert tokenizer_family(folder("b", {**spm, "config.json": '{"model_type": "xlm-roberta"}'})) \
-        == "xlm-roberta"
-    assert tokenizer_family(folder("c", {**spm, "dict.txt": "", "model.pt": ""})) == "camembert"
-    assert tokenizer_family(folder("d", {"config.json": '{"model_type": "roberta"}'})) == "roberta"
-    assert tokenizer_family(str(tiny_xlmr)) == "xlm-roberta"
-    assert not is_camembert_folder(str(tiny_xlmr))
+    folder = str(request.getfixturevalue(fixture))
+    # When building the tokenizer
+    tok = build_tokenizer("hf_bert" if "bert" in fixture else "hf_roberta", folder)
+    # Then it is that class, with the same token ids on French text and pairs
+    direct = getattr(transformers, cls_name).from_pretrained(folder)
+    assert type(tok).__name__ == cls_name
+    for text in SENTENCES:
+        assert tok(text)["input_ids"] == direct(text)["input_ids"]
+    assert tok("Loire", SENTENCES[1])["input_ids"] == direct("Loire", SENTENCES[1])["input_ids"]
+
+
+def test_tokenizer_class_named_in_config_json_only_is_used(tmp_path: Path,
+                                                           tiny_xlmr: Path) -> None:
+    # Given an XLM-R tokenizer in a BERT model folder whose tokenizer_config.json names no class
+    # (hub copies of multilingual-e5 name it in config.json)
+    import json
+    import shutil
+
+    folder = tmp_path / "e5-copy"
+    shutil.copytree(tiny_xlmr, folder)
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_config.pop("tokenizer_class", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(
+        {**config, "model_type": "bert", "tokenizer_class": "XLMRobertaTokenizer"}))
+    # Then the tokenizer is XLM-R's, not BERT's
+    assert type(build_tokenizer("hf_bert", str(folder))).__name__ == "XLMRobertaTokenizerFast"
+
+
+def test_pad_rounds_up_to_the_multiple_within_the_maximum_length(tiny_camembert: Path) -> None:
+    # Given dynamic padding to multiples of 8 and a 10-token sequence
+    tok = build_tokenizer("hf_roberta", str(tiny_camembert))
+    seq = [[5] + [40] * 8 + [6]]
+    # Then the width is 16 under a maximum of 64, the maximum (12) when 16 would exceed it
+    for max_length, width in ((64, 16), (12, 12)):
+        tz = Tensorizer(tok, max_length=max_length, pad_to_max=False, pad_to_multiple_of=8)
+        ids, mask = tz.pad(seq)
+        assert ids.shape == (1, width) and mask.dtype == torch.bool
+        assert mask[0, :10].all() and not mask[0, 10:].any() and (ids[0, 10:] == 1).all()
 
 
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_cased_bert"])

@@ -177,18 +177,21 @@ def test_convert_writes_the_documented_layout(converted) -> None:
             "CamembertModel"]
         assert (root / "ctx_encoder/sentencepiece.bpe.model").is_file()
         assert not (root / "dpr_ctx_encoder").exists()
-    st_cfg = json.loads((bert / "question_encoder/sentence_bert_config.json").read_text())
-    assert st_cfg == {"max_seq_length": 32, "do_lower_case": True}
-    assert json.loads((cam / "question_encoder/1_Pooling/config.json").read_text())[
-        "pooling_mode_cls_token"] is True
-    assert "Normalize" not in (bert / "question_encoder/modules.json").read_text()
-    assert "Dense" in (bert / "question_encoder/modules.json").read_text()
+    # And sentence-transformers reads DPR's recipe: 32 tokens, lower-casing, CLS pooling, the
+    # projection as Dense, no Normalize, dot product
+    st = SentenceTransformer(str(bert / "question_encoder"), device="cpu")
+    assert st.max_seq_length == 32 and st.similarity_fn_name == "dot"
+    assert st.tokenize(["ÉCOLE"])["input_ids"].tolist() == st.tokenize(["école"])[
+        "input_ids"].tolist()
+    assert [type(m).__name__ for m in st] == ["Transformer", "Pooling", "Dense"]
+    assert SentenceTransformer(str(cam / "question_encoder"), device="cpu")[1].pooling_mode \
+        == "cls"
     assert (bert / "question_encoder/encode_proj.safetensors").is_file()
     assert not (cam / "question_encoder/encode_proj.safetensors").exists()
     card = (bert / "question_encoder/README.md").read_text()
     assert "encode_proj.safetensors" in card and "pooler_output" in card
     assert '"projection_dim": 8' in card
-    assert not list(bert.parent.glob(".*tmp"))
+    assert not list(bert.parent.glob(".*staging*"))
 
 
 @pytest.mark.parametrize("side", ["question", "ctx"])

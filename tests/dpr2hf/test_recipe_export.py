@@ -29,7 +29,8 @@ def test_export_reproduces_vectors_in_sentence_transformers(
                                "--shared_encoder")
     # When it is exported (verified at 1e-5)
     result = convert(ckpt, tmp_path / "hf", tolerance=1e-5)
-    # Then sentence-transformers, with the folder's prompts, gives the project's vectors
+    # Then sentence-transformers gives the project's vectors, its plain encode applying the
+    # tower's prompt by itself (as naming it does)
     model = load_encoder(ckpt)
     for side, inputs, prompt, want in (
             ("question", [q.rstrip("?").strip() for q in QUESTIONS], "query",
@@ -37,9 +38,11 @@ def test_export_reproduces_vectors_in_sentence_transformers(
             ("ctx", [(t, x) if t else x for t, x in PASSAGES], "passage",
              model.encode_passages(PASSAGES))):
         st = SentenceTransformer(str(tmp_path / "hf" / f"{side}_encoder"), device="cpu")
-        got = np.stack([st.encode([item], prompt_name=prompt, show_progress_bar=False)[0]
-                        for item in inputs])
-        assert np.abs(got - want).max() <= 1e-5
+        assert st.default_prompt_name == prompt
+        for named in (None, prompt):
+            got = np.stack([st.encode([item], prompt_name=named, show_progress_bar=False)[0]
+                            for item in inputs])
+            assert np.abs(got - want).max() <= 1e-5
     assert all(d <= 1e-5 for d in result.max_differences.values())
     # And the folders say how they were trained; no DPR-class folders (they need BERT's
     # WordPiece tokenizer and DPR's recipe)
@@ -48,9 +51,8 @@ def test_export_reproduces_vectors_in_sentence_transformers(
     assert entry.get("similarity", "dot") == similarity
     assert entry["query_prefix"] == "query: " and entry["shared_encoder"] is True
     assert not (tmp_path / "hf" / "dpr_ctx_encoder").exists()
-    st_config = json.loads((tmp_path / "hf" / "ctx_encoder" /
-                            "config_sentence_transformers.json").read_text())
-    assert st_config["prompts"] == {"query": "query: ", "passage": "passage: "}
+    prompts = SentenceTransformer(str(tmp_path / "hf" / "ctx_encoder"), device="cpu").prompts
+    assert {k: v for k, v in prompts.items() if v} == {"query": "query: ", "passage": "passage: "}
     # And the export reloads through the one loader with the same vectors
     export = load_encoder(tmp_path / "hf")
     np.testing.assert_allclose(export.encode_passages(PASSAGES), model.encode_passages(PASSAGES),

@@ -14,6 +14,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from dpr import evaluate, tiny
 from dpr.data.tsv import read_passages, read_qas
+from dpr.models.st_folder import save_sentence_transformer
 from dpr2hf.cli import main as dpr2hf_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,9 +61,8 @@ def e5_export(tmp_path_factory: pytest.TempPathFactory, tiny_e5: Path,
     """(checkpoint, dpr2hf export) of a tiny e5-shaped model trained by its own recipe
     (mean pooling, cosine, prefixes 'query: ' / 'passage: ', one shared encoder)."""
     root = tmp_path_factory.mktemp("haystack_e5")
-    base = _spread(tiny_e5, root / "e5_base")
-    tiny.write_st_recipe(base, hidden=AutoModel.from_pretrained(base).config.hidden_size,
-                         prompts=tiny.E5_PROMPTS)
+    base = root / "e5_base"
+    save_sentence_transformer(_spread(tiny_e5, root / "e5_plain"), base, tiny.E5_RECIPE)
     ckpt = train_e5_checkpoint(root, base, dpr_files[0], "--temperature", "0.05",
                                "--shared_encoder")
     assert dpr2hf_main([str(ckpt), "--output_dir", str(root / "hf")]) == 0
@@ -81,7 +81,7 @@ def _evaluate_top10(export: Path, corpus: tuple[Path, Path], folder: Path) -> di
     return top
 
 
-def test_separator_reproduces_camembert_pairs_but_not_bert(exports, corpus) -> None:
+def test_separator_reproduces_camembert_and_bert_pairs(exports, corpus) -> None:
     # Given the context encoders' tokenizers and the corpus's (title, text) pairs
     passages = list(read_passages(corpus[0]).values())
     cam = AutoTokenizer.from_pretrained(exports["camembert"] / "ctx_encoder")
@@ -97,8 +97,15 @@ def test_separator_reproduces_camembert_pairs_but_not_bert(exports, corpus) -> N
     # And Haystack's default separator ("\n") does not
     assert any(cam(f"{p.title}\n{p.text.strip()}")["input_ids"] != cam(p.title, p.text.strip())[
         "input_ids"] for p in passages if p.title)
-    # And no string reproduces BERT's pairs
-    assert example.pair_separator(exports["bert"] / "ctx_encoder") is None
+    # And BERT's is [SEP]: the exported tokenizer returns no token_type_ids (training fed
+    # zeros), so title + [SEP] + text has every pair's ids
+    assert example.pair_separator(exports["bert"] / "ctx_encoder") == "[SEP]"
+    bert = AutoTokenizer.from_pretrained(exports["bert"] / "ctx_encoder")
+    assert "token_type_ids" not in bert("Loire", "La Loire.")
+    for p in passages:
+        joined = bert(f"{p.title}[SEP]{p.text.strip()}", truncation=True, max_length=64)
+        assert joined["input_ids"] == bert(p.title, p.text.strip(), truncation="longest_first",
+                                           max_length=64)["input_ids"]
 
 
 @pytest.mark.parametrize("kind", ["camembert", "bert"])
@@ -124,7 +131,10 @@ def test_haystack_applies_the_exports_prefixes_and_the_loader_path_agrees(
     # Given dpr.evaluate's ranking with an export trained with prefixes and mean pooling
     ckpt, export = e5_export
     want = _evaluate_top10(export, corpus, tmp_path / "trec")
-    assert example.prompt_prefix(export / "question_encoder", "question") == "query: "
+    from sentence_transformers import SentenceTransformer
+
+    for side, prompt in (("question", "query"), ("ctx", "passage")):
+        assert SentenceTransformer(str(export / f"{side}_encoder")).default_prompt_name == prompt
     # When Haystack's own embedders serve the export, and the loader serves the checkpoint
     for source in (export, ckpt):
         store = example.InMemoryDocumentStore(embedding_similarity_function="dot_product")

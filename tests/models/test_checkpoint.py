@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from dpr.models.checkpoint import (
     to_dpr_layout,
 )
 from dpr.models.factory import build_biencoder
-from dpr.models.recipe import RECIPE_DEFAULTS
+from dpr.recipe import Recipe
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +151,14 @@ def test_resolve_encoder_params_model_values_from_checkpoint_paths_from_cli() ->
     stored = {"do_lower_case": True, "pretrained_model_cfg": "old/path", "encoder_model_type":
               "hf_roberta", "pretrained_file": "old/file", "projection_dim": 0,
               "sequence_length": 256}
-    merged, messages = resolve_encoder_params(cli, stored)
-    assert merged == {"do_lower_case": True, "pretrained_model_cfg": "new/path",
-                      "encoder_model_type": "hf_roberta", "pretrained_file": "old/file",
-                      "projection_dim": 0, "sequence_length": 256, **RECIPE_DEFAULTS}
-    assert len(messages) == 3
+    merged, overrides = resolve_encoder_params(cli, stored)
+    assert merged == {**dataclasses.asdict(Recipe()), "do_lower_case": True,
+                      "pretrained_model_cfg": "new/path", "encoder_model_type": "hf_roberta",
+                      "pretrained_file": "old/file", "projection_dim": 0, "sequence_length": 256}
+    # And the values that differ from the command line are said, as data
+    assert [(o.key, o.given, o.stored) for o in overrides] == [
+        ("do_lower_case", False, True), ("pretrained_file", None, "old/file"),
+        ("sequence_length", 128, 256)]
 
 
 def test_resolve_encoder_params_recipe_from_checkpoint_absent_entries_are_dprs() -> None:
@@ -162,13 +166,14 @@ def test_resolve_encoder_params_recipe_from_checkpoint_absent_entries_are_dprs()
     stored = {"encoder_model_type": "hf_bert", "pretrained_model_cfg": "m",
               "pooling": "mean", "similarity": "cosine", "temperature": 0.01,
               "query_prefix": "query: "}
-    merged, messages = resolve_encoder_params({"pooling": "cls"}, stored)
+    merged, overrides = resolve_encoder_params({"pooling": "cls"}, stored)
     # Then the stored recipe wins (said in a message), absent entries are DPR's defaults
     assert (merged["pooling"], merged["similarity"], merged["temperature"]) == \
         ("mean", "cosine", 0.01)
     assert merged["query_prefix"] == "query: " and merged["passage_prefix"] == ""
     assert merged["shared_encoder"] is False
-    assert any(m.startswith("pooling: 'cls' -> 'mean'") for m in messages)
+    assert [str(o) for o in overrides if o.key == "pooling"] == [
+        "pooling: 'cls' -> 'mean' (from checkpoint)"]
 
 
 def test_encoder_params_of_stores_only_the_recipe_that_differs_from_dprs() -> None:

@@ -1,8 +1,11 @@
-"""The encoder recipe: pooling, cosine with temperature, shared encoder, folder defaults."""
+"""The encoder recipe: pooling, cosine with temperature, shared encoder, folder defaults
+(sentence-transformers folders read and written through sentence-transformers)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,8 @@ from dpr.models.checkpoint import CheckpointError, load_model_state, to_dpr_layo
 from dpr.models.encoder import pool_mean, represent
 from dpr.models.factory import build_biencoder
 from dpr.models.loss import nll_loss, scaled_scores
-from dpr.models.recipe import EncoderRecipe, check_recipe, folder_recipe, recipe_of
+from dpr.models.st_folder import folder_recipe, save_sentence_transformer
+from dpr.recipe import COSINE_TEMPERATURE, Recipe
 from dpr.utils.errors import UsageError
 
 
@@ -32,7 +36,7 @@ def test_pool_mean_by_hand() -> None:
 def test_mean_pooling_ignores_padding(tiny_e5: Path) -> None:
     # Given a mean-pooled tower and a batch padded to its longest sequence
     biencoder = build_biencoder("hf_bert", str(tiny_e5), dropout=0.0,
-                                recipe=EncoderRecipe(pooling="mean")).eval()
+                                recipe=Recipe(pooling="mean")).eval()
     ids = torch.tensor([[0, 17, 25, 33, 2], [0, 40, 2, 1, 1]])
     mask = ids != 1
     # When the same batch gets 7 more padding columns
@@ -69,24 +73,33 @@ def test_cosine_loss_with_temperature_equals_hand_computation() -> None:
 
 def test_recipe_checks_name_the_flag() -> None:
     with pytest.raises(UsageError, match="--pooling must be one of cls, mean"):
-        check_recipe({"pooling": "max"})
+        Recipe(pooling="max")
     with pytest.raises(UsageError, match="--temperature must be a positive"):
-        check_recipe({"temperature": 0.0})
-    with pytest.raises(UsageError, match="needs --temperature"):
-        check_recipe({"similarity": "cosine"}, training=True)
-    check_recipe({"similarity": "cosine"})  # applying a model needs no temperature
+        Recipe(temperature=0.0)
+    with pytest.raises(UsageError, match="--sequence_length must be >= 4"):
+        Recipe.from_params({"sequence_length": 3})
+    with pytest.raises(UsageError, match="--query_prefix must be a string"):
+        Recipe(query_prefix=1)
+
+
+def test_cosine_without_temperature_trains_at_sentence_transformers_default() -> None:
+    # Given cosine recipes with and without a temperature, and DPR's
+    assert Recipe(similarity="cosine").score_temperature == COSINE_TEMPERATURE == 0.05
+    assert Recipe(similarity="cosine", temperature=0.01).score_temperature == 0.01
+    assert Recipe().score_temperature == 1.0
 
 
 def test_recipe_stores_only_what_differs_from_dprs() -> None:
-    assert EncoderRecipe().stored() == {}
-    e5 = recipe_of({"pooling": "mean", "similarity": "cosine", "temperature": 0.01,
+    assert Recipe().stored() == {}
+    e5 = Recipe.from_params({"pooling": "mean", "similarity": "cosine", "temperature": 0.01,
                     "query_prefix": "query: ", "passage_prefix": "passage: ",
                     "shared_encoder": True})
     assert e5.stored() == {"pooling": "mean", "similarity": "cosine", "temperature": 0.01,
                            "query_prefix": "query: ", "passage_prefix": "passage: ",
                            "shared_encoder": True}
     assert e5.normalize and e5.score_temperature == 0.01
-    assert recipe_of({}).score_temperature == 1.0 and not recipe_of({}).normalize
+    assert Recipe.from_params({}).score_temperature == 1.0
+    assert not Recipe.from_params({"pooling": None}).normalize
 
 
 def test_folder_recipe_reads_sentence_transformers_files(tiny_e5: Path, tiny_bert: Path,
@@ -103,7 +116,7 @@ def test_folder_recipe_reads_sentence_transformers_files(tiny_e5: Path, tiny_ber
 def test_shared_biencoder_holds_one_encoder_in_dprs_layout(tiny_e5: Path) -> None:
     # Given a shared-encoder bi-encoder
     shared = build_biencoder("hf_bert", str(tiny_e5),
-                             recipe=EncoderRecipe(shared_encoder=True))
+                             recipe=Recipe(shared_encoder=True))
     two = build_biencoder("hf_bert", str(tiny_e5))
     # Then its parameters exist once, but its state keeps both DPR prefixes
     assert shared.shared and not two.shared
@@ -119,7 +132,7 @@ def test_shared_biencoder_holds_one_encoder_in_dprs_layout(tiny_e5: Path) -> Non
         load_model_state(shared, to_dpr_layout(two.state_dict()))
     with pytest.raises(UsageError, match="--fix_ctx_encoder cannot be used"):
         build_biencoder("hf_bert", str(tiny_e5), fix_ctx_encoder=True,
-                        recipe=EncoderRecipe(shared_encoder=True))
+                        recipe=Recipe(shared_encoder=True))
 
 
 def test_hub_copy_of_e5_without_prompts_gets_its_prefixes_and_tokenizer(
@@ -127,14 +140,11 @@ def test_hub_copy_of_e5_without_prompts_gets_its_prefixes_and_tokenizer(
     # Given a copy shaped like the hub's intfloat/multilingual-e5-small: mean pooling and
     # Normalize, no prompts, its tokenizer class named in config.json only
     import json
-    import shutil
 
-    from dpr.data.tensorizer import tokenizer_family
-    from dpr.tiny import write_st_recipe
+    from dpr.data.tensorizer import build_tokenizer
 
     folder = tmp_path / "multilingual-e5-small"
-    shutil.copytree(tiny_e5, folder)
-    write_st_recipe(folder, hidden=32, prompts={})
+    save_sentence_transformer(tiny_e5, folder, Recipe(pooling="mean", similarity="cosine"))
     tok_config = json.loads((folder / "tokenizer_config.json").read_text())
     tok_config.pop("tokenizer_class", None)
     (folder / "tokenizer_config.json").write_text(json.dumps(tok_config))
@@ -145,8 +155,24 @@ def test_hub_copy_of_e5_without_prompts_gets_its_prefixes_and_tokenizer(
     assert folder_recipe(str(folder)) == {"pooling": "mean", "similarity": "cosine",
                                           "query_prefix": "query: ",
                                           "passage_prefix": "passage: "}
-    assert tokenizer_family(str(folder), "bert") == "xlm-roberta"
+    assert type(build_tokenizer("hf_bert", str(folder))).__name__ == "XLMRobertaTokenizerFast"
     # And another model without prompts gets none
     other = tmp_path / "paraphrase-minilm"
     shutil.copytree(folder, other)
     assert "query_prefix" not in folder_recipe(str(other))
+
+
+def test_e5_copy_without_sentence_transformers_files_gets_dprs_recipe_and_a_warning(
+        tiny_e5: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a copy of an E5 model holding only the transformers files (config.json names it)
+    folder = tmp_path / "e5-base-v2"
+    shutil.copytree(tiny_e5, folder, ignore=shutil.ignore_patterns(
+        "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json",
+        "1_Pooling", "2_Normalize"))
+    # When its recipe is read
+    with caplog.at_level(logging.WARNING, logger="dpr.models.st_folder"):
+        declared = folder_recipe(str(folder))
+    # Then it declares nothing (DPR's recipe), and a warning says so and how to ask for E5's
+    assert declared == {}
+    assert "looks like an E5 model but has no sentence-transformers files" in caplog.text
+    assert "--pooling mean --similarity cosine --query_prefix 'query: '" in caplog.text

@@ -41,17 +41,34 @@ def test_config_has_every_dpr_flag_with_its_default() -> None:
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--similarity", "cosine"], "--similarity cosine needs --temperature"),
     (["--similarity", "cosine", "--temperature", "0"], "--temperature must be a positive"),
     (["--temperature", "-1"], "--temperature must be a positive"),
-    (["--pooling", "max"], "--pooling must be one of cls, mean"),
-    (["--similarity", "l2"], "--similarity must be one of dot, cosine"),
+    (["--pooling", "max"], "--pooling: invalid choice: 'max' (choose from 'cls', 'mean')"),
+    (["--similarity", "l2"], "--similarity: invalid choice: 'l2' (choose from 'dot', 'cosine')"),
     (["--shared_encoder", "--fix_ctx_encoder"], "cannot be used with --shared_encoder"),
 ])
 def test_recipe_flags_refuse_bad_values(flags: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         parse_config(["--encoder_model_type", "hf_bert", *flags])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_recipe_flags_are_the_recipes_and_cosine_needs_no_temperature() -> None:
+    # Given the training parser and the one declaration of the recipe
+    import dataclasses
+
+    from dpr.recipe import RECIPE_KEYS, Recipe
+    from dpr.training.command_line import build_parser
+
+    options = build_parser()._option_string_actions
+    # Then every recipe field is a flag with the recipe's default and help
+    for f in dataclasses.fields(Recipe):
+        assert options[f"--{f.name}"].default == f.default, f.name
+        assert options[f"--{f.name}"].help == f.metadata["help"].replace("%", "%%")
+    assert set(RECIPE_KEYS) == {f.name for f in dataclasses.fields(Recipe)}
+    # And --similarity cosine alone parses: the temperature defaults when training starts
+    cfg = parse_config(["--encoder_model_type", "hf_bert", "--similarity", "cosine"])
+    assert cfg.model.temperature is None and cfg.model.score_temperature == 0.05
 
 
 def test_num_train_epochs_is_a_float_flag_and_epochs_truncate() -> None:

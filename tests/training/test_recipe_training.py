@@ -13,13 +13,15 @@ import torch
 import dense_retriever
 import generate_dense_embeddings
 import train_dense_encoder
-from dpr.data.recipe import Recipe, passage_items, question_items
+from dpr.data.recipe import passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.data.tsv import read_passages
 from dpr.index.shards import read_shard
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import ENCODER_PARAM_KEYS, load_checkpoint
+from dpr.recipe import Recipe
 
+COSINE = ["--temperature", "0.05"]
 E5_FLAGS = ["--encoder_model_type", "hf_bert", "--batch_size", "8", "--sequence_length", "64",
             "--warmup_steps", "0", "--learning_rate", "1e-3"]
 
@@ -58,13 +60,23 @@ def test_folder_recipe_is_the_default_logged_and_stored(e5_run: Path) -> None:
         ("mean", "cosine", "query: ")
 
 
-def test_folder_cosine_without_temperature_is_a_usage_error(
+def test_dpr_command_on_a_sentence_transformers_folder_trains_at_the_default_temperature(
         tmp_path: Path, tiny_e5: Path, dpr_files, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given DPR's command line (no recipe flag) on a folder whose sentence-transformers files
+    # normalise (cosine), without --temperature
     status = _train(tiny_e5, dpr_files[0], tmp_path / "out", "--num_train_epochs", "1")
     err = capsys.readouterr().err
-    assert status == 2
-    assert "normalises its vectors" in err and "--temperature" in err
-    assert not list((tmp_path / "out").glob("dpr_biencoder.*"))
+    # Then it trains, with the folder's recipe and temperature 0.05, both said in the log
+    assert status == 0
+    assert "Recipe from the sentence-transformers files of" in err and "--pooling 'mean'" in err
+    assert "Cosine similarity without --temperature: temperature 0.05" in err
+    (ckpt,) = (tmp_path / "out").glob("dpr_biencoder.*")
+    stored = load_checkpoint(ckpt).encoder_params
+    assert (stored["pooling"], stored["similarity"], stored["temperature"]) == \
+        ("mean", "cosine", 0.05)
+    # And --help says so
+    assert train_dense_encoder.main(["--help"]) == 0
+    assert "0.05 with cosine" in " ".join(capsys.readouterr().out.split())
 
 
 def test_flags_override_the_folder_recipe(tmp_path: Path, tiny_e5: Path, dpr_files) -> None:
@@ -96,6 +108,32 @@ def test_shared_encoder_resumes_as_shared(tmp_path: Path, tiny_e5: Path, dpr_fil
     assert not torch.equal(weights[key], first["model_dict"][key])
     model = load_encoder(last)
     assert model.question is model.ctx and model.recipe.shared_encoder
+
+
+def test_frozen_embeddings_are_stored_and_a_resumed_run_stays_frozen(
+        tmp_path: Path, tiny_e5: Path, dpr_files, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a run of one epoch with --freeze_embeddings
+    out = tmp_path / "frozen"
+    assert _train(tiny_e5, dpr_files[0], out, "--num_train_epochs", "1", *COSINE,
+                  "--freeze_embeddings") == 0
+    first = sorted(out.glob("dpr_biencoder.0*"))[-1]
+    assert load_checkpoint(first).encoder_params["freeze_embeddings"] is True
+    # When the same run continues for a second epoch without the flag
+    assert _train(tiny_e5, dpr_files[0], out, "--num_train_epochs", "2", *COSINE) == 0
+    # Then the word embeddings are still those of the start, the rest trained on
+    before = torch.load(first, weights_only=True)["model_dict"]
+    after = torch.load(sorted(out.glob("dpr_biencoder.1*"))[-1], weights_only=True)["model_dict"]
+    assert torch.equal(after["question_model.embeddings.word_embeddings.weight"],
+                       before["question_model.embeddings.word_embeddings.weight"])
+    key = "question_model.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(after[key], before[key])
+    # And asking to freeze a run that was trained unfrozen is an error naming the flag
+    other = tmp_path / "unfrozen"
+    assert _train(tiny_e5, dpr_files[0], other, "--num_train_epochs", "1", *COSINE) == 0
+    capsys.readouterr()
+    assert _train(tiny_e5, dpr_files[0], other, "--num_train_epochs", "2", *COSINE,
+                  "--freeze_embeddings") == 2
+    assert "--freeze_embeddings True disagrees with False stored" in capsys.readouterr().err
 
 
 def _by_hand(model: Path, ckpt: Path) -> tuple[Tensorizer, object]:

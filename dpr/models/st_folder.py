@@ -1,0 +1,173 @@
+"""A model's recipe as a sentence-transformers folder, written and read through
+sentence-transformers' own API (a required dependency).
+
+- `save_sentence_transformer`: a transformers model folder (config, weights, tokenizer) made a
+  sentence-transformers one: `SentenceTransformer(modules=[Transformer, Pooling, (Dense),
+  (Normalize)], prompts=..., default_prompt_name=..., similarity_fn_name=...)` saved. With a
+  default prompt, a plain `SentenceTransformer(folder).encode(text)` applies the prefix the
+  model was trained with. `do_lower_case` makes its tokenizer lower-case (prompt included,
+  as training lower-cases the prefix with the text).
+- `folder_recipe`: the recipe a sentence-transformers folder declares (its `Pooling` module's
+  mode, a `Normalize` module or its `similarity_fn_name`, its query / passage prompts), the
+  default of training and of the loader for a plain model folder. A folder without
+  sentence-transformers files declares nothing (DPR's recipe); a copy of an E5 model (named
+  so by its `config.json` or folder) gets E5's prefixes when its sentence-transformers files
+  declare none, and a warning when it has no such files at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dpr.models.encoder import quiet_transformers
+from dpr.recipe import Pooling, Recipe, Similarity
+
+logger = logging.getLogger(__name__)
+
+# Prompt names used for passages by sentence-transformers models, in order of preference.
+PASSAGE_PROMPT_NAMES = ("passage", "document", "corpus", "search_document")
+QUERY_PROMPT_NAMES = ("query", "search_query")
+# E5 models (intfloat/multilingual-e5-small, e5-base-v2...): their prefixes are part of the
+# model, but hub copies may not declare them as sentence-transformers prompts.
+E5_NAME = re.compile(r"(^|[/_-])(multilingual-)?e5-(small|base|large)(-v2)?($|[/_-])",
+                     re.IGNORECASE)
+E5_PREFIXES = {"query_prefix": "query: ", "passage_prefix": "passage: "}
+
+
+def _has_pooler(folder: Path) -> bool:
+    from safetensors import safe_open
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return True
+    with safe_open(str(weights), "pt") as handle:
+        return any(key.startswith("pooler.") for key in handle.keys())
+
+
+def save_sentence_transformer(source: str | os.PathLike[str], target: str | os.PathLike[str],
+                              recipe: Recipe, *, projection: nn.Linear | None = None,
+                              default_prompt: str | None = None) -> None:
+    """Writes `target`: the transformers model folder `source` as a sentence-transformers one.
+
+    Args:
+        source: Folder with the model's config, weights and tokenizer (not `target`).
+        target: Folder to write (the model, its tokenizer and the sentence-transformers files;
+            the weights are saved again, in their own type, a pooler only if `source` has one).
+        recipe: Pooling, normalisation (cosine), prompts (`query` / `passage` from the
+            prefixes), lower-casing and maximum length.
+        projection: The tower's `encode_proj`, saved as a `Dense` module (identity activation).
+        default_prompt: The prompt `encode` applies when given none (`query` for a question
+            tower, `passage` for a passage tower).
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import (
+        Dense,
+        Normalize,
+        Transformer,
+    )
+    from sentence_transformers.sentence_transformer.modules import (
+        Pooling as PoolingModule,
+    )
+
+    source = Path(source)
+    with quiet_transformers():
+        transformer = Transformer(
+            str(source), max_seq_length=recipe.sequence_length,
+            do_lower_case=recipe.do_lower_case,
+            model_kwargs={"torch_dtype": "auto", "add_pooling_layer": _has_pooler(source)})
+        modules: list[nn.Module] = [transformer, PoolingModule(
+            transformer.get_embedding_dimension(), pooling_mode=recipe.pooling)]
+        if projection is not None:
+            modules.append(Dense(projection.in_features, projection.out_features,
+                                 activation_function=nn.Identity(),
+                                 init_weight=projection.weight.detach().clone(),
+                                 init_bias=projection.bias.detach().clone()))
+        if recipe.normalize:
+            modules.append(Normalize())
+        prompts = {name: prefix for name, prefix in (("query", recipe.query_prefix),
+                                                     ("passage", recipe.passage_prefix)) if prefix}
+        model = SentenceTransformer(
+            modules=modules, prompts=prompts, device="cpu", similarity_fn_name=recipe.similarity,
+            default_prompt_name=default_prompt if default_prompt in prompts else None)
+        model.save(str(target), create_model_card=False)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_e5(folder: Path) -> bool:
+    config = _read_json(folder / "config.json") or {}
+    return any(E5_NAME.search(name) for name in (str(config.get("_name_or_path") or ""),
+                                                  folder.name))
+
+
+def _declared(model: Any, path: str) -> dict[str, Any]:
+    """The recipe entries a loaded `SentenceTransformer` declares."""
+    from sentence_transformers.sentence_transformer.modules import Normalize
+    from sentence_transformers.sentence_transformer.modules import Pooling as PoolingModule
+
+    found: dict[str, Any] = {}
+    for module in model:
+        if isinstance(module, PoolingModule):
+            if module.pooling_mode in (Pooling.CLS, Pooling.MEAN):
+                found["pooling"] = str(module.pooling_mode)
+            else:
+                logger.warning("%s: its sentence-transformers pooling (%s) is neither cls nor "
+                               "mean; pass --pooling", path, module.pooling_mode)
+    # sentence-transformers compares by cosine unless a folder declares otherwise
+    if any(isinstance(m, Normalize) for m in model) or model.similarity_fn_name == "cosine":
+        found["similarity"] = Similarity.COSINE.value
+    elif model.similarity_fn_name == "dot":
+        found["similarity"] = Similarity.DOT.value
+    prompts = model.prompts or {}
+    for key, names in (("query_prefix", QUERY_PROMPT_NAMES),
+                       ("passage_prefix", PASSAGE_PROMPT_NAMES)):
+        prompt = next((prompts[n] for n in names if prompts.get(n)), None)
+        if prompt:
+            found[key] = prompt
+    return found
+
+
+def folder_recipe(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The recipe a sentence-transformers folder declares (module docstring); empty for any
+    other folder.
+
+    Returns:
+        Some of `pooling`, `similarity`, `query_prefix`, `passage_prefix`.
+    """
+    if not path or not Path(path).is_dir():
+        return {}
+    folder = Path(path)
+    if not (folder / "modules.json").is_file():
+        if _is_e5(folder):
+            logger.warning("%s looks like an E5 model but has no sentence-transformers files: "
+                           "it gets DPR's recipe (first token, dot product, no prefix), not "
+                           "E5's; for E5's pass --pooling mean --similarity cosine "
+                           "--query_prefix 'query: ' --passage_prefix 'passage: '", path)
+        return {}
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        with quiet_transformers():
+            model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    except (OSError, ValueError) as err:
+        logger.warning("%s: sentence-transformers cannot read its files (%s): DPR's recipe "
+                       "unless flags say otherwise", path, str(err).splitlines()[0])
+        return {}
+    found = _declared(model, str(path))
+    if "query_prefix" not in found and "passage_prefix" not in found and _is_e5(folder):
+        logger.info("%s: an E5 model without declared prompts: its prefixes %r / %r are the "
+                    "defaults", path, *E5_PREFIXES.values())
+        found |= E5_PREFIXES
+    return found
