@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 import torch
+from transformers import get_linear_schedule_with_warmup, set_seed
 
 from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
@@ -27,7 +28,6 @@ from dpr.training.config import Config
 from dpr.training.curves import TrainingCurves
 from dpr.training.guard import LossGuard
 from dpr.training.interrupt import StopRequest, TrainingInterrupted
-from dpr.training.optim import linear_schedule
 from dpr.training.progress import EpochView
 from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
 from dpr.training.run_dir import Best, RunDir, new_best
@@ -35,7 +35,7 @@ from dpr.training.step import InBatchLoss, grad_cache_step, plain_step
 from dpr.training.step_log import StepRecords
 from dpr.training.validation import DevBatches, validate_average_rank, validate_nll
 from dpr.utils.dist import DistContext, barrier
-from dpr.utils.seed import derive_seed, make_rng, set_global_seed
+from dpr.utils.seed import derive_seed, make_rng
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class BiEncoderTrainer:
 
     def __init__(self, cfg: Config, dctx: DistContext) -> None:
         self.cfg, self.dctx = cfg, dctx
-        set_global_seed(cfg.train.seed)
+        set_seed(cfg.train.seed % 2**32)  # numpy takes seeds in [0, 2**32) only
         self.resume = load_resume(cfg)
         self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
         self.recipe = recipe_of(dataclasses.asdict(self.model_cfg))
@@ -126,8 +126,9 @@ class BiEncoderTrainer:
         batches = self.iterator.batches_per_epoch
         accum = t.gradient_accumulation_steps
         total_updates = math.ceil(batches / accum) * t.epochs
-        self.scheduler = linear_schedule(self.optimizer, warmup_steps=t.warmup_steps,
-                                         total_steps=total_updates)
+        # The whole run's updates: on resume the saved step counter continues the curve.
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, t.warmup_steps,
+                                                         total_updates)
         restore_scheduler(self.scheduler, self.optimizer, self.resume)
         start_epoch, start_offset = start_position(self.resume, batches)
         self.guard = LossGuard(batches=batches, accumulation=accum,
