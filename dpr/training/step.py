@@ -5,20 +5,20 @@ gathers the in-batch pool of all processes and scores it with the pure functions
 `dpr.models.loss`, and the loss is back-propagated. The loop that calls a step and updates
 the optimizer is `dpr.training.trainer`.
 
-`gather_with_offsets` semantics (DPR's, on tensors instead of pickles):
-- Every process contributes its question vectors [B_r × D], passage vectors [C_r × D] and the
-  positive indices [B_r] (local rows of its passages).
+The in-batch pool (`gather_pool`; DPR's semantics, on tensors instead of pickles):
+- Every process contributes its question vectors [B_r × D], passage vectors [C_r × D], the
+  positive indices [B_r] (local rows of its passages) and, to mask copies of positives, its
+  passage keys [C_r] and its questions' positive keys [B_r × P_r].
 - The global question matrix stacks the processes' questions in *global-rank* order, the
   global passage matrix their passages in the same order, and each positive index is shifted
   by the number of passages of the processes before it.
 - This process's own slot holds its local, gradient-carrying tensors; the other slots are
   detached copies. Each process therefore back-propagates through its own vectors only; DDP
   then averages the gradients over processes, as DPR does.
-
-`duplicate_mask` semantics: passage keys travel with the passage vectors (same global order),
-and every process marks, for its own questions, the global columns that copy one of their
-positives (other than the positive itself); the rows are then gathered in global-rank order,
-so every process holds the same [ΣB × ΣC] mask.
+- The duplicate-positive mask (`dpr.models.loss.duplicate_positive_mask`) is built once, on
+  the gathered keys: every process holds the same [ΣB × ΣC] mask.
+Two gathers of `dpr.utils.dist.all_gather_variable` carry it all: one of the integers (each
+process's sizes, positives and keys) and one of the vectors (sizes known by then).
 
 Gradient caching (Gao et al. 2021, "GradCache") gives the loss and gradients of the whole
 in-batch pool while only ever holding the activations of `chunk_size` sequences:
@@ -38,7 +38,7 @@ from itertools import zip_longest
 from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
+import torch.nn.functional as F
 
 from dpr.data.batch import BiEncoderBatch
 from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
@@ -66,76 +66,63 @@ class InBatchLoss(NamedTuple):
     masked: int | torch.Tensor
 
 
-def gather_with_offsets(
-    q_vectors: torch.Tensor,
-    ctx_vectors: torch.Tensor,
-    positive_idx: torch.Tensor,
-    dctx: DistContext,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Builds the global in-batch pool (see the module docstring).
+class Pool(NamedTuple):
+    """The global in-batch pool (module docstring)."""
+
+    questions: torch.Tensor  # [ΣB × D]
+    passages: torch.Tensor  # [ΣC × D]
+    positive_idx: torch.Tensor  # [ΣB] global passage rows
+    mask: torch.Tensor | None  # [ΣB × ΣC] bool copies of positives, None without keys
+
+
+def gather_pool(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
+                dctx: DistContext, *, ctx_keys: torch.Tensor | None = None,
+                positive_keys: torch.Tensor | None = None) -> Pool:
+    """Builds the global in-batch pool and its duplicate-positive mask (module docstring).
 
     Args:
         q_vectors: [B × D] local question vectors.
         ctx_vectors: [C × D] local passage vectors.
         positive_idx: [B] local positive rows.
         dctx: Process context.
-
-    Returns:
-        Global questions [ΣB × D], global passages [ΣC × D], global positive rows [ΣB].
+        ctx_keys: [C] passage keys; with `positive_keys`, the mask is built (else None).
+        positive_keys: [B × P] keys of each question's positives, -1 padded.
     """
-    if not dctx.distributed:
-        return q_vectors, ctx_vectors, positive_idx
-    world, rank = dctx.world_size, dctx.rank
-    device = q_vectors.device
-    local_sizes = torch.tensor([q_vectors.shape[0], ctx_vectors.shape[0]], device=device)
-    sizes = torch.empty(world * 2, dtype=local_sizes.dtype, device=device)
-    dist.all_gather_into_tensor(sizes, local_sizes)
-    sizes = sizes.view(world, 2).tolist()
-    max_rows = max(nq + nc for nq, nc in sizes)
-    max_q = max(nq for nq, _ in sizes)
-    packed = torch.cat([q_vectors, ctx_vectors]).detach()
-    packed = torch.nn.functional.pad(packed, (0, 0, 0, max_rows - packed.shape[0]))
-    all_vectors = packed.new_empty((world * max_rows, packed.shape[1]))
-    dist.all_gather_into_tensor(all_vectors, packed.contiguous())
-    all_vectors = all_vectors.view(world, max_rows, -1)
-    pos = torch.nn.functional.pad(positive_idx, (0, max_q - positive_idx.shape[0]))
-    all_pos = torch.empty(world * max_q, dtype=pos.dtype, device=device)
-    dist.all_gather_into_tensor(all_pos, pos.contiguous())
-    all_pos = all_pos.view(world, max_q)
-
-    questions, passages, positives, offset = [], [], [], 0
-    for r, (nq, nc) in enumerate(sizes):
-        if r == rank:
-            questions.append(q_vectors)
-            passages.append(ctx_vectors)
-        else:
-            questions.append(all_vectors[r, :nq])
-            passages.append(all_vectors[r, nq : nq + nc])
-        positives.append(all_pos[r, :nq] + offset)
-        offset += nc
-    return torch.cat(questions), torch.cat(passages), torch.cat(positives)
+    keyed = ctx_keys is not None and positive_keys is not None
+    if dctx.distributed:
+        if not keyed:
+            ctx_keys, positive_keys = positive_idx[:0], positive_idx[:, None][:, :0]
+        q_vectors, ctx_vectors, positive_idx, ctx_keys, positive_keys = _gather(
+            q_vectors, ctx_vectors, positive_idx, ctx_keys, positive_keys, dctx)
+    mask = duplicate_positive_mask(ctx_keys, positive_keys, positive_idx) if keyed else None
+    return Pool(q_vectors, ctx_vectors, positive_idx, mask)
 
 
-def duplicate_mask(ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
-                   positive_idx: torch.Tensor, dctx: DistContext) -> torch.Tensor:
-    """The global mask of in-batch copies of each question's positives (module docstring).
-
-    Args:
-        ctx_keys: [C] local passage keys.
-        positive_keys: [B × P] keys of the local questions' positives (-1 padded).
-        positive_idx: [B] local positive rows.
-        dctx: Process context.
-
-    Returns:
-        Bool mask [ΣB × ΣC] in the layout of `gather_with_offsets`.
-    """
-    if not dctx.distributed:
-        return duplicate_positive_mask(ctx_keys, positive_keys, positive_idx)
-    keys_per_rank = all_gather_variable(ctx_keys, dctx)
-    offset = sum(k.shape[0] for k in keys_per_rank[: dctx.rank])
-    local = duplicate_positive_mask(torch.cat(keys_per_rank), positive_keys,
-                                    positive_idx + offset)
-    return torch.cat(all_gather_variable(local.to(torch.uint8), dctx)).bool()
+def _gather(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
+            ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
+            dctx: DistContext) -> tuple[torch.Tensor, ...]:
+    """Every process's part of the pool, in global-rank order (own slot: the local tensors)."""
+    (n_q, width), n_c = positive_keys.shape, ctx_keys.shape[0]
+    head = positive_idx.new_tensor([n_q, ctx_vectors.shape[0], n_c, width])
+    ints = all_gather_variable(
+        torch.cat([head, positive_idx, ctx_keys, positive_keys.flatten()]), dctx)
+    shapes = torch.stack([part[:4] for part in ints]).tolist()  # (B, C, keys, P) per process
+    rows = all_gather_variable(torch.cat([q_vectors, ctx_vectors]), dctx,
+                               sizes=[b + c for b, c, _, _ in shapes])
+    widest = max(p for *_, p in shapes)
+    questions, passages, positives, keys, padded_keys = [], [], [], [], []
+    offset = 0
+    for rank, ((b, c, k, p), part, vectors) in enumerate(zip(shapes, ints, rows)):
+        own = rank == dctx.rank
+        questions.append(q_vectors if own else vectors[:b])
+        passages.append(ctx_vectors if own else vectors[b:])
+        pos, ctx_k, pos_k = part[4:].split([b, k, b * p])
+        positives.append(pos + offset)
+        keys.append(ctx_k)
+        padded_keys.append(F.pad(pos_k.view(b, p), (0, widest - p), value=-1))
+        offset += c
+    return (torch.cat(questions), torch.cat(passages), torch.cat(positives), torch.cat(keys),
+            torch.cat(padded_keys))
 
 
 def inbatch_loss(
@@ -165,10 +152,8 @@ def inbatch_loss(
     Returns:
         Loss and counts, all global: the same on every process.
     """
-    q, ctx, pos = gather_with_offsets(q_vectors, ctx_vectors, positive_idx, dctx)
-    mask = None
-    if ctx_keys is not None and positive_keys is not None:
-        mask = duplicate_mask(ctx_keys, positive_keys, positive_idx, dctx)
+    q, ctx, pos, mask = gather_pool(q_vectors, ctx_vectors, positive_idx, dctx,
+                                    ctx_keys=ctx_keys, positive_keys=positive_keys)
     scores = scaled_scores(q, ctx, temperature)
     correct = correct_count(scores, pos, mask)
     masked = mask.sum() if mask is not None else 0
