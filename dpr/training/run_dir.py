@@ -41,8 +41,13 @@ from dpr.models.checkpoint import (
 from dpr.training.config import ModelConfig
 from dpr.training.curves import TrainingCurves
 from dpr.training.resume import Resume, optimizer_state
-from dpr.utils.errors import InputError
-from dpr.utils.io import atomic_write, naming_full_disk, remove_stale_temp_files
+from dpr.utils.errors import InputError, UsageError
+from dpr.utils.io import (
+    atomic_write,
+    check_output_dir,
+    naming_full_disk,
+    remove_stale_temp_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +77,20 @@ def new_best(best: Best | None, metric: str, value: float, checkpoint: str) -> B
                                                    best.improved_by(metric, value)):
         return Best(metric, value, checkpoint)
     return best
+
+
+def make_output_dir(path: str) -> None:
+    """Creates `--output_dir` (and its parents) if missing.
+
+    Raises:
+        UsageError: Naming the flag when the path is a file, under a file, or cannot be made.
+    """
+    check_output_dir(path, flag="--output_dir")
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--output_dir {path}: cannot be created ({err.strerror or err})") \
+            from err
 
 
 class RunDir:

@@ -1,9 +1,10 @@
-"""One training step's forward/backward and its in-batch loss.
+"""One training step: forward/backward, its in-batch loss, and the loss that must stay finite.
 
 Read top to bottom: `plain_step` (or `grad_cache_step`) encodes the batch, `inbatch_loss`
 gathers the in-batch pool of all processes and scores it with the pure functions of
 `dpr.models.loss`, and the loss is back-propagated. The loop that calls a step and updates
-the optimizer is `dpr.training.trainer`.
+the optimizer is `dpr.training.trainer`; `LossGuard` stops the run once a step's loss is no
+longer finite.
 
 The in-batch pool (`gather_pool`; DPR's semantics, on tensors instead of pickles):
 - Every process contributes its question vectors [B_r × D], passage vectors [C_r × D], the
@@ -27,11 +28,23 @@ in-batch pool while only ever holding the activations of `chunk_size` sequences:
 2. compute the DPR loss on the cached vectors and back-propagate it to the vectors only;
 3. re-encode each chunk with a graph and back-propagate the cached vector gradients into the
    encoders. The result equals plain back-propagation through the whole batch.
+
+A diverged run (`LossGuard`): a NaN or infinite loss back-propagates NaN gradients, and in
+float32 or bfloat16 the optimizer step that follows writes NaN into every weight. Training
+therefore stops at the first such step with `NonFiniteLossError` (exit status 1, one line
+naming the epoch, the step and the optimizer update), as fairseq's `FloatingPointError` does.
+Under float16 the `GradScaler` skips every update whose gradients overflow, so an occasional
+non-finite step leaves the weights intact: training stops after `SCALER_TOLERANCE` of them in
+a row. Losses are checked as they are read from the device, in step order
+(`dpr.training.progress`), always before a validation or a checkpoint: no checkpoint is written
+from diverged weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from itertools import zip_longest
@@ -43,7 +56,11 @@ import torch.nn.functional as F
 from dpr.data.batch import BiEncoderBatch
 from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
 from dpr.utils.dist import DistContext, all_gather_variable
+from dpr.utils.errors import RunFailure
 
+logger = logging.getLogger(__name__)
+
+SCALER_TOLERANCE = 5  # non-finite float16 steps in a row that stop a run
 ContextFactory = Callable[[], AbstractContextManager]
 
 
@@ -57,7 +74,7 @@ class InBatchLoss(NamedTuple):
         masked: Number of (question, passage) pairs left out as copies of a positive.
 
     `correct` and `masked` are ints, or 0-dim tensors on the vectors' device when computed
-    with `sync=False` (reading them is then left to the caller, see `dpr.training.step_log`).
+    with `sync=False` (reading them is then left to the caller, see `dpr.training.progress`).
     """
 
     loss: torch.Tensor
@@ -247,7 +264,7 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
             q_parts += [q] if q is not None else []
             c_parts += [c] if c is not None else []
     q_all = torch.cat(q_parts).requires_grad_()
-    train_ctx = any(p.requires_grad for p in _unwrap(model).ctx_model.parameters())
+    train_ctx = any(p.requires_grad for p in getattr(model, "module", model).ctx_model.parameters())
     c_all = torch.cat(c_parts).requires_grad_(train_ctx)
     out = inbatch_loss(q_all, c_all, batch.positive_idx, dctx, sync=sync,
                        temperature=temperature, **batch_keys(batch, mask_duplicates))
@@ -271,5 +288,70 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
     return out._replace(loss=out.loss.detach())
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
+def update_number(epoch: int, iteration: int, *, batches: int, accumulation: int) -> int:
+    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to.
+
+    Args:
+        batches: Batches per epoch (per process).
+        accumulation: `--gradient_accumulation_steps`.
+    """
+    return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)
+
+
+class NonFiniteLossError(RunFailure):
+    """The training loss is no longer finite; the message names where it happened."""
+
+
+class LossGuard:
+    """Watches the training losses of a run, step by step in order.
+
+    Args:
+        batches: Batches per epoch (per process).
+        accumulation: `--gradient_accumulation_steps`, to name the optimizer update.
+        scaled: Whether a float16 loss scaler skips the updates of non-finite steps: then up
+            to `SCALER_TOLERANCE - 1` of them in a row are tolerated, with a warning.
+    """
+
+    def __init__(self, *, batches: int, accumulation: int, scaled: bool) -> None:
+        self.batches, self.accumulation = batches, accumulation
+        self.limit = SCALER_TOLERANCE if scaled else 1
+        self.in_a_row = 0
+        self.first: tuple[int, int, float] | None = None  # of the current run of bad steps
+
+    def _where(self, epoch: int, iteration: int) -> str:
+        update = update_number(epoch, iteration, batches=self.batches,
+                               accumulation=self.accumulation)
+        return f"epoch {epoch}, step {iteration}/{self.batches} (update {update})"
+
+    def observe(self, epoch: int, iteration: int, loss: float) -> None:
+        """Records one step's loss; resets the count on a finite one."""
+        if math.isfinite(loss):
+            self.in_a_row, self.first = 0, None
+            return
+        self.in_a_row += 1
+        if self.first is None:
+            self.first = (epoch, iteration, loss)
+        if self.in_a_row < self.limit:
+            logger.warning("Training loss is %s at %s: the float16 loss scaler skips this "
+                           "update (%d of %d non-finite steps in a row allowed)", loss,
+                           self._where(epoch, iteration), self.in_a_row, self.limit - 1)
+
+    def check(self) -> None:
+        """Raises once the run of non-finite steps is too long.
+
+        Raises:
+            NonFiniteLossError: Naming the first step of the run of non-finite losses.
+        """
+        if self.in_a_row < self.limit or self.first is None:
+            return
+        epoch, iteration, loss = self.first
+        if self.limit == 1:
+            raise NonFiniteLossError(
+                f"training loss is {loss} at {self._where(epoch, iteration)}: the run "
+                "diverged (try a lower --learning_rate or more --warmup_steps); no checkpoint "
+                "was written after it")
+        raise NonFiniteLossError(
+            f"training loss not finite for {self.in_a_row} steps in a row from "
+            f"{self._where(epoch, iteration)} despite float16 loss scaling: the run diverged "
+            "(try a lower --learning_rate, more --warmup_steps or --amp_dtype bfloat16); no "
+            "checkpoint was written after it")
