@@ -32,7 +32,7 @@ from dpr.training.curves import TrainingCurves
 from dpr.training.interrupt import StopRequest, TrainingInterrupted
 from dpr.training.progress import EpochReport
 from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
-from dpr.training.run_dir import Best, RunDir, make_output_dir, new_best
+from dpr.training.run_dir import RunDir, make_output_dir
 from dpr.training.step import InBatchLoss, LossGuard, grad_cache_step, plain_step
 from dpr.training.validation import DevBatches, validate_average_rank, validate_nll
 from dpr.utils.dist import DistContext, barrier
@@ -95,13 +95,11 @@ class BiEncoderTrainer:
         self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
         self.recipe = recipe_of(dataclasses.asdict(self.model_cfg))
         logger.info("Encoder recipe: %s", self.recipe.describe())
-        parts = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
-        self.tensorizer, self.biencoder, self.model = parts.tensorizer, parts.biencoder, parts.model
-        self.optimizer, self.precision = parts.optimizer, parts.precision
+        self.tensorizer, self.biencoder, self.model, self.optimizer, self.precision = \
+            build_parts(self.model_cfg, cfg.train, dctx, self.resume)
         self.autocast = self.precision.autocast
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
-        self.best: Best | None = None
         self.stop = StopRequest()
         self.guard: LossGuard
 
@@ -126,7 +124,7 @@ class BiEncoderTrainer:
         self.guard = LossGuard(batches=batches, accumulation=accum,
                                scaled=self.precision.scaler.is_enabled())
         self.run_dir.curves = TrainingCurves(batches=batches, accumulation=accum)
-        self.best = self.run_dir.prepare(self.resume)
+        self.run_dir.prepare(self.resume)
         self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
         logger.info(
             "Training: %d samples, %d epoch(s), %d batch(es) per epoch per process, batch %d per "
@@ -142,11 +140,12 @@ class BiEncoderTrainer:
                 self._train_epoch(epoch, start_offset if epoch == start_epoch else 0)
         if self.run_dir.writes:
             self.run_dir.curves.draw(self.run_dir.folder)
-        if self.best is not None:
+        best = self.run_dir.best
+        if best is not None:
             logger.info("Training finished. Best validation checkpoint: %s (%s %.5f)",
-                        self.best.checkpoint, self.best.metric, self.best.value)
-        return {"best_checkpoint": self.best.checkpoint if self.best else None,
-                "best_metric": (self.best.metric, self.best.value) if self.best else None}
+                        best.checkpoint, best.metric, best.value)
+        return {"best_checkpoint": best.checkpoint if best else None,
+                "best_metric": (best.metric, best.value) if best else None}
 
     def _eval_points(self, batches: int) -> set[int]:
         accum = self.cfg.train.gradient_accumulation_steps
@@ -234,7 +233,7 @@ class BiEncoderTrainer:
             model=self.biencoder, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.precision.scaler, model_cfg=self.model_cfg, epoch=epoch,
             offset=iteration)
-        self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.best)
+        self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.run_dir.best)
         return path
 
     def _validate_nll(self, **extra: Any) -> tuple[float, float]:
@@ -265,19 +264,10 @@ class BiEncoderTrainer:
         metric = self.validate(epoch) if self.dev_samples else None
         path = self.run_dir.checkpoint_path(epoch, iteration)
         if metric is not None and path is not None:
-            # Logged first: a checkpoint on disk always has its validation in the log.
-            name, value = metric
-            self.run_dir.log_event(event="validation", epoch=epoch, iteration=iteration,
-                                   metric=name, value=value, checkpoint=path)
-            best, self.best = self.best, new_best(self.best, name, value, path)
-            if self.best is not best:
-                logger.info("New best validation checkpoint %s (%s %.5f)", path, name, value)
-            elif not math.isfinite(value):
-                logger.warning("Validation %s is %s at epoch %d, step %d: %s is not a best "
-                               "checkpoint candidate", name, value, epoch, iteration, path)
+            self.run_dir.log_validation(epoch, iteration, *metric, path)
         saved = self._save(epoch, iteration)
         if metric is not None:
-            self.run_dir.record_best(self.best)
+            self.run_dir.record_best()
         if self.run_dir.writes and not self.stop.signum:  # a stop does not wait for a drawing
             self.run_dir.curves.maybe_draw(self.run_dir.folder)
         return saved
