@@ -6,7 +6,7 @@ batch. The loop therefore queues each step's results (`StepRecords`) and reads t
 only where a number is shown or written: at a log line, a rolling-loss line, a validation
 point, a stop, the end of an epoch, or when `flush_seconds` have passed since the last read
 (so that the progress bar and `training_log.jsonl` stay at most that late). The numbers, and so
-every log record, are the same as when read step by step.
+every log record, are the same as when read step by step (measured: docs/PERFORMANCE.md).
 
 `EpochReport` turns the numbers read, in step order, into what an epoch shows and writes: the
 loss guard (`dpr.training.step.LossGuard`), one `train` record per step in
@@ -16,7 +16,9 @@ loss guard (`dpr.training.step.LossGuard`), one `train` record per step in
 ETAs of the epoch and of the run appended to the log line. Validation shows a bar on a
 terminal, otherwise a line every tenth of its batches (`tracked`). Times are tqdm's (its clock,
 `format_interval`, its line for validation); the time spent validating and checkpointing is
-left out of speeds and ETAs (`EpochReport.paused`, tqdm's `unpause`).
+left out of speeds and ETAs (`EpochReport.paused`, tqdm's `unpause`). Only what tqdm cannot
+know is computed here: questions per second (its bar counts batches, of varying size) and the
+ETA of the run (its bar is one epoch's).
 """
 
 from __future__ import annotations
