@@ -17,7 +17,7 @@ import sys
 from dpr.cli.flags import add_debug_flag
 from dpr.cli.main import run_main
 from dpr.training.command_line import build_parser, config_from_args
-from dpr.training.run import run
+from dpr.training.trainer import run
 from dpr.utils.dist import cleanup, init_distributed
 from dpr.utils.logging import setup_logging
 

@@ -236,10 +236,9 @@ def plot_curves(results: dict[str, dict[str, Any]], path: str, title: str) -> No
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:

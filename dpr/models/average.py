@@ -45,6 +45,10 @@ def interpolate(tuned: Mapping[str, torch.Tensor], start: Mapping[str, torch.Ten
         alpha: Weight of the fine-tuned model: 1 = the fine-tuned model, 0 = the start.
         keep: Keys that keep the fine-tuned value (no pretrained value exists).
 
+    Returns:
+        The mixed state dict; entries that are one tensor in both inputs (a shared encoder's
+        two prefixes) are one tensor in it too, so that it is saved once.
+
     Raises:
         UsageError: `alpha` outside [0, 1].
         CheckpointError: Keys or shapes that differ.
@@ -56,13 +60,13 @@ def interpolate(tuned: Mapping[str, torch.Tensor], start: Mapping[str, torch.Ten
         raise CheckpointError(f"the start model's weights do not match the checkpoint's: "
                               f"{missing[:5]}")
     out: dict[str, torch.Tensor] = {}
-    done: dict[tuple[int, int], torch.Tensor] = {}  # a shared encoder's tensors, once
+    done: dict[tuple, torch.Tensor] = {}  # a shared encoder's tensors, mixed once
     for key, value in tuned.items():
         base = start[key]
         if base.shape != value.shape:
             raise CheckpointError(f"{key}: shape {tuple(value.shape)} in the checkpoint, "
                                   f"{tuple(base.shape)} in the start model")
-        pair = (id(value), id(base))
+        pair = (_memory(value), _memory(base))
         if pair not in done:
             if key in keep or not value.is_floating_point():
                 done[pair] = value.clone()
@@ -71,6 +75,12 @@ def interpolate(tuned: Mapping[str, torch.Tensor], start: Mapping[str, torch.Ten
                 done[pair] = mixed.to(value.dtype)
         out[key] = done[pair]
     return out
+
+
+def _memory(tensor: torch.Tensor) -> tuple:
+    """What two state-dict entries share when they are one tensor (a shared encoder's two
+    prefixes): `state_dict()` gives a new tensor object per key, over the same memory."""
+    return tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride()
 
 
 def _fresh_keys(params: Mapping[str, Any]) -> set[str]:

@@ -14,36 +14,16 @@ import torch
 import torch.nn.functional as F
 
 
-def dot_scores(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor) -> torch.Tensor:
-    """Dot-product similarity.
-
-    Args:
-        q_vectors: [Q × D] question representations.
-        ctx_vectors: [C × D] passage representations.
-
-    Returns:
-        Scores [Q × C].
-    """
-    return q_vectors @ ctx_vectors.transpose(0, 1)
-
-
 def scaled_scores(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor,
                   temperature: float = 1.0) -> torch.Tensor:
-    """The training scores: dot products divided by the temperature.
+    """The training scores [Q × C]: dot products of questions [Q × D] and passages [C × D]
+    divided by the temperature (DPR's recipe: 1, the plain dot product).
 
     With cosine similarity the vectors arrive L2-normalised (the encoder normalises them), so
     this is cos(q, c) / temperature, the contrastive loss of E5 and sentence-transformers'
-    MultipleNegativesRankingLoss (scale = 1 / temperature). DPR's recipe is temperature 1.
-
-    Args:
-        q_vectors: [Q × D] question representations.
-        ctx_vectors: [C × D] passage representations.
-        temperature: Positive divisor.
-
-    Returns:
-        Scores [Q × C].
+    MultipleNegativesRankingLoss (scale = 1 / temperature).
     """
-    scores = dot_scores(q_vectors, ctx_vectors)
+    scores = q_vectors @ ctx_vectors.transpose(0, 1)
     return scores if temperature == 1.0 else scores / temperature
 
 
@@ -61,23 +41,14 @@ def duplicate_positive_mask(ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
         Bool mask [Q × C]: True where column j is a duplicate of a positive of question i.
     """
     mask = (positive_keys[:, :, None] == ctx_keys[None, None, :]).any(dim=1)  # [Q × C]
-    rows = torch.arange(mask.shape[0], device=mask.device)
-    mask[rows, positive_idx] = False
+    mask[torch.arange(mask.shape[0], device=mask.device), positive_idx] = False
     return mask
 
 
 def masked_scores(scores: torch.Tensor, positive_idx: torch.Tensor,
                   mask: torch.Tensor | None) -> torch.Tensor:
-    """Scores in float32 with masked columns at -inf (never a question's own positive).
-
-    Args:
-        scores: [Q × C] similarity scores.
-        positive_idx: [Q] column of each question's positive passage.
-        mask: [Q × C] bool columns to remove, or None.
-
-    Returns:
-        [Q × C] float32 scores.
-    """
+    """[Q × C] scores in float32, with the `mask` columns (never a question's own positive
+    column of `positive_idx`) at -inf."""
     scores = scores.float()
     if mask is None:
         return scores
@@ -88,15 +59,13 @@ def masked_scores(scores: torch.Tensor, positive_idx: torch.Tensor,
 
 def nll_loss(scores: torch.Tensor, positive_idx: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean negative log-likelihood of each question's positive among all passages.
+    """Mean negative log-likelihood of each question's positive among all passages (a scalar,
+    computed in float32 whatever the scores' dtype).
 
     Args:
         scores: [Q × C] similarity scores.
         positive_idx: [Q] column of each question's positive passage.
         mask: [Q × C] bool columns left out of each question's softmax, or None (DPR).
-
-    Returns:
-        Scalar loss (computed in float32 whatever the scores' dtype).
     """
     return F.cross_entropy(masked_scores(scores, positive_idx, mask), positive_idx,
                            reduction="mean")

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -41,34 +42,14 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
 
-@dataclass
-class TrainingParts:
-    """Everything the loop needs besides the data.
+class TrainingParts(NamedTuple):
+    """Everything the loop needs besides the data."""
 
-    Attributes:
-        model_cfg: Encoder settings in effect (the checkpoint's where it defines the model).
-        tensorizer: Tokenizes and pads questions and passages.
-        biencoder: The bare model (what is saved and validated).
-        model: `biencoder`, wrapped in DDP when several processes train.
-        optimizer: AdamW, with the checkpoint's state when it fits.
-        precision: Mixed-precision policy.
-    """
-
-    model_cfg: ModelConfig
-    tensorizer: Tensorizer
-    biencoder: BiEncoder
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    tensorizer: Tensorizer  # tokenizes and pads questions and passages
+    biencoder: BiEncoder  # the bare model: what is saved and validated
+    model: torch.nn.Module  # `biencoder`, in DDP when several processes train
+    optimizer: torch.optim.Optimizer  # AdamW, with the checkpoint's state when it fits
     precision: Precision
-
-
-def amp_dtype(t: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast type `--fp16` / `--amp_dtype` mean on `device` (None = float32)."""
-    dtype = autocast_dtype(t.use_amp, t.amp_dtype, device)
-    if dtype is not None:
-        logger.info("Mixed precision: %s autocast on %s%s", dtype, device.type,
-                    " with loss scaling" if dtype == torch.float16 else "")
-    return dtype
 
 
 def check_fairseq_dictionary(folder: Path, tensorizer: Tensorizer) -> None:
@@ -160,8 +141,11 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
     optimizer = build_optimizer(biencoder, learning_rate=t.learning_rate,
                                 weight_decay=t.weight_decay, eps=t.adam_eps, betas=t.betas)
     restore_optimizer(optimizer, resume)
-    dtype = amp_dtype(t, dctx.device)
+    dtype = autocast_dtype(t.use_amp, t.amp_dtype, dctx.device)
+    if dtype is not None:
+        logger.info("Mixed precision: %s autocast on %s%s", dtype, dctx.device.type,
+                    " with loss scaling" if dtype == torch.float16 else "")
     scaler = torch.amp.GradScaler(dctx.device.type, enabled=dtype == torch.float16)
     restore_scaler(scaler, resume)
-    return TrainingParts(m, tensorizer, biencoder, model, optimizer,
+    return TrainingParts(tensorizer, biencoder, model, optimizer,
                          Precision(dtype, dctx.device.type, scaler))

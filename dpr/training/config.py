@@ -15,7 +15,7 @@ from typing import Any
 
 from dpr.models.checkpoint import ENCODER_TYPES
 from dpr.recipe import Recipe
-from dpr.training.guard import SCALER_TOLERANCE
+from dpr.training.step import SCALER_TOLERANCE
 from dpr.utils.errors import UsageError
 from dpr.utils.options import opt
 

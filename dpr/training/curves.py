@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dpr.training.progress import update_number
+from dpr.training.step import update_number
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)

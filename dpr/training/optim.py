@@ -1,4 +1,9 @@
-"""Optimizer and learning-rate schedule."""
+"""The optimizer: AdamW with DPR's two parameter groups, and loading a saved state into it.
+
+The learning-rate schedule is transformers' `get_linear_schedule_with_warmup` (DPR's
+`get_schedule_linear`: warm-up from 0, then linear decay to 0 at the run's last update), built
+in `dpr.training.trainer`; its `state_dict` is a `LambdaLR`'s, as DPR's checkpoints store.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import AdamW, Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 NO_DECAY = ("bias", "LayerNorm.weight")
 # Whether the fused AdamW kernel is used on CPU parameters: yes, as it measured ~15x faster
@@ -80,18 +84,3 @@ def load_optimizer_state(optimizer: Optimizer, state: dict[str, Any]) -> None:
             if isinstance(step, torch.Tensor):
                 device = param.device if on_device else torch.device("cpu")
                 optimizer.state[param]["step"] = step.to(device=device, dtype=torch.float32)
-
-
-def linear_schedule(optimizer: Optimizer, *, warmup_steps: int, total_steps: int) -> LambdaLR:
-    """Linear warm-up from 0, then linear decay to 0 at `total_steps` (DPR's schedule).
-
-    `total_steps` is the number of updates of the *whole* run; on resume the scheduler's saved
-    step counter is restored on top, so the curve continues where it stopped.
-    """
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return LambdaLR(optimizer, factor)

@@ -1,32 +1,51 @@
-"""What a person watching a training run sees: progress, speed, ETA and training curves.
+"""What a training run shows and writes as it goes, from per-step numbers kept on the device.
 
-On the main process only:
-- during an epoch, a tqdm bar (batches, loss, questions/s, ETA) when stderr is a terminal,
-  otherwise the same facts appended to the periodic log line (`EpochView.rate_text`);
-- during validation, a bar on a terminal, otherwise a line every tenth of the batches
-  (`tracked`);
-- `training_curves.png` in `--output_dir` (`dpr.training.curves`).
+Reading a loss (`.item()`) makes the host wait for the device to finish all the work queued so
+far, so that, read every step, the GPU runs dry at every step while Python prepares the next
+batch. The loop therefore queues each step's results (`StepRecords`) and reads them in one copy
+only where a number is shown or written: at a log line, a rolling-loss line, a validation
+point, a stop, the end of an epoch, or when `flush_seconds` have passed since the last read
+(so that the progress bar and `training_log.jsonl` stay at most that late). The numbers, and so
+every log record, are the same as when read step by step (measured: docs/PERFORMANCE.md).
 
-Speeds and ETAs count training time only: the time spent validating and checkpointing is
-left out (`EpochView.paused`).
+`EpochReport` turns the numbers read, in step order, into what an epoch shows and writes: the
+loss guard (`dpr.training.step.LossGuard`), one `train` record per step in
+`training_log.jsonl`, a log line every `--log_batch_step` steps, a rolling-loss line every
+`--train_rolling_loss_step` steps and the epoch's averages; on the main process, a tqdm bar
+(batches, loss, questions/s, run ETA) when stderr is a terminal, otherwise the speed and the
+ETAs of the epoch and of the run appended to the log line. Validation shows a bar on a
+terminal, otherwise a line every tenth of its batches (`tracked`). Times are tqdm's (its clock,
+`format_interval`, its line for validation); the time spent validating and checkpointing is
+left out of speeds and ETAs (`EpochReport.paused`, tqdm's `unpause`). Only what tqdm cannot
+know is computed here: questions per second (its bar counts batches, of varying size) and the
+ETA of the run (its bar is one epoch's).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
+import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from dpr.training.config import TrainConfig
+from dpr.training.run_dir import RunDir
+from dpr.training.step import InBatchLoss, LossGuard
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# The line `tracked` logs where no bar is drawn.
+TRACKED_LINE = "{desc}: batch {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]"
 
 
 def on_terminal() -> bool:
@@ -34,140 +53,197 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def format_duration(seconds: float) -> str:
-    """`H:MM:SS` (or `?` while unknown)."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+class _Nowhere(io.TextIOBase):
+    """Where a bar that is not drawn writes: its clock and counts still serve the log lines."""
+
+    def write(self, text: str) -> int:
+        return len(text)
 
 
-class EpochView:
-    """Speed and ETAs of one training epoch, shown as a bar on a terminal or in log lines.
+def _bar(*, drawn: bool, enabled: bool, **options) -> tqdm:
+    return tqdm(unit=" batch", dynamic_ncols=drawn, leave=False, disable=not enabled,
+                file=None if drawn else _Nowhere(), **options)
+
+
+class StepNumbers(NamedTuple):
+    """One training step's numbers, read from the device."""
+
+    iteration: int
+    lr: float
+    loss: float
+    correct: int
+    questions: int
+    masked: int
+
+
+class StepRecords:
+    """Step results waiting to be read.
 
     Args:
-        epoch: The epoch (0-based).
-        epochs: Epochs in the run.
-        start: Batches of this epoch already done before (resume).
-        batches: Batches per epoch.
-        enabled: False off the main process: nothing is shown.
-        bar: Draw a tqdm bar (default: when stderr is a terminal).
+        flush_seconds: `due` turns true this long after the last `drain`.
         clock: Seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, *, epoch: int, epochs: int, start: int, batches: int, enabled: bool,
-                 bar: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.epoch, self.epochs, self.batches = epoch, epochs, batches
-        self.position, self.clock = start, clock
-        self.steps, self.questions, self.idle = 0, 0, 0.0
-        self.loss: float | None = None
-        self.begin = clock()
-        self.enabled = enabled
-        self.bar = (tqdm(total=batches, initial=start, desc=f"Epoch {epoch}", unit=" batch",
-                         dynamic_ncols=True, leave=False)
-                    if enabled and (on_terminal() if bar is None else bar) else None)
+    def __init__(self, flush_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.flush_seconds, self.clock = flush_seconds, clock
+        self.pending: list[tuple[int, float, InBatchLoss]] = []
+        self.last = clock()
+
+    def add(self, iteration: int, lr: float, result: InBatchLoss) -> None:
+        """Queues one step's (detached) result; reads nothing from the device."""
+        self.pending.append((iteration, lr, result))
+
+    def due(self) -> bool:
+        """Whether `flush_seconds` have passed since the last read (with something queued)."""
+        return bool(self.pending) and self.clock() - self.last >= self.flush_seconds
+
+    def drain(self) -> list[StepNumbers]:
+        """Reads every queued step (one device-to-host copy per kind of number), oldest first."""
+        pending, self.pending = self.pending, []
+        self.last = self.clock()
+        if not pending:
+            return []
+        losses = _read([r.loss for _, _, r in pending])
+        counts = _read([value for _, _, r in pending for value in (r.correct, r.masked)])
+        return [StepNumbers(iteration, lr, float(loss), int(counts[2 * i]), r.questions,
+                            int(counts[2 * i + 1]))
+                for i, ((iteration, lr, r), loss) in enumerate(zip(pending, losses))]
+
+
+def _read(values: list[torch.Tensor | int | float]) -> list[int | float]:
+    """Python numbers of `values`; the tensors among them travel in one stacked copy."""
+    tensors = [v.detach().reshape(()) for v in values if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return list(values)
+    read = iter(torch.stack(tensors).tolist())
+    return [next(read) if isinstance(v, torch.Tensor) else v for v in values]
+
+
+class EpochReport:
+    """What one training epoch shows and writes (module docstring).
+
+    Args:
+        t: The training flags (log intervals, epochs).
+        run_dir: The run's files (`train` records).
+        guard: The run's non-finite loss guard.
+        epoch: The epoch (0-based).
+        start: Batches of this epoch already done before (resume).
+        batches: Batches per epoch.
+        enabled: False off the main process: nothing is shown.
+        bar: Draw a bar (default: when stderr is a terminal).
+    """
+
+    def __init__(self, t: TrainConfig, run_dir: RunDir, guard: LossGuard, *, epoch: int,
+                 start: int, batches: int, enabled: bool, bar: bool | None = None) -> None:
+        self.t, self.run_dir, self.guard = t, run_dir, guard
+        self.epoch, self.batches, self.enabled = epoch, batches, enabled
+        self.records = StepRecords()
+        self.due = self.records.due
+        self.rolling: deque[float] = deque(maxlen=t.train_rolling_loss_step)
+        self.totals = {"loss": 0.0, "correct": 0, "masked": 0, "batches": 0}
+        self.questions, self.loss = 0, None
+        self.drawn = enabled and (on_terminal() if bar is None else bar)
+        self.bar = _bar(drawn=self.drawn, enabled=enabled, total=batches, initial=start,
+                        desc=f"Epoch {epoch}", smoothing=0)
 
     def wrap(self, batches: Iterable[T]) -> Iterator[T]:
         """Yields `batches`, with log records routed around the bar while it is drawn."""
-        redirect = logging_redirect_tqdm() if self.bar is not None else contextlib.nullcontext()
-        try:
-            with redirect:
-                yield from batches
-        finally:
-            if self.bar is not None:
-                self.bar.close()
+        with logging_redirect_tqdm() if self.drawn else contextlib.nullcontext(), self.bar:
+            yield from batches
 
-    def step(self, questions: int, loss: float | None = None) -> None:
-        """Records one finished batch of `questions` questions (over all processes).
+    def add(self, iteration: int, lr: float, result: InBatchLoss) -> None:
+        """Queues one finished step (`result` over all processes); reads nothing."""
+        self.records.add(iteration, lr, result)
+        self.questions += result.questions
+        self.bar.update(1)
+        if self.drawn:  # shown from the bar's next refresh
+            speed, _, run_left = self.pace()
+            shown = "?" if self.loss is None else f"{self.loss:.4f}"
+            self.bar.set_postfix_str(f"loss {shown}, {speed:.1f} questions/s, run ETA "
+                                     f"{tqdm.format_interval(run_left)}", refresh=False)
 
-        Args:
-            loss: The batch's loss, or None: the bar keeps the last one given (`show_loss`),
-                for a loop that reads losses from the device only now and then.
-        """
-        self.steps += 1
-        self.position += 1
-        self.questions += questions
-        if loss is not None:
-            self.loss = loss
-        if self.bar is not None:
-            shown = "loss ?, " if self.loss is None else f"loss {self.loss:.4f}, "
-            self.bar.set_postfix_str(f"{shown}{self.questions_per_second():.1f} "
-                                     f"questions/s, run ETA {format_duration(self.run_eta())}",
-                                     refresh=False)
-            self.bar.update(1)
+    def pace(self) -> tuple[float, float, float]:
+        """(Questions per second, seconds left in the epoch, in the run), by the bar's clock."""
+        info = self.bar.format_dict
+        elapsed = max(info["elapsed"], 1e-9)
+        per_batch = elapsed / max(info["n"] - info["initial"], 1)
+        left = self.batches - info["n"]
+        later = (self.t.epochs - self.epoch - 1) * self.batches
+        return self.questions / elapsed, left * per_batch, (left + later) * per_batch
 
-    def show_loss(self, loss: float) -> None:
-        """The loss the bar shows from the next `step` on (the latest one read)."""
-        self.loss = loss
+    def rate_text(self) -> str:
+        """`, 12.3 questions/s, epoch ETA 01:02, run ETA 10:00` for the log line; empty when
+        the bar shows it or off the main process."""
+        if self.drawn or not self.enabled:
+            return ""
+        speed, epoch_left, run_left = self.pace()
+        return (f", {speed:.1f} questions/s, epoch ETA {tqdm.format_interval(epoch_left)}, "
+                f"run ETA {tqdm.format_interval(run_left)}")
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Leaves the time spent in the block (validation, checkpoint) out of speed and ETA."""
-        began = self.clock()
         try:
             yield
         finally:
-            self.idle += self.clock() - began
+            self.bar.unpause()
 
-    def _seconds(self) -> float:
-        return max(self.clock() - self.begin - self.idle, 1e-9)
+    def flush(self, check: bool = True) -> None:
+        """Reads the queued steps and writes what each of them logs.
 
-    def questions_per_second(self) -> float:
-        """Training questions per second so far in this epoch."""
-        return self.questions / self._seconds()
+        Args:
+            check: Stop on a diverged loss now (`LossGuard.check`); False where the processes
+                of a job may not all be at this step (a time-based read).
+        """
+        t, epoch = self.t, self.epoch
+        for n in self.records.drain():
+            self.guard.observe(epoch, n.iteration, n.loss)
+            self.rolling.append(n.loss)
+            self.loss = n.loss
+            for key, amount in (("loss", n.loss), ("correct", n.correct),
+                                ("masked", n.masked), ("batches", 1)):
+                self.totals[key] += amount
+            self.run_dir.log_event(event="train", epoch=epoch, iteration=n.iteration,
+                                   loss=n.loss, correct=n.correct, questions=n.questions,
+                                   lr=n.lr, masked=n.masked)
+            if (n.iteration - 1) % t.log_batch_step == 0:
+                logger.info("Epoch %d: step %d/%d, loss %.5f, lr %.3g, in-batch accuracy %d/%d, "
+                            "%d masked%s", epoch, n.iteration, self.batches, n.loss, n.lr,
+                            n.correct, n.questions, n.masked, self.rate_text())
+            if n.iteration % t.train_rolling_loss_step == 0:
+                logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch,
+                            len(self.rolling), sum(self.rolling) / len(self.rolling))
+        if check:
+            self.guard.check()
 
-    def epoch_eta(self) -> float:
-        """Seconds left in this epoch (inf before the first batch)."""
-        if not self.steps:
-            return math.inf
-        return (self.batches - self.position) * self._seconds() / self.steps
-
-    def run_eta(self) -> float:
-        """Seconds left in the run: this epoch and the ones after it."""
-        if not self.steps:
-            return math.inf
-        left = self.batches - self.position + (self.epochs - self.epoch - 1) * self.batches
-        return left * self._seconds() / self.steps
-
-    def rate_text(self) -> str:
-        """`, 12.3 questions/s, epoch ETA 0:01:02, run ETA 0:10:00` for the log line; empty
-        when the bar shows it or off the main process."""
-        if self.bar is not None or not self.enabled:
-            return ""
-        return (f", {self.questions_per_second():.1f} questions/s, epoch ETA "
-                f"{format_duration(self.epoch_eta())}, run ETA {format_duration(self.run_eta())}")
+    def finish(self) -> None:
+        """Flushes, then logs the epoch's averages."""
+        self.flush()
+        totals = self.totals
+        if totals["batches"]:
+            logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct, %d "
+                        "duplicate-positive column(s) masked", self.epoch,
+                        totals["loss"] / totals["batches"], totals["batches"], totals["correct"],
+                        totals["masked"])
 
 
-def tracked(items: Iterable[T], *, total: int, desc: str, enabled: bool,
-            clock: Callable[[], float] = time.monotonic) -> Iterator[T]:
-    """Yields `items` with a bar on a terminal, else a log line every tenth of `total`.
+def tracked(items: Iterable[T], *, total: int, desc: str, enabled: bool) -> Iterator[T]:
+    """Yields `items` with a bar on a terminal, else logs tqdm's line (`TRACKED_LINE`: batches
+    done, elapsed<remaining, rate) every tenth of `total`.
 
     Args:
         total: How many items are expected (the bar's length and the ETA's).
         desc: What is being done, e.g. "Average-rank validation".
         enabled: False off the main process: nothing is shown.
     """
-    if enabled and on_terminal():
-        with logging_redirect_tqdm(), tqdm(items, total=total, desc=desc, unit=" batch",
-                                           dynamic_ncols=True, leave=False) as bar:
-            yield from bar
-        return
+    drawn = enabled and on_terminal()
     every = max(1, math.ceil(total / 10))
-    begin = clock()
-    for done, item in enumerate(items, start=1):
-        yield item
-        if enabled and (done % every == 0 or done == total):
-            seconds = clock() - begin
-            logger.info("%s: batch %d/%d, %.1f s, ETA %s", desc, done, total, seconds,
-                        format_duration((total - done) * seconds / done))
-
-
-def update_number(epoch: int, iteration: int, *, batches: int, accumulation: int) -> int:
-    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to.
-
-    Args:
-        batches: Batches per epoch (per process).
-        accumulation: `--gradient_accumulation_steps`.
-    """
-    return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)
+    with logging_redirect_tqdm() if drawn else contextlib.nullcontext(), _bar(
+            drawn=drawn, enabled=enabled, total=total, desc=desc,
+            bar_format=None if drawn else TRACKED_LINE) as bar:
+        for done, item in enumerate(items, start=1):
+            yield item
+            bar.update(1)
+            if enabled and not drawn and (done % every == 0 or done == total):
+                logger.info("%s", str(bar))  # the line as it is now

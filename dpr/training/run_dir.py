@@ -41,8 +41,13 @@ from dpr.models.checkpoint import (
 from dpr.training.config import ModelConfig
 from dpr.training.curves import TrainingCurves
 from dpr.training.resume import Resume, optimizer_state
-from dpr.utils.errors import InputError
-from dpr.utils.io import atomic_write, naming_full_disk, remove_stale_temp_files
+from dpr.utils.errors import InputError, UsageError
+from dpr.utils.io import (
+    atomic_write,
+    check_output_dir,
+    naming_full_disk,
+    remove_stale_temp_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +64,27 @@ class Best:
     value: float
     checkpoint: str
 
-    def improved_by(self, metric: str, value: float) -> bool:
-        """Whether (metric, value) replaces this best: a new kind of metric always does, a
-        value that is not finite (NaN, inf) never."""
-        return math.isfinite(value) and (self.metric != metric or value < self.value)
-
 
 def new_best(best: Best | None, metric: str, value: float, checkpoint: str) -> Best | None:
-    """The best after a validation of `checkpoint`: itself when it improves on `best` (or is
-    the first finite value), else `best` unchanged."""
-    if (best is None and math.isfinite(value)) or (best is not None and
-                                                   best.improved_by(metric, value)):
+    """The best after a validation of `checkpoint`: itself when its value is finite and the
+    first, of a new kind of metric or lower than `best`'s; else `best` unchanged."""
+    if math.isfinite(value) and (best is None or best.metric != metric or value < best.value):
         return Best(metric, value, checkpoint)
     return best
+
+
+def make_output_dir(path: str) -> None:
+    """Creates `--output_dir` (and its parents) if missing.
+
+    Raises:
+        UsageError: Naming the flag when the path is a file, under a file, or cannot be made.
+    """
+    check_output_dir(path, flag="--output_dir")
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--output_dir {path}: cannot be created ({err.strerror or err})") \
+            from err
 
 
 class RunDir:
@@ -82,6 +95,7 @@ class RunDir:
         self.prefix = prefix
         self.writes = self.folder is not None and is_main
         self.curves: TrainingCurves | None = None  # given the records logged, when set
+        self.best: Best | None = None
 
     def write_config(self, values: dict[str, Any]) -> None:
         """Writes `training_config.json`."""
@@ -126,7 +140,7 @@ class RunDir:
         """Makes the folder consistent with where training starts (module docstring).
 
         Returns:
-            The best validation recorded up to the resume point.
+            The best validation recorded up to the resume point (also `self.best`).
         """
         if not self.writes:
             return None
@@ -144,20 +158,33 @@ class RunDir:
                             "later record(s) dropped)", log, *point, len(records) - len(kept))
             with atomic_write(log) as handle:
                 handle.writelines(json.dumps(r) + "\n" for r in kept)
-        best: Best | None = None
         for record in kept:
             if record.get("event") == "validation":
-                best = new_best(best, record["metric"], record["value"], record["checkpoint"])
+                self.best = new_best(self.best, record["metric"], record["value"],
+                                     record["checkpoint"])
             if self.curves is not None:
                 self.curves.add(record)
-        self.record_best(best)
-        return best
+        self.record_best()
+        return self.best
 
-    def record_best(self, best: Best | None) -> None:
+    def log_validation(self, epoch: int, iteration: int, metric: str, value: float,
+                       checkpoint: str) -> None:
+        """Logs the validation of `checkpoint` (before it is written, so that a checkpoint on
+        disk always has its validation in the log) and keeps the best (`new_best`)."""
+        self.log_event(event="validation", epoch=epoch, iteration=iteration, metric=metric,
+                       value=value, checkpoint=checkpoint)
+        best, self.best = self.best, new_best(self.best, metric, value, checkpoint)
+        if self.best is not best:
+            logger.info("New best validation checkpoint %s (%s %.5f)", checkpoint, metric, value)
+        elif not math.isfinite(value):
+            logger.warning("Validation %s is %s at epoch %d, step %d: %s is not a best "
+                           "checkpoint candidate", metric, value, epoch, iteration, checkpoint)
+
+    def record_best(self) -> None:
         """Writes `best_checkpoint.json` (removes it when there is no best)."""
         if not self.writes:
             return
-        path = self.folder / BEST_FILE
+        path, best = self.folder / BEST_FILE, self.best
         if best is None:
             path.unlink(missing_ok=True)
             return

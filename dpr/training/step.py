@@ -1,24 +1,25 @@
-"""One training step's forward/backward and its in-batch loss.
+"""One training step: forward/backward, its in-batch loss, and the loss that must stay finite.
 
 Read top to bottom: `plain_step` (or `grad_cache_step`) encodes the batch, `inbatch_loss`
 gathers the in-batch pool of all processes and scores it with the pure functions of
 `dpr.models.loss`, and the loss is back-propagated. The loop that calls a step and updates
-the optimizer is `dpr.training.trainer`.
+the optimizer is `dpr.training.trainer`; `LossGuard` stops the run once a step's loss is no
+longer finite.
 
-`gather_with_offsets` semantics (DPR's, on tensors instead of pickles):
-- Every process contributes its question vectors [B_r × D], passage vectors [C_r × D] and the
-  positive indices [B_r] (local rows of its passages).
+The in-batch pool (`gather_pool`; DPR's semantics, on tensors instead of pickles):
+- Every process contributes its question vectors [B_r × D], passage vectors [C_r × D], the
+  positive indices [B_r] (local rows of its passages) and, to mask copies of positives, its
+  passage keys [C_r] and its questions' positive keys [B_r × P_r].
 - The global question matrix stacks the processes' questions in *global-rank* order, the
   global passage matrix their passages in the same order, and each positive index is shifted
   by the number of passages of the processes before it.
 - This process's own slot holds its local, gradient-carrying tensors; the other slots are
   detached copies. Each process therefore back-propagates through its own vectors only; DDP
   then averages the gradients over processes, as DPR does.
-
-`duplicate_mask` semantics: passage keys travel with the passage vectors (same global order),
-and every process marks, for its own questions, the global columns that copy one of their
-positives (other than the positive itself); the rows are then gathered in global-rank order,
-so every process holds the same [ΣB × ΣC] mask.
+- The duplicate-positive mask (`dpr.models.loss.duplicate_positive_mask`) is built once, on
+  the gathered keys: every process holds the same [ΣB × ΣC] mask.
+Two gathers of `dpr.utils.dist.all_gather_variable` carry it all: one of the integers (each
+process's sizes, positives and keys) and one of the vectors (sizes known by then).
 
 Gradient caching (Gao et al. 2021, "GradCache") gives the loss and gradients of the whole
 in-batch pool while only ever holding the activations of `chunk_size` sequences:
@@ -27,23 +28,39 @@ in-batch pool while only ever holding the activations of `chunk_size` sequences:
 2. compute the DPR loss on the cached vectors and back-propagate it to the vectors only;
 3. re-encode each chunk with a graph and back-propagate the cached vector gradients into the
    encoders. The result equals plain back-propagation through the whole batch.
+
+A diverged run (`LossGuard`): a NaN or infinite loss back-propagates NaN gradients, and in
+float32 or bfloat16 the optimizer step that follows writes NaN into every weight. Training
+therefore stops at the first such step with `NonFiniteLossError` (exit status 1, one line
+naming the epoch, the step and the optimizer update), as fairseq's `FloatingPointError` does.
+Under float16 the `GradScaler` skips every update whose gradients overflow, so an occasional
+non-finite step leaves the weights intact: training stops after `SCALER_TOLERANCE` of them in
+a row. Losses are checked as they are read from the device, in step order
+(`dpr.training.progress`), always before a validation or a checkpoint: no checkpoint is written
+from diverged weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from itertools import zip_longest
 from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
+import torch.nn.functional as F
 
 from dpr.data.batch import BiEncoderBatch
 from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
 from dpr.utils.dist import DistContext, all_gather_variable
+from dpr.utils.errors import RunFailure
 
+logger = logging.getLogger(__name__)
+
+SCALER_TOLERANCE = 5  # non-finite float16 steps in a row that stop a run
 ContextFactory = Callable[[], AbstractContextManager]
 
 
@@ -57,7 +74,7 @@ class InBatchLoss(NamedTuple):
         masked: Number of (question, passage) pairs left out as copies of a positive.
 
     `correct` and `masked` are ints, or 0-dim tensors on the vectors' device when computed
-    with `sync=False` (reading them is then left to the caller, see `dpr.training.step_log`).
+    with `sync=False` (reading them is then left to the caller, see `dpr.training.progress`).
     """
 
     loss: torch.Tensor
@@ -66,76 +83,63 @@ class InBatchLoss(NamedTuple):
     masked: int | torch.Tensor
 
 
-def gather_with_offsets(
-    q_vectors: torch.Tensor,
-    ctx_vectors: torch.Tensor,
-    positive_idx: torch.Tensor,
-    dctx: DistContext,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Builds the global in-batch pool (see the module docstring).
+class Pool(NamedTuple):
+    """The global in-batch pool (module docstring)."""
+
+    questions: torch.Tensor  # [ΣB × D]
+    passages: torch.Tensor  # [ΣC × D]
+    positive_idx: torch.Tensor  # [ΣB] global passage rows
+    mask: torch.Tensor | None  # [ΣB × ΣC] bool copies of positives, None without keys
+
+
+def gather_pool(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
+                dctx: DistContext, *, ctx_keys: torch.Tensor | None = None,
+                positive_keys: torch.Tensor | None = None) -> Pool:
+    """Builds the global in-batch pool and its duplicate-positive mask (module docstring).
 
     Args:
         q_vectors: [B × D] local question vectors.
         ctx_vectors: [C × D] local passage vectors.
         positive_idx: [B] local positive rows.
         dctx: Process context.
-
-    Returns:
-        Global questions [ΣB × D], global passages [ΣC × D], global positive rows [ΣB].
+        ctx_keys: [C] passage keys; with `positive_keys`, the mask is built (else None).
+        positive_keys: [B × P] keys of each question's positives, -1 padded.
     """
-    if not dctx.distributed:
-        return q_vectors, ctx_vectors, positive_idx
-    world, rank = dctx.world_size, dctx.rank
-    device = q_vectors.device
-    local_sizes = torch.tensor([q_vectors.shape[0], ctx_vectors.shape[0]], device=device)
-    sizes = torch.empty(world * 2, dtype=local_sizes.dtype, device=device)
-    dist.all_gather_into_tensor(sizes, local_sizes)
-    sizes = sizes.view(world, 2).tolist()
-    max_rows = max(nq + nc for nq, nc in sizes)
-    max_q = max(nq for nq, _ in sizes)
-    packed = torch.cat([q_vectors, ctx_vectors]).detach()
-    packed = torch.nn.functional.pad(packed, (0, 0, 0, max_rows - packed.shape[0]))
-    all_vectors = packed.new_empty((world * max_rows, packed.shape[1]))
-    dist.all_gather_into_tensor(all_vectors, packed.contiguous())
-    all_vectors = all_vectors.view(world, max_rows, -1)
-    pos = torch.nn.functional.pad(positive_idx, (0, max_q - positive_idx.shape[0]))
-    all_pos = torch.empty(world * max_q, dtype=pos.dtype, device=device)
-    dist.all_gather_into_tensor(all_pos, pos.contiguous())
-    all_pos = all_pos.view(world, max_q)
-
-    questions, passages, positives, offset = [], [], [], 0
-    for r, (nq, nc) in enumerate(sizes):
-        if r == rank:
-            questions.append(q_vectors)
-            passages.append(ctx_vectors)
-        else:
-            questions.append(all_vectors[r, :nq])
-            passages.append(all_vectors[r, nq : nq + nc])
-        positives.append(all_pos[r, :nq] + offset)
-        offset += nc
-    return torch.cat(questions), torch.cat(passages), torch.cat(positives)
+    keyed = ctx_keys is not None and positive_keys is not None
+    if dctx.distributed:
+        if not keyed:
+            ctx_keys, positive_keys = positive_idx[:0], positive_idx[:, None][:, :0]
+        q_vectors, ctx_vectors, positive_idx, ctx_keys, positive_keys = _gather(
+            q_vectors, ctx_vectors, positive_idx, ctx_keys, positive_keys, dctx)
+    mask = duplicate_positive_mask(ctx_keys, positive_keys, positive_idx) if keyed else None
+    return Pool(q_vectors, ctx_vectors, positive_idx, mask)
 
 
-def duplicate_mask(ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
-                   positive_idx: torch.Tensor, dctx: DistContext) -> torch.Tensor:
-    """The global mask of in-batch copies of each question's positives (module docstring).
-
-    Args:
-        ctx_keys: [C] local passage keys.
-        positive_keys: [B × P] keys of the local questions' positives (-1 padded).
-        positive_idx: [B] local positive rows.
-        dctx: Process context.
-
-    Returns:
-        Bool mask [ΣB × ΣC] in the layout of `gather_with_offsets`.
-    """
-    if not dctx.distributed:
-        return duplicate_positive_mask(ctx_keys, positive_keys, positive_idx)
-    keys_per_rank = all_gather_variable(ctx_keys, dctx)
-    offset = sum(k.shape[0] for k in keys_per_rank[: dctx.rank])
-    local = duplicate_positive_mask(torch.cat(keys_per_rank), positive_keys,
-                                    positive_idx + offset)
-    return torch.cat(all_gather_variable(local.to(torch.uint8), dctx)).bool()
+def _gather(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
+            ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
+            dctx: DistContext) -> tuple[torch.Tensor, ...]:
+    """Every process's part of the pool, in global-rank order (own slot: the local tensors)."""
+    (n_q, width), n_c = positive_keys.shape, ctx_keys.shape[0]
+    head = positive_idx.new_tensor([n_q, ctx_vectors.shape[0], n_c, width])
+    ints = all_gather_variable(
+        torch.cat([head, positive_idx, ctx_keys, positive_keys.flatten()]), dctx)
+    shapes = torch.stack([part[:4] for part in ints]).tolist()  # (B, C, keys, P) per process
+    rows = all_gather_variable(torch.cat([q_vectors, ctx_vectors]), dctx,
+                               sizes=[b + c for b, c, _, _ in shapes])
+    widest = max(p for *_, p in shapes)
+    questions, passages, positives, keys, padded_keys = [], [], [], [], []
+    offset = 0
+    for rank, ((b, c, k, p), part, vectors) in enumerate(zip(shapes, ints, rows)):
+        own = rank == dctx.rank
+        questions.append(q_vectors if own else vectors[:b])
+        passages.append(ctx_vectors if own else vectors[b:])
+        pos, ctx_k, pos_k = part[4:].split([b, k, b * p])
+        positives.append(pos + offset)
+        keys.append(ctx_k)
+        padded_keys.append(F.pad(pos_k.view(b, p), (0, widest - p), value=-1))
+        offset += c
+    return (torch.cat(questions), torch.cat(passages), torch.cat(positives), torch.cat(keys),
+            torch.cat(padded_keys))
 
 
 def inbatch_loss(
@@ -165,10 +169,8 @@ def inbatch_loss(
     Returns:
         Loss and counts, all global: the same on every process.
     """
-    q, ctx, pos = gather_with_offsets(q_vectors, ctx_vectors, positive_idx, dctx)
-    mask = None
-    if ctx_keys is not None and positive_keys is not None:
-        mask = duplicate_mask(ctx_keys, positive_keys, positive_idx, dctx)
+    q, ctx, pos, mask = gather_pool(q_vectors, ctx_vectors, positive_idx, dctx,
+                                    ctx_keys=ctx_keys, positive_keys=positive_keys)
     scores = scaled_scores(q, ctx, temperature)
     correct = correct_count(scores, pos, mask)
     masked = mask.sum() if mask is not None else 0
@@ -262,7 +264,7 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
             q_parts += [q] if q is not None else []
             c_parts += [c] if c is not None else []
     q_all = torch.cat(q_parts).requires_grad_()
-    train_ctx = any(p.requires_grad for p in _unwrap(model).ctx_model.parameters())
+    train_ctx = any(p.requires_grad for p in getattr(model, "module", model).ctx_model.parameters())
     c_all = torch.cat(c_parts).requires_grad_(train_ctx)
     out = inbatch_loss(q_all, c_all, batch.positive_idx, dctx, sync=sync,
                        temperature=temperature, **batch_keys(batch, mask_duplicates))
@@ -286,5 +288,70 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
     return out._replace(loss=out.loss.detach())
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
+def update_number(epoch: int, iteration: int, *, batches: int, accumulation: int) -> int:
+    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to.
+
+    Args:
+        batches: Batches per epoch (per process).
+        accumulation: `--gradient_accumulation_steps`.
+    """
+    return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)
+
+
+class NonFiniteLossError(RunFailure):
+    """The training loss is no longer finite; the message names where it happened."""
+
+
+class LossGuard:
+    """Watches the training losses of a run, step by step in order.
+
+    Args:
+        batches: Batches per epoch (per process).
+        accumulation: `--gradient_accumulation_steps`, to name the optimizer update.
+        scaled: Whether a float16 loss scaler skips the updates of non-finite steps: then up
+            to `SCALER_TOLERANCE - 1` of them in a row are tolerated, with a warning.
+    """
+
+    def __init__(self, *, batches: int, accumulation: int, scaled: bool) -> None:
+        self.batches, self.accumulation = batches, accumulation
+        self.limit = SCALER_TOLERANCE if scaled else 1
+        self.in_a_row = 0
+        self.first: tuple[int, int, float] | None = None  # of the current run of bad steps
+
+    def _where(self, epoch: int, iteration: int) -> str:
+        update = update_number(epoch, iteration, batches=self.batches,
+                               accumulation=self.accumulation)
+        return f"epoch {epoch}, step {iteration}/{self.batches} (update {update})"
+
+    def observe(self, epoch: int, iteration: int, loss: float) -> None:
+        """Records one step's loss; resets the count on a finite one."""
+        if math.isfinite(loss):
+            self.in_a_row, self.first = 0, None
+            return
+        self.in_a_row += 1
+        if self.first is None:
+            self.first = (epoch, iteration, loss)
+        if self.in_a_row < self.limit:
+            logger.warning("Training loss is %s at %s: the float16 loss scaler skips this "
+                           "update (%d of %d non-finite steps in a row allowed)", loss,
+                           self._where(epoch, iteration), self.in_a_row, self.limit - 1)
+
+    def check(self) -> None:
+        """Raises once the run of non-finite steps is too long.
+
+        Raises:
+            NonFiniteLossError: Naming the first step of the run of non-finite losses.
+        """
+        if self.in_a_row < self.limit or self.first is None:
+            return
+        epoch, iteration, loss = self.first
+        if self.limit == 1:
+            raise NonFiniteLossError(
+                f"training loss is {loss} at {self._where(epoch, iteration)}: the run "
+                "diverged (try a lower --learning_rate or more --warmup_steps); no checkpoint "
+                "was written after it")
+        raise NonFiniteLossError(
+            f"training loss not finite for {self.in_a_row} steps in a row from "
+            f"{self._where(epoch, iteration)} despite float16 loss scaling: the run diverged "
+            "(try a lower --learning_rate, more --warmup_steps or --amp_dtype bfloat16); no "
+            "checkpoint was written after it")

@@ -1,96 +1,88 @@
-"""The bi-encoder training loop: one step reads top to bottom in `_train_epoch`.
+"""Training: the run as a whole (`run`) and the bi-encoder loop; one step reads top to bottom
+in `BiEncoderTrainer._train_epoch`.
 
 One step: `_train_epoch` builds the batch (`dpr.data.batch`), `dpr.training.step` encodes it,
 computes the in-batch loss (`dpr.models.loss`) and back-propagates, and `_optimizer_step`
 updates the weights. What the loop trains is built by `dpr.training.build`; where it starts
-from (which checkpoint, the model flags and recipe it defines) is `dpr.training.resume`'s, and
-the files it writes are `dpr.training.run_dir`'s.
+from (which checkpoint, the model flags and recipe it defines) is `dpr.training.resume`'s; what
+a step shows and writes is `dpr.training.progress`'s, and the run's files are
+`dpr.training.run_dir`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
-from collections import deque
+import socket
 from typing import Any
 
 import torch
+from transformers import get_linear_schedule_with_warmup, set_seed
 
 from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
-from dpr.data.records import BiEncoderSample
+from dpr.data.records import BiEncoderSample, DataFormatError, load_samples
 from dpr.recipe import Recipe
 from dpr.training.build import build_parts
 from dpr.training.config import Config
 from dpr.training.curves import TrainingCurves
-from dpr.training.guard import LossGuard
 from dpr.training.interrupt import StopRequest, TrainingInterrupted
-from dpr.training.optim import linear_schedule
-from dpr.training.progress import EpochView
+from dpr.training.progress import EpochReport
 from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
-from dpr.training.run_dir import Best, RunDir, new_best
-from dpr.training.step import InBatchLoss, grad_cache_step, plain_step
-from dpr.training.step_log import StepRecords
+from dpr.training.run_dir import RunDir, make_output_dir
+from dpr.training.step import InBatchLoss, LossGuard, grad_cache_step, plain_step
 from dpr.training.validation import DevBatches, validate_average_rank, validate_nll
 from dpr.utils.dist import DistContext, barrier
-from dpr.utils.seed import derive_seed, make_rng, set_global_seed
+from dpr.utils.errors import naming_flag
+from dpr.utils.io import check_input_path
+from dpr.utils.seed import derive_seed, make_rng
 
 logger = logging.getLogger(__name__)
 
 
-class _EpochReport:
-    """An epoch's log lines, `train` records and progress-bar loss, written as the step
-    numbers are read from the device (`StepRecords`), in step order."""
+def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
+    """Trains, or validates a checkpoint when no training file is given (DPR's main flow).
 
-    def __init__(self, trainer: BiEncoderTrainer, epoch: int, batches: int,
-                 view: EpochView) -> None:
-        self.t, self.run_dir, self.view = trainer.cfg.train, trainer.run_dir, view
-        self.guard = trainer.guard
-        self.epoch, self.batches = epoch, batches
-        self.records = StepRecords()
-        self.add, self.due = self.records.add, self.records.due
-        self.rolling: deque[float] = deque(maxlen=self.t.train_rolling_loss_step)
-        self.totals = {"loss": 0.0, "correct": 0, "masked": 0, "batches": 0}
+    Data files are read before any model is built, so bad input fails fast and leaves no
+    checkpoint behind.
 
-    def flush(self, check: bool = True) -> None:
-        """Reads the queued steps and writes what each of them logs.
+    Returns:
+        A small summary (best checkpoint, or validation metrics).
 
-        Args:
-            check: Stop on a diverged loss now (`LossGuard.check`); False where the processes
-                of a job may not all be at this step (a time-based read).
-        """
-        t, epoch = self.t, self.epoch
-        for n in self.records.drain():
-            self.guard.observe(epoch, n.iteration, n.loss)
-            self.rolling.append(n.loss)
-            self.view.show_loss(n.loss)
-            for key, amount in (("loss", n.loss), ("correct", n.correct),
-                                ("masked", n.masked), ("batches", 1)):
-                self.totals[key] += amount
-            self.run_dir.log_event(event="train", epoch=epoch, iteration=n.iteration,
-                                   loss=n.loss, correct=n.correct, questions=n.questions,
-                                   lr=n.lr, masked=n.masked)
-            if (n.iteration - 1) % t.log_batch_step == 0:
-                logger.info("Epoch %d: step %d/%d, loss %.5f, lr %.3g, in-batch accuracy %d/%d, "
-                            "%d masked%s", epoch, n.iteration, self.batches, n.loss, n.lr,
-                            n.correct, n.questions, n.masked, self.view.rate_text())
-            if n.iteration % t.train_rolling_loss_step == 0:
-                logger.info("Epoch %d: rolling loss over %d batches: %.5f", epoch,
-                            len(self.rolling), sum(self.rolling) / len(self.rolling))
-        if check:
-            self.guard.check()
-
-    def finish(self) -> None:
-        """Flushes, then logs the epoch's averages."""
-        self.flush()
-        totals = self.totals
-        if totals["batches"]:
-            logger.info("Epoch %d finished: average loss %.5f over %d batches, %d correct, %d "
-                        "duplicate-positive column(s) masked", self.epoch,
-                        totals["loss"] / totals["batches"], totals["batches"], totals["correct"],
-                        totals["masked"])
+    Raises:
+        DprError: For unusable input (files, records, checkpoints); OSError for files that
+            cannot be read or written. Anything else is a bug.
+    """
+    logger.info("Host %s, rank %d/%d (local rank %d), device %s, mixed precision %s",
+                socket.gethostname(), dctx.rank, dctx.world_size, dctx.local_rank, dctx.device,
+                cfg.train.use_amp)
+    logger.info("Configuration:\n%s", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    data, model, train = cfg.data, cfg.model, cfg.train
+    if model.model_file:
+        check_input_path(model.model_file, flag="--model_file")
+    if data.train_file:
+        with naming_flag("--train_file"):
+            train_samples = load_samples(data.train_file, data.train_files_upsample_rates)
+            if not train_samples:
+                raise DataFormatError(f"{data.train_file}: no training sample has a positive "
+                                      "passage")
+        with naming_flag("--dev_file"):
+            dev_samples = load_samples(data.dev_file) if data.dev_file else None
+        if train.output_dir:
+            make_output_dir(train.output_dir)
+        trainer = BiEncoderTrainer(cfg, dctx)
+        return trainer.train(train_samples, dev_samples)
+    if model.model_file and data.dev_file:
+        with naming_flag("--dev_file"):
+            dev_samples = load_samples(data.dev_file)
+        trainer = BiEncoderTrainer(cfg, dctx)
+        return trainer.validate_only(dev_samples)
+    logger.warning("Nothing to do: give --train_file to train, or --model_file and --dev_file "
+                   "to validate a checkpoint")
+    return {}
 
 
 class BiEncoderTrainer:
@@ -98,18 +90,16 @@ class BiEncoderTrainer:
 
     def __init__(self, cfg: Config, dctx: DistContext) -> None:
         self.cfg, self.dctx = cfg, dctx
-        set_global_seed(cfg.train.seed)
+        set_seed(cfg.train.seed % 2**32)  # numpy takes seeds in [0, 2**32) only
         self.resume = load_resume(cfg)
         self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
         self.recipe = Recipe.from_params(dataclasses.asdict(self.model_cfg))
         logger.info("Encoder recipe: %s", self.recipe.describe())
-        parts = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
-        self.tensorizer, self.biencoder, self.model = parts.tensorizer, parts.biencoder, parts.model
-        self.optimizer, self.precision = parts.optimizer, parts.precision
+        self.tensorizer, self.biencoder, self.model, self.optimizer, self.precision = \
+            build_parts(self.model_cfg, cfg.train, dctx, self.resume)
         self.autocast = self.precision.autocast
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
-        self.best: Best | None = None
         self.stop = StopRequest()
         self.guard: LossGuard
 
@@ -126,14 +116,15 @@ class BiEncoderTrainer:
         batches = self.iterator.batches_per_epoch
         accum = t.gradient_accumulation_steps
         total_updates = math.ceil(batches / accum) * t.epochs
-        self.scheduler = linear_schedule(self.optimizer, warmup_steps=t.warmup_steps,
-                                         total_steps=total_updates)
+        # The whole run's updates: on resume the saved step counter continues the curve.
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, t.warmup_steps,
+                                                         total_updates)
         restore_scheduler(self.scheduler, self.optimizer, self.resume)
         start_epoch, start_offset = start_position(self.resume, batches)
         self.guard = LossGuard(batches=batches, accumulation=accum,
                                scaled=self.precision.scaler.is_enabled())
         self.run_dir.curves = TrainingCurves(batches=batches, accumulation=accum)
-        self.best = self.run_dir.prepare(self.resume)
+        self.run_dir.prepare(self.resume)
         self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
         logger.info(
             "Training: %d samples, %d epoch(s), %d batch(es) per epoch per process, batch %d per "
@@ -149,11 +140,12 @@ class BiEncoderTrainer:
                 self._train_epoch(epoch, start_offset if epoch == start_epoch else 0)
         if self.run_dir.writes:
             self.run_dir.curves.draw(self.run_dir.folder)
-        if self.best is not None:
+        best = self.run_dir.best
+        if best is not None:
             logger.info("Training finished. Best validation checkpoint: %s (%s %.5f)",
-                        self.best.checkpoint, self.best.metric, self.best.value)
-        return {"best_checkpoint": self.best.checkpoint if self.best else None,
-                "best_metric": (self.best.metric, self.best.value) if self.best else None}
+                        best.checkpoint, best.metric, best.value)
+        return {"best_checkpoint": best.checkpoint if best else None,
+                "best_metric": (best.metric, best.value) if best else None}
 
     def _eval_points(self, batches: int) -> set[int]:
         accum = self.cfg.train.gradient_accumulation_steps
@@ -167,10 +159,9 @@ class BiEncoderTrainer:
         accum = t.gradient_accumulation_steps
         eval_points = self._eval_points(batches)
         self.model.train()
-        view = EpochView(epoch=epoch, epochs=t.epochs, start=start, batches=batches,
-                         enabled=dctx.is_main)
-        report = _EpochReport(self, epoch, batches, view)
-        for iteration, indices in view.wrap(self.iterator.batches(epoch, start)):
+        report = EpochReport(t, self.run_dir, self.guard, epoch=epoch, start=start,
+                             batches=batches, enabled=dctx.is_main)
+        for iteration, indices in report.wrap(self.iterator.batches(epoch, start)):
             # Randomness of a step (dropout, negatives) depends only on where it is in the run.
             torch.manual_seed(derive_seed(t.seed, epoch, iteration, dctx.rank))
             batch = build_batch(
@@ -186,9 +177,8 @@ class BiEncoderTrainer:
             lr = self.optimizer.param_groups[0]["lr"]
             if update:
                 self._optimizer_step()
-            # Numbers stay on the device until shown or written (dpr.training.step_log).
+            # Numbers stay on the device until shown or written (dpr.training.progress).
             report.add(iteration, lr, result)
-            view.step(result.questions)
             # Every process reaches these points at the same step (a time-based read may not).
             shared = (iteration in eval_points or (iteration - 1) % t.log_batch_step == 0
                       or iteration % t.train_rolling_loss_step == 0)
@@ -196,7 +186,7 @@ class BiEncoderTrainer:
                 report.flush(check=shared or not dctx.distributed)
             saved = None
             if iteration in eval_points:
-                with view.paused():
+                with report.paused():
                     saved = self.validate_and_save(epoch, iteration)
                 self.model.train()
             last = epoch == t.epochs - 1 and iteration == batches  # then the run is complete
@@ -243,7 +233,7 @@ class BiEncoderTrainer:
             model=self.biencoder, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.precision.scaler, model_cfg=self.model_cfg, epoch=epoch,
             offset=iteration)
-        self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.best)
+        self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.run_dir.best)
         return path
 
     def _validate_nll(self, **extra: Any) -> tuple[float, float]:
@@ -274,19 +264,10 @@ class BiEncoderTrainer:
         metric = self.validate(epoch) if self.dev_samples else None
         path = self.run_dir.checkpoint_path(epoch, iteration)
         if metric is not None and path is not None:
-            # Logged first: a checkpoint on disk always has its validation in the log.
-            name, value = metric
-            self.run_dir.log_event(event="validation", epoch=epoch, iteration=iteration,
-                                   metric=name, value=value, checkpoint=path)
-            best, self.best = self.best, new_best(self.best, name, value, path)
-            if self.best is not best:
-                logger.info("New best validation checkpoint %s (%s %.5f)", path, name, value)
-            elif not math.isfinite(value):
-                logger.warning("Validation %s is %s at epoch %d, step %d: %s is not a best "
-                               "checkpoint candidate", name, value, epoch, iteration, path)
+            self.run_dir.log_validation(epoch, iteration, *metric, path)
         saved = self._save(epoch, iteration)
         if metric is not None:
-            self.run_dir.record_best(self.best)
+            self.run_dir.record_best()
         if self.run_dir.writes and not self.stop.signum:  # a stop does not wait for a drawing
             self.run_dir.curves.maybe_draw(self.run_dir.folder)
         return saved

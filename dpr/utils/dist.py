@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -193,31 +194,37 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def all_gather_variable(tensor: torch.Tensor, ctx: DistContext) -> list[torch.Tensor]:
+def all_gather_variable(tensor: torch.Tensor, ctx: DistContext, *,
+                        sizes: Sequence[int] | None = None) -> list[torch.Tensor]:
     """Gathers one tensor per process whose first dimension may differ between processes.
 
-    Uses fixed-shape tensor collectives (sizes first, then padded data), so any batch size
-    and hidden size works and nothing is pickled.
+    The project's one variable-size gather: the sizes first (unless given), then the data
+    padded to the largest, with fixed-shape tensor collectives, so any batch and hidden size
+    works and nothing is pickled.
 
     Args:
         tensor: Local tensor [n_local × ...]; trailing dimensions must agree across processes.
         ctx: Process context.
+        sizes: Every process's first dimension in rank order, when the caller knows them
+            (saves a collective and a read on the host).
 
     Returns:
         One detached tensor per process, in global-rank order, each with its true length.
     """
     if not ctx.distributed:
         return [tensor.detach()]
-    local_n = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
-    sizes = torch.empty(ctx.world_size, device=tensor.device, dtype=torch.long)
-    dist.all_gather_into_tensor(sizes, local_n)
-    max_n = int(sizes.max())
-    padded = tensor.detach().new_zeros((max_n, *tensor.shape[1:]))
+    if sizes is None:
+        local = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
+        gathered = torch.empty(ctx.world_size, device=tensor.device, dtype=torch.long)
+        dist.all_gather_into_tensor(gathered, local)
+        sizes = gathered.tolist()
+    longest, rest = max(sizes), tensor.shape[1:]
+    padded = tensor.detach().new_zeros((longest, *rest))
     padded[: tensor.shape[0]] = tensor.detach()
-    gathered = tensor.new_empty((ctx.world_size * max_n, *tensor.shape[1:]))
-    dist.all_gather_into_tensor(gathered, padded.contiguous())
-    chunks = gathered.view(ctx.world_size, max_n, *tensor.shape[1:])
-    return [chunks[i, : int(sizes[i])] for i in range(ctx.world_size)]
+    out = tensor.new_empty((ctx.world_size * longest, *rest))
+    dist.all_gather_into_tensor(out, padded)
+    chunks = out.view(ctx.world_size, longest, *rest)
+    return [chunks[rank, :size] for rank, size in enumerate(sizes)]
 
 
 def cleanup() -> None:

@@ -11,16 +11,6 @@ FORMAT = "%(asctime)s [%(levelname)s] [rank %(rank)s] %(name)s: %(message)s"
 QUIET_LIBRARIES = ("bm25s", "faiss", "matplotlib", "sentence_transformers", "haystack", "httpx")
 
 
-class _RankFilter(logging.Filter):
-    def __init__(self, rank: int) -> None:
-        super().__init__()
-        self.rank = rank
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.rank = self.rank
-        return True
-
-
 class _ToolHandler(logging.StreamHandler):
     """The handler `setup_logging` installs (a later call replaces it, and only it); it writes
     to the `sys.stderr` of the moment, as Python's last-resort handler does, so that a stream
@@ -53,8 +43,7 @@ def setup_logging(rank: int = 0, *, level: int = logging.INFO) -> None:
     for handler in [h for h in root.handlers if isinstance(h, _ToolHandler)]:
         root.removeHandler(handler)
     handler = _ToolHandler()
-    handler.setFormatter(logging.Formatter(FORMAT))
-    handler.addFilter(_RankFilter(rank))
+    handler.setFormatter(logging.Formatter(FORMAT.replace("%(rank)s", str(rank))))
     root.addHandler(handler)
     root.setLevel(level if rank == 0 else logging.WARNING)
     for name in QUIET_LIBRARIES:

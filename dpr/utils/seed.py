@@ -1,12 +1,12 @@
-"""Deterministic seeding helpers."""
+"""Derived seeds: one private stream per (seed, epoch, index) instead of the global generators.
+
+The global generators are seeded once per run with transformers' `set_seed`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import random
-
-import numpy as np
-import torch
 
 
 def derive_seed(*parts: int) -> int:
@@ -26,9 +26,3 @@ def make_rng(*parts: int) -> random.Random:
     """Returns a private `random.Random` seeded from `parts` (see `derive_seed`)."""
     return random.Random(derive_seed(*parts))
 
-
-def set_global_seed(seed: int) -> None:
-    """Seeds Python's, numpy's and torch's global generators (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)

@@ -120,8 +120,8 @@ def test_bucket_plan_and_step_numbers_wait_for_nothing_on_gpu() -> None:
     queueing of step numbers make no device-to-host copy (sync debug mode: error). The
     transformer is stubbed out: Hugging Face's own attention-mask checks may still sync."""
     from dpr.models.encoder import Encoder
+    from dpr.training.progress import StepRecords
     from dpr.training.step import inbatch_loss
-    from dpr.training.step_log import StepRecords
 
     class Stub(torch.nn.Module):
         config = type("Config", (), {"hidden_size": 8})()

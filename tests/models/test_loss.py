@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from dpr.models.loss import correct_count, dot_scores, duplicate_positive_mask, nll_loss
+from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
 
 
 def test_loss_matches_hand_computation_two_questions_four_passages() -> None:
@@ -13,7 +13,7 @@ def test_loss_matches_hand_computation_two_questions_four_passages() -> None:
     ctx = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0], [0.0, 0.0]])
     positive = torch.tensor([0, 1])
     # When scoring
-    scores = dot_scores(q, ctx)
+    scores = scaled_scores(q, ctx)
     # Then scores are the dot products: q1 -> [2, 0, 1, 0], q2 -> [0, 1, 3, 0]
     assert scores.tolist() == [[2.0, 0.0, 1.0, 0.0], [0.0, 1.0, 3.0, 0.0]]
     # -log softmax of the positive: q1: log(e^2 + 1 + e + 1) - 2 = 0.493812,
@@ -34,7 +34,7 @@ def test_nll_loss_is_computed_in_float32_for_half_scores() -> None:
 def _two_by_four() -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     ctx = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0], [0.0, 0.0]])
-    return dot_scores(q, ctx), torch.tensor([0, 1])
+    return scaled_scores(q, ctx), torch.tensor([0, 1])
 
 
 def test_duplicate_positive_mask_marks_copies_of_any_positive_but_not_the_positive() -> None:

@@ -4,9 +4,11 @@ import copy
 
 import pytest
 import torch
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_linear_schedule_with_warmup
 
 from dpr.training import optim
-from dpr.training.optim import build_optimizer, linear_schedule, load_optimizer_state, use_fused
+from dpr.training.optim import build_optimizer, load_optimizer_state, use_fused
 
 
 class _Tiny(torch.nn.Module):
@@ -39,7 +41,7 @@ def _lrs(sched, opt, n):
 def test_linear_schedule_warms_up_then_decays_to_zero() -> None:
     opt = build_optimizer(_Tiny(), learning_rate=1.0, weight_decay=0.0, eps=1e-8,
                           betas=(0.9, 0.999))
-    sched = linear_schedule(opt, warmup_steps=2, total_steps=6)
+    sched = get_linear_schedule_with_warmup(opt, 2, 6)
     assert _lrs(sched, opt, 7) == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0])
 
 
@@ -47,20 +49,55 @@ def test_linear_schedule_state_restores_on_a_fresh_scheduler() -> None:
     # Given a schedule stopped after 4 updates and its saved state
     opt = build_optimizer(_Tiny(), learning_rate=1.0, weight_decay=0.0, eps=1e-8,
                           betas=(0.9, 0.999))
-    sched = linear_schedule(opt, warmup_steps=2, total_steps=10)
+    sched = get_linear_schedule_with_warmup(opt, 2, 10)
     _lrs(sched, opt, 4)
     saved = sched.state_dict()
     expected = _lrs(sched, opt, 3)
     # When a fresh scheduler over the whole run loads it (what the trainer does on resume)
     opt2 = build_optimizer(_Tiny(), learning_rate=1.0, weight_decay=0.0, eps=1e-8,
                            betas=(0.9, 0.999))
-    sched2 = linear_schedule(opt2, warmup_steps=2, total_steps=10)
+    sched2 = get_linear_schedule_with_warmup(opt2, 2, 10)
     sched2.load_state_dict(saved)
     for group, lr in zip(opt2.param_groups, sched2.get_last_lr()):
         group["lr"] = lr
     # Then the learning rates continue where they stopped (no collapse to 0)
     assert expected == pytest.approx([0.75, 0.625, 0.5])
     assert _lrs(sched2, opt2, 3) == pytest.approx(expected)
+
+
+def _dpr_schedule(optimizer, warmup: int, total: int) -> LambdaLR:
+    """The schedule as checkpoints written before transformers' was used hold it: a LambdaLR
+    over a plain function (its `state_dict` stores `lr_lambdas` as [None, None])."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return LambdaLR(optimizer, factor)
+
+
+def test_a_schedule_state_saved_by_the_hand_written_schedule_resumes_exactly() -> None:
+    # Given the state of the earlier hand-written schedule after 5 of 12 updates (warm-up 3)
+    opt = build_optimizer(_Tiny(), learning_rate=2e-5, weight_decay=0.0, eps=1e-8,
+                          betas=(0.9, 0.999))
+    old = _dpr_schedule(opt, 3, 12)
+    _lrs(old, opt, 5)
+    saved = copy.deepcopy(old.state_dict())
+    assert saved["lr_lambdas"] == [None, None] and saved["last_epoch"] == 5
+    expected = _lrs(old, opt, 8)
+    # When transformers' schedule over the same run loads it (as the trainer does on resume)
+    opt2 = build_optimizer(_Tiny(), learning_rate=2e-5, weight_decay=0.0, eps=1e-8,
+                           betas=(0.9, 0.999))
+    new = get_linear_schedule_with_warmup(opt2, 3, 12)
+    new.load_state_dict(saved)
+    for group, lr in zip(opt2.param_groups, new.get_last_lr()):
+        group["lr"] = lr
+    # Then the learning rates continue as the old schedule's, to the last bit, down to 0
+    assert _lrs(new, opt2, 8) == expected
+    assert expected[-1] == 0.0 and expected[0] > 0.0
+    # And the state it saves keeps the keys of the old one (what DPR's tools load)
+    assert new.state_dict().keys() == saved.keys()
 
 
 def _stepped(fused: bool, steps: int, seed: int = 0, state: dict | None = None):

@@ -1,19 +1,28 @@
-"""Progress of a training run: speed and ETAs, validation progress, training curves."""
+"""Progress of a training run: step numbers read from the device in groups (the same numbers,
+the same log files), speed and ETAs, validation progress, training curves."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
 import pytest
+import torch
+from helpers import tiny_run_args
 from matplotlib.image import imread
+from tqdm import std as tqdm_std
 
 import train_dense_encoder
 from dpr.training import progress
+from dpr.training.config import TrainConfig
 from dpr.training.curves import CURVES_FILE, CURVES_SIZE, read_curves
-from dpr.training.progress import EpochView, format_duration, tracked
+from dpr.training.progress import EpochReport, StepRecords, tracked
+from dpr.training.run_dir import RunDir
+from dpr.training.step import InBatchLoss, LossGuard
 
 
 class FakeClock:
@@ -29,64 +38,110 @@ def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(progress, "on_terminal", lambda: False)
 
 
-def test_format_duration_hours_minutes_seconds() -> None:
-    assert format_duration(3725.4) == "1:02:05"
-    assert format_duration(float("inf")) == "?"
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The clock of the tqdm bars created in the test."""
+    fake = FakeClock()
+    monkeypatch.setattr(tqdm_std, "time", fake)
+    return fake
 
 
-def test_epoch_view_rate_and_etas_leave_validation_time_out(no_terminal) -> None:
+def _result(loss: float, correct: int, masked: int | None, questions: int = 4) -> InBatchLoss:
+    return InBatchLoss(torch.tensor(loss, dtype=torch.float32), torch.tensor(correct),
+                       questions, 0 if masked is None else torch.tensor(masked))
+
+
+def _report(*, epoch: int, epochs: int, start: int, batches: int, enabled: bool,
+            bar: bool | None = None) -> EpochReport:
+    """An epoch's report writing no file."""
+    return EpochReport(TrainConfig(num_train_epochs=epochs), RunDir(None, prefix="ck",
+                                                                    is_main=True),
+                       LossGuard(batches=batches, accumulation=1, scaled=False), epoch=epoch,
+                       start=start, batches=batches, enabled=enabled, bar=bar)
+
+
+def test_drain_reads_each_step_as_item_would_in_step_order() -> None:
+    # Given three queued steps, one without a mask (its masked count is a plain 0)
+    records = StepRecords(flush_seconds=math.inf)
+    results = [_result(1.2345678, 3, 2), _result(0.1 / 3, 4, None), _result(7.0, 0, 5)]
+    for i, r in enumerate(results, start=1):
+        records.add(i, 0.5 * i, r)
+    # When they are drained
+    numbers = records.drain()
+    # Then each number is what .item() / int() gives, in order, and nothing is left queued
+    assert [(n.iteration, n.lr, n.loss, n.correct, n.questions, n.masked) for n in numbers] == [
+        (i, 0.5 * i, r.loss.item(), int(r.correct), 4, int(r.masked))
+        for i, r in enumerate(results, start=1)]
+    assert all(type(n.loss) is float and type(n.correct) is int for n in numbers)
+    assert records.drain() == []
+
+
+def test_due_after_flush_seconds_since_the_last_read_and_only_with_something_queued() -> None:
+    now = [0.0]
+    records = StepRecords(flush_seconds=2.0, clock=lambda: now[0])
+    now[0] = 5.0
+    assert not records.due()  # nothing queued
+    records.add(1, 0.1, _result(1.0, 1, None))
+    assert records.due()
+    records.drain()
+    records.add(2, 0.1, _result(1.0, 1, None))
+    now[0] = 6.9
+    assert not records.due()
+    now[0] = 7.0
+    assert records.due()
+
+
+def test_epoch_report_rate_and_etas_leave_validation_time_out(no_terminal, clock) -> None:
     # Given epoch 1 of 3, 10 batches per epoch, resumed after 2 batches
-    clock = FakeClock()
-    view = EpochView(epoch=1, epochs=3, start=2, batches=10, enabled=True, clock=clock)
-    assert view.bar is None
+    report = _report(epoch=1, epochs=3, start=2, batches=10, enabled=True)
+    assert not report.drawn
     # When 4 batches of 8 questions take 2 s each, with a 50 s validation in the middle
     for i in range(4):
         clock.now += 2
-        view.step(8, loss=1.0)
+        report.add(3 + i, 0.1, _result(1.0, 1, None, questions=8))
         if i == 1:
-            with view.paused():
+            with report.paused():
                 clock.now += 50
     # Then 4 questions/s, 4 batches left in the epoch (8 s) and 4 + 10 in the run (28 s)
-    assert view.questions_per_second() == pytest.approx(4.0)
-    assert view.epoch_eta() == pytest.approx(8.0)
-    assert view.run_eta() == pytest.approx(28.0)
-    assert view.rate_text() == ", 4.0 questions/s, epoch ETA 0:00:08, run ETA 0:00:28"
+    speed, epoch_left, run_left = report.pace()
+    assert speed == pytest.approx(4.0)
+    assert epoch_left == pytest.approx(8.0)
+    assert run_left == pytest.approx(28.0)
+    assert report.rate_text() == ", 4.0 questions/s, epoch ETA 00:08, run ETA 00:28"
 
 
-def test_epoch_view_shows_nothing_off_the_main_process() -> None:
-    view = EpochView(epoch=0, epochs=1, start=0, batches=4, enabled=False, bar=True)
-    view.step(4, loss=1.0)
-    assert view.bar is None and view.rate_text() == ""
+def test_epoch_report_shows_nothing_off_the_main_process() -> None:
+    report = _report(epoch=0, epochs=1, start=0, batches=4, enabled=False, bar=True)
+    report.add(1, 0.1, _result(1.0, 1, None))
+    assert not report.drawn and report.rate_text() == ""
 
 
-def test_epoch_view_on_a_terminal_draws_a_bar_with_speed_loss_and_eta(capsys) -> None:
+def test_epoch_report_on_a_terminal_draws_a_bar_with_speed_loss_and_eta(capsys) -> None:
     # Given a terminal
-    view = EpochView(epoch=0, epochs=2, start=0, batches=5, enabled=True, bar=True)
-    # When two batches pass through the view
-    for _ in view.wrap(range(2)):
-        view.step(4, loss=0.25)
-        shown = str(view.bar)
+    report = _report(epoch=0, epochs=2, start=0, batches=5, enabled=True, bar=True)
+    # When two batches pass through the report, the first one's loss read in between
+    for iteration in report.wrap(range(1, 3)):
+        report.add(iteration, 0.1, _result(0.25, 1, None))
+        report.flush()
+        shown = str(report.bar)
     # Then the bar shows progress, loss, speed and ETA, and the log line adds nothing
     assert "2/5" in shown and "loss 0.2500" in shown and "questions/s" in shown
     assert "run ETA" in shown and "<" in shown  # tqdm's elapsed<remaining
-    assert view.rate_text() == ""
+    assert report.rate_text() == ""
 
 
-def test_tracked_logs_a_line_every_tenth_with_eta(no_terminal, caplog) -> None:
-    clock = FakeClock()
-
+def test_tracked_logs_a_line_every_tenth_with_eta(no_terminal, clock, caplog) -> None:
     def items():
         for i in range(20):
             clock.now += 1
             yield i
 
     with caplog.at_level(logging.INFO, logger="dpr.training.progress"):
-        got = list(tracked(items(), total=20, desc="Average-rank validation", enabled=True,
-                           clock=clock))
+        got = list(tracked(items(), total=20, desc="Average-rank validation", enabled=True))
     assert got == list(range(20))
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 10
-    assert lines[0] == "Average-rank validation: batch 2/20, 2.0 s, ETA 0:00:18"
+    assert lines[0] == "Average-rank validation: batch 2/20 [00:02<00:18,  1.00 batch/s]"
     assert lines[-1].startswith("Average-rank validation: batch 20/20")
 
 
@@ -120,8 +175,8 @@ def test_training_writes_curves_and_logs_speed_and_eta(tmp_path: Path, tiny_came
     assert train_dense_encoder.main(args) == 0
     # Then the periodic log line gives questions/s and the ETAs of the epoch and of the run
     err = capsys.readouterr().err
-    assert re.search(r"step 4/8, .*, [0-9.]+ questions/s, epoch ETA \d+:\d\d:\d\d, run ETA "
-                     r"\d+:\d\d:\d\d", err)
+    assert re.search(r"step 4/8, .*, [0-9.]+ questions/s, epoch ETA (\d+:)?\d\d:\d\d, run ETA "
+                     r"(\d+:)?\d\d:\d\d", err)
     # and both validations report progress
     assert "NLL validation: batch" in err and "Average-rank validation: batch" in err
     # and training_curves.png is an image of the documented size with both validations on it
@@ -132,3 +187,43 @@ def test_training_writes_curves_and_logs_speed_and_eta(tmp_path: Path, tiny_came
     assert [u for u, _, _ in curves["train"]] == list(range(1, 17))
     assert curves["validation"].keys() == {"nll_loss", "average_rank"}
     assert not list(out.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_camembert: Path, dpr_files):
+    """The same run read every step (flush_seconds 0) and only where a number is logged."""
+    train, dev = dpr_files
+    outs, drains = {}, {}
+    patch = pytest.MonkeyPatch()
+    for name, seconds in (("every_step", 0.0), ("grouped", math.inf)):
+        counts: list[int] = []
+
+        class Counting(StepRecords):
+            def drain(self, counts=counts):
+                numbers = super().drain()
+                counts.append(len(numbers))
+                return numbers
+
+        patch.setattr(progress, "StepRecords", functools.partial(Counting, seconds))
+        outs[name] = tmp_path_factory.mktemp(name)
+        args = tiny_run_args(tiny_camembert, train, outs[name], "--dev_file", str(dev),
+                             "--batch_size", "4", "--sequence_length", "32",
+                             "--num_train_epochs", "1", "--eval_per_epoch", "2",
+                             "--learning_rate", "1e-3", "--log_batch_step", "3",
+                             "--train_rolling_loss_step", "100", "--hard_negatives", "1")
+        assert train_dense_encoder.main(args) == 0
+        drains[name] = [c for c in counts if c]
+    patch.undo()
+    return outs, drains
+
+
+def test_grouped_reads_write_the_log_of_reading_every_step(two_runs) -> None:
+    outs, drains = two_runs
+    every, grouped = ((outs[name] / "training_log.jsonl").read_text(encoding="utf-8")
+                      .replace(str(outs[name]), "OUT") for name in ("every_step", "grouped"))
+    # Then the log files are identical (but for the folder), record for record
+    assert grouped == every and '"event": "train"' in every
+    # And the grouped run read the device only at log lines (steps 1, 4, 7) and at the two
+    # validation points (4 and 8): 1 | 2-4 | 5-7 | 8, against once per step
+    assert drains["every_step"] == [1] * 8
+    assert drains["grouped"] == [1, 3, 3, 1]

@@ -1,8 +1,10 @@
-"""The run folder's crash safety, retention and best file; stop signals; scaler state."""
+"""The run folder's crash safety, retention and best file (never a validation value that is not
+finite); stop signals; scaler state."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -13,6 +15,7 @@ from helpers import NoSpaceWriter, checkpoint_names, dev_run_args
 
 import train_dense_encoder
 from dpr.models.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
+from dpr.training import trainer as trainer_module
 from dpr.training.interrupt import StopRequest, TrainingInterrupted
 from dpr.training.resume import (
     SCALER_KEY,
@@ -21,9 +24,11 @@ from dpr.training.resume import (
     restore_optimizer,
     restore_scaler,
 )
-from dpr.training.run_dir import BEST_FILE, LOG_FILE, Best, RunDir
+from dpr.training.run_dir import BEST_FILE, LOG_FILE, Best, RunDir, new_best
 from dpr.utils.dist import DistContext
 from dpr.utils.errors import InputError
+
+NAN = float("nan")
 
 
 def _records(steps: list[tuple[int, int]], validations: dict[tuple[int, int], float]) -> str:
@@ -172,3 +177,32 @@ def test_full_disk_at_the_second_checkpoint_is_one_line_and_keeps_the_first(
     assert checkpoint_names(out) == ["dpr_biencoder.0.4"]
     assert load_checkpoint(out / "dpr_biencoder.0.4").offset == 4
     assert not list(out.glob(".*.tmp"))
+
+
+def test_new_best_never_takes_a_value_that_is_not_finite() -> None:
+    first = new_best(None, "nll_loss", NAN, "ck.0.2")
+    assert first is None  # a NaN first validation is no best
+    best = new_best(first, "nll_loss", 0.5, "ck.0.4")
+    assert best == Best("nll_loss", 0.5, "ck.0.4")
+    assert new_best(best, "nll_loss", NAN, "ck.0.6") is best
+    assert new_best(best, "nll_loss", -math.inf, "ck.0.6") is best
+    assert new_best(best, "average_rank", NAN, "ck.1") is best  # not even a new metric
+    assert new_best(best, "average_rank", 3.0, "ck.1") == Best("average_rank", 3.0, "ck.1")
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_a_nan_validation_is_never_recorded_as_the_best_checkpoint(
+        tmp_path: Path, tiny_camembert: Path, dpr_files, monkeypatch, capsys) -> None:
+    # Given a run whose first validation gives NaN (a monkeypatched NLL), the later ones not
+    values = iter([NAN, 0.7, NAN, 0.9])
+    monkeypatch.setattr(trainer_module.BiEncoderTrainer, "validate",
+                        lambda self, epoch: ("nll_loss", next(values)))
+    out = tmp_path / "out"
+    args = dev_run_args(tiny_camembert, dpr_files, out, "--num_train_epochs", "2",
+                        "--eval_per_epoch", "2")
+    # When training
+    assert train_dense_encoder.main(args) == 0
+    # Then the best is the lowest finite value, and the NaN ones were warned about
+    best = json.loads((out / BEST_FILE).read_text(encoding="utf-8"))
+    assert best == {"path": str(out / "dpr_biencoder.0.8"), "metric": "nll_loss", "value": 0.7}
+    assert capsys.readouterr().err.count("is not a best checkpoint candidate") == 2

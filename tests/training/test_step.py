@@ -1,16 +1,25 @@
 """Dynamic padding, gradient caching, gradient checkpointing and bf16 autocast against the
 plain full-batch computation; duplicate-positive masking of the in-batch loss, in one process
-and across two (gloo)."""
+and across two (gloo); a training loss that is no longer finite stops the run, naming where."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import free_port, inbatch_case, inbatch_worker, read_log, run_launcher
+from helpers import (
+    checkpoint_names,
+    dev_run_args,
+    free_port,
+    inbatch_case,
+    inbatch_worker,
+    read_log,
+    run_launcher,
+)
 
 import train_dense_encoder
 from dpr.data.batch import build_batch
@@ -19,12 +28,23 @@ from dpr.data.tensorizer import build_tensorizer
 from dpr.models.checkpoint import to_dpr_layout
 from dpr.models.encoder import bucket_plan
 from dpr.models.factory import build_biencoder
-from dpr.training.step import _RngState, grad_cache_step, inbatch_loss, plain_step
+from dpr.training.run_dir import BEST_FILE
+from dpr.training.step import (
+    SCALER_TOLERANCE,
+    LossGuard,
+    NonFiniteLossError,
+    _RngState,
+    grad_cache_step,
+    inbatch_loss,
+    plain_step,
+)
 from dpr.utils.dist import DistContext
+from dpr.utils.logging import setup_logging
 
 NULL = contextlib.nullcontext
 # Float32 sums over a padded and an unpadded sequence differ only in reduction order.
 ATOL = 1e-5
+NAN = float("nan")
 
 
 def _identity(t: torch.Tensor) -> torch.Tensor:
@@ -326,3 +346,63 @@ def test_inbatch_loss_masks_copies_across_two_gloo_processes(tmp_path: Path) -> 
         assert torch.allclose(result["q_grad"], q.grad[2 * rank : 2 * rank + 2], atol=1e-6)
         assert torch.allclose(result["ctx_grad"], ctx.grad[4 * rank : 4 * rank + 4],
                               atol=1e-6)
+
+
+def test_guard_without_loss_scaling_stops_at_the_first_non_finite_loss() -> None:
+    # Given 8 batches per epoch, 2 per update, float32 training
+    guard = LossGuard(batches=8, accumulation=2, scaled=False)
+    # When step 3 of epoch 1 has an infinite loss, then the losses are NaN
+    for iteration, loss in ((1, 0.9), (2, 0.8), (3, math.inf), (4, NAN)):
+        guard.observe(1, iteration, loss)
+    # Then the check stops the run naming the first bad step and its update (4 + 2)
+    with pytest.raises(NonFiniteLossError, match=r"^training loss is inf at epoch 1, step 3/8 "
+                       r"\(update 6\): the run diverged"):
+        guard.check()
+
+
+def test_guard_checks_nothing_while_every_loss_is_finite() -> None:
+    guard = LossGuard(batches=4, accumulation=1, scaled=False)
+    for iteration in range(1, 5):
+        guard.observe(0, iteration, 1.0 / iteration)
+    guard.check()
+
+
+def test_guard_under_loss_scaling_tolerates_a_few_skipped_steps_in_a_row(caplog) -> None:
+    # Given float16 training with a loss scaler (it skips the updates of such steps)
+    guard = LossGuard(batches=100, accumulation=1, scaled=True)
+    # When fewer than SCALER_TOLERANCE non-finite steps come in a row, twice
+    for start in (1, 10):
+        for iteration in range(start, start + SCALER_TOLERANCE - 1):
+            guard.observe(0, iteration, NAN)
+            guard.check()
+        guard.observe(0, start + SCALER_TOLERANCE - 1, 2.0)  # a finite one resets the count
+    # Then training goes on, each one warned about
+    assert caplog.text.count("the float16 loss scaler skips this update") == \
+        2 * (SCALER_TOLERANCE - 1)
+    # But SCALER_TOLERANCE in a row stop it, naming the first of them
+    for iteration in range(20, 20 + SCALER_TOLERANCE):
+        guard.observe(0, iteration, NAN)
+    with pytest.raises(NonFiniteLossError, match=rf"not finite for {SCALER_TOLERANCE} steps in "
+                       r"a row from epoch 0, step 20/100 \(update 20\) despite float16"):
+        guard.check()
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_learning_rate_1e6_stops_training_with_one_error_naming_the_step(
+        tmp_path: Path, tiny_camembert: Path, dpr_files, capsys) -> None:
+    # Given a tiny run whose learning rate makes the loss NaN after the first update
+    out = tmp_path / "out"
+    args = dev_run_args(tiny_camembert, dpr_files, out, "--num_train_epochs", "2",
+                        "--eval_per_epoch", "2", "--warmup_steps", "0", "--learning_rate", "1e6")
+    setup_logging()
+    # When training
+    status = train_dense_encoder.main(args)
+    # Then it exits 1 with one line naming the step, without a traceback
+    err = capsys.readouterr().err
+    assert status == 1, err
+    errors = [line for line in err.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "training loss is nan at epoch 0, step 2/8 (update 2): the run diverged" in errors[0]
+    # and no checkpoint was written from the diverged weights, none named best
+    assert checkpoint_names(out) == []
+    assert not (out / BEST_FILE).exists()

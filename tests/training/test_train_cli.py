@@ -278,3 +278,24 @@ def test_without_ignore_flags_a_finished_checkpoint_has_nothing_left_to_train(
     assert train_dense_encoder.main([*args, "--output_dir", str(second), "--model_file",
                                      str(out / "dpr_biencoder.1.8")]) == 0
     assert _checkpoints(second) == []
+
+
+def test_the_seed_makes_a_fresh_model_repeatable(tmp_path: Path, tiny_camembert: Path,
+                                                 dpr_files) -> None:
+    # Given one-update runs of a model with a projection layer (initialised at random), twice
+    # with --seed 3 and once with --seed 4, in this one process (global generators moved on)
+    train, _ = dpr_files
+
+    def trained(seed: str, name: str) -> dict[str, torch.Tensor]:
+        out = tmp_path / name
+        assert train_dense_encoder.main(tiny_run_args(
+            tiny_camembert, train, out, "--batch_size", "32", "--sequence_length", "32",
+            "--num_train_epochs", "1", "--projection_dim", "8", "--seed", seed)) == 0
+        (checkpoint,) = out.glob("dpr_biencoder.*")
+        return torch.load(checkpoint, weights_only=True)["model_dict"]
+
+    first, again, other = trained("3", "a"), trained("3", "b"), trained("4", "c")
+    # Then the same seed gives the same weights, another seed other ones
+    key = "question_model.encode_proj.weight"
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first[key], other[key])
