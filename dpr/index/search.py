@@ -1,29 +1,8 @@
-"""Searching an index: a folder written by `dpr.index.build`, or one built in memory.
-
-    from dpr.index import load_index
-    index = load_index("idx/", nprobe=64)          # or ef_search=256 for HNSW
-    scores, ids = index.search(question_vectors, 100)
-
-`scores` is float32 [Q × k], larger is better for both metrics (inner products; for "l2" the
-negated squared distance), `-inf` where an index returned fewer than k results; `ids[q]` holds
-the passage ids of the valid results of question q, best first. `search_rows` returns index
-rows instead of ids.
-
-`index_vectors(vectors, ids)` (vectors held in memory) and `index_shards(shards, options)`
-(embedding shards read one at a time) build the same `FaissIndex` in memory, without a folder:
-the exact search of `dpr.evaluate` and mining, and `dense_retriever.py --encoded_ctx_file`.
-
-`rerank=K` (K >= k) fetches K candidates and re-scores them exactly: from the embedding
-shards the index was built from (`dpr.index.rerank`, memory-mapped), or, for an index whose
-factory ends in `Refine(...)`/`RFlat`, with the refinement codes stored in the index (faiss'
-`k_factor` = K / k).
-
-An index with on-disk inverted lists is opened with faiss' `IO_FLAG_ONDISK_SAME_DIR` (the
-`.ivfdata` beside `index.faiss` is used wherever the folder was moved); `mmap=True` also
-memory-maps the rest where faiss can (`IO_FLAG_MMAP`).
-
-`check_encoder` compares the model about to search with the one the build's manifest records
-(`encoder` in `build.json`): vectors of another model of the same size rank nonsense.
+"""Searching an index (`FaissIndex`): a folder written by `dpr.index.build` (`load_index`), or
+the same index built in memory (`index_vectors`, `index_shards`), with nprobe / efSearch,
+exact re-ranking (`dpr.index.rerank`, or a `Refine(...)` factory's `k_factor`) and the check of
+the searching model against the one that encoded the vectors. Usage and score conventions:
+docs/SCALE.md, "Searching, from the command line and from code".
 """
 
 from __future__ import annotations
@@ -41,15 +20,13 @@ from dpr.index.build import (
     INDEX_FILE,
     SETTINGS_FILE,
     BuildOptions,
-    add_shards,
-    describe,
     faiss_reason,
+    fill_index,
     make_index,
-    train,
 )
 from dpr.index.idmap import IdList, IdMap, lookup
 from dpr.index.rerank import ShardVectors, open_shard_vectors, rerank
-from dpr.index.shards import Shard, encoding_of
+from dpr.index.shards import Shard
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -78,12 +55,10 @@ def hnsw_parameter(index: faiss.Index) -> str | None:
 
 
 class FaissIndex:
-    """An index, the passage id of each row and its build settings.
+    """An index, the passage id of each row and its build settings (`build.json`).
 
     Args:
-        index: The faiss index.
         ids: Passage ids of its rows (an `IdMap` of a folder, or a list in memory).
-        settings: Contents of `build.json` (or the same for an index built in memory).
         folder: The index folder (to find the shards when re-ranking); None in memory.
         embeddings: Glob of the shards for re-ranking, when they moved since the build.
         name: What errors and logs call it (default: the folder).
@@ -154,16 +129,8 @@ class FaissIndex:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def search_rows(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k index rows per query.
-
-        Args:
-            vectors: Queries [Q × dim], float32 or float16.
-            k: Results per query.
-
-        Returns:
-            Scores float32 [Q × k] (larger is better, -inf for missing results) and rows
-            int64 [Q × k] (-1 for missing results).
-        """
+        """Top-k index rows of queries [Q × dim] (float32 or float16): scores float32
+        [Q × k] (larger is better, -inf for missing results) and rows int64 [Q × k] (-1)."""
         if k < 1:
             raise UsageError(f"--n_docs must be >= 1, got {k}")
         queries = self._check_queries(vectors)  # [Q × D]
@@ -253,19 +220,15 @@ def read_settings(folder: str | os.PathLike[str]) -> dict:
 def load_index(folder: str | os.PathLike[str], *, nprobe: int | None = None,
                ef_search: int | None = None, rerank: int | None = None,
                embeddings: str | None = None, mmap: bool = False) -> FaissIndex:
-    """Opens an index folder written by `dpr.index.build`.
+    """Opens an index folder written by `dpr.index.build`, ready to search.
 
     Args:
-        folder: The index folder.
         nprobe: IVF lists visited per query (None: min(32, list count)).
         ef_search: HNSW candidate list size (None: 128).
         rerank: Candidates fetched and re-scored exactly per query (None or 0: no re-ranking).
         embeddings: Glob of the shards the index was built from, for re-ranking when they
             are no longer where `build.json` says.
         mmap: Memory-map what faiss can instead of reading it into memory.
-
-    Returns:
-        The index, ready to search.
 
     Raises:
         InputError: For a missing or unreadable file.
@@ -321,19 +284,7 @@ def index_vectors(vectors: np.ndarray, ids: Sequence[str], *,
 
 def index_shards(shards: list[Shard], options: BuildOptions) -> FaissIndex:
     """An index of embedding shards built in memory, the shards read one at a time (the
-    steps of `dpr.index.build.build_index` without a folder).
-
-    Raises:
-        UsageError: For a factory faiss refuses or cannot train.
-        InputError: For a passage id in several rows, or shards of two encodings.
-    """
-    if options.on_disk:
-        raise UsageError("--on_disk builds an index folder, not an index in memory")
-    index = make_index(options, shards[0].dim)
-    encoder = encoding_of([s.path for s in shards])
-    training = train(index, shards, options)
-    index, shards = add_shards(index, shards, options, ids := IdList())
-    settings = describe(index, shards, options, encoder=encoder, training=training,
-                        seconds={})
+    steps of `dpr.index.build.build_index` without a folder: see `fill_index`)."""
+    index, settings = fill_index(shards, options, ids := IdList())
     more = f" and {len(shards) - 1} other shard(s)" if len(shards) > 1 else ""
     return _ready(FaissIndex(index, ids, settings, name=f"{shards[0].path}{more}"))

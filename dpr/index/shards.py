@@ -1,12 +1,7 @@
-"""Embedding files, the one reader of them: shards (discovery, checks, checksums, training
-samples, the manifest of what encoded them) and query vectors.
-
-A shard is what `generate_dense_embeddings.py` writes: `<prefix>_<k>.npy` (float32 or float16
-[n × D]) with `<prefix>_<k>.ids.json` (its n passage ids, a JSON list), or DPR's pickled list
-of (id, vector) tuples (`.pkl`, read only when pickles are allowed). `.npy` vectors are
-memory-mapped: reading a chunk or a sample touches only those rows, so no step needs every
-vector in memory. `<prefix>.manifest.json` (written by `dpr.inference.chunks`) records the
-model and precision that encoded the shards; `encoding_of` reads what an index keeps of it.
+"""Embedding files, the one reader of them: shards (`<prefix>_<k>.npy` + `.ids.json`, or DPR's
+pickled `.pkl`), checked and memory-mapped one at a time, their checksums, training samples and
+manifest (what encoded them), and query vectors. Formats and checks: docs/SCALE.md, sections 1
+and 2.
 """
 
 from __future__ import annotations
@@ -17,14 +12,14 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from dpr.utils.errors import InputError
-from dpr.utils.io import read_dpr_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +30,6 @@ MANIFEST_SUFFIX = ".manifest.json"
 ENCODING_KEYS = ("model", "model_description", "model_fingerprint", "recipe", "precision")
 _SHARD_NAME = re.compile(r"^(.*)_\d+\.(?:npy|pkl)$")
 FLOAT_DTYPES = ("float32", "float16")
-_CHECKSUM_BLOCK = 1 << 23  # 8 MiB
 
 
 class ShardError(InputError):
@@ -47,10 +41,7 @@ class Shard:
     """One checked embedding shard.
 
     Attributes:
-        path: The vector file (`.npy` or `.pkl`).
-        ids_path: The id file of a `.npy` shard (None for a `.pkl`, which holds its ids).
-        rows: Number of vectors.
-        dim: Vector size.
+        ids_path: None for a `.pkl`, which holds its ids.
         dtype: Stored element type ("float32" or "float16").
         bytes: Size of the vector file.
         sha256: Checksum of the vector file (and of the id file, after a "+"), or "" when not
@@ -64,10 +55,6 @@ class Shard:
     dtype: str
     bytes: int
     sha256: str = ""
-
-    def describe(self) -> dict[str, object]:
-        """The shard as plain data (for an index's build settings)."""
-        return asdict(self)
 
 
 def _natural_key(path: str) -> list[object]:
@@ -108,7 +95,7 @@ def read_ids(shard: Shard | str) -> list[str]:
     """
     path = shard if isinstance(shard, str) else shard.ids_path
     if path is None:
-        return _read_pickle(shard.path)[0]
+        return read_dpr_pickle(shard.path)[0]
     try:
         with open(path, encoding="utf-8") as handle:
             ids = json.load(handle)
@@ -125,7 +112,7 @@ def read_ids(shard: Shard | str) -> list[str]:
 def vectors(shard: Shard) -> np.ndarray:
     """The shard's vectors [rows × dim] as stored: memory-mapped for `.npy` (no copy)."""
     if shard.ids_path is None:
-        return _read_pickle(shard.path)[1]
+        return read_dpr_pickle(shard.path)[1]
     return map_vectors(shard.path)
 
 
@@ -151,21 +138,21 @@ def read_shard(path: str, *, allow_pickle: bool = False) -> tuple[list[str], np.
     return read_ids(shard), np.asarray(vectors(shard), dtype=np.float32)
 
 
-def _read_pickle(path: str) -> tuple[list[str], np.ndarray]:
-    """Reads DPR's pickled list of (id, vector) tuples (trusted files only)."""
+def read_dpr_pickle(path: str) -> tuple[list[str], np.ndarray]:
+    """DPR's embedding file: a pickled list of (id, vector) tuples, as ids and float32
+    vectors [N × D]. Unpickling can run arbitrary code: callers ask the user to opt in first.
+
+    Raises:
+        ShardError: Naming the file when it cannot be read as such a list.
+    """
     try:
-        return read_dpr_pickle(path)
-    except InputError as err:
-        raise ShardError(str(err)) from err
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHECKSUM_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        with open(path, "rb") as handle:
+            rows = pickle.load(handle)
+        ids = [str(row[0]) for row in rows]
+        array = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
+    except Exception as err:  # any failure of a foreign pickle is bad input
+        raise ShardError(f"{path}: cannot read DPR embeddings: {err}") from err
+    return ids, array
 
 
 def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) -> Shard:
@@ -182,7 +169,7 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
             raise ShardError(f"{path}: DPR .pkl shards are pickles, which can run arbitrary code "
                              "when read; pass --allow_unsafe_pickle if you trust the file")
         logger.warning("%s: unpickling a DPR embedding file (only safe for trusted files)", path)
-        ids, array = _read_pickle(path)
+        ids, array = read_dpr_pickle(path)
         ids_path = None
     else:
         array = map_vectors(path)
@@ -198,11 +185,16 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
     return with_checksum(shard) if checksum else shard
 
 
+def _sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def with_checksum(shard: Shard) -> Shard:
     """The shard with the SHA-256 of its vector file (and of its id file, after a "+")."""
-    digest = file_sha256(shard.path)
+    digest = _sha256(shard.path)
     if shard.ids_path is not None:
-        digest += "+" + file_sha256(shard.ids_path)
+        digest += "+" + _sha256(shard.ids_path)
     return dataclasses.replace(shard, sha256=digest)
 
 
@@ -229,21 +221,13 @@ def open_shards(files: list[str], *, allow_pickle: bool = False,
 def iter_chunks(shard: Shard, chunk_rows: int) -> Iterator[np.ndarray]:
     """The shard's vectors as float32 C-contiguous chunks of at most `chunk_rows` rows."""
     array = vectors(shard)
-    for start in range(0, shard.rows, max(1, chunk_rows)):
+    for start in range(0, shard.rows, chunk_rows):
         yield np.ascontiguousarray(array[start:start + chunk_rows], dtype=np.float32)
 
 
 def sample_rows(shards: list[Shard], size: int, *, seed: int) -> np.ndarray:
-    """A seeded uniform sample of rows over all shards, read shard by shard.
-
-    Args:
-        shards: The checked shards.
-        size: Rows wanted (all rows when there are fewer).
-        seed: Seed of the choice (the same seed and shards give the same sample).
-
-    Returns:
-        float32 [min(size, total) × dim], rows in shard order.
-    """
+    """A seeded uniform sample of `size` rows over all shards (all when there are fewer),
+    read shard by shard: float32 [min(size, total) × dim], rows in shard order."""
     total = sum(s.rows for s in shards)
     size = min(size, total)
     chosen = np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
