@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from contextlib import closing
 
 import faiss
 
@@ -208,13 +209,10 @@ def run_milvus_load(args: argparse.Namespace) -> None:
                          allow_pickle=args.allow_unsafe_pickle, checksum=False)
     passages = (None if args.ctx_file is None else
                 ((p.passage_id, p.title, p.text) for p in iter_passages(args.ctx_file)))
-    store = MilvusStore.connect(args.uri, args.collection, token=args.token)
-    try:
+    with closing(MilvusStore.connect(args.uri, args.collection, token=args.token)) as store:
         store.create(shards[0].dim, index_type=args.index_type, overwrite=args.overwrite)
         load_shards(store, shards, passages=passages, source=args.ctx_file or "passages",
                     batch_size=args.batch_size, quiet=args.quiet)
-    finally:
-        store.close()
 
 
 def run_milvus_search(args: argparse.Namespace) -> None:
@@ -222,11 +220,8 @@ def run_milvus_search(args: argparse.Namespace) -> None:
     _check_query_flags(args)
     _quiet_pymilvus()
     query_ids, queries = read_queries(args.queries)
-    store = MilvusStore.connect(args.uri, args.collection, token=args.token)
-    try:
+    with closing(MilvusStore.connect(args.uri, args.collection, token=args.token)) as store:
         scores, ids = store.search(queries, args.n_docs)
-    finally:
-        store.close()
     write_run(args.out_file, query_ids, ids, scores, name="milvus")
 
 

@@ -1,9 +1,8 @@
 """The id map of an index: the passage id of every index row, written and read in bounded memory.
 
-Two files: `ids.txt`, one passage id per line in add order (UTF-8, readable with `sed -n`),
-and `ids.offsets.npy`, int64 [n + 1] byte offsets of the lines (row r is
-`ids.txt[offsets[r]:offsets[r + 1] - 1]`). Both are memory-mapped when read, so looking up the
-ids of search results costs no memory per passage (a Python list of 20M ids would take GBs).
+`ids.txt` holds one passage id per line in add order (UTF-8) and `ids.offsets.npy` the int64
+[n + 1] byte offsets of the lines (row r is `ids.txt[offsets[r]:offsets[r + 1] - 1]`); both are
+memory-mapped when read (a Python list of 20M ids would take GBs).
 """
 
 from __future__ import annotations
@@ -24,16 +23,11 @@ OFFSETS_FILE = "ids.offsets.npy"
 
 
 class IdMapWriter:
-    """Appends passage ids to `<folder>/ids.txt` and writes the offsets on `finish`.
-
-    A context manager: leaving the block closes the file (the caller removes a folder left
-    unfinished by an error).
+    """Appends passage ids to `<folder>/ids.txt` and writes the offsets on `finish`; a context
+    manager that closes the file (the caller removes a folder left unfinished by an error).
 
     Duplicate ids are detected with 64-bit hashes (8 bytes per id, not a set of strings);
     candidates are confirmed on the strings before an error is raised.
-
-    Args:
-        folder: Folder to write into (the index's staging folder).
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -44,11 +38,7 @@ class IdMapWriter:
         self.count = 0
 
     def add(self, ids: Sequence[str], *, source: str) -> None:
-        """Appends ids (in index row order).
-
-        Args:
-            ids: Passage ids.
-            source: File they come from (named in errors).
+        """Appends ids in index row order (`source`: their file, named in errors).
 
         Raises:
             InputError: When an id is empty or holds a line break.
@@ -115,23 +105,13 @@ def unique_or_error(ids: Iterable[str]) -> None:
 
 
 def lookup(ids: Sequence[str], rows: np.ndarray) -> list[list[str]]:
-    """Passage ids of search results; rows < 0 (no result) are left out.
-
-    Args:
-        ids: The passage id of each index row (an `IdMap` or a list).
-        rows: int64 [Q × k] index rows, as faiss returns them.
-
-    Returns:
-        Per query, the ids of its valid rows, in the given order.
-    """
+    """Per query, the passage ids of search results' index rows [Q × k], in order; rows < 0
+    (no result) are left out."""
     return [[ids[r] for r in row.tolist() if r >= 0] for row in rows]
 
 
 class IdMap(Sequence[str]):
-    """Passage ids of an index's rows, memory-mapped (a read-only sequence).
-
-    Args:
-        folder: Index folder holding `ids.txt` and `ids.offsets.npy`.
+    """Passage ids of an index folder's rows, memory-mapped (a read-only sequence).
 
     Raises:
         InputError: When a file is missing or the two files disagree.
