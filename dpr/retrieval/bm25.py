@@ -1,23 +1,8 @@
 """BM25 over passages with bm25s: the one BM25 of the project (data_prep's hard negatives and
-the evaluation's runs and fusions).
-
-Text processing: NFC normalisation, lowercase, bm25s' regex tokens ``(?u)\\b\\w\\w+\\b``, the
-language's bm25s stop word list removed, PyStemmer Snowball stemming. A passage is indexed as
-``title + " " + text``.
-
-Top-k search (``BM25Retriever.top_k``: many questions, an optional weight mask, threads)
-scores each question with bm25s (``BM25.get_scores``) and keeps its k best in a documented
-order: score descending, then corpus row ascending (``top_k_of``, which says why not bm25s'
-``BM25.retrieve``); a question without an indexed term gets the first passages, with score 0.
-The evaluation's BM25 run, its fusions (which read ``scores(tokens)[rows]``) and data_prep's
-hard negatives all search through it.
-
-An index is saved as one folder (``BM25Retriever.save``: bm25s' files plus
-``bm25_settings.json`` holding the settings, the corpus size and a SHA-256 fingerprint of the
-settings and indexed texts), written through :func:`dpr.utils.io.staged_folder` so that the
-folder is complete or absent. It is loaded memory-mapped (``BM25Retriever.load``), so a corpus
-of millions of passages is searched without reading its score matrix into memory, and
-``BM25Retriever.load_or_build`` reuses a saved index whose fingerprint matches the passages.
+the evaluation's runs and fusions). Text processing: docs/DATA_PREP.md, step 6; the saved,
+memory-mapped folder and its reuse by fingerprint: docs/SCALE.md, section 4. Top-k keeps each
+question's k best by score, then corpus row (``top_k_of`` says why not bm25s' ``retrieve``); a
+question without an indexed term gets the first passages, with score 0.
 """
 
 from __future__ import annotations
@@ -27,6 +12,7 @@ import json
 import logging
 import math
 import os
+import time
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +24,7 @@ import numpy as np
 import Stemmer
 from tqdm.auto import tqdm
 
+from dpr.retrieval.run import Run
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import staged_folder
 
@@ -249,9 +236,15 @@ class BM25Retriever:
 
     def search(self, questions: Sequence[str], k: int, *, n_threads: int = 0
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k passages per question (:meth:`top_k` of their :meth:`query_tokens`).
-
-        Returns:
-            Passage rows [Q × k] and scores [Q × k], best first, with k = min(k, N).
-        """
+        """Top-k passages per question (:meth:`top_k` of their :meth:`query_tokens`): rows and
+        scores [Q × min(k, N)], best first."""
         return self.top_k(self.query_tokens(questions), k, n_threads=n_threads)
+
+    def run(self, questions: Sequence[str], k: int, *, seconds: float = 0.0) -> Run:
+        """The ``bm25`` run of the top ``k`` of every question (``seconds``: time already
+        spent, e.g. indexing)."""
+        start = time.perf_counter()
+        rows, scores = self.search(questions, k)
+        return Run.from_arrays("bm25", rows, scores,
+                               seconds=seconds + time.perf_counter() - start,
+                               metadata={"bm25": self.settings.describe()})

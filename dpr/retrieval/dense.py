@@ -1,15 +1,8 @@
-"""Dense retrieval: a model's encoder with a searcher over the passage vectors, each search
-returning a :class:`~dpr.retrieval.run.Run`.
-
-* :class:`DenseRetriever`: an encoder (a DPR model, or the ``sbert`` baseline of
-  :mod:`dpr.retrieval.dense_models`) and a :class:`Searcher`;
-* :class:`Searcher`: a ``dpr.index`` index whose rows map to corpus rows: built in memory
-  from the vectors of the corpus the model encoded (exact, ``Flat``), or a saved index folder
-  built by ``python -m dpr.index build`` from its passage embeddings (``--index``), whose id
-  map must hold the passage ids of the corpus and whose recorded model must be this one.
-
-A searcher also scores any corpus row for a question vector (:meth:`Searcher.scores`), which
-the fusions use to score both sides of the union of two lists exactly.
+"""Dense retrieval: a model's encoder (a DPR model, or the ``sbert`` baseline of
+:mod:`dpr.retrieval.dense_models`) with a :class:`Searcher` over a ``dpr.index`` index of the
+corpus (built in memory, exact, or a saved ``--index`` folder of the same passages and model),
+each search returning a :class:`~dpr.retrieval.run.Run`. A searcher also scores any corpus row
+(:meth:`Searcher.scores`), for the fusions' exact scores of both sides.
 """
 
 from __future__ import annotations
@@ -42,7 +35,6 @@ class Searcher:
     """Searches an index of the corpus's passage vectors; rows are corpus rows.
 
     Args:
-        index: The index (``dpr.index.FaissIndex``).
         to_corpus: Corpus row of each index row; None when they are equal.
         description: How it searches, for the runs it makes.
     """
@@ -103,8 +95,6 @@ class DenseRetriever:
 
     Attributes:
         name: Retriever name (``dpr``, ``dpr:LABEL``, ``sbert``).
-        model: Encodes questions (``encode_questions``).
-        searcher: Searches the passage vectors.
         seconds: Time spent encoding and indexing the corpus (or loading the index).
         metadata: The model and how it searches, for the runs it makes.
     """

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,18 +19,6 @@ from dpr.data.recipe import PassageText
 from dpr.models.st_folder import PASSAGE_PROMPT_NAMES, QUERY_PROMPT_NAMES
 
 logger = logging.getLogger(__name__)
-
-
-class DenseModel(Protocol):
-    """What the evaluation needs from a dense retriever's encoder."""
-
-    description: str
-
-    def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
-        """Question vectors, float32 [N × D]."""
-
-    def encode_passages(self, passages: Sequence[PassageText]) -> np.ndarray:
-        """Vectors of ``(title, text)`` passages, float32 [N × D]."""
 
 
 def _prompt_name(prompts: dict, names: Sequence[str]) -> str | None:

@@ -1,22 +1,9 @@
 """Hard-negative mining with a trained dense model (DPR's second, "adv-hn" round): the whole
-selection, from the encoded corpus and the records to the mined records (:func:`mine`);
-``data_prep.mine_negatives`` is its command line, file I/O and encoding (the corpus is encoded
-by :func:`dpr.inference.corpus.encode_corpus`, as for ``generate_dense_embeddings.py``).
-
-Pure selection logic first: given one question's ranking of corpus rows (best first), the rows
-that are its gold passages and a test for "contains an answer", :func:`select_negatives`
-returns the rows kept as hard negatives, with RocketQA-style false-negative filtering and the
-options of sentence-transformers' ``mine_hard_negatives`` (skip the top ranks, absolute or
-relative margin to the positive's score). :func:`mix_existing` appends some of a record's
-previous (BM25) hard negatives, which pass the same answer filter and exclusion as mined ones.
-:class:`ArticleExclusion` keeps the articles of another split (``--exclude_articles_of``) out,
-keyed as data_prep keys them. :class:`EncodedCorpus` is the corpus searched: the passages with
-the model's vectors and lookups by id and by text.
-
-A candidate at rank ``r`` (0-based) is judged in this order, the first failing test naming
-why it is dropped: ``r < skip_top`` (skipped), a gold passage, a passage containing an answer,
-then the margins (only when the question has a positive score). Scanning stops once
-``num_negatives`` candidates are kept, so the drop counts cover the ranks scanned.
+selection, from the encoded corpus (:class:`EncodedCorpus`) and the records to the mined
+records (:func:`mine`), its pure per-question part (:func:`select_negatives`), the existing
+negatives mixed in (:func:`mix_existing`) and the articles kept out (:class:`ArticleExclusion`).
+``data_prep.mine_negatives`` is its command line, file I/O and encoding. The rules (order of
+the tests, margins, mixing) are in docs/DATA_PREP.md, "Mining negatives with a trained model".
 """
 
 from __future__ import annotations
@@ -41,16 +28,8 @@ SCORE_DECIMALS = 4
 
 @dataclass(frozen=True)
 class MiningOptions:
-    """What :func:`select_negatives` keeps.
-
-    Attributes:
-        num_negatives: Mined negatives kept per question (``--num_negatives``).
-        skip_top: Ranks ignored at the top of every ranking (``--skip_top``).
-        margin: Keep only scores <= positive score - margin (``--margin``); None: off.
-        relative_margin: Keep only scores <= positive score * (1 - relative_margin)
-            (``--relative_margin``); None: off.
-        mix_existing: Existing hard negatives of the record appended (``--mix_bm25``).
-    """
+    """What :func:`select_negatives` keeps: the flags of the same names (``mix_existing``:
+    ``--mix_bm25``); ``margin`` and ``relative_margin`` None: off."""
 
     num_negatives: int = 30
     skip_top: int = 0
@@ -121,12 +100,10 @@ def select_negatives(rows: Sequence[int], scores: Sequence[float], *, gold: Coll
     """The hard negatives of one question among its ranked candidates.
 
     Args:
-        rows: Corpus rows, best first.
-        scores: Their scores (same length).
+        rows: Corpus rows, best first (``scores``: theirs).
         gold: Rows that are the question's positives (by passage id or identical text).
         contains_answer: Whether a row's passage contains one of the question's answers.
         positive_score: The question's score with its first positive; None disables margins.
-        options: Counts and margins.
         stats: Updated in place when given.
 
     Returns:
@@ -315,7 +292,7 @@ def _passage_dict(passage: Passage, score: float) -> dict[str, Any]:
 
 
 def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *,
-         options: MiningOptions, n_retrieved: int, match: str, quiet: bool,
+         options: MiningOptions, n_retrieved: int, match: str,
          exclusion: ArticleExclusion | None = None
          ) -> tuple[list[dict[str, Any]], MiningStats]:
     """Mines every record: searches the corpus with each question, keeps its negatives
@@ -323,12 +300,9 @@ def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *
 
     Args:
         records: DPR training records (raw dicts, every field kept in the output).
-        corpus: The passages mined from, with the model's vectors.
         model: The encoder (``encode_questions``, ``encode_passages``).
-        options: Counts and margins.
         n_retrieved: Passages retrieved per question.
         match: Answer matching (``string`` or ``regex``).
-        quiet: No progress bar.
         exclusion: The articles mixed-in existing negatives must not come from (the corpus
             is already without them).
 

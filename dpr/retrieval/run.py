@@ -1,17 +1,11 @@
-"""What a retriever returns: one immutable :class:`Run` (Pyserini's shape).
-
-A run holds, for every question of a set (in question order), the corpus rows it ranked best
-first and their scores, how long it took and what produced it (the model and its recipe, the
-BM25 settings, or a fusion's settings and the grid it was tuned on). Nothing changes a run once
-made: fusions (`dpr.retrieval.fusion.fuse`) and truncation (:meth:`Run.top`) return new
-runs; scoring, the report and the TREC files read them. :func:`bm25_run` makes BM25's (dense
-retrievers make theirs: `dpr.retrieval.dense.DenseRetriever.run`).
+"""What a retriever returns: one immutable :class:`Run` (Pyserini's shape), made by
+`BM25Retriever.run`, `DenseRetriever.run` and the fusions (`dpr.retrieval.fusion.fuse`); the
+pool of runs that is judged (:func:`pool`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -74,16 +68,6 @@ class Run:
     def replace(self, **changes: Any) -> Run:
         """A copy with some fields changed (``name``, ``seconds``, ``metadata``...)."""
         return dataclasses.replace(self, **changes)
-
-
-def bm25_run(bm25: Any, questions: Sequence[str], k: int, *, name: str = "bm25",
-             seconds: float = 0.0) -> Run:
-    """BM25's top ``k`` of every question (``bm25``: a ``dpr.retrieval.bm25.BM25Retriever``;
-    ``seconds``: time already spent, e.g. indexing)."""
-    start = time.perf_counter()
-    rows, scores = bm25.search(questions, k)
-    return Run.from_arrays(name, rows, scores, seconds=seconds + time.perf_counter() - start,
-                           metadata={"bm25": bm25.settings.describe()})
 
 
 def pool(runs: Iterable[Run], questions: int) -> list[np.ndarray]:
