@@ -83,7 +83,6 @@ class DenseEncoder:
         params: Resolved encoder parameters, the recipe's entries included.
         kind: `checkpoint`, `export` or `untrained`.
         state: The checkpoint's content (epoch, offset, stored parameters) for `checkpoint`.
-        description: One line naming the model and its recipe, for logs and reports.
     """
 
     def __init__(self, question: Tower, ctx: Tower, params: Mapping[str, Any], *, kind: str,
@@ -100,12 +99,6 @@ class DenseEncoder:
     def recipe(self) -> Recipe:
         """Pooling, similarity, prefixes and sharing of the model."""
         return Recipe.from_params(self.params)
-
-    @property
-    def similarity(self) -> str:
-        """`dot` or `cosine`: vectors of a cosine model come out L2-normalised, so the inner
-        product of the returned vectors ranks as the model was trained to rank."""
-        return self.recipe.similarity
 
     @property
     def dim(self) -> int:
@@ -142,11 +135,8 @@ def load_encoder(path: str | os.PathLike[str], cli: Mapping[str, Any] | None = N
         path: Checkpoint file, `dpr2hf` export folder or Hugging Face model folder.
         cli: Command-line encoder parameters (`dpr.cli.flags.encoder_params`: the paths,
             type, projection and recipe; absent or None = not given).
-        device: Where the model runs.
         allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
         amp_dtype: Encode under autocast in this type (None: the model's own).
-        batch_size: Texts per forward pass.
-        quiet: No progress bars.
 
     Raises:
         InputError: An unusable path (the subclass names the file and what is wrong).
