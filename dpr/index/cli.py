@@ -9,16 +9,8 @@ r"""Index embedding shards and search them: faiss indexes built in bounded memor
     python -m dpr.index milvus-search --uri passages.db --collection passages \
         --queries questions.npy --n_docs 100 --out_file run.json
 
-`build` reads the shards that generate_dense_embeddings.py writes (`.npy` + `.ids.json`,
-float32 or float16; DPR's `.pkl` with --allow_unsafe_pickle) one at a time, trains the index
-(when the factory needs it) on a seeded sample, adds the shards in chunks and writes
-index.faiss, the id map (ids.txt, ids.offsets.npy) and build.json into a staging folder renamed
-to --output_dir at the end. Factories: Flat, HNSW32, HNSW32_SQ8, IVF4096,PQ64,
-OPQ64,IVF4096,PQ64... (faiss' index_factory). `search` writes a .tsv, .json or TREC (.txt,
-.trec) run; --rerank K re-scores K candidates exactly from the shards the index was built from
-(or from a Refine(...) factory's codes). The Milvus commands take a Milvus Lite file (`x.db`)
-or a server URI (`http://host:19530`, --token user:password) unchanged; they need pymilvus
-(optional).
+Factories (faiss' index_factory: Flat, HNSW32, IVF4096,PQ64...), the index folder, run formats,
+re-ranking and Milvus (pymilvus, optional): docs/SCALE.md, sections 2 and 3.
 
 Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
 """

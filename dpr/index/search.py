@@ -35,17 +35,11 @@ DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
 
 
-def _inner(index: faiss.Index) -> faiss.Index:
-    """The index under pre-transforms (OPQ, PCA), downcast to its class."""
-    index = faiss.downcast_index(index)
-    while isinstance(index, faiss.IndexPreTransform):
-        index = faiss.downcast_index(index.index)
-    return index
-
-
 def hnsw_parameter(index: faiss.Index) -> str | None:
     """The ParameterSpace name of efSearch for this index, or None without HNSW."""
-    inner = _inner(index)
+    inner = faiss.downcast_index(index)
+    while isinstance(inner, faiss.IndexPreTransform):  # OPQ, PCA
+        inner = faiss.downcast_index(inner.index)
     if isinstance(inner, faiss.IndexHNSW):
         return "efSearch"
     ivf = faiss.try_extract_index_ivf(index)
@@ -122,18 +116,15 @@ class FaissIndex:
                 raise UsageError(f"--ef_search must be >= 1, got {ef_search}")
             space.set_index_parameter(self.index, self.ef_parameter, ef_search)
 
-    def _check_queries(self, vectors: np.ndarray) -> np.ndarray:
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise InputError(f"queries of shape {vectors.shape}: the index holds vectors of "
-                             f"size {self.dim}")
-        return np.ascontiguousarray(vectors, dtype=np.float32)
-
     def search_rows(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k index rows of queries [Q × dim] (float32 or float16): scores float32
         [Q × k] (larger is better, -inf for missing results) and rows int64 [Q × k] (-1)."""
         if k < 1:
             raise UsageError(f"--n_docs must be >= 1, got {k}")
-        queries = self._check_queries(vectors)  # [Q × D]
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InputError(f"queries of shape {vectors.shape}: the index holds vectors of "
+                             f"size {self.dim}")
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)  # [Q × D]
         fetch = k if self.rerank is None else max(k, self.rerank)
         if self.refine is not None:
             self.refine.k_factor = fetch / k
@@ -264,21 +255,13 @@ def _ready(index: FaissIndex, *, nprobe: int | None = None, ef_search: int | Non
     return index
 
 
-def index_vectors(vectors: np.ndarray, ids: Sequence[str], *,
-                  factory: str = "Flat") -> FaissIndex:
-    """An inner-product index of vectors held in memory [N × D] (rows: `ids`' order).
-
-    Raises:
-        UsageError: For a factory faiss refuses (or cannot train on these vectors).
-    """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # [N × D]
-    options = BuildOptions(factory=factory, quiet=True)
-    index = make_index(options, vectors.shape[1])
-    if not index.is_trained:
-        index.train(vectors)
-    index.add(vectors)
-    settings = {"factory": factory, "metric": options.metric, "dim": index.d,
-                "count": int(index.ntotal), "encoder": None}
+def index_vectors(vectors: np.ndarray, ids: Sequence[str]) -> FaissIndex:
+    """An exact inner-product index ("Flat") of vectors held in memory [N × D] (rows: `ids`'
+    order)."""
+    index = make_index(BuildOptions(factory="Flat"), vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    settings = {"factory": "Flat", "metric": "ip", "dim": index.d, "count": int(index.ntotal),
+                "encoder": None}
     return _ready(FaissIndex(index, list(ids), settings))
 
 

@@ -1,20 +1,8 @@
-"""`load_encoder`: a checkpoint, a `dpr2hf` export or a plain model folder, ready to encode.
-
-The three kinds a user can point a tool at, with how their recipe is found:
-
-- a DPR checkpoint file (ours or the original's): its `encoder_params`, resolved by
-  `dpr.models.checkpoint.resolve_encoder_params` (what defines the model comes from the
-  checkpoint, paths from the command line when given);
-- a `dpr2hf` export folder (`question_encoder/` + `ctx_encoder/`): the `dpr` entry of each
-  tower's `config.json`;
-- a plain Hugging Face or sentence-transformers encoder folder (`config.json`): the model
-  training would start from, as an untrained bi-encoder (one encoder for both sides), with the
-  recipe flags given, else the folder's own sentence-transformers recipe (pooling,
-  normalisation, prompts), else DPR's; `do_lower_case` and `sequence_length` from the
-  command line.
-
-Every kind encodes questions and `(title, text)` passages through `dpr.data.recipe` and the
-tower's `Encoder`, exactly as training does.
+"""`load_encoder`: a DPR checkpoint file, a `dpr2hf` export folder or a plain Hugging Face /
+sentence-transformers folder (the untrained bi-encoder training starts from), ready to encode
+questions and `(title, text)` passages through `dpr.data.recipe` and the tower's `Encoder`,
+exactly as training does. Where each kind's recipe comes from: docs/EVALUATION.md (`dpr`
+retrievers, "Shared encoder flags").
 """
 
 from __future__ import annotations

@@ -106,14 +106,7 @@ def top_k_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class BM25Retriever:
-    """A BM25 index over a list of passages, searched by question.
-
-    Args:
-        titles: Passage titles, in corpus order.
-        texts: Passage texts, same order.
-        settings: BM25 variant, parameters and language.
-        show_progress: Show bm25s progress bars.
-    """
+    """A BM25 index over passages (titles and texts in corpus order), searched by question."""
 
     def __init__(self, titles: Sequence[str], texts: Sequence[str], *,
                  settings: BM25Settings = BM25Settings(), show_progress: bool = False) -> None:
@@ -210,17 +203,13 @@ class BM25Retriever:
 
     def top_k(self, tokens: Sequence[list[str]], k: int, *, weight_mask: np.ndarray | None = None,
               n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k passages of tokenised questions (:meth:`query_tokens`), by score descending
-        then corpus row ascending (:func:`top_k_of` of each question's :meth:`scores`).
+        """Top-k passages (k at most the corpus size) of tokenised questions
+        (:meth:`query_tokens`), by score descending then corpus row ascending (:func:`top_k_of`
+        of each question's :meth:`scores`): rows int64 and scores float32 [Q × k], best first.
 
         Args:
-            tokens: Each question's tokens.
-            k: Passages per question (at most the corpus size).
             weight_mask: Score multiplier per passage [N] (0: excluded, its score is 0).
             n_threads: Threads scoring questions at once (0: in the calling thread).
-
-        Returns:
-            Passage rows int64 [Q × k] and scores float32 [Q × k], best first.
         """
         k = min(k, self.size)
 

@@ -120,12 +120,8 @@ def dense_retriever(name: str, model: Any, corpus: Corpus, *, index: str | None 
                     nprobe: int | None = None, ef_search: int | None = None,
                     identity: Mapping[str, object] | None = None,
                     metadata: dict[str, Any] | None = None) -> DenseRetriever:
-    """A model's retriever: encodes the corpus and indexes it exactly, or opens ``index``.
-
-    Args:
-        identity: The model's path, fingerprint and precision
-            (``dpr.inference.chunks.model_identity``), checked against the model the saved
-            index records (``FaissIndex.check_encoder``).
+    """A model's retriever: encodes the corpus and indexes it exactly, or opens ``index`` and
+    checks ``identity`` (``dpr.inference.chunks.model_identity``) against the model it records.
 
     Raises:
         InputError: For a saved index of other passages, of another vector size or of

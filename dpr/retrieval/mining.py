@@ -147,17 +147,9 @@ def mix_existing(mined: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[
                  count: int, exclude: Collection[tuple[str, str]] = (),
                  keep: Callable[[Mapping[str, Any]], bool] | None = None
                  ) -> list[dict[str, Any]]:
-    """The first ``count`` existing hard negatives that duplicate nothing before them.
-
-    A passage is a duplicate when its id or stripped text equals that of a mined negative, of
-    an existing one already taken, or a key in ``exclude`` (e.g. the positives).
-
-    Args:
-        keep: Whether an existing passage may be a negative at all (e.g. it contains no
-            answer and is not of an excluded article); None: all may.
-
-    Returns:
-        Copies of the chosen existing passages, in their original order.
+    """Copies of the first ``count`` existing hard negatives, in their order, that duplicate
+    nothing before them (by id or stripped text: a mined negative, an existing one already
+    taken, or a key in ``exclude``, e.g. the positives) and pass ``keep`` (None: all do).
     """
     seen = set(exclude)
     for ctx in mined:
@@ -176,18 +168,11 @@ def mix_existing(mined: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[
 
 @dataclass(frozen=True)
 class ArticleExclusion:
-    """The passages of articles kept out of mining (``--exclude_articles_of``).
-
-    Articles are keyed as data_prep keys them for its split
-    (:func:`dpr.data.squad.passage_article_key`): a titled article by its case-folded title, an
-    untitled one by its position, read back from data_prep's passage ids, so that untitled
-    articles (FAQ exports) are excluded too. Every excluded passage is also excluded by its id
-    and text, which covers untitled passages whose ids data_prep did not write.
-
-    Attributes:
-        articles: Article keys.
-        passages: `ctx_keys` of the passages themselves.
-    """
+    """The passages of articles kept out of mining (``--exclude_articles_of``): their
+    ``articles``, keyed as data_prep keys them (:func:`dpr.data.squad.passage_article_key`,
+    untitled ones by position, read back from data_prep's passage ids), and the ``ctx_keys`` of
+    the ``passages`` themselves, which covers untitled passages whose ids data_prep did not
+    write."""
 
     articles: frozenset[str] = frozenset()
     passages: frozenset[tuple[str, str]] = frozenset()

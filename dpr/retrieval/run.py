@@ -22,14 +22,14 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """One retriever's ranking of one question set.
+    """One retriever's ranking of one question set; read-only.
 
     Attributes:
         name: Retriever name in reports (``bm25``, ``dpr:round1``, ``hybrid``...).
-        rows: Per question, corpus rows best first, int64 [k_q] (read-only).
-        scores: Per question, the retriever's score of each row [k_q] (read-only).
+        rows: Per question, corpus rows best first, int64 [k_q].
+        scores: Per question, the retriever's score of each row [k_q].
         seconds: Time it took (encoding and indexing included).
-        metadata: What produced it (model description, settings, tuning grid); read-only.
+        metadata: What produced it (model description, settings, tuning grid).
     """
 
     name: str
@@ -71,12 +71,8 @@ class Run:
 
 
 def pool(runs: Iterable[Run], questions: int) -> list[np.ndarray]:
-    """Per question, the union of the rows of every run, ascending (what is judged).
-
-    Args:
-        runs: Runs of the same question set.
-        questions: Number of questions.
-    """
+    """Per question (of ``questions``), the union of the rows of runs of the same question
+    set, ascending (what is judged)."""
     return pool_rows((run.rows for run in runs), questions)
 
 
