@@ -19,8 +19,9 @@ import sys
 from dpr.cli.flags import add_debug_flag, add_encoder_flags, add_flag, encoder_params
 from dpr.cli.main import run_main
 from dpr.data.tsv import count_passages
+from dpr.index.shards import FLOAT_DTYPES
 from dpr.inference import load_encoder
-from dpr.inference.chunks import VECTOR_DTYPES, Layout, check_output, make_manifest
+from dpr.inference.chunks import Layout, check_output, make_manifest
 from dpr.inference.corpus import EncodingReport, encode_corpus
 from dpr.utils.device import autocast_dtype, select_device
 from dpr.utils.dist import resolve_ranks
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DPR's shards for separate jobs (> 1 selects DPR's layout): shard k "
                         "holds rows [k*s, (k+1)*s) with s = ceil(rows / num_shards), so every "
                         "passage is encoded.")
-    parser.add_argument("--vector_dtype", choices=VECTOR_DTYPES, default="float32",
+    parser.add_argument("--vector_dtype", choices=FLOAT_DTYPES, default="float32",
                         help="Stored element type of the vectors (float16 halves the files; "
                         "python -m dpr.index build reads both).")
     parser.add_argument("--batch_size", type=int, default=32,

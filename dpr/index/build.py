@@ -89,11 +89,8 @@ def faiss_reason(err: Exception) -> str:
 
 
 def make_index(options: BuildOptions, dim: int) -> faiss.Index:
-    """An empty index from the options' faiss index-factory string.
-
-    Raises:
-        UsageError: Naming `--factory` when faiss refuses the string for this dimension.
-    """
+    """An empty index from the options' faiss index-factory string; UsageError naming
+    `--factory` when faiss refuses the string for this dimension."""
     try:
         index = faiss.index_factory(dim, options.factory, METRICS[options.metric])
     except RuntimeError as err:
@@ -106,14 +103,9 @@ def make_index(options: BuildOptions, dim: int) -> faiss.Index:
 
 
 def train(index: faiss.Index, shards: list[Shard], options: BuildOptions) -> dict | None:
-    """Trains the index on a seeded sample when it needs training.
-
-    Returns:
-        What was trained on (rows, seed, seconds), or None when no training was needed.
-
-    Raises:
-        UsageError: When faiss cannot train the factory on the sample (too few vectors).
-    """
+    """Trains the index on a seeded sample when it needs training; returns what it was
+    trained on (None: no training), or UsageError when faiss cannot train the factory on the
+    sample (too few vectors)."""
     if index.is_trained:
         return None
     start = time.perf_counter()

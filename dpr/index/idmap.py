@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +38,8 @@ class IdMapWriter:
         self.count = 0
 
     def add(self, ids: Sequence[str], *, source: str) -> None:
-        """Appends ids in index row order (`source`: their file, named in errors).
-
-        Raises:
-            InputError: When an id is empty or holds a line break.
-        """
+        """Appends ids in index row order; InputError naming `source` (their file) for an id
+        that is empty or holds a line break."""
         encoded = [i.encode("utf-8") for i in ids]
         bad = next((i for i, e in zip(ids, encoded) if not e or b"\n" in e or b"\r" in e), None)
         if bad is not None:
@@ -59,11 +56,7 @@ class IdMapWriter:
         self._handle.close()
 
     def finish(self) -> None:
-        """Writes the offsets after checking that no id occurs twice.
-
-        Raises:
-            InputError: Naming a duplicate id.
-        """
+        """Writes the offsets after checking that no id occurs twice (`unique_or_error`)."""
         self._handle.close()
         self._check_unique()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
@@ -111,11 +104,8 @@ def lookup(ids: Sequence[str], rows: np.ndarray) -> list[list[str]]:
 
 
 class IdMap(Sequence[str]):
-    """Passage ids of an index folder's rows, memory-mapped (a read-only sequence).
-
-    Raises:
-        InputError: When a file is missing or the two files disagree.
-    """
+    """Passage ids of an index folder's rows, memory-mapped (a read-only sequence);
+    InputError when a file is missing or the two files disagree."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         folder = Path(folder)
@@ -136,6 +126,3 @@ class IdMap(Sequence[str]):
     def __getitem__(self, row: int) -> str:  # type: ignore[override]
         start, end = int(self.offsets[row]), int(self.offsets[row + 1]) - 1
         return self._data[start:end].tobytes().decode("utf-8")
-
-    def __iter__(self) -> Iterator[str]:
-        return (self[r] for r in range(len(self)))

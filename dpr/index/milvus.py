@@ -31,11 +31,7 @@ class MissingDependencyError(DprError):
 
 
 def import_pymilvus() -> Any:
-    """The pymilvus module.
-
-    Raises:
-        MissingDependencyError: Saying how to install it.
-    """
+    """The pymilvus module, or MissingDependencyError saying how to install it."""
     try:
         import pymilvus
     except ImportError as err:
@@ -71,11 +67,8 @@ class MilvusStore:
         return cls(client, collection, uri=uri)
 
     def create(self, dim: int, *, index_type: str = "AUTOINDEX", overwrite: bool = False) -> None:
-        """Creates the collection (dropping an existing one with `overwrite`).
-
-        Raises:
-            InputError: When it exists and `overwrite` is false, or Milvus refuses.
-        """
+        """Creates the collection (dropping an existing one with `overwrite`); InputError
+        when it exists and `overwrite` is false, or Milvus refuses."""
         pymilvus = import_pymilvus()
         with _milvus_errors(self.what):
             if self.client.has_collection(self.collection):

@@ -23,11 +23,8 @@ CANDIDATES_PER_BLOCK = 8_192  # candidate vectors gathered at once (12 MiB at D 
 
 class ShardVectors:
     """The rows of an index's `.npy` shards (in its row order), memory-mapped: index row r →
-    (shard, offset); `rows` and `dim` are what `build.json` expects of them.
-
-    Raises:
-        InputError: Naming a shard that cannot be read or does not match the build.
-    """
+    (shard, offset); InputError naming a shard that cannot be read or does not match the
+    `rows` and `dim` that `build.json` expects."""
 
     def __init__(self, paths: Sequence[str], rows: Sequence[int], dim: int) -> None:
         self.paths = list(paths)
@@ -76,11 +73,8 @@ def _stored_paths(settings: dict, folder: str | os.PathLike[str]) -> list[str]:
 def open_shard_vectors(settings: dict, folder: str | os.PathLike[str], *,
                        embeddings: str | None = None) -> ShardVectors:
     """The vectors an index folder (`settings`: its `build.json`) was built from, found where
-    the build says or by `embeddings`, the glob of the shards when they moved.
-
-    Raises:
-        InputError: When a shard is missing, or differs in count, rows or size.
-    """
+    the build says or by `embeddings`, the glob of the shards when they moved; InputError
+    when a shard is missing, or differs in count, rows or size."""
     recorded = settings.get("shards") or []
     paths = (find_shards(embeddings) if embeddings is not None
              else _stored_paths(settings, folder))

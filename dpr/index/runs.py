@@ -26,11 +26,8 @@ _TAB = re.compile(r"[\t\n\r]")
 
 
 def check_run_path(path: str | os.PathLike[str]) -> None:
-    """Refuses an output name whose suffix is not a run format (before any work).
-
-    Raises:
-        UsageError: Naming `--out_file`.
-    """
+    """Refuses (UsageError naming `--out_file`) an output name whose suffix is not a run
+    format, before any work."""
     if Path(path).suffix not in RUN_SUFFIXES:
         raise UsageError(f"--out_file {path}: expected a name ending in "
                          f"{', '.join(RUN_SUFFIXES)}")

@@ -142,11 +142,8 @@ class FaissIndex:
         return scores, lookup(self.ids, rows)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The stored (for compressed indexes, decoded) vectors of index rows, float32.
-
-        Raises:
-            InputError: When the index cannot return its vectors (naming the factory).
-        """
+        """The stored (for compressed indexes, decoded) vectors of index rows, float32;
+        InputError naming the factory when the index cannot return them."""
         if not self._direct_map:
             ivf = faiss.try_extract_index_ivf(self.index)
             if ivf is not None:
@@ -162,15 +159,14 @@ class FaissIndex:
         """Refuses a model other than the one whose vectors the index holds.
 
         Args:
-            model: The searching model's `model` (path), `model_fingerprint` and `precision`
-                (`dpr.inference.chunks.model_identity`); None: the size alone is checked.
+            model: The searching model's `dpr.inference.chunks.model_identity`; None: the
+                size alone is checked.
             dim: The size of the model's vectors (None: not known).
 
         Raises:
-            InputError: For vectors of another size, or when the build's manifest records
-                another model fingerprint. Without a manifest (DPR's or hand-made shards) a
-                warning says that only the size was checked; another precision is a warning
-                too (the same model's vectors).
+            InputError: For vectors of another size, or another model fingerprint than the
+                build's manifest records. Without a manifest (DPR's or hand-made shards), or
+                for another precision (the same model's vectors), a warning.
         """
         if dim is not None and dim != self.dim:
             raise InputError(f"{self.name}: vectors of size {self.dim}, but the model encodes "
@@ -195,11 +191,7 @@ class FaissIndex:
 
 
 def read_settings(folder: str | os.PathLike[str]) -> dict:
-    """The build settings of an index folder.
-
-    Raises:
-        InputError: When `build.json` is missing or unreadable.
-    """
+    """The build settings of an index folder (InputError when `build.json` is unreadable)."""
     path = Path(folder) / SETTINGS_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -38,15 +38,8 @@ class ShardError(InputError):
 
 @dataclass(frozen=True)
 class Shard:
-    """One checked embedding shard.
-
-    Attributes:
-        ids_path: None for a `.pkl`, which holds its ids.
-        dtype: Stored element type ("float32" or "float16").
-        bytes: Size of the vector file.
-        sha256: Checksum of the vector file (and of the id file, after a "+"), or "" when not
-            computed.
-    """
+    """One checked embedding shard (`ids_path`: None for a `.pkl`, which holds its ids;
+    `sha256`: see `with_checksum`, "" when not computed)."""
 
     path: str
     ids_path: str | None
@@ -63,13 +56,8 @@ def _natural_key(path: str) -> list[object]:
 
 
 def find_shards(pattern: str, *, flag: str = "--encoded_ctx_file") -> list[str]:
-    """The vector files (`.npy`, `.pkl`) a glob matches, in natural order (`_2` before `_10`).
-
-    Other matches (the `.ids.json` beside each `.npy`) are skipped.
-
-    Raises:
-        ShardError: When the glob matches no vector file.
-    """
+    """The vector files (`.npy`, `.pkl`) a glob matches, in natural order (`_2` before `_10`);
+    other matches (the `.ids.json` beside each `.npy`) are skipped. ShardError when none."""
     matched = glob.glob(pattern)
     files = sorted((f for f in matched if f.endswith(VECTOR_SUFFIXES)), key=_natural_key)
     if not files:
@@ -88,11 +76,8 @@ def ids_path_of(path: str) -> str:
 
 
 def read_ids(shard: Shard | str) -> list[str]:
-    """The passage ids of a shard, in row order.
-
-    Raises:
-        ShardError: When the id file is missing, unreadable or not a list.
-    """
+    """The passage ids of a shard, in row order (ShardError for a missing, unreadable or
+    non-list id file)."""
     path = shard if isinstance(shard, str) else shard.ids_path
     if path is None:
         return read_dpr_pickle(shard.path)[0]
@@ -117,11 +102,7 @@ def vectors(shard: Shard) -> np.ndarray:
 
 
 def map_vectors(path: str) -> np.ndarray:
-    """A `.npy` vector file, memory-mapped (no pickle).
-
-    Raises:
-        ShardError: Naming the file when it cannot be read.
-    """
+    """A `.npy` vector file, memory-mapped (no pickle); ShardError when unreadable."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -129,22 +110,15 @@ def map_vectors(path: str) -> np.ndarray:
 
 
 def read_shard(path: str, *, allow_pickle: bool = False) -> tuple[list[str], np.ndarray]:
-    """A whole checked shard in memory (small shards): its ids and float32 vectors [n × D].
-
-    Raises:
-        ShardError: See `open_shard`.
-    """
+    """A whole checked shard (`open_shard`) in memory: its ids and float32 vectors [n × D]."""
     shard = open_shard(path, allow_pickle=allow_pickle, checksum=False)
     return read_ids(shard), np.asarray(vectors(shard), dtype=np.float32)
 
 
 def read_dpr_pickle(path: str) -> tuple[list[str], np.ndarray]:
-    """DPR's embedding file: a pickled list of (id, vector) tuples, as ids and float32
-    vectors [N × D]. Unpickling can run arbitrary code: callers ask the user to opt in first.
-
-    Raises:
-        ShardError: Naming the file when it cannot be read as such a list.
-    """
+    """DPR's embedding file, a pickled list of (id, vector) tuples, as ids and float32
+    vectors [N × D] (ShardError when it is not such a list). Unpickling can run arbitrary
+    code: callers ask the user to opt in first."""
     try:
         with open(path, "rb") as handle:
             rows = pickle.load(handle)
@@ -156,12 +130,8 @@ def read_dpr_pickle(path: str) -> tuple[list[str], np.ndarray]:
 
 
 def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) -> Shard:
-    """Checks one shard (shape, element type, id count) without loading its vectors.
-
-    Raises:
-        ShardError: Naming the file: unreadable, not [n × D] floats, refused pickle, missing
-            id file or id count different from the vector count.
-    """
+    """Checks one shard without loading its vectors; ShardError naming the file when it is
+    unreadable, not [n × D] floats, a refused pickle, or lacks one id per vector."""
     if not path.endswith(VECTOR_SUFFIXES):
         raise ShardError(f"{path}: expected a .npy embedding file (or DPR's .pkl)")
     if path.endswith(".pkl"):
@@ -200,12 +170,8 @@ def with_checksum(shard: Shard) -> Shard:
 
 def open_shards(files: list[str], *, allow_pickle: bool = False,
                 checksum: bool = True) -> list[Shard]:
-    """Checks every shard, one at a time, and that they share one vector size.
-
-    Raises:
-        ShardError: Naming the first bad file (see `open_shard`), or a shard whose vector
-            size differs from the first shard's.
-    """
+    """Checks every shard (`open_shard`), one at a time, and that they share one vector
+    size (ShardError naming the first that does not)."""
     shards: list[Shard] = []
     for path in files:
         shard = open_shard(path, allow_pickle=allow_pickle, checksum=checksum)
@@ -248,11 +214,8 @@ def manifest_path(prefix: str | os.PathLike[str]) -> str:
 
 
 def read_manifest(path: str) -> dict:
-    """A shards' manifest (`dpr.inference.chunks.make_manifest` wrote it).
-
-    Raises:
-        ShardError: Naming the file when it cannot be read.
-    """
+    """A shards' manifest (`dpr.inference.chunks.make_manifest`); ShardError when
+    unreadable."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -261,15 +224,11 @@ def read_manifest(path: str) -> dict:
 
 
 def encoding_of(paths: list[str]) -> dict | None:
-    """The model and precision that encoded the shards, from their manifests.
-
-    Returns:
-        The manifest's `ENCODING_KEYS` and its path, or None when a shard has no manifest
-        beside it (DPR's or hand-made shards: nothing says which model encoded them).
+    """The model and precision that encoded the shards: their manifest's `ENCODING_KEYS` and
+    its path, or None when a shard has no manifest beside it (DPR's or hand-made shards).
 
     Raises:
-        ShardError: For an unreadable manifest, or shards of two encodings (another model,
-            recipe or precision).
+        ShardError: For an unreadable manifest, or shards of two encodings.
     """
     manifests = []
     for path in paths:
@@ -293,12 +252,8 @@ def encoding_of(paths: list[str]) -> dict | None:
 
 def read_queries(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
     """Query ids and vectors [Q × D] from a `.npy` (ids from its `.ids.json` when present,
-    else the 0-based row numbers).
-
-    Raises:
-        InputError: Naming the file when it is unreadable, not a 2-d float array, or its ids
-            do not match the vectors.
-    """
+    else the 0-based row numbers); InputError naming the file when it is unreadable, not a 2-d
+    float array, or its ids do not match the vectors."""
     path = os.fspath(path)
     try:
         array = np.load(path, allow_pickle=False)

@@ -33,7 +33,6 @@ from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
-VECTOR_DTYPES = ("float32", "float16")
 MANIFEST_FORMAT = 2  # 2: records the precision
 _CHECK_ROWS = 65_536  # rows read at a time when checking that stored vectors are finite
 # Manifest entries a rerun must match, with the words an error uses for each.
@@ -178,12 +177,8 @@ def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 
 def check_output(prefix: str | os.PathLike[str], manifest: dict[str, Any],
                  chunks: Sequence[Chunk]) -> None:
-    """Refuses to write where another run's chunks are (before any work).
-
-    Raises:
-        InputError: When the existing manifest describes another model, passage file, layout
-            or vector type, or chunk files exist without a manifest (of unknown origin).
-    """
+    """Refuses (InputError), before any work, to write where another run's chunks are: the
+    existing manifest differs (`_COMPARED`), or chunk files exist without one."""
     path = manifest_path(prefix)
     if os.path.isfile(path):
         difference = _first_difference(read_manifest(path), manifest)

@@ -117,10 +117,9 @@ def load_encoder(path: str | os.PathLike[str], cli: Mapping[str, Any] | None = N
                  device: torch.device | str = "cpu", allow_pickle: bool = False,
                  amp_dtype: torch.dtype | None = None, batch_size: int = 32,
                  quiet: bool = True) -> DenseEncoder:
-    """Loads whatever `path` is (module docstring) as a `DenseEncoder`.
+    """Loads a checkpoint file, `dpr2hf` export folder or Hugging Face model folder.
 
     Args:
-        path: Checkpoint file, `dpr2hf` export folder or Hugging Face model folder.
         cli: Command-line encoder parameters (`dpr.cli.flags.encoder_params`: the paths,
             type, projection and recipe; absent or None = not given).
         allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
@@ -176,11 +175,8 @@ def _load_export(folder: Path, *, device: torch.device, **options: Any) -> Dense
 
 
 def untrained_params(path: str, cli: Mapping[str, Any]) -> dict[str, Any]:
-    """The encoder parameters of a plain model folder used as an untrained bi-encoder.
-
-    Raises:
-        InputError: A `dpr2hf` tower folder, or a model type that is no DPR encoder.
-    """
+    """The encoder parameters of a plain model folder used as an untrained bi-encoder;
+    InputError for a `dpr2hf` tower folder, or a model type that is no DPR encoder."""
     config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8-sig"))
     if "dpr" in config:
         raise InputError(f"{path}: one tower of a dpr2hf export; pass the export's folder "

@@ -127,11 +127,8 @@ class BM25Retriever:
 
     def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         """Writes the index into a folder (complete or not at all): bm25s' score matrix,
-        vocabulary and parameters, and `bm25_settings.json` (settings, size, fingerprint).
-
-        Raises:
-            FileExistsError: When the folder exists and `overwrite` is false.
-        """
+        vocabulary and parameters, and `bm25_settings.json` (settings, size, fingerprint);
+        FileExistsError when the folder exists and `overwrite` is false."""
         with staged_folder(folder, overwrite=overwrite) as staging:
             self.index.save(str(staging), show_progress=False)
             saved = {**self.settings.describe(), "size": self.size,
@@ -142,11 +139,8 @@ class BM25Retriever:
     @classmethod
     def load(cls, folder: str | os.PathLike[str], *, mmap: bool = True,
              show_progress: bool = False) -> BM25Retriever:
-        """Reads an index written by `save`, memory-mapped unless `mmap` is false.
-
-        Raises:
-            InputError: Naming the folder when a file is missing or unreadable.
-        """
+        """Reads an index written by `save`, memory-mapped unless `mmap` is false; InputError
+        naming the folder when a file is missing or unreadable."""
         try:
             saved = json.loads((Path(folder) / SETTINGS_FILE).read_text(encoding="utf-8"))
             settings = BM25Settings(language=saved["language"], k1=saved["k1"], b=saved["b"],
@@ -166,11 +160,8 @@ class BM25Retriever:
                       texts: Sequence[str], *, settings: BM25Settings,
                       show_progress: bool = False) -> tuple[BM25Retriever, bool]:
         """The index saved in `folder` when its fingerprint is that of these passages and
-        settings; else a new one, saved there (replacing what was there).
-
-        Returns:
-            The retriever and whether it was reused from disk.
-        """
+        settings, else a new one saved there (replacing what was there), and whether it was
+        reused."""
         expected = fingerprint([passage_text(t, x) for t, x in zip(titles, texts)], settings)
         try:
             saved = json.loads((Path(folder) / SETTINGS_FILE).read_text(encoding="utf-8"))

@@ -21,12 +21,8 @@ class Corpus:
 
 
 def read_tsv_corpus(path: str, *, flag: str = "--ctx_file") -> Corpus:
-    """Passages of a DPR passage TSV file, in file order (`flag`: the flag that gave it, named
-    by the errors).
-
-    Raises:
-        InputError: On a malformed row, a duplicate id or no passage at all.
-    """
+    """Passages of a DPR passage TSV file, in file order; InputError naming `flag` on a
+    malformed row, a duplicate id or no passage at all."""
     passages = list(read_input(read_passages, path, flag=flag, what="passages").values())
     return Corpus([p.passage_id for p in passages], [p.title for p in passages],
                   [p.text for p in passages], path)

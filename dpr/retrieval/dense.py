@@ -62,13 +62,8 @@ class Searcher:
 
 def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
                      ef_search: int | None = None) -> Searcher:
-    """Loads an index folder and maps its rows to the corpus rows by passage id.
-
-    Raises:
-        InputError: When the index's ids are not the corpus's passage ids (naming both
-            files).
-        InputError, UsageError: From `dpr.index.load_index` (missing files, bad settings).
-    """
+    """Loads an index folder (`dpr.index.load_index`) and maps its rows to the corpus rows by
+    passage id; InputError naming both files when its ids are not the corpus's passage ids."""
     index = load_index(folder, nprobe=nprobe, ef_search=ef_search)
     index.name = f"--index {folder}"
     description = {"search": "saved index", "index": folder,
@@ -121,12 +116,8 @@ def dense_retriever(name: str, model: Any, corpus: Corpus, *, index: str | None 
                     identity: Mapping[str, object] | None = None,
                     metadata: dict[str, Any] | None = None) -> DenseRetriever:
     """A model's retriever: encodes the corpus and indexes it exactly, or opens ``index`` and
-    checks ``identity`` (``dpr.inference.chunks.model_identity``) against the model it records.
-
-    Raises:
-        InputError: For a saved index of other passages, of another vector size or of
-            another model.
-    """
+    checks ``identity`` (``dpr.inference.chunks.model_identity``) against the model it records
+    (InputError for a saved index of other passages, of another vector size or model)."""
     start = time.perf_counter()
     if index is None:
         vectors = model.encode_passages(list(zip(corpus.titles, corpus.texts)))

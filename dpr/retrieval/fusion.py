@@ -51,15 +51,9 @@ class Candidates:
 
 def union_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_union: np.ndarray,
                      dense_union: np.ndarray) -> Candidates:
-    """Builds the union of two top lists from both scores of each member of the union.
-
-    Args:
-        sparse_top: Corpus indices of the BM25 top list, best first.
-        dense_top: Corpus indices of the dense top list, best first.
-        sparse_union: BM25 score of each member of the union, in ascending corpus index
-            order (``np.union1d(sparse_top, dense_top)``) [U].
-        dense_union: Dense similarity of each member of the union, same order [U].
-    """
+    """The union of two top lists (corpus indices, best first) from both scores of each
+    member of the union [U], in ascending corpus index order
+    (``np.union1d(sparse_top, dense_top)``)."""
     union = np.union1d(sparse_top, dense_top).astype(np.int64)
 
     def ranks_in(top: np.ndarray) -> np.ndarray:
@@ -73,13 +67,8 @@ def union_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_union
 
 
 def normalise(scores: np.ndarray, method: str) -> np.ndarray:
-    """Per-question score normalisation over the candidates: ``minmax`` or ``zscore``.
-
-    A list whose scores are all equal normalises to zeros (it then ranks nothing).
-
-    Raises:
-        ValueError: For an unknown method (the command line only offers the known ones).
-    """
+    """Per-question score normalisation over the candidates, ``minmax`` or ``zscore`` (else
+    ValueError); a list whose scores are all equal normalises to zeros (it ranks nothing)."""
     scores = np.asarray(scores, dtype=np.float64)
     if method == "minmax":
         spread = scores.max() - scores.min() if len(scores) else 0.0
