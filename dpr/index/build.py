@@ -45,28 +45,18 @@ SETTINGS_FORMAT = 1
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build an index (the flags of `python -m dpr.index build`).
+    """How to build an index (the flags of `python -m dpr.index build`)."""
 
-    Attributes:
-        factory: faiss index-factory string ("Flat", "HNSW32", "IVF1024,PQ32"...).
-        metric: "ip" (inner product, DPR's) or "l2".
-        train_sample: Vectors sampled for training (all when there are fewer).
-        on_disk: Add each shard to its own IVF block and merge the lists on disk.
-        threads: faiss (OpenMP) threads; None keeps faiss' default.
-        checksum: Record each shard's SHA-256 in the build settings.
-        ef_construction: HNSW candidate list size while adding (None: faiss' default, 40).
-    """
-
-    factory: str
-    metric: str = "ip"
-    train_sample: int = 200_000
+    factory: str  # faiss index-factory string: "Flat", "HNSW32", "IVF1024,PQ32"...
+    metric: str = "ip"  # inner product (DPR's) or "l2"
+    train_sample: int = 200_000  # vectors sampled for training (all when there are fewer)
     seed: int = 0
-    on_disk: bool = False
-    threads: int | None = None
+    on_disk: bool = False  # each shard into its own IVF block, the lists merged on disk
+    threads: int | None = None  # faiss (OpenMP) threads; None keeps faiss' default
     chunk_rows: int = 65_536
-    checksum: bool = True
+    checksum: bool = True  # record each shard's SHA-256 in the build settings
     quiet: bool = False
-    ef_construction: int | None = None
+    ef_construction: int | None = None  # HNSW candidate list size while adding (faiss: 40)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:

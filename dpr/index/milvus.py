@@ -88,11 +88,9 @@ class MilvusStore:
                                           consistency_level="Strong")
         logger.info("Created %s (dim %d, %s, inner product)", self.what, dim, index_type)
 
-    def insert(self, ids: list[str], vectors: np.ndarray, *, titles: list[str] | None = None,
-               texts: list[str] | None = None) -> None:
-        """Inserts one batch of passages (vectors [n × dim]; no title/text: empty strings)."""
-        titles = titles or [""] * len(ids)
-        texts = texts or [""] * len(ids)
+    def insert(self, ids: list[str], vectors: np.ndarray, titles: list[str],
+               texts: list[str]) -> None:
+        """Inserts one batch of passages (vectors [n × dim])."""
         rows = [{"id": i, "title": t, "text": x, "vector": v}
                 for i, t, x, v in zip(ids, titles, texts, np.asarray(vectors, np.float32))]
         with _milvus_errors(self.what):
@@ -120,10 +118,11 @@ class MilvusStore:
 
 
 def _texts(passages: Iterator[tuple[str, str, str]] | None, ids: list[str], *, shard: Shard,
-           source: str) -> tuple[list[str] | None, list[str] | None]:
-    """The titles and texts of a shard's passages, read in step from `passages`."""
+           source: str) -> tuple[list[str], list[str]]:
+    """The titles and texts of a shard's passages, read in step from `passages` (None: empty
+    strings)."""
     if passages is None:
-        return None, None
+        return [""] * len(ids), [""] * len(ids)
     titles, texts = [], []
     for row, passage_id in enumerate(ids):
         found = next(passages, None)
@@ -151,9 +150,8 @@ def load_shards(store: MilvusStore, shards: list[Shard], *,
             titles, texts = _texts(stream, ids, shard=shard, source=source)
             for start in range(0, len(ids), batch_size):
                 end = start + batch_size
-                store.insert(ids[start:end], array[start:end],
-                             titles=None if titles is None else titles[start:end],
-                             texts=None if texts is None else texts[start:end])
+                store.insert(ids[start:end], array[start:end], titles[start:end],
+                             texts[start:end])
                 bar.update(len(ids[start:end]))
             done += len(ids)
     with _milvus_errors(store.what):  # seals what was inserted (a server persists it)

@@ -86,19 +86,13 @@ def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
 
 @dataclass(frozen=True)
 class DenseRetriever:
-    """A dense encoder with a searcher over the corpus it encoded.
+    """A dense encoder with a searcher over the corpus it encoded."""
 
-    Attributes:
-        name: Retriever name (``dpr``, ``dpr:LABEL``, ``sbert``).
-        seconds: Time spent encoding and indexing the corpus (or loading the index).
-        metadata: The model and how it searches, for the runs it makes.
-    """
-
-    name: str
+    name: str  # dpr, dpr:LABEL, sbert
     model: Any
     searcher: Searcher
-    seconds: float
-    metadata: dict[str, Any] = field(default_factory=dict)
+    seconds: float  # spent encoding and indexing the corpus (or loading the index)
+    metadata: dict[str, Any] = field(default_factory=dict)  # the model, how it searches
 
     def run(self, questions: Sequence[str], k: int) -> tuple[Run, np.ndarray]:
         """The top ``k`` of every question, and the question vectors [Q × D]."""

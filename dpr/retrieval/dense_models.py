@@ -1,10 +1,7 @@
-"""Dense encoders for evaluation, behind one interface: any model `dpr.inference.load_encoder`
-reads (a DPR checkpoint, a `dpr2hf` folder, a plain Hugging Face / sentence-transformers folder
-as an untrained bi-encoder), or an off-the-shelf model run by the sentence-transformers library
-itself (the ``sbert`` retriever).
-
-Every model returns float32 numpy vectors whose inner product ranks as the model was trained
-to rank (cosine models return normalised vectors), and takes passages as ``(title, text)``.
+"""The ``sbert`` retriever's encoder: an off-the-shelf model run by the sentence-transformers
+library itself, with the interface of `dpr.inference.DenseEncoder` (``encode_questions``,
+``encode_passages`` of ``(title, text)``: float32 vectors whose inner product ranks as the
+model was trained to rank).
 """
 
 from __future__ import annotations

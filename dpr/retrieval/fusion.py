@@ -1,12 +1,11 @@
 """Fusion of a sparse (BM25) and a dense ranking: ``fuse(bm25 run, dense run, setting) -> run``.
 
-Every fusion reranks, per question, the union of the two top-``depth`` lists
-(:class:`Candidates`) by a setting's score of each member: :class:`Linear` (``hybrid``),
-:class:`Reciprocal` (``rrf``) or :class:`Normalised` (``fusion``), as docs/EVALUATION.md
-("Retrievers") defines them. Ties are broken by corpus index, so results are deterministic.
-Given :class:`ExactScores` (:meth:`Sides.candidates`: BM25 and the dense searcher score any
-passage), both scores of every member of the union are exact (the DPR paper's hybrid);
-without, a passage missing from a list takes that list's lowest score (Pyserini's rule).
+Per question, the union of the two top-``depth`` lists (:class:`Candidates`) is reranked by a
+setting's score, :class:`Linear` (``hybrid``), :class:`Reciprocal` (``rrf``) or
+:class:`Normalised` (``fusion``), as docs/EVALUATION.md ("Retrievers") defines them, ties by
+corpus index. With :class:`ExactScores` (:meth:`Sides.candidates`) both scores of every member
+are exact (the DPR paper's hybrid); without, a passage missing from a list takes that list's
+lowest score (Pyserini's rule).
 """
 
 from __future__ import annotations
@@ -32,21 +31,13 @@ RowScores = Callable[[int, np.ndarray], np.ndarray]  # (question, corpus rows) -
 
 @dataclass
 class Candidates:
-    """The union of one question's two top lists with both scores and both ranks.
+    """The union of one question's two top lists with both scores and both ranks."""
 
-    Attributes:
-        index: Corpus indices of the union, ascending [U].
-        sparse: BM25 score of each [U].
-        dense: Dense similarity of each [U].
-        sparse_rank: 1-based rank in the BM25 top list, 0 when absent [U].
-        dense_rank: 1-based rank in the dense top list, 0 when absent [U].
-    """
-
-    index: np.ndarray
-    sparse: np.ndarray
-    dense: np.ndarray
-    sparse_rank: np.ndarray
-    dense_rank: np.ndarray
+    index: np.ndarray  # [U] corpus indices of the union, ascending
+    sparse: np.ndarray  # [U] BM25 score of each
+    dense: np.ndarray  # [U] dense similarity of each
+    sparse_rank: np.ndarray  # [U] 1-based rank in the BM25 top list, 0 when absent
+    dense_rank: np.ndarray  # [U] 1-based rank in the dense top list, 0 when absent
 
 
 def union_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_union: np.ndarray,

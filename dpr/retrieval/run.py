@@ -22,20 +22,13 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """One retriever's ranking of one question set; read-only.
+    """One retriever's ranking of one question set; read-only."""
 
-    Attributes:
-        name: Retriever name in reports (``bm25``, ``dpr:round1``, ``hybrid``...).
-        rows: Per question, corpus rows best first, int64 [k_q].
-        scores: Per question, the retriever's score of each row [k_q].
-        seconds: Time it took (encoding and indexing included).
-        metadata: What produced it (model description, settings, tuning grid).
-    """
-
-    name: str
-    rows: tuple[np.ndarray, ...]
-    scores: tuple[np.ndarray, ...]
-    seconds: float = 0.0
+    name: str  # in reports: bm25, dpr:round1, hybrid...
+    rows: tuple[np.ndarray, ...]  # per question, int64 [k_q] corpus rows best first
+    scores: tuple[np.ndarray, ...]  # per question, [k_q] the retriever's score of each row
+    seconds: float = 0.0  # time it took, encoding and indexing included
+    # what produced it: model description, settings, tuning grid
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
