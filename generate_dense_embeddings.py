@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> EncodingReport:
                            worker=worker, workers=workers, vector_dtype=args.vector_dtype,
                            progress=rank == 0 and not args.quiet)
     logger.info("Worker %d: encoded %d chunk(s) (%d passages, %.1f passages/s), skipped %d "
-                "complete chunk(s)", worker, len(report.encoded), report.passages, report.rate,
-                len(report.skipped))
+                "complete chunk(s)", worker, len(report.encoded), report.passages,
+                report.passages / max(report.seconds, 1e-9), len(report.skipped))
     return report
 
 

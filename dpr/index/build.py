@@ -220,11 +220,8 @@ def build_index(shards: list[Shard], output_dir: str | os.PathLike[str],
                 options: BuildOptions, *, overwrite: bool = False) -> dict:
     """Builds, trains, fills and saves an index from checked shards (`fill_index`) into a
     folder written through a staging folder; returns the build settings (`build.json`).
-
-    Raises:
-        UsageError: For an existing folder without `overwrite`, or see `fill_index`.
-        InputError: When the shards hold no vectors, or see `fill_index`.
-    """
+    Besides `fill_index`'s errors: UsageError for an existing folder without `overwrite`,
+    InputError when the shards hold no vectors."""
     if Path(output_dir).exists() and not overwrite:
         raise UsageError(f"--output_dir {output_dir}: exists (choose another folder or pass "
                          "--overwrite)")

@@ -47,11 +47,6 @@ class EncodingReport:
     passages: int = 0
     seconds: float = 0.0
 
-    @property
-    def rate(self) -> float:
-        """Passages encoded per second (0 when nothing was encoded)."""
-        return self.passages / self.seconds if self.seconds > 0 else 0.0
-
 
 def _owned_rows(passages: Iterable[Passage], chunks: Sequence[Chunk],
                 source: str) -> Iterator[tuple[Chunk, list[Passage]]]:

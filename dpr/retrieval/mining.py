@@ -286,7 +286,6 @@ def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *
     Args:
         records: DPR training records (raw dicts, every field kept in the output).
         model: The encoder (``encode_questions``, ``encode_passages``).
-        n_retrieved: Passages retrieved per question.
         match: Answer matching (``string`` or ``regex``).
         exclusion: The articles mixed-in existing negatives must not come from (the corpus
             is already without them).
