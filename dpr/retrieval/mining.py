@@ -263,14 +263,6 @@ class EncodedCorpus:
         return out
 
 
-def _ranked(ids: Sequence[str], scores: np.ndarray, corpus: EncodedCorpus
-            ) -> tuple[list[int], list[float]]:
-    """Rows and scores of one search result, ties broken by corpus order."""
-    pairs = sorted(((corpus.row_of_id[i], float(s)) for i, s in zip(ids, scores)),
-                   key=lambda pair: (-pair[1], pair[0]))
-    return [row for row, _ in pairs], [score for _, score in pairs]
-
-
 def _passage_dict(passage: Passage, score: float) -> dict[str, Any]:
     return {"title": passage.title, "text": passage.text, "passage_id": passage.passage_id,
             "score": round(score, SCORE_DECIMALS)}
@@ -294,6 +286,7 @@ def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *
         The output records (``hard_negative_ctxs`` replaced) and the counts.
     """
     from dpr.index import index_vectors
+    from dpr.retrieval.dense import by_score_then_row
 
     q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
     firsts = [(i, r["positive_ctxs"][0]) for i, r in enumerate(records) if r.get("positive_ctxs")]
@@ -301,16 +294,16 @@ def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *
     for (i, _), score in zip(firsts, _model_scores(firsts, q_vectors, corpus, model)):
         positive_scores[i] = score
     index = index_vectors(corpus.vectors, [p.passage_id for p in corpus.passages])
-    hit_scores, hits = index.search(q_vectors, min(n_retrieved, len(index)))
+    hit_scores, hit_rows = index.search_rows(q_vectors, min(n_retrieved, len(index)))
+    hit_rows, hit_scores = by_score_then_row(hit_rows, hit_scores)  # index rows: corpus rows
     _check_positives_in_corpus(records, corpus)
     stats = MiningStats()
     mined_all, mixed_all = [], []
     for i, record in enumerate(records):
         positives = record.get("positive_ctxs") or []
         answers = prepare_answers(record.get("answers") or [], match)
-        rows, scores = _ranked(hits[i], hit_scores[i], corpus)
         kept = select_negatives(
-            rows, scores, gold=corpus.gold_rows(positives),
+            hit_rows[i].tolist(), hit_scores[i].tolist(), gold=corpus.gold_rows(positives),
             contains_answer=lambda row, answers=answers: corpus.contains(row, answers, match),
             positive_score=positive_scores[i], options=options, stats=stats)
         mined = [_passage_dict(corpus.passages[row], score) for row, score in kept]
