@@ -131,7 +131,7 @@ def shard_index(args: argparse.Namespace, files: list[str]) -> FaissIndex:
     options = BuildOptions(factory=HNSW_FACTORY if hnsw else "Flat", chunk_rows=args.index_buffer,
                            ef_construction=HNSW_EF_CONSTRUCTION if hnsw else None,
                            checksum=False, quiet=args.quiet)
-    shards = open_shards(files, allow_pickle=args.allow_unsafe_pickle, checksum=False)
+    shards = open_shards(files, allow_pickle=args.allow_unsafe_pickle)
     if not args.save_or_load_index:
         return index_shards(shards, options)
     first = shards[0].path

@@ -248,5 +248,5 @@ def build_index(shards: list[Shard], output_dir: str | os.PathLike[str],
 def build_from_glob(pattern: str, output_dir: str | os.PathLike[str], options: BuildOptions,
                     *, allow_pickle: bool = False, overwrite: bool = False) -> dict:
     """`build_index` over the shards a glob matches (see `dpr.index.shards.find_shards`)."""
-    shards = open_shards(find_shards(pattern), allow_pickle=allow_pickle, checksum=False)
+    shards = open_shards(find_shards(pattern), allow_pickle=allow_pickle)
     return build_index(shards, output_dir, options, overwrite=overwrite)

@@ -197,8 +197,7 @@ def run_milvus_load(args: argparse.Namespace) -> None:
     _quiet_pymilvus()
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    shards = open_shards(find_shards(args.encoded_ctx_file),
-                         allow_pickle=args.allow_unsafe_pickle, checksum=False)
+    shards = open_shards(find_shards(args.encoded_ctx_file), allow_pickle=args.allow_unsafe_pickle)
     passages = (None if args.ctx_file is None else
                 ((p.passage_id, p.title, p.text) for p in iter_passages(args.ctx_file)))
     with closing(MilvusStore.connect(args.uri, args.collection, token=args.token)) as store:

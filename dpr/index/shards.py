@@ -55,18 +55,18 @@ def _natural_key(path: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-def find_shards(pattern: str, *, flag: str = "--encoded_ctx_file") -> list[str]:
+def find_shards(pattern: str) -> list[str]:
     """The vector files (`.npy`, `.pkl`) a glob matches, in natural order (`_2` before `_10`);
     other matches (the `.ids.json` beside each `.npy`) are skipped. ShardError when none."""
     matched = glob.glob(pattern)
     files = sorted((f for f in matched if f.endswith(VECTOR_SUFFIXES)), key=_natural_key)
     if not files:
         found = f" (only e.g. {sorted(matched)[0]})" if matched else ""
-        raise ShardError(f"{flag} {pattern}: matches no embedding file "
+        raise ShardError(f"--encoded_ctx_file {pattern}: matches no embedding file "
                          f"({', '.join(VECTOR_SUFFIXES)}){found}")
     if len(matched) > len(files):
-        logger.info("%s %s: %d embedding file(s), %d other file(s) skipped (.ids.json "
-                    "companions...)", flag, pattern, len(files), len(matched) - len(files))
+        logger.info("--encoded_ctx_file %s: %d embedding file(s), %d other file(s) skipped "
+                    "(.ids.json companions...)", pattern, len(files), len(matched) - len(files))
     return files
 
 
@@ -111,7 +111,7 @@ def map_vectors(path: str) -> np.ndarray:
 
 def read_shard(path: str, *, allow_pickle: bool = False) -> tuple[list[str], np.ndarray]:
     """A whole checked shard (`open_shard`) in memory: its ids and float32 vectors [n × D]."""
-    shard = open_shard(path, allow_pickle=allow_pickle, checksum=False)
+    shard = open_shard(path, allow_pickle=allow_pickle)
     return read_ids(shard), np.asarray(vectors(shard), dtype=np.float32)
 
 
@@ -129,7 +129,7 @@ def read_dpr_pickle(path: str) -> tuple[list[str], np.ndarray]:
     return ids, array
 
 
-def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) -> Shard:
+def open_shard(path: str, *, allow_pickle: bool = False) -> Shard:
     """Checks one shard without loading its vectors; ShardError naming the file when it is
     unreadable, not [n × D] floats, a refused pickle, or lacks one id per vector."""
     if not path.endswith(VECTOR_SUFFIXES):
@@ -150,9 +150,8 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
                          f"{array.shape} of {array.dtype}")
     if len(ids) != len(array):
         raise ShardError(f"{ids_path or path}: {len(ids)} ids for {len(array)} vectors in {path}")
-    shard = Shard(path=path, ids_path=ids_path, rows=len(array), dim=int(array.shape[1]),
-                  dtype=array.dtype.name, bytes=os.path.getsize(path))
-    return with_checksum(shard) if checksum else shard
+    return Shard(path=path, ids_path=ids_path, rows=len(array), dim=int(array.shape[1]),
+                 dtype=array.dtype.name, bytes=os.path.getsize(path))
 
 
 def _sha256(path: str) -> str:
@@ -168,13 +167,12 @@ def with_checksum(shard: Shard) -> Shard:
     return dataclasses.replace(shard, sha256=digest)
 
 
-def open_shards(files: list[str], *, allow_pickle: bool = False,
-                checksum: bool = True) -> list[Shard]:
+def open_shards(files: list[str], *, allow_pickle: bool = False) -> list[Shard]:
     """Checks every shard (`open_shard`), one at a time, and that they share one vector
     size (ShardError naming the first that does not)."""
     shards: list[Shard] = []
     for path in files:
-        shard = open_shard(path, allow_pickle=allow_pickle, checksum=checksum)
+        shard = open_shard(path, allow_pickle=allow_pickle)
         if shards and shard.dim != shards[0].dim:
             raise ShardError(f"{path}: vectors of size {shard.dim}, but {shards[0].path} has "
                              f"size {shards[0].dim}")

@@ -116,7 +116,7 @@ def incomplete_reason(prefix: str | os.PathLike[str], chunk: Chunk, ids: Sequenc
     if not os.path.isfile(npy) or not os.path.isfile(ids_file):
         return "missing"
     try:
-        shard = open_shard(npy, checksum=False)
+        shard = open_shard(npy)
     except ShardError as err:
         return f"unreadable: {err}"
     if (shard.rows, shard.dim, shard.dtype) != (len(ids), dim, dtype):
