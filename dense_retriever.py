@@ -183,15 +183,14 @@ def score_results(questions: list[tuple[str, list[str]]], hits: list[list[str]],
     return results
 
 
-def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]:
-    """Logs top-k accuracy at 1, 5, 20, 100 and n_docs; returns the full curve."""
+def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> None:
+    """Logs top-k accuracy at 1, 5, 20, 100 and n_docs."""
     ranks = [next((j for j, c in enumerate(r["ctxs"]) if c["has_answer"]), None)
              for r in results]
     curve = top_k_accuracy(ranks, range(1, n_docs + 1))
     for k in sorted({1, 5, 20, 100, n_docs}):
         if k <= n_docs:
             logger.info("Top-%d accuracy: %.4f", k, curve[k])
-    return curve
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -93,9 +93,8 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
                         help=f"HNSW candidate list size (default: {DEFAULT_EF_SEARCH}).")
     search.add_argument("--rerank", type=int, default=None,
                         help="Fetch this many candidates (>= --n_docs) and re-score them exactly "
-                        "from "
-                        "the embedding shards the index was built from (memory-mapped; for a "
-                        "Refine(...) factory, from the index's refinement codes); 0: off.")
+                        "from the embedding shards the index was built from (memory-mapped; for "
+                        "a Refine(...) factory, from the index's refinement codes); 0: off.")
     add_flag(search, "--encoded_ctx_file", "--embeddings", default=None,
              help="With --rerank: glob of those shards when they are no longer where "
              "build.json says (same files, same order).")
