@@ -1,21 +1,14 @@
 """Retrieves passages for a QA file with a model and FAISS, and scores the top-k.
 
-The model is a DPR checkpoint, a dpr2hf export folder or a Hugging Face / sentence-transformers
-folder, applied with its own recipe (`dpr.inference`); it must be the model that encoded the
-passages (checked against the manifest generate_dense_embeddings.py writes beside the shards).
-
 python dense_retriever.py --model_file dpr_biencoder.2 --qa_file qas_dev.tsv \
     --ctx_file passages.tsv --encoded_ctx_file "emb/passages_*" --out_file results.json
 python dense_retriever.py ... --index idx/ [--nprobe 64 | --ef_search 256] [--rerank 1000]
 
-With --encoded_ctx_file the shards (found in natural order, `_2` before `_10`, as
-`python -m dpr.index` finds them) are indexed in memory through `dpr.index`: exact ("Flat"),
-or faiss' inner-product HNSW with DPR's settings with --hnsw_index ("HNSW512", efConstruction
-200, efSearch 128); --save_or_load_index keeps that index as a `dpr.index` folder beside the
-shards (`emb/passages.Flat/`, `emb/passages.HNSW512/`) and reuses it while the shards are
-unchanged. With --index, an index folder built by `python -m dpr.index build` over the same
-embeddings is searched instead, in bounded memory (--encoded_ctx_file then says where its
-shards are for --rerank, when they moved since the build).
+The shards of --encoded_ctx_file are indexed in memory through `dpr.index` (exact, or DPR's
+HNSW with --hnsw_index; kept as a folder beside them with --save_or_load_index), or an index
+folder built by `python -m dpr.index build` is searched (--index); the model must be the one
+that encoded the passages. Indexes, checks and formats: docs/EVALUATION.md
+("dense_retriever.py").
 """
 
 from __future__ import annotations
@@ -138,7 +131,7 @@ def shard_index(args: argparse.Namespace, files: list[str]) -> FaissIndex:
     options = BuildOptions(factory=HNSW_FACTORY if hnsw else "Flat", chunk_rows=args.index_buffer,
                            ef_construction=HNSW_EF_CONSTRUCTION if hnsw else None,
                            checksum=False, quiet=args.quiet)
-    shards = open_shards(files, allow_pickle=args.allow_unsafe_pickle, checksum=False)
+    shards = open_shards(files, allow_pickle=args.allow_unsafe_pickle)
     if not args.save_or_load_index:
         return index_shards(shards, options)
     first = shards[0].path
@@ -190,15 +183,14 @@ def score_results(questions: list[tuple[str, list[str]]], hits: list[list[str]],
     return results
 
 
-def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> dict[int, float]:
-    """Logs top-k accuracy at 1, 5, 20, 100 and n_docs; returns the full curve."""
+def log_accuracy(results: list[dict[str, Any]], n_docs: int) -> None:
+    """Logs top-k accuracy at 1, 5, 20, 100 and n_docs."""
     ranks = [next((j for j, c in enumerate(r["ctxs"]) if c["has_answer"]), None)
              for r in results]
     curve = top_k_accuracy(ranks, range(1, n_docs + 1))
     for k in sorted({1, 5, 20, 100, n_docs}):
         if k <= n_docs:
             logger.info("Top-%d accuracy: %.4f", k, curve[k])
-    return curve
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -230,12 +222,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parses the flags and runs the retrieval.
-
-    Returns:
-        0 on success, 1 on bad input (logged, nothing written), 2 on bad flags. Other errors
-        are bugs and propagate with their traceback.
-    """
+    """Runs the retrieval; returns the exit status (see `dpr.cli.main.run_main`)."""
     return run_main(build_parser(), argv, run, prog="dense_retriever")
 
 

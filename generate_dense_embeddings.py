@@ -1,22 +1,13 @@
 """Encodes a passage TSV file with a model's passage encoder, in resumable chunks, over the
 processes of a `torchrun` / SLURM job or DPR's shards.
 
-The model is a DPR checkpoint, a dpr2hf export folder or a Hugging Face / sentence-transformers
-folder, applied with its own recipe (pooling, normalisation, prefixes; `dpr.inference`).
-
 python generate_dense_embeddings.py --model_file dpr_biencoder.2 --ctx_file passages.tsv \
     --out_file emb/passages [--chunk_size 100000] [--vector_dtype float16]
 torchrun --nproc_per_node 4 generate_dense_embeddings.py ...     (or srun, one task per GPU)
 python generate_dense_embeddings.py ... --shard_id 0 --num_shards 2      (DPR's shards)
 
-Chunk k (passage rows [k·chunk_size, (k+1)·chunk_size)) is written as emb/passages_<k>.npy
-(float32 or float16 [n × D]) + emb/passages_<k>.ids.json, atomically; process r of a job of W
-encodes the chunks k ≡ r (mod W), without talking to the others. With --num_shards N, DPR's
-layout: emb/passages_<shard_id>.npy holds rows [k·s, (k+1)·s), s = ceil(rows / N). A rerun of
-the same command skips the files already complete (checked: readable, finite, count, size,
-type, ids), so a killed job only redoes what is missing; emb/passages.manifest.json records the
-model, its recipe, its precision (--fp16, --amp_dtype), the passage file and the layout, and a
-rerun with another one is refused.
+Layout, manifest and resume: docs/EVALUATION.md ("generate_dense_embeddings.py") and
+docs/SCALE.md, section 1.
 """
 
 from __future__ import annotations
@@ -28,8 +19,9 @@ import sys
 from dpr.cli.flags import add_debug_flag, add_encoder_flags, add_flag, encoder_params
 from dpr.cli.main import run_main
 from dpr.data.tsv import count_passages
+from dpr.index.shards import FLOAT_DTYPES
 from dpr.inference import load_encoder
-from dpr.inference.chunks import VECTOR_DTYPES, Layout, check_output, make_manifest
+from dpr.inference.chunks import Layout, check_output, make_manifest
 from dpr.inference.corpus import EncodingReport, encode_corpus
 from dpr.utils.device import autocast_dtype, select_device
 from dpr.utils.dist import resolve_ranks
@@ -60,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DPR's shards for separate jobs (> 1 selects DPR's layout): shard k "
                         "holds rows [k*s, (k+1)*s) with s = ceil(rows / num_shards), so every "
                         "passage is encoded.")
-    parser.add_argument("--vector_dtype", choices=VECTOR_DTYPES, default="float32",
+    parser.add_argument("--vector_dtype", choices=FLOAT_DTYPES, default="float32",
                         help="Stored element type of the vectors (float16 halves the files; "
                         "python -m dpr.index build reads both).")
     parser.add_argument("--batch_size", type=int, default=32,
@@ -123,8 +115,8 @@ def run(args: argparse.Namespace) -> EncodingReport:
                            worker=worker, workers=workers, vector_dtype=args.vector_dtype,
                            progress=rank == 0 and not args.quiet)
     logger.info("Worker %d: encoded %d chunk(s) (%d passages, %.1f passages/s), skipped %d "
-                "complete chunk(s)", worker, len(report.encoded), report.passages, report.rate,
-                len(report.skipped))
+                "complete chunk(s)", worker, len(report.encoded), report.passages,
+                report.passages / max(report.seconds, 1e-9), len(report.skipped))
     return report
 
 

@@ -96,7 +96,7 @@ def phase_data(args: argparse.Namespace) -> dict:
 
 
 def _sample_queries(files: list[Path], count: int, seed: int) -> np.ndarray:
-    return sample_rows(open_shards([str(f) for f in files], checksum=False), count, seed=seed)
+    return sample_rows(open_shards([str(f) for f in files]), count, seed=seed)
 
 
 def phase_build(args: argparse.Namespace) -> dict:

@@ -221,8 +221,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         start = time.perf_counter()
         out, stats = mine(records, EncodedCorpus(passages, vectors), model, options=options,
-                          n_retrieved=args.n_docs, match=args.match, quiet=quiet,
-                          exclusion=exclusion)
+                          n_retrieved=args.n_docs, match=args.match, exclusion=exclusion)
         write_records(args.out_file, out)
         shutil.rmtree(vectors_folder(args.out_file), ignore_errors=True)
         logger.info("Encoded questions, searched and selected in %.1f s",

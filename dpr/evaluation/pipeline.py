@@ -35,7 +35,7 @@ from dpr.retrieval.bm25 import BM25Retriever
 from dpr.retrieval.corpus import Corpus, read_tsv_corpus
 from dpr.retrieval.dense import DenseRetriever, dense_retriever
 from dpr.retrieval.fusion import Reciprocal, Sides, fuse_candidates
-from dpr.retrieval.run import Run, bm25_run, pool
+from dpr.retrieval.run import Run, pool
 from dpr.utils.device import autocast_dtype, select_device
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
         start = time.perf_counter()
         bm25 = BM25Retriever(corpus.titles, corpus.texts, settings=options.bm25,
                              show_progress=not options.quiet)
-        sparse = bm25_run(bm25, qset.questions, depth if fused else n_docs,
+        sparse = bm25.run(qset.questions, depth if fused else n_docs,
                           seconds=time.perf_counter() - start)
         runs["bm25"] = sparse.top(n_docs)
     for spec in options.dpr_models:

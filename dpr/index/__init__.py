@@ -1,16 +1,8 @@
-"""Indexes over embedding shards at scale: faiss indexes built and searched in bounded memory,
-and a Milvus collection for serving beyond one machine.
-
-Library API (the CLI is `python -m dpr.index`, see `dpr.index.cli`):
-
-* `build_from_glob(pattern, output_dir, BuildOptions(factory=...))` builds an index folder;
-* `load_index(folder, nprobe=..., ef_search=...)` opens one; its `.search(vectors, k)` returns
-  `(scores [Q × k], ids per query)`;
-* `index_vectors(vectors, ids)` and `index_shards(shards, options)` build the same index in
-  memory (the one place faiss indexes are made: `dpr.index.build.make_index`).
-
-Dependencies: `dpr.utils`, faiss and numpy (pymilvus, optional, for `dpr.index.milvus`); the
-CLI module alone also reads passage TSVs through `dpr.data.tsv`.
+"""Every faiss index of the project: built from embedding shards in bounded memory into a folder
+(`build_from_glob`, `build_index`) or in memory (`index_vectors`, `index_shards`), opened with
+`load_index` and searched; a Milvus store (`dpr.index.milvus`). The CLI is `python -m
+dpr.index` (`dpr.index.cli`); docs/SCALE.md describes both. Depends on `dpr.utils`, faiss and
+numpy only (the CLI also reads passage TSVs through `dpr.data.tsv`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
-"""Builds a faiss index from embedding shards in bounded memory.
-
-Steps: check every shard (shape, ids, one vector size); make the index from a faiss
-index-factory string; train it, when it needs training, on a seeded random sample read shard by
-shard; add the vectors shard by shard in chunks read from memory-mapped `.npy` files; save.
-With `on_disk` (IVF indexes only), each shard is added to its own copy of the trained index,
-written as a block, and the blocks' inverted lists are merged into one `index.ivfdata` file
-(faiss' `OnDiskInvertedLists`, `faiss.contrib.ondisk.merge_ondisk`), so the lists never need
-to fit in memory together.
-
-Everything is written into a staging folder renamed to the output folder at the end
-(`dpr.utils.io.staged_folder`): an error or a kill leaves no half-written index.
-
-Output folder: `index.faiss`, `index.ivfdata` (on disk only), `ids.txt` + `ids.offsets.npy`
-(the id map, `dpr.index.idmap`) and `build.json` (the build settings, with the model and
-precision that encoded the shards when their manifest says so: `encoder`).
+"""Builds a faiss index from embedding shards in bounded memory: `make_index` (the one place a
+faiss index is made from a factory string), training on a seeded sample, shards added in chunks
+(or into on-disk IVF blocks merged at the end), the folder written through a staging folder.
+Steps and the folder's files: docs/SCALE.md, section 2.
 """
 
 from __future__ import annotations
@@ -24,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
@@ -57,32 +45,18 @@ SETTINGS_FORMAT = 1
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build an index.
+    """How to build an index (the flags of `python -m dpr.index build`)."""
 
-    Attributes:
-        factory: faiss index-factory string ("Flat", "HNSW32", "HNSW32_SQ8", "IVF1024,PQ32",
-            "OPQ32,IVF1024,PQ32"...).
-        metric: "ip" (inner product, DPR's) or "l2".
-        train_sample: Vectors sampled for training (all when there are fewer).
-        seed: Seed of the training sample.
-        on_disk: Add each shard to its own IVF block and merge the lists on disk.
-        threads: faiss (OpenMP) threads; None keeps faiss' default.
-        chunk_rows: Vectors read and added per call.
-        checksum: Record each shard's SHA-256 in the build settings.
-        quiet: No progress bar.
-        ef_construction: HNSW candidate list size while adding (None: faiss' default, 40).
-    """
-
-    factory: str
-    metric: str = "ip"
-    train_sample: int = 200_000
+    factory: str  # faiss index-factory string: "Flat", "HNSW32", "IVF1024,PQ32"...
+    metric: str = "ip"  # inner product (DPR's) or "l2"
+    train_sample: int = 200_000  # vectors sampled for training (all when there are fewer)
     seed: int = 0
-    on_disk: bool = False
-    threads: int | None = None
+    on_disk: bool = False  # each shard into its own IVF block, the lists merged on disk
+    threads: int | None = None  # faiss (OpenMP) threads; None keeps faiss' default
     chunk_rows: int = 65_536
-    checksum: bool = True
+    checksum: bool = True  # record each shard's SHA-256 in the build settings
     quiet: bool = False
-    ef_construction: int | None = None
+    ef_construction: int | None = None  # HNSW candidate list size while adding (faiss: 40)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -105,11 +79,8 @@ def faiss_reason(err: Exception) -> str:
 
 
 def make_index(options: BuildOptions, dim: int) -> faiss.Index:
-    """An empty index from the options' faiss index-factory string.
-
-    Raises:
-        UsageError: Naming `--factory` when faiss refuses the string for this dimension.
-    """
+    """An empty index from the options' faiss index-factory string; UsageError naming
+    `--factory` when faiss refuses the string for this dimension."""
     try:
         index = faiss.index_factory(dim, options.factory, METRICS[options.metric])
     except RuntimeError as err:
@@ -122,14 +93,9 @@ def make_index(options: BuildOptions, dim: int) -> faiss.Index:
 
 
 def train(index: faiss.Index, shards: list[Shard], options: BuildOptions) -> dict | None:
-    """Trains the index on a seeded sample when it needs training.
-
-    Returns:
-        What was trained on (rows, seed, seconds), or None when no training was needed.
-
-    Raises:
-        UsageError: When faiss cannot train the factory on the sample (too few vectors).
-    """
+    """Trains the index on a seeded sample when it needs training; returns what it was
+    trained on (None: no training), or UsageError when faiss cannot train the factory on the
+    sample (too few vectors)."""
     if index.is_trained:
         return None
     start = time.perf_counter()
@@ -211,7 +177,7 @@ def describe(index: faiss.Index, shards: list[Shard], options: BuildOptions, *,
         "index_class": type(faiss.downcast_index(index)).__name__,
         "nlist": None if ivf is None else int(ivf.nlist), "on_disk": options.on_disk,
         "train": training,
-        "shards": [{**s.describe(), "abspath": os.path.abspath(s.path)} for s in shards],
+        "shards": [{**asdict(s), "abspath": os.path.abspath(s.path)} for s in shards],
         "faiss_version": faiss.__version__, "numpy_version": np.__version__,
         "threads": faiss.omp_get_max_threads(), "chunk_rows": options.chunk_rows,
         "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -219,60 +185,68 @@ def describe(index: faiss.Index, shards: list[Shard], options: BuildOptions, *,
     }
 
 
-def build_index(shards: list[Shard], output_dir: str | os.PathLike[str],
-                options: BuildOptions, *, overwrite: bool = False) -> dict:
-    """Builds, trains, fills and saves an index from checked shards.
+def fill_index(shards: list[Shard], options: BuildOptions, ids: IdMapWriter | IdList, *,
+               folder: Path | None = None) -> tuple[faiss.Index, dict]:
+    """Makes, trains and fills an index from checked shards (one vector size), their passage
+    ids added to `ids`; returns it with its build settings (`describe`).
 
     Args:
-        shards: Shards from `dpr.index.shards.open_shards` (one vector size).
-        output_dir: Index folder to create (written through a staging folder).
-        options: Factory, metric, training and adding settings.
-        overwrite: Replace an existing folder.
-
-    Returns:
-        The build settings (also written to `build.json`).
+        folder: The index's staging folder; None builds in memory (no `on_disk`).
 
     Raises:
-        UsageError: For an existing folder without `overwrite`, a factory faiss refuses, or
-            `on_disk` with a non-IVF factory.
-        InputError: When the shards hold no vectors or a passage id twice.
+        UsageError: For a factory faiss refuses or cannot train, or `on_disk` with a non-IVF
+            factory or in memory.
+        InputError: For a passage id in several rows, or shards of two encodings.
     """
-    if Path(output_dir).exists() and not overwrite:
-        raise UsageError(f"--output_dir {output_dir}: exists (choose another folder or pass "
-                         "--overwrite)")
+    if options.on_disk and folder is None:
+        raise UsageError("--on_disk builds an index folder, not an index in memory")
     if options.threads is not None:
         faiss.omp_set_num_threads(options.threads)
     index = make_index(options, shards[0].dim)
-    encoder = encoding_of([s.path for s in shards])
-    if encoder is None:
-        logger.warning("%s: no manifest beside the shards (DPR's or hand-made): nothing "
-                       "records which model encoded them, so no model searching the index "
-                       "can be checked against it", shards[0].path)
     if options.on_disk and faiss.try_extract_index_ivf(index) is None:
         raise UsageError(f"--on_disk needs an IVF index (inverted lists); --factory "
                          f"{options.factory!r} has none")
+    encoder = encoding_of([s.path for s in shards])
+    start = time.perf_counter()
+    training = train(index, shards, options)
+    added = time.perf_counter()
+    index, shards = add_shards(index, shards, options, ids, folder=folder)
+    seconds = {"train": added - start, "add": time.perf_counter() - added}
+    return index, describe(index, shards, options, encoder=encoder, training=training,
+                           seconds=seconds)
+
+
+def build_index(shards: list[Shard], output_dir: str | os.PathLike[str],
+                options: BuildOptions, *, overwrite: bool = False) -> dict:
+    """Builds, trains, fills and saves an index from checked shards (`fill_index`) into a
+    folder written through a staging folder; returns the build settings (`build.json`).
+    Besides `fill_index`'s errors: UsageError for an existing folder without `overwrite`,
+    InputError when the shards hold no vectors."""
+    if Path(output_dir).exists() and not overwrite:
+        raise UsageError(f"--output_dir {output_dir}: exists (choose another folder or pass "
+                         "--overwrite)")
     if not sum(s.rows for s in shards):
         raise InputError(f"{shards[0].path}: the shards hold no vectors")
     start = time.perf_counter()
     with staged_folder(output_dir, overwrite=overwrite) as staging:
-        training = train(index, shards, options)
-        added = time.perf_counter()
         with IdMapWriter(staging) as ids:
-            index, shards = add_shards(index, shards, options, ids, folder=staging)
+            index, settings = fill_index(shards, options, ids, folder=staging)
         written = time.perf_counter()
         faiss.write_index(index, str(staging / INDEX_FILE))
-        seconds = {"train": added - start, "add": written - added,
-                   "write": time.perf_counter() - written, "total": time.perf_counter() - start}
-        settings = describe(index, shards, options, encoder=encoder, training=training,
-                            seconds=seconds)
+        settings["seconds"].update(write=round(time.perf_counter() - written, 3),
+                                   total=round(time.perf_counter() - start, 3))
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    if settings["encoder"] is None:
+        logger.warning("%s: no manifest beside the shards (DPR's or hand-made): nothing "
+                       "records which model encoded them, so no model searching the index "
+                       "can be checked against it", shards[0].path)
     logger.info("Built %s over %d vectors in %.1f s: %s", options.factory, settings["count"],
-                seconds["total"], output_dir)
+                settings["seconds"]["total"], output_dir)
     return settings
 
 
 def build_from_glob(pattern: str, output_dir: str | os.PathLike[str], options: BuildOptions,
                     *, allow_pickle: bool = False, overwrite: bool = False) -> dict:
     """`build_index` over the shards a glob matches (see `dpr.index.shards.find_shards`)."""
-    shards = open_shards(find_shards(pattern), allow_pickle=allow_pickle, checksum=False)
+    shards = open_shards(find_shards(pattern), allow_pickle=allow_pickle)
     return build_index(shards, output_dir, options, overwrite=overwrite)

@@ -9,16 +9,8 @@ r"""Index embedding shards and search them: faiss indexes built in bounded memor
     python -m dpr.index milvus-search --uri passages.db --collection passages \
         --queries questions.npy --n_docs 100 --out_file run.json
 
-`build` reads the shards that generate_dense_embeddings.py writes (`.npy` + `.ids.json`,
-float32 or float16; DPR's `.pkl` with --allow_unsafe_pickle) one at a time, trains the index
-(when the factory needs it) on a seeded sample, adds the shards in chunks and writes
-index.faiss, the id map (ids.txt, ids.offsets.npy) and build.json into a staging folder renamed
-to --output_dir at the end. Factories: Flat, HNSW32, HNSW32_SQ8, IVF4096,PQ64,
-OPQ64,IVF4096,PQ64... (faiss' index_factory). `search` writes a .tsv, .json or TREC (.txt,
-.trec) run; --rerank K re-scores K candidates exactly from the shards the index was built from
-(or from a Refine(...) factory's codes). The Milvus commands take a Milvus Lite file (`x.db`)
-or a server URI (`http://host:19530`, --token user:password) unchanged; they need pymilvus
-(optional).
+Factories (faiss' index_factory: Flat, HNSW32, IVF4096,PQ64...), the index folder, run formats,
+re-ranking and Milvus (pymilvus, optional): docs/SCALE.md, sections 2 and 3.
 
 Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
 """
@@ -28,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from contextlib import closing
 
 import faiss
 
@@ -100,9 +93,8 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
                         help=f"HNSW candidate list size (default: {DEFAULT_EF_SEARCH}).")
     search.add_argument("--rerank", type=int, default=None,
                         help="Fetch this many candidates (>= --n_docs) and re-score them exactly "
-                        "from "
-                        "the embedding shards the index was built from (memory-mapped; for a "
-                        "Refine(...) factory, from the index's refinement codes); 0: off.")
+                        "from the embedding shards the index was built from (memory-mapped; for "
+                        "a Refine(...) factory, from the index's refinement codes); 0: off.")
     add_flag(search, "--encoded_ctx_file", "--embeddings", default=None,
              help="With --rerank: glob of those shards when they are no longer where "
              "build.json says (same files, same order).")
@@ -204,17 +196,13 @@ def run_milvus_load(args: argparse.Namespace) -> None:
     _quiet_pymilvus()
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    shards = open_shards(find_shards(args.encoded_ctx_file),
-                         allow_pickle=args.allow_unsafe_pickle, checksum=False)
+    shards = open_shards(find_shards(args.encoded_ctx_file), allow_pickle=args.allow_unsafe_pickle)
     passages = (None if args.ctx_file is None else
                 ((p.passage_id, p.title, p.text) for p in iter_passages(args.ctx_file)))
-    store = MilvusStore.connect(args.uri, args.collection, token=args.token)
-    try:
+    with closing(MilvusStore.connect(args.uri, args.collection, token=args.token)) as store:
         store.create(shards[0].dim, index_type=args.index_type, overwrite=args.overwrite)
         load_shards(store, shards, passages=passages, source=args.ctx_file or "passages",
                     batch_size=args.batch_size, quiet=args.quiet)
-    finally:
-        store.close()
 
 
 def run_milvus_search(args: argparse.Namespace) -> None:
@@ -222,11 +210,8 @@ def run_milvus_search(args: argparse.Namespace) -> None:
     _check_query_flags(args)
     _quiet_pymilvus()
     query_ids, queries = read_queries(args.queries)
-    store = MilvusStore.connect(args.uri, args.collection, token=args.token)
-    try:
+    with closing(MilvusStore.connect(args.uri, args.collection, token=args.token)) as store:
         scores, ids = store.search(queries, args.n_docs)
-    finally:
-        store.close()
     write_run(args.out_file, query_ids, ids, scores, name="milvus")
 
 

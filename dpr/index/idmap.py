@@ -1,16 +1,15 @@
 """The id map of an index: the passage id of every index row, written and read in bounded memory.
 
-Two files: `ids.txt`, one passage id per line in add order (UTF-8, readable with `sed -n`),
-and `ids.offsets.npy`, int64 [n + 1] byte offsets of the lines (row r is
-`ids.txt[offsets[r]:offsets[r + 1] - 1]`). Both are memory-mapped when read, so looking up the
-ids of search results costs no memory per passage (a Python list of 20M ids would take GBs).
+`ids.txt` holds one passage id per line in add order (UTF-8) and `ids.offsets.npy` the int64
+[n + 1] byte offsets of the lines (row r is `ids.txt[offsets[r]:offsets[r + 1] - 1]`); both are
+memory-mapped when read (a Python list of 20M ids would take GBs).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,11 @@ OFFSETS_FILE = "ids.offsets.npy"
 
 
 class IdMapWriter:
-    """Appends passage ids to `<folder>/ids.txt` and writes the offsets on `finish`.
-
-    A context manager: leaving the block closes the file (the caller removes a folder left
-    unfinished by an error).
+    """Appends passage ids to `<folder>/ids.txt` and writes the offsets on `finish`; a context
+    manager that closes the file (the caller removes a folder left unfinished by an error).
 
     Duplicate ids are detected with 64-bit hashes (8 bytes per id, not a set of strings);
     candidates are confirmed on the strings before an error is raised.
-
-    Args:
-        folder: Folder to write into (the index's staging folder).
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -44,15 +38,8 @@ class IdMapWriter:
         self.count = 0
 
     def add(self, ids: Sequence[str], *, source: str) -> None:
-        """Appends ids (in index row order).
-
-        Args:
-            ids: Passage ids.
-            source: File they come from (named in errors).
-
-        Raises:
-            InputError: When an id is empty or holds a line break.
-        """
+        """Appends ids in index row order; InputError naming `source` (their file) for an id
+        that is empty or holds a line break."""
         encoded = [i.encode("utf-8") for i in ids]
         bad = next((i for i, e in zip(ids, encoded) if not e or b"\n" in e or b"\r" in e), None)
         if bad is not None:
@@ -69,11 +56,7 @@ class IdMapWriter:
         self._handle.close()
 
     def finish(self) -> None:
-        """Writes the offsets after checking that no id occurs twice.
-
-        Raises:
-            InputError: Naming a duplicate id.
-        """
+        """Writes the offsets after checking that no id occurs twice (`unique_or_error`)."""
         self._handle.close()
         self._check_unique()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
@@ -115,27 +98,14 @@ def unique_or_error(ids: Iterable[str]) -> None:
 
 
 def lookup(ids: Sequence[str], rows: np.ndarray) -> list[list[str]]:
-    """Passage ids of search results; rows < 0 (no result) are left out.
-
-    Args:
-        ids: The passage id of each index row (an `IdMap` or a list).
-        rows: int64 [Q × k] index rows, as faiss returns them.
-
-    Returns:
-        Per query, the ids of its valid rows, in the given order.
-    """
+    """Per query, the passage ids of search results' index rows [Q × k], in order; rows < 0
+    (no result) are left out."""
     return [[ids[r] for r in row.tolist() if r >= 0] for row in rows]
 
 
 class IdMap(Sequence[str]):
-    """Passage ids of an index's rows, memory-mapped (a read-only sequence).
-
-    Args:
-        folder: Index folder holding `ids.txt` and `ids.offsets.npy`.
-
-    Raises:
-        InputError: When a file is missing or the two files disagree.
-    """
+    """Passage ids of an index folder's rows, memory-mapped (a read-only sequence);
+    InputError when a file is missing or the two files disagree."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         folder = Path(folder)
@@ -156,6 +126,3 @@ class IdMap(Sequence[str]):
     def __getitem__(self, row: int) -> str:  # type: ignore[override]
         start, end = int(self.offsets[row]), int(self.offsets[row + 1]) - 1
         return self._data[start:end].tobytes().decode("utf-8")
-
-    def __iter__(self) -> Iterator[str]:
-        return (self[r] for r in range(len(self)))

@@ -1,20 +1,7 @@
-"""Passages and their vectors in a Milvus collection: Milvus Lite locally, a cluster unchanged.
-
-    store = MilvusStore.connect("passages.db", "passages")            # Milvus Lite: a file
-    store = MilvusStore.connect("http://milvus:19530", "passages",    # a Milvus server/cluster
-                                token="user:password")
-    store.create(dim=384)
-    load_shards(store, shards, passages=iter_of_id_title_text)
-    scores, ids = store.search(question_vectors, 100)
-
-The collection has one row per passage: `id` (VARCHAR primary key), `title`, `text` and
-`vector` (FLOAT_VECTOR of the shards' dimension), inner-product metric (DPR's). Inserts are
-batched; the collection is created with strong consistency so that a search right after a load
-sees every row. The index type defaults to `AUTOINDEX` (Milvus chooses: exact on Milvus Lite,
-a graph index on a cluster).
-
-pymilvus is optional: `pip install -e '.[test]'` or the versions of `PYMILVUS_REQUIREMENTS`;
-without it every function here raises `MissingDependencyError` with that command.
+"""Passages and their vectors in a Milvus collection (`MilvusStore`, `load_shards`): Milvus Lite
+for a `.db` file, a server or cluster for an http(s) URI. Schema and behaviour: docs/SCALE.md,
+section 3. pymilvus is optional: without it every function here raises
+`MissingDependencyError` saying how to install it.
 """
 
 from __future__ import annotations
@@ -44,11 +31,7 @@ class MissingDependencyError(DprError):
 
 
 def import_pymilvus() -> Any:
-    """The pymilvus module.
-
-    Raises:
-        MissingDependencyError: Saying how to install it.
-    """
+    """The pymilvus module, or MissingDependencyError saying how to install it."""
     try:
         import pymilvus
     except ImportError as err:
@@ -69,13 +52,7 @@ def _milvus_errors(what: str) -> Iterator[None]:
 
 
 class MilvusStore:
-    """One Milvus collection of passages.
-
-    Args:
-        client: A `pymilvus.MilvusClient`.
-        collection: Collection name.
-        uri: Where the client points (named in errors).
-    """
+    """One Milvus collection of passages (`client`: a `pymilvus.MilvusClient`)."""
 
     def __init__(self, client: Any, collection: str, *, uri: str) -> None:
         self.client, self.collection, self.uri = client, collection, uri
@@ -90,11 +67,8 @@ class MilvusStore:
         return cls(client, collection, uri=uri)
 
     def create(self, dim: int, *, index_type: str = "AUTOINDEX", overwrite: bool = False) -> None:
-        """Creates the collection (dropping an existing one with `overwrite`).
-
-        Raises:
-            InputError: When it exists and `overwrite` is false, or Milvus refuses.
-        """
+        """Creates the collection (dropping an existing one with `overwrite`); InputError
+        when it exists and `overwrite` is false, or Milvus refuses."""
         pymilvus = import_pymilvus()
         with _milvus_errors(self.what):
             if self.client.has_collection(self.collection):
@@ -114,42 +88,21 @@ class MilvusStore:
                                           consistency_level="Strong")
         logger.info("Created %s (dim %d, %s, inner product)", self.what, dim, index_type)
 
-    def insert(self, ids: list[str], vectors: np.ndarray, *, titles: list[str] | None = None,
-               texts: list[str] | None = None) -> None:
-        """Inserts one batch of passages (vectors [n × dim]; no title/text: empty strings)."""
-        titles = titles or [""] * len(ids)
-        texts = texts or [""] * len(ids)
+    def insert(self, ids: list[str], vectors: np.ndarray, titles: list[str],
+               texts: list[str]) -> None:
+        """Inserts one batch of passages (vectors [n × dim])."""
         rows = [{"id": i, "title": t, "text": x, "vector": v}
                 for i, t, x, v in zip(ids, titles, texts, np.asarray(vectors, np.float32))]
         with _milvus_errors(self.what):
             self.client.insert(self.collection, rows)
 
-    def flush(self) -> None:
-        """Seals what was inserted (a server persists it; searches see it either way)."""
-        with _milvus_errors(self.what):
-            self.client.flush(self.collection)
-
-    def count(self) -> int:
-        """Rows in the collection."""
-        with _milvus_errors(self.what):
-            return int(self.client.get_collection_stats(self.collection)["row_count"])
-
-    def search(self, vectors: np.ndarray, k: int,
-               params: dict | None = None) -> tuple[np.ndarray, list[list[str]]]:
-        """Top-k passages per query by inner product.
-
-        Args:
-            vectors: Queries [Q × dim].
-            k: Results per query.
-            params: Index search parameters (e.g. {"ef": 128}, {"nprobe": 32}).
-
-        Returns:
-            Scores float32 [Q × k] (-inf for missing results) and the ids found per query.
-        """
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k passages of queries [Q × dim] by inner product: scores float32 [Q × k] (-inf
+        for missing results) and the ids found per query."""
         queries = np.asarray(vectors, dtype=np.float32)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids: list[list[str]] = []
-        search_params = {"metric_type": "IP", "params": params or {}}
+        search_params = {"metric_type": "IP", "params": {}}
         for start in range(0, len(queries), SEARCH_BATCH):
             batch = list(queries[start:start + SEARCH_BATCH])
             with _milvus_errors(self.what):
@@ -161,15 +114,15 @@ class MilvusStore:
         return scores, ids
 
     def close(self) -> None:
-        """Closes the client."""
         self.client.close()
 
 
 def _texts(passages: Iterator[tuple[str, str, str]] | None, ids: list[str], *, shard: Shard,
-           source: str) -> tuple[list[str] | None, list[str] | None]:
-    """The titles and texts of a shard's passages, read in step from `passages`."""
+           source: str) -> tuple[list[str], list[str]]:
+    """The titles and texts of a shard's passages, read in step from `passages` (None: empty
+    strings)."""
     if passages is None:
-        return None, None
+        return [""] * len(ids), [""] * len(ids)
     titles, texts = [], []
     for row, passage_id in enumerate(ids):
         found = next(passages, None)
@@ -185,19 +138,9 @@ def _texts(passages: Iterator[tuple[str, str, str]] | None, ids: list[str], *, s
 def load_shards(store: MilvusStore, shards: list[Shard], *,
                 passages: Iterable[tuple[str, str, str]] | None = None, source: str = "passages",
                 batch_size: int = 1000, quiet: bool = False) -> int:
-    """Inserts every shard's vectors (with the passages' titles and texts) in batches.
-
-    Args:
-        store: A store whose collection exists (see `MilvusStore.create`).
-        shards: Checked shards (`dpr.index.shards.open_shards`).
-        passages: (id, title, text) in the shards' order, or None to store ids and vectors.
-        source: Name of the passage file (named in errors).
-        batch_size: Rows per insert.
-        quiet: No progress bar.
-
-    Returns:
-        Rows inserted.
-    """
+    """Inserts every shard's vectors in batches of `batch_size` into a created collection,
+    with the titles and texts of `passages` ((id, title, text) in the shards' order, read from
+    the file `source`; None: ids and vectors only); returns the rows inserted."""
     stream = None if passages is None else iter(passages)
     done = 0
     with tqdm(total=sum(s.rows for s in shards), unit=" passages", desc="Milvus insert",
@@ -207,11 +150,11 @@ def load_shards(store: MilvusStore, shards: list[Shard], *,
             titles, texts = _texts(stream, ids, shard=shard, source=source)
             for start in range(0, len(ids), batch_size):
                 end = start + batch_size
-                store.insert(ids[start:end], array[start:end],
-                             titles=None if titles is None else titles[start:end],
-                             texts=None if texts is None else texts[start:end])
+                store.insert(ids[start:end], array[start:end], titles[start:end],
+                             texts[start:end])
                 bar.update(len(ids[start:end]))
             done += len(ids)
-    store.flush()
+    with _milvus_errors(store.what):  # seals what was inserted (a server persists it)
+        store.client.flush(store.collection)
     logger.info("Inserted %d passages into %s", done, store.what)
     return done

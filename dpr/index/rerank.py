@@ -1,12 +1,7 @@
-"""Exact re-scoring of a compressed index's candidates from the embedding shards on disk.
-
-A compressed index (IVF-PQ, OPQ) ranks by approximate scores: its top 100 miss some of the
-exact top 100 even when they are among its top 1,000. `ShardVectors` memory-maps the shards an
-index was built from (listed in its `build.json`, in row order) and `rerank` re-scores a
-query's K candidates with their stored vectors (float32 or float16) and keeps the best k. The
-index stays small in memory; the shards stay on disk and only the candidates' rows are read
-(through the page cache). Recall is then bounded by whether the exact neighbours are among
-the K candidates.
+"""Exact re-scoring of a compressed index's candidates from the embedding shards on disk:
+`ShardVectors` memory-maps the shards an index was built from (listed in its `build.json`, in
+row order) and `rerank` re-scores each query's K candidates and keeps the best k. Why and at
+what cost: docs/SCALE.md, "Exact re-ranking of compressed candidates".
 """
 
 from __future__ import annotations
@@ -27,16 +22,9 @@ CANDIDATES_PER_BLOCK = 8_192  # candidate vectors gathered at once (12 MiB at D 
 
 
 class ShardVectors:
-    """The rows of an index's shards, memory-mapped: index row r → (shard, offset).
-
-    Args:
-        paths: The `.npy` shards, in the index's row order.
-        rows: Their expected row counts (from `build.json`).
-        dim: The expected vector size.
-
-    Raises:
-        InputError: Naming a shard that cannot be read or does not match the build.
-    """
+    """The rows of an index's `.npy` shards (in its row order), memory-mapped: index row r →
+    (shard, offset); InputError naming a shard that cannot be read or does not match the
+    `rows` and `dim` that `build.json` expects."""
 
     def __init__(self, paths: Sequence[str], rows: Sequence[int], dim: int) -> None:
         self.paths = list(paths)
@@ -84,16 +72,9 @@ def _stored_paths(settings: dict, folder: str | os.PathLike[str]) -> list[str]:
 
 def open_shard_vectors(settings: dict, folder: str | os.PathLike[str], *,
                        embeddings: str | None = None) -> ShardVectors:
-    """The vectors an index folder was built from.
-
-    Args:
-        settings: The index's `build.json`.
-        folder: The index folder.
-        embeddings: Glob of the shards when they moved (same files, same order).
-
-    Raises:
-        InputError: When a shard is missing, or differs in count, rows or size.
-    """
+    """The vectors an index folder (`settings`: its `build.json`) was built from, found where
+    the build says or by `embeddings`, the glob of the shards when they moved; InputError
+    when a shard is missing, or differs in count, rows or size."""
     recorded = settings.get("shards") or []
     paths = (find_shards(embeddings) if embeddings is not None
              else _stored_paths(settings, folder))
@@ -107,13 +88,11 @@ def open_shard_vectors(settings: dict, folder: str | os.PathLike[str], *,
 
 def rerank(queries: np.ndarray, rows: np.ndarray, vectors: ShardVectors, k: int, *,
            metric: str = "ip") -> tuple[np.ndarray, np.ndarray]:
-    """Re-scores candidates exactly and keeps the best k per query.
+    """Re-scores candidates exactly and keeps the best k (<= K) per query.
 
     Args:
         queries: float32 [Q × D].
         rows: int64 [Q × K] candidate index rows (-1: none).
-        vectors: The index's shard vectors.
-        k: Results kept per query (k <= K).
         metric: "ip" (inner product) or "l2" (scores are negated squared distances).
 
     Returns:

@@ -1,12 +1,7 @@
 """Run files: the one writer of ranked results, for `python -m dpr.index search` and
-`milvus-search`, and the TREC runs of `dpr.evaluate --trec_dir` (`dpr.evaluation.trec`).
-
-Formats, chosen by the output's suffix:
-
-* `.tsv`: a header `query_id  passage_id  rank  score`, then one line per result (rank 1
-  first);
-* `.json`: a list of `{"query_id", "passage_ids", "scores"}` per query;
-* `.txt` or `.trec`: a TREC run, `qid Q0 docid rank score run_name` (trec_eval, ir-measures).
+`milvus-search`, and the TREC runs of `dpr.evaluate --trec_dir` (`dpr.evaluation.trec`), in
+the format of the file's suffix (docs/SCALE.md, "Searching, from the command line and from
+code").
 """
 
 from __future__ import annotations
@@ -31,11 +26,8 @@ _TAB = re.compile(r"[\t\n\r]")
 
 
 def check_run_path(path: str | os.PathLike[str]) -> None:
-    """Refuses an output name whose suffix is not a run format (before any work).
-
-    Raises:
-        UsageError: Naming `--out_file`.
-    """
+    """Refuses (UsageError naming `--out_file`) an output name whose suffix is not a run
+    format, before any work."""
     if Path(path).suffix not in RUN_SUFFIXES:
         raise UsageError(f"--out_file {path}: expected a name ending in "
                          f"{', '.join(RUN_SUFFIXES)}")
@@ -62,8 +54,6 @@ def write_run(path: str | os.PathLike[str], query_ids: Sequence[str],
     """Writes search results atomically in the format of the file's suffix (see the module).
 
     Args:
-        path: Output file (`.tsv`, `.json`, `.txt` or `.trec`).
-        query_ids: One id per query.
         ids: Per query, the passage ids found, best first.
         scores: Per query, the scores (an array [Q × k] or one array per query; the first
             len(ids[q]) of query q are written), with full precision.

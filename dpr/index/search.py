@@ -1,29 +1,8 @@
-"""Searching an index: a folder written by `dpr.index.build`, or one built in memory.
-
-    from dpr.index import load_index
-    index = load_index("idx/", nprobe=64)          # or ef_search=256 for HNSW
-    scores, ids = index.search(question_vectors, 100)
-
-`scores` is float32 [Q × k], larger is better for both metrics (inner products; for "l2" the
-negated squared distance), `-inf` where an index returned fewer than k results; `ids[q]` holds
-the passage ids of the valid results of question q, best first. `search_rows` returns index
-rows instead of ids.
-
-`index_vectors(vectors, ids)` (vectors held in memory) and `index_shards(shards, options)`
-(embedding shards read one at a time) build the same `FaissIndex` in memory, without a folder:
-the exact search of `dpr.evaluate` and mining, and `dense_retriever.py --encoded_ctx_file`.
-
-`rerank=K` (K >= k) fetches K candidates and re-scores them exactly: from the embedding
-shards the index was built from (`dpr.index.rerank`, memory-mapped), or, for an index whose
-factory ends in `Refine(...)`/`RFlat`, with the refinement codes stored in the index (faiss'
-`k_factor` = K / k).
-
-An index with on-disk inverted lists is opened with faiss' `IO_FLAG_ONDISK_SAME_DIR` (the
-`.ivfdata` beside `index.faiss` is used wherever the folder was moved); `mmap=True` also
-memory-maps the rest where faiss can (`IO_FLAG_MMAP`).
-
-`check_encoder` compares the model about to search with the one the build's manifest records
-(`encoder` in `build.json`): vectors of another model of the same size rank nonsense.
+"""Searching an index (`FaissIndex`): a folder written by `dpr.index.build` (`load_index`), or
+the same index built in memory (`index_vectors`, `index_shards`), with nprobe / efSearch,
+exact re-ranking (`dpr.index.rerank`, or a `Refine(...)` factory's `k_factor`) and the check of
+the searching model against the one that encoded the vectors. Usage and score conventions:
+docs/SCALE.md, "Searching, from the command line and from code".
 """
 
 from __future__ import annotations
@@ -41,15 +20,13 @@ from dpr.index.build import (
     INDEX_FILE,
     SETTINGS_FILE,
     BuildOptions,
-    add_shards,
-    describe,
     faiss_reason,
+    fill_index,
     make_index,
-    train,
 )
 from dpr.index.idmap import IdList, IdMap, lookup
 from dpr.index.rerank import ShardVectors, open_shard_vectors, rerank
-from dpr.index.shards import Shard, encoding_of
+from dpr.index.shards import Shard
 from dpr.utils.errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -58,17 +35,11 @@ DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
 
 
-def _inner(index: faiss.Index) -> faiss.Index:
-    """The index under pre-transforms (OPQ, PCA), downcast to its class."""
-    index = faiss.downcast_index(index)
-    while isinstance(index, faiss.IndexPreTransform):
-        index = faiss.downcast_index(index.index)
-    return index
-
-
 def hnsw_parameter(index: faiss.Index) -> str | None:
     """The ParameterSpace name of efSearch for this index, or None without HNSW."""
-    inner = _inner(index)
+    inner = faiss.downcast_index(index)
+    while isinstance(inner, faiss.IndexPreTransform):  # OPQ, PCA
+        inner = faiss.downcast_index(inner.index)
     if isinstance(inner, faiss.IndexHNSW):
         return "efSearch"
     ivf = faiss.try_extract_index_ivf(index)
@@ -78,12 +49,10 @@ def hnsw_parameter(index: faiss.Index) -> str | None:
 
 
 class FaissIndex:
-    """An index, the passage id of each row and its build settings.
+    """An index, the passage id of each row and its build settings (`build.json`).
 
     Args:
-        index: The faiss index.
         ids: Passage ids of its rows (an `IdMap` of a folder, or a list in memory).
-        settings: Contents of `build.json` (or the same for an index built in memory).
         folder: The index folder (to find the shards when re-ranking); None in memory.
         embeddings: Glob of the shards for re-ranking, when they moved since the build.
         name: What errors and logs call it (default: the folder).
@@ -147,26 +116,15 @@ class FaissIndex:
                 raise UsageError(f"--ef_search must be >= 1, got {ef_search}")
             space.set_index_parameter(self.index, self.ef_parameter, ef_search)
 
-    def _check_queries(self, vectors: np.ndarray) -> np.ndarray:
+    def search_rows(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k index rows of queries [Q × dim] (float32 or float16): scores float32
+        [Q × k] (larger is better, -inf for missing results) and rows int64 [Q × k] (-1)."""
+        if k < 1:
+            raise UsageError(f"--n_docs must be >= 1, got {k}")
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise InputError(f"queries of shape {vectors.shape}: the index holds vectors of "
                              f"size {self.dim}")
-        return np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def search_rows(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k index rows per query.
-
-        Args:
-            vectors: Queries [Q × dim], float32 or float16.
-            k: Results per query.
-
-        Returns:
-            Scores float32 [Q × k] (larger is better, -inf for missing results) and rows
-            int64 [Q × k] (-1 for missing results).
-        """
-        if k < 1:
-            raise UsageError(f"--n_docs must be >= 1, got {k}")
-        queries = self._check_queries(vectors)  # [Q × D]
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)  # [Q × D]
         fetch = k if self.rerank is None else max(k, self.rerank)
         if self.refine is not None:
             self.refine.k_factor = fetch / k
@@ -184,11 +142,8 @@ class FaissIndex:
         return scores, lookup(self.ids, rows)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The stored (for compressed indexes, decoded) vectors of index rows, float32.
-
-        Raises:
-            InputError: When the index cannot return its vectors (naming the factory).
-        """
+        """The stored (for compressed indexes, decoded) vectors of index rows, float32;
+        InputError naming the factory when the index cannot return them."""
         if not self._direct_map:
             ivf = faiss.try_extract_index_ivf(self.index)
             if ivf is not None:
@@ -204,15 +159,14 @@ class FaissIndex:
         """Refuses a model other than the one whose vectors the index holds.
 
         Args:
-            model: The searching model's `model` (path), `model_fingerprint` and `precision`
-                (`dpr.inference.chunks.model_identity`); None: the size alone is checked.
+            model: The searching model's `dpr.inference.chunks.model_identity`; None: the
+                size alone is checked.
             dim: The size of the model's vectors (None: not known).
 
         Raises:
-            InputError: For vectors of another size, or when the build's manifest records
-                another model fingerprint. Without a manifest (DPR's or hand-made shards) a
-                warning says that only the size was checked; another precision is a warning
-                too (the same model's vectors).
+            InputError: For vectors of another size, or another model fingerprint than the
+                build's manifest records. Without a manifest (DPR's or hand-made shards), or
+                for another precision (the same model's vectors), a warning.
         """
         if dim is not None and dim != self.dim:
             raise InputError(f"{self.name}: vectors of size {self.dim}, but the model encodes "
@@ -237,11 +191,7 @@ class FaissIndex:
 
 
 def read_settings(folder: str | os.PathLike[str]) -> dict:
-    """The build settings of an index folder.
-
-    Raises:
-        InputError: When `build.json` is missing or unreadable.
-    """
+    """The build settings of an index folder (InputError when `build.json` is unreadable)."""
     path = Path(folder) / SETTINGS_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -253,19 +203,15 @@ def read_settings(folder: str | os.PathLike[str]) -> dict:
 def load_index(folder: str | os.PathLike[str], *, nprobe: int | None = None,
                ef_search: int | None = None, rerank: int | None = None,
                embeddings: str | None = None, mmap: bool = False) -> FaissIndex:
-    """Opens an index folder written by `dpr.index.build`.
+    """Opens an index folder written by `dpr.index.build`, ready to search.
 
     Args:
-        folder: The index folder.
         nprobe: IVF lists visited per query (None: min(32, list count)).
         ef_search: HNSW candidate list size (None: 128).
         rerank: Candidates fetched and re-scored exactly per query (None or 0: no re-ranking).
         embeddings: Glob of the shards the index was built from, for re-ranking when they
             are no longer where `build.json` says.
         mmap: Memory-map what faiss can instead of reading it into memory.
-
-    Returns:
-        The index, ready to search.
 
     Raises:
         InputError: For a missing or unreadable file.
@@ -301,39 +247,19 @@ def _ready(index: FaissIndex, *, nprobe: int | None = None, ef_search: int | Non
     return index
 
 
-def index_vectors(vectors: np.ndarray, ids: Sequence[str], *,
-                  factory: str = "Flat") -> FaissIndex:
-    """An inner-product index of vectors held in memory [N × D] (rows: `ids`' order).
-
-    Raises:
-        UsageError: For a factory faiss refuses (or cannot train on these vectors).
-    """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # [N × D]
-    options = BuildOptions(factory=factory, quiet=True)
-    index = make_index(options, vectors.shape[1])
-    if not index.is_trained:
-        index.train(vectors)
-    index.add(vectors)
-    settings = {"factory": factory, "metric": options.metric, "dim": index.d,
-                "count": int(index.ntotal), "encoder": None}
+def index_vectors(vectors: np.ndarray, ids: Sequence[str]) -> FaissIndex:
+    """An exact inner-product index ("Flat") of vectors held in memory [N × D] (rows: `ids`'
+    order)."""
+    index = make_index(BuildOptions(factory="Flat"), vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    settings = {"factory": "Flat", "metric": "ip", "dim": index.d, "count": int(index.ntotal),
+                "encoder": None}
     return _ready(FaissIndex(index, list(ids), settings))
 
 
 def index_shards(shards: list[Shard], options: BuildOptions) -> FaissIndex:
     """An index of embedding shards built in memory, the shards read one at a time (the
-    steps of `dpr.index.build.build_index` without a folder).
-
-    Raises:
-        UsageError: For a factory faiss refuses or cannot train.
-        InputError: For a passage id in several rows, or shards of two encodings.
-    """
-    if options.on_disk:
-        raise UsageError("--on_disk builds an index folder, not an index in memory")
-    index = make_index(options, shards[0].dim)
-    encoder = encoding_of([s.path for s in shards])
-    training = train(index, shards, options)
-    index, shards = add_shards(index, shards, options, ids := IdList())
-    settings = describe(index, shards, options, encoder=encoder, training=training,
-                        seconds={})
+    steps of `dpr.index.build.build_index` without a folder: see `fill_index`)."""
+    index, settings = fill_index(shards, options, ids := IdList())
     more = f" and {len(shards) - 1} other shard(s)" if len(shards) > 1 else ""
     return _ready(FaissIndex(index, ids, settings, name=f"{shards[0].path}{more}"))

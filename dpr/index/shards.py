@@ -1,12 +1,7 @@
-"""Embedding files, the one reader of them: shards (discovery, checks, checksums, training
-samples, the manifest of what encoded them) and query vectors.
-
-A shard is what `generate_dense_embeddings.py` writes: `<prefix>_<k>.npy` (float32 or float16
-[n × D]) with `<prefix>_<k>.ids.json` (its n passage ids, a JSON list), or DPR's pickled list
-of (id, vector) tuples (`.pkl`, read only when pickles are allowed). `.npy` vectors are
-memory-mapped: reading a chunk or a sample touches only those rows, so no step needs every
-vector in memory. `<prefix>.manifest.json` (written by `dpr.inference.chunks`) records the
-model and precision that encoded the shards; `encoding_of` reads what an index keeps of it.
+"""Embedding files, the one reader of them: shards (`<prefix>_<k>.npy` + `.ids.json`, or DPR's
+pickled `.pkl`), checked and memory-mapped one at a time, their checksums, training samples and
+manifest (what encoded them), and query vectors. Formats and checks: docs/SCALE.md, sections 1
+and 2.
 """
 
 from __future__ import annotations
@@ -17,14 +12,14 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from dpr.utils.errors import InputError
-from dpr.utils.io import read_dpr_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +30,6 @@ MANIFEST_SUFFIX = ".manifest.json"
 ENCODING_KEYS = ("model", "model_description", "model_fingerprint", "recipe", "precision")
 _SHARD_NAME = re.compile(r"^(.*)_\d+\.(?:npy|pkl)$")
 FLOAT_DTYPES = ("float32", "float16")
-_CHECKSUM_BLOCK = 1 << 23  # 8 MiB
 
 
 class ShardError(InputError):
@@ -44,18 +38,8 @@ class ShardError(InputError):
 
 @dataclass(frozen=True)
 class Shard:
-    """One checked embedding shard.
-
-    Attributes:
-        path: The vector file (`.npy` or `.pkl`).
-        ids_path: The id file of a `.npy` shard (None for a `.pkl`, which holds its ids).
-        rows: Number of vectors.
-        dim: Vector size.
-        dtype: Stored element type ("float32" or "float16").
-        bytes: Size of the vector file.
-        sha256: Checksum of the vector file (and of the id file, after a "+"), or "" when not
-            computed.
-    """
+    """One checked embedding shard (`ids_path`: None for a `.pkl`, which holds its ids;
+    `sha256`: see `with_checksum`, "" when not computed)."""
 
     path: str
     ids_path: str | None
@@ -65,33 +49,24 @@ class Shard:
     bytes: int
     sha256: str = ""
 
-    def describe(self) -> dict[str, object]:
-        """The shard as plain data (for an index's build settings)."""
-        return asdict(self)
-
 
 def _natural_key(path: str) -> list[object]:
     """Sort key that orders `passages_2` before `passages_10`."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-def find_shards(pattern: str, *, flag: str = "--encoded_ctx_file") -> list[str]:
-    """The vector files (`.npy`, `.pkl`) a glob matches, in natural order (`_2` before `_10`).
-
-    Other matches (the `.ids.json` beside each `.npy`) are skipped.
-
-    Raises:
-        ShardError: When the glob matches no vector file.
-    """
+def find_shards(pattern: str) -> list[str]:
+    """The vector files (`.npy`, `.pkl`) a glob matches, in natural order (`_2` before `_10`);
+    other matches (the `.ids.json` beside each `.npy`) are skipped. ShardError when none."""
     matched = glob.glob(pattern)
     files = sorted((f for f in matched if f.endswith(VECTOR_SUFFIXES)), key=_natural_key)
     if not files:
         found = f" (only e.g. {sorted(matched)[0]})" if matched else ""
-        raise ShardError(f"{flag} {pattern}: matches no embedding file "
+        raise ShardError(f"--encoded_ctx_file {pattern}: matches no embedding file "
                          f"({', '.join(VECTOR_SUFFIXES)}){found}")
     if len(matched) > len(files):
-        logger.info("%s %s: %d embedding file(s), %d other file(s) skipped (.ids.json "
-                    "companions...)", flag, pattern, len(files), len(matched) - len(files))
+        logger.info("--encoded_ctx_file %s: %d embedding file(s), %d other file(s) skipped "
+                    "(.ids.json companions...)", pattern, len(files), len(matched) - len(files))
     return files
 
 
@@ -101,14 +76,11 @@ def ids_path_of(path: str) -> str:
 
 
 def read_ids(shard: Shard | str) -> list[str]:
-    """The passage ids of a shard, in row order.
-
-    Raises:
-        ShardError: When the id file is missing, unreadable or not a list.
-    """
+    """The passage ids of a shard, in row order (ShardError for a missing, unreadable or
+    non-list id file)."""
     path = shard if isinstance(shard, str) else shard.ids_path
     if path is None:
-        return _read_pickle(shard.path)[0]
+        return read_dpr_pickle(shard.path)[0]
     try:
         with open(path, encoding="utf-8") as handle:
             ids = json.load(handle)
@@ -125,16 +97,12 @@ def read_ids(shard: Shard | str) -> list[str]:
 def vectors(shard: Shard) -> np.ndarray:
     """The shard's vectors [rows × dim] as stored: memory-mapped for `.npy` (no copy)."""
     if shard.ids_path is None:
-        return _read_pickle(shard.path)[1]
+        return read_dpr_pickle(shard.path)[1]
     return map_vectors(shard.path)
 
 
 def map_vectors(path: str) -> np.ndarray:
-    """A `.npy` vector file, memory-mapped (no pickle).
-
-    Raises:
-        ShardError: Naming the file when it cannot be read.
-    """
+    """A `.npy` vector file, memory-mapped (no pickle); ShardError when unreadable."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -142,39 +110,28 @@ def map_vectors(path: str) -> np.ndarray:
 
 
 def read_shard(path: str, *, allow_pickle: bool = False) -> tuple[list[str], np.ndarray]:
-    """A whole checked shard in memory (small shards): its ids and float32 vectors [n × D].
-
-    Raises:
-        ShardError: See `open_shard`.
-    """
-    shard = open_shard(path, allow_pickle=allow_pickle, checksum=False)
+    """A whole checked shard (`open_shard`) in memory: its ids and float32 vectors [n × D]."""
+    shard = open_shard(path, allow_pickle=allow_pickle)
     return read_ids(shard), np.asarray(vectors(shard), dtype=np.float32)
 
 
-def _read_pickle(path: str) -> tuple[list[str], np.ndarray]:
-    """Reads DPR's pickled list of (id, vector) tuples (trusted files only)."""
+def read_dpr_pickle(path: str) -> tuple[list[str], np.ndarray]:
+    """DPR's embedding file, a pickled list of (id, vector) tuples, as ids and float32
+    vectors [N × D] (ShardError when it is not such a list). Unpickling can run arbitrary
+    code: callers ask the user to opt in first."""
     try:
-        return read_dpr_pickle(path)
-    except InputError as err:
-        raise ShardError(str(err)) from err
+        with open(path, "rb") as handle:
+            rows = pickle.load(handle)
+        ids = [str(row[0]) for row in rows]
+        array = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
+    except Exception as err:  # any failure of a foreign pickle is bad input
+        raise ShardError(f"{path}: cannot read DPR embeddings: {err}") from err
+    return ids, array
 
 
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHECKSUM_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) -> Shard:
-    """Checks one shard (shape, element type, id count) without loading its vectors.
-
-    Raises:
-        ShardError: Naming the file: unreadable, not [n × D] floats, refused pickle, missing
-            id file or id count different from the vector count.
-    """
+def open_shard(path: str, *, allow_pickle: bool = False) -> Shard:
+    """Checks one shard without loading its vectors; ShardError naming the file when it is
+    unreadable, not [n × D] floats, a refused pickle, or lacks one id per vector."""
     if not path.endswith(VECTOR_SUFFIXES):
         raise ShardError(f"{path}: expected a .npy embedding file (or DPR's .pkl)")
     if path.endswith(".pkl"):
@@ -182,7 +139,7 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
             raise ShardError(f"{path}: DPR .pkl shards are pickles, which can run arbitrary code "
                              "when read; pass --allow_unsafe_pickle if you trust the file")
         logger.warning("%s: unpickling a DPR embedding file (only safe for trusted files)", path)
-        ids, array = _read_pickle(path)
+        ids, array = read_dpr_pickle(path)
         ids_path = None
     else:
         array = map_vectors(path)
@@ -193,30 +150,29 @@ def open_shard(path: str, *, allow_pickle: bool = False, checksum: bool = True) 
                          f"{array.shape} of {array.dtype}")
     if len(ids) != len(array):
         raise ShardError(f"{ids_path or path}: {len(ids)} ids for {len(array)} vectors in {path}")
-    shard = Shard(path=path, ids_path=ids_path, rows=len(array), dim=int(array.shape[1]),
-                  dtype=array.dtype.name, bytes=os.path.getsize(path))
-    return with_checksum(shard) if checksum else shard
+    return Shard(path=path, ids_path=ids_path, rows=len(array), dim=int(array.shape[1]),
+                 dtype=array.dtype.name, bytes=os.path.getsize(path))
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def with_checksum(shard: Shard) -> Shard:
     """The shard with the SHA-256 of its vector file (and of its id file, after a "+")."""
-    digest = file_sha256(shard.path)
+    digest = _sha256(shard.path)
     if shard.ids_path is not None:
-        digest += "+" + file_sha256(shard.ids_path)
+        digest += "+" + _sha256(shard.ids_path)
     return dataclasses.replace(shard, sha256=digest)
 
 
-def open_shards(files: list[str], *, allow_pickle: bool = False,
-                checksum: bool = True) -> list[Shard]:
-    """Checks every shard, one at a time, and that they share one vector size.
-
-    Raises:
-        ShardError: Naming the first bad file (see `open_shard`), or a shard whose vector
-            size differs from the first shard's.
-    """
+def open_shards(files: list[str], *, allow_pickle: bool = False) -> list[Shard]:
+    """Checks every shard (`open_shard`), one at a time, and that they share one vector
+    size (ShardError naming the first that does not)."""
     shards: list[Shard] = []
     for path in files:
-        shard = open_shard(path, allow_pickle=allow_pickle, checksum=checksum)
+        shard = open_shard(path, allow_pickle=allow_pickle)
         if shards and shard.dim != shards[0].dim:
             raise ShardError(f"{path}: vectors of size {shard.dim}, but {shards[0].path} has "
                              f"size {shards[0].dim}")
@@ -229,21 +185,13 @@ def open_shards(files: list[str], *, allow_pickle: bool = False,
 def iter_chunks(shard: Shard, chunk_rows: int) -> Iterator[np.ndarray]:
     """The shard's vectors as float32 C-contiguous chunks of at most `chunk_rows` rows."""
     array = vectors(shard)
-    for start in range(0, shard.rows, max(1, chunk_rows)):
+    for start in range(0, shard.rows, chunk_rows):
         yield np.ascontiguousarray(array[start:start + chunk_rows], dtype=np.float32)
 
 
 def sample_rows(shards: list[Shard], size: int, *, seed: int) -> np.ndarray:
-    """A seeded uniform sample of rows over all shards, read shard by shard.
-
-    Args:
-        shards: The checked shards.
-        size: Rows wanted (all rows when there are fewer).
-        seed: Seed of the choice (the same seed and shards give the same sample).
-
-    Returns:
-        float32 [min(size, total) × dim], rows in shard order.
-    """
+    """A seeded uniform sample of `size` rows over all shards (all when there are fewer),
+    read shard by shard: float32 [min(size, total) × dim], rows in shard order."""
     total = sum(s.rows for s in shards)
     size = min(size, total)
     chosen = np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
@@ -264,11 +212,8 @@ def manifest_path(prefix: str | os.PathLike[str]) -> str:
 
 
 def read_manifest(path: str) -> dict:
-    """A shards' manifest (`dpr.inference.chunks.make_manifest` wrote it).
-
-    Raises:
-        ShardError: Naming the file when it cannot be read.
-    """
+    """A shards' manifest (`dpr.inference.chunks.make_manifest`); ShardError when
+    unreadable."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -277,15 +222,11 @@ def read_manifest(path: str) -> dict:
 
 
 def encoding_of(paths: list[str]) -> dict | None:
-    """The model and precision that encoded the shards, from their manifests.
-
-    Returns:
-        The manifest's `ENCODING_KEYS` and its path, or None when a shard has no manifest
-        beside it (DPR's or hand-made shards: nothing says which model encoded them).
+    """The model and precision that encoded the shards: their manifest's `ENCODING_KEYS` and
+    its path, or None when a shard has no manifest beside it (DPR's or hand-made shards).
 
     Raises:
-        ShardError: For an unreadable manifest, or shards of two encodings (another model,
-            recipe or precision).
+        ShardError: For an unreadable manifest, or shards of two encodings.
     """
     manifests = []
     for path in paths:
@@ -309,12 +250,8 @@ def encoding_of(paths: list[str]) -> dict | None:
 
 def read_queries(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
     """Query ids and vectors [Q × D] from a `.npy` (ids from its `.ids.json` when present,
-    else the 0-based row numbers).
-
-    Raises:
-        InputError: Naming the file when it is unreadable, not a 2-d float array, or its ids
-            do not match the vectors.
-    """
+    else the 0-based row numbers); InputError naming the file when it is unreadable, not a 2-d
+    float array, or its ids do not match the vectors."""
     path = os.fspath(path)
     try:
         array = np.load(path, allow_pickle=False)

@@ -1,23 +1,9 @@
-"""The files of an encoded corpus: how passages are cut into chunks, the manifest, and the
-check that makes a rerun skip what is already complete.
-
-A corpus is encoded into chunk files `<prefix>_<k>.npy` (float32 or float16 [n × D]) +
-`<prefix>_<k>.ids.json` (the n passage ids), the layout `python -m dpr.index build` and
-`dense_retriever.py` read. Two layouts:
-
-* chunks of `chunk_size` passages: chunk k holds passage rows [k·size, (k+1)·size); the unit of
-  work of the processes of a `torchrun` / SLURM job and the unit of resume;
-* DPR's shards (`--shard_id/--num_shards`): shard k holds rows [k·s, (k+1)·s) with
-  s = ceil(rows / num_shards); each job writes its own shard.
-
-Every file is written atomically (temporary file + rename). `<prefix>.manifest.json` records
-what produced the chunks (model fingerprint and recipe, precision: the autocast type the model
-encoded in, passage file size and modification time, layout, vector type); a rerun that
-differs in any of them is refused instead of mixing vectors of two models, precisions or
-corpora. `python -m dpr.index build` keeps the model and precision in the index's
-`build.json`, and a model searching the index is checked against them (`model_identity`).
-A chunk is complete only when its files can be read, hold finite vectors of the expected
-count, size and type, and list exactly the expected ids.
+"""The files of an encoded corpus: how passages are cut into chunks (`Layout`: chunks of
+`chunk_size`, or DPR's `--shard_id/--num_shards` shards), the manifest of what produced them
+(`make_manifest`; `model_identity`, also checked against an index's `build.json`), the check
+that refuses a rerun of another model, precision or corpus (`check_output`), and the check that
+makes a rerun skip a chunk only when it is complete (`incomplete_reason`). Layout, manifest and
+resume: docs/SCALE.md, section 1.
 """
 
 from __future__ import annotations
@@ -47,7 +33,6 @@ from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
-VECTOR_DTYPES = ("float32", "float16")
 MANIFEST_FORMAT = 2  # 2: records the precision
 _CHECK_ROWS = 65_536  # rows read at a time when checking that stored vectors are finite
 # Manifest entries a rerun must match, with the words an error uses for each.
@@ -73,13 +58,8 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Layout:
-    """How `total` passages are cut into chunks.
-
-    Attributes:
-        total: Number of passages.
-        chunk_size: Passages per chunk; None for DPR's shards.
-        num_shards: DPR's shard count (used when `chunk_size` is None).
-    """
+    """How `total` passages are cut into chunks of `chunk_size`, or into DPR's `num_shards`
+    shards when `chunk_size` is None."""
 
     total: int
     chunk_size: int | None = None
@@ -136,7 +116,7 @@ def incomplete_reason(prefix: str | os.PathLike[str], chunk: Chunk, ids: Sequenc
     if not os.path.isfile(npy) or not os.path.isfile(ids_file):
         return "missing"
     try:
-        shard = open_shard(npy, checksum=False)
+        shard = open_shard(npy)
     except ShardError as err:
         return f"unreadable: {err}"
     if (shard.rows, shard.dim, shard.dtype) != (len(ids), dim, dtype):
@@ -174,11 +154,8 @@ def model_identity(model_path: str | os.PathLike[str], amp_dtype: Any) -> dict[s
 def make_manifest(*, model_path: str, model_description: str, params: dict[str, Any],
                   amp_dtype: Any, dim: int, passages: str, layout: Layout,
                   vector_dtype: str) -> dict[str, Any]:
-    """What produced a set of chunks (the module docstring says what is compared).
-
-    Args:
-        amp_dtype: The autocast type the model encodes in (None: float32).
-    """
+    """What produced a set of chunks (`amp_dtype`: the autocast type the model encodes in,
+    None for float32); `check_output` compares the entries of `_COMPARED`."""
     stat = os.stat(passages)
     return {"format": MANIFEST_FORMAT, **model_identity(model_path, amp_dtype),
             "model_description": model_description,
@@ -200,12 +177,8 @@ def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 
 def check_output(prefix: str | os.PathLike[str], manifest: dict[str, Any],
                  chunks: Sequence[Chunk]) -> None:
-    """Refuses to write where another run's chunks are (before any work).
-
-    Raises:
-        InputError: When the existing manifest describes another model, passage file, layout
-            or vector type, or chunk files exist without a manifest (of unknown origin).
-    """
+    """Refuses (InputError), before any work, to write where another run's chunks are: the
+    existing manifest differs (`_COMPARED`), or chunk files exist without one."""
     path = manifest_path(prefix)
     if os.path.isfile(path):
         difference = _first_difference(read_manifest(path), manifest)

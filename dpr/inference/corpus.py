@@ -1,17 +1,10 @@
 """Encoding a passage corpus into chunk files, resumably and split over independent processes:
-the one corpus encoder (`generate_dense_embeddings.py`, and `data_prep.mine_negatives`, which
-reads the chunks back with `read_chunks`).
-
-`encode_corpus` streams the passage TSV (never holding more than one chunk's passages) or
-takes passages already in memory, keeps the chunks this worker owns
-(`dpr.inference.chunks.owned_chunks`: chunk k goes to worker k mod workers), skips those whose
-files are already complete (checked, see `dpr.inference.chunks.incomplete_reason`), and
-encodes and writes the others one by one. Workers never talk to each other: the processes of
-a `torchrun` or SLURM job, or separate jobs, each run it with their own worker number, and a
-killed run is resumed by running the same command again. A chunk is encoded the same way
-whichever worker takes it, so N processes write what one would; a chunk of `batch_size` × 64
-passages (one length-sorted window of `encode_passages`) is encoded in the batches of one
-call over the whole corpus.
+the one corpus encoder (`encode_corpus`: `generate_dense_embeddings.py`, and
+`data_prep.mine_negatives`, which reads the chunks back with `read_chunks`). Chunk k goes to
+worker k mod workers, complete chunks are skipped, workers never talk to each other
+(docs/SCALE.md, section 1). A chunk of `batch_size` × 64 passages (one length-sorted window of
+`encode_passages`) is encoded in the batches of one call over the whole corpus, so N processes
+write what one would.
 """
 
 from __future__ import annotations
@@ -46,24 +39,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EncodingReport:
-    """What one worker did.
-
-    Attributes:
-        encoded: Indexes of the chunks encoded and written.
-        skipped: Indexes of the chunks found complete.
-        passages: Passages encoded.
-        seconds: Time spent encoding and writing them.
-    """
+    """What one worker did: the indexes of the chunks it encoded and of those it found
+    complete, and the passages it encoded, in `seconds` (encoding and writing)."""
 
     encoded: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     passages: int = 0
     seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        """Passages encoded per second (0 when nothing was encoded)."""
-        return self.passages / self.seconds if self.seconds > 0 else 0.0
 
 
 def _owned_rows(passages: Iterable[Passage], chunks: Sequence[Chunk],
@@ -111,19 +93,13 @@ def encode_corpus(model: DenseEncoder, passages: str | os.PathLike[str] | Sequen
     """Encodes this worker's incomplete chunks of a passage TSV and writes them.
 
     Args:
-        model: The loaded encoder (its recipe is applied to `(title, text)`).
-        passages: Passage TSV file, or the passages (`layout.total` passages, ids unique).
+        passages: Passage TSV file (streamed, never more than one chunk in memory), or the
+            passages (`layout.total` passages, ids unique).
         prefix: Output prefix: chunk k is written as `<prefix>_<k>.npy` + `.ids.json`.
-        layout: How the passages are cut into chunks.
         manifest: What produces the chunks (`dpr.inference.chunks.make_manifest`), checked
             beforehand with `check_output`; written before the first chunk.
         worker: This worker's number in [0, workers).
-        workers: Number of workers sharing the chunks.
-        vector_dtype: Stored element type ("float32" or "float16").
         progress: Show a progress bar (passages/s).
-
-    Returns:
-        What was encoded and skipped.
     """
     mine = owned_chunks(layout.chunks(), worker, workers)
     _clean_temp_files(prefix, mine)

@@ -1,20 +1,8 @@
-"""`load_encoder`: a checkpoint, a `dpr2hf` export or a plain model folder, ready to encode.
-
-The three kinds a user can point a tool at, with how their recipe is found:
-
-- a DPR checkpoint file (ours or the original's): its `encoder_params`, resolved by
-  `dpr.models.checkpoint.resolve_encoder_params` (what defines the model comes from the
-  checkpoint, paths from the command line when given);
-- a `dpr2hf` export folder (`question_encoder/` + `ctx_encoder/`): the `dpr` entry of each
-  tower's `config.json`;
-- a plain Hugging Face or sentence-transformers encoder folder (`config.json`): the model
-  training would start from, as an untrained bi-encoder (one encoder for both sides), with the
-  recipe flags given, else the folder's own sentence-transformers recipe (pooling,
-  normalisation, prompts), else DPR's; `do_lower_case` and `sequence_length` from the
-  command line.
-
-Every kind encodes questions and `(title, text)` passages through `dpr.data.recipe` and the
-tower's `Encoder`, exactly as training does.
+"""`load_encoder`: a DPR checkpoint file, a `dpr2hf` export folder or a plain Hugging Face /
+sentence-transformers folder (the untrained bi-encoder training starts from), ready to encode
+questions and `(title, text)` passages through `dpr.data.recipe` and the tower's `Encoder`,
+exactly as training does. Where each kind's recipe comes from: docs/EVALUATION.md (`dpr`
+retrievers, "Shared encoder flags").
 """
 
 from __future__ import annotations
@@ -83,7 +71,6 @@ class DenseEncoder:
         params: Resolved encoder parameters, the recipe's entries included.
         kind: `checkpoint`, `export` or `untrained`.
         state: The checkpoint's content (epoch, offset, stored parameters) for `checkpoint`.
-        description: One line naming the model and its recipe, for logs and reports.
     """
 
     def __init__(self, question: Tower, ctx: Tower, params: Mapping[str, Any], *, kind: str,
@@ -100,12 +87,6 @@ class DenseEncoder:
     def recipe(self) -> Recipe:
         """Pooling, similarity, prefixes and sharing of the model."""
         return Recipe.from_params(self.params)
-
-    @property
-    def similarity(self) -> str:
-        """`dot` or `cosine`: vectors of a cosine model come out L2-normalised, so the inner
-        product of the returned vectors ranks as the model was trained to rank."""
-        return self.recipe.similarity
 
     @property
     def dim(self) -> int:
@@ -136,17 +117,13 @@ def load_encoder(path: str | os.PathLike[str], cli: Mapping[str, Any] | None = N
                  device: torch.device | str = "cpu", allow_pickle: bool = False,
                  amp_dtype: torch.dtype | None = None, batch_size: int = 32,
                  quiet: bool = True) -> DenseEncoder:
-    """Loads whatever `path` is (module docstring) as a `DenseEncoder`.
+    """Loads a checkpoint file, `dpr2hf` export folder or Hugging Face model folder.
 
     Args:
-        path: Checkpoint file, `dpr2hf` export folder or Hugging Face model folder.
         cli: Command-line encoder parameters (`dpr.cli.flags.encoder_params`: the paths,
             type, projection and recipe; absent or None = not given).
-        device: Where the model runs.
         allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
         amp_dtype: Encode under autocast in this type (None: the model's own).
-        batch_size: Texts per forward pass.
-        quiet: No progress bars.
 
     Raises:
         InputError: An unusable path (the subclass names the file and what is wrong).
@@ -198,11 +175,8 @@ def _load_export(folder: Path, *, device: torch.device, **options: Any) -> Dense
 
 
 def untrained_params(path: str, cli: Mapping[str, Any]) -> dict[str, Any]:
-    """The encoder parameters of a plain model folder used as an untrained bi-encoder.
-
-    Raises:
-        InputError: A `dpr2hf` tower folder, or a model type that is no DPR encoder.
-    """
+    """The encoder parameters of a plain model folder used as an untrained bi-encoder;
+    InputError for a `dpr2hf` tower folder, or a model type that is no DPR encoder."""
     config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8-sig"))
     if "dpr" in config:
         raise InputError(f"{path}: one tower of a dpr2hf export; pass the export's folder "

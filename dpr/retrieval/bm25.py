@@ -1,23 +1,8 @@
 """BM25 over passages with bm25s: the one BM25 of the project (data_prep's hard negatives and
-the evaluation's runs and fusions).
-
-Text processing: NFC normalisation, lowercase, bm25s' regex tokens ``(?u)\\b\\w\\w+\\b``, the
-language's bm25s stop word list removed, PyStemmer Snowball stemming. A passage is indexed as
-``title + " " + text``.
-
-Top-k search (``BM25Retriever.top_k``: many questions, an optional weight mask, threads)
-scores each question with bm25s (``BM25.get_scores``) and keeps its k best in a documented
-order: score descending, then corpus row ascending (``top_k_of``, which says why not bm25s'
-``BM25.retrieve``); a question without an indexed term gets the first passages, with score 0.
-The evaluation's BM25 run, its fusions (which read ``scores(tokens)[rows]``) and data_prep's
-hard negatives all search through it.
-
-An index is saved as one folder (``BM25Retriever.save``: bm25s' files plus
-``bm25_settings.json`` holding the settings, the corpus size and a SHA-256 fingerprint of the
-settings and indexed texts), written through :func:`dpr.utils.io.staged_folder` so that the
-folder is complete or absent. It is loaded memory-mapped (``BM25Retriever.load``), so a corpus
-of millions of passages is searched without reading its score matrix into memory, and
-``BM25Retriever.load_or_build`` reuses a saved index whose fingerprint matches the passages.
+the evaluation's runs and fusions). Text processing: docs/DATA_PREP.md, step 6; the saved,
+memory-mapped folder and its reuse by fingerprint: docs/SCALE.md, section 4. Top-k keeps each
+question's k best by score, then corpus row (``top_k_of`` says why not bm25s' ``retrieve``); a
+question without an indexed term gets the first passages, with score 0.
 """
 
 from __future__ import annotations
@@ -27,6 +12,7 @@ import json
 import logging
 import math
 import os
+import time
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +24,7 @@ import numpy as np
 import Stemmer
 from tqdm.auto import tqdm
 
+from dpr.retrieval.run import Run
 from dpr.utils.errors import InputError, UsageError
 from dpr.utils.io import staged_folder
 
@@ -119,14 +106,7 @@ def top_k_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class BM25Retriever:
-    """A BM25 index over a list of passages, searched by question.
-
-    Args:
-        titles: Passage titles, in corpus order.
-        texts: Passage texts, same order.
-        settings: BM25 variant, parameters and language.
-        show_progress: Show bm25s progress bars.
-    """
+    """A BM25 index over passages (titles and texts in corpus order), searched by question."""
 
     def __init__(self, titles: Sequence[str], texts: Sequence[str], *,
                  settings: BM25Settings = BM25Settings(), show_progress: bool = False) -> None:
@@ -147,11 +127,8 @@ class BM25Retriever:
 
     def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         """Writes the index into a folder (complete or not at all): bm25s' score matrix,
-        vocabulary and parameters, and `bm25_settings.json` (settings, size, fingerprint).
-
-        Raises:
-            FileExistsError: When the folder exists and `overwrite` is false.
-        """
+        vocabulary and parameters, and `bm25_settings.json` (settings, size, fingerprint);
+        FileExistsError when the folder exists and `overwrite` is false."""
         with staged_folder(folder, overwrite=overwrite) as staging:
             self.index.save(str(staging), show_progress=False)
             saved = {**self.settings.describe(), "size": self.size,
@@ -162,11 +139,8 @@ class BM25Retriever:
     @classmethod
     def load(cls, folder: str | os.PathLike[str], *, mmap: bool = True,
              show_progress: bool = False) -> BM25Retriever:
-        """Reads an index written by `save`, memory-mapped unless `mmap` is false.
-
-        Raises:
-            InputError: Naming the folder when a file is missing or unreadable.
-        """
+        """Reads an index written by `save`, memory-mapped unless `mmap` is false; InputError
+        naming the folder when a file is missing or unreadable."""
         try:
             saved = json.loads((Path(folder) / SETTINGS_FILE).read_text(encoding="utf-8"))
             settings = BM25Settings(language=saved["language"], k1=saved["k1"], b=saved["b"],
@@ -186,11 +160,8 @@ class BM25Retriever:
                       texts: Sequence[str], *, settings: BM25Settings,
                       show_progress: bool = False) -> tuple[BM25Retriever, bool]:
         """The index saved in `folder` when its fingerprint is that of these passages and
-        settings; else a new one, saved there (replacing what was there).
-
-        Returns:
-            The retriever and whether it was reused from disk.
-        """
+        settings, else a new one saved there (replacing what was there), and whether it was
+        reused."""
         expected = fingerprint([passage_text(t, x) for t, x in zip(titles, texts)], settings)
         try:
             saved = json.loads((Path(folder) / SETTINGS_FILE).read_text(encoding="utf-8"))
@@ -223,17 +194,13 @@ class BM25Retriever:
 
     def top_k(self, tokens: Sequence[list[str]], k: int, *, weight_mask: np.ndarray | None = None,
               n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k passages of tokenised questions (:meth:`query_tokens`), by score descending
-        then corpus row ascending (:func:`top_k_of` of each question's :meth:`scores`).
+        """Top-k passages (k at most the corpus size) of tokenised questions
+        (:meth:`query_tokens`), by score descending then corpus row ascending (:func:`top_k_of`
+        of each question's :meth:`scores`): rows int64 and scores float32 [Q × k], best first.
 
         Args:
-            tokens: Each question's tokens.
-            k: Passages per question (at most the corpus size).
             weight_mask: Score multiplier per passage [N] (0: excluded, its score is 0).
             n_threads: Threads scoring questions at once (0: in the calling thread).
-
-        Returns:
-            Passage rows int64 [Q × k] and scores float32 [Q × k], best first.
         """
         k = min(k, self.size)
 
@@ -249,9 +216,15 @@ class BM25Retriever:
 
     def search(self, questions: Sequence[str], k: int, *, n_threads: int = 0
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k passages per question (:meth:`top_k` of their :meth:`query_tokens`).
-
-        Returns:
-            Passage rows [Q × k] and scores [Q × k], best first, with k = min(k, N).
-        """
+        """Top-k passages per question (:meth:`top_k` of their :meth:`query_tokens`): rows and
+        scores [Q × min(k, N)], best first."""
         return self.top_k(self.query_tokens(questions), k, n_threads=n_threads)
+
+    def run(self, questions: Sequence[str], k: int, *, seconds: float = 0.0) -> Run:
+        """The ``bm25`` run of the top ``k`` of every question (``seconds``: time already
+        spent, e.g. indexing)."""
+        start = time.perf_counter()
+        rows, scores = self.search(questions, k)
+        return Run.from_arrays("bm25", rows, scores,
+                               seconds=seconds + time.perf_counter() - start,
+                               metadata={"bm25": self.settings.describe()})

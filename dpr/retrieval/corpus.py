@@ -12,9 +12,7 @@ from dpr.utils.errors import read_input
 @dataclass(frozen=True)
 class Corpus:
     """The passages searched, in index order (a passage's row is its position), as columns:
-    the layout BM25, faiss, relevance and the TREC files read. A passage TSV is read as
-    `dpr.data.records.Passage` records first (`read_tsv_corpus`); a SQuAD file's paragraphs
-    go straight into the columns."""
+    the layout BM25, faiss, relevance and the TREC files read."""
 
     ids: list[str]
     titles: list[str]
@@ -22,17 +20,9 @@ class Corpus:
     source: str
 
 
-
 def read_tsv_corpus(path: str, *, flag: str = "--ctx_file") -> Corpus:
-    """Passages of a DPR passage TSV file, in file order.
-
-    Args:
-        path: The file.
-        flag: The flag that gave it, named by the errors.
-
-    Raises:
-        InputError: On a malformed row, a duplicate id or no passage at all.
-    """
+    """Passages of a DPR passage TSV file, in file order; InputError naming `flag` on a
+    malformed row, a duplicate id or no passage at all."""
     passages = list(read_input(read_passages, path, flag=flag, what="passages").values())
     return Corpus([p.passage_id for p in passages], [p.title for p in passages],
                   [p.text for p in passages], path)

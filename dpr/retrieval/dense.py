@@ -1,15 +1,8 @@
-"""Dense retrieval: a model's encoder with a searcher over the passage vectors, each search
-returning a :class:`~dpr.retrieval.run.Run`.
-
-* :class:`DenseRetriever`: an encoder (a DPR model, or the ``sbert`` baseline of
-  :mod:`dpr.retrieval.dense_models`) and a :class:`Searcher`;
-* :class:`Searcher`: a ``dpr.index`` index whose rows map to corpus rows: built in memory
-  from the vectors of the corpus the model encoded (exact, ``Flat``), or a saved index folder
-  built by ``python -m dpr.index build`` from its passage embeddings (``--index``), whose id
-  map must hold the passage ids of the corpus and whose recorded model must be this one.
-
-A searcher also scores any corpus row for a question vector (:meth:`Searcher.scores`), which
-the fusions use to score both sides of the union of two lists exactly.
+"""Dense retrieval: a model's encoder (a DPR model, or the ``sbert`` baseline of
+:mod:`dpr.retrieval.dense_models`) with a :class:`Searcher` over a ``dpr.index`` index of the
+corpus (built in memory, exact, or a saved ``--index`` folder of the same passages and model),
+each search returning a :class:`~dpr.retrieval.run.Run`. A searcher also scores any corpus row
+(:meth:`Searcher.scores`), for the fusions' exact scores of both sides.
 """
 
 from __future__ import annotations
@@ -42,7 +35,6 @@ class Searcher:
     """Searches an index of the corpus's passage vectors; rows are corpus rows.
 
     Args:
-        index: The index (``dpr.index.FaissIndex``).
         to_corpus: Corpus row of each index row; None when they are equal.
         description: How it searches, for the runs it makes.
     """
@@ -70,13 +62,8 @@ class Searcher:
 
 def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
                      ef_search: int | None = None) -> Searcher:
-    """Loads an index folder and maps its rows to the corpus rows by passage id.
-
-    Raises:
-        InputError: When the index's ids are not the corpus's passage ids (naming both
-            files).
-        InputError, UsageError: From `dpr.index.load_index` (missing files, bad settings).
-    """
+    """Loads an index folder (`dpr.index.load_index`) and maps its rows to the corpus rows by
+    passage id; InputError naming both files when its ids are not the corpus's passage ids."""
     index = load_index(folder, nprobe=nprobe, ef_search=ef_search)
     index.name = f"--index {folder}"
     description = {"search": "saved index", "index": folder,
@@ -99,21 +86,13 @@ def open_saved_index(folder: str, corpus: Corpus, *, nprobe: int | None = None,
 
 @dataclass(frozen=True)
 class DenseRetriever:
-    """A dense encoder with a searcher over the corpus it encoded.
+    """A dense encoder with a searcher over the corpus it encoded."""
 
-    Attributes:
-        name: Retriever name (``dpr``, ``dpr:LABEL``, ``sbert``).
-        model: Encodes questions (``encode_questions``).
-        searcher: Searches the passage vectors.
-        seconds: Time spent encoding and indexing the corpus (or loading the index).
-        metadata: The model and how it searches, for the runs it makes.
-    """
-
-    name: str
+    name: str  # dpr, dpr:LABEL, sbert
     model: Any
     searcher: Searcher
-    seconds: float
-    metadata: dict[str, Any] = field(default_factory=dict)
+    seconds: float  # spent encoding and indexing the corpus (or loading the index)
+    metadata: dict[str, Any] = field(default_factory=dict)  # the model, how it searches
 
     def run(self, questions: Sequence[str], k: int) -> tuple[Run, np.ndarray]:
         """The top ``k`` of every question, and the question vectors [Q × D]."""
@@ -130,17 +109,9 @@ def dense_retriever(name: str, model: Any, corpus: Corpus, *, index: str | None 
                     nprobe: int | None = None, ef_search: int | None = None,
                     identity: Mapping[str, object] | None = None,
                     metadata: dict[str, Any] | None = None) -> DenseRetriever:
-    """A model's retriever: encodes the corpus and indexes it exactly, or opens ``index``.
-
-    Args:
-        identity: The model's path, fingerprint and precision
-            (``dpr.inference.chunks.model_identity``), checked against the model the saved
-            index records (``FaissIndex.check_encoder``).
-
-    Raises:
-        InputError: For a saved index of other passages, of another vector size or of
-            another model.
-    """
+    """A model's retriever: encodes the corpus and indexes it exactly, or opens ``index`` and
+    checks ``identity`` (``dpr.inference.chunks.model_identity``) against the model it records
+    (InputError for a saved index of other passages, of another vector size or model)."""
     start = time.perf_counter()
     if index is None:
         vectors = model.encode_passages(list(zip(corpus.titles, corpus.texts)))

@@ -1,17 +1,13 @@
-"""Dense encoders for evaluation, behind one interface: any model `dpr.inference.load_encoder`
-reads (a DPR checkpoint, a `dpr2hf` folder, a plain Hugging Face / sentence-transformers folder
-as an untrained bi-encoder), or an off-the-shelf model run by the sentence-transformers library
-itself (the ``sbert`` retriever).
-
-Every model returns float32 numpy vectors whose inner product ranks as the model was trained
-to rank (cosine models return normalised vectors), and takes passages as ``(title, text)``.
+"""The ``sbert`` retriever's encoder: an off-the-shelf model run by the sentence-transformers
+library itself, with the interface of `dpr.inference.DenseEncoder` (``encode_questions``,
+``encode_passages`` of ``(title, text)``: float32 vectors whose inner product ranks as the
+model was trained to rank).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,18 +16,6 @@ from dpr.data.recipe import PassageText
 from dpr.models.st_folder import PASSAGE_PROMPT_NAMES, QUERY_PROMPT_NAMES
 
 logger = logging.getLogger(__name__)
-
-
-class DenseModel(Protocol):
-    """What the evaluation needs from a dense retriever's encoder."""
-
-    description: str
-
-    def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
-        """Question vectors, float32 [N × D]."""
-
-    def encode_passages(self, passages: Sequence[PassageText]) -> np.ndarray:
-        """Vectors of ``(title, text)`` passages, float32 [N × D]."""
 
 
 def _prompt_name(prompts: dict, names: Sequence[str]) -> str | None:

@@ -1,22 +1,11 @@
 """Fusion of a sparse (BM25) and a dense ranking: ``fuse(bm25 run, dense run, setting) -> run``.
 
-Every fusion reranks, per question, the union of the two top-``depth`` lists
-(:class:`Candidates`) by a setting's score of each member:
-
-* :class:`Linear` (DPR paper, §5.1 "BM25 + DPR"): ``bm25(q, p) + λ · sim(q, p)``, with both
-  scores computed exactly for every passage of the union (the paper used λ = 1.1 and depth
-  2000);
-* :class:`Reciprocal` rank fusion (Cormack et al. 2009): ``Σ 1 / (k + rank)`` over the lists
-  that contain the passage, ranks starting at 1, k = 60 by default;
-* :class:`Normalised` scores (as Pyserini's ``--normalization``): each retriever's scores are
-  normalised per question over the union (``minmax``: ``(s - min) / (max - min)``; ``zscore``:
-  ``(s - mean) / std``, population std; a constant score list becomes all zeros), then
-  ``(1 - w) · bm25' + w · dense'`` with ``w`` the weight of the dense side.
-
-Ties are broken by corpus index, so results are deterministic. Given :class:`ExactScores`
-(:meth:`Sides.candidates`: BM25 and the dense searcher score any passage), both scores of
-every member of the union are exact (the DPR paper's hybrid); without, a passage missing from a
-list takes that list's lowest score (Pyserini's rule).
+Per question, the union of the two top-``depth`` lists (:class:`Candidates`) is reranked by a
+setting's score, :class:`Linear` (``hybrid``), :class:`Reciprocal` (``rrf``) or
+:class:`Normalised` (``fusion``), as docs/EVALUATION.md ("Retrievers") defines them, ties by
+corpus index. With :class:`ExactScores` (:meth:`Sides.candidates`) both scores of every member
+are exact (the DPR paper's hybrid); without, a passage missing from a list takes that list's
+lowest score (Pyserini's rule).
 """
 
 from __future__ import annotations
@@ -30,7 +19,7 @@ import numpy as np
 
 from dpr.retrieval.bm25 import BM25Retriever
 from dpr.retrieval.dense import DenseRetriever
-from dpr.retrieval.run import Run, bm25_run
+from dpr.retrieval.run import Run
 
 FUSION_METHODS = ("minmax", "zscore")
 DEFAULT_LAMBDA_GRID: tuple[float, ...] = tuple(sorted(
@@ -42,38 +31,21 @@ RowScores = Callable[[int, np.ndarray], np.ndarray]  # (question, corpus rows) -
 
 @dataclass
 class Candidates:
-    """The union of one question's two top lists with both scores and both ranks.
+    """The union of one question's two top lists with both scores and both ranks."""
 
-    Attributes:
-        index: Corpus indices of the union, ascending [U].
-        sparse: BM25 score of each [U].
-        dense: Dense similarity of each [U].
-        sparse_rank: 1-based rank in the BM25 top list, 0 when absent [U].
-        dense_rank: 1-based rank in the dense top list, 0 when absent [U].
-    """
-
-    index: np.ndarray
-    sparse: np.ndarray
-    dense: np.ndarray
-    sparse_rank: np.ndarray
-    dense_rank: np.ndarray
+    index: np.ndarray  # [U] corpus indices of the union, ascending
+    sparse: np.ndarray  # [U] BM25 score of each
+    dense: np.ndarray  # [U] dense similarity of each
+    sparse_rank: np.ndarray  # [U] 1-based rank in the BM25 top list, 0 when absent
+    dense_rank: np.ndarray  # [U] 1-based rank in the dense top list, 0 when absent
 
 
 def union_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_union: np.ndarray,
                      dense_union: np.ndarray) -> Candidates:
-    """Builds the union of two top lists from both scores of each member of the union.
-
-    Args:
-        sparse_top: Corpus indices of the BM25 top list, best first.
-        dense_top: Corpus indices of the dense top list, best first.
-        sparse_union: BM25 score of each member of the union, in ascending corpus index
-            order (``np.union1d(sparse_top, dense_top)``) [U].
-        dense_union: Dense similarity of each member of the union, same order [U].
-    """
+    """The union of two top lists (corpus indices, best first) from both scores of each
+    member of the union [U], in ascending corpus index order
+    (``np.union1d(sparse_top, dense_top)``)."""
     union = np.union1d(sparse_top, dense_top).astype(np.int64)
-    if len(dense_union) != len(union) or len(sparse_union) != len(union):
-        raise ValueError(f"{len(sparse_union)} sparse and {len(dense_union)} dense scores for "
-                         f"a union of {len(union)}")
 
     def ranks_in(top: np.ndarray) -> np.ndarray:
         ranks = np.zeros(len(union), dtype=np.int64)
@@ -86,13 +58,8 @@ def union_candidates(sparse_top: np.ndarray, dense_top: np.ndarray, sparse_union
 
 
 def normalise(scores: np.ndarray, method: str) -> np.ndarray:
-    """Per-question score normalisation over the candidates: ``minmax`` or ``zscore``.
-
-    A list whose scores are all equal normalises to zeros (it then ranks nothing).
-
-    Raises:
-        ValueError: For an unknown method (the command line only offers the known ones).
-    """
+    """Per-question score normalisation over the candidates, ``minmax`` or ``zscore`` (else
+    ValueError); a list whose scores are all equal normalises to zeros (it ranks nothing)."""
     scores = np.asarray(scores, dtype=np.float64)
     if method == "minmax":
         spread = scores.max() - scores.min() if len(scores) else 0.0
@@ -232,7 +199,7 @@ class Sides:
     def search(cls, bm25: BM25Retriever, dense: DenseRetriever, questions: Sequence[str],
                depth: int) -> Sides:
         """Both retrievers' top ``depth`` of ``questions``."""
-        return cls(bm25, dense, questions, bm25_run(bm25, questions, depth),
+        return cls(bm25, dense, questions, bm25.run(questions, depth),
                    *dense.run(questions, depth))
 
     def candidates(self) -> list[Candidates]:

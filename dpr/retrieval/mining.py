@@ -1,22 +1,9 @@
 """Hard-negative mining with a trained dense model (DPR's second, "adv-hn" round): the whole
-selection, from the encoded corpus and the records to the mined records (:func:`mine`);
-``data_prep.mine_negatives`` is its command line, file I/O and encoding (the corpus is encoded
-by :func:`dpr.inference.corpus.encode_corpus`, as for ``generate_dense_embeddings.py``).
-
-Pure selection logic first: given one question's ranking of corpus rows (best first), the rows
-that are its gold passages and a test for "contains an answer", :func:`select_negatives`
-returns the rows kept as hard negatives, with RocketQA-style false-negative filtering and the
-options of sentence-transformers' ``mine_hard_negatives`` (skip the top ranks, absolute or
-relative margin to the positive's score). :func:`mix_existing` appends some of a record's
-previous (BM25) hard negatives, which pass the same answer filter and exclusion as mined ones.
-:class:`ArticleExclusion` keeps the articles of another split (``--exclude_articles_of``) out,
-keyed as data_prep keys them. :class:`EncodedCorpus` is the corpus searched: the passages with
-the model's vectors and lookups by id and by text.
-
-A candidate at rank ``r`` (0-based) is judged in this order, the first failing test naming
-why it is dropped: ``r < skip_top`` (skipped), a gold passage, a passage containing an answer,
-then the margins (only when the question has a positive score). Scanning stops once
-``num_negatives`` candidates are kept, so the drop counts cover the ranks scanned.
+selection, from the encoded corpus (:class:`EncodedCorpus`) and the records to the mined
+records (:func:`mine`), its pure per-question part (:func:`select_negatives`), the existing
+negatives mixed in (:func:`mix_existing`) and the articles kept out (:class:`ArticleExclusion`).
+``data_prep.mine_negatives`` is its command line, file I/O and encoding. The rules (order of
+the tests, margins, mixing) are in docs/DATA_PREP.md, "Mining negatives with a trained model".
 """
 
 from __future__ import annotations
@@ -41,16 +28,8 @@ SCORE_DECIMALS = 4
 
 @dataclass(frozen=True)
 class MiningOptions:
-    """What :func:`select_negatives` keeps.
-
-    Attributes:
-        num_negatives: Mined negatives kept per question (``--num_negatives``).
-        skip_top: Ranks ignored at the top of every ranking (``--skip_top``).
-        margin: Keep only scores <= positive score - margin (``--margin``); None: off.
-        relative_margin: Keep only scores <= positive score * (1 - relative_margin)
-            (``--relative_margin``); None: off.
-        mix_existing: Existing hard negatives of the record appended (``--mix_bm25``).
-    """
+    """What :func:`select_negatives` keeps: the flags of the same names (``mix_existing``:
+    ``--mix_bm25``); ``margin`` and ``relative_margin`` None: off."""
 
     num_negatives: int = 30
     skip_top: int = 0
@@ -121,12 +100,10 @@ def select_negatives(rows: Sequence[int], scores: Sequence[float], *, gold: Coll
     """The hard negatives of one question among its ranked candidates.
 
     Args:
-        rows: Corpus rows, best first.
-        scores: Their scores (same length).
+        rows: Corpus rows, best first (``scores``: theirs).
         gold: Rows that are the question's positives (by passage id or identical text).
         contains_answer: Whether a row's passage contains one of the question's answers.
         positive_score: The question's score with its first positive; None disables margins.
-        options: Counts and margins.
         stats: Updated in place when given.
 
     Returns:
@@ -170,17 +147,9 @@ def mix_existing(mined: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[
                  count: int, exclude: Collection[tuple[str, str]] = (),
                  keep: Callable[[Mapping[str, Any]], bool] | None = None
                  ) -> list[dict[str, Any]]:
-    """The first ``count`` existing hard negatives that duplicate nothing before them.
-
-    A passage is a duplicate when its id or stripped text equals that of a mined negative, of
-    an existing one already taken, or a key in ``exclude`` (e.g. the positives).
-
-    Args:
-        keep: Whether an existing passage may be a negative at all (e.g. it contains no
-            answer and is not of an excluded article); None: all may.
-
-    Returns:
-        Copies of the chosen existing passages, in their original order.
+    """Copies of the first ``count`` existing hard negatives, in their order, that duplicate
+    nothing before them (by id or stripped text: a mined negative, an existing one already
+    taken, or a key in ``exclude``, e.g. the positives) and pass ``keep`` (None: all do).
     """
     seen = set(exclude)
     for ctx in mined:
@@ -199,18 +168,11 @@ def mix_existing(mined: Sequence[Mapping[str, Any]], existing: Sequence[Mapping[
 
 @dataclass(frozen=True)
 class ArticleExclusion:
-    """The passages of articles kept out of mining (``--exclude_articles_of``).
-
-    Articles are keyed as data_prep keys them for its split
-    (:func:`dpr.data.squad.passage_article_key`): a titled article by its case-folded title, an
-    untitled one by its position, read back from data_prep's passage ids, so that untitled
-    articles (FAQ exports) are excluded too. Every excluded passage is also excluded by its id
-    and text, which covers untitled passages whose ids data_prep did not write.
-
-    Attributes:
-        articles: Article keys.
-        passages: `ctx_keys` of the passages themselves.
-    """
+    """The passages of articles kept out of mining (``--exclude_articles_of``): their
+    ``articles``, keyed as data_prep keys them (:func:`dpr.data.squad.passage_article_key`,
+    untitled ones by position, read back from data_prep's passage ids), and the ``ctx_keys`` of
+    the ``passages`` themselves, which covers untitled passages whose ids data_prep did not
+    write."""
 
     articles: frozenset[str] = frozenset()
     passages: frozenset[tuple[str, str]] = frozenset()
@@ -301,21 +263,13 @@ class EncodedCorpus:
         return out
 
 
-def _ranked(ids: Sequence[str], scores: np.ndarray, corpus: EncodedCorpus
-            ) -> tuple[list[int], list[float]]:
-    """Rows and scores of one search result, ties broken by corpus order."""
-    pairs = sorted(((corpus.row_of_id[i], float(s)) for i, s in zip(ids, scores)),
-                   key=lambda pair: (-pair[1], pair[0]))
-    return [row for row, _ in pairs], [score for _, score in pairs]
-
-
 def _passage_dict(passage: Passage, score: float) -> dict[str, Any]:
     return {"title": passage.title, "text": passage.text, "passage_id": passage.passage_id,
             "score": round(score, SCORE_DECIMALS)}
 
 
 def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *,
-         options: MiningOptions, n_retrieved: int, match: str, quiet: bool,
+         options: MiningOptions, n_retrieved: int, match: str,
          exclusion: ArticleExclusion | None = None
          ) -> tuple[list[dict[str, Any]], MiningStats]:
     """Mines every record: searches the corpus with each question, keeps its negatives
@@ -323,12 +277,8 @@ def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *
 
     Args:
         records: DPR training records (raw dicts, every field kept in the output).
-        corpus: The passages mined from, with the model's vectors.
         model: The encoder (``encode_questions``, ``encode_passages``).
-        options: Counts and margins.
-        n_retrieved: Passages retrieved per question.
         match: Answer matching (``string`` or ``regex``).
-        quiet: No progress bar.
         exclusion: The articles mixed-in existing negatives must not come from (the corpus
             is already without them).
 
@@ -336,6 +286,7 @@ def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *
         The output records (``hard_negative_ctxs`` replaced) and the counts.
     """
     from dpr.index import index_vectors
+    from dpr.retrieval.dense import by_score_then_row
 
     q_vectors = model.encode_questions([r["question"] for r in records])  # [Q × D]
     firsts = [(i, r["positive_ctxs"][0]) for i, r in enumerate(records) if r.get("positive_ctxs")]
@@ -343,16 +294,16 @@ def mine(records: Sequence[dict[str, Any]], corpus: EncodedCorpus, model: Any, *
     for (i, _), score in zip(firsts, _model_scores(firsts, q_vectors, corpus, model)):
         positive_scores[i] = score
     index = index_vectors(corpus.vectors, [p.passage_id for p in corpus.passages])
-    hit_scores, hits = index.search(q_vectors, min(n_retrieved, len(index)))
+    hit_scores, hit_rows = index.search_rows(q_vectors, min(n_retrieved, len(index)))
+    hit_rows, hit_scores = by_score_then_row(hit_rows, hit_scores)  # index rows: corpus rows
     _check_positives_in_corpus(records, corpus)
     stats = MiningStats()
     mined_all, mixed_all = [], []
     for i, record in enumerate(records):
         positives = record.get("positive_ctxs") or []
         answers = prepare_answers(record.get("answers") or [], match)
-        rows, scores = _ranked(hits[i], hit_scores[i], corpus)
         kept = select_negatives(
-            rows, scores, gold=corpus.gold_rows(positives),
+            hit_rows[i].tolist(), hit_scores[i].tolist(), gold=corpus.gold_rows(positives),
             contains_answer=lambda row, answers=answers: corpus.contains(row, answers, match),
             positive_score=positive_scores[i], options=options, stats=stats)
         mined = [_passage_dict(corpus.passages[row], score) for row, score in kept]

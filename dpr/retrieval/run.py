@@ -1,17 +1,11 @@
-"""What a retriever returns: one immutable :class:`Run` (Pyserini's shape).
-
-A run holds, for every question of a set (in question order), the corpus rows it ranked best
-first and their scores, how long it took and what produced it (the model and its recipe, the
-BM25 settings, or a fusion's settings and the grid it was tuned on). Nothing changes a run once
-made: fusions (`dpr.retrieval.fusion.fuse`) and truncation (:meth:`Run.top`) return new
-runs; scoring, the report and the TREC files read them. :func:`bm25_run` makes BM25's (dense
-retrievers make theirs: `dpr.retrieval.dense.DenseRetriever.run`).
+"""What a retriever returns: one immutable :class:`Run` (Pyserini's shape), made by
+`BM25Retriever.run`, `DenseRetriever.run` and the fusions (`dpr.retrieval.fusion.fuse`); the
+pool of runs that is judged (:func:`pool`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,20 +22,13 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Run:
-    """One retriever's ranking of one question set.
+    """One retriever's ranking of one question set; read-only."""
 
-    Attributes:
-        name: Retriever name in reports (``bm25``, ``dpr:round1``, ``hybrid``...).
-        rows: Per question, corpus rows best first, int64 [k_q] (read-only).
-        scores: Per question, the retriever's score of each row [k_q] (read-only).
-        seconds: Time it took (encoding and indexing included).
-        metadata: What produced it (model description, settings, tuning grid); read-only.
-    """
-
-    name: str
-    rows: tuple[np.ndarray, ...]
-    scores: tuple[np.ndarray, ...]
-    seconds: float = 0.0
+    name: str  # in reports: bm25, dpr:round1, hybrid...
+    rows: tuple[np.ndarray, ...]  # per question, int64 [k_q] corpus rows best first
+    scores: tuple[np.ndarray, ...]  # per question, [k_q] the retriever's score of each row
+    seconds: float = 0.0  # time it took, encoding and indexing included
+    # what produced it: model description, settings, tuning grid
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,23 +63,9 @@ class Run:
         return dataclasses.replace(self, **changes)
 
 
-def bm25_run(bm25: Any, questions: Sequence[str], k: int, *, name: str = "bm25",
-             seconds: float = 0.0) -> Run:
-    """BM25's top ``k`` of every question (``bm25``: a ``dpr.retrieval.bm25.BM25Retriever``;
-    ``seconds``: time already spent, e.g. indexing)."""
-    start = time.perf_counter()
-    rows, scores = bm25.search(questions, k)
-    return Run.from_arrays(name, rows, scores, seconds=seconds + time.perf_counter() - start,
-                           metadata={"bm25": bm25.settings.describe()})
-
-
 def pool(runs: Iterable[Run], questions: int) -> list[np.ndarray]:
-    """Per question, the union of the rows of every run, ascending (what is judged).
-
-    Args:
-        runs: Runs of the same question set.
-        questions: Number of questions.
-    """
+    """Per question (of ``questions``), the union of the rows of runs of the same question
+    set, ascending (what is judged)."""
     return pool_rows((run.rows for run in runs), questions)
 
 

@@ -1,6 +1,5 @@
 """File helpers: gzip-aware text reading (a byte-order mark skipped), atomic writes of files
-and of whole folders, full disks named as such, embedding files (`.npy` + `.ids.json`) and DPR's
-pickled ones."""
+and of whole folders, full disks named as such, embedding files (`.npy` + `.ids.json`)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import gzip
 import io
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -222,27 +220,6 @@ def _swap_in(staging: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def read_dpr_pickle(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
-    """Reads DPR's embedding file: a pickled list of (id, vector) tuples (trusted files only).
-
-    Unpickling can run arbitrary code: callers ask the user to opt in first.
-
-    Returns:
-        Passage ids and float32 vectors [N × D].
-
-    Raises:
-        InputError: Naming the file when it cannot be read as such a list.
-    """
-    try:
-        with open(path, "rb") as handle:
-            rows = pickle.load(handle)
-        ids = [str(row[0]) for row in rows]
-        vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
-    except Exception as err:  # any failure of a foreign pickle is bad input
-        raise InputError(f"{os.fspath(path)}: cannot read DPR embeddings: {err}") from err
-    return ids, vectors
 
 
 def _first_existing(path: Path) -> Path:

@@ -138,7 +138,7 @@ def test_index_flat_and_hnsw_rank_alike_and_survive_save_load(tmp_path: Path) ->
     ids = [f"d{i}" for i in range(400)]
     for k, part in enumerate((slice(0, 250), slice(250, 400))):
         write_vectors(tmp_path / f"emb_{k}", ids[part], vectors[part])
-    shards = open_shards([str(tmp_path / f"emb_{k}.npy") for k in (0, 1)], checksum=False)
+    shards = open_shards([str(tmp_path / f"emb_{k}.npy") for k in (0, 1)])
     options = {"Flat": BuildOptions(factory="Flat", chunk_rows=150, quiet=True),
                "HNSW512": BuildOptions(factory="HNSW512", chunk_rows=150, ef_construction=200,
                                        quiet=True)}
