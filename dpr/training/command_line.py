@@ -54,30 +54,6 @@ def check_value(name: str, annotation: str, value: Any) -> None:
         raise UsageError(f"--{name}: must be a finite number, got {value}")
 
 
-def config_from_namespace(values: dict[str, Any],
-                          explicit: frozenset[str] = frozenset()) -> Config:
-    """Splits parsed flag values into the three config dataclasses (validating them).
-
-    Keys that are no config field (`config`, an entry point's `debug`) are ignored.
-
-    Args:
-        values: Flag values by field name.
-        explicit: The names the user set (see `Config.explicit`).
-
-    Raises:
-        UsageError: Naming the first invalid flag.
-    """
-    for cls in CONFIG_CLASSES:
-        for f in dataclasses.fields(cls):
-            if f.name in values:
-                check_value(f.name, str(f.type), values[f.name])
-    return Config(*(options_of(cls, values) for cls in CONFIG_CLASSES),
-                  explicit=frozenset(explicit))
-
-
-FIELD_NAMES = tuple(f.name for cls in CONFIG_CLASSES for f in dataclasses.fields(cls))
-
-
 def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark is skipped
@@ -99,12 +75,12 @@ def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
     Args:
         parser: The parser from `build_parser` that produced `args`.
         argv: The command line `args` came from (parsed again over the file's values).
-        args: The parsed flags.
 
     Raises:
         UsageError: For an unreadable or unknown-key `--config` file and invalid values.
     """
-    explicit = given_options(parser, argv, FIELD_NAMES)
+    fields = [f for cls in CONFIG_CLASSES for f in dataclasses.fields(cls)]
+    explicit = given_options(parser, argv, [f.name for f in fields])
     if args.config:
         from_file = _read_config_file(args.config, parser)
         explicit |= set(from_file)
@@ -113,18 +89,9 @@ def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
             args = parser.parse_args(argv)
         except SystemExit as exit_:  # argparse already printed which value it refused
             raise UsageError(f"--config {args.config}: a value is invalid") from exit_
-    return config_from_namespace(vars(args), explicit - {"config"})
-
-
-def parse_config(argv: list[str] | None, description: str | None = None) -> Config:
-    """Parses the command line (and an optional `--config` JSON file) into a `Config`.
-
-    Invalid values end the program through `parser.error` with a message naming the flag.
-    """
-    parser = build_parser(description)
-    args = parser.parse_args(argv)
-    try:
-        return config_from_args(parser, argv, args)
-    except UsageError as err:
-        parser.error(str(err))
-        raise  # unreachable: parser.error exits
+    values = vars(args)
+    for f in fields:
+        if f.name in values:
+            check_value(f.name, str(f.type), values[f.name])
+    return Config(*(options_of(cls, values) for cls in CONFIG_CLASSES),
+                  explicit=frozenset(explicit - {"config"}))
