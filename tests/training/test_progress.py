@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_run_args
+from helpers import read_curves, tiny_run_args
 from matplotlib.image import imread
 from tqdm import std as tqdm_std
 
 import train_dense_encoder
 from dpr.training import progress
 from dpr.training.config import TrainConfig
-from dpr.training.curves import CURVES_FILE, CURVES_SIZE, read_curves
+from dpr.training.curves import CURVES_FILE, CURVES_SIZE
 from dpr.training.progress import EpochReport, StepRecords, tracked
 from dpr.training.run_dir import RunDir
 from dpr.training.step import InBatchLoss, LossGuard
