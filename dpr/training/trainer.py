@@ -1,12 +1,5 @@
 """Training: the run as a whole (`run`) and the bi-encoder loop; one step reads top to bottom
-in `BiEncoderTrainer._train_epoch`.
-
-One step: `_train_epoch` builds the batch (`dpr.data.batch`), `dpr.training.step` encodes it,
-computes the in-batch loss (`dpr.models.loss`) and back-propagates, and `_optimizer_step`
-updates the weights. What the loop trains is built by `dpr.training.build`; where it starts
-from (which checkpoint, the model flags and recipe it defines) is `dpr.training.resume`'s; what
-a step shows and writes is `dpr.training.progress`'s, and the run's files are
-`dpr.training.run_dir`'s.
+in `BiEncoderTrainer._train_epoch` (docs/ARCHITECTURE.md, "One training step").
 """
 
 from __future__ import annotations
@@ -95,9 +88,8 @@ class BiEncoderTrainer:
         self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
         self.recipe = Recipe.from_params(dataclasses.asdict(self.model_cfg))
         logger.info("Encoder recipe: %s", self.recipe.describe())
-        self.tensorizer, self.biencoder, self.model, self.optimizer, self.precision = \
-            build_parts(self.model_cfg, cfg.train, dctx, self.resume)
-        self.autocast = self.precision.autocast
+        self.tensorizer, self.biencoder, self.model, self.optimizer, self.autocast, \
+            self.scaler = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
         self.stop = StopRequest()
@@ -122,7 +114,7 @@ class BiEncoderTrainer:
         restore_scheduler(self.scheduler, self.optimizer, self.resume)
         start_epoch, start_offset = start_position(self.resume, batches)
         self.guard = LossGuard(batches=batches, accumulation=accum,
-                               scaled=self.precision.scaler.is_enabled())
+                               scaled=self.scaler.is_enabled())
         self.run_dir.curves = TrainingCurves(batches=batches, accumulation=accum)
         self.run_dir.prepare(self.resume)
         self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
@@ -201,7 +193,7 @@ class BiEncoderTrainer:
         t = self.cfg.train
         no_sync = self.model.no_sync if self.dctx.distributed else contextlib.nullcontext
         common = {"dctx": self.dctx, "autocast": self.autocast,
-                  "scale": self.precision.scaler.scale, "loss_factor": loss_factor,
+                  "scale": self.scaler.scale, "loss_factor": loss_factor,
                   "mask_duplicates": not t.keep_duplicate_positives, "sync": False,
                   "temperature": self.recipe.score_temperature}
         if t.grad_cache_chunk_size:
@@ -212,7 +204,7 @@ class BiEncoderTrainer:
                           no_sync=contextlib.nullcontext if update else no_sync, **common)
 
     def _optimizer_step(self) -> None:
-        t, scaler = self.cfg.train, self.precision.scaler
+        t, scaler = self.cfg.train, self.scaler
         if t.max_grad_norm > 0:
             scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.biencoder.parameters(), t.max_grad_norm)
@@ -231,7 +223,7 @@ class BiEncoderTrainer:
     def _save(self, epoch: int, iteration: int) -> str | None:
         path = self.run_dir.save_checkpoint(
             model=self.biencoder, optimizer=self.optimizer, scheduler=self.scheduler,
-            scaler=self.precision.scaler, model_cfg=self.model_cfg, epoch=epoch,
+            scaler=self.scaler, model_cfg=self.model_cfg, epoch=epoch,
             offset=iteration)
         self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.run_dir.best)
         return path
