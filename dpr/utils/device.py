@@ -1,9 +1,5 @@
-"""Where a process computes and in which precision: the one decision of each, for every tool.
-
-`select_device` turns the device flags (`--device`, DPR's `--no_cuda`) and the launcher's
-local rank into a `torch.device`; `autocast_dtype` turns `--fp16` / `--amp_dtype` into the
-autocast type on that device. Training (`dpr.utils.dist.init_distributed`), the encoding tools,
-the evaluation and mining all call these two functions.
+"""Where a process computes (`select_device`) and in which precision (`autocast_dtype`): the
+one decision of each, for every tool.
 """
 
 from __future__ import annotations
@@ -15,6 +11,7 @@ import torch
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
+
 
 def _parse(name: str, flag: str) -> torch.device:
     try:
@@ -31,19 +28,13 @@ def select_device(device: str | None = None, *, no_cuda: bool = False, local_ran
                   flag: str = "--device") -> torch.device:
     """The device this process computes on.
 
-    Without a choice, the GPU of this process (by local rank, the first one for a single
-    process) when there is one, else the CPU. `no_cuda` (DPR's `--no_cuda`) means the CPU. An
-    explicit CUDA device of a process started by a launcher (`local_rank >= 0`) gives way to
-    the GPU of its local rank, with a warning, so that processes do not share a GPU.
-
-    Args:
-        device: A torch device name (`cpu`, `cuda`, `cuda:1`...), None for the default.
-        no_cuda: Never use a GPU.
-        local_rank: Rank on this node (-1 for a single process).
-        flag: The flag named by errors.
+    Without a `device` name, the GPU of this process (by local rank, -1 for a single process)
+    when there is one, else the CPU; `no_cuda` (DPR's `--no_cuda`) means the CPU. An explicit
+    CUDA device of a process started by a launcher gives way to the GPU of its local rank,
+    with a warning, so that processes do not share a GPU.
 
     Raises:
-        UsageError: For an unknown device name or a GPU that is not there.
+        UsageError: For an unknown device name or a GPU that is not there (naming `flag`).
     """
     if no_cuda:
         return torch.device("cpu")
