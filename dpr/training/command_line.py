@@ -31,8 +31,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 # The annotation of each config field -> the Python types its value may have.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
-    "str | None": (str, type(None)), "int | None": (int, type(None)),
-    "float | None": (int, float, type(None)),
+    "str | None": (str, type(None)), "float | None": (int, float, type(None)),
 }
 
 
@@ -43,9 +42,7 @@ def check_value(name: str, annotation: str, value: Any) -> None:
     Raises:
         UsageError: Naming the flag, the value and the expected type.
     """
-    allowed = _FIELD_TYPES.get(annotation)
-    if allowed is None:
-        return
+    allowed = _FIELD_TYPES[annotation]
     wrong_bool = isinstance(value, bool) and bool not in allowed
     if wrong_bool or not isinstance(value, allowed):
         expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
@@ -70,11 +67,8 @@ def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, A
 
 def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
                      args: argparse.Namespace) -> Config:
-    """The `Config` of parsed flags, with a `--config` file's values under the command line's.
-
-    Args:
-        parser: The parser from `build_parser` that produced `args`.
-        argv: The command line `args` came from (parsed again over the file's values).
+    """The `Config` of `args` parsed from `argv` by `parser` (`build_parser`), with a
+    `--config` file's values under the command line's (`argv` is parsed again over them).
 
     Raises:
         UsageError: For an unreadable or unknown-key `--config` file and invalid values.
