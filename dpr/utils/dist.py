@@ -74,17 +74,13 @@ def first_host(nodelist: str) -> str:
     return host
 
 
-def slurm_port(job_id: int) -> int:
-    """A rendezvous port for a SLURM job: in [15000, 35000), the same on all of its tasks."""
-    return 15000 + job_id % 20000
-
-
 def rendezvous_address() -> tuple[str, int]:
-    """(host, port) of rank 0 for a process started by `srun` (module docstring)."""
+    """(host, port) of rank 0 for a process started by `srun`: `MASTER_ADDR`/`MASTER_PORT`,
+    else the first host of the job and a port in [15000, 35000) derived from its id."""
     host = os.environ.get("MASTER_ADDR") or first_host(os.environ.get("SLURM_JOB_NODELIST", ""))
     port = _env_int("MASTER_PORT", -1)
     if port == -1:
-        port = slurm_port(_env_int("SLURM_JOB_ID", 0))
+        port = 15000 + _env_int("SLURM_JOB_ID", 0) % 20000
     return host, port
 
 
