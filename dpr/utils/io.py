@@ -62,12 +62,6 @@ def remove_stale_temp_files(folder: str | os.PathLike[str],
     return removed
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # Below this much free space, a failed write is taken for a full disk (see `is_disk_full`).
 NEARLY_FULL_BYTES = 1 << 20
@@ -126,7 +120,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX,
                                    dir=target.parent)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
+    umask = os.umask(0o022)  # read by setting it, then restored
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
     try:
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
         with os.fdopen(fd, mode, **kwargs) as handle:
