@@ -79,12 +79,8 @@ def towers(biencoder: BiEncoder) -> list:
 
 def compile_towers(biencoder: BiEncoder) -> None:
     """`--compile`: compiles each tower's transformer in place (`nn.Module.compile`), so
-    parameter names, checkpoints and the optimizer state stay those of the eager model.
-
-    Default mode, on GPUs too: "max-autotune-no-cudagraphs" tunes kernels for each new shape
-    (minutes each, and dynamic padding and length buckets make several), and CUDA graphs
-    would need static shapes.
-    """
+    parameter names, checkpoints and the optimizer state stay those of the eager model; default
+    mode, on GPUs too (why: docs/PERFORMANCE.md)."""
     for tower in towers(biencoder):
         tower.model.compile()
     logger.info("torch.compile: both towers' encoders compiled (default mode)")

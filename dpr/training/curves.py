@@ -24,14 +24,9 @@ _DPI = 100
 
 
 class TrainingCurves:
-    """The points of the curves, against optimizer updates; a batch logged twice (a run
-    resumed from an earlier checkpoint) counts once, its last record.
-
-    Args:
-        batches: Batches per epoch per process.
-        accumulation: `--gradient_accumulation_steps`.
-        clock: Monotonic seconds (faked by tests).
-    """
+    """The points of the curves, against optimizer updates (`update_number` of `batches` and
+    `accumulation`); a batch logged twice (a run resumed from an earlier checkpoint) counts
+    once, its last record. `clock`: monotonic seconds (faked by tests)."""
 
     def __init__(self, *, batches: int, accumulation: int,
                  clock: Callable[[], float] = time.monotonic) -> None:

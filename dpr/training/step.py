@@ -163,14 +163,13 @@ class _RngState:
     """The CPU (and current CUDA device's) generator state, to replay dropout exactly."""
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.cpu_state = torch.get_rng_state()
-        self.cuda_state = torch.cuda.get_rng_state(device) if self.cuda else None
         self.device = device
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu_state)
-        if self.cuda:
+        if self.cuda_state is not None:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
@@ -239,12 +238,8 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
 
 
 def update_number(epoch: int, iteration: int, *, batches: int, accumulation: int) -> int:
-    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to.
-
-    Args:
-        batches: Batches per epoch (per process).
-        accumulation: `--gradient_accumulation_steps`.
-    """
+    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to,
+    with `batches` per epoch (per process) and `accumulation` batches per update."""
     return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)
 
 
@@ -253,14 +248,10 @@ class NonFiniteLossError(RunFailure):
 
 
 class LossGuard:
-    """Watches the training losses of a run, step by step in order.
-
-    Args:
-        batches: Batches per epoch (per process).
-        accumulation: `--gradient_accumulation_steps`, to name the optimizer update.
-        scaled: Whether a float16 loss scaler skips the updates of non-finite steps: then up
-            to `SCALER_TOLERANCE - 1` of them in a row are tolerated, with a warning.
-    """
+    """Watches the training losses of a run, step by step in order (`update_number`'s
+    `batches` and `accumulation` name the update); when `scaled` (a float16 loss scaler skips
+    the updates of non-finite steps), up to `SCALER_TOLERANCE - 1` of them in a row are
+    tolerated, with a warning."""
 
     def __init__(self, *, batches: int, accumulation: int, scaled: bool) -> None:
         self.batches, self.accumulation = batches, accumulation
@@ -287,11 +278,8 @@ class LossGuard:
                            self._where(epoch, iteration), self.in_a_row, self.limit - 1)
 
     def check(self) -> None:
-        """Raises once the run of non-finite steps is too long.
-
-        Raises:
-            NonFiniteLossError: Naming the first step of the run of non-finite losses.
-        """
+        """Raises `NonFiniteLossError`, naming the first step of the run of non-finite losses,
+        once that run is too long."""
         if self.in_a_row < self.limit or self.first is None:
             return
         epoch, iteration, loss = self.first

@@ -37,18 +37,9 @@ logger = logging.getLogger(__name__)
 
 
 def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
-    """Trains, or validates a checkpoint when no training file is given (DPR's main flow).
-
-    Data files are read before any model is built, so bad input fails fast and leaves no
-    checkpoint behind.
-
-    Returns:
-        A small summary (best checkpoint, or validation metrics).
-
-    Raises:
-        DprError: For unusable input (files, records, checkpoints); OSError for files that
-            cannot be read or written. Anything else is a bug.
-    """
+    """Trains, or validates a checkpoint when no training file is given (DPR's main flow);
+    returns a small summary (best checkpoint, or validation metrics). Data files are read
+    before any model is built, so bad input fails fast and leaves no checkpoint behind."""
     logger.info("Host %s, rank %d/%d (local rank %d), device %s, mixed precision %s",
                 socket.gethostname(), dctx.rank, dctx.world_size, dctx.local_rank, dctx.device,
                 cfg.train.use_amp)
@@ -93,7 +84,6 @@ class BiEncoderTrainer:
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
         self.stop = StopRequest()
-        self.guard: LossGuard
 
     # -- training -----------------------------------------------------------------------------
     def train(self, train_samples: list[BiEncoderSample],

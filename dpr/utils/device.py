@@ -52,10 +52,8 @@ def select_device(device: str | None = None, *, no_cuda: bool = False, local_ran
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX).
-
-    Without them bfloat16 matmuls are emulated and run about 100 times slower than float32.
-    """
+    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX); without them
+    bfloat16 matmuls are emulated, about 100 times slower than float32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
