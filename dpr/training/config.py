@@ -1,9 +1,7 @@
-"""Training configuration: DPR's `train_dense_encoder.py` flags as three frozen dataclasses.
-
-Every flag keeps DPR's name, type, default and meaning (see docs/DIFFERENCES.md for the few
-whose effect was corrected). The argparse parser is generated from the dataclass fields
-(`dpr.training.command_line`), so a flag's default and help live in exactly one place. Invalid
-values raise `UsageError` (a `ValueError`) naming the flag.
+"""Training configuration: DPR's `train_dense_encoder.py` flags as three frozen dataclasses,
+whose fields generate the parser (`dpr.training.command_line`). Every flag keeps DPR's name,
+type, default and meaning (docs/DIFFERENCES.md lists the few corrected); invalid values raise
+`UsageError` naming the flag.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """A run's output folder, written by the main process only: checkpoints in DPR's layout
 (`<checkpoint_file_name>.<epoch>.<offset>`, `dpr.models.checkpoint`), `training_config.json`
 (the resolved flags and the checkpoint's encoder settings), `training_log.jsonl` (one record
-per step and per validation), `best_checkpoint.json` and `training_curves.png`.
-
-Crash safety (`RunDir.prepare`) and the best checkpoint: docs/RELIABILITY.md, "Training
-faults and launchers".
+per step and per validation), `best_checkpoint.json` and `training_curves.png`. Crash safety
+(`RunDir.prepare`) and the best checkpoint: docs/RELIABILITY.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Derived seeds: one private stream per (seed, epoch, index) instead of the global generators.
-
-The global generators are seeded once per run with transformers' `set_seed`.
+"""Derived seeds: one private stream per (seed, epoch, index) instead of the global generators,
+which transformers' `set_seed` seeds once per run.
 """
 
 from __future__ import annotations
