@@ -37,11 +37,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 def check_value(name: str, annotation: str, value: Any) -> None:
     """Checks one flag value against its field's annotation (values from a `--config` file
-    do not go through argparse's conversion); floats must be finite.
-
-    Raises:
-        UsageError: Naming the flag, the value and the expected type.
-    """
+    do not go through argparse's conversion), floats being finite: `UsageError` naming the
+    flag, the value and the expected type."""
     allowed = _FIELD_TYPES[annotation]
     wrong_bool = isinstance(value, bool) and bool not in allowed
     if wrong_bool or not isinstance(value, allowed):
@@ -68,11 +65,8 @@ def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, A
 def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
                      args: argparse.Namespace) -> Config:
     """The `Config` of `args` parsed from `argv` by `parser` (`build_parser`), with a
-    `--config` file's values under the command line's (`argv` is parsed again over them).
-
-    Raises:
-        UsageError: For an unreadable or unknown-key `--config` file and invalid values.
-    """
+    `--config` file's values under the command line's (`argv` is parsed again over them);
+    `UsageError` for an unreadable or unknown-key `--config` file and invalid values."""
     fields = [f for cls in CONFIG_CLASSES for f in dataclasses.fields(cls)]
     explicit = given_options(parser, argv, [f.name for f in fields])
     if args.config:

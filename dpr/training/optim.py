@@ -62,10 +62,8 @@ def load_optimizer_state(optimizer: Optimizer, state: dict[str, Any]) -> None:
     A saved state carries the implementation flags of the optimizer that saved it (fused or
     not) and keeps each `step` counter where that one wanted it; torch would adopt both. Here
     the flags stay this optimizer's, and the counters move to where it needs them: a float32
-    tensor on the parameter's device when fused (or capturable), on the CPU otherwise.
-
-    Raises:
-        ValueError: The state does not fit (from `load_state_dict`).
+    tensor on the parameter's device when fused (or capturable), on the CPU otherwise. A
+    state that does not fit is `load_state_dict`'s `ValueError`.
     """
     own = [{key: group.get(key) for key in IMPLEMENTATION_KEYS}
            for group in optimizer.param_groups]

@@ -102,14 +102,9 @@ def _read(values: list[torch.Tensor | int | float]) -> list[int | float]:
 
 
 class EpochReport:
-    """What one training epoch shows and writes (module docstring).
-
-    Args:
-        epoch: The epoch (0-based).
-        start: Batches of this epoch already done before (resume).
-        enabled: False off the main process: nothing is shown.
-        bar: Draw a bar (default: when stderr is a terminal).
-    """
+    """What training `epoch` (0-based) shows and writes (module docstring), `start` batches of
+    it done before (resume). Nothing is shown unless `enabled` (the main process); a bar is
+    drawn when `bar` (default: when stderr is a terminal)."""
 
     def __init__(self, t: TrainConfig, run_dir: RunDir, guard: LossGuard, *, epoch: int,
                  start: int, batches: int, enabled: bool, bar: bool | None = None) -> None:
@@ -167,12 +162,9 @@ class EpochReport:
             self.bar.unpause()
 
     def flush(self, check: bool = True) -> None:
-        """Reads the queued steps and writes what each of them logs.
-
-        Args:
-            check: Stop on a diverged loss now (`LossGuard.check`); False where the processes
-                of a job may not all be at this step (a time-based read).
-        """
+        """Reads the queued steps and writes what each of them logs; with `check`, stops on a
+        diverged loss now (`LossGuard.check`), which a time-based read must not do: the
+        processes of a job may not all be at this step."""
         t, epoch = self.t, self.epoch
         for n in self.records.drain():
             self.guard.observe(epoch, n.iteration, n.loss)

@@ -49,12 +49,8 @@ class Resume:
 
 def _own_checkpoint(cfg: Config) -> tuple[Path, CheckpointState] | None:
     """The most advanced readable checkpoint of the run in `--output_dir`, loaded; an
-    unreadable one (truncated) is skipped with a warning.
-
-    Raises:
-        CheckpointError: When there are checkpoints but none is readable, or one needs full
-            unpickling that was not allowed.
-    """
+    unreadable one (truncated) is skipped with a warning. `CheckpointError` when there are
+    checkpoints but none is readable, or one needs full unpickling that was not allowed."""
     t = cfg.train
     if not (cfg.data.train_file and t.output_dir):
         return None

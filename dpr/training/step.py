@@ -44,12 +44,9 @@ ContextFactory = Callable[[], AbstractContextManager]
 
 
 class InBatchLoss(NamedTuple):
-    """The loss of one batch over the global pool, and its counts (the same on every process).
-
-    `correct` (questions whose positive scored highest) and `masked` ((question, passage)
-    pairs left out as copies of a positive) are ints, or 0-dim device tensors with
-    `sync=False` (read later, by `dpr.training.progress`).
-    """
+    """The loss of one batch over the global pool, and its counts (the same on every process):
+    `correct` (questions whose positive scored highest) and `masked` ((question, passage) pairs
+    left out as copies of a positive), ints or, with `sync=False`, 0-dim device tensors."""
 
     loss: torch.Tensor  # scalar, carrying gradients to this process's vectors
     correct: int | torch.Tensor

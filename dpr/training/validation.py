@@ -99,15 +99,13 @@ def validate_average_rank(
     max_questions: int,
     autocast: Callable[[], AbstractContextManager],
 ) -> float:
-    """DPR's average-rank validation.
+    """DPR's average-rank validation: the average rank (0 = perfect), the same on every
+    process.
 
     Each process encodes its share of dev questions (up to `max_questions / world_size`) with
     their positive and negative passages, ranks its whole passage pool for each of its
     questions, and the 0-based rank of the gold passage is averaged over all processes.
     Ties count in the question's favour (rank = passages scoring strictly higher).
-
-    Returns:
-        The average rank (0 = perfect), the same on every process.
     """
     model.eval()
     iterator = dev.iterator(dctx)

@@ -31,10 +31,8 @@ def select_device(device: str | None = None, *, no_cuda: bool = False, local_ran
     Without a `device` name, the GPU of this process (by local rank, -1 for a single process)
     when there is one, else the CPU; `no_cuda` (DPR's `--no_cuda`) means the CPU. An explicit
     CUDA device of a process started by a launcher gives way to the GPU of its local rank,
-    with a warning, so that processes do not share a GPU.
-
-    Raises:
-        UsageError: For an unknown device name or a GPU that is not there (naming `flag`).
+    with a warning, so that processes do not share a GPU. An unknown device name or a GPU
+    that is not there is a `UsageError` naming `flag`.
     """
     if no_cuda:
         return torch.device("cpu")

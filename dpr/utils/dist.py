@@ -86,11 +86,8 @@ def rendezvous_address() -> tuple[str, int]:
 
 def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
     """(global rank, local rank, world size) from `--local_rank` (-1 if not given) and the
-    launcher's environment.
-
-    Raises:
-        UsageError: For a non-integer variable or a rank outside the world size.
-    """
+    launcher's environment; `UsageError` for a non-integer variable or a rank outside the
+    world size."""
     if _slurm_tasks() > 1:
         rank, world_size = _env_int("SLURM_PROCID", 0), _slurm_tasks()
         local_rank = _env_int("SLURM_LOCALID", 0)

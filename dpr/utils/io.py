@@ -146,11 +146,8 @@ STAGING_MARK = ".staging-"
 def staged_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yields a sibling staging folder (`.<name>.staging-XXXX`), renamed to `path` when the
     block exits without an exception and removed otherwise, so that `path` only ever holds a
-    complete folder; with `overwrite`, an existing one is replaced once the new one is complete.
-
-    Raises:
-        FileExistsError: When `path` exists without `overwrite` (before anything is written).
-    """
+    complete folder; with `overwrite`, an existing one is replaced once the new one is complete,
+    without it `FileExistsError` is raised before anything is written."""
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists (choose another folder or overwrite it)",
@@ -184,11 +181,8 @@ def _swap_in(staging: Path, target: Path) -> None:
 
 def read_dpr_pickle(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
     """Passage ids and float32 vectors [N × D] of DPR's embedding file, a pickled list of (id,
-    vector) tuples. Unpickling can run arbitrary code: callers ask the user to opt in first.
-
-    Raises:
-        InputError: Naming the file when it cannot be read as such a list.
-    """
+    vector) tuples (else `InputError` naming the file). Unpickling can run arbitrary code:
+    callers ask the user to opt in first."""
     try:
         with open(path, "rb") as handle:
             rows = pickle.load(handle)
@@ -238,11 +232,8 @@ def write_vectors(stem: str | os.PathLike[str], ids: Sequence[str], vectors: np.
                   dtype: str = "float32") -> tuple[str, str]:
     """Writes `<stem>.ids.json` (one passage id per vector) then `<stem>.npy` (vectors [N × D]
     stored as `dtype`, "float32" or "float16"), each atomically; returns both paths. On error
-    neither is left half-written and the id file written by this call is removed.
-
-    Raises:
-        UsageError: When a vector does not fit in float16.
-    """
+    neither is left half-written and the id file written by this call is removed. A vector
+    that does not fit in float16 is a `UsageError`."""
     stem = os.fspath(stem)
     npy, ids_file = f"{stem}.npy", f"{stem}.ids.json"
     with np.errstate(over="ignore"):
