@@ -59,11 +59,9 @@ def cpu_has_fast_bf16() -> bool:
 def autocast_dtype(use_amp: bool, choice: str, device: torch.device, *,
                    flag: str = "--fp16") -> torch.dtype | None:
     """The autocast type that mixed precision (`flag`) with `--amp_dtype choice` means on
-    `device`; None means float32.
-
-    `auto` is bfloat16 on GPUs that support it, else float16; on a CPU it is bfloat16 only
-    where the CPU has bfloat16 instructions (float16 and emulated bfloat16 run far slower than
-    float32 there), else float32 with a warning. `bfloat16` / `float16` force that type.
+    `device`, None for float32: `auto` is bfloat16 on GPUs that support it, else float16; on a
+    CPU, bfloat16 where it has bfloat16 instructions, else float32 with a warning (both run far
+    slower there: docs/PERFORMANCE.md). `bfloat16` / `float16` force that type.
     """
     if not use_amp:
         return None

@@ -107,11 +107,8 @@ def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
 def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False,
                      device: str | None = None, timeout_minutes: float = 30.0) -> DistContext:
     """Initialises the default process group when the launcher asked for several processes
-    (NCCL when every process has a GPU, gloo otherwise), on the device `select_device` picks.
-
-    Args:
-        timeout_minutes: How long a process waits for the others (rendezvous and each
-            collective) before it fails.
+    (NCCL when every process has a GPU, gloo otherwise), on the device `select_device` picks;
+    a process waits `timeout_minutes` for the others (rendezvous, each collective), then fails.
     """
     rank, local_rank, world_size = resolve_ranks(local_rank_arg)
     chosen = select_device(device, no_cuda=no_cuda, local_rank=local_rank)

@@ -57,16 +57,13 @@ def _argparse_kwargs(f: dataclasses.Field, *, unset: bool) -> dict[str, Any]:
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
                 names: Collection[str] | None = None, unset: bool = False,
                 groups: dict[str, str] | None = None) -> dict[str, argparse._ArgumentGroup]:
-    """Adds a flag per `opt` field of `cls` (its destination is the field's name).
+    """Adds a flag per `opt` field of `cls` (only `names` when given), its destination the
+    field's name; returns the argument groups created, by name, to add more flags to.
 
     Args:
-        names: Only these fields.
         unset: Default every flag to None, "not given" (tools where a stored value wins).
         groups: Group titles by field `group` name; a field's group is created on `parser`
             when first met (fields without a group go to `parser` itself).
-
-    Returns:
-        The groups created, by name, for the caller to add more flags to.
     """
     created: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(cls):
