@@ -60,8 +60,9 @@ def autocast_dtype(use_amp: bool, choice: str, device: torch.device, *,
                    flag: str = "--fp16") -> torch.dtype | None:
     """The autocast type that mixed precision (`flag`) with `--amp_dtype choice` means on
     `device`, None for float32: `auto` is bfloat16 on GPUs that support it, else float16; on a
-    CPU, bfloat16 where it has bfloat16 instructions, else float32 with a warning (both run far
-    slower there: docs/PERFORMANCE.md). `bfloat16` / `float16` force that type.
+    CPU, bfloat16 where it has bfloat16 instructions, else float32 with a warning (float16 and
+    emulated bfloat16 run far slower there: docs/PERFORMANCE.md). `bfloat16` / `float16` force
+    that type.
     """
     if not use_amp:
         return None
