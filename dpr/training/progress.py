@@ -72,7 +72,8 @@ class StepRecords:
         self.last = clock()
 
     def add(self, iteration: int, lr: float, result: InBatchLoss) -> None:
-        """Queues one step's (detached) result; reads nothing from the device."""
+        """Queues one step's detached result, counts as tensors (`sync=False`); reads nothing
+        from the device."""
         self.pending.append((iteration, lr, result))
 
     def due(self) -> bool:
@@ -85,20 +86,10 @@ class StepRecords:
         self.last = self.clock()
         if not pending:
             return []
-        losses = _read([r.loss for _, _, r in pending])
-        counts = _read([value for _, _, r in pending for value in (r.correct, r.masked)])
-        return [StepNumbers(iteration, lr, float(loss), int(counts[2 * i]), r.questions,
-                            int(counts[2 * i + 1]))
-                for i, ((iteration, lr, r), loss) in enumerate(zip(pending, losses))]
-
-
-def _read(values: list[torch.Tensor | int | float]) -> list[int | float]:
-    """Python numbers of `values`; the tensors among them travel in one stacked copy."""
-    tensors = [v.detach().reshape(()) for v in values if isinstance(v, torch.Tensor)]
-    if not tensors:
-        return list(values)
-    read = iter(torch.stack(tensors).tolist())
-    return [next(read) if isinstance(v, torch.Tensor) else v for v in values]
+        losses = torch.stack([r.loss for _, _, r in pending]).tolist()
+        counts = torch.stack([torch.stack([r.correct, r.masked]) for _, _, r in pending]).tolist()
+        return [StepNumbers(iteration, lr, loss, correct, r.questions, masked)
+                for (iteration, lr, r), loss, (correct, masked) in zip(pending, losses, counts)]
 
 
 class EpochReport:

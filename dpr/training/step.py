@@ -121,7 +121,7 @@ def inbatch_loss(
                                     ctx_keys=ctx_keys, positive_keys=positive_keys)
     scores = scaled_scores(q, ctx, temperature)
     correct = correct_count(scores, pos, mask)
-    masked = mask.sum() if mask is not None else 0
+    masked = mask.sum() if mask is not None else scores.new_zeros((), dtype=torch.long)
     if sync:
         correct, masked = int(correct), int(masked)
     return InBatchLoss(nll_loss(scores, pos, mask), correct, q.shape[0], masked)
