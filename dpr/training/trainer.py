@@ -57,13 +57,11 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
             dev_samples = load_samples(data.dev_file) if data.dev_file else None
         if train.output_dir:
             make_output_dir(train.output_dir)
-        trainer = BiEncoderTrainer(cfg, dctx)
-        return trainer.train(train_samples, dev_samples)
+        return BiEncoderTrainer(cfg, dctx).train(train_samples, dev_samples)
     if model.model_file and data.dev_file:
         with naming_flag("--dev_file"):
             dev_samples = load_samples(data.dev_file)
-        trainer = BiEncoderTrainer(cfg, dctx)
-        return trainer.validate_only(dev_samples)
+        return BiEncoderTrainer(cfg, dctx).validate_only(dev_samples)
     logger.warning("Nothing to do: give --train_file to train, or --model_file and --dev_file "
                    "to validate a checkpoint")
     return {}
