@@ -1,12 +1,8 @@
 """Trains a DPR bi-encoder with DPR's command line.
 
-Single process:   python train_dense_encoder.py --encoder_model_type hf_bert ...
-Several processes: python -m torch.distributed.launch --nproc_per_node=N train_dense_encoder.py ...
-                   torchrun --nproc_per_node=N train_dense_encoder.py ...
-                   srun --ntasks=N python train_dense_encoder.py ...  (SLURM, one task each)
-
-SIGTERM, SIGINT and SIGUSR1 stop training at the next update with a resumable checkpoint and
-exit status 128 + the signal number; the same command resumes (docs/RELIABILITY.md).
+One process, or several started by `python -m torch.distributed.launch`, `torchrun` or `srun`
+(one task each). SIGTERM, SIGINT and SIGUSR1 stop training with a resumable checkpoint, exit
+status 128 + the signal number; the same command resumes (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -40,12 +36,8 @@ def _train(parser: argparse.ArgumentParser, argv: list[str] | None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parses the flags, sets up the process group and trains (or validates).
-
-    Returns:
-        0 on success, 1 on bad input (one logged line), 2 on bad flags, 128 + N after a stop
-        signal N (143 for SIGTERM) with a checkpoint to resume from. Any other exception
-        is a bug and propagates with its traceback; `--debug` shows one for bad input too.
+    """Parses the flags, sets up the process group and trains (or validates); returns 0, 1 on
+    bad input, 2 on bad flags, 128 + N after a stop signal N (with a checkpoint to resume from).
     """
     parser = build_parser(description=__doc__.splitlines()[0])
     parser.prog = f"{PROG}.py"

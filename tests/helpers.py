@@ -17,6 +17,10 @@ from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
+from dpr.training.command_line import build_parser, config_from_args
+from dpr.training.config import Config
+from dpr.training.curves import TrainingCurves
+from dpr.utils.errors import UsageError
 from dpr.utils.seed import make_rng
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,3 +229,23 @@ class NoSpaceWriter:
 
     def flush(self) -> None:
         self.handle.flush()
+
+
+def parse_config(argv: list[str]) -> Config:
+    """The `Config` of a training command line, ending through `parser.error` (exit 2) on
+    invalid values, as `train_dense_encoder.py` does."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(parser, argv, args)
+    except UsageError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits
+
+
+def read_curves(log_file: Path, *, batches: int, accumulation: int) -> dict:
+    """The points of a `training_log.jsonl` (see `TrainingCurves.points`)."""
+    curves = TrainingCurves(batches=batches, accumulation=accumulation)
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        curves.add(json.loads(line))
+    return curves.points()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,21 +28,6 @@ from dpr.utils.dist import DistContext
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Precision:
-    """The mixed-precision policy: autocast type (None = float32) and its gradient scaler."""
-
-    dtype: torch.dtype | None
-    device_type: str
-    scaler: torch.amp.GradScaler
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """A context running the forward pass in `dtype` (a no-op in float32)."""
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-
 class TrainingParts(NamedTuple):
     """Everything the loop needs besides the data."""
 
@@ -49,7 +35,8 @@ class TrainingParts(NamedTuple):
     biencoder: BiEncoder  # the bare model: what is saved and validated
     model: torch.nn.Module  # `biencoder`, in DDP when several processes train
     optimizer: torch.optim.Optimizer  # AdamW, with the checkpoint's state when it fits
-    precision: Precision
+    autocast: Callable[[], contextlib.AbstractContextManager]  # disabled in float32
+    scaler: torch.amp.GradScaler  # enabled for float16 only
 
 
 def check_fairseq_dictionary(folder: Path, tensorizer: Tensorizer) -> None:
@@ -64,11 +51,6 @@ def check_fairseq_dictionary(folder: Path, tensorizer: Tensorizer) -> None:
     check_dictionary(read_dictionary(folder / "dict.txt"), tokenizer.convert_tokens_to_ids,
                      unk_token=tokenizer.unk_token, source=str(folder))
     logger.info("%s/dict.txt agrees with the tokenizer's ids", folder)
-
-
-def pad_multiple(t: TrainConfig, device: torch.device) -> int:
-    """`--pad_to_multiple_of` in effect: the flag, else 64 on GPUs (fewer shapes), else 8."""
-    return t.pad_to_multiple_of or (64 if device.type == "cuda" else 8)
 
 
 def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None,
@@ -92,19 +74,13 @@ def _build_biencoder(m: ModelConfig, t: TrainConfig, resume: Resume | None,
 
 def towers(biencoder: BiEncoder) -> list:
     """The distinct encoders of a bi-encoder (one when shared)."""
-    if biencoder.shared:
-        return [biencoder.question_model]
-    return [biencoder.question_model, biencoder.ctx_model]
+    return list(dict.fromkeys((biencoder.question_model, biencoder.ctx_model)))
 
 
 def compile_towers(biencoder: BiEncoder) -> None:
     """`--compile`: compiles each tower's transformer in place (`nn.Module.compile`), so
-    parameter names, checkpoints and the optimizer state stay those of the eager model.
-
-    Default mode, on GPUs too: "max-autotune-no-cudagraphs" tunes kernels for each new shape
-    (minutes each, and dynamic padding and length buckets make several), and CUDA graphs
-    would need static shapes.
-    """
+    parameter names, checkpoints and the optimizer state stay those of the eager model; default
+    mode, on GPUs too (why: docs/PERFORMANCE.md)."""
     for tower in towers(biencoder):
         tower.model.compile()
     logger.info("torch.compile: both towers' encoders compiled (default mode)")
@@ -112,15 +88,10 @@ def compile_towers(biencoder: BiEncoder) -> None:
 
 def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
                 resume: Resume | None) -> TrainingParts:
-    """Builds the model (from `resume` when given) and what trains it, on `dctx.device`.
-
-    Args:
-        m: Encoder settings in effect (see `resume.resolve_model_config`).
-        t: Training flags.
-        dctx: Process context.
-        resume: Checkpoint to start from, or None for the pretrained weights.
-    """
-    multiple = pad_multiple(t, dctx.device)
+    """Builds the model (from `resume`, else the pretrained weights) and what trains it, on
+    `dctx.device`, with the encoder settings in effect `m` (`resume.resolve_model_config`)."""
+    # Padded lengths are multiples of 64 on GPUs (fewer shapes), else 8 (docs/PERFORMANCE.md).
+    multiple = t.pad_to_multiple_of or (64 if dctx.device.type == "cuda" else 8)
     tensorizer = build_tensorizer(
         m.encoder_model_type, m.pretrained_model_cfg or m.pretrained_file,
         sequence_length=m.sequence_length, do_lower_case=m.do_lower_case,
@@ -147,5 +118,6 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext,
                     " with loss scaling" if dtype == torch.float16 else "")
     scaler = torch.amp.GradScaler(dctx.device.type, enabled=dtype == torch.float16)
     restore_scaler(scaler, resume)
-    return TrainingParts(tensorizer, biencoder, model, optimizer,
-                         Precision(dtype, dctx.device.type, scaler))
+    autocast = functools.partial(torch.autocast, dctx.device.type, dtype=dtype,
+                                 enabled=dtype is not None)
+    return TrainingParts(tensorizer, biencoder, model, optimizer, autocast, scaler)

@@ -31,51 +31,21 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 # The annotation of each config field -> the Python types its value may have.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
-    "str | None": (str, type(None)), "int | None": (int, type(None)),
-    "float | None": (int, float, type(None)),
+    "str | None": (str, type(None)), "float | None": (int, float, type(None)),
 }
 
 
 def check_value(name: str, annotation: str, value: Any) -> None:
     """Checks one flag value against its field's annotation (values from a `--config` file
-    do not go through argparse's conversion); floats must be finite.
-
-    Raises:
-        UsageError: Naming the flag, the value and the expected type.
-    """
-    allowed = _FIELD_TYPES.get(annotation)
-    if allowed is None:
-        return
+    do not go through argparse's conversion), floats being finite: `UsageError` naming the
+    flag, the value and the expected type."""
+    allowed = _FIELD_TYPES[annotation]
     wrong_bool = isinstance(value, bool) and bool not in allowed
     if wrong_bool or not isinstance(value, allowed):
         expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
         raise UsageError(f"--{name}: expected {expected}, got {json.dumps(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(f"--{name}: must be a finite number, got {value}")
-
-
-def config_from_namespace(values: dict[str, Any],
-                          explicit: frozenset[str] = frozenset()) -> Config:
-    """Splits parsed flag values into the three config dataclasses (validating them).
-
-    Keys that are no config field (`config`, an entry point's `debug`) are ignored.
-
-    Args:
-        values: Flag values by field name.
-        explicit: The names the user set (see `Config.explicit`).
-
-    Raises:
-        UsageError: Naming the first invalid flag.
-    """
-    for cls in CONFIG_CLASSES:
-        for f in dataclasses.fields(cls):
-            if f.name in values:
-                check_value(f.name, str(f.type), values[f.name])
-    return Config(*(options_of(cls, values) for cls in CONFIG_CLASSES),
-                  explicit=frozenset(explicit))
-
-
-FIELD_NAMES = tuple(f.name for cls in CONFIG_CLASSES for f in dataclasses.fields(cls))
 
 
 def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -94,17 +64,11 @@ def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, A
 
 def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
                      args: argparse.Namespace) -> Config:
-    """The `Config` of parsed flags, with a `--config` file's values under the command line's.
-
-    Args:
-        parser: The parser from `build_parser` that produced `args`.
-        argv: The command line `args` came from (parsed again over the file's values).
-        args: The parsed flags.
-
-    Raises:
-        UsageError: For an unreadable or unknown-key `--config` file and invalid values.
-    """
-    explicit = given_options(parser, argv, FIELD_NAMES)
+    """The `Config` of `args` parsed from `argv` by `parser` (`build_parser`), with a
+    `--config` file's values under the command line's (`argv` is parsed again over them);
+    `UsageError` for an unreadable or unknown-key `--config` file and invalid values."""
+    fields = [f for cls in CONFIG_CLASSES for f in dataclasses.fields(cls)]
+    explicit = given_options(parser, argv, [f.name for f in fields])
     if args.config:
         from_file = _read_config_file(args.config, parser)
         explicit |= set(from_file)
@@ -113,18 +77,9 @@ def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
             args = parser.parse_args(argv)
         except SystemExit as exit_:  # argparse already printed which value it refused
             raise UsageError(f"--config {args.config}: a value is invalid") from exit_
-    return config_from_namespace(vars(args), explicit - {"config"})
-
-
-def parse_config(argv: list[str] | None, description: str | None = None) -> Config:
-    """Parses the command line (and an optional `--config` JSON file) into a `Config`.
-
-    Invalid values end the program through `parser.error` with a message naming the flag.
-    """
-    parser = build_parser(description)
-    args = parser.parse_args(argv)
-    try:
-        return config_from_args(parser, argv, args)
-    except UsageError as err:
-        parser.error(str(err))
-        raise  # unreachable: parser.error exits
+    values = vars(args)
+    for f in fields:
+        if f.name in values:
+            check_value(f.name, str(f.type), values[f.name])
+    return Config(*(options_of(cls, values) for cls in CONFIG_CLASSES),
+                  explicit=frozenset(explicit - {"config"}))

@@ -1,9 +1,7 @@
-"""Training configuration: DPR's `train_dense_encoder.py` flags as three frozen dataclasses.
-
-Every flag keeps DPR's name, type, default and meaning (see docs/DIFFERENCES.md for the few
-whose effect was corrected). The argparse parser is generated from the dataclass fields
-(`dpr.training.command_line`), so a flag's default and help live in exactly one place. Invalid
-values raise `UsageError` (a `ValueError`) naming the flag.
+"""Training configuration: DPR's `train_dense_encoder.py` flags as three frozen dataclasses,
+whose fields generate the parser (`dpr.training.command_line`). Every flag keeps DPR's name,
+type, default and meaning (docs/DIFFERENCES.md lists the few corrected); invalid values raise
+`UsageError` naming the flag.
 """
 
 from __future__ import annotations
@@ -18,6 +16,13 @@ from dpr.recipe import Recipe
 from dpr.training.step import SCALER_TOLERANCE
 from dpr.utils.errors import UsageError
 from dpr.utils.options import opt
+
+
+def check_bounds(config: Any, **lowest: float) -> None:
+    """Refuses a field below its lowest value: `UsageError` "--<name> must be >= <low>"."""
+    for name, low in lowest.items():
+        if getattr(config, name) < low:
+            raise UsageError(f"--{name} must be >= {low}, got {getattr(config, name)}")
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,7 @@ class ModelConfig(Recipe):
         if self.encoder_model_type not in ENCODER_TYPES:
             raise UsageError(f"--encoder_model_type {self.encoder_model_type!r}: unsupported "
                              f"model type (choose one of {', '.join(ENCODER_TYPES)})")
-        if self.projection_dim < 0:
-            raise UsageError(f"--projection_dim must be >= 0, got {self.projection_dim}")
+        check_bounds(self, projection_dim=0)
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.shared_encoder and self.fix_ctx_encoder:
@@ -84,12 +88,7 @@ class DataConfig:
                                      "instead of the first (training only).")
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "dev_batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("hard_negatives", "other_negatives"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        check_bounds(self, batch_size=1, dev_batch_size=1, hard_negatives=0, other_negatives=0)
 
 
 def parse_adam_betas(text: str) -> tuple[float, float]:
@@ -188,34 +187,22 @@ class TrainConfig:
         "of its softmax and accuracy (training and NLL validation).")
 
     def __post_init__(self) -> None:
-        if self.gradient_accumulation_steps < 1:
-            raise UsageError("--gradient_accumulation_steps must be >= 1, got "
-                             f"{self.gradient_accumulation_steps}")
-        for name in ("eval_per_epoch", "log_batch_step", "train_rolling_loss_step",
-                     "val_av_rank_bsz", "val_av_rank_max_qs"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_av_rank_start_epoch", "val_av_rank_hard_neg", "val_av_rank_other_neg",
-                     "learning_rate", "adam_eps", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.local_rank < -1:
-            raise UsageError(f"--local_rank must be >= -1, got {self.local_rank}")
-        if self.warmup_steps < 0 or self.num_train_epochs < 0:
-            raise UsageError("--warmup_steps and --num_train_epochs must be >= 0")
+        check_bounds(self, gradient_accumulation_steps=1, eval_per_epoch=1, log_batch_step=1,
+                      train_rolling_loss_step=1, val_av_rank_bsz=1, val_av_rank_max_qs=1,
+                      val_av_rank_start_epoch=0, val_av_rank_hard_neg=0, val_av_rank_other_neg=0,
+                      learning_rate=0, adam_eps=0, weight_decay=0, local_rank=-1,
+                      warmup_steps=0, num_train_epochs=0, pad_to_multiple_of=0,
+                      grad_cache_chunk_size=0, length_bucket_size=0, keep_last_checkpoints=0)
         if self.amp_dtype not in ("auto", "bfloat16", "float16"):
             raise UsageError(f"--amp_dtype must be auto, bfloat16 or float16, got "
                              f"{self.amp_dtype!r}")
-        for name in ("pad_to_multiple_of", "grad_cache_chunk_size", "length_bucket_size"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.fp16_opt_level not in ("O0", "O1", "O2", "O3"):
             raise UsageError(f"--fp16_opt_level must be O0, O1, O2 or O3, got "
                              f"{self.fp16_opt_level!r}")
         parse_adam_betas(self.adam_betas)
-        if self.keep_last_checkpoints < 0 or self.distributed_timeout_minutes <= 0:
-            raise UsageError("--keep_last_checkpoints must be >= 0 and "
-                             "--distributed_timeout_minutes > 0")
+        if self.distributed_timeout_minutes <= 0:
+            raise UsageError("--distributed_timeout_minutes must be > 0, got "
+                             f"{self.distributed_timeout_minutes}")
 
     @property
     def betas(self) -> tuple[float, float]:

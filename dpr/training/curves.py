@@ -1,16 +1,10 @@
-"""`training_curves.png`: training loss, in-batch accuracy and validation metrics of a run.
-
-The points are kept in memory as the run logs them (`TrainingCurves.add`, fed by
-`dpr.training.run_dir.RunDir.log_event`, and with the records kept from the log when a run
-resumes), so drawing never re-reads `training_log.jsonl`. The image is drawn at validation
-points at most once every `DRAW_INTERVAL_S` seconds (the first validation always draws) and
-at the end of training; a run stopped by a signal does not wait for a drawing.
-`read_curves` gives the same points from a log file, for scripts.
+"""`training_curves.png`: training loss, in-batch accuracy and validation metrics of a run,
+drawn from points kept in memory, never by re-reading `training_log.jsonl`; when it is drawn:
+docs/RELIABILITY.md ("a stop signal right after a validation").
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -30,23 +24,13 @@ _DPI = 100
 
 
 class TrainingCurves:
-    """The points of the curves, against optimizer updates.
+    """The points of the curves, against optimizer updates (`update_number` of `batches` and
+    `accumulation`); a batch logged twice (a run resumed from an earlier checkpoint) counts
+    once, its last record. `clock`: monotonic seconds (faked by tests)."""
 
-    A batch logged twice (a run resumed from an earlier checkpoint) counts once, its last
-    record.
-
-    Args:
-        batches: Batches per epoch per process.
-        accumulation: `--gradient_accumulation_steps`.
-        interval: Seconds between two drawings at validation points (`maybe_draw`); None:
-            `DRAW_INTERVAL_S`.
-        clock: Seconds, monotonic (tests pass a fake one).
-    """
-
-    def __init__(self, *, batches: int, accumulation: int, interval: float | None = None,
+    def __init__(self, *, batches: int, accumulation: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.batches, self.accumulation = batches, accumulation
-        self.interval = DRAW_INTERVAL_S if interval is None else interval
         self.clock = clock
         self.train: dict[tuple[int, int], tuple[float, float]] = {}
         self.validation: dict[str, dict[tuple[int, int], float]] = {}
@@ -73,8 +57,8 @@ class TrainingCurves:
         }
 
     def maybe_draw(self, folder: str | Path) -> Path | None:
-        """Draws when `interval` seconds have passed since the last drawing; else None."""
-        if self.clock() - self.last_drawn < self.interval:
+        """Draws when `DRAW_INTERVAL_S` seconds have passed since the last drawing; else None."""
+        if self.clock() - self.last_drawn < DRAW_INTERVAL_S:
             return None
         return self.draw(folder)
 
@@ -83,14 +67,6 @@ class TrainingCurves:
         path = draw_curves(self.points(), Path(folder) / CURVES_FILE)
         self.last_drawn = self.clock()
         return path
-
-
-def read_curves(log_file: Path, *, batches: int, accumulation: int) -> dict[str, Any]:
-    """The points of a `training_log.jsonl` (see `TrainingCurves.points`)."""
-    curves = TrainingCurves(batches=batches, accumulation=accumulation)
-    for line in log_file.read_text(encoding="utf-8").splitlines():
-        curves.add(json.loads(line))
-    return curves.points()
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -102,11 +78,8 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 
 def draw_curves(curves: Mapping[str, Any], path: Path) -> Path:
-    """Draws the points of `TrainingCurves.points` into the PNG `path` (written atomically).
-
-    Returns:
-        `path`.
-    """
+    """Draws the points of `TrainingCurves.points` into the PNG `path` (written atomically);
+    returns `path`."""
     from matplotlib.figure import Figure  # Agg through Figure.savefig, no pyplot state
 
     fig = Figure(figsize=(CURVES_SIZE[0] / _DPI, CURVES_SIZE[1] / _DPI), dpi=_DPI)

@@ -1,11 +1,6 @@
-"""Stopping a training run cleanly on SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 (SLURM `--signal`).
-
-A signal only records a request; the loop checks it at every optimizer-update boundary, where
-all processes agree on it (one tiny all-reduce), write a resumable checkpoint and raise
-`TrainingInterrupted`, which the entry point turns into exit status 128 + the signal number
-(143 for SIGTERM, 130 for SIGINT, 138 for SIGUSR1). Re-running the same command resumes from
-that checkpoint. A second signal while the first is being handled kills the process at once
-(the default action), e.g. a second Ctrl-C.
+"""Stopping a training run cleanly on SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 (SLURM `--signal`):
+a signal records a request, which the loop checks at optimizer-update boundaries; exit status
+128 + the signal number, and what happens then: docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
@@ -14,7 +9,7 @@ import logging
 import os
 import signal
 import threading
-from types import FrameType, TracebackType
+from types import FrameType
 
 from dpr.utils.dist import DistContext, max_over_processes
 from dpr.utils.errors import DprError
@@ -49,8 +44,7 @@ class StopRequest:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

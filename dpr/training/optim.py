@@ -1,8 +1,6 @@
 """The optimizer: AdamW with DPR's two parameter groups, and loading a saved state into it.
-
-The learning-rate schedule is transformers' `get_linear_schedule_with_warmup` (DPR's
-`get_schedule_linear`: warm-up from 0, then linear decay to 0 at the run's last update), built
-in `dpr.training.trainer`; its `state_dict` is a `LambdaLR`'s, as DPR's checkpoints store.
+The schedule is transformers' `get_linear_schedule_with_warmup` (DPR's `get_schedule_linear`;
+its `state_dict` is a `LambdaLR`'s, as DPR's checkpoints store), built in the trainer.
 """
 
 from __future__ import annotations
@@ -14,9 +12,6 @@ from torch import nn
 from torch.optim import AdamW, Optimizer
 
 NO_DECAY = ("bias", "LayerNorm.weight")
-# Whether the fused AdamW kernel is used on CPU parameters: yes, as it measured ~15x faster
-# than the default (for-loop) implementation on this project's CPUs (docs/PERFORMANCE.md).
-FUSED_ON_CPU = True
 # The settings that choose AdamW's implementation, not its arithmetic: they stay this
 # optimizer's own when a saved state (which carries them) is loaded.
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")
@@ -25,9 +20,10 @@ IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")
 def use_fused(params: list[nn.Parameter]) -> bool:
     """The default of `build_optimizer(fused=None)`: fused when every parameter is on a GPU
     (one kernel launch for all parameters, and GradScaler's inf check stays on the device),
-    on CPUs when `FUSED_ON_CPU`."""
+    or every one on the CPU (measured ~15x faster than the for-loop kernel there,
+    docs/PERFORMANCE.md)."""
     devices = {p.device.type for p in params}
-    return devices == {"cuda"} or (devices == {"cpu"} and FUSED_ON_CPU)
+    return devices in ({"cuda"}, {"cpu"})
 
 
 def build_optimizer(
@@ -39,10 +35,8 @@ def build_optimizer(
     betas: tuple[float, float],
     fused: bool | None = None,
 ) -> AdamW:
-    """AdamW with DPR's two parameter groups.
-
-    Parameters whose names contain "bias" or "LayerNorm.weight" get no weight decay; every
-    other one gets `weight_decay`. All parameters are listed (frozen ones simply never have
+    """AdamW with DPR's two parameter groups: no weight decay for parameters whose names
+    contain "bias" or "LayerNorm.weight". All parameters are listed (frozen ones never have
     gradients), so the state's parameter order matches DPR's.
 
     Args:
@@ -68,10 +62,8 @@ def load_optimizer_state(optimizer: Optimizer, state: dict[str, Any]) -> None:
     A saved state carries the implementation flags of the optimizer that saved it (fused or
     not) and keeps each `step` counter where that one wanted it; torch would adopt both. Here
     the flags stay this optimizer's, and the counters move to where it needs them: a float32
-    tensor on the parameter's device when fused (or capturable), on the CPU otherwise.
-
-    Raises:
-        ValueError: The state does not fit (from `load_state_dict`).
+    tensor on the parameter's device when fused (or capturable), on the CPU otherwise. A
+    state that does not fit is `load_state_dict`'s `ValueError`.
     """
     own = [{key: group.get(key) for key in IMPLEMENTATION_KEYS}
            for group in optimizer.param_groups]

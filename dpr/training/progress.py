@@ -1,24 +1,9 @@
-"""What a training run shows and writes as it goes, from per-step numbers kept on the device.
-
-Reading a loss (`.item()`) makes the host wait for the device to finish all the work queued so
-far, so that, read every step, the GPU runs dry at every step while Python prepares the next
-batch. The loop therefore queues each step's results (`StepRecords`) and reads them in one copy
-only where a number is shown or written: at a log line, a rolling-loss line, a validation
-point, a stop, the end of an epoch, or when `flush_seconds` have passed since the last read
-(so that the progress bar and `training_log.jsonl` stay at most that late). The numbers, and so
-every log record, are the same as when read step by step (measured: docs/PERFORMANCE.md).
-
-`EpochReport` turns the numbers read, in step order, into what an epoch shows and writes: the
-loss guard (`dpr.training.step.LossGuard`), one `train` record per step in
-`training_log.jsonl`, a log line every `--log_batch_step` steps, a rolling-loss line every
-`--train_rolling_loss_step` steps and the epoch's averages; on the main process, a tqdm bar
-(batches, loss, questions/s, run ETA) when stderr is a terminal, otherwise the speed and the
-ETAs of the epoch and of the run appended to the log line. Validation shows a bar on a
-terminal, otherwise a line every tenth of its batches (`tracked`). Times are tqdm's (its clock,
-`format_interval`, its line for validation); the time spent validating and checkpointing is
-left out of speeds and ETAs (`EpochReport.paused`, tqdm's `unpause`). Only what tqdm cannot
-know is computed here: questions per second (its bar counts batches, of varying size) and the
-ETA of the run (its bar is one epoch's).
+"""What a training run shows and writes as it goes: per-step numbers queued on the device
+(`StepRecords`) and read in one copy where a number is shown or written (docs/PERFORMANCE.md,
+"No read-back per step"), then turned by `EpochReport` into the loss guard, the `train`
+records, the log lines and tqdm's bar (docs/DIFFERENCES.md). Times and formats are tqdm's;
+only what tqdm cannot know is computed here: questions per second (its bar counts batches, of
+varying size) and the run's ETA (its bar is one epoch's).
 """
 
 from __future__ import annotations
@@ -77,12 +62,8 @@ class StepNumbers(NamedTuple):
 
 
 class StepRecords:
-    """Step results waiting to be read.
-
-    Args:
-        flush_seconds: `due` turns true this long after the last `drain`.
-        clock: Seconds, monotonic (tests pass a fake one).
-    """
+    """Step results waiting to be read; `due` turns true `flush_seconds` after the last
+    `drain` (`clock`: monotonic seconds, faked by tests)."""
 
     def __init__(self, flush_seconds: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -91,7 +72,8 @@ class StepRecords:
         self.last = clock()
 
     def add(self, iteration: int, lr: float, result: InBatchLoss) -> None:
-        """Queues one step's (detached) result; reads nothing from the device."""
+        """Queues one step's detached result, counts as tensors (`sync=False`); reads nothing
+        from the device."""
         self.pending.append((iteration, lr, result))
 
     def due(self) -> bool:
@@ -104,35 +86,16 @@ class StepRecords:
         self.last = self.clock()
         if not pending:
             return []
-        losses = _read([r.loss for _, _, r in pending])
-        counts = _read([value for _, _, r in pending for value in (r.correct, r.masked)])
-        return [StepNumbers(iteration, lr, float(loss), int(counts[2 * i]), r.questions,
-                            int(counts[2 * i + 1]))
-                for i, ((iteration, lr, r), loss) in enumerate(zip(pending, losses))]
-
-
-def _read(values: list[torch.Tensor | int | float]) -> list[int | float]:
-    """Python numbers of `values`; the tensors among them travel in one stacked copy."""
-    tensors = [v.detach().reshape(()) for v in values if isinstance(v, torch.Tensor)]
-    if not tensors:
-        return list(values)
-    read = iter(torch.stack(tensors).tolist())
-    return [next(read) if isinstance(v, torch.Tensor) else v for v in values]
+        losses = torch.stack([r.loss for _, _, r in pending]).tolist()
+        counts = torch.stack([torch.stack([r.correct, r.masked]) for _, _, r in pending]).tolist()
+        return [StepNumbers(iteration, lr, loss, correct, r.questions, masked)
+                for (iteration, lr, r), loss, (correct, masked) in zip(pending, losses, counts)]
 
 
 class EpochReport:
-    """What one training epoch shows and writes (module docstring).
-
-    Args:
-        t: The training flags (log intervals, epochs).
-        run_dir: The run's files (`train` records).
-        guard: The run's non-finite loss guard.
-        epoch: The epoch (0-based).
-        start: Batches of this epoch already done before (resume).
-        batches: Batches per epoch.
-        enabled: False off the main process: nothing is shown.
-        bar: Draw a bar (default: when stderr is a terminal).
-    """
+    """What training `epoch` (0-based) shows and writes (module docstring), `start` batches of
+    it done before (resume). Nothing is shown unless `enabled` (the main process); a bar is
+    drawn when `bar` (default: when stderr is a terminal)."""
 
     def __init__(self, t: TrainConfig, run_dir: RunDir, guard: LossGuard, *, epoch: int,
                  start: int, batches: int, enabled: bool, bar: bool | None = None) -> None:
@@ -190,12 +153,9 @@ class EpochReport:
             self.bar.unpause()
 
     def flush(self, check: bool = True) -> None:
-        """Reads the queued steps and writes what each of them logs.
-
-        Args:
-            check: Stop on a diverged loss now (`LossGuard.check`); False where the processes
-                of a job may not all be at this step (a time-based read).
-        """
+        """Reads the queued steps and writes what each of them logs; with `check`, stops on a
+        diverged loss now (`LossGuard.check`), which a time-based read must not do: the
+        processes of a job may not all be at this step."""
         t, epoch = self.t, self.epoch
         for n in self.records.drain():
             self.guard.observe(epoch, n.iteration, n.loss)
@@ -229,13 +189,8 @@ class EpochReport:
 
 
 def tracked(items: Iterable[T], *, total: int, desc: str, enabled: bool) -> Iterator[T]:
-    """Yields `items` with a bar on a terminal, else logs tqdm's line (`TRACKED_LINE`: batches
-    done, elapsed<remaining, rate) every tenth of `total`.
-
-    Args:
-        total: How many items are expected (the bar's length and the ETA's).
-        desc: What is being done, e.g. "Average-rank validation".
-        enabled: False off the main process: nothing is shown.
+    """Yields `items` with a bar on a terminal, else logs tqdm's line (`TRACKED_LINE`) every
+    tenth of the `total` items expected; nothing is shown unless `enabled` (the main process).
     """
     drawn = enabled and on_terminal()
     every = max(1, math.ceil(total / 10))

@@ -1,24 +1,10 @@
 """Where a training run starts from: the resume policy and restoring a checkpoint's state.
 
-Resume policy (announced in one log line):
-1. when training, the most advanced readable checkpoint of the run in `--output_dir` (a re-run
-   of an interrupted command continues where it stopped, whatever `--model_file` says; the
-   `--ignore_checkpoint_*` flags then do not apply: they are for `--model_file`); a newer
-   unreadable one (truncated) is skipped with a warning, and none readable is an error;
-2. else `--model_file`, with its progress, optimizer and schedule unless an
-   `--ignore_checkpoint_*` flag says otherwise;
-3. else a fresh model.
-
-A checkpoint written at the end of an epoch resumes at the start of the next one. Model flags
-(the recipe of `dpr.recipe.Recipe` included, `--freeze_embeddings` too) given on the command
-line that disagree with an auto-found checkpoint's `encoder_params` are a `UsageError` (the
-checkpoint defines the model; silently replacing the user's value would hide a wrong
-`--output_dir`); with `--model_file` the checkpoint's values win, logged. A fresh run takes
-the recipe flags it was not given from a sentence-transformers `--pretrained_model_cfg`
-(`complete_recipe`).
-
-The gradient scaler's state (float16 training) travels inside `optimizer_dict` under the
-reserved key `SCALER_KEY`, so that checkpoints keep exactly DPR's six keys.
+Policy (announced in one log line): when training, the most advanced readable checkpoint of
+the run in `--output_dir`, whatever `--model_file` says (the `--ignore_checkpoint_*` flags are
+for `--model_file` only); else `--model_file`; else a fresh model. Unreadable checkpoints and
+flags that disagree with the checkpoint: docs/RELIABILITY.md. The gradient scaler's state
+travels inside `optimizer_dict` under `SCALER_KEY`, so that checkpoints keep DPR's six keys.
 """
 
 from __future__ import annotations
@@ -53,31 +39,18 @@ SCALER_KEY = "dpr_grad_scaler"
 
 @dataclass(frozen=True)
 class Resume:
-    """The checkpoint a run starts from.
-
-    Attributes:
-        path: The checkpoint file.
-        state: Its content (optimizer / scheduler emptied when ignored).
-        keep_progress: False with --ignore_checkpoint_offset: start at epoch 0, batch 0.
-        own: Whether it is this run's own checkpoint, found in --output_dir.
-    """
+    """The checkpoint a run starts from."""
 
     path: str
-    state: CheckpointState
-    keep_progress: bool = True
-    own: bool = False
+    state: CheckpointState  # optimizer / scheduler emptied when ignored
+    keep_progress: bool = True  # False with --ignore_checkpoint_offset: start at 0, 0
+    own: bool = False  # this run's own checkpoint, found in --output_dir
 
 
 def _own_checkpoint(cfg: Config) -> tuple[Path, CheckpointState] | None:
-    """The most advanced readable checkpoint of the run in `--output_dir`, loaded.
-
-    An unreadable one (truncated by a full disk or a partial copy) is skipped with a warning,
-    and the one resumed from instead is named.
-
-    Raises:
-        CheckpointError: When there are checkpoints but none is readable, or one needs full
-            unpickling that was not allowed.
-    """
+    """The most advanced readable checkpoint of the run in `--output_dir`, loaded; an
+    unreadable one (truncated) is skipped with a warning. `CheckpointError` when there are
+    checkpoints but none is readable, or one needs full unpickling that was not allowed."""
     t = cfg.train
     if not (cfg.data.train_file and t.output_dir):
         return None
@@ -136,17 +109,13 @@ def load_resume(cfg: Config) -> Resume | None:
 
 def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None,
                          explicit: frozenset[str] = frozenset()) -> ModelConfig:
-    """The command line's encoder settings, with what defines the model taken from `resume`.
-
-    Args:
-        model_cfg: The command line's model flags.
-        resume: The checkpoint training starts from.
-        explicit: Flags the user set; the recipe flags not among them are completed from the
-            checkpoint, else from a sentence-transformers folder (`complete_recipe`); with the
-            run's own checkpoint, one of them that disagrees with the checkpoint is an error.
+    """The command line's encoder settings, with what defines the model taken from `resume`
+    (logged): the recipe flags not among the `explicit` ones come from the checkpoint, else
+    from a sentence-transformers folder (`complete_recipe`).
 
     Raises:
-        UsageError: Naming the flag, its value and the checkpoint's.
+        UsageError: With the run's own checkpoint, for an explicit flag that disagrees with it
+            (naming the flag, its value and the checkpoint's).
     """
     if resume is None:
         return complete_recipe(model_cfg, explicit)
@@ -228,7 +197,8 @@ def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler,
 
 
 def start_position(resume: Resume | None, batches_per_epoch: int) -> tuple[int, int]:
-    """(epoch, batches already done in it) where training continues."""
+    """(epoch, batches already done in it) where training continues; a checkpoint written at
+    the end of an epoch resumes at the start of the next one."""
     if resume is None or not resume.keep_progress:
         return 0, 0
     epoch, offset = resume.state.epoch, resume.state.offset

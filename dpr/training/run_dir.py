@@ -1,21 +1,8 @@
-"""A run's output folder.
-
-What lives in `--output_dir` (written by the main process only):
-- `<checkpoint_file_name>.<epoch>.<offset>`: checkpoints in DPR's layout (`dpr.models.checkpoint`),
-  written atomically; with `--keep_last_checkpoints N` only the N most advanced and the best;
-- `training_config.json`: the resolved flags, the checkpoint's encoder settings included;
-- `training_log.jsonl`: one JSON object per training step and per validation;
-- `best_checkpoint.json`: `{"path", "metric", "value"}` of the best validation so far (lower is
-  better; a value that is not finite is never the best), written atomically, for `dpr2hf` and
-  scripts;
-- `training_curves.png` (`dpr.training.curves`, drawn from the records kept in memory).
-
-Crash safety (`RunDir.prepare`, at the start of every run): temporary files a killed process
-left are removed; a torn last line of the log (kill -9, full disk) is dropped with a warning;
-the log is cut back to the checkpoint the run resumes from (records after its (epoch,
-offset) are dropped, all of them for a fresh start), so that the log of a resumed run equals
-the one of an uninterrupted run. A validation is logged before its checkpoint is written, so
-every checkpoint's validation is in the log. The best validation is recovered from the log.
+"""A run's output folder, written by the main process only: checkpoints in DPR's layout
+(`<checkpoint_file_name>.<epoch>.<offset>`, `dpr.models.checkpoint`), `training_config.json`
+(the resolved flags and the checkpoint's encoder settings), `training_log.jsonl` (one record
+per step and per validation), `best_checkpoint.json` and `training_curves.png`. Crash safety
+(`RunDir.prepare`) and the best checkpoint: docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
@@ -74,11 +61,8 @@ def new_best(best: Best | None, metric: str, value: float, checkpoint: str) -> B
 
 
 def make_output_dir(path: str) -> None:
-    """Creates `--output_dir` (and its parents) if missing.
-
-    Raises:
-        UsageError: Naming the flag when the path is a file, under a file, or cannot be made.
-    """
+    """Creates `--output_dir` (and its parents) if missing; `UsageError` naming the flag when
+    it cannot be one."""
     check_output_dir(path, flag="--output_dir")
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -116,11 +100,8 @@ class RunDir:
         return name in (LOG_FILE, CONFIG_FILE, BEST_FILE) or name.startswith(self.prefix)
 
     def read_log(self) -> list[dict[str, Any]]:
-        """The records of `training_log.jsonl`, without a torn last line (warned about).
-
-        Raises:
-            InputError: For an unreadable line other than the last one.
-        """
+        """The records of `training_log.jsonl`, without a torn last line (warned about); an
+        unreadable line before it is an `InputError`."""
         log = self.folder / LOG_FILE if self.folder else None
         if log is None or not log.is_file():
             return []
@@ -137,11 +118,9 @@ class RunDir:
         return records
 
     def prepare(self, resume: Resume | None) -> Best | None:
-        """Makes the folder consistent with where training starts (module docstring).
-
-        Returns:
-            The best validation recorded up to the resume point (also `self.best`).
-        """
+        """Makes the folder consistent with where training starts: stale temporary files
+        removed, the log cut back to the resume point; returns the best validation recorded up
+        to it (also `self.best`)."""
         if not self.writes:
             return None
         for path in remove_stale_temp_files(self.folder, self._belongs):
@@ -220,11 +199,8 @@ class RunDir:
         return path
 
     def prune(self, keep_last: int, best: Best | None) -> list[Path]:
-        """Deletes this run's checkpoints but the `keep_last` most advanced and the best.
-
-        Returns:
-            The deleted files (none when `keep_last` is 0).
-        """
+        """Deletes this run's checkpoints but the `keep_last` most advanced and the best (none
+        when `keep_last` is 0); returns the deleted files."""
         if not self.writes or keep_last <= 0:
             return []
         named = [(parse_checkpoint_name(p.name, self.prefix), p)

@@ -1,43 +1,22 @@
 """One training step: forward/backward, its in-batch loss, and the loss that must stay finite.
 
-Read top to bottom: `plain_step` (or `grad_cache_step`) encodes the batch, `inbatch_loss`
-gathers the in-batch pool of all processes and scores it with the pure functions of
-`dpr.models.loss`, and the loss is back-propagated. The loop that calls a step and updates
-the optimizer is `dpr.training.trainer`; `LossGuard` stops the run once a step's loss is no
-longer finite.
+`plain_step` (or `grad_cache_step`) encodes the batch, `inbatch_loss` gathers the in-batch
+pool of all processes and scores it with `dpr.models.loss`, and the loss is back-propagated.
 
-The in-batch pool (`gather_pool`; DPR's semantics, on tensors instead of pickles):
-- Every process contributes its question vectors [B_r × D], passage vectors [C_r × D], the
-  positive indices [B_r] (local rows of its passages) and, to mask copies of positives, its
-  passage keys [C_r] and its questions' positive keys [B_r × P_r].
-- The global question matrix stacks the processes' questions in *global-rank* order, the
-  global passage matrix their passages in the same order, and each positive index is shifted
-  by the number of passages of the processes before it.
-- This process's own slot holds its local, gradient-carrying tensors; the other slots are
-  detached copies. Each process therefore back-propagates through its own vectors only; DDP
-  then averages the gradients over processes, as DPR does.
-- The duplicate-positive mask (`dpr.models.loss.duplicate_positive_mask`) is built once, on
-  the gathered keys: every process holds the same [ΣB × ΣC] mask.
-Two gathers of `dpr.utils.dist.all_gather_variable` carry it all: one of the integers (each
-process's sizes, positives and keys) and one of the vectors (sizes known by then).
+The in-batch pool (`gather_pool`; DPR's semantics, on tensors instead of pickles): questions,
+passages and positive indices of every process stacked in global-rank order, each positive
+shifted by the passages of the processes before it. This process's own slot holds its
+gradient-carrying tensors, the other slots detached copies, so each process back-propagates
+through its own vectors only and DDP averages the gradients, as DPR does. The
+duplicate-positive mask is built once, on the gathered passage keys: the same on every process.
 
-Gradient caching (Gao et al. 2021, "GradCache") gives the loss and gradients of the whole
-in-batch pool while only ever holding the activations of `chunk_size` sequences:
-1. encode every question and passage in chunks without a graph, remembering the RNG state
-   before each chunk (so dropout draws the same masks again in step 3);
-2. compute the DPR loss on the cached vectors and back-propagate it to the vectors only;
-3. re-encode each chunk with a graph and back-propagate the cached vector gradients into the
-   encoders. The result equals plain back-propagation through the whole batch.
+Gradient caching (Gao et al. 2021, "GradCache"), the loss and gradients of the whole pool
+holding the activations of `chunk_size` sequences only: encode every chunk without a graph
+(remembering the RNG state, so that dropout draws the same masks again), back-propagate the
+loss to the cached vectors, then re-encode each chunk with a graph and back-propagate the
+cached vector gradients into the encoders.
 
-A diverged run (`LossGuard`): a NaN or infinite loss back-propagates NaN gradients, and in
-float32 or bfloat16 the optimizer step that follows writes NaN into every weight. Training
-therefore stops at the first such step with `NonFiniteLossError` (exit status 1, one line
-naming the epoch, the step and the optimizer update), as fairseq's `FloatingPointError` does.
-Under float16 the `GradScaler` skips every update whose gradients overflow, so an occasional
-non-finite step leaves the weights intact: training stops after `SCALER_TOLERANCE` of them in
-a row. Losses are checked as they are read from the device, in step order
-(`dpr.training.progress`), always before a validation or a checkpoint: no checkpoint is written
-from diverged weights.
+`LossGuard` stops a run whose loss is no longer finite (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -65,81 +44,58 @@ ContextFactory = Callable[[], AbstractContextManager]
 
 
 class InBatchLoss(NamedTuple):
-    """The loss of one batch over the global pool, and its counts (the same on every process).
+    """The loss of one batch over the global pool, and its counts (the same on every process):
+    `correct` (questions whose positive scored highest) and `masked` ((question, passage) pairs
+    left out as copies of a positive), ints or, with `sync=False`, 0-dim device tensors."""
 
-    Attributes:
-        loss: Scalar loss (carries gradients to this process's vectors).
-        correct: Questions whose positive scored highest.
-        questions: Number of questions.
-        masked: Number of (question, passage) pairs left out as copies of a positive.
-
-    `correct` and `masked` are ints, or 0-dim tensors on the vectors' device when computed
-    with `sync=False` (reading them is then left to the caller, see `dpr.training.progress`).
-    """
-
-    loss: torch.Tensor
+    loss: torch.Tensor  # scalar, carrying gradients to this process's vectors
     correct: int | torch.Tensor
     questions: int
     masked: int | torch.Tensor
 
 
-class Pool(NamedTuple):
-    """The global in-batch pool (module docstring)."""
-
-    questions: torch.Tensor  # [ΣB × D]
-    passages: torch.Tensor  # [ΣC × D]
-    positive_idx: torch.Tensor  # [ΣB] global passage rows
-    mask: torch.Tensor | None  # [ΣB × ΣC] bool copies of positives, None without keys
-
-
 def gather_pool(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
                 dctx: DistContext, *, ctx_keys: torch.Tensor | None = None,
-                positive_keys: torch.Tensor | None = None) -> Pool:
-    """Builds the global in-batch pool and its duplicate-positive mask (module docstring).
+                positive_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """The global in-batch pool (module docstring): questions [ΣB × D], passages [ΣC × D],
+    positive rows [ΣB] and the duplicate-positive mask [ΣB × ΣC] (None without both keys).
 
     Args:
         q_vectors: [B × D] local question vectors.
         ctx_vectors: [C × D] local passage vectors.
         positive_idx: [B] local positive rows.
-        dctx: Process context.
-        ctx_keys: [C] passage keys; with `positive_keys`, the mask is built (else None).
+        ctx_keys: [C] passage keys.
         positive_keys: [B × P] keys of each question's positives, -1 padded.
     """
     keyed = ctx_keys is not None and positive_keys is not None
     if dctx.distributed:
         if not keyed:
             ctx_keys, positive_keys = positive_idx[:0], positive_idx[:, None][:, :0]
-        q_vectors, ctx_vectors, positive_idx, ctx_keys, positive_keys = _gather(
-            q_vectors, ctx_vectors, positive_idx, ctx_keys, positive_keys, dctx)
+        # Two gathers: the integers (sizes, positives, keys), then the vectors.
+        (n_q, width), n_c = positive_keys.shape, ctx_keys.shape[0]
+        head = positive_idx.new_tensor([n_q, ctx_vectors.shape[0], n_c, width])
+        ints = all_gather_variable(
+            torch.cat([head, positive_idx, ctx_keys, positive_keys.flatten()]), dctx)
+        shapes = torch.stack([part[:4] for part in ints]).tolist()  # (B, C, keys, P) each
+        rows = all_gather_variable(torch.cat([q_vectors, ctx_vectors]), dctx,
+                                   sizes=[b + c for b, c, _, _ in shapes])
+        widest = max(p for *_, p in shapes)
+        questions, passages, positives, keys, padded_keys = [], [], [], [], []
+        offset = 0
+        for rank, ((b, c, k, p), part, vectors) in enumerate(zip(shapes, ints, rows)):
+            own = rank == dctx.rank
+            questions.append(q_vectors if own else vectors[:b])
+            passages.append(ctx_vectors if own else vectors[b:])
+            pos, ctx_k, pos_k = part[4:].split([b, k, b * p])
+            positives.append(pos + offset)
+            keys.append(ctx_k)
+            padded_keys.append(F.pad(pos_k.view(b, p), (0, widest - p), value=-1))
+            offset += c
+        q_vectors, ctx_vectors, positive_idx = (torch.cat(questions), torch.cat(passages),
+                                                torch.cat(positives))
+        ctx_keys, positive_keys = torch.cat(keys), torch.cat(padded_keys)
     mask = duplicate_positive_mask(ctx_keys, positive_keys, positive_idx) if keyed else None
-    return Pool(q_vectors, ctx_vectors, positive_idx, mask)
-
-
-def _gather(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
-            ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
-            dctx: DistContext) -> tuple[torch.Tensor, ...]:
-    """Every process's part of the pool, in global-rank order (own slot: the local tensors)."""
-    (n_q, width), n_c = positive_keys.shape, ctx_keys.shape[0]
-    head = positive_idx.new_tensor([n_q, ctx_vectors.shape[0], n_c, width])
-    ints = all_gather_variable(
-        torch.cat([head, positive_idx, ctx_keys, positive_keys.flatten()]), dctx)
-    shapes = torch.stack([part[:4] for part in ints]).tolist()  # (B, C, keys, P) per process
-    rows = all_gather_variable(torch.cat([q_vectors, ctx_vectors]), dctx,
-                               sizes=[b + c for b, c, _, _ in shapes])
-    widest = max(p for *_, p in shapes)
-    questions, passages, positives, keys, padded_keys = [], [], [], [], []
-    offset = 0
-    for rank, ((b, c, k, p), part, vectors) in enumerate(zip(shapes, ints, rows)):
-        own = rank == dctx.rank
-        questions.append(q_vectors if own else vectors[:b])
-        passages.append(ctx_vectors if own else vectors[b:])
-        pos, ctx_k, pos_k = part[4:].split([b, k, b * p])
-        positives.append(pos + offset)
-        keys.append(ctx_k)
-        padded_keys.append(F.pad(pos_k.view(b, p), (0, widest - p), value=-1))
-        offset += c
-    return (torch.cat(questions), torch.cat(passages), torch.cat(positives), torch.cat(keys),
-            torch.cat(padded_keys))
+    return q_vectors, ctx_vectors, positive_idx, mask
 
 
 def inbatch_loss(
@@ -153,27 +109,19 @@ def inbatch_loss(
     sync: bool = True,
     temperature: float = 1.0,
 ) -> InBatchLoss:
-    """The DPR loss over the global in-batch pool.
+    """The DPR loss over the global in-batch pool, the same on every process.
 
     Args:
-        q_vectors: [B × D] local question vectors.
-        ctx_vectors: [C × D] local passage vectors.
-        positive_idx: [B] local positive rows.
-        dctx: Process context.
-        ctx_keys: [C] passage keys; with `positive_keys`, copies of a question's positives
-            are masked out of its negatives. None (either) = DPR's loss, nothing masked.
-        positive_keys: [B × P] keys of each question's positives, -1 padded.
+        ctx_keys, positive_keys: As in `gather_pool`: with both, copies of a question's
+            positives are masked out of its negatives; None = DPR's loss, nothing masked.
         sync: Return the counts as ints (a device-to-host copy each); False = as tensors.
         temperature: Scores are divided by it (`dpr.models.loss.scaled_scores`).
-
-    Returns:
-        Loss and counts, all global: the same on every process.
     """
     q, ctx, pos, mask = gather_pool(q_vectors, ctx_vectors, positive_idx, dctx,
                                     ctx_keys=ctx_keys, positive_keys=positive_keys)
     scores = scaled_scores(q, ctx, temperature)
     correct = correct_count(scores, pos, mask)
-    masked = mask.sum() if mask is not None else 0
+    masked = mask.sum() if mask is not None else scores.new_zeros((), dtype=torch.long)
     if sync:
         correct, masked = int(correct), int(masked)
     return InBatchLoss(nll_loss(scores, pos, mask), correct, q.shape[0], masked)
@@ -195,8 +143,7 @@ def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistConte
 
     Args:
         mask_duplicates: Leave copies of a question's positives out of its negatives.
-        sync: Counts as ints; False = as device tensors (no wait for the device).
-        temperature: The loss's score divisor (`inbatch_loss`).
+        sync, temperature: As in `inbatch_loss`.
     """
     with no_sync():
         with autocast():
@@ -213,14 +160,13 @@ class _RngState:
     """The CPU (and current CUDA device's) generator state, to replay dropout exactly."""
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.cpu_state = torch.get_rng_state()
-        self.cuda_state = torch.cuda.get_rng_state(device) if self.cuda else None
         self.device = device
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu_state)
-        if self.cuda:
+        if self.cuda_state is not None:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
@@ -289,12 +235,8 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
 
 
 def update_number(epoch: int, iteration: int, *, batches: int, accumulation: int) -> int:
-    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to.
-
-    Args:
-        batches: Batches per epoch (per process).
-        accumulation: `--gradient_accumulation_steps`.
-    """
+    """The 1-based optimizer update that batch `iteration` (1-based) of `epoch` belongs to,
+    with `batches` per epoch (per process) and `accumulation` batches per update."""
     return epoch * math.ceil(batches / accumulation) + math.ceil(iteration / accumulation)
 
 
@@ -303,14 +245,10 @@ class NonFiniteLossError(RunFailure):
 
 
 class LossGuard:
-    """Watches the training losses of a run, step by step in order.
-
-    Args:
-        batches: Batches per epoch (per process).
-        accumulation: `--gradient_accumulation_steps`, to name the optimizer update.
-        scaled: Whether a float16 loss scaler skips the updates of non-finite steps: then up
-            to `SCALER_TOLERANCE - 1` of them in a row are tolerated, with a warning.
-    """
+    """Watches the training losses of a run, step by step in order (`update_number`'s
+    `batches` and `accumulation` name the update); when `scaled` (a float16 loss scaler skips
+    the updates of non-finite steps), up to `SCALER_TOLERANCE - 1` of them in a row are
+    tolerated, with a warning."""
 
     def __init__(self, *, batches: int, accumulation: int, scaled: bool) -> None:
         self.batches, self.accumulation = batches, accumulation
@@ -337,11 +275,8 @@ class LossGuard:
                            self._where(epoch, iteration), self.in_a_row, self.limit - 1)
 
     def check(self) -> None:
-        """Raises once the run of non-finite steps is too long.
-
-        Raises:
-            NonFiniteLossError: Naming the first step of the run of non-finite losses.
-        """
+        """Raises `NonFiniteLossError`, naming the first step of the run of non-finite losses,
+        once that run is too long."""
         if self.in_a_row < self.limit or self.first is None:
             return
         epoch, iteration, loss = self.first

@@ -1,12 +1,5 @@
 """Training: the run as a whole (`run`) and the bi-encoder loop; one step reads top to bottom
-in `BiEncoderTrainer._train_epoch`.
-
-One step: `_train_epoch` builds the batch (`dpr.data.batch`), `dpr.training.step` encodes it,
-computes the in-batch loss (`dpr.models.loss`) and back-propagates, and `_optimizer_step`
-updates the weights. What the loop trains is built by `dpr.training.build`; where it starts
-from (which checkpoint, the model flags and recipe it defines) is `dpr.training.resume`'s; what
-a step shows and writes is `dpr.training.progress`'s, and the run's files are
-`dpr.training.run_dir`'s.
+in `BiEncoderTrainer._train_epoch` (docs/ARCHITECTURE.md, "One training step").
 """
 
 from __future__ import annotations
@@ -44,18 +37,9 @@ logger = logging.getLogger(__name__)
 
 
 def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
-    """Trains, or validates a checkpoint when no training file is given (DPR's main flow).
-
-    Data files are read before any model is built, so bad input fails fast and leaves no
-    checkpoint behind.
-
-    Returns:
-        A small summary (best checkpoint, or validation metrics).
-
-    Raises:
-        DprError: For unusable input (files, records, checkpoints); OSError for files that
-            cannot be read or written. Anything else is a bug.
-    """
+    """Trains, or validates a checkpoint when no training file is given (DPR's main flow);
+    returns a small summary (best checkpoint, or validation metrics). Data files are read
+    before any model is built, so bad input fails fast and leaves no checkpoint behind."""
     logger.info("Host %s, rank %d/%d (local rank %d), device %s, mixed precision %s",
                 socket.gethostname(), dctx.rank, dctx.world_size, dctx.local_rank, dctx.device,
                 cfg.train.use_amp)
@@ -73,13 +57,11 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
             dev_samples = load_samples(data.dev_file) if data.dev_file else None
         if train.output_dir:
             make_output_dir(train.output_dir)
-        trainer = BiEncoderTrainer(cfg, dctx)
-        return trainer.train(train_samples, dev_samples)
+        return BiEncoderTrainer(cfg, dctx).train(train_samples, dev_samples)
     if model.model_file and data.dev_file:
         with naming_flag("--dev_file"):
             dev_samples = load_samples(data.dev_file)
-        trainer = BiEncoderTrainer(cfg, dctx)
-        return trainer.validate_only(dev_samples)
+        return BiEncoderTrainer(cfg, dctx).validate_only(dev_samples)
     logger.warning("Nothing to do: give --train_file to train, or --model_file and --dev_file "
                    "to validate a checkpoint")
     return {}
@@ -95,13 +77,11 @@ class BiEncoderTrainer:
         self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
         self.recipe = Recipe.from_params(dataclasses.asdict(self.model_cfg))
         logger.info("Encoder recipe: %s", self.recipe.describe())
-        self.tensorizer, self.biencoder, self.model, self.optimizer, self.precision = \
-            build_parts(self.model_cfg, cfg.train, dctx, self.resume)
-        self.autocast = self.precision.autocast
+        self.tensorizer, self.biencoder, self.model, self.optimizer, self.autocast, \
+            self.scaler = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
         self.stop = StopRequest()
-        self.guard: LossGuard
 
     # -- training -----------------------------------------------------------------------------
     def train(self, train_samples: list[BiEncoderSample],
@@ -122,7 +102,7 @@ class BiEncoderTrainer:
         restore_scheduler(self.scheduler, self.optimizer, self.resume)
         start_epoch, start_offset = start_position(self.resume, batches)
         self.guard = LossGuard(batches=batches, accumulation=accum,
-                               scaled=self.precision.scaler.is_enabled())
+                               scaled=self.scaler.is_enabled())
         self.run_dir.curves = TrainingCurves(batches=batches, accumulation=accum)
         self.run_dir.prepare(self.resume)
         self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
@@ -201,7 +181,7 @@ class BiEncoderTrainer:
         t = self.cfg.train
         no_sync = self.model.no_sync if self.dctx.distributed else contextlib.nullcontext
         common = {"dctx": self.dctx, "autocast": self.autocast,
-                  "scale": self.precision.scaler.scale, "loss_factor": loss_factor,
+                  "scale": self.scaler.scale, "loss_factor": loss_factor,
                   "mask_duplicates": not t.keep_duplicate_positives, "sync": False,
                   "temperature": self.recipe.score_temperature}
         if t.grad_cache_chunk_size:
@@ -212,7 +192,7 @@ class BiEncoderTrainer:
                           no_sync=contextlib.nullcontext if update else no_sync, **common)
 
     def _optimizer_step(self) -> None:
-        t, scaler = self.cfg.train, self.precision.scaler
+        t, scaler = self.cfg.train, self.scaler
         if t.max_grad_norm > 0:
             scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.biencoder.parameters(), t.max_grad_norm)
@@ -231,7 +211,7 @@ class BiEncoderTrainer:
     def _save(self, epoch: int, iteration: int) -> str | None:
         path = self.run_dir.save_checkpoint(
             model=self.biencoder, optimizer=self.optimizer, scheduler=self.scheduler,
-            scaler=self.precision.scaler, model_cfg=self.model_cfg, epoch=epoch,
+            scaler=self.scaler, model_cfg=self.model_cfg, epoch=epoch,
             offset=iteration)
         self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.run_dir.best)
         return path

@@ -24,21 +24,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DevBatches:
-    """The dev samples and how they become batches (per process, in file order).
-
-    Attributes:
-        samples: The dev samples.
-        tensorizer: The training tensorizer.
-        batch_size: Questions per batch and process.
-        num_hard: Hard negatives per question.
-        num_other: Other negatives per question.
-    """
+    """The dev samples and how they become batches (per process, in file order)."""
 
     samples: Sequence[BiEncoderSample]
     tensorizer: Tensorizer
-    batch_size: int
-    num_hard: int
-    num_other: int
+    batch_size: int  # questions per batch and process
+    num_hard: int  # hard negatives per question
+    num_other: int  # other negatives per question
 
     def iterator(self, dctx: DistContext) -> ShardedIterator:
         """This process's share of the samples, unshuffled."""
@@ -61,17 +53,9 @@ def validate_nll(
     mask_duplicates: bool = True,
     temperature: float = 1.0,
 ) -> tuple[float, float]:
-    """Mean in-batch NLL loss and accuracy on the dev set, in-batch negatives from all processes.
-
-    Args:
-        mask_duplicates: Leave copies of a question's positives out of its negatives (and
-            out of the accuracy), as in training.
-        temperature: The training loss's score divisor.
-
-    Returns:
-        (mean loss over batches, fraction of questions whose positive scored highest); the same
-        values on every process.
-    """
+    """(Mean in-batch NLL loss over batches, fraction of questions whose positive scored
+    highest) on the dev set, with the in-batch negatives of all processes and the training
+    loss's `temperature` and duplicate masking; the same on every process."""
     model.eval()
     iterator = dev.iterator(dctx)
     total_loss, correct, questions, batches, masked = 0.0, 0, 0, 0, 0
@@ -85,15 +69,14 @@ def validate_nll(
                                batch.ctx_mask)
             out = inbatch_loss(q, ctx, batch.positive_idx, dctx, temperature=temperature,
                                **batch_keys(batch, mask_duplicates))
-            loss = out.loss
-            total_loss += loss.item()
+            total_loss += out.loss.item()
             correct += int(out.correct)
             questions += out.questions
             masked += out.masked
             batches += 1
             if iteration % log_every == 0:
                 logger.info("NLL validation: step %d/%d, loss %.4f", iteration,
-                            iterator.batches_per_epoch, loss.item())
+                            iterator.batches_per_epoch, out.loss.item())
     mean_loss = total_loss / max(batches, 1)
     accuracy = correct / max(questions, 1)
     logger.info("NLL validation: loss %.5f, accuracy %.4f (%d/%d), %d duplicate-positive "
@@ -116,15 +99,13 @@ def validate_average_rank(
     max_questions: int,
     autocast: Callable[[], AbstractContextManager],
 ) -> float:
-    """DPR's average-rank validation.
+    """DPR's average-rank validation: the average rank (0 = perfect), the same on every
+    process.
 
     Each process encodes its share of dev questions (up to `max_questions / world_size`) with
     their positive and negative passages, ranks its whole passage pool for each of its
     questions, and the 0-based rank of the gold passage is averaged over all processes.
     Ties count in the question's favour (rank = passages scoring strictly higher).
-
-    Returns:
-        The average rank (0 = perfect), the same on every process.
     """
     model.eval()
     iterator = dev.iterator(dctx)

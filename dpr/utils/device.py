@@ -1,9 +1,5 @@
-"""Where a process computes and in which precision: the one decision of each, for every tool.
-
-`select_device` turns the device flags (`--device`, DPR's `--no_cuda`) and the launcher's
-local rank into a `torch.device`; `autocast_dtype` turns `--fp16` / `--amp_dtype` into the
-autocast type on that device. Training (`dpr.utils.dist.init_distributed`), the encoding tools,
-the evaluation and mining all call these two functions.
+"""Where a process computes (`select_device`) and in which precision (`autocast_dtype`): the
+one decision of each, for every tool.
 """
 
 from __future__ import annotations
@@ -15,6 +11,7 @@ import torch
 from dpr.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
+
 
 def _parse(name: str, flag: str) -> torch.device:
     try:
@@ -31,19 +28,11 @@ def select_device(device: str | None = None, *, no_cuda: bool = False, local_ran
                   flag: str = "--device") -> torch.device:
     """The device this process computes on.
 
-    Without a choice, the GPU of this process (by local rank, the first one for a single
-    process) when there is one, else the CPU. `no_cuda` (DPR's `--no_cuda`) means the CPU. An
-    explicit CUDA device of a process started by a launcher (`local_rank >= 0`) gives way to
-    the GPU of its local rank, with a warning, so that processes do not share a GPU.
-
-    Args:
-        device: A torch device name (`cpu`, `cuda`, `cuda:1`...), None for the default.
-        no_cuda: Never use a GPU.
-        local_rank: Rank on this node (-1 for a single process).
-        flag: The flag named by errors.
-
-    Raises:
-        UsageError: For an unknown device name or a GPU that is not there.
+    Without a `device` name, the GPU of this process (by local rank, -1 for a single process)
+    when there is one, else the CPU; `no_cuda` (DPR's `--no_cuda`) means the CPU. An explicit
+    CUDA device of a process started by a launcher gives way to the GPU of its local rank,
+    with a warning, so that processes do not share a GPU. An unknown device name or a GPU
+    that is not there is a `UsageError` naming `flag`.
     """
     if no_cuda:
         return torch.device("cpu")
@@ -61,10 +50,8 @@ def select_device(device: str | None = None, *, no_cuda: bool = False, local_ran
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX).
-
-    Without them bfloat16 matmuls are emulated and run about 100 times slower than float32.
-    """
+    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX); without them
+    bfloat16 matmuls are emulated, about 100 times slower than float32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -72,11 +59,10 @@ def cpu_has_fast_bf16() -> bool:
 def autocast_dtype(use_amp: bool, choice: str, device: torch.device, *,
                    flag: str = "--fp16") -> torch.dtype | None:
     """The autocast type that mixed precision (`flag`) with `--amp_dtype choice` means on
-    `device`; None means float32.
-
-    `auto` is bfloat16 on GPUs that support it, else float16; on a CPU it is bfloat16 only
-    where the CPU has bfloat16 instructions (float16 and emulated bfloat16 run far slower than
-    float32 there), else float32 with a warning. `bfloat16` / `float16` force that type.
+    `device`, None for float32: `auto` is bfloat16 on GPUs that support it, else float16; on a
+    CPU, bfloat16 where it has bfloat16 instructions, else float32 with a warning (float16 and
+    emulated bfloat16 run far slower there: docs/PERFORMANCE.md). `bfloat16` / `float16` force
+    that type.
     """
     if not use_amp:
         return None

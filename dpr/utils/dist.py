@@ -1,16 +1,7 @@
-"""Process-group set-up and tensor collectives.
-
-This module and `dpr.training` are the only places that touch `torch.distributed`.
-Launchers supported: `python -m torch.distributed.launch` (passes `--local-rank=N` or
-`--local_rank=N` and sets the environment), `torchrun` (environment only), SLURM's `srun`
-(one task per process: `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, used only when
-`RANK`/`WORLD_SIZE` are absent), or a plain single process. The *global* rank is used for data
-sharding and for locating this process's slot in gathered results, so multi-node runs are
-correct.
-
-Under `srun` the rendezvous address is `MASTER_ADDR` / `MASTER_PORT` when set, else the first
-host of `SLURM_JOB_NODELIST` and a port derived from `SLURM_JOB_ID` (the same on every task
-of the job, different between jobs sharing a node).
+"""Process-group set-up and tensor collectives; with `dpr.training`, the only user of
+`torch.distributed`. Launchers (torch.distributed.launch, torchrun, srun, one process) and how
+SLURM's variables give the ranks and the rendezvous address: docs/RELIABILITY.md, "Launchers".
+The *global* rank shards the data and locates this process's slot in gathered results.
 """
 
 from __future__ import annotations
@@ -33,17 +24,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistContext:
-    """Where this process sits in the job.
+    """Where this process sits in the job."""
 
-    Attributes:
-        rank: Global rank (0 when not distributed).
-        local_rank: Rank on this node (-1 when not distributed).
-        world_size: Number of processes in the job.
-        device: Device this process computes on.
-    """
-
-    rank: int = 0
-    local_rank: int = -1
+    rank: int = 0  # global
+    local_rank: int = -1  # on this node; -1 when not distributed
     world_size: int = 1
     device: torch.device = torch.device("cpu")
 
@@ -74,11 +58,8 @@ def _slurm_tasks() -> int:
 
 
 def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: `node[01-04,07]` → `node01`, `a,b` → `a`.
-
-    Raises:
-        UsageError: For an empty or malformed list.
-    """
+    """The first host of a SLURM node list: `node[01-04,07]` → `node01`, `a,b` → `a`;
+    `UsageError` for an empty or malformed list."""
     depth, end = 0, len(nodelist)
     for i, char in enumerate(nodelist):  # the first comma outside brackets ends the first item
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -93,32 +74,20 @@ def first_host(nodelist: str) -> str:
     return host
 
 
-def slurm_port(job_id: int) -> int:
-    """A rendezvous port for a SLURM job: in [15000, 35000), the same on all of its tasks."""
-    return 15000 + job_id % 20000
-
-
 def rendezvous_address() -> tuple[str, int]:
-    """(host, port) of rank 0 for a process started by `srun` (module docstring)."""
+    """(host, port) of rank 0 for a process started by `srun`: `MASTER_ADDR`/`MASTER_PORT`,
+    else the first host of the job and a port in [15000, 35000) derived from its id."""
     host = os.environ.get("MASTER_ADDR") or first_host(os.environ.get("SLURM_JOB_NODELIST", ""))
     port = _env_int("MASTER_PORT", -1)
     if port == -1:
-        port = slurm_port(_env_int("SLURM_JOB_ID", 0))
+        port = 15000 + _env_int("SLURM_JOB_ID", 0) % 20000
     return host, port
 
 
 def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
-    """Combines the `--local_rank` flag with the launcher's environment.
-
-    Args:
-        local_rank_arg: Value of `--local_rank` / `--local-rank` (-1 if not given).
-
-    Returns:
-        (global rank, local rank, world size).
-
-    Raises:
-        UsageError: For a non-integer variable or a rank outside the world size.
-    """
+    """(global rank, local rank, world size) from `--local_rank` (-1 if not given) and the
+    launcher's environment; `UsageError` for a non-integer variable or a rank outside the
+    world size."""
     if _slurm_tasks() > 1:
         rank, world_size = _env_int("SLURM_PROCID", 0), _slurm_tasks()
         local_rank = _env_int("SLURM_LOCALID", 0)
@@ -137,20 +106,9 @@ def resolve_ranks(local_rank_arg: int) -> tuple[int, int, int]:
 
 def init_distributed(local_rank_arg: int = -1, *, no_cuda: bool = False,
                      device: str | None = None, timeout_minutes: float = 30.0) -> DistContext:
-    """Initialises the default process group when the launcher asked for several processes.
-
-    NCCL is used when every process has a GPU, gloo otherwise (CPU training, tests).
-
-    Args:
-        local_rank_arg: Value of `--local_rank`.
-        no_cuda: Never use a GPU.
-        device: `--device` (None: the GPU of the local rank when there is one, else the CPU;
-            see `dpr.utils.device.select_device`).
-        timeout_minutes: How long a process waits for the others (rendezvous and each
-            collective) before it fails.
-
-    Returns:
-        The context of this process.
+    """Initialises the default process group when the launcher asked for several processes
+    (NCCL when every process has a GPU, gloo otherwise), on the device `select_device` picks;
+    a process waits `timeout_minutes` for the others (rendezvous, each collective), then fails.
     """
     rank, local_rank, world_size = resolve_ranks(local_rank_arg)
     chosen = select_device(device, no_cuda=no_cuda, local_rank=local_rank)
@@ -196,20 +154,11 @@ def barrier(ctx: DistContext) -> None:
 
 def all_gather_variable(tensor: torch.Tensor, ctx: DistContext, *,
                         sizes: Sequence[int] | None = None) -> list[torch.Tensor]:
-    """Gathers one tensor per process whose first dimension may differ between processes.
-
-    The project's one variable-size gather: the sizes first (unless given), then the data
-    padded to the largest, with fixed-shape tensor collectives, so any batch and hidden size
-    works and nothing is pickled.
-
-    Args:
-        tensor: Local tensor [n_local × ...]; trailing dimensions must agree across processes.
-        ctx: Process context.
-        sizes: Every process's first dimension in rank order, when the caller knows them
-            (saves a collective and a read on the host).
-
-    Returns:
-        One detached tensor per process, in global-rank order, each with its true length.
+    """One detached tensor per process, in global-rank order, whose first dimension may
+    differ between processes (trailing ones must agree): the project's one variable-size
+    gather. The sizes go first (unless given: `sizes`, every process's first dimension in rank
+    order, saves a collective and a read on the host), then the data padded to the largest,
+    with fixed-shape collectives, so that nothing is pickled.
     """
     if not ctx.distributed:
         return [tensor.detach()]

@@ -1,16 +1,8 @@
-"""The project's error taxonomy.
-
-Every error a user can cause (a bad file, record, flag or checkpoint) derives from `DprError`.
-The entry points catch `DprError` and `OSError`, print one line and exit with `exit_code`
-(see `dpr.cli.main.run_cli`); any other exception is a bug and keeps its traceback.
-
-- `InputError` (exit 1): unusable input data.
-- `UsageError` (exit 2): a bad flag or configuration value.
-- `RunFailure` (exit 1): a run stopped by its data or its environment rather than by a bug,
-  e.g. a training loss that is no longer finite, or `DiskFullError`.
-
-`InputError` and `UsageError` also derive from `ValueError` so that library callers that caught
-`ValueError` before the taxonomy existed keep working.
+"""The project's error taxonomy: every error a user can cause (a bad file, record, flag or
+checkpoint) derives from `DprError`; entry points print its one line and exit with its
+`exit_code` (`dpr.cli.main.run_cli`), any other exception is a bug and keeps its traceback.
+`InputError` and `UsageError` also derive from `ValueError`, for library callers that caught
+`ValueError` before the taxonomy existed.
 """
 
 from __future__ import annotations
@@ -24,17 +16,13 @@ ItemsT = TypeVar("ItemsT", bound=Sized)
 
 
 class DprError(Exception):
-    """A user-facing error; its message names the file, record or flag at fault.
+    """A user-facing error; its message names the file, record or flag at fault."""
 
-    Attributes:
-        exit_code: The process exit status an entry point returns for it.
-    """
-
-    exit_code = 1
+    exit_code = 1  # the process exit status an entry point returns for it
 
 
 class InputError(DprError, ValueError):
-    """Unusable input data: a file, a record in it, or a field of a record."""
+    """Unusable input data: a file, a record in it, or a field of a record (exit status 1)."""
 
 
 class UsageError(DprError, ValueError):
@@ -44,7 +32,8 @@ class UsageError(DprError, ValueError):
 
 
 class RunFailure(DprError):
-    """A run that cannot go on, through no bug: its message says what happened and where."""
+    """A run that cannot go on, through no bug (exit status 1), e.g. a training loss that is no
+    longer finite: its message says what happened and where."""
 
 
 class DiskFullError(RunFailure):
@@ -53,15 +42,9 @@ class DiskFullError(RunFailure):
 
 @contextlib.contextmanager
 def naming_flag(flag: str) -> Iterator[None]:
-    """Puts `flag` before the message of an `InputError` raised in the block.
-
-    Readers name the file and the record; the tool that called them knows which flag gave the
-    file. The message becomes `--qa_file data/qas.tsv: ...` (left alone when it already starts with
-    a flag).
-
-    Args:
-        flag: The flag (or argument) that named the file read in the block, e.g. "--qa_file".
-    """
+    """Puts `flag` (the flag that named the file read in the block) before the message of an
+    `InputError` raised in the block, unless it already starts with a flag: readers name the
+    file and the record, `--qa_file data/qas.tsv: ...` says where the file came from."""
     try:
         yield
     except InputError as err:
@@ -72,33 +55,16 @@ def naming_flag(flag: str) -> Iterator[None]:
 
 
 def require_items(items: Sized, *, path: str | os.PathLike[str], what: str) -> None:
-    """Refuses an input file that yielded nothing to work on.
-
-    Args:
-        items: What was read from the file.
-        path: The file.
-        what: What it should hold, plural (e.g. "questions").
-
-    Raises:
-        InputError: `<path>: no <what> (is the file empty?)` when `items` is empty.
-    """
+    """Refuses an input file that yielded no `items`: `InputError` `<path>: no <what> (is the
+    file empty?)`, `what` being what it should hold, plural (e.g. "questions")."""
     if len(items) == 0:
         raise InputError(f"{os.fspath(path)}: no {what} (is the file empty?)")
 
 
 def read_input(read: Callable[[str], ItemsT], path: str | os.PathLike[str], *, flag: str,
                what: str) -> ItemsT:
-    """`read(path)`, refusing a file that yields nothing; its errors name `flag`.
-
-    Args:
-        read: The reader, e.g. `dpr.data.tsv.read_qas`.
-        path: The file.
-        flag: The flag that gave it (see `naming_flag`).
-        what: What it should hold, plural (see `require_items`).
-
-    Raises:
-        InputError: From the reader, or for an empty file, prefixed with `flag`.
-    """
+    """`read(path)` (e.g. `dpr.data.tsv.read_qas`), refusing a file that yields nothing
+    (`require_items`); its `InputError`s are prefixed with `flag` (`naming_flag`)."""
     with naming_flag(flag):
         items = read(os.fspath(path))
         require_items(items, path=path, what=what)

@@ -25,11 +25,7 @@ READ_ENCODING = "utf-8-sig"
 
 
 def open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Opens a UTF-8 text file for reading, transparently decompressing `.gz` files.
-
-    A leading UTF-8 byte-order mark is skipped, so that JSON and TSV readers see the same
-    text with or without one.
-    """
+    """Opens a UTF-8 text file for reading (`.gz` decompressed, a byte-order mark skipped)."""
     path = os.fspath(path)
     if path.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding=READ_ENCODING)
@@ -49,16 +45,8 @@ def temp_file_target(name: str) -> str | None:
 
 def remove_stale_temp_files(folder: str | os.PathLike[str],
                             belongs: Callable[[str], bool]) -> list[Path]:
-    """Removes the `atomic_write` temporary files left in `folder` by a killed process.
-
-    Args:
-        folder: Folder to clean (nothing happens if it does not exist).
-        belongs: Whether a final file name is one this caller writes; temporary files for
-            other names are left alone.
-
-    Returns:
-        The removed files.
-    """
+    """Removes (and returns) the `atomic_write` temporary files a killed process left in
+    `folder` for the final names `belongs` accepts (the caller's files); others are left."""
     removed = []
     root = Path(folder)
     if not root.is_dir():
@@ -70,12 +58,6 @@ def remove_stale_temp_files(folder: str | os.PathLike[str],
                 path.unlink()
                 removed.append(path)
     return removed
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -90,13 +72,9 @@ def free_bytes(folder: str | os.PathLike[str]) -> int:
 
 
 def is_disk_full(err: BaseException, folder: str | os.PathLike[str]) -> bool:
-    """Whether a failed write is the disk (or the quota) being full.
-
-    True for an `OSError` ENOSPC or EDQUOT, itself or as the cause or context of `err`. torch's
-    zip writer reports the failed write of `torch.save` as `RuntimeError: ... unexpected pos
-    ...`; that one counts only while `folder` really has (nearly) no free space left, so must be
-    asked before the partial file is removed.
-    """
+    """Whether a failed write is the disk (or the quota) being full (docs/RELIABILITY.md):
+    ENOSPC or EDQUOT on `err` or its causes, or torch's `unexpected pos` while `folder` has
+    (nearly) no free space left, so ask before the partial file is removed."""
     seen: set[int] = set()
     link: BaseException | None = err
     while link is not None and id(link) not in seen:
@@ -129,21 +107,9 @@ def naming_full_disk(path: str | os.PathLike[str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
-    """Writes a file so that readers only ever see the old or the complete new content.
-
-    The content goes to a temporary file in the destination folder, which is flushed, synced
-    and renamed over `path` only when the block exits without an exception; on error the
-    temporary file is removed and `path` is left untouched.
-
-    Args:
-        path: Final file name.
-        mode: "w" (UTF-8 text) or "wb" (bytes).
-
-    Yields:
-        The open temporary file.
-
-    Raises:
-        DiskFullError: When the disk (or quota) is full, naming `path`.
+    """Yields a temporary file (`mode` "w": UTF-8 text, "wb": bytes) beside `path`, synced and
+    renamed over `path` when the block exits without an exception, removed otherwise: readers
+    see the old or the complete new content. A full disk is `DiskFullError` naming `path`.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
@@ -152,7 +118,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX,
                                    dir=target.parent)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
+    umask = os.umask(0o022)  # read by setting it, then restored
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
     try:
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
         with os.fdopen(fd, mode, **kwargs) as handle:
@@ -174,23 +142,10 @@ STAGING_MARK = ".staging-"
 
 @contextlib.contextmanager
 def staged_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Writes a whole folder so that `path` only ever holds a complete one.
-
-    The files are written into a sibling staging folder (`.<name>.staging-XXXX`), renamed to
-    `path` when the block exits without an exception, and removed otherwise. With
-    `overwrite`, an existing `path` is replaced only once the new folder is complete.
-
-    Args:
-        path: Final folder name.
-        overwrite: Replace an existing folder instead of refusing.
-
-    Yields:
-        The staging folder to write into.
-
-    Raises:
-        FileExistsError: When `path` exists and `overwrite` is false (before anything is
-            written).
-    """
+    """Yields a sibling staging folder (`.<name>.staging-XXXX`), renamed to `path` when the
+    block exits without an exception and removed otherwise, so that `path` only ever holds a
+    complete folder; with `overwrite`, an existing one is replaced once the new one is complete,
+    without it `FileExistsError` is raised before anything is written."""
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists (choose another folder or overwrite it)",
@@ -228,11 +183,8 @@ def _first_existing(path: Path) -> Path:
 
 
 def check_output_dir(path: str | os.PathLike[str], *, flag: str) -> None:
-    """Refuses a folder to write in that cannot be one, before any work is done.
-
-    Raises:
-        UsageError: `<flag> <path>: exists and is not a folder` (or names the file on its way).
-    """
+    """Refuses a folder to write in that cannot be one, before any work is done: `UsageError`
+    `<flag> <path>: exists and is not a folder` (or naming the file on its way)."""
     folder = Path(path)
     existing = _first_existing(folder)
     if existing.is_dir():
@@ -244,11 +196,7 @@ def check_output_dir(path: str | os.PathLike[str], *, flag: str) -> None:
 
 def check_output_file(path: str | os.PathLike[str], *, flag: str) -> None:
     """Refuses a file to write that cannot be one (a folder, or under a file), before any
-    work is done.
-
-    Raises:
-        UsageError: Naming `flag`, `path` and the problem.
-    """
+    work is done: `UsageError` naming `flag`, `path` and the problem."""
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{flag} {path}: is a folder; give a file name")
@@ -258,32 +206,18 @@ def check_output_file(path: str | os.PathLike[str], *, flag: str) -> None:
 
 
 def check_input_path(path: str | os.PathLike[str], *, flag: str) -> None:
-    """Refuses a file or folder to read that does not exist, naming the flag that gave it.
-
-    Raises:
-        InputError: `<flag> <path>: does not exist`.
-    """
+    """Refuses a path to read that does not exist: `InputError` `<flag> <path>: does not
+    exist`."""
     if not Path(path).exists():
         raise InputError(f"{flag} {path}: does not exist")
 
 
 def write_vectors(stem: str | os.PathLike[str], ids: Sequence[str], vectors: np.ndarray, *,
                   dtype: str = "float32") -> tuple[str, str]:
-    """Writes `<stem>.ids.json` then `<stem>.npy`, each atomically.
-
-    Args:
-        stem: File name without suffix.
-        ids: Passage ids, one per vector.
-        vectors: [N × D] floats.
-        dtype: Stored element type ("float32" or "float16").
-
-    Returns:
-        The vector file and the id file. On error neither is left half-written and a vector
-        file written by this call is removed.
-
-    Raises:
-        UsageError: When a vector does not fit in float16.
-    """
+    """Writes `<stem>.ids.json` (one passage id per vector) then `<stem>.npy` (vectors [N × D]
+    stored as `dtype`, "float32" or "float16"), each atomically; returns both paths. On error
+    neither is left half-written and the id file written by this call is removed. A vector
+    that does not fit in float16 is a `UsageError`."""
     stem = os.fspath(stem)
     npy, ids_file = f"{stem}.npy", f"{stem}.ids.json"
     with np.errstate(over="ignore"):

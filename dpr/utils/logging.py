@@ -29,16 +29,10 @@ class _ToolHandler(logging.StreamHandler):
 
 
 def setup_logging(rank: int = 0, *, level: int = logging.INFO) -> None:
-    """Configures the root logger of this process: one stderr handler in `FORMAT`.
-
-    Rank 0 logs at `level`; other ranks log warnings and errors only, so a multi-process run
+    """Configures the root logger of this process: one stderr handler in `FORMAT`. Rank 0
+    (global) logs at `level`, other ranks warnings and errors only, so a multi-process run
     prints one copy of the progress lines. A second call (once a tool knows its rank) replaces
-    the handler of the first; handlers installed by others (a test's capture) are kept.
-
-    Args:
-        rank: Global rank of this process.
-        level: Level for rank 0.
-    """
+    the handler of the first; handlers installed by others are kept."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _ToolHandler)]:
         root.removeHandler(handler)

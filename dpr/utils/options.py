@@ -1,10 +1,7 @@
-"""Dataclass fields that are command-line flags: declared once, with their default, help and
-argparse settings (`opt`), turned into a parser's arguments (`add_options`), read back into the
-dataclass (`options_of`), and the flags a command line gave (`given_options`).
-
-The encoder's recipe (`dpr.recipe.Recipe`), training's configuration (`dpr.training.config`)
-and `python -m dpr.evaluate`'s options (`dpr.evaluation.options.EvalOptions`) are declared this
-way, so that a flag's name, default, choices and help live in one place.
+"""Dataclass fields that are command-line flags (`opt`): a flag's name, default, choices and
+help declared once, turned into a parser's arguments (`add_options`), read back into the
+dataclass (`options_of`), and the flags a command line gave (`given_options`). The recipe,
+training's configuration and `dpr.evaluate`'s options are declared this way.
 """
 
 from __future__ import annotations
@@ -20,17 +17,13 @@ _TYPES = {"int": int, "float": float, "str": str}
 
 def opt(default: Any, help: str, *, flags: Sequence[str] = (), group: str | None = None,
         **argparse_kwargs: Any) -> Any:
-    """A dataclass field that is also a flag.
+    """A dataclass field that is also a flag, with the field's default.
 
     Args:
-        default: The field's default, which is the flag's.
-        help: The flag's help text.
-        flags: Its spellings, the canonical one first (default `--<field name>`); the others
-            are aliases of the same destination.
-        group: The title of the argument group it belongs to (see `add_options`).
-        argparse_kwargs: `add_argument`'s other settings (`choices`, `type`, `action`,
-            `metavar`...). Without `type`, the field's annotation gives it (`int`, `float`,
-            `str`); a `bool` field is a `store_true` flag.
+        flags: Its spellings, the canonical one first (default `--<field name>`).
+        group: The name of the argument group it belongs to (see `add_options`).
+        argparse_kwargs: `add_argument`'s other settings. Without `type`, the field's
+            annotation gives it (`int`, `float`, `str`); a `bool` field is a `store_true` flag.
     """
     return dataclasses.field(default=default, metadata={
         "help": help, "flags": tuple(flags), "group": group, "argparse": argparse_kwargs})
@@ -46,13 +39,6 @@ def at_least(low: int) -> Any:
 
     parse.__name__ = "int"  # argparse names the type in "invalid int value"
     return parse
-
-
-def flag_fields(cls: type, names: Collection[str] | None = None) -> list[dataclasses.Field]:
-    """The fields of a dataclass that are flags (declared with `opt`), in order; only `names`
-    when given."""
-    return [f for f in dataclasses.fields(cls) if "help" in f.metadata
-            and (names is None or f.name in names)]
 
 
 def _argparse_kwargs(f: dataclasses.Field, *, unset: bool) -> dict[str, Any]:
@@ -71,21 +57,18 @@ def _argparse_kwargs(f: dataclasses.Field, *, unset: bool) -> dict[str, Any]:
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
                 names: Collection[str] | None = None, unset: bool = False,
                 groups: dict[str, str] | None = None) -> dict[str, argparse._ArgumentGroup]:
-    """Adds a flag per `opt` field of `cls` (its destination is the field's name).
+    """Adds a flag per `opt` field of `cls` (only `names` when given), its destination the
+    field's name; returns the argument groups created, by name, to add more flags to.
 
     Args:
-        parser: Where the flags go (a parser, or an argument group for all of them).
-        cls: The dataclass.
-        names: Only these fields.
         unset: Default every flag to None, "not given" (tools where a stored value wins).
         groups: Group titles by field `group` name; a field's group is created on `parser`
             when first met (fields without a group go to `parser` itself).
-
-    Returns:
-        The groups created, by name, for the caller to add more flags to.
     """
     created: dict[str, argparse._ArgumentGroup] = {}
-    for f in flag_fields(cls, names):
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata or (names is not None and f.name not in names):
+            continue
         target = parser
         name = f.metadata["group"]
         if name is not None:
@@ -108,8 +91,7 @@ def options_of(cls: type, namespace: argparse.Namespace | dict[str, Any], **extr
 
 def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
                   names: Iterable[str]) -> frozenset[str]:
-    """Which of the destinations `names` a command line sets, whatever the values (a flag
-    given with its default value counts as given).
+    """Which of the destinations `names` a command line sets, whatever the values.
 
     argparse only fills in the default of a destination the namespace does not have yet, so
     a namespace holding a marker for each name keeps the marker exactly for the flags absent.

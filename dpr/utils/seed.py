@@ -1,6 +1,5 @@
-"""Derived seeds: one private stream per (seed, epoch, index) instead of the global generators.
-
-The global generators are seeded once per run with transformers' `set_seed`.
+"""Derived seeds: one private stream per (seed, epoch, index) instead of the global generators,
+which transformers' `set_seed` seeds once per run.
 """
 
 from __future__ import annotations
@@ -10,14 +9,9 @@ import random
 
 
 def derive_seed(*parts: int) -> int:
-    """Derives a 63-bit seed from integers, without the collisions of `seed + epoch + step`.
-
-    Args:
-        *parts: Integers identifying the stream, e.g. (seed, epoch, sample_index).
-
-    Returns:
-        A non-negative integer usable by `random.Random` and `torch.manual_seed`.
-    """
+    """A non-negative 63-bit seed (for `random.Random`, `torch.manual_seed`) of the integers
+    identifying a stream, e.g. (seed, epoch, sample_index), without the collisions of
+    `seed + epoch + step`."""
     digest = hashlib.blake2b(repr(parts).encode("ascii"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import parse_config
 
-from dpr.training.command_line import parse_config
 from dpr.training.config import parse_adam_betas
 
 # Every flag of DPR's train_dense_encoder.py with its default (UPSTREAM_CONTRACT.md §2).

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import dev_run_args
+from helpers import dev_run_args, read_curves
 
 import train_dense_encoder
 from dpr.models.checkpoint import CheckpointState
 from dpr.training import curves as curves_module
-from dpr.training.curves import CURVES_FILE, TrainingCurves, read_curves
+from dpr.training.curves import CURVES_FILE, TrainingCurves
 from dpr.training.resume import Resume
 from dpr.training.run_dir import LOG_FILE, RunDir
 
@@ -83,7 +83,7 @@ def test_maybe_draw_draws_at_most_once_per_interval_without_reading_the_log(
         tmp_path: Path, log_opens) -> None:
     # Given curves of a long run held in memory and no log file at all
     clock = FakeClock()
-    curves = TrainingCurves(batches=1000, accumulation=1, interval=60.0, clock=clock)
+    curves = TrainingCurves(batches=1000, accumulation=1, clock=clock)
     for iteration in range(1, 1001):
         curves.add(_train(0, iteration, 1.0 / iteration))
     # When validations come 10 s apart

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_run_args
+from helpers import read_curves, tiny_run_args
 from matplotlib.image import imread
 from tqdm import std as tqdm_std
 
 import train_dense_encoder
 from dpr.training import progress
 from dpr.training.config import TrainConfig
-from dpr.training.curves import CURVES_FILE, CURVES_SIZE, read_curves
+from dpr.training.curves import CURVES_FILE, CURVES_SIZE
 from dpr.training.progress import EpochReport, StepRecords, tracked
 from dpr.training.run_dir import RunDir
 from dpr.training.step import InBatchLoss, LossGuard
@@ -46,9 +46,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake
 
 
-def _result(loss: float, correct: int, masked: int | None, questions: int = 4) -> InBatchLoss:
+def _result(loss: float, correct: int, masked: int, questions: int = 4) -> InBatchLoss:
     return InBatchLoss(torch.tensor(loss, dtype=torch.float32), torch.tensor(correct),
-                       questions, 0 if masked is None else torch.tensor(masked))
+                       questions, torch.tensor(masked))
 
 
 def _report(*, epoch: int, epochs: int, start: int, batches: int, enabled: bool,
@@ -61,9 +61,9 @@ def _report(*, epoch: int, epochs: int, start: int, batches: int, enabled: bool,
 
 
 def test_drain_reads_each_step_as_item_would_in_step_order() -> None:
-    # Given three queued steps, one without a mask (its masked count is a plain 0)
+    # Given three queued steps, one without a mask (a masked count of 0)
     records = StepRecords(flush_seconds=math.inf)
-    results = [_result(1.2345678, 3, 2), _result(0.1 / 3, 4, None), _result(7.0, 0, 5)]
+    results = [_result(1.2345678, 3, 2), _result(0.1 / 3, 4, 0), _result(7.0, 0, 5)]
     for i, r in enumerate(results, start=1):
         records.add(i, 0.5 * i, r)
     # When they are drained
@@ -72,7 +72,8 @@ def test_drain_reads_each_step_as_item_would_in_step_order() -> None:
     assert [(n.iteration, n.lr, n.loss, n.correct, n.questions, n.masked) for n in numbers] == [
         (i, 0.5 * i, r.loss.item(), int(r.correct), 4, int(r.masked))
         for i, r in enumerate(results, start=1)]
-    assert all(type(n.loss) is float and type(n.correct) is int for n in numbers)
+    assert all(type(n.loss) is float and type(n.correct) is int and type(n.masked) is int
+               for n in numbers)
     assert records.drain() == []
 
 
@@ -81,10 +82,10 @@ def test_due_after_flush_seconds_since_the_last_read_and_only_with_something_que
     records = StepRecords(flush_seconds=2.0, clock=lambda: now[0])
     now[0] = 5.0
     assert not records.due()  # nothing queued
-    records.add(1, 0.1, _result(1.0, 1, None))
+    records.add(1, 0.1, _result(1.0, 1, 0))
     assert records.due()
     records.drain()
-    records.add(2, 0.1, _result(1.0, 1, None))
+    records.add(2, 0.1, _result(1.0, 1, 0))
     now[0] = 6.9
     assert not records.due()
     now[0] = 7.0
@@ -98,7 +99,7 @@ def test_epoch_report_rate_and_etas_leave_validation_time_out(no_terminal, clock
     # When 4 batches of 8 questions take 2 s each, with a 50 s validation in the middle
     for i in range(4):
         clock.now += 2
-        report.add(3 + i, 0.1, _result(1.0, 1, None, questions=8))
+        report.add(3 + i, 0.1, _result(1.0, 1, 0, questions=8))
         if i == 1:
             with report.paused():
                 clock.now += 50
@@ -112,7 +113,7 @@ def test_epoch_report_rate_and_etas_leave_validation_time_out(no_terminal, clock
 
 def test_epoch_report_shows_nothing_off_the_main_process() -> None:
     report = _report(epoch=0, epochs=1, start=0, batches=4, enabled=False, bar=True)
-    report.add(1, 0.1, _result(1.0, 1, None))
+    report.add(1, 0.1, _result(1.0, 1, 0))
     assert not report.drawn and report.rate_text() == ""
 
 
@@ -121,7 +122,7 @@ def test_epoch_report_on_a_terminal_draws_a_bar_with_speed_loss_and_eta(capsys) 
     report = _report(epoch=0, epochs=2, start=0, batches=5, enabled=True, bar=True)
     # When two batches pass through the report, the first one's loss read in between
     for iteration in report.wrap(range(1, 3)):
-        report.add(iteration, 0.1, _result(0.25, 1, None))
+        report.add(iteration, 0.1, _result(0.25, 1, 0))
         report.flush()
         shown = str(report.bar)
     # Then the bar shows progress, loss, speed and ETA, and the log line adds nothing

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_weights, read_log
+from helpers import load_weights, parse_config, read_log
 
 import train_dense_encoder
 from dpr.models.checkpoint import CheckpointError
-from dpr.training.command_line import parse_config
 from dpr.training.resume import load_resume
 
 
