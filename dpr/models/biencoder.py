@@ -17,17 +17,9 @@ from dpr.models.encoder import Encoder
 
 
 class BiEncoder(nn.Module):
-    """Question and context encoders: two towers as in DPR, or one shared encoder.
-
-    Args:
-        question_model: Question tower.
-        ctx_model: Passage tower; None (or `question_model` itself) = one shared encoder.
-        fix_ctx_encoder: Freeze the passage tower (no gradients, run under no_grad); not
-            with a shared encoder.
-
-    Raises:
-        ValueError: A frozen passage tower that is also the question tower.
-    """
+    """Question and passage towers as in DPR, or one shared encoder (`ctx_model` None or
+    `question_model` itself). `fix_ctx_encoder` freezes the passage tower (no gradients, run
+    under no_grad); a shared encoder refuses it (ValueError)."""
 
     def __init__(self, question_model: Encoder, ctx_model: Encoder | None = None,
                  fix_ctx_encoder: bool = False) -> None:
@@ -66,11 +58,8 @@ class BiEncoder(nn.Module):
         question_lengths: Sequence[int] | torch.Tensor | None = None,
         ctx_lengths: Sequence[int] | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Encodes both sides: question vectors [B × D] and passage vectors [C × D].
-
-        A side whose ids are None is skipped and returned as None (as in DPR). The optional
-        CPU row lengths only serve length buckets (`Encoder.forward`).
-        """
+        """Question vectors [B × D] and passage vectors [C × D]; a side whose ids are None is
+        returned as None (as in DPR). The CPU row lengths serve length buckets only."""
         q = (None if question_ids is None
              else self.encode_questions(question_ids, question_mask, question_lengths))
         c = None if ctx_ids is None else self.encode_contexts(ctx_ids, ctx_mask, ctx_lengths)
