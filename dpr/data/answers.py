@@ -75,19 +75,8 @@ def contains_answer(prepared_answers: Sequence[str], prepared_text: str,
 
 
 def has_answer(answers: Iterable[str], text: str, match: str = "string") -> bool:
-    """Checks whether ``text`` contains any of ``answers`` with DPR's matching rules.
-
-    Args:
-        answers: Answer strings (``string`` mode) or regular expressions (``regex`` mode).
-        text: Passage text.
-        match: ``"string"`` for token sub-sequence matching, ``"regex"`` for pattern search.
-
-    Returns:
-        True if at least one answer matches. Answers with no tokens never match.
-
-    Raises:
-        ValueError: If ``match`` is not ``"string"`` or ``"regex"``.
-    """
+    """Whether ``text`` contains one of ``answers`` (strings, or patterns with
+    ``match="regex"``) by DPR's rules (module docstring); ValueError for another ``match``."""
     if match not in MATCH_MODES:
         raise ValueError(f"match must be 'string' or 'regex', got {match!r}")
     return contains_answer(prepare_answers(answers, match), prepare_text(text, match), match)

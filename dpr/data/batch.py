@@ -84,16 +84,10 @@ def select_contexts(
     rng: random.Random | None,
     shuffle_positive: bool = False,
 ) -> tuple[Passage, list[Passage], list[Passage]]:
-    """Chooses the positive, other negatives and hard negatives of one question.
-
-    With an `rng` (training) the negative pools are shuffled (copies; the sample is never
-    mutated) and, if `shuffle_positive`, the positive is drawn at random; without one
-    (validation) the first passages are taken. Pools smaller than the requested count give
-    what they have.
-
-    Returns:
-        (positive, other negatives, hard negatives).
-    """
+    """(positive, other negatives, hard negatives) of one question. With an `rng` (training)
+    the negative pools are shuffled (copies; the sample is never mutated) and, if
+    `shuffle_positive`, the positive is drawn at random; without one (validation) the first
+    passages are taken. Pools smaller than the requested count give what they have."""
     positive = sample.positives[0]
     others = list(sample.negatives)
     hards = list(sample.hard_negatives)
@@ -114,16 +108,9 @@ def build_batch(
     rngs: Sequence[random.Random] | None = None,
     shuffle_positive: bool = False,
 ) -> BiEncoderBatch:
-    """Builds a `BiEncoderBatch` (DPR's `create_biencoder_input`, without global RNGs).
-
-    Args:
-        samples: The batch's questions.
-        tensorizer: Tokenizes and pads.
-        num_hard: Hard negatives per question.
-        num_other: Other negatives per question.
-        rngs: One private generator per sample for training-time sampling; None = no shuffle.
-        shuffle_positive: Draw a random positive instead of the first (training only).
-    """
+    """A `BiEncoderBatch` (DPR's `create_biencoder_input`, without global RNGs) of `num_hard`
+    hard and `num_other` other negatives per question, drawn with `rngs` (one private
+    generator per sample; None: no shuffle) as `select_contexts` does."""
     questions: list[str] = []
     passages: list[Passage] = []
     positive_idx: list[int] = []
