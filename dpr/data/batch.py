@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,33 +40,21 @@ class BiEncoderBatch:
     ctx_lengths: torch.Tensor | None = None  # [C] int64 real tokens per context, CPU
 
     def to(self, device: torch.device | str) -> BiEncoderBatch:
-        """Returns the batch with its tensors moved to `device`.
-
-        The row lengths stay on the CPU (counted here from the masks when they are still on
-        it), so that length buckets are planned without a copy back from the device.
-        """
-        return BiEncoderBatch(
-            question_ids=self.question_ids.to(device, non_blocking=True),
-            question_mask=self.question_mask.to(device, non_blocking=True),
-            ctx_ids=self.ctx_ids.to(device, non_blocking=True),
-            ctx_mask=self.ctx_mask.to(device, non_blocking=True),
-            positive_idx=self.positive_idx.to(device, non_blocking=True),
-            hard_negative_idx=self.hard_negative_idx,
-            ctx_keys=_move(self.ctx_keys, device),
-            positive_keys=_move(self.positive_keys, device),
-            question_lengths=_cpu_lengths(self.question_lengths, self.question_mask),
-            ctx_lengths=_cpu_lengths(self.ctx_lengths, self.ctx_mask),
-        )
+        """The batch with its tensors moved to `device`, but the row lengths: they stay on the
+        CPU (counted here from the masks while these are still there), so that length buckets
+        are planned without a copy back from the device."""
+        moved = {name: value.to(device, non_blocking=True) for name, value in vars(self).items()
+                 if isinstance(value, torch.Tensor) and not name.endswith("_lengths")}
+        lengths = {f"{side}_lengths": _cpu_lengths(getattr(self, f"{side}_lengths"),
+                                                   getattr(self, f"{side}_mask"))
+                   for side in ("question", "ctx")}
+        return dataclasses.replace(self, **moved, **lengths)
 
 
 def _cpu_lengths(lengths: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor | None:
     if lengths is not None or mask.device.type != "cpu":
         return lengths
     return mask.sum(dim=1)
-
-
-def _move(tensor: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
-    return None if tensor is None else tensor.to(device, non_blocking=True)
 
 
 def _positive_keys(samples: Sequence[BiEncoderSample]) -> torch.Tensor:

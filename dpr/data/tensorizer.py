@@ -35,7 +35,7 @@ from dpr.utils.errors import InputError, UsageError
 logger = logging.getLogger(__name__)
 
 
-class _MistralRegexFalseAlarm(logging.Filter):
+def _no_mistral_false_alarm(record: logging.LogRecord) -> bool:
     """Drops transformers' "incorrect regex pattern ... set fix_mistral_regex=True" warning.
 
     transformers 4.57.3 to 4.57.x print it for any local tokenizer folder saved by those
@@ -43,14 +43,10 @@ class _MistralRegexFalseAlarm(logging.Filter):
     about Mistral's pre-tokenizer, which none of the encoders this project loads (BERT,
     RoBERTa, XLM-R, CamemBERT) uses.
     """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "fix_mistral_regex" not in record.getMessage()
+    return "fix_mistral_regex" not in record.getMessage()
 
 
-_HF_TOKENIZER_LOGGER = logging.getLogger("transformers.tokenization_utils_base")
-if not any(isinstance(f, _MistralRegexFalseAlarm) for f in _HF_TOKENIZER_LOGGER.filters):
-    _HF_TOKENIZER_LOGGER.addFilter(_MistralRegexFalseAlarm())
+logging.getLogger("transformers.tokenization_utils_base").addFilter(_no_mistral_false_alarm)
 
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
 
