@@ -193,8 +193,7 @@ def make_tiny_roberta(out_dir: str | Path, texts: list[str], *, hidden: int = 32
     bpe.save_model(str(out))
     tokenizer = RobertaTokenizerFast(vocab_file=str(out / "vocab.json"),
                                      merges_file=str(out / "merges.txt"))
-    config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
-                           type_vocab_size=1, layer_norm_eps=1e-5,
+    config = RobertaConfig(vocab_size=len(tokenizer), **_ROBERTA,
                            **_small_config_kwargs(hidden, layers))
     torch.manual_seed(seed)
     RobertaModel(config, add_pooling_layer=False).save_pretrained(out)
@@ -234,8 +233,6 @@ def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden
     <= 0.10). `dict.txt` and `sentencepiece.bpe.model` complete the folder. `infix="decoder"`
     writes fairseq 0.9's names.
     """
-    import argparse
-
     from transformers import CamembertConfig, CamembertModel
 
     from dpr.models.fairseq import hf_to_sentence_encoder
@@ -245,8 +242,7 @@ def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden
     pieces = write_fairseq_dictionary(sp_model, out / "dict.txt")
     vocab = 4 + pieces + 1  # built-ins, dictionary, <mask>
     torch.manual_seed(seed)
-    config = CamembertConfig(vocab_size=vocab, max_position_embeddings=514, type_vocab_size=1,
-                             layer_norm_eps=1e-5, **_small_config_kwargs(hidden, layers))
+    config = CamembertConfig(vocab_size=vocab, **_ROBERTA, **_small_config_kwargs(hidden, layers))
     model = CamembertModel(config, add_pooling_layer=False)
     torch.nn.init.zeros_(model.embeddings.token_type_embeddings.weight)
     encoder = hf_to_sentence_encoder(model.state_dict())

@@ -1,8 +1,6 @@
-"""DPR retriever training records and their readers.
-
-Files are DPR JSON arrays (`[{"question": ..., "answers": [...], "positive_ctxs": [...],
-"negative_ctxs": [...], "hard_negative_ctxs": [...]}, ...]`), JSON Lines with one such object
-per line, or either of them gzip-compressed (`.gz`). Every error names the file and the record.
+"""DPR retriever training records and their readers: DPR JSON arrays or JSON Lines of
+`{"question", "answers", "positive_ctxs", "negative_ctxs", "hard_negative_ctxs"}` objects,
+optionally gzip-compressed. Every error names the file and the record.
 """
 
 from __future__ import annotations
@@ -112,11 +110,8 @@ def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
 
 
 def read_json_records(path: str) -> list[Any]:
-    """Reads a JSON array file or a JSON Lines file (optionally `.gz`).
-
-    Raises:
-        DataFormatError: On empty files, invalid JSON, or a top level that is not an array.
-    """
+    """The records of a JSON array file or a JSON Lines file, optionally `.gz`
+    (`DataFormatError` on an empty file or invalid JSON)."""
     try:
         with open_text(path) as handle:
             content = handle.read()

@@ -1,12 +1,8 @@
-"""Weight averaging of a fine-tuned checkpoint with the weights it started from (WiSE-FT).
-
-Wortsman et al. (2022), "Robust fine-tuning of zero-shot models": interpolating the weights of
-a fine-tuned model with those of its pretrained start, `(1 - alpha) * start + alpha * tuned`,
-keeps most of the in-domain gain while recovering the start's robustness on other domains.
-Here the start is the pretrained folder the checkpoint's `encoder_params` name (or
-`pretrained_model_cfg` / `pretrained_file` given anew), built exactly as training built it.
-Parameters that training created (the projection, a BERT pooler absent from the folder) have no
-pretrained value and keep the fine-tuned one.
+"""Weight averaging of a fine-tuned checkpoint with the weights it started from (WiSE-FT,
+Wortsman et al. 2022; the README says why). The start is the pretrained folder the
+checkpoint's `encoder_params` name (or the paths given anew), built as training built it;
+what training created (the projection, a BERT pooler absent from the folder) has no
+pretrained value and keeps the fine-tuned one.
 """
 
 from __future__ import annotations
@@ -94,7 +90,6 @@ def average_with_start(checkpoint: str | os.PathLike[str], output: str | os.Path
     Args:
         alpha: Weight of the fine-tuned weights (see `interpolate`).
         cli: Path overrides (`pretrained_model_cfg`, `pretrained_file`).
-        allow_pickle: Allow files that need full unpickling (trusted files only).
 
     Returns:
         alpha, the start folder and the counts of averaged / kept tensors.

@@ -158,14 +158,10 @@ def from_dpr_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def load_model_state(model: nn.Module, dpr_state: Mapping[str, torch.Tensor], *,
                      source: str = "checkpoint") -> None:
-    """Loads a DPR-layout state dict into a `BiEncoder` (or one side with a single prefix).
-
-    Every parameter must be present and every stored tensor must be used, except buffers that
-    differ between transformers versions (`embeddings.position_ids`, `token_type_ids`).
-
-    Raises:
-        CheckpointError: Listing missing or unexpected keys.
-    """
+    """Loads a DPR-layout state dict into a `BiEncoder` (or one side with a single prefix):
+    every parameter must be present and every stored tensor used (`CheckpointError` listing
+    the others), except buffers that differ between transformers versions
+    (`embeddings.position_ids`, `token_type_ids`)."""
     state = {k: v for k, v in from_dpr_layout(dpr_state).items() if not OPTIONAL_BUFFERS.search(k)}
     if getattr(model, "shared", False):
         _check_same_towers(state, source)
@@ -206,15 +202,10 @@ def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> Non
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> CheckpointState:
-    """Reads a DPR checkpoint (ours or the original's) onto the CPU.
-
-    Args:
-        allow_pickle: Fall back to full unpickling (arbitrary code execution on a malicious
-            file) when the file holds more than plain tensors and containers.
-
-    Raises:
-        CheckpointError: If the file is missing, unreadable or lacks DPR's keys.
-    """
+    """Reads a DPR checkpoint (ours or the original's) onto the CPU (`CheckpointError` if
+    the file is missing, unreadable or lacks DPR's keys). `allow_pickle` falls back to full
+    unpickling (arbitrary code execution on a malicious file) when the file holds more than
+    plain tensors and containers."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file does not exist")
