@@ -14,13 +14,12 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
              body: Callable[[argparse.Namespace], object], *, prog: str,
              quiet_logs: bool = False,
              on_error: Callable[[argparse.Namespace], None] | None = None) -> int:
-    """The whole `main(argv)` of an entry point: parses the flags (argparse's status, 0 after
-    `--help` or 2 for bad flags, is returned instead of raising SystemExit), sets up the one
-    log format (`setup_logging`, rank 0: a tool that runs as several processes calls it again
-    once it knows its rank), runs `body` and turns the project's user errors (`DprError`, and
-    `OSError` for files that cannot be read or written) into one line logged under `prog`
-    and their exit status (`DprError.exit_code`, 1 for `OSError`). Anything else is a bug and
-    propagates with its traceback; `--debug` shows user errors' tracebacks too.
+    """The whole `main(argv)` of an entry point: parses the flags (argparse's status returned
+    instead of raising SystemExit), sets up the one log format (rank 0: a tool that runs as
+    several processes calls `setup_logging` again once it knows its rank), runs `body` and
+    turns user errors (`dpr.utils.errors`, and `OSError`: 1) into one line logged under `prog`
+    and their exit status; other exceptions are bugs and keep their traceback, as user errors
+    do with `--debug`.
 
     Args:
         argv: Arguments without the program name (None: `sys.argv[1:]`).

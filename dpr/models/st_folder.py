@@ -53,34 +53,27 @@ def save_sentence_transformer(source: str | os.PathLike[str], target: str | os.P
             tower, `passage` for a passage tower).
     """
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import (
-        Dense,
-        Normalize,
-        Transformer,
-    )
-    from sentence_transformers.sentence_transformer.modules import (
-        Pooling as PoolingModule,
-    )
+    from sentence_transformers.sentence_transformer import modules
 
     source = Path(source)
     with quiet_transformers():
-        transformer = Transformer(
+        transformer = modules.Transformer(
             str(source), max_seq_length=recipe.sequence_length,
             do_lower_case=recipe.do_lower_case,
             model_kwargs={"torch_dtype": "auto", "add_pooling_layer": _has_pooler(source)})
-        modules: list[nn.Module] = [transformer, PoolingModule(
+        stack: list[nn.Module] = [transformer, modules.Pooling(
             transformer.get_embedding_dimension(), pooling_mode=recipe.pooling)]
         if projection is not None:
-            modules.append(Dense(projection.in_features, projection.out_features,
-                                 activation_function=nn.Identity(),
-                                 init_weight=projection.weight.detach().clone(),
-                                 init_bias=projection.bias.detach().clone()))
+            stack.append(modules.Dense(projection.in_features, projection.out_features,
+                                       activation_function=nn.Identity(),
+                                       init_weight=projection.weight.detach().clone(),
+                                       init_bias=projection.bias.detach().clone()))
         if recipe.normalize:
-            modules.append(Normalize())
+            stack.append(modules.Normalize())
         prompts = {name: prefix for name, prefix in (("query", recipe.query_prefix),
                                                      ("passage", recipe.passage_prefix)) if prefix}
         model = SentenceTransformer(
-            modules=modules, prompts=prompts, device="cpu", similarity_fn_name=recipe.similarity,
+            modules=stack, prompts=prompts, device="cpu", similarity_fn_name=recipe.similarity,
             default_prompt_name=default_prompt if default_prompt in prompts else None)
         model.save(str(target), create_model_card=False)
 
@@ -105,16 +98,15 @@ def _declared(folder: Path) -> dict[str, Any]:
     which sentence-transformers 5.7 reads only inside `SentenceTransformer(folder)`: that loads
     the whole model (0.9-2 s for multilingual-e5-small on a 2-core CPU) before the loader loads
     it again."""
-    from sentence_transformers.sentence_transformer.modules import Normalize
-    from sentence_transformers.sentence_transformer.modules import Pooling as PoolingModule
+    from sentence_transformers.sentence_transformer import modules
     from sentence_transformers.util import import_module_class
 
-    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-    classes = [(m["path"], import_module_class(m["type"], str(folder))) for m in modules]
+    declared = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    classes = [(m["path"], import_module_class(m["type"], str(folder))) for m in declared]
     config = _read_json(folder / "config_sentence_transformers.json") or {}
     found: dict[str, Any] = {}
     for path, cls in classes:
-        if issubclass(cls, PoolingModule):
+        if issubclass(cls, modules.Pooling):
             mode = cls.load(str(folder), subfolder=path, local_files_only=True).pooling_mode
             if mode in (Pooling.CLS, Pooling.MEAN):
                 found["pooling"] = str(mode)
@@ -123,7 +115,7 @@ def _declared(folder: Path) -> dict[str, Any]:
                                "mean; pass --pooling", folder, mode)
     # sentence-transformers compares by cosine unless a folder declares otherwise
     similarity = config.get("similarity_fn_name")
-    if any(issubclass(cls, Normalize) for _, cls in classes) or \
+    if any(issubclass(cls, modules.Normalize) for _, cls in classes) or \
             similarity in (None, Similarity.COSINE):
         found["similarity"] = Similarity.COSINE.value
     elif similarity == Similarity.DOT:
