@@ -30,8 +30,7 @@ import torch
 
 from dpr.cli.flags import add_debug_flag, add_flag
 from dpr.cli.main import run_main
-from dpr.models.st_folder import save_sentence_transformer
-from dpr.recipe import Recipe
+from dpr.models.st_folder import E5_RECIPE, save_sentence_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +117,6 @@ def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int 
     return _sentencepiece_folder(
         out_dir, texts, (XLMRobertaTokenizer, XLMRobertaConfig, XLMRobertaModel),
         vocab_size=vocab_size, seed=seed, **_ROBERTA, **_small_config_kwargs(hidden, layers))
-
-
-# multilingual-e5's recipe, declared by the sentence-transformers files of `--type e5`.
-E5_RECIPE = Recipe(pooling="mean", similarity="cosine", query_prefix="query: ",
-                   passage_prefix="passage: ")
 
 
 def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, layers: int = 2,

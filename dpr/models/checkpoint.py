@@ -271,24 +271,18 @@ def resolve_encoder_params(
     cli: Mapping[str, Any], stored: Mapping[str, Any], *,
     checkpoint: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, Any], list[Override]]:
-    """The encoder parameters to rebuild a checkpoint's model with: the one rule of every tool.
-
-    - What defines the trained model (`encoder_model_type`, `do_lower_case`, `projection_dim`,
-      `sequence_length`) comes from the checkpoint whenever stored (even false/0), else from
-      the command line.
-    - The rest of the recipe (`dpr.recipe.Recipe`: pooling, similarity, temperature, prefixes,
-      shared encoder, frozen embeddings) comes from the checkpoint; an entry it does not store
-      is DPR's (checkpoints store only what differs from DPR's recipe).
-    - Paths (`pretrained_model_cfg`, `pretrained_file`) come from the command line when given
-      there; stored ones are tried as given, then beside the `checkpoint` file.
-    - fairseq_roberta takes its tokenizer from `pretrained_file` when no usable
-      `pretrained_model_cfg` is stored or given (as training does).
+    """The encoder parameters to rebuild a checkpoint's model with, the one rule of every tool
+    (docs/DIFFERENCES.md, "Checkpoints"): what defines the trained model
+    (`encoder_model_type`, `do_lower_case`, `projection_dim`, `sequence_length`) comes from the
+    checkpoint whenever stored (even false/0), else from the command line; the rest of the
+    recipe from the checkpoint (absent: DPR's value); paths from the command line when given
+    there, else the stored ones, tried as given, then beside the `checkpoint` file;
+    fairseq_roberta's tokenizer from `pretrained_file` when no usable `pretrained_model_cfg`
+    is stored or given (as training does).
 
     Args:
         cli: Command-line values of the `ENCODER_PARAM_KEYS` and `RECIPE_KEYS` (absent/None =
             not given).
-        stored: The checkpoint's `encoder_params`.
-        checkpoint: The checkpoint file, to resolve stored relative paths against.
 
     Returns:
         The six DPR values (projection_dim and sequence_length ints, do_lower_case a bool)

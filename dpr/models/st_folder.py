@@ -21,11 +21,12 @@ logger = logging.getLogger(__name__)
 # Prompt names used for passages by sentence-transformers models, in order of preference.
 PASSAGE_PROMPT_NAMES = ("passage", "document", "corpus", "search_document")
 QUERY_PROMPT_NAMES = ("query", "search_query")
-# E5 models (intfloat/multilingual-e5-small, e5-base-v2...): their prefixes are part of the
-# model, but hub copies may not declare them as sentence-transformers prompts.
+# E5 models (intfloat/multilingual-e5-small, e5-base-v2...) and their recipe: the prefixes
+# are part of the model, but hub copies may not declare them as sentence-transformers prompts.
 E5_NAME = re.compile(r"(^|[/_-])(multilingual-)?e5-(small|base|large)(-v2)?($|[/_-])",
                      re.IGNORECASE)
-E5_PREFIXES = {"query_prefix": "query: ", "passage_prefix": "passage: "}
+E5_RECIPE = Recipe(pooling="mean", similarity="cosine", query_prefix="query: ",
+                   passage_prefix="passage: ")
 
 
 def _has_pooler(folder: Path) -> bool:
@@ -157,6 +158,7 @@ def folder_recipe(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         return {}
     if "query_prefix" not in found and "passage_prefix" not in found and _is_e5(folder):
         logger.info("%s: an E5 model without declared prompts: its prefixes %r / %r are the "
-                    "defaults", path, *E5_PREFIXES.values())
-        found |= E5_PREFIXES
+                    "defaults", path, E5_RECIPE.query_prefix, E5_RECIPE.passage_prefix)
+        found |= {"query_prefix": E5_RECIPE.query_prefix,
+                  "passage_prefix": E5_RECIPE.passage_prefix}
     return found
