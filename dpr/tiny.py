@@ -3,15 +3,9 @@
     python -m dpr.tiny --type camembert --corpus examples/data/fr_sample_squad.json \
         --output_dir DIR
 
-writes a Hugging Face folder: a SentencePiece *unigram* tokenizer trained on the corpus (saved
-as `sentencepiece.bpe.model`, as in camembert-base), a small config and random weights.
-`--type xlm-roberta` writes the same kind of SentencePiece model as an XLM-R folder (fairseq
-ids: `<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, then the pieces shifted by 1),
-`--type e5` a BERT model with that XLM-R tokenizer and sentence-transformers files declaring
-multilingual-e5's recipe (mean pooling, normalisation, `query: ` / `passage: ` prompts),
-`--type bert` writes a WordPiece vocabulary instead, `--type roberta` a byte-level BPE, and
-`--type fairseq-camembert` a fairseq-format CamemBERT folder (`model.pt`, `dict.txt`,
-`sentencepiece.bpe.model`), as the 2020 blog's `data/camembert-base`.
+writes a model folder (a tokenizer trained on the corpus, a small config, random weights) of
+the `--type` chosen, one `make_tiny_*` builder each: CamemBERT, XLM-R, BERT, RoBERTa, an
+e5-shaped folder, or a fairseq-format CamemBERT as the 2020 blog's `data/camembert-base`.
 """
 
 from __future__ import annotations
