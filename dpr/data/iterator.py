@@ -36,8 +36,6 @@ class ShardedIterator:
     ) -> None:
         if num_samples <= 0:
             raise ValueError("cannot iterate over an empty dataset")
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
         self.num_samples = num_samples
         self.rank = rank
         self.world_size = world_size

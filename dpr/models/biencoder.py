@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from dpr.models.encoder import Encoder
+from dpr.utils.errors import UsageError
 
 
 class BiEncoder(nn.Module):
     """Question and passage towers as in DPR, or one shared encoder (`ctx_model` None or
     `question_model` itself). `fix_ctx_encoder` freezes the passage tower (no gradients, run
-    under no_grad); a shared encoder refuses it (ValueError)."""
+    under no_grad); a shared encoder refuses it (`UsageError` naming the flags)."""
 
     def __init__(self, question_model: Encoder, ctx_model: Encoder | None = None,
                  fix_ctx_encoder: bool = False) -> None:
@@ -28,7 +29,8 @@ class BiEncoder(nn.Module):
         self.ctx_model = question_model if ctx_model is None else ctx_model
         self.fix_ctx_encoder = fix_ctx_encoder
         if fix_ctx_encoder and self.shared:
-            raise ValueError("a shared encoder cannot have a frozen passage tower")
+            raise UsageError("--fix_ctx_encoder cannot be used with --shared_encoder (one "
+                             "encoder serves both sides)")
         if fix_ctx_encoder:
             self.ctx_model.requires_grad_(False)
 

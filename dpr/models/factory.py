@@ -67,12 +67,8 @@ def build_biencoder(
 
         def build() -> Encoder:
             return build_hf_encoder(encoder_model_type, pretrained_model_cfg, **options)
-    if recipe.shared_encoder:
-        if fix_ctx_encoder:
-            raise UsageError("--fix_ctx_encoder cannot be used with --shared_encoder (one "
-                             "encoder serves both sides)")
-        return BiEncoder(build())
-    return BiEncoder(build(), build(), fix_ctx_encoder=fix_ctx_encoder)
+    return BiEncoder(build(), None if recipe.shared_encoder else build(),
+                     fix_ctx_encoder=fix_ctx_encoder)
 
 
 # Model types whose position ids start after the padding index (fairseq's convention).
