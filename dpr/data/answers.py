@@ -44,13 +44,9 @@ def _regex_search(pattern: str, text: str) -> bool:
 
 
 def prepare_text(text: str, match: str = "string") -> str:
-    """A passage text in the form :func:`contains_answer` takes (the costly half of matching:
-    normalising and tokenising; done once per passage).
-
-    String mode: the NFD tokens joined by single spaces, one space on each side, lowercased
-    once joined (tokens are separated by spaces, which no lower-casing rule looks across, so
-    lower-casing them joined equals lower-casing each).
-    """
+    """A passage text in the form :func:`contains_answer` takes (the costly half of matching,
+    done once per passage). String mode lower-cases the joined tokens at once: no lower-casing
+    rule looks across the spaces that separate them, so it equals lower-casing each."""
     text = unicodedata.normalize("NFD", text)
     if match == "regex":
         return text
