@@ -1,22 +1,13 @@
-"""The encoder's recipe: how a model turns text into vectors and compares them, declared once.
+"""The encoder's recipe, declared once: how a model turns text into vectors and compares them.
 
-DPR (2020) represents a text by its first token, scores by raw dot product, adds no prefix and
-trains two towers. Models such as multilingual-e5 or the sentence-transformers family were
-trained otherwise (mean pooling, L2-normalised vectors compared by cosine with a contrastive
-temperature, text prefixes such as `query: ` / `passage: `, one encoder for both sides);
-fine-tuned or applied by DPR's recipe they lose what makes them good. The recipe therefore
-travels with the model, and `Recipe` is its one declaration:
-
-- each field's metadata is its flag (`dpr.utils.options.opt`): training's, and the model flags
-  of every tool that loads a model (`dpr.cli.flags.add_recipe_flags`);
-- a checkpoint's `encoder_params` store DPR's six keys and only the entries that differ from
-  DPR's recipe (`stored`), so that DPR's own command keeps writing exactly DPR's keys and an
-  absent entry means DPR's value (`from_params`);
-- a `dpr2hf` export carries it in each tower's `config.json` (`dpr` entry) and in its
-  sentence-transformers files (`dpr.models.st_folder`), which are also where training and the
-  loader read a sentence-transformers folder's own recipe;
-- the text side (lower-casing, prefixes, length) is applied by `dpr.data.recipe`, the vector
-  side (pooling, normalisation) by `dpr.models.encoder`, the temperature by the loss.
+DPR's (first token, raw dot product, no prefix, two towers) is the default; models such as
+multilingual-e5 were trained otherwise and lose what makes them good under it (the README's
+"A model's own recipe"). `Recipe`'s fields are the flags (`dpr.utils.options.opt`), the
+entries a checkpoint's `encoder_params` store when they differ from DPR's (`stored`: DPR's
+own command keeps writing DPR's six keys; an absent entry is DPR's value, `from_params`), and
+those of an export (`config.json`'s `dpr` entry, its sentence-transformers files). The text
+side is applied by `dpr.data.recipe`, the vector side by `dpr.models.encoder`, the temperature
+by the loss.
 """
 
 from __future__ import annotations

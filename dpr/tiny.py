@@ -3,15 +3,9 @@
     python -m dpr.tiny --type camembert --corpus examples/data/fr_sample_squad.json \
         --output_dir DIR
 
-writes a Hugging Face folder: a SentencePiece *unigram* tokenizer trained on the corpus (saved
-as `sentencepiece.bpe.model`, as in camembert-base), a small config and random weights.
-`--type xlm-roberta` writes the same kind of SentencePiece model as an XLM-R folder (fairseq
-ids: `<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, then the pieces shifted by 1),
-`--type e5` a BERT model with that XLM-R tokenizer and sentence-transformers files declaring
-multilingual-e5's recipe (mean pooling, normalisation, `query: ` / `passage: ` prompts),
-`--type bert` writes a WordPiece vocabulary instead, `--type roberta` a byte-level BPE, and
-`--type fairseq-camembert` a fairseq-format CamemBERT folder (`model.pt`, `dict.txt`,
-`sentencepiece.bpe.model`), as the 2020 blog's `data/camembert-base`.
+writes a model folder (a tokenizer trained on the corpus, a small config, random weights) of
+the `--type` chosen, one `make_tiny_*` builder each: CamemBERT, XLM-R, BERT, RoBERTa, an
+e5-shaped folder, or a fairseq-format CamemBERT as the 2020 blog's `data/camembert-base`.
 """
 
 from __future__ import annotations
@@ -30,8 +24,7 @@ import torch
 
 from dpr.cli.flags import add_debug_flag, add_flag
 from dpr.cli.main import run_main
-from dpr.models.st_folder import save_sentence_transformer
-from dpr.recipe import Recipe
+from dpr.models.st_folder import E5_RECIPE, save_sentence_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +113,6 @@ def make_tiny_xlm_roberta(out_dir: str | Path, texts: list[str], *, hidden: int 
         vocab_size=vocab_size, seed=seed, **_ROBERTA, **_small_config_kwargs(hidden, layers))
 
 
-# multilingual-e5's recipe, declared by the sentence-transformers files of `--type e5`.
-E5_RECIPE = Recipe(pooling="mean", similarity="cosine", query_prefix="query: ",
-                   passage_prefix="passage: ")
-
-
 def make_tiny_e5(out_dir: str | Path, texts: list[str], *, hidden: int = 32, layers: int = 2,
                  vocab_size: int = 400, seed: int = 0) -> Path:
     """Writes a tiny folder shaped like multilingual-e5: a `BertModel` (model_type bert, no
@@ -193,8 +181,7 @@ def make_tiny_roberta(out_dir: str | Path, texts: list[str], *, hidden: int = 32
     bpe.save_model(str(out))
     tokenizer = RobertaTokenizerFast(vocab_file=str(out / "vocab.json"),
                                      merges_file=str(out / "merges.txt"))
-    config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
-                           type_vocab_size=1, layer_norm_eps=1e-5,
+    config = RobertaConfig(vocab_size=len(tokenizer), **_ROBERTA,
                            **_small_config_kwargs(hidden, layers))
     torch.manual_seed(seed)
     RobertaModel(config, add_pooling_layer=False).save_pretrained(out)
@@ -234,8 +221,6 @@ def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden
     <= 0.10). `dict.txt` and `sentencepiece.bpe.model` complete the folder. `infix="decoder"`
     writes fairseq 0.9's names.
     """
-    import argparse
-
     from transformers import CamembertConfig, CamembertModel
 
     from dpr.models.fairseq import hf_to_sentence_encoder
@@ -245,8 +230,7 @@ def make_tiny_fairseq_camembert(out_dir: str | Path, texts: list[str], *, hidden
     pieces = write_fairseq_dictionary(sp_model, out / "dict.txt")
     vocab = 4 + pieces + 1  # built-ins, dictionary, <mask>
     torch.manual_seed(seed)
-    config = CamembertConfig(vocab_size=vocab, max_position_embeddings=514, type_vocab_size=1,
-                             layer_norm_eps=1e-5, **_small_config_kwargs(hidden, layers))
+    config = CamembertConfig(vocab_size=vocab, **_ROBERTA, **_small_config_kwargs(hidden, layers))
     model = CamembertModel(config, add_pooling_layer=False)
     torch.nn.init.zeros_(model.embeddings.token_type_embeddings.weight)
     encoder = hf_to_sentence_encoder(model.state_dict())

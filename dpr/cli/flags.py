@@ -1,18 +1,8 @@
-"""The flags the tools share, and the one spelling of each concept (docs/FLAGS.md).
-
-Every concept has one canonical flag, DPR's name where DPR has the concept (`--model_file`,
-`--ctx_file`, `--qa_file`, `--train_file`, `--encoded_ctx_file`, `--n_docs`, `--out_file`,
-`--output_dir`), new ones in the same snake_case style. `add_flag` adds it with the spellings
-a tool accepted before (and DPR's, such as `--n-docs`) as aliases of the same destination, so
-that no documented command breaks; `--help` lists them. DPR's own three scripts keep DPR's
-names as their canonical ones.
-
-The model flags of the tools that load a model for inference (`add_encoder_flags`,
-`add_recipe_flags`: generated from `dpr.recipe.Recipe`, `add_device_flags`,
-`add_precision_flags`) are read by `encoder_params` (the command-line side of
-`dpr.inference.load_encoder`),
-`dpr.utils.device.select_device` and `dpr.utils.device.autocast_dtype`.
-"""
+"""The flags the tools share, one spelling per concept (docs/FLAGS.md): `add_flag` adds the
+canonical spelling with the ones accepted before as aliases of the same destination. The model
+flags of the tools that load a model (`add_encoder_flags`, `add_recipe_flags` generated from
+`dpr.recipe.Recipe`) are read by `encoder_params`, the command-line side of
+`dpr.inference.load_encoder`."""
 
 from __future__ import annotations
 
@@ -25,7 +15,6 @@ from dpr.utils.errors import UsageError
 from dpr.utils.options import add_options, at_least
 
 AMP_DTYPES = ("auto", "bfloat16", "float16")  # `dpr.utils.device.autocast_dtype`'s choices
-DEBUG_HELP = "show the full traceback of errors caused by the input too (for bug reports)"
 PICKLE_HELP = ("allow files that need full unpickling (checkpoints with pickled objects, DPR "
                ".pkl embeddings): unpickling can run arbitrary code, trusted files only")
 # The encoder parameters a command line can give `load_encoder` besides the recipe's.
@@ -40,14 +29,8 @@ def dest_of(flag: str) -> str:
 
 def add_flag(container: argparse._ActionsContainer, flag: str, *aliases: str,
              **kwargs: Any) -> argparse.Action:
-    """Adds `flag` (the canonical spelling) with `aliases`, all stored under `flag`'s dest.
-
-    Args:
-        container: A parser or an argument group.
-        flag: The canonical spelling, e.g. `--ctx_file`.
-        aliases: Other spellings accepted for it (DPR's, and the tool's older ones).
-        kwargs: `add_argument`'s other arguments.
-    """
+    """Adds `flag` (the canonical spelling, e.g. `--ctx_file`) to a parser or group, with
+    `aliases` (DPR's, and the tool's older spellings) stored under `flag`'s dest."""
     kwargs.setdefault("dest", dest_of(flag))
     return container.add_argument(*dict.fromkeys((flag, *aliases)), **kwargs)
 
@@ -75,11 +58,8 @@ def add_positional_flag(parser: argparse.ArgumentParser, flag: str, *, metavar: 
 
 
 def require(args: argparse.Namespace, flag: str, what: str) -> Any:
-    """The value of a flag that has no argparse `required` (see `add_positional_flag`).
-
-    Raises:
-        UsageError: When it was not given.
-    """
+    """The value of a flag that has no argparse `required` (see `add_positional_flag`);
+    `UsageError` when it was not given."""
     value = getattr(args, dest_of(flag))
     if value is None:
         raise UsageError(f"give {what}: {flag} PATH")
@@ -88,7 +68,8 @@ def require(args: argparse.Namespace, flag: str, what: str) -> Any:
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     """Adds `--debug` (tracebacks for user errors as well) to a parser."""
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of "
+                        "errors caused by the input too (for bug reports)")
 
 
 def add_output_flags(parser: argparse.ArgumentParser, *, quiet_help: str) -> None:
@@ -163,22 +144,16 @@ def add_recipe_flags(container: argparse._ActionsContainer) -> None:
 
 def encoder_params(args: argparse.Namespace) -> dict[str, Any]:
     """The encoder parameters given on the command line, as `load_encoder` takes them (flags
-    a tool does not have, and flags not given, are None), the recipe's checked.
-
-    Raises:
-        UsageError: A recipe value `dpr.recipe.Recipe` refuses, naming the flag.
-    """
+    a tool does not have, and flags not given, are None), the recipe's checked (`UsageError`
+    naming the flag)."""
     given = {key: getattr(args, key, None) for key in (*MODEL_FLAGS, *APPLIED)}
     Recipe.from_params(given)
     return given
 
 
 def check_finite_floats(args: argparse.Namespace) -> None:
-    """Refuses a float flag given as `nan` or `inf` (argparse's `float` accepts both).
-
-    Raises:
-        UsageError: Naming the first such flag.
-    """
+    """Refuses (`UsageError` naming it) a float flag given as `nan` or `inf` (argparse's
+    `float` accepts both)."""
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"--{name} must be a finite number, got {value}")

@@ -44,13 +44,9 @@ def _regex_search(pattern: str, text: str) -> bool:
 
 
 def prepare_text(text: str, match: str = "string") -> str:
-    """A passage text in the form :func:`contains_answer` takes (the costly half of matching:
-    normalising and tokenising; done once per passage).
-
-    String mode: the NFD tokens joined by single spaces, one space on each side, lowercased
-    once joined (tokens are separated by spaces, which no lower-casing rule looks across, so
-    lower-casing them joined equals lower-casing each).
-    """
+    """A passage text in the form :func:`contains_answer` takes (the costly half of matching,
+    done once per passage). String mode lower-cases the joined tokens at once: no lower-casing
+    rule looks across the spaces that separate them, so it equals lower-casing each."""
     text = unicodedata.normalize("NFD", text)
     if match == "regex":
         return text
@@ -75,19 +71,8 @@ def contains_answer(prepared_answers: Sequence[str], prepared_text: str,
 
 
 def has_answer(answers: Iterable[str], text: str, match: str = "string") -> bool:
-    """Checks whether ``text`` contains any of ``answers`` with DPR's matching rules.
-
-    Args:
-        answers: Answer strings (``string`` mode) or regular expressions (``regex`` mode).
-        text: Passage text.
-        match: ``"string"`` for token sub-sequence matching, ``"regex"`` for pattern search.
-
-    Returns:
-        True if at least one answer matches. Answers with no tokens never match.
-
-    Raises:
-        ValueError: If ``match`` is not ``"string"`` or ``"regex"``.
-    """
+    """Whether ``text`` contains one of ``answers`` (strings, or patterns with
+    ``match="regex"``) by DPR's rules (module docstring); ValueError for another ``match``."""
     if match not in MATCH_MODES:
         raise ValueError(f"match must be 'string' or 'regex', got {match!r}")
     return contains_answer(prepare_answers(answers, match), prepare_text(text, match), match)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,33 +40,21 @@ class BiEncoderBatch:
     ctx_lengths: torch.Tensor | None = None  # [C] int64 real tokens per context, CPU
 
     def to(self, device: torch.device | str) -> BiEncoderBatch:
-        """Returns the batch with its tensors moved to `device`.
-
-        The row lengths stay on the CPU (counted here from the masks when they are still on
-        it), so that length buckets are planned without a copy back from the device.
-        """
-        return BiEncoderBatch(
-            question_ids=self.question_ids.to(device, non_blocking=True),
-            question_mask=self.question_mask.to(device, non_blocking=True),
-            ctx_ids=self.ctx_ids.to(device, non_blocking=True),
-            ctx_mask=self.ctx_mask.to(device, non_blocking=True),
-            positive_idx=self.positive_idx.to(device, non_blocking=True),
-            hard_negative_idx=self.hard_negative_idx,
-            ctx_keys=_move(self.ctx_keys, device),
-            positive_keys=_move(self.positive_keys, device),
-            question_lengths=_cpu_lengths(self.question_lengths, self.question_mask),
-            ctx_lengths=_cpu_lengths(self.ctx_lengths, self.ctx_mask),
-        )
+        """The batch with its tensors moved to `device`, but the row lengths: they stay on the
+        CPU (counted here from the masks while these are still there), so that length buckets
+        are planned without a copy back from the device."""
+        moved = {name: value.to(device, non_blocking=True) for name, value in vars(self).items()
+                 if isinstance(value, torch.Tensor) and not name.endswith("_lengths")}
+        lengths = {f"{side}_lengths": _cpu_lengths(getattr(self, f"{side}_lengths"),
+                                                   getattr(self, f"{side}_mask"))
+                   for side in ("question", "ctx")}
+        return dataclasses.replace(self, **moved, **lengths)
 
 
 def _cpu_lengths(lengths: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor | None:
     if lengths is not None or mask.device.type != "cpu":
         return lengths
     return mask.sum(dim=1)
-
-
-def _move(tensor: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
-    return None if tensor is None else tensor.to(device, non_blocking=True)
 
 
 def _positive_keys(samples: Sequence[BiEncoderSample]) -> torch.Tensor:
@@ -84,16 +73,10 @@ def select_contexts(
     rng: random.Random | None,
     shuffle_positive: bool = False,
 ) -> tuple[Passage, list[Passage], list[Passage]]:
-    """Chooses the positive, other negatives and hard negatives of one question.
-
-    With an `rng` (training) the negative pools are shuffled (copies; the sample is never
-    mutated) and, if `shuffle_positive`, the positive is drawn at random; without one
-    (validation) the first passages are taken. Pools smaller than the requested count give
-    what they have.
-
-    Returns:
-        (positive, other negatives, hard negatives).
-    """
+    """(positive, other negatives, hard negatives) of one question. With an `rng` (training)
+    the negative pools are shuffled (copies; the sample is never mutated) and, if
+    `shuffle_positive`, the positive is drawn at random; without one (validation) the first
+    passages are taken. Pools smaller than the requested count give what they have."""
     positive = sample.positives[0]
     others = list(sample.negatives)
     hards = list(sample.hard_negatives)
@@ -114,16 +97,9 @@ def build_batch(
     rngs: Sequence[random.Random] | None = None,
     shuffle_positive: bool = False,
 ) -> BiEncoderBatch:
-    """Builds a `BiEncoderBatch` (DPR's `create_biencoder_input`, without global RNGs).
-
-    Args:
-        samples: The batch's questions.
-        tensorizer: Tokenizes and pads.
-        num_hard: Hard negatives per question.
-        num_other: Other negatives per question.
-        rngs: One private generator per sample for training-time sampling; None = no shuffle.
-        shuffle_positive: Draw a random positive instead of the first (training only).
-    """
+    """A `BiEncoderBatch` (DPR's `create_biencoder_input`, without global RNGs) of `num_hard`
+    hard and `num_other` other negatives per question, drawn with `rngs` (one private
+    generator per sample; None: no shuffle) as `select_contexts` does."""
     questions: list[str] = []
     passages: list[Passage] = []
     positive_idx: list[int] = []

@@ -14,20 +14,14 @@ class ShardedIterator:
     Semantics (written down because resuming depends on them):
     - The order of epoch `e` is a permutation drawn from `(seed, e)` alone, never from earlier
       epochs, so a run resumed mid-epoch sees exactly the batches of an uninterrupted run.
-    - Process `rank` of `world_size` takes the contiguous slice
+    - Process `rank` (global) of `world_size` takes the contiguous slice
       `[rank * per_shard, (rank + 1) * per_shard)` of that order, `per_shard = ceil(N / W)`.
     - Every process yields the same number of batches, `ceil(per_shard / batch_size)`: a short
       or empty slice is topped up cyclically (with its own samples, or with the whole order
       when it is empty), as every batch takes part in collectives.
     - The dataset itself is never mutated.
 
-    Args:
-        num_samples: Dataset size N (> 0).
-        rank: Global rank of this process.
-        world_size: Number of processes.
-        batch_size: Samples per batch per process.
-        shuffle: Shuffle each epoch (training) or keep file order (validation).
-        seed: Base seed of the shuffles.
+    `shuffle`: training's shuffled epochs; False keeps file order (validation).
     """
 
     def __init__(
@@ -42,8 +36,6 @@ class ShardedIterator:
     ) -> None:
         if num_samples <= 0:
             raise ValueError("cannot iterate over an empty dataset")
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
         self.num_samples = num_samples
         self.rank = rank
         self.world_size = world_size
@@ -73,15 +65,8 @@ class ShardedIterator:
         return [shard[i % len(shard)] for i in range(needed)]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, list[int]]]:
-        """Yields `(iteration, sample indices)` for the batches of `epoch` after `start`.
-
-        Args:
-            epoch: 0-based epoch.
-            start: Number of batches of this epoch already done (a checkpoint's offset).
-
-        Yields:
-            The 1-based iteration number within the epoch and the batch's sample indices.
-        """
+        """(1-based iteration within the epoch, sample indices) of the batches of `epoch`
+        (0-based) after the `start` already done (a checkpoint's offset)."""
         indices = self.shard_indices(epoch)
         for iteration in range(start + 1, self.batches_per_epoch + 1):
             begin = (iteration - 1) * self.batch_size

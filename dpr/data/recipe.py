@@ -1,29 +1,13 @@
-"""The one input recipe: how questions and passages become model inputs, everywhere.
-
-Training (`build_batch`), inference on any model (`dpr.inference`) and the export check
-(`dpr2hf.verify`) all go through these functions, so they cannot drift apart:
-
-- a question loses one trailing '?' (DPR's training-time rule), then surrounding whitespace;
-- a passage is one `(title, text)` pair everywhere; its text loses surrounding whitespace, its
-  title is kept as is, and an empty title means the text is encoded alone (`[CLS] text
-  [SEP]`), else as the pair (`[CLS] title [SEP] text [SEP]`, RoBERTa: `<s> title </s></s> text
-  </s>`);
-- the model's prefixes are put in front (`query_prefix` before the question,
-  `passage_prefix` before the title, or before the text when there is no title: what
-  sentence-transformers does with a prompt and a `(title, text)` pair);
-- with `do_lower_case` every text (question, title, passage), its prefix included, is
-  lower-cased with `str.lower()`, as sentence-transformers' lower-casing tokenizer does with a
-  prompt and its text, so that an exported model computes what training did;
-- token ids carry the tokenizer's special tokens and are truncated to `sequence_length`
-  (`longest_first` for pairs); batches are right-padded by the tokenizer
-  (`dpr.data.tensorizer.Tensorizer.pad`).
-
-The recipe's values are a `dpr.recipe.Recipe` (`do_lower_case`, `sequence_length`,
-`query_prefix`, `passage_prefix`).
-
-`encode_in_batches` runs any `(ids, mask) -> vectors` function over many prepared items in
-batches: length-sorted within windows, the next window tokenized while the current one is
-encoded.
+"""The one input recipe: how questions and passages become model inputs in training
+(`build_batch`), inference (`dpr.inference`) and the export check (`dpr2hf.verify`), so that
+they cannot drift apart. The rules are those docs/DPR2HF.md ("Using the exported models") gives
+users: a question loses one trailing '?' (DPR's training-time rule), then surrounding spaces; a
+passage is a `(title, text)` pair, its text stripped, its title kept as is, an empty title
+meaning the text alone; a prefix goes before the question, or before the title (the text
+without one), as sentence-transformers puts a prompt before a pair; `do_lower_case` lower-cases
+every text, prefix included, as sentence-transformers' lower-casing tokenizer does, so that an
+exported model computes what training did. `encode_in_batches` runs any
+`(ids, mask) -> vectors` function over prepared items in batches.
 """
 
 from __future__ import annotations
@@ -69,14 +53,12 @@ def _case(text: str, recipe: Recipe) -> str:
 
 
 def prepare_question(question: str, recipe: Recipe) -> str:
-    """One trailing '?' removed, then surrounding spaces; the query prefix in front; the whole
-    lower-cased when the recipe says so."""
+    """A question as training saw it (module docstring)."""
     return _case(recipe.query_prefix + strip_question_mark(question).strip(), recipe)
 
 
 def prepare_passage(passage: PassageText, recipe: Recipe) -> Item:
-    """A `(title, text)` passage as training saw it: text stripped, the passage prefix in
-    front (of the title, or of the text when the title is empty), lower-cased when required."""
+    """A `(title, text)` passage as training saw it (module docstring)."""
     title, text = passage
     text = (text or "").strip()
     if title:
@@ -96,32 +78,17 @@ def passage_items(passages: Sequence[PassageText], recipe: Recipe) -> list[Item]
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], *,
              max_length: int) -> list[list[int]]:
-    """Token ids of prepared items (special tokens added, `longest_first` truncation).
-
-    Args:
-        tokenizer: A Hugging Face tokenizer (fast or slow).
-        items: Texts and (title, text) pairs, as made by `question_items` / `passage_items`.
-        max_length: Longest id list, special tokens included.
-
-    Returns:
-        One unpadded id list per item, in order.
-    """
-    out: list[list[int] | None] = [None] * len(items)
-    kwargs = {"truncation": "longest_first", "max_length": max_length,
-              "add_special_tokens": True, "return_token_type_ids": False,
-              "return_attention_mask": False}
-    single = [i for i, item in enumerate(items) if isinstance(item, str)]
-    pair = [i for i, item in enumerate(items) if not isinstance(item, str)]
-    if single:
-        ids = tokenizer([items[i] for i in single], **kwargs)["input_ids"]
-        for i, seq in zip(single, ids):
-            out[i] = list(seq)
-    if pair:
-        ids = tokenizer([items[i][0] for i in pair], [items[i][1] for i in pair],
-                        **kwargs)["input_ids"]
-        for i, seq in zip(pair, ids):
-            out[i] = list(seq)
-    return out  # type: ignore[return-value]
+    """One unpadded id list per prepared item (`question_items` / `passage_items`), special
+    tokens added, at most `max_length` long (`longest_first` truncation for pairs): one
+    tokenizer call, texts and pairs mixed (fast and slow tokenizers take each item as a text
+    or a pair; the same ids as tokenizing texts and pairs apart, checked on BERT, RoBERTa,
+    CamemBERT and XLM-R tokenizers)."""
+    if not items:  # a fast tokenizer fails on an empty batch
+        return []
+    ids = tokenizer(list(items), truncation="longest_first", max_length=max_length,
+                    add_special_tokens=True, return_token_type_ids=False,
+                    return_attention_mask=False)["input_ids"]
+    return [list(seq) for seq in ids]
 
 
 def _windows(tensorizer: ItemTokenizer, items: Sequence[Item], window: int,
@@ -171,17 +138,13 @@ def encode_in_batches(
 
     Args:
         encode_fn: ids [B × T], mask [B × T] on `device` → vectors [B × D].
-        tensorizer: Tokenizes (`encode_items`) and pads (`pad`).
         items: Prepared inputs (`question_items` / `passage_items`).
         dim: D, the vector size (for the empty case).
-        batch_size: Items per forward pass.
-        device: Where `encode_fn` runs.
         sort_by_length: Batch items of similar token length together (less padding), in
             windows of `SORT_WINDOW_BATCHES` batches; rows come back in the input order.
             False encodes in input order (one window per batch).
         amp_dtype: Run `encode_fn` under autocast in this dtype (None: the model's own).
         prefetch: Tokenize the next window in a thread while encoding the current one.
-        desc: Progress-bar label.
         quiet: No progress bar.
 
     Returns:

@@ -1,8 +1,6 @@
-"""DPR retriever training records and their readers.
-
-Files are DPR JSON arrays (`[{"question": ..., "answers": [...], "positive_ctxs": [...],
-"negative_ctxs": [...], "hard_negative_ctxs": [...]}, ...]`), JSON Lines with one such object
-per line, or either of them gzip-compressed (`.gz`). Every error names the file and the record.
+"""DPR retriever training records and their readers: DPR JSON arrays or JSON Lines of
+`{"question", "answers", "positive_ctxs", "negative_ctxs", "hard_negative_ctxs"}` objects,
+optionally gzip-compressed. Every error names the file and the record.
 """
 
 from __future__ import annotations
@@ -29,19 +27,9 @@ class DataFormatError(InputError):
 
 @dataclass(frozen=True)
 class Passage:
-    """A passage: the one passage record of the project, whatever file it was read from.
-
-    DPR JSON contexts (`{"title", "text", "passage_id"}`) and passage TSV rows (DPR's columns
-    `id`, `text`, `title`; `dpr.data.tsv`) are both read as `Passage`; data_prep's passages are
-    `PassageSpan`s, passages that also know their place in a paragraph. What a model encodes
-    is the pair `(title, text)` (`dpr.inference`).
-
-    Attributes:
-        title: Title (empty when none).
-        text: Passage text.
-        passage_id: The JSON record's `passage_id` or the TSV row's `id` (None when a JSON
-            context has none).
-    """
+    """The one passage record, whatever file it was read from: a DPR JSON context
+    (`{"title", "text", "passage_id"}`) or a passage TSV row (`id`, `text`, `title`). `title`
+    is empty when there is none, `passage_id` None when a JSON context has none."""
 
     title: str
     text: str
@@ -74,13 +62,8 @@ class BiEncoderSample:
 
 
 def expand_files(pattern: str) -> list[str]:
-    """Expands a glob (or a comma-separated list of globs) into a sorted list of files.
-
-    Sorting makes the pairing with `--train_files_upsample_rates` deterministic.
-
-    Raises:
-        DataFormatError: If a pattern matches no file.
-    """
+    """The files of a glob or comma-separated globs, sorted (so that their pairing with
+    `--train_files_upsample_rates` is deterministic); `DataFormatError` if one matches none."""
     files: list[str] = []
     for part in (p.strip() for p in pattern.split(",")):
         if not part:
@@ -95,14 +78,9 @@ def expand_files(pattern: str) -> list[str]:
 
 
 def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
-    """Parses `--train_files_upsample_rates` safely (a literal list, never evaluated as code).
-
-    Args:
-        text: E.g. "[1, 2, 1]"; None means factor 1 for every file.
-        num_files: Number of files the train glob expanded to.
-
-    Returns:
-        One integer repetition factor per file (fractions truncate, as in DPR).
+    """One integer repetition factor per file (fractions truncate, as in DPR) from
+    `--train_files_upsample_rates` (e.g. "[1, 2, 1]"; None: 1 for every file), parsed as a
+    literal, never evaluated as code.
 
     Raises:
         UsageError: If the text is not a list of finite non-negative numbers.
@@ -132,11 +110,8 @@ def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
 
 
 def read_json_records(path: str) -> list[Any]:
-    """Reads a JSON array file or a JSON Lines file (optionally `.gz`).
-
-    Raises:
-        DataFormatError: On empty files, invalid JSON, or a top level that is not an array.
-    """
+    """The records of a JSON array file or a JSON Lines file, optionally `.gz`
+    (`DataFormatError` on an empty file or invalid JSON)."""
     try:
         with open_text(path) as handle:
             content = handle.read()
@@ -188,10 +163,8 @@ def _parse_passages(value: Any, where: str, key: str) -> tuple[Passage, ...]:
 
 
 def parse_sample(record: Any, *, path: str, index: int) -> BiEncoderSample:
-    """Validates one record and converts it to a `BiEncoderSample`.
-
-    `negative_ctxs` and `hard_negative_ctxs` may be absent (treated as empty); a passage's
-    `title` may be absent or null (no title).
+    """One validated record; `negative_ctxs` and `hard_negative_ctxs` may be absent (empty),
+    a passage's `title` absent or null (no title).
 
     Raises:
         DataFormatError: Naming the file and the record index (and question when known).
@@ -220,14 +193,9 @@ def parse_sample(record: Any, *, path: str, index: int) -> BiEncoderSample:
 
 
 def load_samples(pattern: str, upsample_rates: str | None = None) -> list[BiEncoderSample]:
-    """Loads every file of a glob, up-samples per file, and drops samples without positives.
-
-    Args:
-        pattern: Glob (or comma-separated globs) of DPR JSON / JSON Lines files.
-        upsample_rates: `--train_files_upsample_rates` text, or None.
-
-    Returns:
-        The samples, in sorted-file order, each file repeated by its rate.
+    """The samples of every file of a glob (or comma-separated globs) in sorted-file order,
+    each file repeated by its `--train_files_upsample_rates` rate, samples without positives
+    dropped.
 
     Raises:
         DataFormatError: For missing, empty or malformed files and records.
@@ -239,8 +207,6 @@ def load_samples(pattern: str, upsample_rates: str | None = None) -> list[BiEnco
     dropped = 0
     for path, rate in zip(files, rates):
         records = read_json_records(path)
-        if not isinstance(records, list):
-            raise DataFormatError(f"{path}: top level must be a JSON array of records")
         if not records:
             raise DataFormatError(f"{path}: contains no records")
         parsed = [parse_sample(r, path=path, index=i) for i, r in enumerate(records)]

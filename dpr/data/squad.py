@@ -1,27 +1,9 @@
-"""Reading and validating SQuAD v1/v2-format question answering files.
+"""Reading and validating SQuAD v1/v2-format files, for data_prep and `dpr.evaluate --squad`.
 
-The whole input is validated before anything is written. Structural problems (malformed JSON,
-missing or mistyped fields, no data) raise :class:`dpr.data.records.DataFormatError`
-(``data_prep.errors.DataPrepError`` is the same class); answers whose
-``answer_start`` does not point at their text are skipped with a warning and counted (or
-raise with ``strict=True``); unanswerable v2 questions are skipped and counted.
-
-Exports of annotation tools, FAQ and public-service sites are accepted as they come:
-
-- A question without ``id`` (or with a null or empty one) gets the id
-  ``<source>-<article index>-<paragraph index>-<question index>`` (0-based positions in the
-  file, ``source`` being the file's label, by default its stem), stable as long as the file is.
-- An article without ``title`` (or with a null or empty one) gets the title ``""``: its passages
-  are encoded as text alone, as DPR does for an empty title, and its article key (which groups
-  articles for the train/dev split) is its position, ``#<source>:<article index>``, so untitled
-  articles are never merged with each other.
-- A paragraph without ``qas`` (missing, null or ``[]``) is a corpus-only document (a
-  distractor): its text is searched, it never holds a positive. A paragraph whose context is
-  blank is dropped (it has no text to search), an article with no paragraph adds nothing.
-- An answer without ``answer_start`` is located at the first occurrence of its text.
-- Question ids are not used beyond messages: duplicated ids are accepted. Texts are taken as
-  they are (offsets point into them): HTML entities are not decoded, and non-breaking spaces
-  are whitespace like any other (collapsed in passages, tokens apart for answer matching).
+What is accepted, skipped (with a warning and a counter) or refused is docs/DATA_PREP.md's
+step 1; structural problems raise `dpr.data.records.DataFormatError` naming the file and the
+record (``data[3].paragraphs[1].qas[0]``), and the whole input is validated before anything is
+written.
 """
 
 from __future__ import annotations
@@ -275,15 +257,11 @@ def passage_article_key(title: str | None, passage_id: str | int | None) -> str 
 
 
 def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> SquadFile:
-    """Reads and validates one SQuAD v1/v2-format file.
+    """Reads and validates one SQuAD v1/v2-format file (``.gz`` accepted), with its counters.
 
     Args:
-        path: JSON file (``.gz`` accepted).
         source: Short stable label used as the prefix of paragraph and passage ids.
         strict: Raise on answer offset mismatches and empty questions instead of skipping.
-
-    Returns:
-        The parsed file with per-file counters.
 
     Raises:
         DataFormatError: On unreadable, malformed, empty or structurally invalid input; the
@@ -318,14 +296,8 @@ def load_squad_file(path: str | Path, *, source: str, strict: bool = False) -> S
 
 
 def source_labels(paths: list[Path]) -> list[str]:
-    """Stable, unique id prefixes for input files: the file stem, de-duplicated by position.
-
-    Args:
-        paths: Input files in command line order.
-
-    Returns:
-        One label per path (``piaf-v1.0``; ``train``, ``train~2`` for repeated stems).
-    """
+    """Stable, unique id prefixes for input files in command line order: the file stem,
+    de-duplicated by position (``piaf-v1.0``; ``train``, ``train~2`` for repeated stems)."""
     seen: Counter[str] = Counter()
     labels = []
     for path in paths:

@@ -1,22 +1,12 @@
-"""The tokenizer factory and `Tensorizer`, the input recipe bound to a tokenizer.
+"""Tokenizer choice (`build_tokenizer`) and `Tensorizer`, the input recipe (`dpr.data.recipe`)
+bound to a tokenizer.
 
-Tokenizer choice (`build_tokenizer`): the folder's own, as transformers' `AutoTokenizer`
-resolves it (the `tokenizer_class` of `tokenizer_config.json`, then of `config.json`, where hub
-copies of multilingual-e5 record it, then `config.json`'s `model_type`), fast. A `BertModel`
-folder with an `XLMRobertaTokenizer` (multilingual-e5, paraphrase-multilingual-MiniLM) thus
-gets XLM-R's tokenizer, and XLM-R, CamemBERT and RoBERTa each their own ids (XLM-R shifts
-SentencePiece ids by 1, CamemBERT by 4). The one rule of ours is for the folders
-`AutoTokenizer` cannot read: a fairseq folder (`sentencepiece.bpe.model` without a tokenizer
+A folder gets its own fast tokenizer, as `AutoTokenizer` resolves it; our one rule is for the
+folders it cannot read: a fairseq folder (`sentencepiece.bpe.model` without a tokenizer
 configuration or a `model_type`, as the 2020 blog's `camembert-base`) is read as CamemBERT.
-
-`do_lower_case` lower-cases the text (questions, titles and passages, with their prefixes)
-with `str.lower()` before tokenization, for every tokenizer. For a BERT tokenizer of an
-`hf_bert` model it is also passed as its own `do_lower_case` (overriding the folder's setting,
-with accent stripping following it), as DPR's `BertTokenizer.from_pretrained(cfg,
-do_lower_case=...)` did. The choice is stored in checkpoints and applied again at inference
-and in `dpr2hf`'s exported tokenizer.
-The text preparation itself lives in `dpr.data.recipe`; a `Tensorizer` takes prepared items
-only (`question_items` / `passage_items`), its one way in.
+`do_lower_case` is applied by the recipe (`str.lower()`, for every tokenizer); a BERT tokenizer
+of an `hf_bert` model also gets it as its own `do_lower_case` (accent stripping following it),
+as DPR's `BertTokenizer.from_pretrained(cfg, do_lower_case=...)` did.
 """
 
 from __future__ import annotations
@@ -45,7 +35,7 @@ from dpr.utils.errors import InputError, UsageError
 logger = logging.getLogger(__name__)
 
 
-class _MistralRegexFalseAlarm(logging.Filter):
+def _no_mistral_false_alarm(record: logging.LogRecord) -> bool:
     """Drops transformers' "incorrect regex pattern ... set fix_mistral_regex=True" warning.
 
     transformers 4.57.3 to 4.57.x print it for any local tokenizer folder saved by those
@@ -53,14 +43,10 @@ class _MistralRegexFalseAlarm(logging.Filter):
     about Mistral's pre-tokenizer, which none of the encoders this project loads (BERT,
     RoBERTa, XLM-R, CamemBERT) uses.
     """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "fix_mistral_regex" not in record.getMessage()
+    return "fix_mistral_regex" not in record.getMessage()
 
 
-_HF_TOKENIZER_LOGGER = logging.getLogger("transformers.tokenization_utils_base")
-if not any(isinstance(f, _MistralRegexFalseAlarm) for f in _HF_TOKENIZER_LOGGER.filters):
-    _HF_TOKENIZER_LOGGER.addFilter(_MistralRegexFalseAlarm())
+logging.getLogger("transformers.tokenization_utils_base").addFilter(_no_mistral_false_alarm)
 
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
 
@@ -84,16 +70,11 @@ def is_fairseq_folder(path: str | os.PathLike[str]) -> bool:
 
 def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
                     do_lower_case: bool | None = None, **kwargs: Any) -> PreTrainedTokenizerBase:
-    """Loads the folder's own tokenizer (see the module docstring).
+    """The folder's own fast tokenizer (module docstring).
 
     Args:
-        encoder_model_type: `hf_bert`, `hf_roberta` or `fairseq_roberta`.
-        pretrained_model_cfg: Tokenizer folder (or hub name where a hub is reachable).
         do_lower_case: For a BERT tokenizer of `hf_bert`, its own lowercasing (None: as saved).
         kwargs: Other `from_pretrained` settings (`model_max_length`...).
-
-    Returns:
-        A fast Hugging Face tokenizer.
 
     Raises:
         UsageError: Without a folder.
@@ -118,23 +99,12 @@ def build_tokenizer(encoder_model_type: str, pretrained_model_cfg: str, *,
 
 
 class Tensorizer:
-    """The recipe (`dpr.data.recipe`) bound to one tokenizer: prepared items to padded ids.
-
-    Its one way in is prepared items (`question_items` / `passage_items` of `self.recipe`).
-    Sequences get the tokenizer's special tokens (`[CLS] title [SEP] text [SEP]` for BERT,
-    `<s> title </s></s> text </s>` for RoBERTa/CamemBERT/XLM-R), are truncated to `max_length`
-    ("longest_first" for pairs) and right-padded with the tokenizer's pad id. The attention
-    mask is `ids != pad_token_id`.
-
-    Args:
-        tokenizer: A Hugging Face tokenizer.
-        max_length: DPR's `--sequence_length`.
-        lowercase: DPR's `--do_lower_case` (see the module docstring).
-        query_prefix: Text put before every question.
-        passage_prefix: Text put before every passage.
-        pad_to_max: Pad every tensor to `max_length` (DPR's behaviour) instead of to the
-            longest sequence of the batch.
-        pad_to_multiple_of: With dynamic padding, round the length up to a multiple of this.
+    """The recipe bound to one tokenizer (`self.recipe`: `max_length` is `--sequence_length`,
+    `lowercase` `--do_lower_case`): prepared items (`question_items` / `passage_items`), its
+    one way in, to ids with the tokenizer's special tokens, truncated to `max_length`
+    (`longest_first` for pairs) and right-padded with its pad id; the mask is
+    `ids != pad_token_id`. `pad_to_max` pads to `max_length` (DPR's), else to the longest row
+    rounded up to `pad_to_multiple_of`.
 
     Raises:
         TokenizerError: If the tokenizer has no pad token.
@@ -180,17 +150,8 @@ class Tensorizer:
     def max_length(self) -> int:
         return self.recipe.sequence_length
 
-    @property
-    def lowercase(self) -> bool:
-        return self.recipe.do_lower_case
-
-    @property
-    def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id)
-
     def encode_items(self, items: Sequence[Item]) -> list[list[int]]:
-        """Token ids of prepared items (`dpr.data.recipe.tokenize`): one unpadded list per
-        item, at most `max_length` long, special tokens included."""
+        """Unpadded token ids of prepared items (`dpr.data.recipe.tokenize`)."""
         return tokenize(self.tokenizer, items, max_length=self.max_length)
 
     def pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:

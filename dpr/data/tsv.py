@@ -1,15 +1,6 @@
-"""Readers of the TSV inputs: passage TSV files and question/answer TSV files.
-
-The one reader of each format: ``dpr.evaluate``, ``dense_retriever.py``,
-``generate_dense_embeddings.py`` and the ``data_prep`` tests use them.
-
-Passage TSV (DPR's format, written by ``data_prep``): tab separated, Python ``csv`` default
-quoting, columns ``id``, ``text``, ``title``; rows whose first field is ``id`` are headers and
-skipped. ``.gz`` files are read transparently.
-
-QA TSV: ``question<TAB>answers`` where the answers are a JSON list of strings (``data_prep``)
-or DPR's original Python-literal list (parsed with ``ast.literal_eval``, never evaluated).
-"""
+"""The one reader of passage TSV files and of question/answer TSV files (formats:
+docs/EVALUATION.md, "Formats"); answer lists in DPR's Python-literal form are parsed with
+`ast.literal_eval`, never evaluated."""
 
 from __future__ import annotations
 
@@ -33,12 +24,8 @@ one error class for bad data files, also raised by the JSON and SQuAD readers)."
 
 
 def iter_passages(path: str | os.PathLike[str]) -> Iterator[Passage]:
-    """Yields the passages of a passage TSV file in file order (`passage_id` is the `id`
-    column).
-
-    Raises:
-        InputFormatError: On a row without 3 fields, an empty id or a missing file.
-    """
+    """The passages of a passage TSV file in file order (`InputFormatError` on a row
+    without 3 fields, an empty id or a missing file)."""
     path = os.fspath(path)
     try:
         with open_text(path) as handle:
@@ -56,11 +43,8 @@ def iter_passages(path: str | os.PathLike[str]) -> Iterator[Passage]:
 
 
 def read_passages(path: str | os.PathLike[str]) -> dict[str, Passage]:
-    """Reads a passage TSV file into a dict keyed by id (file order kept).
-
-    Raises:
-        InputFormatError: On a malformed row or a duplicate id.
-    """
+    """A passage TSV file's passages by id, in file order (`InputFormatError` on a malformed
+    row or a duplicate id)."""
     passages: dict[str, Passage] = {}
     for passage in iter_passages(path):
         if passage.passage_id in passages:
@@ -95,11 +79,8 @@ def count_passages(path: str | os.PathLike[str]) -> int:
 
 
 def parse_answers(field: str) -> list[str]:
-    """Parses an answer list written as JSON or as a Python literal.
-
-    Raises:
-        ValueError: If the field is not a list of strings.
-    """
+    """An answer list written as JSON or as a Python literal (ValueError unless it is a list
+    of strings)."""
     try:
         answers = json.loads(field)
     except json.JSONDecodeError:
@@ -114,11 +95,8 @@ def parse_answers(field: str) -> list[str]:
 
 
 def read_qas(path: str | os.PathLike[str]) -> list[tuple[str, list[str]]]:
-    """Reads a QA TSV file into (question, answers) pairs.
-
-    Raises:
-        InputFormatError: On a line without a TAB or with unreadable answers.
-    """
+    """A QA TSV file's (question, answers) pairs (`InputFormatError` on a line without a TAB
+    or with unreadable answers)."""
     path = os.fspath(path)
     rows: list[tuple[str, list[str]]] = []
     try:

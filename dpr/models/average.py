@@ -1,12 +1,8 @@
-"""Weight averaging of a fine-tuned checkpoint with the weights it started from (WiSE-FT).
-
-Wortsman et al. (2022), "Robust fine-tuning of zero-shot models": interpolating the weights of
-a fine-tuned model with those of its pretrained start, `(1 - alpha) * start + alpha * tuned`,
-keeps most of the in-domain gain while recovering the start's robustness on other domains.
-Here the start is the pretrained folder the checkpoint's `encoder_params` name (or
-`pretrained_model_cfg` / `pretrained_file` given anew), built exactly as training built it.
-Parameters that training created (the projection, a BERT pooler absent from the folder) have no
-pretrained value and keep the fine-tuned one.
+"""Weight averaging of a fine-tuned checkpoint with the weights it started from (WiSE-FT,
+Wortsman et al. 2022; the README says why). The start is the pretrained folder the
+checkpoint's `encoder_params` name (or the paths given anew), built as training built it;
+what training created (the projection, a BERT pooler absent from the folder) has no
+pretrained value and keeps the fine-tuned one.
 """
 
 from __future__ import annotations
@@ -20,13 +16,7 @@ from typing import Any
 
 import torch
 
-from dpr.models.checkpoint import (
-    CheckpointError,
-    CheckpointState,
-    resolve_encoder_params,
-    save_checkpoint,
-    to_dpr_layout,
-)
+from dpr.models.checkpoint import CheckpointError, CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.encoder import quiet_from_pretrained
 from dpr.models.factory import build_biencoder, load_trained_biencoder
 from dpr.recipe import Recipe
@@ -37,17 +27,10 @@ logger = logging.getLogger(__name__)
 
 def interpolate(tuned: Mapping[str, torch.Tensor], start: Mapping[str, torch.Tensor], *,
                 alpha: float, keep: set[str] = frozenset()) -> dict[str, torch.Tensor]:
-    """`(1 - alpha) * start + alpha * tuned` for every floating-point tensor.
-
-    Args:
-        tuned: The fine-tuned state dict.
-        start: The starting state dict (same keys and shapes).
-        alpha: Weight of the fine-tuned model: 1 = the fine-tuned model, 0 = the start.
-        keep: Keys that keep the fine-tuned value (no pretrained value exists).
-
-    Returns:
-        The mixed state dict; entries that are one tensor in both inputs (a shared encoder's
-        two prefixes) are one tensor in it too, so that it is saved once.
+    """`(1 - alpha) * start + alpha * tuned` for every floating-point tensor but those of
+    `keep` (no pretrained value exists: the fine-tuned one is kept). Entries that are one
+    tensor in both inputs (a shared encoder's two prefixes) are one tensor in the result too,
+    so that it is saved once.
 
     Raises:
         UsageError: `alpha` outside [0, 1].
@@ -100,25 +83,20 @@ def _fresh_keys(params: Mapping[str, Any]) -> set[str]:
 def average_with_start(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *,
                        alpha: float, cli: Mapping[str, Any] | None = None,
                        allow_pickle: bool = False) -> dict[str, Any]:
-    """Writes `output`: the checkpoint's weights averaged with its pretrained start.
-
-    The result is a checkpoint with the same `encoder_params` (so every tool applies the same
-    recipe), no optimizer or schedule, and epoch/offset 0.
+    """Writes `output` (atomically): the checkpoint's weights averaged with its pretrained
+    start, with the same `encoder_params` (so every tool applies the same recipe), no optimizer
+    or schedule, and epoch/offset 0.
 
     Args:
-        checkpoint: A DPR checkpoint file.
-        output: The file to write (atomically).
         alpha: Weight of the fine-tuned weights (see `interpolate`).
         cli: Path overrides (`pretrained_model_cfg`, `pretrained_file`).
-        allow_pickle: Allow files that need full unpickling (trusted files only).
 
     Returns:
-        What was done: alpha, the start folder and the counts of averaged / kept tensors.
+        alpha, the start folder and the counts of averaged / kept tensors.
     """
     checkpoint = os.fspath(checkpoint)
     trained = load_trained_biencoder(checkpoint, dict(cli or {}), allow_pickle=allow_pickle)
-    params, _ = resolve_encoder_params(dict(cli or {}), trained.state.encoder_params,
-                                       checkpoint=checkpoint)
+    params = trained.params
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = build_biencoder(

@@ -14,20 +14,13 @@ import torch
 from torch import nn
 
 from dpr.models.encoder import Encoder
+from dpr.utils.errors import UsageError
 
 
 class BiEncoder(nn.Module):
-    """Question and context encoders: two towers as in DPR, or one shared encoder.
-
-    Args:
-        question_model: Question tower.
-        ctx_model: Passage tower; None (or `question_model` itself) = one shared encoder.
-        fix_ctx_encoder: Freeze the passage tower (no gradients, run under no_grad); not
-            with a shared encoder.
-
-    Raises:
-        ValueError: A frozen passage tower that is also the question tower.
-    """
+    """Question and passage towers as in DPR, or one shared encoder (`ctx_model` None or
+    `question_model` itself). `fix_ctx_encoder` freezes the passage tower (no gradients, run
+    under no_grad); a shared encoder refuses it (`UsageError` naming the flags)."""
 
     def __init__(self, question_model: Encoder, ctx_model: Encoder | None = None,
                  fix_ctx_encoder: bool = False) -> None:
@@ -36,7 +29,8 @@ class BiEncoder(nn.Module):
         self.ctx_model = question_model if ctx_model is None else ctx_model
         self.fix_ctx_encoder = fix_ctx_encoder
         if fix_ctx_encoder and self.shared:
-            raise ValueError("a shared encoder cannot have a frozen passage tower")
+            raise UsageError("--fix_ctx_encoder cannot be used with --shared_encoder (one "
+                             "encoder serves both sides)")
         if fix_ctx_encoder:
             self.ctx_model.requires_grad_(False)
 
@@ -66,11 +60,8 @@ class BiEncoder(nn.Module):
         question_lengths: Sequence[int] | torch.Tensor | None = None,
         ctx_lengths: Sequence[int] | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Encodes both sides: question vectors [B × D] and passage vectors [C × D].
-
-        A side whose ids are None is skipped and returned as None (as in DPR). The optional
-        CPU row lengths only serve length buckets (`Encoder.forward`).
-        """
+        """Question vectors [B × D] and passage vectors [C × D]; a side whose ids are None is
+        returned as None (as in DPR). The CPU row lengths serve length buckets only."""
         q = (None if question_ids is None
              else self.encode_questions(question_ids, question_mask, question_lengths))
         c = None if ctx_ids is None else self.encode_contexts(ctx_ids, ctx_mask, ctx_lengths)

@@ -15,7 +15,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +36,8 @@ ENCODER_PARAM_KEYS = ("do_lower_case", "pretrained_model_cfg", "encoder_model_ty
 # The two towers: short name (dpr2hf folders, `encode_questions`...) -> checkpoint key prefix.
 SIDE_NAMES = {"question": "question_model", "ctx": "ctx_model"}
 SIDES = tuple(SIDE_NAMES.values())
-
-
-class EncoderType(StrEnum):
-    """Values of `--encoder_model_type` (`encoder_params["encoder_model_type"]`)."""
-
-    HF_BERT = "hf_bert"
-    HF_ROBERTA = "hf_roberta"
-    FAIRSEQ_ROBERTA = "fairseq_roberta"
-
-
-ENCODER_TYPES = tuple(e.value for e in EncoderType)
+# Values of `--encoder_model_type` (`encoder_params["encoder_model_type"]`).
+ENCODER_TYPES = ("hf_bert", "hf_roberta", "fairseq_roberta")
 # Buffers that some transformers versions save and others recompute; never an error.
 OPTIONAL_BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
@@ -100,18 +90,10 @@ def checkpoint_candidates(output_dir: str | os.PathLike[str], prefix: str) -> li
     return sorted(candidates, key=rank, reverse=True)
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike[str], prefix: str) -> Path | None:
-    """The checkpoint to resume from in `output_dir` (see `checkpoint_candidates`), or None."""
-    candidates = checkpoint_candidates(output_dir, prefix)
-    return candidates[0] if candidates else None
-
-
 FAIRSEQ_PREFIX = "fairseq_roberta."
 FAIRSEQ_ENCODER = "fairseq_roberta.model.encoder."
-
-
-def _is_fairseq_side(state: Mapping[str, torch.Tensor], side: str) -> bool:
-    return f"{side}.lm_head.dense.weight" in state
+# What a tower's fairseq_roberta tensors are named after that prefix (0.9: `decoder.`).
+_FAIRSEQ_KEY = re.compile(r"model\.(en|de)coder\.(sentence_encoder|lm_head)\.")
 
 
 def to_dpr_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -123,82 +105,63 @@ def to_dpr_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     exactly the keys the original writes; `encode_proj.*` stays under the side prefix.
     """
     out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        side, _, rest = key.partition(".")
-        if side in SIDES and _is_fairseq_side(state, side):
-            if rest.startswith("model."):
-                name = fairseq.hf_to_fairseq_name(rest[len("model."):])
-                if name == "embed_tokens.weight":
-                    out[f"{side}.{FAIRSEQ_ENCODER}lm_head.weight"] = value
-                if name is None:
-                    if rest.endswith(fairseq.TOKEN_TYPE) and bool(value.abs().max() > 0):
-                        raise CheckpointError("token-type embeddings of a fairseq_roberta model "
-                                              "are not zero")
-                    continue
-                out[f"{side}.{FAIRSEQ_ENCODER}sentence_encoder.{name}"] = value
-            elif rest.startswith("lm_head."):
-                out[f"{side}.{FAIRSEQ_ENCODER}{rest}"] = value
-            elif rest == "_float_tensor":
-                out[f"{side}.{FAIRSEQ_PREFIX}_float_tensor"] = value
-            else:
-                out[key] = value
+    for side in SIDES:
+        part = {k[len(side) + 1:]: v for k, v in state.items() if k.startswith(side + ".")}
+        if "lm_head.dense.weight" not in part:  # an hf type
+            out |= {f"{side}.{k.removeprefix('model.')}": v for k, v in part.items()}
             continue
-        if side in SIDES and rest.startswith("model."):
-            rest = rest[len("model."):]
-        out[f"{side}.{rest}"] = value
+        prefix = f"{side}.{FAIRSEQ_ENCODER}"
+        encoder = fairseq.hf_to_sentence_encoder(
+            {k[len("model."):]: v for k, v in part.items() if k.startswith("model.")})
+        out |= {f"{prefix}sentence_encoder.{k}": v for k, v in encoder.items()}
+        out[f"{prefix}lm_head.weight"] = encoder["embed_tokens.weight"]  # tied
+        out |= {(prefix + k if k.startswith("lm_head.") else f"{side}.{k}"): v
+                for k, v in part.items() if not k.startswith("model.") and k != "_float_tensor"}
+        out[f"{side}.{FAIRSEQ_PREFIX}_float_tensor"] = part["_float_tensor"]
     return out
 
 
-def _from_fairseq_key(side: str, rest: str, value: torch.Tensor,
-                      out: dict[str, torch.Tensor]) -> None:
-    name = rest[len(FAIRSEQ_PREFIX):]
-    if name == "_float_tensor":
-        out[f"{side}._float_tensor"] = value
-        return
-    for infix in ("model.encoder.", "model.decoder."):
-        if name.startswith(infix + "sentence_encoder."):
-            hf = fairseq.fairseq_to_hf_name(name[len(infix) + len("sentence_encoder."):])
-            if hf is not None:
-                out[f"{side}.model.{hf}"] = value
-            if hf == "embeddings.word_embeddings.weight":
-                out[f"{side}.model.{fairseq.TOKEN_TYPE}"] = value.new_zeros(1, value.shape[1])
-            return
-        if name.startswith(infix + "lm_head."):
-            head = name[len(infix) + len("lm_head."):]
-            if head != "weight":  # tied to embed_tokens
-                out[f"{side}.lm_head.{head}"] = value
-            return
-    if not fairseq.IGNORED.search(name):
-        raise CheckpointError(f"unexpected fairseq_roberta key {side}.{rest!r}")
+def _from_fairseq(side: str, part: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One tower's `fairseq_roberta.*` tensors (names after that prefix) → ours."""
+    unknown = [k for k in part if not _FAIRSEQ_KEY.match(k) and not fairseq.IGNORED.search(k)]
+    if unknown:
+        raise CheckpointError(f"unexpected fairseq_roberta key {side}."
+                              f"{FAIRSEQ_PREFIX + unknown[0]!r}")
+    encoder, head = fairseq.split_fairseq_state(part, prefix="model.")
+    out = {f"{side}.model.{k}": v for k, v in fairseq.sentence_encoder_to_hf(encoder).items()}
+    out |= {f"{side}.lm_head.{k}": v for k, v in head.items() if k != "weight"}  # tied
+    if "_float_tensor" in part:
+        out[f"{side}._float_tensor"] = part["_float_tensor"]
+    return out
 
 
 def from_dpr_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """DPR key layout (hf or fairseq_roberta, fairseq 0.9's `decoder.` infix too) → ours."""
     out: dict[str, torch.Tensor] = {}
+    fairseq_parts: dict[str, dict[str, torch.Tensor]] = {side: {} for side in SIDES}
     for key, value in state.items():
         side, _, rest = key.partition(".")
         if side not in SIDES:
             raise CheckpointError(f"unexpected key {key!r}: expected a question_model. or "
                                   "ctx_model. prefix")
         if rest.startswith(FAIRSEQ_PREFIX):
-            _from_fairseq_key(side, rest, value, out)
-            continue
-        if not rest.startswith("encode_proj."):
-            rest = f"model.{rest}"
-        out[f"{side}.{rest}"] = value
+            fairseq_parts[side][rest[len(FAIRSEQ_PREFIX):]] = value
+        elif rest.startswith("encode_proj."):
+            out[key] = value
+        else:
+            out[f"{side}.model.{rest}"] = value
+    for side, part in fairseq_parts.items():
+        if part:
+            out |= _from_fairseq(side, part)
     return out
 
 
 def load_model_state(model: nn.Module, dpr_state: Mapping[str, torch.Tensor], *,
                      source: str = "checkpoint") -> None:
-    """Loads a DPR-layout state dict into a `BiEncoder` (or one side with a single prefix).
-
-    Every parameter must be present and every stored tensor must be used, except buffers that
-    differ between transformers versions (`embeddings.position_ids`, `token_type_ids`).
-
-    Raises:
-        CheckpointError: Listing missing or unexpected keys.
-    """
+    """Loads a DPR-layout state dict into a `BiEncoder` (or one side with a single prefix):
+    every parameter must be present and every stored tensor used (`CheckpointError` listing
+    the others), except buffers that differ between transformers versions
+    (`embeddings.position_ids`, `token_type_ids`)."""
     state = {k: v for k, v in from_dpr_layout(dpr_state).items() if not OPTIONAL_BUFFERS.search(k)}
     if getattr(model, "shared", False):
         _check_same_towers(state, source)
@@ -239,16 +202,10 @@ def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> Non
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> CheckpointState:
-    """Reads a DPR checkpoint (ours or the original's) onto the CPU.
-
-    Args:
-        path: Checkpoint file.
-        allow_pickle: Fall back to full unpickling (arbitrary code execution on a malicious
-            file) when the file holds more than plain tensors and containers.
-
-    Raises:
-        CheckpointError: If the file is missing, unreadable or lacks DPR's keys.
-    """
+    """Reads a DPR checkpoint (ours or the original's) onto the CPU (`CheckpointError` if
+    the file is missing, unreadable or lacks DPR's keys). `allow_pickle` falls back to full
+    unpickling (arbitrary code execution on a malicious file) when the file holds more than
+    plain tensors and containers."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file does not exist")
@@ -286,11 +243,8 @@ def resolve_stored_path(value: str | None, checkpoint: str | os.PathLike[str] | 
 
 
 def _checked_type(kind: str | None, checkpoint: str | os.PathLike[str] | None) -> str:
-    """The encoder type of a checkpoint's parameters.
-
-    Raises:
-        CheckpointError: If it is missing or unknown.
-    """
+    """The encoder type of a checkpoint's parameters (`CheckpointError` if missing or
+    unknown)."""
     source = os.fspath(checkpoint) if checkpoint is not None else "checkpoint"
     if not kind:
         raise CheckpointError(f"{source}: no encoder_model_type stored; pass "
@@ -317,27 +271,21 @@ def resolve_encoder_params(
     cli: Mapping[str, Any], stored: Mapping[str, Any], *,
     checkpoint: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, Any], list[Override]]:
-    """The encoder parameters to rebuild a checkpoint's model with: the one rule of every tool.
-
-    - What defines the trained model (`encoder_model_type`, `do_lower_case`, `projection_dim`,
-      `sequence_length`) comes from the checkpoint whenever stored (even false/0), else from
-      the command line.
-    - The rest of the recipe (`dpr.recipe.Recipe`: pooling, similarity, temperature, prefixes,
-      shared encoder, frozen embeddings) comes from the checkpoint; an entry it does not store
-      is DPR's (checkpoints store only what differs from DPR's recipe).
-    - Paths (`pretrained_model_cfg`, `pretrained_file`) come from the command line when given
-      there; stored ones are tried as given, then beside the `checkpoint` file.
-    - fairseq_roberta takes its tokenizer from `pretrained_file` when no usable
-      `pretrained_model_cfg` is stored or given (as training does).
+    """The encoder parameters to rebuild a checkpoint's model with, the one rule of every tool
+    (docs/DIFFERENCES.md, "Checkpoints"): what defines the trained model
+    (`encoder_model_type`, `do_lower_case`, `projection_dim`, `sequence_length`) comes from the
+    checkpoint whenever stored (even false/0), else from the command line; the rest of the
+    recipe from the checkpoint (absent: DPR's value); paths from the command line when given
+    there, else the stored ones, tried as given, then beside the `checkpoint` file;
+    fairseq_roberta's tokenizer from `pretrained_file` when no usable `pretrained_model_cfg`
+    is stored or given (as training does).
 
     Args:
         cli: Command-line values of the `ENCODER_PARAM_KEYS` and `RECIPE_KEYS` (absent/None =
             not given).
-        stored: The checkpoint's `encoder_params`.
-        checkpoint: The checkpoint file, to resolve stored relative paths against.
 
     Returns:
-        The six DPR values (projection_dim and sequence_length as ints, do_lower_case a bool)
+        The six DPR values (projection_dim and sequence_length ints, do_lower_case a bool)
         and the recipe's, and the values that differ from the command line's.
 
     Raises:
@@ -360,7 +308,7 @@ def resolve_encoder_params(
         merged[key] = value
     kind = _checked_type(merged["encoder_model_type"], checkpoint)
     cfg = merged["pretrained_model_cfg"]
-    if kind == EncoderType.FAIRSEQ_ROBERTA and merged["pretrained_file"] and not \
+    if kind == "fairseq_roberta" and merged["pretrained_file"] and not \
             cli.get("pretrained_model_cfg") and not (cfg and Path(cfg).exists()):
         merged["pretrained_model_cfg"] = merged["pretrained_file"]
     merged["projection_dim"] = int(merged["projection_dim"] or 0)

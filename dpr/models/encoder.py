@@ -1,10 +1,6 @@
-"""Encoders: a Hugging Face transformer, pooling, an optional projection and normalisation.
-
-`represent` (pooling, then the projection, then the optional L2 normalisation, in
-sentence-transformers' module order) is the one definition of a tower's vector; the towers,
-the `dpr2hf` export check and every loader of a trained model use it. Pooling is DPR's first
-token (`cls`) or the mean over the non-padding tokens (`mean`), see `dpr.recipe`.
-"""
+"""A tower: a Hugging Face transformer, then `represent` (pooling, the optional projection, the
+optional L2 normalisation, in sentence-transformers' module order), the one definition of a
+tower's vector."""
 
 from __future__ import annotations
 
@@ -27,28 +23,9 @@ from dpr.utils.errors import UsageError
 logger = logging.getLogger(__name__)
 
 
-def pool_first_token(hidden_states: torch.Tensor) -> torch.Tensor:
-    """DPR's representation: the last-layer hidden state of the first token ([CLS] / <s>).
-
-    Args:
-        hidden_states: [B × T × H].
-
-    Returns:
-        [B × H].
-    """
-    return hidden_states[:, 0, :]
-
-
 def pool_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mean of the hidden states of the non-padding tokens, computed in float32.
-
-    Args:
-        hidden_states: [B × T × H].
-        attention_mask: [B × T], true (or 1) on real tokens.
-
-    Returns:
-        [B × H] float32 (padding never counts, whatever the padded width).
-    """
+    """[B × H] float32: the mean of the hidden states [B × T × H] over the real tokens of
+    `attention_mask` [B × T] (padding never counts, whatever the padded width)."""
     mask = attention_mask.to(torch.float32).unsqueeze(-1)  # [B × T × 1]
     total = (hidden_states.to(torch.float32) * mask).sum(dim=1)  # [B × H]
     return total / mask.sum(dim=1).clamp(min=1.0)
@@ -57,49 +34,18 @@ def pool_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torc
 def represent(hidden_states: torch.Tensor, projection: nn.Module | None = None, *,
               attention_mask: torch.Tensor | None = None, pooling: str = Pooling.CLS,
               normalize: bool = False) -> torch.Tensor:
-    """A tower's vector of a sequence: pooling, the optional projection, the optional L2
-    normalisation.
-
-    Args:
-        hidden_states: Last-layer states [B × T × H].
-        projection: The tower's `encode_proj` (H → D), or None.
-        attention_mask: [B × T] (required by mean pooling).
-        pooling: `cls` or `mean`.
-        normalize: L2-normalise the result (cosine similarity).
-
-    Returns:
-        [B × D] (D = H without projection).
-    """
+    """Vectors [B × D] of last-layer states [B × T × H]: pooling (`cls`: the first token,
+    DPR's; `mean`: over `attention_mask`, which it requires), the tower's `encode_proj`
+    (H → D) if any, L2 normalisation if `normalize` (cosine)."""
     if pooling == Pooling.MEAN:
         if attention_mask is None:
             raise ValueError("mean pooling needs the attention mask")
         vectors = pool_mean(hidden_states, attention_mask)
     else:
-        vectors = pool_first_token(hidden_states)
+        vectors = hidden_states[:, 0]
     if projection is not None:
         vectors = projection(vectors.to(projection.weight.dtype))
     return F.normalize(vectors.float(), p=2, dim=-1) if normalize else vectors
-
-
-def encode_ids(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               projection: nn.Module | None = None, *, pooling: str = Pooling.CLS,
-               normalize: bool = False) -> torch.Tensor:
-    """Runs a Hugging Face encoder (a tower's, or one reloaded from an export) and `represent`.
-
-    Args:
-        model: Returns `last_hidden_state` for `input_ids` / `attention_mask`.
-        input_ids: [B × T] token ids, right-padded.
-        attention_mask: [B × T], true on real tokens.
-        projection: Optional `encode_proj`.
-        pooling: `cls` or `mean`.
-        normalize: L2-normalise the vectors.
-
-    Returns:
-        [B × D].
-    """
-    out = model(input_ids=input_ids, attention_mask=attention_mask.long(), return_dict=True)
-    return represent(out.last_hidden_state, projection, attention_mask=attention_mask,
-                     pooling=pooling, normalize=normalize)
 
 
 def bucket_plan(lengths: torch.Tensor | Sequence[int], *, size: int, multiple: int = 1,
@@ -107,16 +53,15 @@ def bucket_plan(lengths: torch.Tensor | Sequence[int], *, size: int, multiple: i
     """How `Encoder.forward` splits a batch into length buckets, computed on the CPU.
 
     Args:
-        lengths: [B] real tokens per row, a list or a tensor (moved to the CPU if elsewhere:
-            one copy, a synchronisation on a GPU).
+        lengths: [B] real tokens per row (a tensor elsewhere is copied to the CPU: a
+            synchronisation on a GPU).
         size: Rows per bucket.
         multiple: Each bucket's width is its longest row rounded up to a multiple of this,
             so that widths repeat from batch to batch (fewer shapes for GPU kernels).
         max_width: Cap on the widths (the batch's padded width); None = no cap.
 
     Returns:
-        (CPU row order, longest first; one width per bucket of `size` consecutive rows of
-        that order, each at least 1).
+        (row order, longest first; one width, at least 1, per `size` rows of that order).
     """
     lengths = (lengths.detach().to("cpu") if isinstance(lengths, torch.Tensor)
                else torch.tensor(list(lengths), dtype=torch.long))
@@ -131,14 +76,8 @@ def bucket_plan(lengths: torch.Tensor | Sequence[int], *, size: int, multiple: i
 
 
 class Encoder(nn.Module):
-    """One tower of the bi-encoder.
-
-    Args:
-        model: Any Hugging Face encoder returning `last_hidden_state`.
-        projection_dim: Size of an extra linear projection of the pooled vector; 0 = none.
-        pooling: `cls` (DPR's first token) or `mean`.
-        normalize: L2-normalise the vectors (cosine similarity).
-    """
+    """One tower of the bi-encoder: `model` (any Hugging Face encoder returning
+    `last_hidden_state`), then `represent` with a projection to `projection_dim` (0 = none)."""
 
     def __init__(self, model: PreTrainedModel, projection_dim: int = 0, *,
                  pooling: str = Pooling.CLS, normalize: bool = False) -> None:
@@ -174,23 +113,13 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 lengths: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
-        """Encodes a batch.
+        """Vectors [B × D] of right-padded ids and their mask [B × T].
 
-        With `length_bucket_size` set, rows are sorted by length and encoded in chunks of that
-        size, each cut to its own longest sequence rounded up to `length_bucket_multiple`
-        (at most the batch's width): the same vectors (the mask already hides padding) for
-        less work on padding when lengths vary, in a small set of shapes.
-
-        Args:
-            input_ids: [B × T] token ids, right-padded.
-            attention_mask: [B × T], true on real tokens.
-            lengths: [B] real tokens per row, a list or a CPU tensor (from
-                `BiEncoderBatch.question_lengths` / `ctx_lengths`): the bucket plan then needs
-                no device-to-host copy. None = counted from `attention_mask` (one
-                synchronisation on a GPU).
-
-        Returns:
-            Representations [B × D].
+        With `length_bucket_size` set, rows are encoded in length-sorted chunks of that size,
+        each cut to its longest row rounded up to `length_bucket_multiple` (at most T): the
+        same vectors (the mask hides padding) for less work on padding, in few shapes.
+        `lengths` ([B] real tokens per row on the CPU, `BiEncoderBatch.question_lengths` /
+        `ctx_lengths`) spares the plan a device-to-host copy (None: counted from the mask).
         """
         size = self.length_bucket_size
         if not size or input_ids.shape[0] <= size:
@@ -207,8 +136,11 @@ class Encoder(nn.Module):
         return torch.cat(parts)[inverse]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return encode_ids(self.model, input_ids, attention_mask, self.encode_proj,
-                          pooling=self.pooling, normalize=self.normalize)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(),
+                         return_dict=True)
+        return represent(out.last_hidden_state, self.encode_proj,
+                         attention_mask=attention_mask, pooling=self.pooling,
+                         normalize=self.normalize)
 
 
 def _override_dropout(config, dropout: float) -> None:
@@ -227,19 +159,13 @@ def build_hf_encoder(
     pooling: str = Pooling.CLS,
     normalize: bool = False,
 ) -> Encoder:
-    """Builds one tower from a Hugging Face folder.
-
-    `hf_bert` uses `BertModel` with its pooler (DPR's checkpoint layout has `pooler.*`);
-    `hf_roberta` uses `AutoModel` (RoBERTa, CamemBERT, XLM-R...) without a pooler.
+    """One tower from a Hugging Face folder (or hub name): `hf_bert` a `BertModel` with its
+    pooler (DPR's checkpoint layout has `pooler.*`), `hf_roberta` an `AutoModel` (RoBERTa,
+    CamemBERT, XLM-R...) without one.
 
     Args:
-        encoder_model_type: `hf_bert` or `hf_roberta`.
-        pretrained_model_cfg: Model folder (config + weights) or hub name.
-        dropout: Overrides hidden and attention dropout when non-zero (DPR's `--dropout`).
-        projection_dim: DPR's `--projection_dim`.
-        load_weights: Load the pretrained weights (False: random init from the config only,
-            for when a checkpoint will overwrite every weight anyway).
-        pooling, normalize: The tower's recipe (see `Encoder`).
+        dropout: Hidden and attention dropout when non-zero (DPR's `--dropout`).
+        load_weights: False: random weights from the config, for a checkpoint to overwrite.
     """
     if encoder_model_type == "hf_bert":
         config = BertConfig.from_pretrained(pretrained_model_cfg)
@@ -360,7 +286,7 @@ def build_fairseq_encoder(folder, *, dropout: float = 0.1, projection_dim: int =
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
         if missing or result.unexpected_keys:
             raise FairseqFormatError(f"{folder.path}: weights do not fit: missing {missing}, "
-                             f"unexpected {result.unexpected_keys}")
+                                     f"unexpected {result.unexpected_keys}")
         for name, tensor in folder.lm_head.items():
             encoder.lm_head.get_parameter(name).data.copy_(tensor)
     return encoder

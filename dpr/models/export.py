@@ -1,14 +1,9 @@
-"""The layout of a folder written by `dpr2hf`, shared by the exporter and the tools that load it.
-
-`<folder>/question_encoder/` and `<folder>/ctx_encoder/` each hold a transformers model
-(`config.json` with a `dpr` entry: the recipe it was trained with), its tokenizer, and
-`encode_proj.safetensors` when the tower projects.
-"""
+"""The layout of a folder written by `dpr2hf` (docs/DPR2HF.md, "Output layout"), shared by the
+exporter and the tools that load it."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +14,6 @@ from torch import nn
 
 from dpr.models.encoder import Encoder, quiet_from_pretrained
 from dpr.recipe import Recipe
-
-logger = logging.getLogger(__name__)
 
 PROJECTION_FILE = "encode_proj.safetensors"
 # Tower side (see `checkpoint.SIDE_NAMES`) -> folder.
@@ -81,11 +74,7 @@ def load_exported_encoder(folder: str | os.PathLike[str],
                           device: torch.device | str = "cpu") -> Encoder:
     """An exported tower as an `Encoder` (same forward as the trained tower, with the pooling
     and normalisation of its `dpr` entry), in eval mode."""
-    model = load_auto_model(folder)
-    projection = load_projection(folder)
     recipe = Recipe.from_params(exported_params(folder))
-    encoder = Encoder(model, projection.out_features if projection is not None else 0,
-                      pooling=recipe.pooling, normalize=recipe.normalize)
-    if projection is not None:
-        encoder.encode_proj.load_state_dict(projection.state_dict())
+    encoder = Encoder(load_auto_model(folder), pooling=recipe.pooling, normalize=recipe.normalize)
+    encoder.encode_proj = load_projection(folder)
     return encoder.to(device).eval()

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from huggingface_hub.errors import HFValidationError
 
 from dpr.models.biencoder import BiEncoder
@@ -41,18 +40,14 @@ def build_biencoder(
     recipe: Recipe | None = None,
 ) -> BiEncoder:
     """Two independent towers initialised from the same pretrained model (DPR), or one
-    shared encoder, with the recipe's pooling and normalisation.
+    shared encoder, with the recipe's pooling and normalisation (None: DPR's recipe).
 
     Args:
-        encoder_model_type: `hf_bert`, `hf_roberta` or `fairseq_roberta`.
-        pretrained_model_cfg: Hugging Face model folder.
+        pretrained_model_cfg: Hugging Face model folder (not read for fairseq_roberta).
         pretrained_file: fairseq model folder (fairseq_roberta only).
-        dropout: DPR's `--dropout`.
-        projection_dim: DPR's `--projection_dim`.
         fix_ctx_encoder: Freeze the passage tower.
-        load_weights: Load pretrained weights (False when a checkpoint overwrites them).
+        load_weights: False when a checkpoint overwrites the weights.
         allow_pickle: Allow a fairseq `model.pt` that needs full unpickling (trusted files).
-        recipe: Pooling, similarity and tower sharing (None: DPR's).
     """
     recipe = recipe or Recipe()
     options = {"dropout": dropout, "projection_dim": projection_dim,
@@ -72,12 +67,8 @@ def build_biencoder(
 
         def build() -> Encoder:
             return build_hf_encoder(encoder_model_type, pretrained_model_cfg, **options)
-    if recipe.shared_encoder:
-        if fix_ctx_encoder:
-            raise UsageError("--fix_ctx_encoder cannot be used with --shared_encoder (one "
-                             "encoder serves both sides)")
-        return BiEncoder(build())
-    return BiEncoder(build(), build(), fix_ctx_encoder=fix_ctx_encoder)
+    return BiEncoder(build(), None if recipe.shared_encoder else build(),
+                     fix_ctx_encoder=fix_ctx_encoder)
 
 
 # Model types whose position ids start after the padding index (fairseq's convention).
@@ -97,12 +88,8 @@ def usable_positions(config: Any) -> int | None:
 
 
 def check_sequence_length(biencoder: BiEncoder, sequence_length: int) -> None:
-    """Refuses a `--sequence_length` longer than either tower's position table, at start-up
-    rather than at the first long batch.
-
-    Raises:
-        UsageError: Naming the flag and the limit.
-    """
+    """Refuses (`UsageError` naming the flag and the limit) a `--sequence_length` longer than
+    either tower's position table, at start-up rather than at the first long batch."""
     for tower in (biencoder.question_model, biencoder.ctx_model):
         limit = usable_positions(tower.model.config)
         if limit is not None and sequence_length > limit:
@@ -110,37 +97,6 @@ def check_sequence_length(biencoder: BiEncoder, sequence_length: int) -> None:
                 f"--sequence_length {sequence_length} exceeds the {limit} positions the model "
                 f"can embed ({tower.model.config.model_type}, max_position_embeddings="
                 f"{tower.model.config.max_position_embeddings}); use at most {limit}")
-
-
-def build_trained_biencoder(params: Mapping[str, Any], model_dict: Mapping[str, torch.Tensor], *,
-                            source: str, allow_pickle: bool = False) -> BiEncoder:
-    """A bi-encoder carrying a checkpoint's weights, in eval mode, for inference and export.
-
-    Args:
-        params: Resolved encoder parameters (`encoder_model_type`, `pretrained_model_cfg`,
-            `pretrained_file`, `projection_dim` and the recipe entries).
-        model_dict: The checkpoint's DPR-layout weights.
-        source: Checkpoint name for error messages.
-        allow_pickle: Allow a fairseq `model.pt` that needs full unpickling.
-
-    Raises:
-        CheckpointError: If the weights do not fit the model the parameters describe, or the
-            model's config cannot be loaded from the paths.
-    """
-    try:
-        biencoder = build_biencoder(
-            params["encoder_model_type"], params["pretrained_model_cfg"],
-            pretrained_file=params.get("pretrained_file"), dropout=0.0,
-            projection_dim=params.get("projection_dim") or 0, load_weights=False,
-            allow_pickle=allow_pickle, recipe=Recipe.from_params(params))
-    except (OSError, HFValidationError) as err:
-        raise CheckpointError(
-            f"{source}: cannot load the model's config from pretrained_model_cfg="
-            f"{params['pretrained_model_cfg']!r}, pretrained_file={params.get('pretrained_file')!r}"
-            f" (pass --pretrained_model_cfg / --pretrained_file): {str(err).splitlines()[0]}"
-        ) from err
-    load_model_state(biencoder, model_dict, source=source)
-    return biencoder.eval()
 
 
 @dataclass
@@ -154,18 +110,17 @@ class TrainedBiEncoder:
 
 def load_trained_biencoder(path: str | os.PathLike[str], cli: Mapping[str, Any], *,
                            allow_pickle: bool = False) -> TrainedBiEncoder:
-    """Reads a checkpoint, resolves its encoder parameters and builds its bi-encoder.
-
-    The one loading path of every tool (evaluation, embedding, retrieval, dpr2hf): same file
-    checks, same parameter rules, same model. Unpickling warnings are logged.
+    """Reads a checkpoint, resolves its encoder parameters and builds its bi-encoder (in eval
+    mode, on the CPU): the one loading path of every tool (evaluation, embedding, retrieval,
+    dpr2hf). Unpickling warnings are logged.
 
     Args:
-        path: DPR checkpoint file.
         cli: Command-line encoder parameters (missing or None = not given).
         allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
 
     Raises:
-        CheckpointError: Unreadable, unknown-type or mismatching checkpoint, unusable paths.
+        CheckpointError: Unreadable, unknown-type or mismatching checkpoint, or a model config
+            that cannot be loaded from the paths.
         FairseqFormatError: An unreadable fairseq folder.
     """
     path = os.fspath(path)
@@ -175,9 +130,20 @@ def load_trained_biencoder(path: str | os.PathLike[str], cli: Mapping[str, Any],
         params, overrides = resolve_encoder_params(cli, state.encoder_params, checkpoint=path)
         for override in overrides:
             logger.info("Checkpoint overrides %s", override)
-        biencoder = build_trained_biencoder(params, state.model_dict, source=path,
-                                            allow_pickle=allow_pickle)
+        try:
+            biencoder = build_biencoder(
+                params["encoder_model_type"], params["pretrained_model_cfg"],
+                pretrained_file=params["pretrained_file"], dropout=0.0,
+                projection_dim=params["projection_dim"], load_weights=False,
+                allow_pickle=allow_pickle, recipe=Recipe.from_params(params))
+        except (OSError, HFValidationError) as err:
+            raise CheckpointError(
+                f"{path}: cannot load the model's config from pretrained_model_cfg="
+                f"{params['pretrained_model_cfg']!r}, pretrained_file="
+                f"{params['pretrained_file']!r} (pass --pretrained_model_cfg / "
+                f"--pretrained_file): {str(err).splitlines()[0]}") from err
+        load_model_state(biencoder, state.model_dict, source=path)
         check_sequence_length(biencoder, params["sequence_length"])
     for item in caught:
         logger.warning("%s", item.message)
-    return TrainedBiEncoder(biencoder, params, state)
+    return TrainedBiEncoder(biencoder.eval(), params, state)

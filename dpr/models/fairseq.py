@@ -10,11 +10,10 @@ one-to-one renaming of tensors suffices; Hugging Face's token-type embedding is 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ import torch
 
 from dpr.models.torchfile import load_torch_file
 from dpr.utils.errors import InputError
-
-logger = logging.getLogger(__name__)
 
 # fairseq name under `sentence_encoder.` -> Hugging Face name under the RoBERTa model.
 _TOP = {
@@ -98,11 +95,8 @@ def sentence_encoder_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 
 def hf_to_sentence_encoder(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face RoBERTa tensors → fairseq sentence-encoder tensors.
-
-    Raises:
-        FairseqFormatError: If the token-type embedding is not zero (fairseq has none).
-    """
+    """Hugging Face RoBERTa tensors → fairseq sentence-encoder tensors
+    (`FairseqFormatError` if the token-type embedding, which fairseq lacks, is not zero)."""
     out = {}
     for name, tensor in state.items():
         if name == TOKEN_TYPE and bool(tensor.abs().max() > 0):
@@ -116,17 +110,9 @@ def hf_to_sentence_encoder(state: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 def split_fairseq_state(state: Mapping[str, torch.Tensor], *, prefix: str = ""
                         ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Splits a fairseq RoBERTa state dict into sentence-encoder and LM-head tensors.
-
-    Accepts fairseq 0.10+'s `encoder.` and 0.9's `decoder.` infix.
-
-    Args:
-        state: The `model` state dict of `model.pt`, or DPR tensors under `prefix`.
-        prefix: Leading part to strip, e.g. "question_model.fairseq_roberta.model.".
-
-    Returns:
-        (sentence-encoder tensors, LM-head tensors), names relative to each module.
-    """
+    """(sentence-encoder, LM-head) tensors of a fairseq RoBERTa state dict (`model.pt`'s
+    `model`, or a DPR tower's tensors under `prefix`), named relative to each module; fairseq
+    0.10+'s `encoder.` infix or 0.9's `decoder.`."""
     encoder, head = {}, {}
     for key, tensor in state.items():
         if not key.startswith(prefix):
@@ -148,15 +134,7 @@ class FairseqFolder:
     config_kwargs: dict[str, Any]
     hf_state: dict[str, torch.Tensor]
     lm_head: dict[str, torch.Tensor]
-    dictionary: list[str] = field(default_factory=list)
     is_camembert: bool = True
-
-
-def _load_model_pt(path: Path, allow_pickle: bool) -> dict[str, Any]:
-    return load_torch_file(
-        path, allow_pickle=allow_pickle, error=FairseqFormatError,
-        allowed="tensors, plain containers and an argparse namespace (an OmegaConf config?)",
-        safe_globals=[argparse.Namespace])
 
 
 def _model_args(ckpt: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -196,7 +174,10 @@ def load_fairseq_folder(folder: str | os.PathLike[str], *, allow_pickle: bool = 
     if not model_pt.is_file():
         raise FairseqFormatError(f"{path}: no model.pt (expected a fairseq RoBERTa/CamemBERT "
                                  "folder: model.pt, dict.txt, sentencepiece.bpe.model)")
-    ckpt = _load_model_pt(model_pt, allow_pickle)
+    ckpt = load_torch_file(
+        model_pt, allow_pickle=allow_pickle, error=FairseqFormatError,
+        allowed="tensors, plain containers and an argparse namespace (an OmegaConf config?)",
+        safe_globals=[argparse.Namespace])
     if not isinstance(ckpt, Mapping) or "model" not in ckpt:
         raise FairseqFormatError(f"{model_pt}: no 'model' state dict")
     args = _model_args(ckpt, model_pt)
@@ -222,23 +203,17 @@ def load_fairseq_folder(folder: str | os.PathLike[str], *, allow_pickle: bool = 
     missing = [k for k in LM_HEAD_KEYS if k not in head]
     if missing:
         raise FairseqFormatError(f"{model_pt}: LM head tensors missing: {missing}")
-    dict_path = path / "dict.txt"
-    dictionary = read_dictionary(dict_path) if dict_path.is_file() else []
     return FairseqFolder(path=path, config_kwargs=config_kwargs, hf_state=hf_state,
-                         lm_head={k: head[k] for k in LM_HEAD_KEYS}, dictionary=dictionary,
+                         lm_head={k: head[k] for k in LM_HEAD_KEYS},
                          is_camembert=(path / "sentencepiece.bpe.model").is_file())
 
 
 def check_dictionary(dictionary: list[str], token_to_id: Callable[[str], int], *,
                      unk_token: str, source: str) -> None:
-    """Checks that the tokenizer gives every dictionary piece its fairseq id (4 + line).
-
-    DPR feeds tokenizer ids straight into the fairseq model, which is right only if the two
-    agree. SentencePiece's own unknown piece is the one exception: both map it to id 3.
-
-    Raises:
-        FairseqFormatError: Naming the first piece whose ids differ.
-    """
+    """Checks that the tokenizer gives every dictionary piece its fairseq id (4 + line), or
+    raises `FairseqFormatError` naming the first piece whose ids differ: DPR feeds tokenizer
+    ids straight into the fairseq model, right only if the two agree (SentencePiece's own
+    unknown piece is the one exception: both map it to id 3)."""
     for line, token in enumerate(dictionary):
         if token == unk_token:
             continue

@@ -1,11 +1,8 @@
 """The DPR loss as pure tensor functions, used by every training and validation path.
 
-Masked columns: on SQuAD-style data several questions share a paragraph, so a question's
-positive passage can appear again in the in-batch pool (as another question's positive or
-hard negative). DPR scores such a copy as a negative of the question although it is its
-positive. A boolean mask [Q × C] marks those columns; they are left out of the softmax
-(score -inf) and of the correct-prediction count. A question's own positive column is never
-masked, so no row can be fully masked (which would make the loss NaN).
+A boolean mask [Q × C] leaves the copies of a question's positives in the in-batch pool out of
+its softmax (score -inf) and of the correct count (why: docs/DIFFERENCES.md, "Training loop");
+a question's own positive column never is, so no row is fully masked (the loss would be NaN).
 """
 
 from __future__ import annotations
@@ -29,17 +26,9 @@ def scaled_scores(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor,
 
 def duplicate_positive_mask(ctx_keys: torch.Tensor, positive_keys: torch.Tensor,
                             positive_idx: torch.Tensor) -> torch.Tensor:
-    """Columns that hold a copy of one of the question's positives, other than its positive.
-
-    Args:
-        ctx_keys: [C] int64 identity key of each passage column.
-        positive_keys: [Q × P] int64 keys of each question's positives, padded with -1
-            (keys are non-negative, so padding matches no column).
-        positive_idx: [Q] column of each question's positive passage.
-
-    Returns:
-        Bool mask [Q × C]: True where column j is a duplicate of a positive of question i.
-    """
+    """Bool [Q × C]: True where column j holds a copy of one of question i's positives,
+    other than its own positive column (`positive_idx` [Q]). Keys are int64: `ctx_keys` [C]
+    per column, `positive_keys` [Q × P] per question, padded with -1 (no key is negative)."""
     mask = (positive_keys[:, :, None] == ctx_keys[None, None, :]).any(dim=1)  # [Q × C]
     mask[torch.arange(mask.shape[0], device=mask.device), positive_idx] = False
     return mask

@@ -1,19 +1,6 @@
-"""A model's recipe as a sentence-transformers folder, written and read through
-sentence-transformers' own API (a required dependency).
-
-- `save_sentence_transformer`: a transformers model folder (config, weights, tokenizer) made a
-  sentence-transformers one: `SentenceTransformer(modules=[Transformer, Pooling, (Dense),
-  (Normalize)], prompts=..., default_prompt_name=..., similarity_fn_name=...)` saved. With a
-  default prompt, a plain `SentenceTransformer(folder).encode(text)` applies the prefix the
-  model was trained with. `do_lower_case` makes its tokenizer lower-case (prompt included,
-  as training lower-cases the prefix with the text).
-- `folder_recipe`: the recipe a sentence-transformers folder declares (its `Pooling` module's
-  mode, a `Normalize` module or its `similarity_fn_name`, its query / passage prompts), the
-  default of training and of the loader for a plain model folder. A folder without
-  sentence-transformers files declares nothing (DPR's recipe); a copy of an E5 model (named
-  so by its `config.json` or folder) gets E5's prefixes when its sentence-transformers files
-  declare none, and a warning when it has no such files at all.
-"""
+"""A recipe as a sentence-transformers folder, through sentence-transformers' own API:
+`save_sentence_transformer` writes one (layout in docs/DPR2HF.md), `folder_recipe` reads what
+one declares (the README's "A model's own recipe")."""
 
 from __future__ import annotations
 
@@ -34,11 +21,12 @@ logger = logging.getLogger(__name__)
 # Prompt names used for passages by sentence-transformers models, in order of preference.
 PASSAGE_PROMPT_NAMES = ("passage", "document", "corpus", "search_document")
 QUERY_PROMPT_NAMES = ("query", "search_query")
-# E5 models (intfloat/multilingual-e5-small, e5-base-v2...): their prefixes are part of the
-# model, but hub copies may not declare them as sentence-transformers prompts.
+# E5 models (intfloat/multilingual-e5-small, e5-base-v2...) and their recipe: the prefixes
+# are part of the model, but hub copies may not declare them as sentence-transformers prompts.
 E5_NAME = re.compile(r"(^|[/_-])(multilingual-)?e5-(small|base|large)(-v2)?($|[/_-])",
                      re.IGNORECASE)
-E5_PREFIXES = {"query_prefix": "query: ", "passage_prefix": "passage: "}
+E5_RECIPE = Recipe(pooling="mean", similarity="cosine", query_prefix="query: ",
+                   passage_prefix="passage: ")
 
 
 def _has_pooler(folder: Path) -> bool:
@@ -54,47 +42,39 @@ def _has_pooler(folder: Path) -> bool:
 def save_sentence_transformer(source: str | os.PathLike[str], target: str | os.PathLike[str],
                               recipe: Recipe, *, projection: nn.Linear | None = None,
                               default_prompt: str | None = None) -> None:
-    """Writes `target`: the transformers model folder `source` as a sentence-transformers one.
+    """Writes `target`: the transformers model folder `source` (not `target`) as a
+    sentence-transformers one, its weights saved again in their own type, a pooler only if
+    `source` has one.
 
     Args:
-        source: Folder with the model's config, weights and tokenizer (not `target`).
-        target: Folder to write (the model, its tokenizer and the sentence-transformers files;
-            the weights are saved again, in their own type, a pooler only if `source` has one).
-        recipe: Pooling, normalisation (cosine), prompts (`query` / `passage` from the
-            prefixes), lower-casing and maximum length.
+        recipe: Pooling, normalisation, the `query` / `passage` prompts (from the prefixes),
+            lower-casing (the prompt included, as training lower-cases it) and length.
         projection: The tower's `encode_proj`, saved as a `Dense` module (identity activation).
-        default_prompt: The prompt `encode` applies when given none (`query` for a question
+        default_prompt: The prompt a plain `encode(text)` applies (`query` for a question
             tower, `passage` for a passage tower).
     """
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import (
-        Dense,
-        Normalize,
-        Transformer,
-    )
-    from sentence_transformers.sentence_transformer.modules import (
-        Pooling as PoolingModule,
-    )
+    from sentence_transformers.sentence_transformer import modules
 
     source = Path(source)
     with quiet_transformers():
-        transformer = Transformer(
+        transformer = modules.Transformer(
             str(source), max_seq_length=recipe.sequence_length,
             do_lower_case=recipe.do_lower_case,
             model_kwargs={"torch_dtype": "auto", "add_pooling_layer": _has_pooler(source)})
-        modules: list[nn.Module] = [transformer, PoolingModule(
+        stack: list[nn.Module] = [transformer, modules.Pooling(
             transformer.get_embedding_dimension(), pooling_mode=recipe.pooling)]
         if projection is not None:
-            modules.append(Dense(projection.in_features, projection.out_features,
-                                 activation_function=nn.Identity(),
-                                 init_weight=projection.weight.detach().clone(),
-                                 init_bias=projection.bias.detach().clone()))
+            stack.append(modules.Dense(projection.in_features, projection.out_features,
+                                       activation_function=nn.Identity(),
+                                       init_weight=projection.weight.detach().clone(),
+                                       init_bias=projection.bias.detach().clone()))
         if recipe.normalize:
-            modules.append(Normalize())
+            stack.append(modules.Normalize())
         prompts = {name: prefix for name, prefix in (("query", recipe.query_prefix),
                                                      ("passage", recipe.passage_prefix)) if prefix}
         model = SentenceTransformer(
-            modules=modules, prompts=prompts, device="cpu", similarity_fn_name=recipe.similarity,
+            modules=stack, prompts=prompts, device="cpu", similarity_fn_name=recipe.similarity,
             default_prompt_name=default_prompt if default_prompt in prompts else None)
         model.save(str(target), create_model_card=False)
 
@@ -112,25 +92,36 @@ def _is_e5(folder: Path) -> bool:
                                                   folder.name))
 
 
-def _declared(model: Any, path: str) -> dict[str, Any]:
-    """The recipe entries a loaded `SentenceTransformer` declares."""
-    from sentence_transformers.sentence_transformer.modules import Normalize
-    from sentence_transformers.sentence_transformer.modules import Pooling as PoolingModule
+def _declared(folder: Path) -> dict[str, Any]:
+    """What `folder_recipe` reads, without the weights: each module's class and configuration
+    through sentence-transformers (`import_module_class`, `Pooling.load`, which also reads
+    older pooling flags), the prompts and similarity from `config_sentence_transformers.json`,
+    which sentence-transformers 5.7 reads only inside `SentenceTransformer(folder)`: that loads
+    the whole model (0.9-2 s for multilingual-e5-small on a 2-core CPU) before the loader loads
+    it again."""
+    from sentence_transformers.sentence_transformer import modules
+    from sentence_transformers.util import import_module_class
 
+    declared = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    classes = [(m["path"], import_module_class(m["type"], str(folder))) for m in declared]
+    config = _read_json(folder / "config_sentence_transformers.json") or {}
     found: dict[str, Any] = {}
-    for module in model:
-        if isinstance(module, PoolingModule):
-            if module.pooling_mode in (Pooling.CLS, Pooling.MEAN):
-                found["pooling"] = str(module.pooling_mode)
+    for path, cls in classes:
+        if issubclass(cls, modules.Pooling):
+            mode = cls.load(str(folder), subfolder=path, local_files_only=True).pooling_mode
+            if mode in (Pooling.CLS, Pooling.MEAN):
+                found["pooling"] = str(mode)
             else:
                 logger.warning("%s: its sentence-transformers pooling (%s) is neither cls nor "
-                               "mean; pass --pooling", path, module.pooling_mode)
+                               "mean; pass --pooling", folder, mode)
     # sentence-transformers compares by cosine unless a folder declares otherwise
-    if any(isinstance(m, Normalize) for m in model) or model.similarity_fn_name == "cosine":
+    similarity = config.get("similarity_fn_name")
+    if any(issubclass(cls, modules.Normalize) for _, cls in classes) or \
+            similarity in (None, Similarity.COSINE):
         found["similarity"] = Similarity.COSINE.value
-    elif model.similarity_fn_name == "dot":
+    elif similarity == Similarity.DOT:
         found["similarity"] = Similarity.DOT.value
-    prompts = model.prompts or {}
+    prompts = config.get("prompts") or {}
     for key, names in (("query_prefix", QUERY_PROMPT_NAMES),
                        ("passage_prefix", PASSAGE_PROMPT_NAMES)):
         prompt = next((prompts[n] for n in names if prompts.get(n)), None)
@@ -140,8 +131,11 @@ def _declared(model: Any, path: str) -> dict[str, Any]:
 
 
 def folder_recipe(path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """The recipe a sentence-transformers folder declares (module docstring); empty for any
-    other folder.
+    """The recipe a sentence-transformers folder declares: its `Pooling` module's mode,
+    cosine for a `Normalize` module or a `similarity_fn_name` cosine (or none), its query /
+    passage prompts. Any other folder declares nothing (DPR's recipe). A copy of an E5 model
+    (so named by its `config.json` or folder) gets E5's prefixes when its sentence-transformers
+    files declare none, and a warning when it has no such files.
 
     Returns:
         Some of `pooling`, `similarity`, `query_prefix`, `passage_prefix`.
@@ -156,18 +150,15 @@ def folder_recipe(path: str | os.PathLike[str] | None) -> dict[str, Any]:
                            "E5's; for E5's pass --pooling mean --similarity cosine "
                            "--query_prefix 'query: ' --passage_prefix 'passage: '", path)
         return {}
-    from sentence_transformers import SentenceTransformer
-
     try:
-        with quiet_transformers():
-            model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    except (OSError, ValueError) as err:
+        found = _declared(folder)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as err:
         logger.warning("%s: sentence-transformers cannot read its files (%s): DPR's recipe "
                        "unless flags say otherwise", path, str(err).splitlines()[0])
         return {}
-    found = _declared(model, str(path))
     if "query_prefix" not in found and "passage_prefix" not in found and _is_e5(folder):
         logger.info("%s: an E5 model without declared prompts: its prefixes %r / %r are the "
-                    "defaults", path, *E5_PREFIXES.values())
-        found |= E5_PREFIXES
+                    "defaults", path, E5_RECIPE.query_prefix, E5_RECIPE.passage_prefix)
+        found |= {"query_prefix": E5_RECIPE.query_prefix,
+                  "passage_prefix": E5_RECIPE.passage_prefix}
     return found

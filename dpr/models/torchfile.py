@@ -38,7 +38,6 @@ def load_torch_file(path: str | os.PathLike[str], *, allow_pickle: bool, error: 
     """`torch.load` onto the CPU with `weights_only=True`; full unpickling only if allowed.
 
     Args:
-        path: The file.
         allow_pickle: On a file holding other objects, unpickle it fully (it can run arbitrary
             code: trusted files only), with a warning. Otherwise it is refused.
         error: The error class raised (its message names the file).

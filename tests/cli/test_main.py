@@ -8,55 +8,66 @@ import logging
 import pytest
 
 from dpr.cli.flags import add_debug_flag
-from dpr.cli.main import parse_args, run_cli, run_main
+from dpr.cli.main import run_main
 from dpr.utils.errors import DprError, InputError, UsageError
 
 
-def test_run_cli_user_error_is_one_logged_line(caplog: pytest.LogCaptureFixture) -> None:
+def _run(body, *flags: str) -> int:
+    """`body` (no arguments) run by `run_main` with a parser that has only `--debug`."""
+    parser = argparse.ArgumentParser()
+    add_debug_flag(parser)
+    return run_main(parser, list(flags), lambda args: body(), prog="tool")
+
+
+def test_run_main_user_error_is_one_logged_line(caplog: pytest.LogCaptureFixture) -> None:
     # Given a body that fails on bad input
     def body() -> int:
         raise InputError("data.json:3: missing field 'question'")
 
-    # When it runs under run_cli
+    # When it runs under run_main
     with caplog.at_level(logging.ERROR):
-        code = run_cli(body, prog="tool")
+        code = _run(body)
 
     # Then the status is 1 and the message is logged once, without a traceback
     assert code == 1
-    assert [r.getMessage() for r in caplog.records] == ["data.json:3: missing field 'question'"]
-    assert all(r.exc_info is None for r in caplog.records)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["data.json:3: missing field 'question'"]
+    assert all(r.exc_info is None for r in errors)
 
 
-def test_run_cli_usage_error_exits_2_and_oserror_names_the_file(tmp_path) -> None:
-    assert run_cli(lambda: (_ for _ in ()).throw(UsageError("--batch_size must be >= 1")),
-                   prog="tool") == 2
+def test_run_main_usage_error_exits_2_and_oserror_names_the_file(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    assert _run(lambda: (_ for _ in ()).throw(UsageError("--batch_size must be >= 1"))) == 2
     missing = tmp_path / "absent.tsv"
-    assert run_cli(lambda: open(missing).read(), prog="tool") == 1
+    with caplog.at_level(logging.ERROR):
+        assert _run(lambda: open(missing).read()) == 1
+    assert str(missing) in caplog.records[-1].getMessage()
 
 
-def test_run_cli_internal_bug_propagates_with_its_traceback() -> None:
+def test_run_main_internal_bug_propagates_with_its_traceback() -> None:
     # Given a body with an internal bug (a bare ValueError is not a user error)
     def body() -> int:
         raise ValueError("shape mismatch inside a library")
 
     # Then it is not swallowed
     with pytest.raises(ValueError, match="shape mismatch"):
-        run_cli(body, prog="tool")
+        _run(body)
 
 
-def test_run_cli_debug_reraises_user_errors() -> None:
+def test_run_main_debug_reraises_user_errors() -> None:
     with pytest.raises(DprError):
-        run_cli(lambda: (_ for _ in ()).throw(InputError("bad")), prog="tool", debug=True)
+        _run(lambda: (_ for _ in ()).throw(InputError("bad")), "--debug")
 
 
-def test_parse_args_returns_argparse_status() -> None:
+def test_run_main_returns_argparse_status_and_the_body_s() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int)
     add_debug_flag(parser)
-    assert parse_args(parser, ["--help"]) == 0
-    assert parse_args(parser, ["--n", "x"]) == 2
-    args = parse_args(parser, ["--n", "3", "--debug"])
-    assert args.n == 3 and args.debug
+    seen = []
+    assert run_main(parser, ["--help"], seen.append, prog="t") == 0
+    assert run_main(parser, ["--n", "x"], seen.append, prog="t") == 2 and seen == []
+    assert run_main(parser, ["--n", "3", "--debug"], lambda args: args.n, prog="t") == 3
+    assert run_main(parser, [], lambda args: "a result", prog="t") == 0
 
 
 def test_taxonomy_keeps_valueerror_compatibility() -> None:

@@ -52,6 +52,28 @@ def test_prefixes_go_before_the_question_and_before_the_title_or_untitled_text()
     assert question_items(["Où ?"], Recipe(query_prefix="Question : ")) == ["Question : Où"]
 
 
+@pytest.mark.parametrize("fixture", ["tiny_camembert", "tiny_bert"])
+@pytest.mark.parametrize("use_fast", [True, False])
+def test_tokenize_of_mixed_texts_and_pairs_equals_each_item_tokenized_alone(
+        request: pytest.FixtureRequest, fixture: str, use_fast: bool) -> None:
+    # Given a batch mixing texts and (title, text) pairs, some truncated
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture),
+                                              use_fast=use_fast)
+    long = "La Loire est le plus long fleuve de France, il traverse Orléans et Tours. " * 3
+    items = [("Loire", long), "Où coule la Loire", ("", ""), long, ("Un titre assez long", "x")]
+    # When tokenizing it in one call
+    ids = recipe.tokenize(tokenizer, items, max_length=16)
+    # Then each item has the ids of its own call: the text alone, or the pair (an empty text
+    # too) truncated longest first
+    for item, got in zip(items, ids):
+        texts = ([item],) if isinstance(item, str) else ([item[0]], [item[1]])
+        want = tokenizer(*texts, truncation="longest_first", max_length=16)["input_ids"][0]
+        assert got == want
+    assert recipe.tokenize(tokenizer, [], max_length=16) == []
+
+
 @pytest.fixture(scope="module")
 def tensorizer(tiny_camembert: Path) -> Tensorizer:
     return Tensorizer(build_tokenizer("hf_roberta", str(tiny_camembert)), max_length=32,

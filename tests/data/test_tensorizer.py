@@ -53,7 +53,7 @@ def test_tensorizer_pads_with_pad_id_and_masks_only_padding(tiny_camembert: Path
     tz = Tensorizer(tok, max_length=32)
     ids, mask = tz.tensorize(["La Loire", "Le château de Chambord est situé en France"])
     assert ids.shape == (2, 32)
-    assert tz.pad_id == 1 and tok.cls_token_id == 5
+    assert tok.pad_token_id == 1 and tok.cls_token_id == 5
     # the first token (<s>) must not be masked (DPR's mask from pad_token_type_id would be
     # wrong for RoBERTa ids); pads are masked
     assert mask[:, 0].all()

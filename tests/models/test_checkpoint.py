@@ -13,8 +13,8 @@ from dpr.models.checkpoint import (
     ENCODER_PARAM_KEYS,
     CheckpointError,
     CheckpointState,
+    checkpoint_candidates,
     encoder_params_of,
-    find_latest_checkpoint,
     from_dpr_layout,
     load_checkpoint,
     load_model_state,
@@ -135,14 +135,15 @@ def test_load_model_state_reports_mismatched_keys(tiny_bert: Path, bert_biencode
         load_model_state(no_proj, to_dpr_layout(bert_biencoder.state_dict()))
 
 
-def test_find_latest_checkpoint_orders_by_epoch_and_offset(tmp_path: Path) -> None:
+def test_checkpoint_candidates_order_by_epoch_and_offset(tmp_path: Path) -> None:
     for name in ["dpr_biencoder.2.10", "dpr_biencoder.10.5", "dpr_biencoder.10", "x.99",
                  "dpr_biencoder.3.700"]:
         (tmp_path / name).write_bytes(b"")
-    assert find_latest_checkpoint(tmp_path, "dpr_biencoder").name == "dpr_biencoder.10.5"
+    assert [p.name for p in checkpoint_candidates(tmp_path, "dpr_biencoder")] == [
+        "dpr_biencoder.10.5", "dpr_biencoder.10", "dpr_biencoder.3.700", "dpr_biencoder.2.10"]
     assert parse_checkpoint_name("dpr_biencoder.34.708", "dpr_biencoder") == (34, 708)
     assert parse_checkpoint_name("dpr_biencoder.34", "dpr_biencoder") == (34, 0)
-    assert find_latest_checkpoint(tmp_path / "missing", "dpr_biencoder") is None
+    assert checkpoint_candidates(tmp_path / "missing", "dpr_biencoder") == []
 
 
 def test_resolve_encoder_params_model_values_from_checkpoint_paths_from_cli() -> None:

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpr.models.encoder import pool_first_token
+from dpr.models.encoder import represent
 from dpr.models.factory import build_biencoder
 
 
-def test_pool_first_token_takes_position_zero() -> None:
+def test_cls_pooling_takes_position_zero() -> None:
     hidden = torch.arange(24.0).view(2, 3, 4)
-    assert torch.equal(pool_first_token(hidden), hidden[:, 0])
+    assert torch.equal(represent(hidden, pooling="cls"), hidden[:, 0])
 
 
 def test_encoder_representation_is_first_token_of_last_layer(tiny_camembert: Path) -> None:

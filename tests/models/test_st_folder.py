@@ -88,3 +88,26 @@ def test_lower_casing_covers_the_prompt_and_the_text(tmp_path: Path,
     assert torch.allclose(model.encode(["Où est l'ÉCOLE"], convert_to_tensor=True),
                           plain.encode(["question : où est l'école"], convert_to_tensor=True),
                           atol=1e-6)
+
+
+def test_folder_recipe_reads_older_folders_without_loading_weights(tmp_path: Path,
+                                                                   tiny_e5: Path) -> None:
+    # Given an E5-shaped folder as older sentence-transformers wrote it (`models.*` module
+    # paths, one boolean per pooling mode, no config_sentence_transformers.json), whose
+    # weights are unreadable
+    import json
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(tiny_e5, folder)
+    modules = json.loads((folder / "modules.json").read_text())
+    for module in modules:
+        module["type"] = "sentence_transformers.models." + module["type"].rsplit(".", 1)[-1]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False,
+         "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}))
+    (folder / "config_sentence_transformers.json").unlink()
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    # Then its recipe still reads: mean pooling and cosine (Normalize), no prompt
+    assert folder_recipe(folder) == {"pooling": "mean", "similarity": "cosine"}
