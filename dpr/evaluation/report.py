@@ -21,14 +21,9 @@ logger = logging.getLogger(__name__)
 
 def score_runs(runs: Sequence[Run], qrels: Qrels, *, ks: Sequence[int], n_docs: int
                ) -> dict[str, dict[str, Any]]:
-    """Every metric of every run, with its seconds and each question's first-hit rank.
-
-    Args:
-        runs: The runs (each row judged in ``qrels``).
-        qrels: Judgments of their pool; R of recall and MAP is ``qrels.num_relevant``.
-        ks: Cut-offs of top-k accuracy and recall.
-        n_docs: Length of the top-k accuracy curve.
-    """
+    """Every metric of every run (each row judged in ``qrels``; R of recall and MAP is
+    ``qrels.num_relevant``), with its seconds and each question's first-hit rank; the top-k
+    accuracy curve goes to ``n_docs``."""
     results: dict[str, dict[str, Any]] = {}
     for run in runs:
         relevance = [qrels.flags(q, rows) for q, rows in enumerate(run.rows)]
@@ -103,7 +98,6 @@ def adjust_sign_tests(comparison: dict[str, Any] | None, pairs: Sequence[dict[st
     Args:
         comparison: The report's comparison (:func:`compare`), or None; updated in place.
         pairs: The requested pairs (:func:`paired_tests`); updated in place.
-        k: The comparison's k.
 
     Returns:
         The report's ``sign_tests`` entry: the count of tests and the correction.
