@@ -1,4 +1,5 @@
-"""The squad2dpr pipeline: validate, split, build positives, mine negatives, write."""
+"""The squad2dpr pipeline: validate, split, build positives, mine negatives, write
+(docs/DATA_PREP.md, "Pipeline")."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from data_prep.dataset import (
     context,
     random_negatives,
 )
-from data_prep.errors import DataPrepError
 from data_prep.passages import make_splitter
 from data_prep.splits import TEST, TRAIN, SplitOptions, plan_splits
 from data_prep.writers import (
@@ -33,6 +33,7 @@ from data_prep.writers import (
     write_records,
 )
 from dpr.data.answers import prepare_answers
+from dpr.data.records import DataFormatError
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
 from dpr.retrieval.bm25 import BM25Retriever, BM25Settings
 from dpr.utils.io import check_output_dir
@@ -56,11 +57,6 @@ class Options:
     strict: bool = False
     show_progress: bool = True
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """The splits written, in order."""
-        return self.split.names
-
 
 @contextlib.contextmanager
 def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
@@ -75,7 +71,7 @@ def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
           retriever: BM25Retriever, options: Options) -> list[list[tuple[int, float]]]:
     """Hard negatives per example, restricted to passages of the example's own split."""
     result: list[list[tuple[int, float]]] = [[] for _ in examples]
-    for split in options.splits:
+    for split in options.split.names:
         members = [i for i, ex in enumerate(examples) if splits[ex.paragraph.key] == split]
         if not members:
             continue
@@ -98,7 +94,7 @@ def _load_inputs(options: Options) -> list[SquadFile]:
     files = [load_squad_file(path, source=label, strict=options.strict)
              for path, label in zip(options.inputs, labels)]
     if not any(p.questions for f in files for p in f.paragraphs):
-        raise DataPrepError(f"{', '.join(map(str, options.inputs))}: no answerable question "
+        raise DataFormatError(f"{', '.join(map(str, options.inputs))}: no answerable question "
                             "(every one unanswerable or without a valid answer): nothing to "
                             "convert")
     return files
@@ -124,7 +120,7 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
                     **asdict(options.split), "bm25_top_k": options.bm25_top_k,
                     "num_random_negatives": options.num_random_negatives,
                     "strict": options.strict},
-        "split": {"articles": {s: articles[s] for s in options.splits},
+        "split": {"articles": {s: articles[s] for s in options.split.names},
                   "holdout": {"field": options.split.holdout_field,
                               "values": list(options.split.holdout_values),
                               "articles": articles[TEST]},
@@ -134,16 +130,11 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
 
 
 def run(options: Options) -> dict[str, Any]:
-    """Runs the whole conversion and writes every output file.
-
-    Args:
-        options: Pipeline options.
-
-    Returns:
-        The statistics also written to ``stats.json``.
+    """Runs the whole conversion and writes every output file; returns ``stats.json``'s
+    content.
 
     Raises:
-        DataPrepError: On invalid input, before anything is written.
+        DataFormatError: On invalid input, before anything is written.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -152,7 +143,7 @@ def run(options: Options) -> dict[str, Any]:
         files = _load_inputs(options)
         paragraphs = [p for f in files for p in f.paragraphs]
     with _stage(timings, "load_splitter"):
-        splitter = make_splitter(options.sentence_splitter, options.language)
+        splitter = make_splitter(options.sentence_splitter)
     with _stage(timings, "split_passages"):
         corpus = build_corpus(paragraphs, splitter, max_chars=options.max_chars,
                               show_progress=options.show_progress)
@@ -171,7 +162,7 @@ def run(options: Options) -> dict[str, Any]:
         hard = _mine(examples, splits, corpus, retriever, options)
     with _stage(timings, "random_negatives"):
         pools = {s: [i for i, p in enumerate(corpus.passages) if splits[p.paragraph_key] == s]
-                 for s in options.splits}
+                 for s in options.split.names}
         randoms = random_negatives(examples, {k: pools[s] for k, s in splits.items()}, corpus,
                                    num=options.num_random_negatives, seed=options.split.seed)
     with _stage(timings, "write_outputs"):
@@ -188,7 +179,7 @@ def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
            hard: Sequence[Sequence[tuple[int, float]]], randoms: Sequence[Sequence[int]],
            options: Options) -> dict[str, Any]:
     """Writes records, passages.tsv and qas_*.tsv; returns output counts for the stats."""
-    names = options.splits
+    names = options.split.names
     records: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
     for example, negatives, sampled in zip(examples, hard, randoms):
         records[splits[example.paragraph.key]].append({
