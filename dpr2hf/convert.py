@@ -1,13 +1,6 @@
-"""DPR checkpoint → Hugging Face folders, written to a staging folder, verified, then published
-(`dpr.utils.io.staged_folder`).
-
-Output layout under `output_dir`:
-- `question_encoder/`, `ctx_encoder/`: the tower's transformer (`BertModel`, `RobertaModel` or
-  `CamembertModel`, safetensors), its tokenizer, `encode_proj.safetensors` when the checkpoint
-  projects, the sentence-transformers files (`dpr.models.st_folder`: the recipe's pooling,
-  projection, normalisation and prompts, the tower's prompt as the default) and a model card.
-- `dpr_question_encoder/`, `dpr_ctx_encoder/` (BERT checkpoints only): Hugging Face's
-  `DPRQuestionEncoder` / `DPRContextEncoder` with a DPR tokenizer.
+"""DPR checkpoint → Hugging Face folders (`question_encoder/`, `ctx_encoder/`, and for BERT
+checkpoints `dpr_question_encoder/`, `dpr_ctx_encoder/`; layout: docs/DPR2HF.md), written to a
+staging folder, verified, then published (`dpr.utils.io.staged_folder`).
 """
 
 from __future__ import annotations
@@ -175,10 +168,8 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
     Args:
         checkpoint: DPR checkpoint file (ours or the original DPR's), or a plain model folder
             (exported as the untrained bi-encoder training would start from).
-        output_dir: Folder to create.
         cli: Command-line encoder parameters (`dpr.cli.flags.encoder_params`): the paths
             overriding those stored in the checkpoint, the recipe of a plain folder.
-        overwrite: Replace a non-empty `output_dir`.
         allow_pickle: Allow files that need full unpickling (trusted files only).
         tolerance: Largest accepted absolute difference between vectors.
 
