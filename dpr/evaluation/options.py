@@ -316,10 +316,6 @@ class EvalOptions:
         """The DPR model the fusions take their dense side from."""
         return fusion_model(self.dpr_models, self.fusion_dpr)
 
-    def index_of(self, spec: DprModelSpec) -> str | None:
-        """The saved index folder searched for a DPR model (None: encode the corpus)."""
-        return dict(self.indexes).get(spec.name)
-
     def wants(self, *names: str) -> bool:
         """Whether any retriever of ``names`` was asked for."""
         return any(name in self.retrievers for name in names)

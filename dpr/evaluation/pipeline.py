@@ -127,7 +127,7 @@ def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
                          allow_pickle=options.allow_unsafe_pickle,
                          amp_dtype=autocast_dtype(options.fp16, options.amp_dtype, device))
     logger.info("%s: %s", spec.name, model.description)
-    index = options.index_of(spec)
+    index = dict(options.indexes).get(spec.name)  # None: encode the corpus
     if index is not None:
         logger.info("%s: searching the saved index %s", spec.name, index)
     identity = None if index is None else model_identity(spec.path, model.amp_dtype)

