@@ -40,10 +40,6 @@ from dpr2hf.card import CardInfo, render_card
 logger = logging.getLogger(__name__)
 
 
-class ConversionError(InputError):
-    """Bad input to the converter (the message names the file or folder)."""
-
-
 @dataclass
 class ConversionResult:
     """What was written and how closely it reproduces the bi-encoder."""
@@ -56,9 +52,9 @@ class ConversionResult:
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
     """Refuses an existing file, or a non-empty folder unless `overwrite`."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise ConversionError(f"--output_dir {output_dir}: exists and is not a folder")
+        raise InputError(f"--output_dir {output_dir}: exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"--output_dir {output_dir}: exists and is not empty "
+        raise InputError(f"--output_dir {output_dir}: exists and is not empty "
                               "(pass --overwrite to replace it)")
 
 
@@ -104,7 +100,7 @@ def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, params: dict) ->
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing or result.unexpected_keys:
-        raise ConversionError(f"DPR {side} encoder: missing {missing}, unexpected "
+        raise InputError(f"DPR {side} encoder: missing {missing}, unexpected "
                               f"{result.unexpected_keys}")
     model.save_pretrained(folder, safe_serialization=True)
     tok_cls.from_pretrained(params["pretrained_model_cfg"],
@@ -172,7 +168,7 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
         CheckpointError: Unreadable, unknown-type or mismatching checkpoint, or stored/given
             paths that do not load.
         TokenizerError: No usable tokenizer in the model folder.
-        ConversionError: Non-empty output folder.
+        InputError: Non-empty output folder.
         verify.VerificationError: An exported folder does not reproduce the bi-encoder.
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir).absolute()
@@ -202,7 +198,7 @@ def _load(path: Path, cli: dict, *, allow_pickle: bool) -> tuple[BiEncoder, dict
     plain model folder exported as the untrained bi-encoder training starts from."""
     model = load_encoder(path, cli, allow_pickle=allow_pickle)
     if model.kind == "export":
-        raise ConversionError(f"{path}: already a dpr2hf export")
+        raise InputError(f"{path}: already a dpr2hf export")
     question, ctx = model.question.encoder, model.ctx.encoder
     biencoder = BiEncoder(question, None if ctx is question else ctx).eval()
     if model.state is not None:

@@ -18,10 +18,6 @@ from dpr.utils.errors import InputError, naming_flag, require_items
 logger = logging.getLogger(__name__)
 
 
-class EvaluationError(InputError):
-    """Bad input for the evaluation; the message names the file."""
-
-
 @dataclass(frozen=True)
 class QuestionSet:
     """Questions with their answers and, in SQuAD mode, their gold passage rows."""
@@ -41,7 +37,7 @@ def read_squad(path: str, *, flag: str = "--squad") -> tuple[Corpus, QuestionSet
 
     Raises:
         DataFormatError: On a malformed file (see :func:`dpr.data.squad.load_squad_file`).
-        EvaluationError: If the file has no answerable question (errors name `flag`).
+        InputError: If the file has no answerable question (errors name `flag`).
     """
     corpus = Corpus([], [], [], path)
     qset = QuestionSet(path, [], [], gold=[])
@@ -60,7 +56,7 @@ def read_squad(path: str, *, flag: str = "--squad") -> tuple[Corpus, QuestionSet
                 qset.answers.append(list(dict.fromkeys(a.text for a in question.answers)))
                 qset.gold.append({position[key]})
         if not qset.questions:
-            raise EvaluationError(f"{path}: no answerable questions")
+            raise InputError(f"{path}: no answerable questions")
     logger.info("%s: %d paragraphs searched; %d have no questions (corpus only)",
                 path, len(corpus.ids), squad.stats["paragraphs_without_questions"])
     return corpus, qset
@@ -81,7 +77,7 @@ def read_questions(path: str, *, flag: str = "--qa_file") -> QuestionSet:
             for i, record in enumerate(read_json_records(path)):
                 if not isinstance(record, dict) or not isinstance(record.get("question"), str) \
                         or not isinstance(record.get("answers"), list):
-                    raise EvaluationError(f"{path}: record {i} lacks a 'question' string or "
+                    raise InputError(f"{path}: record {i} lacks a 'question' string or "
                                           "an 'answers' list")
                 qset.questions.append(record["question"])
                 qset.answers.append([str(a) for a in record["answers"]])

@@ -20,8 +20,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dpr.data.answers import contains_answer, prepare_answers, prepare_text
-from dpr.evaluation.inputs import EvaluationError, QuestionSet
+from dpr.evaluation.inputs import QuestionSet
 from dpr.evaluation.metrics import first_hit_rank
+from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,11 @@ class Judge:
             known: Judgments already made for ``qset`` (kept, not redone).
 
         Raises:
-            EvaluationError: In ``id`` mode, for a question set without gold passages.
+            InputError: In ``id`` mode, for a question set without gold passages.
         """
         if self.mode == "id":
             if qset.gold is None:
-                raise EvaluationError(f"{qset.source}: relevance by paragraph needs SQuAD input")
+                raise InputError(f"{qset.source}: relevance by paragraph needs SQuAD input")
             return Qrels(tuple(frozenset(g) for g in qset.gold), None, GOLD_PASSAGES)
         nothing = tuple(frozenset() for _ in qset.questions)
         known = known or Qrels(nothing, nothing, AMONG_RETRIEVED)

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dpr.evaluation.inputs import EvaluationError
 from dpr.evaluation.relevance import Qrels
 from dpr.index.runs import write_run
 from dpr.retrieval.corpus import Corpus
 from dpr.retrieval.run import Run
+from dpr.utils.errors import InputError
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _check_ids(corpus: Corpus, rows: Sequence[np.ndarray]) -> None:
     bad = next((corpus.ids[r] for r in written.tolist()
                 if not corpus.ids[r] or _WHITESPACE.search(corpus.ids[r])), None)
     if bad is not None:
-        raise EvaluationError(f"{corpus.source}: passage id {bad!r} is empty or contains "
+        raise InputError(f"{corpus.source}: passage id {bad!r} is empty or contains "
                               "whitespace, which TREC files cannot hold")
 
 
@@ -51,7 +51,7 @@ def write_trec(folder: str, *, corpus: Corpus, runs: Sequence[Run], qrels: Qrels
         ``{"dir": folder, "qrels": path, "runs": {retriever: path}}`` (for the report).
 
     Raises:
-        EvaluationError: If a passage id cannot be written in a TREC file.
+        InputError: If a passage id cannot be written in a TREC file.
     """
     _check_ids(corpus, [rows for run in runs for rows in run.rows] +
                [np.asarray(sorted(rows), dtype=np.int64) for rows in qrels.relevant])

