@@ -219,15 +219,9 @@ def vectors_folder(out_file: Path) -> Path:
 
 def encode_passages(args: argparse.Namespace, model: Any, passages: list[Passage], *,
                     ctx: Any, quiet: bool) -> Any:
-    """Encodes the corpus into chunk files, each process its share (chunk k goes to process
-    k mod processes), then reads them back on rank 0.
-
-    Chunks left by a killed run with the same model, passages and chunk size are kept (the
-    run resumes); any other leftover is removed first.
-
-    Returns:
-        The vectors [N × D] on rank 0, None on the other processes.
-    """
+    """Encodes the corpus into chunk files (chunk k by process k mod processes; those of a
+    killed run with the same inputs kept, any other leftover removed first), then reads them
+    back: the vectors [N × D] on rank 0, None on the other processes."""
     from dpr.utils.dist import barrier
 
     start = time.perf_counter()
