@@ -2,8 +2,9 @@
 
 The whole input is validated before anything is written. Structural problems (malformed JSON,
 missing or mistyped fields, no data) raise :class:`dpr.data.records.DataFormatError` (as
-data_prep's own input errors do); answers whose ``answer_start`` does not point at their text are skipped with a warning and counted (or
-raise with ``strict=True``); unanswerable v2 questions are skipped and counted.
+data_prep's own input errors do); answers whose ``answer_start`` does not point at their text
+are skipped with a warning and counted (or raise with ``strict=True``); unanswerable v2
+questions are skipped and counted.
 
 Exports of annotation tools, FAQ and public-service sites are accepted as they come:
 
