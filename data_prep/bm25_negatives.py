@@ -1,10 +1,6 @@
 """data_prep's BM25 hard negatives: for each question, the best BM25 passages of its own split
-that are neither of its paragraph nor contain an answer.
-
-The index is :class:`dpr.retrieval.bm25.BM25Retriever`'s, saved in ``<output_dir>/bm25_index``
-and reused while its fingerprint matches the passages (``BM25Retriever.load_or_build``).
-Questions are searched in one batch, restricted to their split's passages by a weight mask;
-those left short once filtered are searched again four times deeper.
+that are neither of its paragraph nor contain an answer (docs/DATA_PREP.md, "Pipeline", steps
+6 and 7).
 """
 
 from __future__ import annotations
@@ -41,12 +37,11 @@ def bm25_negatives(retriever: BM25Retriever, queries: Sequence[NegativeQuery],
     """The best ``top_k`` BM25 passages of each query that are allowed, not of its paragraph
     and contain none of its answers.
 
+    Questions are searched in one batch (``retriever``, the BM25 index of ``passages``, in
+    index order); those left short once filtered are searched again four times deeper.
+
     Args:
-        retriever: The BM25 index of ``passages``.
-        queries: The questions.
-        passages: Every passage, in index order.
         allowed: Boolean mask over passages (e.g. the passages of the queries' split).
-        top_k: Negatives wanted per query.
         n_threads: Threads scoring queries at once (0: in the calling thread).
 
     Returns:

@@ -1,4 +1,5 @@
-"""From validated paragraphs to DPR examples: passages, positives, de-duplication, split."""
+"""From validated paragraphs to DPR examples: passages, positives, de-duplication, random
+negatives."""
 
 from __future__ import annotations
 
@@ -53,31 +54,22 @@ def build_corpus(
     paragraphs: Sequence[Paragraph], splitter: SentenceSplitter, *, max_chars: int,
     show_progress: bool,
 ) -> Corpus:
-    """Splits every paragraph into sentence units and packs them into passages.
-
-    Args:
-        paragraphs: Paragraphs in input order.
-        splitter: Sentence splitter.
-        max_chars: Maximum passage length in characters.
-        show_progress: Show a tqdm bar.
-
-    Returns:
-        The corpus; passage order follows paragraph order.
-    """
+    """Splits every paragraph into sentence units and packs them into passages of at most
+    ``max_chars`` characters, in paragraph order."""
     corpus = Corpus()
-    bar = tqdm(total=len(paragraphs), desc="split passages", unit="par", disable=not show_progress)
-    for offset in range(0, len(paragraphs), SPLIT_BATCH):
-        batch = paragraphs[offset : offset + SPLIT_BATCH]
-        for paragraph, sentences in zip(batch, splitter([p.context for p in batch])):
-            units = sentence_units(paragraph.context, sentences, max_chars)
-            new = make_passages(paragraph.context, units, paragraph_key=paragraph.key,
-                                title=paragraph.title, max_chars=max_chars)
-            start = len(corpus.passages)
-            corpus.passages.extend(new)
-            corpus.units[paragraph.key] = units
-            corpus.members[paragraph.key] = list(range(start, start + len(new)))
-        bar.update(len(batch))
-    bar.close()
+    with tqdm(total=len(paragraphs), desc="split passages", unit="par",
+              disable=not show_progress) as bar:
+        for offset in range(0, len(paragraphs), SPLIT_BATCH):
+            batch = paragraphs[offset : offset + SPLIT_BATCH]
+            for paragraph, sentences in zip(batch, splitter([p.context for p in batch])):
+                units = sentence_units(paragraph.context, sentences, max_chars)
+                new = make_passages(paragraph.context, units, paragraph_key=paragraph.key,
+                                    title=paragraph.title, max_chars=max_chars)
+                start = len(corpus.passages)
+                corpus.passages.extend(new)
+                corpus.units[paragraph.key] = units
+                corpus.members[paragraph.key] = list(range(start, start + len(new)))
+            bar.update(len(batch))
     return corpus
 
 
@@ -154,12 +146,8 @@ def random_negatives(
     """Samples up to ``num`` answer-free passages per example from its split, other paragraphs.
 
     Args:
-        examples: Examples in output order.
-        candidates: Passage indices allowed for each example's split ("train"/"dev"), keyed by
-            the example's paragraph key (all paragraphs of a split share one list).
-        corpus: The corpus.
-        num: Negatives per example.
-        seed: Seed of the sampler.
+        candidates: Passage indices allowed for each example's split, keyed by the example's
+            paragraph key (all paragraphs of a split share one list).
 
     Returns:
         Passage indices per example (no repeats).

@@ -1,20 +1,10 @@
-"""Command line: mine hard negatives with a trained dense model (DPR's "adv-hn" round).
+"""`python -m data_prep.mine_negatives`: hard negatives mined with a trained dense model (DPR's
+"adv-hn" round; docs/DATA_PREP.md, "Mining negatives with a trained model").
 
-This module reads the flags and files, encodes the corpus and writes the output; the
-selection itself is `dpr.retrieval.mining.mine`.
-
-Example::
-
-    python -m data_prep.mine_negatives --model_file out/dpr_biencoder.39 \\
-        --train_file DPR_FR_train.json --ctx_file passages.tsv \\
-        --out_file DPR_FR_train.mined.json
-
-Every passage of ``--ctx_file`` is encoded by the corpus encoder of
-``generate_dense_embeddings.py`` into chunk files beside ``--out_file`` (the processes of a
-``torchrun`` job share the chunks; a killed run resumes them; removed once the output is
-written), every question searched exactly by inner product, and the best ``--num_negatives``
-passages that are neither a positive nor contain an answer become the record's
-``hard_negative_ctxs``. See docs/DATA_PREP.md, "Mining negatives with a trained model".
+This module reads the flags and files, encodes the corpus into chunk files beside
+``--out_file`` (shared by the processes of a ``torchrun`` job, resumed after a kill, removed
+once the output is written) and writes the output; the selection itself is
+`dpr.retrieval.mining.mine`.
 """
 
 from __future__ import annotations
@@ -28,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from data_prep.dataset import context
 from data_prep.writers import write_records
 from dpr.cli.flags import (
     add_checkpoint_path_flags,
@@ -140,18 +131,10 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         InputError: On a missing or malformed file or record, naming both.
     """
     records = read_json_records(os.fspath(path))
-    if not isinstance(records, list):
-        raise DataFormatError(f"{path}: top level must be a JSON array of records")
     if not records:
         raise DataFormatError(f"{path}: contains no records")
     for index, record in enumerate(records):
         parse_sample(record, path=os.fspath(path), index=index)
-        for key in ("positive_ctxs", "hard_negative_ctxs"):
-            for j, ctx in enumerate(record.get(key) or []):
-                if ctx.get("passage_id") is not None and not isinstance(
-                        ctx["passage_id"], (str, int)):
-                    raise DataFormatError(f"{path}: record {index}: {key}[{j}].passage_id "
-                                          "must be a string")
     return records
 
 
@@ -165,7 +148,7 @@ def read_corpus(path: Path, *, exclusion: ArticleExclusion | None = None
     passages = list(read_passages(path).values())
     require_items(passages, path=path, what="passages")
     if exclusion is not None:
-        kept = [p for p in passages if not exclusion.excludes(_ctx_of(p))]
+        kept = [p for p in passages if not exclusion.excludes(context(p))]
         logger.info("%d passages of %d article(s) of the other split(s) left out of the corpus",
                     len(passages) - len(kept), len(exclusion.articles))
         if not kept:
@@ -188,10 +171,6 @@ def read_exclusion(paths: Sequence[Path]) -> ArticleExclusion | None:
                 for field in ("positive_ctxs", "negative_ctxs", "hard_negative_ctxs")
                 for ctx in record.get(field) or []]
     return ArticleExclusion.of(ctxs)
-
-
-def _ctx_of(passage: Passage) -> dict[str, str]:
-    return {"title": passage.title, "text": passage.text, "passage_id": passage.passage_id}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,15 +218,9 @@ def vectors_folder(out_file: Path) -> Path:
 
 def encode_passages(args: argparse.Namespace, model: Any, passages: list[Passage], *,
                     ctx: Any, quiet: bool) -> Any:
-    """Encodes the corpus into chunk files, each process its share (chunk k goes to process
-    k mod processes), then reads them back on rank 0.
-
-    Chunks left by a killed run with the same model, passages and chunk size are kept (the
-    run resumes); any other leftover is removed first.
-
-    Returns:
-        The vectors [N × D] on rank 0, None on the other processes.
-    """
+    """Encodes the corpus into chunk files (chunk k by process k mod processes; those of a
+    killed run with the same inputs kept, any other leftover removed first), then reads them
+    back: the vectors [N × D] on rank 0, None on the other processes."""
     from dpr.utils.dist import barrier
 
     start = time.perf_counter()
@@ -275,11 +248,8 @@ def encode_passages(args: argparse.Namespace, model: Any, passages: list[Passage
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line.
-
-    Returns:
-        0 on success, 1 on bad input (one logged line, nothing written), 2 on bad flags.
-    """
+    """Runs the command line: 0 on success, 1 on bad input (nothing written), 2 on bad
+    flags."""
     return run_main(build_parser(), argv, run, prog="data_prep.mine_negatives")
 
 

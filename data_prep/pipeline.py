@@ -1,14 +1,17 @@
-"""The squad2dpr pipeline: validate, split, build positives, mine negatives, write."""
+"""The squad2dpr pipeline: validate, split, build positives, mine negatives, write
+(docs/DATA_PREP.md, "Pipeline")."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,6 @@ from data_prep.dataset import (
     context,
     random_negatives,
 )
-from data_prep.errors import DataPrepError
 from data_prep.passages import make_splitter
 from data_prep.splits import TEST, TRAIN, SplitOptions, plan_splits
 from data_prep.writers import (
@@ -32,34 +34,84 @@ from data_prep.writers import (
     write_qas_tsv,
     write_records,
 )
+from dpr.cli.flags import check_finite_floats
 from dpr.data.answers import prepare_answers
+from dpr.data.records import DataFormatError
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
-from dpr.retrieval.bm25 import BM25Retriever, BM25Settings
+from dpr.retrieval.bm25 import LANGUAGES, BM25Retriever, BM25Settings
+from dpr.utils.errors import UsageError
 from dpr.utils.io import check_output_dir
+from dpr.utils.options import at_least, opt
 
 logger = logging.getLogger(__name__)
 
+def _values(text: str) -> tuple[str, ...]:
+    values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not values:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated values")
+    return values
+
+
 @dataclass(frozen=True)
 class Options:
-    """Pipeline options (see the command line help for each one)."""
+    """The pipeline's options: the flags of ``python -m data_prep.squad2dpr`` (generated from
+    these fields, `dpr.utils.options`) but its input files."""
 
     inputs: list[Path]
-    output_dir: Path
-    split: SplitOptions = field(default_factory=SplitOptions)
-    max_chars: int = 600
-    sentence_splitter: str = "spacy"
-    language: str = "fr"
-    bm25_top_k: int = 30
-    num_random_negatives: int = 0
-    bm25: BM25Settings = field(default_factory=BM25Settings)
-    num_threads: int = 0
-    strict: bool = False
+    output_dir: Path = opt(None, "folder for the outputs and the reusable BM25 index (created "
+                           "if missing)", type=Path, required=True)
+    max_chars: int = opt(600, "maximum passage length in characters; passages end on sentence "
+                         "boundaries", type=at_least(1))
+    sentence_splitter: str = opt("spacy", "spacy: fr_core_news_sm 'senter' only (French); "
+                                 "regex: rule-based, any language", choices=("spacy", "regex"))
+    language: str = opt("fr", "language of stemmer and stop words; non-French needs "
+                        "--sentence_splitter regex", choices=sorted(LANGUAGES))
+    dev_ratio: float = opt(0.2, "fraction of articles (not questions) put in dev; 1: every "
+                           "article in dev (an evaluation set: DPR_FR_train.json is written "
+                           "empty, training refuses it)")
+    tune_ratio: float = opt(0.0, "fraction of articles put in a third split for tuning "
+                            "(DPR_FR_tune.json, qas_tune.tsv), disjoint from train and dev; 0: "
+                            "no tune split")
+    holdout_field: str | None = opt(None, "article-level field (title, or e.g. PIAF's "
+                                    "categorie) whose --holdout_values send whole articles to "
+                                    "a test split (DPR_FR_test.json, qas_test.tsv)",
+                                    metavar="FIELD")
+    holdout_values: tuple[str, ...] = opt((), "comma-separated values of --holdout_field held "
+                                          "out as the test split", type=_values,
+                                          metavar="V1,V2")
+    seed: int = opt(42, "seed of the article split and of random negatives")
+    bm25_top_k: int = opt(30, "hard negatives per question (best BM25 passages without any "
+                          "answer)", type=at_least(0))
+    num_random_negatives: int = opt(0, "random answer-free passages per question in "
+                                    "negative_ctxs", type=at_least(0))
+    bm25_k1: float = opt(1.5, "BM25 k1 (term frequency saturation)")
+    bm25_b: float = opt(0.75, "BM25 b (length normalisation)")
+    bm25_method: str = opt("lucene", "BM25 variant as implemented by bm25s",
+                           choices=("lucene", "robertson", "atire", "bm25l", "bm25+"))
+    num_threads: int = opt(0, "threads of the BM25 search (0: in the main thread)",
+                           type=at_least(0))
+    strict: bool = opt(False, "fail on answer offsets that do not match the context instead "
+                       "of skipping them")
     show_progress: bool = True
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """The splits written, in order."""
-        return self.split.names
+    def __post_init__(self) -> None:
+        check_finite_floats(self)
+        if self.sentence_splitter == "spacy" and self.language != "fr":
+            raise UsageError("--sentence_splitter spacy is only available for --language fr")
+        self.split, self.bm25  # noqa: B018 (SplitOptions and BM25Settings check their flags)
+
+    @functools.cached_property
+    def split(self) -> SplitOptions:
+        """How articles are split."""
+        return SplitOptions(dev_ratio=self.dev_ratio, tune_ratio=self.tune_ratio,
+                            holdout_field=self.holdout_field,
+                            holdout_values=self.holdout_values, seed=self.seed)
+
+    @functools.cached_property
+    def bm25(self) -> BM25Settings:
+        """The BM25 index's settings."""
+        return BM25Settings(language=self.language, k1=self.bm25_k1, b=self.bm25_b,
+                            method=self.bm25_method)
 
 
 @contextlib.contextmanager
@@ -75,7 +127,7 @@ def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
           retriever: BM25Retriever, options: Options) -> list[list[tuple[int, float]]]:
     """Hard negatives per example, restricted to passages of the example's own split."""
     result: list[list[tuple[int, float]]] = [[] for _ in examples]
-    for split in options.splits:
+    for split in options.split.names:
         members = [i for i, ex in enumerate(examples) if splits[ex.paragraph.key] == split]
         if not members:
             continue
@@ -98,7 +150,7 @@ def _load_inputs(options: Options) -> list[SquadFile]:
     files = [load_squad_file(path, source=label, strict=options.strict)
              for path, label in zip(options.inputs, labels)]
     if not any(p.questions for f in files for p in f.paragraphs):
-        raise DataPrepError(f"{', '.join(map(str, options.inputs))}: no answerable question "
+        raise DataFormatError(f"{', '.join(map(str, options.inputs))}: no answerable question "
                             "(every one unanswerable or without a valid answer): nothing to "
                             "convert")
     return files
@@ -124,7 +176,7 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
                     **asdict(options.split), "bm25_top_k": options.bm25_top_k,
                     "num_random_negatives": options.num_random_negatives,
                     "strict": options.strict},
-        "split": {"articles": {s: articles[s] for s in options.splits},
+        "split": {"articles": {s: articles[s] for s in options.split.names},
                   "holdout": {"field": options.split.holdout_field,
                               "values": list(options.split.holdout_values),
                               "articles": articles[TEST]},
@@ -134,16 +186,11 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
 
 
 def run(options: Options) -> dict[str, Any]:
-    """Runs the whole conversion and writes every output file.
-
-    Args:
-        options: Pipeline options.
-
-    Returns:
-        The statistics also written to ``stats.json``.
+    """Runs the whole conversion and writes every output file; returns ``stats.json``'s
+    content.
 
     Raises:
-        DataPrepError: On invalid input, before anything is written.
+        DataFormatError: On invalid input, before anything is written.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -152,7 +199,7 @@ def run(options: Options) -> dict[str, Any]:
         files = _load_inputs(options)
         paragraphs = [p for f in files for p in f.paragraphs]
     with _stage(timings, "load_splitter"):
-        splitter = make_splitter(options.sentence_splitter, options.language)
+        splitter = make_splitter(options.sentence_splitter)
     with _stage(timings, "split_passages"):
         corpus = build_corpus(paragraphs, splitter, max_chars=options.max_chars,
                               show_progress=options.show_progress)
@@ -171,7 +218,7 @@ def run(options: Options) -> dict[str, Any]:
         hard = _mine(examples, splits, corpus, retriever, options)
     with _stage(timings, "random_negatives"):
         pools = {s: [i for i, p in enumerate(corpus.passages) if splits[p.paragraph_key] == s]
-                 for s in options.splits}
+                 for s in options.split.names}
         randoms = random_negatives(examples, {k: pools[s] for k, s in splits.items()}, corpus,
                                    num=options.num_random_negatives, seed=options.split.seed)
     with _stage(timings, "write_outputs"):
@@ -188,7 +235,7 @@ def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
            hard: Sequence[Sequence[tuple[int, float]]], randoms: Sequence[Sequence[int]],
            options: Options) -> dict[str, Any]:
     """Writes records, passages.tsv and qas_*.tsv; returns output counts for the stats."""
-    names = options.splits
+    names = options.split.names
     records: dict[str, list[dict[str, Any]]] = {s: [] for s in names}
     for example, negatives, sampled in zip(examples, hard, randoms):
         records[splits[example.paragraph.key]].append({

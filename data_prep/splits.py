@@ -1,15 +1,6 @@
-"""Article-level splits: held-out domains (test), then dev, tune and train.
-
-Articles are grouped by :func:`dpr.data.squad.article_key` (case-folded title). Articles whose
-``--holdout_field`` value (``title`` or any article-level field) is one of ``--holdout_values``
-form the ``test`` split. The other article keys are sorted, shuffled with
-``random.Random(seed)``; the first ``round(n * dev_ratio)`` go to ``dev``, the next
-``round(n * tune_ratio)`` to ``tune`` and the rest to ``train`` (``--dev_ratio 1``: all to
-``dev``). Articles with questions and corpus-only articles (no question: distractor documents)
-are split separately by this rule, so that the questions of each split do not depend on how
-many distractors the export has and each split keeps its share of distractors as negatives.
-Without corpus-only articles, tune split and hold-out, this is exactly the historical
-train/dev split (same articles for the same seed).
+"""Article-level splits: held-out domains (test), then dev, tune and train; articles with
+questions and corpus-only articles shuffled separately. The rule, and why it gives exactly the
+historical train/dev split by default: docs/DATA_PREP.md, "Pipeline", step 5.
 """
 
 from __future__ import annotations
@@ -19,7 +10,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data_prep.errors import DataPrepError
+from dpr.data.records import DataFormatError
 from dpr.data.squad import SquadFile
 from dpr.utils.errors import UsageError
 
@@ -39,8 +30,6 @@ class SplitOptions:
     holdout_values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Rejects ratios that leave train empty (but ``--dev_ratio 1`` alone) and a
-        half-given hold-out."""
         every_dev = self.dev_ratio == 1 and self.tune_ratio == 0
         if not every_dev and not (min(self.dev_ratio, self.tune_ratio) >= 0
                                   and self.dev_ratio + self.tune_ratio < 1):
@@ -69,7 +58,7 @@ def _field_value(squad_file: SquadFile, name: str) -> dict[str, str]:
         values.setdefault(paragraph.article_key, str(fields[name]).strip())
     if missing:
         titles = sorted(set(missing))
-        raise DataPrepError(
+        raise DataFormatError(
             f"{squad_file.path}: {len(titles)} article(s) have no field {name!r} asked for by "
             f"--holdout_field (first: {titles[0]!r})")
     return values
@@ -81,7 +70,7 @@ def held_out_keys(files: Sequence[SquadFile], options: SplitOptions) -> set[str]
     An article (key) present in several files is held out if any of them says so.
 
     Raises:
-        DataPrepError: If an article lacks the field, or a value matches no article.
+        DataFormatError: If an article lacks the field, or a value matches no article.
     """
     if not options.holdout_field:
         return set()
@@ -94,7 +83,7 @@ def held_out_keys(files: Sequence[SquadFile], options: SplitOptions) -> set[str]
                 held.add(key)
     unknown = [v for v in options.holdout_values if v not in seen]
     if unknown:
-        raise DataPrepError(
+        raise DataFormatError(
             f"--holdout_values {', '.join(map(repr, unknown))}: no article has this "
             f"{options.holdout_field!r} (values present: {', '.join(sorted(seen))})")
     return held
@@ -118,21 +107,15 @@ def _assign(keys: list[str], options: SplitOptions, seed: str | int) -> dict[str
 
 
 def plan_splits(files: Sequence[SquadFile], options: SplitOptions) -> dict[str, str]:
-    """Assigns every article (key) to train, dev, tune or test.
-
-    Args:
-        files: The validated input files.
-        options: Ratios, seed and hold-out.
-
-    Returns:
-        Article key -> split. Of the n non-held-out articles with questions, dev gets
-        ``round(n * dev_ratio)`` (at least one when the ratio is > 0; all with ``--dev_ratio
-        1``), tune the next ``round(n * tune_ratio)`` (at least one), never leaving train
-        without an article when there are two or more. Corpus-only articles are split alike,
-        with their own shuffle.
+    """Article key -> split (train, dev, tune or test). Of the n non-held-out articles with
+    questions, sorted then shuffled with ``random.Random(seed)``, dev gets the first
+    ``round(n * dev_ratio)`` (at least one when the ratio is > 0; all with ``--dev_ratio 1``),
+    tune the next ``round(n * tune_ratio)`` (at least one), never leaving train without an
+    article when there are two or more. Corpus-only articles are split alike, with their own
+    shuffle.
 
     Raises:
-        DataPrepError: See :func:`held_out_keys`.
+        DataFormatError: See :func:`held_out_keys`.
     """
     held = held_out_keys(files, options)
     asked = {p.article_key for f in files for p in f.paragraphs if p.questions} - held

@@ -1,14 +1,5 @@
-"""Output files, all written atomically with :func:`dpr.utils.io.atomic_write`.
-
-* ``DPR_FR_{train,dev}.json``: a JSON array (UTF-8, not ASCII-escaped), one record per line.
-* ``passages.tsv``: DPR's passage TSV, header ``id<TAB>text<TAB>title``, written by
-  ``csv.writer(delimiter="\\t", lineterminator="\\n")`` with the default (minimal) quoting.
-* ``qas_dev.tsv``: no header; one line per dev question: the question (whitespace collapsed,
-  so it has no TAB or newline), a TAB, and the answers as a JSON list (``json.dumps``, so it
-  has no raw TAB or newline either). Read it with :func:`dpr.data.tsv.read_qas`, i.e.
-  ``question, answers = line.rstrip("\\n").split("\\t", 1); answers = json.loads(answers)``;
-  never ``eval`` it.
-"""
+"""data_prep's output files (formats: docs/DATA_PREP.md, "Outputs"), each written atomically
+with :func:`dpr.utils.io.atomic_write`."""
 
 from __future__ import annotations
 
@@ -46,7 +37,8 @@ def write_passages_tsv(path: Path, passages: Sequence[Passage]) -> None:
 
 
 def write_qas_tsv(path: Path, rows: Iterable[tuple[str, list[str]]]) -> None:
-    """Writes ``question<TAB>json answers`` lines (see module docstring)."""
+    """Writes ``question<TAB>answers`` lines: the question with its whitespace collapsed (no
+    TAB or newline), the answers a JSON list (never read back with ``eval``)."""
     with atomic_write(path) as out:
         for question, answers in rows:
             out.write(f"{clean_text(question)}\t{json.dumps(answers, ensure_ascii=False)}\n")

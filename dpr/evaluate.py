@@ -1,14 +1,6 @@
-"""`python -m dpr.evaluate`: BM25, DPR models, their fusions (hybrid, rrf, fusion) and an
-off-the-shelf sentence-transformers baseline (sbert) on the same questions and corpus, with one
-report (docs/EVALUATION.md describes every retriever, relevance and flag).
-
-    python -m dpr.evaluate --ctx_file data/passages.tsv --qa_file data/qas_dev.tsv \
-        --retrievers bm25,dpr,hybrid,rrf,sbert --dpr_model output/dpr_biencoder.0.193 \
-        --output_dir eval/
-
-The work is done by :mod:`dpr.evaluation.pipeline` (one evaluation, top to bottom); this module
-only parses the flags (generated from :class:`dpr.evaluation.options.EvalOptions`) and prints
-the report. Exit codes: 0 success, 1 bad input (one error line naming the file), 2 bad flags.
+"""`python -m dpr.evaluate`: parses the flags (generated from
+:class:`dpr.evaluation.options.EvalOptions`), runs :func:`dpr.evaluation.pipeline.evaluate` and
+prints the report. Retrievers, relevance, flags and outputs: docs/EVALUATION.md.
 """
 
 from __future__ import annotations
@@ -56,19 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def options_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> EvalOptions:
-    """The evaluation options of parsed flags (checked by `EvalOptions`).
-
-    Raises:
-        UsageError: Naming the flag (exit status 2).
-    """
-    return options_of(EvalOptions, args, encoder_cli=encoder_params(args),
-                      command=shlex.join(["python", "-m", "dpr.evaluate", *argv]))
-
-
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Checks the flags and the paths, evaluates and prints (and writes) the report."""
-    options = options_from_args(args, argv)
+    """Checks the flags (`EvalOptions`: `UsageError`, exit 2) and the paths, evaluates and
+    prints (and writes) the report."""
+    options = options_of(EvalOptions, args, encoder_cli=encoder_params(args),
+                         command=shlex.join(["python", "-m", "dpr.evaluate", *argv]))
     for flag, folder in (("--output_dir", options.output_dir), ("--trec_dir", options.trec_dir)):
         if folder:  # refused before the evaluation runs, not after
             check_output_dir(folder, flag=flag)

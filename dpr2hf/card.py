@@ -1,9 +1,6 @@
-"""Model cards (README.md) for exported folders, written from the model's recipe.
-
-Every card says how the folder's vectors are computed (pooling, projection, normalisation,
-prefix, lower-casing) and holds snippets that compute them (sentence-transformers, transformers,
-Hugging Face's DPR classes); `tests/dpr2hf/test_card.py` executes the snippets and requires the
-model's own vectors.
+"""Model cards (README.md) for exported folders, written from the model's recipe: how the
+vectors are computed, with snippets that compute them (`tests/dpr2hf/test_card.py` runs them
+against the model's own vectors).
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Command line of dpr2hf: `python -m dpr2hf --model_file CHECKPOINT --output_dir DIR` (the
-checkpoint may also come first, `python -m dpr2hf CHECKPOINT --output_dir DIR`)."""
+"""`python -m dpr2hf [--model_file] CHECKPOINT --output_dir DIR` (docs/DPR2HF.md)."""
 
 from __future__ import annotations
 
@@ -63,12 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Converts a checkpoint.
-
-    Returns:
-        0 on success, 1 on bad input or failed verification (the error is logged and nothing is
-        written), 2 on bad flags. Other errors are bugs and propagate with their traceback.
-    """
+    """Converts a checkpoint: 0 on success, 1 on bad input or failed verification (nothing
+    written), 2 on bad flags."""
     return run_main(build_parser(), argv, run, prog="dpr2hf",
                     on_error=lambda args: logger.error("Nothing was written to %s",
                                                        args.output_dir))

@@ -1,13 +1,6 @@
-"""DPR checkpoint → Hugging Face folders, written to a staging folder, verified, then published
-(`dpr.utils.io.staged_folder`).
-
-Output layout under `output_dir`:
-- `question_encoder/`, `ctx_encoder/`: the tower's transformer (`BertModel`, `RobertaModel` or
-  `CamembertModel`, safetensors), its tokenizer, `encode_proj.safetensors` when the checkpoint
-  projects, the sentence-transformers files (`dpr.models.st_folder`: the recipe's pooling,
-  projection, normalisation and prompts, the tower's prompt as the default) and a model card.
-- `dpr_question_encoder/`, `dpr_ctx_encoder/` (BERT checkpoints only): Hugging Face's
-  `DPRQuestionEncoder` / `DPRContextEncoder` with a DPR tokenizer.
+"""DPR checkpoint → Hugging Face folders (`question_encoder/`, `ctx_encoder/`, and for BERT
+checkpoints `dpr_question_encoder/`, `dpr_ctx_encoder/`; layout: docs/DPR2HF.md), written to a
+staging folder, verified, then published (`dpr.utils.io.staged_folder`).
 """
 
 from __future__ import annotations
@@ -46,12 +39,6 @@ from dpr2hf.card import CardInfo, render_card
 
 logger = logging.getLogger(__name__)
 
-MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
-
-
-class ConversionError(InputError):
-    """Bad input to the converter (the message names the file or folder)."""
-
 
 @dataclass
 class ConversionResult:
@@ -65,17 +52,17 @@ class ConversionResult:
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
     """Refuses an existing file, or a non-empty folder unless `overwrite`."""
     if output_dir.exists() and not output_dir.is_dir():
-        raise ConversionError(f"--output_dir {output_dir}: exists and is not a folder")
+        raise InputError(f"--output_dir {output_dir}: exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"--output_dir {output_dir}: exists and is not empty "
+        raise InputError(f"--output_dir {output_dir}: exists and is not empty "
                               "(pass --overwrite to replace it)")
 
 
 def _tokenizer_options(params: dict) -> dict:
     """The training tokenizer's settings, and what makes a plain call reproduce training: its
     length as `model_max_length`, no `token_type_ids` (training fed none)."""
-    return {"model_max_length": params["sequence_length"],
-            "model_input_names": MODEL_INPUT_NAMES, "do_lower_case": params["do_lower_case"]}
+    return {"model_max_length": params["sequence_length"], "do_lower_case": params["do_lower_case"],
+            "model_input_names": ["input_ids", "attention_mask"]}
 
 
 def export_tower(tower: Encoder, folder: Path, *, side: str, params: dict) -> None:
@@ -113,7 +100,7 @@ def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, params: dict) ->
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing or result.unexpected_keys:
-        raise ConversionError(f"DPR {side} encoder: missing {missing}, unexpected "
+        raise InputError(f"DPR {side} encoder: missing {missing}, unexpected "
                               f"{result.unexpected_keys}")
     model.save_pretrained(folder, safe_serialization=True)
     tok_cls.from_pretrained(params["pretrained_model_cfg"],
@@ -166,19 +153,14 @@ def _verify_all(staging: Path, written: list[tuple[str, str, bool]], biencoder: 
 def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str], *,
             cli: Mapping[str, Any] | None = None, overwrite: bool = False,
             allow_pickle: bool = False, tolerance: float = 1e-4) -> ConversionResult:
-    """Converts a DPR checkpoint into verified Hugging Face folders under `output_dir`.
-
-    Everything is written to a hidden staging folder beside `output_dir`, reloaded and compared
-    with the bi-encoder, and renamed into place only when every check passes; on any error the
-    staging folder is removed and `output_dir` is left as it was.
+    """Converts a DPR checkpoint into verified Hugging Face folders under `output_dir` (left as
+    it was on any error).
 
     Args:
         checkpoint: DPR checkpoint file (ours or the original DPR's), or a plain model folder
             (exported as the untrained bi-encoder training would start from).
-        output_dir: Folder to create.
         cli: Command-line encoder parameters (`dpr.cli.flags.encoder_params`): the paths
             overriding those stored in the checkpoint, the recipe of a plain folder.
-        overwrite: Replace a non-empty `output_dir`.
         allow_pickle: Allow files that need full unpickling (trusted files only).
         tolerance: Largest accepted absolute difference between vectors.
 
@@ -186,7 +168,7 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
         CheckpointError: Unreadable, unknown-type or mismatching checkpoint, or stored/given
             paths that do not load.
         TokenizerError: No usable tokenizer in the model folder.
-        ConversionError: Non-empty output folder.
+        InputError: Non-empty output folder.
         verify.VerificationError: An exported folder does not reproduce the bi-encoder.
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir).absolute()
@@ -216,7 +198,7 @@ def _load(path: Path, cli: dict, *, allow_pickle: bool) -> tuple[BiEncoder, dict
     plain model folder exported as the untrained bi-encoder training starts from."""
     model = load_encoder(path, cli, allow_pickle=allow_pickle)
     if model.kind == "export":
-        raise ConversionError(f"{path}: already a dpr2hf export")
+        raise InputError(f"{path}: already a dpr2hf export")
     question, ctx = model.question.encoder, model.ctx.encoder
     biencoder = BiEncoder(question, None if ctx is question else ctx).eval()
     if model.state is not None:

@@ -1,11 +1,6 @@
-"""Parity check of exported folders against the bi-encoder they came from.
-
-Each folder is reloaded the way a user would load it (transformers `AutoModel`/`AutoTokenizer`,
-sentence-transformers' plain `encode`, Hugging Face's DPR classes) and fed French questions and
-(title, text) passages prepared with the one recipe (`dpr.data.recipe`) and the recipe stored
-in the folder's config.json (sentence-transformers: its own prompts and lowercasing). The token
-ids must equal those of the training tokenizer and the vectors must match the bi-encoder's own
-(DPR's training path: `Tensorizer` + `Encoder`) within a tolerance.
+"""Parity check of exported folders against the bi-encoder they came from: each folder
+reloaded as users load it, its token ids equal to training's and its vectors within a tolerance
+of the bi-encoder's (docs/DPR2HF.md, "Verification built in").
 """
 
 from __future__ import annotations

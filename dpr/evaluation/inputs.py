@@ -1,10 +1,6 @@
-"""What an evaluation reads: the corpus searched and the questions asked.
-
-* a passage TSV (:func:`dpr.retrieval.corpus.read_tsv_corpus`) with a QA TSV or DPR training JSON
-  (:func:`read_questions`);
-* or one SQuAD-format file (:func:`read_squad`): the corpus is its paragraphs (those without
-  questions too: distractors), the questions its answerable questions, the gold passage of a
-  question its own paragraph.
+"""What an evaluation reads: the corpus searched and the questions asked, from a passage TSV
+(:func:`dpr.retrieval.corpus.read_tsv_corpus`) with a QA TSV or DPR training JSON
+(:func:`read_questions`), or from one SQuAD-format file (:func:`read_squad`).
 """
 
 from __future__ import annotations
@@ -14,16 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpr.data.records import read_json_records
-from dpr.data.squad import SquadFile, load_squad_file
+from dpr.data.squad import load_squad_file
 from dpr.data.tsv import read_qas
 from dpr.retrieval.corpus import Corpus
 from dpr.utils.errors import InputError, naming_flag, require_items
 
 logger = logging.getLogger(__name__)
-
-
-class EvaluationError(InputError):
-    """Bad input for the evaluation; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -45,66 +37,53 @@ def read_squad(path: str, *, flag: str = "--squad") -> tuple[Corpus, QuestionSet
 
     Raises:
         DataFormatError: On a malformed file (see :func:`dpr.data.squad.load_squad_file`).
-        EvaluationError: If the file has no answerable question (errors name `flag`).
+        InputError: If the file has no answerable question (errors name `flag`).
     """
-    with naming_flag(flag):
-        return _squad_corpus(path, load_squad_file(path, source=Path(path).stem))
-
-
-def _squad_corpus(path: str, squad: SquadFile) -> tuple[Corpus, QuestionSet]:
-    """The corpus and questions of a loaded SQuAD file (see :func:`read_squad`)."""
     corpus = Corpus([], [], [], path)
     qset = QuestionSet(path, [], [], gold=[])
     position: dict[tuple[str, str], int] = {}
-    for paragraph in squad.paragraphs:
-        key = (paragraph.title, paragraph.context)
-        if key not in position:
-            position[key] = len(corpus.ids)
-            corpus.ids.append(paragraph.key)
-            corpus.titles.append(paragraph.title)
-            corpus.texts.append(" ".join(paragraph.context.split()))
-        for question in paragraph.questions:
-            qset.questions.append(question.question)
-            qset.answers.append(list(dict.fromkeys(a.text for a in question.answers)))
-            qset.gold.append({position[key]})
-    if not qset.questions:
-        raise EvaluationError(f"{path}: no answerable questions")
+    with naming_flag(flag):
+        squad = load_squad_file(path, source=Path(path).stem)
+        for paragraph in squad.paragraphs:
+            key = (paragraph.title, paragraph.context)
+            if key not in position:
+                position[key] = len(corpus.ids)
+                corpus.ids.append(paragraph.key)
+                corpus.titles.append(paragraph.title)
+                corpus.texts.append(" ".join(paragraph.context.split()))
+            for question in paragraph.questions:
+                qset.questions.append(question.question)
+                qset.answers.append(list(dict.fromkeys(a.text for a in question.answers)))
+                qset.gold.append({position[key]})
+        if not qset.questions:
+            raise InputError(f"{path}: no answerable questions")
     logger.info("%s: %d paragraphs searched; %d have no questions (corpus only)",
                 path, len(corpus.ids), squad.stats["paragraphs_without_questions"])
     return corpus, qset
 
 
 def read_questions(path: str, *, flag: str = "--qa_file") -> QuestionSet:
-    """Questions and answers of a QA TSV file or of a DPR training JSON / JSON Lines file.
-
-    A JSON file's records need a ``question`` string and an ``answers`` list (data_prep's
+    """Questions and answers of a QA TSV file or of a DPR training JSON / JSON Lines file
+    (records with a ``question`` string and an ``answers`` list: data_prep's
     ``DPR_FR_*.json``).
 
-    Args:
-        path: The file.
-        flag: The flag that gave it, named by the errors.
-
     Raises:
-        InputError: On a malformed file or record (the message names both), or a file
-            without questions.
+        InputError: On a malformed file or record (the message names `flag`, the file and
+            the record), or a file without questions.
     """
-    with naming_flag(flag):
-        qset = _read_questions(path)
-        require_items(qset.questions, path=path, what="questions")
-    return qset
-
-
-def _read_questions(path: str) -> QuestionSet:
-    name = path[:-3] if path.endswith(".gz") else path
-    if not name.endswith((".json", ".jsonl")):
-        rows = read_qas(path)
-        return QuestionSet(path, [q for q, _ in rows], [a for _, a in rows])
     qset = QuestionSet(path, [], [])
-    for i, record in enumerate(read_json_records(path)):
-        if not isinstance(record, dict) or not isinstance(record.get("question"), str) \
-                or not isinstance(record.get("answers"), list):
-            raise EvaluationError(f"{path}: record {i} lacks a 'question' string or an "
-                                  "'answers' list")
-        qset.questions.append(record["question"])
-        qset.answers.append([str(a) for a in record["answers"]])
+    with naming_flag(flag):
+        if path.removesuffix(".gz").endswith((".json", ".jsonl")):
+            for i, record in enumerate(read_json_records(path)):
+                if not isinstance(record, dict) or not isinstance(record.get("question"), str) \
+                        or not isinstance(record.get("answers"), list):
+                    raise InputError(f"{path}: record {i} lacks a 'question' string or "
+                                          "an 'answers' list")
+                qset.questions.append(record["question"])
+                qset.answers.append([str(a) for a in record["answers"]])
+        else:
+            for question, answers in read_qas(path):
+                qset.questions.append(question)
+                qset.answers.append(answers)
+        require_items(qset.questions, path=path, what="questions")
     return qset

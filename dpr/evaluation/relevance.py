@@ -1,19 +1,7 @@
-"""Which retrieved passages are relevant to a question, judged on the retrieved lists only.
-
-Relevance is decided per (question, passage row) pair for the passages some retriever returned
-(the pool: the union of the runs' lists, :func:`dpr.retrieval.run.pool`), never by scanning
-the corpus, so judging costs grow with the questions and the list lengths, not with the corpus:
-
-* ``answer`` mode: DPR's ``has_answer`` (string or regex matching) of the question's answers in
-  the passage text. Each pooled passage is prepared (normalised, tokenised) once, in worker
-  processes when there are many; each pair is then a substring (or regex) test.
-* ``id`` mode: a passage is relevant when it is one of the question's gold paragraphs (SQuAD
-  input); nothing is matched.
-
-Metrics that divide by the number R of relevant passages (recall, MAP) take, in answer mode,
-the number of relevant passages **among retrieved** (in the pool), and in id mode the number of
-gold passages. Top-k accuracy and MRR need only the ranked lists' own judgments, so they equal
-those of a scan of the whole corpus.
+"""Which retrieved passages are relevant to a question, judged on the retrieved lists only
+(the pool of the runs, never a scan of the corpus): ``answer`` mode matches the answers in each
+pooled passage, prepared once; ``id`` mode knows the gold paragraphs. What R (recall, MAP) is in
+each mode: docs/EVALUATION.md, "Metrics".
 
 :class:`Qrels` are immutable: judging more pairs returns new qrels holding the old judgments
 too, so a fusion's lists re-use those of BM25 and DPR and each pair is matched once.
@@ -32,8 +20,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dpr.data.answers import contains_answer, prepare_answers, prepare_text
-from dpr.evaluation.inputs import EvaluationError, QuestionSet
+from dpr.evaluation.inputs import QuestionSet
 from dpr.evaluation.metrics import first_hit_rank
+from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +73,10 @@ class Qrels:
                 for rows, done in zip(pool, self.judged, strict=True)]
 
 
-def empty_qrels(questions: int) -> Qrels:
-    """Qrels with nothing judged (answer mode, before the first pool)."""
-    nothing = tuple(frozenset() for _ in range(questions))
-    return Qrels(nothing, nothing, AMONG_RETRIEVED)
-
-
 def prepare_texts(texts: Sequence[str], *, match: str, workers: int = 1,
                   quiet: bool = True) -> list[str]:
-    """:func:`~dpr.evaluation.metrics.prepare_text` of each text, in ``workers`` processes
-    when there are at least ``TEXTS_PER_WORKER`` texts per process."""
+    """:func:`~dpr.data.answers.prepare_text` of each text, in ``workers`` processes when
+    there are at least ``TEXTS_PER_WORKER`` texts per process."""
     workers = min(workers, len(texts) // TEXTS_PER_WORKER)
     prepare = functools.partial(prepare_text, match=match)
     if workers <= 1:
@@ -111,16 +94,13 @@ class Judge:
     Args:
         texts: Passage texts by corpus row (any sequence: only pooled rows are read; matched
             without titles, as in DPR).
-        mode: ``answer`` or ``id``.
+        mode: ``answer`` or ``id`` (`RELEVANCE_MODES`).
         match: ``string`` or ``regex`` answer matching.
         workers: Processes preparing passages for matching (``--validation_workers``).
-        quiet: No progress bar.
     """
 
     def __init__(self, texts: Sequence[str], *, mode: str, match: str = "string",
                  workers: int = 1, quiet: bool = True) -> None:
-        if mode not in RELEVANCE_MODES:
-            raise ValueError(f"mode must be one of {RELEVANCE_MODES}, got {mode!r}")
         self.texts, self.mode, self.match = texts, mode, match
         self.workers, self.quiet = workers, quiet
 
@@ -129,18 +109,18 @@ class Judge:
         """The qrels of ``qset`` covering every pooled row.
 
         Args:
-            qset: The questions.
             pool: Per question, the rows to judge (e.g. :func:`dpr.retrieval.run.pool`).
             known: Judgments already made for ``qset`` (kept, not redone).
 
         Raises:
-            EvaluationError: In ``id`` mode, for a question set without gold passages.
+            InputError: In ``id`` mode, for a question set without gold passages.
         """
         if self.mode == "id":
             if qset.gold is None:
-                raise EvaluationError(f"{qset.source}: relevance by paragraph needs SQuAD input")
+                raise InputError(f"{qset.source}: relevance by paragraph needs SQuAD input")
             return Qrels(tuple(frozenset(g) for g in qset.gold), None, GOLD_PASSAGES)
-        known = known or empty_qrels(len(qset.questions))
+        nothing = tuple(frozenset() for _ in qset.questions)
+        known = known or Qrels(nothing, nothing, AMONG_RETRIEVED)
         todo = known.unjudged(pool)
         unique = np.unique(np.concatenate(todo)) if todo else np.zeros(0, np.int64)
         if not len(unique):

@@ -21,14 +21,9 @@ logger = logging.getLogger(__name__)
 
 def score_runs(runs: Sequence[Run], qrels: Qrels, *, ks: Sequence[int], n_docs: int
                ) -> dict[str, dict[str, Any]]:
-    """Every metric of every run, with its seconds and each question's first-hit rank.
-
-    Args:
-        runs: The runs (each row judged in ``qrels``).
-        qrels: Judgments of their pool; R of recall and MAP is ``qrels.num_relevant``.
-        ks: Cut-offs of top-k accuracy and recall.
-        n_docs: Length of the top-k accuracy curve.
-    """
+    """Every metric of every run (each row judged in ``qrels``; R of recall and MAP is
+    ``qrels.num_relevant``), with its seconds and each question's first-hit rank; the top-k
+    accuracy curve goes to ``n_docs``."""
     results: dict[str, dict[str, Any]] = {}
     for run in runs:
         relevance = [qrels.flags(q, rows) for q, rows in enumerate(run.rows)]
@@ -103,7 +98,6 @@ def adjust_sign_tests(comparison: dict[str, Any] | None, pairs: Sequence[dict[st
     Args:
         comparison: The report's comparison (:func:`compare`), or None; updated in place.
         pairs: The requested pairs (:func:`paired_tests`); updated in place.
-        k: The comparison's k.
 
     Returns:
         The report's ``sign_tests`` entry: the count of tests and the correction.
@@ -195,11 +189,9 @@ def compare(results: dict[str, dict[str, Any]], hits: dict[str, list[bool]], k: 
 def _p_values(row: Mapping[str, Any]) -> str:
     """The raw and Holm-adjusted p-values of a sign test and the verdict at 5% (on the
     adjusted one when there is one)."""
-    p_value = row.get("p_holm", row["p_value"])
-    verdict = "significant" if p_value < 0.05 else "not significant"
-    if "p_holm" not in row:
-        return f"p = {row['p_value']:.3g}, {verdict} at 5%"
-    return f"p = {row['p_value']:.3g}, Holm p = {row['p_holm']:.3g}, {verdict} at 5%"
+    verdict = "significant" if row.get("p_holm", row["p_value"]) < 0.05 else "not significant"
+    holm_p = f", Holm p = {row['p_holm']:.3g}" if "p_holm" in row else ""
+    return f"p = {row['p_value']:.3g}{holm_p}, {verdict} at 5%"
 
 
 def verdict(comparison: dict[str, Any]) -> str:
@@ -225,14 +217,12 @@ def plot_curves(results: dict[str, dict[str, Any]], path: str, title: str) -> No
     for name, metrics in results.items():
         curve = metrics["curve"]
         ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], label=name, linewidth=1.8)
-    ax.set_xscale("log")
+    ax.set(xscale="log", xlabel="k (passages retrieved)", ylabel="top-k accuracy (%)",
+           ylim=(0, 100))
     ticks = [k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if k <= len(curve)]
     ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("k (passages retrieved)")
-    ax.set_ylabel("top-k accuracy (%)")
     ax.set_title(title, fontsize=10)
-    ax.set_ylim(0, 100)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

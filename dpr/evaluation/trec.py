@@ -1,22 +1,8 @@
-"""TREC run and qrels files of an evaluation, for trec_eval, ir-measures, ranx or pyserini.
-
-* ``run.<retriever>.txt``: ``qid Q0 docid rank score run_name``, the top ``--n_docs`` of each
-  question in our ranking order (rank 1 first), with the retriever's own score (BM25, inner
-  product or fused score, written with full precision).
-* ``qrels.txt``: ``qid 0 docid 1`` for every passage our relevance judging found relevant: the
-  retrieved passages containing an answer (``--relevance answer``: judged on the union of the
-  runs, not on the whole corpus) or the gold paragraph (``--relevance id``), i.e. exactly the
-  set recall and MAP are computed with.
-
-``qid`` is the question's 0-based position in the question file (the order of
-``first_hit_rank`` in results.json); ``docid`` is the passage id of the TSV (or the SQuAD
-paragraph key). Questions without a relevant passage have no qrels line; our means still count
-them (as misses), while trec_eval averages over the questions of the qrels only.
-
-trec_eval sorts a run by score and breaks ties by docid, not by the rank column: where scores
-tie (BM25 on a small corpus, RRF), read the rank column to get our order (ir-measures and
-ranx can be given scores ``-rank``); see docs/EVALUATION.md. Run files are written by the
-one run writer, :func:`dpr.index.runs.write_run`.
+"""TREC run and qrels files of an evaluation (``--trec_dir``), for trec_eval, ir-measures, ranx
+or pyserini: ``qrels.txt`` holds exactly the relevant passages recall and MAP are computed
+with, ``run.<retriever>.txt`` each run in our ranking order (written by the one run writer,
+:func:`dpr.index.runs.write_run`). Formats and differences of convention with trec_eval:
+docs/EVALUATION.md, "TREC files for other evaluation tools".
 """
 
 from __future__ import annotations
@@ -28,16 +14,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dpr.evaluation.inputs import EvaluationError
 from dpr.evaluation.relevance import Qrels
 from dpr.index.runs import write_run
 from dpr.retrieval.corpus import Corpus
 from dpr.retrieval.run import Run
+from dpr.utils.errors import InputError
 from dpr.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
-QRELS_FILE = "qrels.txt"
 _WHITESPACE = re.compile(r"\s")
 
 
@@ -53,34 +38,28 @@ def _check_ids(corpus: Corpus, rows: Sequence[np.ndarray]) -> None:
     bad = next((corpus.ids[r] for r in written.tolist()
                 if not corpus.ids[r] or _WHITESPACE.search(corpus.ids[r])), None)
     if bad is not None:
-        raise EvaluationError(f"{corpus.source}: passage id {bad!r} is empty or contains "
+        raise InputError(f"{corpus.source}: passage id {bad!r} is empty or contains "
                               "whitespace, which TREC files cannot hold")
-
-
-def write_qrels(path: str, *, doc_ids: Sequence[str], relevant: Sequence[Sequence[int]]) -> None:
-    """The qrels file: ``qid 0 docid 1`` per relevant passage of each question."""
-    with atomic_write(path) as handle:
-        for qid, indices in enumerate(relevant):
-            for index in indices:
-                handle.write(f"{qid} 0 {doc_ids[int(index)]} 1\n")
 
 
 def write_trec(folder: str, *, corpus: Corpus, runs: Sequence[Run], qrels: Qrels
                ) -> dict[str, object]:
-    """The qrels and one run file per run in ``folder``.
+    """The qrels (``qid 0 docid 1`` per relevant passage, ``qid`` the question's 0-based
+    position) and one run file per run in ``folder``.
 
     Returns:
         ``{"dir": folder, "qrels": path, "runs": {retriever: path}}`` (for the report).
 
     Raises:
-        EvaluationError: If a passage id cannot be written in a TREC file.
+        InputError: If a passage id cannot be written in a TREC file.
     """
     _check_ids(corpus, [rows for run in runs for rows in run.rows] +
                [np.asarray(sorted(rows), dtype=np.int64) for rows in qrels.relevant])
     os.makedirs(folder, exist_ok=True)
-    qrels_path = os.path.join(folder, QRELS_FILE)
-    write_qrels(qrels_path, doc_ids=corpus.ids,
-                relevant=[sorted(rows) for rows in qrels.relevant])
+    qrels_path = os.path.join(folder, "qrels.txt")
+    with atomic_write(qrels_path) as handle:
+        for qid, rows in enumerate(qrels.relevant):
+            handle.writelines(f"{qid} 0 {corpus.ids[row]} 1\n" for row in sorted(rows))
     paths = {}
     for run in runs:
         paths[run.name] = os.path.join(folder, run_file_name(run.name))

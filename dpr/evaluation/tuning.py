@@ -10,8 +10,8 @@ replaces the flag value when ``--tune`` names its fusion.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from dpr.evaluation.inputs import QuestionSet, read_questions
 from dpr.evaluation.options import EvalOptions
@@ -31,15 +31,6 @@ from dpr.retrieval.run import pool_rows
 
 logger = logging.getLogger(__name__)
 
-Setting = TypeVar("Setting", bound=Hashable)
-
-
-def best_of(results: Mapping[Setting, float], settings: Sequence[Setting]) -> Setting:
-    """The first setting (in ``settings`` order) with the best metric in ``results``."""
-    best = max(results[s] for s in settings)
-    return next(s for s in settings if results[s] == best)
-
-
 def tune(union: Sequence[Candidates], settings: Sequence[FusionSetting], *, judge: Judge,
          qset: QuestionSet, metric: str, known: Qrels | None = None
          ) -> tuple[FusionSetting, dict[FusionSetting, float], Qrels]:
@@ -54,7 +45,7 @@ def tune(union: Sequence[Candidates], settings: Sequence[FusionSetting], *, judg
     rankings = {s: [fused_ranking(c, s, depth)[0] for c in union] for s in settings}
     qrels = judge.judge(qset, pool_rows(rankings.values(), len(union)), known)
     grid = {s: tuning_metric(qrels, ranked, metric) for s, ranked in rankings.items()}
-    return best_of(grid, settings), grid, qrels
+    return max(settings, key=grid.__getitem__), grid, qrels  # max keeps the first of equals
 
 
 def tuned_settings(options: EvalOptions, sides: Sides, corpus: Corpus, depth: int

