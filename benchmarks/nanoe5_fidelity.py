@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from train_throughput import DEFAULT_PIAF  # noqa: E402
 
-from dpr.models.encoder import encode_ids  # noqa: E402
+from dpr.models.encoder import represent  # noqa: E402
 from dpr.models.export import load_auto_model  # noqa: E402
 from dpr.recipe import Pooling  # noqa: E402
 
@@ -56,8 +56,10 @@ def encode_transformers(folder: Path, texts: list[str], prefix: str,
         batch = tokenizer([prefix + texts[i] for i in rows], padding=True, truncation=True,
                           return_tensors="pt")
         with torch.no_grad():
-            out[rows] = encode_ids(model, batch["input_ids"], batch["attention_mask"],
-                                   pooling=Pooling.MEAN, normalize=True).numpy()
+            hidden = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).last_hidden_state
+            out[rows] = represent(hidden, attention_mask=batch["attention_mask"],
+                                  pooling=Pooling.MEAN, normalize=True).numpy()
     return out
 
 

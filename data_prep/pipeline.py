@@ -38,7 +38,7 @@ from dpr.cli.flags import check_finite_floats
 from dpr.data.answers import prepare_answers
 from dpr.data.records import DataFormatError
 from dpr.data.squad import SquadFile, load_squad_file, source_labels
-from dpr.retrieval.bm25 import LANGUAGES, BM25Retriever, BM25Settings
+from dpr.retrieval.bm25 import LANGUAGES, METHODS, BM25Retriever, BM25Settings
 from dpr.utils.errors import UsageError
 from dpr.utils.io import check_output_dir
 from dpr.utils.options import at_least, opt
@@ -87,7 +87,7 @@ class Options:
     bm25_k1: float = opt(1.5, "BM25 k1 (term frequency saturation)")
     bm25_b: float = opt(0.75, "BM25 b (length normalisation)")
     bm25_method: str = opt("lucene", "BM25 variant as implemented by bm25s",
-                           choices=("lucene", "robertson", "atire", "bm25l", "bm25+"))
+                           choices=METHODS)
     num_threads: int = opt(0, "threads of the BM25 search (0: in the main thread)",
                            type=at_least(0))
     strict: bool = opt(False, "fail on answer offsets that do not match the context instead "

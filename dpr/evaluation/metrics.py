@@ -73,8 +73,12 @@ def recall_at(relevant: Sequence[bool], num_relevant: int, cutoff: int) -> float
     return min(1.0, sum(1 for flag in relevant[:cutoff] if flag) / num_relevant)
 
 
+CUTOFF = 10  # of MRR and MAP in every report
+MRR, MAP = f"mrr@{CUTOFF}", f"map@{CUTOFF}"  # their keys in results.json
+
+
 def retrieval_metrics(relevance: Sequence[Sequence[bool]], num_relevant: Sequence[int], *,
-                      ks: Sequence[int], mrr_cutoff: int = 10, map_cutoff: int = 10,
+                      ks: Sequence[int],
                       curve_to: int = 100) -> dict[str, object]:
     """Every reported metric of one retriever on one question set.
 
@@ -100,8 +104,8 @@ def retrieval_metrics(relevance: Sequence[Sequence[bool]], num_relevant: Sequenc
         "top_k": top_k_accuracy(ranks, ks),
         "recall": {k: mean([recall_at(f, n, k) for f, n in zip(relevance, num_relevant)])
                    for k in ks},
-        f"mrr@{mrr_cutoff}": mrr(ranks, cutoff=mrr_cutoff),
-        f"map@{map_cutoff}": mean([average_precision(f, n, map_cutoff)
+        MRR: mrr(ranks, cutoff=CUTOFF),
+        MAP: mean([average_precision(f, n, CUTOFF)
                                    for f, n in zip(relevance, num_relevant)]),
         "curve": list(top_k_accuracy(ranks, range(1, curve_to + 1)).values()),
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpr.evaluation.relevance import DEFAULT_WORKERS, RELEVANCE_MODES
-from dpr.retrieval.bm25 import LANGUAGES, BM25Settings
+from dpr.retrieval.bm25 import LANGUAGES, METHODS, BM25Settings
 from dpr.retrieval.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
 from dpr.utils.errors import UsageError
 from dpr.utils.options import opt
@@ -233,7 +233,7 @@ class EvalOptions:
     bm25_k1: float = opt(1.5, "BM25 k1", group="bm25")
     bm25_b: float = opt(0.75, "BM25 b", group="bm25")
     bm25_method: str = opt("lucene", "BM25 variant of bm25s", group="bm25",
-                           choices=("lucene", "robertson", "atire", "bm25l", "bm25+"))
+                           choices=METHODS)
     n_docs: int = opt(100, "passages ranked per question (the largest k)",
                       flags=("--n_docs", "--n-docs"), group="output")
     output_dir: str | None = opt(None, "write results.json and topk_accuracy.png here",

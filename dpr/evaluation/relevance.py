@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from dpr.data.answers import contains_answer, prepare_answers, prepare_text
 from dpr.evaluation.inputs import QuestionSet
-from dpr.evaluation.metrics import first_hit_rank
+from dpr.evaluation.metrics import CUTOFF, first_hit_rank, mrr, top_k_accuracy
 from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -150,16 +150,15 @@ def warn_unanswered(qrels: Qrels, qset: QuestionSet) -> int:
 
 
 def metric_depth(metric: str) -> int:
-    """How many ranks a tuning metric reads: k of ``top<k>``, 10 for ``mrr10``."""
-    return 10 if metric == "mrr10" else int(metric[3:])
+    """How many ranks a tuning metric reads: k of ``top<k>``, the report's cut-off for
+    ``mrr10``."""
+    return CUTOFF if metric == "mrr10" else int(metric[3:])
 
 
 def tuning_metric(qrels: Qrels, rankings: Sequence[np.ndarray], metric: str) -> float:
     """A tuning objective of per-question rankings: ``top<k>`` accuracy or ``mrr10``."""
     depth = metric_depth(metric)
     ranks = [first_hit_rank(qrels.flags(q, rows[:depth])) for q, rows in enumerate(rankings)]
-    if not ranks:
-        return 0.0
     if metric == "mrr10":
-        return sum(1 / (r + 1) for r in ranks if r is not None) / len(ranks)
-    return sum(1 for r in ranks if r is not None) / len(ranks)
+        return mrr(ranks, cutoff=depth)
+    return top_k_accuracy(ranks, [depth])[depth]

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dpr.evaluation.metrics import first_hit_rank, retrieval_metrics
+from dpr.evaluation.metrics import MAP, MRR, first_hit_rank, retrieval_metrics
 from dpr.evaluation.relevance import AMONG_RETRIEVED, Qrels
 from dpr.retrieval.run import Run
 from dpr.utils.io import atomic_write
@@ -54,7 +54,7 @@ def paired(results: Mapping[str, dict[str, Any]], hits: Mapping[str, list[bool]]
     """``first`` against ``second`` at top-k: questions only one of them answers, sign test."""
     wins = sum(1 for a, b in zip(hits[first], hits[second]) if a and not b)
     losses = sum(1 for a, b in zip(hits[first], hits[second]) if b and not a)
-    return {"retriever": second, "wins": wins, "losses": losses,
+    return {"first": first, "retriever": second, "k": k, "wins": wins, "losses": losses,
             "difference": results[first]["top_k"][k] - results[second]["top_k"][k],
             "p_value": sign_test(wins, losses)}
 
@@ -102,16 +102,10 @@ def adjust_sign_tests(comparison: dict[str, Any] | None, pairs: Sequence[dict[st
     Returns:
         The report's ``sign_tests`` entry: the count of tests and the correction.
     """
-    keyed: list[tuple[tuple[frozenset[str], int], dict[str, Any]]] = []
-    if comparison:
-        leader = comparison["leader"]
-        keyed += [((frozenset((leader, row["retriever"])), k), row)
-                  for row in comparison["against"]]
-        keyed += [((frozenset(name.split(" vs ")), k), row)
-                  for name, row in comparison["pairs"].items()]
-    for test in pairs:
-        keyed += [((frozenset((test["first"], test["second"])), int(at.split("-")[1])), row)
-                  for at, row in test["at"].items()]
+    rows = [*(comparison["against"] if comparison else ()),
+            *(comparison["pairs"].values() if comparison else ()),
+            *(row for test in pairs for row in test["at"].values())]
+    keyed = [((frozenset((row["first"], row["retriever"])), row["k"]), row) for row in rows]
     family: dict[tuple[frozenset[str], int], float] = {}
     for key, row in keyed:
         family.setdefault(key, row["p_value"])
@@ -161,7 +155,7 @@ def markdown_table(results: dict[str, dict[str, Any]], ks: Sequence[int]) -> str
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, metrics in results.items():
         cells = [name] + [f"{100 * metrics['top_k'][k]:.1f}" for k in ks]
-        cells += [f"{100 * metrics['mrr@10']:.1f}", f"{100 * metrics['map@10']:.1f}"]
+        cells += [f"{100 * metrics[MRR]:.1f}", f"{100 * metrics[MAP]:.1f}"]
         cells += [f"{100 * metrics['recall'][k]:.1f}" for k in recall_ks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -172,7 +166,7 @@ def compare(results: dict[str, dict[str, Any]], hits: dict[str, list[bool]], k: 
     """Ranks retrievers by top-k accuracy (ties by MRR@10); the leader against each other one
     with a sign test on the questions where exactly one of the two has an answer in its top k."""
     def key(name: str) -> tuple[float, float]:
-        return results[name]["top_k"][k], results[name]["mrr@10"]
+        return results[name]["top_k"][k], results[name][MRR]
 
     order = sorted(results, key=lambda name: tuple(-v for v in key(name)))
     leader = order[0]
@@ -182,7 +176,7 @@ def compare(results: dict[str, dict[str, Any]], hits: dict[str, list[bool]], k: 
     ranking = order[0]
     for before, name in zip(order, order[1:]):
         ranking += (" = " if key(before) == key(name) else " > ") + name
-    return {"metric": f"top-{k} accuracy", "tie_break": "mrr@10", "order": order,
+    return {"metric": f"top-{k} accuracy", "tie_break": MRR, "order": order,
             "ranking": ranking, "leader": leader, "against": rows, "pairs": pairs}
 
 

@@ -25,8 +25,9 @@ QUERY_PROMPT_NAMES = ("query", "search_query")
 # are part of the model, but hub copies may not declare them as sentence-transformers prompts.
 E5_NAME = re.compile(r"(^|[/_-])(multilingual-)?e5-(small|base|large)(-v2)?($|[/_-])",
                      re.IGNORECASE)
-E5_RECIPE = Recipe(pooling="mean", similarity="cosine", query_prefix="query: ",
-                   passage_prefix="passage: ")
+# How E5 models were trained (mean pooling over the tokens, prefix included; temperature 0.01).
+E5_RECIPE = Recipe(pooling="mean", similarity="cosine", temperature=0.01,
+                   query_prefix="query: ", passage_prefix="passage: ", shared_encoder=True)
 
 
 def _has_pooler(folder: Path) -> bool:

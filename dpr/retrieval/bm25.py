@@ -39,6 +39,9 @@ LANGUAGES = {
 SETTINGS_FILE = "bm25_settings.json"
 
 
+METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")  # bm25s' variants
+
+
 @dataclass(frozen=True)
 class BM25Settings:
     """BM25 variant and text processing."""
@@ -53,6 +56,9 @@ class BM25Settings:
             raise UsageError(f"--bm25_k1 must be a finite number >= 0, got {self.k1}")
         if not 0.0 <= self.b <= 1.0:
             raise UsageError(f"--bm25_b must be in [0, 1], got {self.b}")
+        if self.method not in METHODS:
+            raise UsageError(f"--bm25_method must be one of {', '.join(METHODS)}, got "
+                             f"{self.method!r}")
 
     def describe(self) -> dict[str, object]:
         """Settings plus the stemmer, stop word list and library version (for reports)."""

@@ -1,6 +1,6 @@
 """The project's error taxonomy: every error a user can cause (a bad file, record, flag or
 checkpoint) derives from `DprError`; entry points print its one line and exit with its
-`exit_code` (`dpr.cli.main.run_cli`), any other exception is a bug and keeps its traceback.
+`exit_code` (`dpr.cli.main.run_main`), any other exception is a bug and keeps its traceback.
 `InputError` and `UsageError` also derive from `ValueError`, for library callers that caught
 `ValueError` before the taxonomy existed.
 """

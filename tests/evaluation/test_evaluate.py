@@ -41,8 +41,7 @@ def test_retrieval_metrics_on_hand_checked_rankings() -> None:
                  [False, False, False, True, False],
                  [False, False, False, False, False]]
     num_relevant = [2, 1, 1]
-    metrics = retrieval_metrics(relevance, num_relevant, ks=[1, 3, 4, 5], mrr_cutoff=10,
-                                map_cutoff=10, curve_to=5)
+    metrics = retrieval_metrics(relevance, num_relevant, ks=[1, 3, 4, 5], curve_to=5)
     assert metrics["top_k"] == {1: pytest.approx(1 / 3), 3: pytest.approx(1 / 3),
                                 4: pytest.approx(2 / 3), 5: pytest.approx(2 / 3)}
     assert metrics["mrr@10"] == pytest.approx((1 + 1 / 4 + 0) / 3)
