@@ -6,6 +6,7 @@ does not allow, no edge the table claims that the code does not have), every mod
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -176,3 +177,41 @@ def test_no_product_function_over_60_lines() -> None:
                 if size > MAX_FUNCTION_LINES:
                     too_long.append(f"{name}.{node.name}: {size} lines")
     assert too_long == []
+
+
+def _one_home_names() -> list[str]:
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    section = text.split("## One home per concept", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"`(dpr\.[\w.]+)`", section)
+
+
+def test_every_home_of_the_one_home_table_exists() -> None:
+    # Given the documented home of each concept, when each is imported, then it exists
+    names = _one_home_names()
+    assert len(names) >= 15
+    missing = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        if not hasattr(importlib.import_module(module), attr):
+            missing.append(name)
+    assert missing == []
+
+
+def _calls_of(attribute: str, owner: str) -> list[str]:
+    """Product modules that call `<owner>.<attribute>(...)`."""
+    found = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == attribute and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == owner):
+                found.append(name)
+    return sorted(set(found))
+
+
+def test_one_module_constructs_bm25_and_one_makes_faiss_indexes() -> None:
+    assert _calls_of("BM25", "bm25s") == ["dpr.retrieval.bm25"]
+    assert _calls_of("index_factory", "faiss") == ["dpr.index.build"]
+    makers = [m for attr in ("IndexFlatIP", "IndexFlatL2", "IndexHNSWFlat", "IndexIVFFlat")
+              for m in _calls_of(attr, "faiss")]
+    assert makers == []
