@@ -187,17 +187,12 @@ def clean_text(text: str) -> str:
     return _SPACE_RE.sub(" ", text).strip()
 
 
-def make_passages(
-    context: str, units: Sequence[Span], *, paragraph_key: str, title: str, max_chars: int
-) -> list[PassageSpan]:
+def make_passages(context: str, units: Sequence[Span], *, paragraph_key: str, title: str,
+                  max_chars: int) -> list[PassageSpan]:
     """Builds the passages of one paragraph; ids are ``<paragraph_key>:<index>``."""
-    return [
-        PassageSpan(
-            passage_id=f"{paragraph_key}:{i}", title=title, text=clean_text(context[s:e]),
-            paragraph_key=paragraph_key, start=s, end=e,
-        )
-        for i, (s, e) in enumerate(pack_units(units, max_chars))
-    ]
+    return [PassageSpan(passage_id=f"{paragraph_key}:{i}", title=title,
+                        text=clean_text(context[s:e]), paragraph_key=paragraph_key, start=s, end=e)
+            for i, (s, e) in enumerate(pack_units(units, max_chars))]
 
 
 def answer_window(units: Sequence[Span], answer: Span, max_chars: int) -> Span:

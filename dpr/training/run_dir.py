@@ -190,10 +190,8 @@ class RunDir:
         state = CheckpointState(
             model_dict=to_dpr_layout(model.state_dict()),
             optimizer_dict=optimizer_state(optimizer, scaler),
-            scheduler_dict=scheduler.state_dict(),
-            offset=offset, epoch=epoch,
-            encoder_params=encoder_params_of(dataclasses.asdict(model_cfg)),
-        )
+            scheduler_dict=scheduler.state_dict(), offset=offset, epoch=epoch,
+            encoder_params=encoder_params_of(dataclasses.asdict(model_cfg)))
         save_checkpoint(state, path)
         logger.info("Saved checkpoint %s", path)
         return path
