@@ -29,12 +29,7 @@ from dpr.training.config import ModelConfig
 from dpr.training.curves import TrainingCurves
 from dpr.training.resume import Resume, optimizer_state
 from dpr.utils.errors import InputError, UsageError
-from dpr.utils.io import (
-    atomic_write,
-    check_output_dir,
-    naming_full_disk,
-    remove_stale_temp_files,
-)
+from dpr.utils.io import atomic_write, check_output_dir, naming_full_disk, remove_stale_temp_files
 
 logger = logging.getLogger(__name__)
 
