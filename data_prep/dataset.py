@@ -112,11 +112,9 @@ def normalise_question(text: str) -> str:
 
 def build_examples(paragraphs: Sequence[Paragraph], corpus: Corpus, *, max_chars: int,
                    counters: Counter[str]) -> list[Example]:
-    """Builds one example per answerable question, dropping duplicates.
-
-    A duplicate is a question whose normalised text and paragraph context equal those of an
-    earlier question (across all input files); it is dropped and counted.
-    """
+    """Builds one example per answerable question, dropping (and counting) duplicates: a
+    question whose normalised text and paragraph context equal those of an earlier question
+    (across all input files)."""
     seen: set[tuple[str, str]] = set()
     examples = []
     for paragraph in paragraphs:

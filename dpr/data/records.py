@@ -159,11 +159,8 @@ def _parse_passages(value: Any, where: str, key: str) -> tuple[Passage, ...]:
 
 def parse_sample(record: Any, *, path: str, index: int) -> BiEncoderSample:
     """One validated record; `negative_ctxs` and `hard_negative_ctxs` may be absent (empty),
-    a passage's `title` absent or null (no title).
-
-    Raises:
-        DataFormatError: Naming the file and the record index (and question when known).
-    """
+    a passage's `title` absent or null (no title). DataFormatError names the file and the
+    record index (and question when known)."""
     where = f"{path}: record {index}"
     if not isinstance(record, dict):
         raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
