@@ -50,10 +50,8 @@ class Example:
     positives: list[dict[str, str]]
 
 
-def build_corpus(
-    paragraphs: Sequence[Paragraph], splitter: SentenceSplitter, *, max_chars: int,
-    show_progress: bool,
-) -> Corpus:
+def build_corpus(paragraphs: Sequence[Paragraph], splitter: SentenceSplitter, *, max_chars: int,
+                 show_progress: bool) -> Corpus:
     """Splits every paragraph into sentence units and packs them into passages of at most
     ``max_chars`` characters, in paragraph order."""
     corpus = Corpus()
@@ -73,10 +71,8 @@ def build_corpus(
     return corpus
 
 
-def positive_contexts(
-    paragraph: Paragraph, question: Question, corpus: Corpus, *, max_chars: int,
-    counters: Counter[str],
-) -> list[dict[str, str]]:
+def positive_contexts(paragraph: Paragraph, question: Question, corpus: Corpus, *, max_chars: int,
+                      counters: Counter[str]) -> list[dict[str, str]]:
     """Passages containing a whole answer span, or answer-centred windows when none does.
 
     Passages come first in paragraph order, then windows by start offset. A window has id
@@ -114,14 +110,11 @@ def normalise_question(text: str) -> str:
     return text.rstrip("? ").strip()
 
 
-def build_examples(
-    paragraphs: Sequence[Paragraph], corpus: Corpus, *, max_chars: int, counters: Counter[str]
-) -> list[Example]:
-    """Builds one example per answerable question, dropping duplicates.
-
-    A duplicate is a question whose normalised text and paragraph context equal those of an
-    earlier question (across all input files); it is dropped and counted.
-    """
+def build_examples(paragraphs: Sequence[Paragraph], corpus: Corpus, *, max_chars: int,
+                   counters: Counter[str]) -> list[Example]:
+    """Builds one example per answerable question, dropping (and counting) duplicates: a
+    question whose normalised text and paragraph context equal those of an earlier question
+    (across all input files)."""
     seen: set[tuple[str, str]] = set()
     examples = []
     for paragraph in paragraphs:
@@ -139,10 +132,8 @@ def build_examples(
     return examples
 
 
-def random_negatives(
-    examples: Sequence[Example], candidates: dict[str, list[int]], corpus: Corpus, *,
-    num: int, seed: int,
-) -> list[list[int]]:
+def random_negatives(examples: Sequence[Example], candidates: dict[str, list[int]], corpus: Corpus,
+                     *, num: int, seed: int) -> list[list[int]]:
     """Samples up to ``num`` answer-free passages per example from its split, other paragraphs.
 
     Args:

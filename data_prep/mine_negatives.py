@@ -1,10 +1,8 @@
 """`python -m data_prep.mine_negatives`: hard negatives mined with a trained dense model (DPR's
-"adv-hn" round; docs/DATA_PREP.md, "Mining negatives with a trained model").
-
-This module reads the flags and files, encodes the corpus into chunk files beside
-``--out_file`` (shared by the processes of a ``torchrun`` job, resumed after a kill, removed
-once the output is written) and writes the output; the selection itself is
-`dpr.retrieval.mining.mine`.
+"adv-hn" round; docs/DATA_PREP.md, "Mining negatives with a trained model"). This module reads
+the flags and files, encodes the corpus into chunk files beside ``--out_file`` (shared by the
+processes of a ``torchrun`` job, resumed after a kill, removed once the output is written) and
+writes the output; the selection itself is `dpr.retrieval.mining.mine`.
 """
 
 from __future__ import annotations
@@ -34,12 +32,7 @@ from dpr.data.records import DataFormatError, Passage, parse_sample, read_json_r
 from dpr.data.tsv import read_passages
 from dpr.inference.chunks import Layout, check_output, make_manifest
 from dpr.inference.corpus import encode_corpus, read_chunks
-from dpr.retrieval.mining import (
-    ArticleExclusion,
-    EncodedCorpus,
-    MiningOptions,
-    mine,
-)
+from dpr.retrieval.mining import ArticleExclusion, EncodedCorpus, MiningOptions, mine
 from dpr.utils.errors import InputError, UsageError, naming_flag, require_items
 from dpr.utils.io import check_input_path, check_output_file
 
@@ -99,11 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def mining_options(args: argparse.Namespace) -> MiningOptions:
-    """The selection options of the flags; checks the other counts too.
-
-    Raises:
-        UsageError: Naming the flag with a bad value.
-    """
+    """The selection options of the flags; checks the other counts too (UsageError naming
+    the flag with a bad value)."""
     if args.chunk_size is None:
         args.chunk_size = CHUNK_WINDOWS * SORT_WINDOW_BATCHES * max(args.batch_size, 1)
     for flag in ("n_docs", "batch_size", "chunk_size"):
@@ -125,11 +115,8 @@ def mining_options(args: argparse.Namespace) -> MiningOptions:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Reads and validates DPR records (kept as the raw dicts, every field preserved).
-
-    Raises:
-        InputError: On a missing or malformed file or record, naming both.
-    """
+    """Reads and validates DPR records, kept as the raw dicts (every field preserved);
+    InputError naming the file and the record on a missing or malformed one."""
     records = read_json_records(os.fspath(path))
     if not records:
         raise DataFormatError(f"{path}: contains no records")
@@ -140,11 +127,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def read_corpus(path: Path, *, exclusion: ArticleExclusion | None = None
                 ) -> list[Passage]:
-    """Reads the passage TSV, without the passages of the articles ``exclusion`` names.
-
-    Raises:
-        InputError: On a malformed file, duplicate ids, or no passage (left).
-    """
+    """Reads the passage TSV, without the passages of the articles ``exclusion`` names;
+    InputError on a malformed file, duplicate ids, or no passage (left)."""
     passages = list(read_passages(path).values())
     require_items(passages, path=path, what="passages")
     if exclusion is not None:
@@ -159,11 +143,8 @@ def read_corpus(path: Path, *, exclusion: ArticleExclusion | None = None
 
 
 def read_exclusion(paths: Sequence[Path]) -> ArticleExclusion | None:
-    """The articles of every passage of the records of ``paths`` (None without a path).
-
-    Raises:
-        InputError: On a missing, empty or malformed file, naming ``--exclude_articles_of``.
-    """
+    """The articles of every passage of the records of ``paths`` (None without a path);
+    InputError naming ``--exclude_articles_of`` on a missing, empty or malformed file."""
     if not paths:
         return None
     with naming_flag("--exclude_articles_of"):

@@ -87,11 +87,8 @@ def regex_sentences(text: str) -> list[Span]:
 
 @functools.lru_cache(maxsize=2)
 def _load_senter(model: str) -> Any:
-    """Loads a spaCy pipeline with only ``senter`` enabled (cached: loading takes seconds).
-
-    Raises:
-        OSError: If the model package is not installed.
-    """
+    """Loads a spaCy pipeline with only ``senter`` enabled (cached: loading takes seconds);
+    OSError if the model package is not installed."""
     import spacy  # imported lazily: the regex splitter must work without spaCy
 
     meta = spacy.util.get_model_meta(spacy.util.get_package_path(model))
@@ -105,11 +102,8 @@ def _load_senter(model: str) -> Any:
 
 def spacy_splitter(model: str, batch_size: int = 64) -> SentenceSplitter:
     """spaCy's statistical sentence segmenter (``senter`` only) of a packaged pipeline, run
-    ``batch_size`` texts a ``nlp.pipe`` batch; line breaks also end sentences.
-
-    Raises:
-        OSError: If the model package is not installed.
-    """
+    ``batch_size`` texts a ``nlp.pipe`` batch; line breaks also end sentences. OSError if the
+    model package is not installed."""
     nlp = _load_senter(model)
 
     def split(texts: Sequence[str]) -> list[list[Span]]:
@@ -121,11 +115,8 @@ def spacy_splitter(model: str, batch_size: int = 64) -> SentenceSplitter:
 
 
 def make_splitter(kind: str) -> SentenceSplitter:
-    """The sentence splitter ``kind``: ``regex`` (any language) or ``spacy`` (French).
-
-    Raises:
-        DataFormatError: If spaCy or its model is not installed.
-    """
+    """The sentence splitter ``kind``: ``regex`` (any language) or ``spacy`` (French;
+    DataFormatError if spaCy or its model is not installed)."""
     if kind == "regex":
         return lambda texts: [regex_sentences(text) for text in texts]
     try:
@@ -187,17 +178,12 @@ def clean_text(text: str) -> str:
     return _SPACE_RE.sub(" ", text).strip()
 
 
-def make_passages(
-    context: str, units: Sequence[Span], *, paragraph_key: str, title: str, max_chars: int
-) -> list[PassageSpan]:
+def make_passages(context: str, units: Sequence[Span], *, paragraph_key: str, title: str,
+                  max_chars: int) -> list[PassageSpan]:
     """Builds the passages of one paragraph; ids are ``<paragraph_key>:<index>``."""
-    return [
-        PassageSpan(
-            passage_id=f"{paragraph_key}:{i}", title=title, text=clean_text(context[s:e]),
-            paragraph_key=paragraph_key, start=s, end=e,
-        )
-        for i, (s, e) in enumerate(pack_units(units, max_chars))
-    ]
+    return [PassageSpan(passage_id=f"{paragraph_key}:{i}", title=title,
+                        text=clean_text(context[s:e]), paragraph_key=paragraph_key, start=s, end=e)
+            for i, (s, e) in enumerate(pack_units(units, max_chars))]
 
 
 def answer_window(units: Sequence[Span], answer: Span, max_chars: int) -> Span:

@@ -28,12 +28,7 @@ from data_prep.dataset import (
 )
 from data_prep.passages import make_splitter
 from data_prep.splits import TEST, TRAIN, SplitOptions, plan_splits
-from data_prep.writers import (
-    write_json,
-    write_passages_tsv,
-    write_qas_tsv,
-    write_records,
-)
+from data_prep.writers import write_json, write_passages_tsv, write_qas_tsv, write_records
 from dpr.cli.flags import check_finite_floats
 from dpr.data.answers import prepare_answers
 from dpr.data.records import DataFormatError
@@ -187,11 +182,7 @@ def _stats(files: Sequence[SquadFile], counters: Counter[str], outputs: dict[str
 
 def run(options: Options) -> dict[str, Any]:
     """Runs the whole conversion and writes every output file; returns ``stats.json``'s
-    content.
-
-    Raises:
-        DataFormatError: On invalid input, before anything is written.
-    """
+    content. DataFormatError on invalid input, before anything is written."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     counters: Counter[str] = Counter()

@@ -65,13 +65,9 @@ def _field_value(squad_file: SquadFile, name: str) -> dict[str, str]:
 
 
 def held_out_keys(files: Sequence[SquadFile], options: SplitOptions) -> set[str]:
-    """Article keys whose ``holdout_field`` is one of ``holdout_values``.
-
-    An article (key) present in several files is held out if any of them says so.
-
-    Raises:
-        DataFormatError: If an article lacks the field, or a value matches no article.
-    """
+    """Article keys whose ``holdout_field`` is one of ``holdout_values`` (an article present in
+    several files is held out if any of them says so). DataFormatError if an article lacks the
+    field, or a value matches no article."""
     if not options.holdout_field:
         return set()
     seen: set[str] = set()

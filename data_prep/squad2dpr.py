@@ -24,8 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(DPR_FR_train.json, DPR_FR_dev.json, passages.tsv, qas_dev.tsv, stats.json; "
         "optionally tune and held-out test splits) with BM25 hard negatives, without any "
         "search server.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path, metavar="FILE", help="SQuAD-format "
                         "JSON file(s), optionally .gz; all are merged before the split")
     add_options(parser, Options)
@@ -44,8 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         "Done: %s questions, %d dropped %s, %d passages (%d paragraphs without questions: "
         "corpus only); total %.1f s -> %s", per_split, questions["dropped_total"],
         questions["dropped"], sum(stats["passages"].values()), corpus_only,
-        stats["timings_s"]["total"], options.output_dir,
-    )
+        stats["timings_s"]["total"], options.output_dir)
     if not questions["train"]:
         logger.warning("DPR_FR_train.json is empty: every question is in an evaluation split")
     return 0

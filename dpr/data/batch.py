@@ -65,14 +65,9 @@ def _positive_keys(samples: Sequence[BiEncoderSample]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long).view(len(samples), width)
 
 
-def select_contexts(
-    sample: BiEncoderSample,
-    *,
-    num_hard: int,
-    num_other: int,
-    rng: random.Random | None,
-    shuffle_positive: bool = False,
-) -> tuple[Passage, list[Passage], list[Passage]]:
+def select_contexts(sample: BiEncoderSample, *, num_hard: int, num_other: int,
+                    rng: random.Random | None,
+                    shuffle_positive: bool = False) -> tuple[Passage, list[Passage], list[Passage]]:
     """(positive, other negatives, hard negatives) of one question. With an `rng` (training)
     the negative pools are shuffled (copies; the sample is never mutated) and, if
     `shuffle_positive`, the positive is drawn at random; without one (validation) the first
@@ -88,15 +83,9 @@ def select_contexts(
     return positive, others[:num_other], hards[:num_hard]
 
 
-def build_batch(
-    samples: Sequence[BiEncoderSample],
-    tensorizer: Tensorizer,
-    *,
-    num_hard: int,
-    num_other: int,
-    rngs: Sequence[random.Random] | None = None,
-    shuffle_positive: bool = False,
-) -> BiEncoderBatch:
+def build_batch(samples: Sequence[BiEncoderSample], tensorizer: Tensorizer, *, num_hard: int,
+                num_other: int, rngs: Sequence[random.Random] | None = None,
+                shuffle_positive: bool = False) -> BiEncoderBatch:
     """A `BiEncoderBatch` (DPR's `create_biencoder_input`, without global RNGs) of `num_hard`
     hard and `num_other` other negatives per question, drawn with `rngs` (one private
     generator per sample; None: no shuffle) as `select_contexts` does."""
@@ -107,8 +96,7 @@ def build_batch(
     for i, sample in enumerate(samples):
         positive, others, hards = select_contexts(
             sample, num_hard=num_hard, num_other=num_other,
-            rng=rngs[i] if rngs is not None else None, shuffle_positive=shuffle_positive,
-        )
+            rng=rngs[i] if rngs is not None else None, shuffle_positive=shuffle_positive)
         start = len(passages)
         positive_idx.append(start)
         first_hard = start + 1 + len(others)
@@ -122,5 +110,4 @@ def build_batch(
         question_ids=q_ids, question_mask=q_mask, ctx_ids=c_ids, ctx_mask=c_mask,
         positive_idx=torch.tensor(positive_idx, dtype=torch.long), hard_negative_idx=hard_idx,
         ctx_keys=torch.tensor([p.key for p in passages], dtype=torch.long),
-        positive_keys=_positive_keys(samples),
-    )
+        positive_keys=_positive_keys(samples))

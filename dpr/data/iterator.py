@@ -24,16 +24,8 @@ class ShardedIterator:
     `shuffle`: training's shuffled epochs; False keeps file order (validation).
     """
 
-    def __init__(
-        self,
-        num_samples: int,
-        *,
-        rank: int,
-        world_size: int,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, num_samples: int, *, rank: int, world_size: int, batch_size: int,
+                 shuffle: bool, seed: int = 0) -> None:
         if num_samples <= 0:
             raise ValueError("cannot iterate over an empty dataset")
         self.num_samples = num_samples

@@ -120,20 +120,12 @@ def _padded_on(tensorizer: ItemTokenizer, ids: list[list[int]],
     return batch.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
-def encode_in_batches(
-    encode_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    tensorizer: ItemTokenizer,
-    items: Sequence[Item],
-    *,
-    dim: int,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    sort_by_length: bool = True,
-    amp_dtype: torch.dtype | None = None,
-    prefetch: bool = True,
-    desc: str = "Encoding",
-    quiet: bool = True,
-) -> np.ndarray:
+def encode_in_batches(encode_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      tensorizer: ItemTokenizer, items: Sequence[Item], *, dim: int,
+                      batch_size: int, device: torch.device | str = "cpu",
+                      sort_by_length: bool = True, amp_dtype: torch.dtype | None = None,
+                      prefetch: bool = True, desc: str = "Encoding",
+                      quiet: bool = True) -> np.ndarray:
     """Vectors of prepared items, computed `batch_size` at a time without gradients.
 
     Args:

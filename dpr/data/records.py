@@ -98,14 +98,11 @@ def parse_upsample_rates(text: str | None, num_files: int) -> list[int]:
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
         for v in value
     ):
-        raise UsageError(
-            f"--train_files_upsample_rates {text!r} must be a list of finite non-negative numbers"
-        )
+        raise UsageError(f"--train_files_upsample_rates {text!r} must be a list of finite "
+                         "non-negative numbers")
     if len(value) != num_files:
-        raise InputError(
-            f"--train_files_upsample_rates has {len(value)} rates but the train files "
-            f"expand to {num_files} file(s)"
-        )
+        raise InputError(f"--train_files_upsample_rates has {len(value)} rates but the train "
+                         f"files expand to {num_files} file(s)")
     return [int(v) for v in value]
 
 
@@ -124,9 +121,8 @@ def read_json_records(path: str) -> list[Any]:
         try:
             records = json.loads(content)
         except json.JSONDecodeError as err:
-            raise DataFormatError(
-                f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-            ) from err
+            raise DataFormatError(f"{path}: invalid JSON at line {err.lineno}, column "
+                                  f"{err.colno}: {err.msg}") from err
         return records
     records = []
     for line_no, line in enumerate(content.splitlines(), start=1):
@@ -135,10 +131,9 @@ def read_json_records(path: str) -> list[Any]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise DataFormatError(
-                f"{path}: line {line_no}: invalid JSON Lines record ({err.msg}); expected a "
-                "JSON array of records or one JSON object per line"
-            ) from err
+            raise DataFormatError(f"{path}: line {line_no}: invalid JSON Lines record "
+                                  f"({err.msg}); expected a JSON array of records or one JSON "
+                                  "object per line") from err
     return records
 
 
@@ -164,11 +159,8 @@ def _parse_passages(value: Any, where: str, key: str) -> tuple[Passage, ...]:
 
 def parse_sample(record: Any, *, path: str, index: int) -> BiEncoderSample:
     """One validated record; `negative_ctxs` and `hard_negative_ctxs` may be absent (empty),
-    a passage's `title` absent or null (no title).
-
-    Raises:
-        DataFormatError: Naming the file and the record index (and question when known).
-    """
+    a passage's `title` absent or null (no title). DataFormatError names the file and the
+    record index (and question when known)."""
     where = f"{path}: record {index}"
     if not isinstance(record, dict):
         raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -182,25 +174,17 @@ def parse_sample(record: Any, *, path: str, index: int) -> BiEncoderSample:
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
         raise DataFormatError(f"{where}: 'answers' must be a list of strings")
     return BiEncoderSample(
-        question=question,
-        answers=tuple(answers),
+        question=question, answers=tuple(answers),
         positives=_parse_passages(record["positive_ctxs"], where, "positive_ctxs"),
         negatives=_parse_passages(record.get("negative_ctxs", []), where, "negative_ctxs"),
-        hard_negatives=_parse_passages(
-            record.get("hard_negative_ctxs", []), where, "hard_negative_ctxs"
-        ),
-    )
+        hard_negatives=_parse_passages(record.get("hard_negative_ctxs", []), where,
+                                       "hard_negative_ctxs"))
 
 
 def load_samples(pattern: str, upsample_rates: str | None = None) -> list[BiEncoderSample]:
     """The samples of every file of a glob (or comma-separated globs) in sorted-file order,
     each file repeated by its `--train_files_upsample_rates` rate, samples without positives
-    dropped.
-
-    Raises:
-        DataFormatError: For missing, empty or malformed files and records.
-        InputError: For bad upsample rates.
-    """
+    dropped (`DataFormatError` for missing, empty or malformed files and records)."""
     files = expand_files(pattern)
     rates = parse_upsample_rates(upsample_rates, len(files))
     samples: list[BiEncoderSample] = []

@@ -1,9 +1,6 @@
 """Reading and validating SQuAD v1/v2-format files, for data_prep and `dpr.evaluate --squad`.
-
 What is accepted, skipped (with a warning and a counter) or refused is docs/DATA_PREP.md's
-step 1; structural problems raise `dpr.data.records.DataFormatError` naming the file and the
-record (``data[3].paragraphs[1].qas[0]``), and the whole input is validated before anything is
-written.
+step 1; the whole input is validated before anything is written.
 """
 
 from __future__ import annotations
@@ -79,9 +76,8 @@ def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DataFormatError(
-            f"{where}: field {key!r} must be {expected}, got {type(value).__name__}"
-        )
+        raise DataFormatError(f"{where}: field {key!r} must be {expected}, got "
+                              f"{type(value).__name__}")
     return value
 
 
@@ -99,9 +95,8 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:
-        raise DataFormatError(
-            f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
-        ) from err
+        raise DataFormatError(f"{path}: malformed JSON at line {err.lineno} column "
+                              f"{err.colno}: {err.msg}") from err
 
 
 def _is_word_char(char: str) -> bool:
@@ -126,9 +121,8 @@ def _align_to_words(context: str, start: int, end: int) -> Answer:
     return Answer(text=context[start:end], start=start)
 
 
-def _parse_answers(
-    qa: dict[str, Any], context: str, *, where: str, strict: bool, stats: Counter[str]
-) -> list[Answer]:
+def _parse_answers(qa: dict[str, Any], context: str, *, where: str, strict: bool,
+                   stats: Counter[str]) -> list[Answer]:
     """Validates the answers of one question and keeps those whose offsets match.
 
     An answer without ``answer_start`` (or a null one) is located at the first occurrence of
@@ -145,11 +139,9 @@ def _parse_answers(
             stats["answers_located_by_text"] += 1
         found = context[start : start + len(text)] if start is not None and start >= 0 else ""
         if not text.strip() or found != text:
-            message = (
-                f"{a_where}: answer_start {start} does not match the context "
-                f"(answer {text!r}, context has {found!r})" if start is not None else
-                f"{a_where}: no answer_start and the answer {text!r} is not in the context"
-            )
+            message = (f"{a_where}: answer_start {start} does not match the context (answer "
+                       f"{text!r}, context has {found!r})" if start is not None else
+                       f"{a_where}: no answer_start and the answer {text!r} is not in the context")
             if strict:
                 raise DataFormatError(message)
             logger.warning("%s; answer skipped", message)
@@ -172,9 +164,8 @@ def _optional(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> 
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def _parse_question(
-    qa: Any, context: str, *, where: str, default_id: str, strict: bool, stats: Counter[str]
-) -> Question | None:
+def _parse_question(qa: Any, context: str, *, where: str, default_id: str, strict: bool,
+                    stats: Counter[str]) -> Question | None:
     """Parses one ``qas`` entry; returns None (and counts why) when it is skipped."""
     qid = _optional(qa, "id", (str, int), where)
     if qid is None:
@@ -200,10 +191,8 @@ def _parse_question(
                     location=where)
 
 
-def _parse_paragraph(
-    raw: Any, *, where: str, key: str, article: tuple[str, str], fields: dict[str, Any],
-    strict: bool, stats: Counter[str],
-) -> Paragraph | None:
+def _parse_paragraph(raw: Any, *, where: str, key: str, article: tuple[str, str],
+                     fields: dict[str, Any], strict: bool, stats: Counter[str]) -> Paragraph | None:
     """Parses one paragraph and its questions; None when its context is blank (no text).
 
     A paragraph without ``qas`` (missing, null or empty) is a corpus-only document.
@@ -213,10 +202,8 @@ def _parse_paragraph(
     questions = []
     id_prefix = key.replace(":", "-")
     for q_idx, qa in enumerate(qas):
-        parsed = _parse_question(
-            qa, context, where=f"{where}.qas[{q_idx}]", default_id=f"{id_prefix}-{q_idx}",
-            strict=strict, stats=stats,
-        )
+        parsed = _parse_question(qa, context, where=f"{where}.qas[{q_idx}]",
+                                 default_id=f"{id_prefix}-{q_idx}", strict=strict, stats=stats)
         if parsed is not None:
             questions.append(parsed)
     stats["paragraphs"] += 1

@@ -111,17 +111,9 @@ class Tensorizer:
         UsageError: A prefix that leaves no room for the text within `max_length`.
     """
 
-    def __init__(
-        self,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        max_length: int,
-        lowercase: bool = False,
-        query_prefix: str = "",
-        passage_prefix: str = "",
-        pad_to_max: bool = True,
-        pad_to_multiple_of: int = 1,
-    ) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, *, max_length: int,
+                 lowercase: bool = False, query_prefix: str = "", passage_prefix: str = "",
+                 pad_to_max: bool = True, pad_to_multiple_of: int = 1) -> None:
         if tokenizer.pad_token_id is None:
             raise TokenizerError(f"tokenizer {type(tokenizer).__name__} has no pad token")
         self.tokenizer = tokenizer
@@ -180,17 +172,9 @@ class Tensorizer:
         return self.pad(self.encode_items(items))
 
 
-def build_tensorizer(
-    encoder_model_type: str,
-    pretrained_model_cfg: str,
-    *,
-    sequence_length: int,
-    do_lower_case: bool,
-    query_prefix: str = "",
-    passage_prefix: str = "",
-    pad_to_max: bool = True,
-    pad_to_multiple_of: int = 1,
-) -> Tensorizer:
+def build_tensorizer(encoder_model_type: str, pretrained_model_cfg: str, *, sequence_length: int,
+                     do_lower_case: bool, query_prefix: str = "", passage_prefix: str = "",
+                     pad_to_max: bool = True, pad_to_multiple_of: int = 1) -> Tensorizer:
     """Tokenizer factory + `Tensorizer` in one call (see `build_tokenizer`)."""
     tokenizer = build_tokenizer(encoder_model_type, pretrained_model_cfg,
                                 do_lower_case=do_lower_case)

@@ -60,9 +60,7 @@ def count_passages(path: str | os.PathLike[str]) -> int:
 
     Memory is 8 bytes per passage (a hash of each id; a clash is confirmed on the strings in
     a second pass), so it suits corpora too large to hold as `read_passages` does.
-
-    Raises:
-        InputFormatError: On a malformed row or a duplicate id.
+    InputFormatError on a malformed row or a duplicate id.
     """
     hashes = np.fromiter((hash(p.passage_id) for p in iter_passages(path)), dtype=np.int64)
     ordered = np.sort(hashes)

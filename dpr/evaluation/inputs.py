@@ -1,7 +1,5 @@
 """What an evaluation reads: the corpus searched and the questions asked, from a passage TSV
-(:func:`dpr.retrieval.corpus.read_tsv_corpus`) with a QA TSV or DPR training JSON
-(:func:`read_questions`), or from one SQuAD-format file (:func:`read_squad`).
-"""
+with a QA TSV or DPR training JSON, or from one SQuAD-format file."""
 
 from __future__ import annotations
 

@@ -8,19 +8,9 @@ from collections.abc import Iterable, Sequence
 
 
 def top_k_accuracy(first_hit_ranks: Sequence[int | None], ks: Iterable[int]) -> dict[int, float]:
-    """Fraction of questions whose first relevant passage is ranked within the top k.
-
-    Args:
-        first_hit_ranks: Per question, the 0-based rank of the first relevant passage, or
-            None when no retrieved passage is relevant.
-        ks: Cut-offs.
-
-    Returns:
-        Each k's accuracy in [0, 1] (0.0 for an empty input).
-
-    Raises:
-        ValueError: If a cut-off is smaller than 1.
-    """
+    """Per cut-off k (>= 1, else ValueError), the fraction of questions whose first relevant
+    passage is ranked within the top k (0.0 for an empty input); `first_hit_ranks` holds each
+    question's 0-based rank of it, None when no retrieved passage is relevant."""
     ranks = [rank for rank in first_hit_ranks if rank is not None]
     result: dict[int, float] = {}
     for k in ks:

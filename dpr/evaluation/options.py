@@ -46,11 +46,8 @@ def _labelled(value: str) -> tuple[str | None, str]:
 
 
 def parse_dpr_models(values: Sequence[str] | None) -> tuple[DprModelSpec, ...]:
-    """``--dpr_model`` values (repeatable, each ``PATH``, ``LABEL=PATH`` or a comma list).
-
-    Raises:
-        UsageError: For several models without labels, or a label used twice.
-    """
+    """``--dpr_model`` values (repeatable, each ``PATH``, ``LABEL=PATH`` or a comma list);
+    UsageError for several models without labels, or a label used twice."""
     items = [item.strip() for value in values or () for item in value.split(",")]
     specs = [DprModelSpec(path, label)
              for label, path in (_labelled(item) for item in items if item)]
@@ -65,10 +62,7 @@ def parse_dpr_models(values: Sequence[str] | None) -> tuple[DprModelSpec, ...]:
 
 def resolve_retrievers(text: str, models: Sequence[DprModelSpec]) -> tuple[str, ...]:
     """The retriever names of ``--retrievers``; ``dpr`` stands for every DPR model.
-
-    Raises:
-        UsageError: For an unknown or repeated name, or DPR retrievers without a model.
-    """
+    UsageError for an unknown or repeated name, or DPR retrievers without a model."""
     tokens = [n.strip() for n in text.split(",") if n.strip()]
     model_names = [m.name for m in models]
     unknown = [n for n in tokens if n not in BASE_RETRIEVERS and n not in model_names]
@@ -86,11 +80,8 @@ def resolve_retrievers(text: str, models: Sequence[DprModelSpec]) -> tuple[str, 
 
 
 def fusion_model(models: Sequence[DprModelSpec], label: str | None) -> DprModelSpec | None:
-    """The model whose scores the fusions use: ``--fusion_dpr`` (a label), default the last.
-
-    Raises:
-        UsageError: For a label no model has.
-    """
+    """The model whose scores the fusions use: ``--fusion_dpr`` (a label), default the last;
+    UsageError for a label no model has."""
     if not models:
         return None
     if label is None:
@@ -105,12 +96,9 @@ def fusion_model(models: Sequence[DprModelSpec], label: str | None) -> DprModelS
 def parse_indexes(values: Sequence[str] | None, models: Sequence[DprModelSpec]
                   ) -> tuple[tuple[str, str], ...]:
     """``--index`` values (repeatable, ``FOLDER`` or ``LABEL=FOLDER``): the saved index folder
-    searched for each DPR model that has one, as ``(retriever name, folder)``.
-
-    Raises:
-        UsageError: For an index without a model, an unknown label, an unlabelled folder with
-            several models, or a model given two indexes.
-    """
+    searched for each DPR model that has one, as ``(retriever name, folder)``. UsageError for
+    an index without a model, an unknown label, an unlabelled folder with several models, or a
+    model given two indexes."""
     out: dict[str, str] = {}
     for value in values or ():
         label, folder = _labelled(value)
@@ -129,11 +117,8 @@ def parse_indexes(values: Sequence[str] | None, models: Sequence[DprModelSpec]
 
 
 def parse_pairs(text: str | None, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``--pairs "A>B,C>D"``: the pairs to sign-test, ``A`` being the expected winner.
-
-    Raises:
-        UsageError: For a malformed pair or a retriever not evaluated.
-    """
+    """``--pairs "A>B,C>D"``: the pairs to sign-test, ``A`` being the expected winner;
+    UsageError for a malformed pair or a retriever not evaluated."""
     pairs = []
     for item in (p.strip() for p in (text or "").split(",")):
         if not item:

@@ -34,11 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate(options: EvalOptions) -> dict[str, Any]:
-    """The report of one evaluation (``results.json``).
-
-    Raises:
-        InputError: On unreadable or malformed input files.
-    """
+    """The report of one evaluation (``results.json``); InputError on unreadable or malformed
+    input files."""
     corpus, qset = read_inputs(options)
     device = select_device(options.device)
     n_docs = min(options.n_docs, len(corpus.ids))
@@ -77,11 +74,8 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
 
 
 def read_inputs(options: EvalOptions) -> tuple[Corpus, QuestionSet]:
-    """The corpus and the questions (``--squad``, or ``--ctx_file`` and ``--qa_file``).
-
-    Raises:
-        InputError: On unreadable or malformed files.
-    """
+    """The corpus and the questions (``--squad``, or ``--ctx_file`` and ``--qa_file``);
+    InputError on unreadable or malformed files."""
     if options.squad:
         corpus, qset = read_squad(options.squad)
     else:

@@ -55,11 +55,8 @@ class Qrels:
         return [len(rows) for rows in self.relevant]
 
     def flags(self, question: int, rows: Sequence[int]) -> list[bool]:
-        """Whether each of a question's ranked rows is relevant.
-
-        Raises:
-            ValueError: For a row that was not judged (a run left out of the pool).
-        """
+        """Whether each of a question's ranked rows is relevant (ValueError for a row that was
+        not judged: a run left out of the pool)."""
         rows = [int(r) for r in rows]
         if self.judged is not None and not self.judged[question].issuperset(rows):
             raise ValueError(f"question {question}: rows not judged (judge the run's pool)")

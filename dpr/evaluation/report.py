@@ -61,12 +61,8 @@ def paired(results: Mapping[str, dict[str, Any]], hits: Mapping[str, list[bool]]
 
 def paired_tests(results: Mapping[str, dict[str, Any]], pairs: Sequence[tuple[str, str]],
                  ks: Sequence[int]) -> list[dict[str, Any]]:
-    """The sign test of each requested pair ``(expected winner, other)`` at each k.
-
-    Returns:
-        One entry per pair: ``first``, ``second``, and per ``top-<k>`` the wins of ``first``,
-        its losses, the accuracy difference and the two-sided p-value.
-    """
+    """The sign test of each requested pair ``(expected winner, other)`` at each k: per pair,
+    ``first``, ``second`` and, per ``top-<k>``, :func:`paired`'s entry."""
     hits = {k: hits_at(results, k) for k in ks}
     return [{"first": first, "second": second,
              "at": {f"top-{k}": paired(results, hits[k], k, first, second) for k in ks}}
@@ -91,16 +87,10 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 def adjust_sign_tests(comparison: dict[str, Any] | None, pairs: Sequence[dict[str, Any]],
                       k: int) -> dict[str, Any]:
-    """Adds ``p_holm`` beside every ``p_value`` of the report: Holm's adjustment over every
-    distinct sign test of the report (every pair of retrievers at top-``k``, and the requested
-    pairs at each of their k; a pair tested twice at the same k counts once).
-
-    Args:
-        comparison: The report's comparison (:func:`compare`), or None; updated in place.
-        pairs: The requested pairs (:func:`paired_tests`); updated in place.
-
-    Returns:
-        The report's ``sign_tests`` entry: the count of tests and the correction.
+    """Adds ``p_holm`` beside every ``p_value`` of ``comparison`` (:func:`compare`, or None)
+    and ``pairs`` (:func:`paired_tests`): Holm's adjustment over every distinct sign test of
+    the report (every pair of retrievers at top-``k``, and the requested pairs at each of their
+    k; a pair tested twice at the same k counts once). Returns the ``sign_tests`` entry.
     """
     rows = [*(comparison["against"] if comparison else ()),
             *(comparison["pairs"].values() if comparison else ()),

@@ -1,8 +1,6 @@
 """TREC run and qrels files of an evaluation (``--trec_dir``), for trec_eval, ir-measures, ranx
-or pyserini: ``qrels.txt`` holds exactly the relevant passages recall and MAP are computed
-with, ``run.<retriever>.txt`` each run in our ranking order (written by the one run writer,
-:func:`dpr.index.runs.write_run`). Formats and differences of convention with trec_eval:
-docs/EVALUATION.md, "TREC files for other evaluation tools".
+or pyserini. Formats and differences of convention with trec_eval: docs/EVALUATION.md, "TREC
+files for other evaluation tools".
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Fusion settings chosen on a tuning set (``--tune_lambda_on``): λ of ``hybrid``, the
-normalisation and dense weight of ``fusion``.
-
-The tuning file's questions are searched in the evaluation's corpus by both sides of the
-fusion (:class:`dpr.retrieval.fusion.Sides`); the rankings of every setting of a grid are
-judged together by answer matching (one pool) and the setting maximising ``--tune_metric``
-replaces the flag value when ``--tune`` names its fusion.
+normalisation and dense weight of ``fusion``. The rankings of every setting of a grid are
+judged together by answer matching (one pool); the best replaces the flag value when
+``--tune`` names its fusion.
 """
 
 from __future__ import annotations
@@ -34,13 +31,8 @@ logger = logging.getLogger(__name__)
 def tune(union: Sequence[Candidates], settings: Sequence[FusionSetting], *, judge: Judge,
          qset: QuestionSet, metric: str, known: Qrels | None = None
          ) -> tuple[FusionSetting, dict[FusionSetting, float], Qrels]:
-    """The setting whose rankings maximise ``metric`` on ``qset`` (the first of equals).
-
-    The rankings of every setting are judged together (one pool), re-using ``known``.
-
-    Returns:
-        The best setting, the metric of every setting, and the qrels (for the next grid).
-    """
+    """The setting whose rankings maximise ``metric`` on ``qset`` (the first of equals), the
+    metric of every setting, and the qrels (``known`` re-used; for the next grid)."""
     depth = metric_depth(metric)
     rankings = {s: [fused_ranking(c, s, depth)[0] for c in union] for s in settings}
     qrels = judge.judge(qset, pool_rows(rankings.values(), len(union)), known)

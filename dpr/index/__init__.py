@@ -1,9 +1,6 @@
-"""Every faiss index of the project: built from embedding shards in bounded memory into a folder
-(`build_from_glob`, `build_index`) or in memory (`index_vectors`, `index_shards`), opened with
-`load_index` and searched; a Milvus store (`dpr.index.milvus`). The CLI is `python -m
-dpr.index` (`dpr.index.cli`); docs/SCALE.md describes both. Depends on `dpr.utils`, faiss and
-numpy only (the CLI also reads passage TSVs through `dpr.data.tsv`).
-"""
+"""Every faiss index of the project, built, opened and searched, and a Milvus store; the CLI is
+`python -m dpr.index` (docs/SCALE.md). Depends on `dpr.utils`, faiss and numpy only (the CLI
+also reads passage TSVs through `dpr.data.tsv`)."""
 
 from __future__ import annotations
 

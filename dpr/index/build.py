@@ -1,7 +1,5 @@
-"""Builds a faiss index from embedding shards in bounded memory: `make_index` (the one place a
-faiss index is made from a factory string), training on a seeded sample, shards added in chunks
-(or into on-disk IVF blocks merged at the end), the folder written through a staging folder.
-Steps and the folder's files: docs/SCALE.md, section 2.
+"""Builds a faiss index from embedding shards in bounded memory (`make_index` is the one place a
+faiss index is made from a factory string). Steps and the folder's files: docs/SCALE.md, section 2.
 """
 
 from __future__ import annotations

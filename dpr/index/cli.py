@@ -149,13 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    if getattr(args, "num_threads", None) is not None:
-        if args.num_threads < 1:
-            raise UsageError(f"--num_threads must be >= 1, got {args.num_threads}")
-        faiss.omp_set_num_threads(args.num_threads)
-
-
 def run_build(args: argparse.Namespace) -> dict:
     """`build`: returns the build settings."""
     options = BuildOptions(factory=args.factory, metric=args.metric,
@@ -175,7 +168,10 @@ def _check_query_flags(args: argparse.Namespace) -> None:
 def run_search(args: argparse.Namespace) -> None:
     """`search`: writes the run file."""
     _check_query_flags(args)
-    _set_threads(args)
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            raise UsageError(f"--num_threads must be >= 1, got {args.num_threads}")
+        faiss.omp_set_num_threads(args.num_threads)
     index = load_index(args.index, nprobe=args.nprobe, ef_search=args.ef_search,
                        rerank=args.rerank, embeddings=args.encoded_ctx_file, mmap=args.mmap)
     query_ids, queries = read_queries(args.queries)

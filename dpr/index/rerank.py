@@ -1,8 +1,6 @@
-"""Exact re-scoring of a compressed index's candidates from the embedding shards on disk:
-`ShardVectors` memory-maps the shards an index was built from (listed in its `build.json`, in
-row order) and `rerank` re-scores each query's K candidates and keeps the best k. Why and at
-what cost: docs/SCALE.md, "Exact re-ranking of compressed candidates".
-"""
+"""Exact re-scoring of a compressed index's candidates from the memory-mapped embedding shards
+it was built from. Why and at what cost: docs/SCALE.md, "Exact re-ranking of compressed
+candidates"."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Run files: the one writer of ranked results, for `python -m dpr.index search` and
-`milvus-search`, and the TREC runs of `dpr.evaluate --trec_dir` (`dpr.evaluation.trec`), in
-the format of the file's suffix (docs/SCALE.md, "Searching, from the command line and from
-code").
-"""
+"""Run files: the one writer of ranked results (`dpr.index` searches, `dpr.evaluate --trec_dir`),
+in the format of the file's suffix (docs/SCALE.md, "Searching, from the command line and from
+code")."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Searching an index (`FaissIndex`): a folder written by `dpr.index.build` (`load_index`), or
-the same index built in memory (`index_vectors`, `index_shards`), with nprobe / efSearch,
-exact re-ranking (`dpr.index.rerank`, or a `Refine(...)` factory's `k_factor`) and the check of
-the searching model against the one that encoded the vectors. Usage and score conventions:
-docs/SCALE.md, "Searching, from the command line and from code".
-"""
+"""Searching an index (`FaissIndex`), a folder written by `dpr.index.build` or one built in
+memory. Usage, search settings, re-ranking and score conventions: docs/SCALE.md, "Searching,
+from the command line and from code"."""
 
 from __future__ import annotations
 
@@ -76,7 +73,6 @@ class FaissIndex:
 
     @property
     def dim(self) -> int:
-        """Vector size."""
         return int(self.index.d)
 
     def __len__(self) -> int:

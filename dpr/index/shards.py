@@ -1,8 +1,6 @@
 """Embedding files, the one reader of them: shards (`<prefix>_<k>.npy` + `.ids.json`, or DPR's
-pickled `.pkl`), checked and memory-mapped one at a time, their checksums, training samples and
-manifest (what encoded them), and query vectors. Formats and checks: docs/SCALE.md, sections 1
-and 2.
-"""
+pickled `.pkl`), their manifest, and query vectors. Formats and checks: docs/SCALE.md, sections
+1 and 2."""
 
 from __future__ import annotations
 

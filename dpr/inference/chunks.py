@@ -1,9 +1,7 @@
-"""The files of an encoded corpus: how passages are cut into chunks (`Layout`: chunks of
-`chunk_size`, or DPR's `--shard_id/--num_shards` shards), the manifest of what produced them
-(`make_manifest`; `model_identity`, also checked against an index's `build.json`), the check
-that refuses a rerun of another model, precision or corpus (`check_output`), and the check that
-makes a rerun skip a chunk only when it is complete (`incomplete_reason`). Layout, manifest and
-resume: docs/SCALE.md, section 1.
+"""The files of an encoded corpus: how passages are cut into chunks, the manifest of what
+produced them (its `model_identity` also checked against an index's `build.json`), and the
+checks that make a rerun refuse another model, precision or corpus and skip only complete
+chunks. Layout, manifest and resume: docs/SCALE.md, section 1.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Encoding a passage corpus into chunk files, resumably and split over independent processes:
-the one corpus encoder (`encode_corpus`: `generate_dense_embeddings.py`, and
-`data_prep.mine_negatives`, which reads the chunks back with `read_chunks`). Chunk k goes to
-worker k mod workers, complete chunks are skipped, workers never talk to each other
-(docs/SCALE.md, section 1). A chunk of `batch_size` × 64 passages (one length-sorted window of
-`encode_passages`) is encoded in the batches of one call over the whole corpus, so N processes
-write what one would.
+"""The one corpus encoder (`generate_dense_embeddings.py`, `data_prep.mine_negatives`): chunk
+files written resumably by independent processes (docs/SCALE.md, section 1). A chunk of
+`batch_size` × 64 passages (one length-sorted window of `encode_passages`) is encoded in the
+batches of one call over the whole corpus, so N processes write what one would.
 """
 
 from __future__ import annotations

@@ -21,13 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dpr.data.recipe import (
-    Item,
-    PassageText,
-    encode_in_batches,
-    passage_items,
-    question_items,
-)
+from dpr.data.recipe import Item, PassageText, encode_in_batches, passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, export_tensorizer, tensorizer_for
 from dpr.models.checkpoint import CheckpointState
 from dpr.models.encoder import Encoder

@@ -51,15 +51,11 @@ class BiEncoder(nn.Module):
         with guard:
             return self.ctx_model(ids, mask, lengths)
 
-    def forward(
-        self,
-        question_ids: torch.Tensor | None,
-        question_mask: torch.Tensor | None,
-        ctx_ids: torch.Tensor | None,
-        ctx_mask: torch.Tensor | None,
-        question_lengths: Sequence[int] | torch.Tensor | None = None,
-        ctx_lengths: Sequence[int] | torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def forward(self, question_ids: torch.Tensor | None, question_mask: torch.Tensor | None,
+                ctx_ids: torch.Tensor | None, ctx_mask: torch.Tensor | None,
+                question_lengths: Sequence[int] | torch.Tensor | None = None,
+                ctx_lengths: Sequence[int] | torch.Tensor | None = None
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Question vectors [B × D] and passage vectors [C × D]; a side whose ids are None is
         returned as None (as in DPR). The CPU row lengths serve length buckets only."""
         q = (None if question_ids is None

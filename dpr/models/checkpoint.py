@@ -173,8 +173,7 @@ def load_model_state(model: nn.Module, dpr_state: Mapping[str, torch.Tensor], *,
             f"{source}: weights do not match the model: missing {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''} (was it trained with another "
-            "--encoder_model_type, --pretrained_model_cfg or --projection_dim?)"
-        )
+            "--encoder_model_type, --pretrained_model_cfg or --projection_dim?)")
 
 
 def _check_same_towers(state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -267,10 +266,9 @@ class Override:
         return f"{self.key}: {self.given!r} -> {self.stored!r} (from checkpoint)"
 
 
-def resolve_encoder_params(
-    cli: Mapping[str, Any], stored: Mapping[str, Any], *,
-    checkpoint: str | os.PathLike[str] | None = None,
-) -> tuple[dict[str, Any], list[Override]]:
+def resolve_encoder_params(cli: Mapping[str, Any], stored: Mapping[str, Any], *,
+                           checkpoint: str | os.PathLike[str] | None = None
+                          ) -> tuple[dict[str, Any], list[Override]]:
     """The encoder parameters to rebuild a checkpoint's model with, the one rule of every tool
     (docs/DIFFERENCES.md, "Checkpoints"): what defines the trained model
     (`encoder_model_type`, `do_lower_case`, `projection_dim`, `sequence_length`) comes from the

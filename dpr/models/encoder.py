@@ -149,16 +149,9 @@ def _override_dropout(config, dropout: float) -> None:
         config.attention_probs_dropout_prob = dropout
 
 
-def build_hf_encoder(
-    encoder_model_type: str,
-    pretrained_model_cfg: str,
-    *,
-    dropout: float = 0.1,
-    projection_dim: int = 0,
-    load_weights: bool = True,
-    pooling: str = Pooling.CLS,
-    normalize: bool = False,
-) -> Encoder:
+def build_hf_encoder(encoder_model_type: str, pretrained_model_cfg: str, *, dropout: float = 0.1,
+                     projection_dim: int = 0, load_weights: bool = True, pooling: str = Pooling.CLS,
+                     normalize: bool = False) -> Encoder:
     """One tower from a Hugging Face folder (or hub name): `hf_bert` a `BertModel` with its
     pooler (DPR's checkpoint layout has `pooler.*`), `hf_roberta` an `AutoModel` (RoBERTa,
     CamemBERT, XLM-R...) without one.

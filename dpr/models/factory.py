@@ -27,18 +27,11 @@ from dpr.utils.errors import UsageError
 logger = logging.getLogger(__name__)
 
 
-def build_biencoder(
-    encoder_model_type: str,
-    pretrained_model_cfg: str | None,
-    *,
-    pretrained_file: str | None = None,
-    dropout: float = 0.1,
-    projection_dim: int = 0,
-    fix_ctx_encoder: bool = False,
-    load_weights: bool = True,
-    allow_pickle: bool = False,
-    recipe: Recipe | None = None,
-) -> BiEncoder:
+def build_biencoder(encoder_model_type: str, pretrained_model_cfg: str | None, *,
+                    pretrained_file: str | None = None, dropout: float = 0.1,
+                    projection_dim: int = 0, fix_ctx_encoder: bool = False,
+                    load_weights: bool = True, allow_pickle: bool = False,
+                    recipe: Recipe | None = None) -> BiEncoder:
     """Two independent towers initialised from the same pretrained model (DPR), or one
     shared encoder, with the recipe's pooling and normalisation (None: DPR's recipe).
 

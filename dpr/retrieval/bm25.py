@@ -36,10 +36,8 @@ LANGUAGES = {
     "es": ("spanish", "es"), "it": ("italian", "it"), "pt": ("portuguese", "pt"),
     "nl": ("dutch", "nl"),
 }
-SETTINGS_FILE = "bm25_settings.json"
-
-
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")  # bm25s' variants
+SETTINGS_FILE = "bm25_settings.json"
 
 
 @dataclass(frozen=True)
@@ -200,9 +198,8 @@ class BM25Retriever:
 
     def top_k(self, tokens: Sequence[list[str]], k: int, *, weight_mask: np.ndarray | None = None,
               n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k passages (k at most the corpus size) of tokenised questions
-        (:meth:`query_tokens`), by score descending then corpus row ascending (:func:`top_k_of`
-        of each question's :meth:`scores`): rows int64 and scores float32 [Q × k], best first.
+        """Top-k passages (k at most the corpus size) of tokenised questions, by score then
+        corpus row (:func:`top_k_of`): rows int64 and scores float32 [Q × k], best first.
 
         Args:
             weight_mask: Score multiplier per passage [N] (0: excluded, its score is 0).

@@ -1,8 +1,7 @@
-"""Dense retrieval: a model's encoder (a DPR model, or the ``sbert`` baseline of
-:mod:`dpr.retrieval.dense_models`) with a :class:`Searcher` over a ``dpr.index`` index of the
-corpus (built in memory, exact, or a saved ``--index`` folder of the same passages and model),
-each search returning a :class:`~dpr.retrieval.run.Run`. A searcher also scores any corpus row
-(:meth:`Searcher.scores`), for the fusions' exact scores of both sides.
+"""Dense retrieval: a model's encoder (a DPR model, or the ``sbert`` baseline) with a
+:class:`Searcher` over a ``dpr.index`` index of the corpus (built in memory, exact, or a saved
+``--index`` folder of the same passages and model), which also scores any corpus row for the
+fusions' exact scores.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """The ``sbert`` retriever's encoder: an off-the-shelf model run by the sentence-transformers
-library itself, with the interface of `dpr.inference.DenseEncoder` (``encode_questions``,
-``encode_passages`` of ``(title, text)``: float32 vectors whose inner product ranks as the
-model was trained to rank).
-"""
+library itself, with the interface of `dpr.inference.DenseEncoder`."""
 
 from __future__ import annotations
 

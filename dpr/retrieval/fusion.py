@@ -1,11 +1,9 @@
 """Fusion of a sparse (BM25) and a dense ranking: ``fuse(bm25 run, dense run, setting) -> run``.
 
-Per question, the union of the two top-``depth`` lists (:class:`Candidates`) is reranked by a
-setting's score, :class:`Linear` (``hybrid``), :class:`Reciprocal` (``rrf``) or
-:class:`Normalised` (``fusion``), as docs/EVALUATION.md ("Retrievers") defines them, ties by
-corpus index. With :class:`ExactScores` (:meth:`Sides.candidates`) both scores of every member
-are exact (the DPR paper's hybrid); without, a passage missing from a list takes that list's
-lowest score (Pyserini's rule).
+Per question, the union of the two top-``depth`` lists is reranked by a setting's score
+(``hybrid``, ``rrf`` or ``fusion``, as docs/EVALUATION.md, "Retrievers", defines them), ties by
+corpus index; both scores of every member are exact with :class:`ExactScores` (the DPR paper's
+hybrid), else a passage missing from a list takes that list's lowest score (Pyserini's rule).
 """
 
 from __future__ import annotations

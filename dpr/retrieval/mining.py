@@ -1,9 +1,7 @@
-"""Hard-negative mining with a trained dense model (DPR's second, "adv-hn" round): the whole
-selection, from the encoded corpus (:class:`EncodedCorpus`) and the records to the mined
-records (:func:`mine`), its pure per-question part (:func:`select_negatives`), the existing
-negatives mixed in (:func:`mix_existing`) and the articles kept out (:class:`ArticleExclusion`).
-``data_prep.mine_negatives`` is its command line, file I/O and encoding. The rules (order of
-the tests, margins, mixing) are in docs/DATA_PREP.md, "Mining negatives with a trained model".
+"""Hard-negative mining with a trained dense model (DPR's second, "adv-hn" round), from the
+encoded corpus and the records to the mined records; ``data_prep.mine_negatives`` is its
+command line, file I/O and encoding. The rules (order of the tests, margins, mixing) are in
+docs/DATA_PREP.md, "Mining negatives with a trained model".
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""What a retriever returns: one immutable :class:`Run` (Pyserini's shape), made by
-`BM25Retriever.run`, `DenseRetriever.run` and the fusions (`dpr.retrieval.fusion.fuse`); the
-pool of runs that is judged (:func:`pool`).
-"""
+"""What a retriever returns: one immutable :class:`Run` (Pyserini's shape), and the pool of
+runs that is judged (:func:`pool`)."""
 
 from __future__ import annotations
 

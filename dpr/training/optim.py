@@ -26,15 +26,8 @@ def use_fused(params: list[nn.Parameter]) -> bool:
     return devices in ({"cuda"}, {"cpu"})
 
 
-def build_optimizer(
-    model: nn.Module,
-    *,
-    learning_rate: float,
-    weight_decay: float,
-    eps: float,
-    betas: tuple[float, float],
-    fused: bool | None = None,
-) -> AdamW:
+def build_optimizer(model: nn.Module, *, learning_rate: float, weight_decay: float, eps: float,
+                    betas: tuple[float, float], fused: bool | None = None) -> AdamW:
     """AdamW with DPR's two parameter groups: no weight decay for parameters whose names
     contain "bias" or "LayerNorm.weight". All parameters are listed (frozen ones never have
     gradients), so the state's parameter order matches DPR's.

@@ -29,12 +29,7 @@ from dpr.training.config import ModelConfig
 from dpr.training.curves import TrainingCurves
 from dpr.training.resume import Resume, optimizer_state
 from dpr.utils.errors import InputError, UsageError
-from dpr.utils.io import (
-    atomic_write,
-    check_output_dir,
-    naming_full_disk,
-    remove_stale_temp_files,
-)
+from dpr.utils.io import atomic_write, check_output_dir, naming_full_disk, remove_stale_temp_files
 
 logger = logging.getLogger(__name__)
 
@@ -190,10 +185,8 @@ class RunDir:
         state = CheckpointState(
             model_dict=to_dpr_layout(model.state_dict()),
             optimizer_dict=optimizer_state(optimizer, scaler),
-            scheduler_dict=scheduler.state_dict(),
-            offset=offset, epoch=epoch,
-            encoder_params=encoder_params_of(dataclasses.asdict(model_cfg)),
-        )
+            scheduler_dict=scheduler.state_dict(), offset=offset, epoch=epoch,
+            encoder_params=encoder_params_of(dataclasses.asdict(model_cfg)))
         save_checkpoint(state, path)
         logger.info("Saved checkpoint %s", path)
         return path

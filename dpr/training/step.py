@@ -98,17 +98,10 @@ def gather_pool(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx
     return q_vectors, ctx_vectors, positive_idx, mask
 
 
-def inbatch_loss(
-    q_vectors: torch.Tensor,
-    ctx_vectors: torch.Tensor,
-    positive_idx: torch.Tensor,
-    dctx: DistContext,
-    *,
-    ctx_keys: torch.Tensor | None = None,
-    positive_keys: torch.Tensor | None = None,
-    sync: bool = True,
-    temperature: float = 1.0,
-) -> InBatchLoss:
+def inbatch_loss(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
+                 dctx: DistContext, *, ctx_keys: torch.Tensor | None = None,
+                 positive_keys: torch.Tensor | None = None, sync: bool = True,
+                 temperature: float = 1.0) -> InBatchLoss:
     """The DPR loss over the global in-batch pool, the same on every process.
 
     Args:

@@ -43,16 +43,9 @@ class DevBatches:
                            num_hard=self.num_hard, num_other=self.num_other).to(device)
 
 
-def validate_nll(
-    model: BiEncoder,
-    dev: DevBatches,
-    *,
-    dctx: DistContext,
-    autocast: Callable[[], AbstractContextManager],
-    log_every: int = 100,
-    mask_duplicates: bool = True,
-    temperature: float = 1.0,
-) -> tuple[float, float]:
+def validate_nll(model: BiEncoder, dev: DevBatches, *, dctx: DistContext,
+                 autocast: Callable[[], AbstractContextManager], log_every: int = 100,
+                 mask_duplicates: bool = True, temperature: float = 1.0) -> tuple[float, float]:
     """(Mean in-batch NLL loss over batches, fraction of questions whose positive scored
     highest) on the dev set, with the in-batch negatives of all processes and the training
     loss's `temperature` and duplicate masking; the same on every process."""
@@ -90,15 +83,9 @@ def _encode_in_chunks(encode: Callable, ids: torch.Tensor, mask: torch.Tensor,
     return torch.cat(parts).float().cpu()
 
 
-def validate_average_rank(
-    model: BiEncoder,
-    dev: DevBatches,
-    *,
-    dctx: DistContext,
-    encode_batch_size: int,
-    max_questions: int,
-    autocast: Callable[[], AbstractContextManager],
-) -> float:
+def validate_average_rank(model: BiEncoder, dev: DevBatches, *, dctx: DistContext,
+                          encode_batch_size: int, max_questions: int,
+                          autocast: Callable[[], AbstractContextManager]) -> float:
     """DPR's average-rank validation: the average rank (0 = perfect), the same on every
     process.
 

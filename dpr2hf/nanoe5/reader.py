@@ -114,11 +114,8 @@ class E5File:
     data: bytes
 
     def tensor(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """The tensor `name` (of the directory) as float32 with `shape` (Q4_0 dequantised).
-
-        Raises:
-            E5FileError: An element count that does not fit `shape`.
-        """
+        """The tensor `name` (of the directory) as float32 with `shape` (Q4_0 dequantised);
+        E5FileError for an element count that does not fit `shape`."""
         entry = self.tensors[name]
         if entry.count != int(np.prod(shape)):
             raise E5FileError(f"{self.path}: tensor {name!r} has {entry.count} elements, "

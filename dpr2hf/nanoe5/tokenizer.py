@@ -25,12 +25,8 @@ _TRAINING_TEXT = "ab ba abba baab"  # few characters: a tiny vocabulary suffices
 
 
 def check_vocab(e5: E5File) -> None:
-    """Checks that the pieces follow XLM-R's Hugging Face ids.
-
-    Raises:
-        E5FileError: Specials elsewhere than `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3,
-            `<mask>` last.
-    """
+    """Checks that the pieces follow XLM-R's Hugging Face ids (E5FileError for specials
+    elsewhere than `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, `<mask>` last)."""
     vocab = e5.vocab
     specials = (vocab.bos, vocab.pad, vocab.eos, vocab.unk)
     if tuple(vocab.pieces[:4]) != XLMR_SPECIALS or vocab.pieces[-1] != MASK \

@@ -38,11 +38,8 @@ E5_SMALL_PIECES = 250002
 
 def check_is_e5_small(e5: E5File) -> None:
     """Refuses a well-formed file of another model (e.g. the package's pruned `enpt`
-    variant): the folder's card and tokenizer describe multilingual-e5-small.
-
-    Raises:
-        E5FileError: Other sizes or another vocabulary size.
-    """
+    variant): the folder's card and tokenizer describe multilingual-e5-small. E5FileError for
+    other sizes or another vocabulary size."""
     h = e5.header
     sizes = (h.hidden_size, h.num_layers, h.num_heads, h.intermediate_size, h.vocab_size,
              h.max_positions, h.type_vocab_size)
@@ -100,11 +97,8 @@ def bert_config(header: E5Header, *, pad_token_id: int, dtype: torch.dtype) -> B
 
 
 def bert_state_dict(e5: E5File, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Every tensor of the file, decoded and renamed for `BertModel` (no pooler).
-
-    Raises:
-        E5FileError: Missing, extra or wrongly sized tensors.
-    """
+    """Every tensor of the file, decoded and renamed for `BertModel` (no pooler); E5FileError
+    for missing, extra or wrongly sized tensors."""
     names, shapes = key_map(e5.header.num_layers), tensor_shapes(e5.header)
     missing, extra = sorted(set(names) - set(e5.tensors)), sorted(set(e5.tensors) - set(names))
     if missing or extra:
