@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import (
+    assert_same_run,
     checkpoint_names,
     free_port,
     load_weights,
@@ -40,31 +41,9 @@ NO_DROPOUT = "1e-12"
 FINAL = "dpr_biencoder.1.8"  # the straight run's last checkpoint
 
 
-def _records(folder: Path) -> list[dict]:
-    """Every log record, with checkpoint paths reduced to their file names."""
-    lines = (folder / "training_log.jsonl").read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines]
-    for record in records:
-        if "checkpoint" in record:
-            record["checkpoint"] = Path(record["checkpoint"]).name
-    return records
-
-
 def _assert_same_run(got: Path, reference: Path, final: str = FINAL) -> None:
     """Same final weights (1e-6) and the same log, record for record."""
-    a, b = load_weights(got / final), load_weights(reference / final)
-    for key, value in b.items():
-        assert torch.allclose(a[key], value, atol=1e-6), key
-    mine, theirs = _records(got), _records(reference)
-    assert [(r["event"], r["epoch"], r["iteration"]) for r in mine] == \
-        [(r["event"], r["epoch"], r["iteration"]) for r in theirs]
-    for x, y in zip(mine, theirs):
-        assert x.keys() == y.keys()
-        for key in x:
-            if isinstance(x[key], float):
-                assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-6), (x, key)
-            else:
-                assert x[key] == y[key], (x, key)
+    assert_same_run(got, reference, final)
 
 
 def _wait_for_log_lines(out: Path, count: int, proc: subprocess.Popen, console: Path) -> None:
