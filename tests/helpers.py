@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,13 +98,27 @@ def training_env(**extra: str) -> dict[str, str]:
 
 
 def start_training(args: list[str], log: Path, *, prefix: tuple[str, ...] = (),
-                   env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Starts `python [prefix] train_dense_encoder.py args` in the background; stdout and
-    stderr go to `log` (a pipe could fill up and block the process)."""
+                   env: dict[str, str] | None = None,
+                   script: str = "train_dense_encoder.py") -> subprocess.Popen:
+    """Starts `python [prefix] script args` in the background; stdout and stderr go to `log`
+    (a pipe could fill up and block the process)."""
     with open(log, "w", encoding="utf-8") as handle:
-        return subprocess.Popen([sys.executable, *prefix, "train_dense_encoder.py", *args],
+        return subprocess.Popen([sys.executable, *prefix, script, *args],
                                 cwd=ROOT, env=env or training_env(), stdout=handle,
                                 stderr=subprocess.STDOUT)
+
+
+def wait_for_log_lines(out: Path, count: int, proc: subprocess.Popen, console: Path) -> None:
+    """Waits until the run writing `out` has logged `count` lines (fails if it exits)."""
+    log = out / "training_log.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, console.read_text()[-3000:]
+        if log.is_file() and log.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.002)
+    proc.kill()
+    pytest.fail("the run never wrote its log")
 
 
 def checkpoint_names(folder: Path, prefix: str = "dpr_biencoder") -> list[str]:

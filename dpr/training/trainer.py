@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,12 +28,26 @@ from dpr.training.resume import load_resume, resolve_model_config, restore_sched
 from dpr.training.run_dir import RunDir, make_output_dir
 from dpr.training.step import LossGuard
 from dpr.training.tasks import RERANK_FOLDER_KEYS, BiEncoderTask, RerankTask, Task
-from dpr.utils.dist import DistContext, barrier
+from dpr.utils.dist import DistContext, barrier, cleanup, init_distributed
 from dpr.utils.errors import naming_flag
 from dpr.utils.io import check_input_path
 from dpr.utils.seed import derive_seed, make_rng
 
 logger = logging.getLogger(__name__)
+
+
+def run_in_process_group(cfg: Config, *, on_rank: Callable[[int], object]) -> dict[str, Any]:
+    """`run` in this process's group (`torch.distributed.launch`, torchrun, SLURM or one
+    process), left at the end; `on_rank` is called with the rank once known (the entry
+    point's logging: until then every process logs at rank 0's level, so that an early error
+    is seen on any rank)."""
+    dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda,
+                            timeout_minutes=cfg.train.distributed_timeout_minutes)
+    on_rank(dctx.rank)
+    try:
+        return run(cfg, dctx)
+    finally:
+        cleanup()
 
 
 def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:

@@ -4,14 +4,8 @@ import math
 
 import torch
 
-from dpr.models.loss import (
-    correct_count,
-    duplicate_positive_mask,
-    listwise_correct,
-    listwise_loss,
-    nll_loss,
-    scaled_scores,
-)
+from dpr.models import loss as losses
+from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
 
 
 def test_loss_matches_hand_computation_two_questions_four_passages() -> None:
@@ -110,8 +104,8 @@ def test_listwise_loss_matches_hand_computation_two_questions_three_candidates()
     scores = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 99.0]])
     valid = torch.tensor([[True, True, True], [True, True, False]])
     # When computing the listwise loss and count
-    loss = listwise_loss(scores, valid)
-    correct = listwise_correct(scores, valid)
+    loss = losses.listwise_loss(scores, valid)
+    correct = losses.listwise_correct(scores, valid)
     # Then q1: log(e^2 + 1 + e) - 2 = 0.407606; q2 (its empty slot left out, whatever its
     # score): log(1 + e) - 0 = 1.313262; mean 0.860434
     assert math.isclose(loss.item(), 0.860434, abs_tol=1e-6)
@@ -123,7 +117,7 @@ def test_listwise_loss_of_tied_scores_is_log_group_size_and_counts_no_question_r
     # Given a constant scorer (a zero-initialised head): 2 groups of 3 equal scores
     scores = torch.zeros(2, 3, dtype=torch.bfloat16)
     # Then the loss is log 3 (a uniform softmax), in float32, and no question is right
-    loss = listwise_loss(scores)
+    loss = losses.listwise_loss(scores)
     assert loss.dtype == torch.float32
     assert math.isclose(loss.item(), math.log(3), abs_tol=1e-6)
-    assert listwise_correct(scores).item() == 0
+    assert losses.listwise_correct(scores).item() == 0

@@ -6,11 +6,19 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_run, checkpoint_names, read_log, run_launcher
+from helpers import (
+    assert_same_run,
+    checkpoint_names,
+    read_log,
+    run_launcher,
+    start_training,
+    wait_for_log_lines,
+)
 
 import train_reranker
 from dpr.inference import load_reranker
@@ -87,39 +95,56 @@ def test_training_lowers_the_loss_and_the_best_checkpoint_has_the_highest_mrr(
     assert top["value"] > validations[0]["value"]
 
 
-def _resumed_equals_straight(tmp_path: Path, args: list[str], *, launcher: str | None) -> None:
-    """Runs `args` straight (checkpoints at steps 4 and 8), then again in a folder holding
-    its step-4 checkpoint and its log up to step 6 (killed there): the same run."""
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-
-    def train(out: Path) -> None:
-        argv = [*args, "--output_dir", str(out)]
-        if launcher is None:
-            assert train_reranker.main(argv) == 0
-            return
-        result = run_launcher(launcher, argv, script="train_reranker.py")
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    train(straight)
-    assert checkpoint_names(straight, "reranker") == ["reranker.0.4", "reranker.0.8"]
+def _resume_at_step_4(straight: Path, resumed: Path) -> None:
+    """Puts in `resumed` what a run of `straight` killed after its 6th step leaves: its
+    step-4 checkpoint and its log up to step 6."""
     resumed.mkdir()
     shutil.copy(straight / "reranker.0.4", resumed)
     lines = (straight / "training_log.jsonl").read_text(encoding="utf-8").splitlines()
     (resumed / "training_log.jsonl").write_text("".join(f"{line}\n" for line in lines[:7]),
                                                 encoding="utf-8")
-    train(resumed)
-    assert_same_run(resumed, straight, "reranker.0.8")
 
 
-def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path, tiny_camembert: Path,
-                                                      dpr_files) -> None:
-    # Given 29 questions, batch 4 (8 steps), dropout on, shuffled positives and negatives
+@pytest.fixture(scope="module")
+def straight_rerank(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path,
+                    dpr_files) -> tuple[Path, list[str]]:
+    """Two epochs of 8 steps without interruption, validated and saved every 4 steps, dropout
+    on, shuffled positives and negatives: (its folder, its flags but --output_dir)."""
     train, dev = dpr_files
     args = _args(tiny_camembert, train, None, "--dev_file", str(dev), "--num_train_epochs",
-                 "1", "--eval_per_epoch", "2", "--learning_rate", "1e-3",
+                 "2", "--eval_per_epoch", "2", "--learning_rate", "1e-3",
                  "--shuffle_positive_ctx", "--seed", "7")
-    # Then the same command, killed after step 6 and run again, ends as the straight run
-    _resumed_equals_straight(tmp_path, args, launcher=None)
+    out = tmp_path_factory.mktemp("straight_rerank")
+    assert train_reranker.main([*args, "--output_dir", str(out)]) == 0
+    assert checkpoint_names(out, "reranker") == [f"reranker.{e}.{i}" for e in (0, 1)
+                                                 for i in (4, 8)]
+    return out, args
+
+
+def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path, straight_rerank) -> None:
+    # Given the folder a run killed after its 6th step leaves
+    straight, args = straight_rerank
+    _resume_at_step_4(straight, tmp_path / "out")
+    # When the same command runs again, then it ends as the straight run
+    assert train_reranker.main([*args, "--output_dir", str(tmp_path / "out")]) == 0
+    assert_same_run(tmp_path / "out", straight, "reranker.1.8")
+
+
+def test_sigterm_writes_a_checkpoint_and_the_rerun_ends_as_the_uninterrupted_one(
+        tmp_path: Path, straight_rerank) -> None:
+    # Given the straight run's command, sent SIGTERM after its 6th step
+    straight, args = straight_rerank
+    out, console = tmp_path / "out", tmp_path / "console.txt"
+    proc = start_training([*args, "--output_dir", str(out)], console,
+                          script="train_reranker.py")
+    wait_for_log_lines(out, 7, proc, console)
+    proc.send_signal(signal.SIGTERM)
+    # Then it stops with status 143 and a checkpoint
+    assert proc.wait(60) == 143, console.read_text()[-3000:]
+    assert "training interrupted by SIGTERM" in console.read_text()
+    # And the same command, run again, ends as the straight run
+    assert train_reranker.main([*args, "--output_dir", str(out)]) == 0
+    assert_same_run(out, straight, "reranker.1.8")
 
 
 def test_torchrun_two_processes_resume_exactly_with_accumulation(
@@ -132,9 +157,17 @@ def test_torchrun_two_processes_resume_exactly_with_accumulation(
             "--num_train_epochs", "1", "--eval_per_epoch", "2", "--learning_rate", "1e-3",
             "--warmup_steps", "2", "--gradient_accumulation_steps", "2", "--head_init",
             "random", "--dropout", NO_DROPOUT, "--seed", "4"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for out in (straight, resumed):
+        if out == resumed:
+            _resume_at_step_4(straight, resumed)
+        result = run_launcher("torchrun", [*args, "--output_dir", str(out)],
+                              script="train_reranker.py")
+        assert result.returncode == 0, result.stderr[-3000:]
     # Then the resumed run equals the straight one, and the log counts both processes
-    _resumed_equals_straight(tmp_path, args, launcher="torchrun")
-    assert read_log(tmp_path / "straight")[0]["questions"] == 4
+    assert checkpoint_names(straight, "reranker") == ["reranker.0.4", "reranker.0.8"]
+    assert_same_run(resumed, straight, "reranker.0.8")
+    assert read_log(straight)[0]["questions"] == 4
 
 
 def test_length_buckets_give_the_same_losses_and_fp16_trains(
