@@ -32,7 +32,7 @@ SPLIT_BATCH = 128
 
 
 @dataclass
-class Corpus:
+class ParagraphPassages:
     """All passages plus, per paragraph key, its sentence units and passage indices."""
 
     passages: list[PassageSpan] = field(default_factory=list)
@@ -51,10 +51,10 @@ class Example:
 
 
 def build_corpus(paragraphs: Sequence[Paragraph], splitter: SentenceSplitter, *, max_chars: int,
-                 show_progress: bool) -> Corpus:
+                 show_progress: bool) -> ParagraphPassages:
     """Splits every paragraph into sentence units and packs them into passages of at most
     ``max_chars`` characters, in paragraph order."""
-    corpus = Corpus()
+    corpus = ParagraphPassages()
     with tqdm(total=len(paragraphs), desc="split passages", unit="par",
               disable=not show_progress) as bar:
         for offset in range(0, len(paragraphs), SPLIT_BATCH):
@@ -71,8 +71,8 @@ def build_corpus(paragraphs: Sequence[Paragraph], splitter: SentenceSplitter, *,
     return corpus
 
 
-def positive_contexts(paragraph: Paragraph, question: Question, corpus: Corpus, *, max_chars: int,
-                      counters: Counter[str]) -> list[dict[str, str]]:
+def positive_contexts(paragraph: Paragraph, question: Question, corpus: ParagraphPassages, *,
+                      max_chars: int, counters: Counter[str]) -> list[dict[str, str]]:
     """Passages containing a whole answer span, or answer-centred windows when none does.
 
     Passages come first in paragraph order, then windows by start offset. A window has id
@@ -110,7 +110,7 @@ def normalise_question(text: str) -> str:
     return text.rstrip("? ").strip()
 
 
-def build_examples(paragraphs: Sequence[Paragraph], corpus: Corpus, *, max_chars: int,
+def build_examples(paragraphs: Sequence[Paragraph], corpus: ParagraphPassages, *, max_chars: int,
                    counters: Counter[str]) -> list[Example]:
     """Builds one example per answerable question, dropping (and counting) duplicates: a
     question whose normalised text and paragraph context equal those of an earlier question
@@ -132,8 +132,8 @@ def build_examples(paragraphs: Sequence[Paragraph], corpus: Corpus, *, max_chars
     return examples
 
 
-def random_negatives(examples: Sequence[Example], candidates: dict[str, list[int]], corpus: Corpus,
-                     *, num: int, seed: int) -> list[list[int]]:
+def random_negatives(examples: Sequence[Example], candidates: dict[str, list[int]],
+                     corpus: ParagraphPassages, *, num: int, seed: int) -> list[list[int]]:
     """Samples up to ``num`` answer-free passages per example from its split, other paragraphs.
 
     Args:

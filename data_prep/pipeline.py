@@ -19,8 +19,8 @@ import numpy as np
 
 from data_prep.bm25_negatives import INDEX_DIRNAME, NegativeQuery, bm25_negatives
 from data_prep.dataset import (
-    Corpus,
     Example,
+    ParagraphPassages,
     build_corpus,
     build_examples,
     context,
@@ -118,7 +118,7 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     logger.info("stage %-18s %.2f s", name, timings[name])
 
 
-def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
+def _mine(examples: Sequence[Example], splits: dict[str, str], corpus: ParagraphPassages,
           retriever: BM25Retriever, options: Options) -> list[list[tuple[int, float]]]:
     """Hard negatives per example, restricted to passages of the example's own split."""
     result: list[list[tuple[int, float]]] = [[] for _ in examples]
@@ -222,7 +222,7 @@ def run(options: Options) -> dict[str, Any]:
     return stats
 
 
-def _write(examples: Sequence[Example], splits: dict[str, str], corpus: Corpus,
+def _write(examples: Sequence[Example], splits: dict[str, str], corpus: ParagraphPassages,
            hard: Sequence[Sequence[tuple[int, float]]], randoms: Sequence[Sequence[int]],
            options: Options) -> dict[str, Any]:
     """Writes records, passages.tsv and qas_*.tsv; returns output counts for the stats."""

@@ -37,8 +37,16 @@ class Similarity(StrEnum):
     COSINE = "cosine"  # inner product of L2-normalised vectors
 
 
+class PassageFormat(StrEnum):
+    """How a (title, text) passage becomes the model's input."""
+
+    PAIR = "pair"  # the tokenizer's pair (title, text) (DPR)
+    JOINED = "joined"  # one string "title text" (what E5 was pretrained on)
+
+
 POOLINGS = tuple(p.value for p in Pooling)
 SIMILARITIES = tuple(s.value for s in Similarity)
+PASSAGE_FORMATS = tuple(f.value for f in PassageFormat)
 # The temperature of a cosine recipe trained without --temperature: sentence-transformers'
 # MultipleNegativesRankingLoss (scale 20 = 1 / 0.05).
 COSINE_TEMPERATURE = 0.05
@@ -71,6 +79,10 @@ class Recipe:
         "", "Text put before every passage (before its title when it has one), e.g. "
         "'passage: '. Default: the folder's 'passage' (or 'document') prompt, else none. "
         f"{_STORED}")
+    passage_format: str = opt(
+        PassageFormat.PAIR.value, "How a passage is given to the model: pair (the tokenizer's "
+        "pair (title, text), DPR's) or joined (one string: the prefix, the title, a space, the "
+        f"text; what multilingual-e5 was pretrained on). {_STORED}", choices=PASSAGE_FORMATS)
     temperature: float | None = opt(
         None, "Training: the loss divides scores by this (contrastive temperature). Default: 1 "
         f"with dot; {COSINE_TEMPERATURE} with cosine (sentence-transformers' "
@@ -85,12 +97,11 @@ class Recipe:
         "checkpoints, so that a resumed run stays frozen.")
 
     def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got "
-                             f"{self.pooling!r}")
-        if self.similarity not in SIMILARITIES:
-            raise UsageError(f"--similarity must be one of {', '.join(SIMILARITIES)}, got "
-                             f"{self.similarity!r}")
+        for name, choices in (("pooling", POOLINGS), ("similarity", SIMILARITIES),
+                              ("passage_format", PASSAGE_FORMATS)):
+            if getattr(self, name) not in choices:
+                raise UsageError(f"--{name} must be one of {', '.join(choices)}, got "
+                                 f"{getattr(self, name)!r}")
         t = self.temperature
         if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
             raise UsageError(f"--temperature must be a positive number, got {t}")
@@ -131,6 +142,8 @@ class Recipe:
             parts[-1] += f" / temperature {self.temperature:g}"
         if self.query_prefix or self.passage_prefix:
             parts.append(f"prefixes {self.query_prefix!r} / {self.passage_prefix!r}")
+        if self.passage_format == PassageFormat.JOINED:
+            parts.append("joined passages")
         parts.append("shared encoder" if self.shared_encoder else "two towers")
         return ", ".join(parts)
 
@@ -138,5 +151,5 @@ class Recipe:
 # The recipe entries that matter when a model is applied (the model flags of every tool that
 # loads one); the others only shape training.
 APPLIED = ("do_lower_case", "sequence_length", "pooling", "similarity", "query_prefix",
-           "passage_prefix")
+           "passage_prefix", "passage_format")
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(Recipe))

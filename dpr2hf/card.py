@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dpr.recipe import Pooling, Recipe
+from dpr.recipe import PassageFormat, Pooling, Recipe
 
 QUESTION = "Quel est le plus haut sommet des Alpes ?"
 PASSAGE = ("Mont Blanc", "Le mont Blanc culmine à 4 805 mètres.")
@@ -61,11 +61,26 @@ Training flags stored in the checkpoint (`encoder_params`):
 ## Input recipe (exactly what training saw)
 
 - Questions: remove **one** trailing `?`, strip surrounding spaces{query_prefix}.
-- Passages: the (title, text) **pair** `tokenizer({passage_first}, text)`, text stripped; an
-  empty title means `tokenizer({passage_alone})` alone. Truncation is `longest_first` at
+- Passages: {passages}, text stripped; an empty title means
+  `tokenizer({passage_alone})` alone. Truncation is `longest_first` at
   {length} tokens.
 - No `token_type_ids`: training used zeros; the saved tokenizer does not return them.
 """
+
+
+def _joined(recipe: Recipe) -> bool:
+    return recipe.passage_format == PassageFormat.JOINED
+
+
+def _prefixed(prefix: str, name: str) -> str:
+    return f"{prefix!r} + {name}" if prefix else name
+
+
+def _passage_words(recipe: Recipe) -> str:
+    first = _prefixed(recipe.passage_prefix, "title")
+    if _joined(recipe):
+        return f'**one string** `tokenizer({first} + " " + text)` (`passage_format` joined)'
+    return f"the (title, text) **pair** `tokenizer({first}, text)` (`passage_format` pair)"
 
 
 def _vector_words(info: CardInfo) -> str:
@@ -94,10 +109,14 @@ def _inputs(info: CardInfo) -> list[str]:
     if info.side == "question":
         return [*_question_code(info.recipe.query_prefix),
                 'batch = tokenizer(texts, truncation=True, return_tensors="pt")']
-    first = f"{info.recipe.passage_prefix!r} + title" if info.recipe.passage_prefix else "title"
+    prefix = info.recipe.passage_prefix
+    if _joined(info.recipe):
+        one = '(f"{title} {text.strip()}" if title else text.strip())'
+        return [f"title, text = {PASSAGE!r}", f"texts = [{_prefixed(prefix, one)}]",
+                'batch = tokenizer(texts, truncation=True, return_tensors="pt")']
     return [f"title, text = {PASSAGE!r}",
-            f"batch = tokenizer([{first}], [text.strip()], truncation=\"longest_first\",",
-            '                  return_tensors="pt")']
+            f"batch = tokenizer([{_prefixed(prefix, 'title')}], [text.strip()],",
+            '                  truncation="longest_first", return_tensors="pt")']
 
 
 def _transformers_code(info: CardInfo, folder: str) -> str:
@@ -128,8 +147,9 @@ def _st_code(info: CardInfo, folder: str) -> str:
         lines += [f"question = {QUESTION!r}",
                   "vectors = model.encode([question.removesuffix('?').strip()])"]
     else:
+        one = 'f"{title} {text.strip()}"' if _joined(info.recipe) else "(title, text.strip())"
         lines += [f"title, text = {PASSAGE!r}",
-                  "vectors = model.encode([(title, text.strip()) if title else text.strip()])"]
+                  f"vectors = model.encode([{one} if title else text.strip()])"]
     return "\n".join(lines)
 
 
@@ -156,8 +176,13 @@ def _st_words(info: CardInfo) -> str:
     text = f"`encode` {', '.join(said)}, and truncates at {recipe.sequence_length} tokens."
     if info.side == "question":
         return text + " It does not remove the question mark: do it before encoding."
-    return text + (" Pass `(title, text)` tuples: sentence-transformers then tokenizes the "
-                   "pair exactly as training did (the prompt goes before the title).")
+    if _joined(recipe):
+        return text + (' Pass `f"{title} {text}"` strings (the text alone when untitled), not '
+                       "tuples: training joined title and text with one space "
+                       "(`passage_format` joined), the prompt before the title.")
+    return text + (" Pass `(title, text)` tuples, not joined strings: sentence-transformers "
+                   "then tokenizes the pair exactly as training did (`passage_format` pair, "
+                   "the prompt before the title).")
 
 
 def render_card(info: CardInfo) -> str:
@@ -185,8 +210,8 @@ def render_card(info: CardInfo) -> str:
         params=json.dumps(params, indent=2, ensure_ascii=False, default=str),
         query_prefix=f", then put `{recipe.query_prefix}` in front" if recipe.query_prefix
         else "",
-        passage_first=f"{recipe.passage_prefix!r} + title" if recipe.passage_prefix else "title",
-        passage_alone=f"{recipe.passage_prefix!r} + text" if recipe.passage_prefix else "text")
+        passages=_passage_words(recipe),
+        passage_alone=_prefixed(recipe.passage_prefix, "text"))
     if info.dpr_class:
         cls = "DPRQuestionEncoder" if info.side == "question" else "DPRContextEncoder"
         return text + (f"\n## With transformers' DPR classes\n\n```python\n"

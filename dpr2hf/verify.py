@@ -127,12 +127,13 @@ def verify_dpr_folder(folder: Path, side: str, ref: tuple, *, tolerance: float) 
 def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *,
                                  tolerance: float) -> float:
     """`SentenceTransformer(folder).encode` on questions (without '?') and (title, text)
-    pairs, as a user calls it: the prefix is its default prompt, the lowercasing its
-    tokenizer's."""
+    pairs (`f"{title} {text}"` strings for a joined passage format), as a user calls it: the
+    prefix is its default prompt, the lowercasing its tokenizer's."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(folder), device="cpu")
-    items = _items(side, Recipe())
+    stored = Recipe.from_params(exported_params(folder))
+    items = _items(side, Recipe(passage_format=stored.passage_format))
     vectors = torch.as_tensor(model.encode(items, batch_size=len(items),
                                            show_progress_bar=False))
     return _max_diff(f"{folder.name} (sentence-transformers)", vectors, ref[1], tolerance)

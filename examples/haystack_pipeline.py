@@ -19,7 +19,8 @@ content``; with the separator ``</s></s>`` (CamemBERT/RoBERTa) or ``[SEP]`` (BER
 tokenizer returns no ``token_type_ids``, training fed zeros) that string tokenizes into exactly
 the pair's ids, and :func:`pair_separator` checks it on the export's own tokenizer. When no
 separator does, the passages are embedded with sentence-transformers pairs and written with
-their embeddings.
+their embeddings. A model trained with ``--passage_format joined`` read ``title text``, one
+string: its separator is a space.
 
 ``--model_file`` may also be a DPR checkpoint or a plain Hugging Face / sentence-transformers
 folder: the project's loader (``dpr.inference.load_encoder``) then embeds passages and
@@ -61,7 +62,8 @@ from dpr.data.answers import has_answer  # noqa: E402
 from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
 from dpr.inference import DenseEncoder, load_encoder  # noqa: E402
-from dpr.models.export import is_hf_export  # noqa: E402
+from dpr.models.export import exported_params, is_hf_export  # noqa: E402
+from dpr.recipe import PassageFormat, Recipe  # noqa: E402
 from dpr.utils.device import select_device  # noqa: E402
 from dpr.utils.errors import InputError, read_input  # noqa: E402
 
@@ -70,11 +72,15 @@ _PROBE = ("Brocéliande", "La forêt où Merlin rencontra Viviane, près de Paim
 
 
 def pair_separator(ctx_folder: str | os.PathLike[str]) -> str | None:
-    """The ``embedding_separator`` that makes ``title + separator + text`` tokenize exactly as
-    the pair (title, text), checked on the folder's tokenizer (``</s></s>`` for RoBERTa types,
-    ``[SEP]`` for BERT); None when no such string exists."""
+    """The ``embedding_separator`` that makes ``title + separator + text`` what training
+    encoded: one space for a model trained on joined passages (``--passage_format joined``),
+    else the string that tokenizes exactly as the pair (title, text), checked on the folder's
+    tokenizer (``</s></s>`` for RoBERTa types, ``[SEP]`` for BERT); None when no such string
+    exists."""
     from transformers import AutoTokenizer
 
+    if Recipe.from_params(exported_params(ctx_folder)).passage_format == PassageFormat.JOINED:
+        return " "
     tokenizer = AutoTokenizer.from_pretrained(ctx_folder)
     pair = dict(tokenizer(*_PROBE))
     for separator in (tokenizer.sep_token * 2, tokenizer.sep_token):

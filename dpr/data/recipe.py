@@ -3,13 +3,14 @@
 they cannot drift apart. The rules are those docs/DPR2HF.md ("Using the exported models") gives
 users: a question loses one trailing '?' (DPR's training-time rule), then surrounding spaces; a
 passage is a `(title, text)` pair, its text stripped, its title kept as is, an empty title
-meaning the text alone; a prefix goes before the question, or before the title (the text
-without one), as sentence-transformers puts a prompt before a pair; `do_lower_case` lower-cases
-every text, prefix included, as sentence-transformers' lower-casing tokenizer does, so that an
-exported model computes what training did. A reranker reads a (question, passage) pair at once
-(`prepare_pair`): the question as written (stripped: no '?' removed, no prefix), the passage as
-one string, `title + " " + text` (the text alone when untitled), both lower-cased with
-`do_lower_case`, so that an exported `CrossEncoder` gets the same scores from
+meaning the text alone (with `passage_format` joined: one string `title + " " + text`, what
+E5 was pretrained on); a prefix goes before the question, or before the title (the text
+without one), as sentence-transformers puts a prompt before a pair or a text; `do_lower_case`
+lower-cases every text, prefix included, as sentence-transformers' lower-casing tokenizer does,
+so that an exported model computes what training did. A reranker reads a (question, passage)
+pair at once (`prepare_pair`): the question as written (stripped: no '?' removed, no prefix),
+the passage as one string, `title + " " + text` (the text alone when untitled), both
+lower-cased with `do_lower_case`, so that an exported `CrossEncoder` gets the same scores from
 `predict([(question, f"{title} {text}")])`. `encode_in_batches` runs any
 `(ids, mask) -> vectors` function over prepared items in batches.
 """
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from dpr.recipe import PassageFormat
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -65,8 +68,10 @@ def prepare_passage(passage: PassageText, recipe: Recipe) -> Item:
     """A `(title, text)` passage as training saw it (module docstring)."""
     title, text = passage
     text = (text or "").strip()
-    if title:
+    if title and recipe.passage_format == PassageFormat.PAIR:
         return _case(recipe.passage_prefix + title, recipe), _case(text, recipe)
+    if title:
+        text = f"{title} {text}"
     return _case(recipe.passage_prefix + text, recipe)
 
 

@@ -113,13 +113,14 @@ class Tensorizer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *, max_length: int,
                  lowercase: bool = False, query_prefix: str = "", passage_prefix: str = "",
-                 pad_to_max: bool = True, pad_to_multiple_of: int = 1) -> None:
+                 passage_format: str = "pair", pad_to_max: bool = True,
+                 pad_to_multiple_of: int = 1) -> None:
         if tokenizer.pad_token_id is None:
             raise TokenizerError(f"tokenizer {type(tokenizer).__name__} has no pad token")
         self.tokenizer = tokenizer
         self.recipe = Recipe(do_lower_case=lowercase, sequence_length=max_length,
                              query_prefix=query_prefix or "",
-                             passage_prefix=passage_prefix or "")
+                             passage_prefix=passage_prefix or "", passage_format=passage_format)
         self.pad_to_max = pad_to_max
         self.pad_to_multiple_of = pad_to_multiple_of
         # Tokenizing in one call and padding in another is deliberate (length buckets, the
@@ -174,13 +175,15 @@ class Tensorizer:
 
 def build_tensorizer(encoder_model_type: str, pretrained_model_cfg: str, *, sequence_length: int,
                      do_lower_case: bool, query_prefix: str = "", passage_prefix: str = "",
-                     pad_to_max: bool = True, pad_to_multiple_of: int = 1) -> Tensorizer:
+                     passage_format: str = "pair", pad_to_max: bool = True,
+                     pad_to_multiple_of: int = 1) -> Tensorizer:
     """Tokenizer factory + `Tensorizer` in one call (see `build_tokenizer`)."""
     tokenizer = build_tokenizer(encoder_model_type, pretrained_model_cfg,
                                 do_lower_case=do_lower_case)
     return Tensorizer(tokenizer, max_length=sequence_length, lowercase=do_lower_case,
                       query_prefix=query_prefix, passage_prefix=passage_prefix,
-                      pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)
+                      passage_format=passage_format, pad_to_max=pad_to_max,
+                      pad_to_multiple_of=pad_to_multiple_of)
 
 
 def tensorizer_for(params: Mapping[str, Any], *, pad_to_max: bool = False,
@@ -192,7 +195,8 @@ def tensorizer_for(params: Mapping[str, Any], *, pad_to_max: bool = False,
         params["encoder_model_type"], params["pretrained_model_cfg"] or params["pretrained_file"],
         sequence_length=recipe.sequence_length, do_lower_case=recipe.do_lower_case,
         query_prefix=recipe.query_prefix, passage_prefix=recipe.passage_prefix,
-        pad_to_max=pad_to_max, pad_to_multiple_of=pad_to_multiple_of)
+        passage_format=recipe.passage_format, pad_to_max=pad_to_max,
+        pad_to_multiple_of=pad_to_multiple_of)
 
 
 def export_tensorizer(folder: str | os.PathLike[str], params: Mapping[str, Any], *,
@@ -203,4 +207,5 @@ def export_tensorizer(folder: str | os.PathLike[str], params: Mapping[str, Any],
     return Tensorizer(AutoTokenizer.from_pretrained(folder, use_fast=use_fast),
                       max_length=recipe.sequence_length, lowercase=recipe.do_lower_case,
                       query_prefix=recipe.query_prefix, passage_prefix=recipe.passage_prefix,
-                      pad_to_max=False, pad_to_multiple_of=pad_to_multiple_of)
+                      passage_format=recipe.passage_format, pad_to_max=False,
+                      pad_to_multiple_of=pad_to_multiple_of)

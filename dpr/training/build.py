@@ -103,7 +103,7 @@ def build_parts(m: ModelConfig, t: TrainConfig, dctx: DistContext, resume: Resum
         m.encoder_model_type, m.pretrained_model_cfg or m.pretrained_file,
         sequence_length=m.sequence_length, do_lower_case=m.do_lower_case,
         query_prefix=m.query_prefix or "", passage_prefix=m.passage_prefix or "",
-        pad_to_max=t.pad_to_max, pad_to_multiple_of=multiple)
+        passage_format=m.passage_format, pad_to_max=t.pad_to_max, pad_to_multiple_of=multiple)
     bare = _build_model(m, t, resume, multiple, rerank)
     check_sequence_length(bare, m.sequence_length)
     if m.encoder_model_type == "fairseq_roberta":

@@ -19,6 +19,7 @@ from dpr.data.recipe import (
 )
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.recipe import Recipe
+from dpr.utils.errors import UsageError
 
 
 def test_prepare_question_strips_one_mark_then_spaces_and_lowercases() -> None:
@@ -61,6 +62,19 @@ def test_pair_items_keep_the_question_mark_and_join_title_and_text_without_prefi
                        ("Quoi ?", ("", " Sans titre "))], recipe) == \
         [("où est la loire ?", "loire un fleuve."), ("quoi ?", "sans titre")]
     assert pair_items([("Qui ?", ("Titre", "Texte"))], Recipe()) == [("Qui ?", "Titre Texte")]
+
+
+def test_joined_passages_are_one_string_prefix_title_space_text() -> None:
+    # Given E5's pretraining format: one string, the prefix before the title
+    recipe = Recipe(do_lower_case=True, passage_prefix="passage: ", passage_format="joined")
+    # Then a titled passage is 'prefix title text', an untitled one 'prefix text'
+    assert passage_items([("Loire", " Un FLEUVE. "), ("", " Sans titre ")], recipe) == \
+        ["passage: loire un fleuve.", "passage: sans titre"]
+    assert prepare_passage(("Titre", " a "), Recipe(passage_format="joined")) == "Titre a"
+    # And questions are as in the pair format; an unknown format names the flag
+    assert question_items(["Où ?"], recipe) == question_items(["Où ?"], Recipe(do_lower_case=True))
+    with pytest.raises(UsageError, match="--passage_format must be one of pair, joined"):
+        Recipe(passage_format="concatenated")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_camembert", "tiny_bert"])

@@ -1,5 +1,6 @@
 """The model cards tell the truth: every Python snippet of every exported folder's card, run as
-written, computes the model's own vectors, for every pooling x similarity x prefix recipe."""
+written, computes the model's own vectors, for every pooling x similarity x prefix x passage
+format recipe."""
 
 from __future__ import annotations
 
@@ -72,16 +73,17 @@ def _run_card_snippets(tmp_path: Path, base: Path, recipe: Recipe,
     return len(folders)
 
 
+@pytest.mark.parametrize("passage_format", ["pair", "joined"])
 @pytest.mark.parametrize("prefix", sorted(PREFIXES))
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_card_snippets_reproduce_the_models_vectors(
         tmp_path: Path, tiny_cased_bert: Path, monkeypatch: pytest.MonkeyPatch, pooling: str,
-        similarity: str, prefix: str) -> None:
+        similarity: str, prefix: str, passage_format: str) -> None:
     # Given a checkpoint trained by this recipe, exported with dpr2hf
     query, passage = PREFIXES[prefix]
     recipe = Recipe(pooling=pooling, similarity=similarity, query_prefix=query,
-                    passage_prefix=passage, sequence_length=32)
+                    passage_prefix=passage, passage_format=passage_format, sequence_length=32)
     # When every snippet of every card runs as written, Then it gives the model's vectors
     # (and DPR's recipe also has Hugging Face's DPR-class folders)
     folders = _run_card_snippets(tmp_path, tiny_cased_bert, recipe, monkeypatch)

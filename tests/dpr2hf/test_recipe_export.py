@@ -19,23 +19,28 @@ PASSAGES = [("Loire", "La Loire se jette dans l'océan Atlantique à Saint-Nazai
             ("", "Victor Hugo a écrit Les Misérables, publié en 1862.")]
 
 
-@pytest.mark.parametrize("pooling,similarity", [("cls", "dot"), ("mean", "dot"),
-                                                ("cls", "cosine"), ("mean", "cosine")])
+@pytest.mark.parametrize("pooling,similarity,passages", [
+    ("cls", "dot", "pair"), ("mean", "dot", "pair"), ("cls", "cosine", "pair"),
+    ("mean", "cosine", "pair"), ("mean", "cosine", "joined")])
 def test_export_reproduces_vectors_in_sentence_transformers(
-        tmp_path: Path, tiny_e5: Path, dpr_files, pooling: str, similarity: str) -> None:
-    # Given a shared-encoder checkpoint trained with prefixes, this pooling and similarity
+        tmp_path: Path, tiny_e5: Path, dpr_files, pooling: str, similarity: str,
+        passages: str) -> None:
+    # Given a shared-encoder checkpoint trained with prefixes, this pooling, similarity and
+    # passage format
     ckpt = train_e5_checkpoint(tmp_path, tiny_e5, dpr_files[0], "--pooling", pooling,
                                "--similarity", similarity, "--temperature", "0.05",
-                               "--shared_encoder")
+                               "--shared_encoder", "--passage_format", passages)
     # When it is exported (verified at 1e-5)
     result = convert(ckpt, tmp_path / "hf", tolerance=1e-5)
     # Then sentence-transformers gives the project's vectors, its plain encode applying the
-    # tower's prompt by itself (as naming it does)
+    # tower's prompt by itself (as naming it does), on (title, text) pairs or joined strings
     model = load_encoder(ckpt)
+    ctx_inputs = [(f"{t} {x}" if passages == "joined" else (t, x)) if t else x
+                  for t, x in PASSAGES]
     for side, inputs, prompt, want in (
             ("question", [q.rstrip("?").strip() for q in QUESTIONS], "query",
              model.encode_questions(QUESTIONS)),
-            ("ctx", [(t, x) if t else x for t, x in PASSAGES], "passage",
+            ("ctx", ctx_inputs, "passage",
              model.encode_passages(PASSAGES))):
         st = SentenceTransformer(str(tmp_path / "hf" / f"{side}_encoder"), device="cpu")
         assert st.default_prompt_name == prompt
@@ -49,6 +54,7 @@ def test_export_reproduces_vectors_in_sentence_transformers(
     entry = json.loads((tmp_path / "hf" / "ctx_encoder" / "config.json").read_text())["dpr"]
     assert entry.get("pooling", "cls") == pooling
     assert entry.get("similarity", "dot") == similarity
+    assert entry.get("passage_format", "pair") == passages
     assert entry["query_prefix"] == "query: " and entry["shared_encoder"] is True
     assert not (tmp_path / "hf" / "dpr_ctx_encoder").exists()
     prompts = SentenceTransformer(str(tmp_path / "hf" / "ctx_encoder"), device="cpu").prompts

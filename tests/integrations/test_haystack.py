@@ -55,16 +55,17 @@ def exports(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path, tiny
     return out
 
 
-@pytest.fixture(scope="module")
-def e5_export(tmp_path_factory: pytest.TempPathFactory, tiny_e5: Path,
-              dpr_files) -> tuple[Path, Path]:
+@pytest.fixture(scope="module", params=["pair", "joined"])
+def e5_export(tmp_path_factory: pytest.TempPathFactory, tiny_e5: Path, dpr_files,
+              request: pytest.FixtureRequest) -> tuple[Path, Path]:
     """(checkpoint, dpr2hf export) of a tiny e5-shaped model trained by its own recipe
-    (mean pooling, cosine, prefixes 'query: ' / 'passage: ', one shared encoder)."""
+    (mean pooling, cosine, prefixes 'query: ' / 'passage: ', one shared encoder), on passage
+    pairs or on joined passages."""
     root = tmp_path_factory.mktemp("haystack_e5")
     base = root / "e5_base"
     save_sentence_transformer(_spread(tiny_e5, root / "e5_plain"), base, tiny.E5_RECIPE)
     ckpt = train_e5_checkpoint(root, base, dpr_files[0], "--temperature", "0.05",
-                               "--shared_encoder")
+                               "--shared_encoder", "--passage_format", request.param)
     assert dpr2hf_main([str(ckpt), "--output_dir", str(root / "hf")]) == 0
     return ckpt, root / "hf"
 

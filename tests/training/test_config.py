@@ -37,7 +37,7 @@ def test_config_has_every_dpr_flag_with_its_default() -> None:
         "keep_duplicate_positives", "ignore_checkpoint_offset", "ignore_checkpoint_optimizer",
         "ignore_checkpoint_lr", "keep_last_checkpoints", "distributed_timeout_minutes",
         "pooling", "similarity", "temperature", "query_prefix", "passage_prefix",
-        "shared_encoder", "freeze_embeddings"}
+        "passage_format", "shared_encoder", "freeze_embeddings"}
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -45,6 +45,8 @@ def test_config_has_every_dpr_flag_with_its_default() -> None:
     (["--temperature", "-1"], "--temperature must be a positive"),
     (["--pooling", "max"], "--pooling: invalid choice: 'max' (choose from 'cls', 'mean')"),
     (["--similarity", "l2"], "--similarity: invalid choice: 'l2' (choose from 'dot', 'cosine')"),
+    (["--passage_format", "text"], "--passage_format: invalid choice: 'text' (choose from "
+     "'pair', 'joined')"),
     (["--shared_encoder", "--fix_ctx_encoder"], "cannot be used with --shared_encoder"),
 ])
 def test_recipe_flags_refuse_bad_values(flags: list[str], message: str, capsys) -> None:

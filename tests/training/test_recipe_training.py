@@ -13,6 +13,7 @@ import torch
 import dense_retriever
 import generate_dense_embeddings
 import train_dense_encoder
+from dpr.data import batch
 from dpr.data.recipe import passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 from dpr.data.tsv import read_passages
@@ -134,6 +135,27 @@ def test_frozen_embeddings_are_stored_and_a_resumed_run_stays_frozen(
     assert _train(tiny_e5, dpr_files[0], other, "--num_train_epochs", "2", *COSINE,
                   "--freeze_embeddings") == 2
     assert "--freeze_embeddings True disagrees with False stored" in capsys.readouterr().err
+
+
+def test_joined_passages_are_trained_on_stored_and_applied(
+        tmp_path: Path, tiny_e5: Path, dpr_files, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a run with --passage_format joined, the passages of its batches recorded
+    seen: list = []
+
+    def recorded(passages, recipe):
+        seen.extend(passage_items(passages, recipe))
+        return passage_items(passages, recipe)
+
+    monkeypatch.setattr(batch, "passage_items", recorded)
+    out = tmp_path / "out"
+    assert _train(tiny_e5, dpr_files[0], out, "--num_train_epochs", "1", *COSINE,
+                  "--passage_format", "joined") == 0
+    # Then training saw each passage as one string, the folder's prefix before the title
+    assert seen and all(isinstance(item, str) and item.startswith("passage: ") for item in seen)
+    # And the checkpoint stores the format, which the one loader applies
+    (ckpt,) = out.glob("dpr_biencoder.*")
+    assert load_checkpoint(ckpt).encoder_params["passage_format"] == "joined"
+    assert load_encoder(ckpt).ctx.tensorizer.recipe.passage_format == "joined"
 
 
 def _by_hand(model: Path, ckpt: Path) -> tuple[Tensorizer, object]:
