@@ -7,32 +7,15 @@ status 128 + the signal number; the same command resumes (docs/RELIABILITY.md).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from dpr.cli.flags import add_debug_flag
 from dpr.cli.main import run_main
 from dpr.training.command_line import build_parser, config_from_args
-from dpr.training.trainer import run
-from dpr.utils.dist import cleanup, init_distributed
+from dpr.training.trainer import run_in_process_group
 from dpr.utils.logging import setup_logging
 
 PROG = "train_dense_encoder"
-
-
-def _train(parser: argparse.ArgumentParser, argv: list[str] | None,
-           args: argparse.Namespace) -> int:
-    # Every process logs at rank 0's level (run_main's set-up) until it knows its rank, so an
-    # early error is seen on any rank.
-    cfg = config_from_args(parser, argv, args)
-    dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda,
-                            timeout_minutes=cfg.train.distributed_timeout_minutes)
-    setup_logging(dctx.rank)
-    try:
-        run(cfg, dctx)
-    finally:
-        cleanup()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(description=__doc__.splitlines()[0])
     parser.prog = f"{PROG}.py"
     add_debug_flag(parser)
-    return run_main(parser, argv, lambda args: _train(parser, argv, args), prog=PROG)
+    return run_main(parser, argv, lambda args: run_in_process_group(
+        config_from_args(parser, argv, args), on_rank=setup_logging), prog=PROG)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import torch
 from helpers import NUM_PASSAGES
 
 import train_dense_encoder
+import train_reranker
 from dpr import tiny
 from dpr.models.checkpoint import CheckpointState, save_checkpoint, to_dpr_layout
 from dpr.models.factory import build_biencoder
@@ -156,6 +157,23 @@ def spread(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path) -> Pa
     save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
                                     encoder_params=params), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def reranker_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path,
+                        dpr_files) -> Path:
+    """A tiny CamemBERT reranker trained for two steps (8 questions, batch 4, 3 negatives)
+    with a random head, so that its scores differ between pairs."""
+    folder = tmp_path_factory.mktemp("reranker")
+    subset = folder / "train.json"
+    chosen = json.loads(dpr_files[0].read_text(encoding="utf-8"))[:8]
+    subset.write_text(json.dumps(chosen, ensure_ascii=False), encoding="utf-8")
+    assert train_reranker.main([
+        "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(tiny_camembert),
+        "--train_file", str(subset), "--output_dir", str(folder / "out"), "--batch_size", "4",
+        "--sequence_length", "64", "--num_train_epochs", "1", "--warmup_steps", "0",
+        "--negatives", "3", "--head_init", "random"]) == 0
+    return folder / "out" / "reranker.0.2"
 
 
 def train_tiny_checkpoint(folder: Path, encoder_type: str, model_cfg: Path, train_file: Path,

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_launcher(launcher: str, args: list[str], *, nproc: int = 2,
-                 timeout: int = 300) -> subprocess.CompletedProcess:
-    """Runs train_dense_encoder.py under `torch.distributed.launch` or `torchrun` (gloo, CPU)."""
+def run_launcher(launcher: str, args: list[str], *, nproc: int = 2, timeout: int = 300,
+                 script: str = "train_dense_encoder.py") -> subprocess.CompletedProcess:
+    """Runs `script` (train_dense_encoder.py) under `torch.distributed.launch` or `torchrun`
+    (gloo, CPU)."""
     port = str(free_port())
     if launcher == "launch":
         cmd = [sys.executable, "-m", "torch.distributed.launch", f"--nproc_per_node={nproc}",
@@ -81,7 +83,7 @@ def run_launcher(launcher: str, args: list[str], *, nproc: int = 2,
                f"--master_port={port}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([*cmd, "train_dense_encoder.py", *args], cwd=ROOT, env=env,
+    return subprocess.run([*cmd, script, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -96,13 +98,27 @@ def training_env(**extra: str) -> dict[str, str]:
 
 
 def start_training(args: list[str], log: Path, *, prefix: tuple[str, ...] = (),
-                   env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Starts `python [prefix] train_dense_encoder.py args` in the background; stdout and
-    stderr go to `log` (a pipe could fill up and block the process)."""
+                   env: dict[str, str] | None = None,
+                   script: str = "train_dense_encoder.py") -> subprocess.Popen:
+    """Starts `python [prefix] script args` in the background; stdout and stderr go to `log`
+    (a pipe could fill up and block the process)."""
     with open(log, "w", encoding="utf-8") as handle:
-        return subprocess.Popen([sys.executable, *prefix, "train_dense_encoder.py", *args],
+        return subprocess.Popen([sys.executable, *prefix, script, *args],
                                 cwd=ROOT, env=env or training_env(), stdout=handle,
                                 stderr=subprocess.STDOUT)
+
+
+def wait_for_log_lines(out: Path, count: int, proc: subprocess.Popen, console: Path) -> None:
+    """Waits until the run writing `out` has logged `count` lines (fails if it exits)."""
+    log = out / "training_log.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, console.read_text()[-3000:]
+        if log.is_file() and log.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.002)
+    proc.kill()
+    pytest.fail("the run never wrote its log")
 
 
 def checkpoint_names(folder: Path, prefix: str = "dpr_biencoder") -> list[str]:
@@ -131,6 +147,33 @@ def reference_batch(samples: list[BiEncoderSample], tensorizer: Tensorizer, *, s
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model_dict"]
+
+
+def log_records(folder: Path) -> list[dict]:
+    """Every record of a run's log, with checkpoint paths reduced to their file names."""
+    lines = (folder / "training_log.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        if "checkpoint" in record:
+            record["checkpoint"] = Path(record["checkpoint"]).name
+    return records
+
+
+def assert_same_run(got: Path, reference: Path, final: str) -> None:
+    """Same weights in the checkpoint `final` (1e-6) and the same log, record for record."""
+    a, b = load_weights(got / final), load_weights(reference / final)
+    for key, value in b.items():
+        assert torch.allclose(a[key], value, atol=1e-6), key
+    mine, theirs = log_records(got), log_records(reference)
+    assert [(r["event"], r["epoch"], r["iteration"]) for r in mine] == \
+        [(r["event"], r["epoch"], r["iteration"]) for r in theirs]
+    for x, y in zip(mine, theirs):
+        assert x.keys() == y.keys()
+        for key in x:
+            if isinstance(x[key], float):
+                assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-6), (x, key)
+            else:
+                assert x[key] == y[key], (x, key)
 
 
 def blog_args(encoder_model_type: str, model: Path, train: Path, dev: Path,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dpr", "data_prep", "dpr2hf")
-SCRIPTS = ("train_dense_encoder", "generate_dense_embeddings", "dense_retriever")
+SCRIPTS = ("train_dense_encoder", "train_reranker", "generate_dense_embeddings", "dense_retriever")
 # Modules that are entry points (`python -m ...`): they may import anything of the product.
 ENTRY_MODULES = {"dpr.evaluate", "dpr.average", "dpr.tiny", "dpr.index.cli",
                  "dpr.index.__main__", *SCRIPTS}

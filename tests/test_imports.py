@@ -14,7 +14,7 @@ import dpr2hf
 MODULES = sorted(
     m.name for pkg in (dpr, data_prep, dpr2hf)
     for m in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + ".")
-) + ["train_dense_encoder", "generate_dense_embeddings", "dense_retriever"]
+) + ["train_dense_encoder", "train_reranker", "generate_dense_embeddings", "dense_retriever"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,5 @@
-"""Negative sampling and the bi-encoder batch layout."""
+"""Negative sampling, the bi-encoder batch layout and the reranker's (each question's group of
+(question, passage) pairs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dpr.data.recipe import passage_items, question_items
+from dpr.data.recipe import pair_items, passage_items, question_items
 from dpr.data.records import BiEncoderSample, Passage
 from dpr.data.tensorizer import Tensorizer
 
@@ -111,3 +112,49 @@ def build_batch(samples: Sequence[BiEncoderSample], tensorizer: Tensorizer, *, n
         positive_idx=torch.tensor(positive_idx, dtype=torch.long), hard_negative_idx=hard_idx,
         ctx_keys=torch.tensor([p.key for p in passages], dtype=torch.long),
         positive_keys=_positive_keys(samples))
+
+
+@dataclass
+class RerankBatch:
+    """Tensors of one reranker step: each question's group of (question, passage) pairs, its
+    positive first (`rerank_group`), the groups concatenated in question order."""
+
+    ids: torch.Tensor  # [P × L] int64, P = Σ group sizes
+    mask: torch.Tensor  # [P × L] bool
+    valid: torch.Tensor  # [Q × G] bool, slot j of question i holds a pair (in row-major order
+    #   the pairs of `ids`); G = the largest group
+    lengths: torch.Tensor | None = None  # [P] int64 real tokens per pair, CPU
+
+    def to(self, device: torch.device | str) -> RerankBatch:
+        """The batch on `device`, its row lengths kept on the CPU (as `BiEncoderBatch.to`)."""
+        return RerankBatch(self.ids.to(device, non_blocking=True),
+                           self.mask.to(device, non_blocking=True),
+                           self.valid.to(device, non_blocking=True),
+                           _cpu_lengths(self.lengths, self.mask))
+
+
+def rerank_group(sample: BiEncoderSample, *, negatives: int, rng: random.Random | None = None,
+                 shuffle_positive: bool = False) -> list[Passage]:
+    """A question's candidates for the reranker: its positive, then up to `negatives`
+    negatives, hard ones first, then the other ones, drawn as `select_contexts` draws them
+    (shuffled with an `rng`, else in file order); copies of any of its positives are left
+    out. A question with fewer negatives keeps fewer (groups may differ in size)."""
+    positive, others, hards = select_contexts(
+        sample, num_hard=len(sample.hard_negatives), num_other=len(sample.negatives), rng=rng,
+        shuffle_positive=shuffle_positive)
+    keys = {p.key for p in sample.positives}
+    return [positive, *[p for p in hards + others if p.key not in keys][:negatives]]
+
+
+def build_rerank_batch(samples: Sequence[BiEncoderSample], tensorizer: Tensorizer, *,
+                       negatives: int, rngs: Sequence[random.Random] | None = None,
+                       shuffle_positive: bool = False) -> RerankBatch:
+    """A `RerankBatch` of the samples' groups (`rerank_group`, one generator per sample in
+    `rngs`; None: file order), as pairs prepared by `dpr.data.recipe.pair_items`."""
+    groups = [rerank_group(s, negatives=negatives, rng=rngs[i] if rngs is not None else None,
+                           shuffle_positive=shuffle_positive) for i, s in enumerate(samples)]
+    pairs = [(s.question, (p.title, p.text)) for s, group in zip(samples, groups) for p in group]
+    ids, mask = tensorizer.tensorize(pair_items(pairs, tensorizer.recipe))
+    sizes = [len(group) for group in groups]
+    valid = torch.arange(max(sizes, default=0))[None, :] < torch.tensor(sizes)[:, None]
+    return RerankBatch(ids, mask, valid)

@@ -7,7 +7,11 @@ meaning the text alone (with `passage_format` joined: one string `title + " " + 
 E5 was pretrained on); a prefix goes before the question, or before the title (the text
 without one), as sentence-transformers puts a prompt before a pair or a text; `do_lower_case`
 lower-cases every text, prefix included, as sentence-transformers' lower-casing tokenizer does,
-so that an exported model computes what training did. `encode_in_batches` runs any
+so that an exported model computes what training did. A reranker reads a (question, passage)
+pair at once (`prepare_pair`): the question as written (stripped: no '?' removed, no prefix),
+the passage as one string, `title + " " + text` (the text alone when untitled), both
+lower-cased with `do_lower_case`, so that an exported `CrossEncoder` gets the same scores from
+`predict([(question, f"{title} {text}")])`. `encode_in_batches` runs any
 `(ids, mask) -> vectors` function over prepared items in batches.
 """
 
@@ -79,6 +83,18 @@ def question_items(questions: Sequence[str], recipe: Recipe) -> list[Item]:
 def passage_items(passages: Sequence[PassageText], recipe: Recipe) -> list[Item]:
     """Prepared `(title, text)` passages."""
     return [prepare_passage(p, recipe) for p in passages]
+
+
+def prepare_pair(question: str, passage: PassageText, recipe: Recipe) -> tuple[str, str]:
+    """A (question, `(title, text)` passage) pair as the reranker reads it (module docstring)."""
+    title, text = passage
+    text = (text or "").strip()
+    return _case(question.strip(), recipe), _case(f"{title} {text}" if title else text, recipe)
+
+
+def pair_items(pairs: Sequence[tuple[str, PassageText]], recipe: Recipe) -> list[Item]:
+    """Prepared (question, `(title, text)` passage) pairs: the tokenizer's text pairs."""
+    return [prepare_pair(q, p, recipe) for q, p in pairs]
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], *,

@@ -2,7 +2,8 @@
 sentence-transformers folder (the untrained bi-encoder training starts from), ready to encode
 questions and `(title, text)` passages through `dpr.data.recipe` and the tower's `Encoder`,
 exactly as training does. Where each kind's recipe comes from: docs/EVALUATION.md (`dpr`
-retrievers, "Shared encoder flags").
+retrievers, "Shared encoder flags"). `load_reranker`: a reranker checkpoint
+(`train_reranker.py`), ready to score (question, passage) pairs as training does.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from dpr.data.recipe import Item, PassageText, encode_in_batches, passage_items, question_items
+from dpr.data.recipe import (
+    Item,
+    PassageText,
+    encode_in_batches,
+    pair_items,
+    passage_items,
+    question_items,
+)
 from dpr.data.tensorizer import Tensorizer, export_tensorizer, tensorizer_for
 from dpr.models.checkpoint import CheckpointState
 from dpr.models.encoder import Encoder
@@ -36,6 +44,7 @@ from dpr.models.factory import (
     build_biencoder,
     check_sequence_length,
     load_trained_biencoder,
+    load_trained_reranker,
     usable_positions,
 )
 from dpr.models.st_folder import folder_recipe
@@ -202,3 +211,63 @@ def _load_untrained(path: str, cli: Mapping[str, Any], *, device: torch.device,
     towers = _towers(biencoder.question_model, biencoder.ctx_model, tensorizer, device)
     return DenseEncoder(*towers, params, kind="untrained", source=path, device=device,
                         **options)
+
+
+class Reranker:
+    """A loaded reranker scoring (question, `(title, text)` passage) pairs by its recipe
+    (`dpr.data.recipe.prepare_pair`).
+
+    Attributes:
+        encoder: Its `Encoder` (eval mode, on the device), `encode_proj` the one-score head.
+        params: Resolved encoder parameters, the recipe's entries included.
+        description: One line for logs and reports.
+        state: The checkpoint's content (epoch, offset, stored parameters), None for a folder.
+    """
+
+    def __init__(self, encoder: Encoder, tensorizer: Tensorizer, params: Mapping[str, Any], *,
+                 source: str, device: torch.device, amp_dtype: torch.dtype | None = None,
+                 batch_size: int = 32, quiet: bool = True,
+                 state: CheckpointState | None = None) -> None:
+        self.encoder, self.tensorizer = encoder, tensorizer
+        self.params, self.state = dict(params), state
+        self.device, self.amp_dtype = device, amp_dtype
+        self.batch_size, self.quiet = batch_size, quiet
+        self.description = (f"reranker {source} ({Recipe.from_params(self.params).pooling} "
+                            "pooling, one-score head)")
+
+    def score_pairs(self, pairs: Sequence[tuple[str, PassageText]]) -> np.ndarray:
+        """One score per (question, `(title, text)`) pair, float32 [N] (higher: more relevant),
+        `batch_size` pairs at a time, length-sorted, under autocast in `amp_dtype`."""
+        items = pair_items(list(pairs), self.tensorizer.recipe)
+        return encode_in_batches(self.encoder, self.tensorizer, items, dim=1,
+                                 batch_size=self.batch_size, device=self.device,
+                                 amp_dtype=self.amp_dtype, desc="Re-ranking",
+                                 quiet=self.quiet)[:, 0]
+
+
+def load_reranker(path: str | os.PathLike[str], cli: Mapping[str, Any] | None = None, *,
+                  device: torch.device | str = "cpu", allow_pickle: bool = False,
+                  amp_dtype: torch.dtype | None = None, batch_size: int = 32,
+                  quiet: bool = True) -> Reranker:
+    """Loads a reranker checkpoint (`train_reranker.py`).
+
+    Args:
+        cli: Command-line encoder parameters (the paths, type and recipe; absent or None =
+            not given), as `load_encoder`'s.
+        allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
+        amp_dtype: Score under autocast in this type (None: the model's own).
+        batch_size: Pairs per forward pass.
+
+    Raises:
+        InputError: An unusable path, or a bi-encoder checkpoint (the subclass names the file
+            and what is wrong).
+    """
+    path, device = os.fspath(path), torch.device(device)
+    if os.path.isdir(path):
+        # The place to read a sentence-transformers CrossEncoder folder written by dpr2hf.
+        raise InputError(f"{path}: a folder; a reranker is a checkpoint file written by "
+                         "train_reranker.py")
+    trained = load_trained_reranker(path, dict(cli or {}), allow_pickle=allow_pickle)
+    return Reranker(trained.reranker.to(device), tensorizer_for(trained.params), trained.params,
+                    source=path, device=device, amp_dtype=amp_dtype, batch_size=batch_size,
+                    quiet=quiet, state=trained.state)

@@ -6,6 +6,12 @@ with `torch.load(..., weights_only=True)`. `model_dict` uses DPR's key layout:
 `question_model.` / `ctx_model.` followed by the Hugging Face model's own parameter names,
 and `encode_proj.*` for the optional projection. Inside this package each tower keeps its
 transformer under `.model.`; `to_dpr_layout` / `from_dpr_layout` translate.
+
+A reranker checkpoint (`train_reranker.py`) has the same six keys: `model_dict` is its one
+`Encoder`'s state under `reranker.` (`reranker.model.*`, `reranker.encode_proj.*`, the one-score
+head), `encoder_params` DPR's six entries (projection_dim 0), the recipe entries that differ
+from DPR's and `"reranker": true`. `load_checkpoint` refuses a checkpoint of the other kind in
+one line naming the file and what it is.
 """
 
 from __future__ import annotations
@@ -42,8 +48,16 @@ ENCODER_TYPES = ("hf_bert", "hf_roberta", "fairseq_roberta")
 OPTIONAL_BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
 
+RERANKER_PREFIX = "reranker."
+RERANKER_KEY = "reranker"  # `encoder_params[RERANKER_KEY]` is True in a reranker checkpoint
+
+
 class CheckpointError(InputError):
     """A checkpoint file that cannot be used; the message names the file."""
+
+
+class CheckpointKindError(CheckpointError):
+    """A reranker checkpoint where a bi-encoder is expected, or the reverse."""
 
 
 @dataclass
@@ -165,6 +179,27 @@ def load_model_state(model: nn.Module, dpr_state: Mapping[str, torch.Tensor], *,
     state = {k: v for k, v in from_dpr_layout(dpr_state).items() if not OPTIONAL_BUFFERS.search(k)}
     if getattr(model, "shared", False):
         _check_same_towers(state, source)
+    _load_all(model, state, source)
+
+
+def to_reranker_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A reranker `Encoder`'s state dict → a reranker checkpoint's `model_dict`."""
+    return {RERANKER_PREFIX + k: v for k, v in state.items()}
+
+
+def load_reranker_state(encoder: nn.Module, model_dict: Mapping[str, torch.Tensor], *,
+                        source: str = "checkpoint") -> None:
+    """Loads a reranker checkpoint's `model_dict` into its `Encoder`, as strictly as
+    `load_model_state`."""
+    stray = [k for k in model_dict if not k.startswith(RERANKER_PREFIX)]
+    if stray:
+        raise CheckpointError(f"{source}: unexpected key {stray[0]!r} in a reranker checkpoint "
+                              f"(expected the prefix {RERANKER_PREFIX!r})")
+    _load_all(encoder, {k[len(RERANKER_PREFIX):]: v for k, v in model_dict.items()}, source)
+
+
+def _load_all(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    state = {k: v for k, v in state.items() if not OPTIONAL_BUFFERS.search(k)}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not OPTIONAL_BUFFERS.search(k)]
     unexpected = list(result.unexpected_keys)
@@ -200,11 +235,32 @@ def save_checkpoint(state: CheckpointState, path: str | os.PathLike[str]) -> Non
         torch.save({key: getattr(state, key) for key in CHECKPOINT_KEYS}, handle)
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> CheckpointState:
+def is_reranker(state: CheckpointState) -> bool:
+    """Whether a checkpoint holds a reranker (`train_reranker.py`) rather than a bi-encoder."""
+    return state.encoder_params.get(RERANKER_KEY) is True or \
+        any(k.startswith(RERANKER_PREFIX) for k in state.model_dict)
+
+
+def check_kind(state: CheckpointState, path: str, *, reranker: bool) -> None:
+    """`CheckpointKindError` naming `path` and what it holds, unless it holds a reranker
+    exactly when `reranker`."""
+    if is_reranker(state) == reranker:
+        return
+    if reranker:
+        raise CheckpointKindError(f"{path}: a bi-encoder checkpoint, not a reranker (rerankers "
+                                  "are trained by train_reranker.py)")
+    raise CheckpointKindError(f"{path}: a reranker checkpoint (train_reranker.py), not a "
+                              "bi-encoder: it scores (question, passage) pairs and encodes no "
+                              "question or passage alone; give it where a reranker is asked for")
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False,
+                    reranker: bool | None = False) -> CheckpointState:
     """Reads a DPR checkpoint (ours or the original's) onto the CPU (`CheckpointError` if
     the file is missing, unreadable or lacks DPR's keys). `allow_pickle` falls back to full
     unpickling (arbitrary code execution on a malicious file) when the file holds more than
-    plain tensors and containers."""
+    plain tensors and containers. `reranker`: the kind expected (`check_kind`), a bi-encoder
+    by default; None = either."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file does not exist")
@@ -221,6 +277,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False)
     state = CheckpointState(**{k: raw[k] for k in CHECKPOINT_KEYS})
     state.model_dict = dict(state.model_dict)
     state.encoder_params = dict(state.encoder_params or {})
+    if reranker is not None:
+        check_kind(state, path, reranker=reranker)
     return state
 
 
@@ -316,7 +374,9 @@ def resolve_encoder_params(cli: Mapping[str, Any], stored: Mapping[str, Any], *,
     return merged, overrides
 
 
-def encoder_params_of(values: Mapping[str, Any]) -> dict[str, Any]:
+def encoder_params_of(values: Mapping[str, Any], *, reranker: bool = False) -> dict[str, Any]:
     """What a checkpoint stores as `encoder_params`: DPR's six entries, plus the recipe
-    entries that differ from DPR's recipe (none for DPR's own command)."""
-    return {k: values.get(k) for k in ENCODER_PARAM_KEYS} | Recipe.from_params(values).stored()
+    entries that differ from DPR's recipe (none for DPR's own command), plus
+    `"reranker": true` for a reranker."""
+    return {k: values.get(k) for k in ENCODER_PARAM_KEYS} | Recipe.from_params(values).stored() \
+        | ({RERANKER_KEY: True} if reranker else {})

@@ -1,4 +1,6 @@
-"""The DPR loss as pure tensor functions, used by every training and validation path.
+"""The DPR loss as pure tensor functions, used by every training and validation path, and
+the reranker's listwise loss (`listwise_loss`), the same softmax cross-entropy over each
+question's own group of candidates.
 
 A boolean mask [Q × C] leaves the copies of a question's positives in the in-batch pool out of
 its softmax (score -inf) and of the correct count (why: docs/DIFFERENCES.md, "Training loop");
@@ -68,3 +70,25 @@ def correct_count(scores: torch.Tensor, positive_idx: torch.Tensor,
     """
     best = masked_scores(scores, positive_idx, mask).argmax(dim=1)
     return (best == positive_idx).sum()
+
+
+def listwise_loss(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The reranker's loss: mean softmax cross-entropy of each question's positive among its
+    own candidates (a scalar, in float32), as `nll_loss` with the positive in column 0.
+
+    Args:
+        scores: [Q × G] scores of each question's group, its positive first.
+        valid: [Q × G] bool, False for the empty slots of groups shorter than G (left out of
+            the softmax); None = every group is full.
+    """
+    first = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    return nll_loss(scores, first, None if valid is None else ~valid)
+
+
+def listwise_correct(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Number of questions whose positive (column 0) scored strictly above every other
+    candidate of its group (a tie counts as wrong: a constant scorer gets none right);
+    `valid`: see `listwise_loss`."""
+    first = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    kept = masked_scores(scores, first, None if valid is None else ~valid)
+    return (kept[:, 1:] < kept[:, :1]).all(dim=1).sum()

@@ -11,20 +11,31 @@ import json
 import math
 from typing import Any
 
-from dpr.training.config import CONFIG_CLASSES, Config
+from dpr.training.config import BIENCODER_ONLY, CONFIG_CLASSES, Config, RerankConfig
 from dpr.utils.errors import UsageError
 from dpr.utils.options import add_options, given_options, options_of
 
 
-def build_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """Builds the parser of `train_dense_encoder.py` from the dataclass fields."""
+def _classes(reranker: bool) -> tuple[type, ...]:
+    return (*CONFIG_CLASSES, RerankConfig) if reranker else CONFIG_CLASSES
+
+
+def build_parser(description: str | None = None, *,
+                 reranker: bool = False) -> argparse.ArgumentParser:
+    """Builds the parser of `train_dense_encoder.py` from the dataclass fields, or with
+    `reranker` that of `train_reranker.py` (the same flags but `BIENCODER_ONLY`, and
+    `RerankConfig`'s; checkpoints named `reranker.*`)."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", type=str, default=None,
                         help="JSON file of flag values, applied before command-line flags.")
-    for cls in CONFIG_CLASSES:
+    for cls in _classes(reranker):
+        names = [f.name for f in dataclasses.fields(cls) if not (reranker and
+                                                                   f.name in BIENCODER_ONLY)]
         add_options(parser.add_argument_group(cls.__name__, (cls.__doc__ or "").splitlines()[0]),
-                    cls)
+                    cls, names=names)
+    if reranker:
+        parser.set_defaults(checkpoint_file_name="reranker")
     return parser
 
 
@@ -63,11 +74,12 @@ def _read_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, A
 
 
 def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
-                     args: argparse.Namespace) -> Config:
-    """The `Config` of `args` parsed from `argv` by `parser` (`build_parser`), with a
-    `--config` file's values under the command line's (`argv` is parsed again over them);
-    `UsageError` for an unreadable or unknown-key `--config` file and invalid values."""
-    fields = [f for cls in CONFIG_CLASSES for f in dataclasses.fields(cls)]
+                     args: argparse.Namespace, *, reranker: bool = False) -> Config:
+    """The `Config` of `args` parsed from `argv` by `parser` (`build_parser`, the same
+    `reranker`), with a `--config` file's values under the command line's (`argv` is parsed
+    again over them); `UsageError` for an unreadable or unknown-key `--config` file and
+    invalid values."""
+    fields = [f for cls in _classes(reranker) for f in dataclasses.fields(cls)]
     explicit = given_options(parser, argv, [f.name for f in fields])
     if args.config:
         from_file = _read_config_file(args.config, parser)
@@ -82,4 +94,5 @@ def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None,
         if f.name in values:
             check_value(f.name, str(f.type), values[f.name])
     return Config(*(options_of(cls, values) for cls in CONFIG_CLASSES),
-                  explicit=frozenset(explicit - {"config"}))
+                  explicit=frozenset(explicit - {"config"}),
+                  rerank=options_of(RerankConfig, values) if reranker else None)

@@ -1,7 +1,8 @@
 """Training configuration: DPR's `train_dense_encoder.py` flags as three frozen dataclasses,
 whose fields generate the parser (`dpr.training.command_line`). Every flag keeps DPR's name,
 type, default and meaning (docs/DIFFERENCES.md lists the few corrected); invalid values raise
-`UsageError` naming the flag.
+`UsageError` naming the flag. `train_reranker.py` has the same flags but `BIENCODER_ONLY`, and
+`RerankConfig`'s.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpr.models.checkpoint import ENCODER_TYPES
+from dpr.models.factory import HEAD_INITS
 from dpr.recipe import Recipe
 from dpr.training.step import SCALER_TOLERANCE
 from dpr.utils.errors import UsageError
@@ -39,8 +41,9 @@ class ModelConfig(Recipe):
         None, "fairseq_roberta: folder with the fairseq model.pt and dict.txt. Unused by the "
         "hf_* types.")
     model_file: str | None = opt(
-        None, "Bi-encoder checkpoint to initialise from or resume (must exist). Without it, "
-        "training resumes from the most advanced checkpoint in --output_dir, if any.")
+        None, "Checkpoint to initialise from or resume (must exist; a bi-encoder's, or a "
+        "reranker's for train_reranker.py). Without it, training resumes from the most advanced "
+        "checkpoint in --output_dir, if any.")
     projection_dim: int = opt(0, "Linear projection of the representation to this size; 0 = "
                               "none.")
     dropout: float = opt(0.1, "Hidden and attention dropout of the encoders (0 = keep the "
@@ -217,20 +220,57 @@ class TrainConfig:
         return int(self.num_train_epochs)
 
 
+@dataclass(frozen=True)
+class RerankConfig:
+    """Reranker flags: its candidates, its head and its validation."""
+
+    negatives: int = opt(
+        7, "Negatives per question (hard negatives first, then negative_ctxs; copies of a "
+        "positive left out): a listwise group of 1 positive + N. A question with fewer keeps "
+        "fewer; one with none is left out (logged).")
+    head_learning_rate: float = opt(1e-3, "Peak learning rate of the one-score head "
+                                    "(--learning_rate is the encoder's).")
+    head_init: str = opt("zero", "How the one-score head starts: zero (every candidate scores "
+                         "the same at first; the head learns first) or random.",
+                         choices=HEAD_INITS)
+    val_candidates: int = opt(30, "Validation: MRR@10 of re-ranking each dev question's own "
+                              "candidates, its positive and up to N-1 negatives (hard first).")
+
+    def __post_init__(self) -> None:
+        check_bounds(self, negatives=1, head_learning_rate=0, val_candidates=2)
+        if self.head_init not in HEAD_INITS:
+            raise UsageError(f"--head_init must be one of {', '.join(HEAD_INITS)}, got "
+                             f"{self.head_init!r}")
+
+
 CONFIG_CLASSES = (ModelConfig, DataConfig, TrainConfig)
+# The flags of train_dense_encoder.py that a reranker has no use for: train_reranker.py lacks
+# them (its recipe: the pooling, lower-casing and length only; no prefix, never normalised).
+BIENCODER_ONLY = frozenset({
+    "projection_dim", "fix_ctx_encoder", "similarity", "query_prefix", "passage_prefix",
+    "temperature", "shared_encoder", "hard_negatives", "other_negatives",
+    "val_av_rank_start_epoch", "val_av_rank_hard_neg", "val_av_rank_other_neg",
+    "val_av_rank_bsz", "val_av_rank_max_qs", "global_loss_buf_sz", "grad_cache_chunk_size",
+    "keep_duplicate_positives"})
 
 
 @dataclass(frozen=True)
 class Config:
-    """The resolved configuration of one run."""
+    """The resolved configuration of one run (`rerank` set: a reranker's)."""
 
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
     # Flags the user set (command line or --config file), as opposed to defaults.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
+    rerank: RerankConfig | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Flat dict of every flag (what `--config` reads back)."""
-        return {**dataclasses.asdict(self.model), **dataclasses.asdict(self.data),
-                **dataclasses.asdict(self.train)}
+    def to_dict(self, model: ModelConfig | None = None) -> dict[str, Any]:
+        """Flat dict of every flag of the run's tool (what `--config` reads back), with the
+        encoder settings of `model` when given (the resolved ones)."""
+        values = {**dataclasses.asdict(model or self.model), **dataclasses.asdict(self.data),
+                  **dataclasses.asdict(self.train)}
+        if self.rerank is None:
+            return values
+        return {k: v for k, v in values.items() if k not in BIENCODER_ONLY} | \
+            dataclasses.asdict(self.rerank)

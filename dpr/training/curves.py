@@ -100,7 +100,7 @@ def draw_curves(curves: Mapping[str, Any], path: Path) -> Path:
         color = ("tab:orange", "tab:green", "tab:red")[i % 3]
         ax.plot([u for u, _ in points], [v for _, v in points], marker="o", color=color)
         ax.set_ylabel(name, color=color, fontsize=9)
-    val_ax.set_title("validation (lower is better)", fontsize=10)
+    val_ax.set_title("validation", fontsize=10)
     for ax in (loss_ax, acc_ax, val_ax):
         ax.set_xlabel("updates", fontsize=9)
         ax.grid(True, alpha=0.3)

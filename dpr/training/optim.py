@@ -12,6 +12,7 @@ from torch import nn
 from torch.optim import AdamW, Optimizer
 
 NO_DECAY = ("bias", "LayerNorm.weight")
+HEAD = "encode_proj."  # a reranker's one-score head
 # The settings that choose AdamW's implementation, not its arithmetic: they stay this
 # optimizer's own when a saved state (which carries them) is loaded.
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")
@@ -27,23 +28,29 @@ def use_fused(params: list[nn.Parameter]) -> bool:
 
 
 def build_optimizer(model: nn.Module, *, learning_rate: float, weight_decay: float, eps: float,
-                    betas: tuple[float, float], fused: bool | None = None) -> AdamW:
+                    betas: tuple[float, float], fused: bool | None = None,
+                    head_learning_rate: float | None = None) -> AdamW:
     """AdamW with DPR's two parameter groups: no weight decay for parameters whose names
     contain "bias" or "LayerNorm.weight". All parameters are listed (frozen ones never have
     gradients), so the state's parameter order matches DPR's.
 
     Args:
+        head_learning_rate: A reranker's: its head (`encode_proj.*`) in two more groups (with
+            and without decay) at this learning rate; the schedule scales both alike.
         fused: Use torch's fused AdamW kernel; None = `use_fused` (build the optimizer after
             moving the model to its device). The same updates either way (within float
             rounding), and states load across both (`load_optimizer_state`).
     """
     params = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in params if not any(nd in n for nd in NO_DECAY)],
-         "weight_decay": weight_decay},
-        {"params": [p for n, p in params if any(nd in n for nd in NO_DECAY)],
-         "weight_decay": 0.0},
-    ]
+    parts = [(params, {})]
+    if head_learning_rate is not None:
+        parts = [([(n, p) for n, p in params if not n.startswith(HEAD)], {}),
+                 ([(n, p) for n, p in params if n.startswith(HEAD)], {"lr": head_learning_rate})]
+    groups = [group for named, extra in parts for group in (
+        {"params": [p for n, p in named if not any(nd in n for nd in NO_DECAY)],
+         "weight_decay": weight_decay, **extra},
+        {"params": [p for n, p in named if any(nd in n for nd in NO_DECAY)],
+         "weight_decay": 0.0, **extra})]
     if fused is None:
         fused = use_fused([p for _, p in params])
     return AdamW(groups, lr=learning_rate, eps=eps, betas=betas, fused=fused or None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from dpr.models.checkpoint import (
     ENCODER_PARAM_KEYS,
     PATH_KEYS,
     CheckpointError,
+    CheckpointKindError,
     CheckpointState,
     checkpoint_candidates,
     load_checkpoint,
@@ -58,10 +60,12 @@ def _own_checkpoint(cfg: Config) -> tuple[Path, CheckpointState] | None:
     skipped: list[str] = []
     for path in candidates:
         try:
-            state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle)
+            state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle,
+                                    reranker=cfg.rerank is not None)
         except CheckpointError as err:
-            if isinstance(err.__cause__, pickle.UnpicklingError):
-                raise  # refused for safety, not broken: the message says what to do
+            if isinstance(err.__cause__, pickle.UnpicklingError) or \
+                    isinstance(err, CheckpointKindError):
+                raise  # refused (unsafe, or another kind of model), not broken
             logger.warning("Skipping an unreadable checkpoint of this run: %s", err)
             skipped.append(path.name)
             continue
@@ -90,7 +94,8 @@ def load_resume(cfg: Config) -> Resume | None:
     if m.model_file is None:
         return None
     path = m.model_file
-    state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle)
+    state = load_checkpoint(path, allow_pickle=t.allow_unsafe_pickle,
+                            reranker=cfg.rerank is not None)
     ignored = [name for name, flag in (("offset", t.ignore_checkpoint_offset),
                                        ("optimizer", t.ignore_checkpoint_optimizer),
                                        ("lr", t.ignore_checkpoint_lr)) if flag]
@@ -108,17 +113,18 @@ def load_resume(cfg: Config) -> Resume | None:
 
 
 def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None,
-                         explicit: frozenset[str] = frozenset()) -> ModelConfig:
+                         explicit: frozenset[str] = frozenset(), *,
+                         folder_keys: Collection[str] | None = None) -> ModelConfig:
     """The command line's encoder settings, with what defines the model taken from `resume`
     (logged): the recipe flags not among the `explicit` ones come from the checkpoint, else
-    from a sentence-transformers folder (`complete_recipe`).
+    from a sentence-transformers folder (`complete_recipe`, the `folder_keys` only).
 
     Raises:
         UsageError: With the run's own checkpoint, for an explicit flag that disagrees with it
             (naming the flag, its value and the checkpoint's).
     """
     if resume is None:
-        return complete_recipe(model_cfg, explicit)
+        return complete_recipe(model_cfg, explicit, keys=folder_keys)
     # Recipe entries beyond DPR's six are "not given" unless the user set them.
     cli = {k: v for k, v in dataclasses.asdict(model_cfg).items()
            if k in explicit or k in ENCODER_PARAM_KEYS or k not in RECIPE_KEYS}
@@ -134,13 +140,14 @@ def resolve_model_config(model_cfg: ModelConfig, resume: Resume | None,
     return dataclasses.replace(model_cfg, **merged)
 
 
-def complete_recipe(model_cfg: ModelConfig, explicit: frozenset[str]) -> ModelConfig:
+def complete_recipe(model_cfg: ModelConfig, explicit: frozenset[str], *,
+                    keys: Collection[str] | None = None) -> ModelConfig:
     """The recipe flags not given, completed from the sentence-transformers files of
-    `--pretrained_model_cfg` when it has them (`dpr.models.st_folder.folder_recipe`; logged,
-    one value each), else DPR's; a cosine recipe without `--temperature` trains at
-    `COSINE_TEMPERATURE` (logged)."""
+    `--pretrained_model_cfg` when it has them (`dpr.models.st_folder.folder_recipe`, only
+    `keys` of it when given; logged, one value each), else DPR's; a cosine recipe without
+    `--temperature` trains at `COSINE_TEMPERATURE` (logged)."""
     declared = {k: v for k, v in folder_recipe(model_cfg.pretrained_model_cfg).items()
-                if k not in explicit}
+                if k not in explicit and (keys is None or k in keys)}
     if declared:
         logger.info("Recipe from the sentence-transformers files of %s (flags override): %s",
                     model_cfg.pretrained_model_cfg,

@@ -24,6 +24,7 @@ from dpr.models.checkpoint import (
     parse_checkpoint_name,
     save_checkpoint,
     to_dpr_layout,
+    to_reranker_layout,
 )
 from dpr.training.config import ModelConfig
 from dpr.training.curves import TrainingCurves
@@ -36,11 +37,13 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "training_log.jsonl"
 CONFIG_FILE = "training_config.json"
 BEST_FILE = "best_checkpoint.json"
+# Validation metrics where higher is better (a reranker's MRR); lower is better for the others.
+HIGHER_IS_BETTER = frozenset({"mrr@10"})
 
 
 @dataclass(frozen=True)
 class Best:
-    """The best validation so far (lower is better)."""
+    """The best validation so far (lower is better, or higher for `HIGHER_IS_BETTER`)."""
 
     metric: str
     value: float
@@ -49,10 +52,14 @@ class Best:
 
 def new_best(best: Best | None, metric: str, value: float, checkpoint: str) -> Best | None:
     """The best after a validation of `checkpoint`: itself when its value is finite and the
-    first, of a new kind of metric or lower than `best`'s; else `best` unchanged."""
-    if math.isfinite(value) and (best is None or best.metric != metric or value < best.value):
+    first, of a new kind of metric or better than `best`'s (lower, or higher for
+    `HIGHER_IS_BETTER`); else `best` unchanged."""
+    if not math.isfinite(value):
+        return best
+    if best is None or best.metric != metric:
         return Best(metric, value, checkpoint)
-    return best
+    better = value > best.value if metric in HIGHER_IS_BETTER else value < best.value
+    return Best(metric, value, checkpoint) if better else best
 
 
 def make_output_dir(path: str) -> None:
@@ -176,17 +183,20 @@ class RunDir:
     def save_checkpoint(self, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler,
                         scaler: torch.amp.GradScaler | None = None,
-                        model_cfg: ModelConfig, epoch: int, offset: int) -> str | None:
-        """Writes `<prefix>.<epoch>.<offset>` (on rank 0); returns its path (None without
+                        model_cfg: ModelConfig, epoch: int, offset: int,
+                        reranker: bool = False) -> str | None:
+        """Writes `<prefix>.<epoch>.<offset>` (on rank 0), of a bi-encoder or a `reranker`'s
+        `Encoder` (`dpr.models.checkpoint`); returns its path (None without
         `--output_dir`)."""
         path = self.checkpoint_path(epoch, offset)
         if not self.writes or path is None:
             return path
+        layout = to_reranker_layout if reranker else to_dpr_layout
         state = CheckpointState(
-            model_dict=to_dpr_layout(model.state_dict()),
+            model_dict=layout(model.state_dict()),
             optimizer_dict=optimizer_state(optimizer, scaler),
             scheduler_dict=scheduler.state_dict(), offset=offset, epoch=epoch,
-            encoder_params=encoder_params_of(dataclasses.asdict(model_cfg)))
+            encoder_params=encoder_params_of(dataclasses.asdict(model_cfg), reranker=reranker))
         save_checkpoint(state, path)
         logger.info("Saved checkpoint %s", path)
         return path

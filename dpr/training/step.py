@@ -16,6 +16,9 @@ holding the activations of `chunk_size` sequences only: encode every chunk witho
 loss to the cached vectors, then re-encode each chunk with a graph and back-propagate the
 cached vector gradients into the encoders.
 
+A reranker's step (`rerank_step`) scores each question's group of pairs and back-propagates
+the listwise loss; no pool is shared between processes (DDP averages the gradients).
+
 `LossGuard` stops a run whose loss is no longer finite (docs/RELIABILITY.md).
 """
 
@@ -32,9 +35,16 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from dpr.data.batch import BiEncoderBatch
-from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
-from dpr.utils.dist import DistContext, all_gather_variable
+from dpr.data.batch import BiEncoderBatch, RerankBatch
+from dpr.models.loss import (
+    correct_count,
+    duplicate_positive_mask,
+    listwise_correct,
+    listwise_loss,
+    nll_loss,
+    scaled_scores,
+)
+from dpr.utils.dist import DistContext, all_gather_variable, all_reduce_sum
 from dpr.utils.errors import RunFailure
 
 logger = logging.getLogger(__name__)
@@ -225,6 +235,30 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
                      for v, cached in ((q, q_all), (c, c_all)) if v is not None]
             torch.stack(terms).sum().backward()
     return out._replace(loss=out.loss.detach())
+
+
+def rerank_step(model: torch.nn.Module, batch: RerankBatch, *, dctx: DistContext,
+                autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
+                loss_factor: float, no_sync: ContextFactory, sync: bool = True) -> InBatchLoss:
+    """Forward a reranker's batch, back-propagate its listwise loss times `loss_factor`;
+    returns the loss and count over the questions of all processes (one all-reduce), nothing
+    masked. `sync`: as in `inbatch_loss`."""
+    with no_sync():
+        with autocast():
+            scores = model(batch.ids, batch.mask, host_lengths(batch.lengths))  # [P × 1]
+        # The pairs in the valid slots of each question's row, in order; -inf elsewhere.
+        grid = scores.new_full(batch.valid.shape, float("-inf"), dtype=torch.float32)
+        grid = grid.masked_scatter(batch.valid, scores.float().view(-1))  # [Q × G]
+        loss = listwise_loss(grid, batch.valid)
+        scale(loss * loss_factor).backward()
+    questions = batch.valid.shape[0]
+    totals = all_reduce_sum(torch.stack([loss.detach() * questions,
+                                         listwise_correct(grid.detach(), batch.valid).float()]),
+                            dctx)
+    correct = totals[1].long()
+    return InBatchLoss(totals[0] / (questions * dctx.world_size),
+                       int(correct) if sync else correct, questions * dctx.world_size,
+                       0 if sync else torch.zeros_like(correct))
 
 
 def update_number(epoch: int, iteration: int, *, batches: int, accumulation: int) -> int:

@@ -1,21 +1,21 @@
-"""Training: the run as a whole (`run`) and the bi-encoder loop; one step reads top to bottom
-in `BiEncoderTrainer._train_epoch` (docs/ARCHITECTURE.md, "One training step").
+"""Training: the run as a whole (`run`) and the one loop of both models (a bi-encoder, or a
+reranker with `cfg.rerank`), what differs between them behind `dpr.training.tasks`; one step
+reads top to bottom in `Trainer._train_epoch` (docs/ARCHITECTURE.md, "Two paths").
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample, DataFormatError, load_samples
 from dpr.recipe import Recipe
@@ -26,14 +26,28 @@ from dpr.training.interrupt import StopRequest, TrainingInterrupted
 from dpr.training.progress import EpochReport
 from dpr.training.resume import load_resume, resolve_model_config, restore_scheduler, start_position
 from dpr.training.run_dir import RunDir, make_output_dir
-from dpr.training.step import InBatchLoss, LossGuard, grad_cache_step, plain_step
-from dpr.training.validation import DevBatches, validate_average_rank, validate_nll
-from dpr.utils.dist import DistContext, barrier
+from dpr.training.step import LossGuard
+from dpr.training.tasks import RERANK_FOLDER_KEYS, BiEncoderTask, RerankTask, Task
+from dpr.utils.dist import DistContext, barrier, cleanup, init_distributed
 from dpr.utils.errors import naming_flag
 from dpr.utils.io import check_input_path
 from dpr.utils.seed import derive_seed, make_rng
 
 logger = logging.getLogger(__name__)
+
+
+def run_in_process_group(cfg: Config, *, on_rank: Callable[[int], object]) -> dict[str, Any]:
+    """`run` in this process's group (`torch.distributed.launch`, torchrun, SLURM or one
+    process), left at the end; `on_rank` is called with the rank once known (the entry
+    point's logging: until then every process logs at rank 0's level, so that an early error
+    is seen on any rank)."""
+    dctx = init_distributed(cfg.train.local_rank, no_cuda=cfg.train.no_cuda,
+                            timeout_minutes=cfg.train.distributed_timeout_minutes)
+    on_rank(dctx.rank)
+    try:
+        return run(cfg, dctx)
+    finally:
+        cleanup()
 
 
 def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
@@ -45,6 +59,7 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
                 cfg.train.use_amp)
     logger.info("Configuration:\n%s", json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     data, model, train = cfg.data, cfg.model, cfg.train
+    task = RerankTask if cfg.rerank is not None else BiEncoderTask
     if model.model_file:
         check_input_path(model.model_file, flag="--model_file")
     if data.train_file:
@@ -53,32 +68,39 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
             if not train_samples:
                 raise DataFormatError(f"{data.train_file}: no training sample has a positive "
                                       "passage")
+            train_samples = task.usable(train_samples, "--train_file")
         with naming_flag("--dev_file"):
-            dev_samples = load_samples(data.dev_file) if data.dev_file else None
+            dev_samples = (task.usable(load_samples(data.dev_file), "--dev_file")
+                           if data.dev_file else None)
         if train.output_dir:
             make_output_dir(train.output_dir)
-        return BiEncoderTrainer(cfg, dctx).train(train_samples, dev_samples)
+        return Trainer(cfg, dctx).train(train_samples, dev_samples)
     if model.model_file and data.dev_file:
         with naming_flag("--dev_file"):
-            dev_samples = load_samples(data.dev_file)
-        return BiEncoderTrainer(cfg, dctx).validate_only(dev_samples)
+            dev_samples = task.usable(load_samples(data.dev_file), "--dev_file")
+        return Trainer(cfg, dctx).validate_only(dev_samples)
     logger.warning("Nothing to do: give --train_file to train, or --model_file and --dev_file "
                    "to validate a checkpoint")
     return {}
 
 
-class BiEncoderTrainer:
+class Trainer:
     """Builds the model (from scratch or a checkpoint) and runs training or validation."""
 
     def __init__(self, cfg: Config, dctx: DistContext) -> None:
         self.cfg, self.dctx = cfg, dctx
         set_seed(cfg.train.seed % 2**32)  # numpy takes seeds in [0, 2**32) only
         self.resume = load_resume(cfg)
-        self.model_cfg = resolve_model_config(cfg.model, self.resume, cfg.explicit)
+        self.model_cfg = resolve_model_config(
+            cfg.model, self.resume, cfg.explicit,
+            folder_keys=RERANK_FOLDER_KEYS if cfg.rerank is not None else None)
         self.recipe = Recipe.from_params(dataclasses.asdict(self.model_cfg))
-        logger.info("Encoder recipe: %s", self.recipe.describe())
-        self.tensorizer, self.biencoder, self.model, self.optimizer, self.autocast, \
-            self.scaler = build_parts(self.model_cfg, cfg.train, dctx, self.resume)
+        parts = build_parts(self.model_cfg, cfg.train, dctx, self.resume, cfg.rerank)
+        self.bare, self.model, self.optimizer, self.scaler = \
+            parts.bare, parts.model, parts.optimizer, parts.scaler
+        self.task: Task = (RerankTask if cfg.rerank is not None else BiEncoderTask)(
+            cfg, dctx, parts, self.recipe)
+        logger.info("%s", self.task.describe())
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
         self.stop = StopRequest()
@@ -105,7 +127,7 @@ class BiEncoderTrainer:
                                scaled=self.scaler.is_enabled())
         self.run_dir.curves = TrainingCurves(batches=batches, accumulation=accum)
         self.run_dir.prepare(self.resume)
-        self.run_dir.write_config({**cfg.to_dict(), **dataclasses.asdict(self.model_cfg)})
+        self.run_dir.write_config(cfg.to_dict(self.model_cfg))
         logger.info(
             "Training: %d samples, %d epoch(s), %d batch(es) per epoch per process, batch %d per "
             "process x %d process(es) x %d accumulation = %d questions per update, %d updates "
@@ -134,7 +156,7 @@ class BiEncoderTrainer:
         return {min(k * step, batches) for k in range(1, batches // step + 2)} | {batches}
 
     def _train_epoch(self, epoch: int, start: int) -> None:
-        cfg, t, dctx = self.cfg, self.cfg.train, self.dctx
+        t, dctx = self.cfg.train, self.dctx
         batches = self.iterator.batches_per_epoch
         accum = t.gradient_accumulation_steps
         eval_points = self._eval_points(batches)
@@ -144,16 +166,13 @@ class BiEncoderTrainer:
         for iteration, indices in report.wrap(self.iterator.batches(epoch, start)):
             # Randomness of a step (dropout, negatives) depends only on where it is in the run.
             torch.manual_seed(derive_seed(t.seed, epoch, iteration, dctx.rank))
-            batch = build_batch(
-                [self.train_samples[i] for i in indices], self.tensorizer,
-                num_hard=cfg.data.hard_negatives, num_other=cfg.data.other_negatives,
-                rngs=[make_rng(t.seed, epoch, i) for i in indices],
-                shuffle_positive=cfg.data.shuffle_positive_ctx,
-            ).to(dctx.device)
+            batch = self.task.batch([self.train_samples[i] for i in indices],
+                                    [make_rng(t.seed, epoch, i) for i in indices]
+                                    ).to(dctx.device)
             group_start = (iteration - 1) // accum * accum
             group_size = min(accum, batches - group_start)
             update = iteration - group_start == group_size
-            result = self._forward_backward(batch, 1.0 / group_size, update)
+            result = self.task.step(batch, 1.0 / group_size, update)
             lr = self.optimizer.param_groups[0]["lr"]
             if update:
                 self._optimizer_step()
@@ -175,27 +194,11 @@ class BiEncoderTrainer:
                 self._save_and_stop(epoch, iteration, saved)
         report.finish()
 
-    def _forward_backward(self, batch: BiEncoderBatch, loss_factor: float,
-                          update: bool) -> InBatchLoss:
-        """Forward + backward of one batch; DDP reduces gradients only when `update`."""
-        t = self.cfg.train
-        no_sync = self.model.no_sync if self.dctx.distributed else contextlib.nullcontext
-        common = {"dctx": self.dctx, "autocast": self.autocast,
-                  "scale": self.scaler.scale, "loss_factor": loss_factor,
-                  "mask_duplicates": not t.keep_duplicate_positives, "sync": False,
-                  "temperature": self.recipe.score_temperature}
-        if t.grad_cache_chunk_size:
-            return grad_cache_step(self.model, batch, no_sync=no_sync,
-                                   chunk_size=t.grad_cache_chunk_size, sync_last=update,
-                                   **common)
-        return plain_step(self.model, batch,
-                          no_sync=contextlib.nullcontext if update else no_sync, **common)
-
     def _optimizer_step(self) -> None:
         t, scaler = self.cfg.train, self.scaler
         if t.max_grad_norm > 0:
             scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.biencoder.parameters(), t.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.bare.parameters(), t.max_grad_norm)
         scaler.step(self.optimizer)
         scaler.update()
         self.scheduler.step()
@@ -210,34 +213,15 @@ class BiEncoderTrainer:
     # -- validation and checkpoints -----------------------------------------------------------
     def _save(self, epoch: int, iteration: int) -> str | None:
         path = self.run_dir.save_checkpoint(
-            model=self.biencoder, optimizer=self.optimizer, scheduler=self.scheduler,
-            scaler=self.scaler, model_cfg=self.model_cfg, epoch=epoch,
-            offset=iteration)
+            model=self.bare, optimizer=self.optimizer, scheduler=self.scheduler,
+            scaler=self.scaler, model_cfg=self.model_cfg, epoch=epoch, offset=iteration,
+            reranker=self.task.reranker)
         self.run_dir.prune(self.cfg.train.keep_last_checkpoints, self.run_dir.best)
         return path
 
-    def _validate_nll(self, **extra: Any) -> tuple[float, float]:
-        cfg = self.cfg
-        dev = DevBatches(self.dev_samples, self.tensorizer, cfg.data.dev_batch_size,
-                         cfg.data.hard_negatives, cfg.data.other_negatives)
-        return validate_nll(self.biencoder, dev, dctx=self.dctx, autocast=self.autocast,
-                            mask_duplicates=not cfg.train.keep_duplicate_positives,
-                            temperature=self.recipe.score_temperature, **extra)
-
-    def _validate_average_rank(self) -> float:
-        t = self.cfg.train
-        dev = DevBatches(self.dev_samples, self.tensorizer, self.cfg.data.dev_batch_size,
-                         t.val_av_rank_hard_neg, t.val_av_rank_other_neg)
-        return validate_average_rank(self.biencoder, dev, dctx=self.dctx,
-                                     encode_batch_size=t.val_av_rank_bsz,
-                                     max_questions=t.val_av_rank_max_qs, autocast=self.autocast)
-
     def validate(self, epoch: int) -> tuple[str, float]:
-        """Runs the validation DPR would run at `epoch`: (metric name, value; lower is better)."""
-        if epoch >= self.cfg.train.val_av_rank_start_epoch:
-            return "average_rank", self._validate_average_rank()
-        loss, _ = self._validate_nll(log_every=self.cfg.train.log_batch_step)
-        return "nll_loss", loss
+        """The task's validation at `epoch`: (metric name, value)."""
+        return self.task.validate(self.dev_samples, epoch)
 
     def validate_and_save(self, epoch: int, iteration: int) -> str | None:
         """Validates (when a dev set is given), writes a checkpoint and tracks the best one."""
@@ -253,8 +237,5 @@ class BiEncoderTrainer:
         return saved
 
     def validate_only(self, dev_samples: list[BiEncoderSample]) -> dict[str, float]:
-        """DPR's no-train mode: NLL then average-rank validation of `--model_file`."""
-        self.dev_samples = dev_samples
-        loss, accuracy = self._validate_nll()
-        rank = self._validate_average_rank()
-        return {"nll_loss": loss, "accuracy": accuracy, "average_rank": rank}
+        """DPR's no-train mode: the task's validations of `--model_file`."""
+        return self.task.validate_only(dev_samples)

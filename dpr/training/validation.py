@@ -1,4 +1,5 @@
-"""Validation: NLL over in-batch negatives, and DPR's average rank."""
+"""Validation: NLL over in-batch negatives, DPR's average rank, and a reranker's MRR@10 on
+each dev question's own candidates."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from dpr.data.batch import BiEncoderBatch, build_batch
+from dpr.data.batch import BiEncoderBatch, build_batch, rerank_group
 from dpr.data.iterator import ShardedIterator
+from dpr.data.recipe import encode_in_batches, pair_items
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
 from dpr.models.biencoder import BiEncoder
-from dpr.training.progress import tracked
+from dpr.models.encoder import Encoder
+from dpr.training.progress import on_terminal, tracked
 from dpr.training.step import batch_keys, inbatch_loss
 from dpr.utils.dist import DistContext, all_reduce_sum
 
@@ -122,3 +126,34 @@ def validate_average_rank(model: BiEncoder, dev: DevBatches, *, dctx: DistContex
     average = float(totals[0] / totals[1])
     logger.info("Average-rank validation: %.3f over %d questions", average, int(totals[1]))
     return average
+
+
+MRR_DEPTH = 10
+MRR_METRIC = f"mrr@{MRR_DEPTH}"  # higher is better (`dpr.training.run_dir.new_best`)
+
+
+def validate_mrr(reranker: Encoder, samples: Sequence[BiEncoderSample],
+                 tensorizer: Tensorizer, *, dctx: DistContext, candidates: int,
+                 batch_size: int, amp_dtype: torch.dtype | None) -> float:
+    """A reranker's MRR@10 over the dev questions (each process scores every world_size-th
+    one; the same value on every process): each question's positive and up to `candidates`
+    - 1 negatives (`rerank_group` in file order) scored, `batch_size` pairs at a time and
+    length-sorted (`encode_in_batches`), the positive's rank being the number of candidates
+    scoring at least as high (a tie counts against it: a constant scorer gets 1 / group
+    size, not 1)."""
+    reranker.eval()
+    mine = samples[dctx.rank::dctx.world_size]
+    groups = [rerank_group(s, negatives=candidates - 1) for s in mine]
+    pairs = [(s.question, (p.title, p.text)) for s, group in zip(mine, groups) for p in group]
+    scores = encode_in_batches(reranker, tensorizer, pair_items(pairs, tensorizer.recipe),
+                               dim=1, batch_size=batch_size, device=dctx.device,
+                               amp_dtype=amp_dtype, desc="MRR@10 validation",
+                               quiet=not (dctx.is_main and on_terminal()))[:, 0]
+    ranks = [int((group >= group[0]).sum()) for group in
+             np.split(scores, np.cumsum([len(g) for g in groups])[:-1])] if groups else []
+    reciprocal = sum(1.0 / rank for rank in ranks if rank <= MRR_DEPTH)
+    totals = all_reduce_sum(torch.tensor([reciprocal, float(len(ranks))], device=dctx.device,
+                                         dtype=torch.float64), dctx)
+    mrr = float(totals[0] / totals[1].clamp(min=1))
+    logger.info("MRR@%d validation: %.4f over %d questions", MRR_DEPTH, mrr, int(totals[1]))
+    return mrr

@@ -6,7 +6,8 @@ import random
 import pytest
 import torch
 
-from dpr.data.batch import build_batch, select_contexts
+from dpr.data.batch import build_batch, build_rerank_batch, rerank_group, select_contexts
+from dpr.data.recipe import pair_items
 from dpr.data.records import BiEncoderSample, Passage
 from dpr.data.tensorizer import Tensorizer, build_tokenizer
 
@@ -108,3 +109,35 @@ def test_passage_key_is_stable_non_negative_and_prefers_passage_id() -> None:
     assert Passage("T", "x", "p1").key == Passage("T", "y", "p1").key
     assert Passage("T", "texte", "p1").key != a.key
     assert Passage("T", "texte", "p2").key != Passage("T", "texte", "p1").key
+
+
+def test_rerank_batch_groups_positive_first_then_hard_then_other_negatives(
+        tensorizer: Tensorizer) -> None:
+    # Given a question with 3 hard and 2 other negatives, and one with a single hard negative
+    samples = [_sample("a"), _sample("b", n_other=0, n_hard=1)]
+    # When building a reranker batch of 4 negatives per question, in file order
+    batch = build_rerank_batch(samples, tensorizer, negatives=4)
+    # Then the groups are [positive, 3 hard, 1 other] and [positive, 1 hard] (kept shorter)
+    assert batch.valid.tolist() == [[True] * 5, [True, True, False, False, False]]
+    passages = [("a pos0", "positif 0"), ("a hard0", "difficile 0"), ("a hard1", "difficile 1"),
+                ("a hard2", "difficile 2"), ("a other0", "autre 0"), ("b pos0", "positif 0"),
+                ("b hard0", "difficile 0")]
+    questions = ["Question a ?"] * 5 + ["Question b ?"] * 2
+    expected, mask = tensorizer.tensorize(pair_items(list(zip(questions, passages)),
+                                                     tensorizer.recipe))
+    assert torch.equal(batch.ids, expected) and torch.equal(batch.mask, mask)
+    assert batch.to("cpu").lengths.tolist() == mask.sum(dim=1).tolist()
+
+
+def test_rerank_group_leaves_out_copies_of_a_positive_and_draws_with_the_generator() -> None:
+    # Given a question whose first hard negative is a copy of its second positive
+    sample = _sample("a", n_pos=2)
+    sample = BiEncoderSample(sample.question, sample.answers, sample.positives,
+                             sample.negatives, (sample.positives[1], *sample.hard_negatives))
+    # Then the copy is never a candidate, and a seeded draw is repeatable
+    group = rerank_group(sample, negatives=10)
+    assert group[0] == sample.positives[0] and sample.positives[1] not in group
+    assert len(group) == 1 + 3 + 2
+    drawn = [rerank_group(sample, negatives=2, rng=random.Random(7)) for _ in range(2)]
+    assert drawn[0] == drawn[1]
+    assert all(p.title.startswith("a hard") for p in drawn[0][1:])

@@ -11,6 +11,7 @@ import torch
 from dpr.data import recipe
 from dpr.data.recipe import (
     encode_in_batches,
+    pair_items,
     passage_items,
     prepare_passage,
     prepare_question,
@@ -51,6 +52,16 @@ def test_prefixes_go_before_the_question_and_before_the_title_or_untitled_text()
                                                                    "passage : y"]
     # And without lower-casing the prefix stays as written
     assert question_items(["Où ?"], Recipe(query_prefix="Question : ")) == ["Question : Où"]
+
+
+def test_pair_items_keep_the_question_mark_and_join_title_and_text_without_prefix() -> None:
+    # Given a recipe with prefixes (a reranker never uses them) and lower-casing
+    recipe = Recipe(do_lower_case=True, query_prefix="query: ", passage_prefix="passage: ")
+    # Then the question is only stripped and the passage is one string "title text"
+    assert pair_items([(" Où est la LOIRE ? ", ("Loire", " Un FLEUVE. ")),
+                       ("Quoi ?", ("", " Sans titre "))], recipe) == \
+        [("où est la loire ?", "loire un fleuve."), ("quoi ?", "sans titre")]
+    assert pair_items([("Qui ?", ("Titre", "Texte"))], Recipe()) == [("Qui ?", "Titre Texte")]
 
 
 def test_joined_passages_are_one_string_prefix_title_space_text() -> None:

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from dpr.models import loss as losses
 from dpr.models.loss import correct_count, duplicate_positive_mask, nll_loss, scaled_scores
 
 
@@ -96,3 +97,27 @@ def test_masked_loss_gradient_is_zero_on_masked_columns() -> None:
     nll_loss(scores, positive, mask).backward()
     assert scores.grad[0, 2].item() == 0.0
     assert torch.isfinite(scores.grad).all() and scores.grad[0, 1].item() > 0
+
+
+def test_listwise_loss_matches_hand_computation_two_questions_three_candidates() -> None:
+    # Given 2 questions x 3 candidate scores, positive first; q2 has 2 candidates only
+    scores = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 99.0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    # When computing the listwise loss and count
+    loss = losses.listwise_loss(scores, valid)
+    correct = losses.listwise_correct(scores, valid)
+    # Then q1: log(e^2 + 1 + e) - 2 = 0.407606; q2 (its empty slot left out, whatever its
+    # score): log(1 + e) - 0 = 1.313262; mean 0.860434
+    assert math.isclose(loss.item(), 0.860434, abs_tol=1e-6)
+    # And q1's positive scored highest, q2's did not
+    assert correct.item() == 1
+
+
+def test_listwise_loss_of_tied_scores_is_log_group_size_and_counts_no_question_right() -> None:
+    # Given a constant scorer (a zero-initialised head): 2 groups of 3 equal scores
+    scores = torch.zeros(2, 3, dtype=torch.bfloat16)
+    # Then the loss is log 3 (a uniform softmax), in float32, and no question is right
+    loss = losses.listwise_loss(scores)
+    assert loss.dtype == torch.float32
+    assert math.isclose(loss.item(), math.log(3), abs_tol=1e-6)
+    assert losses.listwise_correct(scores).item() == 0

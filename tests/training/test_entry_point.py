@@ -78,12 +78,12 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path: Path, tiny_camember
 def test_internal_error_is_not_reported_as_a_user_error(
         tmp_path: Path, tiny_camembert, dpr_files, monkeypatch, error: type) -> None:
     # Given a bug deep inside the training step (a bare ValueError / RuntimeError)
-    import dpr.training.trainer as trainer
+    import dpr.training.tasks as tasks
 
     def broken(*args, **kwargs):
         raise error("shape mismatch inside the step")
 
-    monkeypatch.setattr(trainer, "build_batch", broken)
+    monkeypatch.setattr(tasks, "build_batch", broken)
     # When training, then the exception escapes main with its traceback (exit status != 0)
     with pytest.raises(error, match="shape mismatch inside the step"):
         train_dense_encoder.main(_argv(tiny_camembert, dpr_files[0], tmp_path / "out"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import (
+    assert_same_run,
     checkpoint_names,
     free_port,
     load_weights,
@@ -25,6 +26,7 @@ from helpers import (
     start_training,
     tiny_run_args,
     training_env,
+    wait_for_log_lines,
 )
 
 import train_dense_encoder
@@ -40,43 +42,9 @@ NO_DROPOUT = "1e-12"
 FINAL = "dpr_biencoder.1.8"  # the straight run's last checkpoint
 
 
-def _records(folder: Path) -> list[dict]:
-    """Every log record, with checkpoint paths reduced to their file names."""
-    lines = (folder / "training_log.jsonl").read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines]
-    for record in records:
-        if "checkpoint" in record:
-            record["checkpoint"] = Path(record["checkpoint"]).name
-    return records
-
-
 def _assert_same_run(got: Path, reference: Path, final: str = FINAL) -> None:
     """Same final weights (1e-6) and the same log, record for record."""
-    a, b = load_weights(got / final), load_weights(reference / final)
-    for key, value in b.items():
-        assert torch.allclose(a[key], value, atol=1e-6), key
-    mine, theirs = _records(got), _records(reference)
-    assert [(r["event"], r["epoch"], r["iteration"]) for r in mine] == \
-        [(r["event"], r["epoch"], r["iteration"]) for r in theirs]
-    for x, y in zip(mine, theirs):
-        assert x.keys() == y.keys()
-        for key in x:
-            if isinstance(x[key], float):
-                assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-6), (x, key)
-            else:
-                assert x[key] == y[key], (x, key)
-
-
-def _wait_for_log_lines(out: Path, count: int, proc: subprocess.Popen, console: Path) -> None:
-    log = out / "training_log.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, console.read_text()[-3000:]
-        if log.is_file() and log.read_bytes().count(b"\n") >= count:
-            return
-        time.sleep(0.002)
-    proc.kill()
-    pytest.fail("the run never wrote its log")
+    assert_same_run(got, reference, final)
 
 
 @pytest.mark.parametrize("lines,torn", [(3, False), (7, True)])
@@ -86,7 +54,7 @@ def test_kill_9_then_the_same_command_equals_an_uninterrupted_run(
     reference, args = straight_run
     out, console = tmp_path / "out", tmp_path / "console.txt"
     proc = start_training([*args, "--output_dir", str(out)], console)
-    _wait_for_log_lines(out, lines, proc, console)
+    wait_for_log_lines(out, lines, proc, console)
     proc.kill()
     assert proc.wait(60) == -signal.SIGKILL
     if torn:  # as if the disk filled up during an append
@@ -105,7 +73,7 @@ def test_sigterm_mid_epoch_writes_a_checkpoint_exits_143_and_the_rerun_resumes(
     reference, args = straight_run
     out, console = tmp_path / "out", tmp_path / "console.txt"
     proc = start_training([*args, "--output_dir", str(out)], console)
-    _wait_for_log_lines(out, 6, proc, console)
+    wait_for_log_lines(out, 6, proc, console)
     proc.send_signal(signal.SIGTERM)
     # Then it stops within a minute with status 143 and says how to resume
     assert proc.wait(60) == 143, console.read_text()[-3000:]
@@ -282,7 +250,7 @@ def test_losing_one_worker_makes_the_other_fail_within_the_timeout(
             "--sequence_length", "32", "--num_train_epochs", "1000", "--keep_last_checkpoints",
             "1", "--distributed_timeout_minutes", "0.2")
     procs = _slurm_tasks(args, tmp_path, free_port())
-    _wait_for_log_lines(out, 2, procs[0], tmp_path / "task0.txt")
+    wait_for_log_lines(out, 2, procs[0], tmp_path / "task0.txt")
     # When task 1 dies (SIGKILL) or hangs (SIGSTOP: its connections stay open)
     procs[1].send_signal(fault)
     started = time.monotonic()
@@ -309,7 +277,7 @@ def test_sigterm_to_one_task_stops_both_with_one_checkpoint(
     args = tiny_run_args(tiny_camembert, train, out, "--batch_size", "2",
             "--sequence_length", "32", "--num_train_epochs", "1000", "--eval_per_epoch", "1")
     procs = _slurm_tasks(args, tmp_path, free_port())
-    _wait_for_log_lines(out, 3, procs[0], tmp_path / "task0.txt")
+    wait_for_log_lines(out, 3, procs[0], tmp_path / "task0.txt")
     # When only task 1 receives SIGTERM
     procs[1].send_signal(signal.SIGTERM)
     try:

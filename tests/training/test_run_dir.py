@@ -195,7 +195,7 @@ def test_a_nan_validation_is_never_recorded_as_the_best_checkpoint(
         tmp_path: Path, tiny_camembert: Path, dpr_files, monkeypatch, capsys) -> None:
     # Given a run whose first validation gives NaN (a monkeypatched NLL), the later ones not
     values = iter([NAN, 0.7, NAN, 0.9])
-    monkeypatch.setattr(trainer_module.BiEncoderTrainer, "validate",
+    monkeypatch.setattr(trainer_module.Trainer, "validate",
                         lambda self, epoch: ("nll_loss", next(values)))
     out = tmp_path / "out"
     args = dev_run_args(tiny_camembert, dpr_files, out, "--num_train_epochs", "2",
