@@ -173,3 +173,27 @@ def test_a_missing_reranker_file_names_its_flag(tmp_path: Path, corpus: tuple[Pa
                               str(corpus[1]), "--retrievers", "rerank", "--rerank_on", "bm25",
                               "--reranker", str(tmp_path / "absent")]) == 1
     assert "--reranker" in caplog.text and "absent" in caplog.text
+
+
+def test_rerank_on_the_default_fusion_unreported_and_two_labelled_rerankers(
+        tmp_path: Path, corpus: tuple[Path, Path], checkpoint: Path, reranker_checkpoint: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a DPR model and the same reranker twice under two labels, the fusion not listed
+    passages, qas = corpus
+    assert evaluate.main([
+        "--quiet", "--ctx_file", str(passages), "--qa_file", str(qas), "--retrievers",
+        "bm25,rerank", "--dpr_model", str(checkpoint), "--reranker",
+        f"a={reranker_checkpoint},b={reranker_checkpoint}", "--reranker_depth", "3",
+        "--output_dir", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
+    # Then both rerankers re-rank the fusion, which is not reported itself
+    assert list(report["results"]) == ["bm25", "rerank:a", "rerank:b"]
+    assert {name: info["first_stage"] for name, info in report["rerank"].items()} == {
+        "rerank:a": "fusion", "rerank:b": "fusion"}
+    # And the fusion settings they re-ranked are in the report; the same model gives the same
+    # ranking under both labels
+    assert report["fusion"]["dpr"] == "dpr"
+    assert report["results"]["rerank:a"]["first_hit_rank"] == \
+        report["results"]["rerank:b"]["first_hit_rank"]
+    assert all(r is None or r < 3 for r in report["results"]["rerank:a"]["first_hit_rank"])
+    assert "rerank:b: the top 3 of fusion re-ranked" in capsys.readouterr().out
