@@ -178,7 +178,7 @@ def search(args: argparse.Namespace, files: list[str] | None, model: DenseEncode
 
 
 def rerank_hits(reranker: PairScorer, questions: list[str], hits: list[list[str]],
-                scores: np.ndarray, passages: dict[str, Passage], *,
+                scores: np.ndarray, *, passages: dict[str, Passage],
                 depth: int) -> tuple[list[list[str]], list[np.ndarray]]:
     """Each question's top `depth` hits re-ranked (`dpr.retrieval.rerank.rerank`), as (ids,
     the reranker's scores) per question; the hits below are left out."""
@@ -249,8 +249,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     q_vectors = model.encode_questions([q for q, _ in questions])
     hits, scores = search(args, files, model, passages, q_vectors)
     if reranker is not None:
-        hits, scores = rerank_hits(reranker, [q for q, _ in questions], hits, scores, passages,
-                                   depth=args.reranker_depth)
+        hits, scores = rerank_hits(reranker, [q for q, _ in questions], hits, scores,
+                                   passages=passages, depth=args.reranker_depth)
     results = score_results(questions, hits, passages, match=args.match, scores=scores,
                             workers=args.validation_workers)
     log_accuracy(results, min(args.n_docs, max((len(h) for h in hits), default=0)))
