@@ -3,12 +3,14 @@
 python dense_retriever.py --model_file dpr_biencoder.2 --qa_file qas_dev.tsv \
     --ctx_file passages.tsv --encoded_ctx_file "emb/passages_*" --out_file results.json
 python dense_retriever.py ... --index idx/ [--nprobe 64 | --ef_search 256] [--rerank 1000]
+python dense_retriever.py ... --reranker rerank/reranker.2.1000 --reranker_depth 20
 
 The shards of --encoded_ctx_file are indexed in memory through `dpr.index` (exact, or DPR's
 HNSW with --hnsw_index; kept as a folder beside them with --save_or_load_index), or an index
 folder built by `python -m dpr.index build` is searched (--index); the model must be the one
-that encoded the passages. Indexes, checks and formats: docs/EVALUATION.md
-("dense_retriever.py").
+that encoded the passages. With --reranker, a cross-encoder (train_reranker.py) re-ranks each
+question's top --reranker_depth (`dpr.retrieval.rerank`) before the results are scored and
+written. Indexes, checks and formats: docs/EVALUATION.md ("dense_retriever.py").
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from dpr.evaluation.relevance import TEXTS_PER_WORKER, prepare_texts
 from dpr.index import BuildOptions, FaissIndex, build_index, index_shards, load_index
 from dpr.index.search import read_settings
 from dpr.index.shards import Shard, find_shards, open_shards
-from dpr.inference import DenseEncoder, load_encoder
+from dpr.inference import DenseEncoder, load_encoder, load_reranker
 from dpr.inference.chunks import model_identity
+from dpr.retrieval.corpus import Corpus
+from dpr.retrieval.rerank import PairScorer, rerank
+from dpr.retrieval.run import Run
 from dpr.utils.device import autocast_dtype, select_device
 from dpr.utils.errors import InputError, UsageError, read_input
 from dpr.utils.io import atomic_write, check_input_path, check_output_file
@@ -70,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rerank", type=int, default=None,
                         help="With --index: fetch this many candidates and re-score them "
                         "exactly from the embedding shards the index was built from.")
+    parser.add_argument("--reranker", default=None,
+                        help="Reranker checkpoint (train_reranker.py) re-ranking each "
+                        "question's top --reranker_depth passages; the results hold those "
+                        "passages only, with the reranker's scores. Loaded with its "
+                        "checkpoint's own parameters (the model flags are --model_file's).")
+    parser.add_argument("--reranker_depth", type=int, default=20,
+                        help="With --reranker: passages re-ranked per question.")
     parser.add_argument("--out_file", default=None,
                         help="Results JSON (DPR's format); none written when omitted.")
     parser.add_argument("--match", default="string", choices=("string", "regex"),
@@ -96,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Raises UsageError (exit status 2) for counts below 1 and flags of the other source."""
-    for name in ("n_docs", "batch_size", "index_buffer", "validation_workers"):
+    for name in ("n_docs", "batch_size", "index_buffer", "validation_workers",
+                 "reranker_depth"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('n_docs', 'n-docs')} must be >= 1")
     if args.index is None and args.encoded_ctx_file is None:
@@ -164,8 +177,26 @@ def search(args: argparse.Namespace, files: list[str] | None, model: DenseEncode
     return hits, scores
 
 
+def rerank_hits(reranker: PairScorer, questions: list[str], hits: list[list[str]],
+                scores: np.ndarray, *, passages: dict[str, Passage],
+                depth: int) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Each question's top `depth` hits re-ranked (`dpr.retrieval.rerank.rerank`), as (ids,
+    the reranker's scores) per question; the hits below are left out."""
+    wanted = sorted({pid for ids in hits for pid in ids})  # only the passages retrieved
+    corpus = Corpus(wanted, [passages[p].title for p in wanted],
+                    [passages[p].text for p in wanted], "the passages retrieved")
+    row = {pid: i for i, pid in enumerate(wanted)}
+    run = Run("dpr", tuple(np.array([row[p] for p in ids], dtype=np.int64) for ids in hits),
+              tuple(np.asarray(s[:len(ids)]) for s, ids in zip(scores, hits)))
+    reranked = rerank(run, reranker, questions, corpus, depth=depth)
+    logger.info("Re-ranked the top %d passages of %d questions in %.3f s", depth, len(hits),
+                reranked.metadata["rerank"]["seconds"])
+    return [[wanted[r] for r in rows.tolist()] for rows in reranked.rows], list(reranked.scores)
+
+
 def score_results(questions: list[tuple[str, list[str]]], hits: list[list[str]],
-                  passages: dict[str, Passage], *, match: str, scores: np.ndarray,
+                  passages: dict[str, Passage], *, match: str,
+                  scores: np.ndarray | list[np.ndarray],
                   workers: int = 1) -> list[dict[str, Any]]:
     """DPR's results records, with has_answer computed on each passage's text: each retrieved
     passage prepared once (`prepare_texts`, in up to `workers` processes), then matched."""
@@ -197,19 +228,29 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Encodes the questions, searches, matches answers and writes the results."""
     check_args(args)
     check_input_path(args.model_file, flag="--model_file")
+    if args.reranker is not None:
+        check_input_path(args.reranker, flag="--reranker")
     if args.out_file:
         check_output_file(args.out_file, flag="--out_file")
     files = None if args.index is not None else find_shards(args.encoded_ctx_file)
     questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
     passages = read_input(read_passages, args.ctx_file, flag="--ctx_file", what="passages")
     device = select_device(args.device)
+    amp_dtype = autocast_dtype(args.fp16, args.amp_dtype, device)
     model = load_encoder(args.model_file, encoder_params(args), device=device,
-                         allow_pickle=args.allow_unsafe_pickle,
-                         amp_dtype=autocast_dtype(args.fp16, args.amp_dtype, device),
+                         allow_pickle=args.allow_unsafe_pickle, amp_dtype=amp_dtype,
                          batch_size=args.batch_size, quiet=args.quiet)
     logger.info("Model: %s", model.description)
+    reranker = None if args.reranker is None else load_reranker(
+        args.reranker, device=device, allow_pickle=args.allow_unsafe_pickle,
+        amp_dtype=amp_dtype, batch_size=args.batch_size, quiet=args.quiet)
+    if reranker is not None:
+        logger.info("Reranker: %s", reranker.description)
     q_vectors = model.encode_questions([q for q, _ in questions])
     hits, scores = search(args, files, model, passages, q_vectors)
+    if reranker is not None:
+        hits, scores = rerank_hits(reranker, [q for q, _ in questions], hits, scores,
+                                   passages=passages, depth=args.reranker_depth)
     results = score_results(questions, hits, passages, match=args.match, scores=scores,
                             workers=args.validation_workers)
     log_accuracy(results, min(args.n_docs, max((len(h) for h in hits), default=0)))

@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     model, device and precision flags every model-loading tool shares."""
     parser = argparse.ArgumentParser(
         prog="python -m dpr.evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Compare BM25, DPR, BM25+DPR fusions and a sentence-transformers baseline "
-        "on one question set: top-k accuracy, MRR@10, MAP@10 and recall, as a Markdown table, "
-        "results.json and a top-k accuracy plot.")
+        description="Compare BM25, DPR, BM25+DPR fusions, a sentence-transformers baseline and "
+        "rerankers over one of them on one question set: top-k accuracy, MRR@10, MAP@10 and "
+        "recall, as a Markdown table, results.json and a top-k accuracy plot.")
     models = add_options(parser, EvalOptions, groups=GROUPS)["models"]
     add_checkpoint_path_flags(models)
     add_recipe_flags(models)
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for flag, folder in (("--output_dir", options.output_dir), ("--trec_dir", options.trec_dir)):
         if folder:  # refused before the evaluation runs, not after
             check_output_dir(folder, flag=flag)
-    for spec in options.dpr_models:
-        check_input_path(spec.path, flag="--dpr_model")
+    for spec in (*options.dpr_models, *options.rerankers):
+        check_input_path(spec.path, flag=spec.flag)
     report = evaluate(options)
     print(render(report))
     if options.output_dir:

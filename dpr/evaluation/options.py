@@ -1,7 +1,7 @@
 """What one evaluation runs: :class:`EvalOptions`, whose fields are the flags of
 ``python -m dpr.evaluate`` (``dpr.utils.options``), and the parsing of the values of
-``--dpr_model``, ``--retrievers``, ``--fusion_dpr``, ``--index`` and ``--pairs`` (pure, raising
-:class:`~dpr.utils.errors.UsageError` naming the flag)."""
+``--dpr_model``, ``--reranker``, ``--retrievers``, ``--rerank_on``, ``--fusion_dpr``, ``--index``
+and ``--pairs`` (pure, raising :class:`~dpr.utils.errors.UsageError` naming the flag)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from dpr.evaluation.relevance import DEFAULT_WORKERS, RELEVANCE_MODES
 from dpr.retrieval.bm25 import LANGUAGES, METHODS, BM25Settings
 from dpr.retrieval.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
+from dpr.retrieval.rerank import check_depth
 from dpr.utils.errors import UsageError
 from dpr.utils.options import opt
 
-BASE_RETRIEVERS = ("bm25", "dpr", "hybrid", "rrf", "fusion", "sbert")
+BASE_RETRIEVERS = ("bm25", "dpr", "hybrid", "rrf", "fusion", "sbert", "rerank")
 FUSIONS = ("hybrid", "rrf", "fusion")
 NEEDS_BM25 = frozenset({"bm25", *FUSIONS})
 TOP_KS = (1, 5, 10, 20, 50, 100)
@@ -27,16 +28,32 @@ _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass(frozen=True)
-class DprModelSpec:
-    """One DPR model of the evaluation: retriever ``dpr`` (unlabelled) or ``dpr:<label>``."""
+class ModelSpec:
+    """One model of the evaluation, given by ``flag``: retriever ``<kind>`` (unlabelled) or
+    ``<kind>:<label>``."""
 
     path: str
     label: str | None = None
+    kind: ClassVar[str] = "dpr"
+    flag: ClassVar[str] = "--dpr_model"
 
     @property
     def name(self) -> str:
         """The retriever name in reports."""
-        return f"dpr:{self.label}" if self.label else "dpr"
+        return f"{self.kind}:{self.label}" if self.label else self.kind
+
+
+@dataclass(frozen=True)
+class DprModelSpec(ModelSpec):
+    """One DPR model (``--dpr_model``): retriever ``dpr`` or ``dpr:<label>``."""
+
+
+@dataclass(frozen=True)
+class RerankerSpec(ModelSpec):
+    """One reranker (``--reranker``): retriever ``rerank`` or ``rerank:<label>``."""
+
+    kind: ClassVar[str] = "rerank"
+    flag: ClassVar[str] = "--reranker"
 
 
 def _labelled(value: str) -> tuple[str | None, str]:
@@ -45,38 +62,67 @@ def _labelled(value: str) -> tuple[str | None, str]:
     return (label, rest) if sep and _LABEL.match(label) and rest else (None, value)
 
 
-def parse_dpr_models(values: Sequence[str] | None) -> tuple[DprModelSpec, ...]:
-    """``--dpr_model`` values (repeatable, each ``PATH``, ``LABEL=PATH`` or a comma list);
-    UsageError for several models without labels, or a label used twice."""
+def parse_models(values: Sequence[str] | None, kind: type[ModelSpec] = DprModelSpec
+                 ) -> tuple[ModelSpec, ...]:
+    """``--dpr_model`` (or, with ``kind=RerankerSpec``, ``--reranker``) values (repeatable,
+    each ``PATH``, ``LABEL=PATH`` or a comma list); UsageError for several models without
+    labels, or a label used twice."""
     items = [item.strip() for value in values or () for item in value.split(",")]
-    specs = [DprModelSpec(path, label)
-             for label, path in (_labelled(item) for item in items if item)]
+    specs = [kind(path, label) for label, path in (_labelled(item) for item in items if item)]
     if len(specs) > 1 and any(s.label is None for s in specs):
-        raise UsageError("--dpr_model: give every model a label (LABEL=PATH) when evaluating "
+        raise UsageError(f"{kind.flag}: give every model a label (LABEL=PATH) when evaluating "
                          "several")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise UsageError(f"--dpr_model: a label is used twice ({', '.join(names)})")
+        raise UsageError(f"{kind.flag}: a label is used twice ({', '.join(names)})")
     return tuple(specs)
 
 
-def resolve_retrievers(text: str, models: Sequence[DprModelSpec]) -> tuple[str, ...]:
-    """The retriever names of ``--retrievers``; ``dpr`` stands for every DPR model.
-    UsageError for an unknown or repeated name, or DPR retrievers without a model."""
+def resolve_retrievers(text: str, models: Sequence[ModelSpec],
+                       rerankers: Sequence[ModelSpec] = ()) -> tuple[str, ...]:
+    """The retriever names of ``--retrievers``; ``dpr`` stands for every DPR model, ``rerank``
+    for every reranker. UsageError for an unknown or repeated name, DPR retrievers without a
+    model, re-ranking without a reranker, or a reranker without re-ranking."""
     tokens = [n.strip() for n in text.split(",") if n.strip()]
-    model_names = [m.name for m in models]
+    model_names = [m.name for m in (*models, *rerankers)]
     unknown = [n for n in tokens if n not in BASE_RETRIEVERS and n not in model_names]
     if unknown or not tokens:
-        choices = ", ".join([*BASE_RETRIEVERS, *(n for n in model_names if n != "dpr")])
+        choices = ", ".join([*BASE_RETRIEVERS,
+                             *(n for n in model_names if n not in ("dpr", "rerank"))])
         raise UsageError(f"--retrievers: unknown {unknown} (choose among {choices})")
     if not models and ({"dpr", *FUSIONS} & set(tokens)):
         raise UsageError("dpr, hybrid, rrf and fusion need --dpr_model")
     names: list[str] = []
     for token in tokens:
-        names.extend(model_names if token == "dpr" else [token])
+        family = models if token == "dpr" else rerankers if token == "rerank" else None
+        names.extend([m.name for m in family] if family is not None else [token])
     if len(set(names)) != len(names):
         raise UsageError("--retrievers: a retriever is listed twice")
+    if "rerank" in tokens and not rerankers:
+        raise UsageError("--retrievers rerank needs --reranker (a train_reranker.py "
+                         "checkpoint)")
+    if rerankers and not any(r.name in names for r in rerankers):
+        raise UsageError("--reranker: add rerank to --retrievers (e.g. --retrievers "
+                         "bm25,rerank) to re-rank a first stage")
     return tuple(names)
+
+
+def first_stage(text: str | None, models: Sequence[ModelSpec]) -> str:
+    """The retriever ``--rerank_on`` names (default ``fusion``): ``bm25``, ``sbert``, a fusion
+    or a DPR model (``dpr`` for the only one). UsageError for another name, or a first stage
+    that needs ``--dpr_model`` without one."""
+    name = text or "fusion"
+    model_names = [m.name for m in models]
+    if name == "dpr" and len(models) == 1:
+        return model_names[0]
+    if (name in FUSIONS or name.split(":")[0] == "dpr") and not models:
+        raise UsageError(f"--rerank_on {name}{' (the default)' if text is None else ''} needs "
+                         "--dpr_model; give --rerank_on bm25 to re-rank BM25")
+    choices = ["bm25", "sbert", *FUSIONS, *model_names]
+    if name not in choices:
+        raise UsageError(f"--rerank_on {name}: not a first stage (choose among "
+                         f"{', '.join(choices)})")
+    return name
 
 
 def fusion_model(models: Sequence[DprModelSpec], label: str | None) -> DprModelSpec | None:
@@ -146,6 +192,7 @@ def tuned_fusions(text: str) -> tuple[str, ...]:
 
 GROUPS = {"inputs": "inputs (either --ctx_file and --qa_file, or --squad)", "models": "models",
           "index": "saved index (instead of encoding the corpus)", "fusion": "fusion",
+          "rerank": "re-ranking (a reranker over a first stage's top list)",
           "bm25": "BM25 (defaults as in data_prep)", "output": "output"}
 
 
@@ -168,7 +215,7 @@ class EvalOptions:
                      group="inputs")
     retrievers: tuple[str, ...] = opt(
         "bm25,dpr,hybrid", f"comma-separated list among {', '.join(BASE_RETRIEVERS)} and "
-        "dpr:LABEL (dpr: every --dpr_model)", type=str)
+        "dpr:LABEL, rerank:LABEL (dpr: every --dpr_model; rerank: every --reranker)", type=str)
     pairs: tuple[tuple[str, str], ...] = opt(
         None, "comma-separated A>B pairs of evaluated retrievers (e.g. 'dpr:round2>dpr:round1,"
         "fusion>bm25') to sign-test at top-1 and top-20, A being the expected winner", type=str)
@@ -214,6 +261,19 @@ class EvalOptions:
     fusion_depth: int = opt(2000, "each retriever's top list whose union is reranked",
                             group="fusion")
     rrf_k: int = opt(60, "k of reciprocal rank fusion", group="fusion")
+    rerankers: tuple[RerankerSpec, ...] = opt(
+        None, "train_reranker.py checkpoint re-ranking the first stage (--rerank_on), reported "
+        "as the retriever rerank (which --retrievers must list); repeatable or "
+        "comma-separated, LABEL=PATH for several (retrievers rerank:LABEL); loaded with its "
+        "checkpoint's own parameters (the model flags are --dpr_model's)",
+        flags=("--reranker",), action="append", metavar="[LABEL=]PATH", group="rerank")
+    reranker_depth: int = opt(20, "passages of the first stage re-ranked per question; a "
+                              "rerank run holds these only (its top-k beyond counts them)",
+                              group="rerank")
+    rerank_on: str | None = opt(
+        None, "the first stage the rerankers re-rank: bm25, sbert, hybrid, rrf, fusion, dpr or "
+        "dpr:LABEL (computed once, reported or not); default fusion", metavar="RETRIEVER",
+        group="rerank")
     language: str = opt("fr", "stemmer and stop words", choices=sorted(LANGUAGES), group="bm25")
     bm25_k1: float = opt(1.5, "BM25 k1", group="bm25")
     bm25_b: float = opt(0.75, "BM25 b", group="bm25")
@@ -245,12 +305,18 @@ class EvalOptions:
             raise UsageError("give --ctx_file and --qa_file, or --squad")
         if self.relevance == "id" and not self.squad:
             raise UsageError("--relevance id needs --squad (passage TSVs carry no gold passage)")
-        models = parse_dpr_models(self.dpr_models)
-        names = resolve_retrievers(self.retrievers, models)
+        models = parse_models(self.dpr_models)
+        rerankers = parse_models(self.rerankers, RerankerSpec)
+        names = resolve_retrievers(self.retrievers, models, rerankers)
+        if self.rerank_on is not None and not rerankers:
+            raise UsageError("--rerank_on needs --reranker")
+        check_depth(self.reranker_depth)
         fusion_model(models, self.fusion_dpr)
-        self._set(dpr_models=models, retrievers=names, pairs=parse_pairs(self.pairs, names),
+        self._set(dpr_models=models, rerankers=rerankers, retrievers=names,
+                  rerank_on=first_stage(self.rerank_on, models) if rerankers else None,
+                  pairs=parse_pairs(self.pairs, names),
                   indexes=parse_indexes(self.indexes, models))
-        if "sbert" in names and not self.sbert_model:
+        if self.wants("sbert") and not self.sbert_model:
             from dpr.retrieval.dense_models import default_sbert_model
 
             self._set(sbert_model=default_sbert_model())
@@ -302,5 +368,6 @@ class EvalOptions:
         return fusion_model(self.dpr_models, self.fusion_dpr)
 
     def wants(self, *names: str) -> bool:
-        """Whether any retriever of ``names`` was asked for."""
-        return any(name in self.retrievers for name in names)
+        """Whether any retriever of ``names`` is to be run: asked for, or the first stage of
+        the rerankers (``rerank_on``)."""
+        return any(name in self.retrievers or name == self.rerank_on for name in names)

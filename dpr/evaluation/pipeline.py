@@ -1,6 +1,6 @@
 """One evaluation, top to bottom: read the inputs, make one run per retriever (BM25, the DPR
-models, their fusions, sbert), judge the pooled runs once, score them and build the report
-(docs/EVALUATION.md).
+models, their fusions, sbert, the rerankers over one of them), judge the pooled runs once,
+score them and build the report (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from dpr.evaluation.inputs import QuestionSet, read_questions, read_squad
-from dpr.evaluation.options import FUSIONS, NEEDS_BM25, TOP_KS, DprModelSpec, EvalOptions
+from dpr.evaluation.options import (
+    FUSIONS,
+    NEEDS_BM25,
+    TOP_KS,
+    DprModelSpec,
+    EvalOptions,
+    RerankerSpec,
+)
 from dpr.evaluation.relevance import GOLD_PASSAGES, Judge, Qrels, warn_unanswered
 from dpr.evaluation.report import (
     adjust_sign_tests,
@@ -27,6 +34,7 @@ from dpr.retrieval.bm25 import BM25Retriever
 from dpr.retrieval.corpus import Corpus, read_tsv_corpus
 from dpr.retrieval.dense import DenseRetriever, dense_retriever
 from dpr.retrieval.fusion import Reciprocal, Sides, fuse_candidates
+from dpr.retrieval.rerank import PairScorer, rerank
 from dpr.retrieval.run import Run, pool
 from dpr.utils.device import autocast_dtype, select_device
 
@@ -38,6 +46,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
     input files."""
     corpus, qset = read_inputs(options)
     device = select_device(options.device)
+    rerankers = {spec: open_reranker(options, spec, device) for spec in options.rerankers}
     n_docs = min(options.n_docs, len(corpus.ids))
     depth = max(n_docs, min(options.fusion_depth, len(corpus.ids)))  # lists the fusions rerank
     fused = options.fusion_model if options.wants(*FUSIONS) else None
@@ -51,7 +60,7 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
                           seconds=time.perf_counter() - start)
         runs["bm25"] = sparse.top(n_docs)
     for spec in options.dpr_models:
-        if spec.name in options.retrievers or spec == fused:
+        if options.wants(spec.name) or spec == fused:
             dense = open_dpr(options, spec, corpus, device)
             deep, vectors = dense.run(qset.questions, depth)
             runs[spec.name] = deep.top(n_docs)
@@ -61,6 +70,9 @@ def evaluate(options: EvalOptions) -> dict[str, Any]:
                     options, sides, corpus, n_docs=n_docs, depth=depth))
     if options.wants("sbert"):
         runs["sbert"] = sbert_run(options, corpus, qset, n_docs, device)
+    for spec, reranker in rerankers.items():  # the first stage, computed above, re-ranked
+        runs[spec.name] = rerank(runs[options.rerank_on], reranker, qset.questions, corpus,
+                                 depth=options.reranker_depth, name=spec.name)
     reported = [runs[name] for name in options.retrievers]
     judge = Judge(corpus.texts, mode=options.mode, match=options.match,
                   workers=options.validation_workers, quiet=options.quiet)
@@ -130,6 +142,19 @@ def open_dpr(options: EvalOptions, spec: DprModelSpec, corpus: Corpus,
                            metadata={"model": spec.path})
 
 
+def open_reranker(options: EvalOptions, spec: RerankerSpec, device: Any) -> PairScorer:
+    """A reranker (`dpr.inference.load_reranker`) with its checkpoint's own parameters (the
+    model flags of the command line are the DPR models'), the batch size, device and
+    precision of the DPR models."""
+    from dpr.inference import load_reranker
+
+    reranker = load_reranker(spec.path, device=device, batch_size=options.batch_size,
+                             quiet=options.quiet, allow_pickle=options.allow_unsafe_pickle,
+                             amp_dtype=autocast_dtype(options.fp16, options.amp_dtype, device))
+    logger.info("%s: %s", spec.name, reranker.description)
+    return reranker
+
+
 def sbert_run(options: EvalOptions, corpus: Corpus, qset: QuestionSet, k: int,
               device: Any) -> Run:
     """The off-the-shelf sentence-transformers model's run (exact search)."""
@@ -155,6 +180,8 @@ def build_report(options: EvalOptions, *, corpus: Corpus, qset: QuestionSet,
     fused = options.fusion_model
     fusion = next((dict(run.metadata["fusion"]) for run in runs if "fusion" in run.metadata),
                   None)
+    reranked = {run.name: dict(run.metadata["rerank"]) for run in runs
+                if "rerank" in run.metadata}
     return {
         "command": options.command,
         "versions": versions(), "device": device,
@@ -168,9 +195,10 @@ def build_report(options: EvalOptions, *, corpus: Corpus, qset: QuestionSet,
         "models": {"dpr": fused.path if fused else None,
                    "dpr_models": {m.name: m.path for m in options.dpr_models},
                    "dpr_indexes": dict(options.indexes) or None,
-                   "sbert": options.sbert_model if "sbert" in options.retrievers else None},
+                   "sbert": options.sbert_model if options.wants("sbert") else None,
+                   "rerankers": {m.name: m.path for m in options.rerankers} or None},
         "bm25": options.bm25.describe() if options.wants(*NEEDS_BM25) else None,
-        "fusion": fusion,
+        "fusion": fusion, "rerank": reranked or None,
         "results": results, "comparison": comparison, "pairs": pairs,
         "sign_tests": sign_tests,
     }

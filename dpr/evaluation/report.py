@@ -136,6 +136,19 @@ def fusion_text(fusion: dict[str, Any], retrievers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def rerank_text(rerank: Mapping[str, Mapping[str, Any]],
+                results: Mapping[str, Mapping[str, Any]]) -> str:
+    """What each rerank run re-ranked, and its time per question, in words."""
+    lines = []
+    for name, info in rerank.items():
+        total = results[name]["seconds"] / max(len(results[name]["first_hit_rank"]), 1)
+        lines.append(f"{name}: the top {info['depth']} of {info['first_stage']} re-ranked by "
+                     f"{info['reranker']}, {1000 * info['seconds_per_question']:.1f} ms per "
+                     f"question ({1000 * total:.1f} ms with the first stage); its lists hold "
+                     "only these passages")
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict[str, dict[str, Any]], ks: Sequence[int]) -> str:
     """One row per retriever: top-k accuracies, MRR@10, MAP@10, recall@20/@100 (or at the
     largest k when smaller), in %."""
@@ -247,7 +260,8 @@ def notes_text(report: Mapping[str, Any]) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    """The report as the command line prints it: table, verdict, fusion settings."""
+    """The report as the command line prints it: table, verdict, fusion and re-ranking
+    settings."""
     parts = [markdown_table(report["results"], report["ks"])]
     if report["comparison"]:
         parts.append(verdict(report["comparison"]))
@@ -255,6 +269,8 @@ def render(report: dict[str, Any]) -> str:
         parts.append(pairs_text(report["pairs"]))
     if report["fusion"]:
         parts.append(fusion_text(report["fusion"], list(report["results"])))
+    if report.get("rerank"):
+        parts.append(rerank_text(report["rerank"], report["results"]))
     notes = notes_text(report)
     return "\n\n".join(parts + ([notes] if notes else []))
 

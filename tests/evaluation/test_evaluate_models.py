@@ -18,7 +18,7 @@ from dpr import evaluate
 from dpr.evaluation.options import (
     DprModelSpec,
     fusion_model,
-    parse_dpr_models,
+    parse_models,
     parse_pairs,
     resolve_retrievers,
 )
@@ -30,12 +30,12 @@ from dpr.utils.errors import InputError, UsageError
 
 
 def test_dpr_models_accept_labels_repeats_and_comma_lists() -> None:
-    models = parse_dpr_models(["r1=a/ckpt.0", "r2=b/hf,r3=c=d"])
+    models = parse_models(["r1=a/ckpt.0", "r2=b/hf,r3=c=d"])
     assert [(m.name, m.path) for m in models] == [("dpr:r1", "a/ckpt.0"), ("dpr:r2", "b/hf"),
                                                   ("dpr:r3", "c=d")]
     # one unlabelled path keeps the historical retriever name "dpr"
-    assert parse_dpr_models(["out/dpr_biencoder.0.3"]) == (DprModelSpec("out/dpr_biencoder.0.3"),)
-    assert parse_dpr_models(None) == ()
+    assert parse_models(["out/dpr_biencoder.0.3"]) == (DprModelSpec("out/dpr_biencoder.0.3"),)
+    assert parse_models(None) == ()
 
 
 @pytest.mark.parametrize("values, message", [
@@ -45,11 +45,11 @@ def test_dpr_models_accept_labels_repeats_and_comma_lists() -> None:
 ])
 def test_dpr_models_refuse_ambiguous_names(values: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        parse_dpr_models(values)
+        parse_models(values)
 
 
 def test_dpr_in_retrievers_stands_for_every_model() -> None:
-    models = parse_dpr_models(["r1=a", "r2=b"])
+    models = parse_models(["r1=a", "r2=b"])
     assert resolve_retrievers("bm25,dpr,fusion", models) == ("bm25", "dpr:r1", "dpr:r2",
                                                               "fusion")
     assert resolve_retrievers("dpr:r2,hybrid", models) == ("dpr:r2", "hybrid")
@@ -62,7 +62,7 @@ def test_dpr_in_retrievers_stands_for_every_model() -> None:
 
 
 def test_fusion_model_defaults_to_the_last_and_accepts_label_or_name() -> None:
-    models = parse_dpr_models(["r1=a", "r2=b"])
+    models = parse_models(["r1=a", "r2=b"])
     assert fusion_model(models, None).label == "r2"
     assert fusion_model(models, "r1").label == "r1"
     assert fusion_model(models, "dpr:r1").label == "r1"

@@ -1,5 +1,6 @@
 """Error handling of generate_dense_embeddings.py and dense_retriever.py: user errors are one
-line and exit 1 (2 for bad flags), bugs keep their traceback, --help exits 0."""
+line and exit 1 (2 for bad flags), bugs keep their traceback, --help exits 0; and
+dense_retriever.py's results re-ranked by --reranker."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 import dense_retriever
 import generate_dense_embeddings
 from dpr.index.shards import ShardError, open_shard, read_shard
-from dpr.inference import DenseEncoder, load_encoder
+from dpr.inference import DenseEncoder, load_encoder, load_reranker
 from dpr.utils.errors import InputError
 from dpr.utils.io import write_vectors
 from dpr2hf.cli import main as dpr2hf_main
@@ -172,3 +173,47 @@ def test_every_tool_finds_stored_relative_paths_beside_the_checkpoint(
     np.testing.assert_allclose(read_shard(f"{prefix}_0.npy")[1],
                                read_shard(f"{shard}_0.npy")[1], atol=1e-6)
     assert model.params["pretrained_model_cfg"] == str(run / "camembert-tiny")
+
+
+def test_retriever_with_reranker_keeps_the_top_depth_in_the_rerankers_order(
+        tmp_path: Path, checkpoint: Path, reranker_checkpoint: Path, corpus,
+        shard: Path) -> None:
+    # Given the dense top 6 of each question
+    plain, reranked = tmp_path / "plain.json", tmp_path / "reranked.json"
+    args = _retrieve_args(checkpoint, corpus, f"{shard}_*.npy", plain, "--n-docs", "6")
+    assert dense_retriever.main(args) == 0
+    # When re-ranking the top 4 with the tiny reranker
+    assert dense_retriever.main(_retrieve_args(
+        checkpoint, corpus, f"{shard}_*.npy", reranked, "--n-docs", "6", "--reranker",
+        str(reranker_checkpoint), "--reranker_depth", "4")) == 0
+    before = json.loads(plain.read_text(encoding="utf-8"))
+    after = json.loads(reranked.read_text(encoding="utf-8"))
+    # Then each question holds the same 4 passages, ordered and scored by the reranker
+    reranker = load_reranker(reranker_checkpoint)
+    reordered = 0
+    for first, second in zip(before, after, strict=True):
+        ids = [c["id"] for c in second["ctxs"]]
+        assert sorted(ids) == sorted(c["id"] for c in first["ctxs"][:4])
+        scores = [float(c["score"]) for c in second["ctxs"]]
+        expected = reranker.score_pairs([(second["question"], (c["title"], c["text"]))
+                                         for c in second["ctxs"]])
+        assert scores == pytest.approx(expected.tolist(), abs=1e-5)
+        assert scores == sorted(scores, reverse=True)
+        reordered += ids != [c["id"] for c in first["ctxs"][:4]]
+    assert reordered > 0
+
+
+def test_retriever_reranker_errors(tmp_path: Path, checkpoint: Path, corpus, shard: Path,
+                                   capsys) -> None:
+    out = tmp_path / "r.json"
+    args = _retrieve_args(checkpoint, corpus, f"{shard}_*.npy", out)
+    # A bi-encoder checkpoint as --reranker: exit 1, one line naming the file and its kind
+    assert dense_retriever.main([*args, "--reranker", str(checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert len(_error_lines(err)) == 1 and "Traceback" not in err
+    assert f"{checkpoint}: a bi-encoder checkpoint, not a reranker" in err
+    assert not out.exists()
+    # A depth below 1: exit 2 naming the flag
+    assert dense_retriever.main([*args, "--reranker", str(checkpoint),
+                                 "--reranker_depth", "0"]) == 2
+    assert "--reranker_depth must be >= 1" in capsys.readouterr().err
