@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -292,3 +293,8 @@ def read_curves(log_file: Path, *, batches: int, accumulation: int) -> dict:
     for line in log_file.read_text(encoding="utf-8").splitlines():
         curves.add(json.loads(line))
     return curves.points()
+
+
+def snippets(card: str) -> list[str]:
+    """The Python code blocks of a model card."""
+    return re.findall(r"^```python\n(.*?)^```", card, flags=re.S | re.M)

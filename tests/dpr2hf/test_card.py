@@ -4,12 +4,12 @@ format recipe."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import snippets
 
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import (
@@ -42,11 +42,6 @@ def _checkpoint(tmp_path: Path, folder: Path, recipe: Recipe, kind: str = "hf_be
     save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
                                     encoder_params=params), path)
     return path
-
-
-def snippets(card: str) -> list[str]:
-    """The Python code blocks of a model card."""
-    return re.findall(r"^```python\n(.*?)^```", card, flags=re.S | re.M)
 
 
 def _run_card_snippets(tmp_path: Path, base: Path, recipe: Recipe,
