@@ -19,6 +19,14 @@ from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
+from dpr.models.checkpoint import (
+    CheckpointState,
+    encoder_params_of,
+    save_checkpoint,
+    to_reranker_layout,
+)
+from dpr.models.factory import build_reranker
+from dpr.recipe import Recipe
 from dpr.training.command_line import build_parser, config_from_args
 from dpr.training.config import Config
 from dpr.training.curves import TrainingCurves
@@ -298,3 +306,20 @@ def read_curves(log_file: Path, *, batches: int, accumulation: int) -> dict:
 def snippets(card: str) -> list[str]:
     """The Python code blocks of a model card."""
     return re.findall(r"^```python\n(.*?)^```", card, flags=re.S | re.M)
+
+
+def reranker_checkpoint(path: Path, base: Path, encoder_type: str, recipe: Recipe) -> Path:
+    """A random tiny reranker trained by `recipe`, its weights large enough that the pairs'
+    scores differ by more than rounding."""
+    torch.manual_seed(0)
+    model = build_reranker(encoder_type, str(base), recipe=recipe, head_init="random")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and "LayerNorm" not in name:
+                param.normal_(std=0.3)
+    params = encoder_params_of({"encoder_model_type": encoder_type,
+                                "pretrained_model_cfg": str(base), "pretrained_file": None,
+                                "projection_dim": 0, **vars(recipe)}, reranker=True)
+    save_checkpoint(CheckpointState(model_dict=to_reranker_layout(model.state_dict()),
+                                    encoder_params=params), path)
+    return path

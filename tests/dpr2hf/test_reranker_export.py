@@ -9,19 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import snippets
+from helpers import reranker_checkpoint, snippets
 
 import generate_dense_embeddings
 from dpr import evaluate
 from dpr.inference import load_encoder, load_reranker
-from dpr.models.checkpoint import (
-    CheckpointState,
-    encoder_params_of,
-    save_checkpoint,
-    to_reranker_layout,
-)
-from dpr.models.factory import build_reranker
 from dpr.recipe import Recipe
 from dpr.utils.errors import InputError
 from dpr.utils.logging import setup_logging
@@ -38,23 +30,6 @@ PAIRS = [("OÃ¹ coule la Loire ?", ("Loire", "La Loire coule en France, de l'ArdÃ
          (QUESTION, PASSAGE)]
 # fixture, encoder type, pooling: a BERT-like reranker (cls) and an e5-like one (mean)
 KINDS = {"bert": ("tiny_cased_bert", "hf_bert", "cls"), "e5": ("tiny_e5", "hf_bert", "mean")}
-
-
-def reranker_checkpoint(path: Path, base: Path, encoder_type: str, recipe: Recipe) -> Path:
-    """A random tiny reranker trained by `recipe`, its weights large enough that the pairs'
-    scores differ by more than rounding."""
-    torch.manual_seed(0)
-    model = build_reranker(encoder_type, str(base), recipe=recipe, head_init="random")
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("weight") and "LayerNorm" not in name:
-                param.normal_(std=0.3)
-    params = encoder_params_of({"encoder_model_type": encoder_type,
-                                "pretrained_model_cfg": str(base), "pretrained_file": None,
-                                "projection_dim": 0, **vars(recipe)}, reranker=True)
-    save_checkpoint(CheckpointState(model_dict=to_reranker_layout(model.state_dict()),
-                                    encoder_params=params), path)
-    return path
 
 
 @pytest.fixture(scope="module")
