@@ -119,6 +119,14 @@ def _inputs(info: CardInfo) -> list[str]:
             '                  truncation="longest_first", return_tensors="pt")']
 
 
+def _pooling_code(recipe: Recipe, name: str) -> list[str]:
+    """Lines setting `name` to the recipe's pooling of `hidden` over `batch`."""
+    if recipe.pooling == Pooling.CLS:
+        return [f"{name} = hidden[:, 0]  # the first token"]
+    return ['mask = batch["attention_mask"].unsqueeze(-1).float()',
+            f"{name} = (hidden * mask).sum(1) / mask.sum(1)  # mean over the tokens"]
+
+
 def _transformers_code(info: CardInfo, folder: str) -> str:
     proj = info.projection_dim > 0
     lines = ["import torch", "from transformers import AutoModel, AutoTokenizer",
@@ -127,11 +135,7 @@ def _transformers_code(info: CardInfo, folder: str) -> str:
              "model = AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()",
              *_inputs(info), "with torch.no_grad():",
              "    hidden = model(**batch).last_hidden_state"]
-    if info.recipe.pooling == Pooling.CLS:
-        lines.append("vectors = hidden[:, 0]  # the first token")
-    else:
-        lines += ['mask = batch["attention_mask"].unsqueeze(-1).float()',
-                  "vectors = (hidden * mask).sum(1) / mask.sum(1)  # mean over the tokens"]
+    lines += _pooling_code(info.recipe, "vectors")
     if proj:
         lines += ['proj = load_file(f"{folder}/encode_proj.safetensors")',
                   'vectors = vectors @ proj["weight"].T + proj["bias"]']
@@ -293,11 +297,7 @@ def _reranker_transformers_code(info: CardInfo, folder: str) -> str:
              "batch = tokenizer([question.strip()], [passage], truncation=\"longest_first\",",
              '                  return_tensors="pt")', "with torch.no_grad():",
              "    hidden = model(**batch).last_hidden_state"]
-    if info.recipe.pooling == Pooling.CLS:
-        lines.append("pooled = hidden[:, 0]  # the first token")
-    else:
-        lines += ['mask = batch["attention_mask"].unsqueeze(-1).float()',
-                  "pooled = (hidden * mask).sum(1) / mask.sum(1)  # mean over the tokens"]
+    lines += _pooling_code(info.recipe, "pooled")
     lines += ['head = load_file(f"{folder}/2_Dense/model.safetensors")',
               'scores = (pooled @ head["linear.weight"].T + head["linear.bias"])[:, 0]']
     return "\n".join(lines)

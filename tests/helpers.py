@@ -308,18 +308,37 @@ def snippets(card: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", card, flags=re.S | re.M)
 
 
-def reranker_checkpoint(path: Path, base: Path, encoder_type: str, recipe: Recipe) -> Path:
-    """A random tiny reranker trained by `recipe`, its weights large enough that the pairs'
-    scores differ by more than rounding."""
-    torch.manual_seed(0)
-    model = build_reranker(encoder_type, str(base), recipe=recipe, head_init="random")
+def spread_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every weight matrix but the layer norms' drawn at std 0.3 (the global
+    generator), so that its outputs differ by more than rounding."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("weight") and "LayerNorm" not in name:
                 param.normal_(std=0.3)
+    return model
+
+
+def reranker_checkpoint(path: Path, base: Path, encoder_type: str, recipe: Recipe) -> Path:
+    """A random tiny reranker trained by `recipe`, its weights large enough that the pairs'
+    scores differ by more than rounding."""
+    torch.manual_seed(0)
+    model = spread_weights(build_reranker(encoder_type, str(base), recipe=recipe,
+                                          head_init="random"))
     params = encoder_params_of({"encoder_model_type": encoder_type,
                                 "pretrained_model_cfg": str(base), "pretrained_file": None,
                                 "projection_dim": 0, **vars(recipe)}, reranker=True)
     save_checkpoint(CheckpointState(model_dict=to_reranker_layout(model.state_dict()),
                                     encoder_params=params), path)
     return path
+
+
+def exported_reranker(root: Path, base: Path, encoder_type: str, *,
+                      sequence_length: int) -> tuple[Path, Path]:
+    """(checkpoint, CrossEncoder folder `root/ce`) of `reranker_checkpoint` on `base`
+    exported with `python -m dpr2hf` (positional form)."""
+    from dpr2hf.cli import main
+
+    ckpt = reranker_checkpoint(root / "reranker.0.0", base, encoder_type,
+                               Recipe(sequence_length=sequence_length))
+    assert main([str(ckpt), "--output_dir", str(root / "ce")]) == 0
+    return ckpt, root / "ce"

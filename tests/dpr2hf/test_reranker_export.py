@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import reranker_checkpoint, snippets
+from helpers import exported_reranker, reranker_checkpoint, snippets
 
 import generate_dense_embeddings
 from dpr import evaluate
@@ -36,11 +36,8 @@ KINDS = {"bert": ("tiny_cased_bert", "hf_bert", "cls"), "e5": ("tiny_e5", "hf_be
 def bert_export(tmp_path_factory: pytest.TempPathFactory, tiny_cased_bert: Path
                 ) -> tuple[Path, Path]:
     """(checkpoint, CrossEncoder folder) of a tiny cased BERT reranker (cls pooling)."""
-    root = tmp_path_factory.mktemp("rerank_export")
-    ckpt = reranker_checkpoint(root / "reranker.0.0", tiny_cased_bert, "hf_bert",
-                               Recipe(sequence_length=32))
-    assert main([str(ckpt), "--output_dir", str(root / "ce")]) == 0
-    return ckpt, root / "ce"
+    return exported_reranker(tmp_path_factory.mktemp("rerank_export"), tiny_cased_bert,
+                             "hf_bert", sequence_length=32)
 
 
 @pytest.mark.parametrize("lower", [False, True], ids=["cased", "lower"])

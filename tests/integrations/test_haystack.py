@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import train_tiny_checkpoint
-from helpers import reranker_checkpoint, train_e5_checkpoint
+from helpers import exported_reranker, train_e5_checkpoint
 from transformers import AutoModel, AutoTokenizer
 
 from dpr import evaluate, tiny
 from dpr.data.tsv import read_passages, read_qas
 from dpr.inference import load_reranker
 from dpr.models.st_folder import save_sentence_transformer
-from dpr.recipe import Recipe
 from dpr2hf.cli import main as dpr2hf_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,11 +77,8 @@ def e5_export(tmp_path_factory: pytest.TempPathFactory, tiny_e5: Path, dpr_files
 def reranker_export(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path
                     ) -> tuple[Path, Path]:
     """(checkpoint, dpr2hf CrossEncoder folder) of a random tiny CamemBERT reranker."""
-    root = tmp_path_factory.mktemp("haystack_reranker")
-    ckpt = reranker_checkpoint(root / "reranker.0.0", tiny_camembert, "hf_roberta",
-                               Recipe(sequence_length=64))
-    assert dpr2hf_main([str(ckpt), "--output_dir", str(root / "ce")]) == 0
-    return ckpt, root / "ce"
+    return exported_reranker(tmp_path_factory.mktemp("haystack_reranker"), tiny_camembert,
+                             "hf_roberta", sequence_length=64)
 
 
 def _reranker_order(ckpt: Path, question: str, passages: list) -> tuple[list[str], list]:
