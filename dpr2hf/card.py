@@ -1,6 +1,6 @@
 """Model cards (README.md) for exported folders, written from the model's recipe: how the
-vectors are computed, with snippets that compute them (`tests/dpr2hf/test_card.py` runs them
-against the model's own vectors).
+vectors (a reranker's: the scores) are computed, with snippets that compute them
+(`tests/dpr2hf/test_card.py` runs them against the model's own vectors and scores).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PASSAGE = ("Mont Blanc", "Le mont Blanc culmine à 4 805 mètres.")
 class CardInfo:
     """What a model card says about one exported folder."""
 
-    side: str  # "question" or "ctx"
+    side: str  # "question", "ctx" or "reranker"
     model_class: str
     checkpoint: str
     encoder_params: dict[str, Any]  # as stored in the checkpoint
@@ -119,6 +119,14 @@ def _inputs(info: CardInfo) -> list[str]:
             '                  truncation="longest_first", return_tensors="pt")']
 
 
+def _pooling_code(recipe: Recipe, name: str) -> list[str]:
+    """Lines setting `name` to the recipe's pooling of `hidden` over `batch`."""
+    if recipe.pooling == Pooling.CLS:
+        return [f"{name} = hidden[:, 0]  # the first token"]
+    return ['mask = batch["attention_mask"].unsqueeze(-1).float()',
+            f"{name} = (hidden * mask).sum(1) / mask.sum(1)  # mean over the tokens"]
+
+
 def _transformers_code(info: CardInfo, folder: str) -> str:
     proj = info.projection_dim > 0
     lines = ["import torch", "from transformers import AutoModel, AutoTokenizer",
@@ -127,11 +135,7 @@ def _transformers_code(info: CardInfo, folder: str) -> str:
              "model = AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()",
              *_inputs(info), "with torch.no_grad():",
              "    hidden = model(**batch).last_hidden_state"]
-    if info.recipe.pooling == Pooling.CLS:
-        lines.append("vectors = hidden[:, 0]  # the first token")
-    else:
-        lines += ['mask = batch["attention_mask"].unsqueeze(-1).float()',
-                  "vectors = (hidden * mask).sum(1) / mask.sum(1)  # mean over the tokens"]
+    lines += _pooling_code(info.recipe, "vectors")
     if proj:
         lines += ['proj = load_file(f"{folder}/encode_proj.safetensors")',
                   'vectors = vectors @ proj["weight"].T + proj["bias"]']
@@ -232,3 +236,98 @@ def _verification(info: CardInfo) -> str:
             "compared with the bi-encoder's on French questions and (title, text) passages "
             "(accents, upper case, truncated and short inputs); token ids were identical and "
             "the largest absolute differences were:\n\n" + "\n".join(lines) + "\n")
+
+
+_RERANKER_HEADER = """---
+language: fr
+library_name: sentence-transformers
+pipeline_tag: text-ranking
+tags:
+- dpr
+- reranker
+- cross-encoder
+- sentence-transformers
+---
+
+# DPR reranker (cross-encoder, {model_class})
+
+Converted with `python -m dpr2hf` from the reranker checkpoint `{checkpoint}`
+(`train_reranker.py`). It reads a question and a passage together and gives one **raw score**
+(higher: more relevant; no sigmoid): the score training ranked the candidates of a question by.
+
+- Base model: `{base}` ({encoder_type})
+- Score: {pooled}, then a linear layer to one number (`2_Dense`, identity activation)
+- Lower-casing: {lower}
+- Maximum length: {length} tokens for the pair (the tokenizer's `model_max_length`), truncated
+  `longest_first`
+
+Training flags stored in the checkpoint (`encoder_params`):
+
+```json
+{params}
+```
+
+## Input recipe (exactly what training saw)
+
+- The question as written, surrounding spaces stripped (its `?` kept, no prefix).
+- The passage as one string: `title + " " + text`, the text stripped; the text alone when the
+  title is empty.
+- The two as the tokenizer's text pair `tokenizer(question, passage)`; no `token_type_ids`
+  (training used zeros; the saved tokenizer does not return them).
+"""
+
+
+def _reranker_inputs() -> list[str]:
+    return [f"question = {QUESTION!r}", f"title, text = {PASSAGE!r}",
+            'passage = f"{title} {text.strip()}" if title else text.strip()']
+
+
+def _reranker_st_code(folder: str) -> str:
+    return "\n".join(["from sentence_transformers import CrossEncoder", "",
+                      f'model = CrossEncoder("{folder}")', *_reranker_inputs(),
+                      "scores = model.predict([(question.strip(), passage)])"])
+
+
+def _reranker_transformers_code(info: CardInfo, folder: str) -> str:
+    lines = ["import torch", "from safetensors.torch import load_file",
+             "from transformers import AutoModel, AutoTokenizer", "",
+             f'folder = "{folder}"', "tokenizer = AutoTokenizer.from_pretrained(folder)",
+             "model = AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()",
+             *_reranker_inputs(),
+             "batch = tokenizer([question.strip()], [passage], truncation=\"longest_first\",",
+             '                  return_tensors="pt")', "with torch.no_grad():",
+             "    hidden = model(**batch).last_hidden_state"]
+    lines += _pooling_code(info.recipe, "pooled")
+    lines += ['head = load_file(f"{folder}/2_Dense/model.safetensors")',
+              'scores = (pooled @ head["linear.weight"].T + head["linear.bias"])[:, 0]']
+    return "\n".join(lines)
+
+
+def render_reranker_card(info: CardInfo, folder: str) -> str:
+    """The README.md of a reranker's `CrossEncoder` folder, its snippets loading `folder`."""
+    params, recipe = info.encoder_params, info.recipe
+    text = _RERANKER_HEADER.format(
+        model_class=info.model_class, checkpoint=info.checkpoint,
+        base=params.get("pretrained_file") or params.get("pretrained_model_cfg"),
+        encoder_type=params.get("encoder_model_type"),
+        pooled="the first token's last hidden state" if recipe.pooling == Pooling.CLS
+        else "the mean of the last hidden states over the tokens",
+        lower="the saved (fast) tokenizer lower-cases every text itself (`do_lower_case` in "
+        "training)" if recipe.do_lower_case else "none", length=recipe.sequence_length,
+        params=json.dumps(params, indent=2, ensure_ascii=False, default=str))
+    lines = [f"- {name}: {diff:.2g}" for name, diff in sorted(info.max_differences.items())]
+    return text + (
+        f"\n## With sentence-transformers\n\n```python\n{_reranker_st_code(folder)}\n```\n\n"
+        "`predict` returns the raw scores (the folder's activation is the identity; pass "
+        "`activation_fn=torch.nn.Sigmoid()` for numbers in (0, 1), same order), and "
+        "`model.rank(question, passages)` orders passages by them. In Haystack, "
+        "`SentenceTransformersSimilarityRanker(model=..., meta_fields_to_embed=[\"title\"], "
+        "embedding_separator=\" \", scale_score=False)` gives the same scores for the "
+        "stripped question and documents whose `meta[\"title\"]` is the title (absent when "
+        "empty) and whose content is the stripped text.\n\n"
+        f"## With transformers\n\n```python\n{_reranker_transformers_code(info, folder)}\n"
+        "```\n\n## Verification\n\nAt conversion, this folder was reloaded (with "
+        "sentence-transformers' `CrossEncoder`, and with the project's `load_reranker`) and "
+        "its scores compared with the checkpoint's on French (question, passage) pairs "
+        "(accents, upper case, truncated and short inputs, an untitled passage); token ids were "
+        "identical and the largest absolute differences were:\n\n" + "\n".join(lines) + "\n")

@@ -1,4 +1,6 @@
-"""`python -m dpr2hf [--model_file] CHECKPOINT --output_dir DIR` (docs/DPR2HF.md)."""
+"""`python -m dpr2hf [--model_file] CHECKPOINT --output_dir DIR` (docs/DPR2HF.md): a bi-encoder
+checkpoint gives question/passage encoder folders, a reranker checkpoint a `CrossEncoder`
+folder."""
 
 from __future__ import annotations
 
@@ -25,12 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dpr2hf",
         description="Convert a DPR bi-encoder checkpoint (ours or the original DPR's: hf_bert, "
                     "hf_roberta, fairseq_roberta) into Hugging Face question/passage encoder "
-                    "folders, verified against the checkpoint.")
+                    "folders, or a reranker checkpoint (train_reranker.py) into a "
+                    "sentence-transformers CrossEncoder folder, verified against the "
+                    "checkpoint.")
     add_positional_flag(parser, "--model_file", metavar="CHECKPOINT",
-                        help="DPR checkpoint file, e.g. dpr_biencoder.34.708.")
+                        help="DPR checkpoint file, e.g. dpr_biencoder.34.708, or a "
+                             "reranker checkpoint, e.g. reranker.2.1000.")
     parser.add_argument("--output_dir", required=True,
                         help="Folder to create; receives question_encoder/ and ctx_encoder/ "
-                             "(and dpr_question_encoder/, dpr_ctx_encoder/ for BERT).")
+                             "(and dpr_question_encoder/, dpr_ctx_encoder/ for BERT); for a "
+                             "reranker it is the CrossEncoder folder.")
     add_checkpoint_path_flags(parser)
     add_recipe_flags(parser.add_argument_group(
         "recipe of a plain model folder", "A checkpoint carries its own; a plain Hugging Face "
@@ -44,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "config). Unpickling can run arbitrary code: trusted files only.")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="Largest accepted absolute difference between the exported "
-                             "folders' vectors and the bi-encoder's (default 1e-4).")
+                             "folders' vectors and the bi-encoder's, or the CrossEncoder's "
+                             "scores and the reranker's (default 1e-4).")
     add_debug_flag(parser)
     return parser
 
@@ -54,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     result = convert(require(args, "--model_file", "the checkpoint"), args.output_dir,
                      cli=encoder_params(args), overwrite=args.overwrite,
                      allow_pickle=args.allow_unsafe_pickle, tolerance=args.tolerance)
-    logger.info("Wrote %s under %s", ", ".join(result.folders), result.output_dir)
+    if result.reranker:
+        logger.info("Wrote the reranker's CrossEncoder folder %s", result.output_dir)
+    else:
+        logger.info("Wrote %s under %s", ", ".join(result.folders), result.output_dir)
     for name, diff in sorted(result.max_differences.items()):
         logger.info("Verified %s: max |difference| %.3g (tolerance %g)", name, diff,
                     args.tolerance)

@@ -1,6 +1,7 @@
 """DPR checkpoint → Hugging Face folders (`question_encoder/`, `ctx_encoder/`, and for BERT
-checkpoints `dpr_question_encoder/`, `dpr_ctx_encoder/`; layout: docs/DPR2HF.md), written to a
-staging folder, verified, then published (`dpr.utils.io.staged_folder`).
+checkpoints `dpr_question_encoder/`, `dpr_ctx_encoder/`; layout: docs/DPR2HF.md), or a reranker
+checkpoint → one sentence-transformers `CrossEncoder` folder (docs/DPR2HF.md, "A reranker"),
+written to a staging folder, verified, then published (`dpr.utils.io.staged_folder`).
 """
 
 from __future__ import annotations
@@ -25,28 +26,30 @@ from transformers import (
 )
 
 from dpr.data.tensorizer import Tensorizer, build_tokenizer, tensorizer_for
-from dpr.inference import load_encoder
+from dpr.inference import Reranker, load_encoder, load_reranker
 from dpr.models.biencoder import BiEncoder
-from dpr.models.checkpoint import SIDE_NAMES
+from dpr.models.checkpoint import RERANKER_KEY, SIDE_NAMES, CheckpointKindError
 from dpr.models.encoder import Encoder
 from dpr.models.export import TOWER_FOLDERS, export_entry, save_projection
-from dpr.models.st_folder import save_sentence_transformer
+from dpr.models.st_folder import save_cross_encoder, save_sentence_transformer
 from dpr.recipe import Pooling, Recipe
 from dpr.utils.errors import InputError
 from dpr.utils.io import staged_folder
 from dpr2hf import verify
-from dpr2hf.card import CardInfo, render_card
+from dpr2hf.card import CardInfo, render_card, render_reranker_card
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ConversionResult:
-    """What was written and how closely it reproduces the bi-encoder."""
+    """What was written and how closely it reproduces the bi-encoder (or the reranker: then
+    `folders` is empty, `output_dir` itself being the `CrossEncoder` folder)."""
 
     output_dir: Path
     folders: list[str]
     max_differences: dict[str, float] = field(default_factory=dict)
+    reranker: bool = False
 
 
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
@@ -65,16 +68,22 @@ def _tokenizer_options(params: dict) -> dict:
             "model_input_names": ["input_ids", "attention_mask"]}
 
 
+def _save_plain(encoder: Encoder, plain: str, *, params: dict, entry: dict) -> None:
+    """The encoder's transformer (config.json with the `dpr` entry `entry`) and the training
+    tokenizer, set to reproduce training (`_tokenizer_options`), as a transformers folder."""
+    model = encoder.model
+    model.config.dpr = entry
+    model.save_pretrained(plain, safe_serialization=True)
+    del model.config.dpr
+    build_tokenizer(params["encoder_model_type"], params["pretrained_model_cfg"],
+                    **_tokenizer_options(params)).save_pretrained(plain)
+
+
 def export_tower(tower: Encoder, folder: Path, *, side: str, params: dict) -> None:
     """The tower's transformer, tokenizer and projection, as a sentence-transformers folder
     whose default prompt is the tower's prefix."""
-    model = tower.model
     with tempfile.TemporaryDirectory(dir=folder.parent) as plain:
-        model.config.dpr = export_entry(params)
-        model.save_pretrained(plain, safe_serialization=True)
-        del model.config.dpr
-        build_tokenizer(params["encoder_model_type"], params["pretrained_model_cfg"],
-                        **_tokenizer_options(params)).save_pretrained(plain)
+        _save_plain(tower, plain, params=params, entry=export_entry(params))
         save_sentence_transformer(plain, folder, Recipe.from_params(params),
                                   projection=tower.encode_proj,
                                   default_prompt="query" if side == "question" else "passage")
@@ -105,6 +114,16 @@ def export_dpr_bert(tower: Encoder, folder: Path, side: str, *, params: dict) ->
     model.save_pretrained(folder, safe_serialization=True)
     tok_cls.from_pretrained(params["pretrained_model_cfg"],
                             **_tokenizer_options(params)).save_pretrained(folder)
+
+
+def export_reranker(reranker: Encoder, folder: Path, *, params: dict) -> None:
+    """The reranker's transformer, tokenizer and head as a sentence-transformers
+    `CrossEncoder` folder (`save_cross_encoder`); its config.json's `dpr` entry is the
+    bi-encoder towers' with `"reranker": true`."""
+    with tempfile.TemporaryDirectory(dir=folder.parent) as plain:
+        _save_plain(reranker, plain, params=params,
+                    entry=export_entry(params) | {RERANKER_KEY: True})
+        save_cross_encoder(plain, folder, Recipe.from_params(params), head=reranker.encode_proj)
 
 
 def has_dpr_classes(params: dict, tensorizer: Tensorizer) -> bool:
@@ -153,12 +172,14 @@ def _verify_all(staging: Path, written: list[tuple[str, str, bool]], biencoder: 
 def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[str], *,
             cli: Mapping[str, Any] | None = None, overwrite: bool = False,
             allow_pickle: bool = False, tolerance: float = 1e-4) -> ConversionResult:
-    """Converts a DPR checkpoint into verified Hugging Face folders under `output_dir` (left as
-    it was on any error).
+    """Converts a DPR checkpoint into verified Hugging Face folders under `output_dir`, or a
+    reranker checkpoint into a verified `CrossEncoder` folder `output_dir` (left as it was on
+    any error).
 
     Args:
-        checkpoint: DPR checkpoint file (ours or the original DPR's), or a plain model folder
-            (exported as the untrained bi-encoder training would start from).
+        checkpoint: DPR checkpoint file (ours or the original DPR's), a reranker checkpoint
+            (`train_reranker.py`), or a plain model folder (exported as the untrained
+            bi-encoder training would start from).
         cli: Command-line encoder parameters (`dpr.cli.flags.encoder_params`): the paths
             overriding those stored in the checkpoint, the recipe of a plain folder.
         allow_pickle: Allow files that need full unpickling (trusted files only).
@@ -173,7 +194,11 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir).absolute()
     check_output_dir(output_dir, overwrite=overwrite)
-    biencoder, params, stored = _load(checkpoint, dict(cli or {}), allow_pickle=allow_pickle)
+    try:
+        biencoder, params, stored = _load(checkpoint, dict(cli or {}), allow_pickle=allow_pickle)
+    except CheckpointKindError:  # a reranker checkpoint: read again by the reranker's loader
+        reranker = load_reranker(checkpoint, dict(cli or {}), allow_pickle=allow_pickle)
+        return convert_reranker(reranker, checkpoint.name, output_dir, tolerance=tolerance)
     tensorizer = tensorizer_for(params, pad_to_multiple_of=1)
     with staged_folder(output_dir, overwrite=output_dir.exists()) as staging:
         written = _write_all(staging, biencoder, tensorizer=tensorizer, params=params)
@@ -190,6 +215,27 @@ def convert(checkpoint: str | os.PathLike[str], output_dir: str | os.PathLike[st
     flat = {f"{name}/{how}": d for name, per in diffs.items() for how, d in per.items()}
     return ConversionResult(output_dir=output_dir, folders=[w[0] for w in written],
                             max_differences=flat)
+
+
+def convert_reranker(reranker: Reranker, checkpoint: str, output_dir: Path, *,
+                     tolerance: float) -> ConversionResult:
+    """Writes the loaded reranker checkpoint `checkpoint` (its file name) as the `CrossEncoder`
+    folder `output_dir` with its model card, once `verify.verify_cross_encoder` passed."""
+    params, state = reranker.params, reranker.state
+    logger.info("Reranker checkpoint %s (epoch %s, offset %s): %s", checkpoint, state.epoch,
+                state.offset, params)
+    with staged_folder(output_dir, overwrite=output_dir.exists()) as staging:
+        export_reranker(reranker.encoder, staging, params=params)
+        diffs = verify.verify_cross_encoder(staging, reranker, tolerance=tolerance)
+        card = CardInfo(side="reranker", model_class=_model_class(staging),
+                        checkpoint=checkpoint, encoder_params=dict(state.encoder_params),
+                        recipe=Recipe.from_params(params),
+                        hidden_size=reranker.encoder.model.config.hidden_size,
+                        projection_dim=1, max_differences=diffs)
+        (staging / "README.md").write_text(render_reranker_card(card, output_dir.name),
+                                           encoding="utf-8")
+    return ConversionResult(output_dir=output_dir, folders=[], max_differences=diffs,
+                            reranker=True)
 
 
 def _load(path: Path, cli: dict, *, allow_pickle: bool) -> tuple[BiEncoder, dict, dict]:

@@ -1,6 +1,7 @@
 """Parity check of exported folders against the bi-encoder they came from: each folder
 reloaded as users load it, its token ids equal to training's and its vectors within a tolerance
-of the bi-encoder's (docs/DPR2HF.md, "Verification built in").
+of the bi-encoder's (docs/DPR2HF.md, "Verification built in"); a reranker's `CrossEncoder`
+folder likewise, its scores against the checkpoint's (`verify_cross_encoder`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 import torch
 from transformers import DPRContextEncoder, DPRQuestionEncoder
 
-from dpr.data.recipe import encode_in_batches, passage_items, question_items
+from dpr.data.recipe import encode_in_batches, pair_items, passage_items, question_items
 from dpr.data.tensorizer import Tensorizer, export_tensorizer
+from dpr.inference import Reranker, load_reranker
 from dpr.models.biencoder import BiEncoder
 from dpr.models.export import exported_params, load_exported_encoder
 from dpr.recipe import Recipe
@@ -39,6 +41,10 @@ VERIFY_PASSAGES: tuple[tuple[str, str], ...] = (
     ("Œuvres complètes de Molière, tome " + "IV, " * 200, "Très court."),
     ("Île-de-France", "Région CAPITALE ; Paris, Versailles, Saint-Denis. Ça coûte 12 € !"),
 )
+
+# Every check question with every check passage: what a reranker's export is checked on.
+VERIFY_PAIRS: tuple[tuple[str, tuple[str, str]], ...] = tuple(
+    (q, p) for q in VERIFY_QUESTIONS for p in VERIFY_PASSAGES)
 
 
 class VerificationError(DprError):
@@ -76,14 +82,14 @@ def _check_ids(name: str, got: list[list[int]], want: list[list[int]]) -> None:
                                     f"{list(a)[:12]}... vs {list(b)[:12]}...")
 
 
-def _max_diff(name: str, got: torch.Tensor, want: torch.Tensor, tolerance: float) -> float:
+def _max_diff(name: str, got: torch.Tensor, want: torch.Tensor, tolerance: float, *,
+              what: str = "vectors differ from the bi-encoder's") -> float:
     if got.shape != want.shape:
-        raise VerificationError(f"{name}: vector shape {tuple(got.shape)} != {tuple(want.shape)}")
+        raise VerificationError(f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}")
     diff = float((got.float() - want.float()).abs().max())
     logger.info("%s: max |difference| = %.3g", name, diff)
     if not diff <= tolerance:
-        raise VerificationError(f"{name}: vectors differ from the bi-encoder's by {diff:.3g} "
-                                f"(tolerance {tolerance:g})")
+        raise VerificationError(f"{name}: {what} by {diff:.3g} (tolerance {tolerance:g})")
     return diff
 
 
@@ -137,3 +143,44 @@ def verify_sentence_transformers(folder: Path, side: str, ref: tuple, *,
     vectors = torch.as_tensor(model.encode(items, batch_size=len(items),
                                            show_progress_bar=False))
     return _max_diff(f"{folder.name} (sentence-transformers)", vectors, ref[1], tolerance)
+
+
+def cross_encoder_pair(question: str, passage: tuple[str, str]) -> tuple[str, str]:
+    """A (question, `(title, text)`) pair as a `CrossEncoder` user passes it (the model card's
+    snippet): the question stripped, the passage `f"{title} {text}"` (the text stripped, alone
+    when untitled); its lower-casing is the saved tokenizer's."""
+    title, text = passage
+    text = text.strip()
+    return question.strip(), f"{title} {text}" if title else text
+
+
+def verify_cross_encoder(folder: Path, reranker: Reranker, *,
+                         tolerance: float) -> dict[str, float]:
+    """`CrossEncoder(folder).predict` on `VERIFY_PAIRS` as a user passes them
+    (`cross_encoder_pair`), its token ids equal to training's and no `token_type_ids`, then
+    `dpr.inference.load_reranker(folder)`: scores vs the checkpoint's `reranker.score_pairs`.
+
+    Returns:
+        The largest absolute difference of each way of loading the folder.
+    """
+    from sentence_transformers import CrossEncoder
+
+    want = torch.from_numpy(reranker.score_pairs(VERIFY_PAIRS))
+    model = CrossEncoder(str(folder), device="cpu", local_files_only=True)
+    pairs = [cross_encoder_pair(q, p) for q, p in VERIFY_PAIRS]
+    features = model.preprocess(pairs)
+    if "token_type_ids" in features:
+        raise VerificationError(f"{folder.name}: its tokenizer returns token_type_ids (training "
+                                "fed none)")
+    got_ids = [row[mask.bool()].tolist() for row, mask in
+               zip(features["input_ids"], features["attention_mask"], strict=True)]
+    _check_ids(f"{folder.name} (CrossEncoder tokenizer)", got_ids, reranker.tensorizer.encode_items(
+        pair_items(VERIFY_PAIRS, reranker.tensorizer.recipe)))
+    scores = torch.as_tensor(model.predict(pairs, batch_size=len(pairs),
+                                           show_progress_bar=False))
+    loaded = torch.from_numpy(load_reranker(folder).score_pairs(VERIFY_PAIRS))
+    what = "scores differ from the checkpoint's"
+    return {"sentence-transformers CrossEncoder": _max_diff(
+                f"{folder.name} (CrossEncoder)", scores, want, tolerance, what=what),
+            "dpr.inference.load_reranker": _max_diff(
+                f"{folder.name} (load_reranker)", loaded, want, tolerance, what=what)}

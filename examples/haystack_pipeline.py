@@ -1,15 +1,20 @@
-"""A Haystack pipeline over a trained model: BM25 + DPR joined by reciprocal rank fusion.
+"""A Haystack pipeline over a trained model: BM25 + DPR joined by reciprocal rank fusion, then
+optionally re-ranked by a trained reranker.
 
     python examples/haystack_pipeline.py --model_file demo_out/hf \
         --ctx_file demo_out/data/passages.tsv --qa_file demo_out/data/qas_dev.tsv \
-        --num_questions 3
+        --num_questions 3 [--reranker RERANKER_FOLDER]
 
 Indexing: every passage becomes a Haystack ``Document`` (content = text, ``meta["title"]`` =
 title) embedded by ``SentenceTransformersDocumentEmbedder`` with the export's ``ctx_encoder``
 folder and written into an ``InMemoryDocumentStore(embedding_similarity_function=
 "dot_product")``. Querying: ``SentenceTransformersTextEmbedder`` (``question_encoder``) →
 ``InMemoryEmbeddingRetriever`` and ``InMemoryBM25Retriever``, joined by
-``DocumentJoiner(join_mode="reciprocal_rank_fusion")``.
+``DocumentJoiner(join_mode="reciprocal_rank_fusion")``. With ``--reranker`` (a reranker
+checkpoint exported by ``python -m dpr2hf``: a sentence-transformers ``CrossEncoder`` folder),
+``SentenceTransformersSimilarityRanker`` re-orders the fused top ``--fusion_depth`` passages
+with the reranker's own scores (:func:`passage_ranker`: the passage is ``title + " " + text``,
+as the reranker was trained on, the raw scores unscaled) and keeps the top ``--n_docs``.
 
 The model's recipe (docs/HAYSTACK.md): a passage is encoded as the pair (title, text), a
 question without its trailing '?', each with the model's prefix when it was trained with one
@@ -55,6 +60,9 @@ from haystack_integrations.components.embedders.sentence_transformers import (  
     SentenceTransformersDocumentEmbedder,
     SentenceTransformersTextEmbedder,
 )
+from haystack_integrations.components.rankers.sentence_transformers import (  # noqa: E402
+    SentenceTransformersSimilarityRanker,
+)
 
 from dpr.cli.flags import add_debug_flag, add_device_flags, add_flag  # noqa: E402
 from dpr.cli.main import run_main  # noqa: E402
@@ -62,7 +70,7 @@ from dpr.data.answers import has_answer  # noqa: E402
 from dpr.data.recipe import strip_question_mark  # noqa: E402
 from dpr.data.tsv import read_passages, read_qas  # noqa: E402
 from dpr.inference import DenseEncoder, load_encoder  # noqa: E402
-from dpr.models.export import exported_params, is_hf_export  # noqa: E402
+from dpr.models.export import exported_params, is_hf_export, is_reranker_export  # noqa: E402
 from dpr.recipe import PassageFormat, Recipe  # noqa: E402
 from dpr.utils.device import select_device  # noqa: E402
 from dpr.utils.errors import InputError, read_input  # noqa: E402
@@ -144,14 +152,28 @@ def index_passages(store: InMemoryDocumentStore, documents: list[Document], ctx_
     indexing.run({"embedder": {"documents": documents}})
 
 
+def passage_ranker(folder: str, *, top_k: int,
+                   device: str = "cpu") -> SentenceTransformersSimilarityRanker:
+    """Haystack's cross-encoder ranker over a reranker's ``CrossEncoder`` folder (``dpr2hf``),
+    scoring as the reranker does: the query as given (pass it stripped), the passage
+    ``meta["title"] + " " + content`` (the content alone for a document without a title, as
+    :func:`passage_documents` makes them), raw scores (``scale_score=False``: no sigmoid)."""
+    return SentenceTransformersSimilarityRanker(
+        model=folder, top_k=top_k, meta_fields_to_embed=["title"], embedding_separator=" ",
+        scale_score=False, device=ComponentDevice.from_str(device))
+
+
 def query_pipeline(store: InMemoryDocumentStore, question: str | DenseEncoder, *, top_k: int,
-                   depth: int, device: str = "cpu") -> Pipeline:
-    """Dense (``dense``) and BM25 (``bm25``) top ``depth`` lists fused by RRF (``joiner``).
+                   depth: int, device: str = "cpu", reranker: str | None = None) -> Pipeline:
+    """Dense (``dense``) and BM25 (``bm25``) top ``depth`` lists fused by RRF (``joiner``),
+    its top ``top_k`` kept; with ``reranker``, its top ``depth`` re-ranked by
+    :func:`passage_ranker` (``ranker``), the top ``top_k`` kept.
 
     Args:
         question: An export's ``question_encoder`` folder (Haystack's sentence-transformers
             embedder: the folder's default prompt is its query prefix) or a model of the
             project's loader.
+        reranker: A reranker's ``CrossEncoder`` folder written by ``dpr2hf``.
     """
     pipeline = Pipeline()
     if isinstance(question, DenseEncoder):
@@ -165,23 +187,36 @@ def query_pipeline(store: InMemoryDocumentStore, question: str | DenseEncoder, *
                                                                top_k=depth))
     pipeline.add_component("bm25", InMemoryBM25Retriever(document_store=store, top_k=depth))
     pipeline.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion",
-                                                    top_k=top_k))
+                                                    top_k=depth if reranker else top_k))
     pipeline.connect("text_embedder.embedding", "dense.query_embedding")
     pipeline.connect("dense.documents", "joiner.documents")
     pipeline.connect("bm25.documents", "joiner.documents")
+    if reranker:
+        pipeline.add_component("ranker", passage_ranker(reranker, top_k=top_k, device=device))
+        pipeline.connect("joiner.documents", "ranker.documents")
     return pipeline
 
 
 def ask(pipeline: Pipeline, question: str) -> dict[str, list[Document]]:
-    """Runs the pipeline on one question (the dense side without its trailing '?').
+    """Runs the pipeline on one question (the dense side without its trailing '?', the ranker
+    on the stripped question, as the reranker read it).
 
     Returns:
-        ``{"dense": [...], "bm25": [...], "fused": [...]}``, best first.
+        ``{"dense": [...], "bm25": [...], "fused": [...]}``, best first, and ``"reranked"``
+        when the pipeline has a ranker.
     """
-    out = pipeline.run({"text_embedder": {"text": strip_question_mark(question).strip()},
-                        "bm25": {"query": question}}, include_outputs_from={"dense", "bm25"})
-    return {"dense": out["dense"]["documents"], "bm25": out["bm25"]["documents"],
-            "fused": out["joiner"]["documents"]}
+    inputs: dict[str, dict[str, Any]] = {
+        "text_embedder": {"text": strip_question_mark(question).strip()},
+        "bm25": {"query": question}}
+    reranking = "ranker" in pipeline.graph.nodes
+    if reranking:
+        inputs["ranker"] = {"query": question.strip()}
+    out = pipeline.run(inputs, include_outputs_from={"dense", "bm25", "joiner"})
+    found = {"dense": out["dense"]["documents"], "bm25": out["bm25"]["documents"],
+             "fused": out["joiner"]["documents"]}
+    if reranking:
+        found["reranked"] = out["ranker"]["documents"]
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python examples/haystack_pipeline.py",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Index a passage TSV with a dpr2hf export in Haystack and print the top "
-        "passages of BM25 + DPR (reciprocal rank fusion) for a few questions.")
+        "passages of BM25 + DPR (reciprocal rank fusion), re-ranked by --reranker if given, for "
+        "a few questions.")
     add_flag(parser, "--model_file", "--model", default="demo_out/hf",
              help="dpr2hf output folder (question_encoder/ and ctx_encoder/: Haystack's own "
              "sentence-transformers embedders), or a DPR checkpoint or Hugging Face / "
@@ -204,20 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--n_docs", "--n-docs", "--top_k", type=int, default=5,
              help="fused passages printed")
     add_flag(parser, "--fusion_depth", "--depth", type=int, default=20,
-             help="each retriever's list fused")
+             help="each retriever's list fused (and, with --reranker, the fused passages "
+             "re-ranked)")
+    parser.add_argument("--reranker", default=None,
+                        help="a reranker's CrossEncoder folder (python -m dpr2hf on a "
+                        "train_reranker.py checkpoint): re-ranks the fused passages")
     parser.add_argument("--batch_size", type=int, default=32, help="passages per forward pass")
     add_device_flags(parser)
     add_debug_flag(parser)
     return parser
 
 
-def _show(question: str, answers: Sequence[str], docs: Sequence[Document]) -> None:
+def _show(question: str, answers: Sequence[str], docs: Sequence[Document], *,
+          score: str = "rrf") -> None:
     print(f"\nQ: {question}   (answers: {' | '.join(answers)})")
     for rank, doc in enumerate(docs, start=1):
         mark = "✓" if has_answer(answers, doc.content or "") else " "
         title = doc.meta.get("title", "")
         print(f"  {rank}. {mark} [{doc.id}] {title}: {(doc.content or '')[:90]}"
-              f"  (rrf {doc.score:.4f})")
+              f"  ({score} {doc.score:.4f})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,6 +267,9 @@ def run(args: argparse.Namespace) -> int:
     # Inputs first: a bad file fails before any model loads.
     documents = read_input(passage_documents, args.ctx_file, flag="--ctx_file", what="passages")
     questions = read_input(read_qas, args.qa_file, flag="--qa_file", what="questions")
+    if args.reranker and not is_reranker_export(args.reranker):
+        raise InputError(f"--reranker {args.reranker}: not a reranker's CrossEncoder folder "
+                         "(export a train_reranker.py checkpoint with python -m dpr2hf)")
     model, device = Path(args.model_file), str(select_device(args.device))
     store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
     question: str | DenseEncoder
@@ -241,9 +285,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--model_file {model}: no such file or folder")
     logger.info("%d passages indexed", store.count_documents())
     pipeline = query_pipeline(store, question, top_k=args.n_docs, depth=args.fusion_depth,
-                              device=device)
+                              device=device, reranker=args.reranker)
     for text, answers in questions[:args.num_questions]:
-        _show(text, answers, ask(pipeline, text)["fused"])
+        found = ask(pipeline, text)
+        if args.reranker:
+            _show(text, answers, found["reranked"], score="reranker")
+        else:
+            _show(text, answers, found["fused"])
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,14 @@ from dpr.data.batch import BiEncoderBatch, build_batch
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample
 from dpr.data.tensorizer import Tensorizer
+from dpr.models.checkpoint import (
+    CheckpointState,
+    encoder_params_of,
+    save_checkpoint,
+    to_reranker_layout,
+)
+from dpr.models.factory import build_reranker
+from dpr.recipe import Recipe
 from dpr.training.command_line import build_parser, config_from_args
 from dpr.training.config import Config
 from dpr.training.curves import TrainingCurves
@@ -292,3 +301,44 @@ def read_curves(log_file: Path, *, batches: int, accumulation: int) -> dict:
     for line in log_file.read_text(encoding="utf-8").splitlines():
         curves.add(json.loads(line))
     return curves.points()
+
+
+def snippets(card: str) -> list[str]:
+    """The Python code blocks of a model card."""
+    return re.findall(r"^```python\n(.*?)^```", card, flags=re.S | re.M)
+
+
+def spread_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every weight matrix but the layer norms' drawn at std 0.3 (the global
+    generator), so that its outputs differ by more than rounding."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and "LayerNorm" not in name:
+                param.normal_(std=0.3)
+    return model
+
+
+def reranker_checkpoint(path: Path, base: Path, encoder_type: str, recipe: Recipe) -> Path:
+    """A random tiny reranker trained by `recipe`, its weights large enough that the pairs'
+    scores differ by more than rounding."""
+    torch.manual_seed(0)
+    model = spread_weights(build_reranker(encoder_type, str(base), recipe=recipe,
+                                          head_init="random"))
+    params = encoder_params_of({"encoder_model_type": encoder_type,
+                                "pretrained_model_cfg": str(base), "pretrained_file": None,
+                                "projection_dim": 0, **vars(recipe)}, reranker=True)
+    save_checkpoint(CheckpointState(model_dict=to_reranker_layout(model.state_dict()),
+                                    encoder_params=params), path)
+    return path
+
+
+def exported_reranker(root: Path, base: Path, encoder_type: str, *,
+                      sequence_length: int) -> tuple[Path, Path]:
+    """(checkpoint, CrossEncoder folder `root/ce`) of `reranker_checkpoint` on `base`
+    exported with `python -m dpr2hf` (positional form)."""
+    from dpr2hf.cli import main
+
+    ckpt = reranker_checkpoint(root / "reranker.0.0", base, encoder_type,
+                               Recipe(sequence_length=sequence_length))
+    assert main([str(ckpt), "--output_dir", str(root / "ce")]) == 0
+    return ckpt, root / "ce"

@@ -3,7 +3,8 @@ sentence-transformers folder (the untrained bi-encoder training starts from), re
 questions and `(title, text)` passages through `dpr.data.recipe` and the tower's `Encoder`,
 exactly as training does. Where each kind's recipe comes from: docs/EVALUATION.md (`dpr`
 retrievers, "Shared encoder flags"). `load_reranker`: a reranker checkpoint
-(`train_reranker.py`), ready to score (question, passage) pairs as training does.
+(`train_reranker.py`) or its `CrossEncoder` folder (`dpr2hf`), ready to score (question,
+passage) pairs as training does.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dpr.models.export import (
     QUESTION_FOLDER,
     exported_params,
     is_hf_export,
+    is_reranker_export,
     load_exported_encoder,
 )
 from dpr.models.factory import (
@@ -47,7 +49,7 @@ from dpr.models.factory import (
     load_trained_reranker,
     usable_positions,
 )
-from dpr.models.st_folder import folder_recipe
+from dpr.models.st_folder import folder_recipe, load_cross_encoder
 from dpr.recipe import APPLIED, Recipe
 from dpr.utils.errors import InputError
 
@@ -181,6 +183,9 @@ def untrained_params(path: str, cli: Mapping[str, Any]) -> dict[str, Any]:
     """The encoder parameters of a plain model folder used as an untrained bi-encoder;
     InputError for a `dpr2hf` tower folder, or a model type that is no DPR encoder."""
     config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8-sig"))
+    if is_reranker_export(path):
+        raise InputError(f"{path}: a reranker's CrossEncoder folder (dpr2hf), not a "
+                         "bi-encoder; give it where a reranker is asked for")
     if "dpr" in config:
         raise InputError(f"{path}: one tower of a dpr2hf export; pass the export's folder "
                          "(with question_encoder/ and ctx_encoder/)")
@@ -249,25 +254,45 @@ def load_reranker(path: str | os.PathLike[str], cli: Mapping[str, Any] | None = 
                   device: torch.device | str = "cpu", allow_pickle: bool = False,
                   amp_dtype: torch.dtype | None = None, batch_size: int = 32,
                   quiet: bool = True) -> Reranker:
-    """Loads a reranker checkpoint (`train_reranker.py`).
+    """Loads a reranker checkpoint (`train_reranker.py`) or the `CrossEncoder` folder `dpr2hf`
+    writes from one (its recipe from its config.json's `dpr` entry and its sentence-transformers
+    modules, the weights loaded once).
 
     Args:
-        cli: Command-line encoder parameters (the paths, type and recipe; absent or None =
-            not given), as `load_encoder`'s.
+        cli: Command-line encoder parameters of a checkpoint (the paths, type and recipe;
+            absent or None = not given), as `load_encoder`'s; a folder applies its own.
         allow_pickle: Allow checkpoints / fairseq files that need full unpickling.
         amp_dtype: Score under autocast in this type (None: the model's own).
         batch_size: Pairs per forward pass.
 
     Raises:
-        InputError: An unusable path, or a bi-encoder checkpoint (the subclass names the file
-            and what is wrong).
+        InputError: An unusable path, a bi-encoder checkpoint or folder (the subclass names
+            the file and what is wrong).
     """
     path, device = os.fspath(path), torch.device(device)
+    options = {"device": device, "amp_dtype": amp_dtype, "batch_size": batch_size,
+               "quiet": quiet}
     if os.path.isdir(path):
-        # The place to read a sentence-transformers CrossEncoder folder written by dpr2hf.
-        raise InputError(f"{path}: a folder; a reranker is a checkpoint file written by "
-                         "train_reranker.py")
+        return _load_reranker_folder(Path(path), **options)
     trained = load_trained_reranker(path, dict(cli or {}), allow_pickle=allow_pickle)
     return Reranker(trained.reranker.to(device), tensorizer_for(trained.params), trained.params,
-                    source=path, device=device, amp_dtype=amp_dtype, batch_size=batch_size,
-                    quiet=quiet, state=trained.state)
+                    source=path, state=trained.state, **options)
+
+
+def _load_reranker_folder(folder: Path, *, device: torch.device, **options: Any) -> Reranker:
+    """A reranker's `CrossEncoder` folder (`dpr2hf`); InputError naming what else it is."""
+    if not is_reranker_export(folder):
+        if is_hf_export(folder):
+            what = "a dpr2hf bi-encoder export"
+        elif (folder / "config.json").is_file() and exported_params(folder):
+            what = "one tower of a dpr2hf bi-encoder export"
+        else:
+            what = "no reranker folder (no config.json whose dpr entry says reranker)"
+        raise InputError(f"{folder}: {what}; a reranker is a checkpoint written by "
+                         "train_reranker.py or its CrossEncoder folder written by dpr2hf")
+    entry = exported_params(folder)
+    encoder = load_cross_encoder(folder)
+    params = {**dataclasses.asdict(Recipe.from_params(entry)), **entry,
+              "pooling": encoder.pooling.value}
+    return Reranker(encoder.to(device), export_tensorizer(folder, params), params,
+                    source=str(folder), device=device, **options)

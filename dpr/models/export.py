@@ -1,5 +1,5 @@
-"""The layout of a folder written by `dpr2hf` (docs/DPR2HF.md, "Output layout"), shared by the
-exporter and the tools that load it."""
+"""The layout of a folder written by `dpr2hf` (docs/DPR2HF.md, "Output layout"; a reranker's:
+"A reranker"), shared by the exporter and the tools that load it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dpr.models.checkpoint import RERANKER_KEY
 from dpr.models.encoder import Encoder, quiet_from_pretrained
 from dpr.recipe import Recipe
 
@@ -35,6 +36,13 @@ def is_hf_export(path: str | os.PathLike[str]) -> bool:
     """True for a folder written by `dpr2hf` (both tower sub-folders present)."""
     folder = Path(path)
     return all((folder / name / "config.json").is_file() for name in TOWER_FOLDERS.values())
+
+
+def is_reranker_export(path: str | os.PathLike[str]) -> bool:
+    """True for a reranker's `CrossEncoder` folder written by `dpr2hf` (its config.json's
+    `dpr` entry has `"reranker": true`)."""
+    config = Path(path) / "config.json"
+    return config.is_file() and exported_params(path).get(RERANKER_KEY) is True
 
 
 def exported_params(folder: str | os.PathLike[str]) -> dict[str, Any]:

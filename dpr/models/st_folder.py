@@ -1,6 +1,7 @@
 """A recipe as a sentence-transformers folder, through sentence-transformers' own API:
 `save_sentence_transformer` writes one (layout in docs/DPR2HF.md), `folder_recipe` reads what
-one declares (the README's "A model's own recipe")."""
+one declares (the README's "A model's own recipe"); a reranker as a `CrossEncoder` folder,
+written by `save_cross_encoder` and read back by `load_cross_encoder`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from dpr.models.encoder import quiet_transformers
+from dpr.models.encoder import Encoder, quiet_transformers
 from dpr.recipe import Pooling, Recipe, Similarity
+from dpr.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +59,10 @@ def save_sentence_transformer(source: str | os.PathLike[str], target: str | os.P
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
 
-    source = Path(source)
     with quiet_transformers():
-        transformer = modules.Transformer(
-            str(source), max_seq_length=recipe.sequence_length,
-            do_lower_case=recipe.do_lower_case,
-            model_kwargs={"torch_dtype": "auto", "add_pooling_layer": _has_pooler(source)})
-        stack: list[nn.Module] = [transformer, modules.Pooling(
-            transformer.get_embedding_dimension(), pooling_mode=recipe.pooling)]
+        stack = _encoder_modules(source, recipe)
         if projection is not None:
-            stack.append(modules.Dense(projection.in_features, projection.out_features,
-                                       activation_function=nn.Identity(),
-                                       init_weight=projection.weight.detach().clone(),
-                                       init_bias=projection.bias.detach().clone()))
+            stack.append(_dense(projection))
         if recipe.normalize:
             stack.append(modules.Normalize())
         prompts = {name: prefix for name, prefix in (("query", recipe.query_prefix),
@@ -78,6 +71,91 @@ def save_sentence_transformer(source: str | os.PathLike[str], target: str | os.P
             modules=stack, prompts=prompts, device="cpu", similarity_fn_name=recipe.similarity,
             default_prompt_name=default_prompt if default_prompt in prompts else None)
         model.save(str(target), create_model_card=False)
+
+
+def _encoder_modules(source: str | os.PathLike[str], recipe: Recipe) -> list[nn.Module]:
+    """sentence-transformers' `Transformer` of the folder `source` (its length and
+    lower-casing from the recipe) and `Pooling` by the recipe's mode."""
+    from sentence_transformers.sentence_transformer import modules
+
+    transformer = modules.Transformer(
+        str(source), max_seq_length=recipe.sequence_length, do_lower_case=recipe.do_lower_case,
+        model_kwargs={"torch_dtype": "auto", "add_pooling_layer": _has_pooler(Path(source))})
+    return [transformer, modules.Pooling(transformer.get_embedding_dimension(),
+                                         pooling_mode=recipe.pooling)]
+
+
+def _dense(linear: nn.Linear, **names: str) -> nn.Module:
+    """sentence-transformers' `Dense` module holding `linear`'s weights, identity activation
+    (`names`: its input / output feature names, `sentence_embedding` by default)."""
+    from sentence_transformers.sentence_transformer import modules
+
+    return modules.Dense(linear.in_features, linear.out_features,
+                         activation_function=nn.Identity(),
+                         init_weight=linear.weight.detach().clone(),
+                         init_bias=linear.bias.detach().clone(), **names)
+
+
+def save_cross_encoder(source: str | os.PathLike[str], target: str | os.PathLike[str],
+                       recipe: Recipe, *, head: nn.Linear) -> None:
+    """Writes `target`: the reranker whose transformer is the folder `source` (not `target`)
+    and whose one-score head is `head`, as a sentence-transformers `CrossEncoder` folder.
+
+    sentence-transformers 5.x builds a `CrossEncoder` from modules and takes the scores from a
+    `Dense` module whose output is named `scores` (its `num_labels` is that module's size). The
+    project's reranker is exactly such a stack: `Transformer` (the feature-extraction
+    `AutoModel`, as training used, not a sequence-classification class, whose own head pools
+    otherwise: BERT's tanh pooler, RoBERTa's two-layer classifier), `Pooling` (the recipe's cls
+    or mean) and `Dense(hidden, 1)` with the head's weights and the identity activation. The
+    `CrossEncoder`'s activation is the identity too (a one-label `CrossEncoder` applies a
+    sigmoid by default), so that `predict` returns the raw scores training ranked by.
+
+    Args:
+        recipe: Pooling, lower-casing (the saved tokenizer lower-cases) and length (the saved
+            tokenizer's `model_max_length`).
+        head: The reranker's `encode_proj` (hidden size -> 1).
+    """
+    from sentence_transformers import CrossEncoder
+
+    with quiet_transformers():
+        stack = _encoder_modules(source, recipe)
+        stack.append(_dense(head, module_output_name="scores"))
+        model = CrossEncoder(modules=stack, device="cpu", activation_fn=nn.Identity())
+        model.save(str(target), create_model_card=False)
+
+
+def load_cross_encoder(folder: str | os.PathLike[str]) -> Encoder:
+    """The reranker of a `CrossEncoder` folder written by `save_cross_encoder`, loaded once by
+    sentence-transformers, as the `Encoder` training used (in eval mode, on the CPU): its
+    transformer, the `Pooling` module's mode and the `Dense` module's linear layer as the head.
+
+    Raises:
+        InputError: A folder that is not such a stack (a `CrossEncoder` with a classification
+            head, a sigmoid, or another module).
+    """
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.sentence_transformer import modules
+
+    with quiet_transformers():
+        model = CrossEncoder(str(folder), device="cpu", local_files_only=True)
+    stack = list(model)
+    kinds = [type(m).__name__ for m in stack]
+    shaped = (len(stack) == 3 and isinstance(stack[0], modules.Transformer)
+              and isinstance(stack[1], modules.Pooling) and isinstance(stack[2], modules.Dense)
+              and stack[2].out_features == 1 and stack[2].module_output_name == "scores"
+              and isinstance(stack[2].activation_function, nn.Identity)
+              and isinstance(model.activation_fn, nn.Identity))
+    if not shaped:
+        raise InputError(f"{folder}: a CrossEncoder ({', '.join(kinds)}; activation "
+                         f"{type(model.activation_fn).__name__}) that is not a reranker "
+                         "exported by dpr2hf (Transformer, Pooling, Dense to one score, "
+                         "identity activations)")
+    mode = stack[1].pooling_mode
+    if mode not in (Pooling.CLS, Pooling.MEAN):
+        raise InputError(f"{folder}: its pooling ({mode}) is neither cls nor mean")
+    encoder = Encoder(stack[0].auto_model, pooling=mode, normalize=False)
+    encoder.encode_proj = stack[2].linear
+    return encoder.eval()
 
 
 def _read_json(path: Path) -> Any:

@@ -4,12 +4,12 @@ format recipe."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import snippets, spread_weights
 
 from dpr.inference import load_encoder
 from dpr.models.checkpoint import (
@@ -30,11 +30,7 @@ def _checkpoint(tmp_path: Path, folder: Path, recipe: Recipe, kind: str = "hf_be
     """A random tiny bi-encoder (two towers, projecting to 8) trained by `recipe`, with large
     weights so that its vectors differ by more than rounding."""
     torch.manual_seed(0)
-    model = build_biencoder(kind, str(folder), projection_dim=8, recipe=recipe)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("weight") and "LayerNorm" not in name:
-                param.normal_(std=0.3)
+    model = spread_weights(build_biencoder(kind, str(folder), projection_dim=8, recipe=recipe))
     params = encoder_params_of({"encoder_model_type": kind,
                                 "pretrained_model_cfg": str(folder), "pretrained_file": None,
                                 "projection_dim": 8, **vars(recipe)})
@@ -42,11 +38,6 @@ def _checkpoint(tmp_path: Path, folder: Path, recipe: Recipe, kind: str = "hf_be
     save_checkpoint(CheckpointState(model_dict=to_dpr_layout(model.state_dict()),
                                     encoder_params=params), path)
     return path
-
-
-def snippets(card: str) -> list[str]:
-    """The Python code blocks of a model card."""
-    return re.findall(r"^```python\n(.*?)^```", card, flags=re.S | re.M)
 
 
 def _run_card_snippets(tmp_path: Path, base: Path, recipe: Recipe,

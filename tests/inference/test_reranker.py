@@ -23,7 +23,6 @@ from dpr.models.checkpoint import CheckpointKindError, is_reranker, load_checkpo
 from dpr.models.factory import load_trained_reranker
 from dpr.utils.errors import InputError
 from dpr.utils.logging import setup_logging
-from dpr2hf.cli import main as dpr2hf_main
 
 PAIRS = [("Où coule la Loire ?", ("Loire", "La Loire coule en France, de l'Ardèche à l'océan.")),
          ("Qui a écrit Les Misérables ?", ("", "Victor Hugo.")),
@@ -75,7 +74,7 @@ def test_a_bi_encoder_checkpoint_or_a_folder_is_no_reranker(checkpoint: Path,
     with pytest.raises(CheckpointKindError, match=f"{checkpoint}: a bi-encoder checkpoint, "
                        "not a reranker"):
         load_reranker(checkpoint)
-    with pytest.raises(InputError, match="a folder; a reranker is a checkpoint file"):
+    with pytest.raises(InputError, match=f"{tmp_path}: no reranker folder"):
         load_reranker(tmp_path)
     assert not is_reranker(load_checkpoint(checkpoint, reranker=None))
 
@@ -86,7 +85,8 @@ def test_a_reranker_checkpoint_is_no_bi_encoder(reranker_checkpoint: Path) -> No
         load_encoder(reranker_checkpoint)
 
 
-# Each bi-encoder tool given the reranker checkpoint `r` (tmp: a scratch folder).
+# Each bi-encoder tool given the reranker checkpoint `r` (tmp: a scratch folder); dpr2hf
+# takes both kinds (tests/dpr2hf/test_reranker_export.py).
 BIENCODER_TOOLS: dict[str, tuple[Callable, Callable[..., list[str]]]] = {
     "train_dense_encoder.py": (train_dense_encoder.main, lambda r, tmp, c, train: [
         "--encoder_model_type", "hf_roberta", "--pretrained_model_cfg", str(c),
@@ -104,7 +104,6 @@ BIENCODER_TOOLS: dict[str, tuple[Callable, Callable[..., list[str]]]] = {
     "data_prep.mine_negatives": (mine_negatives.main, lambda r, tmp, c, train: [
         "--model_file", str(r), "--train_file", str(train), "--ctx_file", str(c),
         "--out_file", str(tmp / "o"), "--no_cuda", "--quiet"]),
-    "dpr2hf": (dpr2hf_main, lambda r, tmp, c, _: [str(r), "--output_dir", str(tmp / "o")]),
     "dpr.average": (average.main, lambda r, tmp, c, _: [
         "--model_file", str(r), "--alpha", "0.5", "--out_file", str(tmp / "o")]),
 }

@@ -1,4 +1,5 @@
-"""Haystack over a dpr2hf export: the same top-10 passages as ``dpr.evaluate``, and the
+"""Haystack over a dpr2hf export: the same top-10 passages as ``dpr.evaluate``, a reranker's
+export ordering passages as the project's reranker does, and the
 examples/haystack_pipeline.py example run end to end."""
 
 from __future__ import annotations
@@ -6,14 +7,16 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import train_tiny_checkpoint
-from helpers import train_e5_checkpoint
+from helpers import exported_reranker, train_e5_checkpoint
 from transformers import AutoModel, AutoTokenizer
 
 from dpr import evaluate, tiny
 from dpr.data.tsv import read_passages, read_qas
+from dpr.inference import load_reranker
 from dpr.models.st_folder import save_sentence_transformer
 from dpr2hf.cli import main as dpr2hf_main
 
@@ -68,6 +71,56 @@ def e5_export(tmp_path_factory: pytest.TempPathFactory, tiny_e5: Path, dpr_files
                                "--shared_encoder", "--passage_format", request.param)
     assert dpr2hf_main([str(ckpt), "--output_dir", str(root / "hf")]) == 0
     return ckpt, root / "hf"
+
+
+@pytest.fixture(scope="module")
+def reranker_export(tmp_path_factory: pytest.TempPathFactory, tiny_camembert: Path
+                    ) -> tuple[Path, Path]:
+    """(checkpoint, dpr2hf CrossEncoder folder) of a random tiny CamemBERT reranker."""
+    return exported_reranker(tmp_path_factory.mktemp("haystack_reranker"), tiny_camembert,
+                             "hf_roberta", sequence_length=64)
+
+
+def _reranker_order(ckpt: Path, question: str, passages: list) -> tuple[list[str], list]:
+    """The project's reranker's order of (id, title, text) passages for a question, and its
+    scores in that order."""
+    scores = load_reranker(ckpt).score_pairs([(question, (p.title, p.text)) for p in passages])
+    order = np.argsort(-scores, kind="stable")
+    return [passages[i].passage_id for i in order], [float(scores[i]) for i in order]
+
+
+def test_haystack_ranker_orders_passages_as_the_reranker(reranker_export, corpus) -> None:
+    # Given a reranker checkpoint, its dpr2hf export and the corpus as the example's Documents
+    ckpt, folder = reranker_export
+    passages = list(read_passages(corpus[0]).values())
+    documents = example.passage_documents(str(corpus[0]))
+    ranker = example.passage_ranker(str(folder), top_k=len(documents))
+    for question, _ in read_qas(corpus[1]):
+        # When Haystack's ranker orders every passage for the (stripped) question
+        got = ranker.run(query=question.strip(), documents=documents)["documents"]
+        # Then it is the project's reranker's order, with its raw scores
+        want_ids, want_scores = _reranker_order(ckpt, question, passages)
+        assert [d.id for d in got] == want_ids, question
+        assert [d.score for d in got] == pytest.approx(want_scores, abs=1e-4)
+
+
+def test_pipeline_reranks_the_fused_passages_as_the_reranker(exports, reranker_export,
+                                                             corpus) -> None:
+    # Given the example's pipeline with the CamemBERT export and the reranker's folder
+    ckpt, folder = reranker_export
+    store = example.InMemoryDocumentStore(embedding_similarity_function="dot_product")
+    example.index_passages(store, example.passage_documents(str(corpus[0])),
+                           str(exports["camembert"] / "ctx_encoder"))
+    pipeline = example.query_pipeline(store, str(exports["camembert"] / "question_encoder"),
+                                      top_k=3, depth=6, reranker=str(folder))
+    passages = read_passages(corpus[0])
+    for question, _ in read_qas(corpus[1]):
+        # When a question is asked
+        found = example.ask(pipeline, question)
+        # Then the top 3 re-ranked are the reranker's best 3 of the 6 fused passages
+        assert len(found["fused"]) == 6
+        want_ids, _ = _reranker_order(ckpt, question, [passages[d.id] for d in found["fused"]])
+        assert [d.id for d in found["reranked"]] == want_ids[:3], question
 
 
 def _evaluate_top10(export: Path, corpus: tuple[Path, Path], folder: Path) -> dict[int, list]:
@@ -171,6 +224,21 @@ def test_example_prints_fused_top_passages(exports, corpus, capsys) -> None:
         lines = block.splitlines()[1:4]
         assert [line.split(".")[0].strip() for line in lines] == ["1", "2", "3"]
         assert all(line.split("[")[1].split("]")[0] in ids for line in lines)
+
+
+def test_example_prints_reranked_passages(exports, reranker_export, corpus, capsys) -> None:
+    # When the example runs with the reranker's folder, Then each question's three passages
+    # are shown with the reranker's scores
+    assert example.main(["--model_file", str(exports["camembert"]), "--ctx_file",
+                         str(corpus[0]), "--qa_file", str(corpus[1]), "--num_questions", "1",
+                         "--n_docs", "3", "--reranker", str(reranker_export[1])]) == 0
+    lines = capsys.readouterr().out.split("\nQ: ")[1].splitlines()[1:4]
+    assert [line.split(".")[0].strip() for line in lines] == ["1", "2", "3"]
+    assert all("(reranker " in line for line in lines)
+    # And a folder that is no reranker export is one error, exit 1
+    assert example.main(["--model_file", str(exports["camembert"]), "--ctx_file",
+                         str(corpus[0]), "--qa_file", str(corpus[1]),
+                         "--reranker", str(exports["camembert"])]) == 1
 
 
 def test_example_help_and_bad_model_folder(tmp_path, corpus, capsys) -> None:
