@@ -197,3 +197,28 @@ def test_rerank_on_the_default_fusion_unreported_and_two_labelled_rerankers(
         report["results"]["rerank:b"]["first_hit_rank"]
     assert all(r is None or r < 3 for r in report["results"]["rerank:a"]["first_hit_rank"])
     assert "rerank:b: the top 3 of fusion re-ranked" in capsys.readouterr().out
+
+
+def test_an_exported_cross_encoder_folder_reranks_as_its_checkpoint(
+        tmp_path: Path, corpus: tuple[Path, Path], reranker_checkpoint: Path) -> None:
+    # Given the trained tiny reranker exported by dpr2hf as a CrossEncoder folder
+    from dpr2hf.cli import main as dpr2hf
+
+    assert dpr2hf([str(reranker_checkpoint), "--output_dir", str(tmp_path / "ce")]) == 0
+    passages, qas = corpus
+    common = ["--quiet", "--ctx_file", str(passages), "--qa_file", str(qas), "--retrievers",
+              "rerank", "--rerank_on", "bm25", "--reranker_depth", "5"]
+    # When dpr.evaluate re-ranks BM25 with the checkpoint, then with the folder
+    reports = []
+    for name, model in (("ckpt", reranker_checkpoint), ("folder", tmp_path / "ce")):
+        assert evaluate.main([*common, "--reranker", str(model), "--output_dir",
+                              str(tmp_path / name), "--trec_dir", str(tmp_path / f"t{name}")]) \
+            == 0
+        reports.append(_trec(tmp_path / f"t{name}" / "run.rerank.txt"))
+    # Then both rank every question's passages alike, with the same scores (within 1e-4)
+    checkpoint_run, folder_run = reports
+    assert checkpoint_run.keys() == folder_run.keys()
+    for qid, ranked in checkpoint_run.items():
+        assert [p for p, _ in folder_run[qid]] == [p for p, _ in ranked]
+        assert [s for _, s in folder_run[qid]] == pytest.approx([s for _, s in ranked],
+                                                                abs=1e-4)
