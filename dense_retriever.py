@@ -37,7 +37,7 @@ from dpr.index.shards import Shard, find_shards, open_shards
 from dpr.inference import DenseEncoder, load_encoder, load_reranker
 from dpr.inference.chunks import model_identity
 from dpr.retrieval.corpus import Corpus
-from dpr.retrieval.rerank import PairScorer, rerank
+from dpr.retrieval.rerank import DEFAULT_RERANK_DEPTH, PairScorer, rerank
 from dpr.retrieval.run import Run
 from dpr.utils.device import autocast_dtype, select_device
 from dpr.utils.errors import InputError, UsageError, read_input
@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "question's top --reranker_depth passages; the results hold those "
                         "passages only, with the reranker's scores. Loaded with its "
                         "checkpoint's own parameters (the model flags are --model_file's).")
-    parser.add_argument("--reranker_depth", type=int, default=20,
-                        help="With --reranker: passages re-ranked per question.")
+    parser.add_argument("--reranker_depth", type=int, default=None,
+                        help="With --reranker: passages re-ranked per question (default "
+                        f"{DEFAULT_RERANK_DEPTH}).")
     parser.add_argument("--out_file", default=None,
                         help="Results JSON (DPR's format); none written when omitted.")
     parser.add_argument("--match", default="string", choices=("string", "regex"),
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Raises UsageError (exit status 2) for counts below 1 and flags of the other source."""
+    if args.reranker_depth is not None and args.reranker is None:
+        raise UsageError("--reranker_depth needs --reranker")
+    if args.reranker_depth is None:
+        args.reranker_depth = DEFAULT_RERANK_DEPTH
     for name in ("n_docs", "batch_size", "index_buffer", "validation_workers",
                  "reranker_depth"):
         if getattr(args, name) < 1:

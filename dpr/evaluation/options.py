@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from dpr.evaluation.relevance import DEFAULT_WORKERS, RELEVANCE_MODES
 from dpr.retrieval.bm25 import LANGUAGES, METHODS, BM25Settings
 from dpr.retrieval.fusion import DEFAULT_FUSION_WEIGHT, FUSION_METHODS
-from dpr.retrieval.rerank import check_depth
+from dpr.retrieval.rerank import DEFAULT_RERANK_DEPTH, check_depth
 from dpr.utils.errors import UsageError
 from dpr.utils.options import opt
 
@@ -267,9 +267,9 @@ class EvalOptions:
         "comma-separated, LABEL=PATH for several (retrievers rerank:LABEL); loaded with its "
         "checkpoint's own parameters (the model flags are --dpr_model's)",
         flags=("--reranker",), action="append", metavar="[LABEL=]PATH", group="rerank")
-    reranker_depth: int = opt(20, "passages of the first stage re-ranked per question; a "
-                              "rerank run holds these only (its top-k beyond counts them)",
-                              group="rerank")
+    reranker_depth: int = opt(
+        DEFAULT_RERANK_DEPTH, "passages of the first stage re-ranked per question; a rerank "
+        "run holds these only (its top-k beyond counts them)", group="rerank")
     rerank_on: str | None = opt(
         None, "the first stage the rerankers re-rank: bm25, sbert, hybrid, rrf, fusion, dpr or "
         "dpr:LABEL (computed once, reported or not); default fusion", metavar="RETRIEVER",

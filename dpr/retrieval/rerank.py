@@ -27,6 +27,7 @@ from dpr.utils.errors import UsageError
 logger = logging.getLogger(__name__)
 
 PassageText = tuple[str, str]  # (title, text)
+DEFAULT_RERANK_DEPTH = 20  # passages re-ranked per question unless --reranker_depth says
 
 
 class PairScorer(Protocol):

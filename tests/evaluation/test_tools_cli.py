@@ -217,3 +217,6 @@ def test_retriever_reranker_errors(tmp_path: Path, checkpoint: Path, corpus, sha
     assert dense_retriever.main([*args, "--reranker", str(checkpoint),
                                  "--reranker_depth", "0"]) == 2
     assert "--reranker_depth must be >= 1" in capsys.readouterr().err
+    # A depth without a reranker would be silently unused: exit 2 naming both flags
+    assert dense_retriever.main([*args, "--reranker_depth", "5"]) == 2
+    assert "--reranker_depth needs --reranker" in capsys.readouterr().err
