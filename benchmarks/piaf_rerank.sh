@@ -67,16 +67,17 @@ last_ckpt() { ls -v "$1"/reranker.* | tail -n 1; }
 # rerank_eval QA_TSV OUTPUT_DIR RERANKER STAGE DEPTH: the first stages and the re-ranked one
 # (BM25 alone when STAGE is bm25 and no bi-encoder is wanted: WITH_DPR=0)
 rerank_eval() {
-    local qa="$1" dir="$2" reranker="$3" stage="$4" depth="$5" models=() retrievers
+    local qa="$1" dir="$2" reranker="$3" stage="$4" depth="$5" models=() retrievers pairs
     [ -f "$dir/results.json" ] && return
-    retrievers="bm25"
+    retrievers="bm25" pairs="rerank>$stage"  # sign-tested at top-1 and top-20
     if [ -n "$FINAL" ] && [ "${WITH_DPR:-1}" = 1 ]; then
         models=(--dpr_model "$FINAL" --tune_lambda_on data/qas_tune.tsv --tune hybrid)
         retrievers="bm25,dpr,hybrid,fusion"
+        for other in dpr hybrid; do [ "$other" = "$stage" ] || pairs="$pairs,rerank>$other"; done
     fi
     "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv --qa_file "$qa" \
         --retrievers "$retrievers,rerank" ${models[@]+"${models[@]}"} --reranker "$reranker" \
-        --rerank_on "$stage" --reranker_depth "$depth" --batch_size 64 $AMP \
+        --rerank_on "$stage" --reranker_depth "$depth" --pairs "$pairs" --batch_size 64 $AMP \
         --output_dir "$dir" --quiet > "$dir.log" 2>&1 || { tail -n 20 "$dir.log"; exit 1; }
 }
 subset() {  # subset DPR_JSON N OUT_JSON: N records drawn at random (seed 0), every article alike
