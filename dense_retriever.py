@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="With --index: fetch this many candidates and re-score them "
                         "exactly from the embedding shards the index was built from.")
     parser.add_argument("--reranker", default=None,
-                        help="Reranker checkpoint (train_reranker.py) re-ranking each "
+                        help="Reranker checkpoint (train_reranker.py, or its python -m "
+                        "dpr2hf CrossEncoder folder) re-ranking each "
                         "question's top --reranker_depth passages; the results hold those "
                         "passages only, with the reranker's scores. Loaded with its "
                         "checkpoint's own parameters (the model flags are --model_file's).")

@@ -262,7 +262,8 @@ class EvalOptions:
                             group="fusion")
     rrf_k: int = opt(60, "k of reciprocal rank fusion", group="fusion")
     rerankers: tuple[RerankerSpec, ...] = opt(
-        None, "train_reranker.py checkpoint re-ranking the first stage (--rerank_on), reported "
+        None, "train_reranker.py checkpoint (or its python -m dpr2hf CrossEncoder folder) "
+        "re-ranking the first stage (--rerank_on), reported "
         "as the retriever rerank (which --retrievers must list); repeatable or "
         "comma-separated, LABEL=PATH for several (retrievers rerank:LABEL); loaded with its "
         "checkpoint's own parameters (the model flags are --dpr_model's)",
