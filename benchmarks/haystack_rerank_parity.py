@@ -41,7 +41,7 @@ def read_run(path: str) -> dict[int, list[tuple[str, float]]]:
     return ranked
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reranker", required=True, help="CrossEncoder folder (dpr2hf)")
     parser.add_argument("--ctx_file", required=True)
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--first_stage", required=True, help="TREC run of the first stage")
     parser.add_argument("--reranked", required=True, help="TREC run of dpr.evaluate's rerank")
     parser.add_argument("--depth", type=int, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     corpus = read_tsv_corpus(args.ctx_file)
     passage = {pid: (title, text) for pid, title, text in
                zip(corpus.ids, corpus.titles, corpus.texts)}
@@ -74,7 +74,8 @@ def main() -> None:
                       "same_first": round(same_first / n, 4),
                       "max_score_difference": largest,
                       "seconds_per_question": round((time.perf_counter() - start) / n, 3)}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
