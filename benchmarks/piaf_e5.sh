@@ -23,14 +23,16 @@
 #      model, and sign tests.
 # Usage: bash benchmarks/piaf_e5.sh [PIAF_JSON]
 #   OUT, EPOCHS1 (2), EPOCHS2 (1), TEMPERATURES ("0.01 0.05"), LEARNING_RATES ("1e-05 3e-05"),
-#   TUNE_UPDATES (40), ALPHAS ("0.5 0.75"), HOLDOUT (Religion,Sport), AMP (--fp16 or empty).
+#   TUNE_UPDATES (40), ALPHAS ("0.5 0.75"), HOLDOUT (Religion,Sport), AMP (--fp16 or empty),
+#   PASSAGE_FORMAT (empty: DPR's pair; joined: one string, as e5 was pretrained; applies to the
+#   trained models, the untuned rows keep the pair).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PIAF_JSON="${1:-}" DEFAULT_OUT="$ROOT/bench_out/piaf_e5"
 EPOCHS1="${EPOCHS1:-2}" EPOCHS2="${EPOCHS2:-1}"
 TEMPERATURES="${TEMPERATURES:-0.01 0.05}" LEARNING_RATES="${LEARNING_RATES:-1e-05 3e-05}"
 TUNE_UPDATES="${TUNE_UPDATES:-40}" ALPHAS="${ALPHAS:-0.5 0.75}"
-HOLDOUT="${HOLDOUT:-Religion,Sport}" AMP="${AMP---fp16}"
+HOLDOUT="${HOLDOUT:-Religion,Sport}" AMP="${AMP---fp16}" PASSAGE_FORMAT="${PASSAGE_FORMAT:-}"
 # shellcheck source=benchmarks/common.sh
 source "$ROOT/benchmarks/common.sh"
 
@@ -56,7 +58,8 @@ train() {  # train OUTPUT_DIR TRAIN_FILE DEV_FILE ("": none) LR TEMPERATURE EPOC
         --hard_negatives 1 --batch_size 16 --dev_batch_size 16 --learning_rate "$lr" \
         --warmup_steps 20 --num_train_epochs "$epochs" --length_bucket_size 16 \
         --train_file "$train_file" ${dev_file:+--dev_file "$dev_file"} --output_dir "$dir" \
-        --log_batch_step 10 "$@" 2> "$dir.log" || { tail -n 40 "$dir.log"; exit 1; }
+        ${PASSAGE_FORMAT:+--passage_format "$PASSAGE_FORMAT"} --log_batch_step 10 "$@" \
+        2> "$dir.log" || { tail -n 40 "$dir.log"; exit 1; }
     touch "$dir/done"
     echo "   $dir: $(( SECONDS - start )) s, $(grep -c '"event": "train"' \
         "$dir/training_log.jsonl") updates"
