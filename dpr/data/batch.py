@@ -39,6 +39,8 @@ class BiEncoderBatch:
     #   positives (all of them, not only the sampled one), padded with -1
     question_lengths: torch.Tensor | None = None  # [B] int64 real tokens per question, CPU
     ctx_lengths: torch.Tensor | None = None  # [C] int64 real tokens per context, CPU
+    teacher_scores: torch.Tensor | None = None  # [C] float32 a reranker's score of each
+    #   context for its question (`dpr.data.teacher.teacher_column`), for --distill_scores
 
     def to(self, device: torch.device | str) -> BiEncoderBatch:
         """The batch with its tensors moved to `device`, but the row lengths: they stay on the

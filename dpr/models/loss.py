@@ -1,6 +1,7 @@
 """The DPR loss as pure tensor functions, used by every training and validation path, and
 the reranker's listwise loss (`listwise_loss`), the same softmax cross-entropy over each
-question's own group of candidates.
+question's own group of candidates; `distill_loss`, the KL divergence that teaches the
+bi-encoder a reranker's preferences over each question's own passages.
 
 A boolean mask [Q × C] leaves the copies of a question's positives in the in-batch pool out of
 its softmax (score -inf) and of the correct count (why: docs/DIFFERENCES.md, "Training loop");
@@ -92,3 +93,37 @@ def listwise_correct(scores: torch.Tensor, valid: torch.Tensor | None = None) ->
     first = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
     kept = masked_scores(scores, first, None if valid is None else ~valid)
     return (kept[:, 1:] < kept[:, :1]).all(dim=1).sum()
+
+
+def own_groups(positive_idx: torch.Tensor, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each question's own passages in a bi-encoder batch, whose blocks are contiguous and in
+    question order (`dpr.data.batch.BiEncoderBatch`): (columns [Q × G] int64, valid [Q × G]
+    bool), block i running from `positive_idx[i]` to the next question's positive (the last to
+    `columns`), G its longest block; the empty slots of shorter blocks point at column 0."""
+    ends = torch.cat([positive_idx[1:], positive_idx.new_tensor([columns])])
+    sizes = ends - positive_idx
+    width = int(sizes.max()) if sizes.numel() else 0
+    slots = torch.arange(width, device=positive_idx.device)
+    valid = slots[None, :] < sizes[:, None]
+    return torch.where(valid, positive_idx[:, None] + slots[None, :], 0), valid
+
+
+def distill_loss(scores: torch.Tensor, positive_idx: torch.Tensor,
+                 teacher: torch.Tensor) -> torch.Tensor:
+    """Mean KL divergence KL(teacher ‖ student) between the softmaxes of a reranker's scores
+    and the bi-encoder's over each question's own passages (its positive and negatives), a
+    scalar in float32: the distillation term of `--distill_scores`.
+
+    Args:
+        scores: [Q × C] the bi-encoder's scores of this process's questions and passages (as
+            trained: divided by the temperature).
+        positive_idx: [Q] column of each question's positive, which starts its block.
+        teacher: [C] the reranker's score of each column for the question whose block holds it
+            (its softmax taken at temperature 1, as the reranker was trained).
+    """
+    columns, valid = own_groups(positive_idx, scores.shape[1])
+    student = scores.float().gather(1, columns).masked_fill(~valid, float("-inf"))
+    target = teacher.float()[columns].masked_fill(~valid, float("-inf"))
+    log_student = F.log_softmax(student, dim=1)[valid]
+    log_target = F.log_softmax(target, dim=1)[valid]
+    return (log_target.exp() * (log_target - log_student)).sum() / scores.shape[0]

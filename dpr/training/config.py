@@ -89,6 +89,11 @@ class DataConfig:
                                "validation).")
     shuffle_positive_ctx: bool = opt(False, "Draw a random positive passage per question "
                                      "instead of the first (training only).")
+    distill_scores: str | None = opt(
+        None, "Distillation: a reranker's scores of every passage of the training files "
+        "(python -m data_prep.score_candidates); the loss gains --distill_weight times the KL "
+        "divergence between the reranker's softmax and the bi-encoder's over each question's "
+        "own passages (its positive and negatives).")
 
     def __post_init__(self) -> None:
         check_bounds(self, batch_size=1, dev_batch_size=1, hard_negatives=0, other_negatives=0)
@@ -183,6 +188,8 @@ class TrainConfig:
     distributed_timeout_minutes: float = opt(
         30.0, "With several processes: how long one waits for the others (start-up and each "
         "collective) before failing, e.g. when another process died.")
+    distill_weight: float = opt(1.0, "Weight of the distillation term of --distill_scores "
+                                "(choose it on a tuning split).")
     keep_duplicate_positives: bool = opt(
         False, "Score in-batch copies of a question's positive passage (another question's "
         "positive or hard negative with the same passage_id, or the same title and text) as "
@@ -195,7 +202,8 @@ class TrainConfig:
                       val_av_rank_start_epoch=0, val_av_rank_hard_neg=0, val_av_rank_other_neg=0,
                       learning_rate=0, adam_eps=0, weight_decay=0, local_rank=-1,
                       warmup_steps=0, num_train_epochs=0, pad_to_multiple_of=0,
-                      grad_cache_chunk_size=0, length_bucket_size=0, keep_last_checkpoints=0)
+                      grad_cache_chunk_size=0, length_bucket_size=0, keep_last_checkpoints=0,
+                      distill_weight=0)
         if self.amp_dtype not in ("auto", "bfloat16", "float16"):
             raise UsageError(f"--amp_dtype must be auto, bfloat16 or float16, got "
                              f"{self.amp_dtype!r}")
@@ -251,7 +259,7 @@ BIENCODER_ONLY = frozenset({
     "temperature", "shared_encoder", "hard_negatives", "other_negatives",
     "val_av_rank_start_epoch", "val_av_rank_hard_neg", "val_av_rank_other_neg",
     "val_av_rank_bsz", "val_av_rank_max_qs", "global_loss_buf_sz", "grad_cache_chunk_size",
-    "keep_duplicate_positives"})
+    "keep_duplicate_positives", "distill_scores", "distill_weight"})
 
 
 @dataclass(frozen=True)

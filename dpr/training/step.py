@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from dpr.data.batch import BiEncoderBatch, RerankBatch
 from dpr.models.loss import (
     correct_count,
+    distill_loss,
     duplicate_positive_mask,
     listwise_correct,
     listwise_loss,
@@ -111,15 +112,28 @@ def gather_pool(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx
 def inbatch_loss(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_idx: torch.Tensor,
                  dctx: DistContext, *, ctx_keys: torch.Tensor | None = None,
                  positive_keys: torch.Tensor | None = None, sync: bool = True,
-                 temperature: float = 1.0) -> InBatchLoss:
-    """The DPR loss over the global in-batch pool, the same on every process.
+                 temperature: float = 1.0, teacher: torch.Tensor | None = None,
+                 distill_weight: float = 0.0) -> InBatchLoss:
+    """The DPR loss over the global in-batch pool, the same on every process, plus
+    `distill_weight` times the distillation term of this process's questions when a `teacher`
+    is given.
 
     Args:
         ctx_keys, positive_keys: As in `gather_pool`: with both, copies of a question's
             positives are masked out of its negatives; None = DPR's loss, nothing masked.
         sync: Return the counts as ints (a device-to-host copy each); False = as tensors.
         temperature: Scores are divided by it (`dpr.models.loss.scaled_scores`).
+        teacher: [C] a reranker's score of each local passage for its own question
+            (`dpr.models.loss.distill_loss`, over each question's own passages only, which
+            are all local: no gather needed). The term is divided by the number of
+            processes: DDP averages the gradients, and each process back-propagates the whole
+            pooled loss through its own vectors only, so the pooled loss reaches the weights
+            divided by it too; the weight means the same on one GPU or eight.
     """
+    extra = None
+    if teacher is not None and distill_weight:
+        local = scaled_scores(q_vectors, ctx_vectors, temperature)
+        extra = distill_weight / dctx.world_size * distill_loss(local, positive_idx, teacher)
     q, ctx, pos, mask = gather_pool(q_vectors, ctx_vectors, positive_idx, dctx,
                                     ctx_keys=ctx_keys, positive_keys=positive_keys)
     scores = scaled_scores(q, ctx, temperature)
@@ -127,7 +141,8 @@ def inbatch_loss(q_vectors: torch.Tensor, ctx_vectors: torch.Tensor, positive_id
     masked = mask.sum() if mask is not None else scores.new_zeros((), dtype=torch.long)
     if sync:
         correct, masked = int(correct), int(masked)
-    return InBatchLoss(nll_loss(scores, pos, mask), correct, q.shape[0], masked)
+    loss = nll_loss(scores, pos, mask)
+    return InBatchLoss(loss if extra is None else loss + extra, correct, q.shape[0], masked)
 
 
 def batch_keys(batch: BiEncoderBatch, mask_duplicates: bool) -> dict[str, torch.Tensor | None]:
@@ -141,12 +156,14 @@ def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistConte
                autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
                loss_factor: float, no_sync: ContextFactory,
                mask_duplicates: bool = True, sync: bool = True,
-               temperature: float = 1.0) -> InBatchLoss:
+               temperature: float = 1.0, distill_weight: float = 0.0) -> InBatchLoss:
     """Forward the whole batch, compute the loss, back-propagate `loss * loss_factor`.
 
     Args:
         mask_duplicates: Leave copies of a question's positives out of its negatives.
         sync, temperature: As in `inbatch_loss`.
+        distill_weight: The weight of the distillation term, with the batch's
+            `teacher_scores` (`inbatch_loss`).
     """
     with no_sync():
         with autocast():
@@ -154,7 +171,8 @@ def plain_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: DistConte
                            batch.ctx_mask, host_lengths(batch.question_lengths),
                            host_lengths(batch.ctx_lengths))
         out = inbatch_loss(q, ctx, batch.positive_idx, dctx, sync=sync,
-                           temperature=temperature, **batch_keys(batch, mask_duplicates))
+                           temperature=temperature, teacher=batch.teacher_scores,
+                           distill_weight=distill_weight, **batch_keys(batch, mask_duplicates))
         scale(out.loss * loss_factor).backward()
     return out._replace(loss=out.loss.detach())
 
@@ -192,13 +210,14 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
                     autocast: ContextFactory, scale: Callable[[torch.Tensor], torch.Tensor],
                     loss_factor: float, no_sync: ContextFactory, chunk_size: int,
                     sync_last: bool, mask_duplicates: bool = True,
-                    sync: bool = True, temperature: float = 1.0) -> InBatchLoss:
+                    sync: bool = True, temperature: float = 1.0,
+                    distill_weight: float = 0.0) -> InBatchLoss:
     """The same result as `plain_step`, holding activations of `chunk_size` rows at a time.
 
     Args:
         sync_last: Let DDP reduce gradients on the last chunk's backward (the end of an
             optimizer update); every other chunk runs under `no_sync`.
-        mask_duplicates, sync, temperature: As in `plain_step`.
+        mask_duplicates, sync, temperature, distill_weight: As in `plain_step`.
     """
     pairs = list(zip_longest(
         _chunks(batch.question_ids, batch.question_mask, batch.question_lengths, chunk_size),
@@ -216,7 +235,8 @@ def grad_cache_step(model: torch.nn.Module, batch: BiEncoderBatch, *, dctx: Dist
     train_ctx = any(p.requires_grad for p in getattr(model, "module", model).ctx_model.parameters())
     c_all = torch.cat(c_parts).requires_grad_(train_ctx)
     out = inbatch_loss(q_all, c_all, batch.positive_idx, dctx, sync=sync,
-                       temperature=temperature, **batch_keys(batch, mask_duplicates))
+                       temperature=temperature, teacher=batch.teacher_scores,
+                       distill_weight=distill_weight, **batch_keys(batch, mask_duplicates))
     scale(out.loss * loss_factor).backward()
     # Chunk 0 holds questions and passages, so it is the last one, the one DDP reduces on.
     for i in reversed(range(len(pairs))):

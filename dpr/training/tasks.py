@@ -20,6 +20,7 @@ from dpr.data.batch import (
     rerank_group,
 )
 from dpr.data.records import BiEncoderSample, DataFormatError
+from dpr.data.teacher import TeacherScores, teacher_column
 from dpr.recipe import Recipe
 from dpr.training.build import TrainingParts
 from dpr.training.config import Config
@@ -46,8 +47,9 @@ class Task:
     reranker = False  # the kind of checkpoint it writes
 
     def __init__(self, cfg: Config, dctx: DistContext, parts: TrainingParts,
-                 recipe: Recipe) -> None:
+                 recipe: Recipe, teacher: TeacherScores | None = None) -> None:
         self.cfg, self.dctx, self.parts, self.recipe = cfg, dctx, parts, recipe
+        self.teacher = teacher  # --distill_scores (a bi-encoder's only)
 
     @staticmethod
     def usable(samples: list[BiEncoderSample], flag: str) -> list[BiEncoderSample]:
@@ -60,13 +62,21 @@ class BiEncoderTask(Task):
     validation (lower is better)."""
 
     def describe(self) -> str:
-        return f"Encoder recipe: {self.recipe.describe()}"
+        text = f"Encoder recipe: {self.recipe.describe()}"
+        if self.teacher is not None:
+            text += (f"; distilling the reranker scores of {self.cfg.data.distill_scores} "
+                     f"(weight {self.cfg.train.distill_weight})")
+        return text
 
     def batch(self, samples: Sequence[BiEncoderSample], rngs: Sequence) -> BiEncoderBatch:
         d = self.cfg.data
-        return build_batch(samples, self.parts.tensorizer, num_hard=d.hard_negatives,
-                           num_other=d.other_negatives, rngs=rngs,
-                           shuffle_positive=d.shuffle_positive_ctx)
+        batch = build_batch(samples, self.parts.tensorizer, num_hard=d.hard_negatives,
+                            num_other=d.other_negatives, rngs=rngs,
+                            shuffle_positive=d.shuffle_positive_ctx)
+        if self.teacher is not None:
+            batch.teacher_scores = teacher_column(self.teacher, [s.question for s in samples],
+                                                  batch.ctx_keys, batch.positive_idx)
+        return batch
 
     def step(self, batch: BiEncoderBatch, loss_factor: float, update: bool) -> InBatchLoss:
         """Forward + backward of one batch; DDP reduces gradients only when `update`."""
@@ -75,7 +85,8 @@ class BiEncoderTask(Task):
         common = {"dctx": self.dctx, "autocast": self.parts.autocast,
                   "scale": self.parts.scaler.scale, "loss_factor": loss_factor,
                   "mask_duplicates": not t.keep_duplicate_positives, "sync": False,
-                  "temperature": self.recipe.score_temperature}
+                  "temperature": self.recipe.score_temperature,
+                  "distill_weight": t.distill_weight if self.teacher is not None else 0.0}
         if t.grad_cache_chunk_size:
             return grad_cache_step(model, batch, no_sync=no_sync,
                                    chunk_size=t.grad_cache_chunk_size, sync_last=update,

@@ -18,6 +18,7 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 
 from dpr.data.iterator import ShardedIterator
 from dpr.data.records import BiEncoderSample, DataFormatError, load_samples
+from dpr.data.teacher import TeacherScores, check_teacher_scores, read_teacher_scores
 from dpr.recipe import Recipe
 from dpr.training.build import build_parts
 from dpr.training.config import Config
@@ -69,12 +70,17 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
                 raise DataFormatError(f"{data.train_file}: no training sample has a positive "
                                       "passage")
             train_samples = task.usable(train_samples, "--train_file")
+        teacher = None
+        if data.distill_scores:
+            with naming_flag("--distill_scores"):
+                teacher = read_teacher_scores(data.distill_scores)
+                check_teacher_scores(teacher, train_samples, data.distill_scores)
         with naming_flag("--dev_file"):
             dev_samples = (task.usable(load_samples(data.dev_file), "--dev_file")
                            if data.dev_file else None)
         if train.output_dir:
             make_output_dir(train.output_dir)
-        return Trainer(cfg, dctx).train(train_samples, dev_samples)
+        return Trainer(cfg, dctx, teacher=teacher).train(train_samples, dev_samples)
     if model.model_file and data.dev_file:
         with naming_flag("--dev_file"):
             dev_samples = task.usable(load_samples(data.dev_file), "--dev_file")
@@ -87,7 +93,8 @@ def run(cfg: Config, dctx: DistContext) -> dict[str, Any]:
 class Trainer:
     """Builds the model (from scratch or a checkpoint) and runs training or validation."""
 
-    def __init__(self, cfg: Config, dctx: DistContext) -> None:
+    def __init__(self, cfg: Config, dctx: DistContext, *,
+                 teacher: TeacherScores | None = None) -> None:
         self.cfg, self.dctx = cfg, dctx
         set_seed(cfg.train.seed % 2**32)  # numpy takes seeds in [0, 2**32) only
         self.resume = load_resume(cfg)
@@ -99,7 +106,7 @@ class Trainer:
         self.bare, self.model, self.optimizer, self.scaler = \
             parts.bare, parts.model, parts.optimizer, parts.scaler
         self.task: Task = (RerankTask if cfg.rerank is not None else BiEncoderTask)(
-            cfg, dctx, parts, self.recipe)
+            cfg, dctx, parts, self.recipe, teacher)
         logger.info("%s", self.task.describe())
         self.run_dir = RunDir(cfg.train.output_dir, prefix=cfg.train.checkpoint_file_name,
                               is_main=dctx.is_main)
