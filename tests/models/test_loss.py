@@ -121,3 +121,46 @@ def test_listwise_loss_of_tied_scores_is_log_group_size_and_counts_no_question_r
     assert loss.dtype == torch.float32
     assert math.isclose(loss.item(), math.log(3), abs_tol=1e-6)
     assert losses.listwise_correct(scores).item() == 0
+
+
+def _kl(teacher: list[float], student: list[float]) -> float:
+    """KL(softmax(teacher) ‖ softmax(student)) by hand."""
+    zt, zs = sum(math.exp(t) for t in teacher), sum(math.exp(s) for s in student)
+    return sum(math.exp(t) / zt * ((t - math.log(zt)) - (s - math.log(zs)))
+               for t, s in zip(teacher, student))
+
+
+def test_distill_loss_matches_hand_computation_over_each_questions_own_block() -> None:
+    # Given 2 questions whose blocks are columns 0-2 and 3-4 of a 5-passage batch, and scores
+    # for the other question's block that must not count (99)
+    scores = torch.tensor([[1.0, 0.0, 0.5, 99.0, 99.0], [99.0, 99.0, 99.0, 2.0, -1.0]],
+                          dtype=torch.bfloat16)
+    teacher = torch.tensor([3.0, -1.0, 2.0, 0.0, 1.0])
+    # When computing the distillation term
+    loss = losses.distill_loss(scores, torch.tensor([0, 3]), teacher)
+    # Then it is the mean of each question's KL over its own block, in float32
+    expected = (_kl([3.0, -1.0, 2.0], [1.0, 0.0, 0.5]) + _kl([0.0, 1.0], [2.0, -1.0])) / 2
+    assert loss.dtype == torch.float32
+    assert math.isclose(loss.item(), expected, rel_tol=1e-5)
+
+
+def test_distill_loss_is_zero_when_the_student_ranks_as_the_teacher_and_its_gradient_finite(
+        ) -> None:
+    # Given a student whose scores are the teacher's plus a constant per question (the same
+    # softmax), blocks of 3 and 1 passages
+    teacher = torch.tensor([1.0, -2.0, 0.5, 4.0])
+    scores = torch.stack([teacher + 7.0, teacher - 3.0]).requires_grad_()
+    loss = losses.distill_loss(scores, torch.tensor([0, 3]), teacher)
+    # Then the divergence is 0 and its gradient finite (the one-passage block included)
+    assert abs(loss.item()) < 1e-6
+    loss.backward()
+    assert torch.isfinite(scores.grad).all()
+    # And a question's scores outside its own block get no gradient
+    assert scores.grad[0, 3] == 0 and (scores.grad[1, :3] == 0).all()
+
+
+def test_own_groups_lists_each_questions_block_padded_with_invalid_slots() -> None:
+    columns, valid = losses.own_groups(torch.tensor([0, 4, 5]), 8)
+    assert columns.tolist() == [[0, 1, 2, 3], [4, 0, 0, 0], [5, 6, 7, 0]]
+    assert valid.tolist() == [[True] * 4, [True, False, False, False],
+                              [True, True, True, False]]

@@ -37,7 +37,8 @@ def test_config_has_every_dpr_flag_with_its_default() -> None:
         "keep_duplicate_positives", "ignore_checkpoint_offset", "ignore_checkpoint_optimizer",
         "ignore_checkpoint_lr", "keep_last_checkpoints", "distributed_timeout_minutes",
         "pooling", "similarity", "temperature", "query_prefix", "passage_prefix",
-        "passage_format", "shared_encoder", "freeze_embeddings"}
+        "passage_format", "shared_encoder", "freeze_embeddings", "distill_scores",
+        "distill_weight"}
 
 
 @pytest.mark.parametrize("flags,message", [
