@@ -27,7 +27,12 @@ from dpr.cli.flags import (
 )
 from dpr.cli.main import run_main
 from dpr.data.records import load_samples
-from dpr.data.teacher import sample_passages, write_teacher_scores
+from dpr.data.teacher import (
+    read_teacher_scores,
+    sample_passages,
+    teacher_summary,
+    write_teacher_scores,
+)
 from dpr.utils.errors import naming_flag
 from dpr.utils.io import check_output_file
 from dpr.utils.options import at_least
@@ -89,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     logger.info("Scored %d pairs in %.1f s (%.1f ms per pair) -> %s", len(pairs), seconds,
                 1000 * seconds / max(len(pairs), 1), os.fspath(args.out_file))
+    logger.info("The reranker on the training labels: %s",
+                teacher_summary(read_teacher_scores(os.fspath(args.out_file)), samples))
     return 0
 
 

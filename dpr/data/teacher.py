@@ -85,6 +85,25 @@ def check_teacher_scores(table: TeacherScores, samples: Sequence[BiEncoderSample
                 f"files themselves with {SCORE_TOOL}")
 
 
+def teacher_summary(table: TeacherScores, samples: Sequence[BiEncoderSample]) -> str:
+    """One line on what a teacher says of the training labels: the questions whose best
+    positive it scores above every negative, and the negatives it scores above the question's
+    best positive (unlabelled answer-bearing passages, or the teacher's mistakes)."""
+    questions = right = above = negatives = 0
+    for sample in {s.question: s for s in samples}.values():
+        scores = table[sample.question]
+        keys = {p.key for p in sample.positives}
+        best = max(scores[k] for k in keys)
+        others = [scores[p.key] for p in sample_passages(sample) if p.key not in keys]
+        questions += 1
+        negatives += len(others)
+        right += all(best > o for o in others)
+        above += sum(o > best for o in others)
+    return (f"the positive scored above every negative for {right} of {questions} questions "
+            f"({100 * right / max(questions, 1):.1f} %); {above} of {negatives} negatives "
+            f"({100 * above / max(negatives, 1):.2f} %) scored above their question's positive")
+
+
 def teacher_column(table: TeacherScores, questions: Sequence[str], ctx_keys: torch.Tensor,
                    positive_idx: torch.Tensor) -> torch.Tensor:
     """[C] float32: the teacher's score of each column of a bi-encoder batch for the question

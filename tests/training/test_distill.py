@@ -19,6 +19,7 @@ from dpr.data.teacher import (
     read_teacher_scores,
     sample_passages,
     teacher_column,
+    teacher_summary,
     write_teacher_scores,
 )
 from dpr.inference import load_reranker
@@ -73,6 +74,20 @@ def test_teacher_column_gives_each_batch_column_its_own_questions_score() -> Non
                             torch.tensor([0, 2]))
     # Then the shared passage has each question's own score
     assert column.tolist() == [1.0, 2.0, 3.0, -1.0, 4.0]
+
+
+def test_teacher_summary_counts_questions_ranked_right_and_negatives_above_the_positive(
+        toy: Path, sharp_teacher: Path) -> None:
+    # Given the sharp teacher (positive 4, negatives -2..1), then one negative raised to 5
+    samples = load_samples(str(toy))
+    table = read_teacher_scores(str(sharp_teacher))
+    assert teacher_summary(table, samples) == (
+        "the positive scored above every negative for 8 of 8 questions (100.0 %); 0 of 32 "
+        "negatives (0.00 %) scored above their question's positive")
+    table[samples[0].question][sample_passages(samples[0])[2].key] = 5.0
+    assert teacher_summary(table, samples).startswith("the positive scored above every "
+                                                      "negative for 7 of 8 questions (87.5 %); "
+                                                      "1 of 32 negatives (3.12 %)")
 
 
 def _run(model: Path, train: Path, out: Path, *extra: str) -> int:
