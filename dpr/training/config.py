@@ -236,7 +236,7 @@ class RerankConfig:
         7, "Negatives per question (hard negatives first, then negative_ctxs; copies of a "
         "positive left out): a listwise group of 1 positive + N. A question with fewer keeps "
         "fewer; one with none is left out (logged).")
-    head_learning_rate: float = opt(1e-3, "Peak learning rate of the one-score head "
+    head_learning_rate: float = opt(3e-3, "Peak learning rate of the one-score head "
                                     "(--learning_rate is the encoder's).")
     head_init: str = opt("zero", "How the one-score head starts: zero (every candidate scores "
                          "the same at first; the head learns first) or random.",

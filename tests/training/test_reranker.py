@@ -64,7 +64,7 @@ def test_two_steps_write_a_reranker_checkpoint_whose_first_loss_is_uniform(
     assert first["correct"] == 0 and first["questions"] == 4
     # And the head and the encoder have their own learning rates (two groups each)
     groups = raw["optimizer_dict"]["param_groups"]
-    assert [g["initial_lr"] for g in groups] == [1e-5, 1e-5, 1e-3, 1e-3]
+    assert [g["initial_lr"] for g in groups] == [1e-5, 1e-5, 3e-3, 3e-3]
     # And the run's flags are the reranker's, read back by --config
     config = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
     assert config["checkpoint_file_name"] == "reranker" and config["negatives"] == 3
