@@ -24,15 +24,11 @@ from dpr.cli.flags import (
     add_output_flags,
     add_pickle_flag,
     add_precision_flags,
+    encoder_params,
 )
 from dpr.cli.main import run_main
 from dpr.data.records import load_samples
-from dpr.data.teacher import (
-    read_teacher_scores,
-    sample_passages,
-    teacher_summary,
-    write_teacher_scores,
-)
+from dpr.data.teacher import sample_passages, teacher_summary, write_teacher_scores
 from dpr.utils.errors import naming_flag
 from dpr.utils.io import check_output_file
 from dpr.utils.options import at_least
@@ -78,9 +74,8 @@ def run(args: argparse.Namespace) -> int:
         for passage in sample_passages(sample):
             passages.setdefault(passage.key, (passage.title, passage.text))
     device = select_device(args.device)
-    reranker = load_reranker(args.reranker, {"pretrained_model_cfg": args.pretrained_model_cfg,
-                                             "pretrained_file": args.pretrained_file},
-                             device=device, allow_pickle=args.allow_unsafe_pickle,
+    reranker = load_reranker(args.reranker, encoder_params(args), device=device,
+                             allow_pickle=args.allow_unsafe_pickle,
                              amp_dtype=autocast_dtype(args.fp16, args.amp_dtype, device),
                              batch_size=args.batch_size, quiet=args.quiet)
     pairs = [(question, passage) for question, passages in questions.items()
@@ -89,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
                 len(pairs), args.train_file, reranker.description)
     start = time.perf_counter()
     scores = iter(reranker.score_pairs(pairs).tolist())
-    write_teacher_scores(args.out_file, ((question, {key: next(scores) for key in passages})
-                                         for question, passages in questions.items()))
+    table = {question: {key: next(scores) for key in passages}
+             for question, passages in questions.items()}
+    write_teacher_scores(args.out_file, table.items())
     seconds = time.perf_counter() - start
     logger.info("Scored %d pairs in %.1f s (%.1f ms per pair) -> %s", len(pairs), seconds,
                 1000 * seconds / max(len(pairs), 1), os.fspath(args.out_file))
     logger.info("The reranker on the training labels: %s",
-                teacher_summary(read_teacher_scores(os.fspath(args.out_file)), samples))
+                teacher_summary(table, samples))
     return 0
 
 

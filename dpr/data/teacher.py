@@ -11,6 +11,7 @@ whichever negatives a batch draws. A question repeated in the training files has
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -60,7 +61,7 @@ def read_teacher_scores(path: str) -> TeacherScores:
             except (TypeError, ValueError):
                 raise DataFormatError(f"{where}: passage key {key!r} with score {value!r}: "
                                       "expected an integer key and a number") from None
-            if number != number or number in (float("inf"), float("-inf")):
+            if not math.isfinite(number):
                 raise DataFormatError(f"{where}: passage key {key}: score {value} is not "
                                       "finite")
     return table
